@@ -1,0 +1,132 @@
+// The Committer: the only LMDB writer of a node. Callers submit Ops from any thread; the committer
+// thread drains everything pending into one write transaction, commits once (one fsync for the
+// whole group in sync mode), then completes each Op. This is where durable throughput comes from.
+#pragma once
+
+#include <roost/durable/env.h>
+#include <roost/wire/error.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace roost::durable {
+
+// What an Op sees while it runs inside the group transaction.
+struct WriteContext {
+  Txn& txn;
+  std::int64_t now_ms;  // one clock reading for the whole group
+  // True when the map cannot grow any more: Ops that add data must fail with kStorageFull,
+  // Ops that remove data (acks, deletes) should still run.
+  bool storage_full;
+};
+
+// One unit of write work.
+class Op {
+ public:
+  virtual ~Op() = default;
+  // Runs inside the group transaction on the committer thread. May run more than once for one
+  // submission (the group is replayed after the map grows), so it must reset any result it keeps.
+  // Must check its preconditions before writing: a logical failure (queue_full, not found) is
+  // recorded in the Op and leaves the transaction untouched. LMDB failures throw MdbError.
+  virtual void apply(WriteContext& ctx) = 0;
+  // Runs on the committer thread after the group committed (or failed: `error` set). Must be
+  // cheap: hand real work to another thread.
+  virtual void complete(const Error* error) = 0;
+};
+
+// Something that keeps per-transaction state (caches, counters) across the Ops of a group.
+class Participant {
+ public:
+  virtual ~Participant() = default;
+  virtual void begin(WriteContext&) {}
+  // Last chance to write before commit (flush cached records).
+  virtual void prepare(WriteContext&) {}
+  virtual void committed() {}
+  virtual void aborted() {}
+  // Periodic work (expiry, promotion of due messages). Returns true if it wrote anything.
+  virtual bool maintain(WriteContext&) { return false; }
+};
+
+struct CommitterOptions {
+  std::chrono::milliseconds sync_interval{100};      // batch durability only
+  std::chrono::milliseconds maintenance_interval{50};
+  std::size_t max_group_ops = 8192;  // cap on Ops per transaction (bounds latency)
+};
+
+// Histogram with fixed power-of-two-ish buckets, safe to read from any thread.
+class Histogram {
+ public:
+  static constexpr std::array<double, 14> kBounds = {1,   2,    5,    10,   25,    50,    100,
+                                                     250, 500, 1000, 2500, 5000, 10000, 50000};
+  void record(double value);
+  struct Snapshot {
+    std::array<std::uint64_t, kBounds.size() + 1> buckets{};  // last = +Inf
+    std::uint64_t count = 0;
+    double sum = 0;
+  };
+  Snapshot snapshot() const;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<double> sum_{0};
+};
+
+struct CommitterMetrics {
+  Histogram commit_us;      // commit latency including fsync, microseconds
+  Histogram group_ops;      // Ops per committed group
+  std::atomic<std::uint64_t> commits{0};
+  std::atomic<std::uint64_t> ops{0};
+  std::atomic<std::uint64_t> map_grows{0};
+  std::atomic<std::uint64_t> storage_full_errors{0};
+};
+
+// Thread-safe: submit() from any thread. Participants are registered before start().
+class Committer {
+ public:
+  using Clock = std::function<std::int64_t()>;
+
+  Committer(Env& env, CommitterOptions options, Clock clock);
+  ~Committer();  // stops after draining everything submitted
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+
+  void add_participant(Participant* p);
+  void start();
+  // Completes every Op already submitted, then stops the thread. New submissions fail with
+  // kUnavailable.
+  void stop();
+
+  void submit(std::unique_ptr<Op> op);
+  // Asks for a maintenance pass at the next opportunity (e.g. after a clock change in tests).
+  void poke();
+
+  const CommitterMetrics& metrics() const { return metrics_; }
+
+ private:
+  void run();
+  void commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance);
+
+  Env& env_;
+  CommitterOptions options_;
+  Clock clock_;
+  std::vector<Participant*> participants_;
+  CommitterMetrics metrics_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Op>> pending_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;                     // GUARDED_BY(mu_)
+  bool poked_ = false;                        // GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+}  // namespace roost::durable

@@ -1,0 +1,145 @@
+// RAII wrappers over LMDB: one Env per node, short read transactions from any thread, write
+// transactions only from the Committer thread.
+//
+// Errors inside the engine are thrown as MdbError (an LMDB return code); the Committer turns them
+// into roost::Error values at its boundary, so nothing above durable/ sees an exception from here.
+#pragma once
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace roost::durable {
+
+enum class Durability {
+  kSync,   // fsync before a commit is acknowledged (default)
+  kBatch,  // commit without fsync; fsync every sync_interval_ms
+  kNone,   // never fsync explicitly; the OS decides
+};
+
+struct EnvOptions {
+  std::filesystem::path dir;                      // created if missing
+  Durability durability = Durability::kSync;
+  std::uint64_t initial_map_bytes = 256ull << 20;  // grows on demand (doubling)
+  std::uint64_t max_map_bytes = 0;                // 0 = grow until the disk is full
+  unsigned max_dbs = 32;
+  unsigned max_readers = 512;
+};
+
+class MdbError : public std::runtime_error {
+ public:
+  explicit MdbError(int rc, std::string_view what);
+  int rc() const { return rc_; }
+
+ private:
+  int rc_;
+};
+
+inline MDB_val to_val(std::span<const std::uint8_t> bytes) {
+  return MDB_val{bytes.size(), const_cast<std::uint8_t*>(bytes.data())};
+}
+inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+inline std::string_view as_view(const MDB_val& v) {
+  return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+class Txn;
+
+// The LMDB environment. Thread-safe. Readers and the map-resize path are coordinated by a
+// shared_mutex: a Txn holds it shared for its life; grow_map() takes it exclusively.
+class Env {
+ public:
+  explicit Env(EnvOptions options);  // throws on start-up failure
+  ~Env();
+  Env(const Env&) = delete;
+  Env& operator=(const Env&) = delete;
+
+  // Opens (creating if needed) a named database. Call only at start-up, before concurrent use.
+  MDB_dbi open_db(const char* name, unsigned flags = 0);
+
+  Txn begin_read() const;
+  // REQUIRES: called only from the Committer thread.
+  Txn begin_write();
+
+  // Doubles the map size, bounded by max_map_bytes. Returns false if already at the cap.
+  // REQUIRES: no transaction of this process is open on the calling thread.
+  bool grow_map();
+  // Commits a tiny write so that pages freed by the previous commit become reusable (LMDB reuses
+  // a commit's freed pages only after a later transaction committed). Returns false on failure.
+  // REQUIRES: called only from the Committer thread, with no write transaction open.
+  bool bump();
+  // Flushes committed data to disk (batch durability).
+  void sync();
+
+  MDB_env* raw() const { return env_; }
+  const EnvOptions& options() const { return options_; }
+  std::uint64_t map_bytes() const { return map_bytes_; }
+  // Bytes of the data file actually used (last page * page size).
+  std::uint64_t used_bytes() const;
+
+ private:
+  EnvOptions options_;
+  MDB_env* env_ = nullptr;
+  std::uint64_t map_bytes_ = 0;
+  mutable std::shared_mutex resize_mu_;
+  friend class Txn;
+};
+
+// A transaction. Destroyed without commit() it aborts. Move-only. Values returned by get() point
+// into the map and are valid only until the transaction ends: copy them out.
+class Txn {
+ public:
+  Txn(Txn&& other) noexcept;
+  Txn& operator=(Txn&&) = delete;
+  Txn(const Txn&) = delete;
+  ~Txn();
+
+  std::optional<std::string_view> get(MDB_dbi dbi, std::string_view key) const;
+  void put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags = 0);
+  // Reserves `size` bytes for the value and returns a pointer to fill before the txn ends.
+  char* reserve(MDB_dbi dbi, std::string_view key, std::size_t size, unsigned flags = 0);
+  // Returns false when the key was absent ("not found" is a value, not an error).
+  bool del(MDB_dbi dbi, std::string_view key);
+  void commit();
+  void abort();
+
+  MDB_txn* raw() const { return txn_; }
+
+ private:
+  friend class Env;
+  Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock);
+  MDB_txn* txn_;
+  std::shared_lock<std::shared_mutex> lock_;
+};
+
+// A cursor over one database, closed on destruction. Positions return the key/value or nullopt.
+class Cursor {
+ public:
+  Cursor(const Txn& txn, MDB_dbi dbi);
+  ~Cursor();
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+
+  struct Entry {
+    std::string_view key;
+    std::string_view value;
+  };
+  std::optional<Entry> seek(std::string_view key);  // first entry with key >= `key`
+  std::optional<Entry> first();
+  std::optional<Entry> next();
+  std::optional<Entry> last();
+  std::optional<Entry> prev();
+
+ private:
+  std::optional<Entry> op(MDB_cursor_op op, MDB_val* key = nullptr);
+  MDB_cursor* cursor_ = nullptr;
+};
+
+}  // namespace roost::durable

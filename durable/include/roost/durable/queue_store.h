@@ -1,0 +1,113 @@
+// QueueStore: durable at-least-once queues on LMDB.
+//
+// Thread-safety: every method may be called from any thread. Writes (including pulls, which lease)
+// are submitted to the Committer and complete through the callback on the committer thread, after
+// the group commit; callbacks must be cheap (post the result elsewhere). Reads (get_queue,
+// list_queues) use short read-only transactions on the calling thread.
+//
+// Semantics, in brief (docs/queues.md has the long form):
+//  - enqueue: acknowledged after commit; a producer `id` suppresses duplicates for dedup_window_ms
+//    (the duplicate answers with the first message's id); `delay_ms` defers visibility.
+//  - pull: leases up to batch_size ready messages for a visibility timeout; attempts += 1.
+//  - ack removes; retry makes the message visible again after a delay. A lease that expires, or a
+//    retry, of a message already delivered max_retries + 1 times moves it to the dead-letter queue
+//    (or drops it, counted, if none is configured).
+//  - messages with an ordering `key` are delivered in enqueue order, one in flight per key.
+//  - message_ttl_ms removes messages never acked in time (counted as expired).
+//  - on open, every lease left by a previous run is released: unacked messages are visible again.
+#pragma once
+
+#include <roost/durable/committer.h>
+#include <roost/durable/env.h>
+#include <roost/durable/queue_types.h>
+#include <roost/wire/error.h>
+
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace roost::durable {
+
+template <class T>
+using Result = std::expected<T, Error>;
+template <class T>
+using Callback = std::move_only_function<void(Result<T>)>;
+
+struct QueueStoreOptions {
+  bool auto_create_queues = true;               // enqueue to an unknown queue creates it
+  std::uint64_t max_message_bytes = 1u << 20;   // largest body accepted
+  std::uint32_t max_batch = 1000;               // most messages per enqueue / pull
+  std::uint32_t sweep_limit = 10'000;           // most expiries handled per maintenance pass
+};
+
+class QueueStore final : public Participant {
+ public:
+  // Opens the queue tables and releases leases left by a previous run.
+  // REQUIRES: the committer is not started yet; call committer.start() afterwards.
+  QueueStore(Env& env, Committer& committer, QueueStoreOptions options,
+             std::function<std::int64_t()> clock);
+  ~QueueStore() override;
+  QueueStore(const QueueStore&) = delete;
+  QueueStore& operator=(const QueueStore&) = delete;
+
+  // Called on the committer thread, after a commit, with each queue that got ready messages.
+  void set_ready_listener(std::function<void(const std::string& queue)> listener);
+
+  // Creates the queue or updates its configuration.
+  void put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done);
+  void delete_queue(std::string name, Callback<bool> done);
+  // Answers the message ids, in order (for duplicates, the id of the first).
+  void enqueue(std::string name, std::vector<NewMessage> messages,
+               Callback<std::vector<std::string>> done);
+  void pull(std::string name, PullOptions options, Callback<std::vector<LeasedMessage>> done);
+  void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+           Callback<AckResult> done);
+  // Moves up to `max` (0 = all) waiting (not leased) messages of `from` to `to`, attempts reset.
+  // Moved messages keep their id and so their place by age: they come before newer messages.
+  void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done);
+
+  Result<QueueInfo> get_queue(std::string_view name) const;
+  std::vector<QueueInfo> list_queues() const;
+
+  static std::optional<Error> validate_name(std::string_view name);
+  static std::optional<Error> validate_config(std::string_view name, const QueueConfig& config);
+
+  // Participant (committer thread only).
+  void begin(WriteContext& ctx) override;
+  void prepare(WriteContext& ctx) override;
+  void committed() override;
+  void aborted() override;
+  bool maintain(WriteContext& ctx) override;
+
+ private:
+  struct Tables;
+  struct Queue;  // a QueueRecord cached for one transaction
+  class Work;    // the per-transaction algorithms
+
+  template <class T, class F>
+  void submit(Callback<T> done, F fn);
+  void recover();
+
+  Env& env_;
+  Committer& committer_;
+  QueueStoreOptions options_;
+  std::function<std::int64_t()> clock_;
+  std::function<void(const std::string&)> ready_listener_;
+  std::unique_ptr<Tables> tables_;
+
+  // Committer-thread state. Committed values and this transaction's changes.
+  std::unique_ptr<Work> work_;
+  std::uint32_t next_qid_ = 1;
+  std::uint64_t next_seq_ = 1;
+  std::unordered_map<std::uint32_t, std::string> names_;  // committed qid -> name
+  std::mt19937_64 nonce_rng_;
+};
+
+}  // namespace roost::durable

@@ -1,0 +1,185 @@
+#include "roost/durable/committer.h"
+
+#include <roost/log.h>
+
+#include <cerrno>
+
+namespace roost::durable {
+
+void Histogram::record(double value) {
+  std::size_t i = 0;
+  while (i < kBounds.size() && value > kBounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  double cur = sum_.load(std::memory_order_relaxed);
+  while (!sum_.compare_exchange_weak(cur, cur + value, std::memory_order_relaxed)) {
+  }
+}
+
+Histogram::Snapshot Histogram::snapshot() const {
+  Snapshot s;
+  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+    s.buckets[i] = buckets_[i].load(std::memory_order_relaxed);
+  }
+  s.count = count_.load(std::memory_order_relaxed);
+  s.sum = sum_.load(std::memory_order_relaxed);
+  return s;
+}
+
+Committer::Committer(Env& env, CommitterOptions options, Clock clock)
+    : env_(env), options_(options), clock_(clock) {}
+
+Committer::~Committer() { stop(); }
+
+void Committer::add_participant(Participant* p) { participants_.push_back(p); }
+
+void Committer::start() { thread_ = std::thread([this] { run(); }); }
+
+void Committer::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Committer::submit(std::unique_ptr<Op> op) {
+  std::unique_lock lock(mu_);
+  if (stopping_) {
+    lock.unlock();
+    Error err{ErrorCode::kUnavailable, "the node is shutting down"};
+    op->complete(&err);
+    return;
+  }
+  pending_.push_back(std::move(op));
+  bool first = pending_.size() == 1;
+  lock.unlock();
+  if (first) cv_.notify_one();
+}
+
+void Committer::poke() {
+  {
+    std::lock_guard lock(mu_);
+    poked_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Committer::run() {
+  auto log = roost::module_logger("durable");
+  using SteadyClock = std::chrono::steady_clock;
+  auto next_maintenance = SteadyClock::now();
+  auto next_sync = SteadyClock::now() + options_.sync_interval;
+  bool unsynced = false;
+  std::vector<std::unique_ptr<Op>> group;
+  std::vector<std::unique_ptr<Op>> rest;
+  for (;;) {
+    bool stopping = false;
+    bool maintenance = false;
+    {
+      std::unique_lock lock(mu_);
+      auto deadline = next_maintenance;
+      if (env_.options().durability == Durability::kBatch && unsynced && next_sync < deadline) {
+        deadline = next_sync;
+      }
+      cv_.wait_until(lock, deadline, [&] { return !pending_.empty() || stopping_ || poked_; });
+      if (pending_.size() <= options_.max_group_ops) {
+        group.swap(pending_);
+      } else {
+        // Take the oldest max_group_ops; leave the rest for the next group.
+        auto split = pending_.begin() + static_cast<std::ptrdiff_t>(options_.max_group_ops);
+        group.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(split));
+        rest.assign(std::make_move_iterator(split), std::make_move_iterator(pending_.end()));
+        pending_.swap(rest);
+        rest.clear();
+      }
+      stopping = stopping_ && pending_.empty();
+      maintenance = poked_ || SteadyClock::now() >= next_maintenance;
+      poked_ = false;
+    }
+    if (maintenance) next_maintenance = SteadyClock::now() + options_.maintenance_interval;
+    if (!group.empty() || maintenance) {
+      commit_group(group, maintenance);
+      if (!group.empty()) unsynced = true;
+      group.clear();
+    }
+    if (env_.options().durability == Durability::kBatch && unsynced &&
+        (SteadyClock::now() >= next_sync || stopping)) {
+      try {
+        env_.sync();
+      } catch (const MdbError& e) {
+        log->error("periodic sync failed: {}", e.what());
+      }
+      unsynced = false;
+      next_sync = SteadyClock::now() + options_.sync_interval;
+    }
+    if (stopping) break;
+  }
+}
+
+void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance) {
+  auto log = roost::module_logger("durable");
+  bool storage_full = false;
+  bool bumped = false;
+  for (int attempt = 0;; ++attempt) {
+    std::int64_t now = clock_();
+    try {
+      Txn txn = env_.begin_write();
+      WriteContext ctx{txn, now, storage_full};
+      for (auto* p : participants_) p->begin(ctx);
+      for (auto& op : group) op->apply(ctx);
+      bool wrote = !group.empty();
+      if (maintenance) {
+        for (auto* p : participants_) wrote = p->maintain(ctx) || wrote;
+      }
+      if (!wrote) {
+        txn.abort();
+        for (auto* p : participants_) p->aborted();
+        return;
+      }
+      for (auto* p : participants_) p->prepare(ctx);
+      auto t0 = std::chrono::steady_clock::now();
+      txn.commit();
+      auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);
+      metrics_.commit_us.record(us.count());
+      metrics_.group_ops.record(static_cast<double>(group.size()));
+      metrics_.commits.fetch_add(1, std::memory_order_relaxed);
+      metrics_.ops.fetch_add(group.size(), std::memory_order_relaxed);
+      for (auto* p : participants_) p->committed();
+      for (auto& op : group) op->complete(nullptr);
+      return;
+    } catch (const MdbError& e) {
+      for (auto* p : participants_) p->aborted();
+      bool map_full = e.rc() == MDB_MAP_FULL;
+      bool disk_full = e.rc() == ENOSPC || e.rc() == EDQUOT;
+      if (map_full && !storage_full && env_.grow_map()) {
+        metrics_.map_grows.fetch_add(1, std::memory_order_relaxed);
+        continue;  // replay the group in a larger map
+      }
+      if (map_full && !bumped && env_.bump()) {
+        bumped = true;  // pages freed by the last commit are usable now: try once more
+        continue;
+      }
+      if ((map_full || disk_full) && !storage_full) {
+        // Replay with adding Ops refused, so acks and deletes can still free space.
+        log->warn("storage full ({}); refusing writes that add data", e.what());
+        storage_full = true;
+        continue;
+      }
+      Error err;
+      if (map_full || disk_full) {
+        metrics_.storage_full_errors.fetch_add(1, std::memory_order_relaxed);
+        err = Error{ErrorCode::kStorageFull, "storage is full"};
+      } else {
+        log->error("write transaction failed: {}", e.what());
+        err = Error{ErrorCode::kInternal, std::string("storage error: ") + e.what()};
+      }
+      for (auto& op : group) op->complete(&err);
+      return;
+    }
+  }
+}
+
+}  // namespace roost::durable

@@ -1,0 +1,206 @@
+#include "roost/durable/env.h"
+
+#include <roost/log.h>
+
+#include <cstring>
+#include <system_error>
+
+namespace roost::durable {
+
+namespace {
+void check(int rc, std::string_view what) {
+  if (rc != MDB_SUCCESS) throw MdbError(rc, what);
+}
+}  // namespace
+
+MdbError::MdbError(int rc, std::string_view what)
+    : std::runtime_error(std::string(what) + ": " + mdb_strerror(rc)), rc_(rc) {}
+
+Env::Env(EnvOptions options) : options_(std::move(options)) {
+  std::filesystem::create_directories(options_.dir);
+  check(mdb_env_create(&env_), "mdb_env_create");
+  map_bytes_ = options_.initial_map_bytes;
+  if (options_.max_map_bytes != 0 && map_bytes_ > options_.max_map_bytes) {
+    map_bytes_ = options_.max_map_bytes;
+  }
+  unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+  if (options_.durability != Durability::kSync) flags |= MDB_NOSYNC;
+  try {
+    check(mdb_env_set_maxdbs(env_, options_.max_dbs), "mdb_env_set_maxdbs");
+    check(mdb_env_set_maxreaders(env_, options_.max_readers), "mdb_env_set_maxreaders");
+    check(mdb_env_set_mapsize(env_, map_bytes_), "mdb_env_set_mapsize");
+    check(mdb_env_open(env_, options_.dir.c_str(), flags, 0644), "mdb_env_open");
+  } catch (...) {
+    mdb_env_close(env_);
+    throw;
+  }
+  // An existing environment may be larger than the configured initial size.
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  map_bytes_ = info.me_mapsize;
+}
+
+Env::~Env() {
+  if (env_ != nullptr) {
+    if (options_.durability == Durability::kBatch) mdb_env_sync(env_, 1);
+    mdb_env_close(env_);
+  }
+}
+
+MDB_dbi Env::open_db(const char* name, unsigned flags) {
+  Txn txn = begin_write();
+  MDB_dbi dbi;
+  check(mdb_dbi_open(txn.raw(), name, flags | MDB_CREATE, &dbi), "mdb_dbi_open");
+  txn.commit();
+  return dbi;
+}
+
+Txn Env::begin_read() const {
+  std::shared_lock lock(resize_mu_);
+  MDB_txn* txn = nullptr;
+  check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin(read)");
+  return Txn(txn, std::move(lock));
+}
+
+Txn Env::begin_write() {
+  std::shared_lock lock(resize_mu_);
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc == MDB_MAP_RESIZED) {
+    // Another process grew the map; adopt its size.
+    lock.unlock();
+    {
+      std::unique_lock ulock(resize_mu_);
+      check(mdb_env_set_mapsize(env_, 0), "mdb_env_set_mapsize(0)");
+    }
+    lock.lock();
+    rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  }
+  check(rc, "mdb_txn_begin(write)");
+  return Txn(txn, std::move(lock));
+}
+
+bool Env::grow_map() {
+  std::uint64_t next = map_bytes_ * 2;
+  if (options_.max_map_bytes != 0 && next > options_.max_map_bytes) next = options_.max_map_bytes;
+  if (next <= map_bytes_) return false;
+  std::unique_lock lock(resize_mu_);
+  int rc = mdb_env_set_mapsize(env_, next);
+  if (rc != MDB_SUCCESS) {
+    roost::module_logger("durable")->error("map resize to {} bytes failed: {}", next, mdb_strerror(rc));
+    return false;
+  }
+  map_bytes_ = next;
+  roost::module_logger("durable")->info("storage map grown to {} MiB", next >> 20);
+  return true;
+}
+
+bool Env::bump() {
+  try {
+    Txn txn = begin_write();
+    MDB_dbi main;
+    check(mdb_dbi_open(txn.raw(), nullptr, 0, &main), "mdb_dbi_open(main)");
+    std::uint64_t n = 0;
+    if (auto v = txn.get(main, "roost.bump"); v && v->size() == sizeof n) {
+      std::memcpy(&n, v->data(), sizeof n);
+    }
+    ++n;
+    txn.put(main, "roost.bump", std::string_view(reinterpret_cast<const char*>(&n), sizeof n));
+    txn.commit();
+    return true;
+  } catch (const MdbError&) {
+    return false;
+  }
+}
+
+void Env::sync() { check(mdb_env_sync(env_, 1), "mdb_env_sync"); }
+
+std::uint64_t Env::used_bytes() const {
+  MDB_envinfo info;
+  MDB_stat stat;
+  mdb_env_info(env_, &info);
+  mdb_env_stat(env_, &stat);
+  return (info.me_last_pgno + 1) * static_cast<std::uint64_t>(stat.ms_psize);
+}
+
+Txn::Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock)
+    : txn_(txn), lock_(std::move(lock)) {}
+
+Txn::Txn(Txn&& other) noexcept : txn_(other.txn_), lock_(std::move(other.lock_)) {
+  other.txn_ = nullptr;
+}
+
+Txn::~Txn() { abort(); }
+
+std::optional<std::string_view> Txn::get(MDB_dbi dbi, std::string_view key) const {
+  MDB_val k = to_val(key);
+  MDB_val v;
+  int rc = mdb_get(txn_, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  check(rc, "mdb_get");
+  return as_view(v);
+}
+
+void Txn::put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags) {
+  MDB_val k = to_val(key);
+  MDB_val v = to_val(value);
+  check(mdb_put(txn_, dbi, &k, &v, flags), "mdb_put");
+}
+
+char* Txn::reserve(MDB_dbi dbi, std::string_view key, std::size_t size, unsigned flags) {
+  MDB_val k = to_val(key);
+  MDB_val v{size, nullptr};
+  check(mdb_put(txn_, dbi, &k, &v, flags | MDB_RESERVE), "mdb_put(reserve)");
+  return static_cast<char*>(v.mv_data);
+}
+
+bool Txn::del(MDB_dbi dbi, std::string_view key) {
+  MDB_val k = to_val(key);
+  int rc = mdb_del(txn_, dbi, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return false;
+  check(rc, "mdb_del");
+  return true;
+}
+
+void Txn::commit() {
+  MDB_txn* txn = txn_;
+  txn_ = nullptr;
+  int rc = mdb_txn_commit(txn);
+  if (lock_.owns_lock()) lock_.unlock();
+  check(rc, "mdb_txn_commit");
+}
+
+void Txn::abort() {
+  if (txn_ != nullptr) {
+    mdb_txn_abort(txn_);
+    txn_ = nullptr;
+  }
+  if (lock_.owns_lock()) lock_.unlock();
+}
+
+Cursor::Cursor(const Txn& txn, MDB_dbi dbi) {
+  check(mdb_cursor_open(txn.raw(), dbi, &cursor_), "mdb_cursor_open");
+}
+
+Cursor::~Cursor() { mdb_cursor_close(cursor_); }
+
+std::optional<Cursor::Entry> Cursor::op(MDB_cursor_op cop, MDB_val* key) {
+  MDB_val k{};
+  MDB_val v{};
+  if (key != nullptr) k = *key;
+  int rc = mdb_cursor_get(cursor_, &k, &v, cop);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  check(rc, "mdb_cursor_get");
+  return Entry{as_view(k), as_view(v)};
+}
+
+std::optional<Cursor::Entry> Cursor::seek(std::string_view key) {
+  MDB_val k = to_val(key);
+  return op(MDB_SET_RANGE, &k);
+}
+std::optional<Cursor::Entry> Cursor::first() { return op(MDB_FIRST); }
+std::optional<Cursor::Entry> Cursor::next() { return op(MDB_NEXT); }
+std::optional<Cursor::Entry> Cursor::last() { return op(MDB_LAST); }
+std::optional<Cursor::Entry> Cursor::prev() { return op(MDB_PREV); }
+
+}  // namespace roost::durable

@@ -1,0 +1,485 @@
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <thread>
+
+#include "store_fixture.h"
+
+using roost::ErrorCode;
+using roost::NewMessage;
+using roost::QueueConfigPatch;
+using roost::RetryRequest;
+using roost::test::StoreFixture;
+
+namespace {
+QueueConfigPatch vis(std::uint64_t ms) {
+  QueueConfigPatch p;
+  p.visibility_timeout_ms = ms;
+  return p;
+}
+}  // namespace
+
+TEST_CASE("enqueue, pull, ack round trip", "[durable]") {
+  StoreFixture f;
+  auto ids = f.enqueue1("jobs", R"({"n":1})");
+  REQUIRE(ids);
+  REQUIRE(ids->size() == 1);
+  CHECK(f.stats("jobs").ready == 1);
+
+  auto got = f.pull("jobs");
+  REQUIRE(got);
+  REQUIRE(got->size() == 1);
+  const auto& m = got->front();
+  CHECK(m.id == ids->front());
+  CHECK(m.body == R"({"n":1})");
+  CHECK(m.attempts == 1);
+  CHECK(f.stats("jobs").in_flight == 1);
+  CHECK(f.stats("jobs").ready == 0);
+
+  auto r = f.ack("jobs", {m.lease_id});
+  REQUIRE(r);
+  CHECK(r->acked == 1);
+  CHECK(r->unknown.empty());
+  auto s = f.stats("jobs");
+  CHECK(s.messages == 0);
+  CHECK(s.in_flight == 0);
+  CHECK(s.acked == 1);
+  CHECK(s.enqueued == 1);
+  CHECK(f.pull("jobs")->empty());
+}
+
+TEST_CASE("pull respects batch size and FIFO order", "[durable]") {
+  StoreFixture f;
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 25; ++i) batch.push_back(NewMessage{std::to_string(i)});
+  auto ids = f.enqueue("q", batch);
+  REQUIRE(ids->size() == 25);
+  auto a = f.pull("q", 10);
+  auto b = f.pull("q", 10);
+  auto c = f.pull("q", 10);
+  REQUIRE(a->size() == 10);
+  REQUIRE(b->size() == 10);
+  REQUIRE(c->size() == 5);
+  CHECK(a->front().body == "0");
+  CHECK(b->front().body == "10");
+  CHECK(c->back().body == "24");
+}
+
+TEST_CASE("an expired lease makes the message visible again with attempts counted", "[durable]") {
+  StoreFixture f;
+  REQUIRE(f.put("q", vis(1000)));
+  f.enqueue1("q", "x");
+  auto first = f.pull("q");
+  REQUIRE(first->size() == 1);
+  CHECK(f.pull("q")->empty());  // leased: invisible
+  f.advance(999);
+  CHECK(f.pull("q")->empty());
+  f.advance(2);
+  auto second = f.pull("q");
+  REQUIRE(second->size() == 1);
+  CHECK(second->front().attempts == 2);
+  CHECK(second->front().id == first->front().id);
+  // The first lease no longer holds.
+  auto r = f.ack("q", {first->front().lease_id});
+  CHECK(r->acked == 0);
+  REQUIRE(r->unknown.size() == 1);
+  CHECK(f.ack("q", {second->front().lease_id})->acked == 1);
+}
+
+TEST_CASE("a lease past its deadline cannot be acked", "[durable]") {
+  StoreFixture f;
+  f.put("q", vis(100));
+  f.enqueue1("q", "x");
+  auto m = f.pull("q")->front();
+  f.advance(100);
+  auto r = f.ack("q", {m.lease_id});
+  CHECK(r->acked == 0);
+  CHECK(r->unknown == std::vector<std::string>{m.lease_id});
+}
+
+TEST_CASE("maintenance returns expired leases to ready", "[durable]") {
+  StoreFixture f;
+  f.put("q", vis(100));
+  f.enqueue1("q", "x");
+  f.pull("q");
+  CHECK(f.stats("q").in_flight == 1);
+  f.advance(200);
+  f.maintain();
+  auto s = f.stats("q");
+  CHECK(s.in_flight == 0);
+  CHECK(s.ready == 1);
+}
+
+TEST_CASE("retry with a delay, and the queue's default retry delay", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.retry_delay_ms = 500;
+  f.put("q", p);
+  f.enqueue1("q", "x");
+  auto m = f.pull("q")->front();
+  auto r = f.ack("q", {}, {RetryRequest{m.lease_id, 2000}});
+  CHECK(r->retried == 1);
+  CHECK(f.stats("q").delayed == 1);
+  CHECK(f.stats("q").retried == 1);
+  f.advance(1999);
+  CHECK(f.pull("q")->empty());
+  f.advance(1);
+  auto again = f.pull("q");
+  REQUIRE(again->size() == 1);
+  CHECK(again->front().attempts == 2);
+
+  // No delay given: the queue's retry_delay_ms (500) applies.
+  f.ack("q", {}, {RetryRequest{again->front().lease_id, std::nullopt}});
+  f.advance(499);
+  CHECK(f.pull("q")->empty());
+  f.advance(1);
+  CHECK(f.pull("q")->size() == 1);
+}
+
+TEST_CASE("after max_retries a message moves to the dead-letter queue", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.max_retries = 2;
+  p.dead_letter_queue = "q-dlq";
+  f.put("q", p);
+  auto id = f.enqueue1("q", "poison")->front();
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    auto m = f.pull("q");
+    REQUIRE(m->size() == 1);
+    CHECK(m->front().attempts == static_cast<std::uint32_t>(attempt));
+    f.ack("q", {}, {RetryRequest{m->front().lease_id, 0}});
+  }
+  CHECK(f.pull("q")->empty());
+  auto s = f.stats("q");
+  CHECK(s.dead_lettered == 1);
+  CHECK(s.messages == 0);
+  auto dlq = f.pull("q-dlq");
+  REQUIRE(dlq->size() == 1);
+  CHECK(dlq->front().id == id);  // ids survive the move
+  CHECK(dlq->front().body == "poison");
+  CHECK(dlq->front().attempts == 1);
+}
+
+TEST_CASE("expired leases count toward max_retries too", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.max_retries = 1;
+  p.visibility_timeout_ms = 100;
+  p.dead_letter_queue = "dead";
+  f.put("q", p);
+  f.enqueue1("q", "x");
+  f.pull("q");
+  f.advance(100);
+  REQUIRE(f.pull("q")->size() == 1);  // second delivery
+  f.advance(100);
+  CHECK(f.pull("q")->empty());  // third would exceed: dead-lettered instead
+  CHECK(f.stats("dead").ready == 1);
+}
+
+TEST_CASE("without a dead-letter queue exhausted messages are dropped and counted", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.max_retries = 0;
+  f.put("q", p);
+  f.enqueue1("q", "x");
+  auto m = f.pull("q")->front();
+  f.ack("q", {}, {RetryRequest{m.lease_id, 0}});
+  auto s = f.stats("q");
+  CHECK(s.dropped == 1);
+  CHECK(s.dead_lettered == 1);
+  CHECK(s.messages == 0);
+}
+
+TEST_CASE("delayed messages become visible at their time", "[durable]") {
+  StoreFixture f;
+  f.enqueue1("q", "later", {}, {}, 5000);
+  f.enqueue1("q", "now");
+  auto s = f.stats("q");
+  CHECK(s.delayed == 1);
+  CHECK(s.ready == 1);
+  auto a = f.pull("q");
+  REQUIRE(a->size() == 1);
+  CHECK(a->front().body == "now");
+  f.advance(5000);
+  auto b = f.pull("q");
+  REQUIRE(b->size() == 1);
+  CHECK(b->front().body == "later");
+}
+
+TEST_CASE("dedup by producer id within the window", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.dedup_window_ms = 1000;
+  f.put("q", p);
+  auto a = f.enqueue1("q", "one", {}, "order-7");
+  auto b = f.enqueue1("q", "two", {}, "order-7");
+  CHECK(a->front() == b->front());
+  CHECK(f.stats("q").messages == 1);
+  CHECK(f.stats("q").deduplicated == 1);
+  // Duplicates inside one batch too.
+  auto c = f.enqueue("q", {NewMessage{"x", roost::ContentType::kText, 0, "b1"},
+                           NewMessage{"y", roost::ContentType::kText, 0, "b1"}});
+  CHECK((*c)[0] == (*c)[1]);
+  // After the window the id is new again.
+  f.advance(1001);
+  f.maintain();
+  auto d = f.enqueue1("q", "three", {}, "order-7");
+  CHECK(d->front() != a->front());
+  CHECK(f.stats("q").messages == 3);
+}
+
+TEST_CASE("messages of one key are delivered in order, one in flight at a time", "[durable]") {
+  StoreFixture f;
+  f.put("q", vis(1000));
+  f.enqueue1("q", "a1", "A");
+  f.enqueue1("q", "b1", "B");
+  f.enqueue1("q", "a2", "A");
+  f.enqueue1("q", "a3", "A");
+  f.enqueue1("q", "free");
+  CHECK(f.stats("q").blocked == 2);
+
+  auto first = f.pull("q", 10);
+  std::vector<std::string> bodies;
+  for (auto& m : *first) bodies.push_back(m.body);
+  CHECK(bodies == std::vector<std::string>{"a1", "b1", "free"});
+  CHECK(f.pull("q", 10)->empty());
+
+  f.ack("q", {(*first)[1].lease_id, (*first)[2].lease_id});
+  // Retrying a1 keeps it first for key A.
+  auto a1 = (*first)[0];
+  f.ack("q", {}, {RetryRequest{a1.lease_id, 0}});
+  auto again = f.pull("q", 10);
+  REQUIRE(again->size() == 1);
+  CHECK(again->front().body == "a1");
+  f.ack("q", {again->front().lease_id});
+  auto next = f.pull("q", 10);
+  REQUIRE(next->size() == 1);
+  CHECK(next->front().body == "a2");
+  CHECK(next->front().key == "A");
+  // An expired lease also keeps the order.
+  f.advance(1000);
+  auto redelivered = f.pull("q", 10);
+  REQUIRE(redelivered->size() == 1);
+  CHECK(redelivered->front().body == "a2");
+  f.ack("q", {redelivered->front().lease_id});
+  auto last = f.pull("q", 10);
+  REQUIRE(last->size() == 1);
+  CHECK(last->front().body == "a3");
+}
+
+TEST_CASE("message TTL removes messages never acked in time", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.message_ttl_ms = 1000;
+  f.put("q", p);
+  f.enqueue1("q", "old");
+  f.advance(500);
+  f.enqueue1("q", "young");
+  f.advance(600);  // "old" is 1100 ms old, "young" 600 ms
+  auto got = f.pull("q");
+  REQUIRE(got->size() == 1);
+  CHECK(got->front().body == "young");
+  CHECK(f.stats("q").expired == 1);
+  // The sweep removes expired messages nobody pulls.
+  f.enqueue1("q", "forgotten");
+  f.advance(1001);
+  f.maintain();
+  auto s = f.stats("q");
+  CHECK(s.expired >= 2);
+  CHECK(s.ready == 0);
+}
+
+TEST_CASE("redrive moves dead letters back", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.max_retries = 0;
+  p.dead_letter_queue = "dlq";
+  f.put("work", p);
+  for (int i = 0; i < 5; ++i) f.enqueue1("work", "m" + std::to_string(i));
+  auto leased = f.pull("work", 10);
+  for (auto& m : *leased) f.ack("work", {}, {RetryRequest{m.lease_id, 0}});
+  CHECK(f.stats("dlq").ready == 5);
+
+  auto moved = f.redrive("dlq", "work", 3);
+  REQUIRE(moved);
+  CHECK(*moved == 3);
+  CHECK(f.stats("dlq").ready == 2);
+  auto back = f.pull("work", 10);
+  REQUIRE(back->size() == 3);
+  CHECK(back->front().body == "m0");
+  CHECK(back->front().attempts == 1);  // attempts start again
+  CHECK(*f.redrive("dlq", "work") == 2);
+  CHECK(f.redrive("dlq", "dlq").error().code == ErrorCode::kConflict);
+  CHECK(f.redrive("nope", "work").error().code == ErrorCode::kQueueNotFound);
+}
+
+TEST_CASE("after a restart every unacked message is visible again", "[durable]") {
+  StoreFixture f;
+  f.put("q", vis(3'600'000));
+  for (int i = 0; i < 4; ++i) f.enqueue1("q", std::to_string(i));
+  auto leased = f.pull("q", 3);
+  REQUIRE(leased->size() == 3);
+  f.ack("q", {leased->front().lease_id});
+  f.restart();
+  auto s = f.stats("q");
+  CHECK(s.in_flight == 0);
+  CHECK(s.ready == 3);
+  CHECK(s.acked == 1);
+  auto again = f.pull("q", 10);
+  REQUIRE(again->size() == 3);
+  CHECK(again->front().body == "1");
+  CHECK(again->front().attempts == 2);
+  // Old leases are void after the restart.
+  CHECK(f.ack("q", {(*leased)[1].lease_id})->unknown.size() == 1);
+  // Ids keep increasing across restarts.
+  auto id = f.enqueue1("q", "new")->front();
+  CHECK(id > again->back().id);
+}
+
+TEST_CASE("queue limits answer queue_full", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.max_messages = 2;
+  f.put("q", p);
+  REQUIRE(f.enqueue1("q", "a"));
+  REQUIRE(f.enqueue1("q", "b"));
+  auto full = f.enqueue1("q", "c");
+  REQUIRE_FALSE(full);
+  CHECK(full.error().code == ErrorCode::kQueueFull);
+  // A batch that does not fit is refused whole.
+  QueueConfigPatch bytes;
+  bytes.max_bytes = 10;
+  f.put("b", bytes);
+  auto r = f.enqueue("b", {NewMessage{"123456"}, NewMessage{"123456"}});
+  CHECK(r.error().code == ErrorCode::kQueueFull);
+  CHECK(f.stats("b").messages == 0);
+  REQUIRE(f.enqueue1("b", "1234567890"));
+}
+
+TEST_CASE("bad input gets stable error codes", "[durable]") {
+  roost::durable::QueueStoreOptions opts;
+  opts.auto_create_queues = false;
+  opts.max_message_bytes = 16;
+  StoreFixture f({}, opts);
+  CHECK(f.enqueue1("missing", "x").error().code == ErrorCode::kQueueNotFound);
+  CHECK(f.pull("missing").error().code == ErrorCode::kQueueNotFound);
+  CHECK(f.ack("missing", {"x"}).error().code == ErrorCode::kQueueNotFound);
+  CHECK(f.put("bad name!").error().code == ErrorCode::kInvalidName);
+  CHECK(f.put("").error().code == ErrorCode::kInvalidName);
+  REQUIRE(f.put("q"));
+  CHECK(f.enqueue1("q", std::string(17, 'x')).error().code == ErrorCode::kMessageTooLarge);
+  CHECK(f.enqueue("q", {}).error().code == ErrorCode::kInvalidArgument);
+  CHECK(f.pull("q", 0).error().code == ErrorCode::kInvalidArgument);
+  CHECK(f.pull("q", 1001).error().code == ErrorCode::kInvalidArgument);
+  QueueConfigPatch self;
+  self.dead_letter_queue = "q";
+  CHECK(f.put("q", self).error().code == ErrorCode::kConflict);
+  QueueConfigPatch zero;
+  zero.visibility_timeout_ms = 0;
+  CHECK(f.put("q", zero).error().code == ErrorCode::kInvalidArgument);
+  // Garbage lease ids are "unknown", not errors.
+  auto r = f.ack("q", {"not-a-lease", ""});
+  CHECK(r->unknown.size() == 2);
+}
+
+TEST_CASE("configuration persists and updates partially", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p;
+  p.max_retries = 7;
+  f.put("q", p);
+  QueueConfigPatch p2;
+  p2.visibility_timeout_ms = 1234;
+  auto info = f.put("q", p2);
+  CHECK(info->config.max_retries == 7);
+  CHECK(info->config.visibility_timeout_ms == 1234);
+  f.restart();
+  auto again = f.store().get_queue("q");
+  CHECK(again->config.max_retries == 7);
+  CHECK(again->config.visibility_timeout_ms == 1234);
+}
+
+TEST_CASE("delete removes a queue and all its messages", "[durable]") {
+  StoreFixture f;
+  for (int i = 0; i < 100; ++i) f.enqueue1("q", "x", i % 3 ? "k" : "", "id" + std::to_string(i));
+  auto leased = f.pull("q", 5);
+  REQUIRE(f.del("q"));
+  CHECK(f.store().get_queue("q").error().code == ErrorCode::kQueueNotFound);
+  CHECK(f.del("q").error().code == ErrorCode::kQueueNotFound);
+  // Recreated under the same name it starts empty; old leases and dedup ids are gone.
+  f.enqueue1("q", "fresh", {}, "id1");
+  auto s = f.stats("q");
+  CHECK(s.messages == 1);
+  CHECK(f.ack("q", {leased->front().lease_id})->unknown.size() == 1);
+  CHECK(f.store().list_queues().size() == 1);
+}
+
+TEST_CASE("list and stats report depth and oldest age", "[durable]") {
+  StoreFixture f;
+  f.enqueue1("a", "1");
+  f.advance(250);
+  f.enqueue1("b", "1");
+  f.enqueue1("b", "2", {}, {}, 10'000);
+  auto all = f.store().list_queues();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].name == "a");
+  CHECK(all[0].stats.oldest_age_ms == 250);
+  CHECK(all[1].stats.ready == 1);
+  CHECK(all[1].stats.delayed == 1);
+  CHECK(all[1].stats.bytes == 2);
+}
+
+TEST_CASE("group commit puts concurrent writers in one transaction", "[durable]") {
+  StoreFixture f;
+  constexpr int kThreads = 16;
+  constexpr int kPerThread = 50;
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::set<std::string> ids;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto r = f.enqueue1("q", "x");
+        REQUIRE(r);
+        std::lock_guard lock(mu);
+        ids.insert(r->front());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(ids.size() == kThreads * kPerThread);
+  const auto& m = f.committer().metrics();
+  CHECK(m.ops.load() >= kThreads * kPerThread);
+  // With 16 writers waiting on each commit, groups are larger than one op.
+  CHECK(m.commits.load() < m.ops.load());
+}
+
+TEST_CASE("a full map answers storage_full and still lets acks free space", "[durable]") {
+  roost::durable::EnvOptions env;
+  env.initial_map_bytes = 1u << 20;
+  env.max_map_bytes = 2u << 20;
+  StoreFixture f(env);
+  std::string body(16 * 1024, 'x');
+  int stored = 0;
+  roost::Error last;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = f.enqueue1("q", body);
+    if (!r) {
+      last = r.error();
+      break;
+    }
+    ++stored;
+  }
+  CHECK(last.code == ErrorCode::kStorageFull);
+  CHECK(stored > 10);
+  CHECK(f.stats("q").messages == static_cast<std::uint64_t>(stored));
+  // Acks still work when full, and free room for new messages.
+  auto leased = f.pull("q", 50);
+  REQUIRE(leased);
+  std::vector<std::string> acks;
+  for (auto& m : *leased) acks.push_back(m.lease_id);
+  CHECK(f.ack("q", acks)->acked == leased->size());
+  CHECK(f.enqueue1("q", body));
+  // Nothing acknowledged was lost.
+  f.restart();
+  CHECK(f.stats("q").messages == static_cast<std::uint64_t>(stored) - leased->size() + 1);
+}
