@@ -1,0 +1,68 @@
+// LocalRouter: the Router of a single node. Queues live in this node's QueueStore; long-poll
+// pulls wait on readiness notifications from the store, with a timer for their deadline.
+#pragma once
+
+#include <roost/broker/router.h>
+#include <roost/durable/committer.h>
+#include <roost/durable/queue_store.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace roost::broker {
+
+class LocalRouter final : public Router {
+ public:
+  // `timers` runs long-poll deadlines. Call attach() before the committer starts.
+  LocalRouter(durable::QueueStore& queues, durable::Committer& committer, durable::Env& env,
+              boost::asio::io_context& timers, std::uint64_t max_message_bytes);
+  ~LocalRouter() override;
+  LocalRouter(const LocalRouter&) = delete;
+  LocalRouter& operator=(const LocalRouter&) = delete;
+
+  // Hooks readiness notifications. REQUIRES: before committer.start().
+  void attach();
+  // Answers every waiting long poll (with no messages). New long polls answer at once.
+  void shutdown();
+
+  void put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) override;
+  void delete_queue(std::string name, Callback<bool> done) override;
+  Result<QueueInfo> get_queue(const std::string& name) override;
+  std::vector<QueueInfo> list_queues() override;
+  void enqueue(std::string name, std::vector<NewMessage> messages,
+               Callback<std::vector<std::string>> done) override;
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+            Callback<std::vector<LeasedMessage>> done) override;
+  void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+           Callback<AckResult> done) override;
+  void redrive(std::string from, std::string to, std::uint64_t max,
+               Callback<std::uint64_t> done) override;
+  std::string metrics_text() override;
+  std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
+
+ private:
+  struct Waiter;
+  void attempt(std::shared_ptr<Waiter> w);
+  void on_ready(const std::string& queue);
+  std::uint64_t ready_epoch(const std::string& queue);
+
+  durable::QueueStore& queues_;
+  durable::Committer& committer_;
+  durable::Env& env_;
+  boost::asio::io_context& timers_;
+  std::uint64_t max_message_bytes_;
+
+  std::mutex mu_;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters_;  // GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::uint64_t> epochs_;                          // GUARDED_BY(mu_)
+  bool shut_down_ = false;                                                         // GUARDED_BY(mu_)
+  std::atomic<std::uint64_t> long_polls_{0};
+};
+
+}  // namespace roost::broker

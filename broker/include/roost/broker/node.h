@@ -1,0 +1,38 @@
+// Node: one Roost process. Owns the storage (Env, Committer, QueueStore), the local Router, the
+// io threads and the HTTP gateway, and starts and stops them in order.
+#pragma once
+
+#include <roost/broker/config.h>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+
+namespace roost::broker {
+
+class Node {
+ public:
+  // Opens storage (releasing leases of a previous run). Throws on start-up failure.
+  explicit Node(Config config);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Starts the committer, the io threads and the gateway. Throws if the gateway cannot bind.
+  void start();
+  boost::asio::ip::tcp::endpoint http_endpoint() const;
+  // Graceful stop: stop accepting, answer waiting long polls, wait up to shutdown_grace_ms for
+  // requests in flight, commit what is pending, close storage. Idempotent.
+  void stop();
+  // start(), then block until SIGINT or SIGTERM, then stop(). Returns the process exit code.
+  int run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Configures the module loggers (level, text or JSON lines) from the config.
+void setup_logging(const Config& config);
+
+}  // namespace roost::broker

@@ -1,0 +1,50 @@
+// The Router: the one in-process interface through which every front end (HTTP gateway today,
+// the ZeroMQ endpoint and mesh later) reaches queues, channels and objects. It hides where a
+// resource lives (this node or, with the mesh, its owner).
+//
+// Thread-safety: all methods may be called from any thread. Callbacks run on a broker thread
+// (the committer or a timer thread), never on the caller's strand: post the result back.
+#pragma once
+
+#include <roost/durable/queue_types.h>
+#include <roost/wire/error.h>
+
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace roost::broker {
+
+template <class T>
+using Result = std::expected<T, Error>;
+template <class T>
+using Callback = std::move_only_function<void(Result<T>)>;
+
+class Router {
+ public:
+  virtual ~Router() = default;
+
+  virtual void put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) = 0;
+  virtual void delete_queue(std::string name, Callback<bool> done) = 0;
+  virtual Result<QueueInfo> get_queue(const std::string& name) = 0;
+  virtual std::vector<QueueInfo> list_queues() = 0;
+  virtual void enqueue(std::string name, std::vector<NewMessage> messages,
+                       Callback<std::vector<std::string>> done) = 0;
+  // wait_ms > 0 long-polls: answers as soon as a message is leased or the wait is over
+  // (with no messages).
+  virtual void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+                    Callback<std::vector<LeasedMessage>> done) = 0;
+  virtual void ack(std::string name, std::vector<std::string> acks,
+                   std::vector<RetryRequest> retries, Callback<AckResult> done) = 0;
+  virtual void redrive(std::string from, std::string to, std::uint64_t max,
+                       Callback<std::uint64_t> done) = 0;
+
+  // Prometheus text exposition of the broker's own metrics (queues, storage).
+  virtual std::string metrics_text() = 0;
+  // Limits the front ends enforce before calling in.
+  virtual std::uint64_t max_message_bytes() const = 0;
+};
+
+}  // namespace roost::broker

@@ -1,0 +1,202 @@
+#include "roost/broker/config.h"
+
+#include <toml.hpp>
+
+#include <charconv>
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+
+namespace roost::broker {
+
+namespace {
+
+struct Key {
+  const char* name;  // toml key; flag and env var derive from it
+  const char* help;
+  std::function<void(Config&, const std::string&)> set;
+};
+
+std::uint64_t to_u64(const std::string& key, const std::string& v) {
+  std::uint64_t out = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size()) {
+    throw ConfigError(key + ": expected a non-negative integer, got '" + v + "'");
+  }
+  return out;
+}
+
+bool to_bool(const std::string& key, const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes") return true;
+  if (v == "false" || v == "0" || v == "no") return false;
+  throw ConfigError(key + ": expected true or false, got '" + v + "'");
+}
+
+void one_of(const std::string& key, const std::string& v, std::initializer_list<const char*> ok) {
+  for (const char* o : ok) {
+    if (v == o) return;
+  }
+  std::string list;
+  for (const char* o : ok) list += std::string(list.empty() ? "" : ", ") + o;
+  throw ConfigError(key + ": expected one of " + list + ", got '" + v + "'");
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> k = {
+      {"data_dir", "directory of the LMDB data (default ./roost-data)",
+       [](Config& c, const std::string& v) { c.data_dir = v; }},
+      {"http_listen", "gateway HOST:PORT (default 127.0.0.1:8080)",
+       [](Config& c, const std::string& v) { c.http_listen = v; }},
+      {"durability", "sync | batch | none (default sync)",
+       [](Config& c, const std::string& v) {
+         one_of("durability", v, {"sync", "batch", "none"});
+         c.durability = v;
+       }},
+      {"sync_interval_ms", "fsync period in batch durability (default 100)",
+       [](Config& c, const std::string& v) { c.sync_interval_ms = to_u64("sync_interval_ms", v); }},
+      {"max_storage_bytes", "cap on stored bytes; 0 = until the disk is full (default 0)",
+       [](Config& c, const std::string& v) { c.max_storage_bytes = to_u64("max_storage_bytes", v); }},
+      {"auto_create_queues", "enqueue creates unknown queues (default true)",
+       [](Config& c, const std::string& v) { c.auto_create_queues = to_bool("auto_create_queues", v); }},
+      {"max_message_bytes", "largest message body (default 1048576)",
+       [](Config& c, const std::string& v) { c.max_message_bytes = to_u64("max_message_bytes", v); }},
+      {"max_request_bytes", "largest HTTP request body (default 16777216)",
+       [](Config& c, const std::string& v) { c.max_request_bytes = to_u64("max_request_bytes", v); }},
+      {"max_header_bytes", "largest HTTP header block (default 16384)",
+       [](Config& c, const std::string& v) { c.max_header_bytes = to_u64("max_header_bytes", v); }},
+      {"idle_timeout_ms", "HTTP keep-alive idle timeout (default 60000)",
+       [](Config& c, const std::string& v) { c.idle_timeout_ms = to_u64("idle_timeout_ms", v); }},
+      {"max_connections", "concurrent HTTP connections (default 10000)",
+       [](Config& c, const std::string& v) { c.max_connections = to_u64("max_connections", v); }},
+      {"io_threads", "gateway I/O threads; 0 = one per core (default 0)",
+       [](Config& c, const std::string& v) { c.io_threads = to_u64("io_threads", v); }},
+      {"shutdown_grace_ms", "how long shutdown waits for in-flight requests (default 10000)",
+       [](Config& c, const std::string& v) { c.shutdown_grace_ms = to_u64("shutdown_grace_ms", v); }},
+      {"log_level", "trace | debug | info | warn | error (default info)",
+       [](Config& c, const std::string& v) {
+         one_of("log_level", v, {"trace", "debug", "info", "warn", "error"});
+         c.log_level = v;
+       }},
+      {"log_format", "text | json (default text)",
+       [](Config& c, const std::string& v) {
+         one_of("log_format", v, {"text", "json"});
+         c.log_format = v;
+       }},
+  };
+  return k;
+}
+
+std::string flag_of(const char* key) {
+  std::string f = std::string("--") + key;
+  for (auto& ch : f) {
+    if (ch == '_') ch = '-';
+  }
+  return f;
+}
+
+std::string env_of(const char* key) {
+  std::string e = std::string("ROOST_") + key;
+  for (auto& ch : e) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return e;
+}
+
+const Key* find_flag(const std::string& flag) {
+  for (const auto& k : keys()) {
+    if (flag_of(k.name) == flag) return &k;
+  }
+  return nullptr;
+}
+
+std::string toml_scalar(const std::string& key, const toml::value& v) {
+  if (v.is_string()) return v.as_string().str;
+  if (v.is_integer()) {
+    if (v.as_integer() < 0) throw ConfigError(key + ": must not be negative");
+    return std::to_string(v.as_integer());
+  }
+  if (v.is_boolean()) return v.as_boolean() ? "true" : "false";
+  throw ConfigError(key + ": expected a string, integer or boolean");
+}
+
+}  // namespace
+
+Config load_config(const std::vector<std::string>& args) {
+  // Pass 1: flags into a list; --config may name the file.
+  std::vector<std::pair<const Key*, std::string>> flags;
+  std::filesystem::path file;
+  bool file_explicit = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i];
+    std::string value;
+    bool has_value = false;
+    if (auto eq = a.find('='); eq != std::string::npos && a.starts_with("--")) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      has_value = true;
+    }
+    auto need_value = [&]() -> std::string {
+      if (has_value) return value;
+      if (i + 1 >= args.size()) throw ConfigError(a + ": needs a value");
+      return args[++i];
+    };
+    if (a == "--config") {
+      file = need_value();
+      file_explicit = true;
+      continue;
+    }
+    const Key* k = find_flag(a);
+    if (k == nullptr) throw ConfigError("unknown option " + a + " (see roost serve --help)");
+    flags.emplace_back(k, need_value());
+  }
+  if (!file_explicit) {
+    if (const char* env = std::getenv("ROOST_CONFIG")) {
+      file = env;
+      file_explicit = true;
+    } else if (std::filesystem::exists("roost.toml")) {
+      file = "roost.toml";
+    }
+  }
+
+  Config c;
+  if (!file.empty()) {
+    if (!std::filesystem::exists(file)) throw ConfigError("config file " + file.string() + " not found");
+    toml::value root;
+    try {
+      root = toml::parse(file.string());
+    } catch (const std::exception& e) {
+      throw ConfigError("config file " + file.string() + ": " + e.what());
+    }
+    if (!root.is_table()) throw ConfigError("config file " + file.string() + ": not a table");
+    for (const auto& [name, value] : root.as_table()) {
+      const Key* k = nullptr;
+      for (const auto& key : keys()) {
+        if (name == key.name) k = &key;
+      }
+      if (k == nullptr) throw ConfigError(file.string() + ": unknown key '" + name + "'");
+      k->set(c, toml_scalar(name, value));
+    }
+    c.config_file = file;
+  }
+  for (const auto& k : keys()) {
+    if (const char* v = std::getenv(env_of(k.name).c_str())) k.set(c, v);
+  }
+  for (const auto& [k, v] : flags) k->set(c, v);
+  if (c.max_request_bytes < c.max_message_bytes) {
+    throw ConfigError("max_request_bytes must be at least max_message_bytes");
+  }
+  return c;
+}
+
+std::string config_help() {
+  std::ostringstream out;
+  out << "  --config FILE            configuration file (default ./roost.toml if present;"
+         " env ROOST_CONFIG)\n";
+  for (const auto& k : keys()) {
+    std::string flag = flag_of(k.name) + " V";
+    out << "  " << flag << std::string(flag.size() < 25 ? 25 - flag.size() : 1, ' ') << k.help
+        << "\n"
+        << std::string(27, ' ') << "toml: " << k.name << ", env: " << env_of(k.name) << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace roost::broker

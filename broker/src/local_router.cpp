@@ -1,0 +1,230 @@
+#include "roost/broker/local_router.h"
+
+#include <roost/log.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <sstream>
+
+namespace roost::broker {
+
+namespace asio = boost::asio;
+
+struct LocalRouter::Waiter {
+  Waiter(asio::io_context& io, std::string q, PullOptions o, Callback<std::vector<LeasedMessage>> cb,
+         std::chrono::steady_clock::time_point until)
+      : queue(std::move(q)), options(o), done(std::move(cb)), deadline(until), timer(io) {}
+  std::string queue;
+  PullOptions options;
+  Callback<std::vector<LeasedMessage>> done;
+  std::chrono::steady_clock::time_point deadline;
+  asio::steady_timer timer;
+  std::atomic<bool> finished{false};
+  bool timer_armed = false;  // GUARDED_BY(router mu_)
+  bool timer_fired = false;  // GUARDED_BY(router mu_)
+
+  void finish(Result<std::vector<LeasedMessage>> r) {
+    if (finished.exchange(true)) return;
+    done(std::move(r));
+  }
+};
+
+LocalRouter::LocalRouter(durable::QueueStore& queues, durable::Committer& committer,
+                         durable::Env& env, asio::io_context& timers,
+                         std::uint64_t max_message_bytes)
+    : queues_(queues), committer_(committer), env_(env), timers_(timers),
+      max_message_bytes_(max_message_bytes) {}
+
+LocalRouter::~LocalRouter() { shutdown(); }
+
+void LocalRouter::attach() {
+  queues_.set_ready_listener([this](const std::string& q) { on_ready(q); });
+}
+
+void LocalRouter::shutdown() {
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiting;
+  {
+    std::lock_guard lock(mu_);
+    shut_down_ = true;
+    waiting.swap(waiters_);
+  }
+  for (auto& [q, list] : waiting) {
+    for (auto& w : list) {
+      w->timer.cancel();
+      w->finish(std::vector<LeasedMessage>{});
+    }
+  }
+}
+
+void LocalRouter::put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) {
+  queues_.put_queue(std::move(name), std::move(patch), std::move(done));
+}
+void LocalRouter::delete_queue(std::string name, Callback<bool> done) {
+  queues_.delete_queue(std::move(name), std::move(done));
+}
+Result<QueueInfo> LocalRouter::get_queue(const std::string& name) { return queues_.get_queue(name); }
+std::vector<QueueInfo> LocalRouter::list_queues() { return queues_.list_queues(); }
+void LocalRouter::enqueue(std::string name, std::vector<NewMessage> messages,
+                          Callback<std::vector<std::string>> done) {
+  queues_.enqueue(std::move(name), std::move(messages), std::move(done));
+}
+void LocalRouter::ack(std::string name, std::vector<std::string> acks,
+                      std::vector<RetryRequest> retries, Callback<AckResult> done) {
+  queues_.ack(std::move(name), std::move(acks), std::move(retries), std::move(done));
+}
+void LocalRouter::redrive(std::string from, std::string to, std::uint64_t max,
+                          Callback<std::uint64_t> done) {
+  queues_.redrive(std::move(from), std::move(to), max, std::move(done));
+}
+
+std::uint64_t LocalRouter::ready_epoch(const std::string& queue) {
+  std::lock_guard lock(mu_);
+  auto it = epochs_.find(queue);
+  return it == epochs_.end() ? 0 : it->second;
+}
+
+void LocalRouter::pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+                       Callback<std::vector<LeasedMessage>> done) {
+  if (wait_ms == 0) {
+    queues_.pull(std::move(name), options, std::move(done));
+    return;
+  }
+  long_polls_.fetch_add(1, std::memory_order_relaxed);
+  auto w = std::make_shared<Waiter>(timers_, std::move(name), options, std::move(done),
+                                    std::chrono::steady_clock::now() +
+                                        std::chrono::milliseconds(wait_ms));
+  attempt(std::move(w));
+}
+
+// One pull for a long-polling waiter. Empty and still in time: park it until the queue has ready
+// messages (on_ready) or the deadline passes. The epoch closes the race between an empty pull and
+// a notification that arrived while it was in flight.
+void LocalRouter::attempt(std::shared_ptr<Waiter> w) {
+  std::uint64_t epoch = ready_epoch(w->queue);
+  queues_.pull(w->queue, w->options, [this, w, epoch](Result<std::vector<LeasedMessage>> r) {
+    if (!r || !r->empty() || std::chrono::steady_clock::now() >= w->deadline) {
+      w->finish(std::move(r));
+      return;
+    }
+    std::unique_lock lock(mu_);
+    if (shut_down_ || w->timer_fired) {
+      lock.unlock();
+      w->finish(std::move(r));
+      return;
+    }
+    auto it = epochs_.find(w->queue);
+    if (it != epochs_.end() && it->second != epoch) {
+      lock.unlock();
+      attempt(w);  // something became ready meanwhile: try again now
+      return;
+    }
+    waiters_[w->queue].push_back(w);
+    if (!w->timer_armed) {
+      w->timer_armed = true;
+      w->timer.expires_at(w->deadline);
+      w->timer.async_wait([this, w](boost::system::error_code ec) {
+        if (ec) return;  // cancelled at shutdown
+        bool parked = false;
+        {
+          std::lock_guard lock2(mu_);
+          w->timer_fired = true;
+          if (auto found = waiters_.find(w->queue); found != waiters_.end()) {
+            parked = std::erase(found->second, w) > 0;
+            if (found->second.empty()) waiters_.erase(found);
+          }
+        }
+        // Not parked: a pull is in flight and will answer, as the deadline has passed.
+        if (parked) w->finish(std::vector<LeasedMessage>{});
+      });
+    }
+  });
+}
+
+void LocalRouter::on_ready(const std::string& queue) {
+  std::vector<std::shared_ptr<Waiter>> woken;
+  {
+    std::lock_guard lock(mu_);
+    ++epochs_[queue];
+    auto it = waiters_.find(queue);
+    if (it == waiters_.end()) return;
+    woken.swap(it->second);
+    waiters_.erase(it);
+  }
+  // Runs on the committer thread: submit the retries, do not wait for them.
+  for (auto& w : woken) attempt(w);
+}
+
+std::string LocalRouter::metrics_text() {
+  std::ostringstream out;
+  auto queues = list_queues();
+  auto gauge = [&](const char* name, const char* help, auto get) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n";
+    for (const auto& q : queues) out << name << "{queue=\"" << q.name << "\"} " << get(q) << '\n';
+  };
+  auto counter = [&](const char* name, const char* help, auto get) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
+    for (const auto& q : queues) out << name << "{queue=\"" << q.name << "\"} " << get(q) << '\n';
+  };
+  gauge("roost_queue_ready", "Messages visible and waiting for a pull.",
+        [](const QueueInfo& q) { return q.stats.ready; });
+  gauge("roost_queue_delayed", "Messages waiting for a delay or retry delay.",
+        [](const QueueInfo& q) { return q.stats.delayed; });
+  gauge("roost_queue_in_flight", "Messages leased and not yet acked.",
+        [](const QueueInfo& q) { return q.stats.in_flight; });
+  gauge("roost_queue_blocked", "Messages waiting behind an earlier message of their key.",
+        [](const QueueInfo& q) { return q.stats.blocked; });
+  gauge("roost_queue_bytes", "Body bytes held by the queue.",
+        [](const QueueInfo& q) { return q.stats.bytes; });
+  gauge("roost_queue_oldest_age_ms", "Age of the oldest message, in milliseconds.",
+        [](const QueueInfo& q) { return q.stats.oldest_age_ms; });
+  counter("roost_queue_enqueued_total", "Messages enqueued.",
+          [](const QueueInfo& q) { return q.stats.enqueued; });
+  counter("roost_queue_deduplicated_total", "Enqueues suppressed as duplicates.",
+          [](const QueueInfo& q) { return q.stats.deduplicated; });
+  counter("roost_queue_acked_total", "Messages acked.",
+          [](const QueueInfo& q) { return q.stats.acked; });
+  counter("roost_queue_retried_total", "Messages retried.",
+          [](const QueueInfo& q) { return q.stats.retried; });
+  counter("roost_queue_dead_lettered_total", "Messages that exhausted their retries.",
+          [](const QueueInfo& q) { return q.stats.dead_lettered; });
+  counter("roost_queue_dropped_total", "Exhausted messages dropped for lack of a DLQ.",
+          [](const QueueInfo& q) { return q.stats.dropped; });
+  counter("roost_queue_expired_total", "Messages removed by message_ttl_ms.",
+          [](const QueueInfo& q) { return q.stats.expired; });
+
+  const auto& m = committer_.metrics();
+  auto histogram = [&](const char* name, const char* help, const durable::Histogram& h,
+                       double scale) {
+    auto s = h.snapshot();
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < durable::Histogram::kBounds.size(); ++i) {
+      cumulative += s.buckets[i];
+      out << name << "_bucket{le=\"" << durable::Histogram::kBounds[i] * scale << "\"} "
+          << cumulative << '\n';
+    }
+    cumulative += s.buckets.back();
+    out << name << "_bucket{le=\"+Inf\"} " << cumulative << '\n';
+    out << name << "_sum " << s.sum * scale << '\n' << name << "_count " << s.count << '\n';
+  };
+  histogram("roost_commit_seconds", "Group commit latency including fsync.", m.commit_us, 1e-6);
+  histogram("roost_commit_batch_size", "Write operations per group commit.", m.group_ops, 1.0);
+  out << "# HELP roost_commits_total Group commits.\n# TYPE roost_commits_total counter\n"
+      << "roost_commits_total " << m.commits.load() << '\n';
+  out << "# HELP roost_storage_full_total Writes refused because storage was full.\n"
+      << "# TYPE roost_storage_full_total counter\nroost_storage_full_total "
+      << m.storage_full_errors.load() << '\n';
+  out << "# HELP roost_storage_used_bytes Bytes of the data file in use.\n"
+      << "# TYPE roost_storage_used_bytes gauge\nroost_storage_used_bytes " << env_.used_bytes()
+      << '\n';
+  out << "# HELP roost_storage_map_bytes Current LMDB map size.\n"
+      << "# TYPE roost_storage_map_bytes gauge\nroost_storage_map_bytes " << env_.map_bytes()
+      << '\n';
+  out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
+      << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
+      << '\n';
+  return out.str();
+}
+
+}  // namespace roost::broker

@@ -1,0 +1,176 @@
+#include "roost/broker/node.h"
+
+#include <roost/broker/local_router.h>
+#include <roost/durable/committer.h>
+#include <roost/durable/env.h>
+#include <roost/durable/queue_store.h>
+#include <roost/gateway/server.h>
+#include <roost/log.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+#include <vector>
+
+namespace roost::broker {
+
+namespace asio = boost::asio;
+
+namespace {
+std::int64_t wall_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+durable::Durability parse_durability(const std::string& s) {
+  if (s == "batch") return durable::Durability::kBatch;
+  if (s == "none") return durable::Durability::kNone;
+  return durable::Durability::kSync;
+}
+}  // namespace
+
+struct Node::Impl {
+  explicit Impl(Config c) : config(std::move(c)) {}
+  Config config;
+  std::unique_ptr<durable::Env> env;
+  std::unique_ptr<durable::Committer> committer;
+  std::unique_ptr<durable::QueueStore> queues;
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::unique_ptr<LocalRouter> router;
+  std::unique_ptr<gateway::Server> server;
+  std::vector<std::thread> threads;
+  bool started = false;
+  bool stopped = false;
+};
+
+Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
+  auto& d = *impl_;
+  auto log = module_logger("broker");
+  durable::EnvOptions env;
+  env.dir = d.config.data_dir;
+  env.durability = parse_durability(d.config.durability);
+  env.max_map_bytes = d.config.max_storage_bytes;
+  if (env.max_map_bytes != 0 && env.initial_map_bytes > env.max_map_bytes) {
+    env.initial_map_bytes = env.max_map_bytes;
+  }
+  d.env = std::make_unique<durable::Env>(env);
+  durable::CommitterOptions copts;
+  copts.sync_interval = std::chrono::milliseconds(d.config.sync_interval_ms);
+  d.committer = std::make_unique<durable::Committer>(*d.env, copts, wall_clock_ms);
+  durable::QueueStoreOptions qopts;
+  qopts.auto_create_queues = d.config.auto_create_queues;
+  qopts.max_message_bytes = d.config.max_message_bytes;
+  d.queues = std::make_unique<durable::QueueStore>(*d.env, *d.committer, qopts, wall_clock_ms);
+  d.router = std::make_unique<LocalRouter>(*d.queues, *d.committer, *d.env, d.io,
+                                           d.config.max_message_bytes);
+  d.router->attach();
+  gateway::ServerOptions sopts;
+  sopts.listen = d.config.http_listen;
+  sopts.max_request_bytes = d.config.max_request_bytes;
+  sopts.max_header_bytes = d.config.max_header_bytes;
+  sopts.idle_timeout_ms = d.config.idle_timeout_ms;
+  sopts.max_connections = d.config.max_connections;
+  d.server = std::make_unique<gateway::Server>(d.io, *d.router, sopts);
+  log->info("data in {} (durability {}, map {} MiB{})",
+            std::filesystem::absolute(d.config.data_dir).string(), d.config.durability,
+            d.env->map_bytes() >> 20,
+            d.config.max_storage_bytes ? ", capped at " + std::to_string(d.config.max_storage_bytes >> 20) + " MiB" : "");
+}
+
+Node::~Node() { stop(); }
+
+void Node::start() {
+  auto& d = *impl_;
+  d.committer->start();
+  d.work.emplace(asio::make_work_guard(d.io));
+  unsigned n = d.config.io_threads != 0 ? static_cast<unsigned>(d.config.io_threads)
+                                        : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) d.threads.emplace_back([&d] { d.io.run(); });
+  d.started = true;
+  d.server->start();
+  auto ep = d.server->local_endpoint();
+  module_logger("gateway")->info("gateway listening on http://{}:{} ({} io threads)",
+                                 ep.address().to_string(), ep.port(), n);
+}
+
+asio::ip::tcp::endpoint Node::http_endpoint() const { return impl_->server->local_endpoint(); }
+
+void Node::stop() {
+  auto& d = *impl_;
+  if (d.stopped) return;
+  d.stopped = true;
+  auto log = module_logger("broker");
+  if (d.started) {
+    log->info("shutting down: no new connections, draining {} requests in flight",
+              d.server->requests_in_flight());
+    d.server->stop();
+    d.router->shutdown();
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(d.config.shutdown_grace_ms);
+    while (d.server->requests_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (auto left = d.server->requests_in_flight()) {
+      log->warn("grace period over with {} requests unanswered", left);
+    }
+  }
+  d.committer->stop();  // commits everything submitted, completes its callbacks
+  if (d.started) {
+    // Let the last responses go out, then stop the io threads.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    while (d.server->requests_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    d.work.reset();
+    d.io.stop();
+    for (auto& t : d.threads) t.join();
+    d.threads.clear();
+  }
+  d.server.reset();
+  d.router.reset();
+  d.queues.reset();
+  d.committer.reset();
+  d.env.reset();
+  log->info("stopped; storage closed");
+}
+
+int Node::run() {
+  asio::io_context signals_io;
+  asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+  int got = 0;
+  signals.async_wait([&](boost::system::error_code, int sig) { got = sig; });
+  start();
+  signals_io.run();
+  module_logger("broker")->info("signal {} received", got);
+  stop();
+  return 0;
+}
+
+void setup_logging(const Config& config) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  auto logger = std::make_shared<spdlog::logger>("roost", sink);
+  if (config.log_format == "json") {
+    logger->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","module":"%n","msg":"%v"})");
+  } else {
+    logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n] %v");
+  }
+  logger->set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_default_logger(logger);
+  spdlog::drop_all();
+  spdlog::set_default_logger(logger);
+  for (const char* name : {"broker", "durable", "gateway"}) {
+    auto l = logger->clone(name);
+    spdlog::register_logger(l);
+  }
+  spdlog::flush_on(spdlog::level::info);
+}
+
+}  // namespace roost::broker

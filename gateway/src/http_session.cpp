@@ -1,0 +1,131 @@
+#include "http_session.h"
+
+#include <roost/log.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+
+#include "routes.h"
+
+namespace roost::gateway {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace asio = boost::asio;
+
+HttpSession::HttpSession(asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state)
+    : stream_(std::move(socket)), state_(std::move(state)) {
+  state_->connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+HttpSession::~HttpSession() {
+  state_->connections.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_) state_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  std::lock_guard lock(state_->mu);
+  state_->sessions.erase(this);
+}
+
+void HttpSession::start() {
+  {
+    std::lock_guard lock(state_->mu);
+    state_->sessions.emplace(this, weak_from_this());
+  }
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+}
+
+void HttpSession::shutdown() {
+  asio::post(stream_.get_executor(), [self = shared_from_this()] {
+    self->closing_ = true;
+    if (!self->busy_) self->stream_.cancel();  // the pending read ends; on_read closes
+  });
+}
+
+void HttpSession::read() {
+  if (closing_ || state_->stopping.load()) {
+    close();
+    return;
+  }
+  parser_.emplace();
+  parser_->body_limit(state_->options.max_request_bytes);
+  parser_->header_limit(static_cast<std::uint32_t>(state_->options.max_header_bytes));
+  stream_.expires_after(std::chrono::milliseconds(state_->options.idle_timeout_ms));
+  http::async_read(stream_, buffer_, *parser_,
+                   beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
+}
+
+void HttpSession::on_read(beast::error_code ec, std::size_t) {
+  if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+      ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+      ec == asio::error::eof) {
+    close();
+    return;
+  }
+  if (ec) {
+    // The request could not be read whole: answer what went wrong, then close.
+    Error e{ErrorCode::kMalformed, "malformed HTTP request: " + ec.message()};
+    if (ec == http::error::body_limit) {
+      e = Error{ErrorCode::kPayloadTooLarge,
+                "request body exceeds max_request_bytes " +
+                    std::to_string(state_->options.max_request_bytes)};
+    } else if (ec == http::error::header_limit) {
+      e = Error{ErrorCode::kHeaderTooLarge,
+                "request headers exceed max_header_bytes " +
+                    std::to_string(state_->options.max_header_bytes)};
+    }
+    closing_ = true;
+    busy_ = true;
+    send(error_response(e, 11));
+    return;
+  }
+  Request req = parser_->release();
+  request_version_ = req.version();
+  request_keep_alive_ = req.keep_alive();
+  busy_ = true;
+  counted_ = true;
+  state_->in_flight.fetch_add(1, std::memory_order_relaxed);
+  stream_.expires_never();  // the broker may take a while (long polls); no idle timeout now
+  route(req, *state_, [self = shared_from_this()](MakeResponse make) mutable {
+    auto executor = self->stream_.get_executor();
+    asio::post(executor, [self = std::move(self), make = std::move(make)]() mutable {
+      self->send(make());
+    });
+  });
+}
+
+void HttpSession::send(Response res) {
+  unsigned status = res.result_int();
+  state_->responses[std::min<unsigned>(status / 100, 5)].fetch_add(1, std::memory_order_relaxed);
+  bool keep = request_keep_alive_ && !closing_ && !state_->stopping.load();
+  res.version(request_version_);
+  res.keep_alive(keep);
+  res.set(http::field::server, "roost");
+  res.prepare_payload();
+  auto sp = std::make_shared<Response>(std::move(res));
+  stream_.expires_after(std::chrono::milliseconds(state_->options.idle_timeout_ms));
+  http::async_write(stream_, *sp,
+                    [self = shared_from_this(), sp, close = !keep](beast::error_code ec,
+                                                                  std::size_t n) {
+                      self->on_write(close, ec, n);
+                    });
+}
+
+void HttpSession::on_write(bool close_after, beast::error_code ec, std::size_t) {
+  busy_ = false;
+  if (counted_) {
+    counted_ = false;
+    state_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (ec || close_after) {
+    close();
+    return;
+  }
+  read();
+}
+
+void HttpSession::close() {
+  beast::error_code ec;
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  stream_.close();
+}
+
+}  // namespace roost::gateway

@@ -1,0 +1,47 @@
+// One HTTP/1.1 connection: reads a request, hands it to the routes, writes the response, and
+// loops while keep-alive holds. One request in flight per connection; the session lives on its
+// own strand. Request bodies and headers are bounded by the server's limits.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <memory>
+#include <optional>
+
+#include "state.h"
+
+namespace roost::gateway {
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(boost::asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state);
+  ~HttpSession();
+
+  void start();
+  // Closes the connection if idle; otherwise after the response in progress. Any thread.
+  void shutdown();
+
+ private:
+  using Request = boost::beast::http::request<boost::beast::http::string_body>;
+  using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+  void read();
+  void on_read(boost::beast::error_code ec, std::size_t bytes);
+  void send(Response res);
+  void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
+  void close();
+
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  std::shared_ptr<Server::State> state_;
+  bool busy_ = false;           // a request is being handled (strand only)
+  bool closing_ = false;        // close after the current response (strand only)
+  bool counted_ = false;        // in_flight incremented for the current request
+  unsigned request_version_ = 11;
+  bool request_keep_alive_ = true;
+};
+
+}  // namespace roost::gateway
