@@ -1,0 +1,70 @@
+#include <roost/broker/config.h>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "../support/temp_dir.h"
+
+using roost::broker::ConfigError;
+using roost::broker::load_config;
+
+namespace {
+// Sets an environment variable for the life of the object.
+struct EnvVar {
+  EnvVar(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~EnvVar() { unsetenv(name_); }
+  const char* name_;
+};
+}  // namespace
+
+TEST_CASE("embedded defaults", "[broker]") {
+  auto c = load_config({});
+  CHECK(c.data_dir == "./roost-data");
+  CHECK(c.http_listen == "127.0.0.1:8080");
+  CHECK(c.durability == "sync");
+  CHECK(c.max_message_bytes == 1u << 20);
+  CHECK(c.auto_create_queues);
+}
+
+TEST_CASE("file < environment < flags", "[broker]") {
+  roost::test::TempDir dir;
+  auto file = dir.path() / "roost.toml";
+  std::ofstream(file) << "data_dir = \"/from/file\"\nhttp_listen = \"127.0.0.1:9000\"\n"
+                         "max_message_bytes = 2048\nauto_create_queues = false\n"
+                         "durability = \"batch\"\n";
+  auto c = load_config({"--config", file.string()});
+  CHECK(c.data_dir == "/from/file");
+  CHECK(c.http_listen == "127.0.0.1:9000");
+  CHECK(c.max_message_bytes == 2048);
+  CHECK_FALSE(c.auto_create_queues);
+  CHECK(c.durability == "batch");
+  CHECK(c.config_file == file);
+
+  EnvVar env("ROOST_DATA_DIR", "/from/env");
+  EnvVar env2("ROOST_HTTP_LISTEN", "127.0.0.1:9100");
+  c = load_config({"--config", file.string()});
+  CHECK(c.data_dir == "/from/env");
+  CHECK(c.http_listen == "127.0.0.1:9100");
+
+  c = load_config({"--config", file.string(), "--data-dir", "/from/flag", "--http-listen=127.0.0.1:9200"});
+  CHECK(c.data_dir == "/from/flag");
+  CHECK(c.http_listen == "127.0.0.1:9200");
+  CHECK(c.max_message_bytes == 2048);  // still from the file
+}
+
+TEST_CASE("configuration errors name the key", "[broker]") {
+  roost::test::TempDir dir;
+  auto bad = dir.path() / "bad.toml";
+  std::ofstream(bad) << "no_such_key = 1\n";
+  CHECK_THROWS_WITH(load_config({"--config", bad.string()}), Catch::Contains("no_such_key"));
+  CHECK_THROWS_WITH(load_config({"--durability", "sometimes"}), Catch::Contains("durability"));
+  CHECK_THROWS_WITH(load_config({"--max-message-bytes", "lots"}), Catch::Contains("max_message_bytes"));
+  CHECK_THROWS_WITH(load_config({"--bogus", "1"}), Catch::Contains("--bogus"));
+  CHECK_THROWS_WITH(load_config({"--data-dir"}), Catch::Contains("needs a value"));
+  CHECK_THROWS_AS(load_config({"--config", (dir.path() / "missing.toml").string()}), ConfigError);
+  auto broken = dir.path() / "broken.toml";
+  std::ofstream(broken) << "data_dir = \n";
+  CHECK_THROWS_AS(load_config({"--config", broken.string()}), ConfigError);
+}

@@ -1,0 +1,67 @@
+#include <catch2/catch.hpp>
+
+#include "base64.h"
+#include "json_codec.h"
+
+using namespace roost::gateway;
+using roost::ErrorCode;
+
+TEST_CASE("base64 round trip and rejection", "[gateway]") {
+  for (std::string s : {std::string(), std::string("f"), std::string("fo"), std::string("foo"),
+                        std::string("foob"), std::string("\x00\xff\x10", 3)}) {
+    auto enc = base64_encode(s);
+    auto dec = base64_decode(enc);
+    REQUIRE(dec);
+    CHECK(*dec == s);
+  }
+  CHECK(base64_encode("foobar") == "Zm9vYmFy");
+  CHECK_FALSE(base64_decode("abc"));
+  CHECK_FALSE(base64_decode("ab=c"));
+  CHECK_FALSE(base64_decode("a!cd"));
+  CHECK_FALSE(base64_decode("=abc"));
+}
+
+TEST_CASE("enqueue bodies: single, batch, content types", "[gateway]") {
+  auto one = parse_enqueue(R"({"body":{"a":[1,2]},"delay_ms":5,"id":"x","key":"k"})", 1024);
+  REQUIRE(one);
+  REQUIRE(one->size() == 1);
+  CHECK((*one)[0].body == R"({"a":[1,2]})");
+  CHECK((*one)[0].delay_ms == 5);
+  CHECK((*one)[0].id == "x");
+  CHECK((*one)[0].key == "k");
+  auto text = parse_enqueue(R"({"body":"hi","content_type":"text"})", 1024);
+  CHECK((*text)[0].body == "hi");
+  CHECK((*text)[0].content_type == roost::ContentType::kText);
+  auto bytes = parse_enqueue(R"({"body":"AP8=","content_type":"bytes"})", 1024);
+  CHECK((*bytes)[0].body == std::string("\x00\xff", 2));
+  auto batch = parse_enqueue(R"({"messages":[{"body":1},{"body":null}]})", 1024);
+  REQUIRE(batch->size() == 2);
+  CHECK((*batch)[1].body == "null");
+  CHECK(parse_enqueue("[", 1024).error().code == ErrorCode::kMalformed);
+  CHECK(parse_enqueue(R"({"body":"xxxx","content_type":"text"})", 3).error().code ==
+        ErrorCode::kMessageTooLarge);
+}
+
+TEST_CASE("queue config: null clears, absence keeps", "[gateway]") {
+  auto p = parse_queue_config(R"({"dead_letter_queue":null,"max_messages":10})");
+  REQUIRE(p);
+  CHECK(p->dead_letter_queue == std::string());
+  CHECK(p->max_messages == 10u);
+  CHECK_FALSE(p->visibility_timeout_ms);
+  auto empty = parse_queue_config("");
+  REQUIRE(empty);
+  CHECK_FALSE(empty->dead_letter_queue);
+  CHECK(parse_queue_config(R"({"max_retries":"3"})").error().code == ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("pull responses keep stored JSON bodies verbatim", "[gateway]") {
+  roost::LeasedMessage m{"01", "01-02", R"({"x":1})", roost::ContentType::kJson, 2, 7, "k\"q"};
+  roost::LeasedMessage b{"02", "02-03", std::string("\x00\x01", 2), roost::ContentType::kBytes, 1, 8, ""};
+  auto out = encode_messages({m, b});
+  CHECK(out.find(R"("body":{"x":1})") != std::string::npos);
+  CHECK(out.find(R"("key":"k\"q")") != std::string::npos);
+  CHECK(out.find(R"("body":"AAE=")") != std::string::npos);
+  CHECK(out.find(R"("key":null)") != std::string::npos);
+  CHECK(encode_error({ErrorCode::kQueueFull, "full"}) ==
+        R"({"error":{"code":"queue_full","message":"full"}})");
+}

@@ -1,0 +1,108 @@
+// Starts the real `roost` binary as a child process on 127.0.0.1 with a free port, and stops it
+// (SIGTERM, or SIGKILL for crash tests). The data directory outlives restarts.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace roost::test {
+
+class RoostProcess {
+ public:
+  RoostProcess(std::filesystem::path data_dir, std::vector<std::string> extra_args = {})
+      : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)) {
+    start();
+  }
+  ~RoostProcess() { stop(SIGKILL); }
+  RoostProcess(const RoostProcess&) = delete;
+  RoostProcess& operator=(const RoostProcess&) = delete;
+
+  void start() {
+    log_path_ = data_dir_.string() + ".log." + std::to_string(++starts_);
+    std::vector<std::string> args = {ROOST_BINARY, "serve", "--data-dir", data_dir_.string(),
+                                     "--http-listen", "127.0.0.1:" + std::to_string(port_),
+                                     "--io-threads", "2"};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot spawn " + std::string(ROOST_BINARY));
+    // Wait for the "gateway listening on http://127.0.0.1:PORT" line.
+    static const std::regex kListening(R"(gateway listening on http://127\.0\.0\.1:(\d+))");
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::smatch m;
+      std::string text = log();
+      if (std::regex_search(text, m, kListening)) {
+        port_ = std::stoi(m[1]);  // restarts keep the same port
+        return;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("roost exited at start-up:\n" + text);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("roost did not start listening:\n" + log());
+  }
+
+  // Sends `sig` and waits for the process; returns its exit status (or the signal as 128+n).
+  int stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+  }
+
+  void restart(int sig = SIGTERM) {
+    stop(sig);
+    start();
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const {
+    std::ifstream in(log_path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::filesystem::path data_dir_;
+  std::vector<std::string> extra_;
+  std::string log_path_;
+  int starts_ = 0;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace roost::test
