@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One command that builds and runs every test: the Release build (warnings are errors), then the
+# same suite built with AddressSanitizer + UndefinedBehaviorSanitizer. .ci/run calls this.
+#   ROOST_SKIP_SANITIZE=1 ./scripts/test.sh   runs only the Release suite (quicker, local loops)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== release build and tests"
+./scripts/build.sh build Release -DROOST_WERROR=ON
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
+
+if [ "${ROOST_SKIP_SANITIZE:-0}" != "1" ]; then
+  echo "== ASan + UBSan build and tests"
+  ./scripts/build.sh build-asan Debug -DROOST_SANITIZE=ON -DROOST_WERROR=ON -DROOST_BUILD_BENCH=OFF
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" --timeout 600
+fi
