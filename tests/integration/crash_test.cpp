@@ -53,7 +53,8 @@ TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]
         for (int n = 0; n < 100'000 && !stop; ++n) {
           auto r = h.post("/v1/queues/crash/messages/pull", R"({"batch_size":20})");
           if (r.status != 200) break;
-          auto msgs = json::parse(r.body).at("messages").as_array();
+          auto pulled = json::parse(r.body);
+          auto msgs = pulled.at("messages").as_array();
           if (msgs.empty()) continue;
           json::array acks;
           std::map<std::string, std::string> lease_to_token;
@@ -67,7 +68,8 @@ TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]
           }
           auto a = h.post("/v1/queues/crash/messages/ack", json::serialize(json::object{{"acks", acks}}));
           if (a.status != 200) break;
-          for (auto& u : json::parse(a.body).at("unknown").as_array()) {
+          auto answer = json::parse(a.body);
+          for (auto& u : answer.at("unknown").as_array()) {
             lease_to_token.erase(std::string(u.as_string()));
           }
           std::lock_guard lock(mu);
