@@ -33,17 +33,19 @@ std::int64_t wall_ms() {
       .count();
 }
 
-std::uint64_t rss_bytes() {
+// A field of /proc/self/status in bytes: VmRSS, RssAnon (heap), RssFile (mapped LMDB pages).
+std::uint64_t status_bytes(const std::string& field) {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
   }
   return 0;
 }
+std::uint64_t rss_bytes() { return status_bytes("VmRSS"); }
 
 void report(const std::string& name, double value, const char* unit) {
-  std::printf("%s %.1f %s\n", name.c_str(), value, unit);
+  std::printf("%s %.3f %s\n", name.c_str(), value, unit);
   std::fflush(stdout);
 }
 
@@ -177,13 +179,15 @@ int main(int argc, char** argv) {
 
   if (want("pullack")) {
     Engine e(dir, d);
-    constexpr int kPrefill = 300'000;
     std::vector<roost::NewMessage> batch(1000, message100());
-    for (int i = 0; i < kPrefill / 1000; ++i) {
-      auto r = e.wait<std::vector<std::string>>([&](auto cb) { e.store->enqueue("pa", batch, std::move(cb)); });
-      if (!r) return 1;
-    }
+    auto prefill = [&](int n) {
+      for (int i = 0; i < n / 1000; ++i) {
+        auto r = e.wait<std::vector<std::string>>([&](auto cb) { e.store->enqueue("pa", batch, std::move(cb)); });
+        if (!r) std::exit(1);
+      }
+    };
     for (int consumers : {1, 4}) {
+      prefill(static_cast<int>(seconds * 400'000));  // more than can be drained in `seconds`
       std::atomic<std::uint64_t> acked{0};
       std::atomic<bool> stop{false};
       std::vector<std::thread> threads;
@@ -207,6 +211,7 @@ int main(int argc, char** argv) {
       stop = true;
       for (auto& t : threads) t.join();
       double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (e.store->get_queue("pa")->stats.ready == 0) std::fprintf(stderr, "warning: queue ran dry\n");
       report("engine_pull_ack_batch100_consumers_" + std::to_string(consumers),
              static_cast<double>(acked.load()) / elapsed, "msgs/s");
     }
@@ -231,8 +236,10 @@ int main(int argc, char** argv) {
         if (!f.get()) return 1;
       }
       if (n >= next_report) {
-        std::fprintf(stderr, "backlog: %llu messages, rss %.1f MiB\n",
-                     static_cast<unsigned long long>(n), static_cast<double>(rss_bytes()) / (1 << 20));
+        std::fprintf(stderr, "backlog: %llu messages, rss %.1f MiB (anon %.1f, file %.1f)\n",
+                     static_cast<unsigned long long>(n), static_cast<double>(rss_bytes()) / (1 << 20),
+                     static_cast<double>(status_bytes("RssAnon")) / (1 << 20),
+                     static_cast<double>(status_bytes("RssFile")) / (1 << 20));
         next_report += 1'000'000;
       }
     }

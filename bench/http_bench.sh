@@ -18,7 +18,8 @@ url="http://127.0.0.1:$port"
 echo "# http_bench: durability=sync, 100-byte bodies, wrk -t2, ${seconds}s per point"
 for c in 1 16 64 256; do
   curl -sf -XPUT "$url/v1/queues/bench$c" -d '{}' >/dev/null
-  out=$(wrk -t2 -c"$c" -d"${seconds}s" --latency -s bench/http_enqueue.lua "$url/v1/queues/bench$c/messages")
+  threads=$(( c < 2 ? 1 : 2 ))
+  out=$(wrk -t"$threads" -c"$c" -d"${seconds}s" --latency -s bench/http_enqueue.lua "$url/v1/queues/bench$c/messages")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
