@@ -153,12 +153,13 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
     } catch (const MdbError& e) {
       for (auto* p : participants_) p->aborted();
       bool map_full = e.rc() == MDB_MAP_FULL;
-      bool disk_full = e.rc() == ENOSPC || e.rc() == EDQUOT;
+      bool disk_full =
+          e.rc() == ENOSPC || e.rc() == EDQUOT || (e.rc() == EIO && env_.disk_low());
       if (map_full && !storage_full && env_.grow_map()) {
         metrics_.map_grows.fetch_add(1, std::memory_order_relaxed);
         continue;  // replay the group in a larger map
       }
-      if (map_full && !bumped && env_.bump()) {
+      if ((map_full || disk_full) && !bumped && env_.bump()) {
         bumped = true;  // pages freed by the last commit are usable now: try once more
         continue;
       }

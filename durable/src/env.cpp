@@ -2,6 +2,8 @@
 
 #include <roost/log.h>
 
+#include <sys/statvfs.h>
+
 #include <cstring>
 #include <system_error>
 
@@ -111,6 +113,14 @@ bool Env::bump() {
   } catch (const MdbError&) {
     return false;
   }
+}
+
+bool Env::disk_low() const {
+  struct statvfs st;
+  if (statvfs(options_.dir.c_str(), &st) != 0) return false;
+  std::uint64_t total = static_cast<std::uint64_t>(st.f_blocks) * st.f_frsize;
+  std::uint64_t avail = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  return avail < (8ull << 20) || avail < total / 100;
 }
 
 void Env::sync() { check(mdb_env_sync(env_, 1), "mdb_env_sync"); }

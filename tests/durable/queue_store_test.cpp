@@ -483,3 +483,22 @@ TEST_CASE("a full map answers storage_full and still lets acks free space", "[du
   f.restart();
   CHECK(f.stats("q").messages == static_cast<std::uint64_t>(stored) - leased->size() + 1);
 }
+
+TEST_CASE("writes after the committer stopped answer unavailable", "[durable]") {
+  StoreFixture f;
+  REQUIRE(f.enqueue1("q", "x"));
+  f.committer().stop();
+  auto r = f.enqueue1("q", "y");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == ErrorCode::kUnavailable);
+  CHECK(f.stats("q").messages == 1);  // reads still work
+}
+
+TEST_CASE("batch durability commits and survives a clean restart", "[durable]") {
+  roost::durable::EnvOptions env;
+  env.durability = roost::durable::Durability::kBatch;
+  StoreFixture f(env);
+  for (int i = 0; i < 50; ++i) REQUIRE(f.enqueue1("q", std::to_string(i)));
+  f.restart();
+  CHECK(f.stats("q").messages == 50);
+}

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -28,12 +29,20 @@ class RoostProcess {
       : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)) {
     start();
   }
-  ~RoostProcess() { stop(SIGKILL); }
+  ~RoostProcess() {
+    stop(SIGKILL);
+    for (const auto& l : logs_) std::filesystem::remove(l);
+  }
   RoostProcess(const RoostProcess&) = delete;
   RoostProcess& operator=(const RoostProcess&) = delete;
 
   void start() {
-    log_path_ = data_dir_.string() + ".log." + std::to_string(++starts_);
+    // Logs live outside the data directory, which a test may fill up.
+    static std::atomic<int> counter{0};
+    log_path_ = (std::filesystem::temp_directory_path() /
+                 ("roost-test-" + std::to_string(getpid()) + "-" + std::to_string(++counter) + ".log"))
+                    .string();
+    logs_.push_back(log_path_);
     std::vector<std::string> args = {ROOST_BINARY, "serve", "--data-dir", data_dir_.string(),
                                      "--http-listen", "127.0.0.1:" + std::to_string(port_),
                                      "--io-threads", "2"};
@@ -100,7 +109,7 @@ class RoostProcess {
   std::filesystem::path data_dir_;
   std::vector<std::string> extra_;
   std::string log_path_;
-  int starts_ = 0;
+  std::vector<std::string> logs_;
   int port_ = 0;
   pid_t pid_ = -1;
 };

@@ -17,10 +17,8 @@
 
 namespace roost::broker {
 
-template <class T>
-using Result = std::expected<T, Error>;
-template <class T>
-using Callback = std::move_only_function<void(Result<T>)>;
+using roost::Callback;
+using roost::Result;
 
 class Router {
  public:

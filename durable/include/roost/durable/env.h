@@ -75,6 +75,9 @@ class Env {
   // a commit's freed pages only after a later transaction committed). Returns false on failure.
   // REQUIRES: called only from the Committer thread, with no write transaction open.
   bool bump();
+  // True when the filesystem holding the data has less than 8 MiB (or 1 %) free. LMDB reports a
+  // short write on a full disk as EIO; this tells that apart from a real I/O error.
+  bool disk_low() const;
   // Flushes committed data to disk (batch durability).
   void sync();
 

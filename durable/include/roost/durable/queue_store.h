@@ -35,10 +35,8 @@
 
 namespace roost::durable {
 
-template <class T>
-using Result = std::expected<T, Error>;
-template <class T>
-using Callback = std::move_only_function<void(Result<T>)>;
+using roost::Callback;
+using roost::Result;
 
 struct QueueStoreOptions {
   bool auto_create_queues = true;               // enqueue to an unknown queue creates it

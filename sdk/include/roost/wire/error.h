@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <expected>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -88,5 +90,12 @@ struct Error {
   ErrorCode code = ErrorCode::kInternal;
   std::string message;
 };
+
+// The result of anything that can fail for an outside reason, and the callback that carries it
+// back from an asynchronous call.
+template <class T>
+using Result = std::expected<T, Error>;
+template <class T>
+using Callback = std::move_only_function<void(Result<T>)>;
 
 }  // namespace roost
