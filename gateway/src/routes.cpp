@@ -144,9 +144,7 @@ void route(const Request& req, Server::State& st, Reply reply) {
   if (!segs.empty() && segs.back().empty()) segs.pop_back();  // tolerate a trailing slash
 
   if (segs.size() == 1 && segs[0] == "healthz") {
-    if (req.method() != http::verb::get && req.method() != http::verb::head) {
-      return method_not_allowed(reply, v, "GET");
-    }
+    if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
     bool draining = st.stopping.load();
     return respond_now(reply, make(draining ? http::status::service_unavailable : http::status::ok, v,
                                    draining ? R"({"status":"draining"})" : R"({"status":"ok"})"));

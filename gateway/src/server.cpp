@@ -3,6 +3,7 @@
 #include <roost/log.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <charconv>
@@ -41,7 +42,12 @@ void accept_loop(std::shared_ptr<Server::State> st) {
                                                             tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !st->acceptor.is_open()) return;
     if (ec) {
-      roost::module_logger("gateway")->warn("accept failed: {}", ec.message());
+      // Out of file descriptors and the like: back off instead of spinning on the error.
+      roost::module_logger("gateway")->warn("accept failed: {}; retrying in 100 ms", ec.message());
+      auto timer = std::make_shared<asio::steady_timer>(st->acceptor.get_executor(),
+                                                        std::chrono::milliseconds(100));
+      timer->async_wait([st, timer](boost::system::error_code) { accept_loop(st); });
+      return;
     } else if (st->connections.load() >= st->options.max_connections || st->stopping.load()) {
       st->rejected_total.fetch_add(1, std::memory_order_relaxed);
       boost::system::error_code ignored;
