@@ -31,5 +31,7 @@ for c in 1 16 64 256; do
 done
 depth=$(curl -sf "$url/v1/queues/bench64" | sed -E 's/.*"messages":([0-9]+).*/\1/')
 echo "http_enqueue_c64_stored ${depth} msgs"
-rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-echo "http_server_rss_after $((rss_kb / 1024)) MiB"
+for f in VmRSS RssAnon RssFile; do
+  kb=$(awk -v f="$f:" '$1==f {print $2}' /proc/$pid/status)
+  echo "http_server_${f}_after $((kb / 1024)) MiB"
+done
