@@ -1,0 +1,112 @@
+// The Hub: publishes messages to every subscriber whose pattern matches, keeps short per-channel
+// history for resumption, and counts presence.
+//
+// Thread-safety: every method may be called from any thread. Each channel (concrete subject) has
+// its own lock, held while an offset is assigned and the message handed to subscribers, so every
+// subscriber sees a channel's messages in offset order. Lock order: channel, then the trie.
+#pragma once
+
+#include <roost/channels/message.h>
+#include <roost/channels/outgoing_queue.h>
+#include <roost/wire/error.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace roost::channels {
+
+// Settings for the channels under a subject prefix ("" = every channel). Defaults shown.
+struct NamespaceConfig {
+  std::string prefix;
+  std::size_t history_size = 0;      // messages kept per channel for resumption
+  std::uint64_t history_ttl_ms = 0;  // 0 = kept until pushed out by newer ones
+  SlowPolicy policy = SlowPolicy::kDrop;
+  std::size_t buffer_messages = 1024;    // per-subscriber buffer
+  std::size_t buffer_bytes = 1u << 20;
+};
+
+struct HubOptions {
+  std::vector<NamespaceConfig> namespaces;  // longest matching prefix wins
+  NamespaceConfig defaults;
+};
+
+struct PublishResult {
+  std::uint64_t offset = 0;
+  std::string epoch;
+  std::size_t subscribers = 0;
+};
+
+struct Since {
+  std::string epoch;
+  std::uint64_t offset = 0;  // the last offset the client has
+};
+
+struct SubscribeResult {
+  std::uint64_t id = 0;
+  // With `since`: true when the gap could not be filled (other epoch, or history too short);
+  // the missed messages that could be are delivered before any live one.
+  bool reset = false;
+  std::string epoch;
+  std::uint64_t offset = 0;  // the channel's latest offset at subscription
+  std::size_t recovered = 0;
+};
+
+class Hub {
+ public:
+  explicit Hub(HubOptions options, std::function<std::int64_t()> clock);
+  ~Hub();
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // `since` only with a concrete channel (no wildcards).
+  Result<SubscribeResult> subscribe(const std::string& pattern, std::shared_ptr<Subscriber> subscriber,
+                                    const std::optional<Since>& since = std::nullopt);
+  void unsubscribe(std::uint64_t id);
+  // `data` is JSON text.
+  Result<PublishResult> publish(const std::string& channel, std::string data);
+  // Subscriptions whose pattern matches `channel`.
+  std::size_t presence(const std::string& channel) const;
+  const NamespaceConfig& namespace_of(std::string_view channel) const;
+
+  std::uint64_t published() const { return published_.load(); }
+  std::uint64_t delivered() const { return delivered_.load(); }
+  std::size_t subscriptions() const;
+
+ private:
+  struct Channel;
+  Channel& channel(const std::string& name);
+  std::vector<std::shared_ptr<Subscriber>> match(const std::string& channel) const;
+
+  HubOptions options_;
+  std::function<std::int64_t()> clock_;
+
+  mutable std::mutex channels_mu_;
+  std::unordered_map<std::string, std::unique_ptr<Channel>> channels_;  // GUARDED_BY(channels_mu_)
+
+  mutable std::shared_mutex trie_mu_;
+  struct Subscription {
+    std::string pattern;
+  };
+  std::unique_ptr<class SubscriptionTrie> trie_;                      // GUARDED_BY(trie_mu_)
+  std::unordered_map<std::uint64_t, Subscription> subscriptions_;     // GUARDED_BY(trie_mu_)
+  std::uint64_t next_id_ = 1;                                          // GUARDED_BY(trie_mu_)
+
+  // Match cache: subject → subscribers; cleared whenever subscriptions change.
+  mutable std::mutex cache_mu_;
+  mutable std::unordered_map<std::string, std::shared_ptr<const std::vector<std::shared_ptr<Subscriber>>>>
+      cache_;  // GUARDED_BY(cache_mu_)
+  mutable std::uint64_t cache_generation_ = 0;  // GUARDED_BY(cache_mu_)
+
+  std::atomic<std::uint64_t> published_{0};
+  std::atomic<std::uint64_t> delivered_{0};
+};
+
+}  // namespace roost::channels

@@ -1,0 +1,34 @@
+// A published channel message, immutable once built and shared by every recipient.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace roost::channels {
+
+struct Message {
+  std::string channel;
+  std::string data;  // JSON text (validated by the front end)
+  std::uint64_t offset = 0;
+  std::string epoch;
+  std::int64_t timestamp_ms = 0;
+  // {"op":"message","channel":…,"data":…,"offset":…,"epoch":…} — the browser protocol's frame,
+  // built once at publish.
+  std::shared_ptr<const std::string> frame;
+};
+
+using MessagePtr = std::shared_ptr<const Message>;
+
+MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
+                        std::string epoch, std::int64_t timestamp_ms);
+
+// Receives messages. deliver() is called on the publisher's thread, possibly concurrently from
+// several; it must be thread-safe and must not block (hand the message to your own strand).
+class Subscriber {
+ public:
+  virtual ~Subscriber() = default;
+  virtual void deliver(const MessagePtr& message) = 0;
+};
+
+}  // namespace roost::channels

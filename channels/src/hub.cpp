@@ -1,0 +1,180 @@
+#include "roost/channels/hub.h"
+
+#include <deque>
+#include <random>
+
+#include "roost/channels/subject.h"
+#include "roost/channels/subscription_trie.h"
+
+namespace roost::channels {
+
+namespace {
+constexpr std::size_t kCacheLimit = 4096;
+
+std::string new_epoch() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  auto v = rng();
+  for (int i = 0; i < 16; ++i) out.push_back(kDigits[(v >> (4 * i)) & 0xf]);
+  return out;
+}
+}  // namespace
+
+struct Hub::Channel {
+  std::mutex mu;
+  std::string epoch = new_epoch();
+  std::uint64_t last_offset = 0;        // GUARDED_BY(mu)
+  std::deque<MessagePtr> history;       // GUARDED_BY(mu)
+};
+
+Hub::Hub(HubOptions options, std::function<std::int64_t()> clock)
+    : options_(std::move(options)), clock_(std::move(clock)), trie_(std::make_unique<SubscriptionTrie>()) {}
+
+Hub::~Hub() = default;
+
+const NamespaceConfig& Hub::namespace_of(std::string_view channel) const {
+  const NamespaceConfig* best = &options_.defaults;
+  std::size_t best_len = 0;
+  for (const auto& ns : options_.namespaces) {
+    if (channel.starts_with(ns.prefix) && ns.prefix.size() >= best_len) {
+      best = &ns;
+      best_len = ns.prefix.size();
+    }
+  }
+  return *best;
+}
+
+Hub::Channel& Hub::channel(const std::string& name) {
+  std::lock_guard lock(channels_mu_);
+  auto& c = channels_[name];
+  if (!c) c = std::make_unique<Channel>();
+  return *c;
+}
+
+std::vector<std::shared_ptr<Subscriber>> Hub::match(const std::string& channel) const {
+  std::uint64_t generation;
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = cache_.find(channel); it != cache_.end()) return *it->second;
+    generation = cache_generation_;
+  }
+  std::vector<std::shared_ptr<Subscriber>> subs;
+  {
+    std::shared_lock lock(trie_mu_);
+    subs = trie_->match(channel);
+  }
+  std::lock_guard lock(cache_mu_);
+  if (generation == cache_generation_) {
+    if (cache_.size() >= kCacheLimit) cache_.clear();
+    cache_.emplace(channel, std::make_shared<const std::vector<std::shared_ptr<Subscriber>>>(subs));
+  }
+  return subs;
+}
+
+Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_ptr<Subscriber> subscriber,
+                                       const std::optional<Since>& since) {
+  if (auto e = validate_pattern(pattern)) return std::unexpected(*e);
+  bool wildcard = is_wildcard(pattern);
+  if (since && wildcard) {
+    return std::unexpected(Error{ErrorCode::kInvalidArgument,
+                                 "'since' (resume) needs a concrete channel, not a pattern"});
+  }
+  SubscribeResult result;
+  auto insert = [&] {
+    {
+      std::unique_lock lock(trie_mu_);
+      result.id = next_id_++;
+      trie_->insert(pattern, result.id, subscriber);
+      subscriptions_.emplace(result.id, Subscription{pattern});
+    }
+    std::lock_guard lock(cache_mu_);
+    ++cache_generation_;
+    cache_.clear();
+  };
+  if (wildcard) {
+    insert();
+    return result;
+  }
+  // A concrete channel: subscribe and recover under the channel's lock, so recovered messages
+  // reach the subscriber before any live one and none falls in between.
+  Channel& ch = channel(pattern);
+  std::lock_guard lock(ch.mu);
+  insert();
+  result.epoch = ch.epoch;
+  result.offset = ch.last_offset;
+  if (since) {
+    if (since->epoch != ch.epoch) {
+      result.reset = true;
+    } else if (since->offset < ch.last_offset) {
+      std::uint64_t oldest = ch.history.empty() ? ch.last_offset + 1 : ch.history.front()->offset;
+      std::int64_t cutoff = 0;
+      const auto& ns = namespace_of(pattern);
+      if (ns.history_ttl_ms != 0) cutoff = clock_() - static_cast<std::int64_t>(ns.history_ttl_ms);
+      if (since->offset + 1 < oldest) result.reset = true;
+      for (const auto& m : ch.history) {
+        if (m->offset <= since->offset || m->timestamp_ms < cutoff) {
+          if (m->offset > since->offset) result.reset = true;  // expired: a gap remains
+          continue;
+        }
+        subscriber->deliver(m);
+        ++result.recovered;
+      }
+    }
+  }
+  return result;
+}
+
+void Hub::unsubscribe(std::uint64_t id) {
+  {
+    std::unique_lock lock(trie_mu_);
+    auto it = subscriptions_.find(id);
+    if (it == subscriptions_.end()) return;
+    trie_->remove(it->second.pattern, id);
+    subscriptions_.erase(it);
+  }
+  std::lock_guard lock(cache_mu_);
+  ++cache_generation_;
+  cache_.clear();
+}
+
+Result<PublishResult> Hub::publish(const std::string& name, std::string data) {
+  if (auto e = validate_subject(name)) return std::unexpected(*e);
+  const auto& ns = namespace_of(name);
+  Channel& ch = channel(name);
+  PublishResult result;
+  {
+    std::lock_guard lock(ch.mu);
+    std::int64_t now = clock_();
+    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now);
+    if (ns.history_size > 0) {
+      ch.history.push_back(msg);
+      while (ch.history.size() > ns.history_size) ch.history.pop_front();
+      if (ns.history_ttl_ms != 0) {
+        auto cutoff = now - static_cast<std::int64_t>(ns.history_ttl_ms);
+        while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
+      }
+    }
+    auto subs = match(name);
+    for (const auto& s : subs) s->deliver(msg);
+    result.offset = msg->offset;
+    result.epoch = ch.epoch;
+    result.subscribers = subs.size();
+  }
+  published_.fetch_add(1, std::memory_order_relaxed);
+  delivered_.fetch_add(result.subscribers, std::memory_order_relaxed);
+  return result;
+}
+
+std::size_t Hub::presence(const std::string& channel) const {
+  if (validate_subject(channel)) return 0;
+  std::shared_lock lock(trie_mu_);
+  return trie_->match(channel).size();
+}
+
+std::size_t Hub::subscriptions() const {
+  std::shared_lock lock(trie_mu_);
+  return trie_->size();
+}
+
+}  // namespace roost::channels

@@ -1,0 +1,203 @@
+#include <roost/channels/hub.h>
+#include <roost/channels/outgoing_queue.h>
+#include <roost/channels/subject.h>
+#include <roost/channels/subscription_trie.h>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+using namespace roost::channels;
+
+namespace {
+// Records what it receives.
+struct Recorder : Subscriber {
+  std::mutex mu;
+  std::vector<MessagePtr> got;
+  void deliver(const MessagePtr& m) override {
+    std::lock_guard lock(mu);
+    got.push_back(m);
+  }
+  std::vector<std::uint64_t> offsets() {
+    std::lock_guard lock(mu);
+    std::vector<std::uint64_t> out;
+    for (auto& m : got) out.push_back(m->offset);
+    return out;
+  }
+};
+
+std::atomic<std::int64_t> fake_now{1'000'000};
+std::int64_t now() { return fake_now.load(); }
+}  // namespace
+
+TEST_CASE("subject grammar", "[channels]") {
+  CHECK_FALSE(validate_subject("chat.room1"));
+  CHECK_FALSE(validate_subject("a"));
+  CHECK_FALSE(validate_subject("orders.eu-west.user_42"));
+  CHECK(validate_subject("")->message.find("empty") != std::string::npos);
+  CHECK(validate_subject("chat..room")->message.find("empty token") != std::string::npos);
+  CHECK(validate_subject(".chat")->message.find("empty token") != std::string::npos);
+  CHECK(validate_subject("chat.*")->message.find("only for subscriptions") != std::string::npos);
+  CHECK(validate_subject("chat room")->message.find("' '") != std::string::npos);
+  CHECK(validate_subject(std::string(300, 'a'))->message.find("256") != std::string::npos);
+  CHECK_FALSE(validate_pattern("chat.*"));
+  CHECK_FALSE(validate_pattern("chat.>"));
+  CHECK_FALSE(validate_pattern(">"));
+  CHECK_FALSE(validate_pattern("*.room.*"));
+  CHECK(validate_pattern("chat.>.x")->message.find("last token") != std::string::npos);
+  CHECK(validate_pattern("chat.ro*")->message.find("stand alone") != std::string::npos);
+  CHECK(validate_pattern("chat.")->code == roost::ErrorCode::kInvalidArgument);
+
+  CHECK(pattern_matches("chat.*", "chat.room1"));
+  CHECK_FALSE(pattern_matches("chat.*", "chat.room1.x"));
+  CHECK_FALSE(pattern_matches("chat.*", "chat"));
+  CHECK(pattern_matches("chat.>", "chat.room1.x"));
+  CHECK_FALSE(pattern_matches("chat.>", "chat"));
+  CHECK(pattern_matches(">", "anything.at.all"));
+  CHECK(pattern_matches("*.b.*", "a.b.c"));
+  CHECK(pattern_matches("a.b", "a.b"));
+  CHECK_FALSE(pattern_matches("a.b", "a.c"));
+}
+
+TEST_CASE("trie matches wildcards, dedups subscribers, prunes on remove", "[channels]") {
+  SubscriptionTrie t;
+  auto a = std::make_shared<Recorder>();
+  auto b = std::make_shared<Recorder>();
+  auto c = std::make_shared<Recorder>();
+  t.insert("chat.room1", 1, a);
+  t.insert("chat.*", 2, b);
+  t.insert("chat.>", 3, c);
+  t.insert("chat.*", 4, a);  // a again through a wildcard
+  CHECK(t.match("chat.room1").size() == 3);
+  CHECK(t.match("chat.room2").size() == 3);
+  CHECK(t.match("chat.room2.sub").size() == 1);
+  CHECK(t.match("news.x").empty());
+  CHECK(t.size() == 4);
+  CHECK(t.remove("chat.*", 2));
+  CHECK_FALSE(t.remove("chat.*", 2));
+  CHECK_FALSE(t.remove("nope.x", 1));
+  CHECK(t.match("chat.room2").size() == 2);
+  CHECK(t.remove("chat.*", 4));
+  CHECK(t.remove("chat.>", 3));
+  CHECK(t.remove("chat.room1", 1));
+  CHECK(t.size() == 0);
+  CHECK(t.match("chat.room1").empty());
+}
+
+TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channels]") {
+  Hub hub({}, now);
+  auto exact = std::make_shared<Recorder>();
+  auto wild = std::make_shared<Recorder>();
+  auto other = std::make_shared<Recorder>();
+  REQUIRE(hub.subscribe("chat.room1", exact));
+  auto wid = hub.subscribe("chat.*", wild);
+  REQUIRE(wid);
+  REQUIRE(hub.subscribe("news.>", other));
+  auto r = hub.publish("chat.room1", R"({"text":"hi"})");
+  REQUIRE(r);
+  CHECK(r->offset == 1);
+  CHECK(r->subscribers == 2);
+  REQUIRE(exact->got.size() == 1);
+  REQUIRE(wild->got.size() == 1);
+  CHECK(exact->got[0].get() == wild->got[0].get());  // the same message object
+  CHECK(*exact->got[0]->frame ==
+        R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" +
+            r->epoch + "\"}");
+  CHECK(other->got.empty());
+  CHECK(hub.presence("chat.room1") == 2);
+  CHECK(hub.presence("chat.room9") == 1);
+  hub.unsubscribe(wid->id);
+  CHECK(hub.publish("chat.room1", "2")->subscribers == 1);  // the match cache saw the change
+  CHECK(hub.publish("chat.room1", "3")->offset == 3);
+  CHECK(hub.publish("chat.*", "1").error().code == roost::ErrorCode::kInvalidArgument);
+  CHECK(hub.subscribe("bad..x", exact).error().code == roost::ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("history: resume fills the gap, or says reset when it cannot", "[channels]") {
+  HubOptions opts;
+  NamespaceConfig chat;
+  chat.prefix = "chat.";
+  chat.history_size = 3;
+  chat.history_ttl_ms = 10'000;
+  opts.namespaces.push_back(chat);
+  Hub hub(opts, now);
+  for (int i = 1; i <= 5; ++i) hub.publish("chat.r", std::to_string(i));
+  auto first = std::make_shared<Recorder>();
+  auto sub = hub.subscribe("chat.r", first);
+  REQUIRE(sub);
+  std::string epoch = sub->epoch;
+  CHECK(sub->offset == 5);
+  CHECK(first->got.empty());  // no since: live only
+
+  auto resumed = std::make_shared<Recorder>();
+  auto r = hub.subscribe("chat.r", resumed, Since{epoch, 3});
+  REQUIRE(r);
+  CHECK_FALSE(r->reset);
+  CHECK(r->recovered == 2);
+  CHECK(resumed->offsets() == std::vector<std::uint64_t>{4, 5});
+  hub.publish("chat.r", "6");
+  CHECK(resumed->offsets() == std::vector<std::uint64_t>{4, 5, 6});
+
+  auto too_old = std::make_shared<Recorder>();
+  auto gap = hub.subscribe("chat.r", too_old, Since{epoch, 1});  // history holds 4..6
+  CHECK(gap->reset);
+  auto wrong_epoch = hub.subscribe("chat.r", std::make_shared<Recorder>(), Since{"other", 5});
+  CHECK(wrong_epoch->reset);
+  auto up_to_date = hub.subscribe("chat.r", std::make_shared<Recorder>(), Since{epoch, 6});
+  CHECK_FALSE(up_to_date->reset);
+  CHECK(up_to_date->recovered == 0);
+
+  fake_now += 20'000;  // history entries older than 10 s no longer count
+  auto late = hub.subscribe("chat.r", std::make_shared<Recorder>(), Since{epoch, 5});
+  CHECK(late->reset);
+  CHECK(hub.subscribe("chat.*", std::make_shared<Recorder>(), Since{epoch, 1}).error().code ==
+        roost::ErrorCode::kInvalidArgument);
+  // Channels outside the namespace keep no history.
+  hub.publish("other.x", "1");
+  auto none = hub.subscribe("other.x", std::make_shared<Recorder>(), Since{"", 0});
+  CHECK(none->reset);
+}
+
+TEST_CASE("each subscriber sees one channel's messages in offset order under concurrency",
+          "[channels]") {
+  Hub hub({}, now);
+  auto rec = std::make_shared<Recorder>();
+  hub.subscribe("load.x", rec);
+  std::vector<std::thread> publishers;
+  for (int p = 0; p < 4; ++p) {
+    publishers.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) hub.publish("load.x", "1");
+    });
+  }
+  for (auto& t : publishers) t.join();
+  auto offs = rec->offsets();
+  REQUIRE(offs.size() == 8000);
+  for (std::size_t i = 0; i < offs.size(); ++i) CHECK(offs[i] == i + 1);
+  CHECK(hub.published() == 8000);
+  CHECK(hub.delivered() == 8000);
+}
+
+TEST_CASE("outgoing queue: bounded, drop counts, disconnect policy", "[channels]") {
+  OutgoingQueue q(2, 1000);
+  auto f = std::make_shared<const std::string>("x");
+  CHECK(q.push(f, SlowPolicy::kDrop) == OutgoingQueue::Push::kQueued);
+  CHECK(q.push(f, SlowPolicy::kDrop) == OutgoingQueue::Push::kQueued);
+  CHECK(q.push(f, SlowPolicy::kDrop) == OutgoingQueue::Push::kDropped);
+  CHECK(q.push(f, SlowPolicy::kDrop) == OutgoingQueue::Push::kDropped);
+  CHECK(q.push(f, SlowPolicy::kDisconnect) == OutgoingQueue::Push::kDisconnect);
+  CHECK(q.size() == 2);
+  CHECK_FALSE(q.has_room());
+  q.push_control(f);  // control frames are never refused
+  CHECK(q.size() == 3);
+  q.pop();
+  q.pop();
+  CHECK(q.has_room());
+  CHECK(q.take_dropped() == 2);
+  CHECK(q.take_dropped() == 0);
+  OutgoingQueue bytes(100, 10);
+  CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) == OutgoingQueue::Push::kQueued);
+  CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) == OutgoingQueue::Push::kDropped);
+  CHECK(bytes.bytes() == 8);
+}
