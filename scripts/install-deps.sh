@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ccache pkg-config
   liblmdb-dev lmdb-utils
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libspdlog-dev libfmt-dev catch2 libtoml11-dev
+  libspdlog-dev libfmt-dev catch2 libtoml11-dev libssl-dev
   curl wrk procps
 )
 

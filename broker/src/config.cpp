@@ -72,6 +72,38 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.io_threads = to_u64("io_threads", v); }},
       {"shutdown_grace_ms", "how long shutdown waits for in-flight requests (default 10000)",
        [](Config& c, const std::string& v) { c.shutdown_grace_ms = to_u64("shutdown_grace_ms", v); }},
+      {"static_dir", "serve this folder's files at / (default none); flag also --static",
+       [](Config& c, const std::string& v) { c.static_dir = v; }},
+      {"auth_secret", "HS256 secret for JWT bearer tokens; empty = only loopback clients",
+       [](Config& c, const std::string& v) { c.auth_secret = v; }},
+      {"allowed_origins", "WebSocket Origins allowed, comma-separated, * = any (default: same host)",
+       [](Config& c, const std::string& v) { c.allowed_origins = v; }},
+      {"max_connections_per_ip", "concurrent connections from one address (default 256)",
+       [](Config& c, const std::string& v) { c.max_connections_per_ip = to_u64("max_connections_per_ip", v); }},
+      {"max_ws_message_bytes", "largest WebSocket message from a client (default 65536)",
+       [](Config& c, const std::string& v) { c.max_ws_message_bytes = to_u64("max_ws_message_bytes", v); }},
+      {"ws_idle_timeout_ms", "silent WebSockets are pinged, then closed (default 60000)",
+       [](Config& c, const std::string& v) { c.ws_idle_timeout_ms = to_u64("ws_idle_timeout_ms", v); }},
+      {"ws_compression", "offer permessage-deflate on WebSockets (default false)",
+       [](Config& c, const std::string& v) { c.ws_compression = to_bool("ws_compression", v); }},
+      {"channel_history", "messages kept per channel for resume (default 0)",
+       [](Config& c, const std::string& v) { c.channel_history = to_u64("channel_history", v); }},
+      {"channel_history_ttl_ms", "how long history is kept; 0 = until pushed out (default 0)",
+       [](Config& c, const std::string& v) { c.channel_history_ttl_ms = to_u64("channel_history_ttl_ms", v); }},
+      {"channel_slow_policy", "drop | disconnect for subscribers that fall behind (default drop)",
+       [](Config& c, const std::string& v) {
+         one_of("channel_slow_policy", v, {"drop", "disconnect"});
+         c.channel_slow_policy = v;
+       }},
+      {"channel_buffer_messages", "per-subscriber buffer in messages (default 1024)",
+       [](Config& c, const std::string& v) { c.channel_buffer_messages = to_u64("channel_buffer_messages", v); }},
+      {"channel_buffer_bytes", "per-subscriber buffer in bytes (default 1048576)",
+       [](Config& c, const std::string& v) { c.channel_buffer_bytes = to_u64("channel_buffer_bytes", v); }},
+      {"channel_namespaces", "per-prefix settings: \"chat.:history=50,history_ttl_ms=60000;x.:policy=disconnect\"",
+       [](Config& c, const std::string& v) {
+         c.channel_namespaces = v;
+         (void)c.hub_options();  // validates
+       }},
       {"log_level", "trace | debug | info | warn | error (default info)",
        [](Config& c, const std::string& v) {
          one_of("log_level", v, {"trace", "debug", "info", "warn", "error"});
@@ -138,6 +170,7 @@ Config load_config(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) throw ConfigError(a + ": needs a value");
       return args[++i];
     };
+    if (a == "--static") a = "--static-dir";
     if (a == "--config") {
       file = need_value();
       file_explicit = true;
@@ -184,6 +217,52 @@ Config load_config(const std::vector<std::string>& args) {
     throw ConfigError("max_request_bytes must be at least max_message_bytes");
   }
   return c;
+}
+
+channels::HubOptions Config::hub_options() const {
+  channels::HubOptions o;
+  auto& d = o.defaults;
+  d.history_size = channel_history;
+  d.history_ttl_ms = channel_history_ttl_ms;
+  d.policy = channel_slow_policy == "disconnect" ? channels::SlowPolicy::kDisconnect : channels::SlowPolicy::kDrop;
+  d.buffer_messages = channel_buffer_messages;
+  d.buffer_bytes = channel_buffer_bytes;
+  std::string_view rest = channel_namespaces;
+  while (!rest.empty()) {
+    auto semi = rest.find(';');
+    std::string_view spec = rest.substr(0, semi);
+    rest = semi == std::string_view::npos ? std::string_view() : rest.substr(semi + 1);
+    if (spec.empty()) continue;
+    auto colon = spec.find(':');
+    channels::NamespaceConfig ns = d;
+    ns.prefix = std::string(spec.substr(0, colon));
+    if (ns.prefix.empty()) throw ConfigError("channel_namespaces: a namespace needs a prefix");
+    std::string_view settings = colon == std::string_view::npos ? std::string_view() : spec.substr(colon + 1);
+    while (!settings.empty()) {
+      auto comma = settings.find(',');
+      std::string_view kv = settings.substr(0, comma);
+      settings = comma == std::string_view::npos ? std::string_view() : settings.substr(comma + 1);
+      auto eq = kv.find('=');
+      if (eq == std::string_view::npos) {
+        throw ConfigError("channel_namespaces: expected key=value, got '" + std::string(kv) + "'");
+      }
+      std::string key(kv.substr(0, eq));
+      std::string value(kv.substr(eq + 1));
+      std::string where = "channel_namespaces " + ns.prefix + " " + key;
+      if (key == "history") ns.history_size = to_u64(where, value);
+      else if (key == "history_ttl_ms") ns.history_ttl_ms = to_u64(where, value);
+      else if (key == "buffer_messages") ns.buffer_messages = to_u64(where, value);
+      else if (key == "buffer_bytes") ns.buffer_bytes = to_u64(where, value);
+      else if (key == "policy") {
+        one_of(where, value, {"drop", "disconnect"});
+        ns.policy = value == "drop" ? channels::SlowPolicy::kDrop : channels::SlowPolicy::kDisconnect;
+      } else {
+        throw ConfigError("channel_namespaces: unknown setting '" + key + "'");
+      }
+    }
+    o.namespaces.push_back(std::move(ns));
+  }
+  return o;
 }
 
 std::string config_help() {

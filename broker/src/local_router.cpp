@@ -31,9 +31,9 @@ struct LocalRouter::Waiter {
 };
 
 LocalRouter::LocalRouter(durable::QueueStore& queues, durable::Committer& committer,
-                         durable::Env& env, asio::io_context& timers,
+                         durable::Env& env, channels::Hub& hub, asio::io_context& timers,
                          std::uint64_t max_message_bytes)
-    : queues_(queues), committer_(committer), env_(env), timers_(timers),
+    : queues_(queues), committer_(committer), env_(env), hub_(hub), timers_(timers),
       max_message_bytes_(max_message_bytes) {}
 
 LocalRouter::~LocalRouter() { shutdown(); }
@@ -76,6 +76,20 @@ void LocalRouter::ack(std::string name, std::vector<std::string> acks,
 void LocalRouter::redrive(std::string from, std::string to, std::uint64_t max,
                           Callback<std::uint64_t> done) {
   queues_.redrive(std::move(from), std::move(to), max, std::move(done));
+}
+
+Result<channels::SubscribeResult> LocalRouter::subscribe(
+    const std::string& pattern, std::shared_ptr<channels::Subscriber> subscriber,
+    const std::optional<channels::Since>& since) {
+  return hub_.subscribe(pattern, std::move(subscriber), since);
+}
+void LocalRouter::unsubscribe(std::uint64_t subscription) { hub_.unsubscribe(subscription); }
+Result<channels::PublishResult> LocalRouter::publish(const std::string& channel, std::string data) {
+  return hub_.publish(channel, std::move(data));
+}
+std::size_t LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
+const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
+  return hub_.namespace_of(channel);
 }
 
 std::uint64_t LocalRouter::ready_epoch(const std::string& queue) {
@@ -221,6 +235,15 @@ std::string LocalRouter::metrics_text() {
   out << "# HELP roost_storage_map_bytes Current LMDB map size.\n"
       << "# TYPE roost_storage_map_bytes gauge\nroost_storage_map_bytes " << env_.map_bytes()
       << '\n';
+  out << "# HELP roost_channel_published_total Channel messages published.\n"
+      << "# TYPE roost_channel_published_total counter\nroost_channel_published_total "
+      << hub_.published() << '\n';
+  out << "# HELP roost_channel_delivered_total Channel messages handed to subscribers.\n"
+      << "# TYPE roost_channel_delivered_total counter\nroost_channel_delivered_total "
+      << hub_.delivered() << '\n';
+  out << "# HELP roost_channel_subscriptions Live channel subscriptions.\n"
+      << "# TYPE roost_channel_subscriptions gauge\nroost_channel_subscriptions "
+      << hub_.subscriptions() << '\n';
   out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
       << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
       << '\n';

@@ -1,6 +1,7 @@
 #include "roost/broker/node.h"
 
 #include <roost/broker/local_router.h>
+#include <roost/channels/hub.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
 #include <roost/durable/queue_store.h>
@@ -42,6 +43,7 @@ struct Node::Impl {
   std::unique_ptr<durable::Env> env;
   std::unique_ptr<durable::Committer> committer;
   std::unique_ptr<durable::QueueStore> queues;
+  std::unique_ptr<channels::Hub> hub;
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::unique_ptr<LocalRouter> router;
@@ -69,7 +71,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   qopts.auto_create_queues = d.config.auto_create_queues;
   qopts.max_message_bytes = d.config.max_message_bytes;
   d.queues = std::make_unique<durable::QueueStore>(*d.env, *d.committer, qopts, wall_clock_ms);
-  d.router = std::make_unique<LocalRouter>(*d.queues, *d.committer, *d.env, d.io,
+  d.hub = std::make_unique<channels::Hub>(d.config.hub_options(), wall_clock_ms);
+  d.router = std::make_unique<LocalRouter>(*d.queues, *d.committer, *d.env, *d.hub, d.io,
                                            d.config.max_message_bytes);
   d.router->attach();
   gateway::ServerOptions sopts;
@@ -78,6 +81,17 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   sopts.max_header_bytes = d.config.max_header_bytes;
   sopts.idle_timeout_ms = d.config.idle_timeout_ms;
   sopts.max_connections = d.config.max_connections;
+  sopts.max_connections_per_ip = d.config.max_connections_per_ip;
+  sopts.static_dir = d.config.static_dir;
+  sopts.auth_secret = d.config.auth_secret;
+  sopts.allowed_origins = d.config.allowed_origins;
+  sopts.max_ws_message_bytes = d.config.max_ws_message_bytes;
+  sopts.ws_idle_timeout_ms = d.config.ws_idle_timeout_ms;
+  sopts.ws_compression = d.config.ws_compression;
+  if (d.config.auth_secret.empty()) {
+    module_logger("gateway")->warn(
+        "no auth_secret configured: only unauthenticated clients on loopback are accepted");
+  }
   d.server = std::make_unique<gateway::Server>(d.io, *d.router, sopts);
   log->info("data in {} (durability {}, map {} MiB{})",
             std::filesystem::absolute(d.config.data_dir).string(), d.config.durability,
@@ -136,6 +150,7 @@ void Node::stop() {
   }
   d.server.reset();
   d.router.reset();
+  d.hub.reset();
   d.queues.reset();
   d.committer.reset();
   d.env.reset();

@@ -5,7 +5,13 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 
+#include <roost/channels/subject.h>
+
+#include <boost/beast/websocket.hpp>
+
 #include "routes.h"
+#include "sse_session.h"
+#include "ws_session.h"
 
 namespace roost::gateway {
 
@@ -13,23 +19,20 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace asio = boost::asio;
 
-HttpSession::HttpSession(asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state)
-    : stream_(std::move(socket)), state_(std::move(state)) {
-  state_->connections.fetch_add(1, std::memory_order_relaxed);
+HttpSession::HttpSession(asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state,
+                         std::unique_ptr<ConnectionSlot> slot)
+    : stream_(std::move(socket)), state_(std::move(state)), slot_(std::move(slot)) {
+  boost::system::error_code ec;
+  remote_ = stream_.socket().remote_endpoint(ec).address();
 }
 
 HttpSession::~HttpSession() {
-  state_->connections.fetch_sub(1, std::memory_order_relaxed);
   if (counted_) state_->in_flight.fetch_sub(1, std::memory_order_relaxed);
-  std::lock_guard lock(state_->mu);
-  state_->sessions.erase(this);
+  state_->remove_session(this);
 }
 
 void HttpSession::start() {
-  {
-    std::lock_guard lock(state_->mu);
-    state_->sessions.emplace(this, weak_from_this());
-  }
+  state_->add_session(this, weak_from_this());
   asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
 }
 
@@ -80,11 +83,12 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
   Request req = parser_->release();
   request_version_ = req.version();
   request_keep_alive_ = req.keep_alive();
+  if (upgrade(req)) return;
   busy_ = true;
   counted_ = true;
   state_->in_flight.fetch_add(1, std::memory_order_relaxed);
   stream_.expires_never();  // the broker may take a while (long polls); no idle timeout now
-  route(req, *state_, [self = shared_from_this()](MakeResponse make) mutable {
+  route(req, remote_, *state_, [self = shared_from_this()](MakeResponse make) mutable {
     auto executor = self->stream_.get_executor();
     asio::post(executor, [self = std::move(self), make = std::move(make)]() mutable {
       self->send(make());
@@ -120,6 +124,48 @@ void HttpSession::on_write(bool close_after, beast::error_code ec, std::size_t) 
     return;
   }
   read();
+}
+
+bool HttpSession::upgrade(Request& req) {
+  std::string_view target = req.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  bool ws = beast::websocket::is_upgrade(req);
+  bool sse = req.method() == http::verb::get && path.starts_with("/v1/channels/") && path.ends_with("/events");
+  if (!ws && !sse) return false;
+  auto refuse = [&](const Error& e) {
+    closing_ = true;
+    busy_ = true;
+    send(error_response(e, req.version()));
+    return true;
+  };
+  if (ws && path != "/v1/ws") return refuse(Error{ErrorCode::kNotFound, "WebSockets are served at /v1/ws"});
+  auto principal = state_->auth.authenticate(request_token(req), remote_);
+  if (!principal) return refuse(principal.error());
+  if (ws) {
+    if (!state_->origin_allowed(req[http::field::origin], req[http::field::host])) {
+      return refuse(Error{ErrorCode::kForbidden, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});
+    }
+    stream_.expires_never();
+    std::make_shared<WsSession>(std::move(stream_), state_, std::move(slot_), std::move(*principal))->run(std::move(req));
+    return true;
+  }
+  // SSE: /v1/channels/{pattern}/events
+  auto pattern = channel_from_path(path, "/events");
+  if (!pattern) return refuse(pattern.error());
+  if (!principal->may_subscribe(*pattern)) {
+    return refuse(Error{ErrorCode::kForbidden, "not allowed to subscribe to " + *pattern});
+  }
+  std::optional<channels::Since> since;
+  std::string last_id(req["Last-Event-ID"]);
+  if (last_id.empty()) last_id = query_param(target, "since");
+  if (!last_id.empty() && !channels::is_wildcard(*pattern)) {
+    auto colon = last_id.rfind(':');
+    if (colon != std::string::npos) {
+      since = channels::Since{last_id.substr(0, colon), std::strtoull(last_id.c_str() + colon + 1, nullptr, 10)};
+    }
+  }
+  std::make_shared<SseSession>(std::move(stream_), state_, std::move(slot_))->run(*pattern, since, req.version());
+  return true;
 }
 
 void HttpSession::close() {

@@ -14,14 +14,15 @@
 
 namespace roost::gateway {
 
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public Closable, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(boost::asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state);
-  ~HttpSession();
+  HttpSession(boost::asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state,
+              std::unique_ptr<ConnectionSlot> slot);
+  ~HttpSession() override;
 
   void start();
   // Closes the connection if idle; otherwise after the response in progress. Any thread.
-  void shutdown();
+  void shutdown() override;
 
  private:
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
@@ -32,11 +33,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void send(Response res);
   void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
   void close();
+  // Hands the connection to a WebSocket or SSE session when `req` asks for one.
+  bool upgrade(Request& req);
 
   boost::beast::tcp_stream stream_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   std::shared_ptr<Server::State> state_;
+  std::unique_ptr<ConnectionSlot> slot_;
+  boost::asio::ip::address remote_;
   bool busy_ = false;           // a request is being handled (strand only)
   bool closing_ = false;        // close after the current response (strand only)
   bool counted_ = false;        // in_flight incremented for the current request

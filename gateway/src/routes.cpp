@@ -2,6 +2,14 @@
 
 #include <boost/url/parse.hpp>
 
+#include <roost/channels/subject.h>
+
+#include <boost/json.hpp>
+#include <boost/url/pct_string_view.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "json_codec.h"
@@ -9,6 +17,8 @@
 namespace roost::gateway {
 
 namespace http = boost::beast::http;
+
+extern const char kRoostJs[];
 
 namespace {
 
@@ -46,16 +56,21 @@ void method_not_allowed(Reply& reply, unsigned version, const char* allow) {
   respond_now(reply, std::move(res));
 }
 
-void queue_routes(const Request& req, Server::State& st, const std::vector<std::string>& segs,
-                  Reply reply) {
+void queue_routes(const Request& req, Server::State& st, const Principal& who,
+                  const std::vector<std::string>& segs, Reply reply) {
   auto& router = st.router;
   unsigned v = req.version();
   auto method = req.method();
   if (segs.size() == 2) {
     if (method != http::verb::get) return method_not_allowed(reply, v, "GET");
-    return respond_now(reply, make(http::status::ok, v, encode_queues(router.list_queues())));
+    auto queues = router.list_queues();
+    std::erase_if(queues, [&](const QueueInfo& q) { return !who.may_use_queue(q.name); });
+    return respond_now(reply, make(http::status::ok, v, encode_queues(queues)));
   }
   const std::string& name = segs[2];
+  if (!who.may_use_queue(name)) {
+    return fail(reply, Error{ErrorCode::kForbidden, "not allowed to use queue " + name}, v);
+  }
   if (segs.size() == 3) {
     switch (method) {
       case http::verb::put: {
@@ -105,13 +120,111 @@ void queue_routes(const Request& req, Server::State& st, const std::vector<std::
   }
   auto redrive = parse_redrive(req.body());
   if (!redrive) return fail(reply, redrive.error(), v);
+  if (!who.may_use_queue(redrive->to)) {
+    return fail(reply, Error{ErrorCode::kForbidden, "not allowed to use queue " + redrive->to}, v);
+  }
   return router.redrive(name, redrive->to, redrive->max,
                         answer<std::uint64_t>(std::move(reply), v, http::status::ok, [](std::uint64_t n) {
                           return R"({"moved":)" + std::to_string(n) + "}";
                         }));
 }
 
+void channel_routes(const Request& req, Server::State& st, const Principal& who, std::string_view path,
+                    Reply reply) {
+  unsigned v = req.version();
+  bool publish = path.ends_with("/publish");
+  bool presence = path.ends_with("/presence");
+  if (!publish && !presence) return fail(reply, Error{ErrorCode::kNotFound, "no route " + std::string(path)}, v);
+  auto channel = channel_from_path(path, publish ? "/publish" : "/presence");
+  if (!channel) return fail(reply, channel.error(), v);
+  if (publish) {
+    if (req.method() != http::verb::post) return method_not_allowed(reply, v, "POST");
+    if (!who.may_publish(*channel)) {
+      return fail(reply, Error{ErrorCode::kForbidden, "not allowed to publish to " + *channel}, v);
+    }
+    if (req.body().size() > st.router.max_message_bytes()) {
+      return fail(reply, Error{ErrorCode::kMessageTooLarge, "message exceeds max_message_bytes"}, v);
+    }
+    boost::system::error_code ec;
+    auto data = boost::json::parse(req.body(), ec);
+    if (ec) return fail(reply, Error{ErrorCode::kMalformed, "body must be a JSON value: " + ec.message()}, v);
+    auto r = st.router.publish(*channel, boost::json::serialize(data));
+    if (!r) return fail(reply, r.error(), v);
+    boost::json::object o{{"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}};
+    return respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
+  }
+  if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
+  if (!who.may_subscribe(*channel)) {
+    return fail(reply, Error{ErrorCode::kForbidden, "not allowed to see " + *channel}, v);
+  }
+  if (auto e = channels::validate_subject(*channel)) return fail(reply, *e, v);
+  boost::json::object o{{"channel", *channel}, {"subscribers", st.router.presence(*channel)}};
+  respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
+}
+
+const char* mime_type(const std::filesystem::path& p) {
+  auto ext = p.extension().string();
+  if (ext == ".html" || ext == ".htm") return "text/html; charset=utf-8";
+  if (ext == ".js" || ext == ".mjs") return "text/javascript; charset=utf-8";
+  if (ext == ".css") return "text/css; charset=utf-8";
+  if (ext == ".json") return "application/json";
+  if (ext == ".svg") return "image/svg+xml";
+  if (ext == ".png") return "image/png";
+  if (ext == ".ico") return "image/x-icon";
+  if (ext == ".txt" || ext == ".md") return "text/plain; charset=utf-8";
+  if (ext == ".ts") return "text/plain; charset=utf-8";
+  return "application/octet-stream";
+}
+
+// GET of a file under static_dir; nullopt when it is not there (or outside the folder).
+std::optional<Response> static_file(const Server::State& st, std::string_view path, unsigned v) {
+  if (st.options.static_dir.empty()) return std::nullopt;
+  std::error_code ec;
+  auto root = std::filesystem::weakly_canonical(st.options.static_dir, ec);
+  if (ec) return std::nullopt;
+  auto rel = std::string(path.substr(1));
+  auto file = std::filesystem::weakly_canonical(root / rel, ec);
+  if (ec) return std::nullopt;
+  auto [r, f] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
+  if (r != root.end()) return std::nullopt;  // escapes the folder
+  if (std::filesystem::is_directory(file, ec)) file /= "index.html";
+  if (!std::filesystem::is_regular_file(file, ec)) return std::nullopt;
+  std::ifstream in(file, std::ios::binary);
+  std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto res = make(http::status::ok, v, std::move(body), mime_type(file));
+  res.set(http::field::cache_control, "no-cache");
+  return res;
+}
+
 }  // namespace
+
+std::string request_token(const Request& req) {
+  std::string_view auth = req[http::field::authorization];
+  if (auth.size() > 7 && (auth.starts_with("Bearer ") || auth.starts_with("bearer "))) {
+    return std::string(auth.substr(7));
+  }
+  return query_param(req.target(), "token");
+}
+
+std::string query_param(std::string_view target, std::string_view name) {
+  auto url = boost::urls::parse_origin_form(target);
+  if (!url) return {};
+  auto params = url->params();
+  auto it = params.find(name);
+  if (it == params.end()) return {};
+  return std::string((*it).value);
+}
+
+Result<std::string> channel_from_path(std::string_view path, std::string_view suffix) {
+  constexpr std::string_view kPrefix = "/v1/channels/";
+  if (!path.starts_with(kPrefix) || !path.ends_with(suffix) || path.size() <= kPrefix.size() + suffix.size()) {
+    return std::unexpected(Error{ErrorCode::kNotFound, "no route " + std::string(path)});
+  }
+  auto raw = path.substr(kPrefix.size(), path.size() - kPrefix.size() - suffix.size());
+  auto decoded = boost::urls::make_pct_string_view(raw);
+  if (!decoded) return std::unexpected(Error{ErrorCode::kMalformed, "bad percent-encoding in channel"});
+  return decoded->decode();
+}
 
 Response error_response(const Error& e, unsigned version) {
   return make(static_cast<http::status>(error_http_status(e.code)), version, encode_error(e));
@@ -127,6 +240,15 @@ std::string gateway_metrics(const Server::State& st) {
       << "# HELP roost_http_connections_rejected_total Connections closed at max_connections.\n"
       << "# TYPE roost_http_connections_rejected_total counter\n"
       << "roost_http_connections_rejected_total " << st.rejected_total.load() << '\n'
+      << "# HELP roost_websockets Open WebSocket connections.\n"
+      << "# TYPE roost_websockets gauge\nroost_websockets " << st.websockets.load() << '\n'
+      << "# HELP roost_sse_streams Open SSE streams.\n"
+      << "# TYPE roost_sse_streams gauge\nroost_sse_streams " << st.sse_streams.load() << '\n'
+      << "# HELP roost_channel_dropped_total Messages dropped for slow subscribers.\n"
+      << "# TYPE roost_channel_dropped_total counter\nroost_channel_dropped_total " << st.lagged_total.load() << '\n'
+      << "# HELP roost_channel_slow_disconnects_total Subscribers disconnected for falling behind.\n"
+      << "# TYPE roost_channel_slow_disconnects_total counter\nroost_channel_slow_disconnects_total "
+      << st.slow_disconnects_total.load() << '\n'
       << "# HELP roost_http_responses_total Responses by status class.\n"
       << "# TYPE roost_http_responses_total counter\n";
   for (int c = 2; c <= 5; ++c) {
@@ -135,7 +257,7 @@ std::string gateway_metrics(const Server::State& st) {
   return out.str();
 }
 
-void route(const Request& req, Server::State& st, Reply reply) {
+void route(const Request& req, const boost::asio::ip::address& remote, Server::State& st, Reply reply) {
   unsigned v = req.version();
   auto url = boost::urls::parse_origin_form(req.target());
   if (!url) return fail(reply, Error{ErrorCode::kMalformed, "request target is not a valid path"}, v);
@@ -154,8 +276,23 @@ void route(const Request& req, Server::State& st, Reply reply) {
     return respond_now(reply, make(http::status::ok, v, st.router.metrics_text() + gateway_metrics(st),
                                    "text/plain; version=0.0.4"));
   }
-  if (segs.size() >= 2 && segs.size() <= 5 && segs[0] == "v1" && segs[1] == "queues") {
-    return queue_routes(req, st, segs, std::move(reply));
+  if (segs.size() == 1 && segs[0] == "roost.js") {
+    if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
+    auto res = make(http::status::ok, v, std::string(kRoostJs), "text/javascript; charset=utf-8");
+    res.set(http::field::cache_control, "no-cache");
+    return respond_now(reply, std::move(res));
+  }
+  if (!segs.empty() && segs[0] == "v1") {
+    auto who = st.auth.authenticate(request_token(req), remote);
+    if (!who) return fail(reply, who.error(), v);
+    if (segs.size() >= 2 && segs.size() <= 5 && segs[1] == "queues") {
+      return queue_routes(req, st, *who, segs, std::move(reply));
+    }
+    if (segs.size() >= 2 && segs[1] == "channels") {
+      return channel_routes(req, st, *who, url->path(), std::move(reply));
+    }
+  } else if (req.method() == http::verb::get) {
+    if (auto file = static_file(st, url->path(), v)) return respond_now(reply, std::move(*file));
   }
   fail(reply, Error{ErrorCode::kNotFound, "no route " + std::string(req.target())}, v);
 }

@@ -19,7 +19,14 @@ using MakeResponse = std::move_only_function<Response()>;
 using Reply = std::move_only_function<void(MakeResponse)>;
 
 // Answers `req` through `reply`, exactly once, from any thread.
-void route(const Request& req, Server::State& state, Reply reply);
+void route(const Request& req, const boost::asio::ip::address& remote, Server::State& state, Reply reply);
+
+// The bearer token of a request: `Authorization: Bearer …`, else `?token=…`; empty if none.
+std::string request_token(const Request& req);
+// A query parameter's decoded value, or "" when absent.
+std::string query_param(std::string_view target, std::string_view name);
+// The channel (pattern) of /v1/channels/{channel}<suffix>, decoded.
+Result<std::string> channel_from_path(std::string_view path, std::string_view suffix);
 
 Response error_response(const Error& e, unsigned version);
 std::string gateway_metrics(const Server::State& state);

@@ -48,14 +48,18 @@ void accept_loop(std::shared_ptr<Server::State> st) {
                                                         std::chrono::milliseconds(100));
       timer->async_wait([st, timer](boost::system::error_code) { accept_loop(st); });
       return;
-    } else if (st->connections.load() >= st->options.max_connections || st->stopping.load()) {
+    }
+    boost::system::error_code rec;
+    auto remote = socket.remote_endpoint(rec);
+    auto slot = st->stopping.load() || rec ? nullptr : ConnectionSlot::acquire(st, remote.address().to_string());
+    if (!slot) {
       st->rejected_total.fetch_add(1, std::memory_order_relaxed);
       boost::system::error_code ignored;
       socket.close(ignored);
     } else {
       st->accepted_total.fetch_add(1, std::memory_order_relaxed);
       socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<HttpSession>(std::move(socket), st)->start();
+      std::make_shared<HttpSession>(std::move(socket), st, std::move(slot))->start();
     }
     accept_loop(st);
   });
@@ -90,7 +94,7 @@ void Server::stop() {
     closed.set_value();
   });
   fut.wait();
-  std::vector<std::shared_ptr<HttpSession>> sessions;
+  std::vector<std::shared_ptr<Closable>> sessions;
   {
     std::lock_guard lock(state_->mu);
     for (auto& [ptr, weak] : state_->sessions) {

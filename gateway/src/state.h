@@ -9,35 +9,110 @@
 
 #include <array>
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
+#include <vector>
+
+#include "auth.h"
 
 namespace roost::gateway {
 
-class HttpSession;
+// Anything the server must be able to close at shutdown.
+class Closable {
+ public:
+  virtual ~Closable() = default;
+  // Closes now if idle, else after the work in progress. Any thread.
+  virtual void shutdown() = 0;
+};
 
-struct Server::State {
+struct Server::State : std::enable_shared_from_this<Server::State> {
   State(boost::asio::io_context& io_context, broker::Router& r, ServerOptions o)
       : io(io_context), router(r), options(std::move(o)),
-        acceptor(boost::asio::make_strand(io_context)) {}
+        acceptor(boost::asio::make_strand(io_context)), auth(options.auth_secret) {
+    for (std::size_t start = 0; start < options.allowed_origins.size();) {
+      auto comma = options.allowed_origins.find(',', start);
+      auto item = options.allowed_origins.substr(start, comma - start);
+      while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+      while (!item.empty() && item.back() == ' ') item.pop_back();
+      if (!item.empty()) origins.push_back(item);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
 
   boost::asio::io_context& io;
   broker::Router& router;
   ServerOptions options;
   boost::asio::ip::tcp::acceptor acceptor;
+  Authenticator auth;
+  std::vector<std::string> origins;
 
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> in_flight{0};
   std::atomic<std::uint64_t> connections{0};
+  std::atomic<std::uint64_t> websockets{0};
+  std::atomic<std::uint64_t> sse_streams{0};
   std::atomic<std::uint64_t> accepted_total{0};
   std::atomic<std::uint64_t> rejected_total{0};
+  std::atomic<std::uint64_t> lagged_total{0};
+  std::atomic<std::uint64_t> slow_disconnects_total{0};
   // Responses by status class: 2xx, 3xx, 4xx, 5xx.
   std::array<std::atomic<std::uint64_t>, 6> responses{};
 
   std::mutex mu;
-  std::unordered_map<HttpSession*, std::weak_ptr<HttpSession>> sessions;  // GUARDED_BY(mu)
+  std::unordered_map<Closable*, std::weak_ptr<Closable>> sessions;  // GUARDED_BY(mu)
+  std::unordered_map<std::string, std::uint64_t> per_ip;            // GUARDED_BY(mu)
+
+  void add_session(Closable* key, std::weak_ptr<Closable> s) {
+    std::lock_guard lock(mu);
+    sessions.emplace(key, std::move(s));
+  }
+  void remove_session(Closable* key) {
+    std::lock_guard lock(mu);
+    sessions.erase(key);
+  }
+  // True when `origin` may open a WebSocket (empty origin = not a browser).
+  bool origin_allowed(std::string_view origin, std::string_view host) const {
+    if (origin.empty()) return true;
+    for (const auto& o : origins) {
+      if (o == "*" || o == origin) return true;
+    }
+    if (!origins.empty()) return false;
+    // No list: same host only.
+    auto scheme = origin.find("://");
+    return scheme != std::string_view::npos && origin.substr(scheme + 3) == host;
+  }
+};
+
+// One accepted connection's place in the connection limits; released on destruction. Moves
+// from the HTTP session to a WebSocket or SSE session on upgrade.
+class ConnectionSlot {
+ public:
+  ConnectionSlot(std::shared_ptr<Server::State> st, std::string ip) : st_(std::move(st)), ip_(std::move(ip)) {}
+  ~ConnectionSlot() {
+    st_->connections.fetch_sub(1, std::memory_order_relaxed);
+    std::lock_guard lock(st_->mu);
+    if (auto it = st_->per_ip.find(ip_); it != st_->per_ip.end() && --it->second == 0) st_->per_ip.erase(it);
+  }
+  ConnectionSlot(const ConnectionSlot&) = delete;
+  ConnectionSlot& operator=(const ConnectionSlot&) = delete;
+
+  // Takes a slot for `ip`, or nullptr when a limit is reached.
+  static std::unique_ptr<ConnectionSlot> acquire(const std::shared_ptr<Server::State>& st, const std::string& ip) {
+    std::lock_guard lock(st->mu);
+    if (st->connections.load() >= st->options.max_connections) return nullptr;
+    auto& n = st->per_ip[ip];
+    if (n >= st->options.max_connections_per_ip) return nullptr;
+    ++n;
+    st->connections.fetch_add(1, std::memory_order_relaxed);
+    return std::make_unique<ConnectionSlot>(st, ip);
+  }
+
+ private:
+  std::shared_ptr<Server::State> st_;
+  std::string ip_;
 };
 
 }  // namespace roost::gateway

@@ -3,6 +3,8 @@
 // (underscores become dashes: data_dir = ROOST_DATA_DIR = --data-dir).
 #pragma once
 
+#include <roost/channels/hub.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <stdexcept>
@@ -25,9 +27,27 @@ struct Config {
   std::uint64_t max_connections = 10'000;           // concurrent HTTP connections
   std::uint64_t io_threads = 0;                     // 0 = one per core
   std::uint64_t shutdown_grace_ms = 10'000;         // how long SIGTERM waits for in-flight work
+  std::string static_dir;                           // served at / when set (--static)
+  std::string auth_secret;                          // HS256 JWT secret; empty = loopback only
+  std::string allowed_origins;                      // comma list for WebSockets; "*" = any
+  std::uint64_t max_connections_per_ip = 256;       // concurrent connections from one address
+  std::uint64_t max_ws_message_bytes = 64u << 10;   // largest WebSocket message from a client
+  std::uint64_t ws_idle_timeout_ms = 60'000;        // silent WebSockets are pinged, then closed
+  bool ws_compression = false;                      // offer permessage-deflate
+  // Channel defaults (every channel) and per-prefix namespaces:
+  // "chat.:history=50,history_ttl_ms=300000,policy=drop;alerts.:policy=disconnect"
+  std::uint64_t channel_history = 0;
+  std::uint64_t channel_history_ttl_ms = 0;
+  std::string channel_slow_policy = "drop";         // drop | disconnect
+  std::uint64_t channel_buffer_messages = 1024;
+  std::uint64_t channel_buffer_bytes = 1u << 20;
+  std::string channel_namespaces;
   std::string log_level = "info";                   // trace|debug|info|warn|error
   std::string log_format = "text";                  // text | json
   std::filesystem::path config_file;                // where the file layer came from, if any
+
+  // Derived from the channel_* keys by load_config().
+  channels::HubOptions hub_options() const;
 };
 
 class ConfigError : public std::runtime_error {

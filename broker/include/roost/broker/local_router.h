@@ -21,7 +21,7 @@ class LocalRouter final : public Router {
  public:
   // `timers` runs long-poll deadlines. Call attach() before the committer starts.
   LocalRouter(durable::QueueStore& queues, durable::Committer& committer, durable::Env& env,
-              boost::asio::io_context& timers, std::uint64_t max_message_bytes);
+              channels::Hub& hub, boost::asio::io_context& timers, std::uint64_t max_message_bytes);
   ~LocalRouter() override;
   LocalRouter(const LocalRouter&) = delete;
   LocalRouter& operator=(const LocalRouter&) = delete;
@@ -43,6 +43,13 @@ class LocalRouter final : public Router {
            Callback<AckResult> done) override;
   void redrive(std::string from, std::string to, std::uint64_t max,
                Callback<std::uint64_t> done) override;
+  Result<channels::SubscribeResult> subscribe(const std::string& pattern,
+                                              std::shared_ptr<channels::Subscriber> subscriber,
+                                              const std::optional<channels::Since>& since) override;
+  void unsubscribe(std::uint64_t subscription) override;
+  Result<channels::PublishResult> publish(const std::string& channel, std::string data) override;
+  std::size_t presence(const std::string& channel) override;
+  const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
 
@@ -55,6 +62,7 @@ class LocalRouter final : public Router {
   durable::QueueStore& queues_;
   durable::Committer& committer_;
   durable::Env& env_;
+  channels::Hub& hub_;
   boost::asio::io_context& timers_;
   std::uint64_t max_message_bytes_;
 

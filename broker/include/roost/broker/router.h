@@ -6,6 +6,7 @@
 // (the committer or a timer thread), never on the caller's strand: post the result back.
 #pragma once
 
+#include <roost/channels/hub.h>
 #include <roost/durable/queue_types.h>
 #include <roost/wire/error.h>
 
@@ -38,6 +39,15 @@ class Router {
                    std::vector<RetryRequest> retries, Callback<AckResult> done) = 0;
   virtual void redrive(std::string from, std::string to, std::uint64_t max,
                        Callback<std::uint64_t> done) = 0;
+
+  // Broadcast channels. Synchronous: the hub does no I/O.
+  virtual Result<channels::SubscribeResult> subscribe(const std::string& pattern,
+                                                      std::shared_ptr<channels::Subscriber> subscriber,
+                                                      const std::optional<channels::Since>& since) = 0;
+  virtual void unsubscribe(std::uint64_t subscription) = 0;
+  virtual Result<channels::PublishResult> publish(const std::string& channel, std::string data) = 0;
+  virtual std::size_t presence(const std::string& channel) = 0;
+  virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
 
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;

@@ -24,6 +24,13 @@ struct ServerOptions {
   std::uint64_t idle_timeout_ms = 60'000;        // keep-alive connections idle longer are closed
   std::uint64_t request_timeout_ms = 30'000;     // a request must arrive whole within this
   std::uint64_t max_connections = 10'000;        // more are accepted and closed at once
+  std::uint64_t max_connections_per_ip = 256;    // likewise, per remote address
+  std::string static_dir;                        // files served at / when set
+  std::string auth_secret;                       // HS256 JWT secret; empty = loopback only
+  std::string allowed_origins;                   // WebSocket Origin allow-list ("*" = any)
+  std::uint64_t max_ws_message_bytes = 64u << 10;
+  std::uint64_t ws_idle_timeout_ms = 60'000;
+  bool ws_compression = false;
 };
 
 class Server {

@@ -1,0 +1,52 @@
+// Authentication and authorization: HS256 JWT bearer tokens (OpenSSL HMAC), and the
+// permissions they carry. Claims: `exp` (seconds since the epoch; required when present to be in
+// the future) and `roost: {"publish":[patterns],"subscribe":[patterns],"queues":[patterns],
+// "objects":[patterns]}`. Patterns use the channel grammar ('*' one token, '>' the rest), also
+// for queue names. Without a configured secret, only loopback clients are accepted, with every
+// permission.
+#pragma once
+
+#include <roost/wire/error.h>
+
+#include <boost/asio/ip/address.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace roost::gateway {
+
+struct Principal {
+  bool unrestricted = false;
+  std::vector<std::string> publish;
+  std::vector<std::string> subscribe;
+  std::vector<std::string> queues;
+  std::vector<std::string> objects;
+
+  bool may_publish(std::string_view channel) const;
+  bool may_subscribe(std::string_view pattern) const;
+  bool may_use_queue(std::string_view queue) const;
+};
+
+// True when every subject `requested` can match is matched by `allowed`.
+bool pattern_covers(std::string_view allowed, std::string_view requested);
+
+class Authenticator {
+ public:
+  explicit Authenticator(std::string secret,
+                         std::function<std::int64_t()> now_seconds = nullptr);
+  // `token` is empty when the request carried none.
+  Result<Principal> authenticate(std::string_view token, const boost::asio::ip::address& remote) const;
+  bool enabled() const { return !secret_.empty(); }
+
+ private:
+  std::string secret_;
+  std::function<std::int64_t()> now_seconds_;
+};
+
+// Signs `payload_json` as an HS256 JWT (tests, tools).
+std::string sign_jwt(std::string_view secret, std::string_view payload_json);
+
+}  // namespace roost::gateway

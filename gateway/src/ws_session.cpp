@@ -1,0 +1,238 @@
+#include "ws_session.h"
+
+#include <roost/log.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/json.hpp>
+
+namespace roost::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace json = boost::json;
+
+// The hub's handle on this session: holds it weakly and hops to its strand.
+class WsSession::Tap final : public channels::Subscriber {
+ public:
+  Tap(std::weak_ptr<WsSession> session, asio::any_io_executor executor)
+      : session_(std::move(session)), executor_(std::move(executor)) {}
+  void deliver(const channels::MessagePtr& m) override {
+    if (auto s = session_.lock()) {
+      asio::post(executor_, [s = std::move(s), m] { s->on_channel_message(m); });
+    }
+  }
+
+ private:
+  std::weak_ptr<WsSession> session_;
+  asio::any_io_executor executor_;
+};
+
+namespace {
+std::string error_frame(const json::value& id, const Error& e) {
+  json::object o{{"op", "error"}, {"id", id}, {"code", error_code_name(e.code)}, {"message", e.message}};
+  return json::serialize(o);
+}
+}  // namespace
+
+WsSession::WsSession(beast::tcp_stream stream, std::shared_ptr<Server::State> state,
+                     std::unique_ptr<ConnectionSlot> slot, Principal principal)
+    : ws_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)),
+      principal_(std::move(principal)) {
+  const auto& defaults = state_->router.channel_namespace("");
+  out_ = channels::OutgoingQueue(defaults.buffer_messages, defaults.buffer_bytes);
+  state_->websockets.fetch_add(1, std::memory_order_relaxed);
+}
+
+WsSession::~WsSession() {
+  cleanup();
+  state_->websockets.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void WsSession::run(Request req) {
+  state_->add_session(this, weak_from_this());
+  tap_ = std::make_shared<Tap>(weak_from_this(), ws_.get_executor());
+  beast::get_lowest_layer(ws_).expires_never();
+  websocket::stream_base::timeout opt{};
+  opt.handshake_timeout = std::chrono::seconds(30);
+  opt.idle_timeout = std::chrono::milliseconds(state_->options.ws_idle_timeout_ms);
+  opt.keep_alive_pings = true;
+  ws_.set_option(opt);
+  ws_.read_message_max(state_->options.max_ws_message_bytes);
+  if (state_->options.ws_compression) {
+    websocket::permessage_deflate pmd;
+    pmd.server_enable = true;
+    ws_.set_option(pmd);
+  }
+  ws_.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& res) { res.set(beast::http::field::server, "roost"); }));
+  auto self = shared_from_this();
+  ws_.async_accept(req, [self](beast::error_code ec) { self->on_accept(ec); });
+}
+
+void WsSession::on_accept(beast::error_code ec) {
+  if (ec) {
+    cleanup();
+    return;
+  }
+  read();
+}
+
+void WsSession::shutdown() {
+  asio::post(ws_.get_executor(), [self = shared_from_this()] {
+    self->close(websocket::close_code::going_away, "server shutting down");
+  });
+}
+
+void WsSession::read() {
+  ws_.async_read(buffer_, beast::bind_front_handler(&WsSession::on_read, shared_from_this()));
+}
+
+void WsSession::on_read(beast::error_code ec, std::size_t) {
+  if (ec) {
+    if (ec == websocket::error::message_too_big) {
+      roost::module_logger("gateway")->debug("websocket message over max_ws_message_bytes");
+    }
+    cleanup();
+    return;
+  }
+  if (!ws_.got_text()) {
+    send_control(error_frame(nullptr, Error{ErrorCode::kInvalidArgument, "frames must be JSON text"}));
+  } else {
+    std::string text = beast::buffers_to_string(buffer_.data());
+    handle(text);
+  }
+  buffer_.consume(buffer_.size());
+  if (!closed_) read();
+}
+
+void WsSession::handle(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) {
+    send_control(error_frame(nullptr, Error{ec ? ErrorCode::kMalformed : ErrorCode::kInvalidArgument,
+                                            ec ? "frame is not valid JSON" : "frame must be a JSON object"}));
+    return;
+  }
+  auto& o = v.as_object();
+  json::value id = o.contains("id") ? o.at("id") : json::value(nullptr);
+  auto fail = [&](ErrorCode code, std::string message) { send_control(error_frame(id, Error{code, std::move(message)})); };
+  auto op_it = o.find("op");
+  if (op_it == o.end() || !op_it->value().is_string()) return fail(ErrorCode::kInvalidArgument, "op is required");
+  std::string op(op_it->value().as_string());
+  if (op == "ping") {
+    send_control(json::serialize(json::object{{"op", "pong"}, {"id", id}}));
+    return;
+  }
+  auto ch_it = o.find("channel");
+  if (ch_it == o.end() || !ch_it->value().is_string()) return fail(ErrorCode::kInvalidArgument, "channel is required");
+  std::string channel(ch_it->value().as_string());
+
+  if (op == "subscribe") {
+    if (!principal_.may_subscribe(channel)) return fail(ErrorCode::kForbidden, "not allowed to subscribe to " + channel);
+    std::optional<channels::Since> since;
+    if (auto s = o.find("since"); s != o.end() && !s->value().is_null()) {
+      const auto* so = s->value().if_object();
+      if (so == nullptr || !so->contains("epoch") || !so->at("epoch").is_string() || !so->contains("offset") ||
+          !so->at("offset").is_number()) {
+        return fail(ErrorCode::kInvalidArgument, "since must be {\"epoch\":string,\"offset\":number}");
+      }
+      since = channels::Since{std::string(so->at("epoch").as_string()), so->at("offset").to_number<std::uint64_t>()};
+    }
+    if (subscriptions_.contains(channel)) return fail(ErrorCode::kConflict, "already subscribed to " + channel);
+    auto r = state_->router.subscribe(channel, tap_, since);
+    if (!r) return fail(r.error().code, r.error().message);
+    subscriptions_[channel] = r->id;
+    if (r->reset) {
+      send_control(json::serialize(json::object{
+          {"op", "reset"}, {"channel", channel}, {"epoch", r->epoch}, {"offset", r->offset}}));
+    }
+    json::object ok{{"op", "ok"}, {"id", id}};
+    if (!r->epoch.empty()) {
+      ok["epoch"] = r->epoch;
+      ok["offset"] = r->offset;
+      ok["recovered"] = r->recovered;
+    }
+    send_control(json::serialize(ok));
+    return;
+  }
+  if (op == "unsubscribe") {
+    auto it = subscriptions_.find(channel);
+    if (it == subscriptions_.end()) return fail(ErrorCode::kNotFound, "not subscribed to " + channel);
+    state_->router.unsubscribe(it->second);
+    subscriptions_.erase(it);
+    send_control(json::serialize(json::object{{"op", "ok"}, {"id", id}}));
+    return;
+  }
+  if (op == "publish") {
+    if (!principal_.may_publish(channel)) return fail(ErrorCode::kForbidden, "not allowed to publish to " + channel);
+    auto d = o.find("data");
+    if (d == o.end()) return fail(ErrorCode::kInvalidArgument, "data is required");
+    auto r = state_->router.publish(channel, json::serialize(d->value()));
+    if (!r) return fail(r.error().code, r.error().message);
+    send_control(json::serialize(json::object{
+        {"op", "ok"}, {"id", id}, {"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}}));
+    return;
+  }
+  fail(ErrorCode::kInvalidArgument, "unknown op " + op);
+}
+
+void WsSession::on_channel_message(const channels::MessagePtr& m) {
+  if (closed_) return;
+  const auto& ns = state_->router.channel_namespace(m->channel);
+  switch (out_.push(m->frame, ns.policy)) {
+    case channels::OutgoingQueue::Push::kQueued: flush(); break;
+    case channels::OutgoingQueue::Push::kDropped: state_->lagged_total.fetch_add(1, std::memory_order_relaxed); break;
+    case channels::OutgoingQueue::Push::kDisconnect:
+      state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
+      close(websocket::close_code::policy_error, "slow consumer");
+      break;
+  }
+}
+
+void WsSession::send_control(std::string frame) {
+  if (closed_) return;
+  out_.push_control(std::make_shared<const std::string>(std::move(frame)));
+  flush();
+}
+
+void WsSession::flush() {
+  if (writing_ || out_.empty() || closed_) return;
+  writing_ = true;
+  ws_.text(true);
+  ws_.async_write(asio::buffer(*out_.front()),
+                  beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+}
+
+void WsSession::on_write(beast::error_code ec, std::size_t) {
+  writing_ = false;
+  if (ec) {
+    cleanup();
+    return;
+  }
+  out_.pop();
+  if (out_.dropped_pending() > 0 && out_.has_room()) {
+    auto n = out_.take_dropped();
+    out_.push_control(std::make_shared<const std::string>(R"({"op":"lagged","dropped":)" + std::to_string(n) + "}"));
+  }
+  flush();
+}
+
+void WsSession::close(websocket::close_code code, const char* reason) {
+  if (closed_) return;
+  closed_ = true;
+  cleanup();
+  ws_.async_close(websocket::close_reason(code, reason), [self = shared_from_this()](beast::error_code) {});
+}
+
+void WsSession::cleanup() {
+  if (cleaned_) return;
+  cleaned_ = true;
+  closed_ = true;
+  for (auto& [pattern, id] : subscriptions_) state_->router.unsubscribe(id);
+  subscriptions_.clear();
+  state_->remove_session(this);
+}
+
+}  // namespace roost::gateway

@@ -1,0 +1,68 @@
+// A WebSocket connection speaking the browser protocol (JSON text frames):
+//   client → server  {"op":"subscribe","id":1,"channel":"chat.*","since":{"epoch":"…","offset":41}}
+//                    {"op":"unsubscribe","id":2,"channel":"chat.*"}
+//                    {"op":"publish","id":3,"channel":"chat.room1","data":<JSON>}
+//                    {"op":"ping","id":4}
+//   server → client  {"op":"message","channel":…,"data":…,"offset":…,"epoch":…}
+//                    {"op":"ok","id":1,…}  {"op":"error","id":1,"code":"…","message":"…"}
+//                    {"op":"lagged","dropped":n}  {"op":"reset","channel":…,"epoch":…,"offset":…}
+//                    {"op":"pong","id":4}
+// Lives on its own strand; one write in flight; a bounded outgoing queue with the channel's
+// slow-consumer policy; WebSocket pings keep it alive and an idle timeout closes it.
+#pragma once
+
+#include <roost/channels/hub.h>
+#include <roost/channels/outgoing_queue.h>
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "auth.h"
+#include "state.h"
+
+namespace roost::gateway {
+
+class WsSession : public Closable, public std::enable_shared_from_this<WsSession> {
+ public:
+  using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+  WsSession(boost::beast::tcp_stream stream, std::shared_ptr<Server::State> state,
+            std::unique_ptr<ConnectionSlot> slot, Principal principal);
+  ~WsSession() override;
+
+  // Completes the WebSocket handshake for `req` and starts reading.
+  void run(Request req);
+  void shutdown() override;
+
+ private:
+  class Tap;
+  void on_accept(boost::beast::error_code ec);
+  void read();
+  void on_read(boost::beast::error_code ec, std::size_t bytes);
+  void handle(std::string_view text);
+  void on_channel_message(const channels::MessagePtr& m);
+  void send_control(std::string frame);
+  void flush();
+  void on_write(boost::beast::error_code ec, std::size_t bytes);
+  void close(boost::beast::websocket::close_code code, const char* reason);
+  void cleanup();
+
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  boost::beast::flat_buffer buffer_;
+  std::shared_ptr<Server::State> state_;
+  std::unique_ptr<ConnectionSlot> slot_;
+  Principal principal_;
+  channels::OutgoingQueue out_;
+  std::shared_ptr<Tap> tap_;
+  std::unordered_map<std::string, std::uint64_t> subscriptions_;  // pattern → hub id
+  bool writing_ = false;
+  bool closed_ = false;
+  bool cleaned_ = false;
+};
+
+}  // namespace roost::gateway
