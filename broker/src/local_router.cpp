@@ -87,7 +87,7 @@ void LocalRouter::unsubscribe(std::uint64_t subscription) { hub_.unsubscribe(sub
 Result<channels::PublishResult> LocalRouter::publish(const std::string& channel, std::string data) {
   return hub_.publish(channel, std::move(data));
 }
-std::size_t LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
+channels::Hub::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
   return hub_.namespace_of(channel);
 }

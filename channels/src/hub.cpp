@@ -103,7 +103,17 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   insert();
   result.epoch = ch.epoch;
   result.offset = ch.last_offset;
-  if (since) {
+  if (since && since->recent > 0) {
+    std::int64_t cutoff = 0;
+    const auto& ns = namespace_of(pattern);
+    if (ns.history_ttl_ms != 0) cutoff = clock_() - static_cast<std::int64_t>(ns.history_ttl_ms);
+    std::size_t skip = ch.history.size() > since->recent ? ch.history.size() - since->recent : 0;
+    for (std::size_t i = skip; i < ch.history.size(); ++i) {
+      if (ch.history[i]->timestamp_ms < cutoff) continue;
+      subscriber->deliver(ch.history[i]);
+      ++result.recovered;
+    }
+  } else if (since) {
     if (since->epoch != ch.epoch) {
       result.reset = true;
     } else if (since->offset < ch.last_offset) {
@@ -166,10 +176,10 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data) {
   return result;
 }
 
-std::size_t Hub::presence(const std::string& channel) const {
-  if (validate_subject(channel)) return 0;
+Hub::Presence Hub::presence(const std::string& channel) const {
+  if (validate_subject(channel)) return {};
   std::shared_lock lock(trie_mu_);
-  return trie_->match(channel).size();
+  return Presence{trie_->match(channel).size(), trie_->count_exact(channel)};
 }
 
 std::size_t Hub::subscriptions() const {

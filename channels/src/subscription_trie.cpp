@@ -50,6 +50,16 @@ bool SubscriptionTrie::remove(std::string_view pattern, Id id) {
   return true;
 }
 
+std::size_t SubscriptionTrie::count_exact(std::string_view subject) const {
+  const Node* n = root_.get();
+  for (auto t : split_tokens(subject)) {
+    auto it = n->children.find(std::string(t));
+    if (it == n->children.end()) return 0;
+    n = it->second.get();
+  }
+  return n->subs.size();
+}
+
 namespace {
 void collect(const auto* node, const std::vector<std::string_view>& tokens, std::size_t i,
              std::vector<std::shared_ptr<Subscriber>>& out) {

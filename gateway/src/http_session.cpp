@@ -158,7 +158,10 @@ bool HttpSession::upgrade(Request& req) {
   std::optional<channels::Since> since;
   std::string last_id(req["Last-Event-ID"]);
   if (last_id.empty()) last_id = query_param(target, "since");
-  if (!last_id.empty() && !channels::is_wildcard(*pattern)) {
+  if (auto recent = query_param(target, "recent"); !recent.empty() && !channels::is_wildcard(*pattern)) {
+    since = channels::Since{"", 0, static_cast<std::size_t>(std::strtoull(recent.c_str(), nullptr, 10))};
+    if (since->recent == 0) since.reset();
+  } else if (!last_id.empty() && !channels::is_wildcard(*pattern)) {
     auto colon = last_id.rfind(':');
     if (colon != std::string::npos) {
       since = channels::Since{last_id.substr(0, colon), std::strtoull(last_id.c_str() + colon + 1, nullptr, 10)};

@@ -158,7 +158,8 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
     return fail(reply, Error{ErrorCode::kForbidden, "not allowed to see " + *channel}, v);
   }
   if (auto e = channels::validate_subject(*channel)) return fail(reply, *e, v);
-  boost::json::object o{{"channel", *channel}, {"subscribers", st.router.presence(*channel)}};
+  auto seen = st.router.presence(*channel);
+  boost::json::object o{{"channel", *channel}, {"subscribers", seen.subscribers}, {"direct", seen.direct}};
   respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
 }
 

@@ -132,7 +132,13 @@ void WsSession::handle(std::string_view text) {
   if (op == "subscribe") {
     if (!principal_.may_subscribe(channel)) return fail(ErrorCode::kForbidden, "not allowed to subscribe to " + channel);
     std::optional<channels::Since> since;
-    if (auto s = o.find("since"); s != o.end() && !s->value().is_null()) {
+    if (auto rc = o.find("recent"); rc != o.end() && !rc->value().is_null()) {
+      if (!rc->value().is_number() || rc->value().to_number<double>() < 0) {
+        return fail(ErrorCode::kInvalidArgument, "recent must be a non-negative number");
+      }
+      since = channels::Since{"", 0, static_cast<std::size_t>(rc->value().to_number<double>())};
+      if (since->recent == 0) since.reset();
+    } else if (auto s = o.find("since"); s != o.end() && !s->value().is_null()) {
       const auto* so = s->value().if_object();
       if (so == nullptr || !so->contains("epoch") || !so->at("epoch").is_string() || !so->contains("offset") ||
           !so->at("offset").is_number()) {

@@ -8,7 +8,7 @@ export interface ConnectOptions {
   WebSocket?: typeof WebSocket; // an implementation outside browsers
 }
 export interface MessageMeta { channel: string; offset: number; epoch: string; }
-export interface SubscribeHandlers { onReset?: (frame: { channel: string; epoch: string; offset: number }) => void; }
+export interface SubscribeHandlers { recent?: number; onReset?: (frame: { channel: string; epoch: string; offset: number }) => void; }
 export interface PublishResult { offset: number; epoch: string; subscribers: number; }
 export interface LeasedMessage {
   id: string; lease_id: string; body: unknown; content_type: "json" | "text" | "bytes";

@@ -3,7 +3,8 @@
 //
 //   import { connect } from "/roost.js";
 //   const roost = connect("http://127.0.0.1:8080", { token });
-//   const sub = roost.subscribe("chat.room1", (data, meta) => console.log(data, meta.offset));
+//   const sub = roost.subscribe("chat.room1", (data, meta) => console.log(data, meta.offset),
+//                               { recent: 20 });   // also replay up to 20 kept messages
 //   await roost.publish("chat.room1", { text: "hi" });
 //   await roost.enqueue("jobs", { task: "resize" });
 
@@ -195,10 +196,12 @@ export class Client {
   _subscribe(sub) {
     const frame = { op: "subscribe", channel: sub.channel };
     if (sub.epoch && !isPattern(sub.channel)) frame.since = { epoch: sub.epoch, offset: sub.offset };
+    else if (sub.handlers.recent) frame.recent = sub.handlers.recent;
     return this._request(frame).then((ok) => {
       if (ok.epoch !== undefined && !sub.epoch) {
+        // Recovered messages (the latest `recovered`) follow this answer.
         sub.epoch = ok.epoch;
-        sub.offset = ok.offset;
+        sub.offset = ok.offset - (ok.recovered || 0);
       }
       return ok;
     });

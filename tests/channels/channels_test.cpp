@@ -106,8 +106,10 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
         R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" +
             r->epoch + "\"}");
   CHECK(other->got.empty());
-  CHECK(hub.presence("chat.room1") == 2);
-  CHECK(hub.presence("chat.room9") == 1);
+  CHECK(hub.presence("chat.room1").subscribers == 2);
+  CHECK(hub.presence("chat.room1").direct == 1);
+  CHECK(hub.presence("chat.room9").subscribers == 1);
+  CHECK(hub.presence("chat.room9").direct == 0);
   hub.unsubscribe(wid->id);
   CHECK(hub.publish("chat.room1", "2")->subscribers == 1);  // the match cache saw the change
   CHECK(hub.publish("chat.room1", "3")->offset == 3);
@@ -154,6 +156,13 @@ TEST_CASE("history: resume fills the gap, or says reset when it cannot", "[chann
   CHECK(late->reset);
   CHECK(hub.subscribe("chat.*", std::make_shared<Recorder>(), Since{epoch, 1}).error().code ==
         roost::ErrorCode::kInvalidArgument);
+  // A fresh client asks for the latest messages instead.
+  auto fresh = std::make_shared<Recorder>();
+  fake_now -= 20'000;
+  auto recent = hub.subscribe("chat.r", fresh, Since{"", 0, 2});
+  CHECK_FALSE(recent->reset);
+  CHECK(fresh->offsets() == std::vector<std::uint64_t>{5, 6});
+  fake_now += 20'000;
   // Channels outside the namespace keep no history.
   hub.publish("other.x", "1");
   auto none = hub.subscribe("other.x", std::make_shared<Recorder>(), Since{"", 0});

@@ -88,6 +88,7 @@ TEST_CASE("HTTP publish reaches WebSocket and SSE subscribers; presence counts t
   CHECK(sse_read_until(sse, ": roost stream").find("text/event-stream") != std::string::npos);
   auto p = body_json(s.http().get("/v1/channels/orders.eu/presence"));
   CHECK(p.at("subscribers") == 2);
+  CHECK(p.at("direct") == 1);
   auto r = s.http().post("/v1/channels/orders.eu/publish", R"({"id":42})");
   REQUIRE(r.status == 200);
   auto pr = body_json(r);

@@ -48,7 +48,7 @@ class LocalRouter final : public Router {
                                               const std::optional<channels::Since>& since) override;
   void unsubscribe(std::uint64_t subscription) override;
   Result<channels::PublishResult> publish(const std::string& channel, std::string data) override;
-  std::size_t presence(const std::string& channel) override;
+  channels::Hub::Presence presence(const std::string& channel) override;
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }

@@ -46,7 +46,7 @@ class Router {
                                                       const std::optional<channels::Since>& since) = 0;
   virtual void unsubscribe(std::uint64_t subscription) = 0;
   virtual Result<channels::PublishResult> publish(const std::string& channel, std::string data) = 0;
-  virtual std::size_t presence(const std::string& channel) = 0;
+  virtual channels::Hub::Presence presence(const std::string& channel) = 0;
   virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
 
   // Prometheus text exposition of the broker's own metrics (queues, storage).

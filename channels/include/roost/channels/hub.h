@@ -44,9 +44,13 @@ struct PublishResult {
   std::size_t subscribers = 0;
 };
 
+// Where a new subscription starts, besides live messages.
 struct Since {
   std::string epoch;
   std::uint64_t offset = 0;  // the last offset the client has
+  // Instead of epoch/offset: replay up to this many of the latest kept messages (a fresh client
+  // showing recent history). Never a reset.
+  std::size_t recent = 0;
 };
 
 struct SubscribeResult {
@@ -72,8 +76,11 @@ class Hub {
   void unsubscribe(std::uint64_t id);
   // `data` is JSON text.
   Result<PublishResult> publish(const std::string& channel, std::string data);
-  // Subscriptions whose pattern matches `channel`.
-  std::size_t presence(const std::string& channel) const;
+  struct Presence {
+    std::size_t subscribers = 0;  // subscribers with a pattern matching the channel
+    std::size_t direct = 0;       // subscriptions to exactly this channel
+  };
+  Presence presence(const std::string& channel) const;
   const NamespaceConfig& namespace_of(std::string_view channel) const;
 
   std::uint64_t published() const { return published_.load(); }

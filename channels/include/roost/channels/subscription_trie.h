@@ -25,6 +25,8 @@ class SubscriptionTrie {
   bool remove(std::string_view pattern, Id id);
   // Every subscriber with a pattern matching `subject`, each once.
   std::vector<std::shared_ptr<Subscriber>> match(std::string_view subject) const;
+  // Subscriptions whose pattern is exactly `subject` (no wildcard).
+  std::size_t count_exact(std::string_view subject) const;
   std::size_t size() const { return size_; }
 
  private:
