@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages Roost needs to build, test and benchmark.
+# Installs the Debian 12 packages Roost needs to build and run; with --test also what the test
+# suite and benchmarks need (Chromium, nats-server, Node and sdk/js's npm packages).
 # Idempotent: installs only what is missing. Runs apt-get as root, or through sudo.
 set -euo pipefail
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
 
 packages=(
   build-essential cmake ccache pkg-config
   liblmdb-dev lmdb-utils
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libspdlog-dev libfmt-dev catch2 libtoml11-dev libssl-dev
-  curl wrk procps
+  curl procps
 )
+if [ "$with_tests" = 1 ]; then
+  packages+=(wrk chromium nats-server)
+  # Node.js: the machine image usually has it; Debian's nodejs otherwise.
+  if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm); fi
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -19,13 +27,21 @@ for p in "${packages[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all packages present"
-  exit 0
+  echo "install-deps: all Debian packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The browser client's test dependencies (playwright-core drives Debian's Chromium; ws for
+# Node versions without a global WebSocket), pinned by sdk/js/package-lock.json.
+if [ "$with_tests" = 1 ]; then
+  here="$(cd "$(dirname "$0")/.." && pwd)"
+  if [ ! -d "$here/sdk/js/node_modules/playwright-core" ] || [ ! -d "$here/sdk/js/node_modules/ws" ]; then
+    (cd "$here/sdk/js" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

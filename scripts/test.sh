@@ -4,7 +4,7 @@
 #   ROOST_SKIP_SANITIZE=1 ./scripts/test.sh   runs only the Release suite (quicker, local loops)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
+./scripts/install-deps.sh --test
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== release build and tests"

@@ -220,10 +220,10 @@ export class Client {
     try { f = JSON.parse(text); } catch { return; }
     switch (f.op) {
       case "message": {
-        // A concrete subscription first, else every matching pattern.
-        const direct = this._subs.get(f.channel);
-        const targets = direct ? [direct] : [...this._subs.values()].filter((s) => matches(s.channel, f.channel));
-        for (const sub of targets) {
+        // The server sends a message once per connection; every local subscription it matches
+        // gets it.
+        for (const sub of this._subs.values()) {
+          if (sub.channel !== f.channel && !matches(sub.channel, f.channel)) continue;
           if (!isPattern(sub.channel)) {
             if (sub.epoch === f.epoch && f.offset <= sub.offset) continue;  // seen already
             sub.epoch = f.epoch;
