@@ -2,9 +2,16 @@
 
 #include <roost/log.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
+
+#include <mutex>
+#include <vector>
 
 namespace roost::gateway {
 
@@ -13,20 +20,39 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 namespace json = boost::json;
 
-// The hub's handle on this session: holds it weakly and hops to its strand.
+// The hub's handle on this session: holds it weakly and hands messages to its strand. Messages
+// that arrive while a hand-off is pending join it, so a burst costs one post, not one per message.
 class WsSession::Tap final : public channels::Subscriber {
  public:
   Tap(std::weak_ptr<WsSession> session, asio::any_io_executor executor)
       : session_(std::move(session)), executor_(std::move(executor)) {}
   void deliver(const channels::MessagePtr& m) override {
-    if (auto s = session_.lock()) {
-      asio::post(executor_, [s = std::move(s), m] { s->on_channel_message(m); });
+    {
+      std::lock_guard lock(mu_);
+      inbox_.push_back(m);
+      if (inbox_.size() > 1) return;  // a drain is already on its way
     }
+    auto s = session_.lock();
+    if (!s) {
+      std::lock_guard lock(mu_);
+      inbox_.clear();
+      return;
+    }
+    asio::post(executor_, [this, s = std::move(s)] {
+      std::vector<channels::MessagePtr> batch;
+      {
+        std::lock_guard lock(mu_);
+        batch.swap(inbox_);
+      }
+      for (const auto& msg : batch) s->on_channel_message(msg);
+    });
   }
 
  private:
   std::weak_ptr<WsSession> session_;
   asio::any_io_executor executor_;
+  std::mutex mu_;
+  std::vector<channels::MessagePtr> inbox_;  // GUARDED_BY(mu_)
 };
 
 namespace {
@@ -206,6 +232,9 @@ void WsSession::send_control(std::string frame) {
 void WsSession::flush() {
   if (writing_ || out_.empty() || closed_) return;
   writing_ = true;
+  // A burst queued behind this write: cork the socket so the frames leave in full segments
+  // rather than one packet (and one wake-up of the reader) each; uncorked when drained.
+  if (out_.size() > 1 && !corked_) set_cork(true);
   ws_.text(true);
   ws_.async_write(asio::buffer(*out_.front()),
                   beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
@@ -222,7 +251,15 @@ void WsSession::on_write(beast::error_code ec, std::size_t) {
     auto n = out_.take_dropped();
     out_.push_control(std::make_shared<const std::string>(R"({"op":"lagged","dropped":)" + std::to_string(n) + "}"));
   }
+  if (out_.empty() && corked_) set_cork(false);
   flush();
+}
+
+void WsSession::set_cork(bool on) {
+  int v = on ? 1 : 0;
+  auto& socket = beast::get_lowest_layer(ws_).socket();
+  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &v, sizeof v);
+  corked_ = on;
 }
 
 void WsSession::close(websocket::close_code code, const char* reason) {

@@ -50,6 +50,7 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   void flush();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
   void close(boost::beast::websocket::close_code code, const char* reason);
+  void set_cork(bool on);
   void cleanup();
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
@@ -61,6 +62,7 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   std::shared_ptr<Tap> tap_;
   std::unordered_map<std::string, std::uint64_t> subscriptions_;  // pattern → hub id
   bool writing_ = false;
+  bool corked_ = false;
   bool closed_ = false;
   bool cleaned_ = false;
 };
