@@ -132,6 +132,16 @@ class Bench {
     }
   }
 
+  // Roost publisher: reads answers until `n` oks have come (a message may hold several).
+  void read_oks(Conn& c, int& outstanding) {
+    while (outstanding > 0) {
+      c.buf.clear();
+      c.ws.read(c.buf);
+      auto text = beast::buffers_to_string(c.buf.data());
+      for (std::size_t p = text.find("\"ok\""); p != std::string::npos; p = text.find("\"ok\"", p + 1)) --outstanding;
+    }
+  }
+
   void subscribe(Conn& c, const std::string& channel, int sid) {
     if (o_.target == "nats") {
       c.ws.write(asio::buffer("SUB " + channel + " " + std::to_string(sid) + "\r\nPING\r\n"));
@@ -170,8 +180,16 @@ class Bench {
           }
         }
         c->pending.erase(0, pos);
-      } else if (data.find("\"op\":\"message\"") != std::string::npos) {
-        record(c, data, t_now);
+      } else {
+        // Several frames may share one message, one per line.
+        std::size_t start = 0;
+        while (start < data.size()) {
+          auto nl = data.find('\n', start);
+          std::string_view line(data.data() + start, (nl == std::string::npos ? data.size() : nl) - start);
+          if (line.find("\"op\":\"message\"") != std::string_view::npos) record(c, line, t_now);
+          if (nl == std::string::npos) break;
+          start = nl + 1;
+        }
       }
       read_loop(c);
     });
@@ -233,12 +251,7 @@ class Bench {
         pub.ws.write(asio::buffer(R"({"op":"publish","id":)" + std::to_string(m) + R"(,"channel":")" + ch +
                                   R"(","data":)" + payload + "}"));
         if (++outstanding >= o_.window) {
-          // Wait for the answers of this window: one ok per publish.
-          while (outstanding > 0) {
-            pub.buf.clear();
-            pub.ws.read(pub.buf);
-            if (beast::buffers_to_string(pub.buf.data()).find("\"ok\"") != std::string::npos) --outstanding;
-          }
+          read_oks(pub, outstanding);  // the answers of this window: one ok per publish
         }
       }
     }

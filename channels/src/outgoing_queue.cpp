@@ -30,6 +30,18 @@ void OutgoingQueue::pop() {
   frames_.pop_front();
 }
 
+std::string OutgoingQueue::join(std::size_t max_bytes, char separator, std::size_t& count) const {
+  std::string out;
+  count = 0;
+  for (const auto& f : frames_) {
+    if (count > 0 && out.size() + 1 + f->size() > max_bytes) break;
+    if (count > 0) out.push_back(separator);
+    out += *f;
+    ++count;
+  }
+  return out;
+}
+
 std::uint64_t OutgoingQueue::take_dropped() {
   auto n = dropped_;
   dropped_ = 0;

@@ -44,7 +44,8 @@ class WsSession::Tap final : public channels::Subscriber {
         std::lock_guard lock(mu_);
         batch.swap(inbox_);
       }
-      for (const auto& msg : batch) s->on_channel_message(msg);
+      for (const auto& msg : batch) s->on_channel_message(msg, false);
+      s->flush();  // the whole batch leaves in one write
     });
   }
 
@@ -56,6 +57,8 @@ class WsSession::Tap final : public channels::Subscriber {
 };
 
 namespace {
+constexpr std::size_t kMaxBatchBytes = 64 * 1024;
+
 std::string error_frame(const json::value& id, const Error& e) {
   json::object o{{"op", "error"}, {"id", id}, {"code", error_code_name(e.code)}, {"message", e.message}};
   return json::serialize(o);
@@ -210,11 +213,13 @@ void WsSession::handle(std::string_view text) {
   fail(ErrorCode::kInvalidArgument, "unknown op " + op);
 }
 
-void WsSession::on_channel_message(const channels::MessagePtr& m) {
+void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
   const auto& ns = state_->router.channel_namespace(m->channel);
   switch (out_.push(m->frame, ns.policy)) {
-    case channels::OutgoingQueue::Push::kQueued: flush(); break;
+    case channels::OutgoingQueue::Push::kQueued:
+      if (flush_now) flush();
+      break;
     case channels::OutgoingQueue::Push::kDropped: state_->lagged_total.fetch_add(1, std::memory_order_relaxed); break;
     case channels::OutgoingQueue::Push::kDisconnect:
       state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
@@ -232,12 +237,18 @@ void WsSession::send_control(std::string frame) {
 void WsSession::flush() {
   if (writing_ || out_.empty() || closed_) return;
   writing_ = true;
-  // A burst queued behind this write: cork the socket so the frames leave in full segments
-  // rather than one packet (and one wake-up of the reader) each; uncorked when drained.
+  // More queued behind this write: cork the socket so consecutive writes leave in full segments
+  // (fewer packets and fewer wake-ups of the reader); uncorked when the queue drains.
   if (out_.size() > 1 && !corked_) set_cork(true);
   ws_.text(true);
-  ws_.async_write(asio::buffer(*out_.front()),
-                  beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+  if (out_.size() == 1) {
+    batch_frames_ = 1;
+    ws_.async_write(asio::buffer(*out_.front()),
+                    beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
+    return;
+  }
+  batch_ = out_.join(kMaxBatchBytes, '\n', batch_frames_);
+  ws_.async_write(asio::buffer(batch_), beast::bind_front_handler(&WsSession::on_write, shared_from_this()));
 }
 
 void WsSession::on_write(beast::error_code ec, std::size_t) {
@@ -246,14 +257,16 @@ void WsSession::on_write(beast::error_code ec, std::size_t) {
     cleanup();
     return;
   }
-  out_.pop();
+  for (; batch_frames_ > 0; --batch_frames_) out_.pop();
+  batch_.clear();
+  if (out_.empty() && corked_) set_cork(false);
   if (out_.dropped_pending() > 0 && out_.has_room()) {
     auto n = out_.take_dropped();
     out_.push_control(std::make_shared<const std::string>(R"({"op":"lagged","dropped":)" + std::to_string(n) + "}"));
   }
-  if (out_.empty() && corked_) set_cork(false);
   flush();
 }
+
 
 void WsSession::set_cork(bool on) {
   int v = on ? 1 : 0;

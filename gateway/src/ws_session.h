@@ -7,6 +7,8 @@
 //                    {"op":"ok","id":1,…}  {"op":"error","id":1,"code":"…","message":"…"}
 //                    {"op":"lagged","dropped":n}  {"op":"reset","channel":…,"epoch":…,"offset":…}
 //                    {"op":"pong","id":4}
+// Frames queued together leave in one WebSocket message, separated by '\n' (newline-delimited
+// JSON), so a burst costs one write and one read event instead of one per frame.
 // Lives on its own strand; one write in flight; a bounded outgoing queue with the channel's
 // slow-consumer policy; WebSocket pings keep it alive and an idle timeout closes it.
 #pragma once
@@ -45,7 +47,7 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   void read();
   void on_read(boost::beast::error_code ec, std::size_t bytes);
   void handle(std::string_view text);
-  void on_channel_message(const channels::MessagePtr& m);
+  void on_channel_message(const channels::MessagePtr& m, bool flush_now = true);
   void send_control(std::string frame);
   void flush();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
@@ -63,6 +65,8 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   std::unordered_map<std::string, std::uint64_t> subscriptions_;  // pattern → hub id
   bool writing_ = false;
   bool corked_ = false;
+  std::size_t batch_frames_ = 0;  // frames of out_ in the write in flight
+  std::string batch_;             // the joined message when a batch holds several
   bool closed_ = false;
   bool cleaned_ = false;
 };

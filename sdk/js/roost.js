@@ -153,7 +153,12 @@ export class Client {
         sub.ready.catch(() => {});
       }
     };
-    ws.onmessage = (ev) => this._onFrame(ev.data);
+    // One WebSocket message may carry several frames, one JSON object per line.
+    ws.onmessage = (ev) => {
+      const text = typeof ev.data === "string" ? ev.data : String(ev.data);
+      if (text.indexOf("\n") < 0) this._onFrame(text);
+      else for (const line of text.split("\n")) if (line) this._onFrame(line);
+    };
     ws.onerror = () => this._emit("error", new RoostError("unavailable", "websocket error"));
     ws.onclose = (ev) => {
       const wasOpen = this._open;

@@ -10,6 +10,7 @@
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -63,6 +64,11 @@ class WsClient {
   // The next frame, or nullopt on timeout (the read stays pending for the next call: a cancelled
   // WebSocket read would fail the stream). Throws when the connection closed.
   std::optional<boost::json::value> recv(int timeout_ms = 3000) {
+    if (!queued_.empty()) {
+      auto first = std::move(queued_.front());
+      queued_.pop_front();
+      return boost::json::parse(first);
+    }
     if (!reading_) {
       reading_ = true;
       read_done_ = false;
@@ -82,7 +88,17 @@ class WsClient {
     auto text = boost::beast::buffers_to_string(buffer_.data());
     buffer_.consume(buffer_.size());
     last_binary_ = ws_.got_binary();
-    return boost::json::parse(text);
+    // One message may carry several frames, one per line: hand them out one at a time.
+    std::size_t start = 0;
+    for (;;) {
+      auto nl = text.find('\n', start);
+      queued_.push_back(text.substr(start, nl == std::string::npos ? std::string::npos : nl - start));
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+    auto first = std::move(queued_.front());
+    queued_.pop_front();
+    return boost::json::parse(first);
   }
   // The next frame whose op is `op`, skipping others; throws if none comes in time.
   boost::json::value expect(const std::string& op, int timeout_ms = 3000) {
@@ -137,6 +153,7 @@ class WsClient {
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   boost::beast::websocket::response_type response_;
   boost::beast::flat_buffer buffer_;
+  std::deque<std::string> queued_;  // frames of a message not handed out yet
   bool reading_ = false;
   bool read_done_ = false;
   bool last_binary_ = false;

@@ -31,6 +31,9 @@ class OutgoingQueue {
   std::size_t bytes() const { return bytes_; }
   const std::shared_ptr<const std::string>& front() const { return frames_.front(); }
   void pop();
+  // The first frames, up to `max_bytes` (at least one), joined by `separator`; `count` says how
+  // many (pop them once written).
+  std::string join(std::size_t max_bytes, char separator, std::size_t& count) const;
 
   // Messages dropped since the last call; resets the count. The session sends
   // {"op":"lagged","dropped":n} with it once there is room again.
