@@ -58,6 +58,7 @@ class WsSession::Tap final : public channels::Subscriber {
 
 namespace {
 constexpr std::size_t kMaxBatchBytes = 64 * 1024;
+constexpr std::size_t kMaxQueuedFrames = 16 * 1024;  // messages + answers waiting to be written
 
 std::string error_frame(const json::value& id, const Error& e) {
   json::object o{{"op", "error"}, {"id", id}, {"code", error_code_name(e.code)}, {"message", e.message}};
@@ -230,6 +231,13 @@ void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now
 
 void WsSession::send_control(std::string frame) {
   if (closed_) return;
+  // Answers are not dropped, but a client that keeps sending without reading them is cut off
+  // rather than allowed to grow its queue without bound.
+  if (out_.size() >= kMaxQueuedFrames) {
+    state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
+    close(websocket::close_code::policy_error, "not reading its answers");
+    return;
+  }
   out_.push_control(std::make_shared<const std::string>(std::move(frame)));
   flush();
 }
