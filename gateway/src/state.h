@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "auth.h"
+#include "delivery_batcher.h"
 
 namespace roost::gateway {
 
@@ -48,6 +49,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   boost::asio::ip::tcp::acceptor acceptor;
   Authenticator auth;
   std::vector<std::string> origins;
+  DeliveryBatcher batcher;
 
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> in_flight{0};

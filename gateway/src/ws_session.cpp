@@ -24,8 +24,8 @@ namespace json = boost::json;
 // that arrive while a hand-off is pending join it, so a burst costs one post, not one per message.
 class WsSession::Tap final : public channels::Subscriber {
  public:
-  Tap(std::weak_ptr<WsSession> session, asio::any_io_executor executor)
-      : session_(std::move(session)), executor_(std::move(executor)) {}
+  Tap(std::weak_ptr<WsSession> session, asio::any_io_executor executor, DeliveryBatcher& batcher)
+      : session_(std::move(session)), executor_(std::move(executor)), batcher_(batcher) {}
   void deliver(const channels::MessagePtr& m) override {
     {
       std::lock_guard lock(mu_);
@@ -38,20 +38,24 @@ class WsSession::Tap final : public channels::Subscriber {
       inbox_.clear();
       return;
     }
-    asio::post(executor_, [this, s = std::move(s)] {
-      std::vector<channels::MessagePtr> batch;
-      {
-        std::lock_guard lock(mu_);
-        batch.swap(inbox_);
-      }
-      for (const auto& msg : batch) s->on_channel_message(msg, false);
-      s->flush();  // the whole batch leaves in one write
+    // Let the burst gather in the inbox, then hand it to the session's strand in one go.
+    batcher_.add([this, s = std::move(s)]() mutable {
+      asio::post(executor_, [this, s = std::move(s)] {
+        std::vector<channels::MessagePtr> batch;
+        {
+          std::lock_guard lock(mu_);
+          batch.swap(inbox_);
+        }
+        for (const auto& msg : batch) s->on_channel_message(msg, false);
+        s->flush();  // the whole batch leaves in one write
+      });
     });
   }
 
  private:
   std::weak_ptr<WsSession> session_;
   asio::any_io_executor executor_;
+  DeliveryBatcher& batcher_;
   std::mutex mu_;
   std::vector<channels::MessagePtr> inbox_;  // GUARDED_BY(mu_)
 };
@@ -82,7 +86,7 @@ WsSession::~WsSession() {
 
 void WsSession::run(Request req) {
   state_->add_session(this, weak_from_this());
-  tap_ = std::make_shared<Tap>(weak_from_this(), ws_.get_executor());
+  tap_ = std::make_shared<Tap>(weak_from_this(), ws_.get_executor(), state_->batcher);
   beast::get_lowest_layer(ws_).expires_never();
   websocket::stream_base::timeout opt{};
   opt.handshake_timeout = std::chrono::seconds(30);
