@@ -30,8 +30,10 @@ class DeliveryBatcher {
   DeliveryBatcher(const DeliveryBatcher&) = delete;
   DeliveryBatcher& operator=(const DeliveryBatcher&) = delete;
 
-  // `hand_off` runs on the batcher's thread within `interval`: it should post to the session.
-  void add(std::move_only_function<void()> hand_off) {
+  using Done = std::function<void()>;
+  // `hand_off` runs on the batcher's thread within `interval`: it should post to the session and
+  // call `done` once the session has taken its batch.
+  void add(std::move_only_function<void(Done)> hand_off) {
     bool first;
     {
       std::lock_guard lock(mu_);
@@ -43,7 +45,7 @@ class DeliveryBatcher {
 
  private:
   void run() {
-    std::vector<std::move_only_function<void()>> batch;
+    std::vector<std::move_only_function<void(Done)>> batch;
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || !due_.empty(); });
@@ -53,18 +55,39 @@ class DeliveryBatcher {
       lock.lock();
       batch.swap(due_);
       lock.unlock();
-      for (auto& fn : batch) fn();
+      // Hand off in chunks and wait for each to be taken, so that the io threads also get to
+      // the publishers' frames in between and later chunks carry more messages per session.
+      for (std::size_t i = 0; i < batch.size(); i += kChunk) {
+        std::size_t end = std::min(batch.size(), i + kChunk);
+        {
+          std::lock_guard g(done_mu_);
+          outstanding_ = end - i;
+        }
+        for (std::size_t j = i; j < end; ++j) batch[j]([this] { taken(); });
+        std::unique_lock d(done_mu_);
+        done_cv_.wait_for(d, std::chrono::milliseconds(20), [this] { return outstanding_ == 0; });
+      }
       batch.clear();
       lock.lock();
     }
-    for (auto& fn : due_) fn();  // hand off what is left
+    for (auto& fn : due_) fn([] {});  // hand off what is left
     due_.clear();
   }
+
+  void taken() {
+    std::lock_guard g(done_mu_);
+    if (outstanding_ > 0 && --outstanding_ == 0) done_cv_.notify_one();
+  }
+
+  static constexpr std::size_t kChunk = 256;
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  std::size_t outstanding_ = 0;  // GUARDED_BY(done_mu_)
 
   std::chrono::microseconds interval_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::move_only_function<void()>> due_;  // GUARDED_BY(mu_)
+  std::vector<std::move_only_function<void(Done)>> due_;  // GUARDED_BY(mu_)
   bool stop_ = false;                                  // GUARDED_BY(mu_)
   std::thread thread_;
 };

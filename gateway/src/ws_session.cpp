@@ -39,8 +39,8 @@ class WsSession::Tap final : public channels::Subscriber {
       return;
     }
     // Let the burst gather in the inbox, then hand it to the session's strand in one go.
-    batcher_.add([this, s = std::move(s)]() mutable {
-      asio::post(executor_, [this, s = std::move(s)] {
+    batcher_.add([this, s = std::move(s)](DeliveryBatcher::Done done) mutable {
+      asio::post(executor_, [this, s = std::move(s), done = std::move(done)] {
         std::vector<channels::MessagePtr> batch;
         {
           std::lock_guard lock(mu_);
@@ -48,6 +48,7 @@ class WsSession::Tap final : public channels::Subscriber {
         }
         for (const auto& msg : batch) s->on_channel_message(msg, false);
         s->flush();  // the whole batch leaves in one write
+        done();
       });
     });
   }
