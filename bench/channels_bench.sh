@@ -34,6 +34,7 @@ scenario() {
   start_servers
   local r n
   r=$("$bin/ws_bench" --target roost --port "$rport" "${args[@]}")
+  sleep 1
   n=$("$bin/ws_bench" --target nats --port "$nport" "${args[@]}")
   stop_servers
   echo "$r"; echo "$n"
@@ -52,6 +53,8 @@ fi
 scenario --subs 1 --messages 50000
 scenario --subs 100 --messages 2000
 scenario --subs 10000 --messages 200 --window 16
+# Latency at a steady 500,000 deliveries/s (50 publishes/s to 10,000 subscribers), not saturated.
+scenario --subs 10000 --messages 250 --window 16 --rate 50
 scenario --subs 100 --channels 100 --messages 20000
 scenario --subs 10000 --channels 10000 --messages 20000
 scenario --subs 100 --messages 2000 --stalled 1

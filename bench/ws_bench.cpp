@@ -45,6 +45,7 @@ struct Options {
   int window = 64;
   int stalled = 0;
   int idle = 0;
+  int rate = 0;  // publishes per second, paced; 0 = as fast as the window allows
   int server_pid = 0;
   std::string label;
 };
@@ -235,6 +236,9 @@ class Bench {
     std::string pad(60, 'x');
     int outstanding = 0;
     for (int m = 0; m < o_.messages; ++m) {
+      if (o_.rate > 0) {  // paced: publish m at t0 + m / rate
+        std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<std::int64_t>(m) * 1'000'000 / o_.rate));
+      }
       std::string ch = channel_name(o_.channels == 1 ? 0 : m % o_.channels);
       std::string payload = R"({"t":)" + std::to_string(now_ns()) + R"(,"p":")" + pad + "\"}";
       if (o_.target == "nats") {
@@ -261,7 +265,8 @@ class Bench {
     io_.stop();
     io_thread.join();
     std::string tag = "ws_" + name + "_subs" + std::to_string(o_.subs) + "_ch" + std::to_string(o_.channels) +
-                      (o_.stalled ? "_stalled" + std::to_string(o_.stalled) : "");
+                      (o_.stalled ? "_stalled" + std::to_string(o_.stalled) : "") +
+                      (o_.rate ? "_rate" + std::to_string(o_.rate) : "");
     std::printf("%s_deliveries_per_s %.0f msgs/s\n", tag.c_str(), static_cast<double>(delivered_.load()) / secs);
     std::printf("%s_delivered %llu of %llu\n", tag.c_str(), static_cast<unsigned long long>(delivered_.load()),
                 static_cast<unsigned long long>(expected));
@@ -313,6 +318,7 @@ int main(int argc, char** argv) {
     else if (a == "--window") o.window = std::stoi(v);
     else if (a == "--stalled") o.stalled = std::stoi(v);
     else if (a == "--idle") o.idle = std::stoi(v);
+    else if (a == "--rate") o.rate = std::stoi(v);
     else if (a == "--server-pid") o.server_pid = std::stoi(v);
     else if (a == "--label") o.label = v;
   }
