@@ -11,18 +11,6 @@ namespace roost::gateway {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 
-class SseSession::Tap final : public channels::Subscriber {
- public:
-  Tap(std::weak_ptr<SseSession> s, asio::any_io_executor ex) : session_(std::move(s)), executor_(std::move(ex)) {}
-  void deliver(const channels::MessagePtr& m) override {
-    if (auto s = session_.lock()) asio::post(executor_, [s = std::move(s), m] { s->on_channel_message(m); });
-  }
-
- private:
-  std::weak_ptr<SseSession> session_;
-  asio::any_io_executor executor_;
-};
-
 SseSession::SseSession(beast::tcp_stream stream, std::shared_ptr<Server::State> state,
                        std::unique_ptr<ConnectionSlot> slot)
     : stream_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)),
@@ -39,7 +27,7 @@ SseSession::~SseSession() {
 
 void SseSession::run(std::string pattern, std::optional<channels::Since> since, unsigned http_version) {
   state_->add_session(this, weak_from_this());
-  tap_ = std::make_shared<Tap>(weak_from_this(), stream_.get_executor());
+  tap_ = std::make_shared<SessionTap<SseSession>>(weak_from_this(), stream_.get_executor(), state_->batcher);
   stream_.expires_never();
   auto r = state_->router.subscribe(pattern, tap_, since);
   if (!r) {
@@ -77,13 +65,15 @@ void SseSession::shutdown() {
   });
 }
 
-void SseSession::on_channel_message(const channels::MessagePtr& m) {
+void SseSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
   auto frame = std::make_shared<const std::string>("id: " + m->epoch + ":" + std::to_string(m->offset) +
                                                    "\ndata: " + *m->frame + "\n\n");
   const auto& ns = state_->router.channel_namespace(m->channel);
   switch (out_.push(std::move(frame), ns.policy)) {
-    case channels::OutgoingQueue::Push::kQueued: flush(); break;
+    case channels::OutgoingQueue::Push::kQueued:
+      if (flush_now) flush();
+      break;
     case channels::OutgoingQueue::Push::kDropped: state_->lagged_total.fetch_add(1, std::memory_order_relaxed); break;
     case channels::OutgoingQueue::Push::kDisconnect:
       state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);

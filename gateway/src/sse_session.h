@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "session_tap.h"
 #include "state.h"
 
 namespace roost::gateway {
@@ -30,8 +31,9 @@ class SseSession : public Closable, public std::enable_shared_from_this<SseSessi
   void shutdown() override;
 
  private:
-  class Tap;
-  void on_channel_message(const channels::MessagePtr& m);
+  template <class>
+  friend class SessionTap;
+  void on_channel_message(const channels::MessagePtr& m, bool flush_now = true);
   void push_control(std::string event);
   void flush();
   void watch_peer();
@@ -43,7 +45,7 @@ class SseSession : public Closable, public std::enable_shared_from_this<SseSessi
   std::unique_ptr<ConnectionSlot> slot_;
   channels::OutgoingQueue out_;
   boost::asio::steady_timer ping_timer_;
-  std::shared_ptr<Tap> tap_;
+  std::shared_ptr<channels::Subscriber> tap_;
   std::uint64_t subscription_ = 0;
   char peek_[64];
   bool writing_ = false;

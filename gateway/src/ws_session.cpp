@@ -20,47 +20,6 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 namespace json = boost::json;
 
-// The hub's handle on this session: holds it weakly and hands messages to its strand. Messages
-// that arrive while a hand-off is pending join it, so a burst costs one post, not one per message.
-class WsSession::Tap final : public channels::Subscriber {
- public:
-  Tap(std::weak_ptr<WsSession> session, asio::any_io_executor executor, DeliveryBatcher& batcher)
-      : session_(std::move(session)), executor_(std::move(executor)), batcher_(batcher) {}
-  void deliver(const channels::MessagePtr& m) override {
-    {
-      std::lock_guard lock(mu_);
-      inbox_.push_back(m);
-      if (inbox_.size() > 1) return;  // a drain is already on its way
-    }
-    auto s = session_.lock();
-    if (!s) {
-      std::lock_guard lock(mu_);
-      inbox_.clear();
-      return;
-    }
-    // Let the burst gather in the inbox, then hand it to the session's strand in one go.
-    batcher_.add([this, s = std::move(s)](DeliveryBatcher::Done done) mutable {
-      asio::post(executor_, [this, s = std::move(s), done = std::move(done)] {
-        std::vector<channels::MessagePtr> batch;
-        {
-          std::lock_guard lock(mu_);
-          batch.swap(inbox_);
-        }
-        for (const auto& msg : batch) s->on_channel_message(msg, false);
-        s->flush();  // the whole batch leaves in one write
-        done();
-      });
-    });
-  }
-
- private:
-  std::weak_ptr<WsSession> session_;
-  asio::any_io_executor executor_;
-  DeliveryBatcher& batcher_;
-  std::mutex mu_;
-  std::vector<channels::MessagePtr> inbox_;  // GUARDED_BY(mu_)
-};
-
 namespace {
 constexpr std::size_t kMaxBatchBytes = 64 * 1024;
 constexpr std::size_t kMaxQueuedFrames = 16 * 1024;  // messages + answers waiting to be written
@@ -87,7 +46,7 @@ WsSession::~WsSession() {
 
 void WsSession::run(Request req) {
   state_->add_session(this, weak_from_this());
-  tap_ = std::make_shared<Tap>(weak_from_this(), ws_.get_executor(), state_->batcher);
+  tap_ = std::make_shared<SessionTap<WsSession>>(weak_from_this(), ws_.get_executor(), state_->batcher);
   beast::get_lowest_layer(ws_).expires_never();
   websocket::stream_base::timeout opt{};
   opt.handshake_timeout = std::chrono::seconds(30);

@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "auth.h"
+#include "session_tap.h"
 #include "state.h"
 
 namespace roost::gateway {
@@ -42,7 +43,8 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   void shutdown() override;
 
  private:
-  class Tap;
+  template <class>
+  friend class SessionTap;
   void on_accept(boost::beast::error_code ec);
   void read();
   void on_read(boost::beast::error_code ec, std::size_t bytes);
@@ -61,7 +63,7 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   std::unique_ptr<ConnectionSlot> slot_;
   Principal principal_;
   channels::OutgoingQueue out_;
-  std::shared_ptr<Tap> tap_;
+  std::shared_ptr<channels::Subscriber> tap_;
   std::unordered_map<std::string, std::uint64_t> subscriptions_;  // pattern → hub id
   bool writing_ = false;
   bool corked_ = false;

@@ -306,3 +306,18 @@ TEST_CASE("static files and the browser client", "[integration]") {
   CHECK(js.status == 200);
   CHECK(js.body.find("export function connect") != std::string::npos);
 }
+
+TEST_CASE("permessage-deflate when enabled", "[integration][channels]") {
+  Server s({"--ws-compression", "true"});
+  WsClient a(s.proc().port(), {.compression = true});
+  CHECK(a.handshake_header(boost::beast::http::field::sec_websocket_extensions).find("permessage-deflate") !=
+        std::string::npos);
+  WsClient b(s.proc().port());  // a client without it still works
+  CHECK(b.handshake_header(boost::beast::http::field::sec_websocket_extensions).empty());
+  a.send(sub("z.x"));
+  a.expect("ok");
+  std::string big(20'000, 'r');
+  b.send(pub("z.x", json::string(big)));
+  b.expect("ok");
+  CHECK(a.expect("message").at("data") == big.c_str());
+}

@@ -21,6 +21,7 @@ struct WsOptions {
   std::string target = "/v1/ws";
   std::string origin;
   std::string token;  // sent as ?token=
+  bool compression = false;  // offer permessage-deflate
 };
 
 class WsClient {
@@ -38,6 +39,11 @@ class WsClient {
     ws_.set_option(beast::websocket::stream_base::decorator([origin](beast::websocket::request_type& req) {
       if (!origin.empty()) req.set(beast::http::field::origin, origin);
     }));
+    if (options.compression) {
+      beast::websocket::permessage_deflate pmd;
+      pmd.client_enable = true;
+      ws_.set_option(pmd);
+    }
     std::string target = options.target;
     if (!options.token.empty()) target += "?token=" + options.token;
     beast::error_code ec;
@@ -47,6 +53,7 @@ class WsClient {
   }
 
   unsigned handshake_status() const { return response_.result_int(); }
+  std::string handshake_header(boost::beast::http::field f) const { return std::string(response_[f]); }
 
   void send(const std::string& text) {
     boost::beast::error_code ec;
