@@ -321,3 +321,21 @@ TEST_CASE("permessage-deflate when enabled", "[integration][channels]") {
   b.expect("ok");
   CHECK(a.expect("message").at("data") == big.c_str());
 }
+
+TEST_CASE("a client that publishes without reading its answers is cut off", "[integration][channels]") {
+  Server s;
+  WsClient a(s.proc().port());
+  std::string frame = R"({"op":"publish","id":1,"channel":"nobody.here","data":1})";
+  bool cut = false;
+  for (int i = 0; i < 400'000 && !cut; ++i) {
+    try {
+      a.send(frame);
+    } catch (const boost::system::system_error&) {
+      cut = true;  // the server closed the connection
+    }
+  }
+  int code = a.wait_closed(10'000);
+  CHECK((cut || code != 0));
+  if (code != 0) CHECK(code == 1008);
+  CHECK(s.http().get("/healthz").status == 200);
+}
