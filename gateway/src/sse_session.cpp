@@ -15,8 +15,7 @@ SseSession::SseSession(beast::tcp_stream stream, std::shared_ptr<Server::State> 
                        std::unique_ptr<ConnectionSlot> slot)
     : stream_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)),
       ping_timer_(stream_.get_executor()) {
-  const auto& defaults = state_->router.channel_namespace("");
-  out_ = channels::OutgoingQueue(defaults.buffer_messages, defaults.buffer_bytes);
+  out_ = state_->subscriber_queue();
   state_->sse_streams.fetch_add(1, std::memory_order_relaxed);
 }
 

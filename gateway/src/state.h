@@ -2,6 +2,7 @@
 #pragma once
 
 #include <roost/broker/router.h>
+#include <roost/channels/outgoing_queue.h>
 #include <roost/gateway/server.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -66,6 +67,12 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::mutex mu;
   std::unordered_map<Closable*, std::weak_ptr<Closable>> sessions;  // GUARDED_BY(mu)
   std::unordered_map<std::string, std::uint64_t> per_ip;            // GUARDED_BY(mu)
+
+  // A subscriber connection's outgoing buffer, sized by the channel defaults.
+  channels::OutgoingQueue subscriber_queue() const {
+    const auto& d = router.channel_namespace("");
+    return channels::OutgoingQueue(d.buffer_messages, d.buffer_bytes);
+  }
 
   void add_session(Closable* key, std::weak_ptr<Closable> s) {
     std::lock_guard lock(mu);

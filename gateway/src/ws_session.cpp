@@ -34,8 +34,7 @@ WsSession::WsSession(beast::tcp_stream stream, std::shared_ptr<Server::State> st
                      std::unique_ptr<ConnectionSlot> slot, Principal principal)
     : ws_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)),
       principal_(std::move(principal)) {
-  const auto& defaults = state_->router.channel_namespace("");
-  out_ = channels::OutgoingQueue(defaults.buffer_messages, defaults.buffer_bytes);
+  out_ = state_->subscriber_queue();
   state_->websockets.fetch_add(1, std::memory_order_relaxed);
 }
 
