@@ -52,22 +52,22 @@ Hub::Channel& Hub::channel(const std::string& name) {
   return *c;
 }
 
-std::vector<std::shared_ptr<Subscriber>> Hub::match(const std::string& channel) const {
+std::shared_ptr<const Hub::SubscriberList> Hub::match(const std::string& channel) const {
   std::uint64_t generation;
   {
     std::lock_guard lock(cache_mu_);
-    if (auto it = cache_.find(channel); it != cache_.end()) return *it->second;
+    if (auto it = cache_.find(channel); it != cache_.end()) return it->second;
     generation = cache_generation_;
   }
-  std::vector<std::shared_ptr<Subscriber>> subs;
+  std::shared_ptr<const SubscriberList> subs;
   {
     std::shared_lock lock(trie_mu_);
-    subs = trie_->match(channel);
+    subs = std::make_shared<const SubscriberList>(trie_->match(channel));
   }
   std::lock_guard lock(cache_mu_);
   if (generation == cache_generation_) {
     if (cache_.size() >= kCacheLimit) cache_.clear();
-    cache_.emplace(channel, std::make_shared<const std::vector<std::shared_ptr<Subscriber>>>(subs));
+    cache_.emplace(channel, subs);
   }
   return subs;
 }
@@ -166,10 +166,10 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data) {
       }
     }
     auto subs = match(name);
-    for (const auto& s : subs) s->deliver(msg);
+    for (const auto& s : *subs) s->deliver(msg);
     result.offset = msg->offset;
     result.epoch = ch.epoch;
-    result.subscribers = subs.size();
+    result.subscribers = subs->size();
   }
   published_.fetch_add(1, std::memory_order_relaxed);
   delivered_.fetch_add(result.subscribers, std::memory_order_relaxed);

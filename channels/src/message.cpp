@@ -26,4 +26,12 @@ MessagePtr make_message(std::string channel, std::string data, std::uint64_t off
   return m;
 }
 
+std::shared_ptr<const std::string> Message::sse_frame() const {
+  std::call_once(sse_once_, [this] {
+    sse_frame_ = std::make_shared<const std::string>("id: " + epoch + ":" + std::to_string(offset) +
+                                                     "\ndata: " + *frame + "\n\n");
+  });
+  return sse_frame_;
+}
+
 }  // namespace roost::channels

@@ -66,16 +66,12 @@ void SseSession::shutdown() {
 
 void SseSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  auto frame = std::make_shared<const std::string>("id: " + m->epoch + ":" + std::to_string(m->offset) +
-                                                   "\ndata: " + *m->frame + "\n\n");
-  const auto& ns = state_->router.channel_namespace(m->channel);
-  switch (out_.push(std::move(frame), ns.policy)) {
+  switch (state_->offer(out_, m->sse_frame(), m->channel)) {
     case channels::OutgoingQueue::Push::kQueued:
       if (flush_now) flush();
       break;
-    case channels::OutgoingQueue::Push::kDropped: state_->lagged_total.fetch_add(1, std::memory_order_relaxed); break;
+    case channels::OutgoingQueue::Push::kDropped: break;
     case channels::OutgoingQueue::Push::kDisconnect:
-      state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
       closed_ = true;
       if (!writing_) finish();
       break;

@@ -74,6 +74,18 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     return channels::OutgoingQueue(d.buffer_messages, d.buffer_bytes);
   }
 
+  // Queues a channel message for a subscriber connection under its channel's slow-consumer
+  // policy, and counts drops and disconnects. The caller flushes or closes.
+  channels::OutgoingQueue::Push offer(channels::OutgoingQueue& out, std::shared_ptr<const std::string> frame,
+                                      std::string_view channel) {
+    auto r = out.push(std::move(frame), router.channel_namespace(channel).policy);
+    if (r == channels::OutgoingQueue::Push::kDropped) lagged_total.fetch_add(1, std::memory_order_relaxed);
+    if (r == channels::OutgoingQueue::Push::kDisconnect) {
+      slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
+    }
+    return r;
+  }
+
   void add_session(Closable* key, std::weak_ptr<Closable> s) {
     std::lock_guard lock(mu);
     sessions.emplace(key, std::move(s));

@@ -179,14 +179,12 @@ void WsSession::handle(std::string_view text) {
 
 void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  const auto& ns = state_->router.channel_namespace(m->channel);
-  switch (out_.push(m->frame, ns.policy)) {
+  switch (state_->offer(out_, m->frame, m->channel)) {
     case channels::OutgoingQueue::Push::kQueued:
       if (flush_now) flush();
       break;
-    case channels::OutgoingQueue::Push::kDropped: state_->lagged_total.fetch_add(1, std::memory_order_relaxed); break;
+    case channels::OutgoingQueue::Push::kDropped: break;
     case channels::OutgoingQueue::Push::kDisconnect:
-      state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
       close(websocket::close_code::policy_error, "slow consumer");
       break;
   }

@@ -90,7 +90,9 @@ class Hub {
  private:
   struct Channel;
   Channel& channel(const std::string& name);
-  std::vector<std::shared_ptr<Subscriber>> match(const std::string& channel) const;
+  using SubscriberList = std::vector<std::shared_ptr<Subscriber>>;
+  // The subscribers of `channel`, shared with the match cache (no copy per publish).
+  std::shared_ptr<const SubscriberList> match(const std::string& channel) const;
 
   HubOptions options_;
   std::function<std::int64_t()> clock_;
@@ -108,8 +110,7 @@ class Hub {
 
   // Match cache: subject → subscribers; cleared whenever subscriptions change.
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::shared_ptr<const std::vector<std::shared_ptr<Subscriber>>>>
-      cache_;  // GUARDED_BY(cache_mu_)
+  mutable std::unordered_map<std::string, std::shared_ptr<const SubscriberList>> cache_;  // GUARDED_BY(cache_mu_)
   mutable std::uint64_t cache_generation_ = 0;  // GUARDED_BY(cache_mu_)
 
   std::atomic<std::uint64_t> published_{0};

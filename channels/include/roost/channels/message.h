@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace roost::channels {
@@ -16,6 +17,13 @@ struct Message {
   // {"op":"message","channel":…,"data":…,"offset":…,"epoch":…} — the browser protocol's frame,
   // built once at publish.
   std::shared_ptr<const std::string> frame;
+
+  // "id: <epoch>:<offset>\ndata: <frame>\n\n" — the SSE event, built on first use and shared.
+  std::shared_ptr<const std::string> sse_frame() const;
+
+ private:
+  mutable std::once_flag sse_once_;
+  mutable std::shared_ptr<const std::string> sse_frame_;
 };
 
 using MessagePtr = std::shared_ptr<const Message>;
