@@ -77,7 +77,7 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   if (auto e = validate_pattern(pattern)) return std::unexpected(*e);
   bool wildcard = is_wildcard(pattern);
   if (since && wildcard) {
-    return std::unexpected(Error{ErrorCode::kInvalidArgument,
+    return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT,
                                  "'since' (resume) needs a concrete channel, not a pattern"});
   }
   SubscribeResult result;

@@ -14,7 +14,7 @@ bool token_char(char c) {
 
 std::optional<Error> check(std::string_view s, bool allow_wildcards) {
   auto bad = [&](std::string why) {
-    return Error{ErrorCode::kInvalidArgument,
+    return Error{ErrorCode::INVALID_ARGUMENT,
                  std::string(allow_wildcards ? "channel pattern '" : "channel '") + std::string(s) + "': " + why};
   };
   if (s.empty()) return bad("is empty");

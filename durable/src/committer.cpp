@@ -49,7 +49,7 @@ void Committer::submit(std::unique_ptr<Op> op) {
   std::unique_lock lock(mu_);
   if (stopping_) {
     lock.unlock();
-    Error err{ErrorCode::kUnavailable, "the node is shutting down"};
+    Error err{ErrorCode::UNAVAILABLE, "the node is shutting down"};
     op->complete(&err);
     return;
   }
@@ -172,10 +172,10 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
       Error err;
       if (map_full || disk_full) {
         metrics_.storage_full_errors.fetch_add(1, std::memory_order_relaxed);
-        err = Error{ErrorCode::kStorageFull, "storage is full"};
+        err = Error{ErrorCode::STORAGE_FULL, "storage is full"};
       } else {
         log->error("write transaction failed: {}", e.what());
-        err = Error{ErrorCode::kInternal, std::string("storage error: ") + e.what()};
+        err = Error{ErrorCode::INTERNAL, std::string("storage error: ") + e.what()};
       }
       for (auto& op : group) op->complete(&err);
       return;

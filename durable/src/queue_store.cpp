@@ -348,7 +348,7 @@ class QueueStore::Work {
     patch.apply_to(config);
     if (auto e = validate_config(name, config)) return std::unexpected(*e);
     if (q == nullptr) {
-      if (storage_full()) return std::unexpected(err(ErrorCode::kStorageFull, "storage is full"));
+      if (storage_full()) return std::unexpected(err(ErrorCode::STORAGE_FULL, "storage is full"));
       q = &create(name, config);
     } else {
       q->config() = config;
@@ -359,7 +359,7 @@ class QueueStore::Work {
 
   Result<bool> delete_queue(const std::string& name) {
     Queue* q = find(name);
-    if (q == nullptr) return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + name));
+    if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
     std::string prefix = keys::qid(q->rec.qid);
     for (;;) {
       std::vector<std::string> batch;
@@ -387,46 +387,46 @@ class QueueStore::Work {
                                            const std::vector<NewMessage>& messages) {
     const auto& opt = s_.options_;
     if (messages.empty()) {
-      return std::unexpected(err(ErrorCode::kInvalidArgument, "no messages to enqueue"));
+      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "no messages to enqueue"));
     }
     if (messages.size() > opt.max_batch) {
-      return std::unexpected(err(ErrorCode::kInvalidArgument,
+      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
                                  "at most " + std::to_string(opt.max_batch) + " messages a batch"));
     }
     std::uint64_t batch_bytes = 0;
     for (const auto& m : messages) {
       if (m.body.size() > opt.max_message_bytes) {
-        return std::unexpected(err(ErrorCode::kMessageTooLarge,
+        return std::unexpected(err(ErrorCode::MESSAGE_TOO_LARGE,
                                    "message body of " + std::to_string(m.body.size()) +
                                        " bytes exceeds max_message_bytes " +
                                        std::to_string(opt.max_message_bytes)));
       }
       if (m.delay_ms > kMaxDelayMs) {
-        return std::unexpected(err(ErrorCode::kInvalidArgument, "delay_ms exceeds 12 hours"));
+        return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "delay_ms exceeds 12 hours"));
       }
       if (m.key.size() > kMaxKeyBytes || m.id.size() > kMaxIdBytes) {
-        return std::unexpected(err(ErrorCode::kInvalidArgument, "key or id longer than 1024 bytes"));
+        return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "key or id longer than 1024 bytes"));
       }
       batch_bytes += m.body.size();
     }
     if (auto e = validate_name(name)) return std::unexpected(*e);
-    if (storage_full()) return std::unexpected(err(ErrorCode::kStorageFull, "storage is full"));
+    if (storage_full()) return std::unexpected(err(ErrorCode::STORAGE_FULL, "storage is full"));
     Queue* q = find(name);
     if (q == nullptr) {
       if (!opt.auto_create_queues) {
-        return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + name));
+        return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
       }
       q = &create(name, QueueConfig{});
     }
     const auto& cfg = q->config();
     auto& c = q->counters();
     if (cfg.max_messages != 0 && c.messages + messages.size() > cfg.max_messages) {
-      return std::unexpected(err(ErrorCode::kQueueFull,
+      return std::unexpected(err(ErrorCode::QUEUE_FULL,
                                  "queue " + name + " holds its max_messages " +
                                      std::to_string(cfg.max_messages)));
     }
     if (cfg.max_bytes != 0 && c.bytes + batch_bytes > cfg.max_bytes) {
-      return std::unexpected(err(ErrorCode::kQueueFull, "queue " + name + " holds its max_bytes " +
+      return std::unexpected(err(ErrorCode::QUEUE_FULL, "queue " + name + " holds its max_bytes " +
                                                             std::to_string(cfg.max_bytes)));
     }
     std::vector<std::string> ids;
@@ -470,14 +470,14 @@ class QueueStore::Work {
 
   Result<std::vector<LeasedMessage>> pull(const std::string& name, const PullOptions& opts) {
     Queue* q = find(name);
-    if (q == nullptr) return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + name));
+    if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
     if (opts.batch_size == 0 || opts.batch_size > s_.options_.max_batch) {
-      return std::unexpected(err(ErrorCode::kInvalidArgument,
+      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
                                  "batch_size must be 1.." + std::to_string(s_.options_.max_batch)));
     }
     std::uint64_t vis = opts.visibility_timeout_ms.value_or(q->config().visibility_timeout_ms);
     if (vis == 0 || vis > kMaxDelayMs) {
-      return std::unexpected(err(ErrorCode::kInvalidArgument,
+      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
                                  "visibility_timeout_ms must be 1..43200000"));
     }
     promote_due(*q, s_.options_.sweep_limit);
@@ -527,7 +527,7 @@ class QueueStore::Work {
   Result<AckResult> ack(const std::string& name, const std::vector<std::string>& acks,
                         const std::vector<RetryRequest>& retries) {
     Queue* q = find(name);
-    if (q == nullptr) return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + name));
+    if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
     AckResult r;
     for (const auto& lease : acks) {
       auto held = check_lease(*q, lease);
@@ -542,7 +542,7 @@ class QueueStore::Work {
     for (const auto& retry : retries) {
       std::uint64_t delay = retry.delay_ms.value_or(q->config().retry_delay_ms);
       if (delay > kMaxDelayMs) {
-        return std::unexpected(err(ErrorCode::kInvalidArgument, "delay_ms exceeds 12 hours"));
+        return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "delay_ms exceeds 12 hours"));
       }
     }
     for (const auto& retry : retries) {
@@ -571,14 +571,14 @@ class QueueStore::Work {
                                 std::uint64_t max) {
     if (auto e = validate_name(to)) return std::unexpected(*e);
     if (from == to) {
-      return std::unexpected(err(ErrorCode::kConflict, "cannot redrive a queue into itself"));
+      return std::unexpected(err(ErrorCode::CONFLICT, "cannot redrive a queue into itself"));
     }
     Queue* src = find(from);
-    if (src == nullptr) return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + from));
+    if (src == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + from));
     Queue* dst = find(to);
     if (dst == nullptr) {
       if (!s_.options_.auto_create_queues) {
-        return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + to));
+        return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + to));
       }
       dst = &create(to, QueueConfig{});
     }
@@ -751,7 +751,7 @@ void QueueStore::submit(Callback<T> done, F fn) {
     QueueStore* store_;
     Callback<T> done_;
     F fn_;
-    Result<T> result_ = std::unexpected(Error{ErrorCode::kInternal, "not applied"});
+    Result<T> result_ = std::unexpected(Error{ErrorCode::INTERNAL, "not applied"});
   };
   committer_.submit(std::make_unique<FnOp>(this, std::move(done), std::move(fn)));
 }
@@ -860,10 +860,10 @@ Result<QueueInfo> QueueStore::get_queue(std::string_view name) const {
   Txn txn = env_.begin_read();
   auto raw = txn.get(tables_->queues, name);
   if (!raw) {
-    return std::unexpected(err(ErrorCode::kQueueNotFound, "no queue " + std::string(name)));
+    return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + std::string(name)));
   }
   auto rec = QueueRecord::decode(*raw);
-  if (!rec) return std::unexpected(err(ErrorCode::kInternal, "corrupt queue record"));
+  if (!rec) return std::unexpected(err(ErrorCode::INTERNAL, "corrupt queue record"));
   QueueInfo info = info_from(std::string(name), *rec);
   std::string prefix = keys::qid(rec->qid);
   Cursor c(txn, tables_->state);
@@ -895,24 +895,24 @@ std::vector<QueueInfo> QueueStore::list_queues() const {
 
 std::optional<Error> QueueStore::validate_name(std::string_view name) {
   if (name.empty() || name.size() > 128) {
-    return err(ErrorCode::kInvalidName, "queue names are 1 to 128 characters");
+    return err(ErrorCode::INVALID_NAME, "queue names are 1 to 128 characters");
   }
   for (char ch : name) {
     bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
               ch == '-' || ch == '_' || ch == '.';
     if (!ok) {
-      return err(ErrorCode::kInvalidName,
+      return err(ErrorCode::INVALID_NAME,
                  "queue name '" + std::string(name) + "' may hold only A-Z a-z 0-9 - _ .");
     }
   }
   if (name.front() == '.' || name.back() == '.') {
-    return err(ErrorCode::kInvalidName, "queue names do not start or end with '.'");
+    return err(ErrorCode::INVALID_NAME, "queue names do not start or end with '.'");
   }
   return std::nullopt;
 }
 
 std::optional<Error> QueueStore::validate_config(std::string_view name, const QueueConfig& c) {
-  auto bad = [](std::string m) { return err(ErrorCode::kInvalidArgument, std::move(m)); };
+  auto bad = [](std::string m) { return err(ErrorCode::INVALID_ARGUMENT, std::move(m)); };
   if (c.visibility_timeout_ms == 0 || c.visibility_timeout_ms > kMaxDelayMs) {
     return bad("visibility_timeout_ms must be 1..43200000");
   }
@@ -922,7 +922,7 @@ std::optional<Error> QueueStore::validate_config(std::string_view name, const Qu
   if (!c.dead_letter_queue.empty()) {
     if (auto e = validate_name(c.dead_letter_queue)) return e;
     if (c.dead_letter_queue == name) {
-      return err(ErrorCode::kConflict, "a queue cannot be its own dead_letter_queue");
+      return err(ErrorCode::CONFLICT, "a queue cannot be its own dead_letter_queue");
     }
   }
   return std::nullopt;

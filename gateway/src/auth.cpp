@@ -47,7 +47,7 @@ std::optional<std::string> b64url_decode(std::string_view in) {
   return base64_decode(s);
 }
 
-Error unauthorized(std::string m) { return Error{ErrorCode::kUnauthorized, std::move(m)}; }
+Error unauthorized(std::string m) { return Error{ErrorCode::UNAUTHORIZED, std::move(m)}; }
 
 bool any_covers(const std::vector<std::string>& allowed, std::string_view requested) {
   for (const auto& a : allowed) {

@@ -65,13 +65,13 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
   }
   if (ec) {
     // The request could not be read whole: answer what went wrong, then close.
-    Error e{ErrorCode::kMalformed, "malformed HTTP request: " + ec.message()};
+    Error e{ErrorCode::MALFORMED, "malformed HTTP request: " + ec.message()};
     if (ec == http::error::body_limit) {
-      e = Error{ErrorCode::kPayloadTooLarge,
+      e = Error{ErrorCode::PAYLOAD_TOO_LARGE,
                 "request body exceeds max_request_bytes " +
                     std::to_string(state_->options.max_request_bytes)};
     } else if (ec == http::error::header_limit) {
-      e = Error{ErrorCode::kHeaderTooLarge,
+      e = Error{ErrorCode::HEADER_TOO_LARGE,
                 "request headers exceed max_header_bytes " +
                     std::to_string(state_->options.max_header_bytes)};
     }
@@ -138,12 +138,12 @@ bool HttpSession::upgrade(Request& req) {
     send(error_response(e, req.version()));
     return true;
   };
-  if (ws && path != "/v1/ws") return refuse(Error{ErrorCode::kNotFound, "WebSockets are served at /v1/ws"});
+  if (ws && path != "/v1/ws") return refuse(Error{ErrorCode::NOT_FOUND, "WebSockets are served at /v1/ws"});
   auto principal = state_->auth.authenticate(request_token(req), remote_);
   if (!principal) return refuse(principal.error());
   if (ws) {
     if (!state_->origin_allowed(req[http::field::origin], req[http::field::host])) {
-      return refuse(Error{ErrorCode::kForbidden, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});
+      return refuse(Error{ErrorCode::FORBIDDEN, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});
     }
     stream_.expires_never();
     std::make_shared<WsSession>(std::move(stream_), state_, std::move(slot_), std::move(*principal))->run(std::move(req));
@@ -153,7 +153,7 @@ bool HttpSession::upgrade(Request& req) {
   auto pattern = channel_from_path(path, "/events");
   if (!pattern) return refuse(pattern.error());
   if (!principal->may_subscribe(*pattern)) {
-    return refuse(Error{ErrorCode::kForbidden, "not allowed to subscribe to " + *pattern});
+    return refuse(Error{ErrorCode::FORBIDDEN, "not allowed to subscribe to " + *pattern});
   }
   std::optional<channels::Since> since;
   std::string last_id(req["Last-Event-ID"]);

@@ -10,14 +10,14 @@ namespace json = boost::json;
 
 namespace {
 
-Error invalid(std::string m) { return Error{ErrorCode::kInvalidArgument, std::move(m)}; }
+Error invalid(std::string m) { return Error{ErrorCode::INVALID_ARGUMENT, std::move(m)}; }
 
 // Parses a request body that must be a JSON object; an empty body is an empty object.
 Parsed<json::object> parse_object(std::string_view body) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json::object{};
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
-  if (ec) return std::unexpected(Error{ErrorCode::kMalformed, "request body is not valid JSON: " + ec.message()});
+  if (ec) return std::unexpected(Error{ErrorCode::MALFORMED, "request body is not valid JSON: " + ec.message()});
   if (!v.is_object()) return std::unexpected(invalid("request body must be a JSON object"));
   return std::move(v.as_object());
 }
@@ -81,7 +81,7 @@ Parsed<NewMessage> parse_message(const json::value& v, std::uint64_t max_message
     return std::unexpected(invalid("content_type must be json, text or bytes"));
   }
   if (m.body.size() > max_message_bytes) {
-    return std::unexpected(Error{ErrorCode::kMessageTooLarge,
+    return std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
                                  "message body of " + std::to_string(m.body.size()) +
                                      " bytes exceeds max_message_bytes " +
                                      std::to_string(max_message_bytes)});

@@ -50,7 +50,7 @@ void fail(Reply& reply, Error e, unsigned version) {
 }
 
 void method_not_allowed(Reply& reply, unsigned version, const char* allow) {
-  auto res = error_response(Error{ErrorCode::kMethodNotAllowed, std::string("allowed: ") + allow},
+  auto res = error_response(Error{ErrorCode::METHOD_NOT_ALLOWED, std::string("allowed: ") + allow},
                             version);
   res.set(http::field::allow, allow);
   respond_now(reply, std::move(res));
@@ -69,7 +69,7 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
   }
   const std::string& name = segs[2];
   if (!who.may_use_queue(name)) {
-    return fail(reply, Error{ErrorCode::kForbidden, "not allowed to use queue " + name}, v);
+    return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use queue " + name}, v);
   }
   if (segs.size() == 3) {
     switch (method) {
@@ -94,7 +94,7 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
   std::string tail = segs[3];
   for (std::size_t i = 4; i < segs.size(); ++i) tail += "/" + segs[i];
   if (tail != "messages" && tail != "messages/pull" && tail != "messages/ack" && tail != "redrive") {
-    return fail(reply, Error{ErrorCode::kNotFound, "no route " + std::string(req.target())}, v);
+    return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);
   }
   if (method != http::verb::post) return method_not_allowed(reply, v, "POST");
   if (tail == "messages") {
@@ -121,7 +121,7 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
   auto redrive = parse_redrive(req.body());
   if (!redrive) return fail(reply, redrive.error(), v);
   if (!who.may_use_queue(redrive->to)) {
-    return fail(reply, Error{ErrorCode::kForbidden, "not allowed to use queue " + redrive->to}, v);
+    return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use queue " + redrive->to}, v);
   }
   return router.redrive(name, redrive->to, redrive->max,
                         answer<std::uint64_t>(std::move(reply), v, http::status::ok, [](std::uint64_t n) {
@@ -134,20 +134,20 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
   unsigned v = req.version();
   bool publish = path.ends_with("/publish");
   bool presence = path.ends_with("/presence");
-  if (!publish && !presence) return fail(reply, Error{ErrorCode::kNotFound, "no route " + std::string(path)}, v);
+  if (!publish && !presence) return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(path)}, v);
   auto channel = channel_from_path(path, publish ? "/publish" : "/presence");
   if (!channel) return fail(reply, channel.error(), v);
   if (publish) {
     if (req.method() != http::verb::post) return method_not_allowed(reply, v, "POST");
     if (!who.may_publish(*channel)) {
-      return fail(reply, Error{ErrorCode::kForbidden, "not allowed to publish to " + *channel}, v);
+      return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to publish to " + *channel}, v);
     }
     if (req.body().size() > st.router.max_message_bytes()) {
-      return fail(reply, Error{ErrorCode::kMessageTooLarge, "message exceeds max_message_bytes"}, v);
+      return fail(reply, Error{ErrorCode::MESSAGE_TOO_LARGE, "message exceeds max_message_bytes"}, v);
     }
     boost::system::error_code ec;
     auto data = boost::json::parse(req.body(), ec);
-    if (ec) return fail(reply, Error{ErrorCode::kMalformed, "body must be a JSON value: " + ec.message()}, v);
+    if (ec) return fail(reply, Error{ErrorCode::MALFORMED, "body must be a JSON value: " + ec.message()}, v);
     auto r = st.router.publish(*channel, boost::json::serialize(data));
     if (!r) return fail(reply, r.error(), v);
     boost::json::object o{{"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}};
@@ -155,7 +155,7 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
   }
   if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
   if (!who.may_subscribe(*channel)) {
-    return fail(reply, Error{ErrorCode::kForbidden, "not allowed to see " + *channel}, v);
+    return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to see " + *channel}, v);
   }
   if (auto e = channels::validate_subject(*channel)) return fail(reply, *e, v);
   auto seen = st.router.presence(*channel);
@@ -219,11 +219,11 @@ std::string query_param(std::string_view target, std::string_view name) {
 Result<std::string> channel_from_path(std::string_view path, std::string_view suffix) {
   constexpr std::string_view kPrefix = "/v1/channels/";
   if (!path.starts_with(kPrefix) || !path.ends_with(suffix) || path.size() <= kPrefix.size() + suffix.size()) {
-    return std::unexpected(Error{ErrorCode::kNotFound, "no route " + std::string(path)});
+    return std::unexpected(Error{ErrorCode::NOT_FOUND, "no route " + std::string(path)});
   }
   auto raw = path.substr(kPrefix.size(), path.size() - kPrefix.size() - suffix.size());
   auto decoded = boost::urls::make_pct_string_view(raw);
-  if (!decoded) return std::unexpected(Error{ErrorCode::kMalformed, "bad percent-encoding in channel"});
+  if (!decoded) return std::unexpected(Error{ErrorCode::MALFORMED, "bad percent-encoding in channel"});
   return decoded->decode();
 }
 
@@ -261,7 +261,7 @@ std::string gateway_metrics(const Server::State& st) {
 void route(const Request& req, const boost::asio::ip::address& remote, Server::State& st, Reply reply) {
   unsigned v = req.version();
   auto url = boost::urls::parse_origin_form(req.target());
-  if (!url) return fail(reply, Error{ErrorCode::kMalformed, "request target is not a valid path"}, v);
+  if (!url) return fail(reply, Error{ErrorCode::MALFORMED, "request target is not a valid path"}, v);
   std::vector<std::string> segs;
   for (auto seg : url->segments()) segs.emplace_back(seg);
   if (!segs.empty() && segs.back().empty()) segs.pop_back();  // tolerate a trailing slash
@@ -295,7 +295,7 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
   } else if (req.method() == http::verb::get) {
     if (auto file = static_file(st, url->path(), v)) return respond_now(reply, std::move(*file));
   }
-  fail(reply, Error{ErrorCode::kNotFound, "no route " + std::string(req.target())}, v);
+  fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);
 }
 
 }  // namespace roost::gateway

@@ -91,7 +91,7 @@ void WsSession::on_read(beast::error_code ec, std::size_t) {
     return;
   }
   if (!ws_.got_text()) {
-    send_control(error_frame(nullptr, Error{ErrorCode::kInvalidArgument, "frames must be JSON text"}));
+    send_control(error_frame(nullptr, Error{ErrorCode::INVALID_ARGUMENT, "frames must be JSON text"}));
   } else {
     std::string text = beast::buffers_to_string(buffer_.data());
     handle(text);
@@ -104,7 +104,7 @@ void WsSession::handle(std::string_view text) {
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);
   if (ec || !v.is_object()) {
-    send_control(error_frame(nullptr, Error{ec ? ErrorCode::kMalformed : ErrorCode::kInvalidArgument,
+    send_control(error_frame(nullptr, Error{ec ? ErrorCode::MALFORMED : ErrorCode::INVALID_ARGUMENT,
                                             ec ? "frame is not valid JSON" : "frame must be a JSON object"}));
     return;
   }
@@ -112,22 +112,22 @@ void WsSession::handle(std::string_view text) {
   json::value id = o.contains("id") ? o.at("id") : json::value(nullptr);
   auto fail = [&](ErrorCode code, std::string message) { send_control(error_frame(id, Error{code, std::move(message)})); };
   auto op_it = o.find("op");
-  if (op_it == o.end() || !op_it->value().is_string()) return fail(ErrorCode::kInvalidArgument, "op is required");
+  if (op_it == o.end() || !op_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "op is required");
   std::string op(op_it->value().as_string());
   if (op == "ping") {
     send_control(json::serialize(json::object{{"op", "pong"}, {"id", id}}));
     return;
   }
   auto ch_it = o.find("channel");
-  if (ch_it == o.end() || !ch_it->value().is_string()) return fail(ErrorCode::kInvalidArgument, "channel is required");
+  if (ch_it == o.end() || !ch_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "channel is required");
   std::string channel(ch_it->value().as_string());
 
   if (op == "subscribe") {
-    if (!principal_.may_subscribe(channel)) return fail(ErrorCode::kForbidden, "not allowed to subscribe to " + channel);
+    if (!principal_.may_subscribe(channel)) return fail(ErrorCode::FORBIDDEN, "not allowed to subscribe to " + channel);
     std::optional<channels::Since> since;
     if (auto rc = o.find("recent"); rc != o.end() && !rc->value().is_null()) {
       if (!rc->value().is_number() || rc->value().to_number<double>() < 0) {
-        return fail(ErrorCode::kInvalidArgument, "recent must be a non-negative number");
+        return fail(ErrorCode::INVALID_ARGUMENT, "recent must be a non-negative number");
       }
       since = channels::Since{"", 0, static_cast<std::size_t>(rc->value().to_number<double>())};
       if (since->recent == 0) since.reset();
@@ -135,11 +135,11 @@ void WsSession::handle(std::string_view text) {
       const auto* so = s->value().if_object();
       if (so == nullptr || !so->contains("epoch") || !so->at("epoch").is_string() || !so->contains("offset") ||
           !so->at("offset").is_number()) {
-        return fail(ErrorCode::kInvalidArgument, "since must be {\"epoch\":string,\"offset\":number}");
+        return fail(ErrorCode::INVALID_ARGUMENT, "since must be {\"epoch\":string,\"offset\":number}");
       }
       since = channels::Since{std::string(so->at("epoch").as_string()), so->at("offset").to_number<std::uint64_t>()};
     }
-    if (subscriptions_.contains(channel)) return fail(ErrorCode::kConflict, "already subscribed to " + channel);
+    if (subscriptions_.contains(channel)) return fail(ErrorCode::CONFLICT, "already subscribed to " + channel);
     auto r = state_->router.subscribe(channel, tap_, since);
     if (!r) return fail(r.error().code, r.error().message);
     subscriptions_[channel] = r->id;
@@ -158,23 +158,23 @@ void WsSession::handle(std::string_view text) {
   }
   if (op == "unsubscribe") {
     auto it = subscriptions_.find(channel);
-    if (it == subscriptions_.end()) return fail(ErrorCode::kNotFound, "not subscribed to " + channel);
+    if (it == subscriptions_.end()) return fail(ErrorCode::NOT_FOUND, "not subscribed to " + channel);
     state_->router.unsubscribe(it->second);
     subscriptions_.erase(it);
     send_control(json::serialize(json::object{{"op", "ok"}, {"id", id}}));
     return;
   }
   if (op == "publish") {
-    if (!principal_.may_publish(channel)) return fail(ErrorCode::kForbidden, "not allowed to publish to " + channel);
+    if (!principal_.may_publish(channel)) return fail(ErrorCode::FORBIDDEN, "not allowed to publish to " + channel);
     auto d = o.find("data");
-    if (d == o.end()) return fail(ErrorCode::kInvalidArgument, "data is required");
+    if (d == o.end()) return fail(ErrorCode::INVALID_ARGUMENT, "data is required");
     auto r = state_->router.publish(channel, json::serialize(d->value()));
     if (!r) return fail(r.error().code, r.error().message);
     send_control(json::serialize(json::object{
         {"op", "ok"}, {"id", id}, {"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}}));
     return;
   }
-  fail(ErrorCode::kInvalidArgument, "unknown op " + op);
+  fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + op);
 }
 
 void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {

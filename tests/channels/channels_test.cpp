@@ -48,7 +48,7 @@ TEST_CASE("subject grammar", "[channels]") {
   CHECK_FALSE(validate_pattern("*.room.*"));
   CHECK(validate_pattern("chat.>.x")->message.find("last token") != std::string::npos);
   CHECK(validate_pattern("chat.ro*")->message.find("stand alone") != std::string::npos);
-  CHECK(validate_pattern("chat.")->code == roost::ErrorCode::kInvalidArgument);
+  CHECK(validate_pattern("chat.")->code == roost::ErrorCode::INVALID_ARGUMENT);
 
   CHECK(pattern_matches("chat.*", "chat.room1"));
   CHECK_FALSE(pattern_matches("chat.*", "chat.room1.x"));
@@ -113,8 +113,8 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
   hub.unsubscribe(wid->id);
   CHECK(hub.publish("chat.room1", "2")->subscribers == 1);  // the match cache saw the change
   CHECK(hub.publish("chat.room1", "3")->offset == 3);
-  CHECK(hub.publish("chat.*", "1").error().code == roost::ErrorCode::kInvalidArgument);
-  CHECK(hub.subscribe("bad..x", exact).error().code == roost::ErrorCode::kInvalidArgument);
+  CHECK(hub.publish("chat.*", "1").error().code == roost::ErrorCode::INVALID_ARGUMENT);
+  CHECK(hub.subscribe("bad..x", exact).error().code == roost::ErrorCode::INVALID_ARGUMENT);
 }
 
 TEST_CASE("history: resume fills the gap, or says reset when it cannot", "[channels]") {
@@ -155,7 +155,7 @@ TEST_CASE("history: resume fills the gap, or says reset when it cannot", "[chann
   auto late = hub.subscribe("chat.r", std::make_shared<Recorder>(), Since{epoch, 5});
   CHECK(late->reset);
   CHECK(hub.subscribe("chat.*", std::make_shared<Recorder>(), Since{epoch, 1}).error().code ==
-        roost::ErrorCode::kInvalidArgument);
+        roost::ErrorCode::INVALID_ARGUMENT);
   // A fresh client asks for the latest messages instead.
   auto fresh = std::make_shared<Recorder>();
   fake_now -= 20'000;

@@ -309,8 +309,8 @@ TEST_CASE("redrive moves dead letters back", "[durable]") {
   CHECK(back->front().body == "m0");
   CHECK(back->front().attempts == 1);  // attempts start again
   CHECK(*f.redrive("dlq", "work") == 2);
-  CHECK(f.redrive("dlq", "dlq").error().code == ErrorCode::kConflict);
-  CHECK(f.redrive("nope", "work").error().code == ErrorCode::kQueueNotFound);
+  CHECK(f.redrive("dlq", "dlq").error().code == ErrorCode::CONFLICT);
+  CHECK(f.redrive("nope", "work").error().code == ErrorCode::QUEUE_NOT_FOUND);
 }
 
 TEST_CASE("after a restart every unacked message is visible again", "[durable]") {
@@ -345,13 +345,13 @@ TEST_CASE("queue limits answer queue_full", "[durable]") {
   REQUIRE(f.enqueue1("q", "b"));
   auto full = f.enqueue1("q", "c");
   REQUIRE_FALSE(full);
-  CHECK(full.error().code == ErrorCode::kQueueFull);
+  CHECK(full.error().code == ErrorCode::QUEUE_FULL);
   // A batch that does not fit is refused whole.
   QueueConfigPatch bytes;
   bytes.max_bytes = 10;
   f.put("b", bytes);
   auto r = f.enqueue("b", {NewMessage{"123456"}, NewMessage{"123456"}});
-  CHECK(r.error().code == ErrorCode::kQueueFull);
+  CHECK(r.error().code == ErrorCode::QUEUE_FULL);
   CHECK(f.stats("b").messages == 0);
   REQUIRE(f.enqueue1("b", "1234567890"));
 }
@@ -361,22 +361,22 @@ TEST_CASE("bad input gets stable error codes", "[durable]") {
   opts.auto_create_queues = false;
   opts.max_message_bytes = 16;
   StoreFixture f({}, opts);
-  CHECK(f.enqueue1("missing", "x").error().code == ErrorCode::kQueueNotFound);
-  CHECK(f.pull("missing").error().code == ErrorCode::kQueueNotFound);
-  CHECK(f.ack("missing", {"x"}).error().code == ErrorCode::kQueueNotFound);
-  CHECK(f.put("bad name!").error().code == ErrorCode::kInvalidName);
-  CHECK(f.put("").error().code == ErrorCode::kInvalidName);
+  CHECK(f.enqueue1("missing", "x").error().code == ErrorCode::QUEUE_NOT_FOUND);
+  CHECK(f.pull("missing").error().code == ErrorCode::QUEUE_NOT_FOUND);
+  CHECK(f.ack("missing", {"x"}).error().code == ErrorCode::QUEUE_NOT_FOUND);
+  CHECK(f.put("bad name!").error().code == ErrorCode::INVALID_NAME);
+  CHECK(f.put("").error().code == ErrorCode::INVALID_NAME);
   REQUIRE(f.put("q"));
-  CHECK(f.enqueue1("q", std::string(17, 'x')).error().code == ErrorCode::kMessageTooLarge);
-  CHECK(f.enqueue("q", {}).error().code == ErrorCode::kInvalidArgument);
-  CHECK(f.pull("q", 0).error().code == ErrorCode::kInvalidArgument);
-  CHECK(f.pull("q", 1001).error().code == ErrorCode::kInvalidArgument);
+  CHECK(f.enqueue1("q", std::string(17, 'x')).error().code == ErrorCode::MESSAGE_TOO_LARGE);
+  CHECK(f.enqueue("q", {}).error().code == ErrorCode::INVALID_ARGUMENT);
+  CHECK(f.pull("q", 0).error().code == ErrorCode::INVALID_ARGUMENT);
+  CHECK(f.pull("q", 1001).error().code == ErrorCode::INVALID_ARGUMENT);
   QueueConfigPatch self;
   self.dead_letter_queue = "q";
-  CHECK(f.put("q", self).error().code == ErrorCode::kConflict);
+  CHECK(f.put("q", self).error().code == ErrorCode::CONFLICT);
   QueueConfigPatch zero;
   zero.visibility_timeout_ms = 0;
-  CHECK(f.put("q", zero).error().code == ErrorCode::kInvalidArgument);
+  CHECK(f.put("q", zero).error().code == ErrorCode::INVALID_ARGUMENT);
   // Garbage lease ids are "unknown", not errors.
   auto r = f.ack("q", {"not-a-lease", ""});
   CHECK(r->unknown.size() == 2);
@@ -403,8 +403,8 @@ TEST_CASE("delete removes a queue and all its messages", "[durable]") {
   for (int i = 0; i < 100; ++i) f.enqueue1("q", "x", i % 3 ? "k" : "", "id" + std::to_string(i));
   auto leased = f.pull("q", 5);
   REQUIRE(f.del("q"));
-  CHECK(f.store().get_queue("q").error().code == ErrorCode::kQueueNotFound);
-  CHECK(f.del("q").error().code == ErrorCode::kQueueNotFound);
+  CHECK(f.store().get_queue("q").error().code == ErrorCode::QUEUE_NOT_FOUND);
+  CHECK(f.del("q").error().code == ErrorCode::QUEUE_NOT_FOUND);
   // Recreated under the same name it starts empty; old leases and dedup ids are gone.
   f.enqueue1("q", "fresh", {}, "id1");
   auto s = f.stats("q");
@@ -469,7 +469,7 @@ TEST_CASE("a full map answers storage_full and still lets acks free space", "[du
     }
     ++stored;
   }
-  CHECK(last.code == ErrorCode::kStorageFull);
+  CHECK(last.code == ErrorCode::STORAGE_FULL);
   CHECK(stored > 10);
   CHECK(f.stats("q").messages == static_cast<std::uint64_t>(stored));
   // Acks still work when full, and free room for new messages.
@@ -490,7 +490,7 @@ TEST_CASE("writes after the committer stopped answer unavailable", "[durable]") 
   f.committer().stop();
   auto r = f.enqueue1("q", "y");
   REQUIRE_FALSE(r);
-  CHECK(r.error().code == ErrorCode::kUnavailable);
+  CHECK(r.error().code == ErrorCode::UNAVAILABLE);
   CHECK(f.stats("q").messages == 1);  // reads still work
 }
 

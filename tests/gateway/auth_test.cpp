@@ -32,7 +32,7 @@ TEST_CASE("without a secret only loopback clients are let in, with every right",
   CHECK(auth.authenticate("", make_address("::1")));
   auto remote = auth.authenticate("", make_address("192.0.2.10"));
   REQUIRE_FALSE(remote);
-  CHECK(remote.error().code == ErrorCode::kUnauthorized);
+  CHECK(remote.error().code == ErrorCode::UNAUTHORIZED);
 }
 
 TEST_CASE("HS256 tokens: signature, algorithm, expiry, grants", "[gateway][auth]") {
@@ -47,7 +47,7 @@ TEST_CASE("HS256 tokens: signature, algorithm, expiry, grants", "[gateway][auth]
   CHECK(p->may_subscribe("a.*"));
   CHECK(p->may_use_queue("q"));
   CHECK_FALSE(p->may_use_queue("r"));
-  CHECK(auth.authenticate(sign_jwt("s3cret", R"({"exp":999})"), remote).error().code == ErrorCode::kUnauthorized);
+  CHECK(auth.authenticate(sign_jwt("s3cret", R"({"exp":999})"), remote).error().code == ErrorCode::UNAUTHORIZED);
   CHECK_FALSE(auth.authenticate(sign_jwt("other", R"({})"), remote));
   CHECK_FALSE(auth.authenticate("", remote));
   CHECK_FALSE(auth.authenticate("a.b", remote));

@@ -37,9 +37,9 @@ TEST_CASE("enqueue bodies: single, batch, content types", "[gateway]") {
   auto batch = parse_enqueue(R"({"messages":[{"body":1},{"body":null}]})", 1024);
   REQUIRE(batch->size() == 2);
   CHECK((*batch)[1].body == "null");
-  CHECK(parse_enqueue("[", 1024).error().code == ErrorCode::kMalformed);
+  CHECK(parse_enqueue("[", 1024).error().code == ErrorCode::MALFORMED);
   CHECK(parse_enqueue(R"({"body":"xxxx","content_type":"text"})", 3).error().code ==
-        ErrorCode::kMessageTooLarge);
+        ErrorCode::MESSAGE_TOO_LARGE);
 }
 
 TEST_CASE("queue config: null clears, absence keeps", "[gateway]") {
@@ -51,7 +51,7 @@ TEST_CASE("queue config: null clears, absence keeps", "[gateway]") {
   auto empty = parse_queue_config("");
   REQUIRE(empty);
   CHECK_FALSE(empty->dead_letter_queue);
-  CHECK(parse_queue_config(R"({"max_retries":"3"})").error().code == ErrorCode::kInvalidArgument);
+  CHECK(parse_queue_config(R"({"max_retries":"3"})").error().code == ErrorCode::INVALID_ARGUMENT);
 }
 
 TEST_CASE("pull responses keep stored JSON bodies verbatim", "[gateway]") {
@@ -62,6 +62,6 @@ TEST_CASE("pull responses keep stored JSON bodies verbatim", "[gateway]") {
   CHECK(out.find(R"("key":"k\"q")") != std::string::npos);
   CHECK(out.find(R"("body":"AAE=")") != std::string::npos);
   CHECK(out.find(R"("key":null)") != std::string::npos);
-  CHECK(encode_error({ErrorCode::kQueueFull, "full"}) ==
+  CHECK(encode_error({ErrorCode::QUEUE_FULL, "full"}) ==
         R"({"error":{"code":"queue_full","message":"full"}})");
 }

@@ -1,0 +1,319 @@
+# Roost's native wire contract (SDK ↔ node, and later node ↔ node).
+#
+# A message on the wire is a ZeroMQ multipart message: frame 0 is one `Envelope` (Cap'n Proto,
+# unpacked, single segment or more), frames 1..n carry payload bytes — message bodies travel in
+# their own frames, never inside the envelope. Which payload frames follow, and how many, is said by
+# the envelope variant (see each struct). docs/protocol.md is the long form.
+#
+# Compatibility: names and numbers of fields, variants and enumerants never change once released;
+# new ones are appended. `protocolVersion` rises only for an incompatible change.
+
+@0xe255d0f99abd4376;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("roost::proto");
+
+const protocolVersion :UInt16 = 1;
+
+# The stable error codes. The single source: the C++ `roost::ErrorCode` is this enum, and the HTTP
+# API sends the same codes as snake_case names (`queueNotFound` → "queue_not_found").
+enum ErrorCode {
+  ok @0;
+  malformed @1;          # a request body or frame could not be parsed
+  invalidArgument @2;    # parsed, but a field has a wrong type or value
+  invalidName @3;        # a queue, channel or object name breaks the naming rules
+  notFound @4;           # no such route, resource or stream
+  queueNotFound @5;      # the named queue does not exist
+  methodNotAllowed @6;   # (HTTP) the route exists, the method does not
+  conflict @7;           # the request contradicts the current state
+  messageTooLarge @8;    # one message body is larger than max_message_bytes
+  payloadTooLarge @9;    # the whole request is larger than allowed
+  queueFull @10;         # the queue's max_messages / max_bytes is reached
+  storageFull @11;       # the node's storage (map cap or disk) is full
+  unavailable @12;       # shutting down, connection lost, or the owner is unavailable
+  internal @13;          # a bug or an unexpected I/O error; details are in the node's log
+  headerTooLarge @14;    # (HTTP) request headers exceed the limit
+  timeout @15;           # the request did not complete in time
+  unauthorized @16;      # missing or invalid credentials
+  forbidden @17;         # the credentials do not allow this
+  tooManyRequests @18;   # a connection, window or rate limit
+  helloRequired @19;     # (native) the node does not know this connection: send hello first
+}
+
+enum ContentType {
+  json @0;   # UTF-8 JSON text
+  text @1;   # UTF-8 text
+  bytes @2;  # anything
+}
+
+# An optional number: a null pointer means "not given".
+struct Number {
+  value @0 :UInt64;
+}
+
+struct Envelope {
+  # Chosen by the client for each request, echoed by the answer. Events of a stream (channel
+  # messages, push deliveries) carry the id of the request that opened the stream. 0 on a request
+  # means "no answer wanted" (fire-and-forget publish); errors of such a request are not reported.
+  id @0 :UInt64;
+
+  union {
+    # ---- client → node ---------------------------------------------------------------------
+    hello @1 :Hello;              # → helloOk | error
+    heartbeat @2 :Heartbeat;      # → heartbeat (the node's, with its instance id)
+    enqueue @3 :Enqueue;          # payload frames: one per message → enqueued | error
+    pull @4 :Pull;                # → messages (payload frames) | error
+    ack @5 :Ack;                  # → acked | error
+    extend @6 :Extend;            # → extended | error
+    consume @7 :Consume;          # → ok, then `delivery` events | error
+    credit @8 :Credit;            # → nothing; adds to a push consumer's window
+    cancel @9 :Cancel;            # → ok | error; ends a consume or subscribe stream
+    publish @10 :Publish;         # payload frame: the data → published | error (unless id = 0)
+    subscribe @11 :Subscribe;     # → subscribed, then `message` / `lagged` events | error
+    putQueue @12 :PutQueue;       # → queue | error
+    deleteQueue @13 :QueueName;   # → ok | error
+    getQueue @14 :QueueName;      # → queue | error
+    listQueues @15 :Void;         # → queues
+    redrive @16 :Redrive;         # → count | error
+    objectSend @17 :ObjectSend;   # reserved for object mailboxes
+    objectCall @18 :ObjectCall;   # reserved for object mailboxes
+
+    # ---- node → client ---------------------------------------------------------------------
+    error @19 :Error;
+    ok @20 :Void;
+    helloOk @21 :HelloOk;
+    enqueued @22 :Enqueued;
+    messages @23 :QueueMessages;  # answer to pull; payload frames: one body per message
+    acked @24 :Acked;
+    extended @25 :Extended;
+    delivery @26 :QueueMessages;  # push-consumer event; payload frames: one body per message
+    published @27 :Published;
+    subscribed @28 :Subscribed;
+    message @29 :ChannelMessages; # subscription event; payload frames: one per message
+    lagged @30 :Lagged;           # subscription event: messages dropped for a slow client
+    reset @31 :Subscribed;        # subscription event: the requested resume point was lost
+    queue @32 :QueueInfo;
+    queues @33 :List(QueueInfo);
+    count @34 :UInt64;
+    objectReply @35 :ObjectReply; # reserved for object mailboxes
+  }
+}
+
+struct Hello {
+  protocolVersion @0 :UInt16;
+  token @1 :Text;           # the same HS256 JWT the gateway takes; empty = none
+  client @2 :Text;          # free-form client name and version, for logs
+  heartbeatMs @3 :UInt32;   # how often the client will send heartbeats; 0 = the node's default
+}
+
+struct HelloOk {
+  protocolVersion @0 :UInt16;
+  node @1 :Text;              # "roost/0.1.0"
+  instance @2 :UInt64;        # changes on every node start: a client that sees it change re-hellos
+  heartbeatMs @3 :UInt32;     # the interval the node expects; silent for 3× that = gone
+  maxMessageBytes @4 :UInt64;
+}
+
+struct Heartbeat {
+  instance @0 :UInt64;        # node → client: the node's instance; client → node: 0
+}
+
+struct Error {
+  code @0 :ErrorCode;
+  message @1 :Text;
+}
+
+struct NewMessage {
+  contentType @0 :ContentType;
+  delayMs @1 :UInt64;
+  id @2 :Text;              # producer id for deduplication; empty = none
+  key @3 :Text;             # ordering key; empty = none
+}
+
+struct Enqueue {
+  queue @0 :Text;
+  messages @1 :List(NewMessage);   # as many payload frames follow, in order
+}
+
+struct Enqueued {
+  ids @0 :List(Text);              # message ids in order (for a duplicate, the first one's id)
+}
+
+struct Pull {
+  queue @0 :Text;
+  batchSize @1 :UInt32;            # 0 = 10
+  visibilityTimeoutMs @2 :UInt64;  # 0 = the queue's
+  waitMs @3 :UInt64;               # long poll: answer when a message arrives or this is over
+}
+
+struct LeasedMessage {
+  id @0 :Text;
+  leaseId @1 :Text;
+  contentType @2 :ContentType;
+  attempts @3 :UInt32;
+  timestampMs @4 :Int64;
+  key @5 :Text;
+}
+
+struct QueueMessages {
+  queue @0 :Text;
+  messages @1 :List(LeasedMessage);  # as many payload frames follow, in order
+}
+
+struct Retry {
+  leaseId @0 :Text;
+  delayMs @1 :Number;              # null = the queue's retry_delay_ms
+}
+
+struct Ack {
+  queue @0 :Text;
+  acks @1 :List(Text);
+  retries @2 :List(Retry);
+}
+
+struct Acked {
+  acked @0 :UInt32;
+  retried @1 :UInt32;
+  unknown @2 :List(Text);          # lease ids that no longer hold
+}
+
+struct Extend {
+  queue @0 :Text;
+  leaseIds @1 :List(Text);
+  visibilityTimeoutMs @2 :UInt64;  # the new lease length from now; 0 = the queue's
+}
+
+struct Extended {
+  extended @0 :UInt32;
+  unknown @1 :List(Text);
+}
+
+struct Consume {
+  queue @0 :Text;
+  maxInFlight @1 :UInt32;          # the window: leased and not yet acked/retried; 0 = 100
+  visibilityTimeoutMs @2 :UInt64;  # 0 = the queue's
+}
+
+struct Credit {
+  stream @0 :UInt64;               # the consume request's id
+  messages @1 :UInt32;             # widens the window by this many
+}
+
+struct Cancel {
+  stream @0 :UInt64;               # the consume or subscribe request's id
+}
+
+struct Publish {
+  channel @0 :Text;
+  contentType @1 :ContentType;     # json is validated; text and bytes reach browsers as strings
+}
+
+struct Published {
+  offset @0 :UInt64;
+  epoch @1 :Text;
+  subscribers @2 :UInt64;
+}
+
+struct Subscribe {
+  pattern @0 :Text;                # `*` one token, `>` the rest
+  union {
+    live @1 :Void;                 # only new messages
+    since @2 :Position;            # resume after this position (concrete channels only)
+    recent @3 :UInt32;             # replay up to this many kept messages first
+  }
+}
+
+struct Position {
+  epoch @0 :Text;
+  offset @1 :UInt64;
+}
+
+struct Subscribed {
+  epoch @0 :Text;
+  offset @1 :UInt64;               # the channel's latest offset at subscription
+  recovered @2 :UInt64;
+  reset @3 :Bool;
+}
+
+struct ChannelMessage {
+  channel @0 :Text;
+  offset @1 :UInt64;
+  epoch @2 :Text;
+  contentType @3 :ContentType;
+  timestampMs @4 :Int64;
+}
+
+struct ChannelMessages {
+  messages @0 :List(ChannelMessage);  # as many payload frames follow, in order
+}
+
+struct Lagged {
+  dropped @0 :UInt64;
+}
+
+struct QueueConfig {
+  visibilityTimeoutMs @0 :Number;
+  maxRetries @1 :Number;
+  retryDelayMs @2 :Number;
+  deadLetterQueue @3 :Text;        # null = unchanged; "" = none
+  maxMessages @4 :Number;
+  maxBytes @5 :Number;
+  messageTtlMs @6 :Number;
+  dedupWindowMs @7 :Number;
+}
+
+struct PutQueue {
+  name @0 :Text;
+  config @1 :QueueConfig;          # fields left null keep their value (or default)
+}
+
+struct QueueName {
+  name @0 :Text;
+}
+
+struct Redrive {
+  from @0 :Text;
+  to @1 :Text;
+  max @2 :UInt64;                  # 0 = all
+}
+
+struct QueueStats {
+  ready @0 :UInt64;
+  delayed @1 :UInt64;
+  inFlight @2 :UInt64;
+  blocked @3 :UInt64;
+  messages @4 :UInt64;
+  bytes @5 :UInt64;
+  oldestAgeMs @6 :Int64;
+  enqueued @7 :UInt64;
+  deduplicated @8 :UInt64;
+  acked @9 :UInt64;
+  retried @10 :UInt64;
+  deadLettered @11 :UInt64;
+  dropped @12 :UInt64;
+  expired @13 :UInt64;
+  redriven @14 :UInt64;
+}
+
+struct QueueInfo {
+  name @0 :Text;
+  config @1 :QueueConfig;          # every field set
+  stats @2 :QueueStats;
+  createdAtMs @3 :Int64;
+}
+
+# Reserved for the object-mailbox work; a node answers them with `unavailable` until then.
+struct ObjectSend {
+  class @0 :Text;
+  name @1 :Text;                   # payload frame: the message
+}
+
+struct ObjectCall {
+  class @0 :Text;
+  name @1 :Text;
+  timeoutMs @2 :UInt64;            # payload frame: the request
+}
+
+struct ObjectReply {
+  contentType @0 :ContentType;     # payload frame: the reply
+}
