@@ -73,6 +73,11 @@ void LocalRouter::ack(std::string name, std::vector<std::string> acks,
                       std::vector<RetryRequest> retries, Callback<AckResult> done) {
   queues_.ack(std::move(name), std::move(acks), std::move(retries), std::move(done));
 }
+void LocalRouter::extend(std::string name, std::vector<std::string> leases,
+                         std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) {
+  queues_.extend(std::move(name), std::move(leases), visibility_timeout_ms, std::move(done));
+}
+
 void LocalRouter::redrive(std::string from, std::string to, std::uint64_t max,
                           Callback<std::uint64_t> done) {
   queues_.redrive(std::move(from), std::move(to), max, std::move(done));

@@ -567,6 +567,32 @@ class QueueStore::Work {
     return r;
   }
 
+  Result<ExtendResult> extend(const std::string& name, const std::vector<std::string>& leases,
+                              std::uint64_t vis_ms) {
+    Queue* q = find(name);
+    if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
+    std::uint64_t vis = vis_ms != 0 ? vis_ms : q->config().visibility_timeout_ms;
+    if (vis > kMaxDelayMs) {
+      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
+                                 "visibility_timeout_ms must be 1..43200000"));
+    }
+    ExtendResult r;
+    for (const auto& lease : leases) {
+      auto held = check_lease(*q, lease);
+      if (!held) {
+        r.unknown.push_back(lease);
+        continue;
+      }
+      auto [seq, st] = *held;
+      txn_.del(t_.due, keys::due(q->rec.qid, st.visible_at, seq));
+      st.visible_at = now_ + static_cast<std::int64_t>(vis);
+      txn_.put(t_.due, keys::due(q->rec.qid, st.visible_at, seq), {});
+      put_state(*q, seq, st);
+      r.extended += 1;
+    }
+    return r;
+  }
+
   Result<std::uint64_t> redrive(const std::string& from, const std::string& to,
                                 std::uint64_t max) {
     if (auto e = validate_name(to)) return std::unexpected(*e);
@@ -786,6 +812,14 @@ void QueueStore::ack(std::string name, std::vector<std::string> acks,
   submit<AckResult>(std::move(done), [name = std::move(name), acks = std::move(acks),
                                       retries = std::move(retries)](Work& w) {
     return w.ack(name, acks, retries);
+  });
+}
+
+void QueueStore::extend(std::string name, std::vector<std::string> leases,
+                        std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) {
+  submit<ExtendResult>(std::move(done), [name = std::move(name), leases = std::move(leases),
+                                         visibility_timeout_ms](Work& w) {
+    return w.extend(name, leases, visibility_timeout_ms);
   });
 }
 

@@ -2,7 +2,7 @@
 
 #include <boost/json.hpp>
 
-#include "base64.h"
+#include <roost/wire/base64.h>
 
 namespace roost::gateway {
 

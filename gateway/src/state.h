@@ -16,10 +16,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "auth.h"
+#include <roost/broker/auth.h>
 #include "delivery_batcher.h"
 
 namespace roost::gateway {
+
+using broker::Authenticator;
+using broker::Principal;
 
 // Anything the server must be able to close at shutdown.
 class Closable {

@@ -24,11 +24,14 @@
 #include <string>
 #include <unordered_map>
 
-#include "auth.h"
+#include <roost/broker/auth.h>
 #include "session_tap.h"
 #include "state.h"
 
 namespace roost::gateway {
+
+using broker::Authenticator;
+using broker::Principal;
 
 class WsSession : public Closable, public std::enable_shared_from_this<WsSession> {
  public:

@@ -1,9 +1,11 @@
 #include <catch2/catch.hpp>
 
-#include "base64.h"
+#include <roost/wire/base64.h>
 #include "json_codec.h"
 
 using namespace roost::gateway;
+using roost::base64_decode;
+using roost::base64_encode;
 using roost::ErrorCode;
 
 TEST_CASE("base64 round trip and rejection", "[gateway]") {

@@ -41,6 +41,8 @@ class LocalRouter final : public Router {
             Callback<std::vector<LeasedMessage>> done) override;
   void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
            Callback<AckResult> done) override;
+  void extend(std::string name, std::vector<std::string> leases,
+              std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) override;
   void redrive(std::string from, std::string to, std::uint64_t max,
                Callback<std::uint64_t> done) override;
   Result<channels::SubscribeResult> subscribe(const std::string& pattern,

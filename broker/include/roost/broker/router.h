@@ -37,6 +37,8 @@ class Router {
                     Callback<std::vector<LeasedMessage>> done) = 0;
   virtual void ack(std::string name, std::vector<std::string> acks,
                    std::vector<RetryRequest> retries, Callback<AckResult> done) = 0;
+  virtual void extend(std::string name, std::vector<std::string> leases,
+                      std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) = 0;
   virtual void redrive(std::string from, std::string to, std::uint64_t max,
                        Callback<std::uint64_t> done) = 0;
 

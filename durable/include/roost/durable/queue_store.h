@@ -67,6 +67,10 @@ class QueueStore final : public Participant {
   void pull(std::string name, PullOptions options, Callback<std::vector<LeasedMessage>> done);
   void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
            Callback<AckResult> done);
+  // Renews leases: each still-held lease now runs `visibility_timeout_ms` (0 = the queue's) from
+  // now. Attempts are unchanged.
+  void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
+              Callback<ExtendResult> done);
   // Moves up to `max` (0 = all) waiting (not leased) messages of `from` to `to`, attempts reset.
   // Moved messages keep their id and so their place by age: they come before newer messages.
   void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done);

@@ -105,4 +105,9 @@ struct AckResult {
   std::vector<std::string> unknown;  // lease ids that no longer hold
 };
 
+struct ExtendResult {
+  std::uint32_t extended = 0;
+  std::vector<std::string> unknown;  // lease ids that no longer hold
+};
+
 }  // namespace roost

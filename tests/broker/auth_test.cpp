@@ -2,9 +2,9 @@
 
 #include <boost/asio/ip/address.hpp>
 
-#include "auth.h"
+#include <roost/broker/auth.h>
 
-using namespace roost::gateway;
+using namespace roost::broker;
 using boost::asio::ip::make_address;
 using roost::ErrorCode;
 

@@ -1,9 +1,9 @@
-#include "base64.h"
+#include <roost/wire/base64.h>
 
 #include <array>
 #include <cstdint>
 
-namespace roost::gateway {
+namespace roost {
 
 namespace {
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -69,4 +69,4 @@ std::optional<std::string> base64_decode(std::string_view in) {
   return out;
 }
 
-}  // namespace roost::gateway
+}  // namespace roost

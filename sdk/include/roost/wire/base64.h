@@ -5,10 +5,10 @@
 #include <string>
 #include <string_view>
 
-namespace roost::gateway {
+namespace roost {
 
 std::string base64_encode(std::string_view in);
 // nullopt on a character outside the alphabet or bad padding.
 std::optional<std::string> base64_decode(std::string_view in);
 
-}  // namespace roost::gateway
+}  // namespace roost

@@ -1,4 +1,4 @@
-#include "auth.h"
+#include <roost/broker/auth.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -10,9 +10,9 @@
 
 #include <roost/channels/subject.h>
 
-#include "base64.h"
+#include <roost/wire/base64.h>
 
-namespace roost::gateway {
+namespace roost::broker {
 
 namespace json = boost::json;
 
@@ -160,4 +160,4 @@ std::string sign_jwt(std::string_view secret, std::string_view payload_json) {
   return signing + "." + b64url_encode(hmac_sha256(secret, signing));
 }
 
-}  // namespace roost::gateway
+}  // namespace roost::broker

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-namespace roost::gateway {
+namespace roost::broker {
 
 struct Principal {
   bool unrestricted = false;
@@ -49,4 +49,4 @@ class Authenticator {
 // Signs `payload_json` as an HS256 JWT (tests, tools).
 std::string sign_jwt(std::string_view secret, std::string_view payload_json);
 
-}  // namespace roost::gateway
+}  // namespace roost::broker
