@@ -89,8 +89,9 @@ Result<channels::SubscribeResult> LocalRouter::subscribe(
   return hub_.subscribe(pattern, std::move(subscriber), since);
 }
 void LocalRouter::unsubscribe(std::uint64_t subscription) { hub_.unsubscribe(subscription); }
-Result<channels::PublishResult> LocalRouter::publish(const std::string& channel, std::string data) {
-  return hub_.publish(channel, std::move(data));
+Result<channels::PublishResult> LocalRouter::publish(const std::string& channel, std::string data,
+                                                     ContentType content_type) {
+  return hub_.publish(channel, std::move(data), content_type);
 }
 channels::Hub::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {

@@ -148,7 +148,8 @@ void Hub::unsubscribe(std::uint64_t id) {
   cache_.clear();
 }
 
-Result<PublishResult> Hub::publish(const std::string& name, std::string data) {
+Result<PublishResult> Hub::publish(const std::string& name, std::string data,
+                                  ContentType content_type) {
   if (auto e = validate_subject(name)) return std::unexpected(*e);
   const auto& ns = namespace_of(name);
   Channel& ch = channel(name);
@@ -156,7 +157,7 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data) {
   {
     std::lock_guard lock(ch.mu);
     std::int64_t now = clock_();
-    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now);
+    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type);
     if (ns.history_size > 0) {
       ch.history.push_back(msg);
       while (ch.history.size() > ns.history_size) ch.history.pop_front();

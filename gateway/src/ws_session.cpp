@@ -179,7 +179,7 @@ void WsSession::handle(std::string_view text) {
 
 void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  switch (state_->offer(out_, m->frame, m->channel)) {
+  switch (state_->offer(out_, m->frame(), m->channel)) {
     case channels::OutgoingQueue::Push::kQueued:
       if (flush_now) flush();
       break;

@@ -102,7 +102,7 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
   REQUIRE(exact->got.size() == 1);
   REQUIRE(wild->got.size() == 1);
   CHECK(exact->got[0].get() == wild->got[0].get());  // the same message object
-  CHECK(*exact->got[0]->frame ==
+  CHECK(*exact->got[0]->frame() ==
         R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" +
             r->epoch + "\"}");
   CHECK(other->got.empty());

@@ -49,7 +49,8 @@ class LocalRouter final : public Router {
                                               std::shared_ptr<channels::Subscriber> subscriber,
                                               const std::optional<channels::Since>& since) override;
   void unsubscribe(std::uint64_t subscription) override;
-  Result<channels::PublishResult> publish(const std::string& channel, std::string data) override;
+  Result<channels::PublishResult> publish(const std::string& channel, std::string data,
+                                          ContentType content_type = ContentType::kJson) override;
   channels::Hub::Presence presence(const std::string& channel) override;
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
   std::string metrics_text() override;

@@ -47,7 +47,8 @@ class Router {
                                                       std::shared_ptr<channels::Subscriber> subscriber,
                                                       const std::optional<channels::Since>& since) = 0;
   virtual void unsubscribe(std::uint64_t subscription) = 0;
-  virtual Result<channels::PublishResult> publish(const std::string& channel, std::string data) = 0;
+  virtual Result<channels::PublishResult> publish(const std::string& channel, std::string data,
+                                                  ContentType content_type = ContentType::kJson) = 0;
   virtual channels::Hub::Presence presence(const std::string& channel) = 0;
   virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
 

@@ -74,8 +74,9 @@ class Hub {
   Result<SubscribeResult> subscribe(const std::string& pattern, std::shared_ptr<Subscriber> subscriber,
                                     const std::optional<Since>& since = std::nullopt);
   void unsubscribe(std::uint64_t id);
-  // `data` is JSON text.
-  Result<PublishResult> publish(const std::string& channel, std::string data);
+  // `data` is JSON text unless `content_type` says otherwise.
+  Result<PublishResult> publish(const std::string& channel, std::string data,
+                                ContentType content_type = ContentType::kJson);
   struct Presence {
     std::size_t subscribers = 0;  // subscribers with a pattern matching the channel
     std::size_t direct = 0;       // subscriptions to exactly this channel

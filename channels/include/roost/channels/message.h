@@ -1,6 +1,8 @@
 // A published channel message, immutable once built and shared by every recipient.
 #pragma once
 
+#include <roost/wire/content_type.h>
+
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -10,18 +12,23 @@ namespace roost::channels {
 
 struct Message {
   std::string channel;
-  std::string data;  // JSON text (validated by the front end)
+  std::string data;  // as published: JSON text (validated by the front end), UTF-8 text or bytes
+  ContentType content_type = ContentType::kJson;
   std::uint64_t offset = 0;
   std::string epoch;
   std::int64_t timestamp_ms = 0;
+
   // {"op":"message","channel":…,"data":…,"offset":…,"epoch":…} — the browser protocol's frame,
-  // built once at publish.
-  std::shared_ptr<const std::string> frame;
+  // built on first use (only browser subscribers need it) and shared. Text data is sent as a JSON
+  // string; bytes as a base64 string with "encoding":"base64".
+  std::shared_ptr<const std::string> frame() const;
 
   // "id: <epoch>:<offset>\ndata: <frame>\n\n" — the SSE event, built on first use and shared.
   std::shared_ptr<const std::string> sse_frame() const;
 
  private:
+  mutable std::once_flag frame_once_;
+  mutable std::shared_ptr<const std::string> frame_;
   mutable std::once_flag sse_once_;
   mutable std::shared_ptr<const std::string> sse_frame_;
 };
@@ -29,7 +36,8 @@ struct Message {
 using MessagePtr = std::shared_ptr<const Message>;
 
 MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
-                        std::string epoch, std::int64_t timestamp_ms);
+                        std::string epoch, std::int64_t timestamp_ms,
+                        ContentType content_type = ContentType::kJson);
 
 // Receives messages. deliver() is called on the publisher's thread, possibly concurrently from
 // several; it must be thread-safe and must not block (hand the message to your own strand).

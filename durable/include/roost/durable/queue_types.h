@@ -2,6 +2,8 @@
 // share them.
 #pragma once
 
+#include <roost/wire/content_type.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -9,7 +11,6 @@
 
 namespace roost {
 
-enum class ContentType : std::uint8_t { kJson = 0, kText = 1, kBytes = 2 };
 
 // A queue's configuration. Every field's default is the value shown.
 struct QueueConfig {
