@@ -47,6 +47,23 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.data_dir = v; }},
       {"http_listen", "gateway HOST:PORT (default 127.0.0.1:8080)",
        [](Config& c, const std::string& v) { c.http_listen = v; }},
+      {"endpoint", "native protocol endpoint: tcp://HOST:PORT or ipc://PATH; \"off\" = none (default tcp://127.0.0.1:7400)",
+       [](Config& c, const std::string& v) {
+         if (v != "off" && !v.starts_with("tcp://") && !v.starts_with("ipc://")) {
+           throw ConfigError("endpoint: expected tcp://HOST:PORT, ipc://PATH or off, got '" + v + "'");
+         }
+         c.endpoint = v;
+       }},
+      {"endpoint_curve_secret", "Z85 CURVE secret key: clients must encrypt (roost keygen makes a pair)",
+       [](Config& c, const std::string& v) {
+         if (!v.empty() && v.size() != 40) throw ConfigError("endpoint_curve_secret: expected a 40-character Z85 key");
+         c.endpoint_curve_secret = v;
+       }},
+      {"heartbeat_ms", "native clients silent for 3 heartbeats are gone, their leases released (default 1000)",
+       [](Config& c, const std::string& v) {
+         c.heartbeat_ms = to_u64("heartbeat_ms", v);
+         if (c.heartbeat_ms < 50 || c.heartbeat_ms > 60'000) throw ConfigError("heartbeat_ms: expected 50..60000");
+       }},
       {"durability", "sync | batch | none (default sync)",
        [](Config& c, const std::string& v) {
          one_of("durability", v, {"sync", "batch", "none"});

@@ -1,5 +1,6 @@
 #include "roost/broker/node.h"
 
+#include <roost/broker/endpoint.h>
 #include <roost/broker/local_router.h>
 #include <roost/channels/hub.h>
 #include <roost/durable/committer.h>
@@ -48,6 +49,7 @@ struct Node::Impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::unique_ptr<LocalRouter> router;
   std::unique_ptr<gateway::Server> server;
+  std::unique_ptr<Endpoint> endpoint;
   std::vector<std::thread> threads;
   bool started = false;
   bool stopped = false;
@@ -93,6 +95,16 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
         "no auth_secret configured: only unauthenticated clients on loopback are accepted");
   }
   d.server = std::make_unique<gateway::Server>(d.io, *d.router, sopts);
+  if (d.config.endpoint != "off") {
+    EndpointOptions eopts;
+    eopts.bind = d.config.endpoint;
+    eopts.curve_secret_key = d.config.endpoint_curve_secret;
+    eopts.auth_secret = d.config.auth_secret;
+    eopts.heartbeat_ms = static_cast<std::uint32_t>(d.config.heartbeat_ms);
+    eopts.max_message_bytes = d.config.max_message_bytes;
+    eopts.version = ROOST_NODE_VERSION;
+    d.endpoint = std::make_unique<Endpoint>(*d.router, eopts);
+  }
   log->info("data in {} (durability {}, map {} MiB{})",
             std::filesystem::absolute(d.config.data_dir).string(), d.config.durability,
             d.env->map_bytes() >> 20,
@@ -113,6 +125,7 @@ void Node::start() {
   auto ep = d.server->local_endpoint();
   module_logger("gateway")->info("gateway listening on http://{}:{} ({} io threads)",
                                  ep.address().to_string(), ep.port(), n);
+  if (d.endpoint) d.endpoint->start();
 }
 
 asio::ip::tcp::endpoint Node::http_endpoint() const { return impl_->server->local_endpoint(); }
@@ -126,6 +139,7 @@ void Node::stop() {
     log->info("shutting down: no new connections, draining {} requests in flight",
               d.server->requests_in_flight());
     d.server->stop();
+    if (d.endpoint) d.endpoint->stop();
     d.router->shutdown();
     auto deadline = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(d.config.shutdown_grace_ms);
@@ -149,6 +163,7 @@ void Node::stop() {
     d.threads.clear();
   }
   d.server.reset();
+  d.endpoint.reset();
   d.router.reset();
   d.hub.reset();
   d.queues.reset();
@@ -181,7 +196,7 @@ void setup_logging(const Config& config) {
   spdlog::set_default_logger(logger);
   spdlog::drop_all();
   spdlog::set_default_logger(logger);
-  for (const char* name : {"broker", "durable", "gateway"}) {
+  for (const char* name : {"broker", "durable", "gateway", "endpoint"}) {
     auto l = logger->clone(name);
     spdlog::register_logger(l);
   }

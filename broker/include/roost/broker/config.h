@@ -16,6 +16,9 @@ namespace roost::broker {
 struct Config {
   std::filesystem::path data_dir = "./roost-data";  // LMDB environment lives here
   std::string http_listen = "127.0.0.1:8080";       // gateway HOST:PORT (port 0 = any free)
+  std::string endpoint = "tcp://127.0.0.1:7400";    // native protocol; "off" = none
+  std::string endpoint_curve_secret;                // Z85 secret key; set = CURVE required
+  std::uint64_t heartbeat_ms = 1000;                // native client heartbeat
   std::string durability = "sync";                  // sync | batch | none
   std::uint64_t sync_interval_ms = 100;             // batch durability fsync period
   std::uint64_t max_storage_bytes = 0;              // cap on the LMDB map; 0 = until disk full

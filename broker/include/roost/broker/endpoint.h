@@ -1,0 +1,57 @@
+// Endpoint: the native protocol's front end. One ZeroMQ ROUTER socket (tcp:// or ipc://), owned by
+// one thread; each request is decoded from its Cap'n Proto envelope and goes through the Router,
+// like an HTTP request. Answers and stream events (channel messages, push deliveries) are handed
+// back to that thread through a queue and an eventfd wake-up.
+//
+// Sessions: a client's first request is `hello` (token checked as by the gateway); the node then
+// expects a heartbeat every heartbeat_ms and forgets a client silent for three intervals — its
+// subscriptions and push consumers end and every lease it holds is released at once (the message
+// is visible again). A request from a client the node does not know answers `hello_required`.
+//
+// Thread-safety: start/stop from one thread; everything else runs on the endpoint thread.
+#pragma once
+
+#include <roost/broker/router.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace roost::broker {
+
+struct EndpointOptions {
+  std::string bind = "tcp://127.0.0.1:7400";  // tcp://HOST:PORT (PORT * = any free) or ipc://PATH
+  std::string curve_secret_key;  // Z85 (40 chars): clients must use CURVE with the public key
+  std::string auth_secret;       // HS256 JWT secret; empty = loopback (and ipc) clients only
+  std::uint32_t heartbeat_ms = 1000;  // default client heartbeat; silent 3× = gone
+  std::uint64_t max_message_bytes = 1u << 20;
+  std::uint32_t max_batch = 1000;        // messages per enqueue / pull
+  std::uint32_t send_hwm = 100'000;      // frames queued per client before events are dropped
+  std::uint32_t max_backlog = 100'000;   // answers held for a client that doesn't read; then gone
+  std::string version = "0";
+};
+
+class Endpoint {
+ public:
+  Endpoint(Router& router, EndpointOptions options);
+  ~Endpoint();
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  // Binds and starts the endpoint thread. Throws std::runtime_error if it cannot bind.
+  void start();
+  // The bound address, with the actual port ("tcp://127.0.0.1:7400").
+  std::string bound() const;
+  // Ends every session (releasing leases), closes the socket, joins the thread. Idempotent.
+  void stop();
+
+  std::size_t sessions() const;
+  // Prometheus lines for /metrics.
+  std::string metrics_text() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace roost::broker

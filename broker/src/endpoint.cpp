@@ -1,0 +1,1157 @@
+#include "roost/broker/endpoint.h"
+
+#include <roost/broker/auth.h>
+#include <roost/channels/subject.h>
+#include <roost/log.h>
+#include <roost/wire/codec.h>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/json/parse.hpp>
+
+#include <capnp/message.h>
+#include <kj/exception.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <span>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace roost::broker {
+
+namespace proto = roost::proto;
+using wire::text;
+using wire::view;
+
+namespace {
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr std::uint64_t kMaxWaitMs = 20'000;      // longest long poll, as over HTTP
+constexpr std::uint64_t kConsumerWaitMs = 10'000;  // push consumers re-poll after this
+constexpr std::size_t kMaxEventMessages = 256;     // channel messages per `message` event
+constexpr std::uint32_t kDefaultWindow = 100;
+
+zmq::message_t to_frame(capnp::MessageBuilder& b) {
+  auto words = wire::encode(b);
+  auto bytes = words.asBytes();
+  return zmq::message_t(bytes.begin(), bytes.size());
+}
+
+zmq::message_t payload_frame(const std::string& s) { return zmq::message_t(s.data(), s.size()); }
+
+std::string_view frame_view(const zmq::message_t& m) {
+  return {static_cast<const char*>(m.data()), m.size()};
+}
+
+}  // namespace
+
+// Stream events cross threads through this box; it outlives the endpoint while a publisher thread
+// may still hold one of its sinks.
+struct Outbox {
+  struct Delivery {
+    std::shared_ptr<struct Sink> sink;
+    channels::MessagePtr message;
+  };
+  std::mutex mu;
+  std::vector<std::move_only_function<void()>> tasks;  // GUARDED_BY(mu)
+  std::vector<Delivery> deliveries;                      // GUARDED_BY(mu)
+  bool wake_pending = false;                             // GUARDED_BY(mu)
+  int wake_fd = -1;
+  std::atomic<bool> closed{false};
+
+  void wake_locked() {
+    if (wake_pending) return;
+    wake_pending = true;
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
+  }
+  void post(std::move_only_function<void()> task) {
+    std::lock_guard lock(mu);
+    if (closed.load()) return;
+    tasks.push_back(std::move(task));
+    wake_locked();
+  }
+};
+
+// A channel subscription of one client: the hub hands it messages on the publisher's thread.
+struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
+  std::shared_ptr<Outbox> outbox;
+  std::string identity;
+  std::uint64_t serial = 0;  // the session's
+  std::uint64_t stream = 0;  // the subscribe request's id
+  std::uint64_t hub_id = 0;
+  std::size_t limit = 1024;
+  channels::SlowPolicy policy = channels::SlowPolicy::kDrop;
+  std::atomic<std::size_t> pending{0};
+  std::atomic<std::uint64_t> dropped{0};
+  std::atomic<bool> closed{false};
+
+  void deliver(const channels::MessagePtr& m) override {
+    if (closed.load(std::memory_order_relaxed)) return;
+    if (pending.load(std::memory_order_relaxed) >= limit) {
+      dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    pending.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(outbox->mu);
+    outbox->deliveries.push_back({shared_from_this(), m});
+    outbox->wake_locked();
+  }
+};
+
+struct Endpoint::Impl {
+  struct Consumer {
+    std::string queue;
+    std::uint32_t window = kDefaultWindow;
+    std::uint32_t in_flight = 0;
+    std::uint64_t visibility_ms = 0;
+    bool pulling = false;
+  };
+  struct Lease {
+    std::string queue;
+    std::uint64_t stream = 0;  // the push consumer's, 0 for a pull
+    std::int64_t expires_at = 0;  // steady ms
+  };
+  struct Session {
+    std::string identity;
+    std::uint64_t serial = 0;
+    Principal who;
+    std::uint32_t heartbeat_ms = 1000;
+    std::int64_t last_seen = 0;
+    std::unordered_map<std::uint64_t, std::shared_ptr<Sink>> subscriptions;  // by stream id
+    std::unordered_map<std::uint64_t, Consumer> consumers;                   // by stream id
+    std::unordered_map<std::string, Lease> leases;                           // by lease id
+    std::deque<std::vector<zmq::message_t>> backlog;  // answers ZeroMQ refused (HWM)
+    bool doomed = false;
+  };
+
+  Impl(Router& r, EndpointOptions o)
+      : router(r), options(std::move(o)), auth(options.auth_secret), log(module_logger("endpoint")) {
+    outbox = std::make_shared<Outbox>();
+    outbox->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (outbox->wake_fd < 0) throw std::runtime_error("eventfd failed");
+    std::random_device rd;
+    instance = (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ static_cast<std::uint64_t>(steady_ms());
+    if (instance == 0) instance = 1;
+  }
+  ~Impl() {
+    if (outbox->wake_fd >= 0) ::close(outbox->wake_fd);
+    outbox->wake_fd = -1;
+  }
+
+  Router& router;
+  EndpointOptions options;
+  Authenticator auth;
+  std::shared_ptr<spdlog::logger> log;
+  std::shared_ptr<Outbox> outbox;
+  std::uint64_t instance = 0;
+
+  zmq::context_t ctx{1};
+  zmq::socket_t sock;
+  std::string bound;
+  std::thread thread;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> session_count{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> malformed{0};
+  std::atomic<std::uint64_t> sessions_expired{0};
+
+  // Endpoint thread only.
+  std::unordered_map<std::string, Session> sessions;
+  std::uint64_t next_serial = 1;
+  std::int64_t next_sweep = 0;
+
+  // ---- sending -------------------------------------------------------------------------------
+
+  // Sends [identity, frames...]. `droppable` frames (stream events) are dropped when ZeroMQ's
+  // queue for the client is full; answers wait in the session's backlog instead.
+  bool send(Session& s, std::vector<zmq::message_t>& frames, bool droppable) {
+    if (!s.backlog.empty()) {
+      if (droppable) return false;
+      if (s.backlog.size() >= options.max_backlog) {
+        if (!s.doomed) {
+          log->warn("client {} does not read its answers ({} waiting): forgetting it",
+                    printable(s.identity), s.backlog.size());
+        }
+        s.doomed = true;  // ended by the loop, not under callers holding the session
+        return false;
+      }
+      s.backlog.push_back(std::move(frames));
+      return true;
+    }
+    switch (try_send(s.identity, frames)) {
+      case SendResult::kSent: return true;
+      case SendResult::kGone: return false;
+      case SendResult::kFull:
+        if (droppable) return false;
+        s.backlog.push_back(std::move(frames));
+        return true;
+    }
+    return false;
+  }
+
+  enum class SendResult { kSent, kFull, kGone };
+  SendResult try_send(const std::string& identity, std::vector<zmq::message_t>& frames) {
+    try {
+      zmq::message_t id(identity.data(), identity.size());
+      if (!sock.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        return SendResult::kFull;
+      }
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EHOSTUNREACH) return SendResult::kGone;
+      throw;
+    }
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+      (void)sock.send(frames[i], flags);
+    }
+    return SendResult::kSent;
+  }
+
+  void flush_backlogs() {
+    for (auto& [id, s] : sessions) {
+      while (!s.backlog.empty()) {
+        auto r = try_send(s.identity, s.backlog.front());
+        if (r == SendResult::kFull) break;
+        s.backlog.pop_front();
+      }
+    }
+  }
+
+  // Answers to clients the node has no session for (errors, hello_required).
+  void send_raw(const std::string& identity, std::vector<zmq::message_t>& frames) {
+    (void)try_send(identity, frames);
+  }
+
+  void reply(const std::string& identity, capnp::MallocMessageBuilder& b,
+             std::vector<zmq::message_t> payloads = {}) {
+    std::vector<zmq::message_t> frames;
+    frames.reserve(1 + payloads.size());
+    frames.push_back(to_frame(b));
+    for (auto& p : payloads) frames.push_back(std::move(p));
+    auto it = sessions.find(identity);
+    if (it != sessions.end()) {
+      send(it->second, frames, false);
+    } else {
+      send_raw(identity, frames);
+    }
+  }
+
+  void reply_error(const std::string& identity, std::uint64_t id, ErrorCode code,
+                   std::string_view message) {
+    if (id == 0) return;  // fire-and-forget requests get no answers
+    capnp::MallocMessageBuilder b(64);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(id);
+    auto e = env.initError();
+    e.setCode(code);
+    e.setMessage(text(message));
+    reply(identity, b);
+  }
+  void reply_error(const std::string& identity, std::uint64_t id, const Error& e) {
+    reply_error(identity, id, e.code, e.message);
+  }
+  void reply_ok(const std::string& identity, std::uint64_t id) {
+    if (id == 0) return;
+    capnp::MallocMessageBuilder b(16);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(id);
+    env.setOk();
+    reply(identity, b);
+  }
+
+  static std::string printable(std::string_view identity) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : identity.substr(0, 16)) {
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+    return out;
+  }
+
+  // ---- completions from other threads ------------------------------------------------------
+
+  // Runs `fn(session)` on the endpoint thread if the session that asked still exists.
+  template <class F>
+  void later(const std::string& identity, std::uint64_t serial, F fn) {
+    outbox->post([this, identity, serial, fn = std::move(fn)]() mutable {
+      auto it = sessions.find(identity);
+      Session* s = (it != sessions.end() && it->second.serial == serial) ? &it->second : nullptr;
+      fn(s);
+    });
+  }
+
+  // ---- sessions --------------------------------------------------------------------------------
+
+  void end_session(const std::string& identity) {
+    auto it = sessions.find(identity);
+    if (it == sessions.end()) return;
+    Session& s = it->second;
+    for (auto& [stream, sink] : s.subscriptions) {
+      sink->closed = true;
+      router.unsubscribe(sink->hub_id);
+    }
+    release_leases(s.leases);
+    sessions.erase(it);
+    session_count.store(sessions.size());
+  }
+
+  // Makes leased messages visible again at once (a retry with no delay).
+  void release_leases(const std::unordered_map<std::string, Lease>& leases) {
+    std::unordered_map<std::string, std::vector<RetryRequest>> by_queue;
+    for (const auto& [lease, rec] : leases) by_queue[rec.queue].push_back(RetryRequest{lease, 0});
+    for (auto& [queue, retries] : by_queue) {
+      log->debug("releasing {} leases on {}", retries.size(), queue);
+      router.ack(queue, {}, std::move(retries), [](Result<AckResult>) {});
+    }
+  }
+  void release_messages(const std::string& queue, const std::vector<LeasedMessage>& messages) {
+    std::vector<RetryRequest> retries;
+    for (const auto& m : messages) retries.push_back(RetryRequest{m.lease_id, 0});
+    if (!retries.empty()) router.ack(queue, {}, std::move(retries), [](Result<AckResult>) {});
+  }
+
+  void end_doomed() {
+    std::vector<std::string> doomed;
+    for (auto& [id, s] : sessions) {
+      if (s.doomed) doomed.push_back(id);
+    }
+    for (const auto& id : doomed) end_session(id);
+  }
+
+  void sweep() {
+    std::int64_t now = steady_ms();
+    std::vector<std::string> gone;
+    for (auto& [id, s] : sessions) {
+      if (now - s.last_seen > 3 * static_cast<std::int64_t>(s.heartbeat_ms)) gone.push_back(id);
+    }
+    for (const auto& id : gone) {
+      log->info("client {} silent for 3 heartbeats: ending its session", printable(id));
+      sessions_expired.fetch_add(1);
+      end_session(id);
+    }
+    // Leases that ran out free their consumer's window (the queue redelivers them).
+    for (auto& [id, s] : sessions) {
+      std::vector<std::uint64_t> refill;
+      for (auto it = s.leases.begin(); it != s.leases.end();) {
+        if (it->second.expires_at > now) {
+          ++it;
+          continue;
+        }
+        if (auto c = s.consumers.find(it->second.stream); c != s.consumers.end()) {
+          if (c->second.in_flight > 0) c->second.in_flight -= 1;
+          refill.push_back(it->second.stream);
+        }
+        it = s.leases.erase(it);
+      }
+      for (auto stream : refill) pump(s, stream);
+    }
+  }
+
+  // ---- push consumers --------------------------------------------------------------------------
+
+  void pump(Session& s, std::uint64_t stream) {
+    auto it = s.consumers.find(stream);
+    if (it == s.consumers.end()) return;
+    Consumer& c = it->second;
+    if (c.pulling || c.in_flight >= c.window) return;
+    c.pulling = true;
+    PullOptions opts;
+    opts.batch_size = std::min<std::uint32_t>(c.window - c.in_flight, options.max_batch);
+    if (c.visibility_ms != 0) opts.visibility_timeout_ms = c.visibility_ms;
+    router.pull(c.queue, opts, kConsumerWaitMs,
+                [this, identity = s.identity, serial = s.serial, stream, queue = c.queue,
+                 vis = c.visibility_ms](Result<std::vector<LeasedMessage>> r) mutable {
+                  later(identity, serial, [this, stream, queue, vis, r = std::move(r)](Session* cur) {
+                    on_pushed(cur, stream, queue, vis, r);
+                  });
+                });
+  }
+
+  void on_pushed(Session* s, std::uint64_t stream, const std::string& queue, std::uint64_t vis,
+                 const Result<std::vector<LeasedMessage>>& r) {
+    if (s == nullptr || !s->consumers.contains(stream)) {
+      if (r) release_messages(queue, *r);  // the consumer went away meanwhile
+      return;
+    }
+    auto it = s->consumers.find(stream);
+    Consumer& c = it->second;
+    c.pulling = false;
+    if (!r) {
+      // The queue was deleted, or the node is stopping: end the stream with the error.
+      capnp::MallocMessageBuilder b(64);
+      auto env = b.initRoot<proto::Envelope>();
+      env.setId(stream);
+      auto e = env.initError();
+      e.setCode(r.error().code);
+      e.setMessage(text(r.error().message));
+      s->consumers.erase(it);
+      reply(s->identity, b);
+      return;
+    }
+    if (!r->empty()) {
+      std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));
+      for (const auto& m : *r) s->leases[m.lease_id] = Lease{queue, stream, expires};
+      c.in_flight += static_cast<std::uint32_t>(r->size());
+      send_messages(*s, stream, queue, *r, /*event=*/true);
+    }
+    pump(*s, stream);
+  }
+
+  std::uint64_t vis_or_default(const std::string& queue, std::uint64_t vis) {
+    if (vis != 0) return vis;
+    auto info = router.get_queue(queue);
+    return info ? info->config.visibility_timeout_ms : 30'000;
+  }
+
+  void send_messages(Session& s, std::uint64_t id, const std::string& queue,
+                     const std::vector<LeasedMessage>& msgs, bool event) {
+    capnp::MallocMessageBuilder b(256 + msgs.size() * 16);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(id);
+    auto qm = event ? env.initDelivery() : env.initMessages();
+    qm.setQueue(text(queue));
+    auto list = qm.initMessages(static_cast<unsigned>(msgs.size()));
+    std::vector<zmq::message_t> frames;
+    frames.reserve(msgs.size() + 1);
+    frames.emplace_back();
+    for (unsigned i = 0; i < msgs.size(); ++i) {
+      const auto& m = msgs[i];
+      auto l = list[i];
+      l.setId(text(m.id));
+      l.setLeaseId(text(m.lease_id));
+      l.setContentType(wire::to_wire(m.content_type));
+      l.setAttempts(m.attempts);
+      l.setTimestampMs(m.timestamp_ms);
+      if (!m.key.empty()) l.setKey(text(m.key));
+      frames.push_back(payload_frame(m.body));
+    }
+    frames[0] = to_frame(b);
+    send(s, frames, false);
+  }
+
+  // ---- channel deliveries ----------------------------------------------------------------------
+
+  void flush_deliveries(std::vector<Outbox::Delivery>& deliveries) {
+    if (deliveries.empty()) return;
+    // Group by subscription, keeping each one's order.
+    std::unordered_map<Sink*, std::vector<channels::MessagePtr>> groups;
+    std::vector<std::shared_ptr<Sink>> order;
+    for (auto& d : deliveries) {
+      auto& g = groups[d.sink.get()];
+      if (g.empty()) order.push_back(d.sink);
+      g.push_back(std::move(d.message));
+    }
+    deliveries.clear();
+    for (const auto& sink : order) {
+      auto& msgs = groups[sink.get()];
+      sink->pending.fetch_sub(msgs.size(), std::memory_order_relaxed);
+      if (sink->closed.load()) continue;
+      auto it = sessions.find(sink->identity);
+      if (it == sessions.end() || it->second.serial != sink->serial) continue;
+      Session& s = it->second;
+      for (std::size_t at = 0; at < msgs.size(); at += kMaxEventMessages) {
+        std::size_t n = std::min(kMaxEventMessages, msgs.size() - at);
+        if (auto lost = sink->dropped.exchange(0)) {
+          if (!lagged(s, *sink, lost)) break;
+        }
+        if (!send_channel_messages(s, *sink, msgs, at, n)) {
+          sink->dropped.fetch_add(n);
+          if (sink->policy == channels::SlowPolicy::kDisconnect) close_slow(s, *sink);
+        }
+        if (sink->closed.load()) break;
+      }
+    }
+  }
+
+  bool send_channel_messages(Session& s, const Sink& sink,
+                             const std::vector<channels::MessagePtr>& msgs, std::size_t at,
+                             std::size_t n) {
+    capnp::MallocMessageBuilder b(64 + n * 24);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(sink.stream);
+    auto list = env.initMessage().initMessages(static_cast<unsigned>(n));
+    std::vector<zmq::message_t> frames;
+    frames.reserve(n + 1);
+    frames.emplace_back();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& m = *msgs[at + i];
+      auto l = list[static_cast<unsigned>(i)];
+      l.setChannel(text(m.channel));
+      l.setOffset(m.offset);
+      l.setEpoch(text(m.epoch));
+      l.setContentType(wire::to_wire(m.content_type));
+      l.setTimestampMs(m.timestamp_ms);
+      frames.push_back(payload_frame(m.data));
+    }
+    frames[0] = to_frame(b);
+    return send(s, frames, true);
+  }
+
+  bool lagged(Session& s, Sink& sink, std::uint64_t lost) {
+    if (sink.policy == channels::SlowPolicy::kDisconnect) {
+      close_slow(s, sink);
+      return false;
+    }
+    capnp::MallocMessageBuilder b(32);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(sink.stream);
+    env.initLagged().setDropped(lost);
+    std::vector<zmq::message_t> frames;
+    frames.push_back(to_frame(b));
+    if (!send(s, frames, true)) {
+      sink.dropped.fetch_add(lost);
+      return false;
+    }
+    return true;
+  }
+
+  // The `disconnect` policy: the subscription ends with an error event.
+  void close_slow(Session& s, Sink& sink) {
+    if (sink.closed.exchange(true)) return;
+    router.unsubscribe(sink.hub_id);
+    std::uint64_t stream = sink.stream;
+    s.subscriptions.erase(stream);
+    capnp::MallocMessageBuilder b(64);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(stream);
+    auto e = env.initError();
+    e.setCode(ErrorCode::TOO_MANY_REQUESTS);
+    e.setMessage("subscriber too slow: its buffer filled up (policy disconnect)");
+    reply(s.identity, b);
+  }
+
+  // ---- requests --------------------------------------------------------------------------------
+
+  void handle(std::vector<zmq::message_t>& parts) {
+    if (parts.size() < 2) return;  // ROUTER always adds the identity; nothing to answer
+    const std::string identity(frame_view(parts[0]));
+    requests.fetch_add(1, std::memory_order_relaxed);
+    std::optional<wire::EnvelopeReader> reader;
+    proto::Envelope::Reader env;
+    try {
+      reader.emplace(parts[1].data(), parts[1].size());
+      env = reader->get();
+    } catch (const kj::Exception& e) {
+      malformed.fetch_add(1, std::memory_order_relaxed);
+      // No id can be read: answer with id 0 so the client can log it.
+      capnp::MallocMessageBuilder b(64);
+      auto out = b.initRoot<proto::Envelope>();
+      auto err = out.initError();
+      err.setCode(ErrorCode::MALFORMED);
+      err.setMessage("frame 1 is not a Cap'n Proto Envelope");
+      std::vector<zmq::message_t> frames;
+      frames.push_back(to_frame(b));
+      send_raw(identity, frames);
+      return;
+    }
+    std::uint64_t id = 0;
+    try {
+      id = env.getId();
+      dispatch(identity, parts, env);
+    } catch (const kj::Exception& e) {
+      malformed.fetch_add(1, std::memory_order_relaxed);
+      reply_error(identity, id == 0 ? 0 : id, ErrorCode::MALFORMED,
+                  std::string("malformed envelope: ") + e.getDescription().cStr());
+    }
+  }
+
+  void dispatch(const std::string& identity, std::vector<zmq::message_t>& parts,
+                proto::Envelope::Reader env) {
+    std::uint64_t id = env.getId();
+    using W = proto::Envelope::Which;
+    auto which = env.which();
+    if (which == W::HELLO) return on_hello(identity, parts[0], id, env.getHello());
+    auto it = sessions.find(identity);
+    if (it == sessions.end()) {
+      // Even a fire-and-forget request learns it was not served.
+      capnp::MallocMessageBuilder b(64);
+      auto out = b.initRoot<proto::Envelope>();
+      out.setId(id);
+      auto e = out.initError();
+      e.setCode(ErrorCode::HELLO_REQUIRED);
+      e.setMessage("this node does not know the connection: send hello first");
+      std::vector<zmq::message_t> frames;
+      frames.push_back(to_frame(b));
+      send_raw(identity, frames);
+      return;
+    }
+    Session& s = it->second;
+    s.last_seen = steady_ms();
+    std::span<zmq::message_t> payloads(parts.data() + 2, parts.size() - 2);
+    switch (which) {
+      case W::HEARTBEAT: {
+        capnp::MallocMessageBuilder b(32);
+        auto out = b.initRoot<proto::Envelope>();
+        out.setId(id);
+        out.initHeartbeat().setInstance(instance);
+        return reply(identity, b);
+      }
+      case W::ENQUEUE: return on_enqueue(s, id, env.getEnqueue(), payloads);
+      case W::PULL: return on_pull(s, id, env.getPull());
+      case W::ACK: return on_ack(s, id, env.getAck());
+      case W::EXTEND: return on_extend(s, id, env.getExtend());
+      case W::CONSUME: return on_consume(s, id, env.getConsume());
+      case W::CREDIT: {
+        auto c = env.getCredit();
+        auto cit = s.consumers.find(c.getStream());
+        if (cit == s.consumers.end()) return reply_error(identity, id, ErrorCode::NOT_FOUND, "no such consumer");
+        cit->second.window += c.getMessages();
+        pump(s, c.getStream());
+        return;
+      }
+      case W::CANCEL: return on_cancel(s, id, env.getCancel().getStream());
+      case W::PUBLISH: return on_publish(s, id, env.getPublish(), payloads);
+      case W::SUBSCRIBE: return on_subscribe(s, id, env.getSubscribe());
+      case W::PUT_QUEUE: return on_put_queue(s, id, env.getPutQueue());
+      case W::DELETE_QUEUE: return on_delete_queue(s, id, env.getDeleteQueue());
+      case W::GET_QUEUE: {
+        std::string name(view(env.getGetQueue().getName()));
+        if (!allowed_queue(s, id, name)) return;
+        auto info = router.get_queue(name);
+        if (!info) return reply_error(identity, id, info.error());
+        capnp::MallocMessageBuilder b(512);
+        auto out = b.initRoot<proto::Envelope>();
+        out.setId(id);
+        wire::to_wire(out.initQueue(), *info);
+        return reply(identity, b);
+      }
+      case W::LIST_QUEUES: {
+        auto all = router.list_queues();
+        std::erase_if(all, [&](const QueueInfo& q) { return !s.who.may_use_queue(q.name); });
+        capnp::MallocMessageBuilder b(512);
+        auto out = b.initRoot<proto::Envelope>();
+        out.setId(id);
+        auto list = out.initQueues(static_cast<unsigned>(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i) wire::to_wire(list[i], all[i]);
+        return reply(identity, b);
+      }
+      case W::REDRIVE: return on_redrive(s, id, env.getRedrive());
+      case W::OBJECT_SEND:
+      case W::OBJECT_CALL:
+        return reply_error(identity, id, ErrorCode::UNAVAILABLE,
+                           "object mailboxes are not available on this node yet");
+      default:
+        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
+                           "not a request this node understands (variant " +
+                               std::to_string(static_cast<unsigned>(which)) + ")");
+    }
+  }
+
+  void on_hello(const std::string& identity, zmq::message_t& first, std::uint64_t id,
+                proto::Hello::Reader hello) {
+    if (hello.getProtocolVersion() != proto::PROTOCOL_VERSION) {
+      return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
+                         "protocol version " + std::to_string(hello.getProtocolVersion()) +
+                             " is not supported; this node speaks " +
+                             std::to_string(proto::PROTOCOL_VERSION));
+    }
+    // Without a secret only loopback and ipc:// clients are served, as by the gateway.
+    boost::asio::ip::address remote = boost::asio::ip::address_v4::loopback();
+    if (const char* peer = zmq_msg_gets(first.handle(), "Peer-Address")) {
+      boost::system::error_code ec;
+      auto a = boost::asio::ip::make_address(peer, ec);
+      if (!ec) remote = a;
+      else remote = boost::asio::ip::address_v4::any();
+    }
+    auto who = auth.authenticate(view(hello.getToken()), remote);
+    if (!who) {
+      log->info("hello refused from {}: {}", remote.to_string(), who.error().message);
+      return reply_error(identity, id, who.error());
+    }
+    end_session(identity);  // a second hello starts over
+    Session s;
+    s.identity = identity;
+    s.serial = next_serial++;
+    s.who = std::move(*who);
+    s.heartbeat_ms = hello.getHeartbeatMs() != 0 ? std::clamp<std::uint32_t>(hello.getHeartbeatMs(), 50, 60'000)
+                                                 : options.heartbeat_ms;
+    s.last_seen = steady_ms();
+    log->debug("hello from {} ({}), heartbeat {} ms", printable(identity),
+               std::string(view(hello.getClient())), s.heartbeat_ms);
+    std::uint32_t hb = s.heartbeat_ms;
+    sessions.emplace(identity, std::move(s));
+    session_count.store(sessions.size());
+    capnp::MallocMessageBuilder b(128);
+    auto out = b.initRoot<proto::Envelope>();
+    out.setId(id);
+    auto ok = out.initHelloOk();
+    ok.setProtocolVersion(proto::PROTOCOL_VERSION);
+    ok.setNode(text("roost/" + options.version));
+    ok.setInstance(instance);
+    ok.setHeartbeatMs(hb);
+    ok.setMaxMessageBytes(options.max_message_bytes);
+    reply(identity, b);
+  }
+
+  bool allowed_queue(Session& s, std::uint64_t id, std::string_view queue) {
+    if (s.who.may_use_queue(queue)) return true;
+    reply_error(s.identity, id, ErrorCode::FORBIDDEN, "the token does not grant queue " + std::string(queue));
+    return false;
+  }
+
+  void on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Reader req,
+                  std::span<zmq::message_t> payloads) {
+    std::string queue(view(req.getQueue()));
+    if (!allowed_queue(s, id, queue)) return;
+    auto metas = req.getMessages();
+    if (metas.size() != payloads.size()) {
+      return reply_error(s.identity, id, ErrorCode::MALFORMED,
+                         std::to_string(metas.size()) + " messages described but " +
+                             std::to_string(payloads.size()) + " payload frames sent");
+    }
+    if (metas.size() == 0 || metas.size() > options.max_batch) {
+      return reply_error(s.identity, id, ErrorCode::INVALID_ARGUMENT,
+                         "an enqueue carries 1.." + std::to_string(options.max_batch) + " messages");
+    }
+    std::vector<NewMessage> msgs;
+    msgs.reserve(metas.size());
+    for (unsigned i = 0; i < metas.size(); ++i) {
+      auto m = metas[i];
+      if (payloads[i].size() > options.max_message_bytes) {
+        return reply_error(s.identity, id, ErrorCode::MESSAGE_TOO_LARGE,
+                           "message " + std::to_string(i) + " has " + std::to_string(payloads[i].size()) +
+                               " bytes; the limit is " + std::to_string(options.max_message_bytes));
+      }
+      NewMessage nm;
+      nm.body.assign(frame_view(payloads[i]));
+      nm.content_type = wire::from_wire(m.getContentType());
+      if (nm.content_type == ContentType::kJson && !valid_json(nm.body)) {
+        return reply_error(s.identity, id, ErrorCode::MALFORMED,
+                           "message " + std::to_string(i) + " is not valid JSON (content type json)");
+      }
+      nm.delay_ms = m.getDelayMs();
+      nm.id = std::string(view(m.getId()));
+      nm.key = std::string(view(m.getKey()));
+      msgs.push_back(std::move(nm));
+    }
+    router.enqueue(std::move(queue), std::move(msgs),
+                   [this, identity = s.identity, serial = s.serial, id](Result<std::vector<std::string>> r) mutable {
+                     later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
+                       if (cur == nullptr) return;
+                       if (!r) return reply_error(identity, id, r.error());
+                       capnp::MallocMessageBuilder b(64 + r->size() * 8);
+                       auto out = b.initRoot<proto::Envelope>();
+                       out.setId(id);
+                       auto ids = out.initEnqueued().initIds(static_cast<unsigned>(r->size()));
+                       for (unsigned i = 0; i < r->size(); ++i) ids.set(i, text((*r)[i]));
+                       reply(identity, b);
+                     });
+                   });
+  }
+
+  static bool valid_json(std::string_view s) {
+    boost::system::error_code ec;
+    (void)boost::json::parse(s, ec);
+    return !ec;
+  }
+
+  void on_pull(Session& s, std::uint64_t id, proto::Pull::Reader req) {
+    std::string queue(view(req.getQueue()));
+    if (!allowed_queue(s, id, queue)) return;
+    PullOptions opts;
+    opts.batch_size = req.getBatchSize() == 0 ? 10 : req.getBatchSize();
+    if (req.getVisibilityTimeoutMs() != 0) opts.visibility_timeout_ms = req.getVisibilityTimeoutMs();
+    std::uint64_t wait = std::min(req.getWaitMs(), kMaxWaitMs);
+    std::uint64_t vis = req.getVisibilityTimeoutMs();
+    router.pull(queue, opts, wait,
+                [this, identity = s.identity, serial = s.serial, id, queue, vis](
+                    Result<std::vector<LeasedMessage>> r) mutable {
+                  later(identity, serial, [this, identity, id, queue, vis, r = std::move(r)](Session* cur) {
+                    if (cur == nullptr) {
+                      if (r) release_messages(queue, *r);
+                      return;
+                    }
+                    if (!r) return reply_error(identity, id, r.error());
+                    std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));
+                    for (const auto& m : *r) cur->leases[m.lease_id] = Lease{queue, 0, expires};
+                    send_messages(*cur, id, queue, *r, false);
+                  });
+                });
+  }
+
+  // Forgets the leases a client settled; frees their consumers' windows.
+  template <class Range, class Lease_of>
+  void settle(Session& s, const Range& leases, Lease_of lease_of) {
+    std::vector<std::uint64_t> refill;
+    for (const auto& l : leases) {
+      auto it = s.leases.find(std::string(lease_of(l)));
+      if (it == s.leases.end()) continue;
+      if (auto c = s.consumers.find(it->second.stream); c != s.consumers.end()) {
+        if (c->second.in_flight > 0) c->second.in_flight -= 1;
+        refill.push_back(it->second.stream);
+      }
+      s.leases.erase(it);
+    }
+    std::sort(refill.begin(), refill.end());
+    refill.erase(std::unique(refill.begin(), refill.end()), refill.end());
+    for (auto stream : refill) pump(s, stream);
+  }
+
+  void on_ack(Session& s, std::uint64_t id, proto::Ack::Reader req) {
+    std::string queue(view(req.getQueue()));
+    if (!allowed_queue(s, id, queue)) return;
+    std::vector<std::string> acks;
+    for (auto a : req.getAcks()) acks.emplace_back(view(a));
+    std::vector<RetryRequest> retries;
+    for (auto r : req.getRetries()) {
+      RetryRequest rr{std::string(view(r.getLeaseId())), std::nullopt};
+      if (r.hasDelayMs()) rr.delay_ms = r.getDelayMs().getValue();
+      retries.push_back(std::move(rr));
+    }
+    settle(s, acks, [](const std::string& l) -> std::string_view { return l; });
+    settle(s, retries, [](const RetryRequest& r) -> std::string_view { return r.lease_id; });
+    router.ack(std::move(queue), std::move(acks), std::move(retries),
+               [this, identity = s.identity, serial = s.serial, id](Result<AckResult> r) mutable {
+                 if (id == 0) return;
+                 later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
+                   if (cur == nullptr) return;
+                   if (!r) return reply_error(identity, id, r.error());
+                   capnp::MallocMessageBuilder b(64);
+                   auto out = b.initRoot<proto::Envelope>();
+                   out.setId(id);
+                   auto a = out.initAcked();
+                   a.setAcked(r->acked);
+                   a.setRetried(r->retried);
+                   auto unknown = a.initUnknown(static_cast<unsigned>(r->unknown.size()));
+                   for (unsigned i = 0; i < r->unknown.size(); ++i) unknown.set(i, text(r->unknown[i]));
+                   reply(identity, b);
+                 });
+               });
+  }
+
+  void on_extend(Session& s, std::uint64_t id, proto::Extend::Reader req) {
+    std::string queue(view(req.getQueue()));
+    if (!allowed_queue(s, id, queue)) return;
+    std::vector<std::string> leases;
+    for (auto l : req.getLeaseIds()) leases.emplace_back(view(l));
+    std::uint64_t vis = req.getVisibilityTimeoutMs();
+    router.extend(queue, leases, vis,
+                  [this, identity = s.identity, serial = s.serial, id, queue, vis, leases](
+                      Result<ExtendResult> r) mutable {
+                    later(identity, serial, [this, identity, id, queue, vis, leases, r = std::move(r)](Session* cur) {
+                      if (cur == nullptr) return;
+                      if (!r) return reply_error(identity, id, r.error());
+                      std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));
+                      for (const auto& l : leases) {
+                        if (auto it = cur->leases.find(l); it != cur->leases.end()) it->second.expires_at = expires;
+                      }
+                      if (id == 0) return;
+                      capnp::MallocMessageBuilder b(64);
+                      auto out = b.initRoot<proto::Envelope>();
+                      out.setId(id);
+                      auto e = out.initExtended();
+                      e.setExtended(r->extended);
+                      auto unknown = e.initUnknown(static_cast<unsigned>(r->unknown.size()));
+                      for (unsigned i = 0; i < r->unknown.size(); ++i) unknown.set(i, text(r->unknown[i]));
+                      reply(identity, b);
+                    });
+                  });
+  }
+
+  void on_consume(Session& s, std::uint64_t id, proto::Consume::Reader req) {
+    std::string queue(view(req.getQueue()));
+    if (!allowed_queue(s, id, queue)) return;
+    if (id == 0) return;  // a stream needs an id
+    if (s.consumers.contains(id) || s.subscriptions.contains(id)) {
+      return reply_error(s.identity, id, ErrorCode::CONFLICT, "stream id already in use");
+    }
+    auto info = router.get_queue(queue);
+    if (!info) return reply_error(s.identity, id, info.error());
+    Consumer c;
+    c.queue = queue;
+    c.window = req.getMaxInFlight() == 0 ? kDefaultWindow : req.getMaxInFlight();
+    c.visibility_ms = req.getVisibilityTimeoutMs();
+    s.consumers.emplace(id, std::move(c));
+    reply_ok(s.identity, id);
+    pump(s, id);
+  }
+
+  void on_cancel(Session& s, std::uint64_t id, std::uint64_t stream) {
+    if (auto it = s.subscriptions.find(stream); it != s.subscriptions.end()) {
+      it->second->closed = true;
+      router.unsubscribe(it->second->hub_id);
+      s.subscriptions.erase(it);
+      return reply_ok(s.identity, id);
+    }
+    if (auto it = s.consumers.find(stream); it != s.consumers.end()) {
+      // Leases already delivered stay with the client until it settles them or they expire.
+      s.consumers.erase(it);
+      for (auto& [lease, rec] : s.leases) {
+        if (rec.stream == stream) rec.stream = 0;
+      }
+      return reply_ok(s.identity, id);
+    }
+    reply_error(s.identity, id, ErrorCode::NOT_FOUND, "no stream " + std::to_string(stream));
+  }
+
+  void on_publish(Session& s, std::uint64_t id, proto::Publish::Reader req,
+                  std::span<zmq::message_t> payloads) {
+    std::string channel(view(req.getChannel()));
+    if (payloads.size() != 1) {
+      return reply_error(s.identity, id, ErrorCode::MALFORMED, "publish carries exactly one payload frame");
+    }
+    if (!s.who.may_publish(channel)) {
+      return reply_error(s.identity, id, ErrorCode::FORBIDDEN, "the token does not grant publishing to " + channel);
+    }
+    if (payloads[0].size() > options.max_message_bytes) {
+      return reply_error(s.identity, id, ErrorCode::MESSAGE_TOO_LARGE,
+                         "the message has " + std::to_string(payloads[0].size()) + " bytes; the limit is " +
+                             std::to_string(options.max_message_bytes));
+    }
+    auto type = wire::from_wire(req.getContentType());
+    std::string data(frame_view(payloads[0]));
+    if (type == ContentType::kJson && !valid_json(data)) {
+      return reply_error(s.identity, id, ErrorCode::MALFORMED, "the message is not valid JSON (content type json)");
+    }
+    auto r = router.publish(channel, std::move(data), type);
+    if (id == 0) return;
+    if (!r) return reply_error(s.identity, id, r.error());
+    capnp::MallocMessageBuilder b(64);
+    auto out = b.initRoot<proto::Envelope>();
+    out.setId(id);
+    auto p = out.initPublished();
+    p.setOffset(r->offset);
+    p.setEpoch(text(r->epoch));
+    p.setSubscribers(r->subscribers);
+    reply(s.identity, b);
+  }
+
+  void on_subscribe(Session& s, std::uint64_t id, proto::Subscribe::Reader req) {
+    std::string pattern(view(req.getPattern()));
+    if (id == 0) return;
+    if (s.consumers.contains(id) || s.subscriptions.contains(id)) {
+      return reply_error(s.identity, id, ErrorCode::CONFLICT, "stream id already in use");
+    }
+    if (auto e = channels::validate_pattern(pattern)) return reply_error(s.identity, id, *e);
+    if (!s.who.may_subscribe(pattern)) {
+      return reply_error(s.identity, id, ErrorCode::FORBIDDEN, "the token does not grant subscribing to " + pattern);
+    }
+    std::optional<channels::Since> since;
+    switch (req.which()) {
+      case proto::Subscribe::SINCE: {
+        auto p = req.getSince();
+        since = channels::Since{std::string(view(p.getEpoch())), p.getOffset(), 0};
+        break;
+      }
+      case proto::Subscribe::RECENT:
+        if (req.getRecent() > 0) since = channels::Since{"", 0, req.getRecent()};
+        break;
+      default: break;
+    }
+    auto sink = std::make_shared<Sink>();
+    sink->outbox = outbox;
+    sink->identity = s.identity;
+    sink->serial = s.serial;
+    sink->stream = id;
+    const auto& ns = router.channel_namespace(pattern);
+    sink->limit = ns.buffer_messages;
+    sink->policy = ns.policy;
+    auto r = router.subscribe(pattern, sink, since);
+    if (!r) return reply_error(s.identity, id, r.error());
+    sink->hub_id = r->id;
+    s.subscriptions.emplace(id, sink);
+    capnp::MallocMessageBuilder b(64);
+    auto out = b.initRoot<proto::Envelope>();
+    out.setId(id);
+    auto sub = out.initSubscribed();
+    sub.setEpoch(text(r->epoch));
+    sub.setOffset(r->offset);
+    sub.setRecovered(r->recovered);
+    sub.setReset(r->reset);
+    reply(s.identity, b);
+  }
+
+  void on_put_queue(Session& s, std::uint64_t id, proto::PutQueue::Reader req) {
+    std::string name(view(req.getName()));
+    if (!allowed_queue(s, id, name)) return;
+    auto patch = wire::from_wire(req.getConfig());
+    router.put_queue(name, patch, [this, identity = s.identity, serial = s.serial, id](Result<QueueInfo> r) mutable {
+      later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
+        if (cur == nullptr) return;
+        if (!r) return reply_error(identity, id, r.error());
+        capnp::MallocMessageBuilder b(512);
+        auto out = b.initRoot<proto::Envelope>();
+        out.setId(id);
+        wire::to_wire(out.initQueue(), *r);
+        reply(identity, b);
+      });
+    });
+  }
+
+  void on_delete_queue(Session& s, std::uint64_t id, proto::QueueName::Reader req) {
+    std::string name(view(req.getName()));
+    if (!allowed_queue(s, id, name)) return;
+    router.delete_queue(name, [this, identity = s.identity, serial = s.serial, id](Result<bool> r) mutable {
+      later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
+        if (cur == nullptr) return;
+        if (!r) return reply_error(identity, id, r.error());
+        reply_ok(identity, id);
+      });
+    });
+  }
+
+  void on_redrive(Session& s, std::uint64_t id, proto::Redrive::Reader req) {
+    std::string from(view(req.getFrom())), to(view(req.getTo()));
+    if (!allowed_queue(s, id, from) || !allowed_queue(s, id, to)) return;
+    router.redrive(from, to, req.getMax(),
+                   [this, identity = s.identity, serial = s.serial, id](Result<std::uint64_t> r) mutable {
+                     later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
+                       if (cur == nullptr) return;
+                       if (!r) return reply_error(identity, id, r.error());
+                       capnp::MallocMessageBuilder b(32);
+                       auto out = b.initRoot<proto::Envelope>();
+                       out.setId(id);
+                       out.setCount(*r);
+                       reply(identity, b);
+                     });
+                   });
+  }
+
+  // ---- the loop --------------------------------------------------------------------------------
+
+  void run() {
+    zmq::pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, outbox->wake_fd, ZMQ_POLLIN, 0}};
+    std::vector<std::move_only_function<void()>> tasks;
+    std::vector<Outbox::Delivery> deliveries;
+    std::vector<zmq::message_t> parts;
+    while (!stopping.load()) {
+      std::int64_t now = steady_ms();
+      long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, 100);
+      bool busy = false;
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(timeout));
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        throw;
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        std::uint64_t n;
+        [[maybe_unused]] auto r = ::read(outbox->wake_fd, &n, sizeof n);
+      }
+      for (int i = 0; i < 4096; ++i) {
+        parts.clear();
+        if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+        busy = true;
+        handle(parts);
+      }
+      {
+        std::lock_guard lock(outbox->mu);
+        tasks.swap(outbox->tasks);
+        deliveries.swap(outbox->deliveries);
+        outbox->wake_pending = false;
+      }
+      for (auto& t : tasks) t();
+      tasks.clear();
+      flush_deliveries(deliveries);
+      flush_backlogs();
+      end_doomed();
+      now = steady_ms();
+      if (now >= next_sweep) {
+        sweep();
+        next_sweep = now + 100;
+      }
+      (void)busy;
+    }
+  }
+};
+
+Endpoint::Endpoint(Router& router, EndpointOptions options)
+    : impl_(std::make_unique<Impl>(router, std::move(options))) {}
+
+Endpoint::~Endpoint() { stop(); }
+
+void Endpoint::start() {
+  auto& d = *impl_;
+  d.sock = zmq::socket_t(d.ctx, zmq::socket_type::router);
+  d.sock.set(zmq::sockopt::router_mandatory, 1);
+  d.sock.set(zmq::sockopt::sndhwm, static_cast<int>(d.options.send_hwm));
+  d.sock.set(zmq::sockopt::rcvhwm, static_cast<int>(d.options.send_hwm));
+  d.sock.set(zmq::sockopt::linger, 0);
+  d.sock.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(d.options.max_message_bytes + (1u << 20)));
+  if (!d.options.curve_secret_key.empty()) {
+    if (!zmq_has("curve")) throw std::runtime_error("this libzmq has no CURVE support");
+    if (d.options.curve_secret_key.size() != 40) {
+      throw std::runtime_error("endpoint_curve_secret must be a 40-character Z85 key (roost keygen)");
+    }
+    d.sock.set(zmq::sockopt::curve_server, 1);
+    d.sock.set(zmq::sockopt::curve_secretkey, d.options.curve_secret_key);
+  }
+  try {
+    d.sock.bind(d.options.bind);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("cannot bind the endpoint to " + d.options.bind + ": " + e.what());
+  }
+  d.bound = d.sock.get(zmq::sockopt::last_endpoint);
+  d.thread = std::thread([&d] {
+    try {
+      d.run();
+    } catch (const std::exception& e) {
+      d.log->critical("endpoint thread failed: {}", e.what());
+    }
+  });
+  d.log->info("endpoint listening on {}{}", d.bound,
+              d.options.curve_secret_key.empty() ? "" : " (CURVE encryption)");
+}
+
+std::string Endpoint::bound() const { return impl_->bound; }
+
+void Endpoint::stop() {
+  auto& d = *impl_;
+  if (!d.thread.joinable()) return;
+  d.stopping = true;
+  {
+    std::lock_guard lock(d.outbox->mu);
+    d.outbox->wake_locked();
+  }
+  d.thread.join();
+  // Run what completed meanwhile (answers are dropped, leases of gone sessions released), then
+  // end every session.
+  std::vector<std::move_only_function<void()>> tasks;
+  {
+    std::lock_guard lock(d.outbox->mu);
+    tasks.swap(d.outbox->tasks);
+    d.outbox->deliveries.clear();
+    d.outbox->closed = true;
+  }
+  for (auto& t : tasks) t();
+  std::vector<std::string> ids;
+  for (auto& [id, s] : d.sessions) ids.push_back(id);
+  for (const auto& id : ids) d.end_session(id);
+  d.sock.close();
+}
+
+std::size_t Endpoint::sessions() const { return impl_->session_count.load(); }
+
+std::string Endpoint::metrics_text() const {
+  const auto& d = *impl_;
+  std::ostringstream out;
+  out << "# HELP roost_endpoint_sessions Native protocol clients with a session.\n"
+      << "# TYPE roost_endpoint_sessions gauge\nroost_endpoint_sessions " << d.session_count.load() << '\n'
+      << "# HELP roost_endpoint_requests_total Native protocol requests received.\n"
+      << "# TYPE roost_endpoint_requests_total counter\nroost_endpoint_requests_total " << d.requests.load() << '\n'
+      << "# HELP roost_endpoint_malformed_total Native frames that could not be decoded.\n"
+      << "# TYPE roost_endpoint_malformed_total counter\nroost_endpoint_malformed_total " << d.malformed.load() << '\n'
+      << "# HELP roost_endpoint_sessions_expired_total Sessions ended because the client went silent.\n"
+      << "# TYPE roost_endpoint_sessions_expired_total counter\nroost_endpoint_sessions_expired_total "
+      << d.sessions_expired.load() << '\n';
+  return out.str();
+}
+
+}  // namespace roost::broker

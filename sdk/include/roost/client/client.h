@@ -1,0 +1,226 @@
+// The C++ SDK: a client of a Roost node's native endpoint (ZeroMQ + Cap'n Proto, see
+// docs/protocol.md).
+//
+//   auto client = roost::Client::connect({.url = "tcp://127.0.0.1:7400"});
+//   if (!client) { std::cerr << client.error().message; return 1; }
+//   roost::Producer jobs(*client, "jobs");
+//   auto id = jobs.send(R"({"task":"resize"})");
+//
+// Threads and safety. A Client is thread-safe: every method may be called from any thread, and
+// many requests may be in flight at once (they are pipelined on one connection). The client runs
+// two threads of its own:
+//  - the I/O thread owns the ZeroMQ socket; completion callbacks of the *_async methods run on it.
+//    Keep them short, and don't call blocking methods from them (those answer invalid_argument).
+//  - the dispatch thread runs stream handlers (subscribe, consume), one at a time, in order; they
+//    may block and may call any method, blocking ones included.
+// Reconnection. The client heartbeats; when the node stops answering (3 heartbeats) or restarts, it
+// reconnects with jittered exponential backoff, says hello again and re-opens its subscriptions
+// (resuming concrete channels from the last offset seen) and consumers. Requests in flight when the
+// connection is lost fail with `unavailable` (they may or may not have been applied); requests made
+// while reconnecting wait for the connection until their timeout.
+#pragma once
+
+#include <roost/durable/queue_types.h>
+#include <roost/wire/error.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace roost {
+
+struct ClientOptions {
+  std::string url = "tcp://127.0.0.1:7400";  // tcp://HOST:PORT or ipc://PATH
+  std::string token;                         // HS256 JWT when the node has an auth secret
+  std::string curve_server_key;              // the node's Z85 public key: encrypt with CURVE
+  std::string name = "roost-cpp";            // shown in the node's logs
+  std::chrono::milliseconds request_timeout{10'000};
+  std::chrono::milliseconds connect_timeout{5'000};  // for connect() and each hello
+  std::chrono::milliseconds heartbeat{1'000};
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{5'000};
+};
+
+struct ChannelMessage {
+  std::string channel;
+  std::string data;
+  ContentType content_type = ContentType::kJson;
+  std::uint64_t offset = 0;
+  std::string epoch;
+  std::int64_t timestamp_ms = 0;
+};
+
+struct PublishAck {
+  std::uint64_t offset = 0;
+  std::string epoch;
+  std::uint64_t subscribers = 0;
+};
+
+// A handle on a subscription or push consumer: cancel() (or destruction) ends it.
+class Stream {
+ public:
+  Stream(std::weak_ptr<struct ClientCore> core, std::uint64_t id);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  void cancel();
+  std::uint64_t id() const { return id_; }
+
+ private:
+  std::weak_ptr<struct ClientCore> core_;
+  std::uint64_t id_;
+};
+
+// A message handed to a push consumer's handler. Settle it with ack() or retry(); unsettled
+// messages return to the queue when their lease expires.
+class Delivery {
+ public:
+  std::string queue;
+  LeasedMessage message;
+
+  void ack() const;
+  void retry(std::optional<std::chrono::milliseconds> delay = std::nullopt) const;
+  void extend(std::chrono::milliseconds visibility) const;
+
+ private:
+  friend struct ClientCore;
+  std::weak_ptr<struct ClientCore> core_;
+};
+
+struct SubscribeOptions {
+  std::function<void(std::uint64_t dropped)> on_lag;  // messages lost because this client lagged
+  std::function<void(const Error&)> on_error;         // the node ended the subscription
+  std::size_t recent = 0;                             // replay up to this many kept messages first
+  std::optional<std::pair<std::string, std::uint64_t>> since;  // resume after (epoch, offset)
+};
+
+struct ConsumeOptions {
+  std::uint32_t max_in_flight = 100;  // messages leased to this consumer and not yet settled
+  std::optional<std::chrono::milliseconds> visibility;  // lease length; default: the queue's
+  std::function<void(const Error&)> on_error;           // the node ended the consumer
+};
+
+class Client {
+ public:
+  static Result<std::shared_ptr<Client>> connect(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // ---- queues ----
+  Result<std::vector<std::string>> enqueue(const std::string& queue, std::vector<NewMessage> messages);
+  void enqueue_async(const std::string& queue, std::vector<NewMessage> messages,
+                     Callback<std::vector<std::string>> done);
+  // wait > 0 long-polls (up to 20 s).
+  Result<std::vector<LeasedMessage>> pull(const std::string& queue, PullOptions options = {},
+                                          std::chrono::milliseconds wait = {});
+  Result<AckResult> ack(const std::string& queue, std::vector<std::string> acks,
+                        std::vector<RetryRequest> retries = {});
+  void ack_async(const std::string& queue, std::vector<std::string> acks,
+                 std::vector<RetryRequest> retries, Callback<AckResult> done);
+  Result<ExtendResult> extend(const std::string& queue, std::vector<std::string> leases,
+                              std::chrono::milliseconds visibility = {});
+  Result<std::unique_ptr<Stream>> consume(const std::string& queue,
+                                          std::function<void(const Delivery&)> handler,
+                                          ConsumeOptions options = {});
+  Result<QueueInfo> put_queue(const std::string& name, const QueueConfigPatch& patch = {});
+  Result<void> delete_queue(const std::string& name);
+  Result<QueueInfo> get_queue(const std::string& name);
+  Result<std::vector<QueueInfo>> list_queues();
+  Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max = 0);
+
+  // ---- channels ----
+  // Fire and forget (as NATS core): errors are not reported.
+  void publish(const std::string& channel, std::string data, ContentType type = ContentType::kJson);
+  Result<PublishAck> publish_sync(const std::string& channel, std::string data,
+                                  ContentType type = ContentType::kJson);
+  Result<std::unique_ptr<Stream>> subscribe(const std::string& pattern,
+                                            std::function<void(const ChannelMessage&)> handler,
+                                            SubscribeOptions options = {});
+
+  // True while a session with the node is established.
+  bool connected() const;
+  // How many times the client had to reconnect (for tests and monitoring).
+  std::uint64_t reconnects() const;
+  // Ends the connection; pending requests fail with `unavailable`. Idempotent.
+  void close();
+
+ private:
+  explicit Client(std::shared_ptr<ClientCore> core);
+  std::shared_ptr<ClientCore> core_;
+};
+
+// Sends to one queue, with a bounded window of asynchronous sends.
+class Producer {
+ public:
+  Producer(Client& client, std::string queue, std::size_t window = 1000);
+  ~Producer();  // waits for outstanding sends
+  Result<std::string> send(std::string body, ContentType type = ContentType::kJson);
+  Result<std::string> send(NewMessage message);
+  Result<std::vector<std::string>> send_batch(std::vector<NewMessage> messages);
+  // Blocks while `window` sends are outstanding; `done` runs on the client's I/O thread.
+  void send_async(NewMessage message, Callback<std::string> done);
+  std::future<Result<std::string>> send_async(NewMessage message);
+  // Waits until every asynchronous send has completed.
+  void flush();
+
+ private:
+  struct State;
+  Client& client_;
+  std::string queue_;
+  std::shared_ptr<State> state_;
+};
+
+// Takes from one queue: pull, or push with a window.
+class Consumer {
+ public:
+  Consumer(Client& client, std::string queue) : client_(client), queue_(std::move(queue)) {}
+  Result<std::vector<LeasedMessage>> pull(std::uint32_t batch = 10,
+                                          std::chrono::milliseconds wait = {});
+  Result<std::unique_ptr<Stream>> consume(std::function<void(const Delivery&)> handler,
+                                          std::uint32_t max_in_flight = 100);
+  Result<AckResult> ack(const std::string& lease_id);
+  Result<AckResult> ack(std::vector<std::string> lease_ids);
+  Result<AckResult> retry(const std::string& lease_id,
+                          std::optional<std::chrono::milliseconds> delay = std::nullopt);
+  Result<ExtendResult> extend(const std::string& lease_id, std::chrono::milliseconds visibility);
+
+ private:
+  Client& client_;
+  std::string queue_;
+};
+
+class Publisher {
+ public:
+  explicit Publisher(Client& client) : client_(client) {}
+  void publish(const std::string& channel, std::string data, ContentType type = ContentType::kJson) {
+    client_.publish(channel, std::move(data), type);
+  }
+  Result<PublishAck> publish_sync(const std::string& channel, std::string data,
+                                  ContentType type = ContentType::kJson) {
+    return client_.publish_sync(channel, std::move(data), type);
+  }
+
+ private:
+  Client& client_;
+};
+
+class Subscriber {
+ public:
+  explicit Subscriber(Client& client) : client_(client) {}
+  Result<std::unique_ptr<Stream>> subscribe(const std::string& pattern,
+                                            std::function<void(const ChannelMessage&)> handler,
+                                            SubscribeOptions options = {}) {
+    return client_.subscribe(pattern, std::move(handler), std::move(options));
+  }
+
+ private:
+  Client& client_;
+};
+
+}  // namespace roost
