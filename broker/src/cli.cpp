@@ -1,9 +1,16 @@
 #include "cli.h"
 
+#include <roost/client/client.h>
 #include <roost/client/http_client.h>
+#include <roost/gateway/json_codec.h>
+#include <roost/wire/base64.h>
 
 #include <boost/json.hpp>
 
+#include <zmq.h>
+
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -12,6 +19,8 @@
 namespace roost::broker {
 
 namespace json = boost::json;
+using roost::Client;
+using roost::ClientOptions;
 
 namespace {
 
@@ -82,10 +91,237 @@ std::string need(const Args& a, std::size_t i, const char* what) {
   return a.positional[i];
 }
 
+bool is_native(const std::string& url) { return url.starts_with("tcp://") || url.starts_with("ipc://"); }
+
+std::string url_of(const Args& a, const char* fallback) {
+  if (auto u = a.opt("url")) return *u;
+  const char* env = std::getenv("ROOST_URL");
+  return env != nullptr ? env : fallback;
+}
+
+std::shared_ptr<Client> connect_native(const Args& a, const std::string& url) {
+  ClientOptions o;
+  o.url = url;
+  o.name = "roost-cli";
+  if (auto t = a.opt("token")) o.token = *t;
+  else if (const char* env = std::getenv("ROOST_TOKEN")) o.token = env;
+  if (auto k = a.opt("server-key")) o.curve_server_key = *k;
+  auto c = Client::connect(o);
+  if (!c) throw std::runtime_error(std::string(error_code_name(c.error().code)) + ": " + c.error().message);
+  return *c;
+}
+
+template <class T>
+int print_native(const Result<T>& r, const std::function<std::string(const T&)>& encode) {
+  if (r) {
+    std::cout << encode(*r) << '\n';
+    return 0;
+  }
+  std::cerr << "error " << error_code_name(r.error().code) << ": " << r.error().message << '\n';
+  return 1;
+}
+
+std::optional<std::uint64_t> opt_number(const Args& a, const char* flag) {
+  if (auto v = a.opt(flag)) return number(flag, *v);
+  return std::nullopt;
+}
+
+ContentType content_type_of(const Args& a, const std::string& body) {
+  std::string type = a.opt("content-type").value_or("json");
+  if (type == "text") return ContentType::kText;
+  if (type == "bytes") return ContentType::kBytes;
+  if (type != "json") throw UsageError("--content-type is json, text or bytes");
+  boost::system::error_code ec;
+  (void)json::parse(body, ec);
+  if (ec) throw UsageError("BODY is not JSON (use --content-type text for plain text)");
+  return ContentType::kJson;
+}
+
+// `roost queue ...` over the native protocol: the same commands and the same JSON output.
+int queue_native(const Args& a, const std::string& url) {
+  auto client = connect_native(a, url);
+  const std::string& cmd = a.positional[0];
+  using gateway::encode_queue;
+  if (cmd == "list") {
+    return print_native<std::vector<QueueInfo>>(client->list_queues(), gateway::encode_queues);
+  }
+  if (cmd == "stats") return print_native<QueueInfo>(client->get_queue(need(a, 1, "QUEUE")), encode_queue);
+  if (cmd == "delete") {
+    auto r = client->delete_queue(need(a, 1, "QUEUE"));
+    if (r) {
+      std::cout << "{}\n";
+      return 0;
+    }
+    std::cerr << "error " << error_code_name(r.error().code) << ": " << r.error().message << '\n';
+    return 1;
+  }
+  if (cmd == "create") {
+    QueueConfigPatch p;
+    p.visibility_timeout_ms = opt_number(a, "visibility-timeout-ms");
+    if (auto v = opt_number(a, "max-retries")) p.max_retries = static_cast<std::uint32_t>(*v);
+    p.retry_delay_ms = opt_number(a, "retry-delay-ms");
+    p.dead_letter_queue = a.opt("dead-letter-queue");
+    p.max_messages = opt_number(a, "max-messages");
+    p.max_bytes = opt_number(a, "max-bytes");
+    p.message_ttl_ms = opt_number(a, "message-ttl-ms");
+    p.dedup_window_ms = opt_number(a, "dedup-window-ms");
+    return print_native<QueueInfo>(client->put_queue(need(a, 1, "QUEUE"), p), encode_queue);
+  }
+  if (cmd == "push") {
+    std::string q = need(a, 1, "QUEUE");
+    NewMessage m;
+    m.body = need(a, 2, "BODY");
+    m.content_type = content_type_of(a, m.body);
+    m.delay_ms = opt_number(a, "delay-ms").value_or(0);
+    m.id = a.opt("id").value_or("");
+    m.key = a.opt("key").value_or("");
+    std::vector<NewMessage> one;
+    one.push_back(std::move(m));
+    return print_native<std::vector<std::string>>(client->enqueue(q, std::move(one)), gateway::encode_ids);
+  }
+  if (cmd == "pull") {
+    PullOptions o;
+    o.batch_size = static_cast<std::uint32_t>(opt_number(a, "batch-size").value_or(10));
+    o.visibility_timeout_ms = opt_number(a, "visibility-timeout-ms");
+    auto wait = std::chrono::milliseconds(opt_number(a, "wait-ms").value_or(0));
+    return print_native<std::vector<LeasedMessage>>(client->pull(need(a, 1, "QUEUE"), o, wait),
+                                                    gateway::encode_messages);
+  }
+  if (cmd == "ack") {
+    std::string q = need(a, 1, "QUEUE");
+    std::vector<std::string> acks(a.positional.begin() + 2, a.positional.end());
+    std::vector<RetryRequest> retries;
+    if (auto it = a.options.find("retry"); it != a.options.end()) {
+      for (const auto& lease : it->second) retries.push_back(RetryRequest{lease, opt_number(a, "delay-ms")});
+    }
+    return print_native<AckResult>(client->ack(q, std::move(acks), std::move(retries)), gateway::encode_ack);
+  }
+  if (cmd == "redrive") {
+    std::string q = need(a, 1, "DLQ");
+    auto to = a.opt("to");
+    if (!to) throw UsageError("redrive needs --to QUEUE");
+    return print_native<std::uint64_t>(client->redrive(q, *to, opt_number(a, "max").value_or(0)),
+                                       [](const std::uint64_t& n) { return R"({"moved":)" + std::to_string(n) + "}"; });
+  }
+  throw UsageError("unknown queue command " + cmd);
+}
+
+std::atomic<bool> g_interrupted{false};
+
 }  // namespace
+
+const char* channel_cli_help() {
+  return R"(usage: roost pub SUBJECT DATA [--content-type json|text|bytes] [--url URL]
+       roost sub PATTERN [--count N] [--recent N] [--url URL]
+
+  pub publishes one message (DATA is JSON unless --content-type text|bytes) and prints
+      {"offset":…,"epoch":…,"subscribers":…}.
+  sub prints one JSON line per message until --count messages arrived or Ctrl-C:
+      {"channel":…,"data":…,"offset":…,"epoch":…,"timestamp_ms":…}
+  URL is tcp://HOST:PORT or ipc://PATH (default tcp://127.0.0.1:7400, or env ROOST_URL);
+  pub also takes http://HOST:PORT. --token JWT (or env ROOST_TOKEN), --server-key Z85 for CURVE.
+)";
+}
+
+int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
+  try {
+    Args a = parse(raw);
+    if (a.positional.empty() || a.opt("help")) {
+      std::cout << channel_cli_help();
+      return a.positional.empty() ? 2 : 0;
+    }
+    std::string url = url_of(a, "tcp://127.0.0.1:7400");
+    if (verb == "pub") {
+      std::string subject = need(a, 0, "SUBJECT");
+      std::string data = need(a, 1, "DATA");
+      ContentType type = content_type_of(a, data);
+      if (!is_native(url)) {
+        if (type != ContentType::kJson) throw UsageError("over HTTP, DATA must be JSON");
+        client::HttpClient http(url);
+        return print(http.post("/v1/channels/" + subject + "/publish", data));
+      }
+      auto client = connect_native(a, url);
+      return print_native<PublishAck>(client->publish_sync(subject, data, type), [](const PublishAck& p) {
+        return json::serialize(json::object{{"offset", p.offset}, {"epoch", p.epoch}, {"subscribers", p.subscribers}});
+      });
+    }
+    // sub
+    if (!is_native(url)) throw UsageError("roost sub needs a tcp:// or ipc:// url");
+    std::string pattern = need(a, 0, "PATTERN");
+    std::uint64_t count = opt_number(a, "count").value_or(0);
+    auto client = connect_native(a, url);
+    std::mutex mu;
+    std::condition_variable cv;
+    std::uint64_t seen = 0;
+    std::optional<Error> ended;
+    SubscribeOptions so;
+    so.recent = opt_number(a, "recent").value_or(0);
+    so.on_lag = [](std::uint64_t n) { std::cerr << "roost sub: " << n << " messages lost (too slow)\n"; };
+    so.on_error = [&](const Error& e) {
+      std::lock_guard lock(mu);
+      ended = e;
+      cv.notify_all();
+    };
+    auto sub = client->subscribe(pattern, [&](const ChannelMessage& m) {
+      json::object o{{"channel", m.channel}};
+      switch (m.content_type) {
+        case ContentType::kJson: {
+          boost::system::error_code ec;
+          auto v = json::parse(m.data, ec);
+          o["data"] = ec ? json::value(m.data) : v;
+          break;
+        }
+        case ContentType::kText: o["data"] = m.data; break;
+        case ContentType::kBytes: o["data"] = base64_encode(m.data); o["encoding"] = "base64"; break;
+      }
+      o["offset"] = m.offset;
+      o["epoch"] = m.epoch;
+      o["timestamp_ms"] = m.timestamp_ms;
+      std::lock_guard lock(mu);
+      std::cout << json::serialize(o) << std::endl;
+      ++seen;
+      cv.notify_all();
+    }, so);
+    if (!sub) {
+      std::cerr << "error " << error_code_name(sub.error().code) << ": " << sub.error().message << '\n';
+      return 1;
+    }
+    std::signal(SIGINT, [](int) { g_interrupted = true; });
+    std::signal(SIGTERM, [](int) { g_interrupted = true; });
+    std::unique_lock lock(mu);
+    while (!g_interrupted && !ended && (count == 0 || seen < count)) {
+      cv.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    if (ended) {
+      std::cerr << "error " << error_code_name(ended->code) << ": " << ended->message << '\n';
+      return 1;
+    }
+    return 0;
+  } catch (const UsageError& e) {
+    std::cerr << "roost " << verb << ": " << e.what() << "\n\n" << channel_cli_help();
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "roost " << verb << ": " << e.what() << '\n';
+    return 1;
+  }
+}
+
+int keygen_cli() {
+  char pub[41], sec[41];
+  if (zmq_curve_keypair(pub, sec) != 0) {
+    std::cerr << "roost keygen: this libzmq has no CURVE support\n";
+    return 1;
+  }
+  std::cout << "endpoint_curve_secret = \"" << sec << "\"   # the node's (keep it secret)\n"
+            << "server_key = \"" << pub << "\"              # give clients this one (--server-key)\n";
+  return 0;
+}
 
 const char* queue_cli_help() {
   return R"(usage: roost queue COMMAND [ARGS] [--url http://127.0.0.1:8080]   (or env ROOST_URL)
+
+  URL is http://HOST:PORT (the REST API) or tcp://HOST:PORT / ipc://PATH (the native protocol,
+  with --token JWT and --server-key Z85 for CURVE); both print the same JSON.
 
   create QUEUE [--visibility-timeout-ms N] [--max-retries N] [--retry-delay-ms N]
                [--dead-letter-queue NAME] [--max-messages N] [--max-bytes N]
@@ -109,11 +345,8 @@ int queue_cli(const std::vector<std::string>& raw) {
       std::cout << queue_cli_help();
       return a.positional.empty() ? 2 : 0;
     }
-    std::string url = a.opt("url").value_or("");
-    if (url.empty()) {
-      const char* env = std::getenv("ROOST_URL");
-      url = env != nullptr ? env : "http://127.0.0.1:8080";
-    }
+    std::string url = url_of(a, "http://127.0.0.1:8080");
+    if (is_native(url)) return queue_native(a, url);
     client::HttpClient http(url);
     const std::string& cmd = a.positional[0];
     auto path = [](const std::string& q) { return "/v1/queues/" + q; };

@@ -1,4 +1,5 @@
-// `roost queue ...`: the command line for a running node, over its HTTP API.
+// The command line for a running node: `roost queue`, `roost pub`, `roost sub` (over the REST API
+// or the native protocol, by --url), and `roost keygen`.
 #pragma once
 
 #include <string>
@@ -10,5 +11,10 @@ namespace roost::broker {
 // (0 success, 1 error answer or unreachable server, 2 usage error).
 int queue_cli(const std::vector<std::string>& args);
 const char* queue_cli_help();
+// `roost pub` / `roost sub` (verb "pub" or "sub").
+int channel_cli(const std::string& verb, const std::vector<std::string>& args);
+const char* channel_cli_help();
+// `roost keygen`: a CURVE key pair for the endpoint.
+int keygen_cli();
 
 }  // namespace roost::broker

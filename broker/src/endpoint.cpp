@@ -121,9 +121,10 @@ struct Endpoint::Impl {
     std::uint64_t visibility_ms = 0;
     bool pulling = false;
   };
+  // A message pushed to a consumer of this session, not yet settled.
   struct Lease {
     std::string queue;
-    std::uint64_t stream = 0;  // the push consumer's, 0 for a pull
+    std::uint64_t stream = 0;  // the push consumer's (0 once it was cancelled)
     std::int64_t expires_at = 0;  // steady ms
   };
   struct Session {
@@ -134,7 +135,7 @@ struct Endpoint::Impl {
     std::int64_t last_seen = 0;
     std::unordered_map<std::uint64_t, std::shared_ptr<Sink>> subscriptions;  // by stream id
     std::unordered_map<std::uint64_t, Consumer> consumers;                   // by stream id
-    std::unordered_map<std::string, Lease> leases;                           // by lease id
+    std::unordered_map<std::string, Lease> leases;  // pushed, unsettled; by lease id
     std::deque<std::vector<zmq::message_t>> backlog;  // answers ZeroMQ refused (HWM)
     bool doomed = false;
   };
@@ -768,18 +769,17 @@ struct Endpoint::Impl {
     opts.batch_size = req.getBatchSize() == 0 ? 10 : req.getBatchSize();
     if (req.getVisibilityTimeoutMs() != 0) opts.visibility_timeout_ms = req.getVisibilityTimeoutMs();
     std::uint64_t wait = std::min(req.getWaitMs(), kMaxWaitMs);
-    std::uint64_t vis = req.getVisibilityTimeoutMs();
     router.pull(queue, opts, wait,
-                [this, identity = s.identity, serial = s.serial, id, queue, vis](
+                [this, identity = s.identity, serial = s.serial, id, queue](
                     Result<std::vector<LeasedMessage>> r) mutable {
-                  later(identity, serial, [this, identity, id, queue, vis, r = std::move(r)](Session* cur) {
+                  later(identity, serial, [this, identity, id, queue, r = std::move(r)](Session* cur) {
                     if (cur == nullptr) {
                       if (r) release_messages(queue, *r);
                       return;
                     }
                     if (!r) return reply_error(identity, id, r.error());
-                    std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));
-                    for (const auto& m : *r) cur->leases[m.lease_id] = Lease{queue, 0, expires};
+                    // A pulled lease is the client's until its visibility timeout, as over HTTP
+                    // (another process may ack it); only push deliveries are tied to the session.
                     send_messages(*cur, id, queue, *r, false);
                   });
                 });

@@ -14,8 +14,12 @@ namespace {
 const char* kUsage = R"(roost — queues, broadcast channels and object mailboxes in one binary
 
 usage:
-  roost serve [OPTIONS]        run a node (data in ./roost-data, HTTP on 127.0.0.1:8080)
+  roost serve [OPTIONS]        run a node (data in ./roost-data, HTTP on 127.0.0.1:8080,
+                               native protocol on tcp://127.0.0.1:7400)
   roost queue COMMAND ...      manage and use queues of a running node (roost queue --help)
+  roost pub SUBJECT DATA       publish to a channel (roost pub --help)
+  roost sub PATTERN            print a channel's messages, one JSON line each
+  roost keygen                 make a CURVE key pair for an encrypted endpoint
   roost --version
   roost --help
 
@@ -36,6 +40,8 @@ int main(int argc, char** argv) {
   std::string cmd = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (cmd == "queue") return roost::broker::queue_cli(rest);
+  if (cmd == "pub" || cmd == "sub") return roost::broker::channel_cli(cmd, rest);
+  if (cmd == "keygen") return roost::broker::keygen_cli();
   if (cmd != "serve") {
     std::cerr << "roost: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;

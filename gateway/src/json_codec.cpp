@@ -1,4 +1,4 @@
-#include "json_codec.h"
+#include <roost/gateway/json_codec.h>
 
 #include <boost/json.hpp>
 

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "json_codec.h"
+#include <roost/gateway/json_codec.h>
 
 namespace roost::gateway {
 

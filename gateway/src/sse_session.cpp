@@ -4,7 +4,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
-#include "json_codec.h"
+#include <roost/gateway/json_codec.h>
 
 namespace roost::gateway {
 

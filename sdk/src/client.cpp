@@ -30,7 +30,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 zmq::message_t to_frame(capnp::MessageBuilder& b) {
-  auto bytes = wire::encode(b).asBytes();
+  auto words = wire::encode(b);
+  auto bytes = words.asBytes();
   return zmq::message_t(bytes.begin(), bytes.size());
 }
 

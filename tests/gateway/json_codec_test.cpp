@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <roost/wire/base64.h>
-#include "json_codec.h"
+#include <roost/gateway/json_codec.h>
 
 using namespace roost::gateway;
 using roost::base64_decode;

@@ -1,4 +1,4 @@
-// JSON shapes of the HTTP queue API: request bodies in, response bodies out. Every parse failure
+// JSON shapes of the HTTP queue API (also printed by the CLI): request bodies in, response bodies out. Every parse failure
 // is an Error with a stable code (malformed = not JSON, invalid_argument = wrong field).
 #pragma once
 
