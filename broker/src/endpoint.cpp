@@ -44,6 +44,7 @@ constexpr std::uint64_t kMaxWaitMs = 20'000;      // longest long poll, as over 
 constexpr std::uint64_t kConsumerWaitMs = 10'000;  // push consumers re-poll after this
 constexpr std::size_t kMaxEventMessages = 256;     // channel messages per `message` event
 constexpr std::uint32_t kDefaultWindow = 100;
+constexpr int kRound = 256;  // requests handled between two flushes of their results
 
 zmq::message_t to_frame(capnp::MessageBuilder& b) {
   auto words = wire::encode(b);
@@ -1034,7 +1035,6 @@ struct Endpoint::Impl {
     while (!stopping.load()) {
       std::int64_t now = steady_ms();
       long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, 100);
-      bool busy = false;
       try {
         zmq::poll(items, 2, std::chrono::milliseconds(timeout));
       } catch (const zmq::error_t& e) {
@@ -1045,21 +1045,26 @@ struct Endpoint::Impl {
         std::uint64_t n;
         [[maybe_unused]] auto r = ::read(outbox->wake_fd, &n, sizeof n);
       }
-      for (int i = 0; i < 4096; ++i) {
-        parts.clear();
-        if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
-        busy = true;
-        handle(parts);
+      // Requests in rounds of kRound, each followed by what they produced, so that a burst of
+      // publishes does not fill subscriber buffers before they are flushed.
+      for (int round = 0; round < 16; ++round) {
+        int n = 0;
+        for (; n < kRound; ++n) {
+          parts.clear();
+          if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+          handle(parts);
+        }
+        {
+          std::lock_guard lock(outbox->mu);
+          tasks.swap(outbox->tasks);
+          deliveries.swap(outbox->deliveries);
+          outbox->wake_pending = false;
+        }
+        for (auto& t : tasks) t();
+        tasks.clear();
+        flush_deliveries(deliveries);
+        if (n < kRound) break;
       }
-      {
-        std::lock_guard lock(outbox->mu);
-        tasks.swap(outbox->tasks);
-        deliveries.swap(outbox->deliveries);
-        outbox->wake_pending = false;
-      }
-      for (auto& t : tasks) t();
-      tasks.clear();
-      flush_deliveries(deliveries);
       flush_backlogs();
       end_doomed();
       now = steady_ms();
@@ -1067,7 +1072,6 @@ struct Endpoint::Impl {
         sweep();
         next_sweep = now + 100;
       }
-      (void)busy;
     }
   }
 };

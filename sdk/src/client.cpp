@@ -107,6 +107,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   std::atomic<bool> closing{false};
   std::atomic<bool> ready{false};
   std::atomic<std::uint64_t> reconnect_count{0};
+  std::atomic<std::size_t> queued_messages{0};  // channel messages waiting for their handler
+  std::atomic<std::size_t> queued_bytes{0};
 
   std::mutex mu;
   std::vector<Outgoing> outbox;           // GUARDED_BY(mu)
@@ -380,9 +382,21 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
           s.epoch = batch->back().epoch;
           s.offset = batch->back().offset;
         }
+        std::size_t bytes = 0;
+        for (const auto& m : *batch) bytes += m.data.size();
+        if (queued_messages.load() + batch->size() > options.max_queued_messages ||
+            queued_bytes.load() + bytes > options.max_queued_bytes) {
+          // The handler is behind: drop, and say so once it catches up.
+          if (s.sub.on_lag) to_dispatch([f = s.sub.on_lag, n = batch->size()] { f(n); });
+          return;
+        }
+        queued_messages += batch->size();
+        queued_bytes += bytes;
         auto handler = s.on_message;
-        to_dispatch([handler, batch] {
+        to_dispatch([this, handler, batch, bytes] {
           for (const auto& m : *batch) handler(m);
+          queued_messages -= batch->size();
+          queued_bytes -= bytes;
         });
         return;
       }

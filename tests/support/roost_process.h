@@ -46,6 +46,13 @@ class RoostProcess {
     std::vector<std::string> args = {ROOST_BINARY, "serve", "--data-dir", data_dir_.string(),
                                      "--http-listen", "127.0.0.1:" + std::to_string(port_),
                                      "--io-threads", "2"};
+    bool own_endpoint = false;
+    for (const auto& a : extra_) own_endpoint |= a.starts_with("--endpoint");
+    if (!own_endpoint) {
+      // A free port on first start; restarts keep the endpoint so clients can reconnect.
+      args.push_back("--endpoint");
+      args.push_back(endpoint_.empty() ? "tcp://127.0.0.1:*" : endpoint_);
+    }
     args.insert(args.end(), extra_.begin(), extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -66,7 +73,15 @@ class RoostProcess {
       std::string text = log();
       if (std::regex_search(text, m, kListening)) {
         port_ = std::stoi(m[1]);  // restarts keep the same port
-        return;
+        static const std::regex kEndpoint(R"(endpoint listening on ((tcp|ipc)://[^ \n]+))");
+        std::smatch e;
+        if (std::regex_search(text, e, kEndpoint)) {
+          endpoint_ = e[1];
+          return;
+        }
+        if (text.find("endpoint listening") == std::string::npos && !expects_endpoint()) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
       }
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -96,6 +111,8 @@ class RoostProcess {
   }
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // The native protocol endpoint, e.g. "tcp://127.0.0.1:41234".
+  std::string endpoint() const { return endpoint_; }
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
   std::string log() const {
@@ -110,6 +127,13 @@ class RoostProcess {
   std::vector<std::string> extra_;
   std::string log_path_;
   std::vector<std::string> logs_;
+  bool expects_endpoint() const {
+    for (std::size_t i = 0; i + 1 < extra_.size(); ++i) {
+      if (extra_[i] == "--endpoint" && extra_[i + 1] == "off") return false;
+    }
+    return true;
+  }
+  std::string endpoint_;
   int port_ = 0;
   pid_t pid_ = -1;
 };

@@ -44,6 +44,10 @@ struct ClientOptions {
   std::chrono::milliseconds heartbeat{1'000};
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5'000};
+  // Channel messages received but not yet handled (a slow handler): beyond either limit new ones
+  // are dropped and reported to on_lag, as the node does for a slow connection.
+  std::size_t max_queued_messages = 65'536;
+  std::size_t max_queued_bytes = 64u << 20;
 };
 
 struct ChannelMessage {

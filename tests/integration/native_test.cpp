@@ -1,0 +1,734 @@
+// The native protocol against the real binary: the C++ SDK (queues, push consumers with their
+// window, channels, reconnect, auth, CURVE, ipc://), raw ZeroMQ clients for what the SDK never
+// sends (requests before hello, malformed and random frames), and the CLI's pub/sub.
+#include <roost/broker/auth.h>
+#include <roost/client/client.h>
+#include <roost/wire/codec.h>
+
+#include <capnp/schema.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "http_fixture.h"
+
+using namespace roost::test;
+using namespace std::chrono_literals;
+using roost::Client;
+using roost::ClientOptions;
+using roost::ContentType;
+using roost::ErrorCode;
+using roost::NewMessage;
+
+namespace {
+
+std::shared_ptr<Client> connect(const RoostProcess& p, ClientOptions o = {}) {
+  o.url = p.endpoint();
+  if (o.heartbeat == 1000ms) o.heartbeat = 200ms;
+  auto c = Client::connect(o);
+  INFO("connect: " << (c ? "" : c.error().message));
+  REQUIRE(c);
+  return *c;
+}
+
+NewMessage msg(std::string body, ContentType t = ContentType::kJson) {
+  NewMessage m;
+  m.body = std::move(body);
+  m.content_type = t;
+  return m;
+}
+
+// Waits until `pred` holds or `timeout` passes; returns pred().
+template <class P>
+bool eventually(P pred, std::chrono::milliseconds timeout = 5s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+// A hand-driven DEALER: builds envelopes itself, for what the SDK would never send.
+class RawClient {
+ public:
+  explicit RawClient(const std::string& endpoint) : sock_(ctx_, zmq::socket_type::dealer) {
+    sock_.set(zmq::sockopt::linger, 0);
+    sock_.set(zmq::sockopt::rcvtimeo, 3000);
+    sock_.connect(endpoint);
+  }
+  void send_frames(std::vector<zmq::message_t> frames) { zmq::send_multipart(sock_, frames); }
+  void send(capnp::MallocMessageBuilder& b, std::vector<std::string> payloads = {}) {
+    auto words = roost::wire::encode(b);
+    auto bytes = words.asBytes();
+    std::vector<zmq::message_t> frames;
+    frames.emplace_back(bytes.begin(), bytes.size());
+    for (auto& p : payloads) frames.emplace_back(p.data(), p.size());
+    send_frames(std::move(frames));
+  }
+  // The next message; empty on timeout.
+  std::vector<zmq::message_t> recv() {
+    std::vector<zmq::message_t> parts;
+    (void)zmq::recv_multipart(sock_, std::back_inserter(parts));
+    return parts;
+  }
+  void hello(std::uint32_t heartbeat_ms = 0, std::string token = "") {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(1);
+    auto h = env.initHello();
+    h.setProtocolVersion(roost::proto::PROTOCOL_VERSION);
+    h.setHeartbeatMs(heartbeat_ms);
+    h.setToken(roost::wire::text(token));
+    send(b);
+    auto r = recv();
+    REQUIRE(r.size() == 1);
+    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+    REQUIRE(rd.get().isHelloOk());
+  }
+  // Sends a listQueues with `id` and returns the answer's envelope which().
+  roost::proto::Envelope::Which list_queues(std::uint64_t id, ErrorCode* code = nullptr) {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(id);
+    env.setListQueues();
+    send(b);
+    auto r = recv();
+    REQUIRE(r.size() >= 1);
+    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+    CHECK(rd.get().getId() == id);
+    if (code != nullptr && rd.get().isError()) *code = rd.get().getError().getCode();
+    return rd.get().which();
+  }
+
+ private:
+  zmq::context_t ctx_{1};
+  zmq::socket_t sock_;
+};
+
+std::string cap_name(ErrorCode c) {
+  auto schema = capnp::Schema::from<roost::proto::ErrorCode>();
+  for (auto e : schema.getEnumerants()) {
+    if (e.getOrdinal() == static_cast<unsigned>(c)) return e.getProto().getName();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("every schema error code has a stable snake_case name and an HTTP status", "[native][unit]") {
+  auto enumerants = capnp::Schema::from<roost::proto::ErrorCode>().getEnumerants();
+  REQUIRE(enumerants.size() >= 20);
+  for (auto e : enumerants) {
+    auto code = static_cast<ErrorCode>(e.getOrdinal());
+    std::string camel = e.getProto().getName();
+    std::string snake;
+    for (char ch : camel) {
+      if (std::isupper(static_cast<unsigned char>(ch))) {
+        snake += '_';
+        snake += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      } else {
+        snake += ch;
+      }
+    }
+    CHECK(roost::error_code_name(code) == snake);
+    CHECK(roost::error_http_status(code) >= 200);
+  }
+  CHECK(cap_name(ErrorCode::QUEUE_NOT_FOUND) == "queueNotFound");
+  CHECK(static_cast<unsigned>(ErrorCode::HELLO_REQUIRED) == 19);
+}
+
+TEST_CASE("SDK: enqueue, pull, ack, retry, extend and queue admin over the native protocol", "[integration][native]") {
+  Server s;
+  auto c = connect(s.proc());
+  REQUIRE(c->connected());
+
+  roost::QueueConfigPatch patch;
+  patch.max_retries = 1;
+  patch.visibility_timeout_ms = 60'000;
+  auto info = c->put_queue("jobs", patch);
+  REQUIRE(info);
+  CHECK(info->config.max_retries == 1);
+
+  std::vector<NewMessage> batch;
+  batch.push_back(msg(R"({"n":1})"));
+  batch.push_back(msg("plain text", ContentType::kText));
+  batch.push_back(msg(std::string("\0\x01\xff bytes", 9), ContentType::kBytes));
+  auto ids = c->enqueue("jobs", std::move(batch));
+  REQUIRE(ids);
+  REQUIRE(ids->size() == 3);
+
+  roost::PullOptions po;
+  po.batch_size = 10;
+  auto got = c->pull("jobs", po);
+  REQUIRE(got);
+  REQUIRE(got->size() == 3);
+  CHECK((*got)[0].body == R"({"n":1})");
+  CHECK((*got)[0].content_type == ContentType::kJson);
+  CHECK((*got)[1].body == "plain text");
+  CHECK((*got)[1].content_type == ContentType::kText);
+  CHECK((*got)[2].body == std::string("\0\x01\xff bytes", 9));
+  CHECK((*got)[2].content_type == ContentType::kBytes);
+  CHECK((*got)[0].attempts == 1);
+  CHECK((*got)[0].id == (*ids)[0]);
+
+  // ack one, retry one (no delay), extend the third.
+  auto acked = c->ack("jobs", {(*got)[0].lease_id}, {roost::RetryRequest{(*got)[1].lease_id, 0}});
+  REQUIRE(acked);
+  CHECK(acked->acked == 1);
+  CHECK(acked->retried == 1);
+  auto ext = c->extend("jobs", {(*got)[2].lease_id, "0000000000000063-0000000000000001"}, 120'000ms);
+  REQUIRE(ext);
+  CHECK(ext->extended == 1);
+  CHECK(ext->unknown.size() == 1);
+
+  auto again = c->pull("jobs", po);
+  REQUIRE(again);
+  REQUIRE(again->size() == 1);  // the retried one; the extended one is still leased
+  CHECK(again->front().body == "plain text");
+  CHECK(again->front().attempts == 2);
+
+  auto stats = c->get_queue("jobs");
+  REQUIRE(stats);
+  CHECK(stats->stats.in_flight == 2);
+  CHECK(stats->stats.acked == 1);
+  auto all = c->list_queues();
+  REQUIRE(all);
+  CHECK(all->size() == 1);
+
+  // Long poll: answered when a message arrives.
+  std::thread late([&] {
+    std::this_thread::sleep_for(300ms);
+    auto c2 = connect(s.proc());
+    (void)c2->enqueue("jobs", {msg("42")});
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto waited = c->pull("jobs", po, 5000ms);
+  late.join();
+  REQUIRE(waited);
+  REQUIRE(waited->size() == 1);
+  CHECK(waited->front().body == "42");
+  CHECK(std::chrono::steady_clock::now() - t0 < 4s);
+
+  // Dead letter, then redrive.
+  REQUIRE(c->put_queue("jobs-dlq"));
+  roost::QueueConfigPatch dl;
+  dl.dead_letter_queue = "jobs-dlq";
+  dl.max_retries = 0;
+  REQUIRE(c->put_queue("failing", dl));
+  REQUIRE(c->enqueue("failing", {msg("1")}));
+  auto f = c->pull("failing", po);
+  REQUIRE(f);
+  REQUIRE(f->size() == 1);
+  REQUIRE(c->ack("failing", {}, {roost::RetryRequest{f->front().lease_id, 0}}));
+  CHECK(c->get_queue("jobs-dlq")->stats.messages == 1);
+  auto moved = c->redrive("jobs-dlq", "failing");
+  REQUIRE(moved);
+  CHECK(*moved == 1);
+  REQUIRE(c->delete_queue("failing"));
+  CHECK(c->get_queue("failing").error().code == ErrorCode::QUEUE_NOT_FOUND);
+}
+
+TEST_CASE("SDK: every error code the native protocol can answer", "[integration][native]") {
+  Server s({"--max-message-bytes", "1024", "--auto-create-queues", "false"});
+  auto c = connect(s.proc());
+  auto code = [](const auto& r) { return r ? ErrorCode::OK : r.error().code; };
+  CHECK(code(c->enqueue("nosuch", {msg("1")})) == ErrorCode::QUEUE_NOT_FOUND);
+  CHECK(code(c->put_queue("bad name!")) == ErrorCode::INVALID_NAME);
+  REQUIRE(c->put_queue("q"));
+  CHECK(code(c->enqueue("q", {msg(std::string(2000, 'x'), ContentType::kText)})) == ErrorCode::MESSAGE_TOO_LARGE);
+  CHECK(code(c->enqueue("q", {msg("{not json")})) == ErrorCode::MALFORMED);
+  CHECK(code(c->enqueue("q", {})) == ErrorCode::INVALID_ARGUMENT);
+  roost::PullOptions big;
+  big.batch_size = 5000;
+  CHECK(code(c->pull("q", big)) == ErrorCode::INVALID_ARGUMENT);
+  CHECK(code(c->redrive("q", "q")) == ErrorCode::CONFLICT);
+  roost::QueueConfigPatch cap;
+  cap.max_messages = 1;
+  REQUIRE(c->put_queue("small", cap));
+  REQUIRE(c->enqueue("small", {msg("1")}));
+  CHECK(code(c->enqueue("small", {msg("2")})) == ErrorCode::QUEUE_FULL);
+  CHECK(code(c->publish_sync("bad..subject", "1")) == ErrorCode::INVALID_ARGUMENT);
+  CHECK(code(c->publish_sync("ok.subject", "{oops")) == ErrorCode::MALFORMED);
+  CHECK(code(c->subscribe("a.>.b", [](const roost::ChannelMessage&) {})) == ErrorCode::INVALID_ARGUMENT);
+
+  RawClient raw(s.proc().endpoint());
+  // Before hello: hello_required, whatever the request.
+  ErrorCode e = ErrorCode::OK;
+  CHECK(raw.list_queues(5, &e) == roost::proto::Envelope::ERROR);
+  CHECK(e == ErrorCode::HELLO_REQUIRED);
+  raw.hello();
+  CHECK(raw.list_queues(6) == roost::proto::Envelope::QUEUES);
+  {
+    // Cancel of a stream that does not exist: not_found. Object requests: unavailable (reserved).
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(7);
+    env.initCancel().setStream(999);
+    raw.send(b);
+    auto r = raw.recv();
+    REQUIRE(r.size() == 1);
+    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+    REQUIRE(rd.get().isError());
+    CHECK(rd.get().getError().getCode() == ErrorCode::NOT_FOUND);
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(8);
+    env.initObjectSend().setName("x");
+    raw.send(b, {"{}"});
+    auto r = raw.recv();
+    REQUIRE(r.size() == 1);
+    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+    CHECK(rd.get().getError().getCode() == ErrorCode::UNAVAILABLE);
+  }
+  {
+    // An enqueue whose payload frames don't match its description: malformed.
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(9);
+    auto enq = env.initEnqueue();
+    enq.setQueue("q");
+    enq.initMessages(2);
+    raw.send(b, {"1"});
+    auto r = raw.recv();
+    REQUIRE(r.size() == 1);
+    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+    CHECK(rd.get().getError().getCode() == ErrorCode::MALFORMED);
+  }
+  {
+    // A hello speaking another protocol version: invalid_argument.
+    RawClient other(s.proc().endpoint());
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(1);
+    env.initHello().setProtocolVersion(99);
+    other.send(b);
+    auto r = other.recv();
+    REQUIRE(r.size() == 1);
+    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+    CHECK(rd.get().getError().getCode() == ErrorCode::INVALID_ARGUMENT);
+  }
+  // A node that stops answering: the request times out on the client.
+  ClientOptions quick;
+  quick.request_timeout = 500ms;
+  quick.heartbeat = 5000ms;
+  auto q = connect(s.proc(), quick);
+  kill(s.proc().pid(), SIGSTOP);
+  auto t = q->list_queues();
+  kill(s.proc().pid(), SIGCONT);
+  REQUIRE_FALSE(t);
+  CHECK(t.error().code == ErrorCode::TIMEOUT);
+}
+
+TEST_CASE("SDK: many requests in flight on one connection, answers matched by id", "[integration][native]") {
+  Server s;
+  auto c = connect(s.proc());
+  roost::Producer p(*c, "pipe", 64);
+  constexpr int kN = 2000;
+  std::mutex mu;
+  std::vector<std::string> ids(kN);
+  std::atomic<int> failed{0};
+  for (int i = 0; i < kN; ++i) {
+    p.send_async(msg(std::to_string(i)), [&, i](roost::Result<std::string> r) {
+      if (!r) {
+        failed++;
+        return;
+      }
+      std::lock_guard lock(mu);
+      ids[static_cast<std::size_t>(i)] = *r;
+    });
+  }
+  p.flush();
+  CHECK(failed == 0);
+  std::set<std::string> unique(ids.begin(), ids.end());
+  CHECK(unique.size() == static_cast<std::size_t>(kN));
+  // The ids are increasing in send order: answers reached the right callbacks.
+  CHECK(std::is_sorted(ids.begin(), ids.end()));
+  // Pull everything back: each body once, the body matching its id's send order.
+  roost::PullOptions po;
+  po.batch_size = 1000;
+  std::map<std::string, std::string> bodies;
+  for (int round = 0; round < 5 && bodies.size() < kN; ++round) {
+    auto got = c->pull("pipe", po);
+    REQUIRE(got);
+    for (auto& m : *got) bodies[m.id] = m.body;
+  }
+  REQUIRE(bodies.size() == static_cast<std::size_t>(kN));
+  for (int i : {0, 1, 999, kN - 1}) CHECK(bodies[ids[static_cast<std::size_t>(i)]] == std::to_string(i));
+  auto fut = p.send_async(msg("\"future\""));
+  auto r = fut.get();
+  CHECK(r);
+}
+
+TEST_CASE("SDK: push consumer keeps at most max_in_flight unsettled", "[integration][native]") {
+  Server s;
+  auto c = connect(s.proc());
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 50; ++i) batch.push_back(msg(std::to_string(i)));
+  REQUIRE(c->enqueue("work", std::move(batch)));
+  std::mutex mu;
+  std::vector<roost::Delivery> held;
+  roost::ConsumeOptions co;
+  co.max_in_flight = 5;
+  auto stream = c->consume("work", [&](const roost::Delivery& d) {
+    std::lock_guard lock(mu);
+    held.push_back(d);
+  }, co);
+  REQUIRE(stream);
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return held.size() == 5; }));
+  std::this_thread::sleep_for(300ms);
+  {
+    std::lock_guard lock(mu);
+    CHECK(held.size() == 5);  // the window is full: nothing more comes
+    held[0].ack();
+    held[1].ack();
+  }
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return held.size() == 7; }));
+  std::this_thread::sleep_for(300ms);
+  {
+    std::lock_guard lock(mu);
+    CHECK(held.size() == 7);
+    // In order, each once.
+    for (std::size_t i = 0; i < held.size(); ++i) CHECK(held[i].message.body == std::to_string(i));
+  }
+  // End the first consumer (what it holds stays leased to us), then settle everything as it
+  // comes through a second one.
+  stream->reset();
+  std::atomic<int> seen{0};
+  auto drain = c->consume("work", [&](const roost::Delivery& d) {
+    seen++;
+    d.ack();
+  }, co);
+  REQUIRE(drain);
+  {
+    std::lock_guard lock(mu);
+    for (std::size_t i = 2; i < held.size(); ++i) held[i].ack();
+  }
+  REQUIRE(eventually([&] { return c->get_queue("work")->stats.messages == 0; }));
+  CHECK(seen == 43);
+}
+
+TEST_CASE("SDK: leases of a client that goes silent are released at once", "[integration][native]") {
+  Server s;
+  auto producer = connect(s.proc());
+  roost::QueueConfigPatch patch;
+  patch.visibility_timeout_ms = 600'000;  // without the release these would stay leased 10 min
+  REQUIRE(producer->put_queue("jobs", patch));
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 10; ++i) batch.push_back(msg(std::to_string(i)));
+  REQUIRE(producer->enqueue("jobs", std::move(batch)));
+
+  ClientOptions fast;
+  fast.heartbeat = 100ms;
+  auto doomed = connect(s.proc(), fast);
+  std::atomic<int> got{0};
+  roost::ConsumeOptions co;
+  co.max_in_flight = 10;
+  auto stream = doomed->consume("jobs", [&](const roost::Delivery&) { got++; }, co);
+  REQUIRE(stream);
+  REQUIRE(eventually([&] { return got == 10; }));
+  CHECK(producer->get_queue("jobs")->stats.in_flight == 10);
+  doomed->close();  // the socket closes; no goodbye: the node sees silence
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(eventually([&] { return producer->get_queue("jobs")->stats.ready == 10; }, 5s));
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+  roost::PullOptions po;
+  po.batch_size = 10;
+  auto again = producer->pull("jobs", po);
+  REQUIRE(again);
+  REQUIRE(again->size() == 10);
+  CHECK(again->front().attempts == 2);
+}
+
+TEST_CASE("SDK: channels — wildcards, content types, recent history, lag notices", "[integration][native]") {
+  Server s({"--channel-namespaces", "hist.:history=10;slow.:buffer_messages=8"});
+  auto c = connect(s.proc());
+  std::mutex mu;
+  std::vector<roost::ChannelMessage> got;
+  auto sub = c->subscribe("chat.*", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    got.push_back(m);
+  });
+  REQUIRE(sub);
+  auto other = connect(s.proc());
+  auto r1 = other->publish_sync("chat.room1", R"({"t":"hi"})");
+  REQUIRE(r1);
+  CHECK(r1->subscribers == 1);
+  other->publish("chat.room2", "text body", ContentType::kText);
+  other->publish("news.x", "1");  // not matched
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 2; }));
+  {
+    std::lock_guard lock(mu);
+    CHECK(got[0].channel == "chat.room1");
+    CHECK(got[0].data == R"({"t":"hi"})");
+    CHECK(got[0].offset == 1);
+    CHECK(got[0].epoch == r1->epoch);
+    CHECK(got[1].content_type == ContentType::kText);
+    CHECK(got[1].data == "text body");
+  }
+  // Cancel: no more messages.
+  sub->reset();
+  REQUIRE(other->publish_sync("chat.room1", "2"));
+  std::this_thread::sleep_for(200ms);
+  {
+    std::lock_guard lock(mu);
+    CHECK(got.size() == 2);
+  }
+
+  // Recent history on subscribe.
+  for (int i = 1; i <= 15; ++i) REQUIRE(other->publish_sync("hist.a", std::to_string(i)));
+  std::vector<std::string> recent;
+  roost::SubscribeOptions so;
+  so.recent = 3;
+  auto h = c->subscribe("hist.a", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    recent.push_back(m.data);
+  }, so);
+  REQUIRE(h);
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return recent.size() == 3; }));
+  {
+    std::lock_guard lock(mu);
+    CHECK(recent == std::vector<std::string>{"13", "14", "15"});
+  }
+
+  // A subscriber whose handler is slow loses messages and is told how many.
+  std::atomic<std::uint64_t> lost{0};
+  std::atomic<int> slow_seen{0};
+  roost::SubscribeOptions lag;
+  lag.on_lag = [&](std::uint64_t n) { lost += n; };
+  auto slow_client = connect(s.proc());
+  std::atomic<bool> gate{false};
+  auto slow = slow_client->subscribe("slow.x", [&](const roost::ChannelMessage&) {
+    while (!gate) std::this_thread::sleep_for(1ms);
+    slow_seen++;
+  }, lag);
+  REQUIRE(slow);
+  // The handler blocks on the first message; the node's buffer for this subscriber (8) and the
+  // client's own queue overflow, and the losses are reported.
+  std::string body = "\"" + std::string(1000, 'x') + "\"";
+  for (int i = 0; i < 20'000; ++i) other->publish("slow.x", body);
+  REQUIRE(other->publish_sync("slow.x", "0"));
+  gate = true;
+  REQUIRE(eventually([&] { return lost > 0; }, 10s));
+  CHECK(slow_seen < 20'001);
+  // The publisher and other subscribers were never held back: a fresh publish answers at once.
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(other->publish_sync("chat.room1", "3"));
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+}
+
+TEST_CASE("SDK: the client reconnects after a node restart and re-opens its streams", "[integration][native]") {
+  Server s({"--channel-history", "100"});
+  ClientOptions o;
+  o.heartbeat = 100ms;
+  o.request_timeout = 10s;
+  auto c = connect(s.proc(), o);
+  std::mutex mu;
+  std::vector<std::string> got;
+  auto sub = c->subscribe("room.1", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    got.push_back(m.data);
+  });
+  REQUIRE(sub);
+  REQUIRE(c->enqueue("jobs", {msg("1")}));
+  s.proc().restart();  // SIGTERM, start again on the same endpoint; queues survive
+  // A request made while the node is coming back waits for the connection, then succeeds.
+  auto ids = c->enqueue("jobs", {msg("2")});
+  REQUIRE(ids);
+  REQUIRE(eventually([&] { return c->connected(); }));
+  auto pub = connect(s.proc());
+  // The subscription is re-opened after the new hello; publish until it is back.
+  REQUIRE(eventually([&] {
+    (void)pub->publish_sync("room.1", "\"after\"");
+    std::lock_guard lock(mu);
+    return !got.empty();
+  }));
+  CHECK(got.back() == "\"after\"");
+  roost::PullOptions po;
+  po.batch_size = 10;
+  auto all = c->pull("jobs", po);
+  REQUIRE(all);
+  CHECK(all->size() == 2);
+}
+
+TEST_CASE("SDK: a subscriber resumes a channel from its last offset after a reconnect", "[integration][native]") {
+  Server s({"--channel-history", "100", "--heartbeat-ms", "100"});
+  ClientOptions o;
+  o.heartbeat = 100ms;
+  auto c = connect(s.proc(), o);
+  std::mutex mu;
+  std::vector<std::string> got;
+  auto sub = c->subscribe("feed.a", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    got.push_back(m.data);
+  });
+  REQUIRE(sub);
+  auto pub = connect(s.proc());
+  REQUIRE(pub->publish_sync("feed.a", "1"));
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 1; }));
+  // Freeze the subscriber's process side: stop its heartbeats by pausing the node long enough
+  // for the client to give up on the connection, then publish while it is away.
+  kill(s.proc().pid(), SIGSTOP);
+  std::this_thread::sleep_for(500ms);  // the client sees 3 missed heartbeats and reconnects
+  kill(s.proc().pid(), SIGCONT);
+  // Meanwhile the node ends the old session (its heartbeats stopped arriving too).
+  REQUIRE(pub->publish_sync("feed.a", "2"));
+  REQUIRE(pub->publish_sync("feed.a", "3"));
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() >= 3; }));
+  std::lock_guard lock(mu);
+  // Each message once, in order: the gap was filled from history, nothing repeated.
+  CHECK(got == std::vector<std::string>{"1", "2", "3"});
+  CHECK(c->reconnects() >= 1);
+}
+
+TEST_CASE("native auth: hello needs a valid token; grants apply per queue and channel", "[integration][native]") {
+  const std::string secret = "native-secret";
+  Server s({"--auth-secret", secret});
+  ClientOptions none;
+  none.url = s.proc().endpoint();
+  auto refused = Client::connect(none);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == ErrorCode::UNAUTHORIZED);
+  ClientOptions forged = none;
+  forged.token = roost::broker::sign_jwt("wrong", R"({"roost":{"queues":[">"]}})");
+  auto f = Client::connect(forged);
+  REQUIRE_FALSE(f);
+  CHECK(f.error().code == ErrorCode::UNAUTHORIZED);
+
+  ClientOptions ok = none;
+  ok.token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":["jobs"],"publish":["news.>"],"subscribe":["news.*"]}})");
+  auto c = Client::connect(ok);
+  REQUIRE(c);
+  CHECK((*c)->enqueue("jobs", {msg("1")}));
+  CHECK((*c)->enqueue("other", {msg("1")}).error().code == ErrorCode::FORBIDDEN);
+  CHECK((*c)->publish_sync("news.a", "1"));
+  CHECK((*c)->publish_sync("chat.a", "1").error().code == ErrorCode::FORBIDDEN);
+  CHECK((*c)->subscribe("news.*", [](const roost::ChannelMessage&) {}));
+  CHECK((*c)->subscribe("news.>", [](const roost::ChannelMessage&) {}).error().code == ErrorCode::FORBIDDEN);
+  auto listed = (*c)->list_queues();
+  REQUIRE(listed);
+  for (const auto& q : *listed) CHECK(q.name == "jobs");
+}
+
+TEST_CASE("native endpoint over ipc:// and with CURVE encryption", "[integration][native]") {
+  TempDir dir("roost-ipc");
+  std::string ipc = "ipc://" + (dir.path() / "roost.sock").string();
+  Server s({"--endpoint", ipc});
+  CHECK(s.proc().endpoint() == ipc);
+  auto c = connect(s.proc());
+  CHECK(c->enqueue("q", {msg("1")}));
+
+  char pub[41], sec[41];
+  REQUIRE(zmq_curve_keypair(pub, sec) == 0);
+  Server e({"--endpoint-curve-secret", sec});
+  ClientOptions with_key;
+  with_key.curve_server_key = pub;
+  auto secure = connect(e.proc(), with_key);
+  CHECK(secure->enqueue("q", {msg("1")}));
+  ClientOptions plain;
+  plain.url = e.proc().endpoint();
+  plain.connect_timeout = 500ms;
+  auto refused = Client::connect(plain);  // a plain client cannot even say hello
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == ErrorCode::UNAVAILABLE);
+}
+
+TEST_CASE("random and mutated frames neither crash nor wedge the endpoint", "[integration][native]") {
+  Server s;
+  std::mt19937_64 rng(20261127);
+  // Valid frames to mutate: a hello, an enqueue, a subscribe.
+  std::vector<std::string> seeds;
+  {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(3);
+    auto enq = env.initEnqueue();
+    enq.setQueue("fuzz");
+    auto l = enq.initMessages(2);
+    l[0].setKey("k");
+    l[1].setId("dup");
+    auto w = roost::wire::encode(b);
+    seeds.emplace_back(reinterpret_cast<const char*>(w.asBytes().begin()), w.asBytes().size());
+  }
+  {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(4);
+    env.initSubscribe().setPattern("a.*");
+    auto w = roost::wire::encode(b);
+    seeds.emplace_back(reinterpret_cast<const char*>(w.asBytes().begin()), w.asBytes().size());
+  }
+  RawClient fuzz(s.proc().endpoint());
+  fuzz.hello();
+  int sent = 0;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  for (int i = 0; i < 3000 && std::chrono::steady_clock::now() < deadline; ++i) {
+    std::vector<zmq::message_t> frames;
+    std::size_t parts = 1 + rng() % 4;
+    for (std::size_t p = 0; p < parts; ++p) {
+      std::string f;
+      if (p == 0 && rng() % 2 == 0) {
+        f = seeds[rng() % seeds.size()];
+        for (int flips = 1 + static_cast<int>(rng() % 6); flips > 0; --flips) {
+          f[rng() % f.size()] = static_cast<char>(rng());
+        }
+        if (rng() % 4 == 0) f.resize(rng() % f.size());
+      } else {
+        f.resize(rng() % 200);
+        for (auto& ch : f) ch = static_cast<char>(rng());
+      }
+      frames.emplace_back(f.data(), f.size());
+    }
+    fuzz.send_frames(std::move(frames));
+    ++sent;
+  }
+  CHECK(sent > 100);
+  // Whatever came back, the node still serves: a fresh client works, and so does the fuzzer's
+  // session after draining its answers.
+  auto c = connect(s.proc());
+  CHECK(c->enqueue("after-fuzz", {msg("1")}));
+  CHECK(c->publish_sync("after.fuzz", "1"));
+  int status = 0;
+  CHECK(waitpid(s.proc().pid(), &status, WNOHANG) == 0);
+  auto http = s.http().get("/healthz");
+  CHECK(http.status == 200);
+}
+
+TEST_CASE("CLI: roost pub and roost sub over the native protocol", "[integration][native][cli]") {
+  Server s;
+  std::string out_path = (std::filesystem::temp_directory_path() / ("roost-sub-" + std::to_string(getpid()))).string();
+  std::string cmd = std::string(ROOST_BINARY) + " sub 'cli.*' --count 2 --url " + s.proc().endpoint() + " > " + out_path;
+  std::thread sub([&] { REQUIRE(std::system(cmd.c_str()) == 0); });
+  auto c = connect(s.proc());
+  // Publish until the subscriber is there (it counts as a subscriber in the answer).
+  REQUIRE(eventually([&] {
+    auto r = c->publish_sync("cli.ping", "0");
+    return r && r->subscribers == 1;
+  }));
+  std::string pub = std::string(ROOST_BINARY) + " pub cli.a '{\"k\":1}' --url " + s.proc().endpoint() + " > /dev/null";
+  REQUIRE(std::system(pub.c_str()) == 0);
+  sub.join();
+  std::ifstream in(out_path);
+  std::string line1, line2;
+  std::getline(in, line1);
+  std::getline(in, line2);
+  std::filesystem::remove(out_path);
+  CHECK(line1.find(R"("channel":"cli.ping")") != std::string::npos);
+  auto v = json::parse(line2);
+  CHECK(v.at("channel") == "cli.a");
+  CHECK(v.at("data").at("k") == 1);
+  // And the queue commands with --url tcp://.
+  std::string push = std::string(ROOST_BINARY) + " queue push clijobs '{\"x\":1}' --url " + s.proc().endpoint() + " > /dev/null";
+  CHECK(std::system(push.c_str()) == 0);
+  CHECK(c->get_queue("clijobs")->stats.messages == 1);
+  std::string bad = std::string(ROOST_BINARY) + " pub 'bad..x' 1 --url " + s.proc().endpoint() + " 2>/dev/null";
+  CHECK(WEXITSTATUS(std::system(bad.c_str())) == 1);
+}
