@@ -11,10 +11,11 @@ packages=(
   liblmdb-dev lmdb-utils
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libspdlog-dev libfmt-dev catch2 libtoml11-dev libssl-dev
+  capnproto libcapnp-dev libzmq3-dev cppzmq-dev
   curl procps
 )
 if [ "$with_tests" = 1 ]; then
-  packages+=(wrk chromium nats-server)
+  packages+=(wrk chromium nats-server redis-server libhiredis-dev libnats-dev)
   # Node.js: the machine image usually has it; Debian's nodejs otherwise.
   if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm); fi
 fi

@@ -1029,13 +1029,17 @@ void Producer::send_async(NewMessage message, Callback<std::string> done) {
   one.push_back(std::move(message));
   client_.enqueue_async(queue_, std::move(one),
                         [st = state_, done = std::move(done)](Result<std::vector<std::string>> r) mutable {
+                          // The callback runs before the send counts as done, so flush() sees its effects.
+                          if (!r) {
+                            done(std::unexpected(r.error()));
+                          } else {
+                            done(std::move(r->front()));
+                          }
                           {
                             std::lock_guard lock(st->mu);
                             --st->outstanding;
                           }
                           st->cv.notify_all();
-                          if (!r) return done(std::unexpected(r.error()));
-                          done(std::move(r->front()));
                         });
 }
 

@@ -11,7 +11,7 @@ export const binary = process.env.ROOST_BINARY || join(here, "../../../build/bin
 
 export async function startRoost(args = [], { port = 0, dataDir } = {}) {
   const dir = dataDir || mkdtempSync(join(tmpdir(), "roost-js-"));
-  const child = spawn(binary, ["serve", "--data-dir", join(dir, "data"), "--http-listen", `127.0.0.1:${port}`, ...args],
+  const child = spawn(binary, ["serve", "--data-dir", join(dir, "data"), "--http-listen", `127.0.0.1:${port}`, "--endpoint", "tcp://127.0.0.1:*", ...args],
     { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   const url = await new Promise((resolve, reject) => {

@@ -1,0 +1,551 @@
+// Roost's native protocol next to its peers, same machine, same run: redis-server (appendonly,
+// appendfsync always; Streams for queues, PUBLISH for pub/sub) and nats-server (JetStream with
+// file storage for queues, core NATS for pub/sub), each driven by its own C client (hiredis,
+// libnats) with the same load. 100-byte messages. Prints `name value unit` lines and ratios.
+//
+//   native_bench --roost tcp://127.0.0.1:7400 --redis 127.0.0.1:6379 --nats nats://127.0.0.1:4222
+//                [--seconds 3] [--only enqueue|latency|consume|pubsub]
+// bench/native_bench.sh starts all three servers and runs this.
+#include <roost/client/client.h>
+
+#include <hiredis/hiredis.h>
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Args {
+  std::string roost = "tcp://127.0.0.1:7400";
+  std::string redis_host = "127.0.0.1";
+  int redis_port = 6379;
+  std::string nats = "nats://127.0.0.1:4222";
+  double seconds = 3;
+  std::string only;
+};
+
+const std::string kBody(100, 'x');
+std::map<std::string, double> g_results;
+
+void report(const std::string& name, double value, const char* unit) {
+  g_results[name] = value;
+  std::printf("%s %.1f %s\n", name.c_str(), value, unit);
+  std::fflush(stdout);
+}
+void ratio(const std::string& name, const std::string& ours, const std::string& theirs) {
+  if (!g_results.contains(ours) || !g_results.contains(theirs) || g_results[theirs] == 0) return;
+  std::printf("%s %.2f x\n", name.c_str(), g_results[ours] / g_results[theirs]);
+}
+// For latencies lower is better: the ratio is theirs / ours so that > 1 means Roost is ahead.
+void ratio_lower(const std::string& name, const std::string& ours, const std::string& theirs) {
+  if (!g_results.contains(ours) || !g_results.contains(theirs) || g_results[ours] == 0) return;
+  std::printf("%s %.2f x\n", name.c_str(), g_results[theirs] / g_results[ours]);
+}
+
+double pct(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// ---- Roost ------------------------------------------------------------------------------------
+
+std::shared_ptr<roost::Client> roost_connect(const Args& a) {
+  roost::ClientOptions o;
+  o.url = a.roost;
+  o.name = "native_bench";
+  auto c = roost::Client::connect(o);
+  if (!c) {
+    std::fprintf(stderr, "roost: %s\n", c.error().message.c_str());
+    std::exit(1);
+  }
+  return *c;
+}
+
+roost::NewMessage body_msg() {
+  roost::NewMessage m;
+  m.body = kBody;
+  m.content_type = roost::ContentType::kBytes;
+  return m;
+}
+
+double roost_enqueue(const Args& a, std::size_t window, const std::string& queue) {
+  auto c = roost_connect(a);
+  roost::Producer p(*c, queue, window);
+  std::atomic<std::uint64_t> done{0};
+  auto t0 = Clock::now();
+  auto end = t0 + std::chrono::duration<double>(a.seconds);
+  std::uint64_t sent = 0;
+  while (Clock::now() < end && sent < 5'000'000) {
+    p.send_async(body_msg(), [&](roost::Result<std::string> r) {
+      if (r) done.fetch_add(1, std::memory_order_relaxed);
+    });
+    ++sent;
+  }
+  p.flush();
+  return static_cast<double>(done.load()) / since(t0);
+}
+
+std::vector<double> roost_latency(const Args& a, int n) {
+  auto c = roost_connect(a);
+  std::vector<double> us;
+  for (int i = 0; i < n; ++i) {
+    auto t = Clock::now();
+    auto r = c->enqueue("lat", {body_msg()});
+    if (!r) break;
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  return us;
+}
+
+double roost_consume(const Args& a, std::size_t prefill) {
+  auto c = roost_connect(a);
+  {
+    roost::Producer p(*c, "consume", 1000);
+    for (std::size_t i = 0; i < prefill; i += 100) {
+      std::vector<roost::NewMessage> batch(100, body_msg());
+      if (!p.send_batch(std::move(batch))) break;
+    }
+  }
+  auto t0 = Clock::now();
+  std::uint64_t n = 0;
+  roost::PullOptions po;
+  po.batch_size = 100;
+  while (n < prefill && since(t0) < a.seconds * 3) {
+    auto got = c->pull("consume", po);
+    if (!got || got->empty()) break;
+    std::vector<std::string> leases;
+    for (auto& m : *got) leases.push_back(m.lease_id);
+    auto r = c->ack("consume", std::move(leases));
+    if (!r) break;
+    n += r->acked;
+  }
+  return static_cast<double>(n) / since(t0);
+}
+
+// 1 publisher → `subs` subscribers, `count` messages. Deliveries per second, and what was lost.
+std::pair<double, double> roost_pubsub(const Args& a, int subs, std::uint64_t count) {
+  std::vector<std::shared_ptr<roost::Client>> clients;
+  std::vector<std::unique_ptr<roost::Stream>> streams;
+  std::atomic<std::uint64_t> got{0}, lost{0};
+  std::atomic<std::int64_t> last_ns{0};
+  std::string subject = "bench.ps" + std::to_string(subs);
+  for (int i = 0; i < subs; ++i) {
+    clients.push_back(roost_connect(a));
+    roost::SubscribeOptions so;
+    so.on_lag = [&](std::uint64_t n) { lost += n; };
+    auto s = clients.back()->subscribe(subject, [&](const roost::ChannelMessage&) {
+      got.fetch_add(1, std::memory_order_relaxed);
+      last_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    }, so);
+    if (!s) {
+      std::fprintf(stderr, "subscribe: %s\n", s.error().message.c_str());
+      std::exit(1);
+    }
+    streams.push_back(std::move(*s));
+  }
+  auto pub = roost_connect(a);
+  auto t0 = Clock::now();
+  for (std::uint64_t i = 0; i < count; ++i) {
+    pub->publish(subject, kBody, roost::ContentType::kBytes);
+    if (i % 5000 == 4999) (void)pub->publish_sync(subject + ".sync", "0");  // keep the pipe bounded
+  }
+  std::uint64_t want = count * static_cast<std::uint64_t>(subs);
+  auto deadline = Clock::now() + 20s;
+  while (got + lost < want && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  double secs = std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
+  return {static_cast<double>(got.load()) / secs, static_cast<double>(want - std::min(want, got.load()))};
+}
+
+// ---- Redis ------------------------------------------------------------------------------------
+
+redisContext* redis_connect(const Args& a) {
+  redisContext* c = redisConnect(a.redis_host.c_str(), a.redis_port);
+  if (c == nullptr || c->err) {
+    std::fprintf(stderr, "redis: %s\n", c ? c->errstr : "connect failed");
+    std::exit(1);
+  }
+  return c;
+}
+
+bool redis_reply(redisContext* c) {
+  void* r = nullptr;
+  if (redisGetReply(c, &r) != REDIS_OK) return false;
+  bool ok = static_cast<redisReply*>(r)->type != REDIS_REPLY_ERROR;
+  freeReplyObject(r);
+  return ok;
+}
+
+double redis_enqueue(const Args& a, std::size_t window) {
+  redisContext* c = redis_connect(a);
+  auto t0 = Clock::now();
+  auto end = t0 + std::chrono::duration<double>(a.seconds);
+  std::uint64_t done = 0;
+  std::size_t outstanding = 0;
+  std::string key = "q" + std::to_string(window);
+  while (Clock::now() < end) {
+    while (outstanding < window) {
+      redisAppendCommand(c, "XADD %s * b %b", key.c_str(), kBody.data(), kBody.size());
+      ++outstanding;
+    }
+    if (!redis_reply(c)) break;
+    --outstanding;
+    ++done;
+  }
+  while (outstanding > 0 && redis_reply(c)) {
+    --outstanding;
+    ++done;
+  }
+  redisFree(c);
+  return static_cast<double>(done) / since(t0);
+}
+
+std::vector<double> redis_latency(const Args& a, int n) {
+  redisContext* c = redis_connect(a);
+  std::vector<double> us;
+  for (int i = 0; i < n; ++i) {
+    auto t = Clock::now();
+    auto* r = static_cast<redisReply*>(redisCommand(c, "XADD lat * b %b", kBody.data(), kBody.size()));
+    if (r == nullptr) break;
+    freeReplyObject(r);
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  redisFree(c);
+  return us;
+}
+
+double redis_consume(const Args& a, std::size_t prefill) {
+  redisContext* c = redis_connect(a);
+  for (std::size_t i = 0; i < prefill; i += 100) {
+    for (int j = 0; j < 100; ++j) redisAppendCommand(c, "XADD consume * b %b", kBody.data(), kBody.size());
+    for (int j = 0; j < 100; ++j) redis_reply(c);
+  }
+  freeReplyObject(redisCommand(c, "XGROUP CREATE consume g 0"));
+  auto t0 = Clock::now();
+  std::uint64_t n = 0;
+  while (n < prefill && since(t0) < a.seconds * 3) {
+    auto* r = static_cast<redisReply*>(redisCommand(c, "XREADGROUP GROUP g c1 COUNT 100 STREAMS consume >"));
+    if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+      if (r) freeReplyObject(r);
+      break;
+    }
+    redisReply* entries = r->element[0]->element[1];
+    std::vector<const char*> argv = {"XACK", "consume", "g"};
+    std::vector<std::size_t> lens = {4, 7, 1};
+    for (std::size_t i = 0; i < entries->elements; ++i) {
+      argv.push_back(entries->element[i]->element[0]->str);
+      lens.push_back(entries->element[i]->element[0]->len);
+    }
+    auto* ack = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data()));
+    if (ack) {
+      n += static_cast<std::uint64_t>(ack->integer);
+      freeReplyObject(ack);
+    }
+    freeReplyObject(r);
+  }
+  redisFree(c);
+  return static_cast<double>(n) / since(t0);
+}
+
+std::pair<double, double> redis_pubsub(const Args& a, int subs, std::uint64_t count) {
+  std::atomic<std::uint64_t> got{0};
+  std::atomic<std::int64_t> last_ns{0};
+  std::atomic<int> ready{0};
+  std::string channel = "ps" + std::to_string(subs);
+  std::vector<std::thread> threads;
+  std::vector<redisContext*> contexts;
+  for (int i = 0; i < subs; ++i) contexts.push_back(redis_connect(a));
+  for (int i = 0; i < subs; ++i) {
+    threads.emplace_back([&, c = contexts[static_cast<std::size_t>(i)]] {
+      freeReplyObject(redisCommand(c, "SUBSCRIBE %s", channel.c_str()));
+      ready++;
+      struct timeval tv{2, 0};
+      redisSetTimeout(c, tv);
+      for (;;) {
+        void* r = nullptr;
+        if (redisGetReply(c, &r) != REDIS_OK) break;
+        freeReplyObject(r);
+        got.fetch_add(1, std::memory_order_relaxed);
+        last_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+        if (got.load(std::memory_order_relaxed) >= count * static_cast<std::uint64_t>(subs)) break;
+      }
+    });
+  }
+  while (ready < subs) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);
+  redisContext* pub = redis_connect(a);
+  auto t0 = Clock::now();
+  std::size_t outstanding = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    redisAppendCommand(pub, "PUBLISH %s %b", channel.c_str(), kBody.data(), kBody.size());
+    if (++outstanding == 1000) {
+      while (outstanding > 0) {
+        redis_reply(pub);
+        --outstanding;
+      }
+    }
+  }
+  while (outstanding > 0) {
+    redis_reply(pub);
+    --outstanding;
+  }
+  for (auto& t : threads) t.join();
+  for (auto* c : contexts) redisFree(c);
+  redisFree(pub);
+  std::uint64_t want = count * static_cast<std::uint64_t>(subs);
+  double secs = std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
+  return {static_cast<double>(got.load()) / secs, static_cast<double>(want - std::min(want, got.load()))};
+}
+
+// ---- NATS -------------------------------------------------------------------------------------
+
+natsConnection* nats_connect(const Args& a) {
+  natsConnection* nc = nullptr;
+  natsOptions* opts = nullptr;
+  natsOptions_Create(&opts);
+  natsOptions_SetURL(opts, a.nats.c_str());
+  natsOptions_SetMaxPendingMsgs(opts, 10'000'000);
+  if (natsConnection_Connect(&nc, opts) != NATS_OK) {
+    std::fprintf(stderr, "nats: cannot connect to %s\n", a.nats.c_str());
+    std::exit(1);
+  }
+  natsOptions_Destroy(opts);
+  return nc;
+}
+
+jsCtx* nats_js(natsConnection* nc, std::int64_t max_pending) {
+  jsCtx* js = nullptr;
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.PublishAsync.MaxPending = max_pending;
+  natsConnection_JetStream(&js, nc, &o);
+  return js;
+}
+
+void nats_stream(jsCtx* js, const char* name, const char* subject) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = name;
+  const char* subjects[] = {subject};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  js_DeleteStream(js, name, nullptr, &jerr);
+  if (js_AddStream(&si, js, &cfg, nullptr, &jerr) != NATS_OK) {
+    std::fprintf(stderr, "nats: cannot add stream %s (jetstream on? -js)\n", name);
+    std::exit(1);
+  }
+  jsStreamInfo_Destroy(si);
+}
+
+double nats_enqueue(const Args& a, std::size_t window) {
+  natsConnection* nc = nats_connect(a);
+  jsCtx* js = nats_js(nc, static_cast<std::int64_t>(window));
+  std::string name = "ENQ" + std::to_string(window), subject = "enq." + std::to_string(window);
+  nats_stream(js, name.c_str(), subject.c_str());
+  auto t0 = Clock::now();
+  auto end = t0 + std::chrono::duration<double>(a.seconds);
+  std::uint64_t sent = 0;
+  while (Clock::now() < end) {
+    if (js_PublishAsync(js, subject.c_str(), kBody.data(), static_cast<int>(kBody.size()), nullptr) != NATS_OK) break;
+    ++sent;
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 30'000;
+  js_PublishAsyncComplete(js, &po);
+  double rate = static_cast<double>(sent) / since(t0);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  return rate;
+}
+
+std::vector<double> nats_latency(const Args& a, int n) {
+  natsConnection* nc = nats_connect(a);
+  jsCtx* js = nats_js(nc, 1);
+  nats_stream(js, "LAT", "lat");
+  std::vector<double> us;
+  for (int i = 0; i < n; ++i) {
+    auto t = Clock::now();
+    jsPubAck* pa = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_Publish(&pa, js, "lat", kBody.data(), static_cast<int>(kBody.size()), nullptr, &jerr) != NATS_OK) break;
+    jsPubAck_Destroy(pa);
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  return us;
+}
+
+double nats_consume(const Args& a, std::size_t prefill) {
+  natsConnection* nc = nats_connect(a);
+  jsCtx* js = nats_js(nc, 1000);
+  nats_stream(js, "CONSUME", "consume");
+  for (std::size_t i = 0; i < prefill; ++i) {
+    js_PublishAsync(js, "consume", kBody.data(), static_cast<int>(kBody.size()), nullptr);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 30'000;
+  js_PublishAsyncComplete(js, &po);
+  natsSubscription* sub = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Config.AckPolicy = js_AckExplicit;
+  if (js_PullSubscribe(&sub, js, "consume", "bench", nullptr, &so, &jerr) != NATS_OK) {
+    std::fprintf(stderr, "nats: pull subscribe failed\n");
+    std::exit(1);
+  }
+  auto t0 = Clock::now();
+  std::uint64_t n = 0;
+  while (n < prefill && since(t0) < a.seconds * 3) {
+    natsMsgList list{};
+    if (natsSubscription_Fetch(&list, sub, 100, 5000, &jerr) != NATS_OK) break;
+    for (int i = 0; i < list.Count; ++i) natsMsg_Ack(list.Msgs[i], nullptr);
+    n += static_cast<std::uint64_t>(list.Count);
+    natsMsgList_Destroy(&list);
+  }
+  natsConnection_Flush(nc);
+  double rate = static_cast<double>(n) / since(t0);
+  natsSubscription_Destroy(sub);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  return rate;
+}
+
+struct NatsCounter {
+  std::atomic<std::uint64_t>* got;
+  std::atomic<std::int64_t>* last_ns;
+};
+
+void on_nats_msg(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* c = static_cast<NatsCounter*>(closure);
+  c->got->fetch_add(1, std::memory_order_relaxed);
+  c->last_ns->store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  natsMsg_Destroy(msg);
+}
+
+std::pair<double, double> nats_pubsub(const Args& a, int subs, std::uint64_t count) {
+  std::atomic<std::uint64_t> got{0};
+  std::atomic<std::int64_t> last_ns{0};
+  NatsCounter counter{&got, &last_ns};
+  std::vector<natsConnection*> conns;
+  std::vector<natsSubscription*> subscriptions;
+  std::string subject = "ps." + std::to_string(subs);
+  for (int i = 0; i < subs; ++i) {
+    conns.push_back(nats_connect(a));
+    natsSubscription* s = nullptr;
+    natsConnection_Subscribe(&s, conns.back(), subject.c_str(), on_nats_msg, &counter);
+    natsSubscription_SetPendingLimits(s, -1, -1);
+    natsConnection_Flush(conns.back());
+    subscriptions.push_back(s);
+  }
+  natsConnection* pub = nats_connect(a);
+  auto t0 = Clock::now();
+  for (std::uint64_t i = 0; i < count; ++i) {
+    natsConnection_Publish(pub, subject.c_str(), kBody.data(), static_cast<int>(kBody.size()));
+    if (i % 5000 == 4999) natsConnection_Flush(pub);
+  }
+  natsConnection_Flush(pub);
+  std::uint64_t want = count * static_cast<std::uint64_t>(subs);
+  auto deadline = Clock::now() + 20s;
+  while (got < want && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  double secs = std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
+  for (auto* s : subscriptions) natsSubscription_Destroy(s);
+  for (auto* c : conns) natsConnection_Destroy(c);
+  natsConnection_Destroy(pub);
+  return {static_cast<double>(got.load()) / secs, static_cast<double>(want - std::min(want, got.load()))};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--roost") a.roost = v;
+    else if (k == "--redis") {
+      auto colon = v.rfind(':');
+      a.redis_host = v.substr(0, colon);
+      a.redis_port = std::stoi(v.substr(colon + 1));
+    } else if (k == "--nats") a.nats = v;
+    else if (k == "--seconds") a.seconds = std::stod(v);
+    else if (k == "--only") a.only = v;
+  }
+  auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
+  std::printf("# 100-byte messages; Roost durability sync (fsync before every ack), Redis appendfsync always,\n"
+              "# NATS JetStream file storage — which does NOT fsync each message (it syncs every 2 min by default).\n");
+
+  if (want("enqueue")) {
+    for (std::size_t w : {64, 1000}) {
+      std::string sw = std::to_string(w);
+      report("roost_enqueue_w" + sw, roost_enqueue(a, w, "enq" + sw), "msgs/s");
+      report("redis_stream_enqueue_w" + sw, redis_enqueue(a, w), "msgs/s");
+      report("nats_js_enqueue_w" + sw, nats_enqueue(a, w), "msgs/s");
+      ratio("ratio_enqueue_w" + sw + "_roost_vs_redis", "roost_enqueue_w" + sw, "redis_stream_enqueue_w" + sw);
+      ratio("ratio_enqueue_w" + sw + "_roost_vs_nats_js", "roost_enqueue_w" + sw, "nats_js_enqueue_w" + sw);
+    }
+  }
+  if (want("latency")) {
+    int n = 2000;
+    auto r = roost_latency(a, n), d = redis_latency(a, n), j = nats_latency(a, n);
+    std::vector<std::pair<std::string, std::vector<double>*>> all = {
+        {"roost", &r}, {"redis_stream", &d}, {"nats_js", &j}};
+    for (auto& [name, v] : all) {
+      report(name + "_enqueue_p50", pct(*v, 0.50), "us");
+      report(name + "_enqueue_p99", pct(*v, 0.99), "us");
+    }
+    ratio_lower("ratio_enqueue_p50_roost_vs_redis", "roost_enqueue_p50", "redis_stream_enqueue_p50");
+    ratio_lower("ratio_enqueue_p50_roost_vs_nats_js", "roost_enqueue_p50", "nats_js_enqueue_p50");
+  }
+  if (want("consume")) {
+    std::size_t prefill = 100'000;
+    report("roost_consume_ack_b100", roost_consume(a, prefill), "msgs/s");
+    report("redis_stream_consume_ack_b100", redis_consume(a, prefill), "msgs/s");
+    report("nats_js_consume_ack_b100", nats_consume(a, prefill), "msgs/s");
+    ratio("ratio_consume_roost_vs_redis", "roost_consume_ack_b100", "redis_stream_consume_ack_b100");
+    ratio("ratio_consume_roost_vs_nats_js", "roost_consume_ack_b100", "nats_js_consume_ack_b100");
+  }
+  if (want("pubsub")) {
+    for (int subs : {1, 10}) {
+      std::uint64_t count = subs == 1 ? 500'000 : 200'000;
+      std::string s = std::to_string(subs);
+      auto [r, rl] = roost_pubsub(a, subs, count);
+      report("roost_pubsub_1to" + s, r, "deliveries/s");
+      report("roost_pubsub_1to" + s + "_lost", rl, "msgs");
+      auto [n, nl] = nats_pubsub(a, subs, count);
+      report("nats_pubsub_1to" + s, n, "deliveries/s");
+      report("nats_pubsub_1to" + s + "_lost", nl, "msgs");
+      auto [d, dl] = redis_pubsub(a, subs, count);
+      report("redis_pubsub_1to" + s, d, "deliveries/s");
+      report("redis_pubsub_1to" + s + "_lost", dl, "msgs");
+      ratio("ratio_pubsub_1to" + s + "_roost_vs_nats", "roost_pubsub_1to" + s, "nats_pubsub_1to" + s);
+      ratio("ratio_pubsub_1to" + s + "_roost_vs_redis", "roost_pubsub_1to" + s, "redis_pubsub_1to" + s);
+    }
+  }
+  nats_Close();
+  return 0;
+}
