@@ -39,6 +39,7 @@ struct Args {
   std::string nats = "nats://127.0.0.1:4222";
   double seconds = 3;
   std::string only;
+  std::string targets = "roost,redis,nats";  // which servers to drive
 };
 
 const std::string kBody(100, 'x');
@@ -494,27 +495,33 @@ int main(int argc, char** argv) {
     } else if (k == "--nats") a.nats = v;
     else if (k == "--seconds") a.seconds = std::stod(v);
     else if (k == "--only") a.only = v;
+    else if (k == "--targets") a.targets = v;
   }
   auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
+  auto on = [&](const char* t) { return a.targets.find(t) != std::string::npos; };
   std::printf("# 100-byte messages; Roost durability sync (fsync before every ack), Redis appendfsync always,\n"
               "# NATS JetStream file storage — which does NOT fsync each message (it syncs every 2 min by default).\n");
 
   if (want("enqueue")) {
     for (std::size_t w : {64, 1000}) {
       std::string sw = std::to_string(w);
-      report("roost_enqueue_w" + sw, roost_enqueue(a, w, "enq" + sw), "msgs/s");
-      report("redis_stream_enqueue_w" + sw, redis_enqueue(a, w), "msgs/s");
-      report("nats_js_enqueue_w" + sw, nats_enqueue(a, w), "msgs/s");
+      if (on("roost")) report("roost_enqueue_w" + sw, roost_enqueue(a, w, "enq" + sw), "msgs/s");
+      if (on("redis")) report("redis_stream_enqueue_w" + sw, redis_enqueue(a, w), "msgs/s");
+      if (on("nats")) report("nats_js_enqueue_w" + sw, nats_enqueue(a, w), "msgs/s");
       ratio("ratio_enqueue_w" + sw + "_roost_vs_redis", "roost_enqueue_w" + sw, "redis_stream_enqueue_w" + sw);
       ratio("ratio_enqueue_w" + sw + "_roost_vs_nats_js", "roost_enqueue_w" + sw, "nats_js_enqueue_w" + sw);
     }
   }
   if (want("latency")) {
     int n = 2000;
-    auto r = roost_latency(a, n), d = redis_latency(a, n), j = nats_latency(a, n);
+    std::vector<double> r, d, j;
+    if (on("roost")) r = roost_latency(a, n);
+    if (on("redis")) d = redis_latency(a, n);
+    if (on("nats")) j = nats_latency(a, n);
     std::vector<std::pair<std::string, std::vector<double>*>> all = {
         {"roost", &r}, {"redis_stream", &d}, {"nats_js", &j}};
     for (auto& [name, v] : all) {
+      if (v->empty()) continue;
       report(name + "_enqueue_p50", pct(*v, 0.50), "us");
       report(name + "_enqueue_p99", pct(*v, 0.99), "us");
     }
@@ -523,9 +530,9 @@ int main(int argc, char** argv) {
   }
   if (want("consume")) {
     std::size_t prefill = 100'000;
-    report("roost_consume_ack_b100", roost_consume(a, prefill), "msgs/s");
-    report("redis_stream_consume_ack_b100", redis_consume(a, prefill), "msgs/s");
-    report("nats_js_consume_ack_b100", nats_consume(a, prefill), "msgs/s");
+    if (on("roost")) report("roost_consume_ack_b100", roost_consume(a, prefill), "msgs/s");
+    if (on("redis")) report("redis_stream_consume_ack_b100", redis_consume(a, prefill), "msgs/s");
+    if (on("nats")) report("nats_js_consume_ack_b100", nats_consume(a, prefill), "msgs/s");
     ratio("ratio_consume_roost_vs_redis", "roost_consume_ack_b100", "redis_stream_consume_ack_b100");
     ratio("ratio_consume_roost_vs_nats_js", "roost_consume_ack_b100", "nats_js_consume_ack_b100");
   }
@@ -533,15 +540,21 @@ int main(int argc, char** argv) {
     for (int subs : {1, 10}) {
       std::uint64_t count = subs == 1 ? 500'000 : 200'000;
       std::string s = std::to_string(subs);
-      auto [r, rl] = roost_pubsub(a, subs, count);
-      report("roost_pubsub_1to" + s, r, "deliveries/s");
-      report("roost_pubsub_1to" + s + "_lost", rl, "msgs");
-      auto [n, nl] = nats_pubsub(a, subs, count);
-      report("nats_pubsub_1to" + s, n, "deliveries/s");
-      report("nats_pubsub_1to" + s + "_lost", nl, "msgs");
-      auto [d, dl] = redis_pubsub(a, subs, count);
-      report("redis_pubsub_1to" + s, d, "deliveries/s");
-      report("redis_pubsub_1to" + s + "_lost", dl, "msgs");
+      if (on("roost")) {
+        auto [r, rl] = roost_pubsub(a, subs, count);
+        report("roost_pubsub_1to" + s, r, "deliveries/s");
+        report("roost_pubsub_1to" + s + "_lost", rl, "msgs");
+      }
+      if (on("nats")) {
+        auto [n, nl] = nats_pubsub(a, subs, count);
+        report("nats_pubsub_1to" + s, n, "deliveries/s");
+        report("nats_pubsub_1to" + s + "_lost", nl, "msgs");
+      }
+      if (on("redis")) {
+        auto [d, dl] = redis_pubsub(a, subs, count);
+        report("redis_pubsub_1to" + s, d, "deliveries/s");
+        report("redis_pubsub_1to" + s + "_lost", dl, "msgs");
+      }
       ratio("ratio_pubsub_1to" + s + "_roost_vs_nats", "roost_pubsub_1to" + s, "nats_pubsub_1to" + s);
       ratio("ratio_pubsub_1to" + s + "_roost_vs_redis", "roost_pubsub_1to" + s, "redis_pubsub_1to" + s);
     }

@@ -112,6 +112,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
 
   std::mutex mu;
   std::vector<Outgoing> outbox;           // GUARDED_BY(mu)
+  bool wake_pending = false;              // GUARDED_BY(mu): the eventfd was written since the last swap
   std::vector<std::uint64_t> cancels;     // GUARDED_BY(mu): streams to cancel
   std::vector<std::uint64_t> to_open;     // GUARDED_BY(mu): streams to open
   std::map<std::uint64_t, StreamState> streams;  // GUARDED_BY(mu)
@@ -158,6 +159,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         return;
       }
       outbox.push_back(std::move(o));
+      if (wake_pending) return;  // the I/O thread was told already and has not looked yet
+      wake_pending = true;
     }
     wake();
   }
@@ -581,6 +584,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         std::lock_guard lock(mu);
         batch.swap(outbox);
         cancel_batch.swap(cancels);
+        wake_pending = false;
         if (sock && ready) {
           for (auto id : to_open) {
             if (auto it = streams.find(id); it != streams.end()) open_stream(id, it->second);
