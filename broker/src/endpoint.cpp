@@ -1085,6 +1085,7 @@ void Endpoint::start() {
   auto& d = *impl_;
   d.sock = zmq::socket_t(d.ctx, zmq::socket_type::router);
   d.sock.set(zmq::sockopt::router_mandatory, 1);
+  d.sock.set(zmq::sockopt::router_handover, 1);  // a reconnecting client keeps its session
   d.sock.set(zmq::sockopt::sndhwm, static_cast<int>(d.options.send_hwm));
   d.sock.set(zmq::sockopt::rcvhwm, static_cast<int>(d.options.send_hwm));
   d.sock.set(zmq::sockopt::linger, 0);
