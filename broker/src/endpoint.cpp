@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <span>
@@ -44,7 +45,8 @@ constexpr std::uint64_t kMaxWaitMs = 20'000;      // longest long poll, as over 
 constexpr std::uint64_t kConsumerWaitMs = 10'000;  // push consumers re-poll after this
 constexpr std::size_t kMaxEventMessages = 256;     // channel messages per `message` event
 constexpr std::uint32_t kDefaultWindow = 100;
-constexpr int kRound = 256;  // requests handled between two flushes of their results
+constexpr int kRound = 256;
+constexpr std::size_t kPackLimit = 4096;  // channel payloads up to this size are packed in one frame  // requests handled between two flushes of their results
 
 zmq::message_t to_frame(capnp::MessageBuilder& b) {
   auto words = wire::encode(b);
@@ -176,6 +178,7 @@ struct Endpoint::Impl {
   std::unordered_map<std::string, Session> sessions;
   std::uint64_t next_serial = 1;
   std::int64_t next_sweep = 0;
+  int round_messages = 0;  // channel messages published in this round of requests
 
   // ---- sending -------------------------------------------------------------------------------
 
@@ -487,10 +490,27 @@ struct Endpoint::Impl {
     capnp::MallocMessageBuilder b(64 + n * 24);
     auto env = b.initRoot<proto::Envelope>();
     env.setId(sink.stream);
-    auto list = env.initMessage().initMessages(static_cast<unsigned>(n));
+    auto event = env.initMessage();
+    auto list = event.initMessages(static_cast<unsigned>(n));
+    // Small payloads travel packed in one frame (sizes say where each ends); large ones each in
+    // their own frame.
+    std::size_t total = 0;
+    bool pack = true;
+    for (std::size_t i = 0; i < n; ++i) {
+      total += msgs[at + i]->data.size();
+      pack = pack && msgs[at + i]->data.size() <= kPackLimit;
+    }
     std::vector<zmq::message_t> frames;
-    frames.reserve(n + 1);
+    frames.reserve(pack ? 2 : n + 1);
     frames.emplace_back();
+    zmq::message_t packed;
+    char* out = nullptr;
+    capnp::List<std::uint32_t>::Builder sizes;
+    if (pack) {
+      packed.rebuild(total);
+      out = static_cast<char*>(packed.data());
+      sizes = event.initSizes(static_cast<unsigned>(n));
+    }
     for (std::size_t i = 0; i < n; ++i) {
       const auto& m = *msgs[at + i];
       auto l = list[static_cast<unsigned>(i)];
@@ -499,8 +519,15 @@ struct Endpoint::Impl {
       l.setEpoch(text(m.epoch));
       l.setContentType(wire::to_wire(m.content_type));
       l.setTimestampMs(m.timestamp_ms);
-      frames.push_back(payload_frame(m.data));
+      if (pack) {
+        std::memcpy(out, m.data.data(), m.data.size());
+        out += m.data.size();
+        sizes.set(static_cast<unsigned>(i), static_cast<std::uint32_t>(m.data.size()));
+      } else {
+        frames.push_back(payload_frame(m.data));
+      }
     }
+    if (pack) frames.push_back(std::move(packed));
     frames[0] = to_frame(b);
     return send(s, frames, true);
   }
@@ -619,6 +646,7 @@ struct Endpoint::Impl {
       }
       case W::CANCEL: return on_cancel(s, id, env.getCancel().getStream());
       case W::PUBLISH: return on_publish(s, id, env.getPublish(), payloads);
+      case W::PUBLISH_BATCH: return on_publish_batch(s, id, env.getPublishBatch(), payloads);
       case W::SUBSCRIBE: return on_subscribe(s, id, env.getSubscribe());
       case W::PUT_QUEUE: return on_put_queue(s, id, env.getPutQueue());
       case W::DELETE_QUEUE: return on_delete_queue(s, id, env.getDeleteQueue());
@@ -901,26 +929,31 @@ struct Endpoint::Impl {
     reply_error(s.identity, id, ErrorCode::NOT_FOUND, "no stream " + std::to_string(stream));
   }
 
+  // Checks and publishes one message; the error a client would be told.
+  Result<channels::PublishResult> publish_one(Session& s, const std::string& channel, ContentType type,
+                                              std::string_view data) {
+    if (!s.who.may_publish(channel)) {
+      return std::unexpected(Error{ErrorCode::FORBIDDEN, "the token does not grant publishing to " + channel});
+    }
+    if (data.size() > options.max_message_bytes) {
+      return std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
+                                   "the message has " + std::to_string(data.size()) + " bytes; the limit is " +
+                                       std::to_string(options.max_message_bytes)});
+    }
+    if (type == ContentType::kJson && !valid_json(data)) {
+      return std::unexpected(Error{ErrorCode::MALFORMED, "the message is not valid JSON (content type json)"});
+    }
+    ++round_messages;
+    return router.publish(channel, std::string(data), type);
+  }
+
   void on_publish(Session& s, std::uint64_t id, proto::Publish::Reader req,
                   std::span<zmq::message_t> payloads) {
-    std::string channel(view(req.getChannel()));
     if (payloads.size() != 1) {
       return reply_error(s.identity, id, ErrorCode::MALFORMED, "publish carries exactly one payload frame");
     }
-    if (!s.who.may_publish(channel)) {
-      return reply_error(s.identity, id, ErrorCode::FORBIDDEN, "the token does not grant publishing to " + channel);
-    }
-    if (payloads[0].size() > options.max_message_bytes) {
-      return reply_error(s.identity, id, ErrorCode::MESSAGE_TOO_LARGE,
-                         "the message has " + std::to_string(payloads[0].size()) + " bytes; the limit is " +
-                             std::to_string(options.max_message_bytes));
-    }
-    auto type = wire::from_wire(req.getContentType());
-    std::string data(frame_view(payloads[0]));
-    if (type == ContentType::kJson && !valid_json(data)) {
-      return reply_error(s.identity, id, ErrorCode::MALFORMED, "the message is not valid JSON (content type json)");
-    }
-    auto r = router.publish(channel, std::move(data), type);
+    auto r = publish_one(s, std::string(view(req.getChannel())), wire::from_wire(req.getContentType()),
+                         frame_view(payloads[0]));
     if (id == 0) return;
     if (!r) return reply_error(s.identity, id, r.error());
     capnp::MallocMessageBuilder b(64);
@@ -930,6 +963,34 @@ struct Endpoint::Impl {
     p.setOffset(r->offset);
     p.setEpoch(text(r->epoch));
     p.setSubscribers(r->subscribers);
+    reply(s.identity, b);
+  }
+
+  void on_publish_batch(Session& s, std::uint64_t id, proto::PublishBatch::Reader req,
+                        std::span<zmq::message_t> payloads) {
+    auto items = req.getItems();
+    auto sizes = req.getSizes();
+    std::uint64_t total = 0;
+    for (auto n : sizes) total += n;
+    if (payloads.size() != 1 || items.size() != sizes.size() || total != payloads[0].size()) {
+      return reply_error(s.identity, id, ErrorCode::MALFORMED,
+                         "publishBatch carries one payload frame of sum(sizes) bytes, one size per item");
+    }
+    std::string_view all = frame_view(payloads[0]);
+    std::uint64_t accepted = 0;
+    std::size_t at = 0;
+    std::string channel;
+    for (unsigned i = 0; i < items.size(); ++i) {
+      auto item = items[i];
+      channel.assign(view(item.getChannel()));
+      if (publish_one(s, channel, wire::from_wire(item.getContentType()), all.substr(at, sizes[i]))) ++accepted;
+      at += sizes[i];
+    }
+    if (id == 0) return;
+    capnp::MallocMessageBuilder b(32);
+    auto out = b.initRoot<proto::Envelope>();
+    out.setId(id);
+    out.setCount(accepted);
     reply(s.identity, b);
   }
 
@@ -1049,7 +1110,8 @@ struct Endpoint::Impl {
       // publishes does not fill subscriber buffers before they are flushed.
       for (int round = 0; round < 16; ++round) {
         int n = 0;
-        for (; n < kRound; ++n) {
+        round_messages = 0;
+        for (; n < kRound && round_messages < kRound; ++n) {
           parts.clear();
           if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
           handle(parts);
@@ -1063,7 +1125,7 @@ struct Endpoint::Impl {
         for (auto& t : tasks) t();
         tasks.clear();
         flush_deliveries(deliveries);
-        if (n < kRound) break;
+        if (n < kRound && round_messages < kRound) break;
       }
       flush_backlogs();
       end_doomed();

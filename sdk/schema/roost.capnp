@@ -96,6 +96,9 @@ struct Envelope {
     queues @33 :List(QueueInfo);
     count @34 :UInt64;
     objectReply @35 :ObjectReply; # reserved for object mailboxes
+
+    # ---- appended in protocol version 1 ----------------------------------------------------
+    publishBatch @36 :PublishBatch; # client → node: many publishes, payloads packed in one frame
   }
 }
 
@@ -244,7 +247,19 @@ struct ChannelMessage {
 }
 
 struct ChannelMessages {
-  messages @0 :List(ChannelMessage);  # as many payload frames follow, in order
+  messages @0 :List(ChannelMessage);
+  # Empty: one payload frame per message follows, in order. Otherwise one frame follows holding
+  # every payload back to back, and sizes[i] is the length of message i's (the node packs
+  # small messages this way; a client must accept both).
+  sizes @1 :List(UInt32);
+}
+
+# Fire-and-forget publishes in one message (the SDK batches consecutive `publish` calls): exactly
+# one payload frame follows, the payloads back to back, sizes[i] bytes each. Errors are not
+# reported (as for a publish with id 0); an id other than 0 gets `count` (how many were accepted).
+struct PublishBatch {
+  items @0 :List(Publish);
+  sizes @1 :List(UInt32);
 }
 
 struct Lagged {

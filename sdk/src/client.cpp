@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -69,6 +70,9 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     std::vector<zmq::message_t> frames;
     ReplyFn done;  // empty for fire-and-forget
     Clock::time_point deadline;
+    // A fire-and-forget publish, not encoded yet: the I/O thread packs runs of them into one
+    // publishBatch message.
+    std::optional<ChannelMessage> publish;
   };
   struct Pending {
     ReplyFn done;
@@ -151,6 +155,10 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     for (auto& p : payloads) o.frames.push_back(std::move(p));
     o.done = std::move(done);
     o.deadline = Clock::now() + timeout;
+    enqueue_outgoing(std::move(o));
+  }
+
+  void enqueue_outgoing(Outgoing o) {
     {
       std::lock_guard lock(mu);
       if (closing.load()) {
@@ -285,6 +293,48 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     reconnect_at = Clock::now() + backoff + std::chrono::milliseconds(jitter);
   }
 
+  // Sends in order; consecutive fire-and-forget publishes go as publishBatch messages.
+  void send_all(std::vector<Outgoing>& items) {
+    for (std::size_t i = 0; i < items.size();) {
+      if (!items[i].publish) {
+        send_now(items[i++]);
+        continue;
+      }
+      std::size_t j = i, bytes = 0;
+      while (j < items.size() && items[j].publish && j - i < kMaxBatch && bytes < kMaxBatchBytes) {
+        bytes += items[j].publish->data.size();
+        ++j;
+      }
+      send_publish_batch(items, i, j, bytes);
+      i = j;
+    }
+  }
+  static constexpr std::size_t kMaxBatch = 256;
+  static constexpr std::size_t kMaxBatchBytes = 256u << 10;
+
+  void send_publish_batch(std::vector<Outgoing>& items, std::size_t from, std::size_t to, std::size_t bytes) {
+    capnp::MallocMessageBuilder b(64 + (to - from) * 8);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(0);
+    auto pb = env.initPublishBatch();
+    auto list = pb.initItems(static_cast<unsigned>(to - from));
+    auto sizes = pb.initSizes(static_cast<unsigned>(to - from));
+    zmq::message_t payload(bytes);
+    char* out = static_cast<char*>(payload.data());
+    for (std::size_t k = from; k < to; ++k) {
+      const auto& p = *items[k].publish;
+      auto unit = static_cast<unsigned>(k - from);
+      list[unit].setChannel(text(p.channel));
+      list[unit].setContentType(wire::to_wire(p.content_type));
+      sizes.set(unit, static_cast<std::uint32_t>(p.data.size()));
+      std::memcpy(out, p.data.data(), p.data.size());
+      out += p.data.size();
+    }
+    auto f = to_frame(b);
+    (void)sock->send(f, zmq::send_flags::sndmore);
+    (void)sock->send(payload, zmq::send_flags::none);
+  }
+
   void send_now(Outgoing& o) {
     if (o.done) {
       std::vector<zmq::message_t> copies(o.frames.size());
@@ -313,7 +363,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     }
     auto w = std::move(waiting);
     waiting.clear();
-    for (auto& o : w) send_now(o);
+    send_all(w);
   }
 
   // REQUIRES: mu held.
@@ -371,13 +421,26 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         return;
       }
       case W::MESSAGE: {
-        auto list = env.getMessage().getMessages();
+        auto event = env.getMessage();
+        auto list = event.getMessages();
+        auto sizes = event.getSizes();
         auto batch = std::make_shared<std::vector<ChannelMessage>>();
         batch->reserve(list.size());
-        for (unsigned i = 0; i < list.size() && i < r.payloads.size(); ++i) {
+        // Payloads: packed in one frame (sizes), or one frame each.
+        std::string_view packed = r.payloads.empty() ? std::string_view() : frame_view(r.payloads[0]);
+        std::size_t at = 0;
+        for (unsigned i = 0; i < list.size(); ++i) {
+          std::string_view data;
+          if (sizes.size() != 0) {
+            if (i >= sizes.size() || at + sizes[i] > packed.size()) break;
+            data = packed.substr(at, sizes[i]);
+            at += sizes[i];
+          } else {
+            if (i >= r.payloads.size()) break;
+            data = frame_view(r.payloads[i]);
+          }
           auto m = list[i];
-          batch->push_back(ChannelMessage{std::string(view(m.getChannel())),
-                                          std::string(frame_view(r.payloads[i])),
+          batch->push_back(ChannelMessage{std::string(view(m.getChannel())), std::string(data),
                                           wire::from_wire(m.getContentType()), m.getOffset(),
                                           std::string(view(m.getEpoch())), m.getTimestampMs()});
         }
@@ -592,12 +655,10 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
           to_open.clear();
         }
       }
-      for (auto& o : batch) {
-        if (sock && ready) {
-          send_now(o);
-        } else {
-          waiting.push_back(std::move(o));
-        }
+      if (sock && ready) {
+        send_all(batch);
+      } else {
+        for (auto& o : batch) waiting.push_back(std::move(o));
       }
       batch.clear();
       for (auto id : cancel_batch) {
@@ -952,15 +1013,10 @@ Result<std::uint64_t> Client::redrive(const std::string& from, const std::string
 }
 
 void Client::publish(const std::string& channel, std::string data, ContentType type) {
-  capnp::MallocMessageBuilder b(64);
-  auto env = b.initRoot<proto::Envelope>();
-  env.setId(0);
-  auto p = env.initPublish();
-  p.setChannel(text(channel));
-  p.setContentType(wire::to_wire(type));
-  std::vector<zmq::message_t> payloads;
-  payloads.emplace_back(data.data(), data.size());
-  core_->submit(b, 0, std::move(payloads), nullptr, core_->options.request_timeout);
+  ClientCore::Outgoing o;
+  o.deadline = Clock::now() + core_->options.request_timeout;
+  o.publish = ChannelMessage{channel, std::move(data), type, 0, {}, 0};
+  core_->enqueue_outgoing(std::move(o));
 }
 
 Result<PublishAck> Client::publish_sync(const std::string& channel, std::string data, ContentType type) {
