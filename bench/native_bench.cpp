@@ -127,20 +127,29 @@ double roost_consume(const Args& a, std::size_t prefill) {
       if (!p.send_batch(std::move(batch))) break;
     }
   }
+  // Each batch's ack goes out without waiting, so it shares a commit with the next pull (as NATS's
+  // natsMsg_Ack does not wait, and the Redis driver pipelines XACK with the next XREADGROUP).
   auto t0 = Clock::now();
-  std::uint64_t n = 0;
+  std::atomic<std::uint64_t> n{0};
+  std::atomic<int> acks_in_flight{0};
   roost::PullOptions po;
   po.batch_size = 100;
-  while (n < prefill && since(t0) < a.seconds * 3) {
+  std::uint64_t pulled = 0;
+  while (pulled < prefill && since(t0) < a.seconds * 3) {
     auto got = c->pull("consume", po);
     if (!got || got->empty()) break;
+    pulled += got->size();
     std::vector<std::string> leases;
     for (auto& m : *got) leases.push_back(m.lease_id);
-    auto r = c->ack("consume", std::move(leases));
-    if (!r) break;
-    n += r->acked;
+    while (acks_in_flight.load() > 1) std::this_thread::yield();
+    acks_in_flight++;
+    c->ack_async("consume", std::move(leases), {}, [&](roost::Result<roost::AckResult> r) {
+      if (r) n += r->acked;
+      acks_in_flight--;
+    });
   }
-  return static_cast<double>(n) / since(t0);
+  while (acks_in_flight.load() > 0) std::this_thread::yield();
+  return static_cast<double>(n.load()) / since(t0);
 }
 
 // 1 publisher → `subs` subscribers, `count` messages. Deliveries per second, and what was lost.
@@ -241,12 +250,24 @@ double redis_consume(const Args& a, std::size_t prefill) {
     for (int j = 0; j < 100; ++j) redis_reply(c);
   }
   freeReplyObject(redisCommand(c, "XGROUP CREATE consume g 0"));
+  // XACK of one batch is pipelined with the XREADGROUP of the next: one round trip per batch.
   auto t0 = Clock::now();
   std::uint64_t n = 0;
-  while (n < prefill && since(t0) < a.seconds * 3) {
-    auto* r = static_cast<redisReply*>(redisCommand(c, "XREADGROUP GROUP g c1 COUNT 100 STREAMS consume >"));
-    if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-      if (r) freeReplyObject(r);
+  bool ack_pending = false;
+  redisAppendCommand(c, "XREADGROUP GROUP g c1 COUNT 100 STREAMS consume >");
+  while (since(t0) < a.seconds * 3) {
+    if (ack_pending) {
+      void* ack = nullptr;
+      if (redisGetReply(c, &ack) != REDIS_OK) break;
+      n += static_cast<std::uint64_t>(static_cast<redisReply*>(ack)->integer);
+      freeReplyObject(ack);
+      ack_pending = false;
+    }
+    void* raw = nullptr;
+    if (redisGetReply(c, &raw) != REDIS_OK) break;
+    auto* r = static_cast<redisReply*>(raw);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+      freeReplyObject(r);
       break;
     }
     redisReply* entries = r->element[0]->element[1];
@@ -256,12 +277,18 @@ double redis_consume(const Args& a, std::size_t prefill) {
       argv.push_back(entries->element[i]->element[0]->str);
       lens.push_back(entries->element[i]->element[0]->len);
     }
-    auto* ack = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data()));
-    if (ack) {
-      n += static_cast<std::uint64_t>(ack->integer);
+    redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+    ack_pending = true;
+    freeReplyObject(r);
+    if (n + 100 >= prefill) break;
+    redisAppendCommand(c, "XREADGROUP GROUP g c1 COUNT 100 STREAMS consume >");
+  }
+  if (ack_pending) {
+    void* ack = nullptr;
+    if (redisGetReply(c, &ack) == REDIS_OK) {
+      n += static_cast<std::uint64_t>(static_cast<redisReply*>(ack)->integer);
       freeReplyObject(ack);
     }
-    freeReplyObject(r);
   }
   redisFree(c);
   return static_cast<double>(n) / since(t0);
