@@ -42,6 +42,19 @@ std::string_view frame_view(const zmq::message_t& m) {
 
 Error unavailable(std::string msg) { return Error{ErrorCode::UNAVAILABLE, std::move(msg)}; }
 
+void build_ack(proto::Envelope::Builder env, const std::string& queue, const std::vector<std::string>& acks,
+               const std::vector<RetryRequest>& retries) {
+  auto a = env.initAck();
+  a.setQueue(text(queue));
+  auto al = a.initAcks(static_cast<unsigned>(acks.size()));
+  for (unsigned i = 0; i < acks.size(); ++i) al.set(i, text(acks[i]));
+  auto rl = a.initRetries(static_cast<unsigned>(retries.size()));
+  for (unsigned i = 0; i < retries.size(); ++i) {
+    rl[i].setLeaseId(text(retries[i].lease_id));
+    if (retries[i].delay_ms) rl[i].initDelayMs().setValue(*retries[i].delay_ms);
+  }
+}
+
 }  // namespace
 
 // An answer (or event) as the I/O thread hands it to a completion: the envelope, its payload
@@ -773,15 +786,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     capnp::MallocMessageBuilder b(128);
     auto env = b.initRoot<proto::Envelope>();
     env.setId(0);
-    auto a = env.initAck();
-    a.setQueue(text(queue));
-    auto al = a.initAcks(static_cast<unsigned>(acks.size()));
-    for (unsigned i = 0; i < acks.size(); ++i) al.set(i, text(acks[i]));
-    auto rl = a.initRetries(static_cast<unsigned>(retries.size()));
-    for (unsigned i = 0; i < retries.size(); ++i) {
-      rl[i].setLeaseId(text(retries[i].lease_id));
-      if (retries[i].delay_ms) rl[i].initDelayMs().setValue(*retries[i].delay_ms);
-    }
+    build_ack(env, queue, acks, retries);
     submit(b, 0, {}, nullptr, options.request_timeout);
   }
 };
@@ -871,18 +876,6 @@ AckResult decode_acked(Reply& r) {
   AckResult out{a.getAcked(), a.getRetried(), {}};
   for (auto u : a.getUnknown()) out.unknown.emplace_back(view(u));
   return out;
-}
-void build_ack(proto::Envelope::Builder env, const std::string& queue, const std::vector<std::string>& acks,
-               const std::vector<RetryRequest>& retries) {
-  auto a = env.initAck();
-  a.setQueue(text(queue));
-  auto al = a.initAcks(static_cast<unsigned>(acks.size()));
-  for (unsigned i = 0; i < acks.size(); ++i) al.set(i, text(acks[i]));
-  auto rl = a.initRetries(static_cast<unsigned>(retries.size()));
-  for (unsigned i = 0; i < retries.size(); ++i) {
-    rl[i].setLeaseId(text(retries[i].lease_id));
-    if (retries[i].delay_ms) rl[i].initDelayMs().setValue(*retries[i].delay_ms);
-  }
 }
 }  // namespace
 
