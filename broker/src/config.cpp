@@ -116,7 +116,7 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.channel_buffer_messages = to_u64("channel_buffer_messages", v); }},
       {"channel_buffer_bytes", "per-subscriber buffer in bytes (default 1048576)",
        [](Config& c, const std::string& v) { c.channel_buffer_bytes = to_u64("channel_buffer_bytes", v); }},
-      {"channel_namespaces", "per-prefix settings: \"chat.:history=50,history_ttl_ms=60000;x.:policy=disconnect\"",
+      {"channel_namespaces", "per-prefix settings: \"chat.:history=50,history_ttl_ms=60000,join_leave=true;x.:policy=disconnect\"",
        [](Config& c, const std::string& v) {
          c.channel_namespaces = v;
          (void)c.hub_options();  // validates
@@ -270,6 +270,7 @@ channels::HubOptions Config::hub_options() const {
       else if (key == "history_ttl_ms") ns.history_ttl_ms = to_u64(where, value);
       else if (key == "buffer_messages") ns.buffer_messages = to_u64(where, value);
       else if (key == "buffer_bytes") ns.buffer_bytes = to_u64(where, value);
+      else if (key == "join_leave") ns.join_leave = to_bool(where, value);
       else if (key == "policy") {
         one_of(where, value, {"drop", "disconnect"});
         ns.policy = value == "drop" ? channels::SlowPolicy::kDrop : channels::SlowPolicy::kDisconnect;

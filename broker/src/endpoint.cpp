@@ -519,6 +519,10 @@ struct Endpoint::Impl {
       l.setEpoch(text(m.epoch));
       l.setContentType(wire::to_wire(m.content_type));
       l.setTimestampMs(m.timestamp_ms);
+      if (m.kind != channels::MessageKind::kData) {
+        l.setKind(static_cast<proto::MessageKind>(m.kind));
+        l.setSubscribers(m.subscribers);
+      }
       if (pack) {
         std::memcpy(out, m.data.data(), m.data.size());
         out += m.data.size();

@@ -132,20 +132,44 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       }
     }
   }
+  if (namespace_of(pattern).join_leave) announce(MessageKind::kJoin, pattern, subscriber.get());
   return result;
 }
 
+// REQUIRES: the channel's lock held (so the event falls in order among its messages).
+void Hub::announce(MessageKind kind, const std::string& channel, const Subscriber* except) {
+  std::size_t direct = 0;
+  {
+    std::shared_lock lock(trie_mu_);
+    direct = trie_->count_exact(channel);
+  }
+  auto event = make_presence(kind, channel, direct, clock_());
+  auto subs = match(channel);
+  for (const auto& s : *subs) {
+    if (s.get() != except) s->deliver(event);
+  }
+}
+
 void Hub::unsubscribe(std::uint64_t id) {
+  std::string pattern;
   {
     std::unique_lock lock(trie_mu_);
     auto it = subscriptions_.find(id);
     if (it == subscriptions_.end()) return;
-    trie_->remove(it->second.pattern, id);
+    pattern = std::move(it->second.pattern);
+    trie_->remove(pattern, id);
     subscriptions_.erase(it);
   }
-  std::lock_guard lock(cache_mu_);
-  ++cache_generation_;
-  cache_.clear();
+  {
+    std::lock_guard lock(cache_mu_);
+    ++cache_generation_;
+    cache_.clear();
+  }
+  if (!is_wildcard(pattern) && namespace_of(pattern).join_leave) {
+    Channel& ch = channel(pattern);
+    std::lock_guard lock(ch.mu);
+    announce(MessageKind::kLeave, pattern, nullptr);
+  }
 }
 
 Result<PublishResult> Hub::publish(const std::string& name, std::string data,

@@ -42,8 +42,24 @@ MessagePtr make_message(std::string channel, std::string data, std::uint64_t off
   return m;
 }
 
+MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
+                         std::int64_t timestamp_ms) {
+  auto m = std::make_shared<Message>();
+  m->kind = kind;
+  m->subscribers = subscribers;
+  m->channel = std::move(channel);
+  m->timestamp_ms = timestamp_ms;
+  return m;
+}
+
 std::shared_ptr<const std::string> Message::frame() const {
   std::call_once(frame_once_, [this] {
+    if (kind != MessageKind::kData) {
+      frame_ = std::make_shared<const std::string>(
+          std::string(R"({"op":")") + (kind == MessageKind::kJoin ? "join" : "leave") +
+          R"(","channel":")" + channel + R"(","subscribers":)" + std::to_string(subscribers) + "}");
+      return;
+    }
     // Channel names and epochs hold no character that JSON needs escaped (see subject.h).
     std::string f;
     f.reserve(data.size() + channel.size() + epoch.size() + 80);
@@ -72,6 +88,11 @@ std::shared_ptr<const std::string> Message::frame() const {
 
 std::shared_ptr<const std::string> Message::sse_frame() const {
   std::call_once(sse_once_, [this] {
+    if (kind != MessageKind::kData) {
+      sse_frame_ = std::make_shared<const std::string>(
+          std::string("event: ") + (kind == MessageKind::kJoin ? "join" : "leave") + "\ndata: " + *frame() + "\n\n");
+      return;
+    }
     sse_frame_ = std::make_shared<const std::string>("id: " + epoch + ":" + std::to_string(offset) +
                                                      "\ndata: " + *frame() + "\n\n");
   });

@@ -1,6 +1,6 @@
 // Roost chat: one channel per room (chat.<room>), a lobby view on chat.*, recent history on
 // join, presence counts, automatic reconnect with resume. Served by
-//   roost serve --static examples/chat --channel-namespaces "chat.:history=100,history_ttl_ms=3600000"
+//   roost serve --static examples/chat --channel-namespaces "chat.:history=100,history_ttl_ms=3600000,join_leave=true"
 import { connect } from "/roost.js";
 
 const ROOMS = ["general", "random", "dev"];
@@ -38,6 +38,11 @@ client.subscribe(`chat.${room}`, (msg, meta) => {
 }, {
   recent: 50,
   onReset: () => line($("messages"), "Some messages could not be recovered.", "note"),
+  // With join_leave=true on the chat. namespace the count updates as people come and go.
+  onPresence: ({ subscribers }) => {
+    $("presence").textContent = `${subscribers} here`;
+    $(`count-${room}`).textContent = subscribers ? `${subscribers}` : "";
+  },
 });
 
 client.subscribe("chat.*", (msg, meta) => {

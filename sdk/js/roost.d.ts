@@ -8,7 +8,13 @@ export interface ConnectOptions {
   WebSocket?: typeof WebSocket; // an implementation outside browsers
 }
 export interface MessageMeta { channel: string; offset: number; epoch: string; }
-export interface SubscribeHandlers { recent?: number; onReset?: (frame: { channel: string; epoch: string; offset: number }) => void; }
+export interface PresenceEvent { op: "join" | "leave"; channel: string; subscribers: number; }
+export interface SubscribeHandlers {
+  recent?: number;
+  onReset?: (frame: { channel: string; epoch: string; offset: number }) => void;
+  /** Join / leave of the channel's direct subscribers (namespaces with join_leave=true). */
+  onPresence?: (event: PresenceEvent) => void;
+}
 export interface PublishResult { offset: number; epoch: string; subscribers: number; }
 export interface LeasedMessage {
   id: string; lease_id: string; body: unknown; content_type: "json" | "text" | "bytes";

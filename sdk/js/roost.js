@@ -260,6 +260,16 @@ export class Client {
         this._emit("reset", f);
         break;
       }
+      case "join":
+      case "leave":
+        // Presence events (namespaces with join_leave): to the subscriptions that asked for them.
+        for (const sub of this._subs.values()) {
+          if (sub.channel !== f.channel && !matches(sub.channel, f.channel)) continue;
+          if (sub.handlers.onPresence) {
+            try { sub.handlers.onPresence({ op: f.op, channel: f.channel, subscribers: f.subscribers }); } catch (e) { /* handler's own */ }
+          }
+        }
+        break;
       case "lagged":
         this._emit("lagged", f);
         break;

@@ -244,6 +244,16 @@ struct ChannelMessage {
   epoch @2 :Text;
   contentType @3 :ContentType;
   timestampMs @4 :Int64;
+  # Presence events (namespaces with join_leave): a direct subscriber joined or left; no offset,
+  # an empty payload, and `subscribers` = the channel's direct subscribers after the change.
+  kind @5 :MessageKind;
+  subscribers @6 :UInt64;
+}
+
+enum MessageKind {
+  data @0;
+  join @1;
+  leave @2;
 }
 
 struct ChannelMessages {

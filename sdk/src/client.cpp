@@ -453,14 +453,21 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
             data = frame_view(r.payloads[i]);
           }
           auto m = list[i];
-          batch->push_back(ChannelMessage{std::string(view(m.getChannel())), std::string(data),
-                                          wire::from_wire(m.getContentType()), m.getOffset(),
-                                          std::string(view(m.getEpoch())), m.getTimestampMs()});
+          ChannelMessage cm{std::string(view(m.getChannel())), std::string(data),
+                            wire::from_wire(m.getContentType()), m.getOffset(),
+                            std::string(view(m.getEpoch())), m.getTimestampMs()};
+          auto kind = static_cast<unsigned>(m.getKind());
+          if (kind != 0) {
+            cm.kind = kind == 1 ? ChannelEventKind::kJoin : ChannelEventKind::kLeave;
+            cm.subscribers = m.getSubscribers();
+            if (s.sub.on_presence) to_dispatch([f = s.sub.on_presence, cm = std::move(cm)] { f(cm); });
+            continue;
+          }
+          s.epoch = cm.epoch;
+          s.offset = cm.offset;
+          batch->push_back(std::move(cm));
         }
-        if (!batch->empty()) {
-          s.epoch = batch->back().epoch;
-          s.offset = batch->back().offset;
-        }
+        if (batch->empty()) return;
         std::size_t bytes = 0;
         for (const auto& m : *batch) bytes += m.data.size();
         if (queued_messages.load() + batch->size() > options.max_queued_messages ||

@@ -210,3 +210,49 @@ TEST_CASE("outgoing queue: bounded, drop counts, disconnect policy", "[channels]
   CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) == OutgoingQueue::Push::kDropped);
   CHECK(bytes.bytes() == 8);
 }
+
+TEST_CASE("join / leave events of direct subscribers, only where the namespace asks", "[channels]") {
+  HubOptions o;
+  NamespaceConfig room;
+  room.prefix = "room.";
+  room.join_leave = true;
+  o.namespaces.push_back(room);
+  Hub hub(o, now);
+  auto a = std::make_shared<Recorder>(), b = std::make_shared<Recorder>(), w = std::make_shared<Recorder>();
+  REQUIRE(hub.subscribe("room.a", a));
+  REQUIRE(hub.subscribe("room.*", w));  // a pattern: no announcement of its own
+  {
+    std::lock_guard lock(a->mu);
+    CHECK(a->got.empty());
+  }
+  auto sb = hub.subscribe("room.a", b);
+  REQUIRE(sb);
+  REQUIRE(hub.publish("room.a", "1"));
+  hub.unsubscribe(sb->id);
+  auto kinds = [](Recorder& r) {
+    std::lock_guard lock(r.mu);
+    std::vector<std::pair<MessageKind, std::uint64_t>> out;
+    for (auto& m : r.got) out.emplace_back(m->kind, m->kind == MessageKind::kData ? m->offset : m->subscribers);
+    return out;
+  };
+  using K = MessageKind;
+  // a and the watcher see b join (2 direct subscribers), the message, b leave (1 left).
+  std::vector<std::pair<K, std::uint64_t>> expect = {{K::kJoin, 2}, {K::kData, 1}, {K::kLeave, 1}};
+  CHECK(kinds(*a) == expect);
+  CHECK(kinds(*w) == expect);
+  // b saw only the message: not its own join.
+  CHECK(kinds(*b) == std::vector<std::pair<K, std::uint64_t>>{{K::kData, 1}});
+  {
+    std::lock_guard lock(a->mu);
+    CHECK(*a->got[0]->frame() == R"({"op":"join","channel":"room.a","subscribers":2})");
+    CHECK(a->got[0]->sse_frame()->starts_with("event: join\ndata: {"));
+  }
+  // Presence events take no offset and stay out of history.
+  CHECK(hub.publish("room.a", "2")->offset == 2);
+  // Elsewhere, nothing is announced.
+  auto c = std::make_shared<Recorder>(), d = std::make_shared<Recorder>();
+  REQUIRE(hub.subscribe("other.x", c));
+  REQUIRE(hub.subscribe("other.x", d));
+  std::lock_guard lock(c->mu);
+  CHECK(c->got.empty());
+}

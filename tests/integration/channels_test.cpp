@@ -339,3 +339,34 @@ TEST_CASE("a client that publishes without reading its answers is cut off", "[in
   if (code != 0) CHECK(code == 1008);
   CHECK(s.http().get("/healthz").status == 200);
 }
+
+TEST_CASE("join and leave events over WebSocket and SSE (namespace join_leave)", "[integration][channels]") {
+  Server s({"--channel-namespaces", "room.:join_leave=true"});
+  WsClient a(s.proc().port());
+  a.send(sub("room.1", 1));
+  a.expect("ok");
+  boost::asio::io_context io;
+  auto sse = sse_open(io, s.proc().port(), "/v1/channels/room.1/events");  // joins as well
+  auto j1 = a.expect("join");
+  CHECK(j1.at("channel") == "room.1");
+  CHECK(j1.at("subscribers") == 2);
+  {
+    WsClient b(s.proc().port());
+    b.send(sub("room.1", 1));
+    b.expect("ok");
+    CHECK(a.expect("join").at("subscribers") == 3);
+    CHECK(sse_read_until(sse, "event: join").find("\"subscribers\":3") != std::string::npos);
+  }  // b disconnects
+  auto l = a.expect("leave");
+  CHECK(l.at("subscribers") == 2);
+  CHECK(sse_read_until(sse, "event: leave").find("event: leave") != std::string::npos);
+  // Elsewhere no events: a subscribes to another namespace, c joins it.
+  a.send(sub("plain.x", 2));
+  a.expect("ok");
+  WsClient c(s.proc().port());
+  c.send(sub("plain.x", 1));
+  c.expect("ok");
+  c.send(pub("plain.x", json::value(1), 3));
+  auto m = a.expect("message");  // the first frame a sees is the message, not a join
+  CHECK(m.at("channel") == "plain.x");
+}

@@ -794,3 +794,31 @@ TEST_CASE("publishBatch: packed payloads in, packed or per-frame payloads out", 
   CHECK(bad.second == ErrorCode::MALFORMED);
   REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 302; }));
 }
+
+TEST_CASE("SDK: presence events reach on_presence, not the message handler", "[integration][native]") {
+  Server s({"--channel-namespaces", "room.:join_leave=true"});
+  auto a = connect(s.proc());
+  std::mutex mu;
+  std::vector<std::pair<roost::ChannelEventKind, std::uint64_t>> presence;
+  std::vector<std::string> data;
+  roost::SubscribeOptions so;
+  so.on_presence = [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    presence.emplace_back(m.kind, m.subscribers);
+  };
+  auto sa = a->subscribe("room.1", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    data.push_back(m.data);
+  }, so);
+  REQUIRE(sa);
+  auto b = connect(s.proc());
+  auto sb = b->subscribe("room.1", [](const roost::ChannelMessage&) {});
+  REQUIRE(sb);
+  REQUIRE(b->publish_sync("room.1", "7"));
+  sb->reset();
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return presence.size() == 2; }));
+  std::lock_guard lock(mu);
+  using K = roost::ChannelEventKind;
+  CHECK(presence == std::vector<std::pair<K, std::uint64_t>>{{K::kJoin, 2}, {K::kLeave, 1}});
+  CHECK(data == std::vector<std::string>{"7"});
+}

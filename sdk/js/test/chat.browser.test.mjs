@@ -17,7 +17,7 @@ let browser;
 before(async () => {
   assert.ok(existsSync(chromiumPath), `Chromium not found at ${chromiumPath} (scripts/install-deps.sh installs it)`);
   server = await startRoost(["--static", join(here, "../../../examples/chat"),
-    "--channel-namespaces", "chat.:history=100"]);
+    "--channel-namespaces", "chat.:history=100,join_leave=true"]);
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,

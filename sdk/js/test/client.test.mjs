@@ -8,7 +8,7 @@ let server;
 let WebSocket;
 before(async () => {
   WebSocket = await webSocketImpl();
-  server = await startRoost(["--channel-namespaces", "chat.:history=100"]);
+  server = await startRoost(["--channel-namespaces", "chat.:history=100;room.:join_leave=true"]);
 });
 after(async () => { await server.dispose(); });
 
@@ -130,4 +130,17 @@ test("tokens: rejected without, accepted with", async () => {
   await ok.enqueue("q", 1);
   anon.close(); ok.close();
   await srv.dispose();
+});
+
+test("onPresence hears direct subscribers join and leave", async () => {
+  const a = open(), b = open();
+  const events = [];
+  await a.subscribe("room.js", () => {}, { onPresence: (e) => events.push([e.op, e.subscribers]) }).ready;
+  const sub = b.subscribe("room.js", () => {});
+  await sub.ready;
+  await waitFor(() => events.length === 1, 3000, "join");
+  await sub.unsubscribe();
+  await waitFor(() => events.length === 2, 3000, "leave");
+  assert.deepEqual(events, [["join", 2], ["leave", 1]]);
+  a.close(); b.close();
 });

@@ -31,6 +31,9 @@ struct NamespaceConfig {
   SlowPolicy policy = SlowPolicy::kDrop;
   std::size_t buffer_messages = 1024;    // per-subscriber buffer
   std::size_t buffer_bytes = 1u << 20;
+  // Direct subscribers of a channel (not wildcard watchers) joining and leaving are announced to
+  // the channel's subscribers as join / leave events carrying the new count.
+  bool join_leave = false;
 };
 
 struct HubOptions {
@@ -94,6 +97,8 @@ class Hub {
   using SubscriberList = std::vector<std::shared_ptr<Subscriber>>;
   // The subscribers of `channel`, shared with the match cache (no copy per publish).
   std::shared_ptr<const SubscriberList> match(const std::string& channel) const;
+  // A join / leave event to the channel's subscribers (but `except`).
+  void announce(MessageKind kind, const std::string& channel, const Subscriber* except);
 
   HubOptions options_;
   std::function<std::int64_t()> clock_;

@@ -10,7 +10,13 @@
 
 namespace roost::channels {
 
+// A channel's data message, or a presence event (join / leave of a direct subscriber) in a
+// namespace with join_leave on. Presence events have no offset and are not kept in history.
+enum class MessageKind : std::uint8_t { kData = 0, kJoin = 1, kLeave = 2 };
+
 struct Message {
+  MessageKind kind = MessageKind::kData;
+  std::uint64_t subscribers = 0;  // join / leave: direct subscribers of the channel after it
   std::string channel;
   std::string data;  // as published: JSON text (validated by the front end), UTF-8 text or bytes
   ContentType content_type = ContentType::kJson;
@@ -23,7 +29,9 @@ struct Message {
   // string; bytes as a base64 string with "encoding":"base64".
   std::shared_ptr<const std::string> frame() const;
 
-  // "id: <epoch>:<offset>\ndata: <frame>\n\n" — the SSE event, built on first use and shared.
+  // Presence events: {"op":"join"|"leave","channel":…,"subscribers":n}.
+  // "id: <epoch>:<offset>\ndata: <frame>\n\n" — the SSE event, built on first use and shared
+  // (presence events: "event: join|leave\ndata: <frame>\n\n", no id).
   std::shared_ptr<const std::string> sse_frame() const;
 
  private:
@@ -38,6 +46,8 @@ using MessagePtr = std::shared_ptr<const Message>;
 MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
                         std::string epoch, std::int64_t timestamp_ms,
                         ContentType content_type = ContentType::kJson);
+MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
+                         std::int64_t timestamp_ms);
 
 // Receives messages. deliver() is called on the publisher's thread, possibly concurrently from
 // several; it must be thread-safe and must not block (hand the message to your own strand).

@@ -50,6 +50,10 @@ struct ClientOptions {
   std::size_t max_queued_bytes = 64u << 20;
 };
 
+// kMessage for published data; kJoin / kLeave for presence events (namespaces with join_leave),
+// which carry no data, offset 0, and the channel's direct subscriber count after the change.
+enum class ChannelEventKind : std::uint8_t { kMessage = 0, kJoin = 1, kLeave = 2 };
+
 struct ChannelMessage {
   std::string channel;
   std::string data;
@@ -57,6 +61,8 @@ struct ChannelMessage {
   std::uint64_t offset = 0;
   std::string epoch;
   std::int64_t timestamp_ms = 0;
+  ChannelEventKind kind = ChannelEventKind::kMessage;
+  std::uint64_t subscribers = 0;
 };
 
 struct PublishAck {
@@ -99,6 +105,9 @@ class Delivery {
 struct SubscribeOptions {
   std::function<void(std::uint64_t dropped)> on_lag;  // messages lost because this client lagged
   std::function<void(const Error&)> on_error;         // the node ended the subscription
+  // Join / leave events of the channel's direct subscribers (namespaces with join_leave);
+  // without this handler they are not delivered.
+  std::function<void(const ChannelMessage&)> on_presence;
   std::size_t recent = 0;                             // replay up to this many kept messages first
   std::optional<std::pair<std::string, std::uint64_t>> since;  // resume after (epoch, offset)
 };
