@@ -322,6 +322,8 @@ TEST_CASE("SDK: every error code the native protocol can answer", "[integration]
   quick.heartbeat = 5000ms;
   auto q = connect(s.proc(), quick);
   kill(s.proc().pid(), SIGSTOP);
+  // kill() returns before every thread of the target has stopped: let it settle.
+  std::this_thread::sleep_for(100ms);
   auto t = q->list_queues();
   kill(s.proc().pid(), SIGCONT);
   REQUIRE_FALSE(t);
