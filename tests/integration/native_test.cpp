@@ -824,3 +824,31 @@ TEST_CASE("SDK: presence events reach on_presence, not the message handler", "[i
   CHECK(presence == std::vector<std::pair<K, std::uint64_t>>{{K::kJoin, 2}, {K::kLeave, 1}});
   CHECK(data == std::vector<std::string>{"7"});
 }
+
+TEST_CASE("SDK: storage_full when the node's storage cap is reached; acks still work", "[integration][native]") {
+  Server s({"--max-storage-bytes", "2097152"});
+  auto c = connect(s.proc());
+  std::string body(50'000, 'z');
+  roost::ErrorCode last = ErrorCode::OK;
+  int stored = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto r = c->enqueue("full", {msg(body, ContentType::kText)});
+    if (!r) {
+      last = r.error().code;
+      break;
+    }
+    ++stored;
+  }
+  CHECK(last == ErrorCode::STORAGE_FULL);
+  CHECK(stored > 5);
+  roost::PullOptions po;
+  po.batch_size = 5;
+  auto got = c->pull("full", po);
+  REQUIRE(got);
+  REQUIRE(got->size() == 5);
+  std::vector<std::string> leases;
+  for (auto& m : *got) leases.push_back(m.lease_id);
+  auto a = c->ack("full", leases);
+  REQUIRE(a);
+  CHECK(a->acked == 5);
+}
