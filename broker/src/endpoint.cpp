@@ -73,8 +73,16 @@ struct Outbox {
   std::vector<std::move_only_function<void()>> tasks;  // GUARDED_BY(mu)
   std::vector<Delivery> deliveries;                      // GUARDED_BY(mu)
   bool wake_pending = false;                             // GUARDED_BY(mu)
-  int wake_fd = -1;
+  int wake_fd = -1;  // owned: a sink may outlive the endpoint, so the fd lives as long as this
   std::atomic<bool> closed{false};
+
+  Outbox() {
+    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) throw std::runtime_error("eventfd failed");
+  }
+  ~Outbox() { ::close(wake_fd); }
+  Outbox(const Outbox&) = delete;
+  Outbox& operator=(const Outbox&) = delete;
 
   void wake_locked() {
     if (wake_pending) return;
@@ -146,15 +154,9 @@ struct Endpoint::Impl {
   Impl(Router& r, EndpointOptions o)
       : router(r), options(std::move(o)), auth(options.auth_secret), log(module_logger("endpoint")) {
     outbox = std::make_shared<Outbox>();
-    outbox->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (outbox->wake_fd < 0) throw std::runtime_error("eventfd failed");
     std::random_device rd;
     instance = (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ static_cast<std::uint64_t>(steady_ms());
     if (instance == 0) instance = 1;
-  }
-  ~Impl() {
-    if (outbox->wake_fd >= 0) ::close(outbox->wake_fd);
-    outbox->wake_fd = -1;
   }
 
   Router& router;

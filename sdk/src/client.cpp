@@ -122,6 +122,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   int wake_fd = -1;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<bool> closing{false};
+  std::mutex close_mu;  // one close() at a time
   std::atomic<bool> ready{false};
   std::atomic<std::uint64_t> reconnect_count{0};
   std::atomic<std::size_t> queued_messages{0};  // channel messages waiting for their handler
@@ -739,8 +740,39 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     sock.reset();
   }
 
+  // The I/O thread ended on an exception: report it to connect() or to whoever waits.
+  void fail_fatally(const std::string& why) {
+    ready = false;
+    if (!connected_once_set) {
+      connected_once_set = true;
+      connected_once.set_value(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "cannot connect: " + why}));
+    }
+    closing = true;
+    auto failing = std::move(pending);
+    for (auto& [id, p] : failing) {
+      Reply r{unavailable("the client failed: " + why), {}, {}};
+      p.done(r);
+    }
+    std::vector<Outgoing> left;
+    {
+      std::lock_guard lock(mu);
+      left.swap(outbox);
+      for (auto& [id, s] : streams) {
+        if (s.first) s.first->set_value(std::unexpected(unavailable("the client failed: " + why)));
+        s.first = nullptr;
+      }
+    }
+    for (auto& o : waiting) left.push_back(std::move(o));
+    waiting.clear();
+    for (auto& o : left) {
+      Reply r{unavailable("the client failed: " + why), {}, {}};
+      if (o.done) o.done(r);
+    }
+  }
+
   void close() {
-    if (closing.exchange(true)) return;
+    std::lock_guard close_lock(close_mu);
+    closing = true;
     wake();
     if (io.joinable()) io.join();
     {
@@ -840,7 +872,14 @@ Result<std::shared_ptr<Client>> Client::connect(ClientOptions options) {
   auto core = std::make_shared<ClientCore>(std::move(options));
   auto first = core->connected_once.get_future();
   core->dispatch = std::thread([c = core.get()] { c->dispatch_loop(); });
-  core->io = std::thread([c = core.get()] { c->run(); });
+  core->io = std::thread([c = core.get()] {
+    try {
+      c->run();
+    } catch (const std::exception& e) {
+      // A bad address (zmq refuses it) or a ZeroMQ failure: the client is unusable.
+      c->fail_fatally(e.what());
+    }
+  });
   std::shared_ptr<Client> client(new Client(core));
   auto status = first.wait_for(core->options.connect_timeout + std::chrono::milliseconds(500));
   if (status != std::future_status::ready) {

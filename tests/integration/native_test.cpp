@@ -144,6 +144,21 @@ TEST_CASE("every schema error code has a stable snake_case name and an HTTP stat
   CHECK(static_cast<unsigned>(ErrorCode::HELLO_REQUIRED) == 19);
 }
 
+TEST_CASE("SDK: a bad url or an absent node is an error, not a crash", "[native][unit]") {
+  auto bad = Client::connect({.url = "tcp://not a host:x"});
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ErrorCode::INVALID_ARGUMENT);
+  auto scheme = Client::connect({.url = "http://127.0.0.1:1"});
+  REQUIRE_FALSE(scheme);
+  CHECK(scheme.error().code == ErrorCode::INVALID_ARGUMENT);
+  ClientOptions nobody;
+  nobody.url = "tcp://127.0.0.1:1";  // nothing listens there
+  nobody.connect_timeout = 300ms;
+  auto none = Client::connect(nobody);
+  REQUIRE_FALSE(none);
+  CHECK(none.error().code == ErrorCode::UNAVAILABLE);
+}
+
 TEST_CASE("SDK: enqueue, pull, ack, retry, extend and queue admin over the native protocol", "[integration][native]") {
   Server s;
   auto c = connect(s.proc());
