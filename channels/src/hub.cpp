@@ -16,7 +16,9 @@ std::string new_epoch() {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
   auto v = rng();
-  for (int i = 0; i < 16; ++i) out.push_back(kDigits[(v >> (4 * i)) & 0xf]);
+  // 15 hex digits (60 random bits): short enough for std::string's inline buffer, so copying an
+  // epoch into every message allocates nothing.
+  for (int i = 0; i < 15; ++i) out.push_back(kDigits[(v >> (4 * i)) & 0xf]);
   return out;
 }
 }  // namespace
@@ -199,6 +201,37 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
   published_.fetch_add(1, std::memory_order_relaxed);
   delivered_.fetch_add(result.subscribers, std::memory_order_relaxed);
   return result;
+}
+
+Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Payload>& items) {
+  if (auto e = validate_subject(name)) return std::unexpected(*e);
+  if (items.empty()) return 0;
+  const auto& ns = namespace_of(name);
+  Channel& ch = channel(name);
+  std::size_t subscribers = 0;
+  {
+    std::lock_guard lock(ch.mu);
+    std::int64_t now = clock_();
+    std::vector<MessagePtr> msgs;
+    msgs.reserve(items.size());
+    for (auto& [data, type] : items) {
+      msgs.push_back(make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type));
+    }
+    if (ns.history_size > 0) {
+      for (const auto& m : msgs) ch.history.push_back(m);
+      while (ch.history.size() > ns.history_size) ch.history.pop_front();
+      if (ns.history_ttl_ms != 0) {
+        auto cutoff = now - static_cast<std::int64_t>(ns.history_ttl_ms);
+        while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
+      }
+    }
+    auto subs = match(name);
+    for (const auto& s : *subs) s->deliver_many(msgs);
+    subscribers = subs->size();
+  }
+  published_.fetch_add(items.size(), std::memory_order_relaxed);
+  delivered_.fetch_add(subscribers * items.size(), std::memory_order_relaxed);
+  return items.size();
 }
 
 Hub::Presence Hub::presence(const std::string& channel) const {

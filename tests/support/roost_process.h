@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +31,15 @@ class RoostProcess {
     start();
   }
   ~RoostProcess() {
+    // A node that died on its own (a crash, a sanitizer report) leaves its log on stderr, where
+    // ctest --output-on-failure shows it.
+    if (pid_ > 0) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        std::fprintf(stderr, "roost exited unexpectedly (status %d); its log:\n%s\n", status, log().c_str());
+      }
+    }
     stop(SIGKILL);
     for (const auto& l : logs_) std::filesystem::remove(l);
   }

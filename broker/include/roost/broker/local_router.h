@@ -51,6 +51,10 @@ class LocalRouter final : public Router {
   void unsubscribe(std::uint64_t subscription) override;
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                           ContentType content_type = ContentType::kJson) override;
+  Result<std::size_t> publish_many(const std::string& channel,
+                                   std::vector<channels::Hub::Payload>& items) override {
+    return hub_.publish_many(channel, items);
+  }
   channels::Hub::Presence presence(const std::string& channel) override;
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
   std::string metrics_text() override;

@@ -49,6 +49,8 @@ class Router {
   virtual void unsubscribe(std::uint64_t subscription) = 0;
   virtual Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                                   ContentType content_type = ContentType::kJson) = 0;
+  virtual Result<std::size_t> publish_many(const std::string& channel,
+                                           std::vector<channels::Hub::Payload>& items) = 0;
   virtual channels::Hub::Presence presence(const std::string& channel) = 0;
   virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace roost::channels {
 
@@ -55,6 +56,10 @@ class Subscriber {
  public:
   virtual ~Subscriber() = default;
   virtual void deliver(const MessagePtr& message) = 0;
+  // A run of one channel's messages, in order. Same rules as deliver().
+  virtual void deliver_many(const std::vector<MessagePtr>& messages) {
+    for (const auto& m : messages) deliver(m);
+  }
 };
 
 }  // namespace roost::channels
