@@ -253,6 +253,7 @@ std::string LocalRouter::metrics_text() {
   out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
       << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
       << '\n';
+  if (extra_metrics_) out << extra_metrics_();
   return out.str();
 }
 

@@ -104,6 +104,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     eopts.max_message_bytes = d.config.max_message_bytes;
     eopts.version = ROOST_NODE_VERSION;
     d.endpoint = std::make_unique<Endpoint>(*d.router, eopts);
+    d.router->set_extra_metrics([ep = d.endpoint.get()] { return ep->metrics_text(); });
   }
   log->info("data in {} (durability {}, map {} MiB{})",
             std::filesystem::absolute(d.config.data_dir).string(), d.config.durability,
@@ -163,6 +164,7 @@ void Node::stop() {
     d.threads.clear();
   }
   d.server.reset();
+  d.router->set_extra_metrics(nullptr);
   d.endpoint.reset();
   d.router.reset();
   d.hub.reset();

@@ -137,7 +137,10 @@ TEST_CASE("resume from history after a disconnect, or reset when the gap can't b
 }
 
 TEST_CASE("a slow subscriber is told what it lost and never slows the others", "[integration][channels]") {
-  Server s({"--channel-buffer-messages", "16", "--channel-namespaces", "strict.:policy=disconnect"});
+  // The slow clients read nothing while the load runs, so they cannot answer pings: keep the idle
+  // timeout out of the way (under sanitizers on a busy machine the load takes over a minute).
+  Server s({"--channel-buffer-messages", "16", "--channel-namespaces", "strict.:policy=disconnect",
+            "--ws-idle-timeout-ms", "600000"});
   WsClient slow(s.proc().port()), fast(s.proc().port()), strict(s.proc().port());
   slow.send(sub("load.x"));
   slow.expect("ok");

@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +29,8 @@ class LocalRouter final : public Router {
 
   // Hooks readiness notifications. REQUIRES: before committer.start().
   void attach();
+  // More Prometheus lines for /metrics (the native endpoint's). REQUIRES: before serving.
+  void set_extra_metrics(std::function<std::string()> f) { extra_metrics_ = std::move(f); }
   // Answers every waiting long poll (with no messages). New long polls answer at once.
   void shutdown();
 
@@ -78,6 +81,7 @@ class LocalRouter final : public Router {
   std::unordered_map<std::string, std::uint64_t> epochs_;                          // GUARDED_BY(mu_)
   bool shut_down_ = false;                                                         // GUARDED_BY(mu_)
   std::atomic<std::uint64_t> long_polls_{0};
+  std::function<std::string()> extra_metrics_;
 };
 
 }  // namespace roost::broker
