@@ -615,7 +615,7 @@ struct Endpoint::Impl {
       dispatch(identity, parts, env);
     } catch (const kj::Exception& e) {
       malformed.fetch_add(1, std::memory_order_relaxed);
-      reply_error(identity, id == 0 ? 0 : id, ErrorCode::MALFORMED,
+      reply_error(identity, id, ErrorCode::MALFORMED,
                   std::string("malformed envelope: ") + e.getDescription().cStr());
     }
   }

@@ -1,5 +1,6 @@
 #include "routes.h"
 
+#include <boost/asio/post.hpp>
 #include <boost/url/parse.hpp>
 
 #include <roost/channels/subject.h>
@@ -292,8 +293,14 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
     if (segs.size() >= 2 && segs[1] == "channels") {
       return channel_routes(req, st, *who, url->path(), std::move(reply));
     }
-  } else if (req.method() == http::verb::get) {
-    if (auto file = static_file(st, url->path(), v)) return respond_now(reply, std::move(*file));
+  } else if (req.method() == http::verb::get && !st.options.static_dir.empty() && st.files != nullptr) {
+    // Read on the file thread, never on an io thread; the session posts the answer back.
+    boost::asio::post(*st.files, [st = st.shared_from_this(), path = std::string(url->path()), v,
+                           reply = std::move(reply)]() mutable {
+      if (auto file = static_file(*st, path, v)) return respond_now(reply, std::move(*file));
+      fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + path}, v);
+    });
+    return;
   }
   fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);
 }

@@ -68,9 +68,14 @@ void accept_loop(std::shared_ptr<Server::State> st) {
 }  // namespace
 
 Server::Server(asio::io_context& io, broker::Router& router, ServerOptions options)
-    : state_(std::make_shared<State>(io, router, std::move(options))) {}
+    : files_(std::make_unique<asio::thread_pool>(1)),
+      state_(std::make_shared<State>(io, router, std::move(options))) {
+  state_->files = files_.get();
+}
 
-Server::~Server() = default;
+Server::~Server() {
+  files_->join();  // file reads in progress finish (their sessions hold the state)
+}
 
 void Server::start() {
   auto endpoint = parse_listen(state_->options.listen);

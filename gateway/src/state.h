@@ -17,6 +17,8 @@
 #include <vector>
 
 #include <roost/broker/auth.h>
+
+#include <boost/asio/thread_pool.hpp>
 #include "delivery_batcher.h"
 
 namespace roost::gateway {
@@ -54,6 +56,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   Authenticator auth;
   std::vector<std::string> origins;
   DeliveryBatcher batcher;
+  boost::asio::thread_pool* files = nullptr;  // owned by the Server, which outlives its sessions' work
 
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> in_flight{0};

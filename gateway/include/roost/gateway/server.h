@@ -12,6 +12,8 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <cstdint>
+#include <boost/asio/thread_pool.hpp>
+
 #include <memory>
 #include <string>
 
@@ -54,6 +56,8 @@ class Server {
   struct State;
 
  private:
+  // One thread for what would block an io thread: reading static files from disk.
+  std::unique_ptr<boost::asio::thread_pool> files_;
   std::shared_ptr<State> state_;
 };
 
