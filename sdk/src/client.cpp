@@ -102,7 +102,6 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     ConsumeOptions cons;
     std::string epoch;          // last seen (concrete channels resume from it)
     std::uint64_t offset = 0;
-    bool open = false;          // the node acknowledged it
     std::promise<Result<void>>* first = nullptr;  // the opener waits on this
   };
 
@@ -293,10 +292,6 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       Reply r{unavailable("connection to " + options.url + " lost (" + why + "); the request may or may not have been applied"), {}, {}};
       if (p.done) p.done(r);
     }
-    {
-      std::lock_guard lock(mu);
-      for (auto& [id, s] : streams) s.open = false;
-    }
     sock.reset();
     hello_id = 0;
     instance = 0;
@@ -427,7 +422,6 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
           s.epoch = std::string(view(sub.getEpoch()));
           s.offset = sub.getOffset();
         }
-        s.open = true;
         if (s.first) {
           s.first->set_value({});
           s.first = nullptr;
