@@ -175,6 +175,7 @@ struct Endpoint::Impl {
 
   Router& router;
   EndpointOptions options;
+  const bool ipc = options.bind.starts_with("ipc://");  // every peer is on this machine
   Authenticator auth;
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<Outbox> outbox;
@@ -625,7 +626,7 @@ struct Endpoint::Impl {
     std::uint64_t id = env.getId();
     using W = proto::Envelope::Which;
     auto which = env.which();
-    if (which == W::HELLO) return on_hello(identity, parts[0], id, env.getHello());
+    if (which == W::HELLO) return on_hello(identity, parts[1], id, env.getHello());
     auto it = sessions.find(identity);
     if (it == sessions.end()) {
       // Even a fire-and-forget request learns it was not served.
@@ -711,13 +712,16 @@ struct Endpoint::Impl {
                              " is not supported; this node speaks " +
                              std::to_string(proto::PROTOCOL_VERSION));
     }
-    // Without a secret only loopback and ipc:// clients are served, as by the gateway.
+    // Without a secret only loopback and ipc:// clients are served, as by the gateway. Over tcp://
+    // the frame's Peer-Address says who it is; without one the client counts as remote.
     boost::asio::ip::address remote = boost::asio::ip::address_v4::loopback();
-    if (const char* peer = zmq_msg_gets(first.handle(), "Peer-Address")) {
-      boost::system::error_code ec;
-      auto a = boost::asio::ip::make_address(peer, ec);
-      if (!ec) remote = a;
-      else remote = boost::asio::ip::address_v4::any();
+    if (!ipc) {
+      remote = boost::asio::ip::address_v4::any();
+      if (const char* peer = zmq_msg_gets(first.handle(), "Peer-Address")) {
+        boost::system::error_code ec;
+        auto a = boost::asio::ip::make_address(peer, ec);
+        if (!ec) remote = a;
+      }
     }
     auto who = auth.authenticate(view(hello.getToken()), remote);
     if (!who) {
