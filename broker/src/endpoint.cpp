@@ -1222,8 +1222,9 @@ void Endpoint::stop() {
     d.outbox->wake_locked();
   }
   d.thread.join();
-  // Run what completed meanwhile (answers are dropped, leases of gone sessions released), then
-  // end every session.
+  // The endpoint thread has exited (join is the barrier ZeroMQ asks for): the socket is this
+  // thread's now. Run what completed meanwhile (its answers still go out, leases of gone sessions
+  // are released), then end every session.
   std::vector<std::move_only_function<void()>> tasks;
   {
     std::lock_guard lock(d.outbox->mu);
