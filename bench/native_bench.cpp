@@ -153,15 +153,17 @@ double roost_consume(const Args& a, std::size_t prefill) {
 }
 
 // 1 publisher → `subs` subscribers, `count` messages. Deliveries per second, and what was lost.
-std::pair<double, double> roost_pubsub(const Args& a, int subs, std::uint64_t count) {
+// io_thread: handlers run on the SDK's I/O thread (SubscribeOptions::on_io_thread).
+std::pair<double, double> roost_pubsub(const Args& a, int subs, std::uint64_t count, bool io_thread = false) {
   std::vector<std::shared_ptr<roost::Client>> clients;
   std::vector<std::unique_ptr<roost::Stream>> streams;
   std::atomic<std::uint64_t> got{0}, lost{0};
   std::atomic<std::int64_t> last_ns{0};
-  std::string subject = "bench.ps" + std::to_string(subs);
+  std::string subject = "bench.ps" + std::to_string(subs) + (io_thread ? "io" : "");
   for (int i = 0; i < subs; ++i) {
     clients.push_back(roost_connect(a));
     roost::SubscribeOptions so;
+    so.on_io_thread = io_thread;
     so.on_lag = [&](std::uint64_t n) { lost += n; };
     auto s = clients.back()->subscribe(subject, [&](const roost::ChannelMessage&) {
       got.fetch_add(1, std::memory_order_relaxed);
@@ -571,6 +573,9 @@ int main(int argc, char** argv) {
         auto [r, rl] = roost_pubsub(a, subs, count);
         report("roost_pubsub_1to" + s, r, "deliveries/s");
         report("roost_pubsub_1to" + s + "_lost", rl, "msgs");
+        auto [ri, ril] = roost_pubsub(a, subs, count, true);
+        report("roost_pubsub_1to" + s + "_io_thread", ri, "deliveries/s");
+        report("roost_pubsub_1to" + s + "_io_thread_lost", ril, "msgs");
       }
       if (on("nats")) {
         auto [n, nl] = nats_pubsub(a, subs, count);
@@ -583,6 +588,8 @@ int main(int argc, char** argv) {
         report("redis_pubsub_1to" + s + "_lost", dl, "msgs");
       }
       ratio("ratio_pubsub_1to" + s + "_roost_vs_nats", "roost_pubsub_1to" + s, "nats_pubsub_1to" + s);
+      ratio("ratio_pubsub_1to" + s + "_roost_io_thread_vs_nats", "roost_pubsub_1to" + s + "_io_thread",
+            "nats_pubsub_1to" + s);
       ratio("ratio_pubsub_1to" + s + "_roost_vs_redis", "roost_pubsub_1to" + s, "redis_pubsub_1to" + s);
     }
   }

@@ -407,7 +407,16 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   }
 
   void on_stream_event(std::uint64_t id, Reply& r) {
-    std::lock_guard lock(mu);
+    std::function<void()> now;  // handlers that run on this thread, after the lock is released
+    {
+      std::lock_guard lock(mu);
+      stream_event_locked(id, r, now);
+    }
+    if (now) now();
+  }
+
+  // REQUIRES: mu held.
+  void stream_event_locked(std::uint64_t id, Reply& r, std::function<void()>& now) {
     auto it = streams.find(id);
     if (it == streams.end()) return;
     StreamState& s = it->second;
@@ -474,11 +483,16 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         queued_messages += batch->size();
         queued_bytes += bytes;
         auto handler = s.on_message;
-        to_dispatch([this, handler, batch, bytes] {
+        auto run = [this, handler, batch, bytes] {
           for (const auto& m : *batch) handler(m);
           queued_messages -= batch->size();
           queued_bytes -= bytes;
-        });
+        };
+        if (s.sub.on_io_thread) {
+          now = std::move(run);
+        } else {
+          to_dispatch(std::move(run));
+        }
         return;
       }
       case W::LAGGED: {

@@ -881,3 +881,39 @@ TEST_CASE("SDK: storage_full when the node's storage cap is reached; acks still 
   REQUIRE(a);
   CHECK(a->acked == 5);
 }
+
+TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking calls", "[integration][native]") {
+  Server s;
+  auto c = connect(s.proc());
+  std::mutex mu;
+  std::vector<std::string> got, echoed;
+  std::optional<ErrorCode> blocking;
+  roost::SubscribeOptions inline_opts;
+  inline_opts.on_io_thread = true;
+  auto sub = c->subscribe("io.in", [&](const roost::ChannelMessage& m) {
+    {
+      std::lock_guard lock(mu);
+      got.push_back(m.data);
+      if (!blocking) {
+        auto r = c->list_queues();  // would deadlock: answered at once instead
+        blocking = r ? ErrorCode::OK : r.error().code;
+      }
+    }
+    c->publish("io.out", m.data);  // asynchronous: fine here
+  }, inline_opts);
+  REQUIRE(sub);
+  auto echo = c->subscribe("io.out", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    echoed.push_back(m.data);
+  });
+  REQUIRE(echo);
+  auto p = connect(s.proc());
+  for (int i = 0; i < 100; ++i) p->publish("io.in", std::to_string(i));
+  REQUIRE(eventually([&] { std::lock_guard l(mu); return echoed.size() == 100; }));
+  std::lock_guard lock(mu);
+  CHECK(got.size() == 100);
+  CHECK(echoed.front() == "0");
+  CHECK(echoed.back() == "99");
+  REQUIRE(blocking);
+  CHECK(*blocking == ErrorCode::INVALID_ARGUMENT);
+}

@@ -108,6 +108,11 @@ struct SubscribeOptions {
   // Join / leave events of the channel's direct subscribers (namespaces with join_leave);
   // without this handler they are not delivered.
   std::function<void(const ChannelMessage&)> on_presence;
+  // Run the message handler on the client's I/O thread instead of the dispatch thread: one thread
+  // hand-off less per batch (measurably faster for a single fast subscriber). The handler must
+  // not block, and blocking methods called from it answer invalid_argument; asynchronous ones
+  // (publish, *_async) are fine. While it runs, the client reads nothing else.
+  bool on_io_thread = false;
   std::size_t recent = 0;                             // replay up to this many kept messages first
   std::optional<std::pair<std::string, std::uint64_t>> since;  // resume after (epoch, offset)
 };
