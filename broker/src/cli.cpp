@@ -111,14 +111,18 @@ std::shared_ptr<Client> connect_native(const Args& a, const std::string& url) {
   return *c;
 }
 
+int print_error(const Error& e) {
+  std::cerr << "error " << error_code_name(e.code) << ": " << e.message << '\n';
+  return 1;
+}
+
 template <class T>
 int print_native(const Result<T>& r, const std::function<std::string(const T&)>& encode) {
   if (r) {
     std::cout << encode(*r) << '\n';
     return 0;
   }
-  std::cerr << "error " << error_code_name(r.error().code) << ": " << r.error().message << '\n';
-  return 1;
+  return print_error(r.error());
 }
 
 std::optional<std::uint64_t> opt_number(const Args& a, const char* flag) {
@@ -152,8 +156,7 @@ int queue_native(const Args& a, const std::string& url) {
       std::cout << "{}\n";
       return 0;
     }
-    std::cerr << "error " << error_code_name(r.error().code) << ": " << r.error().message << '\n';
-    return 1;
+    return print_error(r.error());
   }
   if (cmd == "create") {
     QueueConfigPatch p;
@@ -283,8 +286,7 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
       cv.notify_all();
     }, so);
     if (!sub) {
-      std::cerr << "error " << error_code_name(sub.error().code) << ": " << sub.error().message << '\n';
-      return 1;
+      return print_error(sub.error());
     }
     std::signal(SIGINT, [](int) { g_interrupted = true; });
     std::signal(SIGTERM, [](int) { g_interrupted = true; });
@@ -293,8 +295,7 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
       cv.wait_for(lock, std::chrono::milliseconds(100));
     }
     if (ended) {
-      std::cerr << "error " << error_code_name(ended->code) << ": " << ended->message << '\n';
-      return 1;
+      return print_error(*ended);
     }
     return 0;
   } catch (const UsageError& e) {

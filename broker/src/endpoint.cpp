@@ -318,6 +318,25 @@ struct Endpoint::Impl {
     });
   }
 
+  // A Router callback that answers request `id` on the endpoint thread: the error, or the answer
+  // `encode(envelope, value)` builds. Nothing when the session is gone or the request wants no
+  // answer (id 0).
+  template <class T, class Encode>
+  Callback<T> answer(const Session& s, std::uint64_t id, Encode encode) {
+    if (id == 0) return [](Result<T>) {};
+    return [this, identity = s.identity, serial = s.serial, id, encode = std::move(encode)](Result<T> r) mutable {
+      later(identity, serial, [this, identity, id, encode = std::move(encode), r = std::move(r)](Session* cur) mutable {
+        if (cur == nullptr) return;
+        if (!r) return reply_error(identity, id, r.error());
+        capnp::MallocMessageBuilder b(256);
+        auto out = b.initRoot<proto::Envelope>();
+        out.setId(id);
+        encode(out, *r);
+        reply(identity, b);
+      });
+    };
+  }
+
   // ---- sessions --------------------------------------------------------------------------------
 
   void end_session(const std::string& identity) {
@@ -795,18 +814,9 @@ struct Endpoint::Impl {
       msgs.push_back(std::move(nm));
     }
     router.enqueue(std::move(queue), std::move(msgs),
-                   [this, identity = s.identity, serial = s.serial, id](Result<std::vector<std::string>> r) mutable {
-                     later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
-                       if (cur == nullptr) return;
-                       if (!r) return reply_error(identity, id, r.error());
-                       capnp::MallocMessageBuilder b(64 + r->size() * 8);
-                       auto out = b.initRoot<proto::Envelope>();
-                       out.setId(id);
-                       auto ids = out.initEnqueued().initIds(static_cast<unsigned>(r->size()));
-                       for (unsigned i = 0; i < r->size(); ++i) ids.set(i, text((*r)[i]));
-                       reply(identity, b);
-                     });
-                   });
+                   answer<std::vector<std::string>>(s, id, [](proto::Envelope::Builder out, const auto& ids) {
+                     wire::set_texts(out.initEnqueued().initIds(static_cast<unsigned>(ids.size())), ids);
+                   }));
   }
 
   static bool valid_json(std::string_view s) {
@@ -870,22 +880,12 @@ struct Endpoint::Impl {
     settle(s, acks, [](const std::string& l) -> std::string_view { return l; });
     settle(s, retries, [](const RetryRequest& r) -> std::string_view { return r.lease_id; });
     router.ack(std::move(queue), std::move(acks), std::move(retries),
-               [this, identity = s.identity, serial = s.serial, id](Result<AckResult> r) mutable {
-                 if (id == 0) return;
-                 later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
-                   if (cur == nullptr) return;
-                   if (!r) return reply_error(identity, id, r.error());
-                   capnp::MallocMessageBuilder b(64);
-                   auto out = b.initRoot<proto::Envelope>();
-                   out.setId(id);
-                   auto a = out.initAcked();
-                   a.setAcked(r->acked);
-                   a.setRetried(r->retried);
-                   auto unknown = a.initUnknown(static_cast<unsigned>(r->unknown.size()));
-                   for (unsigned i = 0; i < r->unknown.size(); ++i) unknown.set(i, text(r->unknown[i]));
-                   reply(identity, b);
-                 });
-               });
+               answer<AckResult>(s, id, [](proto::Envelope::Builder out, const AckResult& r) {
+                 auto a = out.initAcked();
+                 a.setAcked(r.acked);
+                 a.setRetried(r.retried);
+                 wire::set_texts(a.initUnknown(static_cast<unsigned>(r.unknown.size())), r.unknown);
+               }));
   }
 
   void on_extend(Session& s, std::uint64_t id, proto::Extend::Reader req) {
@@ -910,8 +910,7 @@ struct Endpoint::Impl {
                       out.setId(id);
                       auto e = out.initExtended();
                       e.setExtended(r->extended);
-                      auto unknown = e.initUnknown(static_cast<unsigned>(r->unknown.size()));
-                      for (unsigned i = 0; i < r->unknown.size(); ++i) unknown.set(i, text(r->unknown[i]));
+                      wire::set_texts(e.initUnknown(static_cast<unsigned>(r->unknown.size())), r->unknown);
                       reply(identity, b);
                     });
                   });
@@ -1077,46 +1076,23 @@ struct Endpoint::Impl {
     std::string name(view(req.getName()));
     if (!allowed_queue(s, id, name)) return;
     auto patch = wire::from_wire(req.getConfig());
-    router.put_queue(name, patch, [this, identity = s.identity, serial = s.serial, id](Result<QueueInfo> r) mutable {
-      later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
-        if (cur == nullptr) return;
-        if (!r) return reply_error(identity, id, r.error());
-        capnp::MallocMessageBuilder b(512);
-        auto out = b.initRoot<proto::Envelope>();
-        out.setId(id);
-        wire::to_wire(out.initQueue(), *r);
-        reply(identity, b);
-      });
-    });
+    router.put_queue(name, patch, answer<QueueInfo>(s, id, [](proto::Envelope::Builder out, const QueueInfo& q) {
+                       wire::to_wire(out.initQueue(), q);
+                     }));
   }
 
   void on_delete_queue(Session& s, std::uint64_t id, proto::QueueName::Reader req) {
     std::string name(view(req.getName()));
     if (!allowed_queue(s, id, name)) return;
-    router.delete_queue(name, [this, identity = s.identity, serial = s.serial, id](Result<bool> r) mutable {
-      later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
-        if (cur == nullptr) return;
-        if (!r) return reply_error(identity, id, r.error());
-        reply_ok(identity, id);
-      });
-    });
+    router.delete_queue(name, answer<bool>(s, id, [](proto::Envelope::Builder out, bool) { out.setOk(); }));
   }
 
   void on_redrive(Session& s, std::uint64_t id, proto::Redrive::Reader req) {
     std::string from(view(req.getFrom())), to(view(req.getTo()));
     if (!allowed_queue(s, id, from) || !allowed_queue(s, id, to)) return;
-    router.redrive(from, to, req.getMax(),
-                   [this, identity = s.identity, serial = s.serial, id](Result<std::uint64_t> r) mutable {
-                     later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) {
-                       if (cur == nullptr) return;
-                       if (!r) return reply_error(identity, id, r.error());
-                       capnp::MallocMessageBuilder b(32);
-                       auto out = b.initRoot<proto::Envelope>();
-                       out.setId(id);
-                       out.setCount(*r);
-                       reply(identity, b);
-                     });
-                   });
+    router.redrive(from, to, req.getMax(), answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) {
+                     out.setCount(n);
+                   }));
   }
 
   // ---- the loop --------------------------------------------------------------------------------

@@ -46,8 +46,7 @@ void build_ack(proto::Envelope::Builder env, const std::string& queue, const std
                const std::vector<RetryRequest>& retries) {
   auto a = env.initAck();
   a.setQueue(text(queue));
-  auto al = a.initAcks(static_cast<unsigned>(acks.size()));
-  for (unsigned i = 0; i < acks.size(); ++i) al.set(i, text(acks[i]));
+  wire::set_texts(a.initAcks(static_cast<unsigned>(acks.size())), acks);
   auto rl = a.initRetries(static_cast<unsigned>(retries.size()));
   for (unsigned i = 0; i < retries.size(); ++i) {
     rl[i].setLeaseId(text(retries[i].lease_id));
@@ -990,8 +989,7 @@ Result<ExtendResult> Client::extend(const std::string& queue, std::vector<std::s
       [&](proto::Envelope::Builder env) {
         auto e = env.initExtend();
         e.setQueue(text(queue));
-        auto l = e.initLeaseIds(static_cast<unsigned>(leases.size()));
-        for (unsigned i = 0; i < leases.size(); ++i) l.set(i, text(leases[i]));
+        wire::set_texts(e.initLeaseIds(static_cast<unsigned>(leases.size())), leases);
         e.setVisibilityTimeoutMs(static_cast<std::uint64_t>(visibility.count()));
       },
       [](Reply& r) {

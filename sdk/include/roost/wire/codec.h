@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace roost::wire {
 
@@ -41,6 +42,11 @@ inline ContentType from_wire(proto::ContentType t) {
 }
 inline std::string_view view(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
 inline capnp::Text::Reader text(std::string_view s) { return capnp::Text::Reader(s.data(), s.size()); }
+
+// Fills a freshly initialised List(Text) with `items`.
+inline void set_texts(capnp::List<capnp::Text>::Builder out, const std::vector<std::string>& items) {
+  for (unsigned i = 0; i < items.size(); ++i) out.set(i, text(items[i]));
+}
 
 void to_wire(proto::QueueConfig::Builder out, const QueueConfigPatch& patch);
 void to_wire(proto::QueueConfig::Builder out, const QueueConfig& config);
