@@ -92,6 +92,20 @@ bool Principal::may_use_queue(std::string_view queue) const {
   return unrestricted || any_covers(queues, queue);
 }
 
+bool Principal::may_use_object(std::string_view object_class, std::string_view name) const {
+  if (unrestricted) return true;
+  for (const auto& p : objects) {
+    if (p == ">") return true;
+    auto dot = p.find('.');
+    if (dot == std::string::npos) continue;
+    std::string_view cls = std::string_view(p).substr(0, dot);
+    std::string_view rest = std::string_view(p).substr(dot + 1);
+    if (cls != "*" && cls != object_class) continue;
+    if (rest == "*" || rest == ">" || rest == name) return true;
+  }
+  return false;
+}
+
 Authenticator::Authenticator(std::string secret, std::function<std::int64_t()> now_seconds)
     : secret_(std::move(secret)), now_seconds_(std::move(now_seconds)) {
   if (!now_seconds_) {

@@ -89,6 +89,17 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.io_threads = to_u64("io_threads", v); }},
       {"shutdown_grace_ms", "how long shutdown waits for in-flight requests (default 10000)",
        [](Config& c, const std::string& v) { c.shutdown_grace_ms = to_u64("shutdown_grace_ms", v); }},
+      {"actors", "actor plugins to load: comma-separated .so paths (default none); flag also --actors",
+       [](Config& c, const std::string& v) { c.actors = v; }},
+      {"actor_threads", "actor worker threads; 0 = one per core (default 0)",
+       [](Config& c, const std::string& v) { c.actor_threads = to_u64("actor_threads", v); }},
+      {"actor_idle_ms", "an object idle this long hibernates: its actor is freed (default 10000)",
+       [](Config& c, const std::string& v) { c.actor_idle_ms = to_u64("actor_idle_ms", v); }},
+      {"call_timeout_ms", "default timeout of an object call (default 10000)",
+       [](Config& c, const std::string& v) {
+         c.call_timeout_ms = to_u64("call_timeout_ms", v);
+         if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
+       }},
       {"static_dir", "serve this folder's files at / (default none); flag also --static",
        [](Config& c, const std::string& v) { c.static_dir = v; }},
       {"auth_secret", "HS256 secret for JWT bearer tokens; empty = only loopback clients",

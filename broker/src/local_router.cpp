@@ -1,5 +1,7 @@
 #include "roost/broker/local_router.h"
 
+#include <roost/broker/actor_runtime.h>
+
 #include <roost/log.h>
 
 #include <boost/asio/post.hpp>
@@ -253,8 +255,51 @@ std::string LocalRouter::metrics_text() {
   out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
       << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
       << '\n';
+  if (actors_ != nullptr) out << actors_->metrics_text();
   if (extra_metrics_) out << extra_metrics_();
   return out.str();
+}
+
+namespace {
+Error no_actors(std::string_view cls) {
+  return Error{ErrorCode::CLASS_NOT_FOUND, "no actor class '" + std::string(cls) + "' on this node"};
+}
+}  // namespace
+
+void LocalRouter::object_tell(std::string object_class, std::string name, std::string data,
+                              ContentType type, Callback<std::uint64_t> done) {
+  if (actors_ == nullptr) return done(std::unexpected(no_actors(object_class)));
+  actors_->tell(std::move(object_class), std::move(name), std::move(data), type, std::move(done));
+}
+
+void LocalRouter::object_call(std::string object_class, std::string name, std::string data,
+                              ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  if (actors_ == nullptr) return done(std::unexpected(no_actors(object_class)));
+  actors_->call(std::move(object_class), std::move(name), std::move(data), type, timeout_ms,
+                std::move(done));
+}
+
+void LocalRouter::object_connect(std::string object_class, std::string name,
+                                 std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
+                                 Callback<std::uint64_t> done) {
+  if (actors_ == nullptr) return done(std::unexpected(no_actors(object_class)));
+  actors_->connect(std::move(object_class), std::move(name), std::move(socket), std::move(request),
+                   std::move(done));
+}
+
+void LocalRouter::object_socket_message(std::uint64_t socket, std::string text) {
+  if (actors_ != nullptr) actors_->socket_message(socket, std::move(text));
+}
+
+void LocalRouter::object_socket_closed(std::uint64_t socket, std::uint16_t code) {
+  if (actors_ != nullptr) actors_->socket_closed(socket, code);
+}
+
+std::optional<Error> LocalRouter::object_check(std::string_view object_class, std::string_view name) {
+  if (actors_ == nullptr) return no_actors(object_class);
+  if (auto e = ActorRuntime::validate_class(object_class)) return e;
+  if (!actors_->has_class(object_class)) return no_actors(object_class);
+  return ActorRuntime::validate_name(name);
 }
 
 }  // namespace roost::broker

@@ -1,10 +1,13 @@
 #include "roost/broker/node.h"
 
+#include <roost/actor_plugin.h>
+#include <roost/broker/actor_runtime.h>
 #include <roost/broker/endpoint.h>
 #include <roost/broker/local_router.h>
 #include <roost/channels/hub.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
+#include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
 #include <roost/gateway/server.h>
 #include <roost/log.h>
@@ -14,6 +17,8 @@
 #include <boost/asio/signal_set.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <dlfcn.h>
 
 #include <chrono>
 #include <future>
@@ -45,6 +50,9 @@ struct Node::Impl {
   std::unique_ptr<durable::Committer> committer;
   std::unique_ptr<durable::QueueStore> queues;
   std::unique_ptr<channels::Hub> hub;
+  std::unique_ptr<durable::MailboxStore> mailboxes;
+  std::unique_ptr<ActorRuntime> actors;
+  std::vector<void*> plugins;  // dlopen handles, closed after the runtime is gone
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::unique_ptr<LocalRouter> router;
@@ -76,6 +84,16 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.hub = std::make_unique<channels::Hub>(d.config.hub_options(), wall_clock_ms);
   d.router = std::make_unique<LocalRouter>(*d.queues, *d.committer, *d.env, *d.hub, d.io,
                                            d.config.max_message_bytes);
+  d.mailboxes = std::make_unique<durable::MailboxStore>(*d.env);
+  ActorRuntimeOptions aopts;
+  aopts.threads = d.config.actor_threads != 0 ? static_cast<unsigned>(d.config.actor_threads)
+                                              : std::max(1u, std::thread::hardware_concurrency());
+  aopts.idle_ms = d.config.actor_idle_ms;
+  aopts.max_message_bytes = d.config.max_message_bytes;
+  aopts.default_call_timeout_ms = d.config.call_timeout_ms;
+  d.actors = std::make_unique<ActorRuntime>(*d.mailboxes, *d.committer, *d.queues, *d.hub, aopts,
+                                            wall_clock_ms);
+  d.router->set_actors(d.actors.get());
   d.router->attach();
   gateway::ServerOptions sopts;
   sopts.listen = d.config.http_listen;
@@ -114,9 +132,56 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
 
 Node::~Node() { stop(); }
 
+void Node::register_actor(std::string name, ActorFactory factory, ActorClassOptions options) {
+  impl_->actors->register_class(std::move(name), std::move(factory), std::move(options));
+}
+
+namespace {
+class RuntimeRegistry final : public PluginRegistry {
+ public:
+  explicit RuntimeRegistry(ActorRuntime& rt) : rt_(rt) {}
+  void add(std::string name, ActorFactory factory, ActorClassOptions options) override {
+    rt_.register_class(std::move(name), std::move(factory), std::move(options));
+  }
+
+ private:
+  ActorRuntime& rt_;
+};
+}  // namespace
+
+void Node::load_plugin(const std::string& path) {
+  auto& d = *impl_;
+  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (h == nullptr) throw std::runtime_error("cannot load actor plugin " + path + ": " + dlerror());
+  auto abi = reinterpret_cast<roost_actor_plugin_abi_fn>(dlsym(h, "roost_actor_plugin_abi"));
+  auto reg = reinterpret_cast<roost_actor_plugin_register_fn>(dlsym(h, "roost_actor_plugin_register"));
+  if (abi == nullptr || reg == nullptr) {
+    dlclose(h);
+    throw std::runtime_error("actor plugin " + path +
+                             " has no roost_actor_plugin_abi / roost_actor_plugin_register (use ROOST_ACTOR_PLUGIN)");
+  }
+  if (auto v = abi(); v != kActorAbiVersion) {
+    dlclose(h);
+    throw std::runtime_error("actor plugin " + path + " was built for actor ABI " + std::to_string(v) +
+                             "; this node has ABI " + std::to_string(kActorAbiVersion) + ": rebuild it");
+  }
+  RuntimeRegistry registry(*d.actors);
+  reg(&registry);
+  d.plugins.push_back(h);
+  module_logger("actors")->info("loaded actor plugin {}", path);
+}
+
 void Node::start() {
   auto& d = *impl_;
+  for (std::size_t start = 0; start < d.config.actors.size();) {
+    auto comma = d.config.actors.find(',', start);
+    auto path = d.config.actors.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!path.empty()) load_plugin(path);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
   d.committer->start();
+  d.actors->start();
   d.work.emplace(asio::make_work_guard(d.io));
   unsigned n = d.config.io_threads != 0 ? static_cast<unsigned>(d.config.io_threads)
                                         : std::max(1u, std::thread::hardware_concurrency());
@@ -141,6 +206,7 @@ void Node::stop() {
               d.server->requests_in_flight());
     d.server->stop();
     if (d.endpoint) d.endpoint->stop();
+    d.actors->stop();
     d.router->shutdown();
     auto deadline = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(d.config.shutdown_grace_ms);
@@ -151,6 +217,7 @@ void Node::stop() {
       log->warn("grace period over with {} requests unanswered", left);
     }
   }
+  d.actors->stop();      // idempotent; also when the node never started
   d.committer->stop();  // commits everything submitted, completes its callbacks
   if (d.started) {
     // Let the last responses go out, then stop the io threads.
@@ -166,11 +233,16 @@ void Node::stop() {
   d.server.reset();
   d.router->set_extra_metrics(nullptr);
   d.endpoint.reset();
+  d.router->set_actors(nullptr);
   d.router.reset();
+  d.actors.reset();
+  d.mailboxes.reset();
   d.hub.reset();
   d.queues.reset();
   d.committer.reset();
   d.env.reset();
+  for (void* h : d.plugins) dlclose(h);
+  d.plugins.clear();
   log->info("stopped; storage closed");
 }
 
@@ -198,7 +270,7 @@ void setup_logging(const Config& config) {
   spdlog::set_default_logger(logger);
   spdlog::drop_all();
   spdlog::set_default_logger(logger);
-  for (const char* name : {"broker", "durable", "gateway", "endpoint"}) {
+  for (const char* name : {"broker", "durable", "gateway", "endpoint", "actors"}) {
     auto l = logger->clone(name);
     spdlog::register_logger(l);
   }

@@ -800,6 +800,11 @@ void QueueStore::enqueue(std::string name, std::vector<NewMessage> messages,
       });
 }
 
+Result<std::vector<std::string>> QueueStore::enqueue_in(const std::string& name,
+                                                        const std::vector<NewMessage>& messages) {
+  return work_->enqueue(name, messages);
+}
+
 void QueueStore::pull(std::string name, PullOptions options,
                       Callback<std::vector<LeasedMessage>> done) {
   submit<std::vector<LeasedMessage>>(

@@ -11,6 +11,7 @@
 
 #include "routes.h"
 #include "sse_session.h"
+#include "object_ws_session.h"
 #include "ws_session.h"
 
 namespace roost::gateway {
@@ -138,9 +139,26 @@ bool HttpSession::upgrade(Request& req) {
     send(error_response(e, req.version()));
     return true;
   };
-  if (ws && path != "/v1/ws") return refuse(Error{ErrorCode::NOT_FOUND, "WebSockets are served at /v1/ws"});
+  auto object = ws ? object_from_path(path, "/connect") : std::nullopt;
+  if (ws && path != "/v1/ws" && !object) {
+    return refuse(Error{ErrorCode::NOT_FOUND, "WebSockets are served at /v1/ws and /v1/objects/{class}/{name}/connect"});
+  }
   auto principal = state_->auth.authenticate(request_token(req), remote_);
   if (!principal) return refuse(principal.error());
+  if (object) {
+    if (!object->ok) return refuse(object->error);
+    if (!state_->origin_allowed(req[http::field::origin], req[http::field::host])) {
+      return refuse(Error{ErrorCode::FORBIDDEN, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});
+    }
+    if (!principal->may_use_object(object->object_class, object->name)) {
+      return refuse(Error{ErrorCode::FORBIDDEN, "not allowed to use object " + object->object_class + "/" + object->name});
+    }
+    if (auto e = state_->router.object_check(object->object_class, object->name)) return refuse(*e);
+    stream_.expires_never();
+    std::make_shared<ObjectWsSession>(std::move(stream_), state_, std::move(slot_))
+        ->run(std::move(req), std::move(object->object_class), std::move(object->name));
+    return true;
+  }
   if (ws) {
     if (!state_->origin_allowed(req[http::field::origin], req[http::field::host])) {
       return refuse(Error{ErrorCode::FORBIDDEN, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});

@@ -9,6 +9,8 @@
 #include <boost/url/pct_string_view.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <random>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -164,6 +166,83 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
   respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
 }
 
+// What a request body holds, by its Content-Type: JSON (the default; validated), text, or bytes.
+Result<std::pair<std::string, ContentType>> body_of(const Request& req) {
+  std::string_view ct = req[http::field::content_type];
+  if (ct.starts_with("text/plain")) return std::pair{req.body(), ContentType::kText};
+  if (ct.starts_with("application/octet-stream")) return std::pair{req.body(), ContentType::kBytes};
+  boost::system::error_code ec;
+  auto data = boost::json::parse(req.body(), ec);
+  if (ec) return std::unexpected(Error{ErrorCode::MALFORMED, "body must be a JSON value: " + ec.message()});
+  return std::pair{boost::json::serialize(data), ContentType::kJson};
+}
+
+std::string random_object_name() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+// /v1/objects/{class}                    POST → a new unique name
+// /v1/objects/{class}/{name}/messages    POST → tell (202 after commit)
+// /v1/objects/{class}/{name}/call        POST → the reply (?timeout_ms=)
+void object_routes(const Request& req, Server::State& st, const Principal& who,
+                   const std::vector<std::string>& segs, Reply reply) {
+  unsigned v = req.version();
+  if (segs.size() == 3) {
+    if (req.method() != http::verb::post) return method_not_allowed(reply, v, "POST");
+    auto name = random_object_name();
+    if (auto e = st.router.object_check(segs[2], name)) return fail(reply, *e, v);
+    if (!who.may_use_object(segs[2], name)) {
+      return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use objects of class " + segs[2]}, v);
+    }
+    boost::json::object o{{"class", segs[2]}, {"name", name}};
+    return respond_now(reply, make(http::status::created, v, boost::json::serialize(o)));
+  }
+  if (segs.size() != 5 || (segs[4] != "messages" && segs[4] != "call")) {
+    return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);
+  }
+  const auto& cls = segs[2];
+  const auto& name = segs[3];
+  if (req.method() != http::verb::post) return method_not_allowed(reply, v, "POST");
+  if (auto e = st.router.object_check(cls, name)) return fail(reply, *e, v);
+  if (!who.may_use_object(cls, name)) {
+    return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use object " + cls + "/" + name}, v);
+  }
+  if (req.body().size() > st.router.max_message_bytes()) {
+    return fail(reply, Error{ErrorCode::MESSAGE_TOO_LARGE, "message exceeds max_message_bytes"}, v);
+  }
+  auto body = body_of(req);
+  if (!body) return fail(reply, body.error(), v);
+  if (segs[4] == "messages") {
+    return st.router.object_tell(cls, name, std::move(body->first), body->second,
+                                 answer<std::uint64_t>(std::move(reply), v, http::status::accepted,
+                                                       [](std::uint64_t seq) {
+                                                         return boost::json::serialize(boost::json::object{{"seq", seq}});
+                                                       }));
+  }
+  std::uint64_t timeout_ms = 0;
+  if (auto t = query_param(req.target(), "timeout_ms"); !t.empty()) {
+    char* end = nullptr;
+    timeout_ms = std::strtoull(t.c_str(), &end, 10);
+    if (end == t.c_str() || *end != '\0' || timeout_ms == 0 || timeout_ms > 300'000) {
+      return fail(reply, Error{ErrorCode::INVALID_ARGUMENT, "timeout_ms must be 1..300000"}, v);
+    }
+  }
+  st.router.object_call(cls, name, std::move(body->first), body->second, timeout_ms,
+                        [reply = std::move(reply), v](Result<broker::ObjectReply> r) mutable {
+                          reply([r = std::move(r), v]() mutable -> Response {
+                            if (!r) return error_response(r.error(), v);
+                            const char* type = r->content_type == ContentType::kJson   ? "application/json"
+                                               : r->content_type == ContentType::kText ? "text/plain; charset=utf-8"
+                                                                                        : "application/octet-stream";
+                            return make(http::status::ok, v, std::move(r->data), type);
+                          });
+                        });
+}
+
 const char* mime_type(const std::filesystem::path& p) {
   auto ext = p.extension().string();
   if (ext == ".html" || ext == ".htm") return "text/html; charset=utf-8";
@@ -228,6 +307,28 @@ Result<std::string> channel_from_path(std::string_view path, std::string_view su
   return decoded->decode();
 }
 
+std::optional<ObjectPath> object_from_path(std::string_view path, std::string_view suffix) {
+  constexpr std::string_view kPrefix = "/v1/objects/";
+  if (!path.starts_with(kPrefix) || !path.ends_with(suffix)) return std::nullopt;
+  auto mid = path.substr(kPrefix.size(), path.size() - kPrefix.size() - suffix.size());
+  auto slash = mid.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == mid.size() ||
+      mid.find('/', slash + 1) != std::string_view::npos) {
+    return std::nullopt;
+  }
+  ObjectPath out;
+  auto cls = boost::urls::make_pct_string_view(mid.substr(0, slash));
+  auto name = boost::urls::make_pct_string_view(mid.substr(slash + 1));
+  if (!cls || !name) {
+    out.ok = false;
+    out.error = Error{ErrorCode::MALFORMED, "bad percent-encoding in object path"};
+    return out;
+  }
+  out.object_class = cls->decode();
+  out.name = name->decode();
+  return out;
+}
+
 Response error_response(const Error& e, unsigned version) {
   return make(static_cast<http::status>(error_http_status(e.code)), version, encode_error(e));
 }
@@ -289,6 +390,9 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
     if (!who) return fail(reply, who.error(), v);
     if (segs.size() >= 2 && segs.size() <= 5 && segs[1] == "queues") {
       return queue_routes(req, st, *who, segs, std::move(reply));
+    }
+    if (segs.size() >= 3 && segs[1] == "objects") {
+      return object_routes(req, st, *who, segs, std::move(reply));
     }
     if (segs.size() >= 2 && segs[1] == "channels") {
       return channel_routes(req, st, *who, url->path(), std::move(reply));

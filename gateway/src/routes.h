@@ -28,6 +28,16 @@ std::string query_param(std::string_view target, std::string_view name);
 // The channel (pattern) of /v1/channels/{channel}<suffix>, decoded.
 Result<std::string> channel_from_path(std::string_view path, std::string_view suffix);
 
+// The class and name of /v1/objects/{class}/{name}<suffix>, decoded; nullopt when the path is
+// not of that shape (ok = false with `error` when it is, but cannot be decoded).
+struct ObjectPath {
+  bool ok = true;
+  Error error;
+  std::string object_class;
+  std::string name;
+};
+std::optional<ObjectPath> object_from_path(std::string_view path, std::string_view suffix);
+
 Response error_response(const Error& e, unsigned version);
 std::string gateway_metrics(const Server::State& state);
 

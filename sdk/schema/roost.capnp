@@ -38,6 +38,10 @@ enum ErrorCode {
   forbidden @17;         # the credentials do not allow this
   tooManyRequests @18;   # a connection, window or rate limit
   helloRequired @19;     # (native) the node does not know this connection: send hello first
+  classNotFound @20;     # no actor class of that name is registered on the node
+  actorError @21;        # the actor's handler threw; the message says what it threw
+  callTimeout @22;       # an object call got no reply in time (the turn may still run)
+  connectRejected @23;   # the object's on_connect refused the WebSocket
 }
 
 enum ContentType {

@@ -28,6 +28,9 @@ struct Principal {
   bool may_publish(std::string_view channel) const;
   bool may_subscribe(std::string_view pattern) const;
   bool may_use_queue(std::string_view queue) const;
+  // `objects` patterns are "class.name": "doc.welcome", "doc.*" / "doc.>" (every doc), "*.*" or
+  // ">" (every object). The name part is compared whole, so names may contain dots.
+  bool may_use_object(std::string_view object_class, std::string_view name) const;
 };
 
 // True when every subject `requested` can match is matched by `allowed`.

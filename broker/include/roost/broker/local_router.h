@@ -18,6 +18,8 @@
 
 namespace roost::broker {
 
+class ActorRuntime;
+
 class LocalRouter final : public Router {
  public:
   // `timers` runs long-poll deadlines. Call attach() before the committer starts.
@@ -31,6 +33,8 @@ class LocalRouter final : public Router {
   void attach();
   // More Prometheus lines for /metrics (the native endpoint's). REQUIRES: before serving.
   void set_extra_metrics(std::function<std::string()> f) { extra_metrics_ = std::move(f); }
+  // Where object requests go; without one they answer class_not_found. REQUIRES: before serving.
+  void set_actors(ActorRuntime* actors) { actors_ = actors; }
   // Answers every waiting long poll (with no messages). New long polls answer at once.
   void shutdown();
 
@@ -60,6 +64,16 @@ class LocalRouter final : public Router {
   }
   channels::Hub::Presence presence(const std::string& channel) override;
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
+  void object_tell(std::string object_class, std::string name, std::string data, ContentType type,
+                   Callback<std::uint64_t> done) override;
+  void object_call(std::string object_class, std::string name, std::string data, ContentType type,
+                   std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
+  void object_connect(std::string object_class, std::string name,
+                      std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
+                      Callback<std::uint64_t> done) override;
+  void object_socket_message(std::uint64_t socket, std::string text) override;
+  void object_socket_closed(std::uint64_t socket, std::uint16_t code) override;
+  std::optional<Error> object_check(std::string_view object_class, std::string_view name) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
 
@@ -82,6 +96,7 @@ class LocalRouter final : public Router {
   bool shut_down_ = false;                                                         // GUARDED_BY(mu_)
   std::atomic<std::uint64_t> long_polls_{0};
   std::function<std::string()> extra_metrics_;
+  ActorRuntime* actors_ = nullptr;
 };
 
 }  // namespace roost::broker

@@ -2,6 +2,7 @@
 // io threads and the HTTP gateway, and starts and stops them in order.
 #pragma once
 
+#include <roost/actor.h>
 #include <roost/broker/config.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -18,7 +19,19 @@ class Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  // Starts the committer, the io threads and the gateway. Throws if the gateway cannot bind.
+  // Registers an actor class. REQUIRES: before start(). Throws std::invalid_argument for a bad
+  // or duplicate name.
+  void register_actor(std::string name, ActorFactory factory, ActorClassOptions options = {});
+  template <class T>
+  void register_actor(std::string name, ActorClassOptions options = {}) {
+    register_actor(std::move(name), [] { return std::make_unique<T>(); }, std::move(options));
+  }
+  // Loads an actor plugin (roost/actor_plugin.h) and registers its classes. REQUIRES: before
+  // start(). Throws std::runtime_error if it cannot be loaded or was built for another ABI.
+  void load_plugin(const std::string& path);
+
+  // Loads the configured plugins (`actors`), starts the committer, the actor runtime, the io
+  // threads and the gateway. Throws if the gateway cannot bind or a plugin cannot load.
   void start();
   boost::asio::ip::tcp::endpoint http_endpoint() const;
   // Graceful stop: stop accepting, answer waiting long polls, wait up to shutdown_grace_ms for

@@ -21,6 +21,28 @@ namespace roost::broker {
 using roost::Callback;
 using roost::Result;
 
+// A WebSocket attached to an object, as the runtime sees it (implemented by the gateway).
+// Thread-safe: called from the committer thread after a turn commits, and from the runtime.
+class ObjectSocket {
+ public:
+  virtual ~ObjectSocket() = default;
+  // Queues a text frame (the session applies its buffer limit; a socket that cannot keep up is
+  // closed).
+  virtual void send(std::string text) = 0;
+  virtual void close(std::uint16_t code, std::string reason) = 0;
+};
+
+struct ObjectConnectRequest {
+  std::string query;
+  std::string origin;
+  std::string protocol;
+};
+
+struct ObjectReply {
+  std::string data;
+  ContentType content_type = ContentType::kJson;
+};
+
 class Router {
  public:
   virtual ~Router() = default;
@@ -53,6 +75,22 @@ class Router {
                                            std::vector<channels::Hub::Payload>& items) = 0;
   virtual channels::Hub::Presence presence(const std::string& channel) = 0;
   virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
+
+  // Object mailboxes. `tell` answers the mailbox seq once the message is durable; `call` answers
+  // the actor's reply (call_timeout after timeout_ms, 0 = the node's default); `connect` runs the
+  // object's on_connect and answers the attached socket's id. Frames from an attached socket go to
+  // object_socket_message, its end to object_socket_closed.
+  virtual void object_tell(std::string object_class, std::string name, std::string data,
+                           ContentType type, Callback<std::uint64_t> done) = 0;
+  virtual void object_call(std::string object_class, std::string name, std::string data,
+                           ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
+  virtual void object_connect(std::string object_class, std::string name,
+                              std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
+                              Callback<std::uint64_t> done) = 0;
+  virtual void object_socket_message(std::uint64_t socket, std::string text) = 0;
+  virtual void object_socket_closed(std::uint64_t socket, std::uint16_t code) = 0;
+  // Checks a class and an object name (class_not_found, invalid_name).
+  virtual std::optional<Error> object_check(std::string_view object_class, std::string_view name) = 0;
 
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;

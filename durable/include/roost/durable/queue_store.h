@@ -75,6 +75,11 @@ class QueueStore final : public Participant {
   // Moved messages keep their id and so their place by age: they come before newer messages.
   void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done);
 
+  // Enqueue from another Op of the same group (an actor turn's effects): same rules as enqueue(),
+  // writing into the group transaction. REQUIRES: on the committer thread, inside Op::apply.
+  Result<std::vector<std::string>> enqueue_in(const std::string& name,
+                                              const std::vector<NewMessage>& messages);
+
   Result<QueueInfo> get_queue(std::string_view name) const;
   std::vector<QueueInfo> list_queues() const;
 

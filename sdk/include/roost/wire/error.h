@@ -41,6 +41,10 @@ constexpr std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::FORBIDDEN: return "forbidden";
     case ErrorCode::TOO_MANY_REQUESTS: return "too_many_requests";
     case ErrorCode::HELLO_REQUIRED: return "hello_required";
+    case ErrorCode::CLASS_NOT_FOUND: return "class_not_found";
+    case ErrorCode::ACTOR_ERROR: return "actor_error";
+    case ErrorCode::CALL_TIMEOUT: return "call_timeout";
+    case ErrorCode::CONNECT_REJECTED: return "connect_rejected";
   }
   return "internal";
 }
@@ -68,6 +72,10 @@ constexpr unsigned error_http_status(ErrorCode code) {
     case ErrorCode::UNAVAILABLE: return 503;
     case ErrorCode::STORAGE_FULL: return 507;
     case ErrorCode::HELLO_REQUIRED: return 400;
+    case ErrorCode::CLASS_NOT_FOUND: return 404;
+    case ErrorCode::ACTOR_ERROR: return 500;
+    case ErrorCode::CALL_TIMEOUT: return 504;
+    case ErrorCode::CONNECT_REJECTED: return 403;
   }
   return 500;
 }

@@ -1,0 +1,166 @@
+// The actor API of object mailboxes: what an application writes to give a named object a durable,
+// ordered mailbox, transactional storage and the WebSockets attached to it.
+//
+// An object is a class name plus an object name ("doc" + "welcome"). Its actor is created on the
+// first delivery (activation), runs one turn at a time — one message, call, socket event or alarm
+// per turn — and is destroyed after `actor_idle_ms` without work (hibernation); its storage and
+// mailbox stay on disk and its WebSockets stay open in the gateway.
+//
+// Everything a turn does through its Context is an *effect*: storage writes, socket sends,
+// broadcasts, publishes, enqueues, tells, alarms and the reply. Effects commit in one transaction
+// together with consuming the message, and outputs leave only after that commit (the output
+// gate). A handler that throws has no effects: the message is retried with backoff, then
+// dead-lettered with the error, and the object keeps serving. Turns run on the node's actor
+// worker threads; a Context is only valid during the handler call that received it.
+//
+// Thread-safety: an Actor instance is only ever called by one thread at a time; it needs no locks
+// for its own members. Keep turns short: a turn that blocks holds up its object only, but also one
+// of the (few) worker threads.
+#pragma once
+
+#include <roost/wire/content_type.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace roost {
+
+// Bumped when the layout of anything below changes; plugins built against another version are
+// refused at load time (see roost/actor_plugin.h).
+inline constexpr std::uint32_t kActorAbiVersion = 1;
+
+// A WebSocket attached to an object (GET /v1/objects/{class}/{name}/connect). The id is unique in
+// the node's lifetime; a socket belongs to exactly one object.
+struct Socket {
+  std::uint64_t id = 0;
+  friend bool operator==(Socket, Socket) = default;
+};
+
+// What arrived: a tell, a call's request, a channel message of a durable subscription.
+struct Message {
+  std::string_view data;
+  ContentType content_type = ContentType::kJson;
+  std::uint64_t seq = 0;       // position in the mailbox (0 for calls: they are not durable)
+  std::uint32_t attempt = 1;   // 1 on first delivery, +1 on each retry after a throwing turn
+  std::string_view subject;    // the channel, for messages of a durable subscription; else empty
+};
+
+struct AlarmInfo {
+  std::string_view name;
+  std::int64_t scheduled_ms = 0;  // when it was due (ms since the epoch)
+  std::uint32_t retry_count = 0;  // 0 on first delivery; +1 each time the turn threw
+  std::uint64_t missed = 0;       // repeating alarms: occurrences skipped while the node was down
+};
+
+// The WebSocket upgrade request, for on_connect.
+struct ConnectRequest {
+  std::string_view query;   // the URL's query string, without '?'
+  std::string_view origin;
+  std::string_view protocol;  // Sec-WebSocket-Protocol, if any
+};
+
+// The object's transactional key-value storage. Reads see this object's writes of earlier turns
+// even before they committed. Keys are up to 1 KiB, values up to 1 MiB.
+class Storage {
+ public:
+  virtual ~Storage() = default;
+  virtual std::optional<std::string> get(std::string_view key) = 0;
+  virtual void put(std::string_view key, std::string_view value) = 0;
+  // Returns whether the key existed.
+  virtual bool del(std::string_view key) = 0;
+  // Entries whose key starts with `prefix`, in key order, at most `limit` (0 = all).
+  virtual std::vector<std::pair<std::string, std::string>> list(std::string_view prefix,
+                                                                std::size_t limit = 0) = 0;
+  // Entries with start <= key < end (empty end = no upper bound), in key order.
+  virtual std::vector<std::pair<std::string, std::string>> range(std::string_view start,
+                                                                 std::string_view end,
+                                                                 std::size_t limit = 0) = 0;
+};
+
+// Handed to every handler; valid only during that call.
+class Context {
+ public:
+  virtual ~Context() = default;
+  virtual std::string_view object_class() const = 0;
+  virtual std::string_view object_name() const = 0;
+  virtual std::int64_t now_ms() const = 0;
+
+  virtual Storage& storage() = 0;
+
+  // Attached sockets, optionally only those carrying `tag`. Includes the socket being connected
+  // in on_connect once accepted.
+  virtual std::vector<Socket> sockets(std::string_view tag = {}) = 0;
+  virtual std::vector<std::string> tags(Socket s) = 0;
+  virtual std::string attachment(Socket s) = 0;
+  // Up to 16 KiB of state kept with the socket in the gateway; survives hibernation.
+  virtual void set_attachment(Socket s, std::string data) = 0;
+  // Up to 10 tags, set in on_connect.
+  virtual void set_tags(Socket s, std::vector<std::string> tags) = 0;
+  // A text frame to one socket / to every socket (with `tag`). Sent after the turn commits.
+  virtual void send(Socket s, std::string data) = 0;
+  virtual void broadcast(std::string data, std::string_view tag = {}) = 0;
+  // Closes a socket after the turn commits.
+  virtual void close(Socket s, std::uint16_t code = 1000, std::string reason = {}) = 0;
+  // A socket text frame equal to `request` is answered with `response` by the gateway, without
+  // waking the object. Empty request clears it.
+  virtual void set_auto_response(std::string request, std::string response) = 0;
+
+  virtual void publish(std::string_view subject, std::string data,
+                       ContentType type = ContentType::kJson) = 0;
+  virtual void enqueue(std::string_view queue, std::string data,
+                       ContentType type = ContentType::kJson) = 0;
+  // A durable message to another object's mailbox (or this one's).
+  virtual void tell(std::string_view object_class, std::string_view object_name, std::string data,
+                    ContentType type = ContentType::kJson) = 0;
+  // The answer to the call being handled (on_call only).
+  virtual void reply(std::string data, ContentType type = ContentType::kJson) = 0;
+
+  // Durable, named alarms: at `time_ms` (ms since the epoch), then every `every_ms` if not 0.
+  // Setting an existing name replaces it.
+  virtual void set_alarm(std::string_view name, std::int64_t time_ms, std::uint64_t every_ms = 0) = 0;
+  virtual void cancel_alarm(std::string_view name) = 0;
+  // Durable subscription: messages published on `pattern` arrive in the mailbox (Message::subject
+  // set), also after a restart.
+  virtual void subscribe(std::string_view pattern) = 0;
+  virtual void unsubscribe(std::string_view pattern) = 0;
+};
+
+// Thrown by on_connect to refuse a WebSocket; the client gets close code 4403 (or HTTP 403 on a
+// plain request) with the reason.
+class Reject : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Actor {
+ public:
+  virtual ~Actor() = default;
+  // Before the first turn after activation (creation or wake from hibernation).
+  virtual void on_activate(Context&) {}
+  virtual void on_message(Context&, const Message&) {}
+  // Request → reply: call ctx.reply(...). Throwing fails the call with actor_error.
+  virtual void on_call(Context& ctx, const Message&) { ctx.reply("null"); }
+  // Accept by returning (optionally setting tags and an attachment); refuse by throwing Reject.
+  virtual void on_connect(Context&, Socket, const ConnectRequest&) {}
+  virtual void on_socket_message(Context&, Socket, std::string_view) {}
+  virtual void on_disconnect(Context&, Socket, std::uint16_t /*code*/) {}
+  virtual void on_alarm(Context&, const AlarmInfo&) {}
+};
+
+using ActorFactory = std::function<std::unique_ptr<Actor>()>;
+
+// Per-class settings; the defaults are what a class registered without options gets.
+struct ActorClassOptions {
+  std::uint32_t max_retries = 3;          // retries of a throwing turn before dead-lettering
+  std::uint64_t retry_delay_ms = 100;     // first backoff; doubles each retry, at most 10 s
+  std::string dead_letter_queue;          // default: "dead.<class>"
+};
+
+}  // namespace roost

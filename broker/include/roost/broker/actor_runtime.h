@@ -1,0 +1,172 @@
+// ActorRuntime: runs object mailboxes (roost/actor.h) on one node.
+//
+// Each object in memory has a FIFO of work items: durable mail (tells, alarms, messages of durable
+// subscriptions — in the `mbox` table until a turn consumes them) and transient items (calls,
+// socket connects, socket messages, disconnects). One worker at a time runs an object's items,
+// one turn each. A turn's effects go to the committer as one Op, which writes them and consumes
+// the mail in the group transaction; the outputs (socket frames, publishes, replies, wake-ups of
+// told objects) are released from the Op's completion, after the commit (the output gate). The
+// next turn may start before the commit: storage reads see earlier turns' writes through an
+// in-memory overlay that is dropped key by key as the commits land.
+//
+// If a commit fails (storage full), every turn of that object after the last commit is undone:
+// its items go back to the front of the mailbox and run again after a backoff, on a fresh actor.
+// A throwing turn has no effects; its mail is retried with exponential backoff and then
+// dead-lettered (to the class's dead-letter queue) with the error.
+//
+// Objects are activated on their first item and hibernate after `idle_ms` without work: the actor
+// and the overlay are freed; an object without attached sockets or pending work leaves memory
+// entirely. Attached sockets (with tags, attachment and the auto-response) stay in memory.
+//
+// Thread-safety: every public method may be called from any thread.
+#pragma once
+
+#include <roost/actor.h>
+#include <roost/broker/router.h>
+#include <roost/durable/committer.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace boost::asio {
+class thread_pool;
+}
+
+namespace roost::durable {
+class MailboxStore;
+class QueueStore;
+struct PendingMail;
+}  // namespace roost::durable
+
+namespace roost::channels {
+class Hub;
+}
+
+namespace roost::broker {
+
+struct ActorRuntimeOptions {
+  unsigned threads = 2;                    // actor worker threads
+  std::uint64_t idle_ms = 10'000;          // hibernate an object after this long without work
+  std::uint64_t max_message_bytes = 1u << 20;
+  std::uint64_t max_value_bytes = 1u << 20;   // storage values
+  std::uint64_t max_key_bytes = 1024;         // storage keys
+  std::uint64_t max_attachment_bytes = 16u << 10;
+  std::size_t max_tags = 10;
+  std::uint64_t default_call_timeout_ms = 10'000;
+  std::uint32_t max_turns_per_slice = 64;  // turns one worker runs for an object before yielding
+};
+
+class ActorRuntime final : public durable::Participant {
+ public:
+  ActorRuntime(durable::MailboxStore& store, durable::Committer& committer,
+               durable::QueueStore& queues, channels::Hub& hub, ActorRuntimeOptions options,
+               std::function<std::int64_t()> clock);
+  ~ActorRuntime() override;
+  ActorRuntime(const ActorRuntime&) = delete;
+  ActorRuntime& operator=(const ActorRuntime&) = delete;
+
+  // REQUIRES: before start(). Throws std::invalid_argument for a bad or duplicate class name.
+  void register_class(std::string name, ActorFactory factory, ActorClassOptions options = {});
+  bool has_class(std::string_view name) const;
+
+  // Loads the mail left by a previous run and the durable subscriptions, starts the workers and
+  // the timer thread. REQUIRES: the committer is started.
+  void start();
+  // Stops taking work; waits for running turns; fails pending calls with `unavailable`. The mail
+  // stays on disk. REQUIRES: before the committer stops.
+  void stop();
+
+  // --- what the Router forwards ---
+  // Durable send; answers the mailbox seq after the commit.
+  void tell(std::string object_class, std::string name, std::string data, ContentType type,
+            Callback<std::uint64_t> done);
+  void call(std::string object_class, std::string name, std::string data, ContentType type,
+            std::uint64_t timeout_ms, Callback<ObjectReply> done);
+  // Runs on_connect; on acceptance the socket is attached and `done` gets its id.
+  void connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
+               ObjectConnectRequest request, Callback<std::uint64_t> done);
+  void socket_message(std::uint64_t socket, std::string text);
+  void socket_closed(std::uint64_t socket, std::uint16_t code);
+
+  static std::optional<Error> validate_class(std::string_view name);
+  static std::optional<Error> validate_name(std::string_view name);
+
+  std::string metrics_text() const;
+  // Objects in memory (active or holding sockets) and with a live actor.
+  std::size_t objects_in_memory() const;
+  std::size_t active_actors() const;
+
+  // Participant (committer thread).
+  void begin(durable::WriteContext& ctx) override;
+
+  struct Obj;
+  struct Item;
+  struct Effects;
+  class TurnContext;
+  class TurnOp;
+  class MailOp;
+
+ private:
+  struct Klass;
+  struct Metrics;
+  struct CallWait;
+
+  std::optional<Error> check(std::string_view cls, std::string_view name) const;
+  void fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error);
+  void submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation);
+
+  std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create);
+  void push(const std::shared_ptr<Obj>& obj, Item item, bool front = false);
+  void schedule_locked(const std::shared_ptr<Obj>& obj);
+  void run_slice(std::shared_ptr<Obj> obj);
+  void on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t turn, std::uint64_t generation,
+                    Effects& effects, const Error* error);
+  void deliver_mail(std::vector<durable::PendingMail> mail);
+  void timer_loop();
+  void wake_at(std::int64_t when_ms);
+  void sweep(std::int64_t now);
+  void subscribe_object(const std::string& okey, const std::string& cls, const std::string& name,
+                        const std::string& pattern);
+  void unsubscribe_object(const std::string& okey, const std::string& pattern);
+
+  durable::MailboxStore& store_;
+  durable::Committer& committer_;
+  durable::QueueStore& queues_;
+  channels::Hub& hub_;
+  ActorRuntimeOptions options_;
+  std::function<std::int64_t()> clock_;
+  std::unordered_map<std::string, std::unique_ptr<Klass>> classes_;  // fixed after start()
+  std::unique_ptr<boost::asio::thread_pool> workers_;
+  std::unique_ptr<Metrics> metrics_;
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Obj>> objects_;           // GUARDED_BY(mu_)
+  std::unordered_map<std::uint64_t, std::weak_ptr<Obj>> socket_owner_;      // GUARDED_BY(mu_)
+  std::map<std::string, std::uint64_t> durable_subs_;  // okey + '\0' + pattern → hub id; GUARDED_BY(mu_)
+  std::multimap<std::int64_t, std::weak_ptr<Obj>> retry_at_;                // GUARDED_BY(mu_)
+  std::multimap<std::int64_t, std::weak_ptr<CallWait>> call_deadlines_;     // GUARDED_BY(mu_)
+  std::atomic<std::uint64_t> next_socket_{1};
+  std::atomic<bool> halt_{false};  // workers take no new item
+  bool stopping_ = false;  // GUARDED_BY(mu_)
+  bool started_ = false;
+  bool alarm_op_in_flight_ = false;  // GUARDED_BY(mu_)
+
+  std::condition_variable timer_cv_;
+  std::int64_t timer_wake_ = 0;  // GUARDED_BY(mu_)
+  std::thread timer_;
+
+  // Committer thread only: objects whose turn failed in this group's apply (later turns of the
+  // same object in the group must fail too). Reset by begin().
+  std::vector<const Obj*> poisoned_;
+};
+
+}  // namespace roost::broker

@@ -1,0 +1,1261 @@
+#include "roost/broker/actor_runtime.h"
+
+#include <roost/channels/hub.h>
+#include <roost/channels/subject.h>
+#include <roost/durable/mailbox_store.h>
+#include <roost/durable/queue_store.h>
+#include <roost/log.h>
+#include <roost/wire/base64.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <random>
+#include <stdexcept>
+
+namespace roost::broker {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using durable::MailboxStore;
+using durable::MailKind;
+using durable::MailRecord;
+using durable::PendingMail;
+
+// ---------------------------------------------------------------------------------------------
+// Pieces
+
+struct ActorRuntime::Klass {
+  std::string name;
+  ActorFactory factory;
+  ActorClassOptions options;
+};
+
+struct ActorRuntime::Metrics {
+  std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0},
+      dead_lettered{0}, rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0};
+};
+
+// An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).
+template <class T>
+class Once {
+ public:
+  explicit Once(Callback<T> cb) : cb_(std::move(cb)) {}
+  bool finish(Result<T> r) {
+    Callback<T> cb;
+    {
+      std::lock_guard lock(mu_);
+      if (!cb_) return false;
+      cb = std::move(cb_);
+      cb_ = nullptr;
+    }
+    cb(std::move(r));
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  Callback<T> cb_;  // GUARDED_BY(mu_)
+};
+
+struct ActorRuntime::CallWait : Once<ObjectReply> {
+  using Once<ObjectReply>::Once;
+};
+
+struct ActorRuntime::Item {
+  enum class Kind { kMail, kCall, kConnect, kSocketMessage, kDisconnect };
+  Kind kind = Kind::kMail;
+  std::uint64_t seq = 0;  // kMail
+  MailRecord mail;        // kMail
+  std::string data;       // kCall request, kSocketMessage text
+  ContentType type = ContentType::kJson;
+  std::uint64_t socket = 0;  // kConnect, kSocketMessage, kDisconnect
+  std::uint16_t code = 0;    // kDisconnect
+  std::shared_ptr<CallWait> reply;                // kCall
+  std::shared_ptr<Once<std::uint64_t>> attached;  // kConnect
+  std::shared_ptr<ObjectSocket> sink;             // kConnect
+  ObjectConnectRequest request;                   // kConnect
+  std::uint32_t attempt = 1;
+};
+
+struct ActorRuntime::Effects {
+  std::map<std::string, std::optional<std::string>, std::less<>> writes;
+  std::vector<std::pair<std::uint64_t, std::string>> sends;
+  struct Close {
+    std::uint64_t socket;
+    std::uint16_t code;
+    std::string reason;
+  };
+  std::vector<Close> closes;
+  struct Publish {
+    std::string subject, data;
+    ContentType type;
+  };
+  std::vector<Publish> publishes;
+  std::map<std::string, std::vector<NewMessage>> enqueues;
+  struct Tell {
+    std::string okey, cls, name;
+    MailRecord mail;
+    std::uint64_t seq = 0;  // set by apply
+  };
+  std::vector<Tell> tells;
+  struct Alarm {
+    std::string name;
+    bool set = false;
+    std::int64_t due_ms = 0;
+    std::uint64_t every_ms = 0;
+  };
+  std::vector<Alarm> alarms;
+  std::vector<std::pair<std::string, bool>> subscriptions;
+  std::optional<ObjectReply> reply;
+  std::map<std::uint64_t, std::vector<std::string>> tags;
+  std::map<std::uint64_t, std::string> attachments;
+  std::optional<std::pair<std::string, std::string>> auto_response;
+  std::uint64_t consume_seq = 0;
+
+  bool adds_data() const {
+    if (!tells.empty() || !enqueues.empty()) return true;
+    for (const auto& [k, v] : writes) {
+      if (v) return true;
+    }
+    for (const auto& a : alarms) {
+      if (a.set) return true;
+    }
+    return false;
+  }
+};
+
+struct ActorRuntime::Obj {
+  std::string okey, cls, name;
+  const Klass* klass = nullptr;
+
+  std::mutex mu;
+  std::deque<Item> queue;     // GUARDED_BY(mu)
+  std::deque<Item> inflight;  // turns submitted, not yet committed, in order; GUARDED_BY(mu)
+  bool running = false;       // a worker owns `instance`; GUARDED_BY(mu)
+  bool reset_actor = false;   // drop the instance before the next turn; GUARDED_BY(mu)
+  std::int64_t blocked_until = 0;  // backoff after a failure; GUARDED_BY(mu)
+  std::size_t requeued = 0;  // items put back at the front by the last rollback; GUARDED_BY(mu)
+  std::atomic<std::uint64_t> generation{0};  // bumped by a rollback (written under mu)
+  std::uint64_t next_turn = 1;               // GUARDED_BY(mu)
+  struct Pending {
+    std::optional<std::string> value;
+    std::uint64_t turn;
+  };
+  std::map<std::string, Pending, std::less<>> overlay;  // uncommitted writes; GUARDED_BY(mu)
+  std::int64_t last_active = 0;                         // GUARDED_BY(mu)
+  struct SocketEntry {
+    std::shared_ptr<ObjectSocket> sink;
+    std::vector<std::string> tags;
+    std::string attachment;
+  };
+  std::map<std::uint64_t, SocketEntry> sockets;  // GUARDED_BY(mu)
+  std::string auto_request, auto_response;       // GUARDED_BY(mu)
+
+  std::unique_ptr<Actor> instance;  // owned by the running worker (or the sweeper when idle)
+};
+
+namespace {
+
+std::string dead_letter_json(const ActorRuntime::Obj& obj, const ActorRuntime::Item& item,
+                             const Error& error) {
+  json::object o;
+  o["object"] = json::object{{"class", obj.cls}, {"name", obj.name}};
+  o["seq"] = item.seq;
+  o["attempts"] = item.attempt;
+  o["error"] = json::object{{"code", std::string(error_code_name(error.code))},
+                            {"message", error.message}};
+  const auto& m = item.mail;
+  o["kind"] = m.kind == MailKind::kAlarm ? "alarm" : m.kind == MailKind::kChannel ? "channel" : "message";
+  if (!m.subject.empty()) o["subject"] = m.subject;
+  if (m.content_type == ContentType::kJson) {
+    boost::system::error_code ec;
+    auto v = json::parse(m.data, ec);
+    if (!ec) {
+      o["data"] = std::move(v);
+    } else {
+      o["data"] = m.data;
+    }
+  } else if (m.content_type == ContentType::kText) {
+    o["data"] = m.data;
+  } else {
+    o["data"] = base64_encode(m.data);
+    o["encoding"] = "base64";
+  }
+  return json::serialize(o);
+}
+
+bool has_tag(const std::vector<std::string>& tags, std::string_view tag) {
+  return tag.empty() || std::find(tags.begin(), tags.end(), tag) != tags.end();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The turn context: what a handler sees; it records effects, it never writes.
+
+class ActorRuntime::TurnContext final : public Context, public Storage {
+ public:
+  TurnContext(ActorRuntime& rt, Obj& obj, Effects& fx, const Item& item, std::int64_t now)
+      : rt_(rt), obj_(obj), fx_(fx), item_(item), now_(now) {}
+
+  std::string_view object_class() const override { return obj_.cls; }
+  std::string_view object_name() const override { return obj_.name; }
+  std::int64_t now_ms() const override { return now_; }
+  Storage& storage() override { return *this; }
+
+  // --- Storage ---
+  std::optional<std::string> get(std::string_view key) override {
+    if (auto it = fx_.writes.find(key); it != fx_.writes.end()) return it->second;
+    {
+      std::lock_guard lock(obj_.mu);
+      if (auto it = obj_.overlay.find(key); it != obj_.overlay.end()) return it->second.value;
+    }
+    return rt_.store_.kv_get(obj_.okey, key);
+  }
+  void put(std::string_view key, std::string_view value) override {
+    check_key(key);
+    if (value.size() > rt_.options_.max_value_bytes) {
+      throw std::length_error("storage value of " + std::to_string(value.size()) +
+                              " bytes exceeds " + std::to_string(rt_.options_.max_value_bytes));
+    }
+    fx_.writes.insert_or_assign(std::string(key), std::string(value));
+  }
+  bool del(std::string_view key) override {
+    check_key(key);
+    bool existed = get(key).has_value();
+    fx_.writes.insert_or_assign(std::string(key), std::nullopt);
+    return existed;
+  }
+  std::vector<std::pair<std::string, std::string>> list(std::string_view prefix,
+                                                        std::size_t limit) override {
+    return scan(prefix, prefix, {}, limit);
+  }
+  std::vector<std::pair<std::string, std::string>> range(std::string_view start,
+                                                         std::string_view end,
+                                                         std::size_t limit) override {
+    return scan({}, start, end, limit);
+  }
+
+  // --- sockets ---
+  std::vector<Socket> sockets(std::string_view tag) override {
+    std::vector<Socket> out;
+    std::lock_guard lock(obj_.mu);
+    for (const auto& [id, s] : obj_.sockets) {
+      if (has_tag(tags_locked(id, s.tags), tag)) out.push_back(Socket{id});
+    }
+    if (item_.kind == Item::Kind::kConnect && has_tag(tags_locked(item_.socket, {}), tag)) {
+      out.push_back(Socket{item_.socket});
+    }
+    return out;
+  }
+  std::vector<std::string> tags(Socket s) override {
+    if (auto it = fx_.tags.find(s.id); it != fx_.tags.end()) return it->second;
+    std::lock_guard lock(obj_.mu);
+    auto it = obj_.sockets.find(s.id);
+    return it == obj_.sockets.end() ? std::vector<std::string>{} : it->second.tags;
+  }
+  std::string attachment(Socket s) override {
+    if (auto it = fx_.attachments.find(s.id); it != fx_.attachments.end()) return it->second;
+    std::lock_guard lock(obj_.mu);
+    auto it = obj_.sockets.find(s.id);
+    return it == obj_.sockets.end() ? std::string{} : it->second.attachment;
+  }
+  void set_attachment(Socket s, std::string data) override {
+    if (data.size() > rt_.options_.max_attachment_bytes) {
+      throw std::length_error("socket attachment of " + std::to_string(data.size()) +
+                              " bytes exceeds " + std::to_string(rt_.options_.max_attachment_bytes));
+    }
+    fx_.attachments[s.id] = std::move(data);
+  }
+  void set_tags(Socket s, std::vector<std::string> tags) override {
+    if (tags.size() > rt_.options_.max_tags) {
+      throw std::length_error("at most " + std::to_string(rt_.options_.max_tags) + " tags a socket");
+    }
+    fx_.tags[s.id] = std::move(tags);
+  }
+  void send(Socket s, std::string data) override { fx_.sends.emplace_back(s.id, std::move(data)); }
+  void broadcast(std::string data, std::string_view tag) override {
+    auto targets = sockets(tag);
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      fx_.sends.emplace_back(targets[i].id, i + 1 == targets.size() ? std::move(data) : data);
+    }
+  }
+  void close(Socket s, std::uint16_t code, std::string reason) override {
+    fx_.closes.push_back({s.id, code, std::move(reason)});
+  }
+  void set_auto_response(std::string request, std::string response) override {
+    fx_.auto_response.emplace(std::move(request), std::move(response));
+  }
+
+  // --- outputs to the rest of the broker ---
+  void publish(std::string_view subject, std::string data, ContentType type) override {
+    if (auto e = channels::validate_subject(subject)) throw std::invalid_argument(e->message);
+    check_size(data);
+    fx_.publishes.push_back({std::string(subject), std::move(data), type});
+  }
+  void enqueue(std::string_view queue, std::string data, ContentType type) override {
+    if (auto e = durable::QueueStore::validate_name(queue)) throw std::invalid_argument(e->message);
+    check_size(data);
+    NewMessage m;
+    m.body = std::move(data);
+    m.content_type = type;
+    fx_.enqueues[std::string(queue)].push_back(std::move(m));
+  }
+  void tell(std::string_view cls, std::string_view name, std::string data,
+            ContentType type) override {
+    if (auto e = rt_.check(cls, name)) throw std::invalid_argument(e->message);
+    check_size(data);
+    Effects::Tell t;
+    t.okey = MailboxStore::object_key(cls, name);
+    t.cls = std::string(cls);
+    t.name = std::string(name);
+    t.mail.content_type = type;
+    t.mail.enqueued_ms = now_;
+    t.mail.data = std::move(data);
+    fx_.tells.push_back(std::move(t));
+  }
+  void reply(std::string data, ContentType type) override {
+    if (item_.kind != Item::Kind::kCall) throw std::logic_error("reply() outside on_call");
+    fx_.reply = ObjectReply{std::move(data), type};
+  }
+  void set_alarm(std::string_view name, std::int64_t time_ms, std::uint64_t every_ms) override {
+    check_alarm_name(name);
+    fx_.alarms.push_back({std::string(name), true, time_ms, every_ms});
+  }
+  void cancel_alarm(std::string_view name) override {
+    check_alarm_name(name);
+    fx_.alarms.push_back({std::string(name), false, 0, 0});
+  }
+  void subscribe(std::string_view pattern) override {
+    if (auto e = channels::validate_pattern(pattern)) throw std::invalid_argument(e->message);
+    fx_.subscriptions.emplace_back(std::string(pattern), true);
+  }
+  void unsubscribe(std::string_view pattern) override {
+    fx_.subscriptions.emplace_back(std::string(pattern), false);
+  }
+
+ private:
+  // REQUIRES: obj_.mu held.
+  const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed) {
+    auto it = fx_.tags.find(id);
+    return it != fx_.tags.end() ? it->second : committed;
+  }
+  void check_key(std::string_view key) const {
+    if (key.empty() || key.size() > rt_.options_.max_key_bytes) {
+      throw std::length_error("storage keys are 1 to " + std::to_string(rt_.options_.max_key_bytes) +
+                              " bytes");
+    }
+  }
+  void check_size(const std::string& data) const {
+    if (data.size() > rt_.options_.max_message_bytes) {
+      throw std::length_error("message of " + std::to_string(data.size()) + " bytes exceeds " +
+                              std::to_string(rt_.options_.max_message_bytes));
+    }
+  }
+  static void check_alarm_name(std::string_view name) {
+    if (name.empty() || name.size() > 256) throw std::invalid_argument("alarm names are 1 to 256 bytes");
+  }
+  // Committed entries, overlaid by uncommitted turns, overlaid by this turn.
+  std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix,
+                                                        std::string_view start,
+                                                        std::string_view end, std::size_t limit) {
+    auto in_range = [&](std::string_view k) {
+      return k.starts_with(prefix) && k >= start && (end.empty() || k < end);
+    };
+    std::map<std::string, std::optional<std::string>, std::less<>> pending;
+    {
+      std::lock_guard lock(obj_.mu);
+      for (const auto& [k, p] : obj_.overlay) {
+        if (in_range(k)) pending[k] = p.value;
+      }
+    }
+    for (const auto& [k, v] : fx_.writes) {
+      if (in_range(k)) pending[k] = v;
+    }
+    std::size_t fetch = limit == 0 ? 0 : limit + pending.size();
+    auto base = rt_.store_.kv_scan(obj_.okey, prefix, start, end, fetch);
+    std::map<std::string, std::string, std::less<>> merged(std::make_move_iterator(base.begin()),
+                                                           std::make_move_iterator(base.end()));
+    for (auto& [k, v] : pending) {
+      if (v) {
+        merged[k] = *v;
+      } else {
+        merged.erase(k);
+      }
+    }
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& [k, v] : merged) {
+      if (limit != 0 && out.size() >= limit) break;
+      out.emplace_back(k, std::move(v));
+    }
+    return out;
+  }
+
+  ActorRuntime& rt_;
+  Obj& obj_;
+  Effects& fx_;
+  const Item& item_;
+  std::int64_t now_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Ops
+
+// One turn's effects and the consumption of its mail, in the group transaction.
+class ActorRuntime::TurnOp final : public durable::Op {
+ public:
+  TurnOp(ActorRuntime& rt, std::shared_ptr<Obj> obj, std::uint64_t turn, std::uint64_t generation,
+         Effects fx)
+      : rt_(rt), obj_(std::move(obj)), turn_(turn), generation_(generation), fx_(std::move(fx)) {}
+
+  void apply(durable::WriteContext& ctx) override {
+    error_.reset();
+    auto& poisoned = rt_.poisoned_;
+    if (generation_ != obj_->generation.load() ||
+        std::find(poisoned.begin(), poisoned.end(), obj_.get()) != poisoned.end()) {
+      error_ = Error{ErrorCode::UNAVAILABLE, "an earlier turn of this object failed to commit"};
+      return;
+    }
+    if (ctx.storage_full && fx_.adds_data()) {
+      error_ = Error{ErrorCode::STORAGE_FULL, "storage is full"};
+      poisoned.push_back(obj_.get());
+      return;
+    }
+    // Enqueues first: they are the only effects that can be refused (queue_full).
+    for (auto& [queue, messages] : fx_.enqueues) {
+      auto r = rt_.queues_.enqueue_in(queue, messages);
+      if (!r) {
+        error_ = r.error();
+        poisoned.push_back(obj_.get());
+        return;
+      }
+    }
+    auto& store = rt_.store_;
+    const auto& okey = obj_->okey;
+    if (fx_.consume_seq != 0) store.consume_in(ctx.txn, okey, fx_.consume_seq);
+    for (const auto& [k, v] : fx_.writes) {
+      if (v) {
+        store.kv_put_in(ctx.txn, okey, k, *v);
+      } else {
+        store.kv_del_in(ctx.txn, okey, k);
+      }
+    }
+    for (auto& t : fx_.tells) t.seq = store.append_in(ctx.txn, t.okey, t.mail);
+    for (const auto& a : fx_.alarms) {
+      if (a.set) {
+        store.alarm_set_in(ctx.txn, okey, a.name, a.due_ms, a.every_ms);
+      } else {
+        store.alarm_cancel_in(ctx.txn, okey, a.name);
+      }
+    }
+    for (const auto& [pattern, on] : fx_.subscriptions) {
+      store.subscription_set_in(ctx.txn, okey, pattern, on);
+    }
+  }
+
+  void complete(const Error* error) override {
+    if (error == nullptr && error_) error = &*error_;
+    rt_.on_turn_done(obj_, turn_, generation_, fx_, error);
+  }
+
+ private:
+  ActorRuntime& rt_;
+  std::shared_ptr<Obj> obj_;
+  std::uint64_t turn_;
+  std::uint64_t generation_;
+  Effects fx_;
+  std::optional<Error> error_;
+};
+
+// Appends mail from outside a turn (tells, messages of durable subscriptions) or fires due alarms.
+class ActorRuntime::MailOp final : public durable::Op {
+ public:
+  using Done = std::move_only_function<void(Result<std::vector<PendingMail>>)>;
+  MailOp(ActorRuntime& rt, std::vector<PendingMail> mail, bool fire_alarms, Done done)
+      : rt_(rt), mail_(std::move(mail)), fire_alarms_(fire_alarms), done_(std::move(done)) {}
+
+  void apply(durable::WriteContext& ctx) override {
+    fired_.clear();
+    refused_ = false;
+    if (fire_alarms_) {
+      fired_ = rt_.store_.fire_due_in(ctx.txn, ctx.now_ms, 1000);
+      return;
+    }
+    if (ctx.storage_full) {
+      refused_ = true;
+      return;
+    }
+    for (auto& m : mail_) {
+      m.seq = rt_.store_.append_in(ctx.txn, MailboxStore::object_key(m.object.object_class, m.object.name),
+                                   m.record);
+    }
+  }
+  void complete(const Error* error) override {
+    if (error != nullptr) return done_(std::unexpected(*error));
+    if (refused_) {
+      return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
+    }
+    done_(fire_alarms_ ? std::move(fired_) : std::move(mail_));
+  }
+
+ private:
+  ActorRuntime& rt_;
+  std::vector<PendingMail> mail_;
+  bool fire_alarms_;
+  Done done_;
+  std::vector<PendingMail> fired_;
+  bool refused_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The runtime
+
+ActorRuntime::ActorRuntime(durable::MailboxStore& store, durable::Committer& committer,
+                           durable::QueueStore& queues, channels::Hub& hub,
+                           ActorRuntimeOptions options, std::function<std::int64_t()> clock)
+    : store_(store), committer_(committer), queues_(queues), hub_(hub), options_(options),
+      clock_(std::move(clock)), metrics_(std::make_unique<Metrics>()) {
+  committer_.add_participant(this);
+}
+
+ActorRuntime::~ActorRuntime() { stop(); }
+
+std::optional<Error> ActorRuntime::validate_class(std::string_view name) {
+  if (name.empty() || name.size() > 64) {
+    return Error{ErrorCode::INVALID_NAME, "object class names are 1 to 64 characters"};
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';
+    if (!ok) {
+      return Error{ErrorCode::INVALID_NAME,
+                   "object class '" + std::string(name) + "' may hold only A-Z a-z 0-9 - _"};
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> ActorRuntime::validate_name(std::string_view name) {
+  if (name.empty() || name.size() > 256) {
+    return Error{ErrorCode::INVALID_NAME, "object names are 1 to 256 bytes"};
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f || c == '/') {
+      return Error{ErrorCode::INVALID_NAME, "object names hold no control characters and no '/'"};
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> ActorRuntime::check(std::string_view cls, std::string_view name) const {
+  if (auto e = validate_class(cls)) return e;
+  if (!has_class(cls)) {
+    return Error{ErrorCode::CLASS_NOT_FOUND, "no actor class '" + std::string(cls) + "' on this node"};
+  }
+  return validate_name(name);
+}
+
+void ActorRuntime::register_class(std::string name, ActorFactory factory, ActorClassOptions options) {
+  if (started_) throw std::logic_error("register actor classes before the node starts");
+  if (auto e = validate_class(name)) throw std::invalid_argument(e->message);
+  if (classes_.contains(name)) throw std::invalid_argument("actor class '" + name + "' registered twice");
+  if (options.dead_letter_queue.empty()) options.dead_letter_queue = "dead." + name;
+  auto k = std::make_unique<Klass>(Klass{name, std::move(factory), std::move(options)});
+  classes_.emplace(std::move(name), std::move(k));
+}
+
+bool ActorRuntime::has_class(std::string_view name) const {
+  return classes_.contains(std::string(name));
+}
+
+void ActorRuntime::start() {
+  auto log = module_logger("actors");
+  started_ = true;
+  workers_ = std::make_unique<asio::thread_pool>(std::max(1u, options_.threads));
+  std::size_t subs = 0;
+  for (auto& [ref, pattern] : store_.all_subscriptions()) {
+    if (!has_class(ref.object_class)) continue;
+    subscribe_object(MailboxStore::object_key(ref.object_class, ref.name), ref.object_class, ref.name,
+                     pattern);
+    ++subs;
+  }
+  auto pending = store_.all_pending();
+  std::size_t orphans = 0;
+  std::erase_if(pending, [&](const PendingMail& m) {
+    bool gone = !has_class(m.object.object_class);
+    orphans += gone;
+    return gone;
+  });
+  log->info("actor runtime: {} classes, {} threads, {} messages waiting in mailboxes, {} durable "
+            "subscriptions, idle_ms {}",
+            classes_.size(), options_.threads, pending.size(), subs, options_.idle_ms);
+  if (orphans > 0) {
+    log->warn("{} mailbox messages belong to classes not registered on this node; they wait", orphans);
+  }
+  deliver_mail(std::move(pending));
+  timer_ = std::thread([this] { timer_loop(); });
+}
+
+void ActorRuntime::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  halt_ = true;
+  timer_cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
+  if (workers_) workers_->join();
+  // Running turns are done; what they submitted completes when the committer drains. Waiting
+  // calls and connects are told now.
+  std::vector<std::shared_ptr<Obj>> objs;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [k, o] : objects_) objs.push_back(o);
+    for (auto& [k, id] : durable_subs_) hub_.unsubscribe(id);
+    durable_subs_.clear();
+  }
+  Error e{ErrorCode::UNAVAILABLE, "the node is shutting down"};
+  for (auto& o : objs) {
+    std::deque<Item> items;
+    {
+      std::lock_guard lock(o->mu);
+      items.swap(o->queue);
+    }
+    for (auto& it : items) {
+      if (it.reply) it.reply->finish(std::unexpected(e));
+      if (it.attached) it.attached->finish(std::unexpected(e));
+    }
+  }
+}
+
+std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls,
+                                                       const std::string& name, bool create) {
+  // REQUIRES: mu_ held.
+  auto okey = MailboxStore::object_key(cls, name);
+  auto it = objects_.find(okey);
+  if (it != objects_.end()) return it->second;
+  if (!create) return nullptr;
+  auto k = classes_.find(cls);
+  if (k == classes_.end()) return nullptr;
+  auto o = std::make_shared<Obj>();
+  o->okey = okey;
+  o->cls = cls;
+  o->name = name;
+  o->klass = k->second.get();
+  o->last_active = clock_();
+  objects_.emplace(std::move(okey), o);
+  return o;
+}
+
+void ActorRuntime::push(const std::shared_ptr<Obj>& obj, Item item, bool front) {
+  // REQUIRES: mu_ held (so the sweeper cannot drop the object in between).
+  std::lock_guard lock(obj->mu);
+  if (front) {
+    obj->queue.push_front(std::move(item));
+  } else {
+    obj->queue.push_back(std::move(item));
+  }
+  schedule_locked(obj);
+}
+
+void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) {
+  // REQUIRES: obj->mu held.
+  if (obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_) return;
+  obj->running = true;
+  asio::post(*workers_, [this, obj] { run_slice(obj); });
+}
+
+void ActorRuntime::deliver_mail(std::vector<PendingMail> mail) {
+  if (mail.empty()) return;
+  std::lock_guard lock(mu_);
+  if (stopping_) return;  // it is on disk; the next start delivers it
+  for (auto& m : mail) {
+    auto obj = object(m.object.object_class, m.object.name, true);
+    if (!obj) continue;
+    Item item;
+    item.kind = Item::Kind::kMail;
+    item.seq = m.seq;
+    item.mail = std::move(m.record);
+    push(obj, std::move(item));
+  }
+}
+
+void ActorRuntime::tell(std::string cls, std::string name, std::string data, ContentType type,
+                        Callback<std::uint64_t> done) {
+  if (auto e = check(cls, name)) return done(std::unexpected(*e));
+  if (data.size() > options_.max_message_bytes) {
+    return done(std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
+                                      "message of " + std::to_string(data.size()) +
+                                          " bytes exceeds max_message_bytes " +
+                                          std::to_string(options_.max_message_bytes)}));
+  }
+  PendingMail m;
+  m.object = durable::ObjectRef{std::move(cls), std::move(name)};
+  m.record.content_type = type;
+  m.record.enqueued_ms = clock_();
+  m.record.data = std::move(data);
+  std::vector<PendingMail> one;
+  one.push_back(std::move(m));
+  metrics_->tells.fetch_add(1, std::memory_order_relaxed);
+  committer_.submit(std::make_unique<MailOp>(
+      *this, std::move(one), false,
+      [this, done = std::move(done)](Result<std::vector<PendingMail>> r) mutable {
+        if (!r) return done(std::unexpected(r.error()));
+        std::uint64_t seq = r->front().seq;
+        deliver_mail(std::move(*r));
+        done(seq);
+      }));
+}
+
+void ActorRuntime::call(std::string cls, std::string name, std::string data, ContentType type,
+                        std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  if (auto e = check(cls, name)) return done(std::unexpected(*e));
+  if (data.size() > options_.max_message_bytes) {
+    return done(std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
+                                      "request of " + std::to_string(data.size()) +
+                                          " bytes exceeds max_message_bytes"}));
+  }
+  if (timeout_ms == 0) timeout_ms = options_.default_call_timeout_ms;
+  auto wait = std::make_shared<CallWait>(std::move(done));
+  Item item;
+  item.kind = Item::Kind::kCall;
+  item.data = std::move(data);
+  item.type = type;
+  item.reply = wait;
+  std::lock_guard lock(mu_);
+  if (stopping_) {
+    wait->finish(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is shutting down"}));
+    return;
+  }
+  auto deadline = clock_() + static_cast<std::int64_t>(timeout_ms);
+  call_deadlines_.emplace(deadline, wait);
+  if (timer_wake_ == 0 || deadline < timer_wake_) {
+    timer_wake_ = deadline;
+    timer_cv_.notify_all();
+  }
+  push(object(cls, name, true), std::move(item));
+}
+
+void ActorRuntime::connect(std::string cls, std::string name, std::shared_ptr<ObjectSocket> socket,
+                           ObjectConnectRequest request, Callback<std::uint64_t> done) {
+  if (auto e = check(cls, name)) return done(std::unexpected(*e));
+  Item item;
+  item.kind = Item::Kind::kConnect;
+  item.socket = next_socket_.fetch_add(1);
+  item.sink = std::move(socket);
+  item.request = std::move(request);
+  item.attached = std::make_shared<Once<std::uint64_t>>(std::move(done));
+  std::lock_guard lock(mu_);
+  if (stopping_) {
+    item.attached->finish(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is shutting down"}));
+    return;
+  }
+  push(object(cls, name, true), std::move(item));
+}
+
+void ActorRuntime::socket_message(std::uint64_t socket, std::string text) {
+  std::lock_guard lock(mu_);
+  auto it = socket_owner_.find(socket);
+  if (it == socket_owner_.end() || stopping_) return;
+  auto obj = it->second.lock();
+  if (!obj) return;
+  {
+    std::unique_lock olock(obj->mu);
+    if (!obj->auto_request.empty() && text == obj->auto_request) {
+      auto s = obj->sockets.find(socket);
+      if (s != obj->sockets.end()) {
+        auto sink = s->second.sink;
+        auto response = obj->auto_response;
+        olock.unlock();
+        sink->send(std::move(response));
+        metrics_->auto_responses.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+  Item item;
+  item.kind = Item::Kind::kSocketMessage;
+  item.socket = socket;
+  item.data = std::move(text);
+  push(obj, std::move(item));
+}
+
+void ActorRuntime::socket_closed(std::uint64_t socket, std::uint16_t code) {
+  std::lock_guard lock(mu_);
+  auto it = socket_owner_.find(socket);
+  if (it == socket_owner_.end()) return;
+  auto obj = it->second.lock();
+  socket_owner_.erase(it);
+  if (!obj) return;
+  {
+    std::lock_guard olock(obj->mu);
+    obj->sockets.erase(socket);
+  }
+  if (stopping_) return;
+  Item item;
+  item.kind = Item::Kind::kDisconnect;
+  item.socket = socket;
+  item.code = code;
+  push(obj, std::move(item));
+}
+
+void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
+  auto log = module_logger("actors");
+  for (std::uint32_t n = 0; n < options_.max_turns_per_slice; ++n) {
+    Item item;
+    std::uint64_t generation = 0;
+    std::int64_t now = clock_();
+    {
+      std::lock_guard lock(obj->mu);
+      if (obj->queue.empty() || obj->blocked_until > now || halt_.load()) {
+        obj->running = false;
+        return;
+      }
+      item = std::move(obj->queue.front());
+      obj->queue.pop_front();
+      if (obj->requeued > 0) --obj->requeued;
+      generation = obj->generation.load();
+      if (obj->reset_actor) {
+        obj->reset_actor = false;
+        obj->instance.reset();
+      }
+      obj->last_active = now;
+    }
+    Effects fx;
+    TurnContext ctx(*this, *obj, fx, item, now);
+    std::optional<Error> failure;
+    try {
+      if (!obj->instance) {
+        obj->instance = obj->klass->factory();
+        if (!obj->instance) throw std::runtime_error("the actor factory returned no actor");
+        metrics_->activations.fetch_add(1, std::memory_order_relaxed);
+        obj->instance->on_activate(ctx);
+      }
+      Actor& a = *obj->instance;
+      switch (item.kind) {
+        case Item::Kind::kMail: {
+          const auto& m = item.mail;
+          if (m.kind == MailKind::kAlarm) {
+            AlarmInfo info{m.subject, m.scheduled_ms, item.attempt - 1, m.missed};
+            a.on_alarm(ctx, info);
+          } else {
+            Message msg{m.data, m.content_type, item.seq, item.attempt,
+                        m.kind == MailKind::kChannel ? std::string_view(m.subject) : std::string_view()};
+            a.on_message(ctx, msg);
+          }
+          break;
+        }
+        case Item::Kind::kCall: {
+          Message msg{item.data, item.type, 0, 1, {}};
+          a.on_call(ctx, msg);
+          if (!fx.reply) fx.reply = ObjectReply{"null", ContentType::kJson};
+          break;
+        }
+        case Item::Kind::kConnect: {
+          ConnectRequest req{item.request.query, item.request.origin, item.request.protocol};
+          a.on_connect(ctx, Socket{item.socket}, req);
+          break;
+        }
+        case Item::Kind::kSocketMessage:
+          a.on_socket_message(ctx, Socket{item.socket}, item.data);
+          break;
+        case Item::Kind::kDisconnect:
+          a.on_disconnect(ctx, Socket{item.socket}, item.code);
+          break;
+      }
+    } catch (const Reject& r) {
+      failure = Error{item.kind == Item::Kind::kConnect ? ErrorCode::CONNECT_REJECTED : ErrorCode::ACTOR_ERROR,
+                      r.what()};
+    } catch (const std::exception& e) {
+      failure = Error{ErrorCode::ACTOR_ERROR, e.what()};
+    } catch (...) {
+      failure = Error{ErrorCode::ACTOR_ERROR, "the handler threw a non-standard exception"};
+    }
+    metrics_->turns.fetch_add(1, std::memory_order_relaxed);
+    if (failure) {
+      obj->instance.reset();  // its memory may be half-updated; the next turn gets a fresh one
+      if (failure->code != ErrorCode::CONNECT_REJECTED) {
+        metrics_->turns_failed.fetch_add(1, std::memory_order_relaxed);
+        log->warn("object {}/{}: turn failed: {}", obj->cls, obj->name, failure->message);
+      }
+      fail_item(obj, std::move(item), *failure);
+      continue;
+    }
+    if (item.kind == Item::Kind::kMail) fx.consume_seq = item.seq;
+    submit_turn(obj, std::move(item), std::move(fx), generation);
+  }
+  std::lock_guard lock(obj->mu);
+  obj->running = false;
+  schedule_locked(obj);
+}
+
+void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx,
+                               std::uint64_t generation) {
+  std::uint64_t turn = 0;
+  {
+    std::lock_guard lock(obj->mu);
+    if (generation != obj->generation.load()) {
+      // A commit failed while this turn ran on what it wrote: run it again after the rolled-back
+      // turns, which are now at the front.
+      auto at = obj->queue.begin() + static_cast<std::ptrdiff_t>(std::min(obj->requeued, obj->queue.size()));
+      obj->queue.insert(at, std::move(item));
+      ++obj->requeued;
+      obj->reset_actor = true;
+      return;
+    }
+    turn = obj->next_turn++;
+    for (const auto& [k, v] : fx.writes) obj->overlay.insert_or_assign(k, Obj::Pending{v, turn});
+    obj->inflight.push_back(std::move(item));
+  }
+  committer_.submit(std::make_unique<TurnOp>(*this, obj, turn, generation, std::move(fx)));
+}
+
+void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error) {
+  switch (item.kind) {
+    case Item::Kind::kCall:
+      item.reply->finish(std::unexpected(error));
+      return;
+    case Item::Kind::kConnect:
+      item.attached->finish(std::unexpected(error));
+      return;
+    case Item::Kind::kSocketMessage:
+    case Item::Kind::kDisconnect:
+      return;  // nothing to retry: the frame is dropped (logged and counted above)
+    case Item::Kind::kMail:
+      break;
+  }
+  const auto& opts = obj->klass->options;
+  if (item.attempt > opts.max_retries) {
+    // Dead-letter: consume the mail and enqueue it, with the error, in one commit.
+    module_logger("actors")->warn("object {}/{}: message {} dead-lettered to {} after {} attempts",
+                                  obj->cls, obj->name, item.seq, opts.dead_letter_queue, item.attempt);
+    metrics_->dead_lettered.fetch_add(1, std::memory_order_relaxed);
+    Effects fx;
+    fx.consume_seq = item.seq;
+    NewMessage m;
+    m.body = dead_letter_json(*obj, item, error);
+    fx.enqueues[opts.dead_letter_queue].push_back(std::move(m));
+    submit_turn(obj, std::move(item), std::move(fx), obj->generation.load());
+    return;
+  }
+  std::uint64_t delay = opts.retry_delay_ms << std::min<std::uint32_t>(item.attempt - 1, 16);
+  delay = std::min<std::uint64_t>(delay, 10'000);
+  item.attempt += 1;
+  std::int64_t at = clock_() + static_cast<std::int64_t>(delay);
+  {
+    std::lock_guard lock(obj->mu);
+    obj->queue.push_front(std::move(item));
+    obj->blocked_until = at;
+  }
+  wake_at(at);
+  std::lock_guard lock(mu_);
+  retry_at_.emplace(at, obj);
+}
+
+void ActorRuntime::wake_at(std::int64_t when_ms) {
+  std::lock_guard lock(mu_);
+  if (timer_wake_ == 0 || when_ms < timer_wake_) {
+    timer_wake_ = when_ms;
+    timer_cv_.notify_all();
+  }
+}
+
+void ActorRuntime::begin(durable::WriteContext&) { poisoned_.clear(); }
+
+void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t turn,
+                                std::uint64_t generation, Effects& fx, const Error* error) {
+  auto now = clock_();
+  if (error != nullptr) {
+    std::int64_t at = 0;
+    {
+      std::lock_guard lock(obj->mu);
+      if (generation != obj->generation.load()) return;  // rolled back already
+      obj->generation.fetch_add(1);
+      // Undo every turn after the last commit: their items run again, in order, on a fresh actor.
+      obj->requeued = obj->inflight.size();
+      for (auto it = obj->inflight.rbegin(); it != obj->inflight.rend(); ++it) {
+        obj->queue.push_front(std::move(*it));
+      }
+      obj->inflight.clear();
+      obj->overlay.clear();
+      obj->reset_actor = true;
+      at = now + static_cast<std::int64_t>(std::max<std::uint64_t>(obj->klass->options.retry_delay_ms, 100));
+      obj->blocked_until = at;
+    }
+    metrics_->rollbacks.fetch_add(1, std::memory_order_relaxed);
+    module_logger("actors")->warn("object {}/{}: turn {} not committed ({}); its turns run again",
+                                  obj->cls, obj->name, turn, error->message);
+    wake_at(at);
+    std::lock_guard lock(mu_);
+    retry_at_.emplace(at, obj);
+    return;
+  }
+  Item item;
+  std::vector<std::pair<std::shared_ptr<ObjectSocket>, std::string>> sends;
+  std::vector<std::pair<std::shared_ptr<ObjectSocket>, Effects::Close>> closes;
+  {
+    std::lock_guard lock(obj->mu);
+    if (obj->inflight.empty()) return;  // cannot happen: commits complete in submission order
+    item = std::move(obj->inflight.front());
+    obj->inflight.pop_front();
+    for (const auto& [k, v] : fx.writes) {
+      auto it = obj->overlay.find(k);
+      if (it != obj->overlay.end() && it->second.turn == turn) obj->overlay.erase(it);
+    }
+    if (item.kind == Item::Kind::kConnect && item.attached) {
+      obj->sockets[item.socket] = Obj::SocketEntry{item.sink, {}, {}};
+    }
+    for (auto& [id, tags] : fx.tags) {
+      if (auto it = obj->sockets.find(id); it != obj->sockets.end()) it->second.tags = std::move(tags);
+    }
+    for (auto& [id, a] : fx.attachments) {
+      if (auto it = obj->sockets.find(id); it != obj->sockets.end()) it->second.attachment = std::move(a);
+    }
+    if (fx.auto_response) {
+      obj->auto_request = std::move(fx.auto_response->first);
+      obj->auto_response = std::move(fx.auto_response->second);
+    }
+    for (auto& [id, text] : fx.sends) {
+      if (auto it = obj->sockets.find(id); it != obj->sockets.end()) {
+        sends.emplace_back(it->second.sink, std::move(text));
+      }
+    }
+    for (auto& c : fx.closes) {
+      if (auto it = obj->sockets.find(c.socket); it != obj->sockets.end()) {
+        closes.emplace_back(it->second.sink, std::move(c));
+      }
+    }
+    obj->last_active = now;
+  }
+  // The output gate opens: everything below leaves only now that the turn is durable.
+  if (item.kind == Item::Kind::kConnect && item.attached) {
+    {
+      std::lock_guard lock(mu_);
+      socket_owner_[item.socket] = obj;
+    }
+    if (!item.attached->finish(item.socket)) {
+      // The client went away while on_connect ran: detach it again.
+      socket_closed(item.socket, 1006);
+    }
+  }
+  for (auto& [sink, text] : sends) sink->send(std::move(text));
+  for (auto& [sink, c] : closes) sink->close(c.code, std::move(c.reason));
+  for (auto& p : fx.publishes) {
+    auto r = hub_.publish(p.subject, std::move(p.data), p.type);
+    if (!r) {
+      module_logger("actors")->warn("object {}/{}: publish to {} failed: {}", obj->cls, obj->name,
+                                    p.subject, r.error().message);
+    }
+  }
+  if (item.kind == Item::Kind::kCall && fx.reply) item.reply->finish(std::move(*fx.reply));
+  for (const auto& [pattern, on] : fx.subscriptions) {
+    if (on) {
+      subscribe_object(obj->okey, obj->cls, obj->name, pattern);
+    } else {
+      unsubscribe_object(obj->okey, pattern);
+    }
+  }
+  if (!fx.tells.empty()) {
+    std::vector<PendingMail> mail;
+    for (auto& t : fx.tells) {
+      mail.push_back(PendingMail{durable::ObjectRef{std::move(t.cls), std::move(t.name)}, t.seq,
+                                 std::move(t.mail)});
+    }
+    deliver_mail(std::move(mail));
+  }
+}
+
+namespace {
+// Delivers a durable subscription's channel messages into the object's mailbox.
+class MailboxSubscriber final : public channels::Subscriber {
+ public:
+  using Sink = std::function<void(const channels::MessagePtr&)>;
+  explicit MailboxSubscriber(Sink sink) : sink_(std::move(sink)) {}
+  void deliver(const channels::MessagePtr& m) override {
+    if (m->kind == channels::MessageKind::kData) sink_(m);
+  }
+
+ private:
+  Sink sink_;
+};
+}  // namespace
+
+void ActorRuntime::subscribe_object(const std::string& okey, const std::string& cls,
+                                    const std::string& name, const std::string& pattern) {
+  auto key = okey + '\0' + pattern;
+  {
+    std::lock_guard lock(mu_);
+    if (durable_subs_.contains(key) || stopping_) return;
+  }
+  auto sub = std::make_shared<MailboxSubscriber>([this, cls, name](const channels::MessagePtr& m) {
+    PendingMail pm;
+    pm.object = durable::ObjectRef{cls, name};
+    pm.record.kind = MailKind::kChannel;
+    pm.record.content_type = m->content_type;
+    pm.record.enqueued_ms = m->timestamp_ms;
+    pm.record.subject = m->channel;
+    pm.record.data = m->data;
+    std::vector<PendingMail> one;
+    one.push_back(std::move(pm));
+    committer_.submit(std::make_unique<MailOp>(*this, std::move(one), false,
+                                               [this](Result<std::vector<PendingMail>> r) {
+                                                 if (r) deliver_mail(std::move(*r));
+                                               }));
+  });
+  auto r = hub_.subscribe(pattern, sub, std::nullopt);
+  if (!r) {
+    module_logger("actors")->warn("durable subscription of {}/{} to {} failed: {}", cls, name,
+                                  pattern, r.error().message);
+    return;
+  }
+  std::lock_guard lock(mu_);
+  if (!durable_subs_.emplace(key, r->id).second) hub_.unsubscribe(r->id);
+}
+
+void ActorRuntime::unsubscribe_object(const std::string& okey, const std::string& pattern) {
+  std::lock_guard lock(mu_);
+  auto it = durable_subs_.find(okey + '\0' + pattern);
+  if (it == durable_subs_.end()) return;
+  hub_.unsubscribe(it->second);
+  durable_subs_.erase(it);
+}
+
+void ActorRuntime::timer_loop() {
+  auto sweep_every = static_cast<std::int64_t>(std::clamp<std::uint64_t>(options_.idle_ms / 4, 5, 1000));
+  std::int64_t next_sweep = clock_() + sweep_every;
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    std::int64_t now = clock_();
+    std::int64_t wake = std::min(next_sweep, now + 50);  // alarms are checked every 50 ms
+    if (timer_wake_ != 0) wake = std::min(wake, timer_wake_);
+    if (wake > now) {
+      timer_cv_.wait_for(lock, std::chrono::milliseconds(wake - now));
+      if (stopping_) break;
+      now = clock_();
+    }
+    timer_wake_ = 0;
+    // Backoffs that are over.
+    std::vector<std::shared_ptr<Obj>> ready;
+    while (!retry_at_.empty() && retry_at_.begin()->first <= now) {
+      if (auto o = retry_at_.begin()->second.lock()) ready.push_back(std::move(o));
+      retry_at_.erase(retry_at_.begin());
+    }
+    if (!retry_at_.empty()) timer_wake_ = retry_at_.begin()->first;
+    for (auto& o : ready) {
+      std::lock_guard olock(o->mu);
+      schedule_locked(o);
+    }
+    // Calls out of time.
+    std::vector<std::shared_ptr<CallWait>> late;
+    while (!call_deadlines_.empty() && call_deadlines_.begin()->first <= now) {
+      if (auto w = call_deadlines_.begin()->second.lock()) late.push_back(std::move(w));
+      call_deadlines_.erase(call_deadlines_.begin());
+    }
+    if (!call_deadlines_.empty() &&
+        (timer_wake_ == 0 || call_deadlines_.begin()->first < timer_wake_)) {
+      timer_wake_ = call_deadlines_.begin()->first;
+    }
+    bool fire = !alarm_op_in_flight_;
+    lock.unlock();
+    for (auto& w : late) {
+      if (w->finish(std::unexpected(Error{ErrorCode::CALL_TIMEOUT, "the object did not reply in time"}))) {
+        metrics_->calls_timed_out.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (fire) {
+      auto next = store_.next_alarm_ms();
+      if (next && *next <= now) {
+        {
+          std::lock_guard l(mu_);
+          alarm_op_in_flight_ = true;
+        }
+        committer_.submit(std::make_unique<MailOp>(
+            *this, std::vector<PendingMail>{}, true, [this](Result<std::vector<PendingMail>> r) {
+              {
+                std::lock_guard l(mu_);
+                alarm_op_in_flight_ = false;
+              }
+              if (r) deliver_mail(std::move(*r));
+            }));
+      }
+    }
+    if (now >= next_sweep) {
+      sweep(now);
+      next_sweep = now + sweep_every;
+    }
+    lock.lock();
+  }
+}
+
+void ActorRuntime::sweep(std::int64_t now) {
+  std::vector<std::unique_ptr<Actor>> hibernated;  // destroyed outside the locks
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = objects_.begin(); it != objects_.end();) {
+      auto& o = *it->second;
+      std::lock_guard olock(o.mu);
+      bool idle = !o.running && o.queue.empty() && o.inflight.empty();
+      if (idle && o.last_active + static_cast<std::int64_t>(options_.idle_ms) <= now) {
+        if (o.instance) hibernated.push_back(std::move(o.instance));
+        if (o.sockets.empty()) {  // nothing left to keep: the object leaves memory
+          it = objects_.erase(it);
+          continue;
+        }
+      }
+      ++it;
+    }
+  }
+  metrics_->hibernations.fetch_add(hibernated.size(), std::memory_order_relaxed);
+}
+
+std::size_t ActorRuntime::objects_in_memory() const {
+  std::lock_guard lock(mu_);
+  return objects_.size();
+}
+
+std::size_t ActorRuntime::active_actors() const {
+  std::lock_guard lock(mu_);
+  std::size_t n = 0;
+  for (const auto& [k, o] : objects_) {
+    std::lock_guard olock(o->mu);
+    n += o->instance != nullptr || o->running;
+  }
+  return n;
+}
+
+std::string ActorRuntime::metrics_text() const {
+  const auto& m = *metrics_;
+  std::string out;
+  auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+           " " + std::to_string(v) + "\n";
+  };
+  auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name +
+           " " + std::to_string(v) + "\n";
+  };
+  counter("roost_actor_turns_total", "Actor turns run (including failed ones).", m.turns.load());
+  counter("roost_actor_turns_failed_total", "Actor turns whose handler threw.", m.turns_failed.load());
+  counter("roost_actor_activations_total", "Actors created (first use or wake from hibernation).",
+          m.activations.load());
+  counter("roost_actor_hibernations_total", "Idle actors freed.", m.hibernations.load());
+  counter("roost_actor_dead_lettered_total", "Mailbox messages moved to a dead-letter queue.",
+          m.dead_lettered.load());
+  counter("roost_actor_rollbacks_total", "Turn commits that failed and were run again.",
+          m.rollbacks.load());
+  counter("roost_actor_calls_timed_out_total", "Object calls answered call_timeout.",
+          m.calls_timed_out.load());
+  counter("roost_actor_auto_responses_total", "Socket frames answered without waking the object.",
+          m.auto_responses.load());
+  counter("roost_actor_tells_total", "Messages told to objects from outside a turn.", m.tells.load());
+  gauge("roost_actor_objects_in_memory", "Objects in memory (working, or holding sockets).",
+        objects_in_memory());
+  return out;
+}
+
+}  // namespace roost::broker

@@ -1,0 +1,113 @@
+// MailboxStore: the LMDB tables of object mailboxes — per-object FIFO mailboxes, object storage
+// (key → value), durable alarms and durable channel subscriptions.
+//
+// The store holds no thread or cache of its own: the actor runtime (broker/) calls the `*_in`
+// functions from its Ops on the committer thread, inside the group transaction, so that one turn's
+// effects and the consumption of its message commit together; and the read functions from any
+// thread (each opens a short read-only transaction).
+//
+// Tables (keys big-endian; docs/storage.md has the layouts):
+//   objects  okey → next mailbox seq (u64)            okey = u8 len + class + u16 len + name
+//   mbox     okey + seq → MailRecord
+//   kv       okey + key → value
+//   alarms   due_ms + okey + name → AlarmRecord        (ordered by due time)
+//   alarmx   okey + name → due_ms                      (find an object's alarm by name)
+//   osubs    okey + pattern → ""                       (durable subscriptions)
+#pragma once
+
+#include <roost/durable/env.h>
+#include <roost/wire/content_type.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace roost::durable {
+
+enum class MailKind : std::uint8_t { kMessage = 0, kAlarm = 1, kChannel = 2 };
+
+struct MailRecord {
+  MailKind kind = MailKind::kMessage;
+  ContentType content_type = ContentType::kJson;
+  std::int64_t enqueued_ms = 0;
+  std::string subject;   // channel subject (kChannel) or alarm name (kAlarm)
+  std::int64_t scheduled_ms = 0;  // kAlarm: when it was due
+  std::uint64_t missed = 0;       // kAlarm: skipped occurrences of a repeating alarm
+  std::string data;
+
+  std::string encode() const;
+  static std::optional<MailRecord> decode(std::string_view bytes);
+};
+
+struct ObjectRef {
+  std::string object_class;
+  std::string name;
+};
+
+struct PendingMail {
+  ObjectRef object;
+  std::uint64_t seq = 0;
+  MailRecord record;
+};
+
+struct DueAlarm {
+  ObjectRef object;
+  std::string name;
+  std::int64_t due_ms = 0;
+  std::uint64_t every_ms = 0;
+};
+
+class MailboxStore {
+ public:
+  // Opens (creating) the tables. REQUIRES: before concurrent use of `env`.
+  explicit MailboxStore(Env& env);
+  MailboxStore(const MailboxStore&) = delete;
+  MailboxStore& operator=(const MailboxStore&) = delete;
+
+  static std::string object_key(std::string_view object_class, std::string_view name);
+  static std::optional<ObjectRef> parse_object_key(std::string_view okey);
+
+  // --- inside a write transaction (committer thread) ---
+  // Appends to the object's mailbox; returns the message's seq.
+  std::uint64_t append_in(Txn& txn, std::string_view okey, const MailRecord& record);
+  // Removes a consumed message. Returns false if it was not there.
+  bool consume_in(Txn& txn, std::string_view okey, std::uint64_t seq);
+  void kv_put_in(Txn& txn, std::string_view okey, std::string_view key, std::string_view value);
+  bool kv_del_in(Txn& txn, std::string_view okey, std::string_view key);
+  // Sets or replaces the named alarm.
+  void alarm_set_in(Txn& txn, std::string_view okey, std::string_view name, std::int64_t due_ms,
+                    std::uint64_t every_ms);
+  void alarm_cancel_in(Txn& txn, std::string_view okey, std::string_view name);
+  // Turns due alarms (due_ms <= now) into mailbox records, at most `limit`: a one-shot alarm is
+  // removed, a repeating one moves to its next occurrence after `now` and reports how many it
+  // skipped. Returns the appended mail.
+  std::vector<PendingMail> fire_due_in(Txn& txn, std::int64_t now_ms, std::size_t limit);
+  void subscription_set_in(Txn& txn, std::string_view okey, std::string_view pattern, bool on);
+
+  // --- reads (any thread) ---
+  std::optional<std::string> kv_get(std::string_view okey, std::string_view key) const;
+  // Entries with start <= key < end (empty end = every key with `prefix`), in order, at most
+  // `limit` (0 = all); keys are returned without the object prefix.
+  std::vector<std::pair<std::string, std::string>> kv_scan(std::string_view okey,
+                                                           std::string_view prefix,
+                                                           std::string_view start,
+                                                           std::string_view end,
+                                                           std::size_t limit) const;
+  // Every message waiting in every mailbox, in (object, seq) order. Used once at start-up.
+  std::vector<PendingMail> all_pending() const;
+  // Every durable subscription: (object, pattern).
+  std::vector<std::pair<ObjectRef, std::string>> all_subscriptions() const;
+  // The earliest alarm's due time, if any.
+  std::optional<std::int64_t> next_alarm_ms() const;
+  std::optional<DueAlarm> alarm(std::string_view okey, std::string_view name) const;
+  std::uint64_t object_count() const;
+
+ private:
+  Env& env_;
+  MDB_dbi objects_, mbox_, kv_, alarms_, alarmx_, osubs_;
+};
+
+}  // namespace roost::durable

@@ -1,0 +1,276 @@
+#include "roost/durable/mailbox_store.h"
+
+#include "codec.h"
+
+namespace roost::durable {
+
+namespace {
+
+std::string seq_key(std::string_view okey, std::uint64_t seq) {
+  std::string k(okey);
+  codec::put_be(k, seq, 8);
+  return k;
+}
+
+std::string named_key(std::string_view okey, std::string_view name) {
+  std::string k(okey);
+  k.append(name);
+  return k;
+}
+
+// due (8, biased so negative times still sort) + okey + name
+std::string alarm_key(std::int64_t due_ms, std::string_view okey, std::string_view name) {
+  std::string k;
+  codec::put_be(k, static_cast<std::uint64_t>(due_ms) ^ (1ull << 63), 8);
+  k.append(okey);
+  k.append(name);
+  return k;
+}
+
+std::int64_t alarm_key_due(std::string_view k) {
+  return static_cast<std::int64_t>(codec::get_be(k, 0, 8) ^ (1ull << 63));
+}
+
+// The length of the okey that starts `k` (0 when malformed).
+std::size_t okey_length(std::string_view k) {
+  if (k.empty()) return 0;
+  std::size_t cls = static_cast<std::uint8_t>(k[0]);
+  if (k.size() < 1 + cls + 2) return 0;
+  std::size_t name = codec::get_be(k, 1 + cls, 2);
+  if (k.size() < 3 + cls + name) return 0;
+  return 3 + cls + name;
+}
+
+std::string alarm_value(std::uint64_t every_ms) {
+  std::string v;
+  codec::Writer(v).num(every_ms);
+  return v;
+}
+
+}  // namespace
+
+std::string MailRecord::encode() const {
+  std::string out;
+  codec::Writer w(out);
+  w.num(static_cast<std::uint8_t>(kind)).num(static_cast<std::uint8_t>(content_type));
+  w.num(enqueued_ms).num(scheduled_ms).num(missed).str16(subject).bytes(data);
+  return out;
+}
+
+std::optional<MailRecord> MailRecord::decode(std::string_view bytes) {
+  codec::Reader r(bytes);
+  MailRecord m;
+  auto kind = r.num<std::uint8_t>();
+  auto type = r.num<std::uint8_t>();
+  m.enqueued_ms = r.num<std::int64_t>();
+  m.scheduled_ms = r.num<std::int64_t>();
+  m.missed = r.num<std::uint64_t>();
+  m.subject = std::string(r.str16());
+  m.data = std::string(r.rest());
+  if (!r.ok() || kind > 2 || type > 2) return std::nullopt;
+  m.kind = static_cast<MailKind>(kind);
+  m.content_type = static_cast<ContentType>(type);
+  return m;
+}
+
+MailboxStore::MailboxStore(Env& env) : env_(env) {
+  objects_ = env_.open_db("objects");
+  mbox_ = env_.open_db("mbox");
+  kv_ = env_.open_db("kv");
+  alarms_ = env_.open_db("alarms");
+  alarmx_ = env_.open_db("alarmx");
+  osubs_ = env_.open_db("osubs");
+}
+
+std::string MailboxStore::object_key(std::string_view object_class, std::string_view name) {
+  std::string k;
+  k.push_back(static_cast<char>(object_class.size()));
+  k.append(object_class);
+  codec::put_be(k, name.size(), 2);
+  k.append(name);
+  return k;
+}
+
+std::optional<ObjectRef> MailboxStore::parse_object_key(std::string_view okey) {
+  if (okey_length(okey) != okey.size()) return std::nullopt;
+  std::size_t cls = static_cast<std::uint8_t>(okey[0]);
+  return ObjectRef{std::string(okey.substr(1, cls)), std::string(okey.substr(3 + cls))};
+}
+
+std::uint64_t MailboxStore::append_in(Txn& txn, std::string_view okey, const MailRecord& record) {
+  std::uint64_t seq = 1;
+  if (auto v = txn.get(objects_, okey); v && v->size() == 8) seq = codec::get_be(*v, 0, 8);
+  std::string next;
+  codec::put_be(next, seq + 1, 8);
+  txn.put(objects_, okey, next);
+  txn.put(mbox_, seq_key(okey, seq), record.encode());
+  return seq;
+}
+
+bool MailboxStore::consume_in(Txn& txn, std::string_view okey, std::uint64_t seq) {
+  return txn.del(mbox_, seq_key(okey, seq));
+}
+
+void MailboxStore::kv_put_in(Txn& txn, std::string_view okey, std::string_view key,
+                             std::string_view value) {
+  txn.put(kv_, named_key(okey, key), value);
+}
+
+bool MailboxStore::kv_del_in(Txn& txn, std::string_view okey, std::string_view key) {
+  return txn.del(kv_, named_key(okey, key));
+}
+
+void MailboxStore::alarm_set_in(Txn& txn, std::string_view okey, std::string_view name,
+                                std::int64_t due_ms, std::uint64_t every_ms) {
+  alarm_cancel_in(txn, okey, name);
+  std::string due;
+  codec::put_be(due, static_cast<std::uint64_t>(due_ms), 8);
+  txn.put(alarmx_, named_key(okey, name), due);
+  txn.put(alarms_, alarm_key(due_ms, okey, name), alarm_value(every_ms));
+}
+
+void MailboxStore::alarm_cancel_in(Txn& txn, std::string_view okey, std::string_view name) {
+  auto ix = named_key(okey, name);
+  auto old = txn.get(alarmx_, ix);
+  if (!old || old->size() != 8) return;
+  auto due = static_cast<std::int64_t>(codec::get_be(*old, 0, 8));
+  txn.del(alarms_, alarm_key(due, okey, name));
+  txn.del(alarmx_, ix);
+}
+
+std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms,
+                                                   std::size_t limit) {
+  struct Hit {
+    std::string key;
+    std::uint64_t every;
+  };
+  std::vector<Hit> hits;
+  {
+    Cursor c(txn, alarms_);
+    for (auto e = c.first(); e && hits.size() < limit; e = c.next()) {
+      if (e->key.size() < 8 || alarm_key_due(e->key) > now_ms) break;
+      codec::Reader r(e->value);
+      hits.push_back({std::string(e->key), r.num<std::uint64_t>()});
+    }
+  }
+  std::vector<PendingMail> out;
+  for (auto& h : hits) {
+    std::int64_t due = alarm_key_due(h.key);
+    std::string_view rest = std::string_view(h.key).substr(8);
+    std::size_t olen = okey_length(rest);
+    txn.del(alarms_, h.key);
+    if (olen == 0) continue;  // malformed: drop it rather than fire it forever
+    std::string okey(rest.substr(0, olen));
+    std::string name(rest.substr(olen));
+    MailRecord m;
+    m.kind = MailKind::kAlarm;
+    m.enqueued_ms = now_ms;
+    m.subject = name;
+    m.scheduled_ms = due;
+    if (h.every > 0) {
+      auto skipped = static_cast<std::uint64_t>(now_ms - due) / h.every;
+      m.missed = skipped;
+      std::int64_t next = due + static_cast<std::int64_t>((skipped + 1) * h.every);
+      std::string nd;
+      codec::put_be(nd, static_cast<std::uint64_t>(next), 8);
+      txn.put(alarmx_, named_key(okey, name), nd);
+      txn.put(alarms_, alarm_key(next, okey, name), alarm_value(h.every));
+    } else {
+      txn.del(alarmx_, named_key(okey, name));
+    }
+    auto ref = parse_object_key(okey);
+    std::uint64_t seq = append_in(txn, okey, m);
+    out.push_back(PendingMail{std::move(*ref), seq, std::move(m)});
+  }
+  return out;
+}
+
+void MailboxStore::subscription_set_in(Txn& txn, std::string_view okey, std::string_view pattern,
+                                       bool on) {
+  if (on) {
+    txn.put(osubs_, named_key(okey, pattern), "");
+  } else {
+    txn.del(osubs_, named_key(okey, pattern));
+  }
+}
+
+std::optional<std::string> MailboxStore::kv_get(std::string_view okey, std::string_view key) const {
+  Txn txn = env_.begin_read();
+  auto v = txn.get(kv_, named_key(okey, key));
+  if (!v) return std::nullopt;
+  return std::string(*v);
+}
+
+std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
+    std::string_view okey, std::string_view prefix, std::string_view start, std::string_view end,
+    std::size_t limit) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  Txn txn = env_.begin_read();
+  Cursor c(txn, kv_);
+  std::string from = named_key(okey, start > prefix ? start : prefix);
+  for (auto e = c.seek(from); e; e = c.next()) {
+    if (!e->key.starts_with(okey)) break;
+    auto key = e->key.substr(okey.size());
+    if (!key.starts_with(prefix)) break;
+    if (!end.empty() && key >= end) break;
+    out.emplace_back(std::string(key), std::string(e->value));
+    if (limit != 0 && out.size() >= limit) break;
+  }
+  return out;
+}
+
+std::vector<PendingMail> MailboxStore::all_pending() const {
+  std::vector<PendingMail> out;
+  Txn txn = env_.begin_read();
+  Cursor c(txn, mbox_);
+  for (auto e = c.first(); e; e = c.next()) {
+    std::size_t olen = okey_length(e->key);
+    if (olen == 0 || e->key.size() != olen + 8) continue;
+    auto ref = parse_object_key(e->key.substr(0, olen));
+    auto rec = MailRecord::decode(e->value);
+    if (!ref || !rec) continue;
+    out.push_back(PendingMail{std::move(*ref), codec::get_be(e->key, olen, 8), std::move(*rec)});
+  }
+  return out;
+}
+
+std::vector<std::pair<ObjectRef, std::string>> MailboxStore::all_subscriptions() const {
+  std::vector<std::pair<ObjectRef, std::string>> out;
+  Txn txn = env_.begin_read();
+  Cursor c(txn, osubs_);
+  for (auto e = c.first(); e; e = c.next()) {
+    std::size_t olen = okey_length(e->key);
+    if (olen == 0) continue;
+    auto ref = parse_object_key(e->key.substr(0, olen));
+    if (ref) out.emplace_back(std::move(*ref), std::string(e->key.substr(olen)));
+  }
+  return out;
+}
+
+std::optional<std::int64_t> MailboxStore::next_alarm_ms() const {
+  Txn txn = env_.begin_read();
+  Cursor c(txn, alarms_);
+  auto e = c.first();
+  if (!e || e->key.size() < 8) return std::nullopt;
+  return alarm_key_due(e->key);
+}
+
+std::optional<DueAlarm> MailboxStore::alarm(std::string_view okey, std::string_view name) const {
+  Txn txn = env_.begin_read();
+  auto due = txn.get(alarmx_, named_key(okey, name));
+  if (!due || due->size() != 8) return std::nullopt;
+  auto t = static_cast<std::int64_t>(codec::get_be(*due, 0, 8));
+  auto v = txn.get(alarms_, alarm_key(t, okey, name));
+  DueAlarm a{*parse_object_key(okey), std::string(name), t, 0};
+  if (v) a.every_ms = codec::Reader(*v).num<std::uint64_t>();
+  return a;
+}
+
+std::uint64_t MailboxStore::object_count() const {
+  Txn txn = env_.begin_read();
+  MDB_stat st{};
+  mdb_stat(txn.raw(), objects_, &st);
+  return st.ms_entries;
+}
+
+}  // namespace roost::durable

@@ -1,0 +1,393 @@
+// Object mailboxes against the real binary, with the test actor classes loaded as a plugin
+// (tests/actors/test_actors.cpp): tell/call over HTTP, WebSockets attached to objects, ordering,
+// one turn at a time, throwing turns, dead letters, call timeouts, hibernation, alarms across
+// restarts, durable subscriptions, effects under kill -9, plugin loading.
+#include <atomic>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+#include "http_fixture.h"
+#include "../support/ws_client.h"
+#include <roost/broker/auth.h>
+
+using namespace roost::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+std::vector<std::string> actor_args(std::vector<std::string> more = {}) {
+  std::vector<std::string> a{"--actors", ROOST_TEST_ACTORS};
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+json::value call(roost::client::HttpClient& h, const std::string& obj, const std::string& body = "{}") {
+  auto r = h.post("/v1/objects/" + obj + "/call", body);
+  INFO("call " << obj << " → " << r.status << " " << r.body);
+  REQUIRE(r.status == 200);
+  return body_json(r);
+}
+
+void tell(roost::client::HttpClient& h, const std::string& obj, const std::string& body = "{}") {
+  auto r = h.post("/v1/objects/" + obj + "/messages", body);
+  INFO("tell " << obj << " → " << r.body);
+  REQUIRE(r.status == 202);
+}
+
+// Polls `pred` every 20 ms until it holds or `timeout` passes.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 5s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+std::uint64_t metric(roost::client::HttpClient& h, const std::string& name) {
+  auto text = h.get("/metrics").body;
+  std::smatch m;
+  std::regex re("\n" + name + " (\\d+)");
+  if (!std::regex_search(text, m, re)) return 0;
+  return std::stoull(m[1]);
+}
+
+}  // namespace
+
+TEST_CASE("objects: tell is durable and acknowledged after commit; call answers", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  auto r = h.post("/v1/objects/counter/a/messages", "{}");
+  REQUIRE(r.status == 202);
+  CHECK(body_json(r).at("seq").as_int64() == 1);
+  r = h.post("/v1/objects/counter/a/messages", "{}");
+  CHECK(body_json(r).at("seq").as_int64() == 2);
+  REQUIRE(eventually([&] { return call(h, "counter/a").at("n").as_int64() == 2; }));
+  // Objects are independent.
+  CHECK(call(h, "counter/b").at("n").as_int64() == 0);
+  // Non-JSON bodies by content type; a call with a text body gets a text reply.
+  auto t = h.request("POST", "/v1/objects/slow/x/call", "hello", "text/plain");
+  CHECK(t.status == 200);
+  CHECK(t.body == "text:hello");
+  // A new unique name.
+  r = h.post("/v1/objects/counter", "");
+  REQUIRE(r.status == 201);
+  auto name = std::string(body_json(r).at("name").as_string());
+  CHECK(std::regex_match(name, std::regex("[0-9a-f]{32}")));
+  CHECK(call(h, "counter/" + name).at("n").as_int64() == 0);
+  // The state survives a restart.
+  s.restart();
+  CHECK(call(s.http(), "counter/a").at("n").as_int64() == 2);
+}
+
+TEST_CASE("objects: bad requests get stable error codes", "[integration][objects]") {
+  Server s(actor_args({"--max-message-bytes", "1000"}));
+  auto& h = s.http();
+  auto r = h.post("/v1/objects/nosuch/a/messages", "{}");
+  CHECK(r.status == 404);
+  CHECK(error_code(r) == "class_not_found");
+  r = h.post("/v1/objects/bad%20class/a/messages", "{}");
+  CHECK(r.status == 400);
+  CHECK(error_code(r) == "invalid_name");
+  r = h.post("/v1/objects/counter/a/messages", "{not json");
+  CHECK(r.status == 400);
+  CHECK(error_code(r) == "malformed");
+  r = h.post("/v1/objects/counter/a/messages", "\"" + std::string(2000, 'x') + "\"");
+  CHECK(r.status == 413);
+  CHECK(error_code(r) == "message_too_large");
+  r = h.get("/v1/objects/counter/a/messages");
+  CHECK(r.status == 405);
+  r = h.post("/v1/objects/counter/a/nothing", "{}");
+  CHECK(r.status == 404);
+  r = h.post("/v1/objects/slow/a/call?timeout_ms=abc", "{}");
+  CHECK(error_code(r) == "invalid_argument");
+  r = h.post("/v1/objects/flaky/a/call", "\"throw\"");
+  CHECK(r.status == 500);
+  CHECK(error_code(r) == "actor_error");
+  CHECK(body_json(r).at("error").at("message").as_string().find("call failed on purpose") != std::string::npos);
+}
+
+TEST_CASE("objects: per-object FIFO, one turn at a time, many objects in parallel", "[integration][objects]") {
+  Server s(actor_args());
+  constexpr int kObjects = 4;
+  constexpr int kPerObject = 60;
+  std::vector<std::thread> threads;
+  for (int o = 0; o < kObjects; ++o) {
+    threads.emplace_back([&, o] {
+      roost::client::HttpClient h(s.proc().url());
+      for (int i = 0; i < kPerObject; ++i) {
+        auto r = h.post("/v1/objects/log/obj" + std::to_string(o) + "/messages", std::to_string(i));
+        if (r.status != 202) throw std::runtime_error("tell failed: " + r.body);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto& h = s.http();
+  for (int o = 0; o < kObjects; ++o) {
+    json::value v;
+    REQUIRE(eventually([&] {
+      v = call(h, "log/obj" + std::to_string(o));
+      return v.at("log").as_array().size() == kPerObject;
+    }));
+    auto& log = v.at("log").as_array();
+    for (int i = 0; i < kPerObject; ++i) CHECK(log[i].as_int64() == i);
+    CHECK(v.at("overlap").as_bool() == false);
+  }
+}
+
+TEST_CASE("objects: a throwing turn has no effects, is retried, then dead-lettered", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  tell(h, "flaky/f", R"({"fail":"once"})");
+  REQUIRE(eventually([&] { return call(h, "flaky/f").at("ok").as_int64() == 1; }));
+  auto v = call(h, "flaky/f");
+  CHECK(v.at("last_attempt").as_int64() == 2);
+  CHECK(v.at("poison").as_bool() == false);  // the failed attempt's write never landed
+
+  tell(h, "flaky/g", R"({"fail":"always","tag":7})");
+  tell(h, "flaky/g", R"({})");  // behind the poisoned one: runs once it is dead-lettered
+  REQUIRE(eventually([&] { return call(h, "flaky/g").at("ok").as_int64() == 1; }));
+  CHECK(call(h, "flaky/g").at("poison").as_bool() == false);
+  auto p = s.pull("dead.flaky", R"({"batch_size":10})");
+  REQUIRE(p.status == 200);
+  auto msgs = body_json(p).at("messages").as_array();
+  REQUIRE(msgs.size() == 1);
+  auto dead = msgs[0].at("body");
+  CHECK(dead.at("object").at("class") == "flaky");
+  CHECK(dead.at("object").at("name") == "g");
+  CHECK(dead.at("attempts").as_int64() == 3);  // first try + max_retries (2)
+  CHECK(dead.at("data").at("tag").as_int64() == 7);
+  CHECK(dead.at("error").at("code") == "actor_error");
+  CHECK(dead.at("error").at("message").as_string().find("flaky failure") != std::string::npos);
+  CHECK(metric(h, "roost_actor_dead_lettered_total") == 1);
+}
+
+TEST_CASE("objects: a call that gets no reply in time answers 504 call_timeout", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  auto r = h.post("/v1/objects/slow/s/call?timeout_ms=200", R"({"sleep_ms":1500})");
+  CHECK(r.status == 504);
+  CHECK(error_code(r) == "call_timeout");
+  // The object keeps serving: the next call waits its turn and is answered.
+  auto ok = h.post("/v1/objects/slow/s/call?timeout_ms=5000", "{}");
+  CHECK(ok.status == 200);
+  CHECK(metric(h, "roost_actor_calls_timed_out_total") == 1);
+}
+
+TEST_CASE("objects: WebSockets attach, get outputs after commit, tags, attachment, close", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  WsClient red(s.proc().port(), WsOptions{"/v1/objects/counter/w/connect?tag=red"});
+  CHECK(red.recv()->at("hello").as_int64() == 0);
+  WsClient blue(s.proc().port(), WsOptions{"/v1/objects/counter/w/connect?tag=blue"});
+  CHECK(blue.recv()->at("hello").as_int64() == 0);
+  tell(h, "counter/w");
+  CHECK(red.recv()->at("n").as_int64() == 1);
+  CHECK(blue.recv()->at("n").as_int64() == 1);
+  red.send("inc");
+  CHECK(red.recv()->at("n").as_int64() == 2);
+  CHECK(blue.recv()->at("n").as_int64() == 2);
+  auto tagged = call(h, "counter/w", R"({"sockets":"red"})").as_array();
+  REQUIRE(tagged.size() == 1);
+  CHECK(tagged[0] == "tag=red");
+  CHECK(call(h, "counter/w", R"({"sockets":""})").as_array().size() == 2);
+  blue.send("whoami");
+  CHECK(blue.recv()->at("attachment") == "tag=blue");
+  // The object closes a socket with its own code; the other socket hears of it.
+  blue.send("bye");
+  CHECK(blue.wait_closed() == 4000);
+  CHECK(red.recv()->at("left").as_int64() == 4000);
+  // A client that goes away: on_disconnect runs.
+  red.close();
+  REQUIRE(eventually([&] { return call(h, "counter/w", R"({"sockets":""})").as_array().empty(); }));
+}
+
+TEST_CASE("objects: on_connect can refuse; unknown classes and forbidden origins are refused", "[integration][objects]") {
+  Server s(actor_args());
+  auto port = s.proc().port();
+  auto status_of = [&](WsOptions o) {
+    try {
+      WsClient c(port, o);
+      return 101u;
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      auto p = what.find("HTTP ");
+      return p == std::string::npos ? 0u : static_cast<unsigned>(std::stoul(what.substr(p + 5)));
+    }
+  };
+  CHECK(status_of(WsOptions{"/v1/objects/counter/c/connect?deny=1"}) == 403);
+  CHECK(status_of(WsOptions{"/v1/objects/nosuch/c/connect"}) == 404);
+  CHECK(status_of(WsOptions{"/v1/objects/counter/c/connect", "http://evil.example"}) == 403);
+  // Raw: the refusal carries the stable code.
+  auto raw = s.http().raw_exchange(
+      "GET /v1/objects/counter/c/connect?deny=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  CHECK(raw.find("connect_rejected") != std::string::npos);
+  CHECK(raw.find("no entry") != std::string::npos);
+}
+
+TEST_CASE("objects: JWT objects claim applies to tell, call and connect", "[integration][objects]") {
+  const std::string secret = "objects-secret";
+  Server s(actor_args({"--auth-secret", secret}));
+  auto token = roost::broker::sign_jwt(secret, R"({"roost":{"objects":["counter.mine"]}})");
+  roost::client::HttpClient h(s.proc().url());
+  auto with = [&](const std::string& path) { return path + "?token=" + token; };
+  CHECK(h.post(with("/v1/objects/counter/mine/messages"), "{}").status == 202);
+  auto r = h.post(with("/v1/objects/counter/other/messages"), "{}");
+  CHECK(r.status == 403);
+  CHECK(error_code(r) == "forbidden");
+  CHECK(h.post("/v1/objects/counter/mine/messages", "{}").status == 401);
+  WsClient ok(s.proc().port(), WsOptions{"/v1/objects/counter/mine/connect", "", token});
+  CHECK(ok.recv()->as_object().contains("hello"));
+  CHECK_THROWS(WsClient(s.proc().port(), WsOptions{"/v1/objects/counter/other/connect", "", token}));
+}
+
+TEST_CASE("objects: hibernation frees the actor, sockets stay, auto-response does not wake", "[integration][objects]") {
+  Server s(actor_args({"--actor-idle-ms", "150"}));
+  auto& h = s.http();
+  WsClient ws(s.proc().port(), WsOptions{"/v1/objects/counter/h/connect?tag=t"});
+  REQUIRE(ws.recv()->as_object().contains("hello"));
+  ws.send("inc");
+  CHECK(ws.recv()->at("n").as_int64() == 1);
+  REQUIRE(eventually([&] { return metric(h, "roost_actor_hibernations_total") >= 1; }));
+  auto activations = metric(h, "roost_actor_activations_total");
+  ws.send("ping");
+  CHECK(ws.recv()->at("auto") == "pong");
+  CHECK(metric(h, "roost_actor_activations_total") == activations);  // not woken
+  CHECK(metric(h, "roost_actor_auto_responses_total") == 1);
+  // A real message wakes it; the socket and its attachment survived the hibernation.
+  ws.send("whoami");
+  CHECK(ws.recv()->at("attachment") == "tag=t");
+  CHECK(metric(h, "roost_actor_activations_total") == activations + 1);
+  ws.send("inc");
+  CHECK(ws.recv()->at("n").as_int64() == 2);  // storage, not memory, carried the count
+  // With no socket and no work, the object leaves memory entirely.
+  ws.close();
+  REQUIRE(eventually([&] { return metric(h, "roost_actor_objects_in_memory") == 0; }));
+}
+
+TEST_CASE("objects: effects are atomic and outputs never run ahead of the commit under kill -9", "[integration][objects][crash]") {
+  TempDir dir("roost-objects-crash");
+  RoostProcess proc(dir.path() / "data", actor_args());
+  std::int64_t acked = 0;
+  std::int64_t seen_on_socket = 0;
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> stop{false};
+    std::atomic<std::int64_t> round_acked{0};
+    std::thread producer([&] {
+      try {
+        roost::client::HttpClient h(proc.url(), 3s);
+        for (int i = 0; i < 100'000 && !stop; ++i) {
+          if (h.post("/v1/objects/counter/k/messages", "{}").status == 202) round_acked.fetch_add(1);
+        }
+      } catch (const std::exception&) {
+      }
+    });
+    {
+      WsClient ws(proc.port(), WsOptions{"/v1/objects/counter/k/connect"});
+      auto deadline = std::chrono::steady_clock::now() + 1500ms;
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto f = ws.recv(100);
+        if (f && f->as_object().contains("n")) seen_on_socket = std::max(seen_on_socket, f->at("n").as_int64());
+      }
+      proc.restart(SIGKILL);
+    }
+    stop = true;
+    producer.join();
+    acked += round_acked.load();
+    roost::client::HttpClient h(proc.url());
+    auto v = call(h, "counter/k");
+    INFO("round " << round << " acked " << acked << " seen " << seen_on_socket);
+    CHECK(v.at("n").as_int64() == v.at("b").as_int64());  // nothing partial
+    // Every acknowledged tell is consumed eventually (none lost); the count never falls below what
+    // a socket was told (outputs leave after the commit).
+    REQUIRE(eventually([&] { return call(h, "counter/k").at("n").as_int64() >= acked; }, 10s));
+    CHECK(call(h, "counter/k").at("n").as_int64() >= seen_on_socket);
+  }
+  CHECK(acked > 0);
+  CHECK(seen_on_socket > 0);
+}
+
+TEST_CASE("objects: alarms fire, repeat, retry, and fire once with a missed count after downtime", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  tell(h, "alarm/a", R"({"name":"once","in_ms":100})");
+  REQUIRE(eventually([&] { return call(h, "alarm/a").as_array().size() == 1; }));
+  auto fires = call(h, "alarm/a").as_array();
+  CHECK(fires[0].at("name") == "once");
+  CHECK(fires[0].at("missed").as_int64() == 0);
+  std::this_thread::sleep_for(300ms);
+  CHECK(call(h, "alarm/a").as_array().size() == 1);  // one-shot
+
+  // Cancelled before it is due: never fires.
+  tell(h, "alarm/c", R"({"name":"x","in_ms":300})");
+  tell(h, "alarm/c", R"({"cancel":"x"})");
+
+  // A throwing alarm turn is retried with retry_count.
+  tell(h, "alarm/r", R"({"fail_first":true,"name":"r","in_ms":50})");
+  REQUIRE(eventually([&] { return call(h, "alarm/r").as_array().size() == 1; }));
+  CHECK(call(h, "alarm/r").as_array()[0].at("retry_count").as_int64() == 1);
+
+  // A repeating alarm across 1.5 s of downtime fires once, with the skipped occurrences counted.
+  tell(h, "alarm/p", R"({"name":"tick","in_ms":100,"every_ms":100})");
+  REQUIRE(eventually([&] { return call(h, "alarm/p").as_array().size() >= 2; }));
+  s.proc().stop();
+  std::this_thread::sleep_for(1500ms);
+  s.proc().start();
+  roost::client::HttpClient h2(s.proc().url());
+  REQUIRE(eventually([&] {
+    auto now_fires = call(h2, "alarm/p");
+    for (auto& f : now_fires.as_array()) {
+      if (f.at("missed").as_int64() >= 8) return true;
+    }
+    return false;
+  }));
+  std::size_t late = 0;
+  auto fires_after = call(h2, "alarm/p");
+  for (auto& f : fires_after.as_array()) late += f.at("missed").as_int64() > 0;
+  CHECK(late == 1);  // not a flood
+  tell(h2, "alarm/p", R"({"cancel":"tick"})");
+  CHECK(call(h2, "alarm/c").as_array().empty());
+}
+
+TEST_CASE("objects: durable subscriptions survive a restart; publish, enqueue and tell effects", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  tell(h, "listener/l", R"({"subscribe":"news.>"})");
+  REQUIRE(eventually([&] {
+    h.post("/v1/channels/news.a/publish", R"({"k":1})");
+    return !call(h, "listener/l").as_array().empty();
+  }));
+  s.restart();
+  auto& h2 = s.http();
+  auto before = call(h2, "listener/l").as_array().size();
+  REQUIRE(h2.post("/v1/channels/news.b/publish", R"({"k":2})").status == 200);
+  REQUIRE(eventually([&] { return call(h2, "listener/l").as_array().size() == before + 1; }));
+  CHECK(call(h2, "listener/l").as_array().back().at("subject") == "news.b");
+  tell(h2, "listener/l", R"({"unsubscribe":"news.>"})");
+  REQUIRE(eventually([&] {
+    return body_json(h2.get("/v1/channels/news.c/presence")).at("subscribers").as_int64() == 0;
+  }));
+
+  // publish / enqueue / tell from a turn.
+  WsClient sub(s.proc().port());
+  sub.send(R"({"op":"subscribe","id":1,"channel":"ctr.x"})");
+  sub.expect("ok");
+  tell(h2, "counter/e", R"({"publish":"ctr.x","enqueue":"ctr-out","tell":"e2"})");
+  CHECK(sub.expect("message").at("data").at("n").as_int64() == 1);
+  REQUIRE(eventually([&] { return call(h2, "counter/e2").at("n").as_int64() == 1; }));
+  auto p = s.pull("ctr-out");
+  REQUIRE(body_json(p).at("messages").as_array().size() == 1);
+  CHECK(body_json(p).at("messages").as_array()[0].at("body").at("n").as_int64() == 1);
+}
+
+TEST_CASE("objects: plugins built for another ABI, or missing, stop the node at start", "[integration][objects]") {
+  TempDir dir("roost-plugin");
+  CHECK_THROWS_WITH(RoostProcess(dir.path() / "data", {"--actors", ROOST_WRONG_ABI}),
+                    Catch::Contains("actor ABI 999"));
+  CHECK_THROWS_WITH(RoostProcess(dir.path() / "data", {"--actors", (dir.path() / "nope.so").string()}),
+                    Catch::Contains("cannot load actor plugin"));
+}
