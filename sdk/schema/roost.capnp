@@ -79,8 +79,8 @@ struct Envelope {
     getQueue @14 :QueueName;      # → queue | error
     listQueues @15 :Void;         # → queues
     redrive @16 :Redrive;         # → count | error
-    objectSend @17 :ObjectSend;   # reserved for object mailboxes
-    objectCall @18 :ObjectCall;   # reserved for object mailboxes
+    objectSend @17 :ObjectSend;   # payload frame: the message → count (mailbox seq) | error
+    objectCall @18 :ObjectCall;   # payload frame: the request → objectReply | error
 
     # ---- node → client ---------------------------------------------------------------------
     error @19 :Error;
@@ -99,7 +99,7 @@ struct Envelope {
     queue @32 :QueueInfo;
     queues @33 :List(QueueInfo);
     count @34 :UInt64;
-    objectReply @35 :ObjectReply; # reserved for object mailboxes
+    objectReply @35 :ObjectReply; # answer to objectCall; payload frame: the reply
 
     # ---- appended in protocol version 1 ----------------------------------------------------
     publishBatch @36 :PublishBatch; # client → node: many publishes, payloads packed in one frame
@@ -331,16 +331,19 @@ struct QueueInfo {
   createdAtMs @3 :Int64;
 }
 
-# Reserved for the object-mailbox work; a node answers them with `unavailable` until then.
+# Object mailboxes. objectSend → count (the message's mailbox seq, once durable) | error;
+# objectCall → objectReply (payload frame: the reply) | error (call_timeout, actor_error, …).
 struct ObjectSend {
   class @0 :Text;
   name @1 :Text;                   # payload frame: the message
+  contentType @2 :ContentType;
 }
 
 struct ObjectCall {
   class @0 :Text;
   name @1 :Text;
-  timeoutMs @2 :UInt64;            # payload frame: the request
+  timeoutMs @2 :UInt64;            # 0 = the node's call_timeout_ms; payload frame: the request
+  contentType @3 :ContentType;
 }
 
 struct ObjectReply {

@@ -1057,6 +1057,53 @@ Result<std::uint64_t> Client::redrive(const std::string& from, const std::string
       [](Reply& r) { return r.env.getCount(); });
 }
 
+Result<std::uint64_t> Client::tell(const std::string& object_class, const std::string& name,
+                                   std::string data, ContentType type) {
+  std::promise<Result<std::uint64_t>> p;
+  auto f = p.get_future();
+  tell_async(object_class, name, std::move(data), type,
+             [&p](Result<std::uint64_t> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+void Client::tell_async(const std::string& object_class, const std::string& name, std::string data,
+                        ContentType type, Callback<std::uint64_t> done) {
+  std::vector<zmq::message_t> payloads;
+  payloads.emplace_back(data.data(), data.size());
+  core_->async<std::uint64_t>(
+      [&](proto::Envelope::Builder env) {
+        auto t = env.initObjectSend();
+        t.setClass(text(object_class));
+        t.setName(text(name));
+        t.setContentType(wire::to_wire(type));
+      },
+      [](Reply& r) { return r.env.getCount(); }, std::move(payloads), std::move(done));
+}
+
+Result<ObjectReply> Client::call(const std::string& object_class, const std::string& name,
+                                 std::string data, std::chrono::milliseconds timeout, ContentType type) {
+  std::vector<zmq::message_t> payloads;
+  payloads.emplace_back(data.data(), data.size());
+  // The node answers call_timeout itself; the request's own deadline is a little longer.
+  auto wait = (timeout.count() > 0 ? timeout : std::chrono::milliseconds(10'000)) + std::chrono::seconds(2);
+  return core_->call<ObjectReply>(
+      [&](proto::Envelope::Builder env) {
+        auto c = env.initObjectCall();
+        c.setClass(text(object_class));
+        c.setName(text(name));
+        c.setTimeoutMs(static_cast<std::uint64_t>(timeout.count()));
+        c.setContentType(wire::to_wire(type));
+      },
+      [](Reply& r) {
+        if (!r.env.isObjectReply() || r.payloads.size() != 1) {
+          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str("objectReply without its payload"));
+        }
+        return ObjectReply{std::string(static_cast<const char*>(r.payloads[0].data()), r.payloads[0].size()),
+                           wire::from_wire(r.env.getObjectReply().getContentType())};
+      },
+      std::move(payloads), std::max(wait, core_->options.request_timeout));
+}
+
 void Client::publish(const std::string& channel, std::string data, ContentType type) {
   ClientCore::Outgoing o;
   o.deadline = Clock::now() + core_->options.request_timeout;

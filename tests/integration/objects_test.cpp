@@ -10,6 +10,7 @@
 #include "http_fixture.h"
 #include "../support/ws_client.h"
 #include <roost/broker/auth.h>
+#include <roost/client/client.h>
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -390,4 +391,34 @@ TEST_CASE("objects: plugins built for another ABI, or missing, stop the node at 
                     Catch::Contains("actor ABI 999"));
   CHECK_THROWS_WITH(RoostProcess(dir.path() / "data", {"--actors", (dir.path() / "nope.so").string()}),
                     Catch::Contains("cannot load actor plugin"));
+}
+
+TEST_CASE("objects: the SDK tells and calls over the native protocol", "[integration][objects][native]") {
+  Server s(actor_args());
+  auto client = roost::Client::connect({.url = s.proc().endpoint()});
+  REQUIRE(client);
+  auto& c = **client;
+  auto seq = c.tell("counter", "sdk", "{}");
+  REQUIRE(seq);
+  CHECK(*seq == 1);
+  REQUIRE(eventually([&] {
+    auto r = c.call("counter", "sdk", "{}");
+    return r && json::parse(r->data).at("n").as_int64() == 1;
+  }));
+  auto text = c.call("slow", "x", "hi", std::chrono::milliseconds(2000), roost::ContentType::kText);
+  REQUIRE(text);
+  CHECK(text->data == "text:hi");
+  CHECK(text->content_type == roost::ContentType::kText);
+  auto late = c.call("slow", "x", R"({"sleep_ms":800})", std::chrono::milliseconds(100));
+  REQUIRE_FALSE(late);
+  CHECK(late.error().code == roost::ErrorCode::CALL_TIMEOUT);
+  auto missing = c.tell("nosuch", "x", "{}");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == roost::ErrorCode::CLASS_NOT_FOUND);
+  auto bad = c.tell("counter", "bad\x01name", "{}");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == roost::ErrorCode::INVALID_NAME);
+  auto threw = c.call("flaky", "x", "\"throw\"");
+  REQUIRE_FALSE(threw);
+  CHECK(threw.error().code == roost::ErrorCode::ACTOR_ERROR);
 }

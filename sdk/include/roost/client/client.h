@@ -102,6 +102,12 @@ class Delivery {
   std::weak_ptr<struct ClientCore> core_;
 };
 
+// The answer of an object call.
+struct ObjectReply {
+  std::string data;
+  ContentType content_type = ContentType::kJson;
+};
+
 struct SubscribeOptions {
   std::function<void(std::uint64_t dropped)> on_lag;  // messages lost because this client lagged
   std::function<void(const Error&)> on_error;         // the node ended the subscription
@@ -160,6 +166,18 @@ class Client {
   Result<std::unique_ptr<Stream>> subscribe(const std::string& pattern,
                                             std::function<void(const ChannelMessage&)> handler,
                                             SubscribeOptions options = {});
+
+  // ---- objects ----
+  // A durable message to an object's mailbox; answers its mailbox seq once committed.
+  Result<std::uint64_t> tell(const std::string& object_class, const std::string& name,
+                             std::string data, ContentType type = ContentType::kJson);
+  void tell_async(const std::string& object_class, const std::string& name, std::string data,
+                  ContentType type, Callback<std::uint64_t> done);
+  // Request → reply through the object's on_call. `timeout` 0 = the node's call_timeout_ms;
+  // call_timeout when the object does not reply in time, actor_error when its handler threw.
+  Result<ObjectReply> call(const std::string& object_class, const std::string& name,
+                           std::string data, std::chrono::milliseconds timeout = {},
+                           ContentType type = ContentType::kJson);
 
   // True while a session with the node is established.
   bool connected() const;
