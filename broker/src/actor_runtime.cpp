@@ -910,6 +910,32 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
     }
     turn = obj->next_turn++;
     for (const auto& [k, v] : fx.writes) obj->overlay.insert_or_assign(k, Obj::Pending{v, turn});
+    // Socket tags, attachments and the auto-response are memory only: later turns (which may run
+    // before this one commits) must see them, so they apply now. The socket being connected is
+    // not attached yet: its settings apply with the attachment, at the commit.
+    for (auto it = fx.tags.begin(); it != fx.tags.end();) {
+      auto sock = obj->sockets.find(it->first);
+      if (sock == obj->sockets.end()) {
+        ++it;
+        continue;
+      }
+      sock->second.tags = std::move(it->second);
+      it = fx.tags.erase(it);
+    }
+    for (auto it = fx.attachments.begin(); it != fx.attachments.end();) {
+      auto sock = obj->sockets.find(it->first);
+      if (sock == obj->sockets.end()) {
+        ++it;
+        continue;
+      }
+      sock->second.attachment = std::move(it->second);
+      it = fx.attachments.erase(it);
+    }
+    if (fx.auto_response) {
+      obj->auto_request = std::move(fx.auto_response->first);
+      obj->auto_response = std::move(fx.auto_response->second);
+      fx.auto_response.reset();
+    }
     obj->inflight.push_back(std::move(item));
   }
   committer_.submit(std::make_unique<TurnOp>(*this, obj, turn, generation, std::move(fx)));
@@ -1015,10 +1041,6 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
     }
     for (auto& [id, a] : fx.attachments) {
       if (auto it = obj->sockets.find(id); it != obj->sockets.end()) it->second.attachment = std::move(a);
-    }
-    if (fx.auto_response) {
-      obj->auto_request = std::move(fx.auto_response->first);
-      obj->auto_response = std::move(fx.auto_response->second);
     }
     for (auto& [id, text] : fx.sends) {
       if (auto it = obj->sockets.find(id); it != obj->sockets.end()) {

@@ -37,7 +37,26 @@ export class Client {
   enqueue(queue: string, body: unknown, options?: { content_type?: "json" | "text" | "bytes"; delay_ms?: number; id?: string; key?: string }): Promise<{ ids: string[] }>;
   enqueueBatch(queue: string, messages: Array<{ body: unknown; content_type?: string; delay_ms?: number; id?: string; key?: string }>): Promise<{ ids: string[] }>;
   pull(queue: string, options?: { batch_size?: number; visibility_timeout_ms?: number; wait_ms?: number }): Promise<LeasedMessage[]>;
+  object(objectClass: string, name: string): ObjectStub;
   ack(queue: string, req: { acks?: Array<string | { lease_id: string }>; retries?: Array<string | { lease_id: string; delay_ms?: number }> }): Promise<{ acked: number; retried: number; unknown: string[] }>;
+}
+export interface ObjectSocketHandlers {
+  query?: Record<string, string>;          // added to the connect URL (on_connect sees it)
+  onOpen?: (socket: ObjectSocket) => void; // every (re)connection
+  onMessage?: (text: string) => void;
+  onClose?: (code: number, reason: string) => void;
+}
+export class ObjectSocket {
+  readonly open: boolean;
+  send(data: string | unknown): void;
+  close(code?: number, reason?: string): void;
+}
+export class ObjectStub {
+  readonly objectClass: string;
+  readonly name: string;
+  tell(data: unknown): Promise<{ seq: number }>;
+  call(data: unknown, options?: { timeoutMs?: number }): Promise<unknown>;
+  connect(handlers?: ObjectSocketHandlers): ObjectSocket;
 }
 export function connect(url?: string, options?: ConnectOptions): Client;
 export function matches(pattern: string, subject: string): boolean;

@@ -7,6 +7,10 @@
 //                               { recent: 20 });   // also replay up to 20 kept messages
 //   await roost.publish("chat.room1", { text: "hi" });
 //   await roost.enqueue("jobs", { task: "resize" });
+//   const doc = roost.object("doc", "welcome");           // an object mailbox
+//   await doc.tell({ op: "touch" });                      // durable, 202 after commit
+//   const reply = await doc.call({ op: "get" });          // on_call's reply
+//   const sock = doc.connect({ onMessage: (text) => … }); // a WebSocket attached to the object
 
 const DEFAULTS = { reconnect: true, minDelayMs: 250, maxDelayMs: 10000, requestTimeoutMs: 10000 };
 
@@ -113,6 +117,11 @@ export class Client {
       { acks: acks.map(norm), retries: retries.map(norm) });
   }
 
+  // ---- objects ----
+  object(objectClass, name) {
+    return new ObjectStub(this, objectClass, name);
+  }
+
   // ---- internals ----
   _emit(event, arg) {
     for (const fn of this._listeners.get(event) || []) {
@@ -120,11 +129,12 @@ export class Client {
     }
   }
 
-  async _http(method, path, body) {
+  async _http(method, path, body, raw = false) {
     const headers = { "Content-Type": "application/json" };
     if (this.options.token) headers.Authorization = `Bearer ${this.options.token}`;
     const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await res.text();
+    if (raw && res.ok) return { text, contentType: res.headers.get("content-type") || "" };
     const json = text ? JSON.parse(text) : {};
     if (!res.ok) {
       const e = json.error || {};
@@ -276,6 +286,91 @@ export class Client {
       default:
         break;
     }
+  }
+}
+
+// An object: class + name. tell() and call() go over HTTP; connect() attaches a WebSocket.
+export class ObjectStub {
+  constructor(client, objectClass, name) {
+    this.client = client;
+    this.objectClass = objectClass;
+    this.name = name;
+    this.path = `/v1/objects/${encodeURIComponent(objectClass)}/${encodeURIComponent(name)}`;
+  }
+  // Durable send; resolves to { seq } once the message is in the mailbox.
+  tell(data) {
+    return this.client._http("POST", `${this.path}/messages`, data);
+  }
+  // Resolves to the reply (parsed when it is JSON); rejects with RoostError (call_timeout, …).
+  async call(data, { timeoutMs } = {}) {
+    const q = timeoutMs ? `?timeout_ms=${timeoutMs}` : "";
+    const r = await this.client._http("POST", `${this.path}/call${q}`, data, true);
+    return r.contentType.startsWith("application/json") ? JSON.parse(r.text) : r.text;
+  }
+  // Attaches a WebSocket. Reconnects with jittered backoff after a lost connection (not after
+  // close(), a refusal, or a close code 4000-4999 the object chose); onOpen runs on every
+  // (re)connection, so the application can resynchronise there.
+  connect(handlers = {}) {
+    return new ObjectSocket(this, handlers);
+  }
+}
+
+export class ObjectSocket {
+  constructor(stub, handlers) {
+    this.stub = stub;
+    this.handlers = handlers;
+    this._closed = false;
+    this._attempt = 0;
+    this._ws = null;
+    this._queue = [];
+    this.open = false;
+    this._connect();
+  }
+  // Sends a text frame (objects are JSON-encoded); queued while (re)connecting.
+  send(data) {
+    const text = typeof data === "string" ? data : JSON.stringify(data);
+    if (this.open) this._ws.send(text);
+    else this._queue.push(text);
+  }
+  close(code = 1000, reason = "client closed") {
+    this._closed = true;
+    this.open = false;
+    if (this._ws) this._ws.close(code, reason);
+  }
+  _connect() {
+    const c = this.stub.client;
+    const WS = c._WS;
+    let url = c.url.replace(/^http/, "ws") + `${this.stub.path}/connect`;
+    const params = new URLSearchParams(this.handlers.query || {});
+    if (c.options.token) params.set("token", c.options.token);
+    const qs = params.toString();
+    if (qs) url += `?${qs}`;
+    const ws = new WS(url);
+    this._ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.open = true;
+      this._attempt = 0;
+      if (this.handlers.onOpen) this.handlers.onOpen(this);
+      const q = this._queue;
+      this._queue = [];
+      for (const t of q) ws.send(t);
+    };
+    ws.onmessage = (ev) => {
+      if (this.handlers.onMessage) this.handlers.onMessage(typeof ev.data === "string" ? ev.data : ev.data.toString());
+    };
+    ws.onclose = (ev) => {
+      this.open = false;
+      if (this.handlers.onClose) this.handlers.onClose(ev.code, ev.reason);
+      const chosen = ev.code >= 4000 && ev.code <= 4999;
+      if (this._closed || chosen || !c.options.reconnect) return;
+      if (!opened && this._attempt > 0 && this.handlers.onRefused) this.handlers.onRefused();
+      const base = Math.min(c.options.maxDelayMs, c.options.minDelayMs * 2 ** this._attempt);
+      this._attempt += 1;
+      setTimeout(() => { if (!this._closed) this._connect(); }, base / 2 + Math.random() * base / 2);
+    };
+    ws.onerror = () => {};
   }
 }
 

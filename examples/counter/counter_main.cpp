@@ -1,0 +1,23 @@
+// Embedding: a whole Roost node in your own binary, with your actor classes.
+//
+//   ./build/examples/counter/roost-counter --data-dir ./counter-data
+//   curl -X POST localhost:8080/v1/objects/counter/clicks/messages -d '{"add":5}'
+//   curl -X POST localhost:8080/v1/objects/counter/clicks/call -d '{}'     → {"value":5}
+#include <roost/node.h>
+
+#include "counter.h"
+
+#include <cstdio>
+
+int main(int argc, char** argv) {
+  try {
+    auto config = roost::load_config(std::vector<std::string>(argv + 1, argv + argc));
+    roost::broker::setup_logging(config);
+    roost::Node node(std::move(config));
+    node.register_actor<Counter>("counter");
+    return node.run();  // serves until SIGINT / SIGTERM, then stops gracefully
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "roost-counter: %s\n", e.what());
+    return 1;
+  }
+}
