@@ -36,7 +36,8 @@ struct ActorRuntime::Klass {
 
 struct ActorRuntime::Metrics {
   std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0},
-      dead_lettered{0}, rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0};
+      dead_lettered{0}, rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0},
+      direct_turns{0};
 };
 
 // An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).
@@ -897,6 +898,7 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
 void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx,
                                std::uint64_t generation) {
   std::uint64_t turn = 0;
+  bool direct = false;
   {
     std::lock_guard lock(obj->mu);
     if (generation != obj->generation.load()) {
@@ -937,6 +939,14 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
       fx.auto_response.reset();
     }
     obj->inflight.push_back(std::move(item));
+    // Nothing to make durable, and no earlier turn waiting for its commit: this turn's outputs
+    // depend on nothing uncommitted, so they may leave now, without a commit.
+    direct = fx.writes.empty() && fx.consume_seq == 0 && fx.tells.empty() && fx.enqueues.empty() &&
+             fx.alarms.empty() && fx.subscriptions.empty() && obj->inflight.size() == 1;
+  }
+  if (direct) {
+    metrics_->direct_turns.fetch_add(1, std::memory_order_relaxed);
+    return on_turn_done(obj, turn, generation, fx, nullptr);
   }
   committer_.submit(std::make_unique<TurnOp>(*this, obj, turn, generation, std::move(fx)));
 }
@@ -1274,6 +1284,9 @@ std::string ActorRuntime::metrics_text() const {
           m.calls_timed_out.load());
   counter("roost_actor_auto_responses_total", "Socket frames answered without waking the object.",
           m.auto_responses.load());
+  counter("roost_actor_turns_uncommitted_total",
+          "Turns with nothing durable and no turn before them awaiting a commit: outputs left at once.",
+          m.direct_turns.load());
   counter("roost_actor_tells_total", "Messages told to objects from outside a turn.", m.tells.load());
   gauge("roost_actor_objects_in_memory", "Objects in memory (working, or holding sockets).",
         objects_in_memory());

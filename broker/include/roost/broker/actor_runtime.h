@@ -5,7 +5,10 @@
 // socket connects, socket messages, disconnects). One worker at a time runs an object's items,
 // one turn each. A turn's effects go to the committer as one Op, which writes them and consumes
 // the mail in the group transaction; the outputs (socket frames, publishes, replies, wake-ups of
-// told objects) are released from the Op's completion, after the commit (the output gate). The
+// told objects) are released from the Op's completion, after the commit (the output gate). A turn
+// with nothing durable (no storage write, no mail consumed — a call, a socket frame — no tell,
+// enqueue, alarm or subscription) while no earlier turn of its object awaits a commit needs no
+// commit: its outputs leave at once. The
 // next turn may start before the commit: storage reads see earlier turns' writes through an
 // in-memory overlay that is dropped key by key as the commits land.
 //
