@@ -1,6 +1,7 @@
 // Embedding: a whole Roost node in your own binary, with your actor classes.
 //
-//   ./build/examples/counter/roost-counter --data-dir ./counter-data
+//   ./build/bin/roost-counter --data-dir ./counter-data     (takes `roost serve`'s options;
+//                                                          a leading `serve` is accepted too)
 //   curl -X POST localhost:8080/v1/objects/counter/clicks/messages -d '{"add":5}'
 //   curl -X POST localhost:8080/v1/objects/counter/clicks/call -d '{}'     → {"value":5}
 #include <roost/node.h>
@@ -11,7 +12,9 @@
 
 int main(int argc, char** argv) {
   try {
-    auto config = roost::load_config(std::vector<std::string>(argv + 1, argv + argc));
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (!args.empty() && args.front() == "serve") args.erase(args.begin());
+    auto config = roost::load_config(args);
     roost::broker::setup_logging(config);
     roost::Node node(std::move(config));
     node.register_actor<Counter>("counter");

@@ -422,3 +422,19 @@ TEST_CASE("objects: the SDK tells and calls over the native protocol", "[integra
   REQUIRE_FALSE(threw);
   CHECK(threw.error().code == roost::ErrorCode::ACTOR_ERROR);
 }
+
+TEST_CASE("objects: the counter example runs embedded and as a plugin", "[integration][objects][examples]") {
+  for (bool embedded : {true, false}) {
+    TempDir dir("roost-counter");
+    RoostProcess proc(dir.path() / "data", embedded ? std::vector<std::string>{}
+                                                    : std::vector<std::string>{"--actors", ROOST_COUNTER_PLUGIN},
+                      embedded ? ROOST_COUNTER_BINARY : ROOST_BINARY);
+    roost::client::HttpClient h(proc.url());
+    WsClient ws(proc.port(), WsOptions{"/v1/objects/counter/clicks/connect"});
+    tell(h, "counter/clicks", R"({"add":5})");
+    CHECK(ws.recv()->at("value").as_int64() == 5);  // the broadcast, after the commit
+    tell(h, "counter/clicks");
+    CHECK(ws.recv()->at("value").as_int64() == 6);
+    CHECK(call(h, "counter/clicks").at("value").as_int64() == 6);
+  }
+}

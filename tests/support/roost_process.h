@@ -26,8 +26,10 @@ namespace roost::test {
 
 class RoostProcess {
  public:
-  RoostProcess(std::filesystem::path data_dir, std::vector<std::string> extra_args = {})
-      : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)) {
+  // `binary` runs with the same arguments as `roost serve` (an embedding binary takes them too).
+  RoostProcess(std::filesystem::path data_dir, std::vector<std::string> extra_args = {},
+               std::string binary = ROOST_BINARY)
+      : data_dir_(std::move(data_dir)), extra_(std::move(extra_args)), binary_(std::move(binary)) {
     start();
   }
   ~RoostProcess() {
@@ -53,7 +55,7 @@ class RoostProcess {
                  ("roost-test-" + std::to_string(getpid()) + "-" + std::to_string(++counter) + ".log"))
                     .string();
     logs_.push_back(log_path_);
-    std::vector<std::string> args = {ROOST_BINARY, "serve", "--data-dir", data_dir_.string(),
+    std::vector<std::string> args = {binary_, "serve", "--data-dir", data_dir_.string(),
                                      "--http-listen", "127.0.0.1:" + std::to_string(port_),
                                      "--io-threads", "2"};
     bool own_endpoint = false;
@@ -74,7 +76,7 @@ class RoostProcess {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot spawn " + std::string(ROOST_BINARY));
+    if (rc != 0) throw std::runtime_error("cannot spawn " + binary_);
     // Wait for the "gateway listening on http://127.0.0.1:PORT" line.
     static const std::regex kListening(R"(gateway listening on http://127\.0\.0\.1:(\d+))");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -135,6 +137,7 @@ class RoostProcess {
  private:
   std::filesystem::path data_dir_;
   std::vector<std::string> extra_;
+  std::string binary_;
   std::string log_path_;
   std::vector<std::string> logs_;
   bool expects_endpoint() const {
