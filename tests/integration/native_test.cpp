@@ -302,12 +302,14 @@ TEST_CASE("SDK: every error code the native protocol can answer", "[integration]
     capnp::MallocMessageBuilder b;
     auto env = b.initRoot<roost::proto::Envelope>();
     env.setId(8);
-    env.initObjectSend().setName("x");
+    auto send = env.initObjectSend();
+    send.setClass("nosuch");  // this node has no actor classes
+    send.setName("x");
     raw.send(b, {"{}"});
     auto r = raw.recv();
     REQUIRE(r.size() == 1);
     roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
-    CHECK(rd.get().getError().getCode() == ErrorCode::UNAVAILABLE);
+    CHECK(rd.get().getError().getCode() == ErrorCode::CLASS_NOT_FOUND);
   }
   {
     // An enqueue whose payload frames don't match its description: malformed.
