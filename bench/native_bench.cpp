@@ -4,7 +4,7 @@
 // libnats) with the same load. 100-byte messages. Prints `name value unit` lines and ratios.
 //
 //   native_bench --roost tcp://127.0.0.1:7400 --redis 127.0.0.1:6379 --nats nats://127.0.0.1:4222
-//                [--seconds 3] [--only enqueue|latency|consume|pubsub]
+//                [--seconds 3] [--only enqueue|latency|consume|pubsub|objects]
 // bench/native_bench.sh starts all three servers and runs this.
 #include <roost/client/client.h>
 
@@ -104,6 +104,52 @@ double roost_enqueue(const Args& a, std::size_t window, const std::string& queue
   }
   p.flush();
   return static_cast<double>(done.load()) / since(t0);
+}
+
+// Durable tells to objects of the counter example (native_bench.sh loads its plugin), `window`
+// in flight; the time ends when a call to every object has answered (calls queue behind the
+// earlier turns and answer after their commits), so every message was consumed durably.
+double roost_object_tells(const Args& a, std::size_t objects, std::size_t window) {
+  auto c = roost_connect(a);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t acked = 0, failed = 0, sent = 0;
+  auto t0 = Clock::now();
+  auto end = t0 + std::chrono::duration<double>(a.seconds);
+  while (Clock::now() < end && sent < 5'000'000) {
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return sent - acked < window; });
+    }
+    c->tell_async("counter", "hot" + std::to_string(sent % objects), R"({"add":1})", roost::ContentType::kJson,
+                  [&](roost::Result<std::uint64_t> r) {
+                    std::lock_guard lock(mu);
+                    ++acked;
+                    failed += !r;
+                    cv.notify_all();
+                  });
+    ++sent;
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return acked == sent; });
+  }
+  for (std::size_t o = 0; o < std::min<std::uint64_t>(objects, sent); ++o) (void)c->call("counter", "hot" + std::to_string(o), "{}");
+  if (failed) std::fprintf(stderr, "%llu tells failed\n", static_cast<unsigned long long>(failed));
+  return static_cast<double>(acked - failed) / since(t0);
+}
+
+// Round trips of a call to a warm object (on_call → reply; nothing durable).
+std::vector<double> roost_object_calls(const Args& a, int n) {
+  auto c = roost_connect(a);
+  (void)c->call("counter", "warm", "{}");
+  std::vector<double> us;
+  for (int i = 0; i < n; ++i) {
+    auto t = Clock::now();
+    if (!c->call("counter", "warm", "{}")) break;
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  return us;
 }
 
 std::vector<double> roost_latency(const Args& a, int n) {
@@ -592,6 +638,14 @@ int main(int argc, char** argv) {
             "nats_pubsub_1to" + s);
       ratio("ratio_pubsub_1to" + s + "_roost_vs_redis", "roost_pubsub_1to" + s, "redis_pubsub_1to" + s);
     }
+  }
+  if (want("objects") && on("roost")) {
+    // No peer has object mailboxes: Roost's own figures, end to end over the native protocol.
+    report("roost_object_tells_1_object_w1000", roost_object_tells(a, 1, 1000), "msgs/s");
+    report("roost_object_tells_10k_objects_w1000", roost_object_tells(a, 10'000, 1000), "msgs/s");
+    auto us = roost_object_calls(a, 2000);
+    report("roost_object_call_p50", pct(us, 0.50), "us");
+    report("roost_object_call_p99", pct(us, 0.99), "us");
   }
   nats_Close();
   return 0;

@@ -2,7 +2,7 @@
 # The native protocol next to Redis and NATS: starts roost (sync durability), redis-server
 # (appendonly yes, appendfsync always) and nats-server -js (file storage) on loopback with data in
 # a temporary folder, then runs bench/native_bench.cpp against all three in one invocation.
-#   bench/native_bench.sh [BUILD_DIR] [SECONDS] [--only enqueue|latency|consume|pubsub]
+#   bench/native_bench.sh [BUILD_DIR] [SECONDS] [--only enqueue|latency|consume|pubsub|objects]
 # Prints `name value unit` lines, then `ratio_* X x` lines (Roost / peer; > 1 = Roost ahead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,8 @@ base=$((20000 + RANDOM % 9000))
 rport=$base; dport=$((base + 1)); nport=$((base + 2)); hport=$((base + 3))
 mkdir -p "$work/roost" "$work/redis" "$work/nats"
 "$bin/roost" serve --data-dir "$work/roost" --http-listen "127.0.0.1:$hport" \
-  --endpoint "tcp://127.0.0.1:$rport" --log-level warn >"$work/roost.log" 2>&1 &
+  --endpoint "tcp://127.0.0.1:$rport" --log-level warn \
+  --actors "$build/examples/counter/libroost_counter.so" >"$work/roost.log" 2>&1 &
 rpid=$!
 redis-server --port "$dport" --bind 127.0.0.1 --dir "$work/redis" --appendonly yes \
   --appendfsync always --save "" --daemonize no >"$work/redis.log" 2>&1 &
