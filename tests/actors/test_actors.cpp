@@ -50,6 +50,11 @@ class Counter : public roost::Actor {
   }
   void on_call(roost::Context& ctx, const roost::Message& m) override {
     auto v = parse(m.data);
+    if (v.is_object() && v.as_object().contains("big")) {
+      // A value of this many bytes: up to 1 MiB is fine, more throws (actor_error).
+      ctx.storage().put("big", std::string(v.at("big").to_number<std::size_t>(), 'b'));
+      return ctx.reply(R"({"stored":true})");
+    }
     if (v.is_object() && v.as_object().contains("sockets")) {
       std::string tag = json::value_to<std::string>(v.at("sockets"));
       json::array out;
@@ -61,6 +66,12 @@ class Counter : public roost::Actor {
   }
   void on_connect(roost::Context& ctx, roost::Socket s, const roost::ConnectRequest& req) override {
     if (req.query.find("deny") != std::string_view::npos) throw roost::Reject("no entry");
+    if (req.query.find("toomanytags") != std::string_view::npos) {
+      ctx.set_tags(s, std::vector<std::string>(11, "t"));  // the limit is 10: throws
+    }
+    if (req.query.find("bigattachment") != std::string_view::npos) {
+      ctx.set_attachment(s, std::string((16 << 10) + 1, 'a'));  // the limit is 16 KiB: throws
+    }
     std::string q(req.query);
     if (auto p = q.find("tag="); p != std::string::npos) ctx.set_tags(s, {q.substr(p + 4, q.find('&', p) - p - 4)});
     ctx.set_attachment(s, q);

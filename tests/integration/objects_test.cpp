@@ -222,6 +222,14 @@ TEST_CASE("objects: on_connect can refuse; unknown classes and forbidden origins
   CHECK(status_of(WsOptions{"/v1/objects/counter/c/connect?deny=1"}) == 403);
   CHECK(status_of(WsOptions{"/v1/objects/nosuch/c/connect"}) == 404);
   CHECK(status_of(WsOptions{"/v1/objects/counter/c/connect", "http://evil.example"}) == 403);
+  // Past the limits (10 tags, 16 KiB of attachment) on_connect fails: 500 actor_error.
+  CHECK(status_of(WsOptions{"/v1/objects/counter/c/connect?toomanytags=1"}) == 500);
+  CHECK(status_of(WsOptions{"/v1/objects/counter/c/connect?bigattachment=1"}) == 500);
+  // Storage values up to 1 MiB.
+  CHECK(s.http().post("/v1/objects/counter/c/call", R"({"big":1048576})").status == 200);
+  auto big = s.http().post("/v1/objects/counter/c/call", R"({"big":1048577})");
+  CHECK(big.status == 500);
+  CHECK(error_code(big) == "actor_error");
   // Raw: the refusal carries the stable code.
   auto raw = s.http().raw_exchange(
       "GET /v1/objects/counter/c/connect?deny=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
