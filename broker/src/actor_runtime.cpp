@@ -37,7 +37,7 @@ struct ActorRuntime::Klass {
 struct ActorRuntime::Metrics {
   std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0},
       dead_lettered{0}, rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0},
-      direct_turns{0};
+      direct_turns{0}, mail_from_disk{0};
 };
 
 // An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).
@@ -71,6 +71,7 @@ struct ActorRuntime::Item {
   Kind kind = Kind::kMail;
   std::uint64_t seq = 0;  // kMail
   MailRecord mail;        // kMail
+  bool data_on_disk = false;  // kMail: mail.data is read from the mailbox when the turn comes
   std::string data;       // kCall request, kSocketMessage text
   ContentType type = ContentType::kJson;
   std::uint64_t socket = 0;  // kConnect, kSocketMessage, kDisconnect
@@ -154,6 +155,7 @@ struct ActorRuntime::Obj {
     std::string attachment;
   };
   std::map<std::uint64_t, SocketEntry> sockets;  // GUARDED_BY(mu)
+  std::uint64_t mail_bytes = 0;  // data of waiting mail held in `queue`; GUARDED_BY(mu)
   std::string auto_request, auto_response;       // GUARDED_BY(mu)
 
   std::unique_ptr<Actor> instance;  // owned by the running worker (or the sweeper when idle)
@@ -584,7 +586,7 @@ void ActorRuntime::start() {
                      pattern);
     ++subs;
   }
-  auto pending = store_.all_pending();
+  auto pending = store_.all_pending(options_.mail_memory_bytes);
   std::size_t orphans = 0;
   std::erase_if(pending, [&](const PendingMail& m) {
     bool gone = !has_class(m.object.object_class);
@@ -682,7 +684,20 @@ void ActorRuntime::deliver_mail(std::vector<PendingMail> mail) {
     item.kind = Item::Kind::kMail;
     item.seq = m.seq;
     item.mail = std::move(m.record);
-    push(obj, std::move(item));
+    item.data_on_disk = m.data_on_disk;
+    std::lock_guard olock(obj->mu);
+    if (!item.data_on_disk) {
+      if (obj->mail_bytes + item.mail.data.size() > options_.mail_memory_bytes) {
+        // A backlog: keep its place in line, not its bytes.
+        item.mail.data.clear();
+        item.mail.data.shrink_to_fit();
+        item.data_on_disk = true;
+      } else {
+        obj->mail_bytes += item.mail.data.size();
+      }
+    }
+    obj->queue.push_back(std::move(item));
+    schedule_locked(obj);
   }
 }
 
@@ -820,12 +835,25 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
       item = std::move(obj->queue.front());
       obj->queue.pop_front();
       if (obj->requeued > 0) --obj->requeued;
+      if (item.kind == Item::Kind::kMail && !item.data_on_disk) {
+        obj->mail_bytes -= std::min(obj->mail_bytes, item.mail.data.size());
+      }
       generation = obj->generation.load();
       if (obj->reset_actor) {
         obj->reset_actor = false;
         obj->instance.reset();
       }
       obj->last_active = now;
+    }
+    if (item.kind == Item::Kind::kMail && item.data_on_disk) {
+      auto rec = store_.mail(obj->okey, item.seq);
+      if (!rec) {
+        log->warn("object {}/{}: message {} is no longer in the mailbox; skipped", obj->cls, obj->name, item.seq);
+        continue;
+      }
+      item.mail = std::move(*rec);
+      item.data_on_disk = false;
+      metrics_->mail_from_disk.fetch_add(1, std::memory_order_relaxed);
     }
     Effects fx;
     TurnContext ctx(*this, *obj, fx, item, now);
@@ -905,6 +933,7 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
       // A commit failed while this turn ran on what it wrote: run it again after the rolled-back
       // turns, which are now at the front.
       auto at = obj->queue.begin() + static_cast<std::ptrdiff_t>(std::min(obj->requeued, obj->queue.size()));
+      if (item.kind == Item::Kind::kMail) obj->mail_bytes += item.mail.data.size();
       obj->queue.insert(at, std::move(item));
       ++obj->requeued;
       obj->reset_actor = true;
@@ -985,6 +1014,7 @@ void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const E
   std::int64_t at = clock_() + static_cast<std::int64_t>(delay);
   {
     std::lock_guard lock(obj->mu);
+    obj->mail_bytes += item.mail.data.size();
     obj->queue.push_front(std::move(item));
     obj->blocked_until = at;
   }
@@ -1015,6 +1045,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
       // Undo every turn after the last commit: their items run again, in order, on a fresh actor.
       obj->requeued = obj->inflight.size();
       for (auto it = obj->inflight.rbegin(); it != obj->inflight.rend(); ++it) {
+        if (it->kind == Item::Kind::kMail) obj->mail_bytes += it->mail.data.size();
         obj->queue.push_front(std::move(*it));
       }
       obj->inflight.clear();
@@ -1287,6 +1318,9 @@ std::string ActorRuntime::metrics_text() const {
   counter("roost_actor_turns_uncommitted_total",
           "Turns with nothing durable and no turn before them awaiting a commit: outputs left at once.",
           m.direct_turns.load());
+  counter("roost_actor_mail_read_from_disk_total",
+          "Waiting messages whose data was left on disk (an object's backlog past mail_memory_bytes).",
+          m.mail_from_disk.load());
   counter("roost_actor_tells_total", "Messages told to objects from outside a turn.", m.tells.load());
   gauge("roost_actor_objects_in_memory", "Objects in memory (working, or holding sockets).",
         objects_in_memory());

@@ -100,6 +100,8 @@ const std::vector<Key>& keys() {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
        }},
+      {"actor_mail_memory_bytes", "waiting mail data an object keeps in memory; a longer backlog stays on disk (default 1048576)",
+       [](Config& c, const std::string& v) { c.actor_mail_memory_bytes = to_u64("actor_mail_memory_bytes", v); }},
       {"static_dir", "serve this folder's files at / (default none); flag also --static",
        [](Config& c, const std::string& v) { c.static_dir = v; }},
       {"auth_secret", "HS256 secret for JWT bearer tokens; empty = only loopback clients",

@@ -91,6 +91,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   aopts.idle_ms = d.config.actor_idle_ms;
   aopts.max_message_bytes = d.config.max_message_bytes;
   aopts.default_call_timeout_ms = d.config.call_timeout_ms;
+  aopts.mail_memory_bytes = d.config.actor_mail_memory_bytes;
   d.actors = std::make_unique<ActorRuntime>(*d.mailboxes, *d.committer, *d.queues, *d.hub, aopts,
                                             wall_clock_ms);
   d.router->set_actors(d.actors.get());

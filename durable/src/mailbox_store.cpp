@@ -219,19 +219,41 @@ std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
   return out;
 }
 
-std::vector<PendingMail> MailboxStore::all_pending() const {
+std::vector<PendingMail> MailboxStore::all_pending(std::uint64_t data_budget) const {
   std::vector<PendingMail> out;
   Txn txn = env_.begin_read();
   Cursor c(txn, mbox_);
+  std::string current;
+  std::uint64_t used = 0;
   for (auto e = c.first(); e; e = c.next()) {
     std::size_t olen = okey_length(e->key);
     if (olen == 0 || e->key.size() != olen + 8) continue;
-    auto ref = parse_object_key(e->key.substr(0, olen));
+    auto okey = e->key.substr(0, olen);
+    if (okey != current) {
+      current = std::string(okey);
+      used = 0;
+    }
+    auto ref = parse_object_key(okey);
     auto rec = MailRecord::decode(e->value);
     if (!ref || !rec) continue;
-    out.push_back(PendingMail{std::move(*ref), codec::get_be(e->key, olen, 8), std::move(*rec)});
+    PendingMail pm{std::move(*ref), codec::get_be(e->key, olen, 8), std::move(*rec)};
+    if (used + pm.record.data.size() > data_budget) {
+      pm.record.data.clear();
+      pm.record.data.shrink_to_fit();
+      pm.data_on_disk = true;
+    } else {
+      used += pm.record.data.size();
+    }
+    out.push_back(std::move(pm));
   }
   return out;
+}
+
+std::optional<MailRecord> MailboxStore::mail(std::string_view okey, std::uint64_t seq) const {
+  Txn txn = env_.begin_read();
+  auto v = txn.get(mbox_, seq_key(okey, seq));
+  if (!v) return std::nullopt;
+  return MailRecord::decode(*v);
 }
 
 std::vector<std::pair<ObjectRef, std::string>> MailboxStore::all_subscriptions() const {

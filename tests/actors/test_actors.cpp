@@ -108,6 +108,7 @@ class Log : public roost::Actor {
  public:
   void on_message(roost::Context& ctx, const roost::Message& m) override {
     if (running_.fetch_add(1) != 0) ctx.storage().put("overlap", "1");
+    if (m.data == "\"stall\"") std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a backlog forms
     std::this_thread::sleep_for(std::chrono::microseconds(200));  // widen any overlap
     auto n = get_int(ctx.storage(), "count");
     char key[32];

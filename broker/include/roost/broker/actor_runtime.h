@@ -66,6 +66,9 @@ struct ActorRuntimeOptions {
   std::size_t max_tags = 10;
   std::uint64_t default_call_timeout_ms = 10'000;
   std::uint32_t max_turns_per_slice = 64;  // turns one worker runs for an object before yielding
+  // Bytes of waiting mail data one object keeps in memory; past it, waiting mail keeps only its
+  // place in line and its data is read from disk when its turn comes.
+  std::uint64_t mail_memory_bytes = 1u << 20;
 };
 
 class ActorRuntime final : public durable::Participant {

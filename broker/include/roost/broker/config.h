@@ -49,6 +49,7 @@ struct Config {
   std::uint64_t actor_threads = 0;                  // actor worker threads; 0 = one per core
   std::uint64_t actor_idle_ms = 10'000;             // hibernate an idle object after this long
   std::uint64_t call_timeout_ms = 10'000;           // default object call timeout
+  std::uint64_t actor_mail_memory_bytes = 1u << 20; // waiting mail data one object keeps in RAM
   std::string log_level = "info";                   // trace|debug|info|warn|error
   std::string log_format = "text";                  // text | json
   std::filesystem::path config_file;                // where the file layer came from, if any

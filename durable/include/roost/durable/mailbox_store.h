@@ -51,6 +51,7 @@ struct PendingMail {
   ObjectRef object;
   std::uint64_t seq = 0;
   MailRecord record;
+  bool data_on_disk = false;  // record.data was left out: read it with mail() when needed
 };
 
 struct DueAlarm {
@@ -96,8 +97,11 @@ class MailboxStore {
                                                            std::string_view start,
                                                            std::string_view end,
                                                            std::size_t limit) const;
-  // Every message waiting in every mailbox, in (object, seq) order. Used once at start-up.
-  std::vector<PendingMail> all_pending() const;
+  // Every message waiting in every mailbox, in (object, seq) order. Used once at start-up. Past
+  // `data_budget` bytes of one object's data, data is left on disk (data_on_disk).
+  std::vector<PendingMail> all_pending(std::uint64_t data_budget = ~0ull) const;
+  // One waiting message, or nullopt when it is not (or no longer) in the mailbox.
+  std::optional<MailRecord> mail(std::string_view okey, std::uint64_t seq) const;
   // Every durable subscription: (object, pattern).
   std::vector<std::pair<ObjectRef, std::string>> all_subscriptions() const;
   // The earliest alarm's due time, if any.
