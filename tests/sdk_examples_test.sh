@@ -37,4 +37,24 @@ wait $sub
 cat "$tmp/sub.out"
 grep -Eq 'demo.probe #[0-9]+: "probe"' "$tmp/sub.out"
 grep -q 'demo.a.b #1: {"n":2}' "$tmp/sub.out"
+
+# An actor plugin built outside the tree against the installed package, loaded by the installed
+# binary, reached with `roost object` over the native protocol and over HTTP.
+kill $pid; wait $pid || true
+cmake -S "$src/examples/counter" -B "$tmp/c" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$tmp/c" -j2 >/dev/null
+"$tmp/prefix/bin/roost" serve --data-dir "$tmp/data" --http-listen 127.0.0.1:0 --endpoint "$url" \
+  --actors "$tmp/c/libroost_counter.so" --log-level info >"$tmp/roost.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q 'gateway listening' "$tmp/roost.log" && [ -S "$tmp/roost.sock" ] && break; sleep 0.05; done
+http=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/roost.log" | head -1)
+out=$("$tmp/prefix/bin/roost" object tell counter clicks '{"add":5}' --url "$url")
+echo "$out"
+[ "$out" = '{"seq":1}' ]
+"$tmp/prefix/bin/roost" object tell counter clicks '{"add":2}' --url "$http" >/dev/null
+out=$("$tmp/prefix/bin/roost" object call counter clicks '{}' --url "$url")
+echo "$out"
+[ "$out" = '{"value":7}' ]
+out=$("$tmp/prefix/bin/roost" object call nosuch x '{}' --url "$http" 2>&1 || true)
+echo "$out" | grep -q class_not_found || { echo "expected class_not_found: $out"; exit 1; }
 echo "sdk examples: ok"

@@ -21,6 +21,7 @@ namespace roost::broker {
 namespace json = boost::json;
 using roost::Client;
 using roost::ClientOptions;
+using ObjectReply = roost::ObjectReply;
 
 namespace {
 
@@ -212,6 +213,55 @@ int queue_native(const Args& a, const std::string& url) {
 std::atomic<bool> g_interrupted{false};
 
 }  // namespace
+
+const char* object_cli_help() {
+  return R"(usage: roost object tell CLASS NAME DATA [--content-type json|text|bytes] [--url URL]
+       roost object call CLASS NAME DATA [--timeout-ms N] [--content-type …] [--url URL]
+
+  tell sends DATA to the object's durable mailbox and prints {"seq":…} once it is committed.
+  call runs the object's on_call with DATA and prints its reply.
+  URL is tcp://HOST:PORT, ipc://PATH or http://HOST:PORT (default tcp://127.0.0.1:7400, or env
+  ROOST_URL). --token JWT (or env ROOST_TOKEN), --server-key Z85 for CURVE.
+)";
+}
+
+int object_cli(const std::vector<std::string>& raw) {
+  try {
+    Args a = parse(raw);
+    if (a.positional.empty() || a.opt("help")) {
+      std::cout << object_cli_help();
+      return a.positional.empty() ? 2 : 0;
+    }
+    std::string verb = need(a, 0, "tell|call");
+    if (verb != "tell" && verb != "call") throw UsageError("unknown object command " + verb);
+    std::string cls = need(a, 1, "CLASS"), name = need(a, 2, "NAME"), data = need(a, 3, "DATA");
+    ContentType type = content_type_of(a, data);
+    std::uint64_t timeout_ms = opt_number(a, "timeout-ms").value_or(0);
+    std::string url = url_of(a, "tcp://127.0.0.1:7400");
+    if (!is_native(url)) {
+      client::HttpClient http(url, std::chrono::milliseconds(timeout_ms + 30'000));
+      const char* ct = type == ContentType::kJson ? "application/json"
+                       : type == ContentType::kText ? "text/plain" : "application/octet-stream";
+      std::string path = "/v1/objects/" + cls + "/" + name + (verb == "tell" ? "/messages" : "/call");
+      if (verb == "call" && timeout_ms != 0) path += "?timeout_ms=" + std::to_string(timeout_ms);
+      return print(http.request("POST", path, data, ct));
+    }
+    auto client = connect_native(a, url);
+    if (verb == "tell") {
+      return print_native<std::uint64_t>(client->tell(cls, name, data, type), [](const std::uint64_t& seq) {
+        return json::serialize(json::object{{"seq", seq}});
+      });
+    }
+    return print_native<ObjectReply>(client->call(cls, name, data, std::chrono::milliseconds(timeout_ms), type),
+                                     [](const ObjectReply& r) { return r.data; });
+  } catch (const UsageError& e) {
+    std::cerr << "roost object: " << e.what() << "\n\n" << object_cli_help();
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "roost object: " << e.what() << '\n';
+    return 1;
+  }
+}
 
 const char* channel_cli_help() {
   return R"(usage: roost pub SUBJECT DATA [--content-type json|text|bytes] [--url URL]

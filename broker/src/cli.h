@@ -14,6 +14,9 @@ const char* queue_cli_help();
 // `roost pub` / `roost sub` (verb "pub" or "sub").
 int channel_cli(const std::string& verb, const std::vector<std::string>& args);
 const char* channel_cli_help();
+// `roost object tell|call CLASS NAME DATA`.
+int object_cli(const std::vector<std::string>& args);
+const char* object_cli_help();
 // `roost keygen`: a CURVE key pair for the endpoint.
 int keygen_cli();
 

@@ -15,10 +15,11 @@ const char* kUsage = R"(roost — queues, broadcast channels and object mailboxe
 
 usage:
   roost serve [OPTIONS]        run a node (data in ./roost-data, HTTP on 127.0.0.1:8080,
-                               native protocol on tcp://127.0.0.1:7400)
+                               native protocol on tcp://127.0.0.1:7400); --actors PLUGIN.so
   roost queue COMMAND ...      manage and use queues of a running node (roost queue --help)
   roost pub SUBJECT DATA       publish to a channel (roost pub --help)
   roost sub PATTERN            print a channel's messages, one JSON line each
+  roost object tell|call CLASS NAME DATA   message or call an object (roost object --help)
   roost keygen                 make a CURVE key pair for an encrypted endpoint
   roost --version
   roost --help
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   if (cmd == "queue") return roost::broker::queue_cli(rest);
   if (cmd == "pub" || cmd == "sub") return roost::broker::channel_cli(cmd, rest);
   if (cmd == "keygen") return roost::broker::keygen_cli();
+  if (cmd == "object") return roost::broker::object_cli(rest);
   if (cmd != "serve") {
     std::cerr << "roost: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
