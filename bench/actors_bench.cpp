@@ -21,6 +21,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bench_util.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -43,31 +45,12 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using roost::bench::percentile;
+using roost::bench::report;
+using roost::bench::status_bytes;
+using roost::bench::wall_ms;
 
-std::uint64_t status_bytes(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
-  }
-  return 0;
-}
 
-void report(const std::string& name, double value, const char* unit) {
-  std::printf("%s %.3f %s\n", name.c_str(), value, unit);
-  std::fflush(stdout);
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
-}
 
 // Counts turns; keeps a small state; echoes socket frames; broadcasts after a durable message.
 std::atomic<std::uint64_t> g_turns{0};

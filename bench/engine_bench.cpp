@@ -9,6 +9,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bench_util.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -27,27 +29,13 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using roost::bench::percentile;
+using roost::bench::report;
+using roost::bench::status_bytes;
+using roost::bench::wall_ms;
 
-// A field of /proc/self/status in bytes: VmRSS, RssAnon (heap), RssFile (mapped LMDB pages).
-std::uint64_t status_bytes(const std::string& field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
-  }
-  return 0;
-}
 std::uint64_t rss_bytes() { return status_bytes("VmRSS"); }
 
-void report(const std::string& name, double value, const char* unit) {
-  std::printf("%s %.3f %s\n", name.c_str(), value, unit);
-  std::fflush(stdout);
-}
 
 struct Engine {
   Engine(const std::filesystem::path& dir, durable::Durability d) {

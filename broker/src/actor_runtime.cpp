@@ -944,24 +944,19 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
     // Socket tags, attachments and the auto-response are memory only: later turns (which may run
     // before this one commits) must see them, so they apply now. The socket being connected is
     // not attached yet: its settings apply with the attachment, at the commit.
-    for (auto it = fx.tags.begin(); it != fx.tags.end();) {
-      auto sock = obj->sockets.find(it->first);
-      if (sock == obj->sockets.end()) {
-        ++it;
-        continue;
+    auto apply_now = [&](auto& changes, auto field) {
+      for (auto it = changes.begin(); it != changes.end();) {
+        auto sock = obj->sockets.find(it->first);
+        if (sock == obj->sockets.end()) {
+          ++it;
+          continue;
+        }
+        sock->second.*field = std::move(it->second);
+        it = changes.erase(it);
       }
-      sock->second.tags = std::move(it->second);
-      it = fx.tags.erase(it);
-    }
-    for (auto it = fx.attachments.begin(); it != fx.attachments.end();) {
-      auto sock = obj->sockets.find(it->first);
-      if (sock == obj->sockets.end()) {
-        ++it;
-        continue;
-      }
-      sock->second.attachment = std::move(it->second);
-      it = fx.attachments.erase(it);
-    }
+    };
+    apply_now(fx.tags, &Obj::SocketEntry::tags);
+    apply_now(fx.attachments, &Obj::SocketEntry::attachment);
     if (fx.auto_response) {
       obj->auto_request = std::move(fx.auto_response->first);
       obj->auto_response = std::move(fx.auto_response->second);
