@@ -428,13 +428,20 @@ class ActorRuntime::TurnOp final : public durable::Op {
       poisoned.push_back(obj_.get());
       return;
     }
-    // Enqueues first: they are the only effects that can be refused (queue_full).
+    // Enqueues are the only effects that can be refused (queue_full): check them all before
+    // anything is written, so the turn commits whole or not at all.
     for (auto& [queue, messages] : fx_.enqueues) {
-      auto r = rt_.queues_.enqueue_in(queue, messages);
-      if (!r) {
-        error_ = r.error();
+      if (auto e = rt_.queues_.check_enqueue_in(queue, messages)) {
+        error_ = *e;
         poisoned.push_back(obj_.get());
         return;
+      }
+    }
+    for (auto& [queue, messages] : fx_.enqueues) {
+      if (auto r = rt_.queues_.enqueue_in(queue, messages); !r) {
+        // Cannot happen (checked just above, nothing changed since); failing the whole group is
+        // the one answer that writes nothing partial.
+        throw durable::MdbError(MDB_BAD_TXN, "enqueue refused after its check: " + r.error().message);
       }
     }
     auto& store = rt_.store_;

@@ -383,52 +383,53 @@ class QueueStore::Work {
     return true;
   }
 
-  Result<std::vector<std::string>> enqueue(const std::string& name,
-                                           const std::vector<NewMessage>& messages) {
+  // Every reason enqueue() could refuse, checked without writing.
+  std::optional<Error> check_enqueue(const std::string& name, const std::vector<NewMessage>& messages) {
     const auto& opt = s_.options_;
-    if (messages.empty()) {
-      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "no messages to enqueue"));
-    }
+    if (messages.empty()) return err(ErrorCode::INVALID_ARGUMENT, "no messages to enqueue");
     if (messages.size() > opt.max_batch) {
-      return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
-                                 "at most " + std::to_string(opt.max_batch) + " messages a batch"));
+      return err(ErrorCode::INVALID_ARGUMENT, "at most " + std::to_string(opt.max_batch) + " messages a batch");
     }
     std::uint64_t batch_bytes = 0;
     for (const auto& m : messages) {
       if (m.body.size() > opt.max_message_bytes) {
-        return std::unexpected(err(ErrorCode::MESSAGE_TOO_LARGE,
-                                   "message body of " + std::to_string(m.body.size()) +
-                                       " bytes exceeds max_message_bytes " +
-                                       std::to_string(opt.max_message_bytes)));
+        return err(ErrorCode::MESSAGE_TOO_LARGE, "message body of " + std::to_string(m.body.size()) +
+                                                     " bytes exceeds max_message_bytes " +
+                                                     std::to_string(opt.max_message_bytes));
       }
-      if (m.delay_ms > kMaxDelayMs) {
-        return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "delay_ms exceeds 12 hours"));
-      }
+      if (m.delay_ms > kMaxDelayMs) return err(ErrorCode::INVALID_ARGUMENT, "delay_ms exceeds 12 hours");
       if (m.key.size() > kMaxKeyBytes || m.id.size() > kMaxIdBytes) {
-        return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "key or id longer than 1024 bytes"));
+        return err(ErrorCode::INVALID_ARGUMENT, "key or id longer than 1024 bytes");
       }
       batch_bytes += m.body.size();
     }
-    if (auto e = validate_name(name)) return std::unexpected(*e);
-    if (storage_full()) return std::unexpected(err(ErrorCode::STORAGE_FULL, "storage is full"));
+    if (auto e = validate_name(name)) return e;
+    if (storage_full()) return err(ErrorCode::STORAGE_FULL, "storage is full");
     Queue* q = find(name);
     if (q == nullptr) {
-      if (!opt.auto_create_queues) {
-        return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
-      }
-      q = &create(name, QueueConfig{});
+      // A new queue has the default configuration: no limits to check.
+      if (!opt.auto_create_queues) return err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name);
+      return std::nullopt;
     }
     const auto& cfg = q->config();
-    auto& c = q->counters();
+    const auto& c = q->counters();
     if (cfg.max_messages != 0 && c.messages + messages.size() > cfg.max_messages) {
-      return std::unexpected(err(ErrorCode::QUEUE_FULL,
-                                 "queue " + name + " holds its max_messages " +
-                                     std::to_string(cfg.max_messages)));
+      return err(ErrorCode::QUEUE_FULL,
+                 "queue " + name + " holds its max_messages " + std::to_string(cfg.max_messages));
     }
     if (cfg.max_bytes != 0 && c.bytes + batch_bytes > cfg.max_bytes) {
-      return std::unexpected(err(ErrorCode::QUEUE_FULL, "queue " + name + " holds its max_bytes " +
-                                                            std::to_string(cfg.max_bytes)));
+      return err(ErrorCode::QUEUE_FULL, "queue " + name + " holds its max_bytes " + std::to_string(cfg.max_bytes));
     }
+    return std::nullopt;
+  }
+
+  Result<std::vector<std::string>> enqueue(const std::string& name,
+                                           const std::vector<NewMessage>& messages) {
+    if (auto e = check_enqueue(name, messages)) return std::unexpected(*e);
+    Queue* q = find(name);
+    if (q == nullptr) q = &create(name, QueueConfig{});
+    const auto& cfg = q->config();
+    auto& c = q->counters();
     std::vector<std::string> ids;
     ids.reserve(messages.size());
     for (const auto& m : messages) {
@@ -803,6 +804,11 @@ void QueueStore::enqueue(std::string name, std::vector<NewMessage> messages,
 Result<std::vector<std::string>> QueueStore::enqueue_in(const std::string& name,
                                                         const std::vector<NewMessage>& messages) {
   return work_->enqueue(name, messages);
+}
+
+std::optional<Error> QueueStore::check_enqueue_in(const std::string& name,
+                                                  const std::vector<NewMessage>& messages) {
+  return work_->check_enqueue(name, messages);
 }
 
 void QueueStore::pull(std::string name, PullOptions options,

@@ -44,6 +44,9 @@ class Counter : public roost::Actor {
     if (v.is_object() && v.as_object().contains("enqueue")) {
       ctx.enqueue(json::value_to<std::string>(v.at("enqueue")), json::serialize(json::object{{"n", n}}));
     }
+    if (v.is_object() && v.as_object().contains("enqueue_both")) {
+      for (const auto& q : v.at("enqueue_both").as_array()) ctx.enqueue(json::value_to<std::string>(q), "{}");
+    }
     if (v.is_object() && v.as_object().contains("tell")) {
       ctx.tell("counter", json::value_to<std::string>(v.at("tell")), "{}");
     }

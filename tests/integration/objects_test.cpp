@@ -197,6 +197,24 @@ TEST_CASE("objects: a throwing turn has no effects, is retried, then dead-letter
   CHECK(metric(h, "roost_actor_dead_lettered_total") == 1);
 }
 
+TEST_CASE("objects: a turn whose enqueue is refused commits nothing, and runs again later", "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  REQUIRE(s.put_queue("qb", R"({"max_messages":1})").status == 200);
+  REQUIRE(s.send("qb", R"({"body":1})").status == 201);
+  tell(h, "counter/q", R"({"enqueue_both":["qa","qb"]})");  // qb is full: the whole turn waits
+  REQUIRE(eventually([&] { return metric(h, "roost_actor_rollbacks_total") >= 1; }));
+  auto qa = h.get("/v1/queues/qa");
+  if (qa.status == 200) CHECK(body_json(qa).at("stats").at("messages").as_int64() == 0);  // nothing partial
+  // (A call now would wait behind the blocked turn: per-object FIFO.)
+  // Room in qb: the turn runs again and commits whole.
+  auto lease = body_json(s.pull("qb")).at("messages").as_array()[0].at("lease_id");
+  REQUIRE(s.ack("qb", json::serialize(json::object{{"acks", json::array{json::object{{"lease_id", lease}}}}})).status == 200);
+  REQUIRE(eventually([&] { return call(h, "counter/q").at("n").as_int64() == 1; }));
+  CHECK(body_json(h.get("/v1/queues/qa")).at("stats").at("messages").as_int64() == 1);
+  CHECK(body_json(h.get("/v1/queues/qb")).at("stats").at("messages").as_int64() == 1);
+}
+
 TEST_CASE("objects: a call that gets no reply in time answers 504 call_timeout", "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();

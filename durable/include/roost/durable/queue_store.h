@@ -79,6 +79,9 @@ class QueueStore final : public Participant {
   // writing into the group transaction. REQUIRES: on the committer thread, inside Op::apply.
   Result<std::vector<std::string>> enqueue_in(const std::string& name,
                                               const std::vector<NewMessage>& messages);
+  // What enqueue_in() would refuse, without writing: check every queue first, then write, and a
+  // group of enqueues to several queues is all or nothing.
+  std::optional<Error> check_enqueue_in(const std::string& name, const std::vector<NewMessage>& messages);
 
   Result<QueueInfo> get_queue(std::string_view name) const;
   std::vector<QueueInfo> list_queues() const;
