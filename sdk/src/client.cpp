@@ -19,6 +19,7 @@
 #include <random>
 #include <span>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 namespace roost {
@@ -1139,11 +1140,61 @@ Result<std::unique_ptr<Stream>> Client::subscribe(const std::string& pattern,
 
 // ---- Producer, Consumer --------------------------------------------------------------------------
 
+// Asynchronous sends coalesce: at most kRequestsInFlight enqueue requests are on the wire; the
+// messages accepted meanwhile wait here and leave together, as one batch request, when one of
+// those completes. Few requests per message means few envelopes, Ops and answers per commit.
 struct Producer::State {
+  static constexpr std::size_t kRequestsInFlight = 4;
+  static constexpr std::size_t kMaxBatch = 1000;  // the node's max_batch
+
   std::mutex mu;
   std::condition_variable cv;
-  std::size_t outstanding = 0;
+  std::size_t outstanding = 0;  // accepted by send_async, not completed; GUARDED_BY(mu)
   std::size_t window = 1000;
+  std::size_t requests = 0;                    // enqueue requests in flight; GUARDED_BY(mu)
+  std::vector<NewMessage> waiting;             // accepted, not sent yet; GUARDED_BY(mu)
+  std::vector<Callback<std::string>> waiting_done;  // GUARDED_BY(mu)
+
+  // REQUIRES: mu held. Moves up to kMaxBatch waiting messages into a request of their own.
+  std::pair<std::vector<NewMessage>, std::vector<Callback<std::string>>> take_locked() {
+    std::size_t n = std::min(waiting.size(), kMaxBatch);
+    std::vector<NewMessage> msgs(std::make_move_iterator(waiting.begin()),
+                                 std::make_move_iterator(waiting.begin() + static_cast<std::ptrdiff_t>(n)));
+    std::vector<Callback<std::string>> dones(std::make_move_iterator(waiting_done.begin()),
+                                             std::make_move_iterator(waiting_done.begin() + static_cast<std::ptrdiff_t>(n)));
+    waiting.erase(waiting.begin(), waiting.begin() + static_cast<std::ptrdiff_t>(n));
+    waiting_done.erase(waiting_done.begin(), waiting_done.begin() + static_cast<std::ptrdiff_t>(n));
+    ++requests;
+    return {std::move(msgs), std::move(dones)};
+  }
+
+  // Sends one batch; its completion answers each message and sends what waited meanwhile.
+  static void send(const std::shared_ptr<State>& st, Client* client, const std::string& queue,
+                   std::vector<NewMessage> msgs, std::vector<Callback<std::string>> dones) {
+    client->enqueue_async(queue, std::move(msgs),
+                          [st, client, queue, dones = std::move(dones)](Result<std::vector<std::string>> r) mutable {
+                            // The callbacks run before the sends count as done, so flush() sees their effects.
+                            for (std::size_t i = 0; i < dones.size(); ++i) {
+                              if (!r) {
+                                dones[i](std::unexpected(r.error()));
+                              } else if (i < r->size()) {
+                                dones[i](std::move((*r)[i]));
+                              } else {
+                                dones[i](std::unexpected(Error{ErrorCode::MALFORMED, "fewer ids than messages"}));
+                              }
+                            }
+                            std::vector<NewMessage> next;
+                            std::vector<Callback<std::string>> next_done;
+                            {
+                              std::lock_guard lock(st->mu);
+                              st->outstanding -= dones.size();
+                              --st->requests;
+                              if (!st->waiting.empty()) std::tie(next, next_done) = st->take_locked();
+                            }
+                            st->cv.notify_all();
+                            if (!next.empty()) send(st, client, queue, std::move(next), std::move(next_done));
+                          });
+  }
 };
 
 Producer::Producer(Client& client, std::string queue, std::size_t window)
@@ -1172,27 +1223,18 @@ Result<std::vector<std::string>> Producer::send_batch(std::vector<NewMessage> me
 }
 
 void Producer::send_async(NewMessage message, Callback<std::string> done) {
+  std::vector<NewMessage> msgs;
+  std::vector<Callback<std::string>> dones;
   {
     std::unique_lock lock(state_->mu);
     state_->cv.wait(lock, [&] { return state_->outstanding < state_->window; });
     ++state_->outstanding;
+    state_->waiting.push_back(std::move(message));
+    state_->waiting_done.push_back(std::move(done));
+    if (state_->requests >= State::kRequestsInFlight) return;  // leaves with the next batch
+    std::tie(msgs, dones) = state_->take_locked();
   }
-  std::vector<NewMessage> one;
-  one.push_back(std::move(message));
-  client_.enqueue_async(queue_, std::move(one),
-                        [st = state_, done = std::move(done)](Result<std::vector<std::string>> r) mutable {
-                          // The callback runs before the send counts as done, so flush() sees its effects.
-                          if (!r) {
-                            done(std::unexpected(r.error()));
-                          } else {
-                            done(std::move(r->front()));
-                          }
-                          {
-                            std::lock_guard lock(st->mu);
-                            --st->outstanding;
-                          }
-                          st->cv.notify_all();
-                        });
+  State::send(state_, &client_, queue_, std::move(msgs), std::move(dones));
 }
 
 std::future<Result<std::string>> Producer::send_async(NewMessage message) {

@@ -390,6 +390,35 @@ TEST_CASE("SDK: many requests in flight on one connection, answers matched by id
   auto fut = p.send_async(msg("\"future\""));
   auto r = fut.get();
   CHECK(r);
+  // The producer coalesced what waited for the window: far fewer requests than messages.
+  auto requests_metric = [&] {
+    auto text = s.http().get("/metrics").body;
+    const std::string key = "\nroost_endpoint_requests_total ";
+    auto at = text.find(key);
+    REQUIRE(at != std::string::npos);
+    return std::stoull(text.substr(at + key.size()));
+  };
+  CHECK(requests_metric() < static_cast<unsigned long long>(kN) / 2);
+
+  // Without the producer, each enqueue_async is its own request: 500 pipelined on the connection.
+  auto before = requests_metric();
+  std::atomic<int> answered{0};
+  std::vector<std::string> raw_ids(500);
+  for (int i = 0; i < 500; ++i) {
+    c->enqueue_async("pipe2", {msg(std::to_string(i))}, [&, i](roost::Result<std::vector<std::string>> rr) {
+      std::lock_guard lock(mu);
+      raw_ids[static_cast<std::size_t>(i)] = rr ? rr->front() : "error: " + rr.error().message;
+      answered++;
+    });
+  }
+  for (int i = 0; i < 500 && answered < 500; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(answered == 500);
+  INFO("first answer: " << raw_ids[0]);
+  CHECK(std::is_sorted(raw_ids.begin(), raw_ids.end()));
+  CHECK(std::set<std::string>(raw_ids.begin(), raw_ids.end()).size() == 500);
+  auto after = requests_metric();
+  INFO("requests before " << before << " after " << after);
+  CHECK(after - before >= 500);
 }
 
 TEST_CASE("SDK: push consumer keeps at most max_in_flight unsettled", "[integration][native]") {

@@ -199,7 +199,10 @@ class Producer {
   Result<std::string> send(std::string body, ContentType type = ContentType::kJson);
   Result<std::string> send(NewMessage message);
   Result<std::vector<std::string>> send_batch(std::vector<NewMessage> messages);
-  // Blocks while `window` sends are outstanding; `done` runs on the client's I/O thread.
+  // Blocks while `window` sends are outstanding; `done` runs on the client's I/O thread. Sends
+  // coalesce: while 4 requests are in flight, further messages wait and leave together as one
+  // batch request when one completes (order kept; each message keeps its id, key and callback; a
+  // batch the node refuses — queue_full, storage_full — fails every message in it).
   void send_async(NewMessage message, Callback<std::string> done);
   std::future<Result<std::string>> send_async(NewMessage message);
   // Waits until every asynchronous send has completed.
