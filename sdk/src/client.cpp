@@ -86,6 +86,10 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     // A fire-and-forget publish, not encoded yet: the I/O thread packs runs of them into one
     // publishBatch message.
     std::optional<ChannelMessage> publish;
+    // A request made up when it is sent: called on the I/O thread just before, it sets id,
+    // frames and done, or returns false when there is nothing to send after all. Lets a producer
+    // put everything that queued up meanwhile into one request.
+    std::function<bool(Outgoing&)> build;
   };
   struct Pending {
     ReplyFn done;
@@ -171,12 +175,19 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     enqueue_outgoing(std::move(o));
   }
 
+  // Answers an unsent request with `why` (building it first if it is built late).
+  void fail_outgoing(Outgoing& o, const Error& why) {
+    if (o.build && !o.done && !o.build(o)) return;
+    Reply r{why, {}, {}};
+    if (o.done) o.done(r);
+  }
+
   void enqueue_outgoing(Outgoing o) {
     {
-      std::lock_guard lock(mu);
+      std::unique_lock lock(mu);
       if (closing.load()) {
-        Reply r{unavailable("the client is closed"), {}, {}};
-        if (o.done) o.done(r);
+        lock.unlock();  // the failure's callbacks may queue more
+        fail_outgoing(o, unavailable("the client is closed"));
         return;
       }
       outbox.push_back(std::move(o));
@@ -306,6 +317,13 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   void send_all(std::vector<Outgoing>& items) {
     for (std::size_t i = 0; i < items.size();) {
       if (!items[i].publish) {
+        if (items[i].build) {
+          auto build = std::move(items[i].build);
+          if (!build(items[i])) {
+            ++i;
+            continue;
+          }
+        }
         send_now(items[i++]);
         continue;
       }
@@ -734,10 +752,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       left.swap(outbox);
     }
     for (auto& o : waiting) left.push_back(std::move(o));
-    for (auto& o : left) {
-      Reply r{unavailable("the client is closed"), {}, {}};
-      if (o.done) o.done(r);
-    }
+    for (auto& o : left) fail_outgoing(o, unavailable("the client is closed"));
     {
       std::lock_guard lock(mu);
       for (auto& [id, s] : streams) {
@@ -772,10 +787,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     }
     for (auto& o : waiting) left.push_back(std::move(o));
     waiting.clear();
-    for (auto& o : left) {
-      Reply r{unavailable("the client failed: " + why), {}, {}};
-      if (o.done) o.done(r);
-    }
+    for (auto& o : left) fail_outgoing(o, unavailable("the client failed: " + why));
   }
 
   void close() {
@@ -1140,11 +1152,13 @@ Result<std::unique_ptr<Stream>> Client::subscribe(const std::string& pattern,
 
 // ---- Producer, Consumer --------------------------------------------------------------------------
 
-// Asynchronous sends coalesce: at most kRequestsInFlight enqueue requests are on the wire; the
-// messages accepted meanwhile wait here and leave together, as one batch request, when one of
-// those completes. Few requests per message means few envelopes, Ops and answers per commit.
+// Asynchronous sends coalesce: at most kRequestsInFlight enqueue requests are on the wire. A
+// request takes its messages only when the I/O thread sends it, so a burst of sends leaves as one
+// batch; messages accepted while both requests are out wait here and leave with the next one.
+// Few requests per message means few envelopes, Ops and answers per commit; two in flight keep
+// the committer busy while an answer travels back.
 struct Producer::State {
-  static constexpr std::size_t kRequestsInFlight = 4;
+  static constexpr std::size_t kRequestsInFlight = 2;
   static constexpr std::size_t kMaxBatch = 1000;  // the node's max_batch
 
   std::mutex mu;
@@ -1164,36 +1178,68 @@ struct Producer::State {
                                              std::make_move_iterator(waiting_done.begin() + static_cast<std::ptrdiff_t>(n)));
     waiting.erase(waiting.begin(), waiting.begin() + static_cast<std::ptrdiff_t>(n));
     waiting_done.erase(waiting_done.begin(), waiting_done.begin() + static_cast<std::ptrdiff_t>(n));
-    ++requests;
     return {std::move(msgs), std::move(dones)};
   }
 
-  // Sends one batch; its completion answers each message and sends what waited meanwhile.
-  static void send(const std::shared_ptr<State>& st, Client* client, const std::string& queue,
-                   std::vector<NewMessage> msgs, std::vector<Callback<std::string>> dones) {
-    client->enqueue_async(queue, std::move(msgs),
-                          [st, client, queue, dones = std::move(dones)](Result<std::vector<std::string>> r) mutable {
-                            // The callbacks run before the sends count as done, so flush() sees their effects.
-                            for (std::size_t i = 0; i < dones.size(); ++i) {
-                              if (!r) {
-                                dones[i](std::unexpected(r.error()));
-                              } else if (i < r->size()) {
-                                dones[i](std::move((*r)[i]));
-                              } else {
-                                dones[i](std::unexpected(Error{ErrorCode::MALFORMED, "fewer ids than messages"}));
-                              }
-                            }
-                            std::vector<NewMessage> next;
-                            std::vector<Callback<std::string>> next_done;
-                            {
-                              std::lock_guard lock(st->mu);
-                              st->outstanding -= dones.size();
-                              --st->requests;
-                              if (!st->waiting.empty()) std::tie(next, next_done) = st->take_locked();
-                            }
-                            st->cv.notify_all();
-                            if (!next.empty()) send(st, client, queue, std::move(next), std::move(next_done));
-                          });
+  // Queues a request that takes what is waiting when the I/O thread sends it: messages the
+  // application adds until then leave with it. Its completion answers each message, and queues
+  // the next request if more waited meanwhile.
+  static void send(const std::shared_ptr<State>& st, ClientCore& core, const std::string& queue) {
+    ClientCore::Outgoing o;
+    o.build = [st, &c = core, queue](ClientCore::Outgoing& out) {
+      std::vector<NewMessage> msgs;
+      std::vector<Callback<std::string>> dones;
+      {
+        std::lock_guard lock(st->mu);
+        if (st->waiting.empty()) {
+          --st->requests;
+          return false;
+        }
+        std::tie(msgs, dones) = st->take_locked();
+      }
+      capnp::MallocMessageBuilder b(256);
+      auto env = b.initRoot<proto::Envelope>();
+      out.id = c.next_id.fetch_add(1);
+      env.setId(out.id);
+      build_enqueue(env, queue, msgs);
+      out.frames.clear();
+      out.frames.push_back(to_frame(b));
+      for (auto& p : payloads_of(msgs)) out.frames.push_back(std::move(p));
+      out.deadline = Clock::now() + c.options.request_timeout;
+      out.done = [st, &c, queue, dones = std::move(dones)](Reply& r) mutable {
+        Result<std::vector<std::string>> ids = std::unexpected(Error{ErrorCode::INTERNAL, "no answer"});
+        if (auto e = r.error()) {
+          ids = std::unexpected(*e);
+        } else {
+          try {
+            ids = decode_ids(r);
+          } catch (const kj::Exception& ex) {
+            ids = std::unexpected(Error{ErrorCode::MALFORMED, std::string("unexpected answer: ") + ex.getDescription().cStr()});
+          }
+        }
+        // The callbacks run before the sends count as done, so flush() sees their effects.
+        for (std::size_t i = 0; i < dones.size(); ++i) {
+          if (!ids) {
+            dones[i](std::unexpected(ids.error()));
+          } else if (i < ids->size()) {
+            dones[i](std::move((*ids)[i]));
+          } else {
+            dones[i](std::unexpected(Error{ErrorCode::MALFORMED, "fewer ids than messages"}));
+          }
+        }
+        bool more = false;
+        {
+          std::lock_guard lock(st->mu);
+          st->outstanding -= dones.size();
+          more = !st->waiting.empty();
+          if (!more) --st->requests;
+        }
+        st->cv.notify_all();
+        if (more) send(st, c, queue);  // the request slot passes on
+      };
+      return true;
+    };
+    core.enqueue_outgoing(std::move(o));
   }
 };
 
@@ -1223,18 +1269,16 @@ Result<std::vector<std::string>> Producer::send_batch(std::vector<NewMessage> me
 }
 
 void Producer::send_async(NewMessage message, Callback<std::string> done) {
-  std::vector<NewMessage> msgs;
-  std::vector<Callback<std::string>> dones;
   {
     std::unique_lock lock(state_->mu);
     state_->cv.wait(lock, [&] { return state_->outstanding < state_->window; });
     ++state_->outstanding;
     state_->waiting.push_back(std::move(message));
     state_->waiting_done.push_back(std::move(done));
-    if (state_->requests >= State::kRequestsInFlight) return;  // leaves with the next batch
-    std::tie(msgs, dones) = state_->take_locked();
+    if (state_->requests >= State::kRequestsInFlight) return;  // leaves with a request queued already
+    ++state_->requests;
   }
-  State::send(state_, &client_, queue_, std::move(msgs), std::move(dones));
+  State::send(state_, *client_.core_, queue_);
 }
 
 std::future<Result<std::string>> Producer::send_async(NewMessage message) {

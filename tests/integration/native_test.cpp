@@ -14,6 +14,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <future>
 #include <thread>
 
 #include "http_fixture.h"
@@ -947,4 +948,23 @@ TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking
   CHECK(echoed.back() == "99");
   REQUIRE(blocking);
   CHECK(*blocking == ErrorCode::INVALID_ARGUMENT);
+}
+
+TEST_CASE("SDK: a producer's coalesced sends all complete when the client closes under them", "[integration][native]") {
+  Server s;
+  auto c = connect(s.proc());
+  auto p = std::make_unique<roost::Producer>(*c, "closing", 1000);
+  std::atomic<int> ok{0}, failed{0};
+  for (int i = 0; i < 300; ++i) {
+    p->send_async(msg(std::to_string(i)), [&](roost::Result<std::string> r) { (r ? ok : failed)++; });
+  }
+  c->close();
+  auto flushed = std::async(std::launch::async, [&] { p->flush(); });
+  REQUIRE(flushed.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(ok + failed == 300);  // every callback ran once, sent or told `unavailable`
+  p->send_async(msg("\"late\""), [&](roost::Result<std::string> r) {
+    CHECK_FALSE(r);
+    if (!r) CHECK(r.error().code == roost::ErrorCode::UNAVAILABLE);
+  });
+  p.reset();  // waits for that one too
 }

@@ -188,6 +188,7 @@ class Client {
 
  private:
   explicit Client(std::shared_ptr<ClientCore> core);
+  friend class Producer;
   std::shared_ptr<ClientCore> core_;
 };
 
@@ -200,9 +201,10 @@ class Producer {
   Result<std::string> send(NewMessage message);
   Result<std::vector<std::string>> send_batch(std::vector<NewMessage> messages);
   // Blocks while `window` sends are outstanding; `done` runs on the client's I/O thread. Sends
-  // coalesce: while 4 requests are in flight, further messages wait and leave together as one
-  // batch request when one completes (order kept; each message keeps its id, key and callback; a
-  // batch the node refuses — queue_full, storage_full — fails every message in it).
+  // coalesce: at most 2 enqueue requests are in flight, and each takes every message waiting
+  // when the I/O thread sends it (up to 1000), so bursts leave as batch requests (order kept;
+  // each message keeps its id, key and callback; a batch the node refuses — queue_full,
+  // storage_full — fails every message in it).
   void send_async(NewMessage message, Callback<std::string> done);
   std::future<Result<std::string>> send_async(NewMessage message);
   // Waits until every asynchronous send has completed.
