@@ -1205,14 +1205,17 @@ void ActorRuntime::timer_loop() {
     }
     timer_wake_ = 0;
     // Backoffs that are over.
-    std::vector<std::shared_ptr<Obj>> ready;
+    std::vector<std::pair<std::int64_t, std::shared_ptr<Obj>>> ready;
     while (!retry_at_.empty() && retry_at_.begin()->first <= now) {
-      if (auto o = retry_at_.begin()->second.lock()) ready.push_back(std::move(o));
+      if (auto o = retry_at_.begin()->second.lock()) ready.emplace_back(retry_at_.begin()->first, std::move(o));
       retry_at_.erase(retry_at_.begin());
     }
     if (!retry_at_.empty()) timer_wake_ = retry_at_.begin()->first;
-    for (auto& o : ready) {
+    for (auto& [at, o] : ready) {
       std::lock_guard olock(o->mu);
+      // This backoff is over (even if the wall clock stepped back meanwhile); a later one, set by
+      // a newer failure, has its own entry.
+      if (o->blocked_until <= at) o->blocked_until = 0;
       schedule_locked(o);
     }
     // Calls out of time.
