@@ -250,6 +250,12 @@ TEST_CASE("objects: WebSockets attach, get outputs after commit, tags, attachmen
   blue.send("bye");
   CHECK(blue.wait_closed() == 4000);
   CHECK(red.recv()->at("left").as_int64() == 4000);
+  // An oversized frame (over max_ws_message_bytes, 64 KiB) closes that socket with 1009.
+  WsClient big(s.proc().port(), WsOptions{"/v1/objects/counter/w/connect?tag=big"});
+  REQUIRE(big.recv()->as_object().contains("hello"));
+  big.send(std::string(70'000, 'x'));
+  CHECK(big.wait_closed() == 1009);
+  CHECK(red.recv()->at("left").as_int64() == 1009);  // the object heard why
   // A client that goes away: on_disconnect runs.
   red.close();
   REQUIRE(eventually([&] { return call(h, "counter/w", R"({"sockets":""})").as_array().empty(); }));
