@@ -1,0 +1,133 @@
+// The runtime's write Ops: TurnOp commits one turn's effects with the consumption of its mail;
+// MailOp appends mail from outside a turn (tells, durable-subscription messages) or turns due
+// alarms into mail. Both run on the committer thread. Private to broker/src.
+#pragma once
+
+#include "actor_state.h"
+
+#include <roost/durable/committer.h>
+#include <roost/durable/mailbox_store.h>
+#include <roost/durable/queue_store.h>
+
+#include <algorithm>
+#include <functional>
+
+namespace roost::broker {
+
+using durable::MailboxStore;
+using durable::PendingMail;
+
+// One turn's effects and the consumption of its mail, in the group transaction.
+class ActorRuntime::TurnOp final : public durable::Op {
+ public:
+  TurnOp(ActorRuntime& rt, std::shared_ptr<Obj> obj, std::uint64_t turn, std::uint64_t generation,
+         Effects fx)
+      : rt_(rt), obj_(std::move(obj)), turn_(turn), generation_(generation), fx_(std::move(fx)) {}
+
+  void apply(durable::WriteContext& ctx) override {
+    error_.reset();
+    auto& poisoned = rt_.poisoned_;
+    if (generation_ != obj_->generation.load() ||
+        std::find(poisoned.begin(), poisoned.end(), obj_.get()) != poisoned.end()) {
+      error_ = Error{ErrorCode::UNAVAILABLE, "an earlier turn of this object failed to commit"};
+      return;
+    }
+    if (ctx.storage_full && fx_.adds_data()) {
+      error_ = Error{ErrorCode::STORAGE_FULL, "storage is full"};
+      poisoned.push_back(obj_.get());
+      return;
+    }
+    // Enqueues are the only effects that can be refused (queue_full): check them all before
+    // anything is written, so the turn commits whole or not at all.
+    for (auto& [queue, messages] : fx_.enqueues) {
+      if (auto e = rt_.queues_.check_enqueue_in(queue, messages)) {
+        error_ = *e;
+        poisoned.push_back(obj_.get());
+        return;
+      }
+    }
+    for (auto& [queue, messages] : fx_.enqueues) {
+      if (auto r = rt_.queues_.enqueue_in(queue, messages); !r) {
+        // Cannot happen (checked just above, nothing changed since); failing the whole group is
+        // the one answer that writes nothing partial.
+        throw durable::MdbError(MDB_BAD_TXN, "enqueue refused after its check: " + r.error().message);
+      }
+    }
+    auto& store = rt_.store_;
+    const auto& okey = obj_->okey;
+    if (fx_.consume_seq != 0) store.consume_in(ctx.txn, okey, fx_.consume_seq);
+    for (const auto& [k, v] : fx_.writes) {
+      if (v) {
+        store.kv_put_in(ctx.txn, okey, k, *v);
+      } else {
+        store.kv_del_in(ctx.txn, okey, k);
+      }
+    }
+    for (auto& t : fx_.tells) t.seq = store.append_in(ctx.txn, t.okey, t.mail);
+    for (const auto& a : fx_.alarms) {
+      if (a.set) {
+        store.alarm_set_in(ctx.txn, okey, a.name, a.due_ms, a.every_ms);
+      } else {
+        store.alarm_cancel_in(ctx.txn, okey, a.name);
+      }
+    }
+    for (const auto& [pattern, on] : fx_.subscriptions) {
+      store.subscription_set_in(ctx.txn, okey, pattern, on);
+    }
+  }
+
+  void complete(const Error* error) override {
+    if (error == nullptr && error_) error = &*error_;
+    rt_.on_turn_done(obj_, turn_, generation_, fx_, error);
+  }
+
+ private:
+  ActorRuntime& rt_;
+  std::shared_ptr<Obj> obj_;
+  std::uint64_t turn_;
+  std::uint64_t generation_;
+  Effects fx_;
+  std::optional<Error> error_;
+};
+
+// Appends mail from outside a turn (tells, messages of durable subscriptions) or fires due alarms.
+class ActorRuntime::MailOp final : public durable::Op {
+ public:
+  using Done = std::move_only_function<void(Result<std::vector<PendingMail>>)>;
+  MailOp(ActorRuntime& rt, std::vector<PendingMail> mail, bool fire_alarms, Done done)
+      : rt_(rt), mail_(std::move(mail)), fire_alarms_(fire_alarms), done_(std::move(done)) {}
+
+  void apply(durable::WriteContext& ctx) override {
+    fired_.clear();
+    refused_ = false;
+    if (fire_alarms_) {
+      fired_ = rt_.store_.fire_due_in(ctx.txn, ctx.now_ms, 1000);
+      return;
+    }
+    if (ctx.storage_full) {
+      refused_ = true;
+      return;
+    }
+    for (auto& m : mail_) {
+      m.seq = rt_.store_.append_in(ctx.txn, MailboxStore::object_key(m.object.object_class, m.object.name),
+                                   m.record);
+    }
+  }
+  void complete(const Error* error) override {
+    if (error != nullptr) return done_(std::unexpected(*error));
+    if (refused_) {
+      return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
+    }
+    done_(fire_alarms_ ? std::move(fired_) : std::move(mail_));
+  }
+
+ private:
+  ActorRuntime& rt_;
+  std::vector<PendingMail> mail_;
+  bool fire_alarms_;
+  Done done_;
+  std::vector<PendingMail> fired_;
+  bool refused_ = false;
+};
+
+}  // namespace roost::broker

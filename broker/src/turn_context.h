@@ -1,0 +1,227 @@
+// The turn context: what an actor's handler sees. It records effects (storage writes, outputs,
+// tells, enqueues, alarms, subscriptions) and never writes anything itself; the runtime turns the
+// recorded effects into one TurnOp. Storage reads see this turn's writes, then the object's
+// uncommitted turns (the overlay), then LMDB. Private to broker/src.
+#pragma once
+
+#include "actor_state.h"
+
+#include <roost/channels/subject.h>
+#include <roost/durable/mailbox_store.h>
+#include <roost/durable/queue_store.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace roost::broker {
+
+inline bool has_tag(const std::vector<std::string>& tags, std::string_view tag) {
+  return tag.empty() || std::find(tags.begin(), tags.end(), tag) != tags.end();
+}
+
+class ActorRuntime::TurnContext final : public Context, public Storage {
+ public:
+  TurnContext(ActorRuntime& rt, Obj& obj, Effects& fx, const Item& item, std::int64_t now)
+      : rt_(rt), obj_(obj), fx_(fx), item_(item), now_(now) {}
+
+  std::string_view object_class() const override { return obj_.cls; }
+  std::string_view object_name() const override { return obj_.name; }
+  std::int64_t now_ms() const override { return now_; }
+  Storage& storage() override { return *this; }
+
+  // --- Storage ---
+  std::optional<std::string> get(std::string_view key) override {
+    if (auto it = fx_.writes.find(key); it != fx_.writes.end()) return it->second;
+    {
+      std::lock_guard lock(obj_.mu);
+      if (auto it = obj_.overlay.find(key); it != obj_.overlay.end()) return it->second.value;
+    }
+    return rt_.store_.kv_get(obj_.okey, key);
+  }
+  void put(std::string_view key, std::string_view value) override {
+    check_key(key);
+    if (value.size() > rt_.options_.max_value_bytes) {
+      throw std::length_error("storage value of " + std::to_string(value.size()) +
+                              " bytes exceeds " + std::to_string(rt_.options_.max_value_bytes));
+    }
+    fx_.writes.insert_or_assign(std::string(key), std::string(value));
+  }
+  bool del(std::string_view key) override {
+    check_key(key);
+    bool existed = get(key).has_value();
+    fx_.writes.insert_or_assign(std::string(key), std::nullopt);
+    return existed;
+  }
+  std::vector<std::pair<std::string, std::string>> list(std::string_view prefix,
+                                                        std::size_t limit) override {
+    return scan(prefix, prefix, {}, limit);
+  }
+  std::vector<std::pair<std::string, std::string>> range(std::string_view start,
+                                                         std::string_view end,
+                                                         std::size_t limit) override {
+    return scan({}, start, end, limit);
+  }
+
+  // --- sockets ---
+  std::vector<Socket> sockets(std::string_view tag) override {
+    std::vector<Socket> out;
+    std::lock_guard lock(obj_.mu);
+    for (const auto& [id, s] : obj_.sockets) {
+      if (has_tag(tags_locked(id, s.tags), tag)) out.push_back(Socket{id});
+    }
+    if (item_.kind == Item::Kind::kConnect && has_tag(tags_locked(item_.socket, {}), tag)) {
+      out.push_back(Socket{item_.socket});
+    }
+    return out;
+  }
+  std::vector<std::string> tags(Socket s) override {
+    if (auto it = fx_.tags.find(s.id); it != fx_.tags.end()) return it->second;
+    std::lock_guard lock(obj_.mu);
+    auto it = obj_.sockets.find(s.id);
+    return it == obj_.sockets.end() ? std::vector<std::string>{} : it->second.tags;
+  }
+  std::string attachment(Socket s) override {
+    if (auto it = fx_.attachments.find(s.id); it != fx_.attachments.end()) return it->second;
+    std::lock_guard lock(obj_.mu);
+    auto it = obj_.sockets.find(s.id);
+    return it == obj_.sockets.end() ? std::string{} : it->second.attachment;
+  }
+  void set_attachment(Socket s, std::string data) override {
+    if (data.size() > rt_.options_.max_attachment_bytes) {
+      throw std::length_error("socket attachment of " + std::to_string(data.size()) +
+                              " bytes exceeds " + std::to_string(rt_.options_.max_attachment_bytes));
+    }
+    fx_.attachments[s.id] = std::move(data);
+  }
+  void set_tags(Socket s, std::vector<std::string> tags) override {
+    if (tags.size() > rt_.options_.max_tags) {
+      throw std::length_error("at most " + std::to_string(rt_.options_.max_tags) + " tags a socket");
+    }
+    fx_.tags[s.id] = std::move(tags);
+  }
+  void send(Socket s, std::string data) override { fx_.sends.emplace_back(s.id, std::move(data)); }
+  void broadcast(std::string data, std::string_view tag) override {
+    auto targets = sockets(tag);
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      fx_.sends.emplace_back(targets[i].id, i + 1 == targets.size() ? std::move(data) : data);
+    }
+  }
+  void close(Socket s, std::uint16_t code, std::string reason) override {
+    fx_.closes.push_back({s.id, code, std::move(reason)});
+  }
+  void set_auto_response(std::string request, std::string response) override {
+    fx_.auto_response.emplace(std::move(request), std::move(response));
+  }
+
+  // --- outputs to the rest of the broker ---
+  void publish(std::string_view subject, std::string data, ContentType type) override {
+    if (auto e = channels::validate_subject(subject)) throw std::invalid_argument(e->message);
+    check_size(data);
+    fx_.publishes.push_back({std::string(subject), std::move(data), type});
+  }
+  void enqueue(std::string_view queue, std::string data, ContentType type) override {
+    if (auto e = durable::QueueStore::validate_name(queue)) throw std::invalid_argument(e->message);
+    check_size(data);
+    NewMessage m;
+    m.body = std::move(data);
+    m.content_type = type;
+    fx_.enqueues[std::string(queue)].push_back(std::move(m));
+  }
+  void tell(std::string_view cls, std::string_view name, std::string data,
+            ContentType type) override {
+    if (auto e = rt_.check(cls, name)) throw std::invalid_argument(e->message);
+    check_size(data);
+    Effects::Tell t;
+    t.okey = MailboxStore::object_key(cls, name);
+    t.cls = std::string(cls);
+    t.name = std::string(name);
+    t.mail.content_type = type;
+    t.mail.enqueued_ms = now_;
+    t.mail.data = std::move(data);
+    fx_.tells.push_back(std::move(t));
+  }
+  void reply(std::string data, ContentType type) override {
+    if (item_.kind != Item::Kind::kCall) throw std::logic_error("reply() outside on_call");
+    fx_.reply = ObjectReply{std::move(data), type};
+  }
+  void set_alarm(std::string_view name, std::int64_t time_ms, std::uint64_t every_ms) override {
+    check_alarm_name(name);
+    fx_.alarms.push_back({std::string(name), true, time_ms, every_ms});
+  }
+  void cancel_alarm(std::string_view name) override {
+    check_alarm_name(name);
+    fx_.alarms.push_back({std::string(name), false, 0, 0});
+  }
+  void subscribe(std::string_view pattern) override {
+    if (auto e = channels::validate_pattern(pattern)) throw std::invalid_argument(e->message);
+    fx_.subscriptions.emplace_back(std::string(pattern), true);
+  }
+  void unsubscribe(std::string_view pattern) override {
+    fx_.subscriptions.emplace_back(std::string(pattern), false);
+  }
+
+ private:
+  // REQUIRES: obj_.mu held.
+  const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed) {
+    auto it = fx_.tags.find(id);
+    return it != fx_.tags.end() ? it->second : committed;
+  }
+  void check_key(std::string_view key) const {
+    if (key.empty() || key.size() > rt_.options_.max_key_bytes) {
+      throw std::length_error("storage keys are 1 to " + std::to_string(rt_.options_.max_key_bytes) +
+                              " bytes");
+    }
+  }
+  void check_size(const std::string& data) const {
+    if (data.size() > rt_.options_.max_message_bytes) {
+      throw std::length_error("message of " + std::to_string(data.size()) + " bytes exceeds " +
+                              std::to_string(rt_.options_.max_message_bytes));
+    }
+  }
+  static void check_alarm_name(std::string_view name) {
+    if (name.empty() || name.size() > 256) throw std::invalid_argument("alarm names are 1 to 256 bytes");
+  }
+  // Committed entries, overlaid by uncommitted turns, overlaid by this turn.
+  std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix,
+                                                        std::string_view start,
+                                                        std::string_view end, std::size_t limit) {
+    auto in_range = [&](std::string_view k) {
+      return k.starts_with(prefix) && k >= start && (end.empty() || k < end);
+    };
+    std::map<std::string, std::optional<std::string>, std::less<>> pending;
+    {
+      std::lock_guard lock(obj_.mu);
+      for (const auto& [k, p] : obj_.overlay) {
+        if (in_range(k)) pending[k] = p.value;
+      }
+    }
+    for (const auto& [k, v] : fx_.writes) {
+      if (in_range(k)) pending[k] = v;
+    }
+    std::size_t fetch = limit == 0 ? 0 : limit + pending.size();
+    auto base = rt_.store_.kv_scan(obj_.okey, prefix, start, end, fetch);
+    std::map<std::string, std::string, std::less<>> merged(std::make_move_iterator(base.begin()),
+                                                           std::make_move_iterator(base.end()));
+    for (auto& [k, v] : pending) {
+      if (v) {
+        merged[k] = *v;
+      } else {
+        merged.erase(k);
+      }
+    }
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& [k, v] : merged) {
+      if (limit != 0 && out.size() >= limit) break;
+      out.emplace_back(k, std::move(v));
+    }
+    return out;
+  }
+
+  ActorRuntime& rt_;
+  Obj& obj_;
+  Effects& fx_;
+  const Item& item_;
+  std::int64_t now_;
+};
+
+}  // namespace roost::broker
