@@ -821,6 +821,23 @@ void ActorRuntime::sweep(std::int64_t now) {
   metrics_->hibernations.fetch_add(hibernated.size(), std::memory_order_relaxed);
 }
 
+ObjectInfo ActorRuntime::info(const std::string& cls, const std::string& name) const {
+  ObjectInfo out;
+  out.object_class = cls;
+  out.name = name;
+  auto okey = MailboxStore::object_key(cls, name);
+  out.waiting = store_.waiting(okey);
+  for (auto& a : store_.alarms_of(okey)) out.alarms.push_back({a.name, a.due_ms, a.every_ms});
+  std::lock_guard lock(mu_);
+  if (auto it = objects_.find(okey); it != objects_.end()) {
+    std::lock_guard olock(it->second->mu);
+    out.in_memory = true;
+    out.active = it->second->instance != nullptr || it->second->running;
+    out.sockets = it->second->sockets.size();
+  }
+  return out;
+}
+
 std::size_t ActorRuntime::objects_in_memory() const {
   std::lock_guard lock(mu_);
   return objects_.size();

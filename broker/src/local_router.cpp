@@ -295,6 +295,11 @@ void LocalRouter::object_socket_closed(std::uint64_t socket, std::uint16_t code)
   if (actors_ != nullptr) actors_->socket_closed(socket, code);
 }
 
+Result<ObjectInfo> LocalRouter::object_info(const std::string& object_class, const std::string& name) {
+  if (auto e = object_check(object_class, name)) return std::unexpected(*e);
+  return actors_->info(object_class, name);
+}
+
 std::optional<Error> LocalRouter::object_check(std::string_view object_class, std::string_view name) {
   if (actors_ == nullptr) return no_actors(object_class);
   if (auto e = ActorRuntime::validate_class(object_class)) return e;

@@ -288,6 +288,33 @@ std::optional<DueAlarm> MailboxStore::alarm(std::string_view okey, std::string_v
   return a;
 }
 
+std::vector<DueAlarm> MailboxStore::alarms_of(std::string_view okey) const {
+  std::vector<DueAlarm> out;
+  std::vector<std::string> names;
+  {
+    Txn txn = env_.begin_read();
+    Cursor c(txn, alarmx_);
+    for (auto e = c.seek(okey); e && e->key.starts_with(okey); e = c.next()) {
+      names.emplace_back(e->key.substr(okey.size()));
+    }
+  }
+  for (const auto& n : names) {
+    if (auto a = alarm(okey, n)) out.push_back(std::move(*a));
+  }
+  return out;
+}
+
+std::uint64_t MailboxStore::waiting(std::string_view okey, std::uint64_t limit) const {
+  Txn txn = env_.begin_read();
+  Cursor c(txn, mbox_);
+  std::uint64_t n = 0;
+  for (auto e = c.seek(okey); e && n < limit; e = c.next()) {
+    if (e->key.size() != okey.size() + 8 || !e->key.starts_with(okey)) break;
+    ++n;
+  }
+  return n;
+}
+
 std::uint64_t MailboxStore::object_count() const {
   Txn txn = env_.begin_read();
   MDB_stat st{};

@@ -188,6 +188,7 @@ std::string random_object_name() {
 // /v1/objects/{class}                    POST → a new unique name
 // /v1/objects/{class}/{name}/messages    POST → tell (202 after commit)
 // /v1/objects/{class}/{name}/call        POST → the reply (?timeout_ms=)
+// /v1/objects/{class}/{name}             GET  → {waiting, in_memory, active, sockets, alarms}
 void object_routes(const Request& req, Server::State& st, const Principal& who,
                    const std::vector<std::string>& segs, Reply reply) {
   unsigned v = req.version();
@@ -200,6 +201,23 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
     }
     boost::json::object o{{"class", segs[2]}, {"name", name}};
     return respond_now(reply, make(http::status::created, v, boost::json::serialize(o)));
+  }
+  if (segs.size() == 4) {
+    // GET /v1/objects/{class}/{name}: what an operator can see of it.
+    if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
+    if (!who.may_use_object(segs[2], segs[3])) {
+      return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use object " + segs[2] + "/" + segs[3]}, v);
+    }
+    auto info = st.router.object_info(segs[2], segs[3]);
+    if (!info) return fail(reply, info.error(), v);
+    boost::json::array alarms;
+    for (const auto& a : info->alarms) {
+      alarms.push_back(boost::json::object{{"name", a.name}, {"due_ms", a.due_ms}, {"every_ms", a.every_ms}});
+    }
+    boost::json::object o{{"class", info->object_class}, {"name", info->name}, {"waiting", info->waiting},
+                          {"in_memory", info->in_memory}, {"active", info->active},
+                          {"sockets", info->sockets}, {"alarms", alarms}};
+    return respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
   }
   if (segs.size() != 5 || (segs[4] != "messages" && segs[4] != "call")) {
     return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);

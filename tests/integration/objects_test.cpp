@@ -147,6 +147,7 @@ TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its
   for (int i = 0; i < kMessages; ++i) {
     tell(h, "log/backlog", R"({"i":)" + std::to_string(i) + R"(,"pad":")" + std::string(2000, 'p') + "\"}");
   }
+  CHECK(body_json(h.get("/v1/objects/log/backlog")).at("waiting").as_int64() > 0);  // behind the stall
   json::value v;
   REQUIRE(eventually([&] {
     v = call(h, "log/backlog");
@@ -317,6 +318,10 @@ TEST_CASE("objects: hibernation frees the actor, sockets stay, auto-response doe
   ws.send("inc");
   CHECK(ws.recv()->at("n").as_int64() == 1);
   REQUIRE(eventually([&] { return metric(h, "roost_actor_hibernations_total") >= 1; }));
+  auto seen = body_json(h.get("/v1/objects/counter/h"));
+  CHECK(seen.at("in_memory").as_bool());  // it holds a socket…
+  CHECK_FALSE(seen.at("active").as_bool());  // …but no actor
+  CHECK(seen.at("sockets").as_int64() == 1);
   auto activations = metric(h, "roost_actor_activations_total");
   ws.send("ping");
   CHECK(ws.recv()->at("auto") == "pong");
@@ -398,6 +403,13 @@ TEST_CASE("objects: alarms fire, repeat, retry, and fire once with a missed coun
   // A repeating alarm across 1.5 s of downtime fires once, with the skipped occurrences counted.
   tell(h, "alarm/p", R"({"name":"tick","in_ms":100,"every_ms":100})");
   REQUIRE(eventually([&] { return call(h, "alarm/p").as_array().size() >= 2; }));
+  auto info = body_json(h.get("/v1/objects/alarm/p"));
+  REQUIRE(info.at("alarms").as_array().size() == 1);
+  CHECK(info.at("alarms").as_array()[0].at("name") == "tick");
+  CHECK(info.at("alarms").as_array()[0].at("every_ms").as_int64() == 100);
+  CHECK(info.at("waiting").as_int64() <= 1);
+  CHECK(body_json(h.get("/v1/objects/alarm/never-used")).at("alarms").as_array().empty());
+  CHECK(h.get("/v1/objects/nosuch/x").status == 404);
   s.proc().stop();
   std::this_thread::sleep_for(1500ms);
   s.proc().start();

@@ -103,6 +103,9 @@ class ActorRuntime final : public durable::Participant {
   void socket_message(std::uint64_t socket, std::string text);
   void socket_closed(std::uint64_t socket, std::uint16_t code);
 
+  // Mailbox depth, memory state, sockets and alarms of one object (reads; any thread).
+  ObjectInfo info(const std::string& object_class, const std::string& name) const;
+
   static std::optional<Error> validate_class(std::string_view name);
   static std::optional<Error> validate_name(std::string_view name);
 

@@ -43,6 +43,21 @@ struct ObjectReply {
   ContentType content_type = ContentType::kJson;
 };
 
+// What an operator can see of one object.
+struct ObjectInfo {
+  std::string object_class, name;
+  std::uint64_t waiting = 0;    // messages in its mailbox, not yet consumed
+  bool in_memory = false;       // working, or holding sockets
+  bool active = false;          // its actor exists (not hibernated)
+  std::uint64_t sockets = 0;
+  struct Alarm {
+    std::string name;
+    std::int64_t due_ms = 0;
+    std::uint64_t every_ms = 0;
+  };
+  std::vector<Alarm> alarms;
+};
+
 class Router {
  public:
   virtual ~Router() = default;
@@ -89,6 +104,7 @@ class Router {
                               Callback<std::uint64_t> done) = 0;
   virtual void object_socket_message(std::uint64_t socket, std::string text) = 0;
   virtual void object_socket_closed(std::uint64_t socket, std::uint16_t code) = 0;
+  virtual Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) = 0;
   // Checks a class and an object name (class_not_found, invalid_name).
   virtual std::optional<Error> object_check(std::string_view object_class, std::string_view name) = 0;
 

@@ -107,6 +107,10 @@ class MailboxStore {
   // The earliest alarm's due time, if any.
   std::optional<std::int64_t> next_alarm_ms() const;
   std::optional<DueAlarm> alarm(std::string_view okey, std::string_view name) const;
+  // The object's alarms, by name.
+  std::vector<DueAlarm> alarms_of(std::string_view okey) const;
+  // How many messages wait in the object's mailbox (counting stops at `limit`).
+  std::uint64_t waiting(std::string_view okey, std::uint64_t limit = 1'000'000) const;
   std::uint64_t object_count() const;
 
  private:
