@@ -580,6 +580,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   auto now = clock_();
   if (error != nullptr) {
     std::int64_t at = 0;
+    std::uint32_t failures = 0;
     {
       std::lock_guard lock(obj->mu);
       if (generation != obj->generation.load()) return;  // rolled back already
@@ -593,12 +594,18 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
       obj->inflight.clear();
       obj->overlay.clear();
       obj->reset_actor = true;
-      at = now + static_cast<std::int64_t>(std::max<std::uint64_t>(obj->klass->options.retry_delay_ms, 100));
+      // A cause that lasts (storage full) must not turn into a busy loop: the wait doubles per
+      // failure in a row, up to 10 s.
+      failures = ++obj->failed_commits;
+      auto base = std::max<std::uint64_t>(obj->klass->options.retry_delay_ms, 100);
+      at = now + static_cast<std::int64_t>(std::min<std::uint64_t>(base << std::min<std::uint32_t>(failures - 1, 7), 10'000));
       obj->blocked_until = at;
     }
     metrics_->rollbacks.fetch_add(1, std::memory_order_relaxed);
-    module_logger("actors")->warn("object {}/{}: turn {} not committed ({}); its turns run again",
-                                  obj->cls, obj->name, turn, error->message);
+    if (failures <= 3 || failures % 16 == 0) {
+      module_logger("actors")->warn("object {}/{}: turn {} not committed ({}); its turns run again ({} in a row)",
+                                    obj->cls, obj->name, turn, error->message, failures);
+    }
     wake_at(at);
     std::lock_guard lock(mu_);
     retry_at_.emplace(at, obj);
@@ -612,6 +619,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
     if (obj->inflight.empty()) return;  // cannot happen: commits complete in submission order
     item = std::move(obj->inflight.front());
     obj->inflight.pop_front();
+    obj->failed_commits = 0;
     for (const auto& [k, v] : fx.writes) {
       auto it = obj->overlay.find(k);
       if (it != obj->overlay.end() && it->second.turn == turn) obj->overlay.erase(it);

@@ -134,6 +134,7 @@ struct ActorRuntime::Obj {
   std::size_t requeued = 0;  // items put back at the front by the last rollback; GUARDED_BY(mu)
   std::atomic<std::uint64_t> generation{0};  // bumped by a rollback (written under mu)
   std::uint64_t next_turn = 1;               // GUARDED_BY(mu)
+  std::uint32_t failed_commits = 0;  // rollbacks in a row (backoff grows); GUARDED_BY(mu)
   struct Pending {
     std::optional<std::string> value;
     std::uint64_t turn;

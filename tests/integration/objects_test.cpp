@@ -171,6 +171,33 @@ TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its
   CHECK(metric(s.http(), "roost_actor_mail_read_from_disk_total") > 0);  // loaded lazily at start-up
 }
 
+TEST_CASE("objects: storage full answers 507 to tells, the node keeps serving, nothing acknowledged is lost", "[integration][objects]") {
+  TempDir dir("roost-objects-full");
+  std::string big = "\"" + std::string(60'000, 'x') + "\"";
+  int acked = 0;
+  {
+    RoostProcess proc(dir.path() / "data", actor_args({"--max-storage-bytes", "2097152"}));
+    roost::client::HttpClient h(proc.url());
+    roost::client::HttpResponse last;
+    for (int i = 0; i < 200; ++i) {
+      last = h.post("/v1/objects/log/full/messages", big);
+      if (last.status != 202) break;
+      ++acked;
+    }
+    CHECK(last.status == 507);
+    CHECK(error_code(last) == "storage_full");
+    CHECK(acked > 3);
+    // Other objects and the rest of the node keep serving (a call with nothing to write).
+    CHECK(h.post("/v1/objects/slow/other/call", "{}").status == 200);
+    CHECK(h.get("/healthz").status == 200);
+    proc.stop(SIGKILL);
+  }
+  // More room: every acknowledged message is consumed, exactly once.
+  RoostProcess proc(dir.path() / "data", actor_args({"--max-storage-bytes", "67108864"}));
+  roost::client::HttpClient h(proc.url());
+  REQUIRE(eventually([&] { return call(h, "log/full").at("log").as_array().size() == static_cast<std::size_t>(acked); }, 20s));
+}
+
 TEST_CASE("objects: a throwing turn has no effects, is retried, then dead-lettered", "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();
