@@ -296,7 +296,8 @@ void ActorRuntime::call(std::string cls, std::string name, std::string data, Con
     return;
   }
   auto deadline = clock_() + static_cast<std::int64_t>(timeout_ms);
-  call_deadlines_.emplace(deadline, wait);
+  wait->deadline = call_deadlines_.emplace(deadline, wait);
+  wait->has_deadline = true;
   if (timer_wake_ == 0 || deadline < timer_wake_) {
     timer_wake_ = deadline;
     timer_cv_.notify_all();
@@ -525,7 +526,7 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
 void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error) {
   switch (item.kind) {
     case Item::Kind::kCall:
-      item.reply->finish(std::unexpected(error));
+      answer_call(item.reply, std::unexpected(error));
       return;
     case Item::Kind::kConnect:
       item.attached->finish(std::unexpected(error));
@@ -563,6 +564,15 @@ void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const E
   wake_at(at);
   std::lock_guard lock(mu_);
   retry_at_.emplace(at, obj);
+}
+
+void ActorRuntime::answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r) {
+  wait->finish(std::move(r));
+  std::lock_guard lock(mu_);
+  if (wait->has_deadline) {
+    call_deadlines_.erase(wait->deadline);
+    wait->has_deadline = false;
+  }
 }
 
 void ActorRuntime::wake_at(std::int64_t when_ms) {
@@ -665,7 +675,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
                                     p.subject, r.error().message);
     }
   }
-  if (item.kind == Item::Kind::kCall && fx.reply) item.reply->finish(std::move(*fx.reply));
+  if (item.kind == Item::Kind::kCall && fx.reply) answer_call(item.reply, std::move(*fx.reply));
   for (const auto& [pattern, on] : fx.subscriptions) {
     if (on) {
       subscribe_object(obj->okey, obj->cls, obj->name, pattern);
@@ -769,7 +779,10 @@ void ActorRuntime::timer_loop() {
     // Calls out of time.
     std::vector<std::shared_ptr<CallWait>> late;
     while (!call_deadlines_.empty() && call_deadlines_.begin()->first <= now) {
-      if (auto w = call_deadlines_.begin()->second.lock()) late.push_back(std::move(w));
+      if (auto w = call_deadlines_.begin()->second.lock()) {
+        w->has_deadline = false;
+        late.push_back(std::move(w));
+      }
       call_deadlines_.erase(call_deadlines_.begin());
     }
     if (!call_deadlines_.empty() &&
@@ -894,6 +907,12 @@ std::string ActorRuntime::metrics_text() const {
   counter("roost_actor_tells_total", "Messages told to objects from outside a turn.", m.tells.load());
   gauge("roost_actor_objects_in_memory", "Objects in memory (working, or holding sockets).",
         objects_in_memory());
+  std::size_t waiting_calls = 0;
+  {
+    std::lock_guard lock(mu_);
+    waiting_calls = call_deadlines_.size();
+  }
+  gauge("roost_actor_calls_waiting", "Object calls not answered yet.", waiting_calls);
   return out;
 }
 

@@ -55,6 +55,9 @@ class Once {
 
 struct ActorRuntime::CallWait : Once<ObjectReply> {
   using Once<ObjectReply>::Once;
+  // Its entry in call_deadlines_, dropped as soon as the call is answered. GUARDED_BY(rt.mu_)
+  std::multimap<std::int64_t, std::weak_ptr<CallWait>>::iterator deadline;
+  bool has_deadline = false;
 };
 
 struct ActorRuntime::Item {

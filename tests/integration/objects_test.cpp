@@ -253,6 +253,8 @@ TEST_CASE("objects: a call that gets no reply in time answers 504 call_timeout",
   auto ok = h.post("/v1/objects/slow/s/call?timeout_ms=5000", "{}");
   CHECK(ok.status == 200);
   CHECK(metric(h, "roost_actor_calls_timed_out_total") == 1);
+  for (int i = 0; i < 20; ++i) CHECK(h.post("/v1/objects/slow/s/call?timeout_ms=60000", "{}").status == 200);
+  CHECK(metric(h, "roost_actor_calls_waiting") == 0);  // answered calls leave no timer behind
 }
 
 TEST_CASE("objects: WebSockets attach, get outputs after commit, tags, attachment, close", "[integration][objects]") {

@@ -131,6 +131,8 @@ class ActorRuntime final : public durable::Participant {
 
   std::optional<Error> check(std::string_view cls, std::string_view name) const;
   void fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error);
+  // Answers a call and drops its timeout entry.
+  void answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r);
   void submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation);
 
   std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create);
