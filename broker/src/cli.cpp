@@ -210,6 +210,26 @@ int queue_native(const Args& a, const std::string& url) {
   throw UsageError("unknown queue command " + cmd);
 }
 
+// Runs one CLI command: parses its arguments, prints `help` for --help or no arguments, and turns
+// a usage error into exit code 2 (with the help) and any other failure into exit code 1.
+template <class Body>
+int run_cli(const std::string& name, const char* help, const std::vector<std::string>& raw, Body body) {
+  try {
+    Args a = parse(raw);
+    if (a.positional.empty() || a.opt("help")) {
+      std::cout << help;
+      return a.positional.empty() ? 2 : 0;
+    }
+    return body(a);
+  } catch (const UsageError& e) {
+    std::cerr << name << ": " << e.what() << "\n\n" << help;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << '\n';
+    return 1;
+  }
+}
+
 std::atomic<bool> g_interrupted{false};
 
 }  // namespace
@@ -226,12 +246,7 @@ const char* object_cli_help() {
 }
 
 int object_cli(const std::vector<std::string>& raw) {
-  try {
-    Args a = parse(raw);
-    if (a.positional.empty() || a.opt("help")) {
-      std::cout << object_cli_help();
-      return a.positional.empty() ? 2 : 0;
-    }
+  return run_cli("roost object", object_cli_help(), raw, [&](Args& a) -> int {
     std::string verb = need(a, 0, "tell|call");
     if (verb != "tell" && verb != "call") throw UsageError("unknown object command " + verb);
     std::string cls = need(a, 1, "CLASS"), name = need(a, 2, "NAME"), data = need(a, 3, "DATA");
@@ -254,13 +269,7 @@ int object_cli(const std::vector<std::string>& raw) {
     }
     return print_native<ObjectReply>(client->call(cls, name, data, std::chrono::milliseconds(timeout_ms), type),
                                      [](const ObjectReply& r) { return r.data; });
-  } catch (const UsageError& e) {
-    std::cerr << "roost object: " << e.what() << "\n\n" << object_cli_help();
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "roost object: " << e.what() << '\n';
-    return 1;
-  }
+  });
 }
 
 const char* channel_cli_help() {
@@ -277,12 +286,7 @@ const char* channel_cli_help() {
 }
 
 int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
-  try {
-    Args a = parse(raw);
-    if (a.positional.empty() || a.opt("help")) {
-      std::cout << channel_cli_help();
-      return a.positional.empty() ? 2 : 0;
-    }
+  return run_cli("roost " + verb, channel_cli_help(), raw, [&](Args& a) -> int {
     std::string url = url_of(a, "tcp://127.0.0.1:7400");
     if (verb == "pub") {
       std::string subject = need(a, 0, "SUBJECT");
@@ -348,13 +352,7 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
       return print_error(*ended);
     }
     return 0;
-  } catch (const UsageError& e) {
-    std::cerr << "roost " << verb << ": " << e.what() << "\n\n" << channel_cli_help();
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "roost " << verb << ": " << e.what() << '\n';
-    return 1;
-  }
+  });
 }
 
 int keygen_cli() {
@@ -390,12 +388,7 @@ const char* queue_cli_help() {
 }
 
 int queue_cli(const std::vector<std::string>& raw) {
-  try {
-    Args a = parse(raw);
-    if (a.positional.empty() || a.opt("help")) {
-      std::cout << queue_cli_help();
-      return a.positional.empty() ? 2 : 0;
-    }
+  return run_cli("roost queue", queue_cli_help(), raw, [&](Args& a) -> int {
     std::string url = url_of(a, "http://127.0.0.1:8080");
     if (is_native(url)) return queue_native(a, url);
     client::HttpClient http(url);
@@ -461,13 +454,7 @@ int queue_cli(const std::vector<std::string>& raw) {
       return print(http.post(path(q) + "/redrive", json::serialize(o)));
     }
     throw UsageError("unknown queue command " + cmd);
-  } catch (const UsageError& e) {
-    std::cerr << "roost queue: " << e.what() << "\n\n" << queue_cli_help();
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "roost queue: " << e.what() << '\n';
-    return 1;
-  }
+  });
 }
 
 }  // namespace roost::broker
