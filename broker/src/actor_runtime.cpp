@@ -126,6 +126,7 @@ void ActorRuntime::start() {
   auto log = module_logger("actors");
   started_ = true;
   workers_ = std::make_unique<asio::thread_pool>(std::max(1u, options_.threads));
+  publisher_.emplace(asio::make_strand(workers_->get_executor()));
   std::size_t subs = 0;
   for (auto& [ref, pattern] : store_.all_subscriptions()) {
     if (!has_class(ref.object_class)) continue;
@@ -668,12 +669,16 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   }
   for (auto& [sink, text] : sends) sink->send(std::move(text));
   for (auto& [sink, c] : closes) sink->close(c.code, std::move(c.reason));
-  for (auto& p : fx.publishes) {
-    auto r = hub_.publish(p.subject, std::move(p.data), p.type);
-    if (!r) {
-      module_logger("actors")->warn("object {}/{}: publish to {} failed: {}", obj->cls, obj->name,
-                                    p.subject, r.error().message);
-    }
+  if (!fx.publishes.empty()) {
+    asio::post(*publisher_, [this, obj, publishes = std::move(fx.publishes)]() mutable {
+      for (auto& p : publishes) {
+        auto r = hub_.publish(p.subject, std::move(p.data), p.type);
+        if (!r) {
+          module_logger("actors")->warn("object {}/{}: publish to {} failed: {}", obj->cls, obj->name,
+                                        p.subject, r.error().message);
+        }
+      }
+    });
   }
   if (item.kind == Item::Kind::kCall && fx.reply) answer_call(item.reply, std::move(*fx.reply));
   for (const auto& [pattern, on] : fx.subscriptions) {

@@ -35,14 +35,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
-namespace boost::asio {
-class thread_pool;
-}
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 namespace roost::durable {
 class MailboxStore;
@@ -157,6 +157,9 @@ class ActorRuntime final : public durable::Participant {
   std::function<std::int64_t()> clock_;
   std::unordered_map<std::string, std::unique_ptr<Klass>> classes_;  // fixed after start()
   std::unique_ptr<boost::asio::thread_pool> workers_;
+  // Channel publishes of committed turns, in commit order, off the committer thread (a publish
+  // fans out to every subscriber).
+  std::optional<boost::asio::strand<boost::asio::thread_pool::executor_type>> publisher_;
   std::unique_ptr<Metrics> metrics_;
 
   mutable std::mutex mu_;
