@@ -69,12 +69,7 @@ void ObjectWsSession::on_attached(Result<std::uint64_t> r) {
   socket_ = *r;
   if (closed_) return detach(1001);  // shut down while on_connect ran
   beast::get_lowest_layer(ws_).expires_never();
-  websocket::stream_base::timeout opt{};
-  opt.handshake_timeout = std::chrono::seconds(30);
-  opt.idle_timeout = std::chrono::milliseconds(state_->options.ws_idle_timeout_ms);
-  opt.keep_alive_pings = true;
-  ws_.set_option(opt);
-  ws_.read_message_max(state_->options.max_ws_message_bytes);
+  apply_ws_options(ws_, state_->options);
   std::string protocol(req_[http::field::sec_websocket_protocol]);
   ws_.set_option(websocket::stream_base::decorator([protocol](websocket::response_type& res) {
     res.set(http::field::server, "roost");

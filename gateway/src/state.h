@@ -7,6 +7,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include <array>
 #include <atomic>
@@ -25,6 +26,24 @@ namespace roost::gateway {
 
 using broker::Authenticator;
 using broker::Principal;
+
+// The gateway's WebSocket settings for a server-side stream: handshake and idle timeouts with
+// keep-alive pings, the incoming message limit, and permessage-deflate when enabled.
+template <class WebSocketStream>
+void apply_ws_options(WebSocketStream& ws, const ServerOptions& options) {
+  namespace websocket = boost::beast::websocket;
+  websocket::stream_base::timeout opt{};
+  opt.handshake_timeout = std::chrono::seconds(30);
+  opt.idle_timeout = std::chrono::milliseconds(options.ws_idle_timeout_ms);
+  opt.keep_alive_pings = true;
+  ws.set_option(opt);
+  ws.read_message_max(options.max_ws_message_bytes);
+  if (options.ws_compression) {
+    websocket::permessage_deflate pmd;
+    pmd.server_enable = true;
+    ws.set_option(pmd);
+  }
+}
 
 // Anything the server must be able to close at shutdown.
 class Closable {

@@ -47,17 +47,7 @@ void WsSession::run(Request req) {
   state_->add_session(this, weak_from_this());
   tap_ = std::make_shared<SessionTap<WsSession>>(weak_from_this(), ws_.get_executor(), state_->batcher);
   beast::get_lowest_layer(ws_).expires_never();
-  websocket::stream_base::timeout opt{};
-  opt.handshake_timeout = std::chrono::seconds(30);
-  opt.idle_timeout = std::chrono::milliseconds(state_->options.ws_idle_timeout_ms);
-  opt.keep_alive_pings = true;
-  ws_.set_option(opt);
-  ws_.read_message_max(state_->options.max_ws_message_bytes);
-  if (state_->options.ws_compression) {
-    websocket::permessage_deflate pmd;
-    pmd.server_enable = true;
-    ws_.set_option(pmd);
-  }
+  apply_ws_options(ws_, state_->options);
   ws_.set_option(websocket::stream_base::decorator(
       [](websocket::response_type& res) { res.set(beast::http::field::server, "roost"); }));
   auto self = shared_from_this();
