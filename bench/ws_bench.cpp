@@ -4,7 +4,10 @@
 // the server's RSS per connection (--server-pid).
 //
 //   ws_bench --target roost|nats --port P [--subs N] [--channels 1|N] [--messages M]
-//            [--window W] [--stalled K] [--idle N --server-pid PID] [--label NAME]
+//            [--window W] [--rate R] [--threads T] [--stalled K] [--idle N --server-pid PID]
+//            [--label NAME]
+// The subscribers' sockets are read by T threads (default 2), so that the client's own reading does
+// not serialize the deliveries it times.
 // Prints `name value unit` lines.
 #include <sys/resource.h>
 
@@ -46,6 +49,7 @@ struct Options {
   int stalled = 0;
   int idle = 0;
   int rate = 0;  // publishes per second, paced; 0 = as fast as the window allows
+  int threads = 2;  // client threads reading the subscribers' sockets
   int server_pid = 0;
   std::string label;
 };
@@ -54,20 +58,20 @@ std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
 
-// Latency histogram: 10 µs buckets up to 1 s.
+// Latency histogram: 10 µs buckets up to 1 s; updated from every client thread.
 struct Histogram {
-  std::vector<std::uint64_t> buckets = std::vector<std::uint64_t>(100'001, 0);
-  std::uint64_t count = 0;
+  std::vector<std::atomic<std::uint64_t>> buckets = std::vector<std::atomic<std::uint64_t>>(100'001);
+  std::atomic<std::uint64_t> count{0};
   void add(std::int64_t ns) {
     auto b = std::clamp<std::int64_t>(ns / 10'000, 0, 100'000);
-    ++buckets[static_cast<std::size_t>(b)];
-    ++count;
+    buckets[static_cast<std::size_t>(b)].fetch_add(1, std::memory_order_relaxed);
+    count.fetch_add(1, std::memory_order_relaxed);
   }
   double percentile_ms(double p) const {
-    std::uint64_t want = static_cast<std::uint64_t>(p * static_cast<double>(count));
+    std::uint64_t want = static_cast<std::uint64_t>(p * static_cast<double>(count.load()));
     std::uint64_t seen = 0;
     for (std::size_t i = 0; i < buckets.size(); ++i) {
-      seen += buckets[i];
+      seen += buckets[i].load(std::memory_order_relaxed);
       if (seen > want) return static_cast<double>(i) * 0.01;
     }
     return 1000;
@@ -158,8 +162,9 @@ class Bench {
     c->buf.clear();
     c->ws.async_read(c->buf, [this, c](beast::error_code ec, std::size_t) {
       if (ec) return;
-      auto data = beast::buffers_to_string(c->buf.data());
       auto t_now = now_ns();
+      auto bytes = c->buf.cdata();
+      std::string_view data(static_cast<const char*>(bytes.data()), bytes.size());
       if (o_.target == "nats") {
         c->pending += data;
         // MSG <subject> <sid> <len>\r\n<payload>\r\n ; also PING → PONG.
@@ -224,10 +229,9 @@ class Bench {
     }
     Conn pub(io_);
     connect(pub);
-    std::thread io_thread([this] {
-      auto guard = asio::make_work_guard(io_);
-      io_.run();
-    });
+    auto guard = asio::make_work_guard(io_);
+    std::vector<std::thread> io_threads;
+    for (int t = 0; t < std::max(1, o_.threads); ++t) io_threads.emplace_back([this] { io_.run(); });
 
     std::uint64_t expected = static_cast<std::uint64_t>(o_.messages) * static_cast<std::uint64_t>(o_.subs) /
                              static_cast<std::uint64_t>(o_.channels);
@@ -252,10 +256,15 @@ class Bench {
           pub.ws.write(asio::buffer(frame));
         }
       } else {
-        pub.ws.write(asio::buffer(R"({"op":"publish","id":)" + std::to_string(m) + R"(,"channel":")" + ch +
-                                  R"(","data":)" + payload + "}"));
-        if (++outstanding >= o_.window) {
-          read_oks(pub, outstanding);  // the answers of this window: one ok per publish
+        // Like NATS's PUB … PING above: publishes without an id get no answer; the window's last
+        // one carries an id, and its ok (answers come in order) closes the window.
+        bool last = ++outstanding >= o_.window || m + 1 == o_.messages;
+        std::string id = last ? R"("id":)" + std::to_string(m) + "," : std::string();
+        pub.ws.write(asio::buffer(R"({"op":"publish",)" + id + R"("channel":")" + ch + R"(","data":)" + payload + "}"));
+        if (last) {
+          outstanding = 1;
+          read_oks(pub, outstanding);
+          outstanding = 0;
         }
       }
     }
@@ -263,7 +272,7 @@ class Bench {
     while (delivered_.load() < expected && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     io_.stop();
-    io_thread.join();
+    for (auto& t : io_threads) t.join();
     std::string tag = "ws_" + name + "_subs" + std::to_string(o_.subs) + "_ch" + std::to_string(o_.channels) +
                       (o_.stalled ? "_stalled" + std::to_string(o_.stalled) : "") +
                       (o_.rate ? "_rate" + std::to_string(o_.rate) : "");
@@ -320,6 +329,7 @@ int main(int argc, char** argv) {
     else if (a == "--idle") o.idle = std::stoi(v);
     else if (a == "--rate") o.rate = std::stoi(v);
     else if (a == "--server-pid") o.server_pid = std::stoi(v);
+    else if (a == "--threads") o.threads = std::stoi(v);
     else if (a == "--label") o.label = v;
   }
   if (o.port == 0) {

@@ -145,8 +145,8 @@ void Hub::announce(MessageKind kind, const std::string& channel, const Subscribe
     std::shared_lock lock(trie_mu_);
     direct = trie_->count_exact(channel);
   }
-  auto event = make_presence(kind, channel, direct, clock_());
   auto subs = match(channel);
+  auto event = make_presence(kind, channel, direct, clock_(), subs->size());
   for (const auto& s : *subs) {
     if (s.get() != except) s->deliver(event);
   }
@@ -183,7 +183,8 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
   {
     std::lock_guard lock(ch.mu);
     std::int64_t now = clock_();
-    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type);
+    auto subs = match(name);
+    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
     if (ns.history_size > 0) {
       ch.history.push_back(msg);
       while (ch.history.size() > ns.history_size) ch.history.pop_front();
@@ -192,7 +193,6 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
         while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
       }
     }
-    auto subs = match(name);
     for (const auto& s : *subs) s->deliver(msg);
     result.offset = msg->offset;
     result.epoch = ch.epoch;
@@ -212,10 +212,11 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
   {
     std::lock_guard lock(ch.mu);
     std::int64_t now = clock_();
+    auto subs = match(name);
     std::vector<MessagePtr> msgs;
     msgs.reserve(items.size());
     for (auto& [data, type] : items) {
-      msgs.push_back(make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type));
+      msgs.push_back(make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type, subs->size()));
     }
     if (ns.history_size > 0) {
       for (const auto& m : msgs) ch.history.push_back(m);
@@ -225,7 +226,6 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
         while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
       }
     }
-    auto subs = match(name);
     for (const auto& s : *subs) s->deliver_many(msgs);
     subscribers = subs->size();
   }

@@ -31,7 +31,8 @@ void append_json_string(std::string& out, std::string_view s) {
 }  // namespace
 
 MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
-                        std::string epoch, std::int64_t timestamp_ms, ContentType content_type) {
+                        std::string epoch, std::int64_t timestamp_ms, ContentType content_type,
+                        std::size_t audience) {
   auto m = std::make_shared<Message>();
   m->channel = std::move(channel);
   m->data = std::move(data);
@@ -39,16 +40,18 @@ MessagePtr make_message(std::string channel, std::string data, std::uint64_t off
   m->offset = offset;
   m->epoch = std::move(epoch);
   m->timestamp_ms = timestamp_ms;
+  m->audience = audience;
   return m;
 }
 
 MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
-                         std::int64_t timestamp_ms) {
+                         std::int64_t timestamp_ms, std::size_t audience) {
   auto m = std::make_shared<Message>();
   m->kind = kind;
   m->subscribers = subscribers;
   m->channel = std::move(channel);
   m->timestamp_ms = timestamp_ms;
+  m->audience = audience;
   return m;
 }
 

@@ -2,10 +2,6 @@
 
 #include <roost/log.h>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
@@ -160,6 +156,7 @@ void WsSession::handle(std::string_view text) {
     if (d == o.end()) return fail(ErrorCode::INVALID_ARGUMENT, "data is required");
     auto r = state_->router.publish(channel, json::serialize(d->value()));
     if (!r) return fail(r.error().code, r.error().message);
+    if (id.is_null()) return;  // no id: nobody waits for the answer (errors are still sent)
     send_control(json::serialize(json::object{
         {"op", "ok"}, {"id", id}, {"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}}));
     return;
@@ -196,9 +193,6 @@ void WsSession::send_control(std::string frame) {
 void WsSession::flush() {
   if (writing_ || out_.empty() || closed_) return;
   writing_ = true;
-  // More queued behind this write: cork the socket so consecutive writes leave in full segments
-  // (fewer packets and fewer wake-ups of the reader); uncorked when the queue drains.
-  if (out_.size() > 1 && !corked_) set_cork(true);
   ws_.text(true);
   if (out_.size() == 1) {
     batch_frames_ = 1;
@@ -218,7 +212,6 @@ void WsSession::on_write(beast::error_code ec, std::size_t) {
   }
   for (; batch_frames_ > 0; --batch_frames_) out_.pop();
   batch_.clear();
-  if (out_.empty() && corked_) set_cork(false);
   if (out_.dropped_pending() > 0 && out_.has_room()) {
     auto n = out_.take_dropped();
     out_.push_control(std::make_shared<const std::string>(R"({"op":"lagged","dropped":)" + std::to_string(n) + "}"));
@@ -226,13 +219,6 @@ void WsSession::on_write(beast::error_code ec, std::size_t) {
   flush();
 }
 
-
-void WsSession::set_cork(bool on) {
-  int v = on ? 1 : 0;
-  auto& socket = beast::get_lowest_layer(ws_).socket();
-  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &v, sizeof v);
-  corked_ = on;
-}
 
 void WsSession::close(websocket::close_code code, const char* reason) {
   if (closed_) return;

@@ -2,6 +2,7 @@
 //   client → server  {"op":"subscribe","id":1,"channel":"chat.*","since":{"epoch":"…","offset":41}}
 //                    {"op":"unsubscribe","id":2,"channel":"chat.*"}
 //                    {"op":"publish","id":3,"channel":"chat.room1","data":<JSON>}
+//                      (without an id: no ok is sent, only an error if it fails)
 //                    {"op":"ping","id":4}
 //   server → client  {"op":"message","channel":…,"data":…,"offset":…,"epoch":…}
 //                    {"op":"ok","id":1,…}  {"op":"error","id":1,"code":"…","message":"…"}
@@ -57,7 +58,6 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   void flush();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
   void close(boost::beast::websocket::close_code code, const char* reason);
-  void set_cork(bool on);
   void cleanup();
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
@@ -69,7 +69,6 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   std::shared_ptr<channels::Subscriber> tap_;
   std::unordered_map<std::string, std::uint64_t> subscriptions_;  // pattern → hub id
   bool writing_ = false;
-  bool corked_ = false;
   std::size_t batch_frames_ = 0;  // frames of out_ in the write in flight
   std::string batch_;             // the joined message when a batch holds several
   bool closed_ = false;

@@ -24,6 +24,9 @@ struct Message {
   std::uint64_t offset = 0;
   std::string epoch;
   std::int64_t timestamp_ms = 0;
+  // How many subscriptions the publish reached (0 = not known). A hint for delivery: front ends
+  // hand small fan-outs to their connections at once and gather large ones.
+  std::size_t audience = 0;
 
   // {"op":"message","channel":…,"data":…,"offset":…,"epoch":…} — the browser protocol's frame,
   // built on first use (only browser subscribers need it) and shared. Text data is sent as a JSON
@@ -46,9 +49,9 @@ using MessagePtr = std::shared_ptr<const Message>;
 
 MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
                         std::string epoch, std::int64_t timestamp_ms,
-                        ContentType content_type = ContentType::kJson);
+                        ContentType content_type = ContentType::kJson, std::size_t audience = 0);
 MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
-                         std::int64_t timestamp_ms);
+                         std::int64_t timestamp_ms, std::size_t audience = 0);
 
 // Receives messages. deliver() is called on the publisher's thread, possibly concurrently from
 // several; it must be thread-safe and must not block (hand the message to your own strand).
