@@ -9,7 +9,6 @@
 namespace roost::channels {
 
 namespace {
-constexpr std::size_t kCacheLimit = 4096;
 
 std::string new_epoch() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -28,6 +27,9 @@ struct Hub::Channel {
   std::string epoch = new_epoch();
   std::uint64_t last_offset = 0;        // GUARDED_BY(mu)
   std::deque<MessagePtr> history;       // GUARDED_BY(mu)
+  // The subscriptions matching this channel, as of subscription generation `subs_generation`.
+  std::shared_ptr<const SubscriberList> subs;  // GUARDED_BY(mu)
+  std::uint64_t subs_generation = 0;           // GUARDED_BY(mu)
 };
 
 Hub::Hub(HubOptions options, std::function<std::int64_t()> clock)
@@ -54,24 +56,15 @@ Hub::Channel& Hub::channel(const std::string& name) {
   return *c;
 }
 
-std::shared_ptr<const Hub::SubscriberList> Hub::match(const std::string& channel) const {
-  std::uint64_t generation;
-  {
-    std::lock_guard lock(cache_mu_);
-    if (auto it = cache_.find(channel); it != cache_.end()) return it->second;
-    generation = cache_generation_;
-  }
-  std::shared_ptr<const SubscriberList> subs;
-  {
-    std::shared_lock lock(trie_mu_);
-    subs = std::make_shared<const SubscriberList>(trie_->match(channel));
-  }
-  std::lock_guard lock(cache_mu_);
-  if (generation == cache_generation_) {
-    if (cache_.size() >= kCacheLimit) cache_.clear();
-    cache_.emplace(channel, subs);
-  }
-  return subs;
+// REQUIRES: ch.mu held. Computed once per change of the subscriptions (any change: one counter),
+// then shared by every publish to the channel — no lookup, no copy.
+std::shared_ptr<const Hub::SubscriberList> Hub::match(Channel& ch, const std::string& name) const {
+  if (ch.subs && ch.subs_generation == generation_.load(std::memory_order_acquire)) return ch.subs;
+  std::shared_lock lock(trie_mu_);
+  // Read under the trie lock: the counter moves only under its exclusive side, after the change.
+  ch.subs_generation = generation_.load(std::memory_order_relaxed);
+  ch.subs = std::make_shared<const SubscriberList>(trie_->match(name));
+  return ch.subs;
 }
 
 Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_ptr<Subscriber> subscriber,
@@ -89,10 +82,8 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       result.id = next_id_++;
       trie_->insert(pattern, result.id, subscriber);
       subscriptions_.emplace(result.id, Subscription{pattern});
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    std::lock_guard lock(cache_mu_);
-    ++cache_generation_;
-    cache_.clear();
   };
   if (wildcard) {
     insert();
@@ -134,18 +125,18 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       }
     }
   }
-  if (namespace_of(pattern).join_leave) announce(MessageKind::kJoin, pattern, subscriber.get());
+  if (namespace_of(pattern).join_leave) announce(MessageKind::kJoin, ch, pattern, subscriber.get());
   return result;
 }
 
 // REQUIRES: the channel's lock held (so the event falls in order among its messages).
-void Hub::announce(MessageKind kind, const std::string& channel, const Subscriber* except) {
+void Hub::announce(MessageKind kind, Channel& ch, const std::string& channel, const Subscriber* except) {
   std::size_t direct = 0;
   {
     std::shared_lock lock(trie_mu_);
     direct = trie_->count_exact(channel);
   }
-  auto subs = match(channel);
+  auto subs = match(ch, channel);
   auto event = make_presence(kind, channel, direct, clock_(), subs->size());
   for (const auto& s : *subs) {
     if (s.get() != except) s->deliver(event);
@@ -161,16 +152,12 @@ void Hub::unsubscribe(std::uint64_t id) {
     pattern = std::move(it->second.pattern);
     trie_->remove(pattern, id);
     subscriptions_.erase(it);
-  }
-  {
-    std::lock_guard lock(cache_mu_);
-    ++cache_generation_;
-    cache_.clear();
+    generation_.fetch_add(1, std::memory_order_release);
   }
   if (!is_wildcard(pattern) && namespace_of(pattern).join_leave) {
     Channel& ch = channel(pattern);
     std::lock_guard lock(ch.mu);
-    announce(MessageKind::kLeave, pattern, nullptr);
+    announce(MessageKind::kLeave, ch, pattern, nullptr);
   }
 }
 
@@ -183,7 +170,7 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
   {
     std::lock_guard lock(ch.mu);
     std::int64_t now = clock_();
-    auto subs = match(name);
+    auto subs = match(ch, name);
     auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
     if (ns.history_size > 0) {
       ch.history.push_back(msg);
@@ -212,7 +199,7 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
   {
     std::lock_guard lock(ch.mu);
     std::int64_t now = clock_();
-    auto subs = match(name);
+    auto subs = match(ch, name);
     std::vector<MessagePtr> msgs;
     msgs.reserve(items.size());
     for (auto& [data, type] : items) {

@@ -102,6 +102,7 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
   REQUIRE(exact->got.size() == 1);
   REQUIRE(wild->got.size() == 1);
   CHECK(exact->got[0].get() == wild->got[0].get());  // the same message object
+  CHECK(exact->got[0]->audience == 2);                // the delivery hint: how many it reached
   CHECK(*exact->got[0]->frame() ==
         R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" +
             r->epoch + "\"}");
@@ -112,7 +113,13 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
   CHECK(hub.presence("chat.room9").direct == 0);
   hub.unsubscribe(wid->id);
   CHECK(hub.publish("chat.room1", "2")->subscribers == 1);  // the match cache saw the change
-  CHECK(hub.publish("chat.room1", "3")->offset == 3);
+  CHECK(wild->got.size() == 1);
+  CHECK(exact->got.back()->audience == 1);
+  auto late = std::make_shared<Recorder>();
+  REQUIRE(hub.subscribe("chat.>", late));  // a new subscription also invalidates the cached match
+  CHECK(hub.publish("chat.room1", "2b")->subscribers == 2);
+  CHECK(late->got.size() == 1);
+  CHECK(hub.publish("chat.room1", "3")->offset == 4);
   CHECK(hub.publish("chat.*", "1").error().code == roost::ErrorCode::INVALID_ARGUMENT);
   CHECK(hub.subscribe("bad..x", exact).error().code == roost::ErrorCode::INVALID_ARGUMENT);
 }

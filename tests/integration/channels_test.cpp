@@ -78,6 +78,36 @@ TEST_CASE("WebSocket publish and subscribe, wildcards, unsubscribe, ping", "[int
   CHECK(a.expect("pong").at("id") == 9);
 }
 
+TEST_CASE("WebSocket publish without an id is answered only when it fails", "[integration][channels]") {
+  Server s;
+  WsClient a(s.proc().port()), b(s.proc().port());
+  a.send(sub("fire.*", 1));
+  a.expect("ok");
+  for (int i = 1; i <= 50; ++i) {
+    b.send(json::object{{"op", "publish"}, {"channel", "fire.x"}, {"data", i}});
+  }
+  for (int i = 1; i <= 50; ++i) {
+    auto m = a.expect("message");
+    CHECK(m.at("data") == i);  // every one delivered, in order
+    CHECK(m.at("offset") == i);
+  }
+  // Nothing came back for them: the next frame b receives answers its ping.
+  b.send(json::object{{"op", "ping"}, {"id", 5}});
+  auto next = b.recv();
+  REQUIRE(next);
+  CHECK(next->at("op") == "pong");
+  CHECK(next->at("id") == 5);
+  // A failing one is still answered, with a null id.
+  b.send(json::object{{"op", "publish"}, {"channel", "fire.*"}, {"data", 1}});
+  auto err = b.recv();
+  REQUIRE(err);
+  CHECK(err->at("op") == "error");
+  CHECK(err->at("code") == "invalid_argument");
+  CHECK(err->at("id").is_null());
+  b.send(json::object{{"op", "publish"}, {"channel", "fire.y"}});
+  CHECK(b.expect("error").at("code") == "invalid_argument");  // data is required
+}
+
 TEST_CASE("HTTP publish reaches WebSocket and SSE subscribers; presence counts them", "[integration][channels]") {
   Server s;
   WsClient ws(s.proc().port());

@@ -99,10 +99,10 @@ class Hub {
   struct Channel;
   Channel& channel(const std::string& name);
   using SubscriberList = std::vector<std::shared_ptr<Subscriber>>;
-  // The subscribers of `channel`, shared with the match cache (no copy per publish).
-  std::shared_ptr<const SubscriberList> match(const std::string& channel) const;
+  // The subscribers of channel `name` (`ch`), cached in the channel (no copy per publish).
+  std::shared_ptr<const SubscriberList> match(Channel& ch, const std::string& name) const;
   // A join / leave event to the channel's subscribers (but `except`).
-  void announce(MessageKind kind, const std::string& channel, const Subscriber* except);
+  void announce(MessageKind kind, Channel& ch, const std::string& channel, const Subscriber* except);
 
   HubOptions options_;
   std::function<std::int64_t()> clock_;
@@ -118,10 +118,9 @@ class Hub {
   std::unordered_map<std::uint64_t, Subscription> subscriptions_;     // GUARDED_BY(trie_mu_)
   std::uint64_t next_id_ = 1;                                          // GUARDED_BY(trie_mu_)
 
-  // Match cache: subject → subscribers; cleared whenever subscriptions change.
-  mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::shared_ptr<const SubscriberList>> cache_;  // GUARDED_BY(cache_mu_)
-  mutable std::uint64_t cache_generation_ = 0;  // GUARDED_BY(cache_mu_)
+  // Bumped (under trie_mu_, exclusive) by every change of the subscriptions; a channel's cached
+  // match is good while it was computed at the current value.
+  std::atomic<std::uint64_t> generation_{1};
 
   std::atomic<std::uint64_t> published_{0};
   std::atomic<std::uint64_t> delivered_{0};
