@@ -55,11 +55,16 @@ scenario --subs 100 --messages 2000
 scenario --subs 10000 --messages 200 --window 16
 # Latency at a steady 500,000 deliveries/s (50 publishes/s to 10,000 subscribers), not saturated.
 scenario --subs 10000 --messages 250 --window 16 --rate 50
+# The floor: one publish a second to 10,000 subscribers (the machine otherwise idle) — how long
+# one fan-out of 10,000 WebSocket frames takes to reach its last subscriber.
+scenario --subs 10000 --messages 8 --window 16 --rate 1
 scenario --subs 100 --channels 100 --messages 20000
 scenario --subs 10000 --channels 10000 --messages 20000
 scenario --subs 100 --messages 2000 --stalled 1
 
-idle=$(( $(ulimit -n) - 1000 ))
+# As many as the file-descriptor limit lets one server process hold (it needs ~25 of its own):
+# 20,000, or as close as a 20,000 hard limit allows.
+idle=$(( $(ulimit -n) - 50 ))
 [ "$idle" -gt 20000 ] && idle=20000
 start_servers
 "$bin/ws_bench" --target roost --port "$rport" --idle "$idle" --server-pid "$rpid" 2>/dev/null

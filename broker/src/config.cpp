@@ -129,6 +129,8 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.channel_buffer_messages = to_u64("channel_buffer_messages", v); }},
       {"channel_buffer_bytes", "per-subscriber buffer in bytes (default 1048576)",
        [](Config& c, const std::string& v) { c.channel_buffer_bytes = to_u64("channel_buffer_bytes", v); }},
+      {"channel_idle_ms", "a channel with no kept history and no direct subscriber is forgotten after this long unused; it comes back with a new epoch (default 600000)",
+       [](Config& c, const std::string& v) { c.channel_idle_ms = to_u64("channel_idle_ms", v); }},
       {"channel_namespaces", "per-prefix settings: \"chat.:history=50,history_ttl_ms=60000,join_leave=true;x.:policy=disconnect\"",
        [](Config& c, const std::string& v) {
          c.channel_namespaces = v;

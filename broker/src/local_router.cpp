@@ -252,6 +252,8 @@ std::string LocalRouter::metrics_text() {
   out << "# HELP roost_channel_subscriptions Live channel subscriptions.\n"
       << "# TYPE roost_channel_subscriptions gauge\nroost_channel_subscriptions "
       << hub_.subscriptions() << '\n';
+  out << "# HELP roost_channels Channels in memory (published to or subscribed to directly).\n"
+      << "# TYPE roost_channels gauge\nroost_channels " << hub_.channels() << '\n';
   out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
       << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
       << '\n';

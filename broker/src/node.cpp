@@ -15,11 +15,13 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <thread>
@@ -55,6 +57,7 @@ struct Node::Impl {
   std::vector<void*> plugins;  // dlopen handles, closed after the runtime is gone
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::optional<asio::steady_timer> channel_sweep;  // forgets idle channels
   std::unique_ptr<LocalRouter> router;
   std::unique_ptr<gateway::Server> server;
   std::unique_ptr<Endpoint> endpoint;
@@ -187,12 +190,29 @@ void Node::start() {
   unsigned n = d.config.io_threads != 0 ? static_cast<unsigned>(d.config.io_threads)
                                         : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) d.threads.emplace_back([&d] { d.io.run(); });
+  d.channel_sweep.emplace(d.io);
+  sweep_channels();
   d.started = true;
   d.server->start();
   auto ep = d.server->local_endpoint();
   module_logger("gateway")->info("gateway listening on http://{}:{} ({} io threads)",
                                  ep.address().to_string(), ep.port(), n);
   if (d.endpoint) d.endpoint->start();
+}
+
+// Every quarter of channel_idle_ms (at least 100 ms, at most 60 s) while the io threads run.
+void Node::sweep_channels() {
+  auto& d = *impl_;
+  auto period = std::clamp<std::uint64_t>(d.config.channel_idle_ms / 4, 100, 60'000);
+  d.channel_sweep->expires_after(std::chrono::milliseconds(period));
+  d.channel_sweep->async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    auto& hub = *impl_->hub;
+    if (auto n = hub.forget_idle(impl_->config.channel_idle_ms)) {
+      module_logger("channels")->debug("forgot {} idle channels ({} left)", n, hub.channels());
+    }
+    sweep_channels();
+  });
 }
 
 asio::ip::tcp::endpoint Node::http_endpoint() const { return impl_->server->local_endpoint(); }

@@ -30,6 +30,8 @@ struct Hub::Channel {
   // The subscriptions matching this channel, as of subscription generation `subs_generation`.
   std::shared_ptr<const SubscriberList> subs;  // GUARDED_BY(mu)
   std::uint64_t subs_generation = 0;           // GUARDED_BY(mu)
+  std::int64_t last_used_ms = 0;               // GUARDED_BY(mu): last publish or subscription
+  bool forgotten = false;                      // GUARDED_BY(mu): removed by forget_idle
 };
 
 Hub::Hub(HubOptions options, std::function<std::int64_t()> clock)
@@ -49,11 +51,57 @@ const NamespaceConfig& Hub::namespace_of(std::string_view channel) const {
   return *best;
 }
 
-Hub::Channel& Hub::channel(const std::string& name) {
+Hub::LockedChannel Hub::channel(const std::string& name) {
+  for (;;) {
+    std::shared_ptr<Channel> ch;
+    {
+      std::lock_guard lock(channels_mu_);
+      auto& slot = channels_[name];
+      if (!slot) slot = std::make_shared<Channel>();
+      ch = slot;
+    }
+    std::unique_lock lock(ch->mu);
+    if (ch->forgotten) continue;  // forgotten between the lookup and the lock: look again
+    ch->last_used_ms = clock_();
+    return {std::move(ch), std::move(lock)};
+  }
+}
+
+std::size_t Hub::forget_idle(std::uint64_t idle_ms) {
+  std::int64_t now = clock_();
+  std::size_t forgotten = 0;
   std::lock_guard lock(channels_mu_);
-  auto& c = channels_[name];
-  if (!c) c = std::make_unique<Channel>();
-  return *c;
+  for (auto it = channels_.begin(); it != channels_.end();) {
+    Channel& ch = *it->second;
+    std::unique_lock cl(ch.mu, std::try_to_lock);
+    bool forget = false;
+    if (cl.owns_lock() && now - ch.last_used_ms >= static_cast<std::int64_t>(idle_ms)) {
+      const auto& ns = namespace_of(it->first);
+      if (ns.history_ttl_ms != 0) {
+        auto cutoff = now - static_cast<std::int64_t>(ns.history_ttl_ms);
+        while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
+      }
+      if (ch.history.empty()) {
+        std::shared_lock tl(trie_mu_);
+        forget = trie_->count_exact(it->first) == 0;
+      }
+    }
+    if (forget) {
+      ch.forgotten = true;
+      ch.subs.reset();
+      cl.unlock();
+      it = channels_.erase(it);
+      ++forgotten;
+    } else {
+      ++it;
+    }
+  }
+  return forgotten;
+}
+
+std::size_t Hub::channels() const {
+  std::lock_guard lock(channels_mu_);
+  return channels_.size();
 }
 
 // REQUIRES: ch.mu held. Computed once per change of the subscriptions (any change: one counter),
@@ -91,8 +139,8 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   }
   // A concrete channel: subscribe and recover under the channel's lock, so recovered messages
   // reach the subscriber before any live one and none falls in between.
-  Channel& ch = channel(pattern);
-  std::lock_guard lock(ch.mu);
+  auto [chp, lock] = channel(pattern);
+  Channel& ch = *chp;
   insert();
   result.epoch = ch.epoch;
   result.offset = ch.last_offset;
@@ -155,9 +203,8 @@ void Hub::unsubscribe(std::uint64_t id) {
     generation_.fetch_add(1, std::memory_order_release);
   }
   if (!is_wildcard(pattern) && namespace_of(pattern).join_leave) {
-    Channel& ch = channel(pattern);
-    std::lock_guard lock(ch.mu);
-    announce(MessageKind::kLeave, ch, pattern, nullptr);
+    auto [chp, lock] = channel(pattern);
+    announce(MessageKind::kLeave, *chp, pattern, nullptr);
   }
 }
 
@@ -165,11 +212,11 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
                                   ContentType content_type) {
   if (auto e = validate_subject(name)) return std::unexpected(*e);
   const auto& ns = namespace_of(name);
-  Channel& ch = channel(name);
   PublishResult result;
   {
-    std::lock_guard lock(ch.mu);
-    std::int64_t now = clock_();
+    auto [chp, lock] = channel(name);
+    Channel& ch = *chp;
+    std::int64_t now = ch.last_used_ms;
     auto subs = match(ch, name);
     auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
     if (ns.history_size > 0) {
@@ -194,11 +241,11 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
   if (auto e = validate_subject(name)) return std::unexpected(*e);
   if (items.empty()) return 0;
   const auto& ns = namespace_of(name);
-  Channel& ch = channel(name);
   std::size_t subscribers = 0;
   {
-    std::lock_guard lock(ch.mu);
-    std::int64_t now = clock_();
+    auto [chp, lock] = channel(name);
+    Channel& ch = *chp;
+    std::int64_t now = ch.last_used_ms;
     auto subs = match(ch, name);
     std::vector<MessagePtr> msgs;
     msgs.reserve(items.size());

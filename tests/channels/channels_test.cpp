@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -262,4 +263,81 @@ TEST_CASE("join / leave events of direct subscribers, only where the namespace a
   REQUIRE(hub.subscribe("other.x", d));
   std::lock_guard lock(c->mu);
   CHECK(c->got.empty());
+}
+
+TEST_CASE("idle channels without history or direct subscribers are forgotten", "[channels]") {
+  HubOptions o;
+  NamespaceConfig kept;
+  kept.prefix = "kept.";
+  kept.history_size = 10;
+  NamespaceConfig brief;
+  brief.prefix = "brief.";
+  brief.history_size = 10;
+  brief.history_ttl_ms = 5'000;
+  o.namespaces = {kept, brief};
+  Hub hub(o, now);
+  auto direct = std::make_shared<Recorder>(), wild = std::make_shared<Recorder>();
+  REQUIRE(hub.subscribe("user.watched", direct));
+  REQUIRE(hub.subscribe("user.*", wild));
+  for (int i = 0; i < 1000; ++i) REQUIRE(hub.publish("user.u" + std::to_string(i), "1"));
+  auto first = hub.publish("user.watched", "1");
+  REQUIRE(first);
+  REQUIRE(hub.publish("kept.a", "1"));
+  REQUIRE(hub.publish("brief.a", "1"));
+  CHECK(hub.channels() == 1003);
+  CHECK(hub.forget_idle(60'000) == 0);  // nothing idle yet
+  fake_now += 30'000;
+  REQUIRE(hub.publish("user.u7", "2"));  // used again: stays
+  fake_now += 40'000;
+  // 1000 user channels idle 70 s (but u7), brief.a's history expired: gone. Kept: the one with a
+  // direct subscriber, the one keeping history, and u7.
+  CHECK(hub.forget_idle(60'000) == 1000);
+  CHECK(hub.channels() == 3);
+  // A forgotten channel comes back with a new epoch and offsets from 1; wildcard subscribers
+  // still get its messages.
+  auto again = hub.publish("user.u1", "3");
+  REQUIRE(again);
+  CHECK(again->offset == 1);
+  CHECK(again->subscribers == 1);
+  CHECK(wild->got.back()->channel == "user.u1");
+  // The watched channel kept its epoch and numbering.
+  auto next = hub.publish("user.watched", "2");
+  CHECK(next->epoch == first->epoch);
+  CHECK(next->offset == 2);
+  fake_now -= 70'000;
+}
+
+TEST_CASE("publishing while channels are forgotten loses no message and keeps order", "[channels]") {
+  Hub hub({}, now);
+  auto wild = std::make_shared<Recorder>();
+  REQUIRE(hub.subscribe("t.>", wild));
+  std::atomic<bool> stop{false};
+  std::thread sweeper([&] {
+    while (!stop) hub.forget_idle(0);  // forget everything idle for 0 ms, all the time
+  });
+  constexpr int kThreads = 4, kEach = 5000;
+  std::atomic<int> failed{0};
+  std::vector<std::thread> pubs;
+  for (int t = 0; t < kThreads; ++t) {
+    pubs.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        if (!hub.publish("t." + std::to_string(i % 7), std::to_string(t))) ++failed;
+      }
+    });
+  }
+  for (auto& p : pubs) p.join();
+  stop = true;
+  sweeper.join();
+  CHECK(failed == 0);
+  CHECK(wild->got.size() == static_cast<std::size_t>(kThreads * kEach));
+  // Within one channel and one epoch, offsets keep rising.
+  std::map<std::string, std::pair<std::string, std::uint64_t>> last;
+  bool ordered = true;
+  for (auto& m : wild->got) {
+    auto& [epoch, offset] = last[m->channel];
+    if (epoch == m->epoch && m->offset <= offset) ordered = false;
+    epoch = m->epoch;
+    offset = m->offset;
+  }
+  CHECK(ordered);
 }

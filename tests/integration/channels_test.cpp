@@ -403,3 +403,29 @@ TEST_CASE("join and leave events over WebSocket and SSE (namespace join_leave)",
   auto m = a.expect("message");  // the first frame a sees is the message, not a join
   CHECK(m.at("channel") == "plain.x");
 }
+
+TEST_CASE("channels unused for channel_idle_ms are forgotten; subscribed ones stay", "[integration][channels]") {
+  Server s({"--channel-idle-ms", "300"});
+  auto channels = [&] {
+    auto text = s.http().get("/metrics").body;
+    auto at = text.find("\nroost_channels ");
+    return at == std::string::npos ? -1L : std::stol(text.substr(at + 16));
+  };
+  WsClient a(s.proc().port());
+  a.send(sub("inbox.kept", 1));
+  auto ok = a.expect("ok");
+  std::string epoch(ok.at("epoch").as_string());
+  auto& h = s.http();
+  for (int i = 0; i < 200; ++i) {
+    REQUIRE(h.post("/v1/channels/inbox.u" + std::to_string(i) + "/publish", "1").status == 200);
+  }
+  CHECK(channels() == 201);
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (channels() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+  CHECK(channels() == 1);  // the 200 are gone, the subscribed one stays
+  auto r = h.post("/v1/channels/inbox.kept/publish", "2");
+  auto body = json::parse(r.body);
+  CHECK(body.at("epoch") == epoch.c_str());  // same channel, same numbering
+  CHECK(body.at("offset") == 1);
+  CHECK(a.expect("message").at("data") == 2);
+}

@@ -43,6 +43,8 @@ struct Config {
   std::uint64_t channel_history_ttl_ms = 0;
   std::string channel_slow_policy = "drop";         // drop | disconnect
   std::uint64_t channel_buffer_messages = 1024;
+  // A channel without kept history or direct subscribers, unused this long, is forgotten.
+  std::uint64_t channel_idle_ms = 600'000;
   std::uint64_t channel_buffer_bytes = 1u << 20;
   std::string channel_namespaces;
   std::string actors;                               // plugin .so paths, comma-separated (--actors)

@@ -41,6 +41,7 @@ class Node {
   int run();
 
  private:
+  void sweep_channels();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

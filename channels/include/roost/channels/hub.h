@@ -3,7 +3,8 @@
 //
 // Thread-safety: every method may be called from any thread. Each channel (concrete subject) has
 // its own lock, held while an offset is assigned and the message handed to subscribers, so every
-// subscriber sees a channel's messages in offset order. Lock order: channel, then the trie.
+// subscriber sees a channel's messages in offset order. Lock order: the channel map, then a
+// channel (forget_idle only tries it), then the trie.
 #pragma once
 
 #include <roost/channels/message.h>
@@ -91,13 +92,25 @@ class Hub {
   Presence presence(const std::string& channel) const;
   const NamespaceConfig& namespace_of(std::string_view channel) const;
 
+  // Forgets channels unused (no publish, no subscription) for `idle_ms` that keep no history and
+  // have no direct subscriber, so that publishing to ever new names does not grow memory without
+  // bound. A forgotten channel that comes back starts a new epoch (resumers get a reset, which is
+  // right: nothing was kept). Returns how many were forgotten.
+  std::size_t forget_idle(std::uint64_t idle_ms);
+  std::size_t channels() const;  // channels known (published to or subscribed to directly)
+
   std::uint64_t published() const { return published_.load(); }
   std::uint64_t delivered() const { return delivered_.load(); }
   std::size_t subscriptions() const;
 
  private:
   struct Channel;
-  Channel& channel(const std::string& name);
+  // The channel, created if new, locked, its last use set to now.
+  struct LockedChannel {
+    std::shared_ptr<Channel> channel;
+    std::unique_lock<std::mutex> lock;
+  };
+  LockedChannel channel(const std::string& name);
   using SubscriberList = std::vector<std::shared_ptr<Subscriber>>;
   // The subscribers of channel `name` (`ch`), cached in the channel (no copy per publish).
   std::shared_ptr<const SubscriberList> match(Channel& ch, const std::string& name) const;
@@ -108,7 +121,7 @@ class Hub {
   std::function<std::int64_t()> clock_;
 
   mutable std::mutex channels_mu_;
-  std::unordered_map<std::string, std::unique_ptr<Channel>> channels_;  // GUARDED_BY(channels_mu_)
+  std::unordered_map<std::string, std::shared_ptr<Channel>> channels_;  // GUARDED_BY(channels_mu_)
 
   mutable std::shared_mutex trie_mu_;
   struct Subscription {
