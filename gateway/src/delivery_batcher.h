@@ -1,7 +1,8 @@
-// Gathers channel deliveries for a moment before sessions write them. A session with new
-// messages registers once; a thread wakes every `interval` and hands each registered session
-// its batch, so a session receiving a burst of publishes writes them together (one system call
-// and one WebSocket message) instead of one by one. Costs at most `interval` of latency.
+// Gathers channel deliveries before sessions write them. A session with new messages registers
+// once; a thread hands each registered session its batch in rounds, at most one round per
+// `interval`, so a session receiving a burst of publishes writes them together (one system call
+// and one WebSocket message) instead of one by one. The first round after a quiet spell starts at
+// once; under load a delivery waits at most `interval` for its round.
 //
 // Thread-safe.
 #pragma once
@@ -46,13 +47,20 @@ class DeliveryBatcher {
  private:
   void run() {
     std::vector<std::move_only_function<void(Done)>> batch;
+    auto last_round = std::chrono::steady_clock::time_point{};
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || !due_.empty(); });
       if (stop_) break;
-      lock.unlock();
-      std::this_thread::sleep_for(interval_);  // let the burst gather
-      lock.lock();
+      // At most one round per interval: after a quiet spell the first deliveries leave at once;
+      // under load a round waits out the rest of the interval, and the burst gathers meanwhile.
+      auto next = last_round + interval_;
+      if (std::chrono::steady_clock::now() < next) {
+        lock.unlock();
+        std::this_thread::sleep_until(next);
+        lock.lock();
+      }
+      last_round = std::chrono::steady_clock::now();
       batch.swap(due_);
       lock.unlock();
       // Hand off in chunks and wait for each to be taken, so that the io threads also get to

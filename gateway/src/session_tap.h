@@ -1,8 +1,9 @@
 // The hub's handle on a WebSocket or SSE session: holds the session weakly and hands it messages
 // on its strand. Messages arriving while a hand-off is pending join it. A message that reached few
-// subscriptions (audience ≤ kDirectAudience) is handed off at once — one post, no added latency;
-// a large fan-out goes through the DeliveryBatcher, so that a burst reaches each session — and
-// leaves in one write — together, and ten thousand posts do not crowd out the publishers' reads.
+// subscriptions (audience ≤ kDirectAudience), to a session that was quiet, is handed off at once —
+// one post, no added latency; the rest go through the DeliveryBatcher, so that a burst reaches
+// each session — and leaves in one write — together, and a large fan-out's thousands of posts do
+// not crowd out the publishers' reads.
 #pragma once
 
 #include <roost/channels/message.h>
@@ -10,6 +11,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/post.hpp>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -27,10 +29,18 @@ class SessionTap final : public channels::Subscriber {
       : session_(std::move(session)), executor_(std::move(executor)), batcher_(batcher) {}
 
   void deliver(const channels::MessagePtr& m) override {
+    bool direct = false;
     {
       std::lock_guard lock(mu_);
       inbox_.push_back(m);
       if (inbox_.size() > 1) return;  // a hand-off is already on its way
+      if (m->audience != 0 && m->audience <= kDirectAudience) {
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_direct_ >= kDirectGap) {
+          direct = true;
+          last_direct_ = now;
+        }
+      }
     }
     auto s = session_.lock();
     if (!s) {
@@ -38,7 +48,7 @@ class SessionTap final : public channels::Subscriber {
       inbox_.clear();
       return;
     }
-    if (m->audience != 0 && m->audience <= kDirectAudience) {
+    if (direct) {
       boost::asio::post(executor_, [this, s = std::move(s)] { take(*s); });
       return;
     }
@@ -51,6 +61,9 @@ class SessionTap final : public channels::Subscriber {
   }
 
   static constexpr std::size_t kDirectAudience = 64;
+  // At most one direct hand-off per session per gap: a session that keeps receiving (a busy
+  // stream) gets the rest of its messages gathered by the batcher, many to a write.
+  static constexpr std::chrono::microseconds kDirectGap{1000};
 
  private:
   // On the session's strand: everything in the inbox, then one write.
@@ -69,6 +82,7 @@ class SessionTap final : public channels::Subscriber {
   DeliveryBatcher& batcher_;
   std::mutex mu_;
   std::vector<channels::MessagePtr> inbox_;  // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_direct_{};  // GUARDED_BY(mu_)
 };
 
 }  // namespace roost::gateway
