@@ -5,6 +5,7 @@
 //
 //   native_bench --roost tcp://127.0.0.1:7400 --redis 127.0.0.1:6379 --nats nats://127.0.0.1:4222
 //                [--seconds 3] [--only enqueue|latency|consume|pubsub|objects]
+//                [--fanouts 1,10] [--pubsub-messages N]
 // bench/native_bench.sh starts all three servers and runs this.
 #include <roost/client/client.h>
 
@@ -40,6 +41,8 @@ struct Args {
   double seconds = 3;
   std::string only;
   std::string targets = "roost,redis,nats";  // which servers to drive
+  std::vector<int> fanouts = {1, 10};          // pub/sub subscribers per run
+  std::uint64_t pubsub_messages = 0;           // 0 = 500,000 at 1 subscriber, 200,000 above
 };
 
 const std::string kBody(100, 'x');
@@ -571,6 +574,14 @@ int main(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::stod(v);
     else if (k == "--only") a.only = v;
     else if (k == "--targets") a.targets = v;
+    else if (k == "--fanouts") {
+      a.fanouts.clear();
+      for (std::size_t at = 0; at < v.size();) {
+        auto comma = v.find(',', at);
+        a.fanouts.push_back(std::stoi(v.substr(at, comma - at)));
+        at = comma == std::string::npos ? v.size() : comma + 1;
+      }
+    } else if (k == "--pubsub-messages") a.pubsub_messages = std::stoull(v);
   }
   auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
   auto on = [&](const char* t) { return a.targets.find(t) != std::string::npos; };
@@ -612,8 +623,8 @@ int main(int argc, char** argv) {
     ratio("ratio_consume_roost_vs_nats_js", "roost_consume_ack_b100", "nats_js_consume_ack_b100");
   }
   if (want("pubsub")) {
-    for (int subs : {1, 10}) {
-      std::uint64_t count = subs == 1 ? 500'000 : 200'000;
+    for (int subs : a.fanouts) {
+      std::uint64_t count = a.pubsub_messages != 0 ? a.pubsub_messages : subs == 1 ? 500'000 : 200'000;
       std::string s = std::to_string(subs);
       if (on("roost")) {
         auto [r, rl] = roost_pubsub(a, subs, count);

@@ -49,9 +49,9 @@ constexpr int kRound = 256;
 constexpr std::size_t kPackLimit = 4096;  // channel payloads up to this size are packed in one frame  // requests handled between two flushes of their results
 
 zmq::message_t to_frame(capnp::MessageBuilder& b) {
-  auto words = wire::encode(b);
-  auto bytes = words.asBytes();
-  return zmq::message_t(bytes.begin(), bytes.size());
+  zmq::message_t frame(wire::encoded_size(b));
+  wire::encode_to(b, frame.data(), frame.size());
+  return frame;
 }
 
 zmq::message_t payload_frame(const std::string& s) { return zmq::message_t(s.data(), s.size()); }

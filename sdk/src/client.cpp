@@ -32,9 +32,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 zmq::message_t to_frame(capnp::MessageBuilder& b) {
-  auto words = wire::encode(b);
-  auto bytes = words.asBytes();
-  return zmq::message_t(bytes.begin(), bytes.size());
+  zmq::message_t frame(wire::encoded_size(b));
+  wire::encode_to(b, frame.data(), frame.size());
+  return frame;
 }
 
 std::string_view frame_view(const zmq::message_t& m) {

@@ -1,6 +1,7 @@
 #include <roost/wire/codec.h>
 
 #include <cstring>
+#include <stdexcept>
 
 namespace roost::wire {
 
@@ -24,6 +25,32 @@ EnvelopeReader::EnvelopeReader(const void* data, std::size_t size) {
 
 kj::Array<capnp::word> encode(capnp::MessageBuilder& message) {
   return capnp::messageToFlatArray(message);
+}
+
+std::size_t encoded_size(capnp::MessageBuilder& message) {
+  return capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
+}
+
+// The stream framing of capnp/serialize.h: (segment count - 1) and each segment's size in words as
+// little-endian uint32, padded to a whole word, then the segments.
+void encode_to(capnp::MessageBuilder& message, void* out, std::size_t size) {
+  auto segments = message.getSegmentsForOutput();
+  auto* p = static_cast<unsigned char*>(out);
+  std::size_t table = (segments.size() / 2 + 1) * sizeof(capnp::word);
+  if (size < table) throw std::length_error("encode_to: buffer too small");
+  auto put32 = [&](std::size_t at, std::uint32_t v) {
+    for (int b = 0; b < 4; ++b) p[at + b] = static_cast<unsigned char>(v >> (8 * b));
+  };
+  std::memset(p, 0, table);
+  put32(0, static_cast<std::uint32_t>(segments.size() - 1));
+  for (std::size_t i = 0; i < segments.size(); ++i) put32(4 + 4 * i, static_cast<std::uint32_t>(segments[i].size()));
+  std::size_t at = table;
+  for (auto seg : segments) {
+    auto bytes = seg.asBytes();
+    if (at + bytes.size() > size) throw std::length_error("encode_to: buffer too small");
+    std::memcpy(p + at, bytes.begin(), bytes.size());
+    at += bytes.size();
+  }
 }
 
 namespace {

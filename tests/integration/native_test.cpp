@@ -10,6 +10,7 @@
 #include <zmq_addon.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <condition_variable>
 #include <mutex>
 #include <random>
@@ -143,6 +144,30 @@ TEST_CASE("every schema error code has a stable snake_case name and an HTTP stat
   }
   CHECK(cap_name(ErrorCode::QUEUE_NOT_FOUND) == "queueNotFound");
   CHECK(static_cast<unsigned>(ErrorCode::HELLO_REQUIRED) == 19);
+}
+
+TEST_CASE("encode_to writes the same frame as messageToFlatArray, one or many segments", "[native][unit]") {
+  for (unsigned first_words : {1024u, 4u}) {  // 4 words: the message spills over many segments
+    capnp::MallocMessageBuilder b(first_words, capnp::AllocationStrategy::FIXED_SIZE);
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(42);
+    auto list = env.initMessage().initMessages(50);
+    for (unsigned i = 0; i < 50; ++i) {
+      list[i].setChannel(roost::wire::text("chat.room" + std::to_string(i)));
+      list[i].setOffset(i);
+    }
+    auto flat = roost::wire::encode(b);
+    auto want = flat.asBytes();
+    REQUIRE(roost::wire::encoded_size(b) == want.size());
+    std::vector<capnp::word> out(want.size() / sizeof(capnp::word));
+    roost::wire::encode_to(b, out.data(), want.size());
+    CHECK(std::memcmp(out.data(), want.begin(), want.size()) == 0);
+    CHECK(b.getSegmentsForOutput().size() >= (first_words == 4 ? 2u : 1u));
+    roost::wire::EnvelopeReader r(out.data(), want.size());
+    CHECK(r.get().getId() == 42);
+    CHECK(r.get().getMessage().getMessages()[49].getChannel() == "chat.room49");
+    CHECK_THROWS(roost::wire::encode_to(b, out.data(), want.size() - 8));
+  }
 }
 
 TEST_CASE("SDK: a bad url or an absent node is an error, not a crash", "[native][unit]") {

@@ -34,6 +34,10 @@ class EnvelopeReader {
 
 // The builder's message as one flat frame.
 kj::Array<capnp::word> encode(capnp::MessageBuilder& message);
+// The same frame written straight into a caller's buffer (one copy, no temporary): the size it
+// needs, then the writing. `out` must hold encoded_size() bytes.
+std::size_t encoded_size(capnp::MessageBuilder& message);
+void encode_to(capnp::MessageBuilder& message, void* out, std::size_t size);
 
 inline proto::ContentType to_wire(ContentType t) { return static_cast<proto::ContentType>(t); }
 inline ContentType from_wire(proto::ContentType t) {
