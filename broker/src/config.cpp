@@ -71,8 +71,6 @@ const std::vector<Key>& keys() {
        }},
       {"sync_interval_ms", "fsync period in batch durability (default 100)",
        [](Config& c, const std::string& v) { c.sync_interval_ms = to_u64("sync_interval_ms", v); }},
-      {"commit_gather_us", "sync durability: when requests arrive during a commit, the next one waits up to this long (and at most half a commit) for the clients just answered; 0 = off (default 200)",
-       [](Config& c, const std::string& v) { c.commit_gather_us = to_u64("commit_gather_us", v); }},
       {"max_storage_bytes", "cap on stored bytes; 0 = until the disk is full (default 0)",
        [](Config& c, const std::string& v) { c.max_storage_bytes = to_u64("max_storage_bytes", v); }},
       {"auto_create_queues", "enqueue creates unknown queues (default true)",

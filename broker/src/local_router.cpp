@@ -234,8 +234,6 @@ std::string LocalRouter::metrics_text() {
   histogram("roost_commit_batch_size", "Write operations per group commit.", m.group_ops, 1.0);
   out << "# HELP roost_commits_total Group commits.\n# TYPE roost_commits_total counter\n"
       << "roost_commits_total " << m.commits.load() << '\n';
-  out << "# HELP roost_commit_gathers_total Groups that waited briefly for answered clients to send again.\n"
-      << "# TYPE roost_commit_gathers_total counter\nroost_commit_gathers_total " << m.gathers.load() << '\n';
   out << "# HELP roost_storage_full_total Writes refused because storage was full.\n"
       << "# TYPE roost_storage_full_total counter\nroost_storage_full_total "
       << m.storage_full_errors.load() << '\n';

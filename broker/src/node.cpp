@@ -79,7 +79,6 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.env = std::make_unique<durable::Env>(env);
   durable::CommitterOptions copts;
   copts.sync_interval = std::chrono::milliseconds(d.config.sync_interval_ms);
-  copts.max_gather = std::chrono::microseconds(d.config.commit_gather_us);
   d.committer = std::make_unique<durable::Committer>(*d.env, copts, wall_clock_ms);
   durable::QueueStoreOptions qopts;
   qopts.auto_create_queues = d.config.auto_create_queues;

@@ -54,9 +54,9 @@ void Committer::submit(std::unique_ptr<Op> op) {
     return;
   }
   pending_.push_back(std::move(op));
-  bool wake = pending_.size() == 1 || pending_.size() == wake_at_;
+  bool first = pending_.size() == 1;
   lock.unlock();
-  if (wake) cv_.notify_one();
+  if (first) cv_.notify_one();
 }
 
 void Committer::poke() {
@@ -75,9 +75,6 @@ void Committer::run() {
   bool unsynced = false;
   std::vector<std::unique_ptr<Op>> group;
   std::vector<std::unique_ptr<Op>> rest;
-  std::size_t last_group = 0;                    // Ops in the last commit
-  std::chrono::microseconds last_commit_time{0};  // its duration
-  bool gather = env_.options().durability == Durability::kSync && options_.max_gather.count() > 0;
   for (;;) {
     bool stopping = false;
     bool maintenance = false;
@@ -88,18 +85,6 @@ void Committer::run() {
         deadline = next_sync;
       }
       cv_.wait_until(lock, deadline, [&] { return !pending_.empty() || stopping_ || poked_; });
-      // Requests arrived while the last group was being written: clients are pipelining or
-      // many. Those the last commit answered are about to send again; give them a moment to
-      // join this group rather than wait a whole commit for the next.
-      std::size_t target = std::min(arrived_during_ + last_group, options_.max_group_ops);
-      if (gather && arrived_during_ > 0 && !pending_.empty() && pending_.size() < target && !stopping_) {
-        auto wait = std::min(options_.max_gather, last_commit_time / 2);
-        wake_at_ = target;
-        metrics_.gathers.fetch_add(1, std::memory_order_relaxed);
-        cv_.wait_for(lock, wait, [&] { return pending_.size() >= target || stopping_; });
-        wake_at_ = 1;
-      }
-      arrived_during_ = 0;
       if (pending_.size() <= options_.max_group_ops) {
         group.swap(pending_);
       } else {
@@ -116,13 +101,8 @@ void Committer::run() {
     }
     if (maintenance) next_maintenance = SteadyClock::now() + options_.maintenance_interval;
     if (!group.empty() || maintenance) {
-      auto t0 = SteadyClock::now();
       commit_group(group, maintenance);
-      if (!group.empty()) {
-        unsynced = true;
-        last_group = group.size();
-        last_commit_time = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t0);
-      }
+      if (!group.empty()) unsynced = true;
       group.clear();
     }
     if (env_.options().durability == Durability::kBatch && unsynced &&
@@ -168,11 +148,6 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
       metrics_.commits.fetch_add(1, std::memory_order_relaxed);
       metrics_.ops.fetch_add(group.size(), std::memory_order_relaxed);
       for (auto* p : participants_) p->committed();
-      {
-        // What arrived while the group was written — before its clients hear back and send more.
-        std::lock_guard lock(mu_);
-        arrived_during_ = pending_.size();
-      }
       for (auto& op : group) op->complete(nullptr);
       return;
     } catch (const MdbError& e) {

@@ -21,7 +21,6 @@ struct Config {
   std::uint64_t heartbeat_ms = 1000;                // native client heartbeat
   std::string durability = "sync";                  // sync | batch | none
   std::uint64_t sync_interval_ms = 100;             // batch durability fsync period
-  std::uint64_t commit_gather_us = 200;             // sync: longest wait for answered clients to send again
   std::uint64_t max_storage_bytes = 0;              // cap on the LMDB map; 0 = until disk full
   bool auto_create_queues = true;                   // enqueue creates unknown queues
   std::uint64_t max_message_bytes = 1u << 20;       // largest message body (1 MiB)

@@ -59,12 +59,6 @@ struct CommitterOptions {
   std::chrono::milliseconds sync_interval{100};      // batch durability only
   std::chrono::milliseconds maintenance_interval{50};
   std::size_t max_group_ops = 8192;  // cap on Ops per transaction (bounds latency)
-  // Gathering (durability sync): when Ops arrived while the last group was being written —
-  // clients pipelining, or many of them — the next group waits up to half the last commit's
-  // time, at most this long, for the clients that commit answered to send again (as many Ops
-  // as it held), so they join this flush instead of waiting for the next. A lone client that
-  // waits for each answer never triggers it. 0 = off.
-  std::chrono::microseconds max_gather{200};
 };
 
 // Histogram with fixed power-of-two-ish buckets, safe to read from any thread.
@@ -89,7 +83,6 @@ class Histogram {
 struct CommitterMetrics {
   Histogram commit_us;      // commit latency including fsync, microseconds
   Histogram group_ops;      // Ops per committed group
-  std::atomic<std::uint64_t> gathers{0};  // groups that waited for more Ops (max_gather)
   std::atomic<std::uint64_t> commits{0};
   std::atomic<std::uint64_t> ops{0};
   std::atomic<std::uint64_t> map_grows{0};
@@ -133,8 +126,6 @@ class Committer {
   std::vector<std::unique_ptr<Op>> pending_;  // GUARDED_BY(mu_)
   bool stopping_ = false;                     // GUARDED_BY(mu_)
   bool poked_ = false;                        // GUARDED_BY(mu_)
-  std::size_t wake_at_ = 1;                   // GUARDED_BY(mu_): submit() wakes the thread at this many pending
-  std::size_t arrived_during_ = 0;            // GUARDED_BY(mu_): submitted while the last group was written
   std::thread thread_;
 };
 
