@@ -3,6 +3,7 @@
 # (appendonly yes, appendfsync always) and nats-server -js (file storage) on loopback with data in
 # a temporary folder, then runs bench/native_bench.cpp against all three in one invocation.
 #   bench/native_bench.sh [BUILD_DIR] [SECONDS] [--only enqueue|latency|consume|pubsub|objects]
+#   ROOST_ARGS="--commit-gather-us 0" bench/native_bench.sh …   (extra flags for roost serve)
 # Prints `name value unit` lines, then `ratio_* X x` lines (Roost / peer; > 1 = Roost ahead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ rport=$base; dport=$((base + 1)); nport=$((base + 2)); hport=$((base + 3))
 mkdir -p "$work/roost" "$work/redis" "$work/nats"
 "$bin/roost" serve --data-dir "$work/roost" --http-listen "127.0.0.1:$hport" \
   --endpoint "tcp://127.0.0.1:$rport" --log-level warn \
-  --actors "$build/examples/counter/libroost_counter.so" >"$work/roost.log" 2>&1 &
+  --actors "$build/examples/counter/libroost_counter.so" ${ROOST_ARGS:-} >"$work/roost.log" 2>&1 &
 rpid=$!
 redis-server --port "$dport" --bind 127.0.0.1 --dir "$work/redis" --appendonly yes \
   --appendfsync always --save "" --daemonize no >"$work/redis.log" 2>&1 &
