@@ -33,6 +33,8 @@ export class Client {
   on(event: "open" | "close" | "reconnecting" | "lagged" | "reset" | "error", fn: (arg?: any) => void): () => void;
   subscribe(channel: string, onMessage: (data: unknown, meta: MessageMeta) => void, handlers?: SubscribeHandlers): Subscription;
   publish(channel: string, data: unknown): Promise<PublishResult>;
+  /** Fire-and-forget: no answer; a failure comes as an "error" event. */
+  publish(channel: string, data: unknown, options: { ack: false }): Promise<void>;
   close(): void;
   enqueue(queue: string, body: unknown, options?: { content_type?: "json" | "text" | "bytes"; delay_ms?: number; id?: string; key?: string }): Promise<{ ids: string[] }>;
   enqueueBatch(queue: string, messages: Array<{ body: unknown; content_type?: string; delay_ms?: number; id?: string; key?: string }>): Promise<{ ids: string[] }>;

@@ -88,7 +88,12 @@ export class Client {
     return sub;
   }
 
-  publish(channel, data) {
+  // With { ack: false } the publish is fire-and-forget (no id, no answer): the promise resolves
+  // once it is handed to the socket, and a failure arrives as an "error" event.
+  publish(channel, data, options = {}) {
+    if (options.ack === false) {
+      return this._whenOpen().then(() => { this._ws.send(JSON.stringify({ op: "publish", channel, data })); });
+    }
     return this._request({ op: "publish", channel, data });
   }
 

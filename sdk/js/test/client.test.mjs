@@ -43,6 +43,20 @@ test("errors carry stable codes", async () => {
   a.close();
 });
 
+test("fire-and-forget publishes arrive in order; their failures come as error events", async () => {
+  const a = open(), b = open();
+  const got = [], errors = [];
+  await a.subscribe("chat.fire", (d) => got.push(d)).ready;
+  b.on("error", (e) => errors.push(e));
+  for (let i = 1; i <= 20; i++) assert.equal(await b.publish("chat.fire", i, { ack: false }), undefined);
+  await waitFor(() => got.length === 20, 3000, "fire-and-forget deliveries");
+  assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i + 1));
+  await b.publish("chat.*", 1, { ack: false });  // a pattern: refused, and said so
+  await waitFor(() => errors.length === 1, 3000, "error event");
+  assert.equal(errors[0].code, "invalid_argument");
+  a.close(); b.close();
+});
+
 test("reconnects with backoff and resumes from the last offset", async () => {
   const a = open({ minDelayMs: 400, maxDelayMs: 400 });
   const b = open();
