@@ -820,10 +820,20 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     }
     wake();
     if (f.wait_for(options.request_timeout) != std::future_status::ready) {
-      std::lock_guard lock(mu);
-      auto it = streams.find(id);
-      if (it != streams.end() && it->second.first == &first) {
-        streams.erase(it);
+      bool timed_out = false;
+      {
+        std::lock_guard lock(mu);
+        auto it = streams.find(id);
+        if (it != streams.end() && it->second.first == &first) {
+          streams.erase(it);
+          // The node may open it still (the request is on its way, or queued to be sent): the
+          // cancel follows it on the same connection, so it does not outlive this answer.
+          cancels.push_back(id);
+          timed_out = true;
+        }
+      }
+      if (timed_out) {
+        wake();
         return std::unexpected(Error{ErrorCode::TIMEOUT, "no answer from the node in time"});
       }
     }

@@ -373,9 +373,23 @@ TEST_CASE("SDK: every error code the native protocol can answer", "[integration]
   // kill() returns before every thread of the target has stopped: let it settle.
   std::this_thread::sleep_for(100ms);
   auto t = q->list_queues();
+  auto sub = q->subscribe("late.x", [](const roost::ChannelMessage&) {});
   kill(s.proc().pid(), SIGCONT);
   REQUIRE_FALSE(t);
   CHECK(t.error().code == ErrorCode::TIMEOUT);
+  REQUIRE_FALSE(sub);
+  CHECK(sub.error().code == ErrorCode::TIMEOUT);
+  // The node opens that subscription once it runs again; the client's cancel must close it.
+  auto subscriptions = [&] {
+    auto text = s.http().get("/metrics").body;
+    const std::string key = "\nroost_channel_subscriptions ";
+    auto at = text.find(key);
+    return at == std::string::npos ? 999ULL : std::stoull(text.substr(at + key.size()));
+  };
+  // An answer on the same connection: the subscribe sent before it has been handled (and the
+  // cancel, sent at the timeout, with it or just after).
+  REQUIRE(q->list_queues());
+  CHECK(eventually([&] { return subscriptions() == 0; }));
 }
 
 TEST_CASE("SDK: many requests in flight on one connection, answers matched by id", "[integration][native]") {
