@@ -5,6 +5,7 @@
 #include <capnp/message.h>
 #include <kj/exception.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -41,6 +42,55 @@ std::string_view frame_view(const zmq::message_t& m) {
   return {static_cast<const char*>(m.data()), m.size()};
 }
 
+// The steady clock at its coarse resolution (a few ms, a fraction of the cost): for deadlines of
+// seconds taken on every fire-and-forget publish.
+Clock::time_point coarse_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return Clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
+
+// Walks the payloads of a ChannelMessages event in order: slices of the one packed frame (when
+// `sizes` is set) or one frame each. nullopt when the frames do not match the event.
+class PayloadCursor {
+ public:
+  PayloadCursor(proto::ChannelMessages::Reader event, std::span<zmq::message_t> frames)
+      : sizes_(event.getSizes()), frames_(frames),
+        packed_(frames.empty() ? std::string_view() : frame_view(frames[0])) {}
+  std::optional<std::string_view> next(unsigned i) {
+    if (sizes_.size() != 0) {
+      if (i >= sizes_.size() || at_ + sizes_[i] > packed_.size()) return std::nullopt;
+      auto d = packed_.substr(at_, sizes_[i]);
+      at_ += sizes_[i];
+      return d;
+    }
+    if (i >= frames_.size()) return std::nullopt;
+    return frame_view(frames_[i]);
+  }
+
+ private:
+  capnp::List<std::uint32_t>::Reader sizes_;
+  std::span<zmq::message_t> frames_;
+  std::string_view packed_;
+  std::size_t at_ = 0;
+};
+
+// Overwrites `cm` with message `m` (its strings keep their capacity).
+void fill(ChannelMessage& cm, proto::ChannelMessage::Reader m, std::string_view data) {
+  cm.channel.assign(view(m.getChannel()));
+  cm.data.assign(data);
+  cm.content_type = wire::from_wire(m.getContentType());
+  cm.offset = m.getOffset();
+  cm.epoch.assign(view(m.getEpoch()));
+  cm.timestamp_ms = m.getTimestampMs();
+  switch (m.getKind()) {
+    case proto::MessageKind::JOIN: cm.kind = ChannelEventKind::kJoin; break;
+    case proto::MessageKind::LEAVE: cm.kind = ChannelEventKind::kLeave; break;
+    default: cm.kind = ChannelEventKind::kMessage; break;
+  }
+  cm.subscribers = cm.kind == ChannelEventKind::kMessage ? 0 : m.getSubscribers();
+}
+
 Error unavailable(std::string msg) { return Error{ErrorCode::UNAVAILABLE, std::move(msg)}; }
 
 void build_ack(proto::Envelope::Builder env, const std::string& queue, const std::vector<std::string>& acks,
@@ -63,6 +113,9 @@ struct Reply {
   std::optional<Error> failure;  // set: timeout, connection lost, closed
   proto::Envelope::Reader env;
   std::span<zmq::message_t> payloads;
+  // The received frames (envelope first), for a handler that keeps them past the call by moving
+  // them out (the frames stay where they are, so `env` stays valid until the call returns).
+  std::vector<zmq::message_t>* frames = nullptr;
 
   // The node's error, or the local failure.
   std::optional<Error> error() const {
@@ -458,52 +511,57 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       case W::MESSAGE: {
         auto event = env.getMessage();
         auto list = event.getMessages();
-        auto sizes = event.getSizes();
-        auto batch = std::make_shared<std::vector<ChannelMessage>>();
-        batch->reserve(list.size());
-        // Payloads: packed in one frame (sizes), or one frame each.
-        std::string_view packed = r.payloads.empty() ? std::string_view() : frame_view(r.payloads[0]);
-        std::size_t at = 0;
+        // Here: presence events, the resume position and the backlog count. The data messages
+        // are read from the frames where the handler runs, into one reused ChannelMessage, so
+        // that a message costs no allocation once the batch's first has sized its strings.
+        std::size_t count = 0;
+        std::size_t bytes = 0;
+        PayloadCursor cursor(event, r.payloads);
         for (unsigned i = 0; i < list.size(); ++i) {
-          std::string_view data;
-          if (sizes.size() != 0) {
-            if (i >= sizes.size() || at + sizes[i] > packed.size()) break;
-            data = packed.substr(at, sizes[i]);
-            at += sizes[i];
-          } else {
-            if (i >= r.payloads.size()) break;
-            data = frame_view(r.payloads[i]);
-          }
           auto m = list[i];
-          ChannelMessage cm{std::string(view(m.getChannel())), std::string(data),
-                            wire::from_wire(m.getContentType()), m.getOffset(),
-                            std::string(view(m.getEpoch())), m.getTimestampMs()};
-          auto kind = static_cast<unsigned>(m.getKind());
-          if (kind != 0) {
-            cm.kind = kind == 1 ? ChannelEventKind::kJoin : ChannelEventKind::kLeave;
-            cm.subscribers = m.getSubscribers();
-            if (s.sub.on_presence) to_dispatch([f = s.sub.on_presence, cm = std::move(cm)] { f(cm); });
+          auto data = cursor.next(i);
+          if (!data) break;
+          if (m.getKind() != proto::MessageKind::DATA) {
+            if (s.sub.on_presence) {
+              ChannelMessage cm;
+              fill(cm, m, *data);
+              to_dispatch([f = s.sub.on_presence, cm = std::move(cm)] { f(cm); });
+            }
             continue;
           }
-          s.epoch = cm.epoch;
-          s.offset = cm.offset;
-          batch->push_back(std::move(cm));
+          s.epoch.assign(view(m.getEpoch()));
+          s.offset = m.getOffset();
+          ++count;
+          bytes += data->size();
         }
-        if (batch->empty()) return;
-        std::size_t bytes = 0;
-        for (const auto& m : *batch) bytes += m.data.size();
-        if (queued_messages.load() + batch->size() > options.max_queued_messages ||
+        if (count == 0 || r.frames == nullptr) return;
+        if (queued_messages.load() + count > options.max_queued_messages ||
             queued_bytes.load() + bytes > options.max_queued_bytes) {
           // The handler is behind: drop, and say so once it catches up.
-          if (s.sub.on_lag) to_dispatch([f = s.sub.on_lag, n = batch->size()] { f(n); });
+          if (s.sub.on_lag) to_dispatch([f = s.sub.on_lag, count] { f(count); });
           return;
         }
-        queued_messages += batch->size();
+        queued_messages += count;
         queued_bytes += bytes;
-        auto handler = s.on_message;
-        auto run = [this, handler, batch, bytes] {
-          for (const auto& m : *batch) handler(m);
-          queued_messages -= batch->size();
+        auto frames = std::make_shared<std::vector<zmq::message_t>>(std::move(*r.frames));
+        auto run = [this, handler = s.on_message, frames, count, bytes] {
+          try {
+            wire::EnvelopeReader reader((*frames)[0].data(), (*frames)[0].size());
+            auto ev = reader.get().getMessage();
+            auto msgs = ev.getMessages();
+            PayloadCursor payloads(ev, std::span<zmq::message_t>(frames->data() + 1, frames->size() - 1));
+            ChannelMessage cm;
+            for (unsigned i = 0; i < msgs.size(); ++i) {
+              auto data = payloads.next(i);
+              if (!data) break;
+              if (msgs[i].getKind() != proto::MessageKind::DATA) continue;
+              fill(cm, msgs[i], *data);
+              handler(cm);
+            }
+          } catch (const kj::Exception&) {
+            // Read once already on the I/O thread: cannot fail here.
+          }
+          queued_messages -= count;
           queued_bytes -= bytes;
         };
         if (s.sub.on_io_thread) {
@@ -569,7 +627,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     } catch (const kj::Exception&) {
       return;  // not from a Roost node; ignore
     }
-    Reply r{std::nullopt, reader->get(), std::span<zmq::message_t>(parts.data() + 1, parts.size() - 1)};
+    Reply r{std::nullopt, reader->get(), std::span<zmq::message_t>(parts.data() + 1, parts.size() - 1), &parts};
     last_heard = Clock::now();
     std::uint64_t id = r.env.getId();
     try {
@@ -1129,7 +1187,7 @@ Result<ObjectReply> Client::call(const std::string& object_class, const std::str
 
 void Client::publish(const std::string& channel, std::string data, ContentType type) {
   ClientCore::Outgoing o;
-  o.deadline = Clock::now() + core_->options.request_timeout;
+  o.deadline = coarse_now() + core_->options.request_timeout;
   o.publish = ChannelMessage{channel, std::move(data), type, 0, {}, 0};
   core_->enqueue_outgoing(std::move(o));
 }
