@@ -50,8 +50,6 @@ using roost::bench::report;
 using roost::bench::status_bytes;
 using roost::bench::wall_ms;
 
-
-
 // Counts turns; keeps a small state; echoes socket frames; broadcasts after a durable message.
 std::atomic<std::uint64_t> g_turns{0};
 class Bench final : public roost::Actor {
