@@ -5,7 +5,7 @@
 //
 //   native_bench --roost tcp://127.0.0.1:7400 --redis 127.0.0.1:6379 --nats nats://127.0.0.1:4222
 //                [--seconds 3] [--only enqueue|latency|consume|pubsub|objects]
-//                [--fanouts 1,10] [--pubsub-messages N]
+//                [--fanouts 1,10] [--pubsub-messages N] [--windows 64,1000]
 // bench/native_bench.sh starts all three servers and runs this.
 #include <roost/client/client.h>
 
@@ -43,6 +43,7 @@ struct Args {
   std::string targets = "roost,redis,nats";  // which servers to drive
   std::vector<int> fanouts = {1, 10};          // pub/sub subscribers per run
   std::uint64_t pubsub_messages = 0;           // 0 = 500,000 at 1 subscriber, 200,000 above
+  std::vector<std::size_t> windows = {64, 1000};  // enqueues in flight per run
 };
 
 const std::string kBody(100, 'x');
@@ -582,6 +583,14 @@ int main(int argc, char** argv) {
         at = comma == std::string::npos ? v.size() : comma + 1;
       }
     } else if (k == "--pubsub-messages") a.pubsub_messages = std::stoull(v);
+    else if (k == "--windows") {
+      a.windows.clear();
+      for (std::size_t at = 0; at < v.size();) {
+        auto comma = v.find(',', at);
+        a.windows.push_back(std::stoul(v.substr(at, comma - at)));
+        at = comma == std::string::npos ? v.size() : comma + 1;
+      }
+    }
   }
   auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
   auto on = [&](const char* t) { return a.targets.find(t) != std::string::npos; };
@@ -589,7 +598,7 @@ int main(int argc, char** argv) {
               "# NATS JetStream file storage — which does NOT fsync each message (it syncs every 2 min by default).\n");
 
   if (want("enqueue")) {
-    for (std::size_t w : {64, 1000}) {
+    for (std::size_t w : a.windows) {
       std::string sw = std::to_string(w);
       if (on("roost")) report("roost_enqueue_w" + sw, roost_enqueue(a, w, "enq" + sw), "msgs/s");
       if (on("redis")) report("redis_stream_enqueue_w" + sw, redis_enqueue(a, w), "msgs/s");

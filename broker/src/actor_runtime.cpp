@@ -9,6 +9,7 @@
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
 #include <roost/log.h>
+#include <roost/thread_name.h>
 #include <roost/wire/base64.h>
 
 #include <boost/asio/post.hpp>
@@ -148,7 +149,10 @@ void ActorRuntime::start() {
     log->warn("{} mailbox messages belong to classes not registered on this node; they wait", orphans);
   }
   deliver_mail(std::move(pending));
-  timer_ = std::thread([this] { timer_loop(); });
+  timer_ = std::thread([this] {
+    roost::name_this_thread("roost-alarms");
+    timer_loop();
+  });
 }
 
 void ActorRuntime::stop() {

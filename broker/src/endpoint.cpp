@@ -3,6 +3,7 @@
 #include <roost/broker/auth.h>
 #include <roost/channels/subject.h>
 #include <roost/log.h>
+#include <roost/thread_name.h>
 #include <roost/wire/codec.h>
 
 #include <boost/asio/ip/address.hpp>
@@ -1230,6 +1231,7 @@ void Endpoint::start() {
   }
   d.bound = d.sock.get(zmq::sockopt::last_endpoint);
   d.thread = std::thread([&d] {
+    roost::name_this_thread("roost-endpoint");
     try {
       d.run();
     } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include <roost/durable/queue_store.h>
 #include <roost/gateway/server.h>
 #include <roost/log.h>
+#include <roost/thread_name.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -189,7 +190,10 @@ void Node::start() {
   d.work.emplace(asio::make_work_guard(d.io));
   unsigned n = d.config.io_threads != 0 ? static_cast<unsigned>(d.config.io_threads)
                                         : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < n; ++i) d.threads.emplace_back([&d] { d.io.run(); });
+  for (unsigned i = 0; i < n; ++i) d.threads.emplace_back([&d, i] {
+    roost::name_this_thread("roost-io-" + std::to_string(i));
+    d.io.run();
+  });
   d.channel_sweep.emplace(d.io);
   sweep_channels();
   d.started = true;

@@ -1,6 +1,7 @@
 #include "roost/durable/committer.h"
 
 #include <roost/log.h>
+#include <roost/thread_name.h>
 
 #include <cerrno>
 
@@ -33,7 +34,12 @@ Committer::~Committer() { stop(); }
 
 void Committer::add_participant(Participant* p) { participants_.push_back(p); }
 
-void Committer::start() { thread_ = std::thread([this] { run(); }); }
+void Committer::start() {
+  thread_ = std::thread([this] {
+    roost::name_this_thread("roost-commit");
+    run();
+  });
+}
 
 void Committer::stop() {
   {
@@ -149,6 +155,7 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
       metrics_.ops.fetch_add(group.size(), std::memory_order_relaxed);
       for (auto* p : participants_) p->committed();
       for (auto& op : group) op->complete(nullptr);
+      env_.zero_ahead();
       return;
     } catch (const MdbError& e) {
       for (auto* p : participants_) p->aborted();

@@ -2,8 +2,12 @@
 
 #include <roost/log.h>
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <system_error>
 
@@ -40,6 +44,13 @@ Env::Env(EnvOptions options) : options_(std::move(options)) {
   MDB_envinfo info;
   mdb_env_info(env_, &info);
   map_bytes_ = info.me_mapsize;
+  // Whatever lies beyond the used pages (zeros written by an earlier run, or pages of a commit
+  // that never completed) is allocated already.
+  mdb_filehandle_t fd;
+  struct stat st;
+  if (mdb_env_get_fd(env_, &fd) == MDB_SUCCESS && fstat(fd, &st) == 0) {
+    zeroed_to_ = static_cast<std::uint64_t>(st.st_size);
+  }
 }
 
 Env::~Env() {
@@ -124,6 +135,33 @@ bool Env::disk_low() const {
 }
 
 void Env::sync() { check(mdb_env_sync(env_, 1), "mdb_env_sync"); }
+
+void Env::zero_ahead() {
+  const std::uint64_t ahead = options_.zero_ahead_bytes;
+  if (ahead == 0 || options_.durability != Durability::kSync) return;
+  const std::uint64_t used = used_bytes();
+  if (zeroed_to_ >= used + ahead / 2) return;
+  const std::uint64_t from = std::max(zeroed_to_, used);
+  const std::uint64_t to = std::min(used + ahead, map_bytes_);
+  if (to <= from || disk_low()) return;
+  mdb_filehandle_t fd;
+  if (mdb_env_get_fd(env_, &fd) != MDB_SUCCESS) return;
+  // Only this thread writes the file, and LMDB writes no page past `used` outside a commit.
+  static const std::string zeros(256 << 10, '\0');
+  for (std::uint64_t at = from; at < to;) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), to - at));
+    ssize_t w = pwrite(fd, zeros.data(), n, static_cast<off_t>(at));
+    if (w <= 0) {
+      if (w < 0 && errno == EINTR) continue;
+      roost::module_logger("durable")->warn("zero-filling the data file ahead failed: {}",
+                                            w < 0 ? std::strerror(errno) : "short write");
+      return;
+    }
+    at += static_cast<std::uint64_t>(w);
+  }
+  if (fdatasync(fd) != 0) return;
+  zeroed_to_ = to;
+}
 
 std::uint64_t Env::used_bytes() const {
   MDB_envinfo info;

@@ -1,5 +1,6 @@
 #include <roost/client/client.h>
 
+#include <roost/thread_name.h>
 #include <roost/wire/codec.h>
 
 #include <capnp/message.h>
@@ -959,8 +960,12 @@ Result<std::shared_ptr<Client>> Client::connect(ClientOptions options) {
   }
   auto core = std::make_shared<ClientCore>(std::move(options));
   auto first = core->connected_once.get_future();
-  core->dispatch = std::thread([c = core.get()] { c->dispatch_loop(); });
+  core->dispatch = std::thread([c = core.get()] {
+    roost::name_this_thread("roost-dispatch");
+    c->dispatch_loop();
+  });
   core->io = std::thread([c = core.get()] {
+    roost::name_this_thread("roost-client-io");
     try {
       c->run();
     } catch (const std::exception& e) {

@@ -31,6 +31,9 @@ struct EnvOptions {
   std::uint64_t max_map_bytes = 0;                // 0 = grow until the disk is full
   unsigned max_dbs = 32;
   unsigned max_readers = 512;
+  // In sync durability, the data file is kept zero-filled this far beyond its last used page
+  // (see Env::zero_ahead). 0 turns it off.
+  std::uint64_t zero_ahead_bytes = 4ull << 20;
 };
 
 class MdbError : public std::runtime_error {
@@ -80,6 +83,15 @@ class Env {
   bool disk_low() const;
   // Flushes committed data to disk (batch durability).
   void sync();
+  // Keeps zero_ahead_bytes of zero-filled, flushed file beyond the last used page, extending it
+  // by writing zeros when less than half is left. A commit that grows the database then
+  // overwrites blocks the file system has already allocated, and its fdatasync flushes only
+  // data: appending pages also commits the file system's journal (the new size and blocks),
+  // which on the test machine makes a growing commit's flush ~200 µs instead of ~120 µs. Does
+  // nothing outside sync durability, when the disk is low, or past the map size; a failed write
+  // only stops it until the next call.
+  // REQUIRES: called only from the Committer thread, with no write transaction open.
+  void zero_ahead();
 
   MDB_env* raw() const { return env_; }
   const EnvOptions& options() const { return options_; }
@@ -91,6 +103,7 @@ class Env {
   EnvOptions options_;
   MDB_env* env_ = nullptr;
   std::uint64_t map_bytes_ = 0;
+  std::uint64_t zeroed_to_ = 0;  // the data file holds allocated blocks up to here
   mutable std::shared_mutex resize_mu_;
   friend class Txn;
 };
