@@ -132,14 +132,44 @@ using ReplyFn = std::move_only_function<void(Reply&)>;
 
 struct ClientCore : std::enable_shared_from_this<ClientCore> {
   // A request on its way to the I/O thread.
+  // Fire-and-forget publishes in a row, packed as they come: their payloads one after another
+  // in one buffer, their channel names in another (NUL-terminated; a name repeated from the item
+  // before is stored once). A publish costs a copy into these, no allocation of its own; the I/O thread
+  // sends the run as one publishBatch message.
+  struct PublishRun {
+    struct Item {
+      std::uint32_t name_at, name_size, size;
+      ContentType type;
+    };
+    static constexpr std::size_t kMaxItems = 256;
+    static constexpr std::size_t kMaxBytes = 256u << 10;
+    std::string names;
+    std::string data;
+    std::vector<Item> items;
+
+    bool has_room(std::size_t bytes) const {
+      return items.size() < kMaxItems && (items.empty() || data.size() + bytes <= kMaxBytes);
+    }
+    void add(std::string_view channel, std::string_view payload, ContentType type) {
+      Item it{0, static_cast<std::uint32_t>(channel.size()), static_cast<std::uint32_t>(payload.size()), type};
+      if (!items.empty() && std::string_view(names).substr(items.back().name_at, items.back().name_size) == channel) {
+        it.name_at = items.back().name_at;
+      } else {
+        it.name_at = static_cast<std::uint32_t>(names.size());
+        names.append(channel);
+        names.push_back('\0');  // text() wants its terminator
+      }
+      data.append(payload);
+      items.push_back(it);
+    }
+  };
   struct Outgoing {
     std::uint64_t id = 0;
     std::vector<zmq::message_t> frames;
     ReplyFn done;  // empty for fire-and-forget
     Clock::time_point deadline;
-    // A fire-and-forget publish, not encoded yet: the I/O thread packs runs of them into one
-    // publishBatch message.
-    std::optional<ChannelMessage> publish;
+    // Fire-and-forget publishes, not encoded yet (see PublishRun).
+    std::unique_ptr<PublishRun> run;
     // A request made up when it is sent: called on the I/O thread just before, it sets id,
     // frames and done, or returns false when there is nothing to send after all. Lets a producer
     // put everything that queued up meanwhile into one request.
@@ -234,6 +264,27 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     if (o.build && !o.done && !o.build(o)) return;
     Reply r{why, {}, {}};
     if (o.done) o.done(r);
+  }
+
+  // A fire-and-forget publish joins the run at the end of the outbox when it has room.
+  void enqueue_publish(std::string_view channel, std::string_view data, ContentType type) {
+    auto deadline = coarse_now() + options.request_timeout;
+    {
+      std::unique_lock lock(mu);
+      if (closing.load()) return;  // fire and forget: nothing to tell
+      if (outbox.empty() || !outbox.back().run || !outbox.back().run->has_room(data.size())) {
+        Outgoing o;
+        o.run = std::make_unique<PublishRun>();
+        o.run->items.reserve(PublishRun::kMaxItems);
+        outbox.push_back(std::move(o));
+      }
+      auto& back = outbox.back();
+      back.deadline = deadline;
+      back.run->add(channel, data, type);
+      if (wake_pending) return;
+      wake_pending = true;
+    }
+    wake();
   }
 
   void enqueue_outgoing(Outgoing o) {
@@ -367,51 +418,38 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     reconnect_at = Clock::now() + backoff + std::chrono::milliseconds(jitter);
   }
 
-  // Sends in order; consecutive fire-and-forget publishes go as publishBatch messages.
+  // Sends in order; runs of fire-and-forget publishes go as publishBatch messages.
   void send_all(std::vector<Outgoing>& items) {
-    for (std::size_t i = 0; i < items.size();) {
-      if (!items[i].publish) {
-        if (items[i].build) {
-          auto build = std::move(items[i].build);
-          if (!build(items[i])) {
-            ++i;
-            continue;
-          }
-        }
-        send_now(items[i++]);
+    for (auto& o : items) {
+      if (o.run) {
+        send_publish_batch(*o.run);
         continue;
       }
-      std::size_t j = i, bytes = 0;
-      while (j < items.size() && items[j].publish && j - i < kMaxBatch && bytes < kMaxBatchBytes) {
-        bytes += items[j].publish->data.size();
-        ++j;
+      if (o.build) {
+        auto build = std::move(o.build);
+        if (!build(o)) continue;
       }
-      send_publish_batch(items, i, j, bytes);
-      i = j;
+      send_now(o);
     }
   }
-  static constexpr std::size_t kMaxBatch = 256;
-  static constexpr std::size_t kMaxBatchBytes = 256u << 10;
 
-  void send_publish_batch(std::vector<Outgoing>& items, std::size_t from, std::size_t to, std::size_t bytes) {
-    capnp::MallocMessageBuilder b(64 + (to - from) * 8);
+  void send_publish_batch(const PublishRun& run) {
+    auto n = static_cast<unsigned>(run.items.size());
+    capnp::MallocMessageBuilder b(64 + n * 8);
     auto env = b.initRoot<proto::Envelope>();
     env.setId(0);
     auto pb = env.initPublishBatch();
-    auto list = pb.initItems(static_cast<unsigned>(to - from));
-    auto sizes = pb.initSizes(static_cast<unsigned>(to - from));
-    zmq::message_t payload(bytes);
-    char* out = static_cast<char*>(payload.data());
-    for (std::size_t k = from; k < to; ++k) {
-      const auto& p = *items[k].publish;
-      auto unit = static_cast<unsigned>(k - from);
-      list[unit].setChannel(text(p.channel));
-      list[unit].setContentType(wire::to_wire(p.content_type));
-      sizes.set(unit, static_cast<std::uint32_t>(p.data.size()));
-      std::memcpy(out, p.data.data(), p.data.size());
-      out += p.data.size();
+    auto list = pb.initItems(n);
+    auto sizes = pb.initSizes(n);
+    std::string_view names = run.names;
+    for (unsigned k = 0; k < n; ++k) {
+      const auto& it = run.items[k];
+      list[k].setChannel(text(names.substr(it.name_at, it.name_size)));
+      list[k].setContentType(wire::to_wire(it.type));
+      sizes.set(k, it.size);
     }
     auto f = to_frame(b);
+    zmq::message_t payload(run.data.data(), run.data.size());
     (void)sock->send(f, zmq::send_flags::sndmore);
     (void)sock->send(payload, zmq::send_flags::none);
   }
@@ -1190,11 +1228,8 @@ Result<ObjectReply> Client::call(const std::string& object_class, const std::str
       std::move(payloads), std::max(wait, core_->options.request_timeout));
 }
 
-void Client::publish(const std::string& channel, std::string data, ContentType type) {
-  ClientCore::Outgoing o;
-  o.deadline = coarse_now() + core_->options.request_timeout;
-  o.publish = ChannelMessage{channel, std::move(data), type, 0, {}, 0};
-  core_->enqueue_outgoing(std::move(o));
+void Client::publish(std::string_view channel, std::string_view data, ContentType type) {
+  core_->enqueue_publish(channel, data, type);
 }
 
 Result<PublishAck> Client::publish_sync(const std::string& channel, std::string data, ContentType type) {

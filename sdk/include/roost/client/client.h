@@ -159,8 +159,9 @@ class Client {
   Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max = 0);
 
   // ---- channels ----
-  // Fire and forget (as NATS core): errors are not reported.
-  void publish(const std::string& channel, std::string data, ContentType type = ContentType::kJson);
+  // Fire and forget (as NATS core): errors are not reported. The data is copied before this
+  // returns; publishes in a row leave together as one publishBatch message.
+  void publish(std::string_view channel, std::string_view data, ContentType type = ContentType::kJson);
   Result<PublishAck> publish_sync(const std::string& channel, std::string data,
                                   ContentType type = ContentType::kJson);
   Result<std::unique_ptr<Stream>> subscribe(const std::string& pattern,
@@ -239,8 +240,8 @@ class Consumer {
 class Publisher {
  public:
   explicit Publisher(Client& client) : client_(client) {}
-  void publish(const std::string& channel, std::string data, ContentType type = ContentType::kJson) {
-    client_.publish(channel, std::move(data), type);
+  void publish(std::string_view channel, std::string_view data, ContentType type = ContentType::kJson) {
+    client_.publish(channel, data, type);
   }
   Result<PublishAck> publish_sync(const std::string& channel, std::string data,
                                   ContentType type = ContentType::kJson) {
