@@ -66,13 +66,28 @@ std::string_view frame_view(const zmq::message_t& m) {
 // Stream events cross threads through this box; it outlives the endpoint while a publisher thread
 // may still hold one of its sinks.
 struct Outbox {
-  struct Delivery {
+  // Messages for subscriptions, in arrival order: `count` messages of `messages` in a row are
+  // for `sink` (consecutive deliveries to one sink share a run).
+  struct Run {
     std::shared_ptr<struct Sink> sink;
-    channels::MessagePtr message;
+    std::size_t count = 0;
+  };
+  struct Deliveries {
+    std::vector<Run> runs;
+    std::vector<channels::MessagePtr> messages;
+    bool empty() const { return runs.empty(); }
+    void clear() {
+      runs.clear();
+      messages.clear();
+    }
+    void swap(Deliveries& other) {
+      runs.swap(other.runs);
+      messages.swap(other.messages);
+    }
   };
   std::mutex mu;
   std::vector<std::move_only_function<void()>> tasks;  // GUARDED_BY(mu)
-  std::vector<Delivery> deliveries;                      // GUARDED_BY(mu)
+  Deliveries deliveries;                                 // GUARDED_BY(mu)
   bool wake_pending = false;                             // GUARDED_BY(mu)
   int wake_fd = -1;  // owned: a sink may outlive the endpoint, so the fd lives as long as this
   std::atomic<bool> closed{false};
@@ -120,9 +135,10 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     if (take < ms.size()) dropped.fetch_add(ms.size() - take, std::memory_order_relaxed);
     if (take == 0) return;
     pending.fetch_add(take, std::memory_order_relaxed);
-    auto self = shared_from_this();
     std::lock_guard lock(outbox->mu);
-    for (std::size_t i = 0; i < take; ++i) outbox->deliveries.push_back({self, ms[i]});
+    add_run_locked(take);
+    auto& out = outbox->deliveries.messages;
+    out.insert(out.end(), ms.begin(), ms.begin() + static_cast<std::ptrdiff_t>(take));
     outbox->wake_locked();
   }
 
@@ -134,8 +150,20 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     }
     pending.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(outbox->mu);
-    outbox->deliveries.push_back({shared_from_this(), m});
+    add_run_locked(1);
+    outbox->deliveries.messages.push_back(m);
     outbox->wake_locked();
+  }
+
+ private:
+  // REQUIRES: outbox->mu held.
+  void add_run_locked(std::size_t n) {
+    auto& runs = outbox->deliveries.runs;
+    if (!runs.empty() && runs.back().sink.get() == this) {
+      runs.back().count += n;
+    } else {
+      runs.push_back({shared_from_this(), n});
+    }
   }
 };
 
@@ -197,6 +225,10 @@ struct Endpoint::Impl {
   std::uint64_t next_serial = 1;
   std::int64_t next_sweep = 0;
   int round_messages = 0;  // channel messages published in this round of requests
+  // flush_deliveries' working space, kept between flushes for its capacity.
+  std::unordered_map<Sink*, std::size_t> flush_first_;
+  std::vector<std::size_t> flush_next_, flush_starts_, flush_last_, flush_order_;
+  std::vector<channels::MessagePtr> flush_gather_;
 
   // ---- sending -------------------------------------------------------------------------------
 
@@ -489,41 +521,78 @@ struct Endpoint::Impl {
 
   // ---- channel deliveries ----------------------------------------------------------------------
 
-  void flush_deliveries(std::vector<Outbox::Delivery>& deliveries) {
-    if (deliveries.empty()) return;
-    // Group by subscription, keeping each one's order.
-    std::unordered_map<Sink*, std::vector<channels::MessagePtr>> groups;
-    std::vector<std::shared_ptr<Sink>> order;
-    for (auto& d : deliveries) {
-      auto& g = groups[d.sink.get()];
-      if (g.empty()) order.push_back(d.sink);
-      g.push_back(std::move(d.message));
+  // Sends what the hub handed the sinks since the last flush: each subscription's messages in
+  // order, in as few events as kMaxEventMessages allows (runs of one sink spread over the batch
+  // are gathered first).
+  void flush_deliveries(Outbox::Deliveries& d) {
+    if (d.empty()) return;
+    if (d.runs.size() == 1) {  // one subscription: no grouping to do
+      send_to_sink(*d.runs[0].sink, d.messages);
+      d.clear();
+      return;
     }
-    deliveries.clear();
-    for (const auto& sink : order) {
-      auto& msgs = groups[sink.get()];
-      sink->pending.fetch_sub(msgs.size(), std::memory_order_relaxed);
-      if (sink->closed.load()) continue;
-      auto it = sessions.find(sink->identity);
-      if (it == sessions.end() || it->second.serial != sink->serial) continue;
-      Session& s = it->second;
-      for (std::size_t at = 0; at < msgs.size(); at += kMaxEventMessages) {
-        std::size_t n = std::min(kMaxEventMessages, msgs.size() - at);
-        if (auto lost = sink->dropped.exchange(0)) {
-          if (!lagged(s, *sink, lost)) break;
-        }
-        if (!send_channel_messages(s, *sink, msgs, at, n)) {
-          sink->dropped.fetch_add(n);
-          if (sink->policy == channels::SlowPolicy::kDisconnect) close_slow(s, *sink);
-        }
-        if (sink->closed.load()) break;
+    constexpr std::size_t kNone = ~std::size_t{0};
+    // For each sink its first run; for each run the next run of the same sink.
+    flush_first_.clear();
+    flush_next_.assign(d.runs.size(), kNone);
+    flush_starts_.resize(d.runs.size());
+    std::vector<std::size_t>& last = flush_last_;
+    last.clear();
+    std::size_t start = 0;
+    for (std::size_t r = 0; r < d.runs.size(); ++r) {
+      flush_starts_[r] = start;
+      start += d.runs[r].count;
+      auto [it, fresh] = flush_first_.try_emplace(d.runs[r].sink.get(), last.size());
+      if (fresh) {
+        last.push_back(r);
+        flush_order_.push_back(r);
+      } else {
+        flush_next_[last[it->second]] = r;
+        last[it->second] = r;
       }
+    }
+    for (std::size_t first : flush_order_) {
+      Sink& sink = *d.runs[first].sink;
+      std::span<const channels::MessagePtr> msgs;
+      if (flush_next_[first] == kNone) {
+        msgs = std::span(d.messages).subspan(flush_starts_[first], d.runs[first].count);
+      } else {
+        flush_gather_.clear();
+        for (std::size_t r = first; r != kNone; r = flush_next_[r]) {
+          auto from = d.messages.begin() + static_cast<std::ptrdiff_t>(flush_starts_[r]);
+          flush_gather_.insert(flush_gather_.end(), std::make_move_iterator(from),
+                               std::make_move_iterator(from + static_cast<std::ptrdiff_t>(d.runs[r].count)));
+        }
+        msgs = flush_gather_;
+      }
+      send_to_sink(sink, msgs);
+    }
+    flush_order_.clear();
+    flush_gather_.clear();
+    d.clear();
+  }
+
+  void send_to_sink(Sink& sink, std::span<const channels::MessagePtr> msgs) {
+    sink.pending.fetch_sub(msgs.size(), std::memory_order_relaxed);
+    if (sink.closed.load()) return;
+    auto it = sessions.find(sink.identity);
+    if (it == sessions.end() || it->second.serial != sink.serial) return;
+    Session& s = it->second;
+    for (std::size_t at = 0; at < msgs.size(); at += kMaxEventMessages) {
+      auto part = msgs.subspan(at, std::min(kMaxEventMessages, msgs.size() - at));
+      if (auto lost = sink.dropped.exchange(0)) {
+        if (!lagged(s, sink, lost)) break;
+      }
+      if (!send_channel_messages(s, sink, part)) {
+        sink.dropped.fetch_add(part.size());
+        if (sink.policy == channels::SlowPolicy::kDisconnect) close_slow(s, sink);
+      }
+      if (sink.closed.load()) break;
     }
   }
 
-  bool send_channel_messages(Session& s, const Sink& sink,
-                             const std::vector<channels::MessagePtr>& msgs, std::size_t at,
-                             std::size_t n) {
+  bool send_channel_messages(Session& s, const Sink& sink, std::span<const channels::MessagePtr> msgs) {
+    const std::size_t n = msgs.size();
     capnp::MallocMessageBuilder b(64 + n * 24);
     auto env = b.initRoot<proto::Envelope>();
     env.setId(sink.stream);
@@ -534,8 +603,8 @@ struct Endpoint::Impl {
     std::size_t total = 0;
     bool pack = true;
     for (std::size_t i = 0; i < n; ++i) {
-      total += msgs[at + i]->data.size();
-      pack = pack && msgs[at + i]->data.size() <= kPackLimit;
+      total += msgs[i]->data.size();
+      pack = pack && msgs[i]->data.size() <= kPackLimit;
     }
     std::vector<zmq::message_t> frames;
     frames.reserve(pack ? 2 : n + 1);
@@ -549,7 +618,7 @@ struct Endpoint::Impl {
       sizes = event.initSizes(static_cast<unsigned>(n));
     }
     for (std::size_t i = 0; i < n; ++i) {
-      const auto& m = *msgs[at + i];
+      const auto& m = *msgs[i];
       auto l = list[static_cast<unsigned>(i)];
       l.setChannel(text(m.channel));
       l.setOffset(m.offset);
@@ -1155,7 +1224,7 @@ struct Endpoint::Impl {
     zmq::pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
                                 {nullptr, outbox->wake_fd, ZMQ_POLLIN, 0}};
     std::vector<std::move_only_function<void()>> tasks;
-    std::vector<Outbox::Delivery> deliveries;
+    Outbox::Deliveries deliveries;
     std::vector<zmq::message_t> parts;
     while (!stopping.load()) {
       std::int64_t now = steady_ms();
