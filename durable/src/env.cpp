@@ -51,6 +51,7 @@ Env::Env(EnvOptions options) : options_(std::move(options)) {
   if (mdb_env_get_fd(env_, &fd) == MDB_SUCCESS && fstat(fd, &st) == 0) {
     zeroed_to_ = static_cast<std::uint64_t>(st.st_size);
   }
+  last_used_ = used_bytes();
 }
 
 Env::~Env() {
@@ -140,6 +141,14 @@ void Env::zero_ahead() {
   const std::uint64_t ahead = options_.zero_ahead_bytes;
   if (ahead == 0 || options_.durability != Durability::kSync) return;
   const std::uint64_t used = used_bytes();
+  // Zeros cost a second write of every byte the database grows by; they save one journal commit
+  // per growing commit. That pays for small commits only: past ~64 KiB of growth per commit
+  // (measured here: 1000 enqueues in flight, ~100 KiB commits, lost 10-20 % with zeros ahead)
+  // the writes cost more than the journal commits they avoid.
+  if (used > last_used_) growth_avg_ += (static_cast<double>(used - last_used_) - growth_avg_) / 8;
+  else growth_avg_ -= growth_avg_ / 8;
+  last_used_ = used;
+  if (growth_avg_ > kZeroAheadMaxGrowth) return;
   if (zeroed_to_ >= used + ahead / 2) return;
   const std::uint64_t from = std::max(zeroed_to_, used);
   const std::uint64_t to = std::min(used + ahead, map_bytes_);

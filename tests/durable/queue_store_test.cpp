@@ -536,8 +536,8 @@ TEST_CASE("sync durability keeps the data file zero-filled ahead of its used pag
   // Grow through several zero-filled stretches; everything stays readable after a reopen, and
   // the file keeps its zeros ahead.
   const std::string body(1000, 'b');
-  for (int round = 0; round < 30; ++round) {
-    std::vector<NewMessage> batch(100);
+  for (int round = 0; round < 150; ++round) {
+    std::vector<NewMessage> batch(20);  // ~20 KiB a commit: small commits get zeros ahead
     for (auto& m : batch) m.body = body;
     REQUIRE(f.enqueue("q", std::move(batch)));
   }
@@ -553,6 +553,23 @@ TEST_CASE("sync durability keeps the data file zero-filled ahead of its used pag
   CHECK(first->front().body == "first");
   REQUIRE(f.enqueue1("q", "after reopen"));
   CHECK(f.stats("q").messages == 3002);
+}
+
+TEST_CASE("commits that grow the database by much get no zeros ahead", "[durable]") {
+  roost::durable::EnvOptions env;
+  env.zero_ahead_bytes = 1 << 20;
+  StoreFixture f(env);
+  const std::string body(1000, 'b');
+  for (int round = 0; round < 30; ++round) {
+    std::vector<NewMessage> batch(200);  // ~200 KiB a commit: zeros would cost more than they save
+    for (auto& m : batch) m.body = body;
+    REQUIRE(f.enqueue("q", std::move(batch)));
+  }
+  f.maintain();
+  std::uint64_t used = f.env().used_bytes();
+  CHECK(used > (5u << 20));
+  CHECK(data_file_size(f) < used + (256 << 10));
+  CHECK(f.stats("q").messages == 6000);
 }
 
 TEST_CASE("without sync durability, or with zero_ahead_bytes 0, the file is not extended", "[durable]") {

@@ -88,8 +88,9 @@ class Env {
   // overwrites blocks the file system has already allocated, and its fdatasync flushes only
   // data: appending pages also commits the file system's journal (the new size and blocks),
   // which on the test machine makes a growing commit's flush ~200 µs instead of ~120 µs. Does
-  // nothing outside sync durability, when the disk is low, or past the map size; a failed write
-  // only stops it until the next call.
+  // nothing outside sync durability, while commits grow the database by more than 64 KiB each
+  // on average (then the zeros' write costs more than it saves), when the disk is low, or past
+  // the map size; a failed write only stops it until the next call.
   // REQUIRES: called only from the Committer thread, with no write transaction open.
   void zero_ahead();
 
@@ -104,6 +105,9 @@ class Env {
   MDB_env* env_ = nullptr;
   std::uint64_t map_bytes_ = 0;
   std::uint64_t zeroed_to_ = 0;  // the data file holds allocated blocks up to here
+  std::uint64_t last_used_ = 0;  // used_bytes() at the last zero_ahead()
+  double growth_avg_ = 0;        // bytes the recent commits grew the database by, on average
+  static constexpr double kZeroAheadMaxGrowth = 64 << 10;
   mutable std::shared_mutex resize_mu_;
   friend class Txn;
 };
