@@ -560,6 +560,18 @@ std::pair<double, double> nats_pubsub(const Args& a, int subs, std::uint64_t cou
   return {static_cast<double>(got.load()) / secs, static_cast<double>(want - std::min(want, got.load()))};
 }
 
+// "1,10" → {1, 10}
+template <class T>
+std::vector<T> numbers(const std::string& list) {
+  std::vector<T> out;
+  for (std::size_t at = 0; at < list.size();) {
+    auto comma = list.find(',', at);
+    out.push_back(static_cast<T>(std::stoull(list.substr(at, comma - at))));
+    at = comma == std::string::npos ? list.size() : comma + 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -575,22 +587,9 @@ int main(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::stod(v);
     else if (k == "--only") a.only = v;
     else if (k == "--targets") a.targets = v;
-    else if (k == "--fanouts") {
-      a.fanouts.clear();
-      for (std::size_t at = 0; at < v.size();) {
-        auto comma = v.find(',', at);
-        a.fanouts.push_back(std::stoi(v.substr(at, comma - at)));
-        at = comma == std::string::npos ? v.size() : comma + 1;
-      }
-    } else if (k == "--pubsub-messages") a.pubsub_messages = std::stoull(v);
-    else if (k == "--windows") {
-      a.windows.clear();
-      for (std::size_t at = 0; at < v.size();) {
-        auto comma = v.find(',', at);
-        a.windows.push_back(std::stoul(v.substr(at, comma - at)));
-        at = comma == std::string::npos ? v.size() : comma + 1;
-      }
-    }
+    else if (k == "--fanouts") a.fanouts = numbers<int>(v);
+    else if (k == "--pubsub-messages") a.pubsub_messages = std::stoull(v);
+    else if (k == "--windows") a.windows = numbers<std::size_t>(v);
   }
   auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
   auto on = [&](const char* t) { return a.targets.find(t) != std::string::npos; };
