@@ -39,7 +39,7 @@ class QueueStore::Work {
  public:
   Work(QueueStore& store, WriteContext& ctx)
       : s_(store), ctx_(ctx), txn_(ctx.txn), t_(*store.tables_), now_(ctx.now_ms),
-        next_qid_(store.next_qid_), next_seq_(store.next_seq_) {}
+        next_qid_(store.next_qid_), next_seq_(store.next_seq_), seq_reserved_(store.seq_reserved_) {}
 
   std::int64_t now() const { return now_; }
   bool storage_full() const { return ctx_.storage_full; }
@@ -446,7 +446,6 @@ class QueueStore::Work {
         }
       }
       std::uint64_t seq = next_seq_++;
-      meta_dirty_ = true;
       BodyRecord body{m.content_type, now_, m.key, m.id, m.body};
       txn_.put(t_.body, keys::seq(seq), body.encode(), MDB_APPEND);
       MsgState st;
@@ -651,8 +650,14 @@ class QueueStore::Work {
       std::string v;
       codec::put_be(v, next_qid_, 4);
       txn_.put(t_.meta, "next_qid", v);
-      v.clear();
-      codec::put_be(v, next_seq_, 8);
+    }
+    // "next_seq" is a reservation: every sequence number handed out is below it, and a restart
+    // begins there. Moving it a block at a time keeps the meta table out of almost every commit
+    // (one page less to flush); a restart skips what was left of the block.
+    if (next_seq_ > seq_reserved_) {
+      seq_reserved_ = next_seq_ + kSeqBlock;
+      std::string v;
+      codec::put_be(v, seq_reserved_, 8);
       txn_.put(t_.meta, "next_seq", v);
     }
   }
@@ -660,6 +665,7 @@ class QueueStore::Work {
   void publish() {
     s_.next_qid_ = next_qid_;
     s_.next_seq_ = next_seq_;
+    s_.seq_reserved_ = seq_reserved_;
     for (auto& [qid, name] : created_) s_.names_[qid] = name;
     for (auto qid : deleted_) s_.names_.erase(qid);
   }
@@ -674,6 +680,8 @@ class QueueStore::Work {
   std::int64_t now_;
   std::uint32_t next_qid_;
   std::uint64_t next_seq_;
+  std::uint64_t seq_reserved_;
+  static constexpr std::uint64_t kSeqBlock = 1 << 16;
   bool meta_dirty_ = false;
   std::unordered_map<std::string, Queue> cache_;
   std::unordered_set<std::string> ready_queues_;
@@ -705,6 +713,7 @@ QueueStore::QueueStore(Env& env, Committer& committer, QueueStoreOptions options
     if (auto v = txn.get(t.meta, "next_seq"); v && v->size() == 8) {
       next_seq_ = codec::get_be(*v, 0, 8);
     }
+    seq_reserved_ = next_seq_;
     Cursor c(txn, t.queues);
     for (auto e = c.first(); e; e = c.next()) {
       if (auto rec = QueueRecord::decode(e->value)) names_[rec->qid] = std::string(e->key);

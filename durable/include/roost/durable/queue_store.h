@@ -116,6 +116,7 @@ class QueueStore final : public Participant {
   std::unique_ptr<Work> work_;
   std::uint32_t next_qid_ = 1;
   std::uint64_t next_seq_ = 1;
+  std::uint64_t seq_reserved_ = 1;  // "next_seq" as stored: every number handed out is below it
   std::unordered_map<std::uint32_t, std::string> names_;  // committed qid -> name
   std::mt19937_64 nonce_rng_;
 };
