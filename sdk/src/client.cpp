@@ -275,7 +275,6 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       if (outbox.empty() || !outbox.back().run || !outbox.back().run->has_room(data.size())) {
         Outgoing o;
         o.run = std::make_unique<PublishRun>();
-        o.run->items.reserve(PublishRun::kMaxItems);
         outbox.push_back(std::move(o));
       }
       auto& back = outbox.back();
