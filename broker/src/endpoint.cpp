@@ -1072,6 +1072,7 @@ struct Endpoint::Impl {
     std::size_t at = 0;
     // Runs of items on one channel go to the hub together (one lock, one subscriber lookup).
     std::vector<channels::Hub::Payload> run;
+    run.reserve(items.size());
     for (unsigned i = 0; i < items.size();) {
       std::string_view channel = view(items[i].getChannel());
       bool allowed = s.who.may_publish(channel);

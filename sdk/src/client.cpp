@@ -18,6 +18,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <span>
 #include <thread>
@@ -554,6 +555,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         // that a message costs no allocation once the batch's first has sized its strings.
         std::size_t count = 0;
         std::size_t bytes = 0;
+        std::optional<proto::ChannelMessage::Reader> last;
         PayloadCursor cursor(event, r.payloads);
         for (unsigned i = 0; i < list.size(); ++i) {
           auto m = list[i];
@@ -567,10 +569,13 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
             }
             continue;
           }
-          s.epoch.assign(view(m.getEpoch()));
-          s.offset = m.getOffset();
+          last = m;
           ++count;
           bytes += data->size();
+        }
+        if (last) {  // the resume position: the last data message's
+          s.epoch.assign(view(last->getEpoch()));
+          s.offset = last->getOffset();
         }
         if (count == 0 || r.frames == nullptr) return;
         if (queued_messages.load() + count > options.max_queued_messages ||
