@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "http_fixture.h"
@@ -915,6 +916,43 @@ TEST_CASE("publishBatch: packed payloads in, packed or per-frame payloads out", 
   auto bad = batch(12, {{"pb.x", "1"}}, 5);
   CHECK(bad.second == ErrorCode::MALFORMED);
   REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 2; }));
+}
+
+TEST_CASE("SDK: two subscriptions of one client and a second client each get every message in order", "[integration][native]") {
+  // The node queues deliveries as runs per subscription; runs of several subscriptions
+  // interleave within one flush and are gathered per subscription before they are sent.
+  Server s;
+  auto c = connect(s.proc());
+  auto other = connect(s.proc());
+  std::mutex mu;
+  std::map<std::string, std::vector<std::string>> got;
+  auto recorder = [&](std::string who) {
+    return [&, who](const roost::ChannelMessage& m) {
+      std::lock_guard lock(mu);
+      got[who].push_back(m.data);
+    };
+  };
+  auto wide = c->subscribe("fan.>", recorder("wide"));
+  auto narrow = c->subscribe("fan.x", recorder("narrow"));
+  auto elsewhere = other->subscribe("fan.*", recorder("other"));
+  REQUIRE(wide);
+  REQUIRE(narrow);
+  REQUIRE(elsewhere);
+  auto pub = connect(s.proc());
+  // Alternating channels: each publish is a run of its own in the node, so one flush holds many
+  // runs of "wide" and "other" between those of "narrow" (which sees fan.x only).
+  constexpr int kCount = 3000;
+  for (int i = 0; i < kCount; ++i) pub->publish(i % 2 == 0 ? "fan.x" : "fan.y", std::to_string(i));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got["wide"].size() == kCount && got["narrow"].size() == kCount / 2 && got["other"].size() == kCount;
+  }, 10s));
+  std::lock_guard lock(mu);
+  for (const auto* who : {"wide", "other"}) {
+    INFO(who);
+    for (int i = 0; i < kCount; ++i) REQUIRE(got[who][static_cast<std::size_t>(i)] == std::to_string(i));
+  }
+  for (int i = 0; i < kCount / 2; ++i) REQUIRE(got["narrow"][static_cast<std::size_t>(i)] == std::to_string(2 * i));
 }
 
 TEST_CASE("SDK: presence events reach on_presence, not the message handler", "[integration][native]") {
