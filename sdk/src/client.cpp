@@ -1266,11 +1266,16 @@ Result<std::unique_ptr<Stream>> Client::subscribe(const std::string& pattern,
 
 // Asynchronous sends coalesce: at most kRequestsInFlight enqueue requests are on the wire. A
 // request takes its messages only when the I/O thread sends it, so a burst of sends leaves as one
-// batch; messages accepted while both requests are out wait here and leave with the next one.
-// Few requests per message means few envelopes, Ops and answers per commit; two in flight keep
-// the committer busy while an answer travels back.
+// batch; messages accepted while the requests are out wait here and leave with the next one.
+// Few requests per message means few envelopes, Ops and answers per commit. A second request
+// goes out only once kSecondRequestMin messages wait: then it keeps the committer busy while the
+// first one's answer travels back and the next batch is encoded; with fewer, splitting the window
+// in two only made two commits (each a fixed ~400 µs of flushes) of what one commit holds —
+// measured, 64 in flight: 65-80k/s with one request against 60-62k with two; 1000 in flight: two
+// requests ahead.
 struct Producer::State {
   static constexpr std::size_t kRequestsInFlight = 2;
+  static constexpr std::size_t kSecondRequestMin = 256;
   static constexpr std::size_t kMaxBatch = 1000;  // the node's max_batch
 
   std::mutex mu;
@@ -1387,7 +1392,9 @@ void Producer::send_async(NewMessage message, Callback<std::string> done) {
     ++state_->outstanding;
     state_->waiting.push_back(std::move(message));
     state_->waiting_done.push_back(std::move(done));
-    if (state_->requests >= State::kRequestsInFlight) return;  // leaves with a request queued already
+    // Otherwise it leaves with a request queued or in flight already.
+    if (state_->requests >= State::kRequestsInFlight) return;
+    if (state_->requests > 0 && state_->waiting.size() < State::kSecondRequestMin) return;
     ++state_->requests;
   }
   State::send(state_, *client_.core_, queue_);

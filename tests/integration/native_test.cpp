@@ -460,6 +460,23 @@ TEST_CASE("SDK: many requests in flight on one connection, answers matched by id
   auto after = requests_metric();
   INFO("requests before " << before << " after " << after);
   CHECK(after - before >= 500);
+
+  // A large window: once 256 messages wait behind the first request a second one goes out too;
+  // every message is answered, in send order.
+  roost::Producer wide(*c, "pipe3", 1000);
+  constexpr int kWide = 6000;
+  std::vector<std::string> wide_ids(kWide);
+  for (int i = 0; i < kWide; ++i) {
+    wide.send_async(msg(std::to_string(i)), [&, i](roost::Result<std::string> id) {
+      std::lock_guard lock(mu);
+      wide_ids[static_cast<std::size_t>(i)] = id ? *id : "error: " + id.error().message;
+    });
+  }
+  wide.flush();
+  INFO("first answer: " << wide_ids[0]);
+  CHECK(std::is_sorted(wide_ids.begin(), wide_ids.end()));
+  CHECK(std::set<std::string>(wide_ids.begin(), wide_ids.end()).size() == static_cast<std::size_t>(kWide));
+  CHECK(c->get_queue("pipe3")->stats.messages == static_cast<std::uint64_t>(kWide));
 }
 
 TEST_CASE("SDK: push consumer keeps at most max_in_flight unsettled", "[integration][native]") {
