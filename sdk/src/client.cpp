@@ -132,11 +132,10 @@ struct Reply {
 using ReplyFn = std::move_only_function<void(Reply&)>;
 
 struct ClientCore : std::enable_shared_from_this<ClientCore> {
-  // A request on its way to the I/O thread.
   // Fire-and-forget publishes in a row, packed as they come: their payloads one after another
   // in one buffer, their channel names in another (NUL-terminated; a name repeated from the item
-  // before is stored once). A publish costs a copy into these, no allocation of its own; the I/O thread
-  // sends the run as one publishBatch message.
+  // before is stored once). A publish costs a copy into these, no allocation of its own; the I/O
+  // thread sends the run as one publishBatch message.
   struct PublishRun {
     struct Item {
       std::uint32_t name_at, name_size, size;
@@ -164,6 +163,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       items.push_back(it);
     }
   };
+  // A request on its way to the I/O thread.
   struct Outgoing {
     std::uint64_t id = 0;
     std::vector<zmq::message_t> frames;
