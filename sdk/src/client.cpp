@@ -147,12 +147,16 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     std::string data;
     std::vector<Item> items;
 
+    std::string_view name(const Item& it) const {
+      return std::string_view(names).substr(it.name_at, it.name_size);
+    }
     bool has_room(std::size_t bytes) const {
       return items.size() < kMaxItems && (items.empty() || data.size() + bytes <= kMaxBytes);
     }
     void add(std::string_view channel, std::string_view payload, ContentType type) {
-      Item it{0, static_cast<std::uint32_t>(channel.size()), static_cast<std::uint32_t>(payload.size()), type};
-      if (!items.empty() && std::string_view(names).substr(items.back().name_at, items.back().name_size) == channel) {
+      Item it{0, static_cast<std::uint32_t>(channel.size()),
+              static_cast<std::uint32_t>(payload.size()), type};
+      if (!items.empty() && name(items.back()) == channel) {
         it.name_at = items.back().name_at;
       } else {
         it.name_at = static_cast<std::uint32_t>(names.size());
@@ -441,10 +445,9 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     auto pb = env.initPublishBatch();
     auto list = pb.initItems(n);
     auto sizes = pb.initSizes(n);
-    std::string_view names = run.names;
     for (unsigned k = 0; k < n; ++k) {
       const auto& it = run.items[k];
-      list[k].setChannel(text(names.substr(it.name_at, it.name_size)));
+      list[k].setChannel(text(run.name(it)));
       list[k].setContentType(wire::to_wire(it.type));
       sizes.set(k, it.size);
     }
