@@ -21,6 +21,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
@@ -272,14 +274,25 @@ void Node::stop() {
 }
 
 int Node::run() {
-  asio::io_context signals_io;
-  asio::signal_set signals(signals_io, SIGINT, SIGTERM);
-  int got = 0;
-  signals.async_wait([&](boost::system::error_code, int sig) { got = sig; });
-  start();
-  signals_io.run();
-  module_logger("broker")->info("signal {} received", got);
-  stop();
+  {
+    asio::io_context signals_io;
+    asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+    int got = 0;
+    signals.async_wait([&](boost::system::error_code, int sig) { got = sig; });
+    start();
+    signals_io.run();
+    module_logger("broker")->info("signal {} received", got);
+    stop();  // a second signal meanwhile is caught by the set and changes nothing
+    // The set restores the default actions when it goes; a SIGINT or SIGTERM after that (a
+    // supervisor repeating itself, a second Ctrl-C) would kill a process that is exiting cleanly
+    // — under a sanitizer its exit takes long enough for that to happen. Every other thread of
+    // the node has ended, so blocking them on this one keeps them pending until the end.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
   return 0;
 }
 

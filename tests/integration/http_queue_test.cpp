@@ -247,6 +247,22 @@ TEST_CASE("SIGTERM drains: a waiting long poll is answered and the process exits
   CHECK(s.proc().log().find("stopped; storage closed") != std::string::npos);
 }
 
+TEST_CASE("a SIGTERM that comes while the node is exiting does not turn its clean exit into a kill",
+          "[integration]") {
+  // A supervisor may repeat its SIGTERM. One that lands after the node has stopped — while the
+  // process is exiting (long under a sanitizer) — must not kill it: the exit status stays 0.
+  Server s;
+  s.put_queue("q");
+  kill(s.proc().pid(), SIGTERM);
+  bool stopped = false;
+  for (int i = 0; i < 1000 && !stopped; ++i) {
+    stopped = s.proc().log().find("stopped; storage closed") != std::string::npos;
+    if (!stopped) std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(stopped);
+  CHECK(s.proc().stop(SIGTERM) == 0);
+}
+
 TEST_CASE("every error code over HTTP", "[integration]") {
   Server s({"--max-message-bytes", "1024", "--max-request-bytes", "65536", "--max-header-bytes",
             "2048"});

@@ -38,6 +38,8 @@ class Node {
   // requests in flight, commit what is pending, close storage. Idempotent.
   void stop();
   // start(), then block until SIGINT or SIGTERM, then stop(). Returns the process exit code.
+  // A further SIGINT / SIGTERM during the stop changes nothing; after it they stay blocked on
+  // the calling thread, so the process's own exit is not cut short by one.
   int run();
 
  private:
