@@ -207,6 +207,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   }
 
   ClientOptions options;
+  static constexpr std::chrono::milliseconds kCloseClearance{1000};
   zmq::context_t ctx{1};
   std::thread io;
   std::thread dispatch;
@@ -844,7 +845,11 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         }
       }
     }
-    // Closing: fail what is left.
+    // Closing: requests that wait for an answer fail. What the application made fire and forget
+    // before close() — publishes, acks, retries — still leaves when connected (in order), and a
+    // heartbeat behind it is waited for (up to kCloseClearance): the node answers it once it
+    // has read all of it. A worker that acks its last job and exits must not see that job
+    // delivered again. (The socket's linger is 0: closing it drops what ZeroMQ has not written.)
     auto failing = std::move(pending);
     for (auto& [id, p] : failing) {
       Reply r{unavailable("the client is closed"), {}, {}};
@@ -856,7 +861,17 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       left.swap(outbox);
     }
     for (auto& o : waiting) left.push_back(std::move(o));
-    for (auto& o : left) fail_outgoing(o, unavailable("the client is closed"));
+    for (auto& o : left) {
+      bool fire_and_forget = o.run || (!o.done && !o.build);
+      if (sock && ready && fire_and_forget) {
+        if (o.run) send_publish_batch(*o.run);
+        else send_now(o);
+      } else {
+        fail_outgoing(o, unavailable("the client is closed"));
+      }
+    }
+    // What the loop above sent may still sit in ZeroMQ's queue too.
+    if (sock && ready) await_clearance();
     {
       std::lock_guard lock(mu);
       for (auto& [id, s] : streams) {
@@ -865,6 +880,32 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       }
     }
     sock.reset();
+  }
+
+  // Sends a heartbeat and reads until the node answers it or kCloseClearance passes.
+  void await_clearance() {
+    std::uint64_t id = next_id.fetch_add(1);
+    capnp::MallocMessageBuilder b(32);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(id);
+    env.initHeartbeat();
+    auto f = to_frame(b);
+    if (!sock->send(f, zmq::send_flags::dontwait)) return;
+    auto until = Clock::now() + kCloseClearance;
+    std::vector<zmq::message_t> parts;
+    for (auto now = Clock::now(); now < until; now = Clock::now()) {
+      zmq::pollitem_t item{sock->handle(), 0, ZMQ_POLLIN, 0};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
+      zmq::poll(&item, 1, std::max(left, std::chrono::milliseconds(1)));
+      parts.clear();
+      while (zmq::recv_multipart(*sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) {
+        try {
+          if (wire::EnvelopeReader(parts[0].data(), parts[0].size()).get().getId() == id) return;
+        } catch (const kj::Exception&) {
+        }
+        parts.clear();
+      }
+    }
   }
 
   // The I/O thread ended on an exception: report it to connect() or to whoever waits.

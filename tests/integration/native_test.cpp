@@ -972,6 +972,53 @@ TEST_CASE("SDK: two subscriptions of one client and a second client each get eve
   for (int i = 0; i < kCount / 2; ++i) REQUIRE(got["narrow"][static_cast<std::size_t>(i)] == std::to_string(2 * i));
 }
 
+TEST_CASE("SDK: acks and publishes made just before close() still reach the node", "[integration][native]") {
+  Server s;
+  auto setup = connect(s.proc());
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 200; ++i) batch.push_back(msg(std::to_string(i)));
+  REQUIRE(setup->enqueue("last", std::move(batch)));
+  std::mutex mu;
+  std::vector<std::string> heard;
+  auto listener = connect(s.proc());
+  std::atomic<std::uint64_t> lagged{0};
+  roost::SubscribeOptions so;
+  so.on_lag = [&](std::uint64_t n) { lagged += n; };
+  auto sub = listener->subscribe("bye.>", [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    heard.push_back(m.data);
+  }, so);
+  REQUIRE(sub);
+
+  // A worker that acks each job as it finishes and closes right after the last one (what
+  // examples/sdk/worker.cpp does), then a publisher that closes right after publishing.
+  {
+    auto worker = connect(s.proc());
+    std::atomic<int> done{0};
+    roost::ConsumeOptions co;
+    co.max_in_flight = 16;
+    auto stream = worker->consume("last", [&](const roost::Delivery& d) {
+      d.ack();
+      done++;
+    }, co);
+    REQUIRE(stream);
+    REQUIRE(eventually([&] { return done.load() == 200; }));
+    worker->close();
+  }
+  {
+    auto publisher = connect(s.proc());
+    for (int i = 0; i < 3000; ++i) publisher->publish("bye.now", std::to_string(i));
+    publisher->close();
+  }
+  // Every job is acked (none comes back), every publish arrived, in order.
+  CHECK(eventually([&] { return setup->get_queue("last")->stats.messages == 0; }));
+  bool all = eventually([&] { std::lock_guard l(mu); return heard.size() == 3000; });
+  INFO("heard " << heard.size() << ", lagged " << lagged.load());
+  REQUIRE(all);
+  std::lock_guard lock(mu);
+  for (int i = 0; i < 3000; ++i) REQUIRE(heard[static_cast<std::size_t>(i)] == std::to_string(i));
+}
+
 TEST_CASE("SDK: presence events reach on_presence, not the message handler", "[integration][native]") {
   Server s({"--channel-namespaces", "room.:join_leave=true"});
   auto a = connect(s.proc());

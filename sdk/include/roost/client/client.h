@@ -184,7 +184,9 @@ class Client {
   bool connected() const;
   // How many times the client had to reconnect (for tests and monitoring).
   std::uint64_t reconnects() const;
-  // Ends the connection; pending requests fail with `unavailable`. Idempotent.
+  // Ends the connection; requests waiting for an answer fail with `unavailable`. Publishes,
+  // acks and retries already made still go out if connected: close() returns once the node has
+  // read them (or after 1 s). Idempotent; the destructor closes too.
   void close();
 
  private:
