@@ -572,12 +572,15 @@ void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const E
 }
 
 void ActorRuntime::answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r) {
-  wait->finish(std::move(r));
-  std::lock_guard lock(mu_);
-  if (wait->has_deadline) {
-    call_deadlines_.erase(wait->deadline);
-    wait->has_deadline = false;
+  {
+    // Its deadline goes first: once answered, the caller may read roost_actor_calls_waiting.
+    std::lock_guard lock(mu_);
+    if (wait->has_deadline) {
+      call_deadlines_.erase(wait->deadline);
+      wait->has_deadline = false;
+    }
   }
+  wait->finish(std::move(r));
 }
 
 void ActorRuntime::wake_at(std::int64_t when_ms) {
