@@ -896,7 +896,11 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     for (auto now = Clock::now(); now < until; now = Clock::now()) {
       zmq::pollitem_t item{sock->handle(), 0, ZMQ_POLLIN, 0};
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
-      zmq::poll(&item, 1, std::max(left, std::chrono::milliseconds(1)));
+      try {
+        zmq::poll(&item, 1, std::max(left, std::chrono::milliseconds(1)));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) return;
+      }
       parts.clear();
       while (zmq::recv_multipart(*sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) {
         try {
