@@ -70,6 +70,13 @@ std::vector<std::string> string_list(const json::object& o, std::string_view key
 
 }  // namespace
 
+bool is_loopback(const boost::asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).is_loopback();
+  }
+  return a.is_loopback();
+}
+
 bool pattern_covers(std::string_view allowed, std::string_view requested) {
   auto a = channels::split_tokens(allowed);
   auto r = channels::split_tokens(requested);
@@ -120,7 +127,7 @@ Authenticator::Authenticator(std::string secret, std::function<std::int64_t()> n
 Result<Principal> Authenticator::authenticate(std::string_view token,
                                               const boost::asio::ip::address& remote) const {
   if (secret_.empty()) {
-    if (!remote.is_loopback()) {
+    if (!is_loopback(remote)) {
       return std::unexpected(
           unauthorized("this node has no auth_secret: only loopback clients are accepted"));
     }
@@ -156,6 +163,11 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
   if (auto exp = claims.find("exp"); exp != claims.end()) {
     if (!exp->value().is_number() || exp->value().to_number<double>() <= static_cast<double>(now_seconds_())) {
       return std::unexpected(unauthorized("token has expired"));
+    }
+  }
+  if (auto nbf = claims.find("nbf"); nbf != claims.end()) {
+    if (!nbf->value().is_number() || nbf->value().to_number<double>() > static_cast<double>(now_seconds_())) {
+      return std::unexpected(unauthorized("token is not valid yet (nbf)"));
     }
   }
   Principal out;

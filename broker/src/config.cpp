@@ -106,8 +106,15 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.static_dir = v; }},
       {"auth_secret", "HS256 secret for JWT bearer tokens; empty = only loopback clients",
        [](Config& c, const std::string& v) { c.auth_secret = v; }},
-      {"allowed_origins", "WebSocket Origins allowed, comma-separated, * = any (default: same host)",
+      {"allowed_origins", "Origins allowed for WebSockets and state-changing requests, comma-separated, * = any (default: same host)",
        [](Config& c, const std::string& v) { c.allowed_origins = v; }},
+      {"allowed_hosts", "Host names this node answers to without an auth_secret, besides addresses and localhost (comma-separated)",
+       [](Config& c, const std::string& v) { c.allowed_hosts = v; }},
+      {"max_subscriptions_per_connection", "channel subscriptions one WebSocket or native client may hold (default 1024)",
+       [](Config& c, const std::string& v) {
+         c.max_subscriptions_per_connection = to_u64("max_subscriptions_per_connection", v);
+         if (c.max_subscriptions_per_connection == 0) throw ConfigError("max_subscriptions_per_connection: expected > 0");
+       }},
       {"max_connections_per_ip", "concurrent connections from one address (default 256)",
        [](Config& c, const std::string& v) { c.max_connections_per_ip = to_u64("max_connections_per_ip", v); }},
       {"max_ws_message_bytes", "largest WebSocket message from a client (default 65536)",

@@ -5,6 +5,7 @@
 #include <roost/log.h>
 #include <roost/thread_name.h>
 #include <roost/wire/codec.h>
+#include <roost/wire/utf8.h>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/json/parse.hpp>
@@ -12,6 +13,7 @@
 #include <capnp/message.h>
 #include <kj/exception.h>
 #include <sys/eventfd.h>
+#include <malloc.h>
 #include <unistd.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -45,6 +47,8 @@ std::int64_t steady_ms() {
 constexpr std::uint64_t kMaxWaitMs = 20'000;      // longest long poll, as over HTTP
 constexpr std::uint64_t kConsumerWaitMs = 10'000;  // push consumers re-poll after this
 constexpr std::size_t kMaxEventMessages = 256;     // channel messages per `message` event
+constexpr std::size_t kMaxEventBytes = 64 * 1024;  // payload bytes per event (one larger message travels alone)
+constexpr std::int64_t kTrimIntervalMs = 1000;     // at most this often, freed memory goes back to the OS
 constexpr std::uint32_t kDefaultWindow = 100;
 constexpr int kRound = 256;
 constexpr std::size_t kPackLimit = 4096;  // channel payloads up to this size are packed in one frame  // requests handled between two flushes of their results
@@ -121,9 +125,11 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
   std::uint64_t serial = 0;  // the session's
   std::uint64_t stream = 0;  // the subscribe request's id
   std::uint64_t hub_id = 0;
-  std::size_t limit = 1024;
+  std::size_t limit = 1024;          // messages waiting for the endpoint thread, at most
+  std::size_t limit_bytes = 1u << 20;  // and their bytes
   channels::SlowPolicy policy = channels::SlowPolicy::kDrop;
   std::atomic<std::size_t> pending{0};
+  std::atomic<std::size_t> pending_bytes{0};
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<bool> closed{false};
 
@@ -132,9 +138,19 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     std::size_t have = pending.load(std::memory_order_relaxed);
     std::size_t room = have >= limit ? 0 : limit - have;
     std::size_t take = std::min(room, ms.size());
+    std::size_t bytes = pending_bytes.load(std::memory_order_relaxed);
+    std::size_t added = 0;
+    for (std::size_t i = 0; i < take; ++i) {
+      if (bytes + added + ms[i]->data.size() > limit_bytes) {
+        take = i;
+        break;
+      }
+      added += ms[i]->data.size();
+    }
     if (take < ms.size()) dropped.fetch_add(ms.size() - take, std::memory_order_relaxed);
     if (take == 0) return;
     pending.fetch_add(take, std::memory_order_relaxed);
+    pending_bytes.fetch_add(added, std::memory_order_relaxed);
     std::lock_guard lock(outbox->mu);
     add_run_locked(take);
     auto& out = outbox->deliveries.messages;
@@ -144,11 +160,13 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
 
   void deliver(const channels::MessagePtr& m) override {
     if (closed.load(std::memory_order_relaxed)) return;
-    if (pending.load(std::memory_order_relaxed) >= limit) {
+    if (pending.load(std::memory_order_relaxed) >= limit ||
+        pending_bytes.load(std::memory_order_relaxed) + m->data.size() > limit_bytes) {
       dropped.fetch_add(1, std::memory_order_relaxed);
       return;
     }
     pending.fetch_add(1, std::memory_order_relaxed);
+    pending_bytes.fetch_add(m->data.size(), std::memory_order_relaxed);
     std::lock_guard lock(outbox->mu);
     add_run_locked(1);
     outbox->deliveries.messages.push_back(m);
@@ -191,6 +209,10 @@ struct Endpoint::Impl {
     std::unordered_map<std::uint64_t, Consumer> consumers;                   // by stream id
     std::unordered_map<std::string, Lease> leases;  // pushed, unsettled; by lease id
     std::deque<std::vector<zmq::message_t>> backlog;  // answers ZeroMQ refused (HWM)
+    std::size_t backlog_bytes = 0;
+    int fd = -1;  // the connection that said hello (ZeroMQ's source fd); only it may use the session
+    // Set when the session ends: its long polls and push pulls lease nothing more.
+    std::shared_ptr<std::atomic<bool>> gone = std::make_shared<std::atomic<bool>>(false);
     bool doomed = false;
   };
 
@@ -219,6 +241,12 @@ struct Endpoint::Impl {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> malformed{0};
   std::atomic<std::uint64_t> sessions_expired{0};
+  std::atomic<std::uint64_t> sessions_disconnected{0};
+  std::atomic<std::uint64_t> channel_dropped{0};
+  std::atomic<std::uint64_t> rebound_refused{0};
+  zmq::socket_t monitor;  // connection events of `sock`: accepted / disconnected, with the fd
+  bool trim_due = false;
+  std::int64_t last_trim = 0;
 
   // Endpoint thread only.
   std::unordered_map<std::string, Session> sessions;
@@ -234,10 +262,15 @@ struct Endpoint::Impl {
 
   // Sends [identity, frames...]. `droppable` frames (stream events) are dropped when ZeroMQ's
   // queue for the client is full; answers wait in the session's backlog instead.
+  static std::size_t frames_bytes(const std::vector<zmq::message_t>& frames) {
+    std::size_t n = 0;
+    for (const auto& f : frames) n += f.size();
+    return n;
+  }
   bool send(Session& s, std::vector<zmq::message_t>& frames, bool droppable) {
     if (!s.backlog.empty()) {
       if (droppable) return false;
-      if (s.backlog.size() >= options.max_backlog) {
+      if (s.backlog.size() >= options.max_backlog || s.backlog_bytes >= options.max_backlog_bytes) {
         if (!s.doomed) {
           log->warn("client {} does not read its answers ({} waiting): forgetting it",
                     printable(s.identity), s.backlog.size());
@@ -245,6 +278,7 @@ struct Endpoint::Impl {
         s.doomed = true;  // ended by the loop, not under callers holding the session
         return false;
       }
+      s.backlog_bytes += frames_bytes(frames);
       s.backlog.push_back(std::move(frames));
       return true;
     }
@@ -253,6 +287,7 @@ struct Endpoint::Impl {
       case SendResult::kGone: return false;
       case SendResult::kFull:
         if (droppable) return false;
+        s.backlog_bytes += frames_bytes(frames);
         s.backlog.push_back(std::move(frames));
         return true;
     }
@@ -282,6 +317,7 @@ struct Endpoint::Impl {
       while (!s.backlog.empty()) {
         auto r = try_send(s.identity, s.backlog.front());
         if (r == SendResult::kFull) break;
+        s.backlog_bytes -= frames_bytes(s.backlog.front());
         s.backlog.pop_front();
       }
     }
@@ -381,8 +417,51 @@ struct Endpoint::Impl {
       router.unsubscribe(sink->hub_id);
     }
     release_leases(s.leases);
+    s.gone->store(true);
     sessions.erase(it);
     session_count.store(sessions.size());
+    trim_due = true;
+  }
+
+  // Ends the sessions of the connection on `fd` (it closed, or its number now belongs to a new
+  // connection): nobody else may continue them.
+  void end_sessions_of_fd(int fd, const char* why) {
+    if (fd < 0) return;
+    std::vector<std::string> ids;
+    for (auto& [id, s] : sessions) {
+      if (s.fd == fd) ids.push_back(id);
+    }
+    for (const auto& id : ids) {
+      log->debug("client {}: connection {}; session ended", printable(id), why);
+      sessions_disconnected.fetch_add(1, std::memory_order_relaxed);
+      end_session(id);
+    }
+  }
+
+  // Reads the socket monitor's events (two frames: 16-bit event + 32-bit value, then the address).
+  void drain_monitor() {
+    if (!monitor) return;
+    for (;;) {
+      zmq::message_t ev, addr;
+      if (!monitor.recv(ev, zmq::recv_flags::dontwait)) return;
+      if (ev.more()) (void)monitor.recv(addr, zmq::recv_flags::dontwait);
+      if (ev.size() < 6) continue;
+      std::uint16_t event;
+      std::int32_t value;
+      std::memcpy(&event, ev.data(), 2);
+      std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+      if (event == ZMQ_EVENT_DISCONNECTED) end_sessions_of_fd(value, "closed");
+      if (event == ZMQ_EVENT_ACCEPTED) end_sessions_of_fd(value, "number reused by a new connection");
+      if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+          event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        log->info("native handshake failed from {} (a client without the endpoint's CURVE key, or not a "
+                  "ZeroMQ client?)", std::string(static_cast<const char*>(addr.data()), addr.size()));
+      }
+    }
+  }
+
+  static int source_fd(const zmq::message_t& m) {
+    return zmq_msg_get(const_cast<zmq_msg_t*>(m.handle()), ZMQ_SRCFD);
   }
 
   // Makes leased messages visible again at once (a retry with no delay).
@@ -454,7 +533,8 @@ struct Endpoint::Impl {
                   later(identity, serial, [this, stream, queue, vis, r = std::move(r)](Session* cur) {
                     on_pushed(cur, stream, queue, vis, r);
                   });
-                });
+                },
+                s.gone);
   }
 
   void on_pushed(Session* s, std::uint64_t stream, const std::string& queue, std::uint64_t vis,
@@ -573,15 +653,31 @@ struct Endpoint::Impl {
   }
 
   void send_to_sink(Sink& sink, std::span<const channels::MessagePtr> msgs) {
+    std::size_t bytes = 0;
+    for (const auto& m : msgs) bytes += m->data.size();
     sink.pending.fetch_sub(msgs.size(), std::memory_order_relaxed);
+    sink.pending_bytes.fetch_sub(bytes, std::memory_order_relaxed);
     if (sink.closed.load()) return;
     auto it = sessions.find(sink.identity);
     if (it == sessions.end() || it->second.serial != sink.serial) return;
     Session& s = it->second;
-    for (std::size_t at = 0; at < msgs.size(); at += kMaxEventMessages) {
-      auto part = msgs.subspan(at, std::min(kMaxEventMessages, msgs.size() - at));
+    for (std::size_t at = 0; at < msgs.size();) {
+      // An event: up to kMaxEventMessages messages and kMaxEventBytes (at least one message).
+      std::size_t n = 0, event_bytes = 0;
+      while (at + n < msgs.size() && n < kMaxEventMessages &&
+             (n == 0 || event_bytes + msgs[at + n]->data.size() <= kMaxEventBytes)) {
+        event_bytes += msgs[at + n]->data.size();
+        ++n;
+      }
+      auto part = msgs.subspan(at, n);
+      at += n;
       if (auto lost = sink.dropped.exchange(0)) {
-        if (!lagged(s, sink, lost)) break;
+        channel_dropped.fetch_add(lost, std::memory_order_relaxed);
+        if (!lagged(s, sink, lost)) {
+          sink.dropped.fetch_add(part.size());
+          if (sink.closed.load()) break;
+          continue;
+        }
       }
       if (!send_channel_messages(s, sink, part)) {
         sink.dropped.fetch_add(part.size());
@@ -655,6 +751,7 @@ struct Endpoint::Impl {
     frames.push_back(to_frame(b));
     if (!send(s, frames, true)) {
       sink.dropped.fetch_add(lost);
+      channel_dropped.fetch_sub(lost, std::memory_order_relaxed);  // counted again when told
       return false;
     }
     return true;
@@ -731,6 +828,22 @@ struct Endpoint::Impl {
       return;
     }
     Session& s = it->second;
+    if (int fd = source_fd(parts[1]); fd != s.fd) {
+      // Another connection with this routing id: the one that said hello is gone. The session
+      // is not handed over; the newcomer must say hello (and be authenticated) itself.
+      rebound_refused.fetch_add(1, std::memory_order_relaxed);
+      end_session(identity);
+      capnp::MallocMessageBuilder b(64);
+      auto out = b.initRoot<proto::Envelope>();
+      out.setId(id);
+      auto e = out.initError();
+      e.setCode(ErrorCode::HELLO_REQUIRED);
+      e.setMessage("this connection has not said hello: send hello first");
+      std::vector<zmq::message_t> frames;
+      frames.push_back(to_frame(b));
+      send_raw(identity, frames);
+      return;
+    }
     s.last_seen = steady_ms();
     std::span<zmq::message_t> payloads(parts.data() + 2, parts.size() - 2);
     switch (which) {
@@ -820,8 +933,11 @@ struct Endpoint::Impl {
     s.identity = identity;
     s.serial = next_serial++;
     s.who = std::move(*who);
-    s.heartbeat_ms = hello.getHeartbeatMs() != 0 ? std::clamp<std::uint32_t>(hello.getHeartbeatMs(), 50, 60'000)
-                                                 : options.heartbeat_ms;
+    s.fd = source_fd(first);
+    s.heartbeat_ms = hello.getHeartbeatMs() != 0
+                         ? std::clamp<std::uint32_t>(hello.getHeartbeatMs(), 50,
+                                                     std::max(options.max_heartbeat_ms, options.heartbeat_ms))
+                         : options.heartbeat_ms;
     s.last_seen = steady_ms();
     log->debug("hello from {} ({}), heartbeat {} ms", printable(identity),
                std::string(view(hello.getClient())), s.heartbeat_ms);
@@ -876,6 +992,10 @@ struct Endpoint::Impl {
         return reply_error(s.identity, id, ErrorCode::MALFORMED,
                            "message " + std::to_string(i) + " is not valid JSON (content type json)");
       }
+      if (nm.content_type == ContentType::kText && !valid_utf8(nm.body)) {
+        return reply_error(s.identity, id, ErrorCode::MALFORMED,
+                           "message " + std::to_string(i) + " is not valid UTF-8 (content type text)");
+      }
       nm.delay_ms = m.getDelayMs();
       nm.id = std::string(view(m.getId()));
       nm.key = std::string(view(m.getKey()));
@@ -913,7 +1033,8 @@ struct Endpoint::Impl {
                     // (another process may ack it); only push deliveries are tied to the session.
                     send_messages(*cur, id, queue, *r, false);
                   });
-                });
+                },
+                s.gone);
   }
 
   // Forgets the leases a client settled; frees their consumers' windows.
@@ -991,6 +1112,7 @@ struct Endpoint::Impl {
     if (s.consumers.contains(id) || s.subscriptions.contains(id)) {
       return reply_error(s.identity, id, ErrorCode::CONFLICT, "stream id already in use");
     }
+    if (!stream_room(s, id)) return;
     auto info = router.get_queue(queue);
     if (!info) return reply_error(s.identity, id, info.error());
     Consumer c;
@@ -1033,6 +1155,9 @@ struct Endpoint::Impl {
     }
     if (type == ContentType::kJson && !valid_json(data)) {
       return std::unexpected(Error{ErrorCode::MALFORMED, "the message is not valid JSON (content type json)"});
+    }
+    if (type == ContentType::kText && !valid_utf8(data)) {
+      return std::unexpected(Error{ErrorCode::MALFORMED, "the message is not valid UTF-8 (content type text)"});
     }
     ++round_messages;
     return router.publish(channel, std::string(data), type);
@@ -1083,6 +1208,7 @@ struct Endpoint::Impl {
         auto type = wire::from_wire(items[i].getContentType());
         if (!allowed || data.size() > options.max_message_bytes) continue;
         if (type == ContentType::kJson && !valid_json(data)) continue;
+        if (type == ContentType::kText && !valid_utf8(data)) continue;
         run.emplace_back(std::string(data), type);
       }
       round_messages += static_cast<int>(run.size());
@@ -1096,12 +1222,22 @@ struct Endpoint::Impl {
     reply(s.identity, b);
   }
 
+  // Streams (subscriptions and push consumers) one client may hold; answers the error when full.
+  bool stream_room(Session& s, std::uint64_t id) {
+    if (s.subscriptions.size() + s.consumers.size() < options.max_subscriptions) return true;
+    reply_error(s.identity, id, ErrorCode::TOO_MANY_REQUESTS,
+                "this client already holds " + std::to_string(s.subscriptions.size() + s.consumers.size()) +
+                    " subscriptions and consumers (max_subscriptions_per_connection)");
+    return false;
+  }
+
   void on_subscribe(Session& s, std::uint64_t id, proto::Subscribe::Reader req) {
     std::string pattern(view(req.getPattern()));
     if (id == 0) return;
     if (s.consumers.contains(id) || s.subscriptions.contains(id)) {
       return reply_error(s.identity, id, ErrorCode::CONFLICT, "stream id already in use");
     }
+    if (!stream_room(s, id)) return;
     if (auto e = channels::validate_pattern(pattern)) return reply_error(s.identity, id, *e);
     if (!s.who.may_subscribe(pattern)) {
       return reply_error(s.identity, id, ErrorCode::FORBIDDEN, "the token does not grant subscribing to " + pattern);
@@ -1125,6 +1261,7 @@ struct Endpoint::Impl {
     sink->stream = id;
     const auto& ns = router.channel_namespace(pattern);
     sink->limit = ns.buffer_messages;
+    sink->limit_bytes = ns.buffer_bytes;
     sink->policy = ns.policy;
     auto r = router.subscribe(pattern, sink, since);
     if (!r) return reply_error(s.identity, id, r.error());
@@ -1166,7 +1303,7 @@ struct Endpoint::Impl {
 
   // Checks an object request; answers the error and returns false when it cannot go on.
   bool allowed_object(Session& s, std::uint64_t id, const std::string& cls, const std::string& name,
-                      std::span<zmq::message_t> payloads) {
+                      ContentType type, std::span<zmq::message_t> payloads) {
     if (payloads.size() != 1) {
       reply_error(s.identity, id, ErrorCode::MALFORMED, "an object request carries exactly one payload frame");
       return false;
@@ -1174,6 +1311,14 @@ struct Endpoint::Impl {
     if (payloads[0].size() > options.max_message_bytes) {
       reply_error(s.identity, id, ErrorCode::MESSAGE_TOO_LARGE,
                   "message of " + std::to_string(payloads[0].size()) + " bytes exceeds max_message_bytes");
+      return false;
+    }
+    if (type == ContentType::kText && !valid_utf8(frame_view(payloads[0]))) {
+      reply_error(s.identity, id, ErrorCode::MALFORMED, "the message is not valid UTF-8 (content type text)");
+      return false;
+    }
+    if (type == ContentType::kJson && payloads[0].size() > 0 && !valid_json(frame_view(payloads[0]))) {
+      reply_error(s.identity, id, ErrorCode::MALFORMED, "the message is not valid JSON (content type json)");
       return false;
     }
     if (auto e = router.object_check(cls, name)) {
@@ -1190,7 +1335,7 @@ struct Endpoint::Impl {
   void on_object_send(Session& s, std::uint64_t id, proto::ObjectSend::Reader req,
                       std::span<zmq::message_t> payloads) {
     std::string cls(view(req.getClass())), name(view(req.getName()));
-    if (!allowed_object(s, id, cls, name, payloads)) return;
+    if (!allowed_object(s, id, cls, name, wire::from_wire(req.getContentType()), payloads)) return;
     router.object_tell(std::move(cls), std::move(name), std::string(frame_view(payloads[0])),
                        wire::from_wire(req.getContentType()),
                        answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t seq) {
@@ -1201,7 +1346,7 @@ struct Endpoint::Impl {
   void on_object_call(Session& s, std::uint64_t id, proto::ObjectCall::Reader req,
                       std::span<zmq::message_t> payloads) {
     std::string cls(view(req.getClass())), name(view(req.getName()));
-    if (!allowed_object(s, id, cls, name, payloads)) return;
+    if (!allowed_object(s, id, cls, name, wire::from_wire(req.getContentType()), payloads)) return;
     router.object_call(std::move(cls), std::move(name), std::string(frame_view(payloads[0])),
                        wire::from_wire(req.getContentType()), req.getTimeoutMs(),
                        [this, identity = s.identity, serial = s.serial, id](Result<ObjectReply> r) mutable {
@@ -1222,8 +1367,9 @@ struct Endpoint::Impl {
   // ---- the loop --------------------------------------------------------------------------------
 
   void run() {
-    zmq::pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
-                                {nullptr, outbox->wake_fd, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[3] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, outbox->wake_fd, ZMQ_POLLIN, 0},
+                                {monitor.handle(), 0, ZMQ_POLLIN, 0}};
     std::vector<std::move_only_function<void()>> tasks;
     Outbox::Deliveries deliveries;
     std::vector<zmq::message_t> parts;
@@ -1231,7 +1377,7 @@ struct Endpoint::Impl {
       std::int64_t now = steady_ms();
       long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, 100);
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(timeout));
+        zmq::poll(items, 3, std::chrono::milliseconds(timeout));
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         throw;
@@ -1240,11 +1386,13 @@ struct Endpoint::Impl {
         std::uint64_t n;
         [[maybe_unused]] auto r = ::read(outbox->wake_fd, &n, sizeof n);
       }
+      drain_monitor();
       // Requests in rounds of kRound, each followed by what they produced, so that a burst of
       // publishes does not fill subscriber buffers before they are flushed.
       for (int round = 0; round < 16; ++round) {
         int n = 0;
         round_messages = 0;
+        if (round > 0) drain_monitor();  // connection events before the requests that follow them
         for (; n < kRound && round_messages < kRound; ++n) {
           parts.clear();
           if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
@@ -1267,6 +1415,12 @@ struct Endpoint::Impl {
       if (now >= next_sweep) {
         sweep();
         next_sweep = now + 100;
+        if (trim_due && now - last_trim >= kTrimIntervalMs) {
+          // Ended sessions freed what their deliveries held; give it back to the OS.
+          ::malloc_trim(0);
+          trim_due = false;
+          last_trim = now;
+        }
       }
     }
   }
@@ -1281,9 +1435,11 @@ void Endpoint::start() {
   auto& d = *impl_;
   d.sock = zmq::socket_t(d.ctx, zmq::socket_type::router);
   d.sock.set(zmq::sockopt::router_mandatory, 1);
-  d.sock.set(zmq::sockopt::router_handover, 1);  // a reconnecting client keeps its session
+  // No handover: a second connection with a connected client's routing id is refused, and a
+  // session belongs to the connection that said hello (see dispatch).
+  d.sock.set(zmq::sockopt::router_handover, 0);
   d.sock.set(zmq::sockopt::sndhwm, static_cast<int>(d.options.send_hwm));
-  d.sock.set(zmq::sockopt::rcvhwm, static_cast<int>(d.options.send_hwm));
+  d.sock.set(zmq::sockopt::rcvhwm, 1000);
   d.sock.set(zmq::sockopt::linger, 0);
   d.sock.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(d.options.max_message_bytes + (1u << 20)));
   if (!d.options.curve_secret_key.empty()) {
@@ -1300,6 +1456,17 @@ void Endpoint::start() {
     throw std::runtime_error("cannot bind the endpoint to " + d.options.bind + ": " + e.what());
   }
   d.bound = d.sock.get(zmq::sockopt::last_endpoint);
+  {
+    auto address = "inproc://roost-endpoint-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(&d));
+    if (zmq_socket_monitor(d.sock.handle(), address.c_str(),
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
+      throw std::runtime_error(std::string("cannot monitor the endpoint socket: ") + zmq_strerror(zmq_errno()));
+    }
+    d.monitor = zmq::socket_t(d.ctx, zmq::socket_type::pair);
+    d.monitor.set(zmq::sockopt::linger, 0);
+    d.monitor.connect(address);
+  }
   d.thread = std::thread([&d] {
     roost::name_this_thread("roost-endpoint");
     try {
@@ -1337,6 +1504,8 @@ void Endpoint::stop() {
   std::vector<std::string> ids;
   for (auto& [id, s] : d.sessions) ids.push_back(id);
   for (const auto& id : ids) d.end_session(id);
+  zmq_socket_monitor(d.sock.handle(), nullptr, 0);
+  d.monitor.close();
   d.sock.close();
 }
 
@@ -1353,7 +1522,16 @@ std::string Endpoint::metrics_text() const {
       << "# TYPE roost_endpoint_malformed_total counter\nroost_endpoint_malformed_total " << d.malformed.load() << '\n'
       << "# HELP roost_endpoint_sessions_expired_total Sessions ended because the client went silent.\n"
       << "# TYPE roost_endpoint_sessions_expired_total counter\nroost_endpoint_sessions_expired_total "
-      << d.sessions_expired.load() << '\n';
+      << d.sessions_expired.load() << '\n'
+      << "# HELP roost_endpoint_sessions_disconnected_total Sessions ended because their connection closed.\n"
+      << "# TYPE roost_endpoint_sessions_disconnected_total counter\nroost_endpoint_sessions_disconnected_total "
+      << d.sessions_disconnected.load() << '\n'
+      << "# HELP roost_endpoint_rebound_refused_total Requests refused: their routing id's session belongs to another connection.\n"
+      << "# TYPE roost_endpoint_rebound_refused_total counter\nroost_endpoint_rebound_refused_total "
+      << d.rebound_refused.load() << '\n'
+      << "# HELP roost_endpoint_channel_dropped_total Channel messages dropped for native subscribers that fell behind.\n"
+      << "# TYPE roost_endpoint_channel_dropped_total counter\nroost_endpoint_channel_dropped_total "
+      << d.channel_dropped.load() << '\n';
   return out.str();
 }
 

@@ -15,14 +15,17 @@ namespace asio = boost::asio;
 
 struct LocalRouter::Waiter {
   Waiter(asio::io_context& io, std::string q, PullOptions o, Callback<std::vector<LeasedMessage>> cb,
-         std::chrono::steady_clock::time_point until)
-      : queue(std::move(q)), options(o), done(std::move(cb)), deadline(until), timer(io) {}
+         std::chrono::steady_clock::time_point until, std::shared_ptr<const std::atomic<bool>> g)
+      : queue(std::move(q)), options(o), done(std::move(cb)), deadline(until), timer(io), gone(std::move(g)) {}
   std::string queue;
   PullOptions options;
   Callback<std::vector<LeasedMessage>> done;
   std::chrono::steady_clock::time_point deadline;
   asio::steady_timer timer;
+  std::shared_ptr<const std::atomic<bool>> gone;  // the client went away: lease nothing more
   std::atomic<bool> finished{false};
+
+  bool abandoned() const { return gone && gone->load(); }
   bool timer_armed = false;  // GUARDED_BY(router mu_)
   bool timer_fired = false;  // GUARDED_BY(router mu_)
 
@@ -107,7 +110,11 @@ std::uint64_t LocalRouter::ready_epoch(const std::string& queue) {
 }
 
 void LocalRouter::pull(std::string name, PullOptions options, std::uint64_t wait_ms,
-                       Callback<std::vector<LeasedMessage>> done) {
+                       Callback<std::vector<LeasedMessage>> done, std::shared_ptr<const std::atomic<bool>> gone) {
+  if (gone && gone->load()) {
+    done(std::vector<LeasedMessage>{});
+    return;
+  }
   if (wait_ms == 0) {
     queues_.pull(std::move(name), options, std::move(done));
     return;
@@ -115,7 +122,8 @@ void LocalRouter::pull(std::string name, PullOptions options, std::uint64_t wait
   long_polls_.fetch_add(1, std::memory_order_relaxed);
   auto w = std::make_shared<Waiter>(timers_, std::move(name), options, std::move(done),
                                     std::chrono::steady_clock::now() +
-                                        std::chrono::milliseconds(wait_ms));
+                                        std::chrono::milliseconds(wait_ms),
+                                    std::move(gone));
   attempt(std::move(w));
 }
 
@@ -123,6 +131,11 @@ void LocalRouter::pull(std::string name, PullOptions options, std::uint64_t wait
 // messages (on_ready) or the deadline passes. The epoch closes the race between an empty pull and
 // a notification that arrived while it was in flight.
 void LocalRouter::attempt(std::shared_ptr<Waiter> w) {
+  if (w->abandoned()) {
+    abandoned_polls_.fetch_add(1, std::memory_order_relaxed);
+    w->finish(std::vector<LeasedMessage>{});
+    return;
+  }
   std::uint64_t epoch = ready_epoch(w->queue);
   queues_.pull(w->queue, w->options, [this, w, epoch](Result<std::vector<LeasedMessage>> r) {
     if (!r || !r->empty() || std::chrono::steady_clock::now() >= w->deadline) {
@@ -254,6 +267,9 @@ std::string LocalRouter::metrics_text() {
       << hub_.subscriptions() << '\n';
   out << "# HELP roost_channels Channels in memory (published to or subscribed to directly).\n"
       << "# TYPE roost_channels gauge\nroost_channels " << hub_.channels() << '\n';
+  out << "# HELP roost_long_polls_abandoned_total Long polls ended without leasing because their client went away.\n"
+      << "# TYPE roost_long_polls_abandoned_total counter\nroost_long_polls_abandoned_total " << abandoned_polls_.load()
+      << '\n';
   out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
       << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
       << '\n';

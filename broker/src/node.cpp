@@ -112,6 +112,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   sopts.static_dir = d.config.static_dir;
   sopts.auth_secret = d.config.auth_secret;
   sopts.allowed_origins = d.config.allowed_origins;
+  sopts.allowed_hosts = d.config.allowed_hosts;
+  sopts.max_subscriptions = d.config.max_subscriptions_per_connection;
   sopts.max_ws_message_bytes = d.config.max_ws_message_bytes;
   sopts.ws_idle_timeout_ms = d.config.ws_idle_timeout_ms;
   sopts.ws_compression = d.config.ws_compression;
@@ -127,6 +129,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     eopts.auth_secret = d.config.auth_secret;
     eopts.heartbeat_ms = static_cast<std::uint32_t>(d.config.heartbeat_ms);
     eopts.max_message_bytes = d.config.max_message_bytes;
+    eopts.max_subscriptions = d.config.max_subscriptions_per_connection;
     eopts.version = ROOST_NODE_VERSION;
     d.endpoint = std::make_unique<Endpoint>(*d.router, eopts);
     d.router->set_extra_metrics([ep = d.endpoint.get()] { return ep->metrics_text(); });
@@ -194,7 +197,18 @@ void Node::start() {
                                         : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) d.threads.emplace_back([&d, i] {
     roost::name_this_thread("roost-io-" + std::to_string(i));
-    d.io.run();
+    // A handler that throws is a bug; it must not take the node down with it. The handler (and
+    // the session it held) is gone; the thread goes on serving the others.
+    for (;;) {
+      try {
+        d.io.run();
+        return;
+      } catch (const std::exception& e) {
+        module_logger("gateway")->error("an io handler threw (bug): {}", e.what());
+      } catch (...) {
+        module_logger("gateway")->error("an io handler threw a non-exception (bug)");
+      }
+    }
   });
   d.channel_sweep.emplace(d.io);
   sweep_channels();

@@ -5,6 +5,10 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <roost/channels/subject.h>
 
 #include <boost/beast/websocket.hpp>
@@ -53,8 +57,47 @@ void HttpSession::read() {
   parser_->body_limit(state_->options.max_request_bytes);
   parser_->header_limit(static_cast<std::uint32_t>(state_->options.max_header_bytes));
   stream_.expires_after(std::chrono::milliseconds(state_->options.idle_timeout_ms));
-  http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
+  parse_buffered();
+}
+
+// Beast's parser keeps unparsed bytes in buffer_ and consumes body bytes as they come, so what
+// the buffer must hold at once is one header block or one trailer block (Beast's header limit
+// does not cover trailers): both are bounded here by max_header_bytes. The parser is driven by
+// hand so that nothing it throws (a field its container cannot hold) leaves the session.
+void HttpSession::parse_buffered() {
+  beast::error_code ec;
+  try {
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      auto used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec) break;
+      if (used == 0) break;
+    }
+  } catch (const std::exception& e) {
+    module_logger("gateway")->debug("HTTP parser refused a request from {}: {}", remote_.to_string(), e.what());
+    ec = http::error::header_limit;
+  }
+  if (ec) return on_read(ec, 0);
+  if (parser_->is_done()) return on_read({}, 0);
+  if (buffer_.size() >= read_limit()) return on_read(http::error::header_limit, 0);
+  std::size_t room = std::min<std::size_t>(read_limit() - buffer_.size(), 64 * 1024);
+  stream_.async_read_some(buffer_.prepare(room), [self = shared_from_this()](beast::error_code rec, std::size_t n) {
+    self->buffer_.commit(n);
+    if (rec == asio::error::eof && n == 0 && self->parser_->got_some()) {
+      // The client went away in the middle of a request: nothing to answer.
+      return self->close();
+    }
+    if (rec) return self->on_read(rec, 0);
+    self->parse_buffered();
+  });
+}
+
+std::size_t HttpSession::read_limit() const {
+  return static_cast<std::size_t>(state_->options.max_header_bytes) + 1024;
 }
 
 void HttpSession::on_read(beast::error_code ec, std::size_t) {
@@ -89,12 +132,32 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
   counted_ = true;
   state_->in_flight.fetch_add(1, std::memory_order_relaxed);
   stream_.expires_never();  // the broker may take a while (long polls); no idle timeout now
+  auto gone = std::make_shared<std::atomic<bool>>(false);
+  std::string_view path = req.target();
+  path = path.substr(0, path.find('?'));
+  if (req.method() == http::verb::post && path.ends_with("/messages/pull")) watch_for_close(gone);
   route(req, remote_, *state_, [self = shared_from_this()](MakeResponse make) mutable {
     auto executor = self->stream_.get_executor();
     asio::post(executor, [self = std::move(self), make = std::move(make)]() mutable {
       self->send(make());
     });
-  });
+  }, std::move(gone));
+}
+
+// While a long poll waits, notices a client that closes its connection, so that the poll stops
+// before it leases messages nobody will receive.
+void HttpSession::watch_for_close(std::shared_ptr<std::atomic<bool>> gone) {
+  stream_.socket().async_wait(asio::ip::tcp::socket::wait_read,
+                              [self = shared_from_this(), gone](beast::error_code ec) {
+                                if (ec || gone->load() || !self->busy_) return;
+                                char c;
+                                auto n = ::recv(self->stream_.socket().native_handle(), &c, 1,
+                                                MSG_PEEK | MSG_DONTWAIT);
+                                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                                  gone->store(true);  // closed; a pipelined request (n > 0) is not
+                                  self->closing_ = true;
+                                }
+                              });
 }
 
 void HttpSession::send(Response res) {
@@ -143,13 +206,13 @@ bool HttpSession::upgrade(Request& req) {
   if (ws && path != "/v1/ws" && !object) {
     return refuse(Error{ErrorCode::NOT_FOUND, "WebSockets are served at /v1/ws and /v1/objects/{class}/{name}/connect"});
   }
-  auto principal = state_->auth.authenticate(request_token(req), remote_);
+  // A WebSocket can write (publish, talk to an object), so its Origin must be allowed even
+  // though the handshake is a GET.
+  if (auto e = check_host_and_origin(req, *state_, /*state_changing=*/ws)) return refuse(*e);
+  auto principal = state_->auth.authenticate(request_token(req, /*allow_query=*/true), remote_);
   if (!principal) return refuse(principal.error());
   if (object) {
     if (!object->ok) return refuse(object->error);
-    if (!state_->origin_allowed(req[http::field::origin], req[http::field::host])) {
-      return refuse(Error{ErrorCode::FORBIDDEN, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});
-    }
     if (!principal->may_use_object(object->object_class, object->name)) {
       return refuse(Error{ErrorCode::FORBIDDEN, "not allowed to use object " + object->object_class + "/" + object->name});
     }
@@ -160,9 +223,6 @@ bool HttpSession::upgrade(Request& req) {
     return true;
   }
   if (ws) {
-    if (!state_->origin_allowed(req[http::field::origin], req[http::field::host])) {
-      return refuse(Error{ErrorCode::FORBIDDEN, "Origin " + std::string(req[http::field::origin]) + " is not allowed"});
-    }
     stream_.expires_never();
     std::make_shared<WsSession>(std::move(stream_), state_, std::move(slot_), std::move(*principal))->run(std::move(req));
     return true;

@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 
@@ -29,6 +30,9 @@ class HttpSession : public Closable, public std::enable_shared_from_this<HttpSes
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
   void read();
+  void parse_buffered();
+  void watch_for_close(std::shared_ptr<std::atomic<bool>> gone);
+  std::size_t read_limit() const;  // the most unparsed bytes buffer_ may hold
   void on_read(boost::beast::error_code ec, std::size_t bytes);
   void send(Response res);
   void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);

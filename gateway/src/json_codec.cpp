@@ -1,8 +1,12 @@
 #include <roost/gateway/json_codec.h>
 
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
+
+#include <cmath>
 
 #include <roost/wire/base64.h>
+#include <roost/wire/utf8.h>
 
 namespace roost::gateway {
 
@@ -12,9 +16,88 @@ namespace {
 
 Error invalid(std::string m) { return Error{ErrorCode::INVALID_ARGUMENT, std::move(m)}; }
 
+// The SAX handler of check_json: counts, measures and inspects numbers; keeps nothing.
+struct CheckHandler {
+  static constexpr std::size_t max_array_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_object_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
+  static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
+
+  JsonLimits limits;
+  std::size_t values = 0;
+  std::string number;  // the text of the number being read (split across parts)
+  std::optional<Error> error;
+
+  bool fail(boost::system::error_code& ec, Error e) {
+    error = std::move(e);
+    ec = json::error::exception;
+    return false;
+  }
+  bool value(boost::system::error_code& ec) {
+    if (++values > limits.max_values) {
+      return fail(ec, Error{ErrorCode::PAYLOAD_TOO_LARGE,
+                            "the JSON text holds more than " + std::to_string(limits.max_values) + " values"});
+    }
+    return true;
+  }
+  bool string_size(std::size_t n, boost::system::error_code& ec) {
+    if (n <= limits.max_string_bytes) return true;
+    return fail(ec, Error{ErrorCode::MESSAGE_TOO_LARGE,
+                          "a JSON string is longer than " + std::to_string(limits.max_string_bytes) + " bytes"});
+  }
+  bool whole_number(std::string_view last, double d, bool is_double, boost::system::error_code& ec) {
+    number.append(last);
+    std::string text = std::move(number);
+    number.clear();
+    if (!is_double) return value(ec);
+    if (!std::isfinite(d)) {
+      return fail(ec, Error{ErrorCode::INVALID_ARGUMENT,
+                            "number " + text.substr(0, 40) + " is out of range (it would not survive as JSON)"});
+    }
+    if (text.find_first_of(".eE") == std::string::npos) {
+      return fail(ec, Error{ErrorCode::INVALID_ARGUMENT,
+                            "integer " + text.substr(0, 40) +
+                                " does not fit in 64 bits; send it as a string to keep every digit"});
+    }
+    return value(ec);
+  }
+
+  bool on_document_begin(boost::system::error_code&) { return true; }
+  bool on_document_end(boost::system::error_code&) { return true; }
+  bool on_array_begin(boost::system::error_code& ec) { return value(ec); }
+  bool on_array_end(std::size_t, boost::system::error_code&) { return true; }
+  bool on_object_begin(boost::system::error_code& ec) { return value(ec); }
+  bool on_object_end(std::size_t, boost::system::error_code&) { return true; }
+  bool on_string_part(json::string_view, std::size_t n, boost::system::error_code& ec) { return string_size(n, ec); }
+  bool on_string(json::string_view, std::size_t n, boost::system::error_code& ec) {
+    return string_size(n, ec) && value(ec);
+  }
+  bool on_key_part(json::string_view, std::size_t n, boost::system::error_code& ec) { return string_size(n, ec); }
+  bool on_key(json::string_view, std::size_t n, boost::system::error_code& ec) { return string_size(n, ec); }
+  bool on_number_part(json::string_view s, boost::system::error_code& ec) {
+    number.append(s.data(), s.size());
+    if (number.size() > 4096) return fail(ec, Error{ErrorCode::INVALID_ARGUMENT, "a JSON number is over 4096 digits"});
+    return true;
+  }
+  bool on_int64(std::int64_t, json::string_view s, boost::system::error_code& ec) {
+    return whole_number({s.data(), s.size()}, 0, false, ec);
+  }
+  bool on_uint64(std::uint64_t, json::string_view s, boost::system::error_code& ec) {
+    return whole_number({s.data(), s.size()}, 0, false, ec);
+  }
+  bool on_double(double d, json::string_view s, boost::system::error_code& ec) {
+    return whole_number({s.data(), s.size()}, d, true, ec);
+  }
+  bool on_bool(bool, boost::system::error_code& ec) { return value(ec); }
+  bool on_null(boost::system::error_code& ec) { return value(ec); }
+  bool on_comment_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_comment(json::string_view, boost::system::error_code&) { return true; }
+};
+
 // Parses a request body that must be a JSON object; an empty body is an empty object.
-Parsed<json::object> parse_object(std::string_view body) {
+Parsed<json::object> parse_object(std::string_view body, const JsonLimits& limits = kRequestJsonLimits) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json::object{};
+  if (auto e = check_json(body, limits)) return std::unexpected(std::move(*e));
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
   if (ec) return std::unexpected(Error{ErrorCode::MALFORMED, "request body is not valid JSON: " + ec.message()});
@@ -159,6 +242,22 @@ void append_string(std::string& out, std::string_view s) { out += json::serializ
 
 }  // namespace
 
+std::optional<Error> check_json(std::string_view text, const JsonLimits& limits) {
+  json::parse_options opt;
+  opt.max_depth = limits.max_depth;
+  json::basic_parser<CheckHandler> p(opt);
+  p.handler().limits = limits;
+  boost::system::error_code ec;
+  auto n = p.write_some(false, text.data(), text.size(), ec);
+  if (p.handler().error) return p.handler().error;
+  if (ec == json::error::too_deep) {
+    return Error{ErrorCode::INVALID_ARGUMENT, "JSON nested deeper than " + std::to_string(limits.max_depth)};
+  }
+  if (ec) return Error{ErrorCode::MALFORMED, "not valid JSON: " + ec.message()};
+  if (n != text.size()) return Error{ErrorCode::MALFORMED, "not valid JSON: extra data after the value"};
+  return std::nullopt;
+}
+
 Parsed<QueueConfigPatch> parse_queue_config(std::string_view body) {
   auto o = parse_object(body);
   if (!o) return std::unexpected(o.error());
@@ -188,7 +287,10 @@ Parsed<QueueConfigPatch> parse_queue_config(std::string_view body) {
 }
 
 Parsed<std::vector<NewMessage>> parse_enqueue(std::string_view body, std::uint64_t max_message_bytes) {
-  auto o = parse_object(body);
+  // A message body is at most max_message_bytes; as base64 (bytes) a third more.
+  JsonLimits limits = kRequestJsonLimits;
+  limits.max_string_bytes = max_message_bytes + max_message_bytes / 3 + 4;
+  auto o = parse_object(body, limits);
   if (!o) return std::unexpected(o.error());
   std::vector<NewMessage> out;
   if (auto it = o->find("messages"); it != o->end()) {

@@ -191,7 +191,7 @@ void ObjectWsSession::close(std::uint16_t code, std::string reason) {
 void ObjectWsSession::detach(std::uint16_t code) {
   if (detached_ || socket_ == 0) return;
   detached_ = true;
-  state_->router.object_socket_closed(socket_, code);
+  if (!state_->router_gone.load()) state_->router.object_socket_closed(socket_, code);
 }
 
 }  // namespace roost::gateway

@@ -9,6 +9,7 @@
 #include <boost/url/pct_string_view.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <random>
 #include <filesystem>
@@ -44,6 +45,12 @@ broker::Callback<T> answer(Reply reply, unsigned version, http::status ok, Encod
   };
 }
 
+// check_json's error for a whole body: a body is one message, so its size was checked before.
+Error body_error(Error e) {
+  if (e.code == ErrorCode::MALFORMED) e.message = "body must be a JSON value: " + e.message;
+  return e;
+}
+
 void respond_now(Reply& reply, Response res) {
   reply([res = std::move(res)]() mutable { return std::move(res); });
 }
@@ -60,7 +67,7 @@ void method_not_allowed(Reply& reply, unsigned version, const char* allow) {
 }
 
 void queue_routes(const Request& req, Server::State& st, const Principal& who,
-                  const std::vector<std::string>& segs, Reply reply) {
+                  const std::vector<std::string>& segs, Reply reply, std::shared_ptr<const std::atomic<bool>> gone) {
   auto& router = st.router;
   unsigned v = req.version();
   auto method = req.method();
@@ -79,6 +86,12 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
       case http::verb::put: {
         auto patch = parse_queue_config(req.body());
         if (!patch) return fail(reply, patch.error(), v);
+        // Every queue a request names must be granted: a dead-letter queue receives messages.
+        if (patch->dead_letter_queue && !patch->dead_letter_queue->empty() &&
+            !who.may_use_queue(*patch->dead_letter_queue)) {
+          return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use queue " + *patch->dead_letter_queue +
+                                                             " (named as dead_letter_queue)"}, v);
+        }
         return router.put_queue(name, std::move(*patch),
                                 answer<QueueInfo>(std::move(reply), v, http::status::ok,
                                                   [](const QueueInfo& q) { return encode_queue(q); }));
@@ -112,7 +125,8 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
     if (!pull) return fail(reply, pull.error(), v);
     return router.pull(name, pull->options, pull->wait_ms,
                        answer<std::vector<LeasedMessage>>(std::move(reply), v, http::status::ok,
-                                                          [](const auto& ms) { return encode_messages(ms); }));
+                                                          [](const auto& ms) { return encode_messages(ms); }),
+                       std::move(gone));
   }
   if (tail == "messages/ack") {
     auto ack = parse_ack(req.body());
@@ -148,6 +162,7 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
     if (req.body().size() > st.router.max_message_bytes()) {
       return fail(reply, Error{ErrorCode::MESSAGE_TOO_LARGE, "message exceeds max_message_bytes"}, v);
     }
+    if (auto e = check_json(req.body())) return fail(reply, body_error(*e), v);
     boost::system::error_code ec;
     auto data = boost::json::parse(req.body(), ec);
     if (ec) return fail(reply, Error{ErrorCode::MALFORMED, "body must be a JSON value: " + ec.message()}, v);
@@ -166,11 +181,17 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
   respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
 }
 
-// What a request body holds, by its Content-Type: JSON (the default; validated), text, or bytes.
+// What a request body holds, by its Content-Type: JSON (the default; validated), text (valid
+// UTF-8), or bytes.
 Result<std::pair<std::string, ContentType>> body_of(const Request& req) {
   std::string_view ct = req[http::field::content_type];
-  if (ct.starts_with("text/plain")) return std::pair{req.body(), ContentType::kText};
+  if (ct.starts_with("text/plain")) {
+    if (!valid_utf8(req.body())) return std::unexpected(Error{ErrorCode::MALFORMED, "a text body must be UTF-8"});
+    return std::pair{req.body(), ContentType::kText};
+  }
   if (ct.starts_with("application/octet-stream")) return std::pair{req.body(), ContentType::kBytes};
+  if (req.body().empty()) return std::pair{std::string("null"), ContentType::kJson};  // a bare POST
+  if (auto e = check_json(req.body())) return std::unexpected(body_error(*e));
   boost::system::error_code ec;
   auto data = boost::json::parse(req.body(), ec);
   if (ec) return std::unexpected(Error{ErrorCode::MALFORMED, "body must be a JSON value: " + ec.message()});
@@ -297,12 +318,12 @@ std::optional<Response> static_file(const Server::State& st, std::string_view pa
 
 }  // namespace
 
-std::string request_token(const Request& req) {
+std::string request_token(const Request& req, bool allow_query) {
   std::string_view auth = req[http::field::authorization];
   if (auth.size() > 7 && (auth.starts_with("Bearer ") || auth.starts_with("bearer "))) {
     return std::string(auth.substr(7));
   }
-  return query_param(req.target(), "token");
+  return allow_query ? query_param(req.target(), "token") : std::string();
 }
 
 std::string query_param(std::string_view target, std::string_view name) {
@@ -347,6 +368,39 @@ std::optional<ObjectPath> object_from_path(std::string_view path, std::string_vi
   return out;
 }
 
+bool host_allowed(std::string_view host, const Server::State& st) {
+  std::string name;
+  if (host.starts_with('[')) {
+    name = std::string(host.substr(1, host.find(']') - 1));
+  } else {
+    auto colon = host.rfind(':');
+    name = std::string(colon != std::string_view::npos && host.find(':') == colon ? host.substr(0, colon) : host);
+  }
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  while (!name.empty() && name.back() == '.') name.pop_back();
+  // An address in the Host header reached this node by that address; only a name can be rebound
+  // to it by someone else's DNS.
+  boost::system::error_code ec;
+  (void)boost::asio::ip::make_address(name, ec);
+  if (!ec) return true;
+  if (name == "localhost" || name.ends_with(".localhost")) return true;
+  return std::find(st.hosts.begin(), st.hosts.end(), name) != st.hosts.end();
+}
+
+std::optional<Error> check_host_and_origin(const Request& req, const Server::State& st, bool state_changing) {
+  std::string_view host = req[http::field::host];
+  if (!st.auth.enabled() && !host.empty() && !host_allowed(host, st)) {
+    return Error{ErrorCode::FORBIDDEN, "Host " + std::string(host.substr(0, 100)) +
+                                           " is not a name of this node (add it to allowed_hosts)"};
+  }
+  std::string_view origin = req[http::field::origin];
+  if (state_changing && !origin.empty() && !st.origin_allowed(origin, host)) {
+    return Error{ErrorCode::FORBIDDEN,
+                 "Origin " + std::string(origin.substr(0, 100)) + " is not allowed (allowed_origins)"};
+  }
+  return std::nullopt;
+}
+
 Response error_response(const Error& e, unsigned version) {
   return make(static_cast<http::status>(error_http_status(e.code)), version, encode_error(e));
 }
@@ -378,7 +432,8 @@ std::string gateway_metrics(const Server::State& st) {
   return out.str();
 }
 
-void route(const Request& req, const boost::asio::ip::address& remote, Server::State& st, Reply reply) {
+void route(const Request& req, const boost::asio::ip::address& remote, Server::State& st, Reply reply,
+           std::shared_ptr<const std::atomic<bool>> gone) {
   unsigned v = req.version();
   auto url = boost::urls::parse_origin_form(req.target());
   if (!url) return fail(reply, Error{ErrorCode::MALFORMED, "request target is not a valid path"}, v);
@@ -386,6 +441,9 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
   for (auto seg : url->segments()) segs.emplace_back(seg);
   if (!segs.empty() && segs.back().empty()) segs.pop_back();  // tolerate a trailing slash
 
+  bool safe = req.method() == http::verb::get || req.method() == http::verb::head ||
+              req.method() == http::verb::options;
+  if (auto e = check_host_and_origin(req, st, /*state_changing=*/!safe)) return fail(reply, *e, v);
   if (segs.size() == 1 && segs[0] == "healthz") {
     if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
     bool draining = st.stopping.load();
@@ -404,10 +462,10 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
     return respond_now(reply, std::move(res));
   }
   if (!segs.empty() && segs[0] == "v1") {
-    auto who = st.auth.authenticate(request_token(req), remote);
+    auto who = st.auth.authenticate(request_token(req, /*allow_query=*/false), remote);
     if (!who) return fail(reply, who.error(), v);
     if (segs.size() >= 2 && segs.size() <= 5 && segs[1] == "queues") {
-      return queue_routes(req, st, *who, segs, std::move(reply));
+      return queue_routes(req, st, *who, segs, std::move(reply), std::move(gone));
     }
     if (segs.size() >= 3 && segs[1] == "objects") {
       return object_routes(req, st, *who, segs, std::move(reply));

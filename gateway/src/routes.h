@@ -18,11 +18,15 @@ using Response = boost::beast::http::response<boost::beast::http::string_body>;
 using MakeResponse = std::move_only_function<Response()>;
 using Reply = std::move_only_function<void(MakeResponse)>;
 
-// Answers `req` through `reply`, exactly once, from any thread.
-void route(const Request& req, const boost::asio::ip::address& remote, Server::State& state, Reply reply);
+// Answers `req` through `reply`, exactly once, from any thread. `gone` is set by the session when
+// its client goes away before the answer (a long poll then leases nothing more).
+void route(const Request& req, const boost::asio::ip::address& remote, Server::State& state, Reply reply,
+           std::shared_ptr<const std::atomic<bool>> gone = nullptr);
 
-// The bearer token of a request: `Authorization: Bearer …`, else `?token=…`; empty if none.
-std::string request_token(const Request& req);
+// The bearer token of a request: `Authorization: Bearer …`, else `?token=…` when `allow_query`
+// (WebSocket and SSE only: browsers cannot set headers there; elsewhere a token in a URL ends up
+// in logs and histories); empty if none.
+std::string request_token(const Request& req, bool allow_query);
 // A query parameter's decoded value, or "" when absent.
 std::string query_param(std::string_view target, std::string_view name);
 // The channel (pattern) of /v1/channels/{channel}<suffix>, decoded.
@@ -37,6 +41,14 @@ struct ObjectPath {
   std::string name;
 };
 std::optional<ObjectPath> object_from_path(std::string_view path, std::string_view suffix);
+
+// Without an auth_secret, the Host header must be an address, `localhost`, or one of
+// allowed_hosts (DNS rebinding); and a state-changing request (or a WebSocket: `state_changing`)
+// that carries an Origin must come from an allowed one (cross-site requests). The refusal, or
+// nullopt.
+std::optional<Error> check_host_and_origin(const Request& req, const Server::State& state, bool state_changing);
+// Whether `host` (a Host header: name or address, optional port) names this node.
+bool host_allowed(std::string_view host, const Server::State& state);
 
 Response error_response(const Error& e, unsigned version);
 std::string gateway_metrics(const Server::State& state);

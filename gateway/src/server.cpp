@@ -75,6 +75,7 @@ Server::Server(asio::io_context& io, broker::Router& router, ServerOptions optio
 
 Server::~Server() {
   files_->join();  // file reads in progress finish (their sessions hold the state)
+  state_->router_gone.store(true);
 }
 
 void Server::start() {

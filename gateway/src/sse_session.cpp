@@ -127,7 +127,7 @@ void SseSession::keep_alive() {
 
 void SseSession::finish() {
   if (subscription_ != 0) {
-    state_->router.unsubscribe(subscription_);
+    if (!state_->router_gone.load()) state_->router.unsubscribe(subscription_);
     subscription_ = 0;
   }
   closed_ = true;

@@ -10,6 +10,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include <array>
+#include <cctype>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -66,6 +67,15 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       if (comma == std::string::npos) break;
       start = comma + 1;
     }
+    for (std::size_t start = 0; start < options.allowed_hosts.size();) {
+      auto comma = options.allowed_hosts.find(',', start);
+      auto item = options.allowed_hosts.substr(start, comma - start);
+      std::erase(item, ' ');
+      for (auto& c : item) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (!item.empty()) hosts.push_back(item);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
   }
 
   boost::asio::io_context& io;
@@ -74,10 +84,15 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   boost::asio::ip::tcp::acceptor acceptor;
   Authenticator auth;
   std::vector<std::string> origins;
+  std::vector<std::string> hosts;  // allowed_hosts, lower case
   DeliveryBatcher batcher;
   boost::asio::thread_pool* files = nullptr;  // owned by the Server, which outlives its sessions' work
 
   std::atomic<bool> stopping{false};
+  // Set when the Server is destroyed, after the io threads have ended: the router may be gone
+  // by the time the io_context destroys the handlers that still hold sessions, so a session's
+  // last goodbye to the router (unsubscribe, socket closed) is skipped from then on.
+  std::atomic<bool> router_gone{false};
   std::atomic<std::uint64_t> in_flight{0};
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> websockets{0};

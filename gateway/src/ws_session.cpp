@@ -6,6 +6,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
+#include <roost/gateway/json_codec.h>
+
 #include <mutex>
 #include <vector>
 
@@ -19,6 +21,16 @@ namespace json = boost::json;
 namespace {
 constexpr std::size_t kMaxBatchBytes = 64 * 1024;
 constexpr std::size_t kMaxQueuedFrames = 16 * 1024;  // messages + answers waiting to be written
+// Answers (ok, error, pong) are never dropped, but together with the messages they may hold at
+// most this much; a client that keeps sending without reading is disconnected there.
+constexpr std::size_t kMaxQueuedBytes = 4u << 20;
+constexpr std::size_t kMaxEcho = 64;  // characters of a client's value quoted in an error
+
+// What an error may quote of a client's value: its start.
+std::string quote(std::string_view s) {
+  if (s.size() <= kMaxEcho) return std::string(s);
+  return std::string(s.substr(0, kMaxEcho)) + "… (" + std::to_string(s.size()) + " bytes)";
+}
 
 std::string error_frame(const json::value& id, const Error& e) {
   json::object o{{"op", "error"}, {"id", id}, {"code", error_code_name(e.code)}, {"message", e.message}};
@@ -87,6 +99,10 @@ void WsSession::on_read(beast::error_code ec, std::size_t) {
 }
 
 void WsSession::handle(std::string_view text) {
+  if (auto e = check_json(text)) {
+    send_control(error_frame(nullptr, Error{e->code, "frame refused: " + e->message}));
+    return;
+  }
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);
   if (ec || !v.is_object()) {
@@ -96,6 +112,12 @@ void WsSession::handle(std::string_view text) {
   }
   auto& o = v.as_object();
   json::value id = o.contains("id") ? o.at("id") : json::value(nullptr);
+  // The id comes back in the answer: a number or a short string, nothing a client could use to
+  // make the node hold large answers.
+  if (!id.is_null() && !id.is_number() && !(id.is_string() && id.as_string().size() <= kMaxEcho)) {
+    send_control(error_frame(nullptr, Error{ErrorCode::INVALID_ARGUMENT, "id must be a number or a string of at most 64 bytes"}));
+    return;
+  }
   auto fail = [&](ErrorCode code, std::string message) { send_control(error_frame(id, Error{code, std::move(message)})); };
   auto op_it = o.find("op");
   if (op_it == o.end() || !op_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "op is required");
@@ -107,9 +129,15 @@ void WsSession::handle(std::string_view text) {
   auto ch_it = o.find("channel");
   if (ch_it == o.end() || !ch_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "channel is required");
   std::string channel(ch_it->value().as_string());
+  if (op != "subscribe" && op != "unsubscribe" && op != "publish") return fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + quote(op));
+  if (channel.size() > kMaxEcho * 4) return fail(ErrorCode::INVALID_NAME, "channel is longer than 256 bytes");
 
   if (op == "subscribe") {
     if (!principal_.may_subscribe(channel)) return fail(ErrorCode::FORBIDDEN, "not allowed to subscribe to " + channel);
+    if (subscriptions_.size() >= state_->options.max_subscriptions) {
+      return fail(ErrorCode::TOO_MANY_REQUESTS, "this connection already holds " + std::to_string(subscriptions_.size()) +
+                                                    " subscriptions (max_subscriptions_per_connection)");
+    }
     std::optional<channels::Since> since;
     if (auto rc = o.find("recent"); rc != o.end() && !rc->value().is_null()) {
       if (!rc->value().is_number() || rc->value().to_number<double>() < 0) {
@@ -161,7 +189,6 @@ void WsSession::handle(std::string_view text) {
         {"op", "ok"}, {"id", id}, {"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}}));
     return;
   }
-  fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + op);
 }
 
 void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
@@ -181,7 +208,7 @@ void WsSession::send_control(std::string frame) {
   if (closed_) return;
   // Answers are not dropped, but a client that keeps sending without reading them is cut off
   // rather than allowed to grow its queue without bound.
-  if (out_.size() >= kMaxQueuedFrames) {
+  if (out_.size() >= kMaxQueuedFrames || out_.bytes() + frame.size() > kMaxQueuedBytes) {
     state_->slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
     close(websocket::close_code::policy_error, "not reading its answers");
     return;
@@ -231,7 +258,9 @@ void WsSession::cleanup() {
   if (cleaned_) return;
   cleaned_ = true;
   closed_ = true;
-  for (auto& [pattern, id] : subscriptions_) state_->router.unsubscribe(id);
+  if (!state_->router_gone.load()) {
+    for (auto& [pattern, id] : subscriptions_) state_->router.unsubscribe(id);
+  }
   subscriptions_.clear();
   state_->remove_session(this);
 }

@@ -374,8 +374,14 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     sock->set(zmq::sockopt::rcvhwm, 100'000);
     sock->set(zmq::sockopt::reconnect_ivl, 100);
     sock->set(zmq::sockopt::reconnect_ivl_max, 2000);
+    // The routing id names this connection to the node: 128 bits from the OS's generator, so
+    // that nobody can guess it (the node also binds a session to the connection that said hello).
     char id[16];
-    for (auto& c : id) c = static_cast<char>(rng());
+    std::random_device os_random;
+    for (std::size_t i = 0; i < sizeof id; i += 4) {
+      auto r = os_random();
+      std::memcpy(id + i, &r, 4);
+    }
     sock->set(zmq::sockopt::routing_id, zmq::const_buffer(id, sizeof id));
     if (!options.curve_server_key.empty()) {
       char pub[41], sec[41];

@@ -7,6 +7,9 @@
 #include <boost/beast/http.hpp>
 
 #include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace roost::client {
 
@@ -18,6 +21,7 @@ using tcp = asio::ip::tcp;
 struct HttpClient::Impl {
   asio::io_context io;
   std::string host;
+  std::vector<std::pair<std::string, std::string>> headers;  // set_header
   std::string port;
   std::chrono::milliseconds timeout;
   std::optional<beast::tcp_stream> stream;
@@ -66,6 +70,12 @@ HttpClient::HttpClient(const std::string& base_url, std::chrono::milliseconds ti
 
 HttpClient::~HttpClient() = default;
 
+void HttpClient::set_header(const std::string& name, const std::string& value) {
+  auto& h = impl_->headers;
+  std::erase_if(h, [&](const auto& p) { return p.first == name; });
+  if (!value.empty()) h.emplace_back(name, value);
+}
+
 HttpResponse HttpClient::request(const std::string& method, const std::string& target,
                                  const std::string& body, const std::string& content_type) {
   auto& d = *impl_;
@@ -79,6 +89,7 @@ HttpResponse HttpClient::request(const std::string& method, const std::string& t
       http::request<http::string_body> req{http::string_to_verb(method), target, 11};
       req.set(http::field::host, d.host);
       req.set(http::field::user_agent, "roost-cli");
+      for (const auto& [name, value] : d.headers) req.set(name, value);
       if (!body.empty() || method == "POST" || method == "PUT") {
         req.set(http::field::content_type, content_type);
         req.body() = body;

@@ -814,7 +814,9 @@ TEST_CASE("random and mutated frames neither crash nor wedge the endpoint", "[in
   // Whatever came back, the node still serves: a fresh client works, and so does the fuzzer's
   // session after draining its answers.
   auto c = connect(s.proc());
-  CHECK(c->enqueue("after-fuzz", {msg("1")}));
+  auto after = c->enqueue("after-fuzz", {msg("1")});
+  INFO("enqueue after the fuzz: " << (after ? "ok" : after.error().message));
+  CHECK(after);
   CHECK(c->publish_sync("after.fuzz", "1"));
   int status = 0;
   CHECK(waitpid(s.proc().pid(), &status, WNOHANG) == 0);

@@ -328,11 +328,12 @@ TEST_CASE("objects: JWT objects claim applies to tell, call and connect", "[inte
   Server s(actor_args({"--auth-secret", secret}));
   auto token = roost::broker::sign_jwt(secret, R"({"roost":{"objects":["counter.mine"]}})");
   roost::client::HttpClient h(s.proc().url());
-  auto with = [&](const std::string& path) { return path + "?token=" + token; };
-  CHECK(h.post(with("/v1/objects/counter/mine/messages"), "{}").status == 202);
-  auto r = h.post(with("/v1/objects/counter/other/messages"), "{}");
+  h.set_header("Authorization", "Bearer " + token);
+  CHECK(h.post("/v1/objects/counter/mine/messages", "{}").status == 202);
+  auto r = h.post("/v1/objects/counter/other/messages", "{}");
   CHECK(r.status == 403);
   CHECK(error_code(r) == "forbidden");
+  h.set_header("Authorization", "");
   CHECK(h.post("/v1/objects/counter/mine/messages", "{}").status == 401);
   WsClient ok(s.proc().port(), WsOptions{"/v1/objects/counter/mine/connect", "", token});
   CHECK(ok.recv()->as_object().contains("hello"));

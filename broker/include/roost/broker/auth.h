@@ -1,6 +1,6 @@
 // Authentication and authorization: HS256 JWT bearer tokens (OpenSSL HMAC), and the
 // permissions they carry. Claims: `exp` (seconds since the epoch; required when present to be in
-// the future) and `roost: {"publish":[patterns],"subscribe":[patterns],"queues":[patterns],
+// the future), `nbf` (when present, not before that second) and `roost: {"publish":[patterns],"subscribe":[patterns],"queues":[patterns],
 // "objects":[patterns]}`. Patterns use the channel grammar ('*' one token, '>' the rest), also
 // for queue names. Without a configured secret, only loopback clients are accepted, with every
 // permission.
@@ -32,6 +32,10 @@ struct Principal {
   // ">" (every object). The name part is compared whole, so names may contain dots.
   bool may_use_object(std::string_view object_class, std::string_view name) const;
 };
+
+// 127.0.0.0/8 and ::1, also as an IPv4-mapped IPv6 address (::ffff:127.0.0.1, what a dual-stack
+// listener reports for an IPv4 client).
+bool is_loopback(const boost::asio::ip::address& a);
 
 // True when every subject `requested` can match is matched by `allowed`.
 bool pattern_covers(std::string_view allowed, std::string_view requested);

@@ -44,8 +44,9 @@ class LocalRouter final : public Router {
   std::vector<QueueInfo> list_queues() override;
   void enqueue(std::string name, std::vector<NewMessage> messages,
                Callback<std::vector<std::string>> done) override;
-  void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
-            Callback<std::vector<LeasedMessage>> done) override;
+  using Router::pull;
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms, Callback<std::vector<LeasedMessage>> done,
+            std::shared_ptr<const std::atomic<bool>> gone) override;
   void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
            Callback<AckResult> done) override;
   void extend(std::string name, std::vector<std::string> leases,
@@ -96,6 +97,7 @@ class LocalRouter final : public Router {
   std::unordered_map<std::string, std::uint64_t> epochs_;                          // GUARDED_BY(mu_)
   bool shut_down_ = false;                                                         // GUARDED_BY(mu_)
   std::atomic<std::uint64_t> long_polls_{0};
+  std::atomic<std::uint64_t> abandoned_polls_{0};
   std::function<std::string()> extra_metrics_;
   ActorRuntime* actors_ = nullptr;
 };

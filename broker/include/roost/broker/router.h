@@ -10,9 +10,11 @@
 #include <roost/durable/queue_types.h>
 #include <roost/wire/error.h>
 
+#include <atomic>
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -69,9 +71,13 @@ class Router {
   virtual void enqueue(std::string name, std::vector<NewMessage> messages,
                        Callback<std::vector<std::string>> done) = 0;
   // wait_ms > 0 long-polls: answers as soon as a message is leased or the wait is over
-  // (with no messages).
+  // (with no messages). Once `gone` is set (the client that asked went away) the poll leases
+  // nothing more and ends, answered with no messages.
   virtual void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
-                    Callback<std::vector<LeasedMessage>> done) = 0;
+                    Callback<std::vector<LeasedMessage>> done, std::shared_ptr<const std::atomic<bool>> gone) = 0;
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms, Callback<std::vector<LeasedMessage>> done) {
+    pull(std::move(name), options, wait_ms, std::move(done), nullptr);
+  }
   virtual void ack(std::string name, std::vector<std::string> acks,
                    std::vector<RetryRequest> retries, Callback<AckResult> done) = 0;
   virtual void extend(std::string name, std::vector<std::string> leases,

@@ -4,9 +4,11 @@
 
 #include <roost/durable/queue_types.h>
 #include <roost/wire/error.h>
+#include <roost/wire/utf8.h>
 
 #include <cstdint>
 #include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,7 +35,24 @@ struct RedriveRequest {
 
 inline constexpr std::uint64_t kMaxWaitMs = 20'000;
 
+// What one JSON text from a client may hold. Checked by a streaming pass that builds nothing
+// (memory O(depth)), so a request is refused before its tree is built.
+struct JsonLimits {
+  std::size_t max_depth = 64;             // nesting of arrays and objects
+  std::size_t max_values = 250'000;       // scalars, arrays and objects, all counted
+  std::size_t max_string_bytes = SIZE_MAX;  // one string or key
+};
+inline constexpr JsonLimits kRequestJsonLimits{};
+
+// Checks that `text` is one JSON value within `limits` whose numbers survive a round trip
+// through the node: an integer beyond 64 bits or a number out of double range (1e400) is refused
+// (invalid_argument) rather than rounded or re-emitted as something that is not JSON. Errors:
+// malformed (not JSON, or invalid UTF-8 in a string), invalid_argument (numbers, depth),
+// payload_too_large (too many values), message_too_large (a string over max_string_bytes).
+std::optional<Error> check_json(std::string_view text, const JsonLimits& limits = kRequestJsonLimits);
+
 Parsed<QueueConfigPatch> parse_queue_config(std::string_view body);
+// Each parse first runs check_json on the body (strings bounded by the request's own limits).
 Parsed<std::vector<NewMessage>> parse_enqueue(std::string_view body, std::uint64_t max_message_bytes);
 Parsed<PullRequest> parse_pull(std::string_view body);
 Parsed<AckRequest> parse_ack(std::string_view body);

@@ -29,8 +29,10 @@ struct ServerOptions {
   std::uint64_t max_connections_per_ip = 256;    // likewise, per remote address
   std::string static_dir;                        // files served at / when set
   std::string auth_secret;                       // HS256 JWT secret; empty = loopback only
-  std::string allowed_origins;                   // WebSocket Origin allow-list ("*" = any)
+  std::string allowed_origins;                   // Origin allow-list for WebSockets and writes ("*" = any)
+  std::string allowed_hosts;                     // extra Host names when no auth_secret (comma list)
   std::uint64_t max_ws_message_bytes = 64u << 10;
+  std::uint64_t max_subscriptions = 1024;        // per WebSocket; more: too_many_requests
   std::uint64_t ws_idle_timeout_ms = 60'000;
   bool ws_compression = false;
 };

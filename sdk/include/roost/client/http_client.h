@@ -39,6 +39,10 @@ class HttpClient {
   }
   HttpResponse del(const std::string& target) { return request("DELETE", target); }
 
+  // A header sent with every request from now on (replacing one of that name, Host included);
+  // an empty value removes it again. E.g. set_header("Authorization", "Bearer " + token).
+  void set_header(const std::string& name, const std::string& value);
+
   // Sends raw bytes and returns what the server answered before closing (for malformed-input
   // tests).
   std::string raw_exchange(const std::string& bytes);
