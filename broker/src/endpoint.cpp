@@ -95,6 +95,7 @@ struct Outbox {
   bool wake_pending = false;                             // GUARDED_BY(mu)
   int wake_fd = -1;  // owned: a sink may outlive the endpoint, so the fd lives as long as this
   std::atomic<bool> closed{false};
+  std::atomic<std::uint64_t> dropped_total{0};  // channel messages native subscribers lost
 
   Outbox() {
     wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -147,7 +148,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
       }
       added += ms[i]->data.size();
     }
-    if (take < ms.size()) dropped.fetch_add(ms.size() - take, std::memory_order_relaxed);
+    if (take < ms.size()) drop(ms.size() - take);
     if (take == 0) return;
     pending.fetch_add(take, std::memory_order_relaxed);
     pending_bytes.fetch_add(added, std::memory_order_relaxed);
@@ -162,7 +163,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     if (closed.load(std::memory_order_relaxed)) return;
     if (pending.load(std::memory_order_relaxed) >= limit ||
         pending_bytes.load(std::memory_order_relaxed) + m->data.size() > limit_bytes) {
-      dropped.fetch_add(1, std::memory_order_relaxed);
+      drop(1);
       return;
     }
     pending.fetch_add(1, std::memory_order_relaxed);
@@ -171,6 +172,12 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     add_run_locked(1);
     outbox->deliveries.messages.push_back(m);
     outbox->wake_locked();
+  }
+
+  // Counts `n` messages this subscriber lost; it is told with the next event it gets.
+  void drop(std::size_t n) {
+    dropped.fetch_add(n, std::memory_order_relaxed);
+    outbox->dropped_total.fetch_add(n, std::memory_order_relaxed);
   }
 
  private:
@@ -242,7 +249,6 @@ struct Endpoint::Impl {
   std::atomic<std::uint64_t> malformed{0};
   std::atomic<std::uint64_t> sessions_expired{0};
   std::atomic<std::uint64_t> sessions_disconnected{0};
-  std::atomic<std::uint64_t> channel_dropped{0};
   std::atomic<std::uint64_t> rebound_refused{0};
   zmq::socket_t monitor;  // connection events of `sock`: accepted / disconnected, with the fd
   bool trim_due = false;
@@ -672,15 +678,14 @@ struct Endpoint::Impl {
       auto part = msgs.subspan(at, n);
       at += n;
       if (auto lost = sink.dropped.exchange(0)) {
-        channel_dropped.fetch_add(lost, std::memory_order_relaxed);
         if (!lagged(s, sink, lost)) {
-          sink.dropped.fetch_add(part.size());
+          sink.drop(part.size());
           if (sink.closed.load()) break;
           continue;
         }
       }
       if (!send_channel_messages(s, sink, part)) {
-        sink.dropped.fetch_add(part.size());
+        sink.drop(part.size());
         if (sink.policy == channels::SlowPolicy::kDisconnect) close_slow(s, sink);
       }
       if (sink.closed.load()) break;
@@ -750,8 +755,7 @@ struct Endpoint::Impl {
     std::vector<zmq::message_t> frames;
     frames.push_back(to_frame(b));
     if (!send(s, frames, true)) {
-      sink.dropped.fetch_add(lost);
-      channel_dropped.fetch_sub(lost, std::memory_order_relaxed);  // counted again when told
+      sink.dropped.fetch_add(lost);  // already counted in the total; told later
       return false;
     }
     return true;
@@ -1531,7 +1535,7 @@ std::string Endpoint::metrics_text() const {
       << d.rebound_refused.load() << '\n'
       << "# HELP roost_endpoint_channel_dropped_total Channel messages dropped for native subscribers that fell behind.\n"
       << "# TYPE roost_endpoint_channel_dropped_total counter\nroost_endpoint_channel_dropped_total "
-      << d.channel_dropped.load() << '\n';
+      << d.outbox->dropped_total.load() << '\n';
   return out.str();
 }
 

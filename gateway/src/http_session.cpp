@@ -26,7 +26,8 @@ namespace asio = boost::asio;
 
 HttpSession::HttpSession(asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state,
                          std::unique_ptr<ConnectionSlot> slot)
-    : stream_(std::move(socket)), state_(std::move(state)), slot_(std::move(slot)) {
+    : stream_(std::move(socket)), watch_timer_(stream_.get_executor()), state_(std::move(state)),
+      slot_(std::move(slot)) {
   boost::system::error_code ec;
   remote_ = stream_.socket().remote_endpoint(ec).address();
 }
@@ -145,19 +146,34 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
 }
 
 // While a long poll waits, notices a client that closes its connection, so that the poll stops
-// before it leases messages nobody will receive.
+// before it leases messages nobody will receive: at once when the socket turns readable, and
+// every 200 ms besides (the end of the stream may have arrived with the request, when no new
+// readiness edge is left to wait for). Strand only.
 void HttpSession::watch_for_close(std::shared_ptr<std::atomic<bool>> gone) {
+  if (peer_closed(gone)) return;
   stream_.socket().async_wait(asio::ip::tcp::socket::wait_read,
                               [self = shared_from_this(), gone](beast::error_code ec) {
-                                if (ec || gone->load() || !self->busy_) return;
-                                char c;
-                                auto n = ::recv(self->stream_.socket().native_handle(), &c, 1,
-                                                MSG_PEEK | MSG_DONTWAIT);
-                                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                                  gone->store(true);  // closed; a pipelined request (n > 0) is not
-                                  self->closing_ = true;
-                                }
+                                if (!ec) self->peer_closed(gone);
                               });
+  watch_timer_.expires_after(std::chrono::milliseconds(200));
+  watch_timer_.async_wait([self = shared_from_this(), gone](beast::error_code ec) {
+    if (ec || !self->busy_ || self->gone_watched_ != gone) return;
+    self->watch_for_close(gone);
+  });
+}
+
+bool HttpSession::peer_closed(const std::shared_ptr<std::atomic<bool>>& gone) {
+  gone_watched_ = gone;
+  if (gone->load()) return true;
+  if (!busy_) return false;
+  char c;
+  auto n = ::recv(stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+    gone->store(true);  // closed (a pipelined request, n > 0, is not)
+    closing_ = true;
+    return true;
+  }
+  return false;
 }
 
 void HttpSession::send(Response res) {
@@ -179,6 +195,8 @@ void HttpSession::send(Response res) {
 
 void HttpSession::on_write(bool close_after, beast::error_code ec, std::size_t) {
   busy_ = false;
+  gone_watched_.reset();
+  watch_timer_.cancel();
   if (counted_) {
     counted_ = false;
     state_->in_flight.fetch_sub(1, std::memory_order_relaxed);

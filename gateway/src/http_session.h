@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <memory>
@@ -32,6 +33,7 @@ class HttpSession : public Closable, public std::enable_shared_from_this<HttpSes
   void read();
   void parse_buffered();
   void watch_for_close(std::shared_ptr<std::atomic<bool>> gone);
+  bool peer_closed(const std::shared_ptr<std::atomic<bool>>& gone);
   std::size_t read_limit() const;  // the most unparsed bytes buffer_ may hold
   void on_read(boost::beast::error_code ec, std::size_t bytes);
   void send(Response res);
@@ -41,6 +43,8 @@ class HttpSession : public Closable, public std::enable_shared_from_this<HttpSes
   bool upgrade(Request& req);
 
   boost::beast::tcp_stream stream_;
+  boost::asio::steady_timer watch_timer_;  // a long poll's periodic check for a closed client
+  std::shared_ptr<std::atomic<bool>> gone_watched_;  // the request being watched (strand only)
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   std::shared_ptr<Server::State> state_;

@@ -87,7 +87,7 @@ HttpResponse HttpClient::request(const std::string& method, const std::string& t
     }
     try {
       http::request<http::string_body> req{http::string_to_verb(method), target, 11};
-      req.set(http::field::host, d.host);
+      req.set(http::field::host, d.port == "80" ? d.host : d.host + ":" + d.port);  // as browsers send it
       req.set(http::field::user_agent, "roost-cli");
       for (const auto& [name, value] : d.headers) req.set(name, value);
       if (!body.empty() || method == "POST" || method == "PUT") {

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "http_fixture.h"
+#include "../support/raw_native_client.h"
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -57,63 +58,6 @@ bool eventually(P pred, std::chrono::milliseconds timeout = 5s) {
   }
   return true;
 }
-
-// A hand-driven DEALER: builds envelopes itself, for what the SDK would never send.
-class RawClient {
- public:
-  explicit RawClient(const std::string& endpoint) : sock_(ctx_, zmq::socket_type::dealer) {
-    sock_.set(zmq::sockopt::linger, 0);
-    sock_.set(zmq::sockopt::rcvtimeo, 3000);
-    sock_.connect(endpoint);
-  }
-  void send_frames(std::vector<zmq::message_t> frames) { zmq::send_multipart(sock_, frames); }
-  void send(capnp::MallocMessageBuilder& b, std::vector<std::string> payloads = {}) {
-    auto words = roost::wire::encode(b);
-    auto bytes = words.asBytes();
-    std::vector<zmq::message_t> frames;
-    frames.emplace_back(bytes.begin(), bytes.size());
-    for (auto& p : payloads) frames.emplace_back(p.data(), p.size());
-    send_frames(std::move(frames));
-  }
-  // The next message; empty on timeout.
-  std::vector<zmq::message_t> recv() {
-    std::vector<zmq::message_t> parts;
-    (void)zmq::recv_multipart(sock_, std::back_inserter(parts));
-    return parts;
-  }
-  void hello(std::uint32_t heartbeat_ms = 0, std::string token = "") {
-    capnp::MallocMessageBuilder b;
-    auto env = b.initRoot<roost::proto::Envelope>();
-    env.setId(1);
-    auto h = env.initHello();
-    h.setProtocolVersion(roost::proto::PROTOCOL_VERSION);
-    h.setHeartbeatMs(heartbeat_ms);
-    h.setToken(roost::wire::text(token));
-    send(b);
-    auto r = recv();
-    REQUIRE(r.size() == 1);
-    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
-    REQUIRE(rd.get().isHelloOk());
-  }
-  // Sends a listQueues with `id` and returns the answer's envelope which().
-  roost::proto::Envelope::Which list_queues(std::uint64_t id, ErrorCode* code = nullptr) {
-    capnp::MallocMessageBuilder b;
-    auto env = b.initRoot<roost::proto::Envelope>();
-    env.setId(id);
-    env.setListQueues();
-    send(b);
-    auto r = recv();
-    REQUIRE(r.size() >= 1);
-    roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
-    CHECK(rd.get().getId() == id);
-    if (code != nullptr && rd.get().isError()) *code = rd.get().getError().getCode();
-    return rd.get().which();
-  }
-
- private:
-  zmq::context_t ctx_{1};
-  zmq::socket_t sock_;
-};
 
 std::string cap_name(ErrorCode c) {
   auto schema = capnp::Schema::from<roost::proto::ErrorCode>();

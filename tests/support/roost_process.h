@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -43,7 +44,14 @@ class RoostProcess {
       }
     }
     stop(SIGKILL);
-    for (const auto& l : logs_) std::filesystem::remove(l);
+    // ROOST_KEEP_LOGS=1 keeps the node's logs (their paths are printed) for a failure to be read.
+    for (const auto& l : logs_) {
+      if (std::getenv("ROOST_KEEP_LOGS") != nullptr) {
+        std::fprintf(stderr, "roost log kept: %s\n", l.c_str());
+      } else {
+        std::filesystem::remove(l);
+      }
+    }
   }
   RoostProcess(const RoostProcess&) = delete;
   RoostProcess& operator=(const RoostProcess&) = delete;

@@ -1,0 +1,430 @@
+// Issue 12, hardening: what a hostile client could do to a node before, one test per point, each
+// against the real binary over real sockets. Memory points read the node's RSS from /proc.
+#include <roost/broker/auth.h>
+#include <roost/client/client.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "../support/raw_native_client.h"
+#include "../support/ws_client.h"
+#include "http_fixture.h"
+
+using namespace roost::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// A field of /proc/PID/status in MiB (VmRSS, VmHWM).
+std::uint64_t proc_mib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(field + ":")) return std::strtoull(line.c_str() + field.size() + 1, nullptr, 10) / 1024;
+  }
+  return 0;
+}
+
+// Under AddressSanitizer freed memory waits in a quarantine: keep it small in the nodes these
+// tests start, and allow for what the sanitizer itself holds.
+void small_quarantine() {
+  if (!kSanitized) return;
+  std::string opts = std::getenv("ASAN_OPTIONS") != nullptr ? std::getenv("ASAN_OPTIONS") : "";
+  if (opts.find("quarantine_size_mb") == std::string::npos) {
+    setenv("ASAN_OPTIONS", (opts + (opts.empty() ? "" : ":") + "quarantine_size_mb=16").c_str(), 1);
+  }
+}
+constexpr std::uint64_t kSlackMib = kSanitized ? 160 : 0;
+
+bool alive(pid_t pid) {
+  int status = 0;
+  return waitpid(pid, &status, WNOHANG) == 0;
+}
+
+std::uint64_t metric(Server& s, const std::string& name) {
+  auto text = s.http().get("/metrics").body;
+  auto at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return ~std::uint64_t{0};
+  return std::strtoull(text.c_str() + at + name.size() + 2, nullptr, 10);
+}
+
+template <class P>
+bool eventually(P pred, std::chrono::milliseconds timeout = 5s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+std::string status_line(const std::string& raw) { return raw.substr(0, raw.find("\r\n")); }
+
+}  // namespace
+
+TEST_CASE("hardening 1: a chunked request's trailer obeys the header limit; the node lives",
+          "[integration][hardening]") {
+  for (std::string limit : {"16384", "1048576"}) {
+    // With a large header limit the trailer reaches Beast's field size limit, which throws.
+    Server s({"--max-header-bytes", limit});
+    for (std::string line : {"GET /healthz", "POST /v1/queues/q/messages"}) {
+      std::string raw = line + " HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                        "2\r\n{}\r\n0\r\nX-Big: " + std::string(70'000, 'a') + "\r\n\r\n";
+      auto got = s.http().raw_exchange(raw);
+      INFO(limit << " " << line << ": " << status_line(got));
+      CHECK(got.find("HTTP/1.1 431") == 0);
+      CHECK(got.find("header_too_large") != std::string::npos);
+      REQUIRE(alive(s.proc().pid()));
+    }
+    // A trailer within the limits is fine.
+    auto ok = s.http().raw_exchange(
+        "POST /v1/queues/q/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\na\r\n{\"body\":1}\r\n0\r\nX-Small: 1\r\n\r\n");
+    CHECK(status_line(ok) == "HTTP/1.1 201 Created");
+    CHECK(s.http().get("/healthz").status == 200);
+  }
+}
+
+TEST_CASE("hardening 4: SIGTERM with object WebSockets attached while tells flow exits 0",
+          "[integration][hardening][objects]") {
+  for (int run = 0; run < 3; ++run) {
+    Server s({"--actors", ROOST_TEST_ACTORS, "--shutdown-grace-ms", "200"});
+    std::vector<std::unique_ptr<WsClient>> sockets;
+    for (int i = 0; i < 40; ++i) {
+      // Clients that never read: the node's writes to them stall, so their sessions are still
+      // busy when the node stops.
+      sockets.push_back(std::make_unique<WsClient>(
+          s.proc().port(), WsOptions{"/v1/objects/counter/c" + std::to_string(i % 4) + "/connect"}));
+    }
+    std::atomic<bool> stop{false};
+    std::thread teller([&] {
+      roost::client::HttpClient h(s.proc().url(), 2s);
+      std::string big = R"({"pad":")" + std::string(30'000, 'p') + R"("})";
+      for (int i = 0; i < 2000 && !stop; ++i) {
+        try {
+          h.post("/v1/objects/counter/c" + std::to_string(i % 4) + "/messages", big);
+        } catch (...) {
+          return;
+        }
+      }
+    });
+    std::this_thread::sleep_for(600ms);
+    int code = s.proc().stop(SIGTERM);
+    stop = true;
+    teller.join();
+    INFO("run " << run);
+    CHECK(code == 0);
+  }
+}
+
+TEST_CASE("hardening 5: native subscribers that never read hold bounded memory, told what they lost",
+          "[integration][hardening][native]") {
+  small_quarantine();
+  Server s;
+  auto base = proc_mib(s.proc().pid(), "VmRSS");
+  std::vector<std::unique_ptr<RawClient>> subs;
+  for (int i = 0; i < 5; ++i) {
+    subs.push_back(std::make_unique<RawClient>(s.proc().endpoint(), "", /*rcvhwm=*/4));
+    subs.back()->hello(10'000);
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(7);
+    env.initSubscribe().setPattern("load.>");
+    subs.back()->send(b);
+    auto r = subs.back()->recv();  // subscribed; then it reads nothing more
+    REQUIRE(r.size() == 1);
+  }
+  roost::ClientOptions o;
+  o.url = s.proc().endpoint();
+  auto pub = roost::Client::connect(o);
+  REQUIRE(pub);
+  std::string payload(4000, 'x');
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  std::uint64_t peak = 0;
+  for (int i = 0; i < 60'000 && std::chrono::steady_clock::now() < deadline; ++i) {
+    (*pub)->publish("load.a", payload, roost::ContentType::kText);
+    if (i % 5000 == 4999) {
+      REQUIRE((*pub)->publish_sync("load.a", payload, roost::ContentType::kText));
+      peak = std::max(peak, proc_mib(s.proc().pid(), "VmRSS"));
+    }
+  }
+  REQUIRE((*pub)->publish_sync("load.a", "end", roost::ContentType::kText));
+  peak = std::max(peak, proc_mib(s.proc().pid(), "VmRSS"));
+  INFO("RSS " << base << " MiB at start, " << peak << " MiB at most while 5 subscribers read nothing");
+  // 60,000 × 4 KB to each of 5 subscribers is 1.2 GB; each may hold its buffers only.
+  CHECK(peak < base + 120 + kSlackMib);
+  CHECK(metric(s, "roost_endpoint_channel_dropped_total") > 0);
+  // They leave: their sessions end at once, and what they held goes back.
+  for (auto& c : subs) c->close();
+  subs.clear();
+  CHECK(eventually([&] { return metric(s, "roost_endpoint_sessions") == 1; }));
+  std::this_thread::sleep_for(1500ms);  // the endpoint trims at most once a second
+  auto after = proc_mib(s.proc().pid(), "VmRSS");
+  INFO("RSS after they left: " << after << " MiB");
+  CHECK(after < base + 60 + kSlackMib);
+}
+
+TEST_CASE("hardening 6: WebSocket errors are small and bounded; a client that never reads is cut off",
+          "[integration][hardening][channels]") {
+  small_quarantine();
+  Server s;
+  auto base = proc_mib(s.proc().pid(), "VmRSS");
+  WsClient c(s.proc().port());
+  std::string op(60'000, 'x');
+  // 600 frames of 60 KB with an unknown op, none of the answers read.
+  for (int i = 0; i < 600; ++i) c.send(R"({"op":")" + op + R"(","channel":"a","id":)" + std::to_string(i) + "}");
+  auto grown = proc_mib(s.proc().pid(), "VmRSS");
+  INFO("RSS " << base << " → " << grown << " MiB");
+  CHECK(grown < base + 40 + kSlackMib);
+  auto first = c.recv();
+  REQUIRE(first);
+  auto text = json::serialize(*first);
+  INFO(text.substr(0, 200));
+  CHECK(text.size() < 400);
+  CHECK(first->at("code") == "invalid_argument");
+  // An id is echoed only if it is small.
+  WsClient d(s.proc().port());
+  d.send(R"({"op":"ping","id":")" + std::string(10'000, 'i') + R"("})");
+  auto e = d.expect("error");
+  CHECK(e.at("id").is_null());
+  // Answers count against the outgoing bound: a client sending pings and never reading is
+  // disconnected rather than queued for without end.
+  WsClient slow(s.proc().port());
+  bool closed = false;
+  for (int i = 0; i < 60'000 && !closed; ++i) {
+    try {
+      slow.send(R"({"op":"ping","id":")" + std::string(60, 'p') + std::to_string(i) + R"("})");
+    } catch (...) {
+      closed = true;
+    }
+  }
+  CHECK(proc_mib(s.proc().pid(), "VmRSS") < base + 40 + kSlackMib);
+  CHECK(s.http().get("/healthz").status == 200);
+}
+
+TEST_CASE("hardening 7: sizes and shapes are checked before a JSON body is built",
+          "[integration][hardening]") {
+  small_quarantine();
+  Server s;
+  // One message body over max_message_bytes (1 MiB) inside a 15 MiB request.
+  auto r = s.send("q", R"({"body":")" + std::string(15u << 20, 's') + R"("})");
+  CHECK(r.status == 413);
+  CHECK(error_code(r) == "message_too_large");
+  // 8 at once of a body that is cheap to send and costly to build: 7.5 M values each.
+  std::string many = R"({"body":[)";
+  many.reserve(15u << 20);
+  while (many.size() < (15u << 20)) many += "1,";
+  many += "1]}";
+  std::vector<std::thread> ts;
+  std::atomic<int> refused{0};
+  for (int i = 0; i < 8; ++i) {
+    ts.emplace_back([&] {
+      roost::client::HttpClient h(s.proc().url());
+      auto res = h.post("/v1/queues/q/messages", many);
+      if (res.status == 413 && error_code(res) == "payload_too_large") ++refused;
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(refused == 8);
+  auto peak = proc_mib(s.proc().pid(), "VmHWM");
+  INFO("peak RSS " << peak << " MiB for 8 × 15 MiB bodies");
+  CHECK(peak < 400 + 2 * kSlackMib);
+  // A deep body is refused too.
+  r = s.send("q", R"({"body":)" + std::string(1000, '[') + std::string(1000, ']') + "}");
+  CHECK(r.status == 400);
+  CHECK(error_code(r) == "invalid_argument");
+}
+
+TEST_CASE("hardening 8: per-connection subscription caps and a cap on client-chosen heartbeats",
+          "[integration][hardening]") {
+  Server s({"--max-subscriptions-per-connection", "5"});
+  WsClient c(s.proc().port());
+  for (int i = 0; i < 5; ++i) {
+    c.send(json::serialize(json::object{{"op", "subscribe"}, {"id", i}, {"channel", "cap." + std::to_string(i)}}));
+    c.expect("ok");
+  }
+  c.send(R"({"op":"subscribe","id":9,"channel":"cap.9"})");
+  CHECK(c.expect("error").at("code") == "too_many_requests");
+
+  roost::ClientOptions o;
+  o.url = s.proc().endpoint();
+  auto client = roost::Client::connect(o);
+  REQUIRE(client);
+  std::vector<std::unique_ptr<roost::Stream>> subs;
+  for (int i = 0; i < 5; ++i) {
+    auto sub = (*client)->subscribe("cap." + std::to_string(i), [](const roost::ChannelMessage&) {});
+    REQUIRE(sub);
+    subs.push_back(std::move(*sub));
+  }
+  auto sixth = (*client)->subscribe("cap.6", [](const roost::ChannelMessage&) {});
+  REQUIRE_FALSE(sixth);
+  CHECK(sixth.error().code == roost::ErrorCode::TOO_MANY_REQUESTS);
+
+  // A client may not make the node keep its session for minutes: the heartbeat it asks for is
+  // capped, and a closed connection ends its session at once.
+  RawClient raw(s.proc().endpoint());
+  CHECK(raw.hello(60'000) <= 10'000);
+  CHECK(eventually([&] { return metric(s, "roost_endpoint_sessions") == 2; }));
+  raw.close();
+  CHECK(eventually([&] { return metric(s, "roost_endpoint_sessions") == 1; }, 3s));
+}
+
+TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itself", "[integration][hardening][auth]") {
+  const std::string secret = "hardening-secret";
+  Server s({"--auth-secret", secret});
+  roost::client::HttpClient h(s.proc().url());
+  h.set_header("Authorization", "Bearer " + roost::broker::sign_jwt(secret, R"({"roost":{"queues":["jobs","jobs-dlq"]}})"));
+  auto r = h.put("/v1/queues/jobs", R"({"dead_letter_queue":"victim","max_retries":0})");
+  CHECK(r.status == 403);
+  CHECK(error_code(r) == "forbidden");
+  CHECK(h.put("/v1/queues/jobs", R"({"dead_letter_queue":"jobs-dlq"})").status == 200);
+  r = h.post("/v1/queues/jobs-dlq/redrive", R"({"to":"victim"})");
+  CHECK(r.status == 403);
+}
+
+TEST_CASE("hardening 10: a native session belongs to the connection that said hello", "[integration][hardening][native]") {
+  const std::string secret = "native-secret";
+  Server s({"--auth-secret", secret});
+  auto token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":[">"]}})");
+  const std::string id = "victim-routing-id-0001";
+  auto victim = std::make_unique<RawClient>(s.proc().endpoint(), id);
+  victim->hello(0, token);
+  CHECK(victim->list_queues(2) == roost::proto::Envelope::QUEUES);
+  {
+    // The same routing id while the victim is connected: not served.
+    RawClient thief(s.proc().endpoint(), id);
+    thief.set_recv_timeout(1000);
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<roost::proto::Envelope>();
+    env.setId(3);
+    env.setListQueues();
+    thief.send(b);
+    auto r = thief.recv();
+    if (!r.empty()) {
+      roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
+      CHECK_FALSE(rd.get().isQueues());
+    }
+  }
+  CHECK(victim->list_queues(4) == roost::proto::Envelope::QUEUES);
+  // After the victim leaves, its id on a new connection does not inherit the session.
+  victim->close();
+  victim.reset();
+  std::this_thread::sleep_for(200ms);
+  RawClient thief(s.proc().endpoint(), id);
+  ErrorCode code{};
+  CHECK(thief.list_queues(5, &code) == roost::proto::Envelope::ERROR);
+  CHECK(code == ErrorCode::HELLO_REQUIRED);
+}
+
+TEST_CASE("hardening 11: cross-site writes and DNS rebinding are refused on a node without a secret",
+          "[integration][hardening]") {
+  Server s({"--allowed-hosts", "roost.internal"});
+  auto& h = s.http();
+  h.set_header("Origin", "http://evil.example");
+  auto r = h.request("POST", "/v1/queues/jobs/messages", "hello", "text/plain");
+  CHECK(r.status == 403);
+  CHECK(error_code(r) == "forbidden");
+  r = h.request("POST", "/v1/channels/chat.x/publish", "1", "text/plain");
+  CHECK(r.status == 403);
+  h.set_header("Origin", "http://127.0.0.1:" + std::to_string(s.proc().port()));  // same origin
+  CHECK(h.post("/v1/queues/jobs/messages", R"({"body":1})").status == 201);
+  h.set_header("Origin", "");
+  CHECK(h.post("/v1/queues/jobs/messages", R"({"body":1})").status == 201);  // not a browser
+  // A name someone else's DNS points here.
+  h.set_header("Host", "rebind.evil.example:" + std::to_string(s.proc().port()));
+  r = h.get("/v1/queues");
+  CHECK(r.status == 403);
+  h.set_header("Host", "roost.internal");
+  CHECK(h.get("/v1/queues").status == 200);
+  h.set_header("Host", "localhost:" + std::to_string(s.proc().port()));
+  CHECK(h.get("/v1/queues").status == 200);
+  // WebSockets: a foreign Origin, or a foreign Host, is refused at the handshake.
+  CHECK_THROWS(WsClient(s.proc().port(), WsOptions{"/v1/ws", "http://evil.example"}));
+  auto raw = h.raw_exchange("GET /v1/ws HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  CHECK(raw.find("HTTP/1.1 403") == 0);
+}
+
+TEST_CASE("hardening 12: ?token= is for WebSocket and SSE only", "[integration][hardening][auth]") {
+  const std::string secret = "query-secret";
+  Server s({"--auth-secret", secret});
+  auto token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":[">"],"subscribe":[">"]}})");
+  CHECK(s.http().get("/v1/queues?token=" + token).status == 401);
+  WsClient ws(s.proc().port(), WsOptions{"/v1/ws", "", token});
+  ws.send(R"({"op":"subscribe","id":1,"channel":"a.b"})");
+  ws.expect("ok");
+}
+
+TEST_CASE("hardening 13: a long poll whose client went away leases nothing", "[integration][hardening]") {
+  Server s;
+  REQUIRE(s.put_queue("work", R"({"max_retries":0})").status == 200);
+  {
+    boost::asio::io_context io;
+    std::vector<boost::asio::ip::tcp::socket> polls;
+    std::string body = R"({"batch_size":1,"wait_ms":20000})";
+    std::string req = "POST /v1/queues/work/messages/pull HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    for (int i = 0; i < 100; ++i) {
+      polls.emplace_back(io);
+      polls.back().connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(s.proc().port())});
+      boost::asio::write(polls.back(), boost::asio::buffer(req));
+    }
+    CHECK(eventually([&] { return metric(s, "roost_long_polls_total") >= 100; }));
+  }  // every poller closes its connection
+  std::this_thread::sleep_for(300ms);
+  for (int i = 0; i < 5; ++i) REQUIRE(s.send("work", R"({"body":)" + std::to_string(i) + "}").status == 201);
+  CHECK(eventually([&] { return s.stats("work").at("ready") == 5; }));
+  auto got = s.pull_messages("work", R"({"batch_size":10,"wait_ms":3000})");
+  INFO(s.http().get("/metrics").body.substr(0, 0) << "abandoned polls: " << metric(s, "roost_long_polls_abandoned_total"));
+  CHECK(got.size() == 5);
+  for (const auto& m : got) CHECK(m.at("attempts") == 1);
+  CHECK(s.stats("work").at("dropped") == 0);
+}
+
+TEST_CASE("hardening 14: JSON numbers survive or are refused; text must be UTF-8", "[integration][hardening]") {
+  Server s;
+  auto r = s.send("q", R"({"body":{"x":1e400}})");
+  CHECK(r.status == 400);
+  CHECK(error_code(r) == "invalid_argument");
+  r = s.send("q", R"({"body":123456789012345678901234567890})");
+  CHECK(r.status == 400);
+  CHECK(s.http().post("/v1/channels/c.x/publish", "-1e999").status == 400);
+  REQUIRE(s.send("q", R"({"body":{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1}})").status == 201);
+  auto msgs = s.pull_messages("q");
+  REQUIRE(msgs.size() == 1);
+  CHECK(msgs[0].at("body").at("big").as_uint64() == 18446744073709551615ull);
+  CHECK(msgs[0].at("body").at("neg").as_int64() == INT64_MIN);
+  CHECK(msgs[0].at("body").at("f").as_double() == 0.1);
+  WsClient ws(s.proc().port());
+  ws.send(R"({"op":"publish","id":1,"channel":"c.x","data":1e400})");
+  CHECK(ws.expect("error").at("code") == "invalid_argument");
+
+  roost::ClientOptions o;
+  o.url = s.proc().endpoint();
+  auto c = roost::Client::connect(o);
+  REQUIRE(c);
+  roost::NewMessage bad;
+  bad.body = "caf\xc3";  // cut in the middle of a character
+  bad.content_type = roost::ContentType::kText;
+  auto e = (*c)->enqueue("q", {bad});
+  REQUIRE_FALSE(e);
+  CHECK(e.error().code == roost::ErrorCode::MALFORMED);
+  auto p = (*c)->publish_sync("c.x", "\xed\xa0\x80", roost::ContentType::kText);  // a surrogate
+  REQUIRE_FALSE(p);
+  CHECK(p.error().code == roost::ErrorCode::MALFORMED);
+}
