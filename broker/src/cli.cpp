@@ -154,7 +154,7 @@ int queue_native(const Args& a, const std::string& url) {
   if (cmd == "delete") {
     auto r = client->delete_queue(need(a, 1, "QUEUE"));
     if (r) {
-      std::cout << "{}\n";
+      std::cout << R"({"deleted":true})" << '\n';  // as over HTTP
       return 0;
     }
     return print_error(r.error());
@@ -342,6 +342,7 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
     if (!sub) {
       return print_error(sub.error());
     }
+    std::cerr << "roost sub: subscribed to " << pattern << '\n';
     std::signal(SIGINT, [](int) { g_interrupted = true; });
     std::signal(SIGTERM, [](int) { g_interrupted = true; });
     std::unique_lock lock(mu);

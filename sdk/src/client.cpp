@@ -835,7 +835,11 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         if (hello_id != 0 && now > hello_deadline) {
           if (!connected_once_set) {
             connected_once_set = true;
-            connected_once.set_value(std::unexpected(unavailable("no answer from " + options.url)));
+            connected_once.set_value(std::unexpected(unavailable(
+                "no answer from " + options.url +
+                (options.curve_server_key.empty()
+                     ? " (if the endpoint requires CURVE encryption, give its public key: --server-key / curve_server_key)"
+                     : " (is --server-key the endpoint's public key?)"))));
           }
           lose_connection("no answer to hello");
         } else if (ready && now - last_heard > 3 * options.heartbeat) {

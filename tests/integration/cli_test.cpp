@@ -61,3 +61,27 @@ TEST_CASE("roost queue create, push, pull, ack, stats, list, redrive", "[integra
   CHECK(run("queue push jobs '{bad' " + url).status == 2);
   CHECK(run("queue list --url http://127.0.0.1:1").status == 1);
 }
+
+TEST_CASE("hardening: small things a new user hits with the CLI", "[integration][hardening][cli]") {
+  Server s({"--actors", ROOST_TEST_ACTORS});
+  std::string tcp = " --url " + s.proc().endpoint();
+  REQUIRE(run("queue create gone" + tcp).status == 0);
+  // `queue delete` prints the same JSON over tcp:// as over HTTP.
+  auto d = run("queue delete gone" + tcp);
+  CHECK(d.status == 0);
+  CHECK(d.out == "{\"deleted\":true}\n");
+  REQUIRE(run("queue create gone2 --url " + s.proc().url()).status == 0);
+  CHECK(run("queue delete gone2 --url " + s.proc().url()).out == "{\"deleted\":true}\n");
+  // `roost sub` says on stderr that it is subscribed, so a user knows it is waiting.
+  std::string cmd = "timeout -s INT 2 " + std::string(ROOST_BINARY) + " sub 'quiet.*'" + tcp + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (std::size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  pclose(p);
+  CHECK(out.find("subscribed to quiet.*") != std::string::npos);
+  // A bare POST tells an object null, as the README shows.
+  CHECK(s.http().request("POST", "/v1/objects/counter/bare/messages", "", "application/json").status == 202);
+  // The short command's session ends with its connection, not 3 heartbeats later with a log line.
+  CHECK(s.proc().log().find("silent for 3 heartbeats") == std::string::npos);
+}
