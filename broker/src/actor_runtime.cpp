@@ -435,7 +435,6 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
         case Item::Kind::kCall: {
           Message msg{item.data, item.type, 0, 1, {}};
           a.on_call(ctx, msg);
-          if (!fx.reply) fx.reply = ObjectReply{"null", ContentType::kJson};
           break;
         }
         case Item::Kind::kConnect: {
@@ -687,7 +686,16 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
       }
     });
   }
-  if (item.kind == Item::Kind::kCall && fx.reply) answer_call(item.reply, std::move(*fx.reply));
+  if (item.kind == Item::Kind::kCall) {
+    // A handler that returns without replying is a bug in the actor: its caller learns so at
+    // once (the turn's other effects stand) instead of receiving a null it cannot tell apart.
+    if (fx.reply) {
+      answer_call(item.reply, std::move(*fx.reply));
+    } else {
+      answer_call(item.reply, std::unexpected(Error{ErrorCode::NO_REPLY, "object " + obj->cls + "/" + obj->name +
+                                                                             ": on_call returned without ctx.reply()"}));
+    }
+  }
   for (const auto& [pattern, on] : fx.subscriptions) {
     if (on) {
       subscribe_object(obj->okey, obj->cls, obj->name, pattern);

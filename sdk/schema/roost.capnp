@@ -42,6 +42,7 @@ enum ErrorCode {
   actorError @21;        # the actor's handler threw; the message says what it threw
   callTimeout @22;       # an object call got no reply in time (the turn may still run)
   connectRejected @23;   # the object's on_connect refused the WebSocket
+  noReply @24;           # an object call's handler returned without replying
 }
 
 enum ContentType {

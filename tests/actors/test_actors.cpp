@@ -53,6 +53,10 @@ class Counter : public roost::Actor {
   }
   void on_call(roost::Context& ctx, const roost::Message& m) override {
     auto v = parse(m.data);
+    if (v.is_object() && v.as_object().contains("noreply")) {
+      ctx.storage().put("a", "41");  // an effect that still commits
+      return;                        // a handler bug: no ctx.reply()
+    }
     if (v.is_object() && v.as_object().contains("big")) {
       // A value of this many bytes: up to 1 MiB is fine, more throws (actor_error).
       ctx.storage().put("big", std::string(v.at("big").to_number<std::size_t>(), 'b'));

@@ -428,3 +428,20 @@ TEST_CASE("hardening 14: JSON numbers survive or are refused; text must be UTF-8
   REQUIRE_FALSE(p);
   CHECK(p.error().code == roost::ErrorCode::MALFORMED);
 }
+
+TEST_CASE("hardening 15: a call whose handler never replies is an error with a code", "[integration][hardening][objects]") {
+  Server s({"--actors", ROOST_TEST_ACTORS});
+  auto r = s.http().post("/v1/objects/counter/quiet/call", R"({"noreply":true})");
+  CHECK(r.status == 502);
+  CHECK(error_code(r) == "no_reply");
+  // The turn's effects committed all the same.
+  auto v = body_json(s.http().post("/v1/objects/counter/quiet/call", "{}"));
+  CHECK(v.at("n") == 41);
+  roost::ClientOptions o;
+  o.url = s.proc().endpoint();
+  auto c = roost::Client::connect(o);
+  REQUIRE(c);
+  auto n = (*c)->call("counter", "quiet", R"({"noreply":true})");
+  REQUIRE_FALSE(n);
+  CHECK(n.error().code == roost::ErrorCode::NO_REPLY);
+}

@@ -45,6 +45,7 @@ constexpr std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::ACTOR_ERROR: return "actor_error";
     case ErrorCode::CALL_TIMEOUT: return "call_timeout";
     case ErrorCode::CONNECT_REJECTED: return "connect_rejected";
+    case ErrorCode::NO_REPLY: return "no_reply";
   }
   return "internal";
 }
@@ -76,6 +77,7 @@ constexpr unsigned error_http_status(ErrorCode code) {
     case ErrorCode::ACTOR_ERROR: return 500;
     case ErrorCode::CALL_TIMEOUT: return 504;
     case ErrorCode::CONNECT_REJECTED: return 403;
+    case ErrorCode::NO_REPLY: return 502;
   }
   return 500;
 }
