@@ -811,6 +811,19 @@ struct Endpoint::Impl {
     }
   }
 
+  // Even a fire-and-forget request learns it was not served.
+  void hello_required(const std::string& identity, std::uint64_t id, std::string_view why) {
+    capnp::MallocMessageBuilder b(64);
+    auto out = b.initRoot<proto::Envelope>();
+    out.setId(id);
+    auto e = out.initError();
+    e.setCode(ErrorCode::HELLO_REQUIRED);
+    e.setMessage(text(std::string(why) + ": send hello first"));
+    std::vector<zmq::message_t> frames;
+    frames.push_back(to_frame(b));
+    send_raw(identity, frames);
+  }
+
   void dispatch(const std::string& identity, std::vector<zmq::message_t>& parts,
                 proto::Envelope::Reader env) {
     std::uint64_t id = env.getId();
@@ -818,35 +831,14 @@ struct Endpoint::Impl {
     auto which = env.which();
     if (which == W::HELLO) return on_hello(identity, parts[1], id, env.getHello());
     auto it = sessions.find(identity);
-    if (it == sessions.end()) {
-      // Even a fire-and-forget request learns it was not served.
-      capnp::MallocMessageBuilder b(64);
-      auto out = b.initRoot<proto::Envelope>();
-      out.setId(id);
-      auto e = out.initError();
-      e.setCode(ErrorCode::HELLO_REQUIRED);
-      e.setMessage("this node does not know the connection: send hello first");
-      std::vector<zmq::message_t> frames;
-      frames.push_back(to_frame(b));
-      send_raw(identity, frames);
-      return;
-    }
+    if (it == sessions.end()) return hello_required(identity, id, "this node does not know the connection");
     Session& s = it->second;
     if (int fd = source_fd(parts[1]); fd != s.fd) {
       // Another connection with this routing id: the one that said hello is gone. The session
       // is not handed over; the newcomer must say hello (and be authenticated) itself.
       rebound_refused.fetch_add(1, std::memory_order_relaxed);
       end_session(identity);
-      capnp::MallocMessageBuilder b(64);
-      auto out = b.initRoot<proto::Envelope>();
-      out.setId(id);
-      auto e = out.initError();
-      e.setCode(ErrorCode::HELLO_REQUIRED);
-      e.setMessage("this connection has not said hello: send hello first");
-      std::vector<zmq::message_t> frames;
-      frames.push_back(to_frame(b));
-      send_raw(identity, frames);
-      return;
+      return hello_required(identity, id, "this connection has not said hello");
     }
     s.last_seen = steady_ms();
     std::span<zmq::message_t> payloads(parts.data() + 2, parts.size() - 2);
