@@ -57,3 +57,16 @@ TEST_CASE("HS256 tokens: signature, algorithm, expiry, grants", "[gateway][auth]
   // No exp: accepted (the issuer chose a token that does not expire).
   CHECK(auth.authenticate(sign_jwt("s3cret", R"({"roost":{}})"), remote));
 }
+
+TEST_CASE("hardening 12: nbf is checked; an IPv4-mapped loopback address is loopback", "[gateway][auth][hardening]") {
+  Authenticator auth("k", [] { return std::int64_t{1'000'000}; });
+  CHECK_FALSE(auth.authenticate(sign_jwt("k", R"({"nbf":1000060})"), make_address("10.0.0.1")));
+  CHECK(auth.authenticate(sign_jwt("k", R"({"nbf":1000000})"), make_address("10.0.0.1")));
+  CHECK_FALSE(auth.authenticate(sign_jwt("k", R"({"nbf":"soon"})"), make_address("10.0.0.1")));
+  CHECK(is_loopback(make_address("::ffff:127.0.0.1")));
+  CHECK(is_loopback(make_address("::1")));
+  CHECK_FALSE(is_loopback(make_address("::ffff:10.0.0.1")));
+  Authenticator open("");
+  CHECK(open.authenticate("", make_address("::ffff:127.0.0.1")));
+  CHECK_FALSE(open.authenticate("", make_address("::ffff:192.168.1.2")));
+}
