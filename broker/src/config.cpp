@@ -102,6 +102,11 @@ const std::vector<Key>& keys() {
        }},
       {"actor_mail_memory_bytes", "waiting mail data an object keeps in memory; a longer backlog stays on disk (default 1048576)",
        [](Config& c, const std::string& v) { c.actor_mail_memory_bytes = to_u64("actor_mail_memory_bytes", v); }},
+      {"initial_storage_bytes", "the storage map's first size; it doubles on demand (default 268435456)",
+       [](Config& c, const std::string& v) {
+         c.initial_storage_bytes = to_u64("initial_storage_bytes", v);
+         if (c.initial_storage_bytes < (1u << 20)) throw ConfigError("initial_storage_bytes: expected at least 1048576");
+       }},
       {"static_dir", "serve this folder's files at / (default none); flag also --static",
        [](Config& c, const std::string& v) { c.static_dir = v; }},
       {"auth_secret", "HS256 secret for JWT bearer tokens; empty = only loopback clients",

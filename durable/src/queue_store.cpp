@@ -3,6 +3,9 @@
 #include <roost/log.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <optional>
 #include <limits>
 
 #include "queue_records.h"
@@ -725,43 +728,88 @@ QueueStore::QueueStore(Env& env, Committer& committer, QueueStoreOptions options
 
 QueueStore::~QueueStore() = default;
 
+// Leases do not survive a restart: every leased message becomes visible again. Done in
+// transactions of at most kRecoverBatch messages, none holding the map's resize lock while the
+// map grows (a write transaction holds it shared: growing inside one deadlocked), with progress
+// logged every few seconds. When the storage is full and cannot grow, the rest stays leased: the
+// leases run out at their visibility timeouts and the queue redelivers them then, so the node
+// still starts (and can drain) on a full disk.
 void QueueStore::recover() {
   auto log = roost::module_logger("durable");
-  for (int attempt = 0;; ++attempt) {
-    Txn txn = env_.begin_write();
-    WriteContext ctx{txn, clock_(), false};
-    Work work(*this, ctx);
-    std::uint64_t released = 0;
-    std::vector<std::pair<std::uint32_t, std::uint64_t>> leased;
-    {
-      Cursor c(txn, tables_->due);
-      for (auto e = c.first(); e; e = c.next()) {
-        leased.emplace_back(keys::qid_of(e->key), keys::tail_seq(e->key));
-      }
+  constexpr std::size_t kRecoverBatch = 20'000;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> leased;
+  {
+    Txn txn = env_.begin_read();
+    Cursor c(txn, tables_->due);
+    for (auto e = c.first(); e; e = c.next()) {
+      leased.emplace_back(keys::qid_of(e->key), keys::tail_seq(e->key));
     }
-    try {
-      for (auto [qid, seq] : leased) {
-        Queue* q = work.find_by_qid(qid);
-        if (q == nullptr) continue;
-        auto st = work.get_state(*q, seq);
-        if (!st || st->kind != MsgStateKind::kLeased) continue;
-        work.detach(*q, seq, *st);
-        st->lease_nonce = 0;
-        st->visible_at = ctx.now_ms;
-        work.activate(*q, seq, *st);
-        ++released;
-      }
-      work.flush();
-      txn.commit();
-    } catch (const MdbError& e) {
-      if (e.rc() == MDB_MAP_FULL && attempt == 0 && env_.grow_map()) continue;
-      throw;
-    }
-    work.publish();
-    log->info("queue store open: {} queues, next message seq {}, {} leases released",
-              names_.size(), next_seq_, released);
-    return;
   }
+  if (leased.size() > kRecoverBatch) {
+    log->info("recovery: {} messages were leased at the last stop; making them visible again", leased.size());
+  }
+  std::uint64_t released = 0;
+  std::size_t at = 0;
+  std::size_t batch = kRecoverBatch;
+  bool bumped = false;
+  auto started = std::chrono::steady_clock::now();
+  auto last_log = started;
+  while (true) {
+    std::size_t end = std::min(leased.size(), at + batch);
+    std::optional<MdbError> full;
+    {
+      Txn txn = env_.begin_write();
+      WriteContext ctx{txn, clock_(), false};
+      Work work(*this, ctx);
+      std::uint64_t n = 0;
+      try {
+        for (std::size_t i = at; i < end; ++i) {
+          auto [qid, seq] = leased[i];
+          Queue* q = work.find_by_qid(qid);
+          if (q == nullptr) continue;
+          auto st = work.get_state(*q, seq);
+          if (!st || st->kind != MsgStateKind::kLeased) continue;
+          work.detach(*q, seq, *st);
+          st->lease_nonce = 0;
+          st->visible_at = ctx.now_ms;
+          work.activate(*q, seq, *st);
+          ++n;
+        }
+        work.flush();
+        txn.commit();
+        work.publish();
+        released += n;
+        at = end;
+        bumped = false;
+      } catch (const MdbError& e) {
+        bool disk_full = e.rc() == ENOSPC || e.rc() == EDQUOT || (e.rc() == EIO && env_.disk_low());
+        if (e.rc() != MDB_MAP_FULL && !disk_full) throw;
+        full = e;
+      }
+    }  // the transaction is over (aborted unless committed) before the map may grow
+    if (full) {
+      if (full->rc() == MDB_MAP_FULL && env_.grow_map()) continue;
+      if (!bumped && env_.bump()) {
+        bumped = true;
+        continue;
+      }
+      if (batch > 16) {
+        batch /= 8;  // a smaller transaction needs fewer new pages
+        continue;
+      }
+      log->warn("recovery: storage is full ({}); {} messages stay leased until their visibility timeout",
+                full->what(), leased.size() - at);
+      break;
+    }
+    if (at >= leased.size()) break;
+    if (auto now = std::chrono::steady_clock::now(); now - last_log >= std::chrono::seconds(2)) {
+      last_log = now;
+      log->info("recovery: {} of {} leased messages visible again ({:.0f} s)", at, leased.size(),
+                std::chrono::duration<double>(now - started).count());
+    }
+  }
+  log->info("queue store open: {} queues, next message seq {}, {} leases released", names_.size(), next_seq_,
+            released);
 }
 
 void QueueStore::set_ready_listener(std::function<void(const std::string&)> listener) {
