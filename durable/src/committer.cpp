@@ -127,7 +127,8 @@ void Committer::run() {
 
 void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance) {
   auto log = roost::module_logger("durable");
-  bool storage_full = false;
+  // Over the cap, Ops that add data are refused from the start; the rest may use the reserve.
+  bool storage_full = env_.over_cap();
   bool bumped = false;
   for (int attempt = 0;; ++attempt) {
     std::int64_t now = clock_();

@@ -25,6 +25,9 @@ MdbError::MdbError(int rc, std::string_view what)
 Env::Env(EnvOptions options) : options_(std::move(options)) {
   std::filesystem::create_directories(options_.dir);
   check(mdb_env_create(&env_), "mdb_env_create");
+  if (options_.max_map_bytes != 0 && options_.reserve_bytes == 0) {
+    options_.reserve_bytes = std::max<std::uint64_t>(2u << 20, options_.max_map_bytes / 8);
+  }
   map_bytes_ = options_.initial_map_bytes;
   if (options_.max_map_bytes != 0 && map_bytes_ > options_.max_map_bytes) {
     map_bytes_ = options_.max_map_bytes;
@@ -94,9 +97,42 @@ Txn Env::begin_write() {
   return Txn(txn, std::move(lock));
 }
 
+std::uint64_t Env::hard_cap() const {
+  return options_.max_map_bytes == 0 ? 0 : options_.max_map_bytes + options_.reserve_bytes;
+}
+
+bool Env::over_cap() const {
+  if (options_.max_map_bytes == 0) return false;
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(env_, &info) != MDB_SUCCESS || mdb_env_stat(env_, &st) != MDB_SUCCESS) return false;
+  const std::uint64_t pages = info.me_last_pgno + 1;
+  if (pages * st.ms_psize <= options_.max_map_bytes) return false;
+  // Past the cap in the file: what counts is what the data holds, so subtract the free list
+  // (each record of LMDB's free DB is a page-number list whose first word is its length).
+  std::uint64_t free_pages = 0;
+  try {
+    Txn txn = begin_read();
+    MDB_cursor* c = nullptr;
+    if (mdb_cursor_open(txn.raw(), 0, &c) != MDB_SUCCESS) return true;
+    MDB_val k, v;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      if (v.mv_size >= sizeof(std::size_t)) {
+        std::size_t n;
+        std::memcpy(&n, v.mv_data, sizeof n);
+        free_pages += n;
+      }
+    }
+    mdb_cursor_close(c);
+  } catch (const MdbError&) {
+    return true;
+  }
+  return (pages - std::min(pages, free_pages)) * st.ms_psize > options_.max_map_bytes;
+}
+
 bool Env::grow_map() {
   std::uint64_t next = map_bytes_ * 2;
-  if (options_.max_map_bytes != 0 && next > options_.max_map_bytes) next = options_.max_map_bytes;
+  if (options_.max_map_bytes != 0 && next > hard_cap()) next = hard_cap();
   if (next <= map_bytes_) return false;
   std::unique_lock lock(resize_mu_);
   int rc = mdb_env_set_mapsize(env_, next);

@@ -29,6 +29,10 @@ struct EnvOptions {
   Durability durability = Durability::kSync;
   std::uint64_t initial_map_bytes = 256ull << 20;  // grows on demand (doubling)
   std::uint64_t max_map_bytes = 0;                // 0 = grow until the disk is full
+  // With max_map_bytes: room beyond the cap that only writes which free or rewrite data may use
+  // (acks, deletes, pulls, recovery), so that a full store can always be drained. Writes that add
+  // data are refused once the data reaches max_map_bytes. 0 = max(2 MiB, max_map_bytes / 8).
+  std::uint64_t reserve_bytes = 0;
   unsigned max_dbs = 32;
   unsigned max_readers = 512;
   // In sync durability, the data file is kept zero-filled this far beyond its last used page
@@ -71,7 +75,8 @@ class Env {
   // REQUIRES: called only from the Committer thread.
   Txn begin_write();
 
-  // Doubles the map size, bounded by max_map_bytes. Returns false if already at the cap.
+  // Doubles the map size, bounded by max_map_bytes plus the reserve. Returns false if already
+  // there.
   // REQUIRES: no transaction of this process is open on the calling thread.
   bool grow_map();
   // Commits a tiny write so that pages freed by the previous commit become reusable (LMDB reuses
@@ -99,6 +104,12 @@ class Env {
   std::uint64_t map_bytes() const { return map_bytes_; }
   // Bytes of the data file actually used (last page * page size).
   std::uint64_t used_bytes() const;
+  // True when the data (used pages less the free list) is over max_map_bytes: writes that add
+  // data must be refused; the reserve beyond the cap is for writes that free or rewrite. Cheap
+  // while the file's last page is below the cap; past it, reads the free list.
+  bool over_cap() const;
+  // The map's hard limit: max_map_bytes plus the reserve (0 = none).
+  std::uint64_t hard_cap() const;
 
  private:
   EnvOptions options_;
