@@ -127,6 +127,8 @@ void ActorRuntime::start() {
   auto log = module_logger("actors");
   started_ = true;
   workers_ = std::make_unique<asio::thread_pool>(std::max(1u, options_.threads));
+  worker_count_ = static_cast<int>(std::max(1u, options_.threads));
+  if (options_.max_threads == 0) options_.max_threads = std::max(16u, 4 * options_.threads);
   publisher_.emplace(asio::make_strand(workers_->get_executor()));
   std::size_t subs = 0;
   for (auto& [ref, pattern] : store_.all_subscriptions()) {
@@ -165,6 +167,8 @@ void ActorRuntime::stop() {
   timer_cv_.notify_all();
   if (timer_.joinable()) timer_.join();
   if (workers_) workers_->join();
+  for (auto& t : extra_workers_) t.join();  // they leave attach() once the pool's work is done
+  extra_workers_.clear();
   // Running turns are done; what they submitted completes when the committer drains. Waiting
   // calls and connects are told now.
   std::vector<std::shared_ptr<Obj>> objs;
@@ -222,7 +226,26 @@ void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) {
   // REQUIRES: obj->mu held.
   if (obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_) return;
   obj->running = true;
+  queued_slices_.fetch_add(1, std::memory_order_relaxed);
   asio::post(*workers_, [this, obj] { run_slice(obj); });
+}
+
+// Timer thread. Every worker busy, work waiting, and no slice started for stall_ms: the running
+// turns block. Another worker lets the waiting objects run.
+void ActorRuntime::add_worker_if_stalled(std::int64_t now) {
+  if (queued_slices_.load() <= 0 || busy_workers_.load() < worker_count_.load()) return;
+  if (now - last_slice_start_.load() < static_cast<std::int64_t>(options_.stall_ms)) return;
+  if (worker_count_.load() >= static_cast<int>(options_.max_threads) || halt_.load()) return;
+  int n = worker_count_.fetch_add(1) + 1;
+  last_slice_start_ = now;  // give the new worker its chance before adding another
+  metrics_->workers_added.fetch_add(1, std::memory_order_relaxed);
+  module_logger("actors")->warn(
+      "every actor worker has been busy for {} ms with {} objects waiting (a turn blocks?): worker {} of at most {} added",
+      options_.stall_ms, queued_slices_.load(), n, options_.max_threads);
+  extra_workers_.emplace_back([this, n] {
+    roost::name_this_thread("roost-actor-" + std::to_string(n));
+    workers_->attach();
+  });
 }
 
 void ActorRuntime::deliver_mail(std::vector<PendingMail> mail) {
@@ -375,6 +398,13 @@ void ActorRuntime::socket_closed(std::uint64_t socket, std::uint16_t code) {
 
 void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
   auto log = module_logger("actors");
+  queued_slices_.fetch_sub(1, std::memory_order_relaxed);
+  busy_workers_.fetch_add(1, std::memory_order_relaxed);
+  last_slice_start_ = clock_();
+  struct Busy {
+    std::atomic<int>& n;
+    ~Busy() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } busy{busy_workers_};
   for (std::uint32_t n = 0; n < options_.max_turns_per_slice; ++n) {
     Item item;
     std::uint64_t generation = 0;
@@ -782,6 +812,7 @@ void ActorRuntime::timer_loop() {
       now = clock_();
     }
     timer_wake_ = 0;
+    add_worker_if_stalled(now);
     // Backoffs that are over.
     std::vector<std::pair<std::int64_t, std::shared_ptr<Obj>>> ready;
     while (!retry_at_.empty() && retry_at_.begin()->first <= now) {
@@ -933,6 +964,10 @@ std::string ActorRuntime::metrics_text() const {
     waiting_calls = call_deadlines_.size();
   }
   gauge("roost_actor_calls_waiting", "Object calls not answered yet.", waiting_calls);
+  gauge("roost_actor_workers", "Actor worker threads (threads, plus those added while turns blocked).",
+        worker_count_.load());
+  counter("roost_actor_workers_added_total", "Workers added because every worker was busy with work waiting.",
+          m.workers_added.load());
   return out;
 }
 

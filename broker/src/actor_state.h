@@ -28,7 +28,7 @@ struct ActorRuntime::Klass {
 struct ActorRuntime::Metrics {
   std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0},
       dead_lettered{0}, rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0},
-      direct_turns{0}, mail_from_disk{0};
+      direct_turns{0}, mail_from_disk{0}, workers_added{0};
 };
 
 // An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).

@@ -93,6 +93,8 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.actors = v; }},
       {"actor_threads", "actor worker threads; 0 = one per core (default 0)",
        [](Config& c, const std::string& v) { c.actor_threads = to_u64("actor_threads", v); }},
+      {"actor_max_threads", "workers added while blocking turns starve other objects, at most; 0 = max(16, 4 x actor_threads) (default 0)",
+       [](Config& c, const std::string& v) { c.actor_max_threads = to_u64("actor_max_threads", v); }},
       {"actor_idle_ms", "an object idle this long hibernates: its actor is freed (default 10000)",
        [](Config& c, const std::string& v) { c.actor_idle_ms = to_u64("actor_idle_ms", v); }},
       {"call_timeout_ms", "default timeout of an object call (default 10000)",

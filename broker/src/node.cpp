@@ -96,6 +96,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   aopts.threads = d.config.actor_threads != 0 ? static_cast<unsigned>(d.config.actor_threads)
                                               : std::max(1u, std::thread::hardware_concurrency());
   aopts.idle_ms = d.config.actor_idle_ms;
+  aopts.max_threads = static_cast<unsigned>(d.config.actor_max_threads);
   aopts.max_message_bytes = d.config.max_message_bytes;
   aopts.default_call_timeout_ms = d.config.call_timeout_ms;
   aopts.mail_memory_bytes = d.config.actor_mail_memory_bytes;

@@ -514,3 +514,23 @@ TEST_CASE("hardening 3: at max_storage_bytes what frees or rewrites space still 
   // Room again: new data is accepted.
   CHECK(s.send("q", body).status == 201);
 }
+
+TEST_CASE("hardening 15: objects whose turns block do not starve an unrelated object", "[integration][hardening][objects]") {
+  Server s({"--actors", ROOST_TEST_ACTORS, "--actor-threads", "2"});
+  std::vector<std::thread> blockers;
+  for (int i = 0; i < 4; ++i) {
+    blockers.emplace_back([&s, i] {
+      roost::client::HttpClient h(s.proc().url(), 30s);
+      h.post("/v1/objects/slow/block" + std::to_string(i) + "/call?timeout_ms=60000", R"({"sleep_ms":8000})");
+    });
+  }
+  std::this_thread::sleep_for(300ms);  // the four hold both workers (and wait for more)
+  auto t0 = std::chrono::steady_clock::now();
+  roost::client::HttpClient h(s.proc().url(), 30s);
+  auto r = h.post("/v1/objects/counter/unrelated/call?timeout_ms=5000", "{}");
+  auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO("the unrelated call took " << took << " s: " << r.body);
+  CHECK(r.status == 200);
+  CHECK(metric(s, "roost_actor_workers_added_total") >= 1);
+  for (auto& t : blockers) t.join();
+}

@@ -58,6 +58,11 @@ namespace roost::broker {
 
 struct ActorRuntimeOptions {
   unsigned threads = 2;                    // actor worker threads
+  // Turns that block (a handler sleeping, waiting on I/O) must not starve other objects: when work
+  // waits while every worker is busy and no turn has started for stall_ms, a worker is added, up
+  // to max_threads (0 = max(16, 4 × threads)). Added workers stay until the runtime stops.
+  unsigned max_threads = 0;
+  std::uint64_t stall_ms = 200;
   std::uint64_t idle_ms = 10'000;          // hibernate an object after this long without work
   std::uint64_t max_message_bytes = 1u << 20;
   std::uint64_t max_value_bytes = 1u << 20;   // storage values
@@ -170,6 +175,13 @@ class ActorRuntime final : public durable::Participant {
   std::multimap<std::int64_t, std::weak_ptr<CallWait>> call_deadlines_;     // GUARDED_BY(mu_)
   std::atomic<std::uint64_t> next_socket_{1};
   std::atomic<bool> halt_{false};  // workers take no new item
+  // Workers on demand (see ActorRuntimeOptions::stall_ms).
+  std::atomic<int> queued_slices_{0};         // slices posted, not started
+  std::atomic<int> busy_workers_{0};          // slices running
+  std::atomic<int> worker_count_{0};
+  std::atomic<std::int64_t> last_slice_start_{0};
+  std::vector<std::thread> extra_workers_;    // attached to workers_; timer thread and stop() only
+  void add_worker_if_stalled(std::int64_t now);
   bool stopping_ = false;  // GUARDED_BY(mu_)
   bool started_ = false;
   bool alarm_op_in_flight_ = false;  // GUARDED_BY(mu_)

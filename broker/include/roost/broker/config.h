@@ -52,6 +52,7 @@ struct Config {
   std::string channel_namespaces;
   std::string actors;                               // plugin .so paths, comma-separated (--actors)
   std::uint64_t actor_threads = 0;                  // actor worker threads; 0 = one per core
+  std::uint64_t actor_max_threads = 0;              // with workers added for blocking turns; 0 = max(16, 4×)
   std::uint64_t actor_idle_ms = 10'000;             // hibernate an idle object after this long
   std::uint64_t call_timeout_ms = 10'000;           // default object call timeout
   std::uint64_t actor_mail_memory_bytes = 1u << 20; // waiting mail data one object keeps in RAM
