@@ -250,6 +250,8 @@ struct Endpoint::Impl {
   std::atomic<std::uint64_t> sessions_expired{0};
   std::atomic<std::uint64_t> sessions_disconnected{0};
   std::atomic<std::uint64_t> rebound_refused{0};
+  std::atomic<std::uint64_t> handshake_failures{0};
+  std::int64_t last_handshake_log = -10'000;
   zmq::socket_t monitor;  // connection events of `sock`: accepted / disconnected, with the fd
   bool trim_due = false;
   std::int64_t last_trim = 0;
@@ -460,8 +462,15 @@ struct Endpoint::Impl {
       if (event == ZMQ_EVENT_ACCEPTED) end_sessions_of_fd(value, "number reused by a new connection");
       if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
           event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-        log->info("native handshake failed from {} (a client without the endpoint's CURVE key, or not a "
-                  "ZeroMQ client?)", std::string(static_cast<const char*>(addr.data()), addr.size()));
+        // A client retries every few hundred ms: one line now, then one every 10 s at most.
+        handshake_failures.fetch_add(1, std::memory_order_relaxed);
+        std::int64_t now = steady_ms();
+        if (now - last_handshake_log >= 10'000) {
+          log->info("native handshake failed on {} ({} so far; a client without the endpoint's CURVE key, or "
+                    "not a ZeroMQ client?)",
+                    bound, handshake_failures.load());
+          last_handshake_log = now;
+        }
       }
     }
   }
@@ -1522,6 +1531,9 @@ std::string Endpoint::metrics_text() const {
       << "# HELP roost_endpoint_sessions_disconnected_total Sessions ended because their connection closed.\n"
       << "# TYPE roost_endpoint_sessions_disconnected_total counter\nroost_endpoint_sessions_disconnected_total "
       << d.sessions_disconnected.load() << '\n'
+      << "# HELP roost_endpoint_handshake_failures_total Connections whose ZeroMQ handshake failed (CURVE key, protocol).\n"
+      << "# TYPE roost_endpoint_handshake_failures_total counter\nroost_endpoint_handshake_failures_total "
+      << d.handshake_failures.load() << '\n'
       << "# HELP roost_endpoint_rebound_refused_total Requests refused: their routing id's session belongs to another connection.\n"
       << "# TYPE roost_endpoint_rebound_refused_total counter\nroost_endpoint_rebound_refused_total "
       << d.rebound_refused.load() << '\n'

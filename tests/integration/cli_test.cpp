@@ -1,6 +1,8 @@
 // The `roost` command line against a running node.
 #include <cstdio>
 
+#include <zmq.h>
+
 #include "http_fixture.h"
 
 using namespace roost::test;
@@ -84,4 +86,13 @@ TEST_CASE("hardening: small things a new user hits with the CLI", "[integration]
   CHECK(s.http().request("POST", "/v1/objects/counter/bare/messages", "", "application/json").status == 202);
   // The short command's session ends with its connection, not 3 heartbeats later with a log line.
   CHECK(s.proc().log().find("silent for 3 heartbeats") == std::string::npos);
+  // A plain client against a CURVE endpoint is told what may be missing; the node logs it.
+  char pub[41], sec[41];
+  REQUIRE(zmq_curve_keypair(pub, sec) == 0);
+  Server curve({"--endpoint-curve-secret", sec});
+  auto plain = run("queue list --url " + curve.proc().endpoint());
+  CHECK(plain.status != 0);
+  CHECK(plain.out.find("--server-key") != std::string::npos);
+  CHECK(curve.proc().log().find("native handshake failed") != std::string::npos);
+  CHECK(run("queue list --server-key '" + std::string(pub) + "' --url " + curve.proc().endpoint()).status == 0);
 }
