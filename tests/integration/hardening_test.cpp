@@ -123,10 +123,24 @@ TEST_CASE("hardening 4: SIGTERM with object WebSockets attached while tells flow
         }
       }
     });
+    // And new object sockets keep arriving while the node stops: one that is accepted after the
+    // server took its list of sessions to close lives until the io_context is destroyed.
+    std::thread connector([&] {
+      std::vector<std::unique_ptr<WsClient>> late;
+      for (int i = 0; i < 400 && !stop; ++i) {
+        try {
+          late.push_back(std::make_unique<WsClient>(
+              s.proc().port(), WsOptions{"/v1/objects/counter/late" + std::to_string(i % 8) + "/connect"}));
+        } catch (...) {
+          std::this_thread::sleep_for(1ms);
+        }
+      }
+    });
     std::this_thread::sleep_for(600ms);
     int code = s.proc().stop(SIGTERM);
     stop = true;
     teller.join();
+    connector.join();
     INFO("run " << run);
     CHECK(code == 0);
   }
