@@ -1287,6 +1287,11 @@ struct Endpoint::Impl {
     std::string name(view(req.getName()));
     if (!allowed_queue(s, id, name)) return;
     auto patch = wire::from_wire(req.getConfig());
+    // Every queue a request names must be granted: a dead-letter queue receives messages.
+    if (patch.dead_letter_queue && !patch.dead_letter_queue->empty() &&
+        !allowed_queue(s, id, *patch.dead_letter_queue)) {
+      return;
+    }
     router.put_queue(name, patch, answer<QueueInfo>(s, id, [](proto::Envelope::Builder out, const QueueInfo& q) {
                        wire::to_wire(out.initQueue(), q);
                      }));

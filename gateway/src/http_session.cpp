@@ -150,6 +150,7 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
 // every 200 ms besides (the end of the stream may have arrived with the request, when no new
 // readiness edge is left to wait for). Strand only.
 void HttpSession::watch_for_close(std::shared_ptr<std::atomic<bool>> gone) {
+  gone_watched_ = gone;
   if (peer_closed(gone)) return;
   stream_.socket().async_wait(asio::ip::tcp::socket::wait_read,
                               [self = shared_from_this(), gone](beast::error_code ec) {
@@ -163,9 +164,8 @@ void HttpSession::watch_for_close(std::shared_ptr<std::atomic<bool>> gone) {
 }
 
 bool HttpSession::peer_closed(const std::shared_ptr<std::atomic<bool>>& gone) {
-  gone_watched_ = gone;
   if (gone->load()) return true;
-  if (!busy_) return false;
+  if (!busy_ || gone != gone_watched_) return false;  // that request was answered
   char c;
   auto n = ::recv(stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {

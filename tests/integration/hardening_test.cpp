@@ -309,6 +309,20 @@ TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itsel
   CHECK(h.put("/v1/queues/jobs", R"({"dead_letter_queue":"jobs-dlq"})").status == 200);
   r = h.post("/v1/queues/jobs-dlq/redrive", R"({"to":"victim"})");
   CHECK(r.status == 403);
+  // The same over the native protocol.
+  roost::ClientOptions o;
+  o.url = s.proc().endpoint();
+  o.token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":["jobs"]}})");
+  auto c = roost::Client::connect(o);
+  REQUIRE(c);
+  roost::QueueConfigPatch patch;
+  patch.dead_letter_queue = "victim";
+  auto put = (*c)->put_queue("jobs", patch);
+  REQUIRE_FALSE(put);
+  CHECK(put.error().code == roost::ErrorCode::FORBIDDEN);
+  roost::client::HttpClient admin(s.proc().url());
+  admin.set_header("Authorization", "Bearer " + roost::broker::sign_jwt(secret, R"({"roost":{"queues":[">"]}})"));
+  CHECK(admin.get("/v1/queues/victim").status == 404);  // never created
 }
 
 TEST_CASE("hardening 10: a native session belongs to the connection that said hello", "[integration][hardening][native]") {
