@@ -13,7 +13,10 @@
 #include <capnp/message.h>
 #include <kj/exception.h>
 #include <sys/eventfd.h>
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -218,6 +221,7 @@ struct Endpoint::Impl {
     std::deque<std::vector<zmq::message_t>> backlog;  // answers ZeroMQ refused (HWM)
     std::size_t backlog_bytes = 0;
     int fd = -1;  // the connection that said hello (ZeroMQ's source fd); only it may use the session
+    std::string peer;  // who was at the other end of fd at hello (peer_of)
     // Set when the session ends: its long polls and push pulls lease nothing more.
     std::shared_ptr<std::atomic<bool>> gone = std::make_shared<std::atomic<bool>>(false);
     bool doomed = false;
@@ -431,13 +435,49 @@ struct Endpoint::Impl {
     trim_due = true;
   }
 
-  // Ends the sessions of the connection on `fd` (it closed, or its number now belongs to a new
-  // connection): nobody else may continue them.
+  // Who is at the other end of `fd` now: "ip:port" (TCP) or "pid N" (ipc://); "" when it is
+  // not a connected socket any more. The ZeroMQ I/O thread owns the fd; reading its peer is
+  // harmless.
+  static std::string peer_of(int fd) {
+    if (fd < 0) return {};
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+    char host[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+      return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+    }
+    if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+      return std::string(host) + ":" + std::to_string(ntohs(a->sin6_port));
+    }
+    if (ss.ss_family == AF_UNIX) {
+      ucred cred{};
+      socklen_t clen = sizeof cred;
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) return "pid " + std::to_string(cred.pid);
+    }
+    return "?";
+  }
+
+  // A connection on `fd` closed, or a new one got its number: the sessions said hello on that fd
+  // by another peer than the one there now are over (nobody else may continue them). Monitor
+  // events can arrive after the next connection's first requests, so the peer decides, not the
+  // fd alone.
   void end_sessions_of_fd(int fd, const char* why) {
     if (fd < 0) return;
     std::vector<std::string> ids;
+    std::string now_there;
+    bool looked = false;
     for (auto& [id, s] : sessions) {
-      if (s.fd == fd) ids.push_back(id);
+      if (s.fd != fd) continue;
+      if (!looked) {
+        now_there = peer_of(fd);
+        looked = true;
+      }
+      if (now_there.empty() || now_there != s.peer) ids.push_back(id);
     }
     for (const auto& id : ids) {
       log->debug("client {}: connection {}; session ended", printable(id), why);
@@ -939,6 +979,7 @@ struct Endpoint::Impl {
     s.serial = next_serial++;
     s.who = std::move(*who);
     s.fd = source_fd(first);
+    s.peer = peer_of(s.fd);
     s.heartbeat_ms = hello.getHeartbeatMs() != 0
                          ? std::clamp<std::uint32_t>(hello.getHeartbeatMs(), 50,
                                                      std::max(options.max_heartbeat_ms, options.heartbeat_ms))
