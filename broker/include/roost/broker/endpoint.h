@@ -28,9 +28,9 @@ struct EndpointOptions {
   std::uint32_t max_batch = 1000;        // messages per enqueue / pull
   // Channel events queued in ZeroMQ per client before more are dropped (and counted, `lagged`).
   // An event holds at most 256 messages and 64 KiB (or one larger message), so a client that
-  // never reads holds at most send_hwm × 64 KiB there, plus its subscriptions' buffers
+  // never reads holds at most send_hwm × 64 KiB (16 MiB) there, plus its subscriptions' buffers
   // (channel_buffer_messages / channel_buffer_bytes each).
-  std::uint32_t send_hwm = 64;
+  std::uint32_t send_hwm = 256;
   std::uint32_t max_backlog = 100'000;   // answers held for a client that doesn't read; then gone
   std::uint64_t max_backlog_bytes = 64u << 20;  // likewise, in bytes
   std::uint32_t max_subscriptions = 1024;  // channel subscriptions and push consumers per client
