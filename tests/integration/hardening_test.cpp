@@ -18,6 +18,7 @@
 #include "../support/raw_native_client.h"
 #include "../support/ws_client.h"
 #include "http_fixture.h"
+#include "../support/eventually.h"
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -63,15 +64,6 @@ std::uint64_t metric(Server& s, const std::string& name) {
   return std::strtoull(text.c_str() + at + name.size() + 2, nullptr, 10);
 }
 
-template <class P>
-bool eventually(P pred, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
 
 std::string status_line(const std::string& raw) { return raw.substr(0, raw.find("\r\n")); }
 

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "http_fixture.h"
+#include "../support/eventually.h"
 #include "../support/raw_native_client.h"
 
 using namespace roost::test;
@@ -48,16 +49,6 @@ NewMessage msg(std::string body, ContentType t = ContentType::kJson) {
   return m;
 }
 
-// Waits until `pred` holds or `timeout` passes; returns pred().
-template <class P>
-bool eventually(P pred, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
 
 std::string cap_name(ErrorCode c) {
   auto schema = capnp::Schema::from<roost::proto::ErrorCode>();

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "http_fixture.h"
+#include "../support/eventually.h"
 #include "../support/ws_client.h"
 #include <roost/broker/auth.h>
 #include <roost/client/client.h>
@@ -37,16 +38,6 @@ void tell(roost::client::HttpClient& h, const std::string& obj, const std::strin
   REQUIRE(r.status == 202);
 }
 
-// Polls `pred` every 20 ms until it holds or `timeout` passes.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 std::uint64_t metric(roost::client::HttpClient& h, const std::string& name) {
   auto text = h.get("/metrics").body;
