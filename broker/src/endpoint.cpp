@@ -259,6 +259,7 @@ struct Endpoint::Impl {
   zmq::socket_t monitor;  // connection events of `sock`: accepted / disconnected, with the fd
   bool trim_due = false;
   std::int64_t last_trim = 0;
+  std::vector<std::pair<int, std::int64_t>> recheck_fds;  // fds reported closed, and when to look again
 
   // Endpoint thread only.
   std::unordered_map<std::string, Session> sessions;
@@ -498,7 +499,11 @@ struct Endpoint::Impl {
       std::int32_t value;
       std::memcpy(&event, ev.data(), 2);
       std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
-      if (event == ZMQ_EVENT_DISCONNECTED) end_sessions_of_fd(value, "closed");
+      if (event == ZMQ_EVENT_DISCONNECTED) {
+        // ZeroMQ may report the disconnect before it closes the fd: look again shortly.
+        end_sessions_of_fd(value, "closed");
+        recheck_fds.emplace_back(value, steady_ms() + 50);
+      }
       if (event == ZMQ_EVENT_ACCEPTED) end_sessions_of_fd(value, "number reused by a new connection");
       if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
           event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
@@ -1426,7 +1431,7 @@ struct Endpoint::Impl {
     std::vector<zmq::message_t> parts;
     while (!stopping.load()) {
       std::int64_t now = steady_ms();
-      long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, 100);
+      long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, recheck_fds.empty() ? 100 : 10);
       try {
         zmq::poll(items, 3, std::chrono::milliseconds(timeout));
       } catch (const zmq::error_t& e) {
@@ -1463,6 +1468,13 @@ struct Endpoint::Impl {
       flush_backlogs();
       end_doomed();
       now = steady_ms();
+      if (!recheck_fds.empty()) {
+        std::erase_if(recheck_fds, [&](const std::pair<int, std::int64_t>& r) {
+          if (r.second > now) return false;
+          end_sessions_of_fd(r.first, "closed");
+          return true;
+        });
+      }
       if (now >= next_sweep) {
         sweep();
         next_sweep = now + 100;
