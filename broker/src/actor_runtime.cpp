@@ -17,6 +17,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <random>
 #include <stdexcept>
@@ -230,9 +231,16 @@ void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) {
   asio::post(*workers_, [this, obj] { run_slice(obj); });
 }
 
+std::int64_t ActorRuntime::steady_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Timer thread. Every worker busy, work waiting, and no slice started for stall_ms: the running
 // turns block. Another worker lets the waiting objects run.
-void ActorRuntime::add_worker_if_stalled(std::int64_t now) {
+void ActorRuntime::add_worker_if_stalled() {
+  const std::int64_t now = steady_now_ms();
   if (queued_slices_.load() <= 0 || busy_workers_.load() < worker_count_.load()) return;
   if (now - last_slice_start_.load() < static_cast<std::int64_t>(options_.stall_ms)) return;
   if (worker_count_.load() >= static_cast<int>(options_.max_threads) || halt_.load()) return;
@@ -400,7 +408,7 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
   auto log = module_logger("actors");
   queued_slices_.fetch_sub(1, std::memory_order_relaxed);
   busy_workers_.fetch_add(1, std::memory_order_relaxed);
-  last_slice_start_ = clock_();
+  last_slice_start_ = steady_now_ms();
   struct Busy {
     std::atomic<int>& n;
     ~Busy() { n.fetch_sub(1, std::memory_order_relaxed); }
@@ -812,7 +820,7 @@ void ActorRuntime::timer_loop() {
       now = clock_();
     }
     timer_wake_ = 0;
-    add_worker_if_stalled(now);
+    add_worker_if_stalled();
     // Backoffs that are over.
     std::vector<std::pair<std::int64_t, std::shared_ptr<Obj>>> ready;
     while (!retry_at_.empty() && retry_at_.begin()->first <= now) {

@@ -9,6 +9,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <atomic>
@@ -46,6 +47,19 @@ void apply_ws_options(WebSocketStream& ws, const ServerOptions& options) {
   }
 }
 
+// The non-empty items of a comma-separated setting, spaces around them trimmed.
+inline std::vector<std::string> comma_list(const std::string& s) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0; start <= s.size();) {
+    auto comma = std::min(s.find(',', start), s.size());
+    auto first = s.find_first_not_of(' ', start);
+    auto last = s.find_last_not_of(' ', comma == 0 ? 0 : comma - 1);
+    if (first < comma && last != std::string::npos && last >= first) out.push_back(s.substr(first, last - first + 1));
+    start = comma + 1;
+  }
+  return out;
+}
+
 // Anything the server must be able to close at shutdown.
 class Closable {
  public:
@@ -58,23 +72,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   State(boost::asio::io_context& io_context, broker::Router& r, ServerOptions o)
       : io(io_context), router(r), options(std::move(o)),
         acceptor(boost::asio::make_strand(io_context)), auth(options.auth_secret) {
-    for (std::size_t start = 0; start < options.allowed_origins.size();) {
-      auto comma = options.allowed_origins.find(',', start);
-      auto item = options.allowed_origins.substr(start, comma - start);
-      while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-      while (!item.empty() && item.back() == ' ') item.pop_back();
-      if (!item.empty()) origins.push_back(item);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-    for (std::size_t start = 0; start < options.allowed_hosts.size();) {
-      auto comma = options.allowed_hosts.find(',', start);
-      auto item = options.allowed_hosts.substr(start, comma - start);
-      std::erase(item, ' ');
-      for (auto& c : item) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (!item.empty()) hosts.push_back(item);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
+    origins = comma_list(options.allowed_origins);
+    hosts = comma_list(options.allowed_hosts);
+    for (auto& h : hosts) {
+      for (auto& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
   }
 

@@ -25,6 +25,7 @@ constexpr std::size_t kMaxQueuedFrames = 16 * 1024;  // messages + answers waiti
 // most this much; a client that keeps sending without reading is disconnected there.
 constexpr std::size_t kMaxQueuedBytes = 4u << 20;
 constexpr std::size_t kMaxEcho = 64;  // characters of a client's value quoted in an error
+constexpr std::size_t kMaxChannelBytes = 256;  // the subject grammar's limit; a longer one is not echoed
 
 // What an error may quote of a client's value: its start.
 std::string quote(std::string_view s) {
@@ -130,7 +131,9 @@ void WsSession::handle(std::string_view text) {
   if (ch_it == o.end() || !ch_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "channel is required");
   std::string channel(ch_it->value().as_string());
   if (op != "subscribe" && op != "unsubscribe" && op != "publish") return fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + quote(op));
-  if (channel.size() > kMaxEcho * 4) return fail(ErrorCode::INVALID_NAME, "channel is longer than 256 bytes");
+  if (channel.size() > kMaxChannelBytes) {
+    return fail(ErrorCode::INVALID_NAME, "channel is longer than " + std::to_string(kMaxChannelBytes) + " bytes");
+  }
 
   if (op == "subscribe") {
     if (!principal_.may_subscribe(channel)) return fail(ErrorCode::FORBIDDEN, "not allowed to subscribe to " + channel);

@@ -179,9 +179,10 @@ class ActorRuntime final : public durable::Participant {
   std::atomic<int> queued_slices_{0};         // slices posted, not started
   std::atomic<int> busy_workers_{0};          // slices running
   std::atomic<int> worker_count_{0};
-  std::atomic<std::int64_t> last_slice_start_{0};
+  std::atomic<std::int64_t> last_slice_start_{0};  // steady ms (the stall check ignores wall-clock steps)
   std::vector<std::thread> extra_workers_;    // attached to workers_; timer thread and stop() only
-  void add_worker_if_stalled(std::int64_t now);
+  void add_worker_if_stalled();
+  static std::int64_t steady_now_ms();
   bool stopping_ = false;  // GUARDED_BY(mu_)
   bool started_ = false;
   bool alarm_op_in_flight_ = false;  // GUARDED_BY(mu_)
