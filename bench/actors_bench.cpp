@@ -70,7 +70,7 @@ class Bench final : public roost::Actor {
 };
 
 // The socket: wakes the waiting benchmark thread when a frame arrives.
-class Sink final : public broker::ObjectSocket {
+class Sink final : public roost::ObjectSocket {
  public:
   void send(std::string) override {
     {
@@ -121,11 +121,11 @@ struct World {
     if (!r) throw std::runtime_error(r.error().message);
     return *r;
   }
-  roost::Result<broker::ObjectReply> call_sync(const std::string& name) {
-    std::promise<roost::Result<broker::ObjectReply>> p;
+  roost::Result<roost::ObjectReply> call_sync(const std::string& name) {
+    std::promise<roost::Result<roost::ObjectReply>> p;
     auto f = p.get_future();
     rt->call("bench", name, "{}", roost::ContentType::kJson, 10'000,
-             [&p](roost::Result<broker::ObjectReply> r) { p.set_value(std::move(r)); });
+             [&p](roost::Result<roost::ObjectReply> r) { p.set_value(std::move(r)); });
     return f.get();
   }
   std::uint64_t attach(const std::string& name, std::shared_ptr<Sink> sink) {

@@ -5,12 +5,13 @@
 #include "turn_context.h"
 
 #include <roost/channels/hub.h>
-#include <roost/channels/subject.h>
+#include <roost/core/subject.h>
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
-#include <roost/log.h>
-#include <roost/thread_name.h>
-#include <roost/wire/base64.h>
+#include <roost/core/log.h>
+#include <roost/core/metrics.h>
+#include <roost/core/thread_name.h>
+#include <roost/core/base64.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -935,15 +936,9 @@ std::size_t ActorRuntime::active_actors() const {
 
 std::string ActorRuntime::metrics_text() const {
   const auto& m = *metrics_;
-  std::string out;
-  auto counter = [&](const char* name, const char* help, std::uint64_t v) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
-           " " + std::to_string(v) + "\n";
-  };
-  auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n" + name +
-           " " + std::to_string(v) + "\n";
-  };
+  MetricsWriter w;
+  auto counter = [&](const char* name, const char* help, std::uint64_t v) { w.counter(name, help, v); };
+  auto gauge = [&](const char* name, const char* help, std::uint64_t v) { w.gauge(name, help, v); };
   counter("roost_actor_turns_total", "Actor turns run (including failed ones).", m.turns.load());
   counter("roost_actor_turns_failed_total", "Actor turns whose handler threw.", m.turns_failed.load());
   counter("roost_actor_activations_total", "Actors created (first use or wake from hibernation).",
@@ -976,7 +971,7 @@ std::string ActorRuntime::metrics_text() const {
         worker_count_.load());
   counter("roost_actor_workers_added_total", "Workers added because every worker was busy with work waiting.",
           m.workers_added.load());
-  return out;
+  return std::move(w).text();
 }
 
 }  // namespace roost::broker

@@ -4,7 +4,7 @@
 
 #include <roost/broker/actor_runtime.h>
 #include <roost/durable/mailbox_store.h>
-#include <roost/durable/queue_types.h>
+#include <roost/core/queue_types.h>
 
 #include <deque>
 #include <map>

@@ -3,7 +3,7 @@
 #include <roost/client/client.h>
 #include <roost/client/http_client.h>
 #include <roost/gateway/json_codec.h>
-#include <roost/wire/base64.h>
+#include <roost/core/base64.h>
 
 #include <boost/json.hpp>
 

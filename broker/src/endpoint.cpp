@@ -1,11 +1,12 @@
 #include "roost/broker/endpoint.h"
 
-#include <roost/broker/auth.h>
-#include <roost/channels/subject.h>
-#include <roost/log.h>
-#include <roost/thread_name.h>
+#include <roost/core/auth.h>
+#include <roost/core/subject.h>
+#include <roost/core/log.h>
+#include <roost/core/metrics.h>
+#include <roost/core/thread_name.h>
 #include <roost/wire/codec.h>
-#include <roost/wire/utf8.h>
+#include <roost/core/utf8.h>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/json/parse.hpp>
@@ -1247,7 +1248,7 @@ struct Endpoint::Impl {
     std::uint64_t accepted = 0;
     std::size_t at = 0;
     // Runs of items on one channel go to the hub together (one lock, one subscriber lookup).
-    std::vector<channels::Hub::Payload> run;
+    std::vector<channels::Payload> run;
     run.reserve(items.size());
     for (unsigned i = 0; i < items.size();) {
       std::string_view channel = view(items[i].getChannel());
@@ -1576,29 +1577,21 @@ std::size_t Endpoint::sessions() const { return impl_->session_count.load(); }
 
 std::string Endpoint::metrics_text() const {
   const auto& d = *impl_;
-  std::ostringstream out;
-  out << "# HELP roost_endpoint_sessions Native protocol clients with a session.\n"
-      << "# TYPE roost_endpoint_sessions gauge\nroost_endpoint_sessions " << d.session_count.load() << '\n'
-      << "# HELP roost_endpoint_requests_total Native protocol requests received.\n"
-      << "# TYPE roost_endpoint_requests_total counter\nroost_endpoint_requests_total " << d.requests.load() << '\n'
-      << "# HELP roost_endpoint_malformed_total Native frames that could not be decoded.\n"
-      << "# TYPE roost_endpoint_malformed_total counter\nroost_endpoint_malformed_total " << d.malformed.load() << '\n'
-      << "# HELP roost_endpoint_sessions_expired_total Sessions ended because the client went silent.\n"
-      << "# TYPE roost_endpoint_sessions_expired_total counter\nroost_endpoint_sessions_expired_total "
-      << d.sessions_expired.load() << '\n'
-      << "# HELP roost_endpoint_sessions_disconnected_total Sessions ended because their connection closed.\n"
-      << "# TYPE roost_endpoint_sessions_disconnected_total counter\nroost_endpoint_sessions_disconnected_total "
-      << d.sessions_disconnected.load() << '\n'
-      << "# HELP roost_endpoint_handshake_failures_total Connections whose ZeroMQ handshake failed (CURVE key, protocol).\n"
-      << "# TYPE roost_endpoint_handshake_failures_total counter\nroost_endpoint_handshake_failures_total "
-      << d.handshake_failures.load() << '\n'
-      << "# HELP roost_endpoint_rebound_refused_total Requests refused: their routing id's session belongs to another connection.\n"
-      << "# TYPE roost_endpoint_rebound_refused_total counter\nroost_endpoint_rebound_refused_total "
-      << d.rebound_refused.load() << '\n'
-      << "# HELP roost_endpoint_channel_dropped_total Channel messages dropped for native subscribers that fell behind.\n"
-      << "# TYPE roost_endpoint_channel_dropped_total counter\nroost_endpoint_channel_dropped_total "
-      << d.outbox->dropped_total.load() << '\n';
-  return out.str();
+  MetricsWriter w;
+  w.gauge("roost_endpoint_sessions", "Native protocol clients with a session.", std::uint64_t{d.session_count.load()});
+  w.counter("roost_endpoint_requests_total", "Native protocol requests received.", d.requests.load());
+  w.counter("roost_endpoint_malformed_total", "Native frames that could not be decoded.", d.malformed.load());
+  w.counter("roost_endpoint_sessions_expired_total", "Sessions ended because the client went silent.",
+            d.sessions_expired.load());
+  w.counter("roost_endpoint_sessions_disconnected_total", "Sessions ended because their connection closed.",
+            d.sessions_disconnected.load());
+  w.counter("roost_endpoint_handshake_failures_total",
+            "Connections whose ZeroMQ handshake failed (CURVE key, protocol).", d.handshake_failures.load());
+  w.counter("roost_endpoint_rebound_refused_total",
+            "Requests refused: their routing id's session belongs to another connection.", d.rebound_refused.load());
+  w.counter("roost_endpoint_channel_dropped_total",
+            "Channel messages dropped for native subscribers that fell behind.", d.outbox->dropped_total.load());
+  return std::move(w).text();
 }
 
 }  // namespace roost::broker

@@ -2,7 +2,8 @@
 
 #include <roost/broker/actor_runtime.h>
 
-#include <roost/log.h>
+#include <roost/core/log.h>
+#include <roost/core/metrics.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -98,7 +99,7 @@ Result<channels::PublishResult> LocalRouter::publish(const std::string& channel,
                                                      ContentType content_type) {
   return hub_.publish(channel, std::move(data), content_type);
 }
-channels::Hub::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
+channels::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
   return hub_.namespace_of(channel);
 }
@@ -191,16 +192,14 @@ void LocalRouter::on_ready(const std::string& queue) {
 }
 
 std::string LocalRouter::metrics_text() {
-  std::ostringstream out;
+  MetricsWriter w;
   auto queues = list_queues();
-  auto gauge = [&](const char* name, const char* help, auto get) {
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n";
-    for (const auto& q : queues) out << name << "{queue=\"" << q.name << "\"} " << get(q) << '\n';
+  auto per_queue = [&](const char* name, const char* type, const char* help, auto get) {
+    w.family(name, type, help);
+    for (const auto& q : queues) w.sample(name, {{"queue", q.name}}, get(q));
   };
-  auto counter = [&](const char* name, const char* help, auto get) {
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
-    for (const auto& q : queues) out << name << "{queue=\"" << q.name << "\"} " << get(q) << '\n';
-  };
+  auto gauge = [&](const char* name, const char* help, auto get) { per_queue(name, "gauge", help, get); };
+  auto counter = [&](const char* name, const char* help, auto get) { per_queue(name, "counter", help, get); };
   gauge("roost_queue_ready", "Messages visible and waiting for a pull.",
         [](const QueueInfo& q) { return q.stats.ready; });
   gauge("roost_queue_delayed", "Messages waiting for a delay or retry delay.",
@@ -229,53 +228,27 @@ std::string LocalRouter::metrics_text() {
           [](const QueueInfo& q) { return q.stats.expired; });
 
   const auto& m = committer_.metrics();
-  auto histogram = [&](const char* name, const char* help, const durable::Histogram& h,
-                       double scale) {
+  auto histogram = [&](const char* name, const char* help, const durable::Histogram& h, double scale) {
     auto s = h.snapshot();
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " histogram\n";
-    std::uint64_t cumulative = 0;
-    for (std::size_t i = 0; i < durable::Histogram::kBounds.size(); ++i) {
-      cumulative += s.buckets[i];
-      out << name << "_bucket{le=\"" << durable::Histogram::kBounds[i] * scale << "\"} "
-          << cumulative << '\n';
-    }
-    cumulative += s.buckets.back();
-    out << name << "_bucket{le=\"+Inf\"} " << cumulative << '\n';
-    out << name << "_sum " << s.sum * scale << '\n' << name << "_count " << s.count << '\n';
+    w.histogram(name, help, durable::Histogram::kBounds, s.buckets, s.sum, s.count, scale);
   };
   histogram("roost_commit_seconds", "Group commit latency including fsync.", m.commit_us, 1e-6);
   histogram("roost_commit_batch_size", "Write operations per group commit.", m.group_ops, 1.0);
-  out << "# HELP roost_commits_total Group commits.\n# TYPE roost_commits_total counter\n"
-      << "roost_commits_total " << m.commits.load() << '\n';
-  out << "# HELP roost_storage_full_total Writes refused because storage was full.\n"
-      << "# TYPE roost_storage_full_total counter\nroost_storage_full_total "
-      << m.storage_full_errors.load() << '\n';
-  out << "# HELP roost_storage_used_bytes Bytes of the data file in use.\n"
-      << "# TYPE roost_storage_used_bytes gauge\nroost_storage_used_bytes " << env_.used_bytes()
-      << '\n';
-  out << "# HELP roost_storage_map_bytes Current LMDB map size.\n"
-      << "# TYPE roost_storage_map_bytes gauge\nroost_storage_map_bytes " << env_.map_bytes()
-      << '\n';
-  out << "# HELP roost_channel_published_total Channel messages published.\n"
-      << "# TYPE roost_channel_published_total counter\nroost_channel_published_total "
-      << hub_.published() << '\n';
-  out << "# HELP roost_channel_delivered_total Channel messages handed to subscribers.\n"
-      << "# TYPE roost_channel_delivered_total counter\nroost_channel_delivered_total "
-      << hub_.delivered() << '\n';
-  out << "# HELP roost_channel_subscriptions Live channel subscriptions.\n"
-      << "# TYPE roost_channel_subscriptions gauge\nroost_channel_subscriptions "
-      << hub_.subscriptions() << '\n';
-  out << "# HELP roost_channels Channels in memory (published to or subscribed to directly).\n"
-      << "# TYPE roost_channels gauge\nroost_channels " << hub_.channels() << '\n';
-  out << "# HELP roost_long_polls_abandoned_total Long polls ended without leasing because their client went away.\n"
-      << "# TYPE roost_long_polls_abandoned_total counter\nroost_long_polls_abandoned_total " << abandoned_polls_.load()
-      << '\n';
-  out << "# HELP roost_long_polls_total Pulls that waited for messages.\n"
-      << "# TYPE roost_long_polls_total counter\nroost_long_polls_total " << long_polls_.load()
-      << '\n';
-  if (actors_ != nullptr) out << actors_->metrics_text();
-  if (extra_metrics_) out << extra_metrics_();
-  return out.str();
+  w.counter("roost_commits_total", "Group commits.", m.commits.load());
+  w.counter("roost_storage_full_total", "Writes refused because storage was full.", m.storage_full_errors.load());
+  w.gauge("roost_storage_used_bytes", "Bytes of the data file in use.", std::uint64_t{env_.used_bytes()});
+  w.gauge("roost_storage_map_bytes", "Current LMDB map size.", std::uint64_t{env_.map_bytes()});
+  w.counter("roost_channel_published_total", "Channel messages published.", hub_.published());
+  w.counter("roost_channel_delivered_total", "Channel messages handed to subscribers.", hub_.delivered());
+  w.gauge("roost_channel_subscriptions", "Live channel subscriptions.", std::uint64_t{hub_.subscriptions()});
+  w.gauge("roost_channels", "Channels in memory (published to or subscribed to directly).",
+          std::uint64_t{hub_.channels()});
+  w.counter("roost_long_polls_abandoned_total",
+            "Long polls ended without leasing because their client went away.", abandoned_polls_.load());
+  w.counter("roost_long_polls_total", "Pulls that waited for messages.", long_polls_.load());
+  if (actors_ != nullptr) w.append(actors_->metrics_text());
+  if (extra_metrics_) w.append(extra_metrics_());
+  return std::move(w).text();
 }
 
 namespace {

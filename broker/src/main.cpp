@@ -1,7 +1,7 @@
 // roost: the broker binary. `roost serve` runs a node; `roost queue ...` talks to one.
 #include <roost/broker/config.h>
 #include <roost/broker/node.h>
-#include <roost/log.h>
+#include <roost/core/log.h>
 
 #include <iostream>
 #include <string>

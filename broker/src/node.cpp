@@ -10,8 +10,8 @@
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
 #include <roost/gateway/server.h>
-#include <roost/log.h>
-#include <roost/thread_name.h>
+#include <roost/core/log.h>
+#include <roost/core/thread_name.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>

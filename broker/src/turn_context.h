@@ -6,7 +6,7 @@
 
 #include "actor_state.h"
 
-#include <roost/channels/subject.h>
+#include <roost/core/subject.h>
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
 

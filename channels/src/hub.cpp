@@ -3,7 +3,7 @@
 #include <deque>
 #include <random>
 
-#include "roost/channels/subject.h"
+#include "roost/core/subject.h"
 #include "roost/channels/subscription_trie.h"
 
 namespace roost::channels {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <unordered_set>
 
-#include "roost/channels/subject.h"
+#include "roost/core/subject.h"
 
 namespace roost::channels {
 

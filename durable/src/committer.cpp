@@ -1,7 +1,7 @@
 #include "roost/durable/committer.h"
 
-#include <roost/log.h>
-#include <roost/thread_name.h>
+#include <roost/core/log.h>
+#include <roost/core/thread_name.h>
 
 #include <cerrno>
 

@@ -1,6 +1,6 @@
 #include "roost/durable/env.h"
 
-#include <roost/log.h>
+#include <roost/core/log.h>
 
 #include <sys/stat.h>
 #include <sys/statvfs.h>

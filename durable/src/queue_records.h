@@ -12,7 +12,7 @@
 //   dedupx  qid(4) expires(8) id           -> ""                (dedup expiry order)
 #pragma once
 
-#include <roost/durable/queue_types.h>
+#include <roost/core/queue_types.h>
 
 #include <cstdint>
 #include <optional>

@@ -1,6 +1,6 @@
 #include "roost/durable/queue_store.h"
 
-#include <roost/log.h>
+#include <roost/core/log.h>
 
 #include <algorithm>
 #include <cerrno>

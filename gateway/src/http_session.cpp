@@ -1,6 +1,6 @@
 #include "http_session.h"
 
-#include <roost/log.h>
+#include <roost/core/log.h>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -9,7 +9,7 @@
 
 #include <cerrno>
 
-#include <roost/channels/subject.h>
+#include <roost/core/subject.h>
 
 #include <boost/beast/websocket.hpp>
 

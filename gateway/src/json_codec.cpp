@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include <roost/wire/base64.h>
-#include <roost/wire/utf8.h>
+#include <roost/core/base64.h>
+#include <roost/core/utf8.h>
 
 namespace roost::gateway {
 

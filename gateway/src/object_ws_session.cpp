@@ -1,6 +1,6 @@
 #include "object_ws_session.h"
 
-#include <roost/log.h>
+#include <roost/core/log.h>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -19,7 +19,7 @@ constexpr std::size_t kMaxQueuedFrames = 4096;
 constexpr std::size_t kMaxQueuedBytes = 8u << 20;
 
 // The runtime's handle on the session; outlives it harmlessly.
-class Sink final : public broker::ObjectSocket {
+class Sink final : public roost::ObjectSocket {
  public:
   explicit Sink(std::weak_ptr<ObjectWsSession> s) : s_(std::move(s)) {}
   void send(std::string text) override {
@@ -49,7 +49,7 @@ ObjectWsSession::~ObjectWsSession() {
 void ObjectWsSession::run(Request req, std::string object_class, std::string name) {
   state_->add_session(this, weak_from_this());
   req_ = std::move(req);
-  broker::ObjectConnectRequest cr;
+  roost::ObjectConnectRequest cr;
   auto target = std::string_view(req_.target());
   if (auto q = target.find('?'); q != std::string_view::npos) cr.query = std::string(target.substr(q + 1));
   cr.origin = std::string(req_[http::field::origin]);

@@ -10,7 +10,7 @@
 // Lives on its own strand; one write in flight; ping/pong keep-alive and idle timeout as /v1/ws.
 #pragma once
 
-#include <roost/broker/router.h>
+#include <roost/core/router.h>
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>

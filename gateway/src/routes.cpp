@@ -3,7 +3,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/url/parse.hpp>
 
-#include <roost/channels/subject.h>
+#include <roost/core/metrics.h>
+#include <roost/core/subject.h>
 
 #include <boost/json.hpp>
 #include <boost/url/pct_string_view.hpp>
@@ -36,8 +37,8 @@ Response make(http::status status, unsigned version, std::string body,
 
 // Adapts a Router callback: the result travels to the session's strand, where it is encoded.
 template <class T, class Encode>
-broker::Callback<T> answer(Reply reply, unsigned version, http::status ok, Encode encode) {
-  return [reply = std::move(reply), version, ok, encode](broker::Result<T> r) mutable {
+roost::Callback<T> answer(Reply reply, unsigned version, http::status ok, Encode encode) {
+  return [reply = std::move(reply), version, ok, encode](roost::Result<T> r) mutable {
     reply([r = std::move(r), version, ok, encode]() mutable -> Response {
       if (!r) return error_response(r.error(), version);
       return make(ok, version, encode(*r));
@@ -271,7 +272,7 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
     }
   }
   st.router.object_call(cls, name, std::move(body->first), body->second, timeout_ms,
-                        [reply = std::move(reply), v](Result<broker::ObjectReply> r) mutable {
+                        [reply = std::move(reply), v](Result<roost::ObjectReply> r) mutable {
                           reply([r = std::move(r), v]() mutable -> Response {
                             if (!r) return error_response(r.error(), v);
                             const char* type = r->content_type == ContentType::kJson   ? "application/json"
@@ -406,30 +407,22 @@ Response error_response(const Error& e, unsigned version) {
 }
 
 std::string gateway_metrics(const Server::State& st) {
-  std::ostringstream out;
-  out << "# HELP roost_http_connections Open HTTP connections.\n"
-      << "# TYPE roost_http_connections gauge\nroost_http_connections " << st.connections.load() << '\n'
-      << "# HELP roost_http_requests_in_flight Requests read and not yet answered.\n"
-      << "# TYPE roost_http_requests_in_flight gauge\nroost_http_requests_in_flight "
-      << st.in_flight.load() << '\n'
-      << "# HELP roost_http_connections_rejected_total Connections closed at max_connections.\n"
-      << "# TYPE roost_http_connections_rejected_total counter\n"
-      << "roost_http_connections_rejected_total " << st.rejected_total.load() << '\n'
-      << "# HELP roost_websockets Open WebSocket connections.\n"
-      << "# TYPE roost_websockets gauge\nroost_websockets " << st.websockets.load() << '\n'
-      << "# HELP roost_sse_streams Open SSE streams.\n"
-      << "# TYPE roost_sse_streams gauge\nroost_sse_streams " << st.sse_streams.load() << '\n'
-      << "# HELP roost_channel_dropped_total Messages dropped for slow subscribers.\n"
-      << "# TYPE roost_channel_dropped_total counter\nroost_channel_dropped_total " << st.lagged_total.load() << '\n'
-      << "# HELP roost_channel_slow_disconnects_total Subscribers disconnected for falling behind.\n"
-      << "# TYPE roost_channel_slow_disconnects_total counter\nroost_channel_slow_disconnects_total "
-      << st.slow_disconnects_total.load() << '\n'
-      << "# HELP roost_http_responses_total Responses by status class.\n"
-      << "# TYPE roost_http_responses_total counter\n";
+  MetricsWriter w;
+  w.gauge("roost_http_connections", "Open HTTP connections.", std::uint64_t{st.connections.load()});
+  w.gauge("roost_http_requests_in_flight", "Requests read and not yet answered.", std::uint64_t{st.in_flight.load()});
+  w.counter("roost_http_connections_rejected_total", "Connections closed at max_connections.",
+            st.rejected_total.load());
+  w.gauge("roost_websockets", "Open WebSocket connections.", std::uint64_t{st.websockets.load()});
+  w.gauge("roost_sse_streams", "Open SSE streams.", std::uint64_t{st.sse_streams.load()});
+  w.counter("roost_channel_dropped_total", "Messages dropped for slow subscribers.", st.lagged_total.load());
+  w.counter("roost_channel_slow_disconnects_total", "Subscribers disconnected for falling behind.",
+            st.slow_disconnects_total.load());
+  w.family("roost_http_responses_total", "counter", "Responses by status class.");
   for (int c = 2; c <= 5; ++c) {
-    out << "roost_http_responses_total{class=\"" << c << "xx\"} " << st.responses[c].load() << '\n';
+    const std::string cls = std::to_string(c) + "xx";
+    w.sample("roost_http_responses_total", {{"class", cls}}, std::uint64_t{st.responses[c].load()});
   }
-  return out.str();
+  return std::move(w).text();
 }
 
 void route(const Request& req, const boost::asio::ip::address& remote, Server::State& st, Reply reply,

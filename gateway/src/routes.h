@@ -1,7 +1,7 @@
 // The REST routes: one request in, one response out (possibly later, from another thread).
 #pragma once
 
-#include <roost/broker/router.h>
+#include <roost/core/router.h>
 
 #include <boost/beast/http.hpp>
 

@@ -1,6 +1,6 @@
 #include "roost/gateway/server.h"
 
-#include <roost/log.h>
+#include <roost/core/log.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -67,7 +67,7 @@ void accept_loop(std::shared_ptr<Server::State> st) {
 
 }  // namespace
 
-Server::Server(asio::io_context& io, broker::Router& router, ServerOptions options)
+Server::Server(asio::io_context& io, roost::Router& router, ServerOptions options)
     : files_(std::make_unique<asio::thread_pool>(1)),
       state_(std::make_shared<State>(io, router, std::move(options))) {
   state_->files = files_.get();

@@ -6,7 +6,7 @@
 // not crowd out the publishers' reads.
 #pragma once
 
-#include <roost/channels/message.h>
+#include <roost/core/channel_types.h>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/post.hpp>

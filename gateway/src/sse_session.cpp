@@ -4,6 +4,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 
+#include <roost/gateway/frames.h>
 #include <roost/gateway/json_codec.h>
 
 namespace roost::gateway {
@@ -66,7 +67,7 @@ void SseSession::shutdown() {
 
 void SseSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  switch (state_->offer(out_, m->sse_frame(), m->channel)) {
+  switch (state_->offer(out_, sse_frame(*m), m->channel)) {
     case channels::OutgoingQueue::Push::kQueued:
       if (flush_now) flush();
       break;

@@ -1,7 +1,7 @@
 // State shared by the listener and every session (private to gateway/).
 #pragma once
 
-#include <roost/broker/router.h>
+#include <roost/core/router.h>
 #include <roost/channels/outgoing_queue.h>
 #include <roost/gateway/server.h>
 
@@ -19,15 +19,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 
 #include <boost/asio/thread_pool.hpp>
 #include "delivery_batcher.h"
 
 namespace roost::gateway {
 
-using broker::Authenticator;
-using broker::Principal;
+using roost::Authenticator;
+using roost::Principal;
 
 // The gateway's WebSocket settings for a server-side stream: handshake and idle timeouts with
 // keep-alive pings, the incoming message limit, and permessage-deflate when enabled.
@@ -69,7 +69,7 @@ class Closable {
 };
 
 struct Server::State : std::enable_shared_from_this<Server::State> {
-  State(boost::asio::io_context& io_context, broker::Router& r, ServerOptions o)
+  State(boost::asio::io_context& io_context, roost::Router& r, ServerOptions o)
       : io(io_context), router(r), options(std::move(o)),
         acceptor(boost::asio::make_strand(io_context)), auth(options.auth_secret) {
     origins = comma_list(options.allowed_origins);
@@ -80,7 +80,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   }
 
   boost::asio::io_context& io;
-  broker::Router& router;
+  roost::Router& router;
   ServerOptions options;
   boost::asio::ip::tcp::acceptor acceptor;
   Authenticator auth;

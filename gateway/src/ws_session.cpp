@@ -1,6 +1,7 @@
 #include "ws_session.h"
 
-#include <roost/log.h>
+#include <roost/gateway/frames.h>
+#include <roost/core/log.h>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -196,7 +197,7 @@ void WsSession::handle(std::string_view text) {
 
 void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  switch (state_->offer(out_, m->frame(), m->channel)) {
+  switch (state_->offer(out_, browser_frame(*m), m->channel)) {
     case channels::OutgoingQueue::Push::kQueued:
       if (flush_now) flush();
       break;

@@ -25,14 +25,14 @@
 #include <string>
 #include <unordered_map>
 
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 #include "session_tap.h"
 #include "state.h"
 
 namespace roost::gateway {
 
-using broker::Authenticator;
-using broker::Principal;
+using roost::Authenticator;
+using roost::Principal;
 
 class WsSession : public Closable, public std::enable_shared_from_this<WsSession> {
  public:

@@ -1,6 +1,6 @@
 #include <roost/client/client.h>
 
-#include <roost/thread_name.h>
+#include <roost/core/thread_name.h>
 #include <roost/wire/codec.h>
 
 #include <capnp/message.h>

@@ -1,6 +1,7 @@
+#include <roost/gateway/frames.h>
 #include <roost/channels/hub.h>
 #include <roost/channels/outgoing_queue.h>
-#include <roost/channels/subject.h>
+#include <roost/core/subject.h>
 #include <roost/channels/subscription_trie.h>
 
 #include <catch2/catch.hpp>
@@ -104,7 +105,7 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
   REQUIRE(wild->got.size() == 1);
   CHECK(exact->got[0].get() == wild->got[0].get());  // the same message object
   CHECK(exact->got[0]->audience == 2);                // the delivery hint: how many it reached
-  CHECK(*exact->got[0]->frame() ==
+  CHECK(*roost::gateway::browser_frame(*exact->got[0]) ==
         R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" +
             r->epoch + "\"}");
   CHECK(other->got.empty());
@@ -252,8 +253,8 @@ TEST_CASE("join / leave events of direct subscribers, only where the namespace a
   CHECK(kinds(*b) == std::vector<std::pair<K, std::uint64_t>>{{K::kData, 1}});
   {
     std::lock_guard lock(a->mu);
-    CHECK(*a->got[0]->frame() == R"({"op":"join","channel":"room.a","subscribers":2})");
-    CHECK(a->got[0]->sse_frame()->starts_with("event: join\ndata: {"));
+    CHECK(*roost::gateway::browser_frame(*a->got[0]) == R"({"op":"join","channel":"room.a","subscribers":2})");
+    CHECK(roost::gateway::sse_frame(*a->got[0])->starts_with("event: join\ndata: {"));
   }
   // Presence events take no offset and stay out of history.
   CHECK(hub.publish("room.a", "2")->offset == 2);
@@ -365,7 +366,7 @@ TEST_CASE("messages made on one thread and freed on others keep their contents",
     CHECK(m.channel == "pool.b");
     CHECK(m.data == std::to_string(i));
     CHECK(m.offset == static_cast<std::uint64_t>(i));
-    CHECK(m.frame()->find("\"pool.b\"") != std::string::npos);
+    CHECK(roost::gateway::browser_frame(m)->find("\"pool.b\"") != std::string::npos);
   }
   remade.clear();  // freed on the main thread, after the other exited
 }

@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include <roost/wire/base64.h>
+#include <roost/core/base64.h>
 #include <roost/gateway/json_codec.h>
 
 using namespace roost::gateway;

@@ -4,7 +4,7 @@
 
 #include "../support/ws_client.h"
 #include "http_fixture.h"
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -258,11 +258,11 @@ TEST_CASE("JWT: tokens are verified and their grants enforced", "[integration][a
   const std::string secret = "test-secret-please-change";
   Server s({"--auth-secret", secret});
   auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  auto token = roost::broker::sign_jwt(secret,
+  auto token = roost::sign_jwt(secret,
       R"({"exp":)" + std::to_string(now + 600) +
       R"(,"roost":{"publish":["chat.room1"],"subscribe":["chat.>"],"queues":["jobs"]}})");
-  auto expired = roost::broker::sign_jwt(secret, R"({"exp":)" + std::to_string(now - 10) + R"(,"roost":{}})");
-  auto forged = roost::broker::sign_jwt("other-secret", R"({"roost":{"publish":[">"]}})");
+  auto expired = roost::sign_jwt(secret, R"({"exp":)" + std::to_string(now - 10) + R"(,"roost":{}})");
+  auto forged = roost::sign_jwt("other-secret", R"({"roost":{"publish":[">"]}})");
 
   CHECK_THROWS(WsClient(s.proc().port()));
   CHECK_THROWS(WsClient(s.proc().port(), {.token = expired}));

@@ -1,6 +1,6 @@
 // Issue 12, hardening: what a hostile client could do to a node before, one test per point, each
 // against the real binary over real sockets. Memory points read the node's RSS from /proc.
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 #include <roost/client/client.h>
 
 #include <boost/asio/connect.hpp>
@@ -294,7 +294,7 @@ TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itsel
   const std::string secret = "hardening-secret";
   Server s({"--auth-secret", secret});
   roost::client::HttpClient h(s.proc().url());
-  h.set_header("Authorization", "Bearer " + roost::broker::sign_jwt(secret, R"({"roost":{"queues":["jobs","jobs-dlq"]}})"));
+  h.set_header("Authorization", "Bearer " + roost::sign_jwt(secret, R"({"roost":{"queues":["jobs","jobs-dlq"]}})"));
   auto r = h.put("/v1/queues/jobs", R"({"dead_letter_queue":"victim","max_retries":0})");
   CHECK(r.status == 403);
   CHECK(error_code(r) == "forbidden");
@@ -304,7 +304,7 @@ TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itsel
   // The same over the native protocol.
   roost::ClientOptions o;
   o.url = s.proc().endpoint();
-  o.token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":["jobs"]}})");
+  o.token = roost::sign_jwt(secret, R"({"roost":{"queues":["jobs"]}})");
   auto c = roost::Client::connect(o);
   REQUIRE(c);
   roost::QueueConfigPatch patch;
@@ -313,14 +313,14 @@ TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itsel
   REQUIRE_FALSE(put);
   CHECK(put.error().code == roost::ErrorCode::FORBIDDEN);
   roost::client::HttpClient admin(s.proc().url());
-  admin.set_header("Authorization", "Bearer " + roost::broker::sign_jwt(secret, R"({"roost":{"queues":[">"]}})"));
+  admin.set_header("Authorization", "Bearer " + roost::sign_jwt(secret, R"({"roost":{"queues":[">"]}})"));
   CHECK(admin.get("/v1/queues/victim").status == 404);  // never created
 }
 
 TEST_CASE("hardening 10: a native session belongs to the connection that said hello", "[integration][hardening][native]") {
   const std::string secret = "native-secret";
   Server s({"--auth-secret", secret});
-  auto token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":[">"]}})");
+  auto token = roost::sign_jwt(secret, R"({"roost":{"queues":[">"]}})");
   const std::string id = "victim-routing-id-0001";
   auto victim = std::make_unique<RawClient>(s.proc().endpoint(), id);
   victim->hello(0, token);
@@ -383,7 +383,7 @@ TEST_CASE("hardening 11: cross-site writes and DNS rebinding are refused on a no
 TEST_CASE("hardening 12: ?token= is for WebSocket and SSE only", "[integration][hardening][auth]") {
   const std::string secret = "query-secret";
   Server s({"--auth-secret", secret});
-  auto token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":[">"],"subscribe":[">"]}})");
+  auto token = roost::sign_jwt(secret, R"({"roost":{"queues":[">"],"subscribe":[">"]}})");
   CHECK(s.http().get("/v1/queues?token=" + token).status == 401);
   WsClient ws(s.proc().port(), WsOptions{"/v1/ws", "", token});
   ws.send(R"({"op":"subscribe","id":1,"channel":"a.b"})");

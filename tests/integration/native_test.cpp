@@ -1,7 +1,7 @@
 // The native protocol against the real binary: the C++ SDK (queues, push consumers with their
 // window, channels, reconnect, auth, CURVE, ipc://), raw ZeroMQ clients for what the SDK never
 // sends (requests before hello, malformed and random frames), and the CLI's pub/sub.
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 #include <roost/client/client.h>
 #include <roost/wire/codec.h>
 
@@ -653,13 +653,13 @@ TEST_CASE("native auth: hello needs a valid token; grants apply per queue and ch
   REQUIRE_FALSE(refused);
   CHECK(refused.error().code == ErrorCode::UNAUTHORIZED);
   ClientOptions forged = none;
-  forged.token = roost::broker::sign_jwt("wrong", R"({"roost":{"queues":[">"]}})");
+  forged.token = roost::sign_jwt("wrong", R"({"roost":{"queues":[">"]}})");
   auto f = Client::connect(forged);
   REQUIRE_FALSE(f);
   CHECK(f.error().code == ErrorCode::UNAUTHORIZED);
 
   ClientOptions ok = none;
-  ok.token = roost::broker::sign_jwt(secret, R"({"roost":{"queues":["jobs"],"publish":["news.>"],"subscribe":["news.*"]}})");
+  ok.token = roost::sign_jwt(secret, R"({"roost":{"queues":["jobs"],"publish":["news.>"],"subscribe":["news.*"]}})");
   auto c = Client::connect(ok);
   REQUIRE(c);
   CHECK((*c)->enqueue("jobs", {msg("1")}));

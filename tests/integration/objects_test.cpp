@@ -10,7 +10,7 @@
 #include "http_fixture.h"
 #include "../support/eventually.h"
 #include "../support/ws_client.h"
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 #include <roost/client/client.h>
 
 using namespace roost::test;
@@ -317,7 +317,7 @@ TEST_CASE("objects: on_connect can refuse; unknown classes and forbidden origins
 TEST_CASE("objects: JWT objects claim applies to tell, call and connect", "[integration][objects]") {
   const std::string secret = "objects-secret";
   Server s(actor_args({"--auth-secret", secret}));
-  auto token = roost::broker::sign_jwt(secret, R"({"roost":{"objects":["counter.mine"]}})");
+  auto token = roost::sign_jwt(secret, R"({"roost":{"objects":["counter.mine"]}})");
   roost::client::HttpClient h(s.proc().url());
   h.set_header("Authorization", "Bearer " + token);
   CHECK(h.post("/v1/objects/counter/mine/messages", "{}").status == 202);

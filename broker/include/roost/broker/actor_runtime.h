@@ -25,7 +25,7 @@
 #pragma once
 
 #include <roost/actor.h>
-#include <roost/broker/router.h>
+#include <roost/core/router.h>
 #include <roost/durable/committer.h>
 
 #include <atomic>

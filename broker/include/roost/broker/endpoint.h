@@ -11,7 +11,7 @@
 // Thread-safety: start/stop from one thread; everything else runs on the endpoint thread.
 #pragma once
 
-#include <roost/broker/router.h>
+#include <roost/core/router.h>
 
 #include <cstdint>
 #include <memory>

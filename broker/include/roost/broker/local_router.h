@@ -2,7 +2,8 @@
 // pulls wait on readiness notifications from the store, with a timer for their deadline.
 #pragma once
 
-#include <roost/broker/router.h>
+#include <roost/channels/hub.h>
+#include <roost/core/router.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/queue_store.h>
 
@@ -60,10 +61,10 @@ class LocalRouter final : public Router {
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                           ContentType content_type = ContentType::kJson) override;
   Result<std::size_t> publish_many(const std::string& channel,
-                                   std::vector<channels::Hub::Payload>& items) override {
+                                   std::vector<channels::Payload>& items) override {
     return hub_.publish_many(channel, items);
   }
-  channels::Hub::Presence presence(const std::string& channel) override;
+  channels::Presence presence(const std::string& channel) override;
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
   void object_tell(std::string object_class, std::string name, std::string data, ContentType type,
                    Callback<std::uint64_t> done) override;

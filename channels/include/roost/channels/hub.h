@@ -7,9 +7,9 @@
 // channel (forget_idle only tries it), then the trie.
 #pragma once
 
-#include <roost/channels/message.h>
+#include <roost/core/channel_types.h>
 #include <roost/channels/outgoing_queue.h>
-#include <roost/wire/error.h>
+#include <roost/core/error.h>
 
 #include <atomic>
 #include <cstdint>
@@ -24,48 +24,11 @@
 
 namespace roost::channels {
 
-// Settings for the channels under a subject prefix ("" = every channel). Defaults shown.
-struct NamespaceConfig {
-  std::string prefix;
-  std::size_t history_size = 0;      // messages kept per channel for resumption
-  std::uint64_t history_ttl_ms = 0;  // 0 = kept until pushed out by newer ones
-  SlowPolicy policy = SlowPolicy::kDrop;
-  std::size_t buffer_messages = 1024;    // per-subscriber buffer
-  std::size_t buffer_bytes = 1u << 20;
-  // Direct subscribers of a channel (not wildcard watchers) joining and leaving are announced to
-  // the channel's subscribers as join / leave events carrying the new count.
-  bool join_leave = false;
-};
-
 struct HubOptions {
   std::vector<NamespaceConfig> namespaces;  // longest matching prefix wins
   NamespaceConfig defaults;
 };
 
-struct PublishResult {
-  std::uint64_t offset = 0;
-  std::string epoch;
-  std::size_t subscribers = 0;
-};
-
-// Where a new subscription starts, besides live messages.
-struct Since {
-  std::string epoch;
-  std::uint64_t offset = 0;  // the last offset the client has
-  // Instead of epoch/offset: replay up to this many of the latest kept messages (a fresh client
-  // showing recent history). Never a reset.
-  std::size_t recent = 0;
-};
-
-struct SubscribeResult {
-  std::uint64_t id = 0;
-  // With `since`: true when the gap could not be filled (other epoch, or history too short);
-  // the missed messages that could be are delivered before any live one.
-  bool reset = false;
-  std::string epoch;
-  std::uint64_t offset = 0;  // the channel's latest offset at subscription
-  std::size_t recovered = 0;
-};
 
 class Hub {
  public:
@@ -83,12 +46,9 @@ class Hub {
                                 ContentType content_type = ContentType::kJson);
   // Publishes a run of messages to one channel, in order, taking its lock and looking up its
   // subscribers once (the native protocol's publishBatch). `items` are moved from.
-  using Payload = std::pair<std::string, ContentType>;
+  using Payload = channels::Payload;
   Result<std::size_t> publish_many(const std::string& channel, std::vector<Payload>& items);
-  struct Presence {
-    std::size_t subscribers = 0;  // subscribers with a pattern matching the channel
-    std::size_t direct = 0;       // subscriptions to exactly this channel
-  };
+  using Presence = channels::Presence;
   Presence presence(const std::string& channel) const;
   const NamespaceConfig& namespace_of(std::string_view channel) const;
 

@@ -7,12 +7,10 @@
 #include <memory>
 #include <string>
 
+#include <roost/core/channel_types.h>
+
 namespace roost::channels {
 
-enum class SlowPolicy {
-  kDrop,        // drop new messages while full; tell the client how many it lost
-  kDisconnect,  // close the connection when full
-};
 
 class OutgoingQueue {
  public:

@@ -1,7 +1,7 @@
 // Subscriptions indexed by pattern tokens. Not thread-safe: the Hub guards it.
 #pragma once
 
-#include <roost/channels/message.h>
+#include <roost/core/channel_types.h>
 
 #include <cstdint>
 #include <memory>

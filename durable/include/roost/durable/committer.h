@@ -4,7 +4,7 @@
 #pragma once
 
 #include <roost/durable/env.h>
-#include <roost/wire/error.h>
+#include <roost/core/error.h>
 
 #include <array>
 #include <atomic>

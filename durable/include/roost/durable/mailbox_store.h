@@ -16,7 +16,7 @@
 #pragma once
 
 #include <roost/durable/env.h>
-#include <roost/wire/content_type.h>
+#include <roost/core/content_type.h>
 
 #include <cstdint>
 #include <functional>

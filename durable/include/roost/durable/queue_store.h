@@ -19,8 +19,8 @@
 
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
-#include <roost/durable/queue_types.h>
-#include <roost/wire/error.h>
+#include <roost/core/queue_types.h>
+#include <roost/core/error.h>
 
 #include <cstdint>
 #include <expected>

@@ -2,9 +2,9 @@
 // is an Error with a stable code (malformed = not JSON, invalid_argument = wrong field).
 #pragma once
 
-#include <roost/durable/queue_types.h>
-#include <roost/wire/error.h>
-#include <roost/wire/utf8.h>
+#include <roost/core/queue_types.h>
+#include <roost/core/error.h>
+#include <roost/core/utf8.h>
 
 #include <cstdint>
 #include <expected>

@@ -6,7 +6,7 @@
 // io_context's threads.
 #pragma once
 
-#include <roost/broker/router.h>
+#include <roost/core/router.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -39,7 +39,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(boost::asio::io_context& io, broker::Router& router, ServerOptions options);
+  Server(boost::asio::io_context& io, roost::Router& router, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

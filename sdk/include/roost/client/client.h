@@ -20,8 +20,8 @@
 // while reconnecting wait for the connection until their timeout.
 #pragma once
 
-#include <roost/durable/queue_types.h>
-#include <roost/wire/error.h>
+#include <roost/core/queue_types.h>
+#include <roost/core/error.h>
 
 #include <chrono>
 #include <cstdint>

@@ -2,9 +2,9 @@
 // and converting the queue value types to and from their schema structs.
 #pragma once
 
-#include <roost/durable/queue_types.h>
-#include <roost/wire/error.h>
-#include <roost/wire/roost.capnp.h>
+#include <roost/core/queue_types.h>
+#include <roost/core/error.h>
+#include <roost/core/roost.capnp.h>
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>

@@ -1,4 +1,4 @@
-#include "roost/channels/subject.h"
+#include "roost/core/subject.h"
 
 namespace roost::channels {
 

@@ -9,11 +9,11 @@
 #include <string>
 #include <string_view>
 
-#include <roost/wire/roost.capnp.h>  // generated from sdk/schema/roost.capnp
+#include <roost/core/roost.capnp.h>  // generated from core/schema/roost.capnp
 
 namespace roost {
 
-// The stable codes are the schema's enum (sdk/schema/roost.capnp): one list for every protocol.
+// The stable codes are the schema's enum (core/schema/roost.capnp): one list for every protocol.
 // Adding an enumerant there breaks the build (-Wswitch, -Werror in CI) until the two tables below
 // name and map it.
 using ErrorCode = proto::ErrorCode;

@@ -18,7 +18,7 @@
 // of the (few) worker threads.
 #pragma once
 
-#include <roost/wire/content_type.h>
+#include <roost/core/content_type.h>
 
 #include <cstdint>
 #include <functional>

@@ -1,4 +1,4 @@
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -8,11 +8,11 @@
 
 #include <chrono>
 
-#include <roost/channels/subject.h>
+#include <roost/core/subject.h>
 
-#include <roost/wire/base64.h>
+#include <roost/core/base64.h>
 
-namespace roost::broker {
+namespace roost {
 
 namespace json = boost::json;
 
@@ -186,4 +186,4 @@ std::string sign_jwt(std::string_view secret, std::string_view payload_json) {
   return signing + "." + b64url_encode(hmac_sha256(secret, signing));
 }
 
-}  // namespace roost::broker
+}  // namespace roost

@@ -1,4 +1,4 @@
-#include "roost/wire/utf8.h"
+#include "roost/core/utf8.h"
 
 #include <cstdint>
 

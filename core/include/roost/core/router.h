@@ -6,9 +6,9 @@
 // (the committer or a timer thread), never on the caller's strand: post the result back.
 #pragma once
 
-#include <roost/channels/hub.h>
-#include <roost/durable/queue_types.h>
-#include <roost/wire/error.h>
+#include <roost/core/channel_types.h>
+#include <roost/core/queue_types.h>
+#include <roost/core/error.h>
 
 #include <atomic>
 #include <cstdint>
@@ -18,10 +18,8 @@
 #include <string>
 #include <vector>
 
-namespace roost::broker {
+namespace roost {
 
-using roost::Callback;
-using roost::Result;
 
 // A WebSocket attached to an object, as the runtime sees it (implemented by the gateway).
 // Thread-safe: called from the committer thread after a turn commits, and from the runtime.
@@ -93,8 +91,8 @@ class Router {
   virtual Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                                   ContentType content_type = ContentType::kJson) = 0;
   virtual Result<std::size_t> publish_many(const std::string& channel,
-                                           std::vector<channels::Hub::Payload>& items) = 0;
-  virtual channels::Hub::Presence presence(const std::string& channel) = 0;
+                                           std::vector<channels::Payload>& items) = 0;
+  virtual channels::Presence presence(const std::string& channel) = 0;
   virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
 
   // Object mailboxes. `tell` answers the mailbox seq once the message is durable; `call` answers
@@ -120,4 +118,4 @@ class Router {
   virtual std::uint64_t max_message_bytes() const = 0;
 };
 
-}  // namespace roost::broker
+}  // namespace roost

@@ -2,9 +2,9 @@
 
 #include <boost/asio/ip/address.hpp>
 
-#include <roost/broker/auth.h>
+#include <roost/core/auth.h>
 
-using namespace roost::broker;
+using namespace roost;
 using boost::asio::ip::make_address;
 using roost::ErrorCode;
 

@@ -6,7 +6,7 @@
 // permission.
 #pragma once
 
-#include <roost/wire/error.h>
+#include <roost/core/error.h>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-namespace roost::broker {
+namespace roost {
 
 struct Principal {
   bool unrestricted = false;
@@ -56,4 +56,4 @@ class Authenticator {
 // Signs `payload_json` as an HS256 JWT (tests, tools).
 std::string sign_jwt(std::string_view secret, std::string_view payload_json);
 
-}  // namespace roost::broker
+}  // namespace roost

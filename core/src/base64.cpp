@@ -1,4 +1,4 @@
-#include <roost/wire/base64.h>
+#include <roost/core/base64.h>
 
 #include <array>
 #include <cstdint>

@@ -4,7 +4,7 @@
 // token) and '>' as the last token (matches one or more remaining tokens).
 #pragma once
 
-#include <roost/wire/error.h>
+#include <roost/core/error.h>
 
 #include <optional>
 #include <string>

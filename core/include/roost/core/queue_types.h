@@ -2,7 +2,7 @@
 // share them.
 #pragma once
 
-#include <roost/wire/content_type.h>
+#include <roost/core/content_type.h>
 
 #include <cstdint>
 #include <optional>
