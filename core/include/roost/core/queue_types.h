@@ -11,6 +11,9 @@
 
 namespace roost {
 
+// The longest a pull may wait for messages (HTTP `wait_ms`, native `waitMs`), in milliseconds.
+inline constexpr std::uint64_t kMaxWaitMs = 20'000;
+
 
 // A queue's configuration. Every field's default is the value shown.
 struct QueueConfig {

@@ -33,8 +33,6 @@ struct RedriveRequest {
   std::uint64_t max = 0;
 };
 
-inline constexpr std::uint64_t kMaxWaitMs = 20'000;
-
 // What one JSON text from a client may hold. Checked by a streaming pass that builds nothing
 // (memory O(depth)), so a request is refused before its tree is built.
 struct JsonLimits {
