@@ -89,9 +89,8 @@ void Endpoint::Impl::reply(const std::string& identity, capnp::MallocMessageBuil
   }
 }
 
-void Endpoint::Impl::reply_error(const std::string& identity, std::uint64_t id, ErrorCode code,
-                 std::string_view message) {
-  if (id == 0) return;  // fire-and-forget requests get no answers
+void Endpoint::Impl::send_error(const std::string& identity, std::uint64_t id, ErrorCode code,
+                                std::string_view message) {
   capnp::MallocMessageBuilder b(64);
   auto env = b.initRoot<proto::Envelope>();
   env.setId(id);
@@ -99,6 +98,12 @@ void Endpoint::Impl::reply_error(const std::string& identity, std::uint64_t id, 
   e.setCode(code);
   e.setMessage(text(message));
   reply(identity, b);
+}
+
+void Endpoint::Impl::reply_error(const std::string& identity, std::uint64_t id, ErrorCode code,
+                                 std::string_view message) {
+  if (id == 0) return;  // fire-and-forget requests get no answers
+  send_error(identity, id, code, message);
 }
 
 void Endpoint::Impl::reply_error(const std::string& identity, std::uint64_t id, const Error& e) {
@@ -268,15 +273,7 @@ void Endpoint::Impl::handle(std::vector<zmq::message_t>& parts) {
   } catch (const kj::Exception& e) {
     malformed.fetch_add(1, std::memory_order_relaxed);
     // No id can be read: answer with id 0 so the client can log it.
-    capnp::MallocMessageBuilder b(64);
-    auto out = b.initRoot<proto::Envelope>();
-    auto err = out.initError();
-    err.setCode(ErrorCode::MALFORMED);
-    err.setMessage("frame 1 is not a Cap'n Proto Envelope");
-    std::vector<zmq::message_t> frames;
-    frames.push_back(to_frame(b));
-    send_raw(identity, frames);
-    return;
+    return send_error(identity, 0, ErrorCode::MALFORMED, "frame 1 is not a Cap'n Proto Envelope");
   }
   std::uint64_t id = 0;
   try {
@@ -290,15 +287,7 @@ void Endpoint::Impl::handle(std::vector<zmq::message_t>& parts) {
 }
 
 void Endpoint::Impl::hello_required(const std::string& identity, std::uint64_t id, std::string_view why) {
-  capnp::MallocMessageBuilder b(64);
-  auto out = b.initRoot<proto::Envelope>();
-  out.setId(id);
-  auto e = out.initError();
-  e.setCode(ErrorCode::HELLO_REQUIRED);
-  e.setMessage(text(std::string(why) + ": send hello first"));
-  std::vector<zmq::message_t> frames;
-  frames.push_back(to_frame(b));
-  send_raw(identity, frames);
+  send_error(identity, id, ErrorCode::HELLO_REQUIRED, std::string(why) + ": send hello first");
 }
 
 void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::message_t>& parts,

@@ -158,13 +158,8 @@ void Endpoint::Impl::close_slow(Session& s, Sink& sink) {
   router.unsubscribe(sink.hub_id);
   std::uint64_t stream = sink.stream;
   s.subscriptions.erase(stream);
-  capnp::MallocMessageBuilder b(64);
-  auto env = b.initRoot<proto::Envelope>();
-  env.setId(stream);
-  auto e = env.initError();
-  e.setCode(ErrorCode::TOO_MANY_REQUESTS);
-  e.setMessage("subscriber too slow: its buffer filled up (policy disconnect)");
-  reply(s.identity, b);
+  send_error(s.identity, stream, ErrorCode::TOO_MANY_REQUESTS,
+             "subscriber too slow: its buffer filled up (policy disconnect)");
 }
 
 Result<channels::PublishResult> Endpoint::Impl::publish_one(Session& s, const std::string& channel, ContentType type,

@@ -279,6 +279,10 @@ struct Endpoint::Impl {
   void reply(const std::string& identity, capnp::MallocMessageBuilder& b,
              std::vector<zmq::message_t> payloads = {});
 
+  // Every error leaves through these. send_error: an Error envelope with id `id` (a request's or
+  // a stream's), through the session's backlog when it has one. reply_error: the answer to
+  // request `id`, none for a fire-and-forget request (id 0).
+  void send_error(const std::string& identity, std::uint64_t id, ErrorCode code, std::string_view message);
   void reply_error(const std::string& identity, std::uint64_t id, ErrorCode code,
                    std::string_view message);
   void reply_error(const std::string& identity, std::uint64_t id, const Error& e);

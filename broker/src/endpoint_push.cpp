@@ -32,15 +32,8 @@ void Endpoint::Impl::on_pushed(Session* s, std::uint64_t stream, const std::stri
   c.pulling = false;
   if (!r) {
     // The queue was deleted, or the node is stopping: end the stream with the error.
-    capnp::MallocMessageBuilder b(64);
-    auto env = b.initRoot<proto::Envelope>();
-    env.setId(stream);
-    auto e = env.initError();
-    e.setCode(r.error().code);
-    e.setMessage(text(r.error().message));
     s->consumers.erase(it);
-    reply(s->identity, b);
-    return;
+    return send_error(s->identity, stream, r.error().code, r.error().message);
   }
   if (!r->empty()) {
     std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));

@@ -20,6 +20,11 @@ std::string new_epoch() {
   for (int i = 0; i < 15; ++i) out.push_back(kDigits[(v >> (4 * i)) & 0xf]);
   return out;
 }
+
+// The oldest timestamp history may still serve under `ns` (0 = no TTL).
+std::int64_t history_cutoff(const NamespaceConfig& ns, std::int64_t now) {
+  return ns.history_ttl_ms != 0 ? now - static_cast<std::int64_t>(ns.history_ttl_ms) : 0;
+}
 }  // namespace
 
 struct Hub::Channel {
@@ -32,6 +37,13 @@ struct Hub::Channel {
   std::uint64_t subs_generation = 0;           // GUARDED_BY(mu)
   std::int64_t last_used_ms = 0;               // GUARDED_BY(mu): last publish or subscription
   bool forgotten = false;                      // GUARDED_BY(mu): removed by forget_idle
+
+  // Drops history past the namespace's size and older than its TTL, as of `now`. Holds mu.
+  void trim_history(const NamespaceConfig& ns, std::int64_t now) {
+    while (history.size() > ns.history_size) history.pop_front();
+    const std::int64_t cutoff = history_cutoff(ns, now);
+    while (!history.empty() && history.front()->timestamp_ms < cutoff) history.pop_front();
+  }
 };
 
 Hub::Hub(HubOptions options, std::function<std::int64_t()> clock)
@@ -76,11 +88,7 @@ std::size_t Hub::forget_idle(std::uint64_t idle_ms) {
     std::unique_lock cl(ch.mu, std::try_to_lock);
     bool forget = false;
     if (cl.owns_lock() && now - ch.last_used_ms >= static_cast<std::int64_t>(idle_ms)) {
-      const auto& ns = namespace_of(it->first);
-      if (ns.history_ttl_ms != 0) {
-        auto cutoff = now - static_cast<std::int64_t>(ns.history_ttl_ms);
-        while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
-      }
+      ch.trim_history(namespace_of(it->first), now);
       if (ch.history.empty()) {
         std::shared_lock tl(trie_mu_);
         forget = trie_->count_exact(it->first) == 0;
@@ -145,9 +153,7 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   result.epoch = ch.epoch;
   result.offset = ch.last_offset;
   if (since && since->recent > 0) {
-    std::int64_t cutoff = 0;
-    const auto& ns = namespace_of(pattern);
-    if (ns.history_ttl_ms != 0) cutoff = clock_() - static_cast<std::int64_t>(ns.history_ttl_ms);
+    const std::int64_t cutoff = history_cutoff(namespace_of(pattern), clock_());
     std::size_t skip = ch.history.size() > since->recent ? ch.history.size() - since->recent : 0;
     for (std::size_t i = skip; i < ch.history.size(); ++i) {
       if (ch.history[i]->timestamp_ms < cutoff) continue;
@@ -159,9 +165,7 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       result.reset = true;
     } else if (since->offset < ch.last_offset) {
       std::uint64_t oldest = ch.history.empty() ? ch.last_offset + 1 : ch.history.front()->offset;
-      std::int64_t cutoff = 0;
-      const auto& ns = namespace_of(pattern);
-      if (ns.history_ttl_ms != 0) cutoff = clock_() - static_cast<std::int64_t>(ns.history_ttl_ms);
+      const std::int64_t cutoff = history_cutoff(namespace_of(pattern), clock_());
       if (since->offset + 1 < oldest) result.reset = true;
       for (const auto& m : ch.history) {
         if (m->offset <= since->offset || m->timestamp_ms < cutoff) {
@@ -221,11 +225,7 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
     auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
     if (ns.history_size > 0) {
       ch.history.push_back(msg);
-      while (ch.history.size() > ns.history_size) ch.history.pop_front();
-      if (ns.history_ttl_ms != 0) {
-        auto cutoff = now - static_cast<std::int64_t>(ns.history_ttl_ms);
-        while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
-      }
+      ch.trim_history(ns, now);
     }
     for (const auto& s : *subs) s->deliver(msg);
     result.offset = msg->offset;
@@ -254,11 +254,7 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
     }
     if (ns.history_size > 0) {
       for (const auto& m : msgs) ch.history.push_back(m);
-      while (ch.history.size() > ns.history_size) ch.history.pop_front();
-      if (ns.history_ttl_ms != 0) {
-        auto cutoff = now - static_cast<std::int64_t>(ns.history_ttl_ms);
-        while (!ch.history.empty() && ch.history.front()->timestamp_ms < cutoff) ch.history.pop_front();
-      }
+      ch.trim_history(ns, now);
     }
     for (const auto& s : *subs) s->deliver_many(msgs);
     subscribers = subs->size();

@@ -67,16 +67,12 @@ void SseSession::shutdown() {
 
 void SseSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  switch (state_->offer(out_, sse_frame(*m), m->channel)) {
-    case channels::OutgoingQueue::Push::kQueued:
-      if (flush_now) flush();
-      break;
-    case channels::OutgoingQueue::Push::kDropped: break;
-    case channels::OutgoingQueue::Push::kDisconnect:
-      closed_ = true;
-      if (!writing_) finish();
-      break;
-  }
+  state_->offer(*this, out_, sse_frame(*m), m->channel, flush_now);
+}
+
+void SseSession::drop_slow() {
+  closed_ = true;
+  if (!writing_) finish();
 }
 
 void SseSession::push_control(std::string event) {

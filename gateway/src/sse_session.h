@@ -30,12 +30,16 @@ class SseSession : public Closable, public std::enable_shared_from_this<SseSessi
   void run(std::string pattern, std::optional<channels::Since> since, unsigned http_version);
   void shutdown() override;
 
+  // Writes what is queued (State::offer calls it too).
+  void flush();
+  // The subscriber fell behind under a disconnect policy: close it (State::offer calls this).
+  void drop_slow();
+
  private:
   template <class>
   friend class SessionTap;
   void on_channel_message(const channels::MessagePtr& m, bool flush_now = true);
   void push_control(std::string event);
-  void flush();
   void watch_peer();
   void keep_alive();
   void finish();

@@ -115,16 +115,23 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     return channels::OutgoingQueue(d.buffer_messages, d.buffer_bytes);
   }
 
-  // Queues a channel message for a subscriber connection under its channel's slow-consumer
-  // policy, and counts drops and disconnects. The caller flushes or closes.
-  channels::OutgoingQueue::Push offer(channels::OutgoingQueue& out, std::shared_ptr<const std::string> frame,
-                                      std::string_view channel) {
-    auto r = out.push(std::move(frame), router.channel_namespace(channel).policy);
-    if (r == channels::OutgoingQueue::Push::kDropped) lagged_total.fetch_add(1, std::memory_order_relaxed);
-    if (r == channels::OutgoingQueue::Push::kDisconnect) {
-      slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
+  // Queues a channel message's frame for a subscriber session (WsSession, SseSession) under its
+  // channel's slow-consumer policy and counts drops and disconnects: queued → the session's
+  // flush() when `flush_now`; dropped → nothing more (the session reports the count later);
+  // over a disconnect policy → the session's drop_slow(). On the session's strand.
+  template <class Session>
+  void offer(Session& session, channels::OutgoingQueue& out, std::shared_ptr<const std::string> frame,
+             std::string_view channel, bool flush_now) {
+    switch (out.push(std::move(frame), router.channel_namespace(channel).policy)) {
+      case channels::OutgoingQueue::Push::kQueued:
+        if (flush_now) session.flush();
+        break;
+      case channels::OutgoingQueue::Push::kDropped: lagged_total.fetch_add(1, std::memory_order_relaxed); break;
+      case channels::OutgoingQueue::Push::kDisconnect:
+        slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
+        session.drop_slow();
+        break;
     }
-    return r;
   }
 
   void add_session(Closable* key, std::weak_ptr<Closable> s) {

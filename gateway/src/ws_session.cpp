@@ -197,16 +197,10 @@ void WsSession::handle(std::string_view text) {
 
 void WsSession::on_channel_message(const channels::MessagePtr& m, bool flush_now) {
   if (closed_) return;
-  switch (state_->offer(out_, browser_frame(*m), m->channel)) {
-    case channels::OutgoingQueue::Push::kQueued:
-      if (flush_now) flush();
-      break;
-    case channels::OutgoingQueue::Push::kDropped: break;
-    case channels::OutgoingQueue::Push::kDisconnect:
-      close(websocket::close_code::policy_error, "slow consumer");
-      break;
-  }
+  state_->offer(*this, out_, browser_frame(*m), m->channel, flush_now);
 }
+
+void WsSession::drop_slow() { close(websocket::close_code::policy_error, "slow consumer"); }
 
 void WsSession::send_control(std::string frame) {
   if (closed_) return;

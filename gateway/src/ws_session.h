@@ -46,6 +46,11 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   void run(Request req);
   void shutdown() override;
 
+  // Writes what is queued (State::offer calls it too).
+  void flush();
+  // The subscriber fell behind under a disconnect policy: close it (State::offer calls this).
+  void drop_slow();
+
  private:
   template <class>
   friend class SessionTap;
@@ -55,7 +60,6 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   void handle(std::string_view text);
   void on_channel_message(const channels::MessagePtr& m, bool flush_now = true);
   void send_control(std::string frame);
-  void flush();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
   void close(boost::beast::websocket::close_code code, const char* reason);
   void cleanup();
