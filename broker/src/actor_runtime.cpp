@@ -129,7 +129,7 @@ void ActorRuntime::start() {
 
 void ActorRuntime::stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_) return;
     stopping_ = true;
   }
@@ -143,7 +143,7 @@ void ActorRuntime::stop() {
   // calls and connects are told now.
   std::vector<std::shared_ptr<Obj>> objs;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (auto& [k, o] : objects_) objs.push_back(o);
     for (auto& [k, id] : durable_subs_) hub_.unsubscribe(id);
     durable_subs_.clear();
@@ -152,7 +152,7 @@ void ActorRuntime::stop() {
   for (auto& o : objs) {
     std::deque<Item> items;
     {
-      std::lock_guard lock(o->mu);
+      MutexLock lock(o->mu);
       items.swap(o->queue);
     }
     for (auto& it : items) {
@@ -164,7 +164,6 @@ void ActorRuntime::stop() {
 
 std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls,
                                                        const std::string& name, bool create) {
-  // REQUIRES: mu_ held.
   auto okey = MailboxStore::object_key(cls, name);
   auto it = objects_.find(okey);
   if (it != objects_.end()) return it->second;
@@ -176,14 +175,16 @@ std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls,
   o->cls = cls;
   o->name = name;
   o->klass = k->second.get();
-  o->last_active = clock_();
+  {
+    MutexLock olock(o->mu);  // not shared yet; the analysis asks for it all the same
+    o->last_active = clock_();
+  }
   objects_.emplace(std::move(okey), o);
   return o;
 }
 
 void ActorRuntime::push(const std::shared_ptr<Obj>& obj, Item item, bool front) {
-  // REQUIRES: mu_ held (so the sweeper cannot drop the object in between).
-  std::lock_guard lock(obj->mu);
+  MutexLock lock(obj->mu);
   if (front) {
     obj->queue.push_front(std::move(item));
   } else {
@@ -192,8 +193,7 @@ void ActorRuntime::push(const std::shared_ptr<Obj>& obj, Item item, bool front) 
   schedule_locked(obj);
 }
 
-void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) {
-  // REQUIRES: obj->mu held.
+void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) ROOST_REQUIRES(obj->mu) {
   if (obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_) return;
   obj->running = true;
   queued_slices_.fetch_add(1, std::memory_order_relaxed);
@@ -227,7 +227,7 @@ void ActorRuntime::add_worker_if_stalled() {
 
 void ActorRuntime::deliver_mail(std::vector<PendingMail> mail) {
   if (mail.empty()) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (stopping_) return;  // it is on disk; the next start delivers it
   for (auto& m : mail) {
     auto obj = object(m.object.object_class, m.object.name, true);
@@ -237,7 +237,7 @@ void ActorRuntime::deliver_mail(std::vector<PendingMail> mail) {
     item.seq = m.seq;
     item.mail = std::move(m.record);
     item.data_on_disk = m.data_on_disk;
-    std::lock_guard olock(obj->mu);
+    MutexLock olock(obj->mu);
     if (!item.data_on_disk) {
       if (obj->mail_bytes + item.mail.data.size() > options_.mail_memory_bytes) {
         // A backlog: keep its place in line, not its bytes.
@@ -295,7 +295,7 @@ void ActorRuntime::call(std::string cls, std::string name, std::string data, Con
   item.data = std::move(data);
   item.type = type;
   item.reply = wait;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (stopping_) {
     wait->finish(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is shutting down"}));
     return;
@@ -319,7 +319,7 @@ void ActorRuntime::connect(std::string cls, std::string name, std::shared_ptr<Ob
   item.sink = std::move(socket);
   item.request = std::move(request);
   item.attached = std::make_shared<Once<std::uint64_t>>(std::move(done));
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (stopping_) {
     item.attached->finish(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is shutting down"}));
     return;
@@ -328,13 +328,13 @@ void ActorRuntime::connect(std::string cls, std::string name, std::shared_ptr<Ob
 }
 
 void ActorRuntime::socket_message(std::uint64_t socket, std::string text) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = socket_owner_.find(socket);
   if (it == socket_owner_.end() || stopping_) return;
   auto obj = it->second.lock();
   if (!obj) return;
   {
-    std::unique_lock olock(obj->mu);
+    MutexLock olock(obj->mu);
     if (!obj->auto_request.empty() && text == obj->auto_request) {
       auto s = obj->sockets.find(socket);
       if (s != obj->sockets.end()) {
@@ -355,14 +355,14 @@ void ActorRuntime::socket_message(std::uint64_t socket, std::string text) {
 }
 
 void ActorRuntime::socket_closed(std::uint64_t socket, std::uint16_t code) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = socket_owner_.find(socket);
   if (it == socket_owner_.end()) return;
   auto obj = it->second.lock();
   socket_owner_.erase(it);
   if (!obj) return;
   {
-    std::lock_guard olock(obj->mu);
+    MutexLock olock(obj->mu);
     obj->sockets.erase(socket);
   }
   if (stopping_) return;
@@ -392,7 +392,7 @@ void ActorRuntime::subscribe_object(const std::string& okey, const std::string& 
                                     const std::string& name, const std::string& pattern) {
   auto key = okey + '\0' + pattern;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (durable_subs_.contains(key) || stopping_) return;
   }
   auto sub = std::make_shared<MailboxSubscriber>([this, cls, name](const channels::MessagePtr& m) {
@@ -416,12 +416,12 @@ void ActorRuntime::subscribe_object(const std::string& okey, const std::string& 
                                   pattern, r.error().message);
     return;
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (!durable_subs_.emplace(key, r->id).second) hub_.unsubscribe(r->id);
 }
 
 void ActorRuntime::unsubscribe_object(const std::string& okey, const std::string& pattern) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = durable_subs_.find(okey + '\0' + pattern);
   if (it == durable_subs_.end()) return;
   hub_.unsubscribe(it->second);
@@ -431,13 +431,13 @@ void ActorRuntime::unsubscribe_object(const std::string& okey, const std::string
 void ActorRuntime::timer_loop() {
   auto sweep_every = static_cast<std::int64_t>(std::clamp<std::uint64_t>(options_.idle_ms / 4, 5, 1000));
   std::int64_t next_sweep = clock_() + sweep_every;
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   while (!stopping_) {
     std::int64_t now = clock_();
     std::int64_t wake = std::min(next_sweep, now + 50);  // alarms are checked every 50 ms
     if (timer_wake_ != 0) wake = std::min(wake, timer_wake_);
     if (wake > now) {
-      timer_cv_.wait_for(lock, std::chrono::milliseconds(wake - now));
+      timer_cv_.wait_for(lock.native(), std::chrono::milliseconds(wake - now));
       if (stopping_) break;
       now = clock_();
     }
@@ -451,7 +451,7 @@ void ActorRuntime::timer_loop() {
     }
     if (!retry_at_.empty()) timer_wake_ = retry_at_.begin()->first;
     for (auto& [at, o] : ready) {
-      std::lock_guard olock(o->mu);
+      MutexLock olock(o->mu);
       // This backoff is over (even if the wall clock stepped back meanwhile); a later one, set by
       // a newer failure, has its own entry.
       if (o->blocked_until <= at) o->blocked_until = 0;
@@ -481,13 +481,13 @@ void ActorRuntime::timer_loop() {
       auto next = store_.next_alarm_ms();
       if (next && *next <= now) {
         {
-          std::lock_guard l(mu_);
+          MutexLock l(mu_);
           alarm_op_in_flight_ = true;
         }
         committer_.submit(std::make_unique<MailOp>(
             *this, std::vector<PendingMail>{}, true, [this](Result<std::vector<PendingMail>> r) {
               {
-                std::lock_guard l(mu_);
+                MutexLock l(mu_);
                 alarm_op_in_flight_ = false;
               }
               if (r) deliver_mail(std::move(*r));
@@ -505,10 +505,10 @@ void ActorRuntime::timer_loop() {
 void ActorRuntime::sweep(std::int64_t now) {
   std::vector<std::unique_ptr<Actor>> hibernated;  // destroyed outside the locks
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (auto it = objects_.begin(); it != objects_.end();) {
       auto& o = *it->second;
-      std::lock_guard olock(o.mu);
+      MutexLock olock(o.mu);
       bool idle = !o.running && o.queue.empty() && o.inflight.empty();
       if (idle && o.last_active + static_cast<std::int64_t>(options_.idle_ms) <= now) {
         if (o.instance) hibernated.push_back(std::move(o.instance));
@@ -530,9 +530,9 @@ ObjectInfo ActorRuntime::info(const std::string& cls, const std::string& name) c
   auto okey = MailboxStore::object_key(cls, name);
   out.waiting = store_.waiting(okey);
   for (auto& a : store_.alarms_of(okey)) out.alarms.push_back({a.name, a.due_ms, a.every_ms});
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (auto it = objects_.find(okey); it != objects_.end()) {
-    std::lock_guard olock(it->second->mu);
+    MutexLock olock(it->second->mu);
     out.in_memory = true;
     out.active = it->second->instance != nullptr || it->second->running;
     out.sockets = it->second->sockets.size();
@@ -541,15 +541,15 @@ ObjectInfo ActorRuntime::info(const std::string& cls, const std::string& name) c
 }
 
 std::size_t ActorRuntime::objects_in_memory() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return objects_.size();
 }
 
 std::size_t ActorRuntime::active_actors() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::size_t n = 0;
   for (const auto& [k, o] : objects_) {
-    std::lock_guard olock(o->mu);
+    MutexLock olock(o->mu);
     n += o->instance != nullptr || o->running;
   }
   return n;
@@ -584,7 +584,7 @@ std::string ActorRuntime::metrics_text() const {
         objects_in_memory());
   std::size_t waiting_calls = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     waiting_calls = call_deadlines_.size();
   }
   gauge("roost_actor_calls_waiting", "Object calls not answered yet.", waiting_calls);

@@ -39,7 +39,7 @@ class Once {
   bool finish(Result<T> r) {
     Callback<T> cb;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (!cb_) return false;
       cb = std::move(cb_);
       cb_ = nullptr;
@@ -49,13 +49,14 @@ class Once {
   }
 
  private:
-  std::mutex mu_;
-  Callback<T> cb_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  Callback<T> cb_ ROOST_GUARDED_BY(mu_);
 };
 
 struct ActorRuntime::CallWait : Once<ObjectReply> {
   using Once<ObjectReply>::Once;
-  // Its entry in call_deadlines_, dropped as soon as the call is answered. GUARDED_BY(rt.mu_)
+  // Its entry in call_deadlines_, dropped as soon as the call is answered; under the
+  // runtime's mu_ (which a CallWait cannot name).
   std::multimap<std::int64_t, std::weak_ptr<CallWait>>::iterator deadline;
   bool has_deadline = false;
 };
@@ -128,30 +129,31 @@ struct ActorRuntime::Obj {
   std::string okey, cls, name;
   const Klass* klass = nullptr;
 
-  std::mutex mu;
-  std::deque<Item> queue;     // GUARDED_BY(mu)
-  std::deque<Item> inflight;  // turns submitted, not yet committed, in order; GUARDED_BY(mu)
-  bool running = false;       // a worker owns `instance`; GUARDED_BY(mu)
-  bool reset_actor = false;   // drop the instance before the next turn; GUARDED_BY(mu)
-  std::int64_t blocked_until = 0;  // backoff after a failure; GUARDED_BY(mu)
-  std::size_t requeued = 0;  // items put back at the front by the last rollback; GUARDED_BY(mu)
+  Mutex mu;
+  std::deque<Item> queue ROOST_GUARDED_BY(mu);
+  std::deque<Item> inflight ROOST_GUARDED_BY(mu);  // turns submitted, not yet committed, in order
+  bool running ROOST_GUARDED_BY(mu) = false;  // a worker owns `instance`
+  bool reset_actor ROOST_GUARDED_BY(mu) = false;  // drop the instance before the next turn
+  std::int64_t blocked_until ROOST_GUARDED_BY(mu) = 0;  // backoff after a failure
+  std::size_t requeued ROOST_GUARDED_BY(mu) = 0;  // items put back at the front by the last rollback
   std::atomic<std::uint64_t> generation{0};  // bumped by a rollback (written under mu)
-  std::uint64_t next_turn = 1;               // GUARDED_BY(mu)
-  std::uint32_t failed_commits = 0;  // rollbacks in a row (backoff grows); GUARDED_BY(mu)
+  std::uint64_t next_turn ROOST_GUARDED_BY(mu) = 1;
+  std::uint32_t failed_commits ROOST_GUARDED_BY(mu) = 0;  // rollbacks in a row (backoff grows)
   struct Pending {
     std::optional<std::string> value;
     std::uint64_t turn;
   };
-  std::map<std::string, Pending, std::less<>> overlay;  // uncommitted writes; GUARDED_BY(mu)
-  std::int64_t last_active = 0;                         // GUARDED_BY(mu)
+  std::map<std::string, Pending, std::less<>> overlay ROOST_GUARDED_BY(mu);  // uncommitted writes
+  std::int64_t last_active ROOST_GUARDED_BY(mu) = 0;
   struct SocketEntry {
     std::shared_ptr<ObjectSocket> sink;
     std::vector<std::string> tags;
     std::string attachment;
   };
-  std::map<std::uint64_t, SocketEntry> sockets;  // GUARDED_BY(mu)
-  std::uint64_t mail_bytes = 0;  // data of waiting mail held in `queue`; GUARDED_BY(mu)
-  std::string auto_request, auto_response;       // GUARDED_BY(mu)
+  std::map<std::uint64_t, SocketEntry> sockets ROOST_GUARDED_BY(mu);
+  std::uint64_t mail_bytes ROOST_GUARDED_BY(mu) = 0;  // data of waiting mail held in `queue`
+  std::string auto_request ROOST_GUARDED_BY(mu);
+  std::string auto_response ROOST_GUARDED_BY(mu);
 
   std::unique_ptr<Actor> instance;  // owned by the running worker (or the sweeper when idle)
 };

@@ -81,7 +81,7 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
     std::uint64_t generation = 0;
     std::int64_t now = clock_();
     {
-      std::lock_guard lock(obj->mu);
+      MutexLock lock(obj->mu);
       if (obj->queue.empty() || obj->blocked_until > now || halt_.load()) {
         obj->running = false;
         return;
@@ -171,7 +171,7 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
     if (item.kind == Item::Kind::kMail) fx.consume_seq = item.seq;
     submit_turn(obj, std::move(item), std::move(fx), generation);
   }
-  std::lock_guard lock(obj->mu);
+  MutexLock lock(obj->mu);
   obj->running = false;
   schedule_locked(obj);
 }
@@ -181,7 +181,7 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
   std::uint64_t turn = 0;
   bool direct = false;
   {
-    std::lock_guard lock(obj->mu);
+    MutexLock lock(obj->mu);
     if (generation != obj->generation.load()) {
       // A commit failed while this turn ran on what it wrote: run it again after the rolled-back
       // turns, which are now at the front.
@@ -197,7 +197,7 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
     // Socket tags, attachments and the auto-response are memory only: later turns (which may run
     // before this one commits) must see them, so they apply now. The socket being connected is
     // not attached yet: its settings apply with the attachment, at the commit.
-    auto apply_now = [&](auto& changes, auto field) {
+    auto apply_now = [&](auto& changes, auto field) ROOST_REQUIRES(obj->mu) {
       for (auto it = changes.begin(); it != changes.end();) {
         auto sock = obj->sockets.find(it->first);
         if (sock == obj->sockets.end()) {
@@ -261,20 +261,20 @@ void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const E
   item.attempt += 1;
   std::int64_t at = clock_() + static_cast<std::int64_t>(delay);
   {
-    std::lock_guard lock(obj->mu);
+    MutexLock lock(obj->mu);
     obj->mail_bytes += item.mail.data.size();
     obj->queue.push_front(std::move(item));
     obj->blocked_until = at;
   }
   wake_at(at);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   retry_at_.emplace(at, obj);
 }
 
 void ActorRuntime::answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r) {
   {
     // Its deadline goes first: once answered, the caller may read roost_actor_calls_waiting.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (wait->has_deadline) {
       call_deadlines_.erase(wait->deadline);
       wait->has_deadline = false;
@@ -284,7 +284,7 @@ void ActorRuntime::answer_call(const std::shared_ptr<CallWait>& wait, Result<Obj
 }
 
 void ActorRuntime::wake_at(std::int64_t when_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (timer_wake_ == 0 || when_ms < timer_wake_) {
     timer_wake_ = when_ms;
     timer_cv_.notify_all();
@@ -300,7 +300,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
     std::int64_t at = 0;
     std::uint32_t failures = 0;
     {
-      std::lock_guard lock(obj->mu);
+      MutexLock lock(obj->mu);
       if (generation != obj->generation.load()) return;  // rolled back already
       obj->generation.fetch_add(1);
       // Undo every turn after the last commit: their items run again, in order, on a fresh actor.
@@ -325,7 +325,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
                                     obj->cls, obj->name, turn, error->message, failures);
     }
     wake_at(at);
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     retry_at_.emplace(at, obj);
     return;
   }
@@ -333,7 +333,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   std::vector<std::pair<std::shared_ptr<ObjectSocket>, std::string>> sends;
   std::vector<std::pair<std::shared_ptr<ObjectSocket>, Effects::Close>> closes;
   {
-    std::lock_guard lock(obj->mu);
+    MutexLock lock(obj->mu);
     if (obj->inflight.empty()) return;  // cannot happen: commits complete in submission order
     item = std::move(obj->inflight.front());
     obj->inflight.pop_front();
@@ -366,7 +366,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   // The output gate opens: everything below leaves only now that the turn is durable.
   if (item.kind == Item::Kind::kConnect && item.attached) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       socket_owner_[item.socket] = obj;
     }
     if (!item.attached->finish(item.socket)) {

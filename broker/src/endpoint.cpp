@@ -466,7 +466,7 @@ void Endpoint::Impl::run() {
         handle(parts);
       }
       {
-        std::lock_guard lock(outbox->mu);
+        MutexLock lock(outbox->mu);
         tasks.swap(outbox->tasks);
         deliveries.swap(outbox->deliveries);
         outbox->wake_pending = false;
@@ -561,7 +561,7 @@ void Endpoint::stop() {
   if (!d.thread.joinable()) return;
   d.stopping = true;
   {
-    std::lock_guard lock(d.outbox->mu);
+    MutexLock lock(d.outbox->mu);
     d.outbox->wake_locked();
   }
   d.thread.join();
@@ -570,7 +570,7 @@ void Endpoint::stop() {
   // are released), then end every session.
   std::vector<std::move_only_function<void()>> tasks;
   {
-    std::lock_guard lock(d.outbox->mu);
+    MutexLock lock(d.outbox->mu);
     tasks.swap(d.outbox->tasks);
     d.outbox->deliveries.clear();
     d.outbox->closed = true;

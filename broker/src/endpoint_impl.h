@@ -6,6 +6,7 @@
 
 #include <roost/broker/endpoint.h>
 
+#include <roost/core/thread_annotations.h>
 #include <roost/core/auth.h>
 #include <roost/core/subject.h>
 #include <roost/core/log.h>
@@ -88,10 +89,10 @@ struct Outbox {
       messages.swap(other.messages);
     }
   };
-  std::mutex mu;
-  std::vector<std::move_only_function<void()>> tasks;  // GUARDED_BY(mu)
-  Deliveries deliveries;                                 // GUARDED_BY(mu)
-  bool wake_pending = false;                             // GUARDED_BY(mu)
+  Mutex mu;
+  std::vector<std::move_only_function<void()>> tasks ROOST_GUARDED_BY(mu);
+  Deliveries deliveries ROOST_GUARDED_BY(mu);
+  bool wake_pending ROOST_GUARDED_BY(mu) = false;
   int wake_fd = -1;  // owned: a sink may outlive the endpoint, so the fd lives as long as this
   std::atomic<bool> closed{false};
   std::atomic<std::uint64_t> dropped_total{0};  // channel messages native subscribers lost
@@ -104,14 +105,14 @@ struct Outbox {
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
 
-  void wake_locked() {
+  void wake_locked() ROOST_REQUIRES(mu) {
     if (wake_pending) return;
     wake_pending = true;
     std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
   }
   void post(std::move_only_function<void()> task) {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     if (closed.load()) return;
     tasks.push_back(std::move(task));
     wake_locked();
@@ -151,7 +152,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     if (take == 0) return;
     pending.fetch_add(take, std::memory_order_relaxed);
     pending_bytes.fetch_add(added, std::memory_order_relaxed);
-    std::lock_guard lock(outbox->mu);
+    MutexLock lock(outbox->mu);
     add_run_locked(take);
     auto& out = outbox->deliveries.messages;
     out.insert(out.end(), ms.begin(), ms.begin() + static_cast<std::ptrdiff_t>(take));
@@ -167,7 +168,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
     }
     pending.fetch_add(1, std::memory_order_relaxed);
     pending_bytes.fetch_add(m->data.size(), std::memory_order_relaxed);
-    std::lock_guard lock(outbox->mu);
+    MutexLock lock(outbox->mu);
     add_run_locked(1);
     outbox->deliveries.messages.push_back(m);
     outbox->wake_locked();
@@ -180,8 +181,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
   }
 
  private:
-  // REQUIRES: outbox->mu held.
-  void add_run_locked(std::size_t n) {
+  void add_run_locked(std::size_t n) ROOST_REQUIRES(outbox->mu) {
     auto& runs = outbox->deliveries.runs;
     if (!runs.empty() && runs.back().sink.get() == this) {
       runs.back().count += n;

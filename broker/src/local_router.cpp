@@ -2,6 +2,7 @@
 
 #include <roost/broker/actor_runtime.h>
 
+#include <roost/core/thread_annotations.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
 
@@ -27,8 +28,8 @@ struct LocalRouter::Waiter {
   std::atomic<bool> finished{false};
 
   bool abandoned() const { return gone && gone->load(); }
-  bool timer_armed = false;  // GUARDED_BY(router mu_)
-  bool timer_fired = false;  // GUARDED_BY(router mu_)
+  bool timer_armed = false;  // under the router's mu_ (not named here: a Waiter has no router)
+  bool timer_fired = false;  // under the router's mu_
 
   void finish(Result<std::vector<LeasedMessage>> r) {
     if (finished.exchange(true)) return;
@@ -51,7 +52,7 @@ void LocalRouter::attach() {
 void LocalRouter::shutdown() {
   std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiting;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     shut_down_ = true;
     waiting.swap(waiters_);
   }
@@ -105,7 +106,7 @@ const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view
 }
 
 std::uint64_t LocalRouter::ready_epoch(const std::string& queue) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = epochs_.find(queue);
   return it == epochs_.end() ? 0 : it->second;
 }
@@ -143,7 +144,7 @@ void LocalRouter::attempt(std::shared_ptr<Waiter> w) {
       w->finish(std::move(r));
       return;
     }
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     if (shut_down_ || w->timer_fired) {
       lock.unlock();
       w->finish(std::move(r));
@@ -163,7 +164,7 @@ void LocalRouter::attempt(std::shared_ptr<Waiter> w) {
         if (ec) return;  // cancelled at shutdown
         bool parked = false;
         {
-          std::lock_guard lock2(mu_);
+          MutexLock lock2(mu_);
           w->timer_fired = true;
           if (auto found = waiters_.find(w->queue); found != waiters_.end()) {
             parked = std::erase(found->second, w) > 0;
@@ -180,7 +181,7 @@ void LocalRouter::attempt(std::shared_ptr<Waiter> w) {
 void LocalRouter::on_ready(const std::string& queue) {
   std::vector<std::shared_ptr<Waiter>> woken;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     ++epochs_[queue];
     auto it = waiters_.find(queue);
     if (it == waiters_.end()) return;

@@ -33,7 +33,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   std::optional<std::string> get(std::string_view key) override {
     if (auto it = fx_.writes.find(key); it != fx_.writes.end()) return it->second;
     {
-      std::lock_guard lock(obj_.mu);
+      MutexLock lock(obj_.mu);
       if (auto it = obj_.overlay.find(key); it != obj_.overlay.end()) return it->second.value;
     }
     return rt_.store_.kv_get(obj_.okey, key);
@@ -65,7 +65,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   // --- sockets ---
   std::vector<Socket> sockets(std::string_view tag) override {
     std::vector<Socket> out;
-    std::lock_guard lock(obj_.mu);
+    MutexLock lock(obj_.mu);
     for (const auto& [id, s] : obj_.sockets) {
       if (has_tag(tags_locked(id, s.tags), tag)) out.push_back(Socket{id});
     }
@@ -76,13 +76,13 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
   std::vector<std::string> tags(Socket s) override {
     if (auto it = fx_.tags.find(s.id); it != fx_.tags.end()) return it->second;
-    std::lock_guard lock(obj_.mu);
+    MutexLock lock(obj_.mu);
     auto it = obj_.sockets.find(s.id);
     return it == obj_.sockets.end() ? std::vector<std::string>{} : it->second.tags;
   }
   std::string attachment(Socket s) override {
     if (auto it = fx_.attachments.find(s.id); it != fx_.attachments.end()) return it->second;
-    std::lock_guard lock(obj_.mu);
+    MutexLock lock(obj_.mu);
     auto it = obj_.sockets.find(s.id);
     return it == obj_.sockets.end() ? std::string{} : it->second.attachment;
   }
@@ -161,8 +161,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
 
  private:
-  // REQUIRES: obj_.mu held.
-  const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed) {
+  const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed) ROOST_REQUIRES(obj_.mu) {
     auto it = fx_.tags.find(id);
     return it != fx_.tags.end() ? it->second : committed;
   }
@@ -190,7 +189,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     };
     std::map<std::string, std::optional<std::string>, std::less<>> pending;
     {
-      std::lock_guard lock(obj_.mu);
+      MutexLock lock(obj_.mu);
       for (const auto& [k, p] : obj_.overlay) {
         if (in_range(k)) pending[k] = p.value;
       }

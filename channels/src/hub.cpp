@@ -27,24 +27,13 @@ std::int64_t history_cutoff(const NamespaceConfig& ns, std::int64_t now) {
 }
 }  // namespace
 
-struct Hub::Channel {
-  std::mutex mu;
-  std::string epoch = new_epoch();
-  std::uint64_t last_offset = 0;        // GUARDED_BY(mu)
-  std::deque<MessagePtr> history;       // GUARDED_BY(mu)
-  // The subscriptions matching this channel, as of subscription generation `subs_generation`.
-  std::shared_ptr<const SubscriberList> subs;  // GUARDED_BY(mu)
-  std::uint64_t subs_generation = 0;           // GUARDED_BY(mu)
-  std::int64_t last_used_ms = 0;               // GUARDED_BY(mu): last publish or subscription
-  bool forgotten = false;                      // GUARDED_BY(mu): removed by forget_idle
+Hub::Channel::Channel() : epoch(new_epoch()) {}
 
-  // Drops history past the namespace's size and older than its TTL, as of `now`. Holds mu.
-  void trim_history(const NamespaceConfig& ns, std::int64_t now) {
-    while (history.size() > ns.history_size) history.pop_front();
-    const std::int64_t cutoff = history_cutoff(ns, now);
-    while (!history.empty() && history.front()->timestamp_ms < cutoff) history.pop_front();
-  }
-};
+void Hub::Channel::trim_history(const NamespaceConfig& ns, std::int64_t now) {
+  while (history.size() > ns.history_size) history.pop_front();
+  const std::int64_t cutoff = history_cutoff(ns, now);
+  while (!history.empty() && history.front()->timestamp_ms < cutoff) history.pop_front();
+}
 
 Hub::Hub(HubOptions options, std::function<std::int64_t()> clock)
     : options_(std::move(options)), clock_(std::move(clock)), trie_(std::make_unique<SubscriptionTrie>()) {}
@@ -63,41 +52,51 @@ const NamespaceConfig& Hub::namespace_of(std::string_view channel) const {
   return *best;
 }
 
-Hub::LockedChannel Hub::channel(const std::string& name) {
+// Returns with the channel's lock held: the analysis does not follow a lock across a return, so
+// callers take it over with MutexLock(mu, std::adopt_lock).
+std::shared_ptr<Hub::Channel> Hub::channel(const std::string& name) {
   for (;;) {
     std::shared_ptr<Channel> ch;
     {
-      std::lock_guard lock(channels_mu_);
+      MutexLock lock(channels_mu_);
       auto& slot = channels_[name];
       if (!slot) slot = std::make_shared<Channel>();
       ch = slot;
     }
-    std::unique_lock lock(ch->mu);
-    if (ch->forgotten) continue;  // forgotten between the lookup and the lock: look again
+    ch->mu.lock();
+    if (ch->forgotten) {  // forgotten between the lookup and the lock: look again
+      ch->mu.unlock();
+      continue;
+    }
     ch->last_used_ms = clock_();
-    return {std::move(ch), std::move(lock)};
+    return ch;
   }
 }
 
 std::size_t Hub::forget_idle(std::uint64_t idle_ms) {
   std::int64_t now = clock_();
   std::size_t forgotten = 0;
-  std::lock_guard lock(channels_mu_);
+  MutexLock lock(channels_mu_);
   for (auto it = channels_.begin(); it != channels_.end();) {
     Channel& ch = *it->second;
-    std::unique_lock cl(ch.mu, std::try_to_lock);
+    if (!ch.mu.try_lock()) {  // in use: not idle
+      ++it;
+      continue;
+    }
     bool forget = false;
-    if (cl.owns_lock() && now - ch.last_used_ms >= static_cast<std::int64_t>(idle_ms)) {
+    if (now - ch.last_used_ms >= static_cast<std::int64_t>(idle_ms)) {
       ch.trim_history(namespace_of(it->first), now);
       if (ch.history.empty()) {
-        std::shared_lock tl(trie_mu_);
+        ReaderLock tl(trie_mu_);
         forget = trie_->count_exact(it->first) == 0;
       }
     }
     if (forget) {
       ch.forgotten = true;
       ch.subs.reset();
-      cl.unlock();
+    }
+    ch.mu.unlock();
+    if (forget) {
       it = channels_.erase(it);
       ++forgotten;
     } else {
@@ -108,15 +107,15 @@ std::size_t Hub::forget_idle(std::uint64_t idle_ms) {
 }
 
 std::size_t Hub::channels() const {
-  std::lock_guard lock(channels_mu_);
+  MutexLock lock(channels_mu_);
   return channels_.size();
 }
 
-// REQUIRES: ch.mu held. Computed once per change of the subscriptions (any change: one counter),
+// Computed once per change of the subscriptions (any change: one counter),
 // then shared by every publish to the channel — no lookup, no copy.
 std::shared_ptr<const Hub::SubscriberList> Hub::match(Channel& ch, const std::string& name) const {
   if (ch.subs && ch.subs_generation == generation_.load(std::memory_order_acquire)) return ch.subs;
-  std::shared_lock lock(trie_mu_);
+  ReaderLock lock(trie_mu_);
   // Read under the trie lock: the counter moves only under its exclusive side, after the change.
   ch.subs_generation = generation_.load(std::memory_order_relaxed);
   ch.subs = std::make_shared<const SubscriberList>(trie_->match(name));
@@ -134,7 +133,7 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   SubscribeResult result;
   auto insert = [&] {
     {
-      std::unique_lock lock(trie_mu_);
+      WriterLock lock(trie_mu_);
       result.id = next_id_++;
       trie_->insert(pattern, result.id, subscriber);
       subscriptions_.emplace(result.id, Subscription{pattern});
@@ -147,8 +146,9 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   }
   // A concrete channel: subscribe and recover under the channel's lock, so recovered messages
   // reach the subscriber before any live one and none falls in between.
-  auto [chp, lock] = channel(pattern);
+  auto chp = channel(pattern);
   Channel& ch = *chp;
+  MutexLock lock(ch.mu, std::adopt_lock);
   insert();
   result.epoch = ch.epoch;
   result.offset = ch.last_offset;
@@ -181,11 +181,10 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   return result;
 }
 
-// REQUIRES: the channel's lock held (so the event falls in order among its messages).
 void Hub::announce(MessageKind kind, Channel& ch, const std::string& channel, const Subscriber* except) {
   std::size_t direct = 0;
   {
-    std::shared_lock lock(trie_mu_);
+    ReaderLock lock(trie_mu_);
     direct = trie_->count_exact(channel);
   }
   auto subs = match(ch, channel);
@@ -198,7 +197,7 @@ void Hub::announce(MessageKind kind, Channel& ch, const std::string& channel, co
 void Hub::unsubscribe(std::uint64_t id) {
   std::string pattern;
   {
-    std::unique_lock lock(trie_mu_);
+    WriterLock lock(trie_mu_);
     auto it = subscriptions_.find(id);
     if (it == subscriptions_.end()) return;
     pattern = std::move(it->second.pattern);
@@ -207,7 +206,8 @@ void Hub::unsubscribe(std::uint64_t id) {
     generation_.fetch_add(1, std::memory_order_release);
   }
   if (!is_wildcard(pattern) && namespace_of(pattern).join_leave) {
-    auto [chp, lock] = channel(pattern);
+    auto chp = channel(pattern);
+    MutexLock lock(chp->mu, std::adopt_lock);
     announce(MessageKind::kLeave, *chp, pattern, nullptr);
   }
 }
@@ -218,8 +218,9 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
   const auto& ns = namespace_of(name);
   PublishResult result;
   {
-    auto [chp, lock] = channel(name);
+    auto chp = channel(name);
     Channel& ch = *chp;
+    MutexLock lock(ch.mu, std::adopt_lock);
     std::int64_t now = ch.last_used_ms;
     auto subs = match(ch, name);
     auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
@@ -243,8 +244,9 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
   const auto& ns = namespace_of(name);
   std::size_t subscribers = 0;
   {
-    auto [chp, lock] = channel(name);
+    auto chp = channel(name);
     Channel& ch = *chp;
+    MutexLock lock(ch.mu, std::adopt_lock);
     std::int64_t now = ch.last_used_ms;
     auto subs = match(ch, name);
     std::vector<MessagePtr> msgs;
@@ -266,12 +268,12 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
 
 Hub::Presence Hub::presence(const std::string& channel) const {
   if (validate_subject(channel)) return {};
-  std::shared_lock lock(trie_mu_);
+  ReaderLock lock(trie_mu_);
   return Presence{trie_->match(channel).size(), trie_->count_exact(channel)};
 }
 
 std::size_t Hub::subscriptions() const {
-  std::shared_lock lock(trie_mu_);
+  ReaderLock lock(trie_mu_);
   return trie_->size();
 }
 

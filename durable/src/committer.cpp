@@ -43,7 +43,7 @@ void Committer::start() {
 
 void Committer::stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
   }
@@ -52,7 +52,7 @@ void Committer::stop() {
 }
 
 void Committer::submit(std::unique_ptr<Op> op) {
-  std::unique_lock lock(mu_);
+  MutexLock lock(mu_);
   if (stopping_) {
     lock.unlock();
     Error err{ErrorCode::UNAVAILABLE, "the node is shutting down"};
@@ -67,7 +67,7 @@ void Committer::submit(std::unique_ptr<Op> op) {
 
 void Committer::poke() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     poked_ = true;
   }
   cv_.notify_one();
@@ -85,12 +85,14 @@ void Committer::run() {
     bool stopping = false;
     bool maintenance = false;
     {
-      std::unique_lock lock(mu_);
+      MutexLock lock(mu_);
       auto deadline = next_maintenance;
       if (env_.options().durability == Durability::kBatch && unsynced && next_sync < deadline) {
         deadline = next_sync;
       }
-      cv_.wait_until(lock, deadline, [&] { return !pending_.empty() || stopping_ || poked_; });
+      while (pending_.empty() && !stopping_ && !poked_) {
+        if (cv_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
+      }
       if (pending_.size() <= options_.max_group_ops) {
         group.swap(pending_);
       } else {

@@ -7,6 +7,7 @@
 // Thread-safe.
 #pragma once
 
+#include <roost/core/thread_annotations.h>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -22,7 +23,7 @@ class DeliveryBatcher {
       : interval_(interval), thread_([this] { run(); }) {}
   ~DeliveryBatcher() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       stop_ = true;
     }
     cv_.notify_one();
@@ -37,7 +38,7 @@ class DeliveryBatcher {
   void add(std::move_only_function<void(Done)> hand_off) {
     bool first;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       first = due_.empty();
       due_.push_back(std::move(hand_off));
     }
@@ -48,9 +49,9 @@ class DeliveryBatcher {
   void run() {
     std::vector<std::move_only_function<void(Done)>> batch;
     auto last_round = std::chrono::steady_clock::time_point{};
-    std::unique_lock lock(mu_);
+    MutexLock lock(mu_);
     for (;;) {
-      cv_.wait(lock, [this] { return stop_ || !due_.empty(); });
+      while (!stop_ && due_.empty()) cv_.wait(lock.native());
       if (stop_) break;
       // At most one round per interval: after a quiet spell the first deliveries leave at once;
       // under load a round waits out the rest of the interval, and the burst gathers meanwhile.
@@ -68,12 +69,15 @@ class DeliveryBatcher {
       for (std::size_t i = 0; i < batch.size(); i += kChunk) {
         std::size_t end = std::min(batch.size(), i + kChunk);
         {
-          std::lock_guard g(done_mu_);
+          MutexLock g(done_mu_);
           outstanding_ = end - i;
         }
         for (std::size_t j = i; j < end; ++j) batch[j]([this] { taken(); });
-        std::unique_lock d(done_mu_);
-        done_cv_.wait_for(d, std::chrono::milliseconds(20), [this] { return outstanding_ == 0; });
+        MutexLock d(done_mu_);
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+        while (outstanding_ != 0) {
+          if (done_cv_.wait_until(d.native(), until) == std::cv_status::timeout) break;
+        }
       }
       batch.clear();
       lock.lock();
@@ -83,20 +87,20 @@ class DeliveryBatcher {
   }
 
   void taken() {
-    std::lock_guard g(done_mu_);
+    MutexLock g(done_mu_);
     if (outstanding_ > 0 && --outstanding_ == 0) done_cv_.notify_one();
   }
 
   static constexpr std::size_t kChunk = 256;
-  std::mutex done_mu_;
+  Mutex done_mu_;
   std::condition_variable done_cv_;
-  std::size_t outstanding_ = 0;  // GUARDED_BY(done_mu_)
+  std::size_t outstanding_ ROOST_GUARDED_BY(done_mu_) = 0;
 
   std::chrono::microseconds interval_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::move_only_function<void(Done)>> due_;  // GUARDED_BY(mu_)
-  bool stop_ = false;                                  // GUARDED_BY(mu_)
+  std::vector<std::move_only_function<void(Done)>> due_ ROOST_GUARDED_BY(mu_);
+  bool stop_ ROOST_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -1,5 +1,6 @@
 #include "roost/gateway/server.h"
 
+#include <roost/core/thread_annotations.h>
 #include <roost/core/log.h>
 
 #include <boost/asio/post.hpp>
@@ -102,7 +103,7 @@ void Server::stop() {
   fut.wait();
   std::vector<std::shared_ptr<Closable>> sessions;
   {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(state_->mu);
     for (auto& [ptr, weak] : state_->sessions) {
       if (auto s = weak.lock()) sessions.push_back(std::move(s));
     }

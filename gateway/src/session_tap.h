@@ -6,6 +6,7 @@
 // not crowd out the publishers' reads.
 #pragma once
 
+#include <roost/core/thread_annotations.h>
 #include <roost/core/channel_types.h>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -31,7 +32,7 @@ class SessionTap final : public channels::Subscriber {
   void deliver(const channels::MessagePtr& m) override {
     bool direct = false;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       inbox_.push_back(m);
       if (inbox_.size() > 1) return;  // a hand-off is already on its way
       if (m->audience != 0 && m->audience <= kDirectAudience) {
@@ -44,7 +45,7 @@ class SessionTap final : public channels::Subscriber {
     }
     auto s = session_.lock();
     if (!s) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       inbox_.clear();
       return;
     }
@@ -70,7 +71,7 @@ class SessionTap final : public channels::Subscriber {
   void take(Session& s) {
     std::vector<channels::MessagePtr> batch;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       batch.swap(inbox_);
     }
     for (const auto& msg : batch) s.on_channel_message(msg, false);
@@ -80,9 +81,9 @@ class SessionTap final : public channels::Subscriber {
   std::weak_ptr<Session> session_;
   boost::asio::any_io_executor executor_;
   DeliveryBatcher& batcher_;
-  std::mutex mu_;
-  std::vector<channels::MessagePtr> inbox_;  // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_direct_{};  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::vector<channels::MessagePtr> inbox_ ROOST_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_direct_ ROOST_GUARDED_BY(mu_){};
 };
 
 }  // namespace roost::gateway

@@ -1,6 +1,7 @@
 // State shared by the listener and every session (private to gateway/).
 #pragma once
 
+#include <roost/core/thread_annotations.h>
 #include <roost/core/router.h>
 #include <roost/channels/outgoing_queue.h>
 #include <roost/gateway/server.h>
@@ -105,9 +106,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   // Responses by status class: 2xx, 3xx, 4xx, 5xx.
   std::array<std::atomic<std::uint64_t>, 6> responses{};
 
-  std::mutex mu;
-  std::unordered_map<Closable*, std::weak_ptr<Closable>> sessions;  // GUARDED_BY(mu)
-  std::unordered_map<std::string, std::uint64_t> per_ip;            // GUARDED_BY(mu)
+  Mutex mu;
+  std::unordered_map<Closable*, std::weak_ptr<Closable>> sessions ROOST_GUARDED_BY(mu);
+  std::unordered_map<std::string, std::uint64_t> per_ip ROOST_GUARDED_BY(mu);
 
   // A subscriber connection's outgoing buffer, sized by the channel defaults.
   channels::OutgoingQueue subscriber_queue() const {
@@ -135,11 +136,11 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   }
 
   void add_session(Closable* key, std::weak_ptr<Closable> s) {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     sessions.emplace(key, std::move(s));
   }
   void remove_session(Closable* key) {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     sessions.erase(key);
   }
   // True when `origin` may open a WebSocket (empty origin = not a browser).
@@ -162,7 +163,7 @@ class ConnectionSlot {
   ConnectionSlot(std::shared_ptr<Server::State> st, std::string ip) : st_(std::move(st)), ip_(std::move(ip)) {}
   ~ConnectionSlot() {
     st_->connections.fetch_sub(1, std::memory_order_relaxed);
-    std::lock_guard lock(st_->mu);
+    MutexLock lock(st_->mu);
     if (auto it = st_->per_ip.find(ip_); it != st_->per_ip.end() && --it->second == 0) st_->per_ip.erase(it);
   }
   ConnectionSlot(const ConnectionSlot&) = delete;
@@ -170,7 +171,7 @@ class ConnectionSlot {
 
   // Takes a slot for `ip`, or nullptr when a limit is reached.
   static std::unique_ptr<ConnectionSlot> acquire(const std::shared_ptr<Server::State>& st, const std::string& ip) {
-    std::lock_guard lock(st->mu);
+    MutexLock lock(st->mu);
     if (st->connections.load() >= st->options.max_connections) return nullptr;
     auto& n = st->per_ip[ip];
     if (n >= st->options.max_connections_per_ip) return nullptr;

@@ -320,16 +320,16 @@ struct Producer::State {
   static constexpr std::size_t kSecondRequestMin = 256;
   static constexpr std::size_t kMaxBatch = 1000;  // the node's max_batch
 
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  std::size_t outstanding = 0;  // accepted by send_async, not completed; GUARDED_BY(mu)
+  std::size_t outstanding ROOST_GUARDED_BY(mu) = 0;  // accepted by send_async, not completed
   std::size_t window = 1000;
-  std::size_t requests = 0;                    // enqueue requests in flight; GUARDED_BY(mu)
-  std::vector<NewMessage> waiting;             // accepted, not sent yet; GUARDED_BY(mu)
-  std::vector<Callback<std::string>> waiting_done;  // GUARDED_BY(mu)
+  std::size_t requests ROOST_GUARDED_BY(mu) = 0;  // enqueue requests in flight
+  std::vector<NewMessage> waiting ROOST_GUARDED_BY(mu);  // accepted, not sent yet
+  std::vector<Callback<std::string>> waiting_done ROOST_GUARDED_BY(mu);
 
-  // REQUIRES: mu held. Moves up to kMaxBatch waiting messages into a request of their own.
-  std::pair<std::vector<NewMessage>, std::vector<Callback<std::string>>> take_locked() {
+  // Moves up to kMaxBatch waiting messages into a request of their own.
+  std::pair<std::vector<NewMessage>, std::vector<Callback<std::string>>> take_locked() ROOST_REQUIRES(mu) {
     std::size_t n = std::min(waiting.size(), kMaxBatch);
     std::vector<NewMessage> msgs(std::make_move_iterator(waiting.begin()),
                                  std::make_move_iterator(waiting.begin() + static_cast<std::ptrdiff_t>(n)));
@@ -349,7 +349,7 @@ struct Producer::State {
       std::vector<NewMessage> msgs;
       std::vector<Callback<std::string>> dones;
       {
-        std::lock_guard lock(st->mu);
+        MutexLock lock(st->mu);
         if (st->waiting.empty()) {
           --st->requests;
           return false;
@@ -388,7 +388,7 @@ struct Producer::State {
         }
         bool more = false;
         {
-          std::lock_guard lock(st->mu);
+          MutexLock lock(st->mu);
           st->outstanding -= dones.size();
           more = !st->waiting.empty();
           if (!more) --st->requests;
@@ -429,8 +429,8 @@ Result<std::vector<std::string>> Producer::send_batch(std::vector<NewMessage> me
 
 void Producer::send_async(NewMessage message, Callback<std::string> done) {
   {
-    std::unique_lock lock(state_->mu);
-    state_->cv.wait(lock, [&] { return state_->outstanding < state_->window; });
+    MutexLock lock(state_->mu);
+    while (state_->outstanding >= state_->window) state_->cv.wait(lock.native());
     ++state_->outstanding;
     state_->waiting.push_back(std::move(message));
     state_->waiting_done.push_back(std::move(done));
@@ -450,8 +450,8 @@ std::future<Result<std::string>> Producer::send_async(NewMessage message) {
 }
 
 void Producer::flush() {
-  std::unique_lock lock(state_->mu);
-  state_->cv.wait(lock, [&] { return state_->outstanding == 0; });
+  MutexLock lock(state_->mu);
+  while (state_->outstanding != 0) state_->cv.wait(lock.native());
 }
 
 Result<std::vector<LeasedMessage>> Consumer::pull(std::uint32_t batch, std::chrono::milliseconds wait) {

@@ -4,6 +4,7 @@
 // client_publish.cpp (publish runs). client.cpp holds the public classes on top.
 #pragma once
 
+#include <roost/core/thread_annotations.h>
 #include <roost/client/client.h>
 
 #include <roost/core/thread_name.h>
@@ -34,7 +35,6 @@
 
 namespace roost {
 
-namespace proto = roost::proto;
 using wire::text;
 using wire::view;
 using wire::frame_view;
@@ -213,19 +213,19 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   std::atomic<std::size_t> queued_messages{0};  // channel messages waiting for their handler
   std::atomic<std::size_t> queued_bytes{0};
 
-  std::mutex mu;
-  std::vector<Outgoing> outbox;           // GUARDED_BY(mu)
-  bool wake_pending = false;              // GUARDED_BY(mu): the eventfd was written since the last swap
-  std::vector<std::uint64_t> cancels;     // GUARDED_BY(mu): streams to cancel
-  std::vector<std::uint64_t> to_open;     // GUARDED_BY(mu): streams to open
-  std::map<std::uint64_t, StreamState> streams;  // GUARDED_BY(mu)
+  Mutex mu;
+  std::vector<Outgoing> outbox ROOST_GUARDED_BY(mu);
+  bool wake_pending ROOST_GUARDED_BY(mu) = false;  // the eventfd was written since the last swap
+  std::vector<std::uint64_t> cancels ROOST_GUARDED_BY(mu);  // streams to cancel
+  std::vector<std::uint64_t> to_open ROOST_GUARDED_BY(mu);  // streams to open
+  std::map<std::uint64_t, StreamState> streams ROOST_GUARDED_BY(mu);
   std::promise<Result<void>> connected_once;
   bool connected_once_set = false;        // io thread
 
-  std::mutex dmu;
+  Mutex dmu;
   std::condition_variable dcv;
-  std::deque<std::function<void()>> dqueue;  // GUARDED_BY(dmu)
-  bool dstop = false;                        // GUARDED_BY(dmu)
+  std::deque<std::function<void()>> dqueue ROOST_GUARDED_BY(dmu);
+  bool dstop ROOST_GUARDED_BY(dmu) = false;
 
   // ---- I/O thread state ----
   std::optional<zmq::socket_t> sock;
@@ -311,13 +311,11 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   // The node accepted our hello: send what waited, re-open streams.
   void on_ready(proto::HelloOk::Reader ok);
 
-  // REQUIRES: mu held.
-  void open_stream(std::uint64_t id, StreamState& s);
+  void open_stream(std::uint64_t id, StreamState& s) ROOST_REQUIRES(mu);
 
   void on_stream_event(std::uint64_t id, Reply& r);
 
-  // REQUIRES: mu held.
-  void stream_event_locked(std::uint64_t id, Reply& r, std::function<void()>& now);
+  void stream_event_locked(std::uint64_t id, Reply& r, std::function<void()>& now) ROOST_REQUIRES(mu);
 
   void handle(std::vector<zmq::message_t>& parts);
 

@@ -18,7 +18,7 @@ void ClientCore::wake() {
 
 void ClientCore::to_dispatch(std::function<void()> fn) {
   {
-    std::lock_guard lock(dmu);
+    MutexLock lock(dmu);
     dqueue.push_back(std::move(fn));
   }
   dcv.notify_one();
@@ -28,8 +28,8 @@ void ClientCore::dispatch_loop() {
   for (;;) {
     std::function<void()> fn;
     {
-      std::unique_lock lock(dmu);
-      dcv.wait(lock, [&] { return dstop || !dqueue.empty(); });
+      MutexLock lock(dmu);
+      while (!dstop && dqueue.empty()) dcv.wait(lock.native());
       if (dqueue.empty()) return;
       fn = std::move(dqueue.front());
       dqueue.pop_front();
@@ -135,7 +135,7 @@ void ClientCore::on_ready(proto::HelloOk::Reader ok) {
     connected_once.set_value({});
   }
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     for (auto& [id, s] : streams) open_stream(id, s);
     to_open.clear();
   }
@@ -175,7 +175,7 @@ void ClientCore::run() {
       }
     }
     {
-      std::lock_guard lock(mu);
+      MutexLock lock(mu);
       batch.swap(outbox);
       cancel_batch.swap(cancels);
       wake_pending = false;
@@ -240,7 +240,7 @@ void ClientCore::run() {
   }
   std::vector<Outgoing> left;
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     left.swap(outbox);
   }
   for (auto& o : waiting) left.push_back(std::move(o));
@@ -256,7 +256,7 @@ void ClientCore::run() {
   // What the loop above sent may still sit in ZeroMQ's queue too.
   if (sock && ready) await_clearance();
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     for (auto& [id, s] : streams) {
       if (s.first) s.first->set_value(std::unexpected(unavailable("the client is closed")));
       s.first = nullptr;
@@ -308,7 +308,7 @@ void ClientCore::fail_fatally(const std::string& why) {
   }
   std::vector<Outgoing> left;
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     left.swap(outbox);
     for (auto& [id, s] : streams) {
       if (s.first) s.first->set_value(std::unexpected(unavailable("the client failed: " + why)));
@@ -326,7 +326,7 @@ void ClientCore::close() {
   wake();
   if (io.joinable()) io.join();
   {
-    std::lock_guard lock(dmu);
+    MutexLock lock(dmu);
     dstop = true;
   }
   dcv.notify_all();
@@ -343,7 +343,7 @@ Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {
   auto f = first.get_future();
   state.first = &first;
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     if (closing) return std::unexpected(unavailable("the client is closed"));
     streams.emplace(id, std::move(state));
     to_open.push_back(id);  // opened by the I/O thread: now if connected, else after hello
@@ -352,7 +352,7 @@ Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {
   if (f.wait_for(options.request_timeout) != std::future_status::ready) {
     bool timed_out = false;
     {
-      std::lock_guard lock(mu);
+      MutexLock lock(mu);
       auto it = streams.find(id);
       if (it != streams.end() && it->second.first == &first) {
         streams.erase(it);

@@ -5,7 +5,7 @@ namespace roost {
 void ClientCore::enqueue_publish(std::string_view channel, std::string_view data, ContentType type) {
   auto deadline = coarse_now() + options.request_timeout;
   {
-    std::unique_lock lock(mu);
+    MutexLock lock(mu);
     if (closing.load()) return;  // fire and forget: nothing to tell
     if (outbox.empty() || !outbox.back().run || !outbox.back().run->has_room(data.size())) {
       Outgoing o;

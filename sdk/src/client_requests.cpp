@@ -22,7 +22,7 @@ void ClientCore::fail_outgoing(Outgoing& o, const Error& why) {
 
 void ClientCore::enqueue_outgoing(Outgoing o) {
   {
-    std::unique_lock lock(mu);
+    MutexLock lock(mu);
     if (closing.load()) {
       lock.unlock();  // the failure's callbacks may queue more
       fail_outgoing(o, unavailable("the client is closed"));
@@ -81,7 +81,7 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
       return;
     }
     {
-      std::unique_lock lock(mu);
+      MutexLock lock(mu);
       if (streams.contains(id)) {
         lock.unlock();
         return on_stream_event(id, r);

@@ -35,7 +35,7 @@ void ClientCore::open_stream(std::uint64_t id, StreamState& s) {
 void ClientCore::on_stream_event(std::uint64_t id, Reply& r) {
   std::function<void()> now;  // handlers that run on this thread, after the lock is released
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     stream_event_locked(id, r, now);
   }
   if (now) now();
@@ -179,7 +179,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
 
 void ClientCore::cancel(std::uint64_t id) {
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     if (streams.erase(id) == 0) return;
     cancels.push_back(id);
   }

@@ -26,6 +26,7 @@
 
 #include <roost/actor.h>
 #include <roost/core/router.h>
+#include <roost/core/thread_annotations.h>
 #include <roost/durable/committer.h>
 
 #include <atomic>
@@ -140,8 +141,10 @@ class ActorRuntime final : public durable::Participant {
   void answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r);
   void submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation);
 
-  std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create);
-  void push(const std::shared_ptr<Obj>& obj, Item item, bool front = false);
+  std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create) ROOST_REQUIRES(mu_);
+  // Under mu_, so the sweeper cannot drop the object in between.
+  void push(const std::shared_ptr<Obj>& obj, Item item, bool front = false) ROOST_REQUIRES(mu_);
+  // With obj->mu held (annotated on the definition: Obj is incomplete here).
   void schedule_locked(const std::shared_ptr<Obj>& obj);
   void run_slice(std::shared_ptr<Obj> obj);
   void on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t turn, std::uint64_t generation,
@@ -167,12 +170,12 @@ class ActorRuntime final : public durable::Participant {
   std::optional<boost::asio::strand<boost::asio::thread_pool::executor_type>> publisher_;
   std::unique_ptr<Metrics> metrics_;
 
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<Obj>> objects_;           // GUARDED_BY(mu_)
-  std::unordered_map<std::uint64_t, std::weak_ptr<Obj>> socket_owner_;      // GUARDED_BY(mu_)
-  std::map<std::string, std::uint64_t> durable_subs_;  // okey + '\0' + pattern → hub id; GUARDED_BY(mu_)
-  std::multimap<std::int64_t, std::weak_ptr<Obj>> retry_at_;                // GUARDED_BY(mu_)
-  std::multimap<std::int64_t, std::weak_ptr<CallWait>> call_deadlines_;     // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Obj>> objects_ ROOST_GUARDED_BY(mu_);
+  std::unordered_map<std::uint64_t, std::weak_ptr<Obj>> socket_owner_ ROOST_GUARDED_BY(mu_);
+  std::map<std::string, std::uint64_t> durable_subs_ ROOST_GUARDED_BY(mu_);  // okey + '\0' + pattern → hub id
+  std::multimap<std::int64_t, std::weak_ptr<Obj>> retry_at_ ROOST_GUARDED_BY(mu_);
+  std::multimap<std::int64_t, std::weak_ptr<CallWait>> call_deadlines_ ROOST_GUARDED_BY(mu_);
   std::atomic<std::uint64_t> next_socket_{1};
   std::atomic<bool> halt_{false};  // workers take no new item
   // Workers on demand (see ActorRuntimeOptions::stall_ms).
@@ -183,12 +186,12 @@ class ActorRuntime final : public durable::Participant {
   std::vector<std::thread> extra_workers_;    // attached to workers_; timer thread and stop() only
   void add_worker_if_stalled();
   static std::int64_t steady_now_ms();
-  bool stopping_ = false;  // GUARDED_BY(mu_)
+  bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   bool started_ = false;
-  bool alarm_op_in_flight_ = false;  // GUARDED_BY(mu_)
+  bool alarm_op_in_flight_ ROOST_GUARDED_BY(mu_) = false;
 
   std::condition_variable timer_cv_;
-  std::int64_t timer_wake_ = 0;  // GUARDED_BY(mu_)
+  std::int64_t timer_wake_ ROOST_GUARDED_BY(mu_) = 0;
   std::thread timer_;
 
   // Committer thread only: objects whose turn failed in this group's apply (later turns of the

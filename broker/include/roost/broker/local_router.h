@@ -3,6 +3,7 @@
 #pragma once
 
 #include <roost/channels/hub.h>
+#include <roost/core/thread_annotations.h>
 #include <roost/core/router.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/queue_store.h>
@@ -93,10 +94,10 @@ class LocalRouter final : public Router {
   boost::asio::io_context& timers_;
   std::uint64_t max_message_bytes_;
 
-  std::mutex mu_;
-  std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters_;  // GUARDED_BY(mu_)
-  std::unordered_map<std::string, std::uint64_t> epochs_;                          // GUARDED_BY(mu_)
-  bool shut_down_ = false;                                                         // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters_ ROOST_GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::uint64_t> epochs_ ROOST_GUARDED_BY(mu_);
+  bool shut_down_ ROOST_GUARDED_BY(mu_) = false;
   std::atomic<std::uint64_t> long_polls_{0};
   std::atomic<std::uint64_t> abandoned_polls_{0};
   std::function<std::string()> extra_metrics_;

@@ -10,9 +10,11 @@
 #include <roost/core/channel_types.h>
 #include <roost/channels/outgoing_queue.h>
 #include <roost/core/error.h>
+#include <roost/core/thread_annotations.h>
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -64,32 +66,45 @@ class Hub {
   std::size_t subscriptions() const;
 
  private:
-  struct Channel;
-  // The channel, created if new, locked, its last use set to now.
-  struct LockedChannel {
-    std::shared_ptr<Channel> channel;
-    std::unique_lock<std::mutex> lock;
-  };
-  LockedChannel channel(const std::string& name);
   using SubscriberList = std::vector<std::shared_ptr<Subscriber>>;
+  // One concrete channel: its offsets, history and cached subscriber list.
+  struct Channel {
+    Channel();
+    Mutex mu;
+    const std::string epoch;
+    std::uint64_t last_offset ROOST_GUARDED_BY(mu) = 0;
+    std::deque<MessagePtr> history ROOST_GUARDED_BY(mu);
+    // The subscriptions matching this channel, as of subscription generation `subs_generation`.
+    std::shared_ptr<const SubscriberList> subs ROOST_GUARDED_BY(mu);
+    std::uint64_t subs_generation ROOST_GUARDED_BY(mu) = 0;
+    std::int64_t last_used_ms ROOST_GUARDED_BY(mu) = 0;  // last publish or subscription
+    bool forgotten ROOST_GUARDED_BY(mu) = false;         // removed by forget_idle
+
+    // Drops history past the namespace's size and older than its TTL, as of `now`.
+    void trim_history(const NamespaceConfig& ns, std::int64_t now) ROOST_REQUIRES(mu);
+  };
+  // The channel, created if new, its last use set to now — returned with its lock held (the
+  // caller takes it over: MutexLock lock(ch->mu, std::adopt_lock)).
+  std::shared_ptr<Channel> channel(const std::string& name) ROOST_NO_THREAD_SAFETY_ANALYSIS;
   // The subscribers of channel `name` (`ch`), cached in the channel (no copy per publish).
-  std::shared_ptr<const SubscriberList> match(Channel& ch, const std::string& name) const;
+  std::shared_ptr<const SubscriberList> match(Channel& ch, const std::string& name) const ROOST_REQUIRES(ch.mu);
   // A join / leave event to the channel's subscribers (but `except`).
-  void announce(MessageKind kind, Channel& ch, const std::string& channel, const Subscriber* except);
+  void announce(MessageKind kind, Channel& ch, const std::string& channel, const Subscriber* except)
+      ROOST_REQUIRES(ch.mu);
 
   HubOptions options_;
   std::function<std::int64_t()> clock_;
 
-  mutable std::mutex channels_mu_;
-  std::unordered_map<std::string, std::shared_ptr<Channel>> channels_;  // GUARDED_BY(channels_mu_)
+  mutable Mutex channels_mu_;
+  std::unordered_map<std::string, std::shared_ptr<Channel>> channels_ ROOST_GUARDED_BY(channels_mu_);
 
-  mutable std::shared_mutex trie_mu_;
+  mutable SharedMutex trie_mu_;
   struct Subscription {
     std::string pattern;
   };
-  std::unique_ptr<class SubscriptionTrie> trie_;                      // GUARDED_BY(trie_mu_)
-  std::unordered_map<std::uint64_t, Subscription> subscriptions_;     // GUARDED_BY(trie_mu_)
-  std::uint64_t next_id_ = 1;                                          // GUARDED_BY(trie_mu_)
+  std::unique_ptr<class SubscriptionTrie> trie_ ROOST_GUARDED_BY(trie_mu_);
+  std::unordered_map<std::uint64_t, Subscription> subscriptions_ ROOST_GUARDED_BY(trie_mu_);
+  std::uint64_t next_id_ ROOST_GUARDED_BY(trie_mu_) = 1;
 
   // Bumped (under trie_mu_, exclusive) by every change of the subscriptions; a channel's cached
   // match is good while it was computed at the current value.

@@ -5,6 +5,7 @@
 
 #include <roost/durable/env.h>
 #include <roost/core/error.h>
+#include <roost/core/thread_annotations.h>
 
 #include <array>
 #include <atomic>
@@ -121,11 +122,11 @@ class Committer {
   std::vector<Participant*> participants_;
   CommitterMetrics metrics_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::unique_ptr<Op>> pending_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                     // GUARDED_BY(mu_)
-  bool poked_ = false;                        // GUARDED_BY(mu_)
+  std::vector<std::unique_ptr<Op>> pending_ ROOST_GUARDED_BY(mu_);
+  bool stopping_ ROOST_GUARDED_BY(mu_) = false;
+  bool poked_ ROOST_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 
