@@ -60,7 +60,9 @@ class Bench final : public roost::Actor {
     g_turns.fetch_add(1, std::memory_order_relaxed);
     if (!ctx.sockets().empty()) ctx.broadcast(std::string(m.data));
   }
-  void on_call(roost::Context& ctx, const roost::Message&) override { ctx.reply(state_.empty() ? "null" : state_); }
+  void on_call(roost::Context& ctx, const roost::Message&) override {
+    ctx.reply(state_.empty() ? "null" : state_);
+  }
   void on_socket_message(roost::Context& ctx, roost::Socket s, std::string_view text) override {
     ctx.send(s, std::string(text));
   }
@@ -137,7 +139,8 @@ struct World {
     return *r;
   }
   // Pipelined tells from one thread, at most `window` unacknowledged; returns when all are acked.
-  void tell_many(const std::function<std::string(std::uint64_t)>& name_of, std::uint64_t n, std::uint64_t window) {
+  void tell_many(const std::function<std::string(std::uint64_t)>& name_of, std::uint64_t n,
+                 std::uint64_t window) {
     std::mutex mu;
     std::condition_variable cv;
     std::uint64_t acked = 0, failed = 0;
@@ -169,7 +172,8 @@ struct World {
 
 void wait_turns(std::uint64_t target) {
   auto deadline = Clock::now() + std::chrono::minutes(5);
-  while (g_turns.load() < target && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  while (g_turns.load() < target && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
 }
 
 void warm(const std::filesystem::path& dir, durable::Durability d, const std::string& tag) {
@@ -207,7 +211,8 @@ void cold(const std::filesystem::path& dir, durable::Durability d) {
   w.tell_many([](std::uint64_t i) { return "c" + std::to_string(i); }, kObjects, 256);
   wait_turns(base + kObjects);
   auto deadline = Clock::now() + std::chrono::seconds(30);
-  while (w.rt->objects_in_memory() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (w.rt->objects_in_memory() > 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (w.rt->objects_in_memory() > 0) std::fprintf(stderr, "not all objects hibernated\n");
   std::vector<double> us;
   for (int i = 0; i < kObjects; ++i) {
@@ -247,8 +252,10 @@ void memory(const std::filesystem::path& dir, durable::Durability d, std::uint64
   for (std::uint64_t i = 0; i < active; i += 997) (void)w.call_sync("m" + std::to_string(i));
   std::uint64_t anon1 = status_bytes("RssAnon");
   report("actor_active_objects", static_cast<double>(w.rt->active_actors()), "objects");
-  report("actor_rss_per_active_object", static_cast<double>(anon1 - std::min(anon0, anon1)) / static_cast<double>(active), "bytes");
-  report("actor_rss_anon_for_active_objects", static_cast<double>(anon1 - std::min(anon0, anon1)) / (1 << 20), "MiB");
+  report("actor_rss_per_active_object",
+         static_cast<double>(anon1 - std::min(anon0, anon1)) / static_cast<double>(active), "bytes");
+  report("actor_rss_anon_for_active_objects", static_cast<double>(anon1 - std::min(anon0, anon1)) / (1 << 20),
+         "MiB");
 }
 
 // Writes `n` objects (state + a consumed message each) in a child process, then opens the data in
@@ -264,14 +271,17 @@ void hibernated(const std::filesystem::path& dir, durable::Durability d, std::ui
     for (std::uint64_t done = 0; done < n; done += step) {
       auto k = std::min(step, n - done);
       w.tell_many([done](std::uint64_t i) { return "h" + std::to_string(done + i); }, k, 8192);
-      std::fprintf(stderr, "  %llu / %llu objects written (%.0f s)\n", static_cast<unsigned long long>(done + k),
-                   static_cast<unsigned long long>(n), std::chrono::duration<double>(Clock::now() - t0).count());
+      std::fprintf(stderr, "  %llu / %llu objects written (%.0f s)\n",
+                   static_cast<unsigned long long>(done + k), static_cast<unsigned long long>(n),
+                   std::chrono::duration<double>(Clock::now() - t0).count());
     }
     wait_turns(base + n);
     for (std::uint64_t i = 0; i < n; i += 9973) (void)w.call_sync("h" + std::to_string(i));  // all committed
     auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (w.rt->objects_in_memory() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    std::printf("actor_objects_in_memory_after_hibernation %.3f objects\n", static_cast<double>(w.rt->objects_in_memory()));
+    while (w.rt->objects_in_memory() > 0 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::printf("actor_objects_in_memory_after_hibernation %.3f objects\n",
+                static_cast<double>(w.rt->objects_in_memory()));
     std::fflush(stdout);
     std::_Exit(0);
   }
@@ -280,13 +290,17 @@ void hibernated(const std::filesystem::path& dir, durable::Durability d, std::ui
   std::uint64_t anon0 = status_bytes("RssAnon");
   World w(dir, d, 100, false);
   report("actor_objects_on_disk", static_cast<double>(w.store->object_count()), "objects");
-  report("actor_rss_anon_with_hibernated", static_cast<double>(status_bytes("RssAnon") - std::min(anon0, status_bytes("RssAnon"))) / (1 << 20), "MiB");
+  report("actor_rss_anon_with_hibernated",
+         static_cast<double>(status_bytes("RssAnon") - std::min(anon0, status_bytes("RssAnon"))) / (1 << 20),
+         "MiB");
   report("actor_rss_total_with_hibernated", static_cast<double>(status_bytes("VmRSS")) / (1 << 20), "MiB");
   report("actor_rss_file_with_hibernated", static_cast<double>(status_bytes("RssFile")) / (1 << 20), "MiB");
   auto t0 = Clock::now();
   auto r = w.call_sync("h" + std::to_string(n / 2));
-  report("actor_wake_one_of_many", std::chrono::duration<double, std::micro>(Clock::now() - t0).count(), "us");
-  if (!r || r->data.find("\"i\"") == std::string::npos) std::fprintf(stderr, "wake lost the object's state\n");
+  report("actor_wake_one_of_many", std::chrono::duration<double, std::micro>(Clock::now() - t0).count(),
+         "us");
+  if (!r || r->data.find("\"i\"") == std::string::npos)
+    std::fprintf(stderr, "wake lost the object's state\n");
 }
 
 }  // namespace
@@ -298,16 +312,23 @@ int main(int argc, char** argv) {
   std::uint64_t hibernated_n = 1'000'000, active = 100'000, messages = 100'000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--dir") dir = argv[i + 1];
-    else if (a == "--only") only = argv[i + 1];
-    else if (a == "--durability") durability = argv[i + 1];
-    else if (a == "--hibernated") hibernated_n = std::stoull(argv[i + 1]);
-    else if (a == "--active") active = std::stoull(argv[i + 1]);
-    else if (a == "--messages") messages = std::stoull(argv[i + 1]);
+    if (a == "--dir")
+      dir = argv[i + 1];
+    else if (a == "--only")
+      only = argv[i + 1];
+    else if (a == "--durability")
+      durability = argv[i + 1];
+    else if (a == "--hibernated")
+      hibernated_n = std::stoull(argv[i + 1]);
+    else if (a == "--active")
+      active = std::stoull(argv[i + 1]);
+    else if (a == "--messages")
+      messages = std::stoull(argv[i + 1]);
   }
   spdlog::set_level(spdlog::level::warn);
-  auto d = durability == "none" ? durable::Durability::kNone
-           : durability == "batch" ? durable::Durability::kBatch : durable::Durability::kSync;
+  auto d = durability == "none"    ? durable::Durability::kNone
+           : durability == "batch" ? durable::Durability::kBatch
+                                   : durable::Durability::kSync;
   auto want = [&](const char* s) { return only.empty() || only == s; };
   std::printf("# durability %s, dir %s\n", durability.c_str(), dir.c_str());
   // First, while this process is still small: its RSS is what a node over that data costs.

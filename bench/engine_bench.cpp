@@ -36,7 +36,6 @@ using roost::bench::wall_ms;
 
 std::uint64_t rss_bytes() { return status_bytes("VmRSS"); }
 
-
 struct Engine {
   Engine(const std::filesystem::path& dir, durable::Durability d) {
     std::filesystem::remove_all(dir);
@@ -125,19 +124,23 @@ int main(int argc, char** argv) {
   std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--dir") dir = argv[i + 1];
-    else if (a == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (a == "--backlog") backlog = std::stoull(argv[i + 1]);
-    else if (a == "--durability") durability = argv[i + 1];
-    else if (a == "--only") only = argv[i + 1];
+    if (a == "--dir")
+      dir = argv[i + 1];
+    else if (a == "--seconds")
+      seconds = std::stod(argv[i + 1]);
+    else if (a == "--backlog")
+      backlog = std::stoull(argv[i + 1]);
+    else if (a == "--durability")
+      durability = argv[i + 1];
+    else if (a == "--only")
+      only = argv[i + 1];
   }
   spdlog::set_level(spdlog::level::warn);
-  auto d = durability == "batch" ? durable::Durability::kBatch
+  auto d = durability == "batch"  ? durable::Durability::kBatch
            : durability == "none" ? durable::Durability::kNone
                                   : durable::Durability::kSync;
   auto want = [&](const char* name) { return only.empty() || only == name; };
-  std::printf("# engine_bench: durability=%s, 100-byte bodies, dir=%s\n", durability.c_str(),
-              dir.c_str());
+  std::printf("# engine_bench: durability=%s, 100-byte bodies, dir=%s\n", durability.c_str(), dir.c_str());
 
   if (want("enqueue")) {
     Engine e(dir, d);
@@ -147,7 +150,8 @@ int main(int argc, char** argv) {
     }
     auto& m = e.committer->metrics();
     report("engine_commits", static_cast<double>(m.commits.load()), "commits");
-    report("engine_ops_per_commit", static_cast<double>(m.ops.load()) / std::max<std::uint64_t>(1, m.commits.load()), "ops");
+    report("engine_ops_per_commit",
+           static_cast<double>(m.ops.load()) / std::max<std::uint64_t>(1, m.commits.load()), "ops");
   }
 
   if (want("latency")) {
@@ -156,7 +160,8 @@ int main(int argc, char** argv) {
     auto until = Clock::now() + std::chrono::duration<double>(seconds);
     while (Clock::now() < until && us.size() < 200'000) {
       auto t0 = Clock::now();
-      auto r = e.wait<std::vector<std::string>>([&](auto cb) { e.store->enqueue("lat", {message100()}, std::move(cb)); });
+      auto r = e.wait<std::vector<std::string>>(
+          [&](auto cb) { e.store->enqueue("lat", {message100()}, std::move(cb)); });
       if (!r) return 1;
       us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
@@ -170,7 +175,8 @@ int main(int argc, char** argv) {
     std::vector<roost::NewMessage> batch(1000, message100());
     auto prefill = [&](int n) {
       for (int i = 0; i < n / 1000; ++i) {
-        auto r = e.wait<std::vector<std::string>>([&](auto cb) { e.store->enqueue("pa", batch, std::move(cb)); });
+        auto r =
+            e.wait<std::vector<std::string>>([&](auto cb) { e.store->enqueue("pa", batch, std::move(cb)); });
         if (!r) std::exit(1);
       }
     };
@@ -185,11 +191,13 @@ int main(int argc, char** argv) {
           while (!stop) {
             roost::PullOptions o;
             o.batch_size = 100;
-            auto got = e.wait<std::vector<roost::LeasedMessage>>([&](auto cb) { e.store->pull("pa", o, std::move(cb)); });
+            auto got = e.wait<std::vector<roost::LeasedMessage>>(
+                [&](auto cb) { e.store->pull("pa", o, std::move(cb)); });
             if (!got || got->empty()) break;
             std::vector<std::string> leases;
             for (auto& m : *got) leases.push_back(m.lease_id);
-            auto a = e.wait<roost::AckResult>([&](auto cb) { e.store->ack("pa", std::move(leases), {}, std::move(cb)); });
+            auto a = e.wait<roost::AckResult>(
+                [&](auto cb) { e.store->ack("pa", std::move(leases), {}, std::move(cb)); });
             if (!a) break;
             acked += a->acked;
           }
@@ -235,14 +243,18 @@ int main(int argc, char** argv) {
     report("engine_backlog_fill_rate", static_cast<double>(backlog) / secs, "msgs/s");
     auto info = e.store->get_queue("backlog");
     report("engine_backlog_messages", static_cast<double>(info->stats.messages), "msgs");
-    report("engine_rss_backlog_" + std::to_string(backlog), static_cast<double>(rss_bytes()) / (1 << 20), "MiB");
-    report("engine_disk_backlog_" + std::to_string(backlog), static_cast<double>(e.env->used_bytes()) / (1 << 20), "MiB");
+    report("engine_rss_backlog_" + std::to_string(backlog), static_cast<double>(rss_bytes()) / (1 << 20),
+           "MiB");
+    report("engine_disk_backlog_" + std::to_string(backlog),
+           static_cast<double>(e.env->used_bytes()) / (1 << 20), "MiB");
     // Pulling from the deep backlog stays cheap: the head is found by a seek, not a scan.
     roost::PullOptions o;
     o.batch_size = 100;
     auto p0 = Clock::now();
-    auto got = e.wait<std::vector<roost::LeasedMessage>>([&](auto cb) { e.store->pull("backlog", o, std::move(cb)); });
-    report("engine_backlog_pull100_latency", std::chrono::duration<double, std::milli>(Clock::now() - p0).count(), "ms");
+    auto got = e.wait<std::vector<roost::LeasedMessage>>(
+        [&](auto cb) { e.store->pull("backlog", o, std::move(cb)); });
+    report("engine_backlog_pull100_latency",
+           std::chrono::duration<double, std::milli>(Clock::now() - p0).count(), "ms");
     report("engine_rss_backlog_after_pull", static_cast<double>(rss_bytes()) / (1 << 20), "MiB");
   }
   std::filesystem::remove_all(dir);

@@ -44,8 +44,10 @@ int main(int argc, char** argv) {
   int rounds = 300;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--dir") dir = argv[i + 1];
-    else if (k == "--rounds") rounds = std::max(1, std::atoi(argv[i + 1]));
+    if (k == "--dir")
+      dir = argv[i + 1];
+    else if (k == "--rounds")
+      rounds = std::max(1, std::atoi(argv[i + 1]));
   }
   auto path = dir / "roost-flush-bench.tmp";
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
@@ -76,7 +78,10 @@ int main(int argc, char** argv) {
         ::fdatasync(fd);
         us.push_back(since_us(t0));
       }
-      std::string name = "flush_" + std::to_string(pages) + (pages == 1 ? "_page" : adjacent ? "_adjacent_pages" : "_scattered_pages");
+      std::string name = "flush_" + std::to_string(pages) +
+                         (pages == 1 ? "_page"
+                          : adjacent ? "_adjacent_pages"
+                                     : "_scattered_pages");
       roost::bench::report(name + "_p50", roost::bench::percentile(us, 0.5), "us");
     }
   }

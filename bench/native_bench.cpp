@@ -40,9 +40,9 @@ struct Args {
   std::string nats = "nats://127.0.0.1:4222";
   double seconds = 3;
   std::string only;
-  std::string targets = "roost,redis,nats";  // which servers to drive
-  std::vector<int> fanouts = {1, 10};          // pub/sub subscribers per run
-  std::uint64_t pubsub_messages = 0;           // 0 = 500,000 at 1 subscriber, 200,000 above
+  std::string targets = "roost,redis,nats";       // which servers to drive
+  std::vector<int> fanouts = {1, 10};             // pub/sub subscribers per run
+  std::uint64_t pubsub_messages = 0;              // 0 = 500,000 at 1 subscriber, 200,000 above
   std::vector<std::size_t> windows = {64, 1000};  // enqueues in flight per run
 };
 
@@ -125,8 +125,8 @@ double roost_object_tells(const Args& a, std::size_t objects, std::size_t window
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return sent - acked < window; });
     }
-    c->tell_async("counter", "hot" + std::to_string(sent % objects), R"({"add":1})", roost::ContentType::kJson,
-                  [&](roost::Result<std::uint64_t> r) {
+    c->tell_async("counter", "hot" + std::to_string(sent % objects), R"({"add":1})",
+                  roost::ContentType::kJson, [&](roost::Result<std::uint64_t> r) {
                     std::lock_guard lock(mu);
                     ++acked;
                     failed += !r;
@@ -138,7 +138,8 @@ double roost_object_tells(const Args& a, std::size_t objects, std::size_t window
     std::unique_lock lock(mu);
     cv.wait(lock, [&] { return acked == sent; });
   }
-  for (std::size_t o = 0; o < std::min<std::uint64_t>(objects, sent); ++o) (void)c->call("counter", "hot" + std::to_string(o), "{}");
+  for (std::size_t o = 0; o < std::min<std::uint64_t>(objects, sent); ++o)
+    (void)c->call("counter", "hot" + std::to_string(o), "{}");
   if (failed) std::fprintf(stderr, "%llu tells failed\n", static_cast<unsigned long long>(failed));
   return static_cast<double>(acked - failed) / since(t0);
 }
@@ -215,10 +216,13 @@ std::pair<double, double> roost_pubsub(const Args& a, int subs, std::uint64_t co
     roost::SubscribeOptions so;
     so.on_io_thread = io_thread;
     so.on_lag = [&](std::uint64_t n) { lost += n; };
-    auto s = clients.back()->subscribe(subject, [&](const roost::ChannelMessage&) {
-      got.fetch_add(1, std::memory_order_relaxed);
-      last_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-    }, so);
+    auto s = clients.back()->subscribe(
+        subject,
+        [&](const roost::ChannelMessage&) {
+          got.fetch_add(1, std::memory_order_relaxed);
+          last_ns.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+        },
+        so);
     if (!s) {
       std::fprintf(stderr, "subscribe: %s\n", s.error().message.c_str());
       std::exit(1);
@@ -234,7 +238,8 @@ std::pair<double, double> roost_pubsub(const Args& a, int subs, std::uint64_t co
   std::uint64_t want = count * static_cast<std::uint64_t>(subs);
   auto deadline = Clock::now() + 20s;
   while (got + lost < want && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  double secs = std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
+  double secs =
+      std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
   return {static_cast<double>(got.load()) / secs, static_cast<double>(want - std::min(want, got.load()))};
 }
 
@@ -358,7 +363,9 @@ std::pair<double, double> redis_pubsub(const Args& a, int subs, std::uint64_t co
     threads.emplace_back([&, c = contexts[static_cast<std::size_t>(i)]] {
       freeReplyObject(redisCommand(c, "SUBSCRIBE %s", channel.c_str()));
       ready++;
-      struct timeval tv{2, 0};
+      struct timeval tv {
+        2, 0
+      };
       redisSetTimeout(c, tv);
       for (;;) {
         void* r = nullptr;
@@ -392,7 +399,8 @@ std::pair<double, double> redis_pubsub(const Args& a, int subs, std::uint64_t co
   for (auto* c : contexts) redisFree(c);
   redisFree(pub);
   std::uint64_t want = count * static_cast<std::uint64_t>(subs);
-  double secs = std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
+  double secs =
+      std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
   return {static_cast<double>(got.load()) / secs, static_cast<double>(want - std::min(want, got.load()))};
 }
 
@@ -448,7 +456,9 @@ double nats_enqueue(const Args& a, std::size_t window) {
   auto end = t0 + std::chrono::duration<double>(a.seconds);
   std::uint64_t sent = 0;
   while (Clock::now() < end) {
-    if (js_PublishAsync(js, subject.c_str(), kBody.data(), static_cast<int>(kBody.size()), nullptr) != NATS_OK) break;
+    if (js_PublishAsync(js, subject.c_str(), kBody.data(), static_cast<int>(kBody.size()), nullptr) !=
+        NATS_OK)
+      break;
     ++sent;
   }
   jsPubOptions po;
@@ -470,7 +480,8 @@ std::vector<double> nats_latency(const Args& a, int n) {
     auto t = Clock::now();
     jsPubAck* pa = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    if (js_Publish(&pa, js, "lat", kBody.data(), static_cast<int>(kBody.size()), nullptr, &jerr) != NATS_OK) break;
+    if (js_Publish(&pa, js, "lat", kBody.data(), static_cast<int>(kBody.size()), nullptr, &jerr) != NATS_OK)
+      break;
     jsPubAck_Destroy(pa);
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
   }
@@ -553,7 +564,8 @@ std::pair<double, double> nats_pubsub(const Args& a, int subs, std::uint64_t cou
   std::uint64_t want = count * static_cast<std::uint64_t>(subs);
   auto deadline = Clock::now() + 20s;
   while (got < want && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  double secs = std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
+  double secs =
+      std::chrono::duration<double>(Clock::time_point(Clock::duration(last_ns.load())) - t0).count();
   for (auto* s : subscriptions) natsSubscription_Destroy(s);
   for (auto* c : conns) natsConnection_Destroy(c);
   natsConnection_Destroy(pub);
@@ -578,23 +590,32 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--roost") a.roost = v;
+    if (k == "--roost")
+      a.roost = v;
     else if (k == "--redis") {
       auto colon = v.rfind(':');
       a.redis_host = v.substr(0, colon);
       a.redis_port = std::stoi(v.substr(colon + 1));
-    } else if (k == "--nats") a.nats = v;
-    else if (k == "--seconds") a.seconds = std::stod(v);
-    else if (k == "--only") a.only = v;
-    else if (k == "--targets") a.targets = v;
-    else if (k == "--fanouts") a.fanouts = numbers<int>(v);
-    else if (k == "--pubsub-messages") a.pubsub_messages = std::stoull(v);
-    else if (k == "--windows") a.windows = numbers<std::size_t>(v);
+    } else if (k == "--nats")
+      a.nats = v;
+    else if (k == "--seconds")
+      a.seconds = std::stod(v);
+    else if (k == "--only")
+      a.only = v;
+    else if (k == "--targets")
+      a.targets = v;
+    else if (k == "--fanouts")
+      a.fanouts = numbers<int>(v);
+    else if (k == "--pubsub-messages")
+      a.pubsub_messages = std::stoull(v);
+    else if (k == "--windows")
+      a.windows = numbers<std::size_t>(v);
   }
   auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
   auto on = [&](const char* t) { return a.targets.find(t) != std::string::npos; };
-  std::printf("# 100-byte messages; Roost durability sync (fsync before every ack), Redis appendfsync always,\n"
-              "# NATS JetStream file storage — which does NOT fsync each message (it syncs every 2 min by default).\n");
+  std::printf(
+      "# 100-byte messages; Roost durability sync (fsync before every ack), Redis appendfsync always,\n"
+      "# NATS JetStream file storage — which does NOT fsync each message (it syncs every 2 min by default).\n");
 
   if (want("enqueue")) {
     for (std::size_t w : a.windows) {
@@ -602,7 +623,8 @@ int main(int argc, char** argv) {
       if (on("roost")) report("roost_enqueue_w" + sw, roost_enqueue(a, w, "enq" + sw), "msgs/s");
       if (on("redis")) report("redis_stream_enqueue_w" + sw, redis_enqueue(a, w), "msgs/s");
       if (on("nats")) report("nats_js_enqueue_w" + sw, nats_enqueue(a, w), "msgs/s");
-      ratio("ratio_enqueue_w" + sw + "_roost_vs_redis", "roost_enqueue_w" + sw, "redis_stream_enqueue_w" + sw);
+      ratio("ratio_enqueue_w" + sw + "_roost_vs_redis", "roost_enqueue_w" + sw,
+            "redis_stream_enqueue_w" + sw);
       ratio("ratio_enqueue_w" + sw + "_roost_vs_nats_js", "roost_enqueue_w" + sw, "nats_js_enqueue_w" + sw);
     }
   }

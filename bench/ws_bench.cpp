@@ -48,7 +48,7 @@ struct Options {
   int window = 64;
   int stalled = 0;
   int idle = 0;
-  int rate = 0;  // publishes per second, paced; 0 = as fast as the window allows
+  int rate = 0;     // publishes per second, paced; 0 = as fast as the window allows
   int threads = 2;  // client threads reading the subscribers' sockets
   int server_pid = 0;
   std::string label;
@@ -122,7 +122,8 @@ class Bench {
       c.ws.text(true);
       // INFO arrives first; then CONNECT + PING, wait for PONG.
       read_until(c, "INFO");
-      c.ws.write(asio::buffer(std::string("CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\nPING\r\n")));
+      c.ws.write(asio::buffer(
+          std::string("CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\nPING\r\n")));
       read_until(c, "PONG");
     } else {
       c.ws.text(true);
@@ -143,7 +144,8 @@ class Bench {
       c.buf.clear();
       c.ws.read(c.buf);
       auto text = beast::buffers_to_string(c.buf.data());
-      for (std::size_t p = text.find("\"ok\""); p != std::string::npos; p = text.find("\"ok\"", p + 1)) --outstanding;
+      for (std::size_t p = text.find("\"ok\""); p != std::string::npos; p = text.find("\"ok\"", p + 1))
+        --outstanding;
     }
   }
 
@@ -241,7 +243,8 @@ class Bench {
     int outstanding = 0;
     for (int m = 0; m < o_.messages; ++m) {
       if (o_.rate > 0) {  // paced: publish m at t0 + m / rate
-        std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<std::int64_t>(m) * 1'000'000 / o_.rate));
+        std::this_thread::sleep_until(
+            t0 + std::chrono::microseconds(static_cast<std::int64_t>(m) * 1'000'000 / o_.rate));
       }
       std::string ch = channel_name(o_.channels == 1 ? 0 : m % o_.channels);
       std::string payload = R"({"t":)" + std::to_string(now_ns()) + R"(,"p":")" + pad + "\"}";
@@ -260,7 +263,8 @@ class Bench {
         // one carries an id, and its ok (answers come in order) closes the window.
         bool last = ++outstanding >= o_.window || m + 1 == o_.messages;
         std::string id = last ? R"("id":)" + std::to_string(m) + "," : std::string();
-        pub.ws.write(asio::buffer(R"({"op":"publish",)" + id + R"("channel":")" + ch + R"(","data":)" + payload + "}"));
+        pub.ws.write(asio::buffer(R"({"op":"publish",)" + id + R"("channel":")" + ch + R"(","data":)" +
+                                  payload + "}"));
         if (last) {
           outstanding = 1;
           read_oks(pub, outstanding);
@@ -269,15 +273,18 @@ class Bench {
       }
     }
     auto deadline = Clock::now() + std::chrono::seconds(60);
-    while (delivered_.load() < expected && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    while (delivered_.load() < expected && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     io_.stop();
     for (auto& t : io_threads) t.join();
     std::string tag = "ws_" + name + "_subs" + std::to_string(o_.subs) + "_ch" + std::to_string(o_.channels) +
                       (o_.stalled ? "_stalled" + std::to_string(o_.stalled) : "") +
                       (o_.rate ? "_rate" + std::to_string(o_.rate) : "");
-    std::printf("%s_deliveries_per_s %.0f msgs/s\n", tag.c_str(), static_cast<double>(delivered_.load()) / secs);
-    std::printf("%s_delivered %llu of %llu\n", tag.c_str(), static_cast<unsigned long long>(delivered_.load()),
+    std::printf("%s_deliveries_per_s %.0f msgs/s\n", tag.c_str(),
+                static_cast<double>(delivered_.load()) / secs);
+    std::printf("%s_delivered %llu of %llu\n", tag.c_str(),
+                static_cast<unsigned long long>(delivered_.load()),
                 static_cast<unsigned long long>(expected));
     std::printf("%s_latency_p50 %.2f ms\n", tag.c_str(), hist_.percentile_ms(0.5));
     std::printf("%s_latency_p99 %.2f ms\n", tag.c_str(), hist_.percentile_ms(0.99));
@@ -319,18 +326,30 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
-    if (a == "--target") o.target = v;
-    else if (a == "--port") o.port = std::stoi(v);
-    else if (a == "--subs") o.subs = std::stoi(v);
-    else if (a == "--channels") o.channels = std::stoi(v);
-    else if (a == "--messages") o.messages = std::stoi(v);
-    else if (a == "--window") o.window = std::stoi(v);
-    else if (a == "--stalled") o.stalled = std::stoi(v);
-    else if (a == "--idle") o.idle = std::stoi(v);
-    else if (a == "--rate") o.rate = std::stoi(v);
-    else if (a == "--server-pid") o.server_pid = std::stoi(v);
-    else if (a == "--threads") o.threads = std::stoi(v);
-    else if (a == "--label") o.label = v;
+    if (a == "--target")
+      o.target = v;
+    else if (a == "--port")
+      o.port = std::stoi(v);
+    else if (a == "--subs")
+      o.subs = std::stoi(v);
+    else if (a == "--channels")
+      o.channels = std::stoi(v);
+    else if (a == "--messages")
+      o.messages = std::stoi(v);
+    else if (a == "--window")
+      o.window = std::stoi(v);
+    else if (a == "--stalled")
+      o.stalled = std::stoi(v);
+    else if (a == "--idle")
+      o.idle = std::stoi(v);
+    else if (a == "--rate")
+      o.rate = std::stoi(v);
+    else if (a == "--server-pid")
+      o.server_pid = std::stoi(v);
+    else if (a == "--threads")
+      o.threads = std::stoi(v);
+    else if (a == "--label")
+      o.label = v;
   }
   if (o.port == 0) {
     std::fprintf(stderr, "usage: ws_bench --target roost|nats --port P [...]\n");

@@ -20,8 +20,7 @@ using durable::PendingMail;
 // One turn's effects and the consumption of its mail, in the group transaction.
 class ActorRuntime::TurnOp final : public durable::Op {
  public:
-  TurnOp(ActorRuntime& rt, std::shared_ptr<Obj> obj, std::uint64_t turn, std::uint64_t generation,
-         Effects fx)
+  TurnOp(ActorRuntime& rt, std::shared_ptr<Obj> obj, std::uint64_t turn, std::uint64_t generation, Effects fx)
       : rt_(rt), obj_(std::move(obj)), turn_(turn), generation_(generation), fx_(std::move(fx)) {}
 
   void apply(durable::WriteContext& ctx) override {

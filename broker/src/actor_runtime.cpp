@@ -5,13 +5,13 @@
 #include "turn_context.h"
 
 #include <roost/channels/hub.h>
-#include <roost/core/subject.h>
-#include <roost/durable/mailbox_store.h>
-#include <roost/durable/queue_store.h>
+#include <roost/core/base64.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/subject.h>
 #include <roost/core/thread_name.h>
-#include <roost/core/base64.h>
+#include <roost/durable/mailbox_store.h>
+#include <roost/durable/queue_store.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -36,10 +36,15 @@ using durable::PendingMail;
 // The runtime
 
 ActorRuntime::ActorRuntime(durable::MailboxStore& store, durable::Committer& committer,
-                           durable::QueueStore& queues, channels::Hub& hub,
-                           ActorRuntimeOptions options, std::function<std::int64_t()> clock)
-    : store_(store), committer_(committer), queues_(queues), hub_(hub), options_(options),
-      clock_(std::move(clock)), metrics_(std::make_unique<Metrics>()) {
+                           durable::QueueStore& queues, channels::Hub& hub, ActorRuntimeOptions options,
+                           std::function<std::int64_t()> clock)
+    : store_(store),
+      committer_(committer),
+      queues_(queues),
+      hub_(hub),
+      options_(options),
+      clock_(std::move(clock)),
+      metrics_(std::make_unique<Metrics>()) {
   committer_.add_participant(this);
 }
 
@@ -50,8 +55,8 @@ std::optional<Error> ActorRuntime::validate_class(std::string_view name) {
     return Error{ErrorCode::INVALID_NAME, "object class names are 1 to 64 characters"};
   }
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
     if (!ok) {
       return Error{ErrorCode::INVALID_NAME,
                    "object class '" + std::string(name) + "' may hold only A-Z a-z 0-9 - _"};
@@ -89,9 +94,7 @@ void ActorRuntime::register_class(std::string name, ActorFactory factory, ActorC
   classes_.emplace(std::move(name), std::move(k));
 }
 
-bool ActorRuntime::has_class(std::string_view name) const {
-  return classes_.contains(std::string(name));
-}
+bool ActorRuntime::has_class(std::string_view name) const { return classes_.contains(std::string(name)); }
 
 void ActorRuntime::start() {
   auto log = module_logger("actors");
@@ -114,9 +117,10 @@ void ActorRuntime::start() {
     orphans += gone;
     return gone;
   });
-  log->info("actor runtime: {} classes, {} threads, {} messages waiting in mailboxes, {} durable "
-            "subscriptions, idle_ms {}",
-            classes_.size(), options_.threads, pending.size(), subs, options_.idle_ms);
+  log->info(
+      "actor runtime: {} classes, {} threads, {} messages waiting in mailboxes, {} durable "
+      "subscriptions, idle_ms {}",
+      classes_.size(), options_.threads, pending.size(), subs, options_.idle_ms);
   if (orphans > 0) {
     log->warn("{} mailbox messages belong to classes not registered on this node; they wait", orphans);
   }
@@ -162,8 +166,8 @@ void ActorRuntime::stop() {
   }
 }
 
-std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls,
-                                                       const std::string& name, bool create) {
+std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls, const std::string& name,
+                                                        bool create) {
   auto okey = MailboxStore::object_key(cls, name);
   auto it = objects_.find(okey);
   if (it != objects_.end()) return it->second;
@@ -257,10 +261,10 @@ void ActorRuntime::tell(std::string cls, std::string name, std::string data, Con
                         Callback<std::uint64_t> done) {
   if (auto e = check(cls, name)) return done(std::unexpected(*e));
   if (data.size() > options_.max_message_bytes) {
-    return done(std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
-                                      "message of " + std::to_string(data.size()) +
-                                          " bytes exceeds max_message_bytes " +
-                                          std::to_string(options_.max_message_bytes)}));
+    return done(
+        std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE, "message of " + std::to_string(data.size()) +
+                                                                " bytes exceeds max_message_bytes " +
+                                                                std::to_string(options_.max_message_bytes)}));
   }
   PendingMail m;
   m.object = durable::ObjectRef{std::move(cls), std::move(name)};
@@ -270,23 +274,23 @@ void ActorRuntime::tell(std::string cls, std::string name, std::string data, Con
   std::vector<PendingMail> one;
   one.push_back(std::move(m));
   metrics_->tells.fetch_add(1, std::memory_order_relaxed);
-  committer_.submit(std::make_unique<MailOp>(
-      *this, std::move(one), false,
-      [this, done = std::move(done)](Result<std::vector<PendingMail>> r) mutable {
-        if (!r) return done(std::unexpected(r.error()));
-        std::uint64_t seq = r->front().seq;
-        deliver_mail(std::move(*r));
-        done(seq);
-      }));
+  committer_.submit(
+      std::make_unique<MailOp>(*this, std::move(one), false,
+                               [this, done = std::move(done)](Result<std::vector<PendingMail>> r) mutable {
+                                 if (!r) return done(std::unexpected(r.error()));
+                                 std::uint64_t seq = r->front().seq;
+                                 deliver_mail(std::move(*r));
+                                 done(seq);
+                               }));
 }
 
 void ActorRuntime::call(std::string cls, std::string name, std::string data, ContentType type,
                         std::uint64_t timeout_ms, Callback<ObjectReply> done) {
   if (auto e = check(cls, name)) return done(std::unexpected(*e));
   if (data.size() > options_.max_message_bytes) {
-    return done(std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
-                                      "request of " + std::to_string(data.size()) +
-                                          " bytes exceeds max_message_bytes"}));
+    return done(
+        std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE, "request of " + std::to_string(data.size()) +
+                                                                " bytes exceeds max_message_bytes"}));
   }
   if (timeout_ms == 0) timeout_ms = options_.default_call_timeout_ms;
   auto wait = std::make_shared<CallWait>(std::move(done));
@@ -388,8 +392,8 @@ class MailboxSubscriber final : public channels::Subscriber {
 };
 }  // namespace
 
-void ActorRuntime::subscribe_object(const std::string& okey, const std::string& cls,
-                                    const std::string& name, const std::string& pattern) {
+void ActorRuntime::subscribe_object(const std::string& okey, const std::string& cls, const std::string& name,
+                                    const std::string& pattern) {
   auto key = okey + '\0' + pattern;
   {
     MutexLock lock(mu_);
@@ -405,15 +409,15 @@ void ActorRuntime::subscribe_object(const std::string& okey, const std::string& 
     pm.record.data = m->data;
     std::vector<PendingMail> one;
     one.push_back(std::move(pm));
-    committer_.submit(std::make_unique<MailOp>(*this, std::move(one), false,
-                                               [this](Result<std::vector<PendingMail>> r) {
-                                                 if (r) deliver_mail(std::move(*r));
-                                               }));
+    committer_.submit(
+        std::make_unique<MailOp>(*this, std::move(one), false, [this](Result<std::vector<PendingMail>> r) {
+          if (r) deliver_mail(std::move(*r));
+        }));
   });
   auto r = hub_.subscribe(pattern, sub, std::nullopt);
   if (!r) {
-    module_logger("actors")->warn("durable subscription of {}/{} to {} failed: {}", cls, name,
-                                  pattern, r.error().message);
+    module_logger("actors")->warn("durable subscription of {}/{} to {} failed: {}", cls, name, pattern,
+                                  r.error().message);
     return;
   }
   MutexLock lock(mu_);
@@ -446,7 +450,8 @@ void ActorRuntime::timer_loop() {
     // Backoffs that are over.
     std::vector<std::pair<std::int64_t, std::shared_ptr<Obj>>> ready;
     while (!retry_at_.empty() && retry_at_.begin()->first <= now) {
-      if (auto o = retry_at_.begin()->second.lock()) ready.emplace_back(retry_at_.begin()->first, std::move(o));
+      if (auto o = retry_at_.begin()->second.lock())
+        ready.emplace_back(retry_at_.begin()->first, std::move(o));
       retry_at_.erase(retry_at_.begin());
     }
     if (!retry_at_.empty()) timer_wake_ = retry_at_.begin()->first;
@@ -466,8 +471,7 @@ void ActorRuntime::timer_loop() {
       }
       call_deadlines_.erase(call_deadlines_.begin());
     }
-    if (!call_deadlines_.empty() &&
-        (timer_wake_ == 0 || call_deadlines_.begin()->first < timer_wake_)) {
+    if (!call_deadlines_.empty() && (timer_wake_ == 0 || call_deadlines_.begin()->first < timer_wake_)) {
       timer_wake_ = call_deadlines_.begin()->first;
     }
     bool fire = !alarm_op_in_flight_;
@@ -484,14 +488,14 @@ void ActorRuntime::timer_loop() {
           MutexLock l(mu_);
           alarm_op_in_flight_ = true;
         }
-        committer_.submit(std::make_unique<MailOp>(
-            *this, std::vector<PendingMail>{}, true, [this](Result<std::vector<PendingMail>> r) {
-              {
-                MutexLock l(mu_);
-                alarm_op_in_flight_ = false;
-              }
-              if (r) deliver_mail(std::move(*r));
-            }));
+        committer_.submit(std::make_unique<MailOp>(*this, std::vector<PendingMail>{}, true,
+                                                   [this](Result<std::vector<PendingMail>> r) {
+                                                     {
+                                                       MutexLock l(mu_);
+                                                       alarm_op_in_flight_ = false;
+                                                     }
+                                                     if (r) deliver_mail(std::move(*r));
+                                                   }));
       }
     }
     if (now >= next_sweep) {
@@ -567,8 +571,7 @@ std::string ActorRuntime::metrics_text() const {
   counter("roost_actor_hibernations_total", "Idle actors freed.", m.hibernations.load());
   counter("roost_actor_dead_lettered_total", "Mailbox messages moved to a dead-letter queue.",
           m.dead_lettered.load());
-  counter("roost_actor_rollbacks_total", "Turn commits that failed and were run again.",
-          m.rollbacks.load());
+  counter("roost_actor_rollbacks_total", "Turn commits that failed and were run again.", m.rollbacks.load());
   counter("roost_actor_calls_timed_out_total", "Object calls answered call_timeout.",
           m.calls_timed_out.load());
   counter("roost_actor_auto_responses_total", "Socket frames answered without waking the object.",

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <roost/broker/actor_runtime.h>
-#include <roost/durable/mailbox_store.h>
 #include <roost/core/queue_types.h>
+#include <roost/durable/mailbox_store.h>
 
 #include <deque>
 #include <map>
@@ -26,9 +26,9 @@ struct ActorRuntime::Klass {
 };
 
 struct ActorRuntime::Metrics {
-  std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0},
-      dead_lettered{0}, rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0},
-      direct_turns{0}, mail_from_disk{0}, workers_added{0};
+  std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0}, dead_lettered{0},
+      rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0}, direct_turns{0}, mail_from_disk{0},
+      workers_added{0};
 };
 
 // An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).
@@ -64,13 +64,13 @@ struct ActorRuntime::CallWait : Once<ObjectReply> {
 struct ActorRuntime::Item {
   enum class Kind { kMail, kCall, kConnect, kSocketMessage, kDisconnect };
   Kind kind = Kind::kMail;
-  std::uint64_t seq = 0;  // kMail
-  MailRecord mail;        // kMail
+  std::uint64_t seq = 0;      // kMail
+  MailRecord mail;            // kMail
   bool data_on_disk = false;  // kMail: mail.data is read from the mailbox when the turn comes
-  std::string data;       // kCall request, kSocketMessage text
+  std::string data;           // kCall request, kSocketMessage text
   ContentType type = ContentType::kJson;
-  std::uint64_t socket = 0;  // kConnect, kSocketMessage, kDisconnect
-  std::uint16_t code = 0;    // kDisconnect
+  std::uint64_t socket = 0;                       // kConnect, kSocketMessage, kDisconnect
+  std::uint16_t code = 0;                         // kDisconnect
   std::shared_ptr<CallWait> reply;                // kCall
   std::shared_ptr<Once<std::uint64_t>> attached;  // kConnect
   std::shared_ptr<ObjectSocket> sink;             // kConnect
@@ -131,12 +131,12 @@ struct ActorRuntime::Obj {
 
   Mutex mu;
   std::deque<Item> queue ROOST_GUARDED_BY(mu);
-  std::deque<Item> inflight ROOST_GUARDED_BY(mu);  // turns submitted, not yet committed, in order
-  bool running ROOST_GUARDED_BY(mu) = false;  // a worker owns `instance`
-  bool reset_actor ROOST_GUARDED_BY(mu) = false;  // drop the instance before the next turn
+  std::deque<Item> inflight ROOST_GUARDED_BY(mu);       // turns submitted, not yet committed, in order
+  bool running ROOST_GUARDED_BY(mu) = false;            // a worker owns `instance`
+  bool reset_actor ROOST_GUARDED_BY(mu) = false;        // drop the instance before the next turn
   std::int64_t blocked_until ROOST_GUARDED_BY(mu) = 0;  // backoff after a failure
-  std::size_t requeued ROOST_GUARDED_BY(mu) = 0;  // items put back at the front by the last rollback
-  std::atomic<std::uint64_t> generation{0};  // bumped by a rollback (written under mu)
+  std::size_t requeued ROOST_GUARDED_BY(mu) = 0;        // items put back at the front by the last rollback
+  std::atomic<std::uint64_t> generation{0};             // bumped by a rollback (written under mu)
   std::uint64_t next_turn ROOST_GUARDED_BY(mu) = 1;
   std::uint32_t failed_commits ROOST_GUARDED_BY(mu) = 0;  // rollbacks in a row (backoff grows)
   struct Pending {

@@ -8,13 +8,13 @@
 #include "turn_context.h"
 
 #include <roost/channels/hub.h>
-#include <roost/core/subject.h>
-#include <roost/durable/mailbox_store.h>
-#include <roost/durable/queue_store.h>
+#include <roost/core/base64.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/subject.h>
 #include <roost/core/thread_name.h>
-#include <roost/core/base64.h>
+#include <roost/durable/mailbox_store.h>
+#include <roost/durable/queue_store.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -43,8 +43,7 @@ std::string dead_letter_json(const ActorRuntime::Obj& obj, const ActorRuntime::I
   o["object"] = json::object{{"class", obj.cls}, {"name", obj.name}};
   o["seq"] = item.seq;
   o["attempts"] = item.attempt;
-  o["error"] = json::object{{"code", std::string(error_code_name(error.code))},
-                            {"message", error.message}};
+  o["error"] = json::object{{"code", std::string(error_code_name(error.code))}, {"message", error.message}};
   const auto& m = item.mail;
   o["kind"] = m.kind == MailKind::kAlarm ? "alarm" : m.kind == MailKind::kChannel ? "channel" : "message";
   if (!m.subject.empty()) o["subject"] = m.subject;
@@ -102,7 +101,8 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
     if (item.kind == Item::Kind::kMail && item.data_on_disk) {
       auto rec = store_.mail(obj->okey, item.seq);
       if (!rec) {
-        log->warn("object {}/{}: message {} is no longer in the mailbox; skipped", obj->cls, obj->name, item.seq);
+        log->warn("object {}/{}: message {} is no longer in the mailbox; skipped", obj->cls, obj->name,
+                  item.seq);
         continue;
       }
       item.mail = std::move(*rec);
@@ -143,16 +143,12 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           a.on_connect(ctx, Socket{item.socket}, req);
           break;
         }
-        case Item::Kind::kSocketMessage:
-          a.on_socket_message(ctx, Socket{item.socket}, item.data);
-          break;
-        case Item::Kind::kDisconnect:
-          a.on_disconnect(ctx, Socket{item.socket}, item.code);
-          break;
+        case Item::Kind::kSocketMessage: a.on_socket_message(ctx, Socket{item.socket}, item.data); break;
+        case Item::Kind::kDisconnect: a.on_disconnect(ctx, Socket{item.socket}, item.code); break;
       }
     } catch (const Reject& r) {
-      failure = Error{item.kind == Item::Kind::kConnect ? ErrorCode::CONNECT_REJECTED : ErrorCode::ACTOR_ERROR,
-                      r.what()};
+      failure = Error{
+          item.kind == Item::Kind::kConnect ? ErrorCode::CONNECT_REJECTED : ErrorCode::ACTOR_ERROR, r.what()};
     } catch (const std::exception& e) {
       failure = Error{ErrorCode::ACTOR_ERROR, e.what()};
     } catch (...) {
@@ -230,23 +226,18 @@ void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
 
 void ActorRuntime::fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error) {
   switch (item.kind) {
-    case Item::Kind::kCall:
-      answer_call(item.reply, std::unexpected(error));
-      return;
-    case Item::Kind::kConnect:
-      item.attached->finish(std::unexpected(error));
-      return;
+    case Item::Kind::kCall: answer_call(item.reply, std::unexpected(error)); return;
+    case Item::Kind::kConnect: item.attached->finish(std::unexpected(error)); return;
     case Item::Kind::kSocketMessage:
     case Item::Kind::kDisconnect:
       return;  // nothing to retry: the frame is dropped (logged and counted above)
-    case Item::Kind::kMail:
-      break;
+    case Item::Kind::kMail: break;
   }
   const auto& opts = obj->klass->options;
   if (item.attempt > opts.max_retries) {
     // Dead-letter: consume the mail and enqueue it, with the error, in one commit.
-    module_logger("actors")->warn("object {}/{}: message {} dead-lettered to {} after {} attempts",
-                                  obj->cls, obj->name, item.seq, opts.dead_letter_queue, item.attempt);
+    module_logger("actors")->warn("object {}/{}: message {} dead-lettered to {} after {} attempts", obj->cls,
+                                  obj->name, item.seq, opts.dead_letter_queue, item.attempt);
     metrics_->dead_lettered.fetch_add(1, std::memory_order_relaxed);
     Effects fx;
     fx.consume_seq = item.seq;
@@ -293,8 +284,8 @@ void ActorRuntime::wake_at(std::int64_t when_ms) {
 
 void ActorRuntime::begin(durable::WriteContext&) { poisoned_.clear(); }
 
-void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t turn,
-                                std::uint64_t generation, Effects& fx, const Error* error) {
+void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t turn, std::uint64_t generation,
+                                Effects& fx, const Error* error) {
   auto now = clock_();
   if (error != nullptr) {
     std::int64_t at = 0;
@@ -316,13 +307,15 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
       // failure in a row, up to 10 s.
       failures = ++obj->failed_commits;
       auto base = std::max<std::uint64_t>(obj->klass->options.retry_delay_ms, 100);
-      at = now + static_cast<std::int64_t>(std::min<std::uint64_t>(base << std::min<std::uint32_t>(failures - 1, 7), 10'000));
+      at = now + static_cast<std::int64_t>(
+                     std::min<std::uint64_t>(base << std::min<std::uint32_t>(failures - 1, 7), 10'000));
       obj->blocked_until = at;
     }
     metrics_->rollbacks.fetch_add(1, std::memory_order_relaxed);
     if (failures <= 3 || failures % 16 == 0) {
-      module_logger("actors")->warn("object {}/{}: turn {} not committed ({}); its turns run again ({} in a row)",
-                                    obj->cls, obj->name, turn, error->message, failures);
+      module_logger("actors")->warn(
+          "object {}/{}: turn {} not committed ({}); its turns run again ({} in a row)", obj->cls, obj->name,
+          turn, error->message, failures);
     }
     wake_at(at);
     MutexLock lock(mu_);
@@ -393,8 +386,9 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
     if (fx.reply) {
       answer_call(item.reply, std::move(*fx.reply));
     } else {
-      answer_call(item.reply, std::unexpected(Error{ErrorCode::NO_REPLY, "object " + obj->cls + "/" + obj->name +
-                                                                             ": on_call returned without ctx.reply()"}));
+      answer_call(item.reply,
+                  std::unexpected(Error{ErrorCode::NO_REPLY, "object " + obj->cls + "/" + obj->name +
+                                                                 ": on_call returned without ctx.reply()"}));
     }
   }
   for (const auto& [pattern, on] : fx.subscriptions) {
@@ -407,12 +401,11 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   if (!fx.tells.empty()) {
     std::vector<PendingMail> mail;
     for (auto& t : fx.tells) {
-      mail.push_back(PendingMail{durable::ObjectRef{std::move(t.cls), std::move(t.name)}, t.seq,
-                                 std::move(t.mail)});
+      mail.push_back(
+          PendingMail{durable::ObjectRef{std::move(t.cls), std::move(t.name)}, t.seq, std::move(t.mail)});
     }
     deliver_mail(std::move(mail));
   }
 }
-
 
 }  // namespace roost::broker

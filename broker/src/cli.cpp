@@ -2,8 +2,8 @@
 
 #include <roost/client/client.h>
 #include <roost/client/http_client.h>
-#include <roost/gateway/json_codec.h>
 #include <roost/core/base64.h>
+#include <roost/gateway/json_codec.h>
 
 #include <boost/json.hpp>
 
@@ -104,8 +104,10 @@ std::shared_ptr<Client> connect_native(const Args& a, const std::string& url) {
   ClientOptions o;
   o.url = url;
   o.name = "roost-cli";
-  if (auto t = a.opt("token")) o.token = *t;
-  else if (const char* env = std::getenv("ROOST_TOKEN")) o.token = env;
+  if (auto t = a.opt("token"))
+    o.token = *t;
+  else if (const char* env = std::getenv("ROOST_TOKEN"))
+    o.token = env;
   if (auto k = a.opt("server-key")) o.curve_server_key = *k;
   auto c = Client::connect(o);
   if (!c) throw std::runtime_error(std::string(error_code_name(c.error().code)) + ": " + c.error().message);
@@ -204,8 +206,9 @@ int queue_native(const Args& a, const std::string& url) {
     std::string q = need(a, 1, "DLQ");
     auto to = a.opt("to");
     if (!to) throw UsageError("redrive needs --to QUEUE");
-    return print_native<std::uint64_t>(client->redrive(q, *to, opt_number(a, "max").value_or(0)),
-                                       [](const std::uint64_t& n) { return R"({"moved":)" + std::to_string(n) + "}"; });
+    return print_native<std::uint64_t>(
+        client->redrive(q, *to, opt_number(a, "max").value_or(0)),
+        [](const std::uint64_t& n) { return R"({"moved":)" + std::to_string(n) + "}"; });
   }
   throw UsageError("unknown queue command " + cmd);
 }
@@ -255,8 +258,9 @@ int object_cli(const std::vector<std::string>& raw) {
     std::string url = url_of(a, "tcp://127.0.0.1:7400");
     if (!is_native(url)) {
       client::HttpClient http(url, std::chrono::milliseconds(timeout_ms + 30'000));
-      const char* ct = type == ContentType::kJson ? "application/json"
-                       : type == ContentType::kText ? "text/plain" : "application/octet-stream";
+      const char* ct = type == ContentType::kJson   ? "application/json"
+                       : type == ContentType::kText ? "text/plain"
+                                                    : "application/octet-stream";
       std::string path = "/v1/objects/" + cls + "/" + name + (verb == "tell" ? "/messages" : "/call");
       if (verb == "call" && timeout_ms != 0) path += "?timeout_ms=" + std::to_string(timeout_ms);
       return print(http.request("POST", path, data, ct));
@@ -267,8 +271,9 @@ int object_cli(const std::vector<std::string>& raw) {
         return json::serialize(json::object{{"seq", seq}});
       });
     }
-    return print_native<ObjectReply>(client->call(cls, name, data, std::chrono::milliseconds(timeout_ms), type),
-                                     [](const ObjectReply& r) { return r.data; });
+    return print_native<ObjectReply>(
+        client->call(cls, name, data, std::chrono::milliseconds(timeout_ms), type),
+        [](const ObjectReply& r) { return r.data; });
   });
 }
 
@@ -299,7 +304,8 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
       }
       auto client = connect_native(a, url);
       return print_native<PublishAck>(client->publish_sync(subject, data, type), [](const PublishAck& p) {
-        return json::serialize(json::object{{"offset", p.offset}, {"epoch", p.epoch}, {"subscribers", p.subscribers}});
+        return json::serialize(
+            json::object{{"offset", p.offset}, {"epoch", p.epoch}, {"subscribers", p.subscribers}});
       });
     }
     // sub
@@ -319,26 +325,32 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& raw) {
       ended = e;
       cv.notify_all();
     };
-    auto sub = client->subscribe(pattern, [&](const ChannelMessage& m) {
-      json::object o{{"channel", m.channel}};
-      switch (m.content_type) {
-        case ContentType::kJson: {
-          boost::system::error_code ec;
-          auto v = json::parse(m.data, ec);
-          o["data"] = ec ? json::value(m.data) : v;
-          break;
-        }
-        case ContentType::kText: o["data"] = m.data; break;
-        case ContentType::kBytes: o["data"] = base64_encode(m.data); o["encoding"] = "base64"; break;
-      }
-      o["offset"] = m.offset;
-      o["epoch"] = m.epoch;
-      o["timestamp_ms"] = m.timestamp_ms;
-      std::lock_guard lock(mu);
-      std::cout << json::serialize(o) << std::endl;
-      ++seen;
-      cv.notify_all();
-    }, so);
+    auto sub = client->subscribe(
+        pattern,
+        [&](const ChannelMessage& m) {
+          json::object o{{"channel", m.channel}};
+          switch (m.content_type) {
+            case ContentType::kJson: {
+              boost::system::error_code ec;
+              auto v = json::parse(m.data, ec);
+              o["data"] = ec ? json::value(m.data) : v;
+              break;
+            }
+            case ContentType::kText: o["data"] = m.data; break;
+            case ContentType::kBytes:
+              o["data"] = base64_encode(m.data);
+              o["encoding"] = "base64";
+              break;
+          }
+          o["offset"] = m.offset;
+          o["epoch"] = m.epoch;
+          o["timestamp_ms"] = m.timestamp_ms;
+          std::lock_guard lock(mu);
+          std::cout << json::serialize(o) << std::endl;
+          ++seen;
+          cv.notify_all();
+        },
+        so);
     if (!sub) {
       return print_error(sub.error());
     }
@@ -400,8 +412,9 @@ int queue_cli(const std::vector<std::string>& raw) {
     if (cmd == "delete") return print(http.del(path(need(a, 1, "QUEUE"))));
     if (cmd == "create") {
       json::object o;
-      numeric_fields(a, o, {"visibility_timeout_ms", "max_retries", "retry_delay_ms",
-                            "max_messages", "max_bytes", "message_ttl_ms", "dedup_window_ms"});
+      numeric_fields(a, o,
+                     {"visibility_timeout_ms", "max_retries", "retry_delay_ms", "max_messages", "max_bytes",
+                      "message_ttl_ms", "dedup_window_ms"});
       if (auto dlq = a.opt("dead-letter-queue")) o["dead_letter_queue"] = *dlq;
       return print(http.put(path(need(a, 1, "QUEUE")), json::serialize(o)));
     }

@@ -47,7 +47,8 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.data_dir = v; }},
       {"http_listen", "gateway HOST:PORT (default 127.0.0.1:8080)",
        [](Config& c, const std::string& v) { c.http_listen = v; }},
-      {"endpoint", "native protocol endpoint: tcp://HOST:PORT or ipc://PATH; \"off\" = none (default tcp://127.0.0.1:7400)",
+      {"endpoint",
+       "native protocol endpoint: tcp://HOST:PORT or ipc://PATH; \"off\" = none (default tcp://127.0.0.1:7400)",
        [](Config& c, const std::string& v) {
          if (v != "off" && !v.starts_with("tcp://") && !v.starts_with("ipc://")) {
            throw ConfigError("endpoint: expected tcp://HOST:PORT, ipc://PATH or off, got '" + v + "'");
@@ -56,13 +57,16 @@ const std::vector<Key>& keys() {
        }},
       {"endpoint_curve_secret", "Z85 CURVE secret key: clients must encrypt (roost keygen makes a pair)",
        [](Config& c, const std::string& v) {
-         if (!v.empty() && v.size() != 40) throw ConfigError("endpoint_curve_secret: expected a 40-character Z85 key");
+         if (!v.empty() && v.size() != 40)
+           throw ConfigError("endpoint_curve_secret: expected a 40-character Z85 key");
          c.endpoint_curve_secret = v;
        }},
-      {"heartbeat_ms", "native clients silent for 3 heartbeats are gone, their leases released (default 1000)",
+      {"heartbeat_ms",
+       "native clients silent for 3 heartbeats are gone, their leases released (default 1000)",
        [](Config& c, const std::string& v) {
          c.heartbeat_ms = to_u64("heartbeat_ms", v);
-         if (c.heartbeat_ms < 50 || c.heartbeat_ms > 60'000) throw ConfigError("heartbeat_ms: expected 50..60000");
+         if (c.heartbeat_ms < 50 || c.heartbeat_ms > 60'000)
+           throw ConfigError("heartbeat_ms: expected 50..60000");
        }},
       {"durability", "sync | batch | none (default sync)",
        [](Config& c, const std::string& v) {
@@ -93,7 +97,8 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.actors = v; }},
       {"actor_threads", "actor worker threads; 0 = one per core (default 0)",
        [](Config& c, const std::string& v) { c.actor_threads = to_u64("actor_threads", v); }},
-      {"actor_max_threads", "workers added while blocking turns starve other objects, at most; 0 = max(16, 4 x actor_threads) (default 0)",
+      {"actor_max_threads",
+       "workers added while blocking turns starve other objects, at most; 0 = max(16, 4 x actor_threads) (default 0)",
        [](Config& c, const std::string& v) { c.actor_max_threads = to_u64("actor_max_threads", v); }},
       {"actor_idle_ms", "an object idle this long hibernates: its actor is freed (default 10000)",
        [](Config& c, const std::string& v) { c.actor_idle_ms = to_u64("actor_idle_ms", v); }},
@@ -102,28 +107,38 @@ const std::vector<Key>& keys() {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
        }},
-      {"actor_mail_memory_bytes", "waiting mail data an object keeps in memory; a longer backlog stays on disk (default 1048576)",
-       [](Config& c, const std::string& v) { c.actor_mail_memory_bytes = to_u64("actor_mail_memory_bytes", v); }},
+      {"actor_mail_memory_bytes",
+       "waiting mail data an object keeps in memory; a longer backlog stays on disk (default 1048576)",
+       [](Config& c, const std::string& v) {
+         c.actor_mail_memory_bytes = to_u64("actor_mail_memory_bytes", v);
+       }},
       {"initial_storage_bytes", "the storage map's first size; it doubles on demand (default 268435456)",
        [](Config& c, const std::string& v) {
          c.initial_storage_bytes = to_u64("initial_storage_bytes", v);
-         if (c.initial_storage_bytes < (1u << 20)) throw ConfigError("initial_storage_bytes: expected at least 1048576");
+         if (c.initial_storage_bytes < (1u << 20))
+           throw ConfigError("initial_storage_bytes: expected at least 1048576");
        }},
       {"static_dir", "serve this folder's files at / (default none); flag also --static",
        [](Config& c, const std::string& v) { c.static_dir = v; }},
       {"auth_secret", "HS256 secret for JWT bearer tokens; empty = only loopback clients",
        [](Config& c, const std::string& v) { c.auth_secret = v; }},
-      {"allowed_origins", "Origins allowed for WebSockets and state-changing requests, comma-separated, * = any (default: same host)",
+      {"allowed_origins",
+       "Origins allowed for WebSockets and state-changing requests, comma-separated, * = any (default: same host)",
        [](Config& c, const std::string& v) { c.allowed_origins = v; }},
-      {"allowed_hosts", "Host names this node answers to without an auth_secret, besides addresses and localhost (comma-separated)",
+      {"allowed_hosts",
+       "Host names this node answers to without an auth_secret, besides addresses and localhost (comma-separated)",
        [](Config& c, const std::string& v) { c.allowed_hosts = v; }},
-      {"max_subscriptions_per_connection", "channel subscriptions one WebSocket or native client may hold (default 1024)",
+      {"max_subscriptions_per_connection",
+       "channel subscriptions one WebSocket or native client may hold (default 1024)",
        [](Config& c, const std::string& v) {
          c.max_subscriptions_per_connection = to_u64("max_subscriptions_per_connection", v);
-         if (c.max_subscriptions_per_connection == 0) throw ConfigError("max_subscriptions_per_connection: expected > 0");
+         if (c.max_subscriptions_per_connection == 0)
+           throw ConfigError("max_subscriptions_per_connection: expected > 0");
        }},
       {"max_connections_per_ip", "concurrent connections from one address (default 256)",
-       [](Config& c, const std::string& v) { c.max_connections_per_ip = to_u64("max_connections_per_ip", v); }},
+       [](Config& c, const std::string& v) {
+         c.max_connections_per_ip = to_u64("max_connections_per_ip", v);
+       }},
       {"max_ws_message_bytes", "largest WebSocket message from a client (default 65536)",
        [](Config& c, const std::string& v) { c.max_ws_message_bytes = to_u64("max_ws_message_bytes", v); }},
       {"ws_idle_timeout_ms", "silent WebSockets are pinged, then closed (default 60000)",
@@ -133,19 +148,25 @@ const std::vector<Key>& keys() {
       {"channel_history", "messages kept per channel for resume (default 0)",
        [](Config& c, const std::string& v) { c.channel_history = to_u64("channel_history", v); }},
       {"channel_history_ttl_ms", "how long history is kept; 0 = until pushed out (default 0)",
-       [](Config& c, const std::string& v) { c.channel_history_ttl_ms = to_u64("channel_history_ttl_ms", v); }},
+       [](Config& c, const std::string& v) {
+         c.channel_history_ttl_ms = to_u64("channel_history_ttl_ms", v);
+       }},
       {"channel_slow_policy", "drop | disconnect for subscribers that fall behind (default drop)",
        [](Config& c, const std::string& v) {
          one_of("channel_slow_policy", v, {"drop", "disconnect"});
          c.channel_slow_policy = v;
        }},
       {"channel_buffer_messages", "per-subscriber buffer in messages (default 1024)",
-       [](Config& c, const std::string& v) { c.channel_buffer_messages = to_u64("channel_buffer_messages", v); }},
+       [](Config& c, const std::string& v) {
+         c.channel_buffer_messages = to_u64("channel_buffer_messages", v);
+       }},
       {"channel_buffer_bytes", "per-subscriber buffer in bytes (default 1048576)",
        [](Config& c, const std::string& v) { c.channel_buffer_bytes = to_u64("channel_buffer_bytes", v); }},
-      {"channel_idle_ms", "a channel with no kept history and no direct subscriber is forgotten after this long unused; it comes back with a new epoch (default 600000)",
+      {"channel_idle_ms",
+       "a channel with no kept history and no direct subscriber is forgotten after this long unused; it comes back with a new epoch (default 600000)",
        [](Config& c, const std::string& v) { c.channel_idle_ms = to_u64("channel_idle_ms", v); }},
-      {"channel_namespaces", "per-prefix settings: \"chat.:history=50,history_ttl_ms=60000,join_leave=true;x.:policy=disconnect\"",
+      {"channel_namespaces",
+       "per-prefix settings: \"chat.:history=50,history_ttl_ms=60000,join_leave=true;x.:policy=disconnect\"",
        [](Config& c, const std::string& v) {
          c.channel_namespaces = v;
          (void)c.hub_options();  // validates
@@ -270,7 +291,8 @@ channels::HubOptions Config::hub_options() const {
   auto& d = o.defaults;
   d.history_size = channel_history;
   d.history_ttl_ms = channel_history_ttl_ms;
-  d.policy = channel_slow_policy == "disconnect" ? channels::SlowPolicy::kDisconnect : channels::SlowPolicy::kDrop;
+  d.policy =
+      channel_slow_policy == "disconnect" ? channels::SlowPolicy::kDisconnect : channels::SlowPolicy::kDrop;
   d.buffer_messages = channel_buffer_messages;
   d.buffer_bytes = channel_buffer_bytes;
   std::string_view rest = channel_namespaces;
@@ -295,11 +317,16 @@ channels::HubOptions Config::hub_options() const {
       std::string key(kv.substr(0, eq));
       std::string value(kv.substr(eq + 1));
       std::string where = "channel_namespaces " + ns.prefix + " " + key;
-      if (key == "history") ns.history_size = to_u64(where, value);
-      else if (key == "history_ttl_ms") ns.history_ttl_ms = to_u64(where, value);
-      else if (key == "buffer_messages") ns.buffer_messages = to_u64(where, value);
-      else if (key == "buffer_bytes") ns.buffer_bytes = to_u64(where, value);
-      else if (key == "join_leave") ns.join_leave = to_bool(where, value);
+      if (key == "history")
+        ns.history_size = to_u64(where, value);
+      else if (key == "history_ttl_ms")
+        ns.history_ttl_ms = to_u64(where, value);
+      else if (key == "buffer_messages")
+        ns.buffer_messages = to_u64(where, value);
+      else if (key == "buffer_bytes")
+        ns.buffer_bytes = to_u64(where, value);
+      else if (key == "join_leave")
+        ns.join_leave = to_bool(where, value);
       else if (key == "policy") {
         one_of(where, value, {"drop", "disconnect"});
         ns.policy = value == "drop" ? channels::SlowPolicy::kDrop : channels::SlowPolicy::kDisconnect;
@@ -318,8 +345,7 @@ std::string config_help() {
          " env ROOST_CONFIG)\n";
   for (const auto& k : keys()) {
     std::string flag = flag_of(k.name) + " V";
-    out << "  " << flag << std::string(flag.size() < 25 ? 25 - flag.size() : 1, ' ') << k.help
-        << "\n"
+    out << "  " << flag << std::string(flag.size() < 25 ? 25 - flag.size() : 1, ' ') << k.help << "\n"
         << std::string(27, ' ') << "toml: " << k.name << ", env: " << env_of(k.name) << "\n";
   }
   return out.str();

@@ -21,8 +21,8 @@ bool Endpoint::Impl::send(Session& s, std::vector<zmq::message_t>& frames, bool 
     if (droppable) return false;
     if (s.backlog.size() >= options.max_backlog || s.backlog_bytes >= options.max_backlog_bytes) {
       if (!s.doomed) {
-        log->warn("client {} does not read its answers ({} waiting): forgetting it",
-                  printable(s.identity), s.backlog.size());
+        log->warn("client {} does not read its answers ({} waiting): forgetting it", printable(s.identity),
+                  s.backlog.size());
       }
       s.doomed = true;  // ended by the loop, not under callers holding the session
       return false;
@@ -43,7 +43,8 @@ bool Endpoint::Impl::send(Session& s, std::vector<zmq::message_t>& frames, bool 
   return false;
 }
 
-Endpoint::Impl::SendResult Endpoint::Impl::try_send(const std::string& identity, std::vector<zmq::message_t>& frames) {
+Endpoint::Impl::SendResult Endpoint::Impl::try_send(const std::string& identity,
+                                                    std::vector<zmq::message_t>& frames) {
   try {
     zmq::message_t id(identity.data(), identity.size());
     if (!sock.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
@@ -76,7 +77,7 @@ void Endpoint::Impl::send_raw(const std::string& identity, std::vector<zmq::mess
 }
 
 void Endpoint::Impl::reply(const std::string& identity, capnp::MallocMessageBuilder& b,
-           std::vector<zmq::message_t> payloads) {
+                           std::vector<zmq::message_t> payloads) {
   std::vector<zmq::message_t> frames;
   frames.reserve(1 + payloads.size());
   frames.push_back(to_frame(b));
@@ -163,7 +164,8 @@ std::string Endpoint::Impl::peer_of(int fd) {
   if (ss.ss_family == AF_UNIX) {
     ucred cred{};
     socklen_t clen = sizeof cred;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) return "pid " + std::to_string(cred.pid);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+      return "pid " + std::to_string(cred.pid);
   }
   return "?";
 }
@@ -211,9 +213,10 @@ void Endpoint::Impl::drain_monitor() {
       handshake_failures.fetch_add(1, std::memory_order_relaxed);
       std::int64_t now = steady_ms();
       if (now - last_handshake_log >= 10'000) {
-        log->info("native handshake failed on {} ({} so far; a client without the endpoint's CURVE key, or "
-                  "not a ZeroMQ client?)",
-                  bound, handshake_failures.load());
+        log->info(
+            "native handshake failed on {} ({} so far; a client without the endpoint's CURVE key, or "
+            "not a ZeroMQ client?)",
+            bound, handshake_failures.load());
         last_handshake_log = now;
       }
     }
@@ -291,7 +294,7 @@ void Endpoint::Impl::hello_required(const std::string& identity, std::uint64_t i
 }
 
 void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::message_t>& parts,
-              proto::Envelope::Reader env) {
+                              proto::Envelope::Reader env) {
   std::uint64_t id = env.getId();
   using W = proto::Envelope::Which;
   auto which = env.which();
@@ -324,7 +327,8 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::CREDIT: {
       auto c = env.getCredit();
       auto cit = s.consumers.find(c.getStream());
-      if (cit == s.consumers.end()) return reply_error(identity, id, ErrorCode::NOT_FOUND, "no such consumer");
+      if (cit == s.consumers.end())
+        return reply_error(identity, id, ErrorCode::NOT_FOUND, "no such consumer");
       cit->second.window += c.getMessages();
       pump(s, c.getStream());
       return;
@@ -367,12 +371,11 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
 }
 
 void Endpoint::Impl::on_hello(const std::string& identity, zmq::message_t& first, std::uint64_t id,
-              proto::Hello::Reader hello) {
+                              proto::Hello::Reader hello) {
   if (hello.getProtocolVersion() != proto::PROTOCOL_VERSION) {
     return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
                        "protocol version " + std::to_string(hello.getProtocolVersion()) +
-                           " is not supported; this node speaks " +
-                           std::to_string(proto::PROTOCOL_VERSION));
+                           " is not supported; this node speaks " + std::to_string(proto::PROTOCOL_VERSION));
   }
   // Without a secret only loopback and ipc:// clients are served, as by the gateway. Over tcp://
   // the frame's Peer-Address says who it is; without one the client counts as remote.
@@ -402,8 +405,8 @@ void Endpoint::Impl::on_hello(const std::string& identity, zmq::message_t& first
                                                    std::max(options.max_heartbeat_ms, options.heartbeat_ms))
                        : options.heartbeat_ms;
   s.last_seen = steady_ms();
-  log->debug("hello from {} ({}), heartbeat {} ms", printable(identity),
-             std::string(view(hello.getClient())), s.heartbeat_ms);
+  log->debug("hello from {} ({}), heartbeat {} ms", printable(identity), std::string(view(hello.getClient())),
+             s.heartbeat_ms);
   std::uint32_t hb = s.heartbeat_ms;
   sessions.emplace(identity, std::move(s));
   session_count.store(sessions.size());
@@ -499,8 +502,6 @@ void Endpoint::Impl::run() {
   }
 }
 
-
-
 Endpoint::Endpoint(Router& router, EndpointOptions options)
     : impl_(std::make_unique<Impl>(router, std::move(options))) {}
 
@@ -536,7 +537,8 @@ void Endpoint::start() {
     if (zmq_socket_monitor(d.sock.handle(), address.c_str(),
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
-      throw std::runtime_error(std::string("cannot monitor the endpoint socket: ") + zmq_strerror(zmq_errno()));
+      throw std::runtime_error(std::string("cannot monitor the endpoint socket: ") +
+                               zmq_strerror(zmq_errno()));
     }
     d.monitor = zmq::socket_t(d.ctx, zmq::socket_type::pair);
     d.monitor.set(zmq::sockopt::linger, 0);
@@ -589,7 +591,8 @@ std::size_t Endpoint::sessions() const { return impl_->session_count.load(); }
 std::string Endpoint::metrics_text() const {
   const auto& d = *impl_;
   MetricsWriter w;
-  w.gauge("roost_endpoint_sessions", "Native protocol clients with a session.", std::uint64_t{d.session_count.load()});
+  w.gauge("roost_endpoint_sessions", "Native protocol clients with a session.",
+          std::uint64_t{d.session_count.load()});
   w.counter("roost_endpoint_requests_total", "Native protocol requests received.", d.requests.load());
   w.counter("roost_endpoint_malformed_total", "Native frames that could not be decoded.", d.malformed.load());
   w.counter("roost_endpoint_sessions_expired_total", "Sessions ended because the client went silent.",
@@ -599,9 +602,11 @@ std::string Endpoint::metrics_text() const {
   w.counter("roost_endpoint_handshake_failures_total",
             "Connections whose ZeroMQ handshake failed (CURVE key, protocol).", d.handshake_failures.load());
   w.counter("roost_endpoint_rebound_refused_total",
-            "Requests refused: their routing id's session belongs to another connection.", d.rebound_refused.load());
+            "Requests refused: their routing id's session belongs to another connection.",
+            d.rebound_refused.load());
   w.counter("roost_endpoint_channel_dropped_total",
-            "Channel messages dropped for native subscribers that fell behind.", d.outbox->dropped_total.load());
+            "Channel messages dropped for native subscribers that fell behind.",
+            d.outbox->dropped_total.load());
   return std::move(w).text();
 }
 

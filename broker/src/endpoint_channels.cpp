@@ -84,7 +84,8 @@ void Endpoint::Impl::send_to_sink(Sink& sink, std::span<const channels::MessageP
   }
 }
 
-bool Endpoint::Impl::send_channel_messages(Session& s, const Sink& sink, std::span<const channels::MessagePtr> msgs) {
+bool Endpoint::Impl::send_channel_messages(Session& s, const Sink& sink,
+                                           std::span<const channels::MessagePtr> msgs) {
   const std::size_t n = msgs.size();
   capnp::MallocMessageBuilder b(64 + n * 24);
   auto env = b.initRoot<proto::Envelope>();
@@ -162,8 +163,8 @@ void Endpoint::Impl::close_slow(Session& s, Sink& sink) {
              "subscriber too slow: its buffer filled up (policy disconnect)");
 }
 
-Result<channels::PublishResult> Endpoint::Impl::publish_one(Session& s, const std::string& channel, ContentType type,
-                                            std::string_view data) {
+Result<channels::PublishResult> Endpoint::Impl::publish_one(Session& s, const std::string& channel,
+                                                            ContentType type, std::string_view data) {
   if (!s.who.may_publish(channel)) {
     return std::unexpected(Error{ErrorCode::FORBIDDEN, "the token does not grant publishing to " + channel});
   }
@@ -183,7 +184,7 @@ Result<channels::PublishResult> Endpoint::Impl::publish_one(Session& s, const st
 }
 
 void Endpoint::Impl::on_publish(Session& s, std::uint64_t id, proto::Publish::Reader req,
-                std::span<zmq::message_t> payloads) {
+                                std::span<zmq::message_t> payloads) {
   if (payloads.size() != 1) {
     return reply_error(s.identity, id, ErrorCode::MALFORMED, "publish carries exactly one payload frame");
   }
@@ -202,7 +203,7 @@ void Endpoint::Impl::on_publish(Session& s, std::uint64_t id, proto::Publish::Re
 }
 
 void Endpoint::Impl::on_publish_batch(Session& s, std::uint64_t id, proto::PublishBatch::Reader req,
-                      std::span<zmq::message_t> payloads) {
+                                      std::span<zmq::message_t> payloads) {
   auto items = req.getItems();
   auto sizes = req.getSizes();
   std::uint64_t total = 0;
@@ -250,7 +251,8 @@ void Endpoint::Impl::on_subscribe(Session& s, std::uint64_t id, proto::Subscribe
   if (!stream_room(s, id)) return;
   if (auto e = channels::validate_pattern(pattern)) return reply_error(s.identity, id, *e);
   if (!s.who.may_subscribe(pattern)) {
-    return reply_error(s.identity, id, ErrorCode::FORBIDDEN, "the token does not grant subscribing to " + pattern);
+    return reply_error(s.identity, id, ErrorCode::FORBIDDEN,
+                       "the token does not grant subscribing to " + pattern);
   }
   std::optional<channels::Since> since;
   switch (req.which()) {

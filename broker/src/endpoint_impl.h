@@ -6,25 +6,25 @@
 
 #include <roost/broker/endpoint.h>
 
-#include <roost/core/thread_annotations.h>
 #include <roost/core/auth.h>
-#include <roost/core/subject.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/subject.h>
+#include <roost/core/thread_annotations.h>
 #include <roost/core/thread_name.h>
+#include <roost/core/utf8.h>
 #include <roost/wire/codec.h>
 #include <roost/wire/zmq_frames.h>
-#include <roost/core/utf8.h>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/json/parse.hpp>
 
+#include <arpa/inet.h>
 #include <capnp/message.h>
 #include <kj/exception.h>
-#include <sys/eventfd.h>
-#include <arpa/inet.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.hpp>
@@ -45,12 +45,11 @@
 namespace roost::broker {
 
 namespace proto = roost::proto;
-using wire::text;
-using wire::view;
 using wire::frame_view;
 using wire::payload_frame;
+using wire::text;
 using wire::to_frame;
-
+using wire::view;
 
 inline std::int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -60,12 +59,13 @@ inline std::int64_t steady_ms() {
 
 constexpr std::uint64_t kConsumerWaitMs = 10'000;  // push consumers re-poll after this
 constexpr std::size_t kMaxEventMessages = 256;     // channel messages per `message` event
-constexpr std::size_t kMaxEventBytes = 64 * 1024;  // payload bytes per event (one larger message travels alone)
-constexpr std::int64_t kTrimIntervalMs = 1000;     // at most this often, freed memory goes back to the OS
+constexpr std::size_t kMaxEventBytes =
+    64 * 1024;                                  // payload bytes per event (one larger message travels alone)
+constexpr std::int64_t kTrimIntervalMs = 1000;  // at most this often, freed memory goes back to the OS
 constexpr std::uint32_t kDefaultWindow = 100;
 constexpr int kRound = 256;
-constexpr std::size_t kPackLimit = 4096;  // channel payloads up to this size are packed in one frame  // requests handled between two flushes of their results
-
+constexpr std::size_t kPackLimit = 4096;  // channel payloads up to this size are packed in one frame  //
+                                          // requests handled between two flushes of their results
 
 // Stream events cross threads through this box; it outlives the endpoint while a publisher thread
 // may still hold one of its sinks.
@@ -126,7 +126,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
   std::uint64_t serial = 0;  // the session's
   std::uint64_t stream = 0;  // the subscribe request's id
   std::uint64_t hub_id = 0;
-  std::size_t limit = 1024;          // messages waiting for the endpoint thread, at most
+  std::size_t limit = 1024;            // messages waiting for the endpoint thread, at most
   std::size_t limit_bytes = 1u << 20;  // and their bytes
   channels::SlowPolicy policy = channels::SlowPolicy::kDrop;
   std::atomic<std::size_t> pending{0};
@@ -202,7 +202,7 @@ struct Endpoint::Impl {
   // A message pushed to a consumer of this session, not yet settled.
   struct Lease {
     std::string queue;
-    std::uint64_t stream = 0;  // the push consumer's (0 once it was cancelled)
+    std::uint64_t stream = 0;     // the push consumer's (0 once it was cancelled)
     std::int64_t expires_at = 0;  // steady ms
   };
   struct Session {
@@ -213,10 +213,10 @@ struct Endpoint::Impl {
     std::int64_t last_seen = 0;
     std::unordered_map<std::uint64_t, std::shared_ptr<Sink>> subscriptions;  // by stream id
     std::unordered_map<std::uint64_t, Consumer> consumers;                   // by stream id
-    std::unordered_map<std::string, Lease> leases;  // pushed, unsettled; by lease id
-    std::deque<std::vector<zmq::message_t>> backlog;  // answers ZeroMQ refused (HWM)
+    std::unordered_map<std::string, Lease> leases;                           // pushed, unsettled; by lease id
+    std::deque<std::vector<zmq::message_t>> backlog;                         // answers ZeroMQ refused (HWM)
     std::size_t backlog_bytes = 0;
-    int fd = -1;  // the connection that said hello (ZeroMQ's source fd); only it may use the session
+    int fd = -1;       // the connection that said hello (ZeroMQ's source fd); only it may use the session
     std::string peer;  // who was at the other end of fd at hello (peer_of)
     // Set when the session ends: its long polls and push pulls lease nothing more.
     std::shared_ptr<std::atomic<bool>> gone = std::make_shared<std::atomic<bool>>(false);
@@ -283,8 +283,7 @@ struct Endpoint::Impl {
   // a stream's), through the session's backlog when it has one. reply_error: the answer to
   // request `id`, none for a fire-and-forget request (id 0).
   void send_error(const std::string& identity, std::uint64_t id, ErrorCode code, std::string_view message);
-  void reply_error(const std::string& identity, std::uint64_t id, ErrorCode code,
-                   std::string_view message);
+  void reply_error(const std::string& identity, std::uint64_t id, ErrorCode code, std::string_view message);
   void reply_error(const std::string& identity, std::uint64_t id, const Error& e);
   void reply_ok(const std::string& identity, std::uint64_t id);
 
@@ -308,16 +307,18 @@ struct Endpoint::Impl {
   template <class T, class Encode>
   Callback<T> answer(const Session& s, std::uint64_t id, Encode encode) {
     if (id == 0) return [](Result<T>) {};
-    return [this, identity = s.identity, serial = s.serial, id, encode = std::move(encode)](Result<T> r) mutable {
-      later(identity, serial, [this, identity, id, encode = std::move(encode), r = std::move(r)](Session* cur) mutable {
-        if (cur == nullptr) return;
-        if (!r) return reply_error(identity, id, r.error());
-        capnp::MallocMessageBuilder b(256);
-        auto out = b.initRoot<proto::Envelope>();
-        out.setId(id);
-        encode(out, *r);
-        reply(identity, b);
-      });
+    return [this, identity = s.identity, serial = s.serial, id,
+            encode = std::move(encode)](Result<T> r) mutable {
+      later(identity, serial,
+            [this, identity, id, encode = std::move(encode), r = std::move(r)](Session* cur) mutable {
+              if (cur == nullptr) return;
+              if (!r) return reply_error(identity, id, r.error());
+              capnp::MallocMessageBuilder b(256);
+              auto out = b.initRoot<proto::Envelope>();
+              out.setId(id);
+              encode(out, *r);
+              reply(identity, b);
+            });
     };
   }
 
@@ -384,8 +385,7 @@ struct Endpoint::Impl {
   // Even a fire-and-forget request learns it was not served.
   void hello_required(const std::string& identity, std::uint64_t id, std::string_view why);
 
-  void dispatch(const std::string& identity, std::vector<zmq::message_t>& parts,
-                proto::Envelope::Reader env);
+  void dispatch(const std::string& identity, std::vector<zmq::message_t>& parts, proto::Envelope::Reader env);
 
   void on_hello(const std::string& identity, zmq::message_t& first, std::uint64_t id,
                 proto::Hello::Reader hello);

@@ -2,8 +2,9 @@
 
 namespace roost::broker {
 
-bool Endpoint::Impl::allowed_object(Session& s, std::uint64_t id, const std::string& cls, const std::string& name,
-                    ContentType type, std::span<zmq::message_t> payloads) {
+bool Endpoint::Impl::allowed_object(Session& s, std::uint64_t id, const std::string& cls,
+                                    const std::string& name, ContentType type,
+                                    std::span<zmq::message_t> payloads) {
   if (payloads.size() != 1) {
     reply_error(s.identity, id, ErrorCode::MALFORMED, "an object request carries exactly one payload frame");
     return false;
@@ -33,18 +34,17 @@ bool Endpoint::Impl::allowed_object(Session& s, std::uint64_t id, const std::str
 }
 
 void Endpoint::Impl::on_object_send(Session& s, std::uint64_t id, proto::ObjectSend::Reader req,
-                    std::span<zmq::message_t> payloads) {
+                                    std::span<zmq::message_t> payloads) {
   std::string cls(view(req.getClass())), name(view(req.getName()));
   if (!allowed_object(s, id, cls, name, wire::from_wire(req.getContentType()), payloads)) return;
   router.object_tell(std::move(cls), std::move(name), std::string(frame_view(payloads[0])),
                      wire::from_wire(req.getContentType()),
-                     answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t seq) {
-                       out.setCount(seq);
-                     }));
+                     answer<std::uint64_t>(
+                         s, id, [](proto::Envelope::Builder out, std::uint64_t seq) { out.setCount(seq); }));
 }
 
 void Endpoint::Impl::on_object_call(Session& s, std::uint64_t id, proto::ObjectCall::Reader req,
-                    std::span<zmq::message_t> payloads) {
+                                    std::span<zmq::message_t> payloads) {
   std::string cls(view(req.getClass())), name(view(req.getName()));
   if (!allowed_object(s, id, cls, name, wire::from_wire(req.getContentType()), payloads)) return;
   router.object_call(std::move(cls), std::move(name), std::string(frame_view(payloads[0])),

@@ -11,18 +11,19 @@ void Endpoint::Impl::pump(Session& s, std::uint64_t stream) {
   PullOptions opts;
   opts.batch_size = std::min<std::uint32_t>(c.window - c.in_flight, options.max_batch);
   if (c.visibility_ms != 0) opts.visibility_timeout_ms = c.visibility_ms;
-  router.pull(c.queue, opts, kConsumerWaitMs,
-              [this, identity = s.identity, serial = s.serial, stream, queue = c.queue,
-               vis = c.visibility_ms](Result<std::vector<LeasedMessage>> r) mutable {
-                later(identity, serial, [this, stream, queue, vis, r = std::move(r)](Session* cur) {
-                  on_pushed(cur, stream, queue, vis, r);
-                });
-              },
-              s.gone);
+  router.pull(
+      c.queue, opts, kConsumerWaitMs,
+      [this, identity = s.identity, serial = s.serial, stream, queue = c.queue,
+       vis = c.visibility_ms](Result<std::vector<LeasedMessage>> r) mutable {
+        later(identity, serial, [this, stream, queue, vis, r = std::move(r)](Session* cur) {
+          on_pushed(cur, stream, queue, vis, r);
+        });
+      },
+      s.gone);
 }
 
 void Endpoint::Impl::on_pushed(Session* s, std::uint64_t stream, const std::string& queue, std::uint64_t vis,
-               const Result<std::vector<LeasedMessage>>& r) {
+                               const Result<std::vector<LeasedMessage>>& r) {
   if (s == nullptr || !s->consumers.contains(stream)) {
     if (r) release_messages(queue, *r);  // the consumer went away meanwhile
     return;

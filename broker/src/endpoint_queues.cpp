@@ -24,7 +24,7 @@ std::uint64_t Endpoint::Impl::vis_or_default(const std::string& queue, std::uint
 }
 
 void Endpoint::Impl::send_messages(Session& s, std::uint64_t id, const std::string& queue,
-                   const std::vector<LeasedMessage>& msgs, bool event) {
+                                   const std::vector<LeasedMessage>& msgs, bool event) {
   capnp::MallocMessageBuilder b(256 + msgs.size() * 16);
   auto env = b.initRoot<proto::Envelope>();
   env.setId(id);
@@ -56,7 +56,7 @@ bool Endpoint::Impl::allowed_queue(Session& s, std::uint64_t id, std::string_vie
 }
 
 void Endpoint::Impl::on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Reader req,
-                std::span<zmq::message_t> payloads) {
+                                std::span<zmq::message_t> payloads) {
   std::string queue(view(req.getQueue()));
   if (!allowed_queue(s, id, queue)) return;
   auto metas = req.getMessages();
@@ -107,21 +107,22 @@ void Endpoint::Impl::on_pull(Session& s, std::uint64_t id, proto::Pull::Reader r
   opts.batch_size = req.getBatchSize() == 0 ? 10 : req.getBatchSize();
   if (req.getVisibilityTimeoutMs() != 0) opts.visibility_timeout_ms = req.getVisibilityTimeoutMs();
   std::uint64_t wait = std::min(req.getWaitMs(), kMaxWaitMs);
-  router.pull(queue, opts, wait,
-              [this, identity = s.identity, serial = s.serial, id, queue](
-                  Result<std::vector<LeasedMessage>> r) mutable {
-                later(identity, serial, [this, identity, id, queue, r = std::move(r)](Session* cur) {
-                  if (cur == nullptr) {
-                    if (r) release_messages(queue, *r);
-                    return;
-                  }
-                  if (!r) return reply_error(identity, id, r.error());
-                  // A pulled lease is the client's until its visibility timeout, as over HTTP
-                  // (another process may ack it); only push deliveries are tied to the session.
-                  send_messages(*cur, id, queue, *r, false);
-                });
-              },
-              s.gone);
+  router.pull(
+      queue, opts, wait,
+      [this, identity = s.identity, serial = s.serial, id,
+       queue](Result<std::vector<LeasedMessage>> r) mutable {
+        later(identity, serial, [this, identity, id, queue, r = std::move(r)](Session* cur) {
+          if (cur == nullptr) {
+            if (r) release_messages(queue, *r);
+            return;
+          }
+          if (!r) return reply_error(identity, id, r.error());
+          // A pulled lease is the client's until its visibility timeout, as over HTTP
+          // (another process may ack it); only push deliveries are tied to the session.
+          send_messages(*cur, id, queue, *r, false);
+        });
+      },
+      s.gone);
 }
 
 void Endpoint::Impl::on_ack(Session& s, std::uint64_t id, proto::Ack::Reader req) {
@@ -152,26 +153,27 @@ void Endpoint::Impl::on_extend(Session& s, std::uint64_t id, proto::Extend::Read
   std::vector<std::string> leases;
   for (auto l : req.getLeaseIds()) leases.emplace_back(view(l));
   std::uint64_t vis = req.getVisibilityTimeoutMs();
-  router.extend(queue, leases, vis,
-                [this, identity = s.identity, serial = s.serial, id, queue, vis, leases](
-                    Result<ExtendResult> r) mutable {
-                  later(identity, serial, [this, identity, id, queue, vis, leases, r = std::move(r)](Session* cur) {
-                    if (cur == nullptr) return;
-                    if (!r) return reply_error(identity, id, r.error());
-                    std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));
-                    for (const auto& l : leases) {
-                      if (auto it = cur->leases.find(l); it != cur->leases.end()) it->second.expires_at = expires;
-                    }
-                    if (id == 0) return;
-                    capnp::MallocMessageBuilder b(64);
-                    auto out = b.initRoot<proto::Envelope>();
-                    out.setId(id);
-                    auto e = out.initExtended();
-                    e.setExtended(r->extended);
-                    wire::set_texts(e.initUnknown(static_cast<unsigned>(r->unknown.size())), r->unknown);
-                    reply(identity, b);
-                  });
-                });
+  router.extend(
+      queue, leases, vis,
+      [this, identity = s.identity, serial = s.serial, id, queue, vis,
+       leases](Result<ExtendResult> r) mutable {
+        later(identity, serial, [this, identity, id, queue, vis, leases, r = std::move(r)](Session* cur) {
+          if (cur == nullptr) return;
+          if (!r) return reply_error(identity, id, r.error());
+          std::int64_t expires = steady_ms() + static_cast<std::int64_t>(vis_or_default(queue, vis));
+          for (const auto& l : leases) {
+            if (auto it = cur->leases.find(l); it != cur->leases.end()) it->second.expires_at = expires;
+          }
+          if (id == 0) return;
+          capnp::MallocMessageBuilder b(64);
+          auto out = b.initRoot<proto::Envelope>();
+          out.setId(id);
+          auto e = out.initExtended();
+          e.setExtended(r->extended);
+          wire::set_texts(e.initUnknown(static_cast<unsigned>(r->unknown.size())), r->unknown);
+          reply(identity, b);
+        });
+      });
 }
 
 void Endpoint::Impl::on_put_queue(Session& s, std::uint64_t id, proto::PutQueue::Reader req) {
@@ -183,7 +185,8 @@ void Endpoint::Impl::on_put_queue(Session& s, std::uint64_t id, proto::PutQueue:
       !allowed_queue(s, id, *patch.dead_letter_queue)) {
     return;
   }
-  router.put_queue(name, patch, answer<QueueInfo>(s, id, [](proto::Envelope::Builder out, const QueueInfo& q) {
+  router.put_queue(name, patch,
+                   answer<QueueInfo>(s, id, [](proto::Envelope::Builder out, const QueueInfo& q) {
                      wire::to_wire(out.initQueue(), q);
                    }));
 }
@@ -197,9 +200,9 @@ void Endpoint::Impl::on_delete_queue(Session& s, std::uint64_t id, proto::QueueN
 void Endpoint::Impl::on_redrive(Session& s, std::uint64_t id, proto::Redrive::Reader req) {
   std::string from(view(req.getFrom())), to(view(req.getTo()));
   if (!allowed_queue(s, id, from) || !allowed_queue(s, id, to)) return;
-  router.redrive(from, to, req.getMax(), answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) {
-                   out.setCount(n);
-                 }));
+  router.redrive(
+      from, to, req.getMax(),
+      answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) { out.setCount(n); }));
 }
 
 }  // namespace roost::broker

@@ -2,9 +2,9 @@
 
 #include <roost/broker/actor_runtime.h>
 
-#include <roost/core/thread_annotations.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/thread_annotations.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -18,7 +18,12 @@ namespace asio = boost::asio;
 struct LocalRouter::Waiter {
   Waiter(asio::io_context& io, std::string q, PullOptions o, Callback<std::vector<LeasedMessage>> cb,
          std::chrono::steady_clock::time_point until, std::shared_ptr<const std::atomic<bool>> g)
-      : queue(std::move(q)), options(o), done(std::move(cb)), deadline(until), timer(io), gone(std::move(g)) {}
+      : queue(std::move(q)),
+        options(o),
+        done(std::move(cb)),
+        deadline(until),
+        timer(io),
+        gone(std::move(g)) {}
   std::string queue;
   PullOptions options;
   Callback<std::vector<LeasedMessage>> done;
@@ -37,10 +42,13 @@ struct LocalRouter::Waiter {
   }
 };
 
-LocalRouter::LocalRouter(durable::QueueStore& queues, durable::Committer& committer,
-                         durable::Env& env, channels::Hub& hub, asio::io_context& timers,
-                         std::uint64_t max_message_bytes)
-    : queues_(queues), committer_(committer), env_(env), hub_(hub), timers_(timers),
+LocalRouter::LocalRouter(durable::QueueStore& queues, durable::Committer& committer, durable::Env& env,
+                         channels::Hub& hub, asio::io_context& timers, std::uint64_t max_message_bytes)
+    : queues_(queues),
+      committer_(committer),
+      env_(env),
+      hub_(hub),
+      timers_(timers),
       max_message_bytes_(max_message_bytes) {}
 
 LocalRouter::~LocalRouter() { shutdown(); }
@@ -76,8 +84,8 @@ void LocalRouter::enqueue(std::string name, std::vector<NewMessage> messages,
                           Callback<std::vector<std::string>> done) {
   queues_.enqueue(std::move(name), std::move(messages), std::move(done));
 }
-void LocalRouter::ack(std::string name, std::vector<std::string> acks,
-                      std::vector<RetryRequest> retries, Callback<AckResult> done) {
+void LocalRouter::ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+                      Callback<AckResult> done) {
   queues_.ack(std::move(name), std::move(acks), std::move(retries), std::move(done));
 }
 void LocalRouter::extend(std::string name, std::vector<std::string> leases,
@@ -85,14 +93,13 @@ void LocalRouter::extend(std::string name, std::vector<std::string> leases,
   queues_.extend(std::move(name), std::move(leases), visibility_timeout_ms, std::move(done));
 }
 
-void LocalRouter::redrive(std::string from, std::string to, std::uint64_t max,
-                          Callback<std::uint64_t> done) {
+void LocalRouter::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {
   queues_.redrive(std::move(from), std::move(to), max, std::move(done));
 }
 
-Result<channels::SubscribeResult> LocalRouter::subscribe(
-    const std::string& pattern, std::shared_ptr<channels::Subscriber> subscriber,
-    const std::optional<channels::Since>& since) {
+Result<channels::SubscribeResult> LocalRouter::subscribe(const std::string& pattern,
+                                                         std::shared_ptr<channels::Subscriber> subscriber,
+                                                         const std::optional<channels::Since>& since) {
   return hub_.subscribe(pattern, std::move(subscriber), since);
 }
 void LocalRouter::unsubscribe(std::uint64_t subscription) { hub_.unsubscribe(subscription); }
@@ -112,7 +119,8 @@ std::uint64_t LocalRouter::ready_epoch(const std::string& queue) {
 }
 
 void LocalRouter::pull(std::string name, PullOptions options, std::uint64_t wait_ms,
-                       Callback<std::vector<LeasedMessage>> done, std::shared_ptr<const std::atomic<bool>> gone) {
+                       Callback<std::vector<LeasedMessage>> done,
+                       std::shared_ptr<const std::atomic<bool>> gone) {
   if (gone && gone->load()) {
     done(std::vector<LeasedMessage>{});
     return;
@@ -123,8 +131,7 @@ void LocalRouter::pull(std::string name, PullOptions options, std::uint64_t wait
   }
   long_polls_.fetch_add(1, std::memory_order_relaxed);
   auto w = std::make_shared<Waiter>(timers_, std::move(name), options, std::move(done),
-                                    std::chrono::steady_clock::now() +
-                                        std::chrono::milliseconds(wait_ms),
+                                    std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms),
                                     std::move(gone));
   attempt(std::move(w));
 }
@@ -217,8 +224,7 @@ std::string LocalRouter::metrics_text() {
           [](const QueueInfo& q) { return q.stats.enqueued; });
   counter("roost_queue_deduplicated_total", "Enqueues suppressed as duplicates.",
           [](const QueueInfo& q) { return q.stats.deduplicated; });
-  counter("roost_queue_acked_total", "Messages acked.",
-          [](const QueueInfo& q) { return q.stats.acked; });
+  counter("roost_queue_acked_total", "Messages acked.", [](const QueueInfo& q) { return q.stats.acked; });
   counter("roost_queue_retried_total", "Messages retried.",
           [](const QueueInfo& q) { return q.stats.retried; });
   counter("roost_queue_dead_lettered_total", "Messages that exhausted their retries.",
@@ -236,7 +242,8 @@ std::string LocalRouter::metrics_text() {
   histogram("roost_commit_seconds", "Group commit latency including fsync.", m.commit_us, 1e-6);
   histogram("roost_commit_batch_size", "Write operations per group commit.", m.group_ops, 1.0);
   w.counter("roost_commits_total", "Group commits.", m.commits.load());
-  w.counter("roost_storage_full_total", "Writes refused because storage was full.", m.storage_full_errors.load());
+  w.counter("roost_storage_full_total", "Writes refused because storage was full.",
+            m.storage_full_errors.load());
   w.gauge("roost_storage_used_bytes", "Bytes of the data file in use.", std::uint64_t{env_.used_bytes()});
   w.gauge("roost_storage_map_bytes", "Current LMDB map size.", std::uint64_t{env_.map_bytes()});
   w.counter("roost_channel_published_total", "Channel messages published.", hub_.published());
@@ -258,17 +265,16 @@ Error no_actors(std::string_view cls) {
 }
 }  // namespace
 
-void LocalRouter::object_tell(std::string object_class, std::string name, std::string data,
-                              ContentType type, Callback<std::uint64_t> done) {
+void LocalRouter::object_tell(std::string object_class, std::string name, std::string data, ContentType type,
+                              Callback<std::uint64_t> done) {
   if (actors_ == nullptr) return done(std::unexpected(no_actors(object_class)));
   actors_->tell(std::move(object_class), std::move(name), std::move(data), type, std::move(done));
 }
 
-void LocalRouter::object_call(std::string object_class, std::string name, std::string data,
-                              ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+void LocalRouter::object_call(std::string object_class, std::string name, std::string data, ContentType type,
+                              std::uint64_t timeout_ms, Callback<ObjectReply> done) {
   if (actors_ == nullptr) return done(std::unexpected(no_actors(object_class)));
-  actors_->call(std::move(object_class), std::move(name), std::move(data), type, timeout_ms,
-                std::move(done));
+  actors_->call(std::move(object_class), std::move(name), std::move(data), type, timeout_ms, std::move(done));
 }
 
 void LocalRouter::object_connect(std::string object_class, std::string name,

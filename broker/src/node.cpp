@@ -5,13 +5,13 @@
 #include <roost/broker/endpoint.h>
 #include <roost/broker/local_router.h>
 #include <roost/channels/hub.h>
+#include <roost/core/log.h>
+#include <roost/core/thread_name.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
 #include <roost/gateway/server.h>
-#include <roost/core/log.h>
-#include <roost/core/thread_name.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -100,8 +100,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   aopts.max_message_bytes = d.config.max_message_bytes;
   aopts.default_call_timeout_ms = d.config.call_timeout_ms;
   aopts.mail_memory_bytes = d.config.actor_mail_memory_bytes;
-  d.actors = std::make_unique<ActorRuntime>(*d.mailboxes, *d.committer, *d.queues, *d.hub, aopts,
-                                            wall_clock_ms);
+  d.actors =
+      std::make_unique<ActorRuntime>(*d.mailboxes, *d.committer, *d.queues, *d.hub, aopts, wall_clock_ms);
   d.router->set_actors(d.actors.get());
   d.router->attach();
   gateway::ServerOptions sopts;
@@ -136,10 +136,11 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     d.endpoint = std::make_unique<Endpoint>(*d.router, eopts);
     d.router->set_extra_metrics([ep = d.endpoint.get()] { return ep->metrics_text(); });
   }
-  log->info("data in {} (durability {}, map {} MiB{})",
-            std::filesystem::absolute(d.config.data_dir).string(), d.config.durability,
-            d.env->map_bytes() >> 20,
-            d.config.max_storage_bytes ? ", capped at " + std::to_string(d.config.max_storage_bytes >> 20) + " MiB" : "");
+  log->info("data in {} (durability {}, map {} MiB{})", std::filesystem::absolute(d.config.data_dir).string(),
+            d.config.durability, d.env->map_bytes() >> 20,
+            d.config.max_storage_bytes
+                ? ", capped at " + std::to_string(d.config.max_storage_bytes >> 20) + " MiB"
+                : "");
 }
 
 Node::~Node() { stop(); }
@@ -169,8 +170,9 @@ void Node::load_plugin(const std::string& path) {
   auto reg = reinterpret_cast<roost_actor_plugin_register_fn>(dlsym(h, "roost_actor_plugin_register"));
   if (abi == nullptr || reg == nullptr) {
     dlclose(h);
-    throw std::runtime_error("actor plugin " + path +
-                             " has no roost_actor_plugin_abi / roost_actor_plugin_register (use ROOST_ACTOR_PLUGIN)");
+    throw std::runtime_error(
+        "actor plugin " + path +
+        " has no roost_actor_plugin_abi / roost_actor_plugin_register (use ROOST_ACTOR_PLUGIN)");
   }
   if (auto v = abi(); v != kActorAbiVersion) {
     dlclose(h);
@@ -197,21 +199,22 @@ void Node::start() {
   d.work.emplace(asio::make_work_guard(d.io));
   unsigned n = d.config.io_threads != 0 ? static_cast<unsigned>(d.config.io_threads)
                                         : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < n; ++i) d.threads.emplace_back([&d, i] {
-    roost::name_this_thread("roost-io-" + std::to_string(i));
-    // A handler that throws is a bug; it must not take the node down with it. The handler (and
-    // the session it held) is gone; the thread goes on serving the others.
-    for (;;) {
-      try {
-        d.io.run();
-        return;
-      } catch (const std::exception& e) {
-        module_logger("gateway")->error("an io handler threw (bug): {}", e.what());
-      } catch (...) {
-        module_logger("gateway")->error("an io handler threw a non-exception (bug)");
+  for (unsigned i = 0; i < n; ++i)
+    d.threads.emplace_back([&d, i] {
+      roost::name_this_thread("roost-io-" + std::to_string(i));
+      // A handler that throws is a bug; it must not take the node down with it. The handler (and
+      // the session it held) is gone; the thread goes on serving the others.
+      for (;;) {
+        try {
+          d.io.run();
+          return;
+        } catch (const std::exception& e) {
+          module_logger("gateway")->error("an io handler threw (bug): {}", e.what());
+        } catch (...) {
+          module_logger("gateway")->error("an io handler threw a non-exception (bug)");
+        }
       }
-    }
-  });
+    });
   d.channel_sweep.emplace(d.io);
   sweep_channels();
   d.started = true;
@@ -251,8 +254,7 @@ void Node::stop() {
     if (d.endpoint) d.endpoint->stop();
     d.actors->stop();
     d.router->shutdown();
-    auto deadline = std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds(d.config.shutdown_grace_ms);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(d.config.shutdown_grace_ms);
     while (d.server->requests_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -260,7 +262,7 @@ void Node::stop() {
       log->warn("grace period over with {} requests unanswered", left);
     }
   }
-  d.actors->stop();      // idempotent; also when the node never started
+  d.actors->stop();     // idempotent; also when the node never started
   d.committer->stop();  // commits everything submitted, completes its callbacks
   if (d.started) {
     // Let the last responses go out, then stop the io threads.

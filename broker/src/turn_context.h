@@ -41,8 +41,8 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   void put(std::string_view key, std::string_view value) override {
     check_key(key);
     if (value.size() > rt_.options_.max_value_bytes) {
-      throw std::length_error("storage value of " + std::to_string(value.size()) +
-                              " bytes exceeds " + std::to_string(rt_.options_.max_value_bytes));
+      throw std::length_error("storage value of " + std::to_string(value.size()) + " bytes exceeds " +
+                              std::to_string(rt_.options_.max_value_bytes));
     }
     fx_.writes.insert_or_assign(std::string(key), std::string(value));
   }
@@ -52,12 +52,10 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     fx_.writes.insert_or_assign(std::string(key), std::nullopt);
     return existed;
   }
-  std::vector<std::pair<std::string, std::string>> list(std::string_view prefix,
-                                                        std::size_t limit) override {
+  std::vector<std::pair<std::string, std::string>> list(std::string_view prefix, std::size_t limit) override {
     return scan(prefix, prefix, {}, limit);
   }
-  std::vector<std::pair<std::string, std::string>> range(std::string_view start,
-                                                         std::string_view end,
+  std::vector<std::pair<std::string, std::string>> range(std::string_view start, std::string_view end,
                                                          std::size_t limit) override {
     return scan({}, start, end, limit);
   }
@@ -88,8 +86,8 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
   void set_attachment(Socket s, std::string data) override {
     if (data.size() > rt_.options_.max_attachment_bytes) {
-      throw std::length_error("socket attachment of " + std::to_string(data.size()) +
-                              " bytes exceeds " + std::to_string(rt_.options_.max_attachment_bytes));
+      throw std::length_error("socket attachment of " + std::to_string(data.size()) + " bytes exceeds " +
+                              std::to_string(rt_.options_.max_attachment_bytes));
     }
     fx_.attachments[s.id] = std::move(data);
   }
@@ -127,8 +125,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     m.content_type = type;
     fx_.enqueues[std::string(queue)].push_back(std::move(m));
   }
-  void tell(std::string_view cls, std::string_view name, std::string data,
-            ContentType type) override {
+  void tell(std::string_view cls, std::string_view name, std::string data, ContentType type) override {
     if (auto e = rt_.check(cls, name)) throw std::invalid_argument(e->message);
     check_size(data);
     Effects::Tell t;
@@ -161,7 +158,8 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
 
  private:
-  const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed) ROOST_REQUIRES(obj_.mu) {
+  const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed)
+      ROOST_REQUIRES(obj_.mu) {
     auto it = fx_.tags.find(id);
     return it != fx_.tags.end() ? it->second : committed;
   }
@@ -181,8 +179,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     if (name.empty() || name.size() > 256) throw std::invalid_argument("alarm names are 1 to 256 bytes");
   }
   // Committed entries, overlaid by uncommitted turns, overlaid by this turn.
-  std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix,
-                                                        std::string_view start,
+  std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix, std::string_view start,
                                                         std::string_view end, std::size_t limit) {
     auto in_range = [&](std::string_view k) {
       return k.starts_with(prefix) && k >= start && (end.empty() || k < end);

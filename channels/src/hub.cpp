@@ -3,8 +3,8 @@
 #include <deque>
 #include <random>
 
-#include "roost/core/subject.h"
 #include "roost/channels/subscription_trie.h"
+#include "roost/core/subject.h"
 
 namespace roost::channels {
 
@@ -127,8 +127,8 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
   if (auto e = validate_pattern(pattern)) return std::unexpected(*e);
   bool wildcard = is_wildcard(pattern);
   if (since && wildcard) {
-    return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT,
-                                 "'since' (resume) needs a concrete channel, not a pattern"});
+    return std::unexpected(
+        Error{ErrorCode::INVALID_ARGUMENT, "'since' (resume) needs a concrete channel, not a pattern"});
   }
   SubscribeResult result;
   auto insert = [&] {
@@ -212,8 +212,7 @@ void Hub::unsubscribe(std::uint64_t id) {
   }
 }
 
-Result<PublishResult> Hub::publish(const std::string& name, std::string data,
-                                  ContentType content_type) {
+Result<PublishResult> Hub::publish(const std::string& name, std::string data, ContentType content_type) {
   if (auto e = validate_subject(name)) return std::unexpected(*e);
   const auto& ns = namespace_of(name);
   PublishResult result;
@@ -223,7 +222,8 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data,
     MutexLock lock(ch.mu, std::adopt_lock);
     std::int64_t now = ch.last_used_ms;
     auto subs = match(ch, name);
-    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
+    auto msg =
+        make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
     if (ns.history_size > 0) {
       ch.history.push_back(msg);
       ch.trim_history(ns, now);
@@ -252,7 +252,8 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
     std::vector<MessagePtr> msgs;
     msgs.reserve(items.size());
     for (auto& [data, type] : items) {
-      msgs.push_back(make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type, subs->size()));
+      msgs.push_back(
+          make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type, subs->size()));
     }
     if (ns.history_size > 0) {
       for (const auto& m : msgs) ch.history.push_back(m);

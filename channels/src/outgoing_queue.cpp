@@ -5,9 +5,7 @@ namespace roost::channels {
 OutgoingQueue::OutgoingQueue(std::size_t max_messages, std::size_t max_bytes)
     : max_messages_(max_messages), max_bytes_(max_bytes) {}
 
-bool OutgoingQueue::has_room() const {
-  return frames_.size() < max_messages_ && bytes_ < max_bytes_;
-}
+bool OutgoingQueue::has_room() const { return frames_.size() < max_messages_ && bytes_ < max_bytes_; }
 
 OutgoingQueue::Push OutgoingQueue::push(std::shared_ptr<const std::string> frame, SlowPolicy policy) {
   if (frames_.size() >= max_messages_ || bytes_ + frame->size() > max_bytes_) {

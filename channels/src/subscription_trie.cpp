@@ -9,7 +9,7 @@ namespace roost::channels {
 
 struct SubscriptionTrie::Node {
   std::unordered_map<std::string, std::unique_ptr<Node>> children;  // tokens, "*" and ">"
-  std::vector<std::pair<Id, std::shared_ptr<Subscriber>>> subs;      // patterns ending here
+  std::vector<std::pair<Id, std::shared_ptr<Subscriber>>> subs;     // patterns ending here
   bool empty() const { return children.empty() && subs.empty(); }
 };
 

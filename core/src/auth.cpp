@@ -30,8 +30,10 @@ std::string b64url_encode(std::string_view in) {
   std::string s = base64_encode(in);
   while (!s.empty() && s.back() == '=') s.pop_back();
   for (auto& c : s) {
-    if (c == '+') c = '-';
-    else if (c == '/') c = '_';
+    if (c == '+')
+      c = '-';
+    else if (c == '/')
+      c = '_';
   }
   return s;
 }
@@ -39,9 +41,12 @@ std::string b64url_encode(std::string_view in) {
 std::optional<std::string> b64url_decode(std::string_view in) {
   std::string s(in);
   for (auto& c : s) {
-    if (c == '-') c = '+';
-    else if (c == '_') c = '/';
-    else if (c == '+' || c == '/' || c == '=') return std::nullopt;
+    if (c == '-')
+      c = '+';
+    else if (c == '_')
+      c = '/';
+    else if (c == '+' || c == '/' || c == '=')
+      return std::nullopt;
   }
   while (s.size() % 4 != 0) s.push_back('=');
   return base64_decode(s);
@@ -161,7 +166,8 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
   if (ec || !p.is_object()) return std::unexpected(unauthorized("token payload is not JSON"));
   const auto& claims = p.as_object();
   if (auto exp = claims.find("exp"); exp != claims.end()) {
-    if (!exp->value().is_number() || exp->value().to_number<double>() <= static_cast<double>(now_seconds_())) {
+    if (!exp->value().is_number() ||
+        exp->value().to_number<double>() <= static_cast<double>(now_seconds_())) {
       return std::unexpected(unauthorized("token has expired"));
     }
   }

@@ -70,9 +70,8 @@ struct PooledAllocator {
 
 }  // namespace
 
-MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
-                        std::string epoch, std::int64_t timestamp_ms, ContentType content_type,
-                        std::size_t audience) {
+MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset, std::string epoch,
+                        std::int64_t timestamp_ms, ContentType content_type, std::size_t audience) {
   auto m = std::allocate_shared<Message>(PooledAllocator<Message>());
   m->channel = std::move(channel);
   m->data = std::move(data);

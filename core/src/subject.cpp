@@ -8,14 +8,15 @@ constexpr std::size_t kMaxTokens = 16;
 constexpr std::size_t kMaxToken = 64;
 
 bool token_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_' || c == ':' || c == '@' || c == '+' || c == '=' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+         c == ':' || c == '@' || c == '+' || c == '=' || c == '~';
 }
 
 std::optional<Error> check(std::string_view s, bool allow_wildcards) {
   auto bad = [&](std::string why) {
-    return Error{ErrorCode::INVALID_ARGUMENT,
-                 std::string(allow_wildcards ? "channel pattern '" : "channel '") + std::string(s) + "': " + why};
+    return Error{
+        ErrorCode::INVALID_ARGUMENT,
+        std::string(allow_wildcards ? "channel pattern '" : "channel '") + std::string(s) + "': " + why};
   };
   if (s.empty()) return bad("is empty");
   if (s.size() > kMaxSubject) return bad("longer than 256 characters");

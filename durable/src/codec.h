@@ -2,12 +2,12 @@
 // lexicographic order is numeric order; record fields are little-endian fixed-width.
 #pragma once
 
-#include <cstdint>
 #include <bit>
+#include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace roost::durable::codec {
 

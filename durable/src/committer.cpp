@@ -163,8 +163,7 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
     } catch (const MdbError& e) {
       for (auto* p : participants_) p->aborted();
       bool map_full = e.rc() == MDB_MAP_FULL;
-      bool disk_full =
-          e.rc() == ENOSPC || e.rc() == EDQUOT || (e.rc() == EIO && env_.disk_low());
+      bool disk_full = e.rc() == ENOSPC || e.rc() == EDQUOT || (e.rc() == EIO && env_.disk_low());
       if (map_full && !storage_full && env_.grow_map()) {
         metrics_.map_grows.fetch_add(1, std::memory_order_relaxed);
         continue;  // replay the group in a larger map

@@ -116,7 +116,8 @@ bool Env::over_cap() const {
     MDB_cursor* c = nullptr;
     if (mdb_cursor_open(txn.raw(), 0, &c) != MDB_SUCCESS) return true;
     MDB_val k, v;
-    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
       if (v.mv_size >= sizeof(std::size_t)) {
         std::size_t n;
         std::memcpy(&n, v.mv_data, sizeof n);
@@ -181,8 +182,10 @@ void Env::zero_ahead() {
   // per growing commit. That pays for small commits only: past ~64 KiB of growth per commit
   // (measured here: 1000 enqueues in flight, ~100 KiB commits, lost 10-20 % with zeros ahead)
   // the writes cost more than the journal commits they avoid.
-  if (used > last_used_) growth_avg_ += (static_cast<double>(used - last_used_) - growth_avg_) / 8;
-  else growth_avg_ -= growth_avg_ / 8;
+  if (used > last_used_)
+    growth_avg_ += (static_cast<double>(used - last_used_) - growth_avg_) / 8;
+  else
+    growth_avg_ -= growth_avg_ / 8;
   last_used_ = used;
   if (growth_avg_ > kZeroAheadMaxGrowth) return;
   if (zeroed_to_ >= used + ahead / 2) return;
@@ -216,12 +219,9 @@ std::uint64_t Env::used_bytes() const {
   return (info.me_last_pgno + 1) * static_cast<std::uint64_t>(stat.ms_psize);
 }
 
-Txn::Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock)
-    : txn_(txn), lock_(std::move(lock)) {}
+Txn::Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock) : txn_(txn), lock_(std::move(lock)) {}
 
-Txn::Txn(Txn&& other) noexcept : txn_(other.txn_), lock_(std::move(other.lock_)) {
-  other.txn_ = nullptr;
-}
+Txn::Txn(Txn&& other) noexcept : txn_(other.txn_), lock_(std::move(other.lock_)) { other.txn_ = nullptr; }
 
 Txn::~Txn() { abort(); }
 

@@ -111,8 +111,7 @@ bool MailboxStore::consume_in(Txn& txn, std::string_view okey, std::uint64_t seq
   return txn.del(mbox_, seq_key(okey, seq));
 }
 
-void MailboxStore::kv_put_in(Txn& txn, std::string_view okey, std::string_view key,
-                             std::string_view value) {
+void MailboxStore::kv_put_in(Txn& txn, std::string_view okey, std::string_view key, std::string_view value) {
   txn.put(kv_, named_key(okey, key), value);
 }
 
@@ -120,8 +119,8 @@ bool MailboxStore::kv_del_in(Txn& txn, std::string_view okey, std::string_view k
   return txn.del(kv_, named_key(okey, key));
 }
 
-void MailboxStore::alarm_set_in(Txn& txn, std::string_view okey, std::string_view name,
-                                std::int64_t due_ms, std::uint64_t every_ms) {
+void MailboxStore::alarm_set_in(Txn& txn, std::string_view okey, std::string_view name, std::int64_t due_ms,
+                                std::uint64_t every_ms) {
   alarm_cancel_in(txn, okey, name);
   std::string due;
   codec::put_be(due, static_cast<std::uint64_t>(due_ms), 8);
@@ -138,8 +137,7 @@ void MailboxStore::alarm_cancel_in(Txn& txn, std::string_view okey, std::string_
   txn.del(alarmx_, ix);
 }
 
-std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms,
-                                                   std::size_t limit) {
+std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms, std::size_t limit) {
   struct Hit {
     std::string key;
     std::uint64_t every;
@@ -185,8 +183,7 @@ std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms
   return out;
 }
 
-void MailboxStore::subscription_set_in(Txn& txn, std::string_view okey, std::string_view pattern,
-                                       bool on) {
+void MailboxStore::subscription_set_in(Txn& txn, std::string_view okey, std::string_view pattern, bool on) {
   if (on) {
     txn.put(osubs_, named_key(okey, pattern), "");
   } else {
@@ -201,9 +198,11 @@ std::optional<std::string> MailboxStore::kv_get(std::string_view okey, std::stri
   return std::string(*v);
 }
 
-std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
-    std::string_view okey, std::string_view prefix, std::string_view start, std::string_view end,
-    std::size_t limit) const {
+std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(std::string_view okey,
+                                                                       std::string_view prefix,
+                                                                       std::string_view start,
+                                                                       std::string_view end,
+                                                                       std::size_t limit) const {
   std::vector<std::pair<std::string, std::string>> out;
   Txn txn = env_.begin_read();
   Cursor c(txn, kv_);

@@ -2,7 +2,8 @@
 
 namespace roost::durable {
 
-std::optional<std::pair<std::uint64_t, MsgState>> QueueStore::Work::check_lease(Queue& q, std::string_view lease) {
+std::optional<std::pair<std::uint64_t, MsgState>> QueueStore::Work::check_lease(Queue& q,
+                                                                                std::string_view lease) {
   auto parsed = parse_lease_id(lease);
   if (!parsed) return std::nullopt;
   auto st = get_state(q, parsed->first);
@@ -15,7 +16,8 @@ std::optional<std::pair<std::uint64_t, MsgState>> QueueStore::Work::check_lease(
 
 std::uint64_t QueueStore::Work::next_nonce() {
   std::uint64_t n;
-  do n = s_.nonce_rng_(); while (n == 0);
+  do n = s_.nonce_rng_();
+  while (n == 0);
   return n;
 }
 
@@ -61,7 +63,8 @@ Result<bool> QueueStore::Work::delete_queue(const std::string& name) {
   return true;
 }
 
-std::optional<Error> QueueStore::Work::check_enqueue(const std::string& name, const std::vector<NewMessage>& messages) {
+std::optional<Error> QueueStore::Work::check_enqueue(const std::string& name,
+                                                     const std::vector<NewMessage>& messages) {
   const auto& opt = s_.options_;
   if (messages.empty()) return err(ErrorCode::INVALID_ARGUMENT, "no messages to enqueue");
   if (messages.size() > opt.max_batch) {
@@ -95,13 +98,14 @@ std::optional<Error> QueueStore::Work::check_enqueue(const std::string& name, co
                "queue " + name + " holds its max_messages " + std::to_string(cfg.max_messages));
   }
   if (cfg.max_bytes != 0 && c.bytes + batch_bytes > cfg.max_bytes) {
-    return err(ErrorCode::QUEUE_FULL, "queue " + name + " holds its max_bytes " + std::to_string(cfg.max_bytes));
+    return err(ErrorCode::QUEUE_FULL,
+               "queue " + name + " holds its max_bytes " + std::to_string(cfg.max_bytes));
   }
   return std::nullopt;
 }
 
 Result<std::vector<std::string>> QueueStore::Work::enqueue(const std::string& name,
-                                         const std::vector<NewMessage>& messages) {
+                                                           const std::vector<NewMessage>& messages) {
   if (auto e = check_enqueue(name, messages)) return std::unexpected(*e);
   Queue* q = find(name);
   if (q == nullptr) q = &create(name, QueueConfig{});
@@ -114,8 +118,7 @@ Result<std::vector<std::string>> QueueStore::Work::enqueue(const std::string& na
     if (!m.id.empty()) {
       dkey = keys::dedup(q->rec.qid, m.id);
       auto hit = txn_.get(t_.dedup, dkey);
-      if (hit && hit->size() == 16 &&
-          static_cast<std::int64_t>(codec::get_be(*hit, 8, 8)) > now_) {
+      if (hit && hit->size() == 16 && static_cast<std::int64_t>(codec::get_be(*hit, 8, 8)) > now_) {
         ids.push_back(message_id(codec::get_be(*hit, 0, 8)));
         c.deduplicated += 1;
         q->dirty = true;
@@ -149,13 +152,12 @@ Result<std::vector<LeasedMessage>> QueueStore::Work::pull(const std::string& nam
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   if (opts.batch_size == 0 || opts.batch_size > s_.options_.max_batch) {
-    return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
-                               "batch_size must be 1.." + std::to_string(s_.options_.max_batch)));
+    return std::unexpected(
+        err(ErrorCode::INVALID_ARGUMENT, "batch_size must be 1.." + std::to_string(s_.options_.max_batch)));
   }
   std::uint64_t vis = opts.visibility_timeout_ms.value_or(q->config().visibility_timeout_ms);
   if (vis == 0 || vis > kMaxDelayMs) {
-    return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
-                               "visibility_timeout_ms must be 1..43200000"));
+    return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "visibility_timeout_ms must be 1..43200000"));
   }
   promote_due(*q, s_.options_.sweep_limit);
   std::vector<LeasedMessage> out;
@@ -164,8 +166,7 @@ Result<std::vector<LeasedMessage>> QueueStore::Work::pull(const std::string& nam
     std::vector<std::uint64_t> seqs;
     {
       Cursor c(txn_, t_.ready);
-      for (auto e = c.seek(prefix); e && seqs.size() < opts.batch_size - out.size();
-           e = c.next()) {
+      for (auto e = c.seek(prefix); e && seqs.size() < opts.batch_size - out.size(); e = c.next()) {
         if (!starts_with(e->key, prefix)) break;
         seqs.push_back(keys::tail_seq(e->key));
       }
@@ -193,16 +194,16 @@ Result<std::vector<LeasedMessage>> QueueStore::Work::pull(const std::string& nam
       txn_.put(t_.due, keys::due(q->rec.qid, st->visible_at, seq), {});
       count(*q, MsgStateKind::kLeased, +1);
       put_state(*q, seq, *st);
-      out.push_back(LeasedMessage{message_id(seq), lease_id(seq, st->lease_nonce),
-                                  std::string(body->body), body->content_type, st->attempts,
-                                  body->enqueued_at, std::string(body->key)});
+      out.push_back(LeasedMessage{message_id(seq), lease_id(seq, st->lease_nonce), std::string(body->body),
+                                  body->content_type, st->attempts, body->enqueued_at,
+                                  std::string(body->key)});
     }
   }
   return out;
 }
 
 Result<AckResult> QueueStore::Work::ack(const std::string& name, const std::vector<std::string>& acks,
-                      const std::vector<RetryRequest>& retries) {
+                                        const std::vector<RetryRequest>& retries) {
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   AckResult r;
@@ -237,21 +238,19 @@ Result<AckResult> QueueStore::Work::ack(const std::string& name, const std::vect
     }
     detach(*q, seq, st);
     st.lease_nonce = 0;
-    st.visible_at =
-        now_ + static_cast<std::int64_t>(retry.delay_ms.value_or(q->config().retry_delay_ms));
+    st.visible_at = now_ + static_cast<std::int64_t>(retry.delay_ms.value_or(q->config().retry_delay_ms));
     activate(*q, seq, st);
   }
   return r;
 }
 
 Result<ExtendResult> QueueStore::Work::extend(const std::string& name, const std::vector<std::string>& leases,
-                            std::uint64_t vis_ms) {
+                                              std::uint64_t vis_ms) {
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   std::uint64_t vis = vis_ms != 0 ? vis_ms : q->config().visibility_timeout_ms;
   if (vis > kMaxDelayMs) {
-    return std::unexpected(err(ErrorCode::INVALID_ARGUMENT,
-                               "visibility_timeout_ms must be 1..43200000"));
+    return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "visibility_timeout_ms must be 1..43200000"));
   }
   ExtendResult r;
   for (const auto& lease : leases) {
@@ -271,7 +270,7 @@ Result<ExtendResult> QueueStore::Work::extend(const std::string& name, const std
 }
 
 Result<std::uint64_t> QueueStore::Work::redrive(const std::string& from, const std::string& to,
-                              std::uint64_t max) {
+                                                std::uint64_t max) {
   if (auto e = validate_name(to)) return std::unexpected(*e);
   if (from == to) {
     return std::unexpected(err(ErrorCode::CONFLICT, "cannot redrive a queue into itself"));
@@ -292,8 +291,7 @@ Result<std::uint64_t> QueueStore::Work::redrive(const std::string& from, const s
     std::vector<std::pair<std::uint64_t, MsgState>> batch;
     {
       Cursor c(txn_, t_.state);
-      for (auto e = c.seek(keys::qseq(src->rec.qid, after)); e && batch.size() < 4096;
-           e = c.next()) {
+      for (auto e = c.seek(keys::qseq(src->rec.qid, after)); e && batch.size() < 4096; e = c.next()) {
         if (!starts_with(e->key, prefix)) break;
         if (max != 0 && moved + batch.size() >= max) break;
         auto st = MsgState::decode(e->value);

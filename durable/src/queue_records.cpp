@@ -90,9 +90,9 @@ std::string QueueRecord::encode() const {
   w.num(kQueueVersion).num(qid).num(created_at);
   w.num(c.visibility_timeout_ms).num(c.max_retries).num(c.retry_delay_ms).str16(c.dead_letter_queue);
   w.num(c.max_messages).num(c.max_bytes).num(c.message_ttl_ms).num(c.dedup_window_ms);
-  for (std::uint64_t v : {s.ready, s.delayed, s.in_flight, s.blocked, s.messages, s.bytes, s.enqueued,
-                          s.deduplicated, s.acked, s.retried, s.dead_lettered, s.dropped, s.expired,
-                          s.redriven}) {
+  for (std::uint64_t v :
+       {s.ready, s.delayed, s.in_flight, s.blocked, s.messages, s.bytes, s.enqueued, s.deduplicated, s.acked,
+        s.retried, s.dead_lettered, s.dropped, s.expired, s.redriven}) {
     w.num(v);
   }
   return out;
@@ -114,9 +114,9 @@ std::optional<QueueRecord> QueueRecord::decode(std::string_view in) {
   c.message_ttl_ms = r.num<std::uint64_t>();
   c.dedup_window_ms = r.num<std::uint64_t>();
   auto& s = q.counters;
-  for (std::uint64_t* v : {&s.ready, &s.delayed, &s.in_flight, &s.blocked, &s.messages, &s.bytes,
-                           &s.enqueued, &s.deduplicated, &s.acked, &s.retried, &s.dead_lettered,
-                           &s.dropped, &s.expired, &s.redriven}) {
+  for (std::uint64_t* v :
+       {&s.ready, &s.delayed, &s.in_flight, &s.blocked, &s.messages, &s.bytes, &s.enqueued, &s.deduplicated,
+        &s.acked, &s.retried, &s.dead_lettered, &s.dropped, &s.expired, &s.redriven}) {
     *v = r.num<std::uint64_t>();
   }
   if (!r.ok()) return std::nullopt;

@@ -105,9 +105,7 @@ inline std::string dedupx(std::uint32_t q, std::int64_t expires, std::string_vie
   k.append(id);
   return k;
 }
-inline std::uint32_t qid_of(std::string_view k) {
-  return static_cast<std::uint32_t>(codec::get_be(k, 0, 4));
-}
+inline std::uint32_t qid_of(std::string_view k) { return static_cast<std::uint32_t>(codec::get_be(k, 0, 4)); }
 inline std::uint64_t tail_seq(std::string_view k) { return codec::get_be(k, k.size() - 8, 8); }
 }  // namespace keys
 

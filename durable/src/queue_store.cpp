@@ -2,13 +2,16 @@
 
 namespace roost::durable {
 
-
 // ---- QueueStore --------------------------------------------------------------------------------
 
 QueueStore::QueueStore(Env& env, Committer& committer, QueueStoreOptions options,
                        std::function<std::int64_t()> clock)
-    : env_(env), committer_(committer), options_(options), clock_(std::move(clock)),
-      tables_(std::make_unique<Tables>()), nonce_rng_(std::random_device{}()) {
+    : env_(env),
+      committer_(committer),
+      options_(options),
+      clock_(std::move(clock)),
+      tables_(std::make_unique<Tables>()),
+      nonce_rng_(std::random_device{}()) {
   auto& t = *tables_;
   t.queues = env_.open_db("queues");
   t.meta = env_.open_db("meta");
@@ -163,10 +166,8 @@ void QueueStore::delete_queue(std::string name, Callback<bool> done) {
 
 void QueueStore::enqueue(std::string name, std::vector<NewMessage> messages,
                          Callback<std::vector<std::string>> done) {
-  submit<std::vector<std::string>>(
-      std::move(done), [name = std::move(name), messages = std::move(messages)](Work& w) {
-        return w.enqueue(name, messages);
-      });
+  submit<std::vector<std::string>>(std::move(done), [name = std::move(name), messages = std::move(messages)](
+                                                        Work& w) { return w.enqueue(name, messages); });
 }
 
 Result<std::vector<std::string>> QueueStore::enqueue_in(const std::string& name,
@@ -179,35 +180,31 @@ std::optional<Error> QueueStore::check_enqueue_in(const std::string& name,
   return work_->check_enqueue(name, messages);
 }
 
-void QueueStore::pull(std::string name, PullOptions options,
-                      Callback<std::vector<LeasedMessage>> done) {
+void QueueStore::pull(std::string name, PullOptions options, Callback<std::vector<LeasedMessage>> done) {
   submit<std::vector<LeasedMessage>>(
-      std::move(done),
-      [name = std::move(name), options](Work& w) { return w.pull(name, options); });
+      std::move(done), [name = std::move(name), options](Work& w) { return w.pull(name, options); });
 }
 
-void QueueStore::ack(std::string name, std::vector<std::string> acks,
-                     std::vector<RetryRequest> retries, Callback<AckResult> done) {
-  submit<AckResult>(std::move(done), [name = std::move(name), acks = std::move(acks),
-                                      retries = std::move(retries)](Work& w) {
-    return w.ack(name, acks, retries);
-  });
+void QueueStore::ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+                     Callback<AckResult> done) {
+  submit<AckResult>(std::move(done),
+                    [name = std::move(name), acks = std::move(acks), retries = std::move(retries)](Work& w) {
+                      return w.ack(name, acks, retries);
+                    });
 }
 
 void QueueStore::extend(std::string name, std::vector<std::string> leases,
                         std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) {
-  submit<ExtendResult>(std::move(done), [name = std::move(name), leases = std::move(leases),
-                                         visibility_timeout_ms](Work& w) {
-    return w.extend(name, leases, visibility_timeout_ms);
-  });
+  submit<ExtendResult>(std::move(done),
+                       [name = std::move(name), leases = std::move(leases), visibility_timeout_ms](Work& w) {
+                         return w.extend(name, leases, visibility_timeout_ms);
+                       });
 }
 
-void QueueStore::redrive(std::string from, std::string to, std::uint64_t max,
-                         Callback<std::uint64_t> done) {
-  submit<std::uint64_t>(std::move(done),
-                        [from = std::move(from), to = std::move(to), max](Work& w) {
-                          return w.redrive(from, to, max);
-                        });
+void QueueStore::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {
+  submit<std::uint64_t>(std::move(done), [from = std::move(from), to = std::move(to), max](Work& w) {
+    return w.redrive(from, to, max);
+  });
 }
 
 void QueueStore::begin(WriteContext& ctx) { work_ = std::make_unique<Work>(*this, ctx); }
@@ -255,9 +252,7 @@ bool QueueStore::maintain(WriteContext& ctx) {
     Queue* q = w.find_by_qid(qid);
     return q == nullptr ? 0 : w.sweep_expired(*q, budget);
   });
-  walk(tables_->dedupx, [&](std::uint32_t qid) -> std::uint32_t {
-    return w.sweep_dedup(qid, budget);
-  });
+  walk(tables_->dedupx, [&](std::uint32_t qid) -> std::uint32_t { return w.sweep_dedup(qid, budget); });
   return done > 0;
 }
 
@@ -311,8 +306,8 @@ std::optional<Error> QueueStore::validate_name(std::string_view name) {
     return err(ErrorCode::INVALID_NAME, "queue names are 1 to 128 characters");
   }
   for (char ch : name) {
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '-' || ch == '_' || ch == '.';
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_' || ch == '.';
     if (!ok) {
       return err(ErrorCode::INVALID_NAME,
                  "queue name '" + std::string(name) + "' may hold only A-Z a-z 0-9 - _ .");

@@ -3,8 +3,14 @@
 namespace roost::durable {
 
 QueueStore::Work::Work(QueueStore& store, WriteContext& ctx)
-    : s_(store), ctx_(ctx), txn_(ctx.txn), t_(*store.tables_), now_(ctx.now_ms),
-      next_qid_(store.next_qid_), next_seq_(store.next_seq_), seq_reserved_(store.seq_reserved_) {}
+    : s_(store),
+      ctx_(ctx),
+      txn_(ctx.txn),
+      t_(*store.tables_),
+      now_(ctx.now_ms),
+      next_qid_(store.next_qid_),
+      next_seq_(store.next_seq_),
+      seq_reserved_(store.seq_reserved_) {}
 
 std::int64_t QueueStore::Work::now() const { return now_; }
 
@@ -114,9 +120,7 @@ void QueueStore::Work::detach(Queue& q, std::uint64_t seq, const MsgState& st) {
   switch (st.kind) {
     case MsgStateKind::kReady: txn_.del(t_.ready, keys::qseq(q.rec.qid, seq)); break;
     case MsgStateKind::kDelayed:
-    case MsgStateKind::kLeased:
-      txn_.del(t_.due, keys::due(q.rec.qid, st.visible_at, seq));
-      break;
+    case MsgStateKind::kLeased: txn_.del(t_.due, keys::due(q.rec.qid, st.visible_at, seq)); break;
     case MsgStateKind::kBlocked: break;
   }
   count(q, st.kind, -1);

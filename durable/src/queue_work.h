@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <optional>
 #include <limits>
+#include <optional>
 
 #include "queue_records.h"
 
@@ -115,8 +115,7 @@ class QueueStore::Work {
   // Every reason enqueue() could refuse, checked without writing.
   std::optional<Error> check_enqueue(const std::string& name, const std::vector<NewMessage>& messages);
 
-  Result<std::vector<std::string>> enqueue(const std::string& name,
-                                           const std::vector<NewMessage>& messages);
+  Result<std::vector<std::string>> enqueue(const std::string& name, const std::vector<NewMessage>& messages);
 
   Result<std::vector<LeasedMessage>> pull(const std::string& name, const PullOptions& opts);
 
@@ -126,8 +125,7 @@ class QueueStore::Work {
   Result<ExtendResult> extend(const std::string& name, const std::vector<std::string>& leases,
                               std::uint64_t vis_ms);
 
-  Result<std::uint64_t> redrive(const std::string& from, const std::string& to,
-                                std::uint64_t max);
+  Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max);
 
   // ---- transaction end ----------------------------------------------------------------------
 

@@ -23,7 +23,9 @@ std::int64_t stored_int(roost::Storage& st, std::string_view key, std::int64_t d
   return v ? std::stoll(*v) : dflt;
 }
 
-void send_json(roost::Context& ctx, roost::Socket s, const json::object& o) { ctx.send(s, json::serialize(o)); }
+void send_json(roost::Context& ctx, roost::Socket s, const json::object& o) {
+  ctx.send(s, json::serialize(o));
+}
 
 }  // namespace
 

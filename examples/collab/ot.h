@@ -23,9 +23,15 @@
 
 namespace collab {
 
-struct Retain { std::size_t n; };
-struct Insert { std::u16string s; };
-struct Delete { std::size_t n; };
+struct Retain {
+  std::size_t n;
+};
+struct Insert {
+  std::u16string s;
+};
+struct Delete {
+  std::size_t n;
+};
 using Component = std::variant<Retain, Insert, Delete>;
 
 class Operation {
@@ -108,7 +114,8 @@ class Operation {
 };
 
 inline std::pair<Operation, Operation> transform(const Operation& a, const Operation& b) {
-  if (a.base_length() != b.base_length()) throw std::invalid_argument("concurrent operations disagree on the document's length");
+  if (a.base_length() != b.base_length())
+    throw std::invalid_argument("concurrent operations disagree on the document's length");
   Operation a2, b2;
   const auto& as = a.components();
   const auto& bs = b.components();
@@ -134,9 +141,14 @@ inline std::pair<Operation, Operation> transform(const Operation& a, const Opera
       continue;
     }
     if (!ca || !cb) throw std::invalid_argument("operations of different lengths");
-    auto len = [](const Component& c) { return std::holds_alternative<Retain>(c) ? std::get<Retain>(c).n : std::get<Delete>(c).n; };
+    auto len = [](const Component& c) {
+      return std::holds_alternative<Retain>(c) ? std::get<Retain>(c).n : std::get<Delete>(c).n;
+    };
     auto shorten = [](Component& c, std::size_t by) {
-      if (auto* r = std::get_if<Retain>(&c)) r->n -= by; else std::get<Delete>(c).n -= by;
+      if (auto* r = std::get_if<Retain>(&c))
+        r->n -= by;
+      else
+        std::get<Delete>(c).n -= by;
     };
     std::size_t la = len(*ca), lb = len(*cb);
     std::size_t m = std::min(la, lb);
@@ -151,8 +163,14 @@ inline std::pair<Operation, Operation> transform(const Operation& a, const Opera
     } else {
       b2.del(m);
     }
-    if (la == m) next_a(); else shorten(*ca, m);
-    if (lb == m) next_b(); else shorten(*cb, m);
+    if (la == m)
+      next_a();
+    else
+      shorten(*ca, m);
+    if (lb == m)
+      next_b();
+    else
+      shorten(*cb, m);
   }
   return {std::move(a2), std::move(b2)};
 }
@@ -166,11 +184,20 @@ inline std::u16string to_u16(std::string_view s) {
     auto c = static_cast<unsigned char>(s[i]);
     char32_t cp;
     int extra;
-    if (c < 0x80) { cp = c; extra = 0; }
-    else if ((c >> 5) == 6) { cp = c & 0x1f; extra = 1; }
-    else if ((c >> 4) == 14) { cp = c & 0x0f; extra = 2; }
-    else if ((c >> 3) == 30) { cp = c & 0x07; extra = 3; }
-    else throw std::invalid_argument("invalid UTF-8");
+    if (c < 0x80) {
+      cp = c;
+      extra = 0;
+    } else if ((c >> 5) == 6) {
+      cp = c & 0x1f;
+      extra = 1;
+    } else if ((c >> 4) == 14) {
+      cp = c & 0x0f;
+      extra = 2;
+    } else if ((c >> 3) == 30) {
+      cp = c & 0x07;
+      extra = 3;
+    } else
+      throw std::invalid_argument("invalid UTF-8");
     for (int k = 1; k <= extra; ++k) {
       if (i + k >= s.size()) throw std::invalid_argument("truncated UTF-8");
       cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
@@ -225,8 +252,10 @@ inline Operation from_json(const boost::json::value& v) {
       op.insert(to_u16(c.as_string()));
     } else if (c.is_int64() || c.is_uint64()) {
       auto n = c.to_number<std::int64_t>();
-      if (n > 0) op.retain(static_cast<std::size_t>(n));
-      else if (n < 0) op.del(static_cast<std::size_t>(-n));
+      if (n > 0)
+        op.retain(static_cast<std::size_t>(n));
+      else if (n < 0)
+        op.del(static_cast<std::size_t>(-n));
     } else {
       throw std::invalid_argument("operation components are integers or strings");
     }
@@ -237,9 +266,12 @@ inline Operation from_json(const boost::json::value& v) {
 inline boost::json::array to_json(const Operation& op) {
   boost::json::array a;
   for (const auto& c : op.components()) {
-    if (auto* r = std::get_if<Retain>(&c)) a.push_back(static_cast<std::int64_t>(r->n));
-    else if (auto* i = std::get_if<Insert>(&c)) a.push_back(boost::json::string(to_u8(i->s)));
-    else a.push_back(-static_cast<std::int64_t>(std::get<Delete>(c).n));
+    if (auto* r = std::get_if<Retain>(&c))
+      a.push_back(static_cast<std::int64_t>(r->n));
+    else if (auto* i = std::get_if<Insert>(&c))
+      a.push_back(boost::json::string(to_u8(i->s)));
+    else
+      a.push_back(-static_cast<std::int64_t>(std::get<Delete>(c).n));
   }
   return a;
 }

@@ -11,7 +11,7 @@ class Counter : public roost::Actor {
   void on_message(roost::Context& ctx, const roost::Message& m) override {
     auto add = m.data.find("\"add\"") != std::string_view::npos ? parse_add(m.data) : 1;
     auto value = std::stoll(ctx.storage().get("value").value_or("0")) + add;
-    ctx.storage().put("value", std::to_string(value));          // committed with the message
+    ctx.storage().put("value", std::to_string(value));            // committed with the message
     ctx.broadcast(R"({"value":)" + std::to_string(value) + "}");  // sent after that commit
   }
   void on_call(roost::Context& ctx, const roost::Message&) override {

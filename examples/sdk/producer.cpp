@@ -12,9 +12,12 @@ int main(int argc, char** argv) {
   int count = 1000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--url") url = argv[i + 1];
-    else if (k == "--queue") queue = argv[i + 1];
-    else if (k == "--count") count = std::atoi(argv[i + 1]);
+    if (k == "--url")
+      url = argv[i + 1];
+    else if (k == "--queue")
+      queue = argv[i + 1];
+    else if (k == "--count")
+      count = std::atoi(argv[i + 1]);
   }
   auto client = roost::Client::connect({.url = url});
   if (!client) {
@@ -28,8 +31,10 @@ int main(int argc, char** argv) {
     roost::NewMessage m;
     m.body = R"({"job":)" + std::to_string(i) + "}";
     producer.send_async(std::move(m), [&](roost::Result<std::string> id) {
-      if (id) ok++;
-      else failed++;
+      if (id)
+        ok++;
+      else
+        failed++;
     });
   }
   producer.flush();

@@ -15,9 +15,12 @@ int main(int argc, char** argv) {
   long count = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--url") url = argv[i + 1];
-    else if (k == "--pattern") pattern = argv[i + 1];
-    else if (k == "--count") count = std::atol(argv[i + 1]);
+    if (k == "--url")
+      url = argv[i + 1];
+    else if (k == "--pattern")
+      pattern = argv[i + 1];
+    else if (k == "--count")
+      count = std::atol(argv[i + 1]);
   }
   auto client = roost::Client::connect({.url = url});
   if (!client) {

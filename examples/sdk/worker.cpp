@@ -16,10 +16,14 @@ int main(int argc, char** argv) {
   long count = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--url") url = argv[i + 1];
-    else if (k == "--queue") queue = argv[i + 1];
-    else if (k == "--window") window = static_cast<std::uint32_t>(std::atoi(argv[i + 1]));
-    else if (k == "--count") count = std::atol(argv[i + 1]);
+    if (k == "--url")
+      url = argv[i + 1];
+    else if (k == "--queue")
+      queue = argv[i + 1];
+    else if (k == "--window")
+      window = static_cast<std::uint32_t>(std::atoi(argv[i + 1]));
+    else if (k == "--count")
+      count = std::atol(argv[i + 1]);
   }
   auto client = roost::Client::connect({.url = url});
   if (!client) {

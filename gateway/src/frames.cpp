@@ -40,8 +40,8 @@ void append_json_string(std::string& out, std::string_view s) {
 std::shared_ptr<const std::string> build_browser_frame(const Message& m) {
   if (m.kind != MessageKind::kData) {
     return std::make_shared<const std::string>(
-        std::string(R"({"op":")") + (m.kind == MessageKind::kJoin ? "join" : "leave") +
-        R"(","channel":")" + m.channel + R"(","subscribers":)" + std::to_string(m.subscribers) + "}");
+        std::string(R"({"op":")") + (m.kind == MessageKind::kJoin ? "join" : "leave") + R"(","channel":")" +
+        m.channel + R"(","subscribers":)" + std::to_string(m.subscribers) + "}");
   }
   // Channel names and epochs hold no character that JSON needs escaped (see subject.h).
   std::string f;

@@ -13,9 +13,9 @@
 
 #include <boost/beast/websocket.hpp>
 
+#include "object_ws_session.h"
 #include "routes.h"
 #include "sse_session.h"
-#include "object_ws_session.h"
 #include "ws_session.h"
 
 namespace roost::gateway {
@@ -26,7 +26,9 @@ namespace asio = boost::asio;
 
 HttpSession::HttpSession(asio::ip::tcp::socket socket, std::shared_ptr<Server::State> state,
                          std::unique_ptr<ConnectionSlot> slot)
-    : stream_(std::move(socket)), watch_timer_(stream_.get_executor()), state_(std::move(state)),
+    : stream_(std::move(socket)),
+      watch_timer_(stream_.get_executor()),
+      state_(std::move(state)),
       slot_(std::move(slot)) {
   boost::system::error_code ec;
   remote_ = stream_.socket().remote_endpoint(ec).address();
@@ -79,22 +81,24 @@ void HttpSession::parse_buffered() {
       if (used == 0) break;
     }
   } catch (const std::exception& e) {
-    module_logger("gateway")->debug("HTTP parser refused a request from {}: {}", remote_.to_string(), e.what());
+    module_logger("gateway")->debug("HTTP parser refused a request from {}: {}", remote_.to_string(),
+                                    e.what());
     ec = http::error::header_limit;
   }
   if (ec) return on_read(ec, 0);
   if (parser_->is_done()) return on_read({}, 0);
   if (buffer_.size() >= read_limit()) return on_read(http::error::header_limit, 0);
   std::size_t room = std::min<std::size_t>(read_limit() - buffer_.size(), 64 * 1024);
-  stream_.async_read_some(buffer_.prepare(room), [self = shared_from_this()](beast::error_code rec, std::size_t n) {
-    self->buffer_.commit(n);
-    if (rec == asio::error::eof && n == 0 && self->parser_->got_some()) {
-      // The client went away in the middle of a request: nothing to answer.
-      return self->close();
-    }
-    if (rec) return self->on_read(rec, 0);
-    self->parse_buffered();
-  });
+  stream_.async_read_some(buffer_.prepare(room),
+                          [self = shared_from_this()](beast::error_code rec, std::size_t n) {
+                            self->buffer_.commit(n);
+                            if (rec == asio::error::eof && n == 0 && self->parser_->got_some()) {
+                              // The client went away in the middle of a request: nothing to answer.
+                              return self->close();
+                            }
+                            if (rec) return self->on_read(rec, 0);
+                            self->parse_buffered();
+                          });
 }
 
 std::size_t HttpSession::read_limit() const {
@@ -103,8 +107,7 @@ std::size_t HttpSession::read_limit() const {
 
 void HttpSession::on_read(beast::error_code ec, std::size_t) {
   if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-      ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-      ec == asio::error::eof) {
+      ec == asio::error::operation_aborted || ec == asio::error::connection_reset || ec == asio::error::eof) {
     close();
     return;
   }
@@ -112,13 +115,11 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
     // The request could not be read whole: answer what went wrong, then close.
     Error e{ErrorCode::MALFORMED, "malformed HTTP request: " + ec.message()};
     if (ec == http::error::body_limit) {
-      e = Error{ErrorCode::PAYLOAD_TOO_LARGE,
-                "request body exceeds max_request_bytes " +
-                    std::to_string(state_->options.max_request_bytes)};
+      e = Error{ErrorCode::PAYLOAD_TOO_LARGE, "request body exceeds max_request_bytes " +
+                                                  std::to_string(state_->options.max_request_bytes)};
     } else if (ec == http::error::header_limit) {
-      e = Error{ErrorCode::HEADER_TOO_LARGE,
-                "request headers exceed max_header_bytes " +
-                    std::to_string(state_->options.max_header_bytes)};
+      e = Error{ErrorCode::HEADER_TOO_LARGE, "request headers exceed max_header_bytes " +
+                                                 std::to_string(state_->options.max_header_bytes)};
     }
     closing_ = true;
     busy_ = true;
@@ -137,12 +138,14 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
   std::string_view path = req.target();
   path = path.substr(0, path.find('?'));
   if (req.method() == http::verb::post && path.ends_with("/messages/pull")) watch_for_close(gone);
-  route(req, remote_, *state_, [self = shared_from_this()](MakeResponse make) mutable {
-    auto executor = self->stream_.get_executor();
-    asio::post(executor, [self = std::move(self), make = std::move(make)]() mutable {
-      self->send(make());
-    });
-  }, std::move(gone));
+  route(
+      req, remote_, *state_,
+      [self = shared_from_this()](MakeResponse make) mutable {
+        auto executor = self->stream_.get_executor();
+        asio::post(executor,
+                   [self = std::move(self), make = std::move(make)]() mutable { self->send(make()); });
+      },
+      std::move(gone));
 }
 
 // While a long poll waits, notices a client that closes its connection, so that the poll stops
@@ -187,8 +190,7 @@ void HttpSession::send(Response res) {
   auto sp = std::make_shared<Response>(std::move(res));
   stream_.expires_after(std::chrono::milliseconds(state_->options.idle_timeout_ms));
   http::async_write(stream_, *sp,
-                    [self = shared_from_this(), sp, close = !keep](beast::error_code ec,
-                                                                  std::size_t n) {
+                    [self = shared_from_this(), sp, close = !keep](beast::error_code ec, std::size_t n) {
                       self->on_write(close, ec, n);
                     });
 }
@@ -212,7 +214,8 @@ bool HttpSession::upgrade(Request& req) {
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   bool ws = beast::websocket::is_upgrade(req);
-  bool sse = req.method() == http::verb::get && path.starts_with("/v1/channels/") && path.ends_with("/events");
+  bool sse =
+      req.method() == http::verb::get && path.starts_with("/v1/channels/") && path.ends_with("/events");
   if (!ws && !sse) return false;
   auto refuse = [&](const Error& e) {
     closing_ = true;
@@ -222,7 +225,8 @@ bool HttpSession::upgrade(Request& req) {
   };
   auto object = ws ? object_from_path(path, "/connect") : std::nullopt;
   if (ws && path != "/v1/ws" && !object) {
-    return refuse(Error{ErrorCode::NOT_FOUND, "WebSockets are served at /v1/ws and /v1/objects/{class}/{name}/connect"});
+    return refuse(Error{ErrorCode::NOT_FOUND,
+                        "WebSockets are served at /v1/ws and /v1/objects/{class}/{name}/connect"});
   }
   // A WebSocket can write (publish, talk to an object), so its Origin must be allowed even
   // though the handshake is a GET.
@@ -232,7 +236,8 @@ bool HttpSession::upgrade(Request& req) {
   if (object) {
     if (!object->ok) return refuse(object->error);
     if (!principal->may_use_object(object->object_class, object->name)) {
-      return refuse(Error{ErrorCode::FORBIDDEN, "not allowed to use object " + object->object_class + "/" + object->name});
+      return refuse(Error{ErrorCode::FORBIDDEN,
+                          "not allowed to use object " + object->object_class + "/" + object->name});
     }
     if (auto e = state_->router.object_check(object->object_class, object->name)) return refuse(*e);
     stream_.expires_never();
@@ -242,7 +247,8 @@ bool HttpSession::upgrade(Request& req) {
   }
   if (ws) {
     stream_.expires_never();
-    std::make_shared<WsSession>(std::move(stream_), state_, std::move(slot_), std::move(*principal))->run(std::move(req));
+    std::make_shared<WsSession>(std::move(stream_), state_, std::move(slot_), std::move(*principal))
+        ->run(std::move(req));
     return true;
   }
   // SSE: /v1/channels/{pattern}/events
@@ -260,10 +266,12 @@ bool HttpSession::upgrade(Request& req) {
   } else if (!last_id.empty() && !channels::is_wildcard(*pattern)) {
     auto colon = last_id.rfind(':');
     if (colon != std::string::npos) {
-      since = channels::Since{last_id.substr(0, colon), std::strtoull(last_id.c_str() + colon + 1, nullptr, 10)};
+      since =
+          channels::Since{last_id.substr(0, colon), std::strtoull(last_id.c_str() + colon + 1, nullptr, 10)};
     }
   }
-  std::make_shared<SseSession>(std::move(stream_), state_, std::move(slot_))->run(*pattern, since, req.version());
+  std::make_shared<SseSession>(std::move(stream_), state_, std::move(slot_))
+      ->run(*pattern, since, req.version());
   return true;
 }
 

@@ -4,9 +4,9 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <memory>
@@ -43,16 +43,16 @@ class HttpSession : public Closable, public std::enable_shared_from_this<HttpSes
   bool upgrade(Request& req);
 
   boost::beast::tcp_stream stream_;
-  boost::asio::steady_timer watch_timer_;  // a long poll's periodic check for a closed client
+  boost::asio::steady_timer watch_timer_;            // a long poll's periodic check for a closed client
   std::shared_ptr<std::atomic<bool>> gone_watched_;  // the request being watched (strand only)
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   std::shared_ptr<Server::State> state_;
   std::unique_ptr<ConnectionSlot> slot_;
   boost::asio::ip::address remote_;
-  bool busy_ = false;           // a request is being handled (strand only)
-  bool closing_ = false;        // close after the current response (strand only)
-  bool counted_ = false;        // in_flight incremented for the current request
+  bool busy_ = false;     // a request is being handled (strand only)
+  bool closing_ = false;  // close after the current response (strand only)
+  bool counted_ = false;  // in_flight incremented for the current request
   unsigned request_version_ = 11;
   bool request_keep_alive_ = true;
 };

@@ -35,15 +35,16 @@ struct CheckHandler {
   }
   bool value(boost::system::error_code& ec) {
     if (++values > limits.max_values) {
-      return fail(ec, Error{ErrorCode::PAYLOAD_TOO_LARGE,
-                            "the JSON text holds more than " + std::to_string(limits.max_values) + " values"});
+      return fail(ec, Error{ErrorCode::PAYLOAD_TOO_LARGE, "the JSON text holds more than " +
+                                                              std::to_string(limits.max_values) + " values"});
     }
     return true;
   }
   bool string_size(std::size_t n, boost::system::error_code& ec) {
     if (n <= limits.max_string_bytes) return true;
-    return fail(ec, Error{ErrorCode::MESSAGE_TOO_LARGE,
-                          "a JSON string is longer than " + std::to_string(limits.max_string_bytes) + " bytes"});
+    return fail(ec,
+                Error{ErrorCode::MESSAGE_TOO_LARGE,
+                      "a JSON string is longer than " + std::to_string(limits.max_string_bytes) + " bytes"});
   }
   bool whole_number(std::string_view last, double d, bool is_double, boost::system::error_code& ec) {
     number.append(last);
@@ -51,8 +52,9 @@ struct CheckHandler {
     number.clear();
     if (!is_double) return value(ec);
     if (!std::isfinite(d)) {
-      return fail(ec, Error{ErrorCode::INVALID_ARGUMENT,
-                            "number " + text.substr(0, 40) + " is out of range (it would not survive as JSON)"});
+      return fail(ec,
+                  Error{ErrorCode::INVALID_ARGUMENT,
+                        "number " + text.substr(0, 40) + " is out of range (it would not survive as JSON)"});
     }
     if (text.find_first_of(".eE") == std::string::npos) {
       return fail(ec, Error{ErrorCode::INVALID_ARGUMENT,
@@ -68,15 +70,20 @@ struct CheckHandler {
   bool on_array_end(std::size_t, boost::system::error_code&) { return true; }
   bool on_object_begin(boost::system::error_code& ec) { return value(ec); }
   bool on_object_end(std::size_t, boost::system::error_code&) { return true; }
-  bool on_string_part(json::string_view, std::size_t n, boost::system::error_code& ec) { return string_size(n, ec); }
+  bool on_string_part(json::string_view, std::size_t n, boost::system::error_code& ec) {
+    return string_size(n, ec);
+  }
   bool on_string(json::string_view, std::size_t n, boost::system::error_code& ec) {
     return string_size(n, ec) && value(ec);
   }
-  bool on_key_part(json::string_view, std::size_t n, boost::system::error_code& ec) { return string_size(n, ec); }
+  bool on_key_part(json::string_view, std::size_t n, boost::system::error_code& ec) {
+    return string_size(n, ec);
+  }
   bool on_key(json::string_view, std::size_t n, boost::system::error_code& ec) { return string_size(n, ec); }
   bool on_number_part(json::string_view s, boost::system::error_code& ec) {
     number.append(s.data(), s.size());
-    if (number.size() > 4096) return fail(ec, Error{ErrorCode::INVALID_ARGUMENT, "a JSON number is over 4096 digits"});
+    if (number.size() > 4096)
+      return fail(ec, Error{ErrorCode::INVALID_ARGUMENT, "a JSON number is over 4096 digits"});
     return true;
   }
   bool on_int64(std::int64_t, json::string_view s, boost::system::error_code& ec) {
@@ -100,7 +107,8 @@ Parsed<json::object> parse_object(std::string_view body, const JsonLimits& limit
   if (auto e = check_json(body, limits)) return std::unexpected(std::move(*e));
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
-  if (ec) return std::unexpected(Error{ErrorCode::MALFORMED, "request body is not valid JSON: " + ec.message()});
+  if (ec)
+    return std::unexpected(Error{ErrorCode::MALFORMED, "request body is not valid JSON: " + ec.message()});
   if (!v.is_object()) return std::unexpected(invalid("request body must be a JSON object"));
   return std::move(v.as_object());
 }
@@ -116,7 +124,8 @@ Parsed<std::optional<std::uint64_t>> get_u64(const json::object& o, std::string_
     out = v.as_uint64();
   } else if (v.is_int64() && v.as_int64() >= 0) {
     out = static_cast<std::uint64_t>(v.as_int64());
-  } else if (v.is_double() && v.as_double() >= 0 && v.as_double() == static_cast<double>(static_cast<std::uint64_t>(v.as_double()))) {
+  } else if (v.is_double() && v.as_double() >= 0 &&
+             v.as_double() == static_cast<double>(static_cast<std::uint64_t>(v.as_double()))) {
     out = static_cast<std::uint64_t>(v.as_double());
   } else {
     return std::unexpected(invalid(std::string(key) + " must be a non-negative integer"));
@@ -164,10 +173,10 @@ Parsed<NewMessage> parse_message(const json::value& v, std::uint64_t max_message
     return std::unexpected(invalid("content_type must be json, text or bytes"));
   }
   if (m.body.size() > max_message_bytes) {
-    return std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
-                                 "message body of " + std::to_string(m.body.size()) +
-                                     " bytes exceeds max_message_bytes " +
-                                     std::to_string(max_message_bytes)});
+    return std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE, "message body of " +
+                                                                   std::to_string(m.body.size()) +
+                                                                   " bytes exceeds max_message_bytes " +
+                                                                   std::to_string(max_message_bytes)});
   }
   auto delay = get_u64(o, "delay_ms", 43'200'000);
   if (!delay) return std::unexpected(delay.error());
@@ -410,8 +419,8 @@ std::string encode_messages(const std::vector<LeasedMessage>& ms) {
     }
     out += R"(,"content_type":")";
     out += content_type_name(m.content_type);
-    out += R"(","attempts":)" + std::to_string(m.attempts) +
-           R"(,"timestamp_ms":)" + std::to_string(m.timestamp_ms) + R"(,"key":)";
+    out += R"(","attempts":)" + std::to_string(m.attempts) + R"(,"timestamp_ms":)" +
+           std::to_string(m.timestamp_ms) + R"(,"key":)";
     if (m.key.empty()) {
       out += "null";
     } else {

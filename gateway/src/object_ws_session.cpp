@@ -74,7 +74,8 @@ void ObjectWsSession::on_attached(Result<std::uint64_t> r) {
   ws_.set_option(websocket::stream_base::decorator([protocol](websocket::response_type& res) {
     res.set(http::field::server, "roost");
     // Echo the first offered subprotocol, so browsers that offer one accept the answer.
-    if (!protocol.empty()) res.set(http::field::sec_websocket_protocol, protocol.substr(0, protocol.find(',')));
+    if (!protocol.empty())
+      res.set(http::field::sec_websocket_protocol, protocol.substr(0, protocol.find(',')));
   }));
   ws_.async_accept(req_, beast::bind_front_handler(&ObjectWsSession::on_accept, shared_from_this()));
 }
@@ -89,12 +90,12 @@ void ObjectWsSession::refuse(const Error& e) {
   res->body() = encode_error(e);
   res->prepare_payload();
   beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(10));
-  http::async_write(beast::get_lowest_layer(ws_), *res,
-                    [self = shared_from_this(), res](beast::error_code, std::size_t) {
-                      beast::error_code ec;
-                      beast::get_lowest_layer(self->ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
-                      beast::get_lowest_layer(self->ws_).close();
-                    });
+  http::async_write(
+      beast::get_lowest_layer(ws_), *res, [self = shared_from_this(), res](beast::error_code, std::size_t) {
+        beast::error_code ec;
+        beast::get_lowest_layer(self->ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+        beast::get_lowest_layer(self->ws_).close();
+      });
 }
 
 void ObjectWsSession::on_accept(beast::error_code ec) {

@@ -12,9 +12,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
-#include <random>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include <roost/gateway/json_codec.h>
@@ -56,19 +56,17 @@ void respond_now(Reply& reply, Response res) {
   reply([res = std::move(res)]() mutable { return std::move(res); });
 }
 
-void fail(Reply& reply, Error e, unsigned version) {
-  respond_now(reply, error_response(e, version));
-}
+void fail(Reply& reply, Error e, unsigned version) { respond_now(reply, error_response(e, version)); }
 
 void method_not_allowed(Reply& reply, unsigned version, const char* allow) {
-  auto res = error_response(Error{ErrorCode::METHOD_NOT_ALLOWED, std::string("allowed: ") + allow},
-                            version);
+  auto res = error_response(Error{ErrorCode::METHOD_NOT_ALLOWED, std::string("allowed: ") + allow}, version);
   res.set(http::field::allow, allow);
   respond_now(reply, std::move(res));
 }
 
 void queue_routes(const Request& req, Server::State& st, const Principal& who,
-                  const std::vector<std::string>& segs, Reply reply, std::shared_ptr<const std::atomic<bool>> gone) {
+                  const std::vector<std::string>& segs, Reply reply,
+                  std::shared_ptr<const std::atomic<bool>> gone) {
   auto& router = st.router;
   unsigned v = req.version();
   auto method = req.method();
@@ -90,8 +88,10 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
         // Every queue a request names must be granted: a dead-letter queue receives messages.
         if (patch->dead_letter_queue && !patch->dead_letter_queue->empty() &&
             !who.may_use_queue(*patch->dead_letter_queue)) {
-          return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use queue " + *patch->dead_letter_queue +
-                                                             " (named as dead_letter_queue)"}, v);
+          return fail(reply,
+                      Error{ErrorCode::FORBIDDEN, "not allowed to use queue " + *patch->dead_letter_queue +
+                                                      " (named as dead_letter_queue)"},
+                      v);
         }
         return router.put_queue(name, std::move(*patch),
                                 answer<QueueInfo>(std::move(reply), v, http::status::ok,
@@ -103,8 +103,9 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
         return respond_now(reply, make(http::status::ok, v, encode_queue(*info)));
       }
       case http::verb::delete_:
-        return router.delete_queue(name, answer<bool>(std::move(reply), v, http::status::ok,
-                                                      [](bool) { return std::string(R"({"deleted":true})"); }));
+        return router.delete_queue(name, answer<bool>(std::move(reply), v, http::status::ok, [](bool) {
+                                     return std::string(R"({"deleted":true})");
+                                   }));
       default: return method_not_allowed(reply, v, "GET, PUT, DELETE");
     }
   }
@@ -152,7 +153,8 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
   unsigned v = req.version();
   bool publish = path.ends_with("/publish");
   bool presence = path.ends_with("/presence");
-  if (!publish && !presence) return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(path)}, v);
+  if (!publish && !presence)
+    return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(path)}, v);
   auto channel = channel_from_path(path, publish ? "/publish" : "/presence");
   if (!channel) return fail(reply, channel.error(), v);
   if (publish) {
@@ -187,7 +189,8 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
 Result<std::pair<std::string, ContentType>> body_of(const Request& req) {
   std::string_view ct = req[http::field::content_type];
   if (ct.starts_with("text/plain")) {
-    if (!valid_utf8(req.body())) return std::unexpected(Error{ErrorCode::MALFORMED, "a text body must be UTF-8"});
+    if (!valid_utf8(req.body()))
+      return std::unexpected(Error{ErrorCode::MALFORMED, "a text body must be UTF-8"});
     return std::pair{req.body(), ContentType::kText};
   }
   if (ct.starts_with("application/octet-stream")) return std::pair{req.body(), ContentType::kBytes};
@@ -228,7 +231,8 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
     // GET /v1/objects/{class}/{name}: what an operator can see of it.
     if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
     if (!who.may_use_object(segs[2], segs[3])) {
-      return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use object " + segs[2] + "/" + segs[3]}, v);
+      return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use object " + segs[2] + "/" + segs[3]},
+                  v);
     }
     auto info = st.router.object_info(segs[2], segs[3]);
     if (!info) return fail(reply, info.error(), v);
@@ -236,9 +240,13 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
     for (const auto& a : info->alarms) {
       alarms.push_back(boost::json::object{{"name", a.name}, {"due_ms", a.due_ms}, {"every_ms", a.every_ms}});
     }
-    boost::json::object o{{"class", info->object_class}, {"name", info->name}, {"waiting", info->waiting},
-                          {"in_memory", info->in_memory}, {"active", info->active},
-                          {"sockets", info->sockets}, {"alarms", alarms}};
+    boost::json::object o{{"class", info->object_class},
+                          {"name", info->name},
+                          {"waiting", info->waiting},
+                          {"in_memory", info->in_memory},
+                          {"active", info->active},
+                          {"sockets", info->sockets},
+                          {"alarms", alarms}};
     return respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
   }
   if (segs.size() != 5 || (segs[4] != "messages" && segs[4] != "call")) {
@@ -257,11 +265,11 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
   auto body = body_of(req);
   if (!body) return fail(reply, body.error(), v);
   if (segs[4] == "messages") {
-    return st.router.object_tell(cls, name, std::move(body->first), body->second,
-                                 answer<std::uint64_t>(std::move(reply), v, http::status::accepted,
-                                                       [](std::uint64_t seq) {
-                                                         return boost::json::serialize(boost::json::object{{"seq", seq}});
-                                                       }));
+    return st.router.object_tell(
+        cls, name, std::move(body->first), body->second,
+        answer<std::uint64_t>(std::move(reply), v, http::status::accepted, [](std::uint64_t seq) {
+          return boost::json::serialize(boost::json::object{{"seq", seq}});
+        }));
   }
   std::uint64_t timeout_ms = 0;
   if (auto t = query_param(req.target(), "timeout_ms"); !t.empty()) {
@@ -275,9 +283,10 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
                         [reply = std::move(reply), v](Result<roost::ObjectReply> r) mutable {
                           reply([r = std::move(r), v]() mutable -> Response {
                             if (!r) return error_response(r.error(), v);
-                            const char* type = r->content_type == ContentType::kJson   ? "application/json"
-                                               : r->content_type == ContentType::kText ? "text/plain; charset=utf-8"
-                                                                                        : "application/octet-stream";
+                            const char* type = r->content_type == ContentType::kJson ? "application/json"
+                                               : r->content_type == ContentType::kText
+                                                   ? "text/plain; charset=utf-8"
+                                                   : "application/octet-stream";
                             return make(http::status::ok, v, std::move(r->data), type);
                           });
                         });
@@ -338,7 +347,8 @@ std::string query_param(std::string_view target, std::string_view name) {
 
 Result<std::string> channel_from_path(std::string_view path, std::string_view suffix) {
   constexpr std::string_view kPrefix = "/v1/channels/";
-  if (!path.starts_with(kPrefix) || !path.ends_with(suffix) || path.size() <= kPrefix.size() + suffix.size()) {
+  if (!path.starts_with(kPrefix) || !path.ends_with(suffix) ||
+      path.size() <= kPrefix.size() + suffix.size()) {
     return std::unexpected(Error{ErrorCode::NOT_FOUND, "no route " + std::string(path)});
   }
   auto raw = path.substr(kPrefix.size(), path.size() - kPrefix.size() - suffix.size());
@@ -375,7 +385,8 @@ bool host_allowed(std::string_view host, const Server::State& st) {
     name = std::string(host.substr(1, host.find(']') - 1));
   } else {
     auto colon = host.rfind(':');
-    name = std::string(colon != std::string_view::npos && host.find(':') == colon ? host.substr(0, colon) : host);
+    name = std::string(colon != std::string_view::npos && host.find(':') == colon ? host.substr(0, colon)
+                                                                                  : host);
   }
   for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   while (!name.empty() && name.back() == '.') name.pop_back();
@@ -409,7 +420,8 @@ Response error_response(const Error& e, unsigned version) {
 std::string gateway_metrics(const Server::State& st) {
   MetricsWriter w;
   w.gauge("roost_http_connections", "Open HTTP connections.", std::uint64_t{st.connections.load()});
-  w.gauge("roost_http_requests_in_flight", "Requests read and not yet answered.", std::uint64_t{st.in_flight.load()});
+  w.gauge("roost_http_requests_in_flight", "Requests read and not yet answered.",
+          std::uint64_t{st.in_flight.load()});
   w.counter("roost_http_connections_rejected_total", "Connections closed at max_connections.",
             st.rejected_total.load());
   w.gauge("roost_websockets", "Open WebSocket connections.", std::uint64_t{st.websockets.load()});
@@ -469,7 +481,7 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
   } else if (req.method() == http::verb::get && !st.options.static_dir.empty() && st.files != nullptr) {
     // Read on the file thread, never on an io thread; the session posts the answer back.
     boost::asio::post(*st.files, [st = st.shared_from_this(), path = std::string(url->path()), v,
-                           reply = std::move(reply)]() mutable {
+                                  reply = std::move(reply)]() mutable {
       if (auto file = static_file(*st, path, v)) return respond_now(reply, std::move(*file));
       fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + path}, v);
     });

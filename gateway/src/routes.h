@@ -46,7 +46,8 @@ std::optional<ObjectPath> object_from_path(std::string_view path, std::string_vi
 // allowed_hosts (DNS rebinding); and a state-changing request (or a WebSocket: `state_changing`)
 // that carries an Origin must come from an allowed one (cross-site requests). The refusal, or
 // nullopt.
-std::optional<Error> check_host_and_origin(const Request& req, const Server::State& state, bool state_changing);
+std::optional<Error> check_host_and_origin(const Request& req, const Server::State& state,
+                                           bool state_changing);
 // Whether `host` (a Host header: name or address, optional port) names this node.
 bool host_allowed(std::string_view host, const Server::State& state);
 

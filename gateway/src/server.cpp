@@ -1,7 +1,7 @@
 #include "roost/gateway/server.h"
 
-#include <roost/core/thread_annotations.h>
 #include <roost/core/log.h>
+#include <roost/core/thread_annotations.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -39,31 +39,32 @@ tcp::endpoint parse_listen(const std::string& listen) {
 }
 
 void accept_loop(std::shared_ptr<Server::State> st) {
-  st->acceptor.async_accept(asio::make_strand(st->io), [st](boost::system::error_code ec,
-                                                            tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !st->acceptor.is_open()) return;
-    if (ec) {
-      // Out of file descriptors and the like: back off instead of spinning on the error.
-      roost::module_logger("gateway")->warn("accept failed: {}; retrying in 100 ms", ec.message());
-      auto timer = std::make_shared<asio::steady_timer>(st->acceptor.get_executor(),
-                                                        std::chrono::milliseconds(100));
-      timer->async_wait([st, timer](boost::system::error_code) { accept_loop(st); });
-      return;
-    }
-    boost::system::error_code rec;
-    auto remote = socket.remote_endpoint(rec);
-    auto slot = st->stopping.load() || rec ? nullptr : ConnectionSlot::acquire(st, remote.address().to_string());
-    if (!slot) {
-      st->rejected_total.fetch_add(1, std::memory_order_relaxed);
-      boost::system::error_code ignored;
-      socket.close(ignored);
-    } else {
-      st->accepted_total.fetch_add(1, std::memory_order_relaxed);
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<HttpSession>(std::move(socket), st, std::move(slot))->start();
-    }
-    accept_loop(st);
-  });
+  st->acceptor.async_accept(
+      asio::make_strand(st->io), [st](boost::system::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !st->acceptor.is_open()) return;
+        if (ec) {
+          // Out of file descriptors and the like: back off instead of spinning on the error.
+          roost::module_logger("gateway")->warn("accept failed: {}; retrying in 100 ms", ec.message());
+          auto timer = std::make_shared<asio::steady_timer>(st->acceptor.get_executor(),
+                                                            std::chrono::milliseconds(100));
+          timer->async_wait([st, timer](boost::system::error_code) { accept_loop(st); });
+          return;
+        }
+        boost::system::error_code rec;
+        auto remote = socket.remote_endpoint(rec);
+        auto slot =
+            st->stopping.load() || rec ? nullptr : ConnectionSlot::acquire(st, remote.address().to_string());
+        if (!slot) {
+          st->rejected_total.fetch_add(1, std::memory_order_relaxed);
+          boost::system::error_code ignored;
+          socket.close(ignored);
+        } else {
+          st->accepted_total.fetch_add(1, std::memory_order_relaxed);
+          socket.set_option(tcp::no_delay(true), ec);
+          std::make_shared<HttpSession>(std::move(socket), st, std::move(slot))->start();
+        }
+        accept_loop(st);
+      });
 }
 
 }  // namespace

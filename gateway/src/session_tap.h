@@ -6,8 +6,8 @@
 // not crowd out the publishers' reads.
 #pragma once
 
-#include <roost/core/thread_annotations.h>
 #include <roost/core/channel_types.h>
+#include <roost/core/thread_annotations.h>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/post.hpp>

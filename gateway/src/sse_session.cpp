@@ -14,7 +14,9 @@ namespace beast = boost::beast;
 
 SseSession::SseSession(beast::tcp_stream stream, std::shared_ptr<Server::State> state,
                        std::unique_ptr<ConnectionSlot> slot)
-    : stream_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)),
+    : stream_(std::move(stream)),
+      state_(std::move(state)),
+      slot_(std::move(slot)),
       ping_timer_(stream_.get_executor()) {
   out_ = state_->subscriber_queue();
   state_->sse_streams.fetch_add(1, std::memory_order_relaxed);
@@ -39,9 +41,8 @@ void SseSession::run(std::string pattern, std::optional<channels::Since> since, 
     res->keep_alive(false);
     res->prepare_payload();
     closed_ = true;
-    beast::http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, std::size_t) {
-      self->finish();
-    });
+    beast::http::async_write(
+        stream_, *res, [self = shared_from_this(), res](beast::error_code, std::size_t) { self->finish(); });
     return;
   }
   subscription_ = r->id;
@@ -50,8 +51,8 @@ void SseSession::run(std::string pattern, std::optional<channels::Since> since, 
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
       "Connection: close\r\nX-Accel-Buffering: no\r\nServer: roost\r\n\r\n: roost stream\n\n"));
   if (r->reset) {
-    push_control("event: reset\ndata: {\"op\":\"reset\",\"channel\":\"" + pattern + "\",\"epoch\":\"" + r->epoch +
-                 "\",\"offset\":" + std::to_string(r->offset) + "}\n\n");
+    push_control("event: reset\ndata: {\"op\":\"reset\",\"channel\":\"" + pattern + "\",\"epoch\":\"" +
+                 r->epoch + "\",\"offset\":" + std::to_string(r->offset) + "}\n\n");
   }
   flush();
   watch_peer();
@@ -82,34 +83,36 @@ void SseSession::push_control(std::string event) {
 void SseSession::flush() {
   if (writing_ || out_.empty()) return;
   writing_ = true;
-  asio::async_write(stream_, asio::buffer(*out_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-    self->writing_ = false;
-    if (ec) {
-      self->finish();
-      return;
-    }
-    self->out_.pop();
-    if (self->out_.dropped_pending() > 0 && self->out_.has_room()) {
-      self->push_control("event: lagged\ndata: {\"op\":\"lagged\",\"dropped\":" +
-                         std::to_string(self->out_.take_dropped()) + "}\n\n");
-    }
-    if (self->closed_ && self->out_.empty()) {
-      self->finish();
-      return;
-    }
-    self->flush();
-  });
+  asio::async_write(stream_, asio::buffer(*out_.front()),
+                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                      self->writing_ = false;
+                      if (ec) {
+                        self->finish();
+                        return;
+                      }
+                      self->out_.pop();
+                      if (self->out_.dropped_pending() > 0 && self->out_.has_room()) {
+                        self->push_control("event: lagged\ndata: {\"op\":\"lagged\",\"dropped\":" +
+                                           std::to_string(self->out_.take_dropped()) + "}\n\n");
+                      }
+                      if (self->closed_ && self->out_.empty()) {
+                        self->finish();
+                        return;
+                      }
+                      self->flush();
+                    });
 }
 
 // The client sends nothing after its request; a read completing means it went away.
 void SseSession::watch_peer() {
-  stream_.async_read_some(asio::buffer(peek_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-    if (ec) {
-      self->finish();
-      return;
-    }
-    self->watch_peer();
-  });
+  stream_.async_read_some(asio::buffer(peek_),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec) {
+                              self->finish();
+                              return;
+                            }
+                            self->watch_peer();
+                          });
 }
 
 void SseSession::keep_alive() {

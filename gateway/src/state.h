@@ -1,9 +1,9 @@
 // State shared by the listener and every session (private to gateway/).
 #pragma once
 
-#include <roost/core/thread_annotations.h>
-#include <roost/core/router.h>
 #include <roost/channels/outgoing_queue.h>
+#include <roost/core/router.h>
+#include <roost/core/thread_annotations.h>
 #include <roost/gateway/server.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -12,8 +12,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <atomic>
+#include <cctype>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -55,7 +55,8 @@ inline std::vector<std::string> comma_list(const std::string& s) {
     auto comma = std::min(s.find(',', start), s.size());
     auto first = s.find_first_not_of(' ', start);
     auto last = s.find_last_not_of(' ', comma == 0 ? 0 : comma - 1);
-    if (first < comma && last != std::string::npos && last >= first) out.push_back(s.substr(first, last - first + 1));
+    if (first < comma && last != std::string::npos && last >= first)
+      out.push_back(s.substr(first, last - first + 1));
     start = comma + 1;
   }
   return out;
@@ -71,8 +72,11 @@ class Closable {
 
 struct Server::State : std::enable_shared_from_this<Server::State> {
   State(boost::asio::io_context& io_context, roost::Router& r, ServerOptions o)
-      : io(io_context), router(r), options(std::move(o)),
-        acceptor(boost::asio::make_strand(io_context)), auth(options.auth_secret) {
+      : io(io_context),
+        router(r),
+        options(std::move(o)),
+        acceptor(boost::asio::make_strand(io_context)),
+        auth(options.auth_secret) {
     origins = comma_list(options.allowed_origins);
     hosts = comma_list(options.allowed_hosts);
     for (auto& h : hosts) {
@@ -127,7 +131,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       case channels::OutgoingQueue::Push::kQueued:
         if (flush_now) session.flush();
         break;
-      case channels::OutgoingQueue::Push::kDropped: lagged_total.fetch_add(1, std::memory_order_relaxed); break;
+      case channels::OutgoingQueue::Push::kDropped:
+        lagged_total.fetch_add(1, std::memory_order_relaxed);
+        break;
       case channels::OutgoingQueue::Push::kDisconnect:
         slow_disconnects_total.fetch_add(1, std::memory_order_relaxed);
         session.drop_slow();
@@ -160,7 +166,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
 // from the HTTP session to a WebSocket or SSE session on upgrade.
 class ConnectionSlot {
  public:
-  ConnectionSlot(std::shared_ptr<Server::State> st, std::string ip) : st_(std::move(st)), ip_(std::move(ip)) {}
+  ConnectionSlot(std::shared_ptr<Server::State> st, std::string ip)
+      : st_(std::move(st)), ip_(std::move(ip)) {}
   ~ConnectionSlot() {
     st_->connections.fetch_sub(1, std::memory_order_relaxed);
     MutexLock lock(st_->mu);
@@ -170,7 +177,8 @@ class ConnectionSlot {
   ConnectionSlot& operator=(const ConnectionSlot&) = delete;
 
   // Takes a slot for `ip`, or nullptr when a limit is reached.
-  static std::unique_ptr<ConnectionSlot> acquire(const std::shared_ptr<Server::State>& st, const std::string& ip) {
+  static std::unique_ptr<ConnectionSlot> acquire(const std::shared_ptr<Server::State>& st,
+                                                 const std::string& ip) {
     MutexLock lock(st->mu);
     if (st->connections.load() >= st->options.max_connections) return nullptr;
     auto& n = st->per_ip[ip];

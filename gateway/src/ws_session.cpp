@@ -1,7 +1,7 @@
 #include "ws_session.h"
 
-#include <roost/gateway/frames.h>
 #include <roost/core/log.h>
+#include <roost/gateway/frames.h>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -25,7 +25,7 @@ constexpr std::size_t kMaxQueuedFrames = 16 * 1024;  // messages + answers waiti
 // Answers (ok, error, pong) are never dropped, but together with the messages they may hold at
 // most this much; a client that keeps sending without reading is disconnected there.
 constexpr std::size_t kMaxQueuedBytes = 4u << 20;
-constexpr std::size_t kMaxEcho = 64;  // characters of a client's value quoted in an error
+constexpr std::size_t kMaxEcho = 64;           // characters of a client's value quoted in an error
 constexpr std::size_t kMaxChannelBytes = 256;  // the subject grammar's limit; a longer one is not echoed
 
 // What an error may quote of a client's value: its start.
@@ -42,7 +42,9 @@ std::string error_frame(const json::value& id, const Error& e) {
 
 WsSession::WsSession(beast::tcp_stream stream, std::shared_ptr<Server::State> state,
                      std::unique_ptr<ConnectionSlot> slot, Principal principal)
-    : ws_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)),
+    : ws_(std::move(stream)),
+      state_(std::move(state)),
+      slot_(std::move(slot)),
       principal_(std::move(principal)) {
   out_ = state_->subscriber_queue();
   state_->websockets.fetch_add(1, std::memory_order_relaxed);
@@ -117,29 +119,38 @@ void WsSession::handle(std::string_view text) {
   // The id comes back in the answer: a number or a short string, nothing a client could use to
   // make the node hold large answers.
   if (!id.is_null() && !id.is_number() && !(id.is_string() && id.as_string().size() <= kMaxEcho)) {
-    send_control(error_frame(nullptr, Error{ErrorCode::INVALID_ARGUMENT, "id must be a number or a string of at most 64 bytes"}));
+    send_control(error_frame(
+        nullptr, Error{ErrorCode::INVALID_ARGUMENT, "id must be a number or a string of at most 64 bytes"}));
     return;
   }
-  auto fail = [&](ErrorCode code, std::string message) { send_control(error_frame(id, Error{code, std::move(message)})); };
+  auto fail = [&](ErrorCode code, std::string message) {
+    send_control(error_frame(id, Error{code, std::move(message)}));
+  };
   auto op_it = o.find("op");
-  if (op_it == o.end() || !op_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "op is required");
+  if (op_it == o.end() || !op_it->value().is_string())
+    return fail(ErrorCode::INVALID_ARGUMENT, "op is required");
   std::string op(op_it->value().as_string());
   if (op == "ping") {
     send_control(json::serialize(json::object{{"op", "pong"}, {"id", id}}));
     return;
   }
   auto ch_it = o.find("channel");
-  if (ch_it == o.end() || !ch_it->value().is_string()) return fail(ErrorCode::INVALID_ARGUMENT, "channel is required");
+  if (ch_it == o.end() || !ch_it->value().is_string())
+    return fail(ErrorCode::INVALID_ARGUMENT, "channel is required");
   std::string channel(ch_it->value().as_string());
-  if (op != "subscribe" && op != "unsubscribe" && op != "publish") return fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + quote(op));
+  if (op != "subscribe" && op != "unsubscribe" && op != "publish")
+    return fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + quote(op));
   if (channel.size() > kMaxChannelBytes) {
-    return fail(ErrorCode::INVALID_NAME, "channel is longer than " + std::to_string(kMaxChannelBytes) + " bytes");
+    return fail(ErrorCode::INVALID_NAME,
+                "channel is longer than " + std::to_string(kMaxChannelBytes) + " bytes");
   }
 
   if (op == "subscribe") {
-    if (!principal_.may_subscribe(channel)) return fail(ErrorCode::FORBIDDEN, "not allowed to subscribe to " + channel);
+    if (!principal_.may_subscribe(channel))
+      return fail(ErrorCode::FORBIDDEN, "not allowed to subscribe to " + channel);
     if (subscriptions_.size() >= state_->options.max_subscriptions) {
-      return fail(ErrorCode::TOO_MANY_REQUESTS, "this connection already holds " + std::to_string(subscriptions_.size()) +
+      return fail(ErrorCode::TOO_MANY_REQUESTS, "this connection already holds " +
+                                                    std::to_string(subscriptions_.size()) +
                                                     " subscriptions (max_subscriptions_per_connection)");
     }
     std::optional<channels::Since> since;
@@ -151,19 +162,21 @@ void WsSession::handle(std::string_view text) {
       if (since->recent == 0) since.reset();
     } else if (auto s = o.find("since"); s != o.end() && !s->value().is_null()) {
       const auto* so = s->value().if_object();
-      if (so == nullptr || !so->contains("epoch") || !so->at("epoch").is_string() || !so->contains("offset") ||
-          !so->at("offset").is_number()) {
+      if (so == nullptr || !so->contains("epoch") || !so->at("epoch").is_string() ||
+          !so->contains("offset") || !so->at("offset").is_number()) {
         return fail(ErrorCode::INVALID_ARGUMENT, "since must be {\"epoch\":string,\"offset\":number}");
       }
-      since = channels::Since{std::string(so->at("epoch").as_string()), so->at("offset").to_number<std::uint64_t>()};
+      since = channels::Since{std::string(so->at("epoch").as_string()),
+                              so->at("offset").to_number<std::uint64_t>()};
     }
-    if (subscriptions_.contains(channel)) return fail(ErrorCode::CONFLICT, "already subscribed to " + channel);
+    if (subscriptions_.contains(channel))
+      return fail(ErrorCode::CONFLICT, "already subscribed to " + channel);
     auto r = state_->router.subscribe(channel, tap_, since);
     if (!r) return fail(r.error().code, r.error().message);
     subscriptions_[channel] = r->id;
     if (r->reset) {
-      send_control(json::serialize(json::object{
-          {"op", "reset"}, {"channel", channel}, {"epoch", r->epoch}, {"offset", r->offset}}));
+      send_control(json::serialize(
+          json::object{{"op", "reset"}, {"channel", channel}, {"epoch", r->epoch}, {"offset", r->offset}}));
     }
     json::object ok{{"op", "ok"}, {"id", id}};
     if (!r->epoch.empty()) {
@@ -183,14 +196,18 @@ void WsSession::handle(std::string_view text) {
     return;
   }
   if (op == "publish") {
-    if (!principal_.may_publish(channel)) return fail(ErrorCode::FORBIDDEN, "not allowed to publish to " + channel);
+    if (!principal_.may_publish(channel))
+      return fail(ErrorCode::FORBIDDEN, "not allowed to publish to " + channel);
     auto d = o.find("data");
     if (d == o.end()) return fail(ErrorCode::INVALID_ARGUMENT, "data is required");
     auto r = state_->router.publish(channel, json::serialize(d->value()));
     if (!r) return fail(r.error().code, r.error().message);
     if (id.is_null()) return;  // no id: nobody waits for the answer (errors are still sent)
-    send_control(json::serialize(json::object{
-        {"op", "ok"}, {"id", id}, {"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}}));
+    send_control(json::serialize(json::object{{"op", "ok"},
+                                              {"id", id},
+                                              {"offset", r->offset},
+                                              {"epoch", r->epoch},
+                                              {"subscribers", r->subscribers}}));
     return;
   }
 }
@@ -239,11 +256,11 @@ void WsSession::on_write(beast::error_code ec, std::size_t) {
   batch_.clear();
   if (out_.dropped_pending() > 0 && out_.has_room()) {
     auto n = out_.take_dropped();
-    out_.push_control(std::make_shared<const std::string>(R"({"op":"lagged","dropped":)" + std::to_string(n) + "}"));
+    out_.push_control(
+        std::make_shared<const std::string>(R"({"op":"lagged","dropped":)" + std::to_string(n) + "}"));
   }
   flush();
 }
-
 
 void WsSession::close(websocket::close_code code, const char* reason) {
   if (closed_) return;

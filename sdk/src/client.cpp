@@ -2,7 +2,6 @@
 
 namespace roost {
 
-
 // ---- Stream, Delivery ----------------------------------------------------------------------------
 
 Stream::Stream(std::weak_ptr<ClientCore> core, std::uint64_t id) : core_(std::move(core)), id_(id) {}
@@ -78,7 +77,8 @@ std::vector<zmq::message_t> payloads_of(const std::vector<NewMessage>& msgs) {
   for (const auto& m : msgs) out.emplace_back(m.body.data(), m.body.size());
   return out;
 }
-void build_enqueue(proto::Envelope::Builder env, const std::string& queue, const std::vector<NewMessage>& msgs) {
+void build_enqueue(proto::Envelope::Builder env, const std::string& queue,
+                   const std::vector<NewMessage>& msgs) {
   auto e = env.initEnqueue();
   e.setQueue(text(queue));
   auto list = e.initMessages(static_cast<unsigned>(msgs.size()));
@@ -133,8 +133,9 @@ Result<std::vector<LeasedMessage>> Client::pull(const std::string& queue, PullOp
         for (unsigned i = 0; i < list.size() && i < r.payloads.size(); ++i) {
           auto m = list[i];
           out.push_back(LeasedMessage{std::string(view(m.getId())), std::string(view(m.getLeaseId())),
-                                      std::string(frame_view(r.payloads[i])), wire::from_wire(m.getContentType()),
-                                      m.getAttempts(), m.getTimestampMs(), std::string(view(m.getKey()))});
+                                      std::string(frame_view(r.payloads[i])),
+                                      wire::from_wire(m.getContentType()), m.getAttempts(),
+                                      m.getTimestampMs(), std::string(view(m.getKey()))});
         }
         return out;
       },
@@ -211,7 +212,8 @@ Result<std::vector<QueueInfo>> Client::list_queues() {
   return core_->call<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
                                              [](Reply& r) {
                                                std::vector<QueueInfo> out;
-                                               for (auto q : r.env.getQueues()) out.push_back(wire::from_wire(q));
+                                               for (auto q : r.env.getQueues())
+                                                 out.push_back(wire::from_wire(q));
                                                return out;
                                              });
 }
@@ -227,8 +229,8 @@ Result<std::uint64_t> Client::redrive(const std::string& from, const std::string
       [](Reply& r) { return r.env.getCount(); });
 }
 
-Result<std::uint64_t> Client::tell(const std::string& object_class, const std::string& name,
-                                   std::string data, ContentType type) {
+Result<std::uint64_t> Client::tell(const std::string& object_class, const std::string& name, std::string data,
+                                   ContentType type) {
   std::promise<Result<std::uint64_t>> p;
   auto f = p.get_future();
   tell_async(object_class, name, std::move(data), type,
@@ -250,8 +252,8 @@ void Client::tell_async(const std::string& object_class, const std::string& name
       [](Reply& r) { return r.env.getCount(); }, std::move(payloads), std::move(done));
 }
 
-Result<ObjectReply> Client::call(const std::string& object_class, const std::string& name,
-                                 std::string data, std::chrono::milliseconds timeout, ContentType type) {
+Result<ObjectReply> Client::call(const std::string& object_class, const std::string& name, std::string data,
+                                 std::chrono::milliseconds timeout, ContentType type) {
   std::vector<zmq::message_t> payloads;
   payloads.emplace_back(data.data(), data.size());
   // The node answers call_timeout itself; the request's own deadline is a little longer.
@@ -266,7 +268,8 @@ Result<ObjectReply> Client::call(const std::string& object_class, const std::str
       },
       [](Reply& r) {
         if (!r.env.isObjectReply() || r.payloads.size() != 1) {
-          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str("objectReply without its payload"));
+          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                              kj::str("objectReply without its payload"));
         }
         return ObjectReply{std::string(static_cast<const char*>(r.payloads[0].data()), r.payloads[0].size()),
                            wire::from_wire(r.env.getObjectReply().getContentType())};
@@ -324,7 +327,7 @@ struct Producer::State {
   std::condition_variable cv;
   std::size_t outstanding ROOST_GUARDED_BY(mu) = 0;  // accepted by send_async, not completed
   std::size_t window = 1000;
-  std::size_t requests ROOST_GUARDED_BY(mu) = 0;  // enqueue requests in flight
+  std::size_t requests ROOST_GUARDED_BY(mu) = 0;         // enqueue requests in flight
   std::vector<NewMessage> waiting ROOST_GUARDED_BY(mu);  // accepted, not sent yet
   std::vector<Callback<std::string>> waiting_done ROOST_GUARDED_BY(mu);
 
@@ -333,8 +336,9 @@ struct Producer::State {
     std::size_t n = std::min(waiting.size(), kMaxBatch);
     std::vector<NewMessage> msgs(std::make_move_iterator(waiting.begin()),
                                  std::make_move_iterator(waiting.begin() + static_cast<std::ptrdiff_t>(n)));
-    std::vector<Callback<std::string>> dones(std::make_move_iterator(waiting_done.begin()),
-                                             std::make_move_iterator(waiting_done.begin() + static_cast<std::ptrdiff_t>(n)));
+    std::vector<Callback<std::string>> dones(
+        std::make_move_iterator(waiting_done.begin()),
+        std::make_move_iterator(waiting_done.begin() + static_cast<std::ptrdiff_t>(n)));
     waiting.erase(waiting.begin(), waiting.begin() + static_cast<std::ptrdiff_t>(n));
     waiting_done.erase(waiting_done.begin(), waiting_done.begin() + static_cast<std::ptrdiff_t>(n));
     return {std::move(msgs), std::move(dones)};
@@ -373,7 +377,8 @@ struct Producer::State {
           try {
             ids = decode_ids(r);
           } catch (const kj::Exception& ex) {
-            ids = std::unexpected(Error{ErrorCode::MALFORMED, std::string("unexpected answer: ") + ex.getDescription().cStr()});
+            ids = std::unexpected(
+                Error{ErrorCode::MALFORMED, std::string("unexpected answer: ") + ex.getDescription().cStr()});
           }
         }
         // The callbacks run before the sends count as done, so flush() sees their effects.
@@ -469,7 +474,8 @@ Result<AckResult> Consumer::ack(const std::string& lease_id) { return client_.ac
 Result<AckResult> Consumer::ack(std::vector<std::string> lease_ids) {
   return client_.ack(queue_, std::move(lease_ids));
 }
-Result<AckResult> Consumer::retry(const std::string& lease_id, std::optional<std::chrono::milliseconds> delay) {
+Result<AckResult> Consumer::retry(const std::string& lease_id,
+                                  std::optional<std::chrono::milliseconds> delay) {
   RetryRequest r{lease_id, std::nullopt};
   if (delay) r.delay_ms = static_cast<std::uint64_t>(delay->count());
   return client_.ack(queue_, {}, {r});

@@ -4,8 +4,8 @@
 // client_publish.cpp (publish runs). client.cpp holds the public classes on top.
 #pragma once
 
-#include <roost/core/thread_annotations.h>
 #include <roost/client/client.h>
+#include <roost/core/thread_annotations.h>
 
 #include <roost/core/thread_name.h>
 #include <roost/wire/codec.h>
@@ -35,12 +35,11 @@
 
 namespace roost {
 
-using wire::text;
-using wire::view;
 using wire::frame_view;
+using wire::text;
 using wire::to_frame;
+using wire::view;
 using Clock = std::chrono::steady_clock;
-
 
 // The steady clock at its coarse resolution (a few ms, a fraction of the cost): for deadlines of
 // seconds taken on every fire-and-forget publish.
@@ -55,7 +54,8 @@ inline Clock::time_point coarse_now() {
 class PayloadCursor {
  public:
   PayloadCursor(proto::ChannelMessages::Reader event, std::span<zmq::message_t> frames)
-      : sizes_(event.getSizes()), frames_(frames),
+      : sizes_(event.getSizes()),
+        frames_(frames),
         packed_(frames.empty() ? std::string_view() : frame_view(frames[0])) {}
   std::optional<std::string_view> next(unsigned i) {
     if (sizes_.size() != 0) {
@@ -93,8 +93,8 @@ inline void fill(ChannelMessage& cm, proto::ChannelMessage::Reader m, std::strin
 
 inline Error unavailable(std::string msg) { return Error{ErrorCode::UNAVAILABLE, std::move(msg)}; }
 
-inline void build_ack(proto::Envelope::Builder env, const std::string& queue, const std::vector<std::string>& acks,
-               const std::vector<RetryRequest>& retries) {
+inline void build_ack(proto::Envelope::Builder env, const std::string& queue,
+                      const std::vector<std::string>& acks, const std::vector<RetryRequest>& retries) {
   auto a = env.initAck();
   a.setQueue(text(queue));
   wire::set_texts(a.initAcks(static_cast<unsigned>(acks.size())), acks);
@@ -104,7 +104,6 @@ inline void build_ack(proto::Envelope::Builder env, const std::string& queue, co
     if (retries[i].delay_ms) rl[i].initDelayMs().setValue(*retries[i].delay_ms);
   }
 }
-
 
 // An answer (or event) as the I/O thread hands it to a completion: the envelope, its payload
 // frames, or the error that ended the request.
@@ -151,8 +150,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       return items.size() < kMaxItems && (items.empty() || data.size() + bytes <= kMaxBytes);
     }
     void add(std::string_view channel, std::string_view payload, ContentType type) {
-      Item it{0, static_cast<std::uint32_t>(channel.size()),
-              static_cast<std::uint32_t>(payload.size()), type};
+      Item it{0, static_cast<std::uint32_t>(channel.size()), static_cast<std::uint32_t>(payload.size()),
+              type};
       if (!items.empty() && name(items.back()) == channel) {
         it.name_at = items.back().name_at;
       } else {
@@ -190,7 +189,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     std::function<void(const Delivery&)> on_delivery;
     SubscribeOptions sub;
     ConsumeOptions cons;
-    std::string epoch;          // last seen (concrete channels resume from it)
+    std::string epoch;  // last seen (concrete channels resume from it)
     std::uint64_t offset = 0;
     std::promise<Result<void>>* first = nullptr;  // the opener waits on this
   };
@@ -215,12 +214,12 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
 
   Mutex mu;
   std::vector<Outgoing> outbox ROOST_GUARDED_BY(mu);
-  bool wake_pending ROOST_GUARDED_BY(mu) = false;  // the eventfd was written since the last swap
+  bool wake_pending ROOST_GUARDED_BY(mu) = false;           // the eventfd was written since the last swap
   std::vector<std::uint64_t> cancels ROOST_GUARDED_BY(mu);  // streams to cancel
   std::vector<std::uint64_t> to_open ROOST_GUARDED_BY(mu);  // streams to open
   std::map<std::uint64_t, StreamState> streams ROOST_GUARDED_BY(mu);
   std::promise<Result<void>> connected_once;
-  bool connected_once_set = false;        // io thread
+  bool connected_once_set = false;  // io thread
 
   Mutex dmu;
   std::condition_variable dcv;
@@ -263,8 +262,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     }
     std::promise<Result<T>> p;
     auto f = p.get_future();
-    async<T>(build, decode, std::move(payloads),
-             [&p](Result<T> r) { p.set_value(std::move(r)); }, timeout);
+    async<T>(
+        build, decode, std::move(payloads), [&p](Result<T> r) { p.set_value(std::move(r)); }, timeout);
     return f.get();
   }
 
@@ -276,17 +275,18 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     std::uint64_t id = next_id.fetch_add(1);
     env.setId(id);
     build(env);
-    submit(b, id, std::move(payloads),
-           [done = std::move(done), decode](Reply& r) mutable {
-             if (auto e = r.error()) return done(std::unexpected(*e));
-             try {
-               done(decode(r));
-             } catch (const kj::Exception& ex) {
-               done(std::unexpected(Error{ErrorCode::MALFORMED,
-                                          std::string("unexpected answer: ") + ex.getDescription().cStr()}));
-             }
-           },
-           timeout.value_or(options.request_timeout));
+    submit(
+        b, id, std::move(payloads),
+        [done = std::move(done), decode](Reply& r) mutable {
+          if (auto e = r.error()) return done(std::unexpected(*e));
+          try {
+            done(decode(r));
+          } catch (const kj::Exception& ex) {
+            done(std::unexpected(Error{ErrorCode::MALFORMED,
+                                       std::string("unexpected answer: ") + ex.getDescription().cStr()}));
+          }
+        },
+        timeout.value_or(options.request_timeout));
   }
 
   void to_dispatch(std::function<void()> fn);

@@ -87,15 +87,17 @@ void ClientCore::lose_connection(const std::string& why) {
   auto failing = std::move(pending);
   pending.clear();
   for (auto& [id, p] : failing) {
-    Reply r{unavailable("connection to " + options.url + " lost (" + why + "); the request may or may not have been applied"), {}, {}};
+    Reply r{unavailable("connection to " + options.url + " lost (" + why +
+                        "); the request may or may not have been applied"),
+            {},
+            {}};
     if (p.done) p.done(r);
   }
   sock.reset();
   hello_id = 0;
   instance = 0;
   if (was_ready) reconnect_count.fetch_add(1);
-  backoff = backoff.count() == 0 ? options.reconnect_min
-                                 : std::min(backoff * 2, options.reconnect_max);
+  backoff = backoff.count() == 0 ? options.reconnect_min : std::min(backoff * 2, options.reconnect_max);
   auto jitter = std::uniform_int_distribution<long>(0, backoff.count() / 2)(rng);
   reconnect_at = Clock::now() + backoff + std::chrono::milliseconds(jitter);
 }
@@ -247,8 +249,10 @@ void ClientCore::run() {
   for (auto& o : left) {
     bool fire_and_forget = o.run || (!o.done && !o.build);
     if (sock && ready && fire_and_forget) {
-      if (o.run) send_publish_batch(*o.run);
-      else send_now(o);
+      if (o.run)
+        send_publish_batch(*o.run);
+      else
+        send_now(o);
     } else {
       fail_outgoing(o, unavailable("the client is closed"));
     }
@@ -330,8 +334,10 @@ void ClientCore::close() {
     dstop = true;
   }
   dcv.notify_all();
-  if (dispatch.joinable() && dispatch.get_id() != std::this_thread::get_id()) dispatch.join();
-  else if (dispatch.joinable()) dispatch.detach();
+  if (dispatch.joinable() && dispatch.get_id() != std::this_thread::get_id())
+    dispatch.join();
+  else if (dispatch.joinable())
+    dispatch.detach();
 }
 
 Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {

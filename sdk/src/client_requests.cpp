@@ -2,8 +2,9 @@
 
 namespace roost {
 
-void ClientCore::submit(capnp::MallocMessageBuilder& b, std::uint64_t id, std::vector<zmq::message_t> payloads,
-            ReplyFn done, std::chrono::milliseconds timeout) {
+void ClientCore::submit(capnp::MallocMessageBuilder& b, std::uint64_t id,
+                        std::vector<zmq::message_t> payloads, ReplyFn done,
+                        std::chrono::milliseconds timeout) {
   Outgoing o;
   o.id = id;
   o.frames.reserve(payloads.size() + 1);
@@ -70,8 +71,8 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
       // The node forgot this connection (restart, or we were silent too long). The request
       // was not applied: say hello again and resend it then.
       if (auto it = pending.find(id); it != pending.end()) {
-        waiting.push_back(Outgoing{id, std::move(it->second.frames), std::move(it->second.done),
-                                   it->second.deadline});
+        waiting.push_back(
+            Outgoing{id, std::move(it->second.frames), std::move(it->second.done), it->second.deadline});
         pending.erase(it);
       }
       if (hello_id == 0) {

@@ -147,9 +147,13 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         auto m = list[i];
         Delivery d;
         d.queue = queue;
-        d.message = LeasedMessage{std::string(view(m.getId())), std::string(view(m.getLeaseId())),
-                                  std::string(frame_view(r.payloads[i])), wire::from_wire(m.getContentType()),
-                                  m.getAttempts(), m.getTimestampMs(), std::string(view(m.getKey()))};
+        d.message = LeasedMessage{std::string(view(m.getId())),
+                                  std::string(view(m.getLeaseId())),
+                                  std::string(frame_view(r.payloads[i])),
+                                  wire::from_wire(m.getContentType()),
+                                  m.getAttempts(),
+                                  m.getTimestampMs(),
+                                  std::string(view(m.getKey()))};
         d.core_ = weak_from_this();
         batch->push_back(std::move(d));
       }

@@ -23,9 +23,7 @@ EnvelopeReader::EnvelopeReader(const void* data, std::size_t size) {
   reader_->getRoot<proto::Envelope>().which();
 }
 
-kj::Array<capnp::word> encode(capnp::MessageBuilder& message) {
-  return capnp::messageToFlatArray(message);
-}
+kj::Array<capnp::word> encode(capnp::MessageBuilder& message) { return capnp::messageToFlatArray(message); }
 
 std::size_t encoded_size(capnp::MessageBuilder& message) {
   return capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
@@ -43,7 +41,8 @@ void encode_to(capnp::MessageBuilder& message, void* out, std::size_t size) {
   };
   std::memset(p, 0, table);
   put32(0, static_cast<std::uint32_t>(segments.size() - 1));
-  for (std::size_t i = 0; i < segments.size(); ++i) put32(4 + 4 * i, static_cast<std::uint32_t>(segments[i].size()));
+  for (std::size_t i = 0; i < segments.size(); ++i)
+    put32(4 + 4 * i, static_cast<std::uint32_t>(segments[i].size()));
   std::size_t at = table;
   for (auto seg : segments) {
     auto bytes = seg.asBytes();

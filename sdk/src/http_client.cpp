@@ -103,8 +103,7 @@ HttpResponse HttpClient::request(const std::string& method, const std::string& t
       d.stream->expires_after(d.timeout);
       d.run([&](auto handler) { http::async_read(*d.stream, d.buffer, parser, handler); });
       auto res = parser.release();
-      HttpResponse out{res.result_int(), std::move(res.body()),
-                       std::string(res[http::field::content_type])};
+      HttpResponse out{res.result_int(), std::move(res.body()), std::string(res[http::field::content_type])};
       if (!res.keep_alive()) d.stream.reset();
       return out;
     } catch (const std::system_error&) {

@@ -32,9 +32,7 @@ json::value parse(std::string_view data) {
 // answered "pong" by the gateway once the object set its auto-response.
 class Counter : public roost::Actor {
  public:
-  void on_activate(roost::Context& ctx) override {
-    ctx.set_auto_response("ping", R"({"auto":"pong"})");
-  }
+  void on_activate(roost::Context& ctx) override { ctx.set_auto_response("ping", R"({"auto":"pong"})"); }
   void on_message(roost::Context& ctx, const roost::Message& m) override {
     auto n = bump(ctx);
     auto v = parse(m.data);
@@ -80,7 +78,8 @@ class Counter : public roost::Actor {
       ctx.set_attachment(s, std::string((16 << 10) + 1, 'a'));  // the limit is 16 KiB: throws
     }
     std::string q(req.query);
-    if (auto p = q.find("tag="); p != std::string::npos) ctx.set_tags(s, {q.substr(p + 4, q.find('&', p) - p - 4)});
+    if (auto p = q.find("tag="); p != std::string::npos)
+      ctx.set_tags(s, {q.substr(p + 4, q.find('&', p) - p - 4)});
     ctx.set_attachment(s, q);
     ctx.send(s, json::serialize(json::object{{"hello", get_int(ctx.storage(), "a")}}));
   }
@@ -115,8 +114,9 @@ class Log : public roost::Actor {
  public:
   void on_message(roost::Context& ctx, const roost::Message& m) override {
     if (running_.fetch_add(1) != 0) ctx.storage().put("overlap", "1");
-    if (m.data == "\"stall\"") std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a backlog forms
-    std::this_thread::sleep_for(std::chrono::microseconds(200));  // widen any overlap
+    if (m.data == "\"stall\"")
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a backlog forms
+    std::this_thread::sleep_for(std::chrono::microseconds(200));    // widen any overlap
     auto n = get_int(ctx.storage(), "count");
     char key[32];
     std::snprintf(key, sizeof key, "log/%08lld", static_cast<long long>(n));
@@ -142,7 +142,8 @@ class Flaky : public roost::Actor {
  public:
   void on_message(roost::Context& ctx, const roost::Message& m) override {
     auto v = parse(m.data);
-    std::string mode = v.is_object() && v.as_object().contains("fail") ? json::value_to<std::string>(v.at("fail")) : "";
+    std::string mode =
+        v.is_object() && v.as_object().contains("fail") ? json::value_to<std::string>(v.at("fail")) : "";
     ctx.storage().put("poison", "written by a turn that may throw");
     if (mode == "always" || (mode == "once" && m.attempt == 1)) {
       ctx.storage().put("attempts", std::to_string(m.attempt));
@@ -169,7 +170,8 @@ class Slow : public roost::Actor {
     if (v.is_object() && v.as_object().contains("sleep_ms")) {
       std::this_thread::sleep_for(std::chrono::milliseconds(v.at("sleep_ms").to_number<int>()));
     }
-    if (m.content_type == roost::ContentType::kText) return ctx.reply("text:" + std::string(m.data), roost::ContentType::kText);
+    if (m.content_type == roost::ContentType::kText)
+      return ctx.reply("text:" + std::string(m.data), roost::ContentType::kText);
     ctx.reply(R"({"slept":true})");
   }
 };
@@ -192,12 +194,16 @@ class Alarm : public roost::Actor {
     }
   }
   void on_alarm(roost::Context& ctx, const roost::AlarmInfo& a) override {
-    if (ctx.storage().get("fail_first") && a.retry_count == 0) throw std::runtime_error("alarm turn fails once");
+    if (ctx.storage().get("fail_first") && a.retry_count == 0)
+      throw std::runtime_error("alarm turn fails once");
     auto n = get_int(ctx.storage(), "fired");
     char key[32];
     std::snprintf(key, sizeof key, "fire/%06lld", static_cast<long long>(n));
-    json::object o{{"name", std::string(a.name)}, {"missed", a.missed}, {"retry_count", a.retry_count},
-                   {"scheduled_ms", a.scheduled_ms}, {"at_ms", ctx.now_ms()}};
+    json::object o{{"name", std::string(a.name)},
+                   {"missed", a.missed},
+                   {"retry_count", a.retry_count},
+                   {"scheduled_ms", a.scheduled_ms},
+                   {"at_ms", ctx.now_ms()}};
     ctx.storage().put(key, json::serialize(o));
     ctx.storage().put("fired", std::to_string(n + 1));
   }
@@ -217,14 +223,16 @@ class Listener : public roost::Actor {
       auto n = get_int(ctx.storage(), "n");
       char key[32];
       std::snprintf(key, sizeof key, "got/%06lld", static_cast<long long>(n));
-      ctx.storage().put(key, json::serialize(json::object{{"subject", std::string(m.subject)}, {"data", parse(m.data)}}));
+      ctx.storage().put(
+          key, json::serialize(json::object{{"subject", std::string(m.subject)}, {"data", parse(m.data)}}));
       ctx.storage().put("n", std::to_string(n + 1));
       return;
     }
     auto v = parse(m.data);
     if (!v.is_object()) return;
     if (v.as_object().contains("subscribe")) ctx.subscribe(json::value_to<std::string>(v.at("subscribe")));
-    if (v.as_object().contains("unsubscribe")) ctx.unsubscribe(json::value_to<std::string>(v.at("unsubscribe")));
+    if (v.as_object().contains("unsubscribe"))
+      ctx.unsubscribe(json::value_to<std::string>(v.at("unsubscribe")));
   }
   void on_call(roost::Context& ctx, const roost::Message&) override {
     json::array got;

@@ -1,8 +1,8 @@
-#include <roost/gateway/frames.h>
 #include <roost/channels/hub.h>
 #include <roost/channels/outgoing_queue.h>
-#include <roost/core/subject.h>
 #include <roost/channels/subscription_trie.h>
+#include <roost/core/subject.h>
+#include <roost/gateway/frames.h>
 
 #include <catch2/catch.hpp>
 
@@ -104,10 +104,10 @@ TEST_CASE("hub fans one immutable payload out to matching subscribers", "[channe
   REQUIRE(exact->got.size() == 1);
   REQUIRE(wild->got.size() == 1);
   CHECK(exact->got[0].get() == wild->got[0].get());  // the same message object
-  CHECK(exact->got[0]->audience == 2);                // the delivery hint: how many it reached
+  CHECK(exact->got[0]->audience == 2);               // the delivery hint: how many it reached
   CHECK(*roost::gateway::browser_frame(*exact->got[0]) ==
-        R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" +
-            r->epoch + "\"}");
+        R"({"op":"message","channel":"chat.room1","data":{"text":"hi"},"offset":1,"epoch":")" + r->epoch +
+            "\"}");
   CHECK(other->got.empty());
   CHECK(hub.presence("chat.room1").subscribers == 2);
   CHECK(hub.presence("chat.room1").direct == 1);
@@ -178,8 +178,7 @@ TEST_CASE("history: resume fills the gap, or says reset when it cannot", "[chann
   CHECK(none->reset);
 }
 
-TEST_CASE("each subscriber sees one channel's messages in offset order under concurrency",
-          "[channels]") {
+TEST_CASE("each subscriber sees one channel's messages in offset order under concurrency", "[channels]") {
   Hub hub({}, now);
   auto rec = std::make_shared<Recorder>();
   hub.subscribe("load.x", rec);
@@ -215,8 +214,10 @@ TEST_CASE("outgoing queue: bounded, drop counts, disconnect policy", "[channels]
   CHECK(q.take_dropped() == 2);
   CHECK(q.take_dropped() == 0);
   OutgoingQueue bytes(100, 10);
-  CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) == OutgoingQueue::Push::kQueued);
-  CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) == OutgoingQueue::Push::kDropped);
+  CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) ==
+        OutgoingQueue::Push::kQueued);
+  CHECK(bytes.push(std::make_shared<const std::string>(8, 'a'), SlowPolicy::kDrop) ==
+        OutgoingQueue::Push::kDropped);
   CHECK(bytes.bytes() == 8);
 }
 
@@ -241,7 +242,8 @@ TEST_CASE("join / leave events of direct subscribers, only where the namespace a
   auto kinds = [](Recorder& r) {
     std::lock_guard lock(r.mu);
     std::vector<std::pair<MessageKind, std::uint64_t>> out;
-    for (auto& m : r.got) out.emplace_back(m->kind, m->kind == MessageKind::kData ? m->offset : m->subscribers);
+    for (auto& m : r.got)
+      out.emplace_back(m->kind, m->kind == MessageKind::kData ? m->offset : m->subscribers);
     return out;
   };
   using K = MessageKind;
@@ -253,7 +255,8 @@ TEST_CASE("join / leave events of direct subscribers, only where the namespace a
   CHECK(kinds(*b) == std::vector<std::pair<K, std::uint64_t>>{{K::kData, 1}});
   {
     std::lock_guard lock(a->mu);
-    CHECK(*roost::gateway::browser_frame(*a->got[0]) == R"({"op":"join","channel":"room.a","subscribers":2})");
+    CHECK(*roost::gateway::browser_frame(*a->got[0]) ==
+          R"({"op":"join","channel":"room.a","subscribers":2})");
     CHECK(roost::gateway::sse_frame(*a->got[0])->starts_with("event: join\ndata: {"));
   }
   // Presence events take no offset and stay out of history.

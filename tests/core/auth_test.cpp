@@ -38,7 +38,8 @@ TEST_CASE("without a secret only loopback clients are let in, with every right",
 TEST_CASE("HS256 tokens: signature, algorithm, expiry, grants", "[gateway][auth]") {
   Authenticator auth("s3cret", [] { return std::int64_t{1000}; });
   auto remote = make_address("192.0.2.10");
-  auto good = sign_jwt("s3cret", R"({"exp":2000,"roost":{"publish":["a.b"],"subscribe":["a.>"],"queues":["q"]}})");
+  auto good =
+      sign_jwt("s3cret", R"({"exp":2000,"roost":{"publish":["a.b"],"subscribe":["a.>"],"queues":["q"]}})");
   auto p = auth.authenticate(good, remote);
   REQUIRE(p);
   CHECK_FALSE(p->unrestricted);
@@ -47,7 +48,8 @@ TEST_CASE("HS256 tokens: signature, algorithm, expiry, grants", "[gateway][auth]
   CHECK(p->may_subscribe("a.*"));
   CHECK(p->may_use_queue("q"));
   CHECK_FALSE(p->may_use_queue("r"));
-  CHECK(auth.authenticate(sign_jwt("s3cret", R"({"exp":999})"), remote).error().code == ErrorCode::UNAUTHORIZED);
+  CHECK(auth.authenticate(sign_jwt("s3cret", R"({"exp":999})"), remote).error().code ==
+        ErrorCode::UNAUTHORIZED);
   CHECK_FALSE(auth.authenticate(sign_jwt("other", R"({})"), remote));
   CHECK_FALSE(auth.authenticate("", remote));
   CHECK_FALSE(auth.authenticate("a.b", remote));
@@ -58,7 +60,8 @@ TEST_CASE("HS256 tokens: signature, algorithm, expiry, grants", "[gateway][auth]
   CHECK(auth.authenticate(sign_jwt("s3cret", R"({"roost":{}})"), remote));
 }
 
-TEST_CASE("hardening 12: nbf is checked; an IPv4-mapped loopback address is loopback", "[gateway][auth][hardening]") {
+TEST_CASE("hardening 12: nbf is checked; an IPv4-mapped loopback address is loopback",
+          "[gateway][auth][hardening]") {
   Authenticator auth("k", [] { return std::int64_t{1'000'000}; });
   CHECK_FALSE(auth.authenticate(sign_jwt("k", R"({"nbf":1000060})"), make_address("10.0.0.1")));
   CHECK(auth.authenticate(sign_jwt("k", R"({"nbf":1000000})"), make_address("10.0.0.1")));

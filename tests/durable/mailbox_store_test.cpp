@@ -21,8 +21,10 @@ class FnOp final : public Op {
   FnOp(std::function<void(WriteContext&)> fn, std::promise<void>& done) : fn_(std::move(fn)), done_(done) {}
   void apply(WriteContext& ctx) override { fn_(ctx); }
   void complete(const Error* e) override {
-    if (e) done_.set_exception(std::make_exception_ptr(std::runtime_error(e->message)));
-    else done_.set_value();
+    if (e)
+      done_.set_exception(std::make_exception_ptr(std::runtime_error(e->message)));
+    else
+      done_.set_value();
   }
 
  private:
@@ -99,7 +101,8 @@ TEST_CASE("mailbox: storage get, prefix and range scans stay inside the object",
   auto a = MailboxStore::object_key("c", "a");
   auto b = MailboxStore::object_key("c", "b");
   f.write([&](WriteContext& ctx) {
-    for (auto k : {"log/1", "log/2", "log/3", "other"}) f.store->kv_put_in(ctx.txn, a, k, std::string("v") + k);
+    for (auto k : {"log/1", "log/2", "log/3", "other"})
+      f.store->kv_put_in(ctx.txn, a, k, std::string("v") + k);
     f.store->kv_put_in(ctx.txn, b, "log/9", "b's");
   });
   CHECK(f.store->kv_get(a, "log/2") == "vlog/2");
@@ -116,7 +119,8 @@ TEST_CASE("mailbox: storage get, prefix and range scans stay inside the object",
   CHECK(f.store->kv_scan(a, "log/", "", "", 0).size() == 2);
 }
 
-TEST_CASE("mailbox: alarms fire once, repeat with a missed count, can be replaced and cancelled", "[durable][mailbox]") {
+TEST_CASE("mailbox: alarms fire once, repeat with a missed count, can be replaced and cancelled",
+          "[durable][mailbox]") {
   test::TempDir dir("roost-mbox");
   Fixture f(dir.path());
   auto o = MailboxStore::object_key("alarm", "o");

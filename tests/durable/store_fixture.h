@@ -61,8 +61,7 @@ class StoreFixture {
   durable::Result<QueueInfo> put(const std::string& q, QueueConfigPatch patch = {}) {
     return wait_for<QueueInfo>([&](auto cb) { store_->put_queue(q, patch, std::move(cb)); });
   }
-  durable::Result<std::vector<std::string>> enqueue(const std::string& q,
-                                                    std::vector<NewMessage> msgs) {
+  durable::Result<std::vector<std::string>> enqueue(const std::string& q, std::vector<NewMessage> msgs) {
     return wait_for<std::vector<std::string>>(
         [&](auto cb) { store_->enqueue(q, std::move(msgs), std::move(cb)); });
   }
@@ -81,8 +80,7 @@ class StoreFixture {
     PullOptions o;
     o.batch_size = n;
     o.visibility_timeout_ms = vis;
-    return wait_for<std::vector<LeasedMessage>>(
-        [&](auto cb) { store_->pull(q, o, std::move(cb)); });
+    return wait_for<std::vector<LeasedMessage>>([&](auto cb) { store_->pull(q, o, std::move(cb)); });
   }
   durable::Result<AckResult> ack(const std::string& q, std::vector<std::string> acks,
                                  std::vector<RetryRequest> retries = {}) {
@@ -91,8 +89,7 @@ class StoreFixture {
   }
   durable::Result<std::uint64_t> redrive(const std::string& from, const std::string& to,
                                          std::uint64_t max = 0) {
-    return wait_for<std::uint64_t>(
-        [&](auto cb) { store_->redrive(from, to, max, std::move(cb)); });
+    return wait_for<std::uint64_t>([&](auto cb) { store_->redrive(from, to, max, std::move(cb)); });
   }
   durable::Result<bool> del(const std::string& q) {
     return wait_for<bool>([&](auto cb) { store_->delete_queue(q, std::move(cb)); });

@@ -2,9 +2,9 @@
 // slow consumers, every error code, JWT and Origin checks.
 #include <thread>
 
+#include <roost/core/auth.h>
 #include "../support/ws_client.h"
 #include "http_fixture.h"
-#include <roost/core/auth.h>
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -18,7 +18,8 @@ json::value pub(const char* channel, json::value data, int id = 2) {
   return json::object{{"op", "publish"}, {"id", id}, {"channel", channel}, {"data", data}};
 }
 // Reads an SSE stream's raw bytes until `needle` shows up or the time is over.
-std::string sse_read_until(boost::asio::ip::tcp::socket& s, const std::string& needle, int timeout_ms = 3000) {
+std::string sse_read_until(boost::asio::ip::tcp::socket& s, const std::string& needle,
+                           int timeout_ms = 3000) {
   std::string got;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   s.non_blocking(true);
@@ -108,7 +109,8 @@ TEST_CASE("WebSocket publish without an id is answered only when it fails", "[in
   CHECK(b.expect("error").at("code") == "invalid_argument");  // data is required
 }
 
-TEST_CASE("HTTP publish reaches WebSocket and SSE subscribers; presence counts them", "[integration][channels]") {
+TEST_CASE("HTTP publish reaches WebSocket and SSE subscribers; presence counts them",
+          "[integration][channels]") {
   Server s;
   WsClient ws(s.proc().port());
   ws.send(sub("orders.>"));
@@ -143,24 +145,31 @@ TEST_CASE("resume from history after a disconnect, or reset when the gap can't b
   }
   for (int i = 1; i <= 4; ++i) s.http().post("/v1/channels/chat.room1/publish", std::to_string(i));
   WsClient b(s.proc().port());
-  b.send(json::object{{"op", "subscribe"}, {"id", 1}, {"channel", "chat.room1"},
+  b.send(json::object{{"op", "subscribe"},
+                      {"id", 1},
+                      {"channel", "chat.room1"},
                       {"since", json::object{{"epoch", epoch}, {"offset", 2}}}});
   auto ok = b.expect("ok");
   CHECK(ok.at("recovered") == 2);
   CHECK(b.expect("message").at("offset") == 3);
   CHECK(b.expect("message").at("offset") == 4);
   WsClient c(s.proc().port());
-  c.send(json::object{{"op", "subscribe"}, {"id", 1}, {"channel", "chat.room1"},
+  c.send(json::object{{"op", "subscribe"},
+                      {"id", 1},
+                      {"channel", "chat.room1"},
                       {"since", json::object{{"epoch", epoch}, {"offset", 0}}}});  // 1 is gone
   auto reset = c.expect("reset");
   CHECK(reset.at("offset") == 4);
   WsClient d(s.proc().port());
-  d.send(json::object{{"op", "subscribe"}, {"id", 1}, {"channel", "chat.room1"},
+  d.send(json::object{{"op", "subscribe"},
+                      {"id", 1},
+                      {"channel", "chat.room1"},
                       {"since", json::object{{"epoch", "stale"}, {"offset", 2}}}});
   CHECK(d.expect("reset").at("epoch") == epoch.c_str());
   // SSE resumes with Last-Event-ID.
   boost::asio::io_context io;
-  auto sse = sse_open(io, s.proc().port(), "/v1/channels/chat.room1/events", "Last-Event-ID: " + epoch + ":3\r\n");
+  auto sse =
+      sse_open(io, s.proc().port(), "/v1/channels/chat.room1/events", "Last-Event-ID: " + epoch + ":3\r\n");
   auto text = sse_read_until(sse, ":4\n");
   CHECK(text.find("id: " + epoch + ":4") != std::string::npos);
   CHECK(text.find("id: " + epoch + ":3") == std::string::npos);
@@ -230,7 +239,9 @@ TEST_CASE("channel errors have stable codes", "[integration][channels]") {
   CHECK(a.expect("error").at("message").as_string().find("empty token") != json::string::npos);
   a.send(pub("chat.*", 1));
   CHECK(a.expect("error").at("code") == "invalid_argument");
-  a.send(json::object{{"op", "subscribe"}, {"id", 1}, {"channel", "chat.*"},
+  a.send(json::object{{"op", "subscribe"},
+                      {"id", 1},
+                      {"channel", "chat.*"},
                       {"since", json::object{{"epoch", "x"}, {"offset", 1}}}});
   CHECK(a.expect("error").at("code") == "invalid_argument");
   a.send(sub("dup.x"));
@@ -257,10 +268,12 @@ TEST_CASE("channel errors have stable codes", "[integration][channels]") {
 TEST_CASE("JWT: tokens are verified and their grants enforced", "[integration][auth]") {
   const std::string secret = "test-secret-please-change";
   Server s({"--auth-secret", secret});
-  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  auto token = roost::sign_jwt(secret,
-      R"({"exp":)" + std::to_string(now + 600) +
-      R"(,"roost":{"publish":["chat.room1"],"subscribe":["chat.>"],"queues":["jobs"]}})");
+  auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  auto token = roost::sign_jwt(
+      secret, R"({"exp":)" + std::to_string(now + 600) +
+                  R"(,"roost":{"publish":["chat.room1"],"subscribe":["chat.>"],"queues":["jobs"]}})");
   auto expired = roost::sign_jwt(secret, R"({"exp":)" + std::to_string(now - 10) + R"(,"roost":{}})");
   auto forged = roost::sign_jwt("other-secret", R"({"roost":{"publish":[">"]}})");
 
@@ -411,7 +424,8 @@ TEST_CASE("join and leave events over WebSocket and SSE (namespace join_leave)",
   CHECK(m.at("channel") == "plain.x");
 }
 
-TEST_CASE("channels unused for channel_idle_ms are forgotten; subscribed ones stay", "[integration][channels]") {
+TEST_CASE("channels unused for channel_idle_ms are forgotten; subscribed ones stay",
+          "[integration][channels]") {
   Server s({"--channel-idle-ms", "300"});
   auto channels = [&] {
     auto text = s.http().get("/metrics").body;

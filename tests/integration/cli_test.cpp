@@ -94,5 +94,6 @@ TEST_CASE("hardening: small things a new user hits with the CLI", "[integration]
   CHECK(plain.status != 0);
   CHECK(plain.out.find("--server-key") != std::string::npos);
   CHECK(curve.proc().log().find("native handshake failed") != std::string::npos);
-  CHECK(run("queue list --server-key '" + std::string(pub) + "' --url " + curve.proc().endpoint()).status == 0);
+  CHECK(run("queue list --server-key '" + std::string(pub) + "' --url " + curve.proc().endpoint()).status ==
+        0);
 }

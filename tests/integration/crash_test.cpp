@@ -36,7 +36,8 @@ TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]
         try {
           roost::client::HttpClient h(proc.url(), 3s);
           for (int n = 0; n < 100'000 && !stop; ++n) {
-            std::string token = "r" + std::to_string(round) + "p" + std::to_string(p) + "n" + std::to_string(n);
+            std::string token =
+                "r" + std::to_string(round) + "p" + std::to_string(p) + "n" + std::to_string(n);
             auto r = h.post("/v1/queues/crash/messages", R"({"body":")" + token + R"("})");
             if (r.status != 201) break;
             std::lock_guard lock(mu);
@@ -95,8 +96,8 @@ TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]
     if (msgs.empty()) break;
     for (auto& m : msgs) remaining[std::string(m.at("body").as_string())] += 1;
   }
-  INFO("enqueued " << enqueued.size() << ", acks confirmed " << ack_confirmed.size()
-                   << ", remaining " << remaining.size());
+  INFO("enqueued " << enqueued.size() << ", acks confirmed " << ack_confirmed.size() << ", remaining "
+                   << remaining.size());
   CHECK(enqueued.size() > 100);  // the load was real
   CHECK(ack_confirmed.size() > 10);
   std::size_t lost = 0, duplicated = 0, resurrected = 0;

@@ -1,7 +1,7 @@
 // Issue 12, hardening: what a hostile client could do to a node before, one test per point, each
 // against the real binary over real sockets. Memory points read the node's RSS from /proc.
-#include <roost/core/auth.h>
 #include <roost/client/client.h>
+#include <roost/core/auth.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -15,10 +15,10 @@
 #include <cstdlib>
 #include <thread>
 
+#include "../support/eventually.h"
 #include "../support/raw_native_client.h"
 #include "../support/ws_client.h"
 #include "http_fixture.h"
-#include "../support/eventually.h"
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -36,7 +36,8 @@ std::uint64_t proc_mib(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.starts_with(field + ":")) return std::strtoull(line.c_str() + field.size() + 1, nullptr, 10) / 1024;
+    if (line.starts_with(field + ":"))
+      return std::strtoull(line.c_str() + field.size() + 1, nullptr, 10) / 1024;
   }
   return 0;
 }
@@ -63,7 +64,6 @@ std::uint64_t metric(Server& s, const std::string& name) {
   if (at == std::string::npos) return ~std::uint64_t{0};
   return std::strtoull(text.c_str() + at + name.size() + 2, nullptr, 10);
 }
-
 
 std::string status_line(const std::string& raw) { return raw.substr(0, raw.find("\r\n")); }
 
@@ -193,7 +193,8 @@ TEST_CASE("hardening 6: WebSocket errors are small and bounded; a client that ne
   WsClient c(s.proc().port());
   std::string op(60'000, 'x');
   // 600 frames of 60 KB with an unknown op, none of the answers read.
-  for (int i = 0; i < 600; ++i) c.send(R"({"op":")" + op + R"(","channel":"a","id":)" + std::to_string(i) + "}");
+  for (int i = 0; i < 600; ++i)
+    c.send(R"({"op":")" + op + R"(","channel":"a","id":)" + std::to_string(i) + "}");
   auto grown = proc_mib(s.proc().pid(), "VmRSS");
   INFO("RSS " << base << " → " << grown << " MiB");
   CHECK(grown < base + 40 + kSlackMib);
@@ -261,7 +262,8 @@ TEST_CASE("hardening 8: per-connection subscription caps and a cap on client-cho
   Server s({"--max-subscriptions-per-connection", "5"});
   WsClient c(s.proc().port());
   for (int i = 0; i < 5; ++i) {
-    c.send(json::serialize(json::object{{"op", "subscribe"}, {"id", i}, {"channel", "cap." + std::to_string(i)}}));
+    c.send(json::serialize(
+        json::object{{"op", "subscribe"}, {"id", i}, {"channel", "cap." + std::to_string(i)}}));
     c.expect("ok");
   }
   c.send(R"({"op":"subscribe","id":9,"channel":"cap.9"})");
@@ -290,11 +292,13 @@ TEST_CASE("hardening 8: per-connection subscription caps and a cap on client-cho
   CHECK(eventually([&] { return metric(s, "roost_endpoint_sessions") == 1; }, 3s));
 }
 
-TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itself", "[integration][hardening][auth]") {
+TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itself",
+          "[integration][hardening][auth]") {
   const std::string secret = "hardening-secret";
   Server s({"--auth-secret", secret});
   roost::client::HttpClient h(s.proc().url());
-  h.set_header("Authorization", "Bearer " + roost::sign_jwt(secret, R"({"roost":{"queues":["jobs","jobs-dlq"]}})"));
+  h.set_header("Authorization",
+               "Bearer " + roost::sign_jwt(secret, R"({"roost":{"queues":["jobs","jobs-dlq"]}})"));
   auto r = h.put("/v1/queues/jobs", R"({"dead_letter_queue":"victim","max_retries":0})");
   CHECK(r.status == 403);
   CHECK(error_code(r) == "forbidden");
@@ -317,7 +321,8 @@ TEST_CASE("hardening 9: a dead-letter queue must be granted like the queue itsel
   CHECK(admin.get("/v1/queues/victim").status == 404);  // never created
 }
 
-TEST_CASE("hardening 10: a native session belongs to the connection that said hello", "[integration][hardening][native]") {
+TEST_CASE("hardening 10: a native session belongs to the connection that said hello",
+          "[integration][hardening][native]") {
   const std::string secret = "native-secret";
   Server s({"--auth-secret", secret});
   auto token = roost::sign_jwt(secret, R"({"roost":{"queues":[">"]}})");
@@ -375,8 +380,9 @@ TEST_CASE("hardening 11: cross-site writes and DNS rebinding are refused on a no
   CHECK(h.get("/v1/queues").status == 200);
   // WebSockets: a foreign Origin, or a foreign Host, is refused at the handshake.
   CHECK_THROWS(WsClient(s.proc().port(), WsOptions{"/v1/ws", "http://evil.example"}));
-  auto raw = h.raw_exchange("GET /v1/ws HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  auto raw = h.raw_exchange(
+      "GET /v1/ws HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
   CHECK(raw.find("HTTP/1.1 403") == 0);
 }
 
@@ -397,11 +403,14 @@ TEST_CASE("hardening 13: a long poll whose client went away leases nothing", "[i
     boost::asio::io_context io;
     std::vector<boost::asio::ip::tcp::socket> polls;
     std::string body = R"({"batch_size":1,"wait_ms":20000})";
-    std::string req = "POST /v1/queues/work/messages/pull HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string req =
+        "POST /v1/queues/work/messages/pull HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
     for (int i = 0; i < 100; ++i) {
       polls.emplace_back(io);
-      polls.back().connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(s.proc().port())});
+      polls.back().connect(
+          {boost::asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(s.proc().port())});
       boost::asio::write(polls.back(), boost::asio::buffer(req));
     }
     CHECK(eventually([&] { return metric(s, "roost_long_polls_total") >= 100; }));
@@ -410,13 +419,15 @@ TEST_CASE("hardening 13: a long poll whose client went away leases nothing", "[i
   for (int i = 0; i < 5; ++i) REQUIRE(s.send("work", R"({"body":)" + std::to_string(i) + "}").status == 201);
   CHECK(eventually([&] { return s.stats("work").at("ready") == 5; }));
   auto got = s.pull_messages("work", R"({"batch_size":10,"wait_ms":3000})");
-  INFO(s.http().get("/metrics").body.substr(0, 0) << "abandoned polls: " << metric(s, "roost_long_polls_abandoned_total"));
+  INFO(s.http().get("/metrics").body.substr(0, 0)
+       << "abandoned polls: " << metric(s, "roost_long_polls_abandoned_total"));
   CHECK(got.size() == 5);
   for (const auto& m : got) CHECK(m.at("attempts") == 1);
   CHECK(s.stats("work").at("dropped") == 0);
 }
 
-TEST_CASE("hardening 14: JSON numbers survive or are refused; text must be UTF-8", "[integration][hardening]") {
+TEST_CASE("hardening 14: JSON numbers survive or are refused; text must be UTF-8",
+          "[integration][hardening]") {
   Server s;
   auto r = s.send("q", R"({"body":{"x":1e400}})");
   CHECK(r.status == 400);
@@ -424,7 +435,8 @@ TEST_CASE("hardening 14: JSON numbers survive or are refused; text must be UTF-8
   r = s.send("q", R"({"body":123456789012345678901234567890})");
   CHECK(r.status == 400);
   CHECK(s.http().post("/v1/channels/c.x/publish", "-1e999").status == 400);
-  REQUIRE(s.send("q", R"({"body":{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1}})").status == 201);
+  REQUIRE(s.send("q", R"({"body":{"big":18446744073709551615,"neg":-9223372036854775808,"f":0.1}})").status ==
+          201);
   auto msgs = s.pull_messages("q");
   REQUIRE(msgs.size() == 1);
   CHECK(msgs[0].at("body").at("big").as_uint64() == 18446744073709551615ull);
@@ -449,7 +461,8 @@ TEST_CASE("hardening 14: JSON numbers survive or are refused; text must be UTF-8
   CHECK(p.error().code == roost::ErrorCode::MALFORMED);
 }
 
-TEST_CASE("hardening 15: a call whose handler never replies is an error with a code", "[integration][hardening][objects]") {
+TEST_CASE("hardening 15: a call whose handler never replies is an error with a code",
+          "[integration][hardening][objects]") {
   Server s({"--actors", ROOST_TEST_ACTORS});
   auto r = s.http().post("/v1/objects/counter/quiet/call", R"({"noreply":true})");
   CHECK(r.status == 502);
@@ -508,7 +521,8 @@ TEST_CASE("hardening 3: at max_storage_bytes what frees or rewrites space still 
           "[integration][hardening][durable]") {
   Server s({"--max-storage-bytes", "8388608"});
   json::array batch;
-  for (int i = 0; i < 500; ++i) batch.push_back(json::object{{"body", json::object{{"i", i}, {"pad", std::string(50, 'p')}}}});
+  for (int i = 0; i < 500; ++i)
+    batch.push_back(json::object{{"body", json::object{{"i", i}, {"pad", std::string(50, 'p')}}}});
   std::string body = json::serialize(json::object{{"messages", batch}});
   int batches = 0;
   roost::client::HttpResponse last;
@@ -535,7 +549,8 @@ TEST_CASE("hardening 3: at max_storage_bytes what frees or rewrites space still 
   CHECK(s.send("q", body).status == 201);
 }
 
-TEST_CASE("hardening 15: objects whose turns block do not starve an unrelated object", "[integration][hardening][objects]") {
+TEST_CASE("hardening 15: objects whose turns block do not starve an unrelated object",
+          "[integration][hardening][objects]") {
   Server s({"--actors", ROOST_TEST_ACTORS, "--actor-threads", "2"});
   std::vector<std::thread> blockers;
   for (int i = 0; i < 4; ++i) {

@@ -70,10 +70,10 @@ TEST_CASE("enqueue is acknowledged with ids; pull leases; ack removes", "[integr
   CHECK(st.at("in_flight") == 4);
   CHECK(st.at("ready") == 0);
 
-  json::object body{{"acks", json::array{json::object{{"lease_id", msgs[0].at("lease_id")}},
-                                         json::object{{"lease_id", "0000000000000099-0000000000000001"}}}},
-                    {"retries", json::array{json::object{{"lease_id", msgs[1].at("lease_id")},
-                                                         {"delay_ms", 0}}}}};
+  json::object body{
+      {"acks", json::array{json::object{{"lease_id", msgs[0].at("lease_id")}},
+                           json::object{{"lease_id", "0000000000000099-0000000000000001"}}}},
+      {"retries", json::array{json::object{{"lease_id", msgs[1].at("lease_id")}, {"delay_ms", 0}}}}};
   r = s.ack("jobs", json::serialize(body));
   REQUIRE(r.status == 200);
   auto a = body_json(r);
@@ -230,8 +230,7 @@ TEST_CASE("restart: unacked messages are visible again, acked ones never return"
   CHECK(again[0].at("attempts") == 2);
 }
 
-TEST_CASE("SIGTERM drains: a waiting long poll is answered and the process exits 0",
-          "[integration]") {
+TEST_CASE("SIGTERM drains: a waiting long poll is answered and the process exits 0", "[integration]") {
   Server s;
   s.put_queue("g");
   std::thread killer([&] {
@@ -264,8 +263,7 @@ TEST_CASE("a SIGTERM that comes while the node is exiting does not turn its clea
 }
 
 TEST_CASE("every error code over HTTP", "[integration]") {
-  Server s({"--max-message-bytes", "1024", "--max-request-bytes", "65536", "--max-header-bytes",
-            "2048"});
+  Server s({"--max-message-bytes", "1024", "--max-request-bytes", "65536", "--max-header-bytes", "2048"});
   auto& h = s.http();
   s.put_queue("e");
 
@@ -275,11 +273,10 @@ TEST_CASE("every error code over HTTP", "[integration]") {
     CHECK(error_code(r) == "malformed");
   }
   SECTION("wrong field types are 400 invalid_argument") {
-    for (const char* body : {R"({"body":1,"delay_ms":-5})", R"({"body":1,"content_type":"xml"})",
-                             R"({"nobody":1})", R"({"messages":[]})", R"({"messages":"x"})",
-                             R"({"body":1,"delay_ms":99999999999})", R"([1,2])",
-                             R"({"body":"%%%","content_type":"bytes"})",
-                             R"({"body":5,"content_type":"text"})"}) {
+    for (const char* body :
+         {R"({"body":1,"delay_ms":-5})", R"({"body":1,"content_type":"xml"})", R"({"nobody":1})",
+          R"({"messages":[]})", R"({"messages":"x"})", R"({"body":1,"delay_ms":99999999999})", R"([1,2])",
+          R"({"body":"%%%","content_type":"bytes"})", R"({"body":5,"content_type":"text"})"}) {
       auto r = s.send("e", body);
       INFO(body);
       CHECK(r.status == 400);
@@ -339,8 +336,7 @@ TEST_CASE("every error code over HTTP", "[integration]") {
     CHECK(error_code(r) == "payload_too_large");
   }
   SECTION("headers above max_header_bytes are 431 header_too_large") {
-    std::string raw = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'a') +
-                      "\r\n\r\n";
+    std::string raw = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'a') + "\r\n\r\n";
     auto answer = h.raw_exchange(raw);
     CHECK(answer.starts_with("HTTP/1.1 431"));
     CHECK(answer.find("header_too_large") != std::string::npos);
@@ -396,10 +392,9 @@ TEST_CASE("healthz and Prometheus metrics", "[integration]") {
   auto m = s.http().get("/metrics");
   CHECK(m.status == 200);
   CHECK(m.content_type.starts_with("text/plain"));
-  for (const char* needle :
-       {"roost_queue_ready{queue=\"m\"} 1", "roost_queue_enqueued_total{queue=\"m\"} 1",
-        "roost_commit_seconds_bucket{le=\"+Inf\"}", "roost_commit_batch_size_count",
-        "roost_queue_oldest_age_ms{queue=\"m\"}", "roost_http_connections"}) {
+  for (const char* needle : {"roost_queue_ready{queue=\"m\"} 1", "roost_queue_enqueued_total{queue=\"m\"} 1",
+                             "roost_commit_seconds_bucket{le=\"+Inf\"}", "roost_commit_batch_size_count",
+                             "roost_queue_oldest_age_ms{queue=\"m\"}", "roost_http_connections"}) {
     INFO(needle);
     CHECK(m.body.find(needle) != std::string::npos);
   }

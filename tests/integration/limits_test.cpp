@@ -29,8 +29,7 @@ TEST_CASE("connections beyond max_connections are closed at once", "[integration
   CHECK(b.get("/healthz").status == 200);
 }
 
-TEST_CASE("a full disk answers 507 storage_full; what was acknowledged survives kill -9",
-          "[integration]") {
+TEST_CASE("a full disk answers 507 storage_full; what was acknowledged survives kill -9", "[integration]") {
   TempDir dir("roost-fulldisk");
   auto mnt = dir.path() / "mnt";
   std::filesystem::create_directories(mnt);

@@ -1,8 +1,8 @@
 // The native protocol against the real binary: the C++ SDK (queues, push consumers with their
 // window, channels, reconnect, auth, CURVE, ipc://), raw ZeroMQ clients for what the SDK never
 // sends (requests before hello, malformed and random frames), and the CLI's pub/sub.
-#include <roost/core/auth.h>
 #include <roost/client/client.h>
+#include <roost/core/auth.h>
 #include <roost/wire/codec.h>
 
 #include <capnp/schema.h>
@@ -10,18 +10,18 @@
 #include <zmq_addon.hpp>
 
 #include <atomic>
-#include <cstring>
 #include <condition_variable>
+#include <cstring>
+#include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
-#include <future>
-#include <map>
 #include <thread>
 
-#include "http_fixture.h"
 #include "../support/eventually.h"
 #include "../support/raw_native_client.h"
+#include "http_fixture.h"
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -48,7 +48,6 @@ NewMessage msg(std::string body, ContentType t = ContentType::kJson) {
   m.content_type = t;
   return m;
 }
-
 
 std::string cap_name(ErrorCode c) {
   auto schema = capnp::Schema::from<roost::proto::ErrorCode>();
@@ -121,7 +120,8 @@ TEST_CASE("SDK: a bad url or an absent node is an error, not a crash", "[native]
   CHECK(none.error().code == ErrorCode::UNAVAILABLE);
 }
 
-TEST_CASE("SDK: enqueue, pull, ack, retry, extend and queue admin over the native protocol", "[integration][native]") {
+TEST_CASE("SDK: enqueue, pull, ack, retry, extend and queue admin over the native protocol",
+          "[integration][native]") {
   Server s;
   auto c = connect(s.proc());
   REQUIRE(c->connected());
@@ -224,7 +224,8 @@ TEST_CASE("SDK: every error code the native protocol can answer", "[integration]
   CHECK(code(c->enqueue("nosuch", {msg("1")})) == ErrorCode::QUEUE_NOT_FOUND);
   CHECK(code(c->put_queue("bad name!")) == ErrorCode::INVALID_NAME);
   REQUIRE(c->put_queue("q"));
-  CHECK(code(c->enqueue("q", {msg(std::string(2000, 'x'), ContentType::kText)})) == ErrorCode::MESSAGE_TOO_LARGE);
+  CHECK(code(c->enqueue("q", {msg(std::string(2000, 'x'), ContentType::kText)})) ==
+        ErrorCode::MESSAGE_TOO_LARGE);
   CHECK(code(c->enqueue("q", {msg("{not json")})) == ErrorCode::MALFORMED);
   CHECK(code(c->enqueue("q", {})) == ErrorCode::INVALID_ARGUMENT);
   roost::PullOptions big;
@@ -424,12 +425,18 @@ TEST_CASE("SDK: push consumer keeps at most max_in_flight unsettled", "[integrat
   std::vector<roost::Delivery> held;
   roost::ConsumeOptions co;
   co.max_in_flight = 5;
-  auto stream = c->consume("work", [&](const roost::Delivery& d) {
-    std::lock_guard lock(mu);
-    held.push_back(d);
-  }, co);
+  auto stream = c->consume(
+      "work",
+      [&](const roost::Delivery& d) {
+        std::lock_guard lock(mu);
+        held.push_back(d);
+      },
+      co);
   REQUIRE(stream);
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return held.size() == 5; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return held.size() == 5;
+  }));
   std::this_thread::sleep_for(300ms);
   {
     std::lock_guard lock(mu);
@@ -437,7 +444,10 @@ TEST_CASE("SDK: push consumer keeps at most max_in_flight unsettled", "[integrat
     held[0].ack();
     held[1].ack();
   }
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return held.size() == 7; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return held.size() == 7;
+  }));
   std::this_thread::sleep_for(300ms);
   {
     std::lock_guard lock(mu);
@@ -449,10 +459,13 @@ TEST_CASE("SDK: push consumer keeps at most max_in_flight unsettled", "[integrat
   // comes through a second one.
   stream->reset();
   std::atomic<int> seen{0};
-  auto drain = c->consume("work", [&](const roost::Delivery& d) {
-    seen++;
-    d.ack();
-  }, co);
+  auto drain = c->consume(
+      "work",
+      [&](const roost::Delivery& d) {
+        seen++;
+        d.ack();
+      },
+      co);
   REQUIRE(drain);
   {
     std::lock_guard lock(mu);
@@ -478,7 +491,8 @@ TEST_CASE("SDK: leases of a client that goes silent are released at once", "[int
   std::atomic<int> got{0};
   roost::ConsumeOptions co;
   co.max_in_flight = 10;
-  auto stream = doomed->consume("jobs", [&](const roost::Delivery&) { got++; }, co);
+  auto stream = doomed->consume(
+      "jobs", [&](const roost::Delivery&) { got++; }, co);
   REQUIRE(stream);
   REQUIRE(eventually([&] { return got == 10; }));
   CHECK(producer->get_queue("jobs")->stats.in_flight == 10);
@@ -510,7 +524,10 @@ TEST_CASE("SDK: channels — wildcards, content types, recent history, lag notic
   CHECK(r1->subscribers == 1);
   other->publish("chat.room2", "text body", ContentType::kText);
   other->publish("news.x", "1");  // not matched
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 2; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got.size() == 2;
+  }));
   {
     std::lock_guard lock(mu);
     CHECK(got[0].channel == "chat.room1");
@@ -534,12 +551,18 @@ TEST_CASE("SDK: channels — wildcards, content types, recent history, lag notic
   std::vector<std::string> recent;
   roost::SubscribeOptions so;
   so.recent = 3;
-  auto h = c->subscribe("hist.a", [&](const roost::ChannelMessage& m) {
-    std::lock_guard lock(mu);
-    recent.push_back(m.data);
-  }, so);
+  auto h = c->subscribe(
+      "hist.a",
+      [&](const roost::ChannelMessage& m) {
+        std::lock_guard lock(mu);
+        recent.push_back(m.data);
+      },
+      so);
   REQUIRE(h);
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return recent.size() == 3; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return recent.size() == 3;
+  }));
   {
     std::lock_guard lock(mu);
     CHECK(recent == std::vector<std::string>{"13", "14", "15"});
@@ -552,10 +575,13 @@ TEST_CASE("SDK: channels — wildcards, content types, recent history, lag notic
   lag.on_lag = [&](std::uint64_t n) { lost += n; };
   auto slow_client = connect(s.proc());
   std::atomic<bool> gate{false};
-  auto slow = slow_client->subscribe("slow.x", [&](const roost::ChannelMessage&) {
-    while (!gate) std::this_thread::sleep_for(1ms);
-    slow_seen++;
-  }, lag);
+  auto slow = slow_client->subscribe(
+      "slow.x",
+      [&](const roost::ChannelMessage&) {
+        while (!gate) std::this_thread::sleep_for(1ms);
+        slow_seen++;
+      },
+      lag);
   REQUIRE(slow);
   // The handler blocks on the first message; the node's buffer for this subscriber (8) and the
   // client's own queue overflow, and the losses are reported.
@@ -571,7 +597,8 @@ TEST_CASE("SDK: channels — wildcards, content types, recent history, lag notic
   CHECK(std::chrono::steady_clock::now() - t0 < 2s);
 }
 
-TEST_CASE("SDK: the client reconnects after a node restart and re-opens its streams", "[integration][native]") {
+TEST_CASE("SDK: the client reconnects after a node restart and re-opens its streams",
+          "[integration][native]") {
   Server s({"--channel-history", "100"});
   ClientOptions o;
   o.heartbeat = 100ms;
@@ -614,7 +641,8 @@ TEST_CASE("SDK: the client reconnects after a node restart and re-opens its stre
   CHECK(all->size() == 2);
 }
 
-TEST_CASE("SDK: a subscriber resumes a channel from its last offset after a reconnect", "[integration][native]") {
+TEST_CASE("SDK: a subscriber resumes a channel from its last offset after a reconnect",
+          "[integration][native]") {
   Server s({"--channel-history", "100", "--heartbeat-ms", "100"});
   ClientOptions o;
   o.heartbeat = 100ms;
@@ -628,7 +656,10 @@ TEST_CASE("SDK: a subscriber resumes a channel from its last offset after a reco
   REQUIRE(sub);
   auto pub = connect(s.proc());
   REQUIRE(pub->publish_sync("feed.a", "1"));
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 1; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got.size() == 1;
+  }));
   // Freeze the subscriber's process side: stop its heartbeats by pausing the node long enough
   // for the client to give up on the connection, then publish while it is away.
   kill(s.proc().pid(), SIGSTOP);
@@ -637,14 +668,18 @@ TEST_CASE("SDK: a subscriber resumes a channel from its last offset after a reco
   // Meanwhile the node ends the old session (its heartbeats stopped arriving too).
   REQUIRE(pub->publish_sync("feed.a", "2"));
   REQUIRE(pub->publish_sync("feed.a", "3"));
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() >= 3; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got.size() >= 3;
+  }));
   std::lock_guard lock(mu);
   // Each message once, in order: the gap was filled from history, nothing repeated.
   CHECK(got == std::vector<std::string>{"1", "2", "3"});
   CHECK(c->reconnects() >= 1);
 }
 
-TEST_CASE("native auth: hello needs a valid token; grants apply per queue and channel", "[integration][native]") {
+TEST_CASE("native auth: hello needs a valid token; grants apply per queue and channel",
+          "[integration][native]") {
   const std::string secret = "native-secret";
   Server s({"--auth-secret", secret});
   ClientOptions none;
@@ -659,7 +694,8 @@ TEST_CASE("native auth: hello needs a valid token; grants apply per queue and ch
   CHECK(f.error().code == ErrorCode::UNAUTHORIZED);
 
   ClientOptions ok = none;
-  ok.token = roost::sign_jwt(secret, R"({"roost":{"queues":["jobs"],"publish":["news.>"],"subscribe":["news.*"]}})");
+  ok.token =
+      roost::sign_jwt(secret, R"({"roost":{"queues":["jobs"],"publish":["news.>"],"subscribe":["news.*"]}})");
   auto c = Client::connect(ok);
   REQUIRE(c);
   CHECK((*c)->enqueue("jobs", {msg("1")}));
@@ -761,8 +797,10 @@ TEST_CASE("random and mutated frames neither crash nor wedge the endpoint", "[in
 
 TEST_CASE("CLI: roost pub and roost sub over the native protocol", "[integration][native][cli]") {
   Server s;
-  std::string out_path = (std::filesystem::temp_directory_path() / ("roost-sub-" + std::to_string(getpid()))).string();
-  std::string cmd = std::string(ROOST_BINARY) + " sub 'cli.*' --count 2 --url " + s.proc().endpoint() + " > " + out_path;
+  std::string out_path =
+      (std::filesystem::temp_directory_path() / ("roost-sub-" + std::to_string(getpid()))).string();
+  std::string cmd =
+      std::string(ROOST_BINARY) + " sub 'cli.*' --count 2 --url " + s.proc().endpoint() + " > " + out_path;
   std::thread sub([&] { REQUIRE(std::system(cmd.c_str()) == 0); });
   auto c = connect(s.proc());
   // Publish until the subscriber is there (it counts as a subscriber in the answer).
@@ -770,7 +808,8 @@ TEST_CASE("CLI: roost pub and roost sub over the native protocol", "[integration
     auto r = c->publish_sync("cli.ping", "0");
     return r && r->subscribers == 1;
   }));
-  std::string pub = std::string(ROOST_BINARY) + " pub cli.a '{\"k\":1}' --url " + s.proc().endpoint() + " > /dev/null";
+  std::string pub =
+      std::string(ROOST_BINARY) + " pub cli.a '{\"k\":1}' --url " + s.proc().endpoint() + " > /dev/null";
   REQUIRE(std::system(pub.c_str()) == 0);
   sub.join();
   std::ifstream in(out_path);
@@ -783,10 +822,12 @@ TEST_CASE("CLI: roost pub and roost sub over the native protocol", "[integration
   CHECK(v.at("channel") == "cli.a");
   CHECK(v.at("data").at("k") == 1);
   // And the queue commands with --url tcp://.
-  std::string push = std::string(ROOST_BINARY) + " queue push clijobs '{\"x\":1}' --url " + s.proc().endpoint() + " > /dev/null";
+  std::string push = std::string(ROOST_BINARY) + " queue push clijobs '{\"x\":1}' --url " +
+                     s.proc().endpoint() + " > /dev/null";
   CHECK(std::system(push.c_str()) == 0);
   CHECK(c->get_queue("clijobs")->stats.messages == 1);
-  std::string bad = std::string(ROOST_BINARY) + " pub 'bad..x' 1 --url " + s.proc().endpoint() + " 2>/dev/null";
+  std::string bad =
+      std::string(ROOST_BINARY) + " pub 'bad..x' 1 --url " + s.proc().endpoint() + " 2>/dev/null";
   CHECK(WEXITSTATUS(std::system(bad.c_str())) == 1);
 }
 
@@ -810,7 +851,10 @@ TEST_CASE("publishBatch: packed payloads in, packed or per-frame payloads out", 
       c->publish("pb.n", std::to_string(i));
     }
   }
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 300; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got.size() == 300;
+  }));
   {
     std::lock_guard lock(mu);
     for (int i = 0; i < 300; ++i) {
@@ -832,7 +876,10 @@ TEST_CASE("publishBatch: packed payloads in, packed or per-frame payloads out", 
     c->publish(i % 2 == 0 ? "pb.even" : "pb.odd", std::string(5000, static_cast<char>('a' + i % 26)),
                ContentType::kText);
   }
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 120; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got.size() == 120;
+  }));
   {
     std::lock_guard lock(mu);
     for (int i = 0; i < 120; ++i) {
@@ -846,7 +893,8 @@ TEST_CASE("publishBatch: packed payloads in, packed or per-frame payloads out", 
   // is malformed.
   RawClient raw(s.proc().endpoint());
   raw.hello();
-  auto batch = [&](std::uint64_t id, std::vector<std::pair<std::string, std::string>> items, std::uint32_t skew) {
+  auto batch = [&](std::uint64_t id, std::vector<std::pair<std::string, std::string>> items,
+                   std::uint32_t skew) {
     capnp::MallocMessageBuilder b;
     auto env = b.initRoot<roost::proto::Envelope>();
     env.setId(id);
@@ -863,16 +911,21 @@ TEST_CASE("publishBatch: packed payloads in, packed or per-frame payloads out", 
     auto r = raw.recv();
     REQUIRE(r.size() == 1);
     roost::wire::EnvelopeReader rd(r[0].data(), r[0].size());
-    return std::pair{rd.get().isCount() ? rd.get().getCount() : 0, rd.get().isError() ? rd.get().getError().getCode() : ErrorCode::OK};
+    return std::pair{rd.get().isCount() ? rd.get().getCount() : 0,
+                     rd.get().isError() ? rd.get().getError().getCode() : ErrorCode::OK};
   };
   auto ok = batch(11, {{"pb.x", "1"}, {"pb..bad", "2"}, {"pb.y", "{not json"}, {"pb.z", "[3]"}}, 0);
   CHECK(ok.first == 2);  // the invalid subject and the invalid JSON were refused
   auto bad = batch(12, {{"pb.x", "1"}}, 5);
   CHECK(bad.second == ErrorCode::MALFORMED);
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return got.size() == 2; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return got.size() == 2;
+  }));
 }
 
-TEST_CASE("SDK: two subscriptions of one client and a second client each get every message in order", "[integration][native]") {
+TEST_CASE("SDK: two subscriptions of one client and a second client each get every message in order",
+          "[integration][native]") {
   // The node queues deliveries as runs per subscription; runs of several subscriptions
   // interleave within one flush and are gathered per subscription before they are sent.
   Server s;
@@ -897,16 +950,20 @@ TEST_CASE("SDK: two subscriptions of one client and a second client each get eve
   // runs of "wide" and "other" between those of "narrow" (which sees fan.x only).
   constexpr int kCount = 3000;
   for (int i = 0; i < kCount; ++i) pub->publish(i % 2 == 0 ? "fan.x" : "fan.y", std::to_string(i));
-  REQUIRE(eventually([&] {
-    std::lock_guard l(mu);
-    return got["wide"].size() == kCount && got["narrow"].size() == kCount / 2 && got["other"].size() == kCount;
-  }, 10s));
+  REQUIRE(eventually(
+      [&] {
+        std::lock_guard l(mu);
+        return got["wide"].size() == kCount && got["narrow"].size() == kCount / 2 &&
+               got["other"].size() == kCount;
+      },
+      10s));
   std::lock_guard lock(mu);
   for (const auto* who : {"wide", "other"}) {
     INFO(who);
     for (int i = 0; i < kCount; ++i) REQUIRE(got[who][static_cast<std::size_t>(i)] == std::to_string(i));
   }
-  for (int i = 0; i < kCount / 2; ++i) REQUIRE(got["narrow"][static_cast<std::size_t>(i)] == std::to_string(2 * i));
+  for (int i = 0; i < kCount / 2; ++i)
+    REQUIRE(got["narrow"][static_cast<std::size_t>(i)] == std::to_string(2 * i));
 }
 
 TEST_CASE("SDK: acks and publishes made just before close() still reach the node", "[integration][native]") {
@@ -921,10 +978,13 @@ TEST_CASE("SDK: acks and publishes made just before close() still reach the node
   std::atomic<std::uint64_t> lagged{0};
   roost::SubscribeOptions so;
   so.on_lag = [&](std::uint64_t n) { lagged += n; };
-  auto sub = listener->subscribe("bye.>", [&](const roost::ChannelMessage& m) {
-    std::lock_guard lock(mu);
-    heard.push_back(m.data);
-  }, so);
+  auto sub = listener->subscribe(
+      "bye.>",
+      [&](const roost::ChannelMessage& m) {
+        std::lock_guard lock(mu);
+        heard.push_back(m.data);
+      },
+      so);
   REQUIRE(sub);
 
   // A worker that acks each job as it finishes and closes right after the last one (what
@@ -934,10 +994,13 @@ TEST_CASE("SDK: acks and publishes made just before close() still reach the node
     std::atomic<int> done{0};
     roost::ConsumeOptions co;
     co.max_in_flight = 16;
-    auto stream = worker->consume("last", [&](const roost::Delivery& d) {
-      d.ack();
-      done++;
-    }, co);
+    auto stream = worker->consume(
+        "last",
+        [&](const roost::Delivery& d) {
+          d.ack();
+          done++;
+        },
+        co);
     REQUIRE(stream);
     REQUIRE(eventually([&] { return done.load() == 200; }));
     worker->close();
@@ -949,7 +1012,10 @@ TEST_CASE("SDK: acks and publishes made just before close() still reach the node
   }
   // Every job is acked (none comes back), every publish arrived, in order.
   CHECK(eventually([&] { return setup->get_queue("last")->stats.messages == 0; }));
-  bool all = eventually([&] { std::lock_guard l(mu); return heard.size() == 3000; });
+  bool all = eventually([&] {
+    std::lock_guard l(mu);
+    return heard.size() == 3000;
+  });
   INFO("heard " << heard.size() << ", lagged " << lagged.load());
   REQUIRE(all);
   std::lock_guard lock(mu);
@@ -967,24 +1033,31 @@ TEST_CASE("SDK: presence events reach on_presence, not the message handler", "[i
     std::lock_guard lock(mu);
     presence.emplace_back(m.kind, m.subscribers);
   };
-  auto sa = a->subscribe("room.1", [&](const roost::ChannelMessage& m) {
-    std::lock_guard lock(mu);
-    data.push_back(m.data);
-  }, so);
+  auto sa = a->subscribe(
+      "room.1",
+      [&](const roost::ChannelMessage& m) {
+        std::lock_guard lock(mu);
+        data.push_back(m.data);
+      },
+      so);
   REQUIRE(sa);
   auto b = connect(s.proc());
   auto sb = b->subscribe("room.1", [](const roost::ChannelMessage&) {});
   REQUIRE(sb);
   REQUIRE(b->publish_sync("room.1", "7"));
   sb->reset();
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return presence.size() == 2; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return presence.size() == 2;
+  }));
   std::lock_guard lock(mu);
   using K = roost::ChannelEventKind;
   CHECK(presence == std::vector<std::pair<K, std::uint64_t>>{{K::kJoin, 2}, {K::kLeave, 1}});
   CHECK(data == std::vector<std::string>{"7"});
 }
 
-TEST_CASE("SDK: storage_full when the node's storage cap is reached; acks still work", "[integration][native]") {
+TEST_CASE("SDK: storage_full when the node's storage cap is reached; acks still work",
+          "[integration][native]") {
   Server s({"--max-storage-bytes", "2097152"});
   auto c = connect(s.proc());
   std::string body(50'000, 'z');
@@ -1012,7 +1085,8 @@ TEST_CASE("SDK: storage_full when the node's storage cap is reached; acks still 
   CHECK(a->acked == 5);
 }
 
-TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking calls", "[integration][native]") {
+TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking calls",
+          "[integration][native]") {
   Server s;
   auto c = connect(s.proc());
   std::mutex mu;
@@ -1020,17 +1094,20 @@ TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking
   std::optional<ErrorCode> blocking;
   roost::SubscribeOptions inline_opts;
   inline_opts.on_io_thread = true;
-  auto sub = c->subscribe("io.in", [&](const roost::ChannelMessage& m) {
-    {
-      std::lock_guard lock(mu);
-      got.push_back(m.data);
-      if (!blocking) {
-        auto r = c->list_queues();  // would deadlock: answered at once instead
-        blocking = r ? ErrorCode::OK : r.error().code;
-      }
-    }
-    c->publish("io.out", m.data);  // asynchronous: fine here
-  }, inline_opts);
+  auto sub = c->subscribe(
+      "io.in",
+      [&](const roost::ChannelMessage& m) {
+        {
+          std::lock_guard lock(mu);
+          got.push_back(m.data);
+          if (!blocking) {
+            auto r = c->list_queues();  // would deadlock: answered at once instead
+            blocking = r ? ErrorCode::OK : r.error().code;
+          }
+        }
+        c->publish("io.out", m.data);  // asynchronous: fine here
+      },
+      inline_opts);
   REQUIRE(sub);
   auto echo = c->subscribe("io.out", [&](const roost::ChannelMessage& m) {
     std::lock_guard lock(mu);
@@ -1039,7 +1116,10 @@ TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking
   REQUIRE(echo);
   auto p = connect(s.proc());
   for (int i = 0; i < 100; ++i) p->publish("io.in", std::to_string(i));
-  REQUIRE(eventually([&] { std::lock_guard l(mu); return echoed.size() == 100; }));
+  REQUIRE(eventually([&] {
+    std::lock_guard l(mu);
+    return echoed.size() == 100;
+  }));
   std::lock_guard lock(mu);
   CHECK(got.size() == 100);
   CHECK(echoed.front() == "0");
@@ -1048,7 +1128,8 @@ TEST_CASE("SDK: a handler on the I/O thread may publish, and is refused blocking
   CHECK(*blocking == ErrorCode::INVALID_ARGUMENT);
 }
 
-TEST_CASE("SDK: a producer's coalesced sends all complete when the client closes under them", "[integration][native]") {
+TEST_CASE("SDK: a producer's coalesced sends all complete when the client closes under them",
+          "[integration][native]") {
   Server s;
   auto c = connect(s.proc());
   auto p = std::make_unique<roost::Producer>(*c, "closing", 1000);

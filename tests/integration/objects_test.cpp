@@ -7,11 +7,11 @@
 #include <regex>
 #include <thread>
 
-#include "http_fixture.h"
+#include <roost/client/client.h>
+#include <roost/core/auth.h>
 #include "../support/eventually.h"
 #include "../support/ws_client.h"
-#include <roost/core/auth.h>
-#include <roost/client/client.h>
+#include "http_fixture.h"
 
 using namespace roost::test;
 using namespace std::chrono_literals;
@@ -37,7 +37,6 @@ void tell(roost::client::HttpClient& h, const std::string& obj, const std::strin
   INFO("tell " << obj << " → " << r.body);
   REQUIRE(r.status == 202);
 }
-
 
 std::uint64_t metric(roost::client::HttpClient& h, const std::string& name) {
   auto text = h.get("/metrics").body;
@@ -99,10 +98,12 @@ TEST_CASE("objects: bad requests get stable error codes", "[integration][objects
   r = h.post("/v1/objects/flaky/a/call", "\"throw\"");
   CHECK(r.status == 500);
   CHECK(error_code(r) == "actor_error");
-  CHECK(body_json(r).at("error").at("message").as_string().find("call failed on purpose") != std::string::npos);
+  CHECK(body_json(r).at("error").at("message").as_string().find("call failed on purpose") !=
+        std::string::npos);
 }
 
-TEST_CASE("objects: per-object FIFO, one turn at a time, many objects in parallel", "[integration][objects]") {
+TEST_CASE("objects: per-object FIFO, one turn at a time, many objects in parallel",
+          "[integration][objects]") {
   Server s(actor_args());
   constexpr int kObjects = 4;
   constexpr int kPerObject = 60;
@@ -130,7 +131,8 @@ TEST_CASE("objects: per-object FIFO, one turn at a time, many objects in paralle
   }
 }
 
-TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its order", "[integration][objects]") {
+TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its order",
+          "[integration][objects]") {
   Server s(actor_args({"--actor-mail-memory-bytes", "8192"}));
   auto& h = s.http();
   tell(h, "log/backlog", "\"stall\"");
@@ -140,10 +142,12 @@ TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its
   }
   CHECK(body_json(h.get("/v1/objects/log/backlog")).at("waiting").as_int64() > 0);  // behind the stall
   json::value v;
-  REQUIRE(eventually([&] {
-    v = call(h, "log/backlog");
-    return v.at("log").as_array().size() == kMessages + 1;
-  }, 10s));
+  REQUIRE(eventually(
+      [&] {
+        v = call(h, "log/backlog");
+        return v.at("log").as_array().size() == kMessages + 1;
+      },
+      10s));
   auto& log = v.at("log").as_array();
   CHECK(log[0] == "stall");
   for (int i = 0; i < kMessages; ++i) {
@@ -153,7 +157,8 @@ TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its
   CHECK(metric(h, "roost_actor_mail_read_from_disk_total") > 0);
   // After a restart with a backlog, start-up leaves data past the budget on disk too.
   tell(h, "log/backlog2", "\"stall\"");
-  for (int i = 0; i < 10; ++i) tell(h, "log/backlog2", R"({"i":)" + std::to_string(i) + R"(,"pad":")" + std::string(2000, 'q') + "\"}");
+  for (int i = 0; i < 10; ++i)
+    tell(h, "log/backlog2", R"({"i":)" + std::to_string(i) + R"(,"pad":")" + std::string(2000, 'q') + "\"}");
   s.restart(SIGKILL);
   REQUIRE(eventually([&] { return call(s.http(), "log/backlog2").at("log").as_array().size() >= 11; }, 10s));
   auto log2 = call(s.http(), "log/backlog2").at("log").as_array();
@@ -162,7 +167,8 @@ TEST_CASE("objects: a backlog past mail_memory_bytes waits on disk and keeps its
   CHECK(metric(s.http(), "roost_actor_mail_read_from_disk_total") > 0);  // loaded lazily at start-up
 }
 
-TEST_CASE("objects: storage full answers 507 to tells, the node keeps serving, nothing acknowledged is lost", "[integration][objects]") {
+TEST_CASE("objects: storage full answers 507 to tells, the node keeps serving, nothing acknowledged is lost",
+          "[integration][objects]") {
   TempDir dir("roost-objects-full");
   std::string big = "\"" + std::string(60'000, 'x') + "\"";
   int acked = 0;
@@ -186,10 +192,13 @@ TEST_CASE("objects: storage full answers 507 to tells, the node keeps serving, n
   // More room: every acknowledged message is consumed, exactly once.
   RoostProcess proc(dir.path() / "data", actor_args({"--max-storage-bytes", "67108864"}));
   roost::client::HttpClient h(proc.url());
-  REQUIRE(eventually([&] { return call(h, "log/full").at("log").as_array().size() == static_cast<std::size_t>(acked); }, 20s));
+  REQUIRE(eventually(
+      [&] { return call(h, "log/full").at("log").as_array().size() == static_cast<std::size_t>(acked); },
+      20s));
 }
 
-TEST_CASE("objects: a throwing turn has no effects, is retried, then dead-lettered", "[integration][objects]") {
+TEST_CASE("objects: a throwing turn has no effects, is retried, then dead-lettered",
+          "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();
   tell(h, "flaky/f", R"({"fail":"once"})");
@@ -216,7 +225,8 @@ TEST_CASE("objects: a throwing turn has no effects, is retried, then dead-letter
   CHECK(metric(h, "roost_actor_dead_lettered_total") == 1);
 }
 
-TEST_CASE("objects: a turn whose enqueue is refused commits nothing, and runs again later", "[integration][objects]") {
+TEST_CASE("objects: a turn whose enqueue is refused commits nothing, and runs again later",
+          "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();
   REQUIRE(s.put_queue("qb", R"({"max_messages":1})").status == 200);
@@ -228,7 +238,8 @@ TEST_CASE("objects: a turn whose enqueue is refused commits nothing, and runs ag
   // (A call now would wait behind the blocked turn: per-object FIFO.)
   // Room in qb: the turn runs again and commits whole.
   auto lease = body_json(s.pull("qb")).at("messages").as_array()[0].at("lease_id");
-  REQUIRE(s.ack("qb", json::serialize(json::object{{"acks", json::array{json::object{{"lease_id", lease}}}}})).status == 200);
+  REQUIRE(s.ack("qb", json::serialize(json::object{{"acks", json::array{json::object{{"lease_id", lease}}}}}))
+              .status == 200);
   REQUIRE(eventually([&] { return call(h, "counter/q").at("n").as_int64() == 1; }));
   CHECK(body_json(h.get("/v1/queues/qa")).at("stats").at("messages").as_int64() == 1);
   CHECK(body_json(h.get("/v1/queues/qb")).at("stats").at("messages").as_int64() == 1);
@@ -248,7 +259,8 @@ TEST_CASE("objects: a call that gets no reply in time answers 504 call_timeout",
   CHECK(metric(h, "roost_actor_calls_waiting") == 0);  // answered calls leave no timer behind
 }
 
-TEST_CASE("objects: WebSockets attach, get outputs after commit, tags, attachment, close", "[integration][objects]") {
+TEST_CASE("objects: WebSockets attach, get outputs after commit, tags, attachment, close",
+          "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();
   WsClient red(s.proc().port(), WsOptions{"/v1/objects/counter/w/connect?tag=red"});
@@ -282,7 +294,8 @@ TEST_CASE("objects: WebSockets attach, get outputs after commit, tags, attachmen
   REQUIRE(eventually([&] { return call(h, "counter/w", R"({"sockets":""})").as_array().empty(); }));
 }
 
-TEST_CASE("objects: on_connect can refuse; unknown classes and forbidden origins are refused", "[integration][objects]") {
+TEST_CASE("objects: on_connect can refuse; unknown classes and forbidden origins are refused",
+          "[integration][objects]") {
   Server s(actor_args());
   auto port = s.proc().port();
   auto status_of = [&](WsOptions o) {
@@ -331,7 +344,8 @@ TEST_CASE("objects: JWT objects claim applies to tell, call and connect", "[inte
   CHECK_THROWS(WsClient(s.proc().port(), WsOptions{"/v1/objects/counter/other/connect", "", token}));
 }
 
-TEST_CASE("objects: hibernation frees the actor, sockets stay, auto-response does not wake", "[integration][objects]") {
+TEST_CASE("objects: hibernation frees the actor, sockets stay, auto-response does not wake",
+          "[integration][objects]") {
   Server s(actor_args({"--actor-idle-ms", "150"}));
   auto& h = s.http();
   WsClient ws(s.proc().port(), WsOptions{"/v1/objects/counter/h/connect?tag=t"});
@@ -340,7 +354,7 @@ TEST_CASE("objects: hibernation frees the actor, sockets stay, auto-response doe
   CHECK(ws.recv()->at("n").as_int64() == 1);
   REQUIRE(eventually([&] { return metric(h, "roost_actor_hibernations_total") >= 1; }));
   auto seen = body_json(h.get("/v1/objects/counter/h"));
-  CHECK(seen.at("in_memory").as_bool());  // it holds a socket…
+  CHECK(seen.at("in_memory").as_bool());     // it holds a socket…
   CHECK_FALSE(seen.at("active").as_bool());  // …but no actor
   CHECK(seen.at("sockets").as_int64() == 1);
   auto activations = metric(h, "roost_actor_activations_total");
@@ -359,7 +373,8 @@ TEST_CASE("objects: hibernation frees the actor, sockets stay, auto-response doe
   REQUIRE(eventually([&] { return metric(h, "roost_actor_objects_in_memory") == 0; }));
 }
 
-TEST_CASE("objects: effects are atomic and outputs never run ahead of the commit under kill -9", "[integration][objects][crash]") {
+TEST_CASE("objects: effects are atomic and outputs never run ahead of the commit under kill -9",
+          "[integration][objects][crash]") {
   TempDir dir("roost-objects-crash");
   RoostProcess proc(dir.path() / "data", actor_args());
   std::int64_t acked = 0;
@@ -381,7 +396,8 @@ TEST_CASE("objects: effects are atomic and outputs never run ahead of the commit
       auto deadline = std::chrono::steady_clock::now() + 1500ms;
       while (std::chrono::steady_clock::now() < deadline) {
         auto f = ws.recv(100);
-        if (f && f->as_object().contains("n")) seen_on_socket = std::max(seen_on_socket, f->at("n").as_int64());
+        if (f && f->as_object().contains("n"))
+          seen_on_socket = std::max(seen_on_socket, f->at("n").as_int64());
       }
       proc.restart(SIGKILL);
     }
@@ -401,7 +417,8 @@ TEST_CASE("objects: effects are atomic and outputs never run ahead of the commit
   CHECK(seen_on_socket > 0);
 }
 
-TEST_CASE("objects: alarms fire, repeat, retry, and fire once with a missed count after downtime", "[integration][objects]") {
+TEST_CASE("objects: alarms fire, repeat, retry, and fire once with a missed count after downtime",
+          "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();
   tell(h, "alarm/a", R"({"name":"once","in_ms":100})");
@@ -450,7 +467,8 @@ TEST_CASE("objects: alarms fire, repeat, retry, and fire once with a missed coun
   CHECK(call(h2, "alarm/c").as_array().empty());
 }
 
-TEST_CASE("objects: durable subscriptions survive a restart; publish, enqueue and tell effects", "[integration][objects]") {
+TEST_CASE("objects: durable subscriptions survive a restart; publish, enqueue and tell effects",
+          "[integration][objects]") {
   Server s(actor_args());
   auto& h = s.http();
   tell(h, "listener/l", R"({"subscribe":"news.>"})");
@@ -465,9 +483,8 @@ TEST_CASE("objects: durable subscriptions survive a restart; publish, enqueue an
   REQUIRE(eventually([&] { return call(h2, "listener/l").as_array().size() == before + 1; }));
   CHECK(call(h2, "listener/l").as_array().back().at("subject") == "news.b");
   tell(h2, "listener/l", R"({"unsubscribe":"news.>"})");
-  REQUIRE(eventually([&] {
-    return body_json(h2.get("/v1/channels/news.c/presence")).at("subscribers").as_int64() == 0;
-  }));
+  REQUIRE(eventually(
+      [&] { return body_json(h2.get("/v1/channels/news.c/presence")).at("subscribers").as_int64() == 0; }));
 
   // publish / enqueue / tell from a turn.
   WsClient sub(s.proc().port());
@@ -481,7 +498,8 @@ TEST_CASE("objects: durable subscriptions survive a restart; publish, enqueue an
   CHECK(body_json(p).at("messages").as_array()[0].at("body").at("n").as_int64() == 1);
 }
 
-TEST_CASE("objects: plugins built for another ABI, or missing, stop the node at start", "[integration][objects]") {
+TEST_CASE("objects: plugins built for another ABI, or missing, stop the node at start",
+          "[integration][objects]") {
   TempDir dir("roost-plugin");
   CHECK_THROWS_WITH(RoostProcess(dir.path() / "data", {"--actors", ROOST_WRONG_ABI}),
                     Catch::Contains("actor ABI 999"));
@@ -522,9 +540,10 @@ TEST_CASE("objects: the SDK tells and calls over the native protocol", "[integra
 TEST_CASE("objects: the counter example runs embedded and as a plugin", "[integration][objects][examples]") {
   for (bool embedded : {true, false}) {
     TempDir dir("roost-counter");
-    RoostProcess proc(dir.path() / "data", embedded ? std::vector<std::string>{}
-                                                    : std::vector<std::string>{"--actors", ROOST_COUNTER_PLUGIN},
-                      embedded ? ROOST_COUNTER_BINARY : ROOST_BINARY);
+    RoostProcess proc(
+        dir.path() / "data",
+        embedded ? std::vector<std::string>{} : std::vector<std::string>{"--actors", ROOST_COUNTER_PLUGIN},
+        embedded ? ROOST_COUNTER_BINARY : ROOST_BINARY);
     roost::client::HttpClient h(proc.url());
     WsClient ws(proc.port(), WsOptions{"/v1/objects/counter/clicks/connect"});
     tell(h, "counter/clicks", R"({"add":5})");

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -63,9 +63,10 @@ class RoostProcess {
                  ("roost-test-" + std::to_string(getpid()) + "-" + std::to_string(++counter) + ".log"))
                     .string();
     logs_.push_back(log_path_);
-    std::vector<std::string> args = {binary_, "serve", "--data-dir", data_dir_.string(),
+    std::vector<std::string> args = {binary_,         "serve",
+                                     "--data-dir",    data_dir_.string(),
                                      "--http-listen", "127.0.0.1:" + std::to_string(port_),
-                                     "--io-threads", "2"};
+                                     "--io-threads",  "2"};
     bool own_endpoint = false;
     for (const auto& a : extra_) own_endpoint |= a.starts_with("--endpoint");
     if (!own_endpoint) {

@@ -20,7 +20,7 @@ namespace roost::test {
 struct WsOptions {
   std::string target = "/v1/ws";
   std::string origin;
-  std::string token;  // sent as ?token=
+  std::string token;         // sent as ?token=
   bool compression = false;  // offer permessage-deflate
 };
 
@@ -47,7 +47,8 @@ class WsClient {
     std::string target = options.target;
     if (!options.token.empty()) target += "?token=" + options.token;
     beast::error_code ec;
-    run([&](auto h) { ws_.async_handshake(response_, "127.0.0.1:" + std::to_string(port), target, h); }, 5000, ec);
+    run([&](auto h) { ws_.async_handshake(response_, "127.0.0.1:" + std::to_string(port), target, h); }, 5000,
+        ec);
     if (ec) throw std::runtime_error("handshake failed: HTTP " + std::to_string(response_.result_int()));
     ws_.text(true);
   }
@@ -57,7 +58,11 @@ class WsClient {
 
   void send(const std::string& text) {
     boost::beast::error_code ec;
-    run([&](auto h) { ws_.async_write(boost::asio::buffer(text), [h](auto e, std::size_t) mutable { h(e); }); }, 5000, ec);
+    run(
+        [&](auto h) {
+          ws_.async_write(boost::asio::buffer(text), [h](auto e, std::size_t) mutable { h(e); });
+        },
+        5000, ec);
     if (ec) throw boost::system::system_error(ec);
   }
   void send_binary(const std::string& bytes) {
@@ -112,7 +117,9 @@ class WsClient {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (std::chrono::steady_clock::now() < deadline) {
       auto f = recv(static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         deadline - std::chrono::steady_clock::now()).count()) + 1);
+                                         deadline - std::chrono::steady_clock::now())
+                                         .count()) +
+                    1);
       if (!f) break;
       if (f->at("op") == op.c_str()) return *f;
     }
@@ -146,7 +153,8 @@ class WsClient {
     });
     io_.restart();
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (!done && std::chrono::steady_clock::now() < deadline) io_.run_one_for(std::chrono::milliseconds(20));
+    while (!done && std::chrono::steady_clock::now() < deadline)
+      io_.run_one_for(std::chrono::milliseconds(20));
     if (!done) {
       boost::beast::get_lowest_layer(ws_).cancel();
       io_.restart();

@@ -47,9 +47,9 @@ struct Socket {
 struct Message {
   std::string_view data;
   ContentType content_type = ContentType::kJson;
-  std::uint64_t seq = 0;       // position in the mailbox (0 for calls: they are not durable)
-  std::uint32_t attempt = 1;   // 1 on first delivery, +1 on each retry after a throwing turn
-  std::string_view subject;    // the channel, for messages of a durable subscription; else empty
+  std::uint64_t seq = 0;      // position in the mailbox (0 for calls: they are not durable)
+  std::uint32_t attempt = 1;  // 1 on first delivery, +1 on each retry after a throwing turn
+  std::string_view subject;   // the channel, for messages of a durable subscription; else empty
 };
 
 struct AlarmInfo {
@@ -61,7 +61,7 @@ struct AlarmInfo {
 
 // The WebSocket upgrade request, for on_connect.
 struct ConnectRequest {
-  std::string_view query;   // the URL's query string, without '?'
+  std::string_view query;  // the URL's query string, without '?'
   std::string_view origin;
   std::string_view protocol;  // Sec-WebSocket-Protocol, if any
 };
@@ -79,8 +79,7 @@ class Storage {
   virtual std::vector<std::pair<std::string, std::string>> list(std::string_view prefix,
                                                                 std::size_t limit = 0) = 0;
   // Entries with start <= key < end (empty end = no upper bound), in key order.
-  virtual std::vector<std::pair<std::string, std::string>> range(std::string_view start,
-                                                                 std::string_view end,
+  virtual std::vector<std::pair<std::string, std::string>> range(std::string_view start, std::string_view end,
                                                                  std::size_t limit = 0) = 0;
 };
 
@@ -112,10 +111,8 @@ class Context {
   // waking the object. Empty request clears it.
   virtual void set_auto_response(std::string request, std::string response) = 0;
 
-  virtual void publish(std::string_view subject, std::string data,
-                       ContentType type = ContentType::kJson) = 0;
-  virtual void enqueue(std::string_view queue, std::string data,
-                       ContentType type = ContentType::kJson) = 0;
+  virtual void publish(std::string_view subject, std::string data, ContentType type = ContentType::kJson) = 0;
+  virtual void enqueue(std::string_view queue, std::string data, ContentType type = ContentType::kJson) = 0;
   // A durable message to another object's mailbox (or this one's).
   virtual void tell(std::string_view object_class, std::string_view object_name, std::string data,
                     ContentType type = ContentType::kJson) = 0;
@@ -158,9 +155,9 @@ using ActorFactory = std::function<std::unique_ptr<Actor>()>;
 
 // Per-class settings; the defaults are what a class registered without options gets.
 struct ActorClassOptions {
-  std::uint32_t max_retries = 3;          // retries of a throwing turn before dead-lettering
-  std::uint64_t retry_delay_ms = 100;     // first backoff; doubles each retry, at most 10 s
-  std::string dead_letter_queue;          // default: "dead.<class>"
+  std::uint32_t max_retries = 3;       // retries of a throwing turn before dead-lettering
+  std::uint64_t retry_delay_ms = 100;  // first backoff; doubles each retry, at most 10 s
+  std::string dead_letter_queue;       // default: "dead.<class>"
 };
 
 }  // namespace roost

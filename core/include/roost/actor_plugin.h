@@ -25,7 +25,8 @@ class PluginRegistry {
   virtual void add(std::string name, ActorFactory factory, ActorClassOptions options = {}) = 0;
   template <class T>
   void add(std::string name, ActorClassOptions options = {}) {
-    add(std::move(name), [] { return std::make_unique<T>(); }, std::move(options));
+    add(
+        std::move(name), [] { return std::make_unique<T>(); }, std::move(options));
   }
 };
 
@@ -37,7 +38,7 @@ using roost_actor_plugin_register_fn = void (*)(roost::PluginRegistry*);
 }
 
 #define ROOST_ACTOR_PLUGIN(registry)                                                         \
-  static void roost_plugin_register_impl(roost::PluginRegistry& registry);                  \
+  static void roost_plugin_register_impl(roost::PluginRegistry& registry);                   \
   extern "C" __attribute__((visibility("default"))) std::uint32_t roost_actor_plugin_abi() { \
     return roost::kActorAbiVersion;                                                          \
   }                                                                                          \

@@ -58,16 +58,16 @@ class Hub;
 namespace roost::broker {
 
 struct ActorRuntimeOptions {
-  unsigned threads = 2;                    // actor worker threads
+  unsigned threads = 2;  // actor worker threads
   // Turns that block (a handler sleeping, waiting on I/O) must not starve other objects: when work
   // waits while every worker is busy and no turn has started for stall_ms, a worker is added, up
   // to max_threads (0 = max(16, 4 × threads)). Added workers stay until the runtime stops.
   unsigned max_threads = 0;
   std::uint64_t stall_ms = 200;
-  std::uint64_t idle_ms = 10'000;          // hibernate an object after this long without work
+  std::uint64_t idle_ms = 10'000;  // hibernate an object after this long without work
   std::uint64_t max_message_bytes = 1u << 20;
-  std::uint64_t max_value_bytes = 1u << 20;   // storage values
-  std::uint64_t max_key_bytes = 1024;         // storage keys
+  std::uint64_t max_value_bytes = 1u << 20;  // storage values
+  std::uint64_t max_key_bytes = 1024;        // storage keys
   std::uint64_t max_attachment_bytes = 16u << 10;
   std::size_t max_tags = 10;
   std::uint64_t default_call_timeout_ms = 10'000;
@@ -79,9 +79,8 @@ struct ActorRuntimeOptions {
 
 class ActorRuntime final : public durable::Participant {
  public:
-  ActorRuntime(durable::MailboxStore& store, durable::Committer& committer,
-               durable::QueueStore& queues, channels::Hub& hub, ActorRuntimeOptions options,
-               std::function<std::int64_t()> clock);
+  ActorRuntime(durable::MailboxStore& store, durable::Committer& committer, durable::QueueStore& queues,
+               channels::Hub& hub, ActorRuntimeOptions options, std::function<std::int64_t()> clock);
   ~ActorRuntime() override;
   ActorRuntime(const ActorRuntime&) = delete;
   ActorRuntime& operator=(const ActorRuntime&) = delete;
@@ -141,7 +140,8 @@ class ActorRuntime final : public durable::Participant {
   void answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r);
   void submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation);
 
-  std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create) ROOST_REQUIRES(mu_);
+  std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create)
+      ROOST_REQUIRES(mu_);
   // Under mu_, so the sweeper cannot drop the object in between.
   void push(const std::shared_ptr<Obj>& obj, Item item, bool front = false) ROOST_REQUIRES(mu_);
   // With obj->mu held (annotated on the definition: Obj is incomplete here).
@@ -179,11 +179,11 @@ class ActorRuntime final : public durable::Participant {
   std::atomic<std::uint64_t> next_socket_{1};
   std::atomic<bool> halt_{false};  // workers take no new item
   // Workers on demand (see ActorRuntimeOptions::stall_ms).
-  std::atomic<int> queued_slices_{0};         // slices posted, not started
-  std::atomic<int> busy_workers_{0};          // slices running
+  std::atomic<int> queued_slices_{0};  // slices posted, not started
+  std::atomic<int> busy_workers_{0};   // slices running
   std::atomic<int> worker_count_{0};
   std::atomic<std::int64_t> last_slice_start_{0};  // steady ms (the stall check ignores wall-clock steps)
-  std::vector<std::thread> extra_workers_;    // attached to workers_; timer thread and stop() only
+  std::vector<std::thread> extra_workers_;         // attached to workers_; timer thread and stop() only
   void add_worker_if_stalled();
   static std::int64_t steady_now_ms();
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;

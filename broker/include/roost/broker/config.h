@@ -14,51 +14,51 @@
 namespace roost::broker {
 
 struct Config {
-  std::filesystem::path data_dir = "./roost-data";  // LMDB environment lives here
-  std::string http_listen = "127.0.0.1:8080";       // gateway HOST:PORT (port 0 = any free)
-  std::string endpoint = "tcp://127.0.0.1:7400";    // native protocol; "off" = none
-  std::string endpoint_curve_secret;                // Z85 secret key; set = CURVE required
-  std::uint64_t heartbeat_ms = 1000;                // native client heartbeat
-  std::string durability = "sync";                  // sync | batch | none
-  std::uint64_t sync_interval_ms = 100;             // batch durability fsync period
-  std::uint64_t max_storage_bytes = 0;              // cap on the LMDB map; 0 = until disk full
-  std::uint64_t initial_storage_bytes = 256u << 20; // the LMDB map's first size; it doubles as needed
-  bool auto_create_queues = true;                   // enqueue creates unknown queues
-  std::uint64_t max_message_bytes = 1u << 20;       // largest message body (1 MiB)
-  std::uint64_t max_request_bytes = 16u << 20;      // largest HTTP request body
-  std::uint64_t max_header_bytes = 16u << 10;       // largest HTTP request header block
-  std::uint64_t idle_timeout_ms = 60'000;           // HTTP keep-alive idle timeout
-  std::uint64_t max_connections = 10'000;           // concurrent HTTP connections
-  std::uint64_t io_threads = 0;                     // 0 = one per core
-  std::uint64_t shutdown_grace_ms = 10'000;         // how long SIGTERM waits for in-flight work
-  std::string static_dir;                           // served at / when set (--static)
-  std::string auth_secret;                          // HS256 JWT secret; empty = loopback only
-  std::string allowed_origins;                      // comma list for WebSockets and writes; "*" = any
-  std::string allowed_hosts;                        // Host names besides addresses and localhost (no secret)
+  std::filesystem::path data_dir = "./roost-data";   // LMDB environment lives here
+  std::string http_listen = "127.0.0.1:8080";        // gateway HOST:PORT (port 0 = any free)
+  std::string endpoint = "tcp://127.0.0.1:7400";     // native protocol; "off" = none
+  std::string endpoint_curve_secret;                 // Z85 secret key; set = CURVE required
+  std::uint64_t heartbeat_ms = 1000;                 // native client heartbeat
+  std::string durability = "sync";                   // sync | batch | none
+  std::uint64_t sync_interval_ms = 100;              // batch durability fsync period
+  std::uint64_t max_storage_bytes = 0;               // cap on the LMDB map; 0 = until disk full
+  std::uint64_t initial_storage_bytes = 256u << 20;  // the LMDB map's first size; it doubles as needed
+  bool auto_create_queues = true;                    // enqueue creates unknown queues
+  std::uint64_t max_message_bytes = 1u << 20;        // largest message body (1 MiB)
+  std::uint64_t max_request_bytes = 16u << 20;       // largest HTTP request body
+  std::uint64_t max_header_bytes = 16u << 10;        // largest HTTP request header block
+  std::uint64_t idle_timeout_ms = 60'000;            // HTTP keep-alive idle timeout
+  std::uint64_t max_connections = 10'000;            // concurrent HTTP connections
+  std::uint64_t io_threads = 0;                      // 0 = one per core
+  std::uint64_t shutdown_grace_ms = 10'000;          // how long SIGTERM waits for in-flight work
+  std::string static_dir;                            // served at / when set (--static)
+  std::string auth_secret;                           // HS256 JWT secret; empty = loopback only
+  std::string allowed_origins;                       // comma list for WebSockets and writes; "*" = any
+  std::string allowed_hosts;                         // Host names besides addresses and localhost (no secret)
   std::uint64_t max_subscriptions_per_connection = 1024;  // channel subscriptions of one WebSocket or client
-  std::uint64_t max_connections_per_ip = 256;       // concurrent connections from one address
-  std::uint64_t max_ws_message_bytes = 64u << 10;   // largest WebSocket message from a client
-  std::uint64_t ws_idle_timeout_ms = 60'000;        // silent WebSockets are pinged, then closed
-  bool ws_compression = false;                      // offer permessage-deflate
+  std::uint64_t max_connections_per_ip = 256;             // concurrent connections from one address
+  std::uint64_t max_ws_message_bytes = 64u << 10;         // largest WebSocket message from a client
+  std::uint64_t ws_idle_timeout_ms = 60'000;              // silent WebSockets are pinged, then closed
+  bool ws_compression = false;                            // offer permessage-deflate
   // Channel defaults (every channel) and per-prefix namespaces:
   // "chat.:history=50,history_ttl_ms=300000,policy=drop;alerts.:policy=disconnect"
   std::uint64_t channel_history = 0;
   std::uint64_t channel_history_ttl_ms = 0;
-  std::string channel_slow_policy = "drop";         // drop | disconnect
+  std::string channel_slow_policy = "drop";  // drop | disconnect
   std::uint64_t channel_buffer_messages = 1024;
   // A channel without kept history or direct subscribers, unused this long, is forgotten.
   std::uint64_t channel_idle_ms = 600'000;
   std::uint64_t channel_buffer_bytes = 1u << 20;
   std::string channel_namespaces;
-  std::string actors;                               // plugin .so paths, comma-separated (--actors)
-  std::uint64_t actor_threads = 0;                  // actor worker threads; 0 = one per core
-  std::uint64_t actor_max_threads = 0;              // with workers added for blocking turns; 0 = max(16, 4×)
-  std::uint64_t actor_idle_ms = 10'000;             // hibernate an idle object after this long
-  std::uint64_t call_timeout_ms = 10'000;           // default object call timeout
-  std::uint64_t actor_mail_memory_bytes = 1u << 20; // waiting mail data one object keeps in RAM
-  std::string log_level = "info";                   // trace|debug|info|warn|error
-  std::string log_format = "text";                  // text | json
-  std::filesystem::path config_file;                // where the file layer came from, if any
+  std::string actors;                      // plugin .so paths, comma-separated (--actors)
+  std::uint64_t actor_threads = 0;         // actor worker threads; 0 = one per core
+  std::uint64_t actor_max_threads = 0;     // with workers added for blocking turns; 0 = max(16, 4×)
+  std::uint64_t actor_idle_ms = 10'000;    // hibernate an idle object after this long
+  std::uint64_t call_timeout_ms = 10'000;  // default object call timeout
+  std::uint64_t actor_mail_memory_bytes = 1u << 20;  // waiting mail data one object keeps in RAM
+  std::string log_level = "info";                    // trace|debug|info|warn|error
+  std::string log_format = "text";                   // text | json
+  std::filesystem::path config_file;                 // where the file layer came from, if any
 
   // Derived from the channel_* keys by load_config().
   channels::HubOptions hub_options() const;

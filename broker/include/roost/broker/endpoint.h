@@ -21,21 +21,21 @@ namespace roost::broker {
 
 struct EndpointOptions {
   std::string bind = "tcp://127.0.0.1:7400";  // tcp://HOST:PORT (PORT * = any free) or ipc://PATH
-  std::string curve_secret_key;  // Z85 (40 chars): clients must use CURVE with the public key
-  std::string auth_secret;       // HS256 JWT secret; empty = loopback (and ipc) clients only
-  std::uint32_t heartbeat_ms = 1000;  // default client heartbeat; silent 3× = gone
+  std::string curve_secret_key;               // Z85 (40 chars): clients must use CURVE with the public key
+  std::string auth_secret;                    // HS256 JWT secret; empty = loopback (and ipc) clients only
+  std::uint32_t heartbeat_ms = 1000;          // default client heartbeat; silent 3× = gone
   std::uint64_t max_message_bytes = 1u << 20;
-  std::uint32_t max_batch = 1000;        // messages per enqueue / pull
+  std::uint32_t max_batch = 1000;  // messages per enqueue / pull
   // Channel events queued in ZeroMQ per client before more are dropped (and counted, `lagged`).
   // An event holds at most 256 messages and 64 KiB (or one larger message), so a client that
   // never reads holds at most send_hwm × 64 KiB (16 MiB) there, plus its subscriptions' buffers
   // (channel_buffer_messages / channel_buffer_bytes each).
   std::uint32_t send_hwm = 256;
-  std::uint32_t max_backlog = 100'000;   // answers held for a client that doesn't read; then gone
+  std::uint32_t max_backlog = 100'000;          // answers held for a client that doesn't read; then gone
   std::uint64_t max_backlog_bytes = 64u << 20;  // likewise, in bytes
-  std::uint32_t max_subscriptions = 1024;  // channel subscriptions and push consumers per client
-  std::uint32_t max_heartbeat_ms = 10'000;  // a client may ask for a heartbeat up to this (its
-                                            // session outlives a silent client 3× that)
+  std::uint32_t max_subscriptions = 1024;       // channel subscriptions and push consumers per client
+  std::uint32_t max_heartbeat_ms = 10'000;      // a client may ask for a heartbeat up to this (its
+                                                // session outlives a silent client 3× that)
   std::string version = "0";
 };
 

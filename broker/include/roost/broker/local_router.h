@@ -3,8 +3,8 @@
 #pragma once
 
 #include <roost/channels/hub.h>
-#include <roost/core/thread_annotations.h>
 #include <roost/core/router.h>
+#include <roost/core/thread_annotations.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/queue_store.h>
 
@@ -47,14 +47,14 @@ class LocalRouter final : public Router {
   void enqueue(std::string name, std::vector<NewMessage> messages,
                Callback<std::vector<std::string>> done) override;
   using Router::pull;
-  void pull(std::string name, PullOptions options, std::uint64_t wait_ms, Callback<std::vector<LeasedMessage>> done,
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+            Callback<std::vector<LeasedMessage>> done,
             std::shared_ptr<const std::atomic<bool>> gone) override;
   void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
            Callback<AckResult> done) override;
-  void extend(std::string name, std::vector<std::string> leases,
-              std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) override;
-  void redrive(std::string from, std::string to, std::uint64_t max,
-               Callback<std::uint64_t> done) override;
+  void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
+              Callback<ExtendResult> done) override;
+  void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) override;
   Result<channels::SubscribeResult> subscribe(const std::string& pattern,
                                               std::shared_ptr<channels::Subscriber> subscriber,
                                               const std::optional<channels::Since>& since) override;
@@ -71,9 +71,8 @@ class LocalRouter final : public Router {
                    Callback<std::uint64_t> done) override;
   void object_call(std::string object_class, std::string name, std::string data, ContentType type,
                    std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
-  void object_connect(std::string object_class, std::string name,
-                      std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
-                      Callback<std::uint64_t> done) override;
+  void object_connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
+                      ObjectConnectRequest request, Callback<std::uint64_t> done) override;
   void object_socket_message(std::uint64_t socket, std::string text) override;
   void object_socket_closed(std::uint64_t socket, std::uint16_t code) override;
   std::optional<Error> object_check(std::string_view object_class, std::string_view name) override;

@@ -24,7 +24,8 @@ class Node {
   void register_actor(std::string name, ActorFactory factory, ActorClassOptions options = {});
   template <class T>
   void register_actor(std::string name, ActorClassOptions options = {}) {
-    register_actor(std::move(name), [] { return std::make_unique<T>(); }, std::move(options));
+    register_actor(
+        std::move(name), [] { return std::make_unique<T>(); }, std::move(options));
   }
   // Loads an actor plugin (roost/actor_plugin.h) and registers its classes. REQUIRES: before
   // start(). Throws std::runtime_error if it cannot be loaded or was built for another ABI.

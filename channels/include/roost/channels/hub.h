@@ -7,8 +7,8 @@
 // channel (forget_idle only tries it), then the trie.
 #pragma once
 
-#include <roost/core/channel_types.h>
 #include <roost/channels/outgoing_queue.h>
+#include <roost/core/channel_types.h>
 #include <roost/core/error.h>
 #include <roost/core/thread_annotations.h>
 
@@ -30,7 +30,6 @@ struct HubOptions {
   std::vector<NamespaceConfig> namespaces;  // longest matching prefix wins
   NamespaceConfig defaults;
 };
-
 
 class Hub {
  public:
@@ -87,7 +86,8 @@ class Hub {
   // caller takes it over: MutexLock lock(ch->mu, std::adopt_lock)).
   std::shared_ptr<Channel> channel(const std::string& name) ROOST_NO_THREAD_SAFETY_ANALYSIS;
   // The subscribers of channel `name` (`ch`), cached in the channel (no copy per publish).
-  std::shared_ptr<const SubscriberList> match(Channel& ch, const std::string& name) const ROOST_REQUIRES(ch.mu);
+  std::shared_ptr<const SubscriberList> match(Channel& ch, const std::string& name) const
+      ROOST_REQUIRES(ch.mu);
   // A join / leave event to the channel's subscribers (but `except`).
   void announce(MessageKind kind, Channel& ch, const std::string& channel, const Subscriber* except)
       ROOST_REQUIRES(ch.mu);

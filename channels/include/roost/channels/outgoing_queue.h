@@ -11,7 +11,6 @@
 
 namespace roost::channels {
 
-
 class OutgoingQueue {
  public:
   enum class Push { kQueued, kDropped, kDisconnect };

@@ -1,9 +1,9 @@
 // Authentication and authorization: HS256 JWT bearer tokens (OpenSSL HMAC), and the
 // permissions they carry. Claims: `exp` (seconds since the epoch; required when present to be in
-// the future), `nbf` (when present, not before that second) and `roost: {"publish":[patterns],"subscribe":[patterns],"queues":[patterns],
-// "objects":[patterns]}`. Patterns use the channel grammar ('*' one token, '>' the rest), also
-// for queue names. Without a configured secret, only loopback clients are accepted, with every
-// permission.
+// the future), `nbf` (when present, not before that second) and `roost:
+// {"publish":[patterns],"subscribe":[patterns],"queues":[patterns], "objects":[patterns]}`. Patterns use the
+// channel grammar ('*' one token, '>' the rest), also for queue names. Without a configured secret, only
+// loopback clients are accepted, with every permission.
 #pragma once
 
 #include <roost/core/error.h>
@@ -42,8 +42,7 @@ bool pattern_covers(std::string_view allowed, std::string_view requested);
 
 class Authenticator {
  public:
-  explicit Authenticator(std::string secret,
-                         std::function<std::int64_t()> now_seconds = nullptr);
+  explicit Authenticator(std::string secret, std::function<std::int64_t()> now_seconds = nullptr);
   // `token` is empty when the request carried none.
   Result<Principal> authenticate(std::string_view token, const boost::asio::ip::address& remote) const;
   bool enabled() const { return !secret_.empty(); }

@@ -7,9 +7,9 @@
 
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,9 +52,9 @@ struct Message {
 
 using MessagePtr = std::shared_ptr<const Message>;
 
-MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset,
-                        std::string epoch, std::int64_t timestamp_ms,
-                        ContentType content_type = ContentType::kJson, std::size_t audience = 0);
+MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset, std::string epoch,
+                        std::int64_t timestamp_ms, ContentType content_type = ContentType::kJson,
+                        std::size_t audience = 0);
 MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
                          std::int64_t timestamp_ms, std::size_t audience = 0);
 
@@ -81,7 +81,7 @@ struct NamespaceConfig {
   std::size_t history_size = 0;      // messages kept per channel for resumption
   std::uint64_t history_ttl_ms = 0;  // 0 = kept until pushed out by newer ones
   SlowPolicy policy = SlowPolicy::kDrop;
-  std::size_t buffer_messages = 1024;    // per-subscriber buffer
+  std::size_t buffer_messages = 1024;  // per-subscriber buffer
   std::size_t buffer_bytes = 1u << 20;
   // Direct subscribers of a channel (not wildcard watchers) joining and leaving are announced to
   // the channel's subscribers as join / leave events carrying the new count.

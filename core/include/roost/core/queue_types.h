@@ -14,7 +14,6 @@ namespace roost {
 // The longest a pull may wait for messages (HTTP `wait_ms`, native `waitMs`), in milliseconds.
 inline constexpr std::uint64_t kMaxWaitMs = 20'000;
 
-
 // A queue's configuration. Every field's default is the value shown.
 struct QueueConfig {
   std::uint64_t visibility_timeout_ms = 30'000;  // lease length when a pull does not say
@@ -63,9 +62,9 @@ struct QueueStats {
   std::uint64_t acked = 0;
   std::uint64_t retried = 0;
   std::uint64_t dead_lettered = 0;
-  std::uint64_t dropped = 0;  // dead-lettered with no DLQ configured
-  std::uint64_t expired = 0;  // removed by message_ttl_ms
-  std::uint64_t redriven = 0; // moved out of this queue by redrive
+  std::uint64_t dropped = 0;   // dead-lettered with no DLQ configured
+  std::uint64_t expired = 0;   // removed by message_ttl_ms
+  std::uint64_t redriven = 0;  // moved out of this queue by redrive
 };
 
 struct QueueInfo {
@@ -88,7 +87,7 @@ struct LeasedMessage {
   std::string lease_id;
   std::string body;
   ContentType content_type = ContentType::kJson;
-  std::uint32_t attempts = 0;  // deliveries so far, this one included
+  std::uint32_t attempts = 0;     // deliveries so far, this one included
   std::int64_t timestamp_ms = 0;  // enqueue time
   std::string key;
 };

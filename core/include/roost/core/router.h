@@ -7,8 +7,8 @@
 #pragma once
 
 #include <roost/core/channel_types.h>
-#include <roost/core/queue_types.h>
 #include <roost/core/error.h>
+#include <roost/core/queue_types.h>
 
 #include <atomic>
 #include <cstdint>
@@ -19,7 +19,6 @@
 #include <vector>
 
 namespace roost {
-
 
 // A WebSocket attached to an object, as the runtime sees it (implemented by the gateway).
 // Thread-safe: called from the committer thread after a turn commits, and from the runtime.
@@ -46,9 +45,9 @@ struct ObjectReply {
 // What an operator can see of one object.
 struct ObjectInfo {
   std::string object_class, name;
-  std::uint64_t waiting = 0;    // messages in its mailbox, not yet consumed
-  bool in_memory = false;       // working, or holding sockets
-  bool active = false;          // its actor exists (not hibernated)
+  std::uint64_t waiting = 0;  // messages in its mailbox, not yet consumed
+  bool in_memory = false;     // working, or holding sockets
+  bool active = false;        // its actor exists (not hibernated)
   std::uint64_t sockets = 0;
   struct Alarm {
     std::string name;
@@ -72,16 +71,17 @@ class Router {
   // (with no messages). Once `gone` is set (the client that asked went away) the poll leases
   // nothing more and ends, answered with no messages.
   virtual void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
-                    Callback<std::vector<LeasedMessage>> done, std::shared_ptr<const std::atomic<bool>> gone) = 0;
-  void pull(std::string name, PullOptions options, std::uint64_t wait_ms, Callback<std::vector<LeasedMessage>> done) {
+                    Callback<std::vector<LeasedMessage>> done,
+                    std::shared_ptr<const std::atomic<bool>> gone) = 0;
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+            Callback<std::vector<LeasedMessage>> done) {
     pull(std::move(name), options, wait_ms, std::move(done), nullptr);
   }
-  virtual void ack(std::string name, std::vector<std::string> acks,
-                   std::vector<RetryRequest> retries, Callback<AckResult> done) = 0;
-  virtual void extend(std::string name, std::vector<std::string> leases,
-                      std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) = 0;
-  virtual void redrive(std::string from, std::string to, std::uint64_t max,
-                       Callback<std::uint64_t> done) = 0;
+  virtual void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+                   Callback<AckResult> done) = 0;
+  virtual void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
+                      Callback<ExtendResult> done) = 0;
+  virtual void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) = 0;
 
   // Broadcast channels. Synchronous: the hub does no I/O.
   virtual Result<channels::SubscribeResult> subscribe(const std::string& pattern,
@@ -99,10 +99,10 @@ class Router {
   // the actor's reply (call_timeout after timeout_ms, 0 = the node's default); `connect` runs the
   // object's on_connect and answers the attached socket's id. Frames from an attached socket go to
   // object_socket_message, its end to object_socket_closed.
-  virtual void object_tell(std::string object_class, std::string name, std::string data,
-                           ContentType type, Callback<std::uint64_t> done) = 0;
-  virtual void object_call(std::string object_class, std::string name, std::string data,
-                           ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
+  virtual void object_tell(std::string object_class, std::string name, std::string data, ContentType type,
+                           Callback<std::uint64_t> done) = 0;
+  virtual void object_call(std::string object_class, std::string name, std::string data, ContentType type,
+                           std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
   virtual void object_connect(std::string object_class, std::string name,
                               std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
                               Callback<std::uint64_t> done) = 0;

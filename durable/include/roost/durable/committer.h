@@ -3,9 +3,9 @@
 // whole group in sync mode), then completes each Op. This is where durable throughput comes from.
 #pragma once
 
-#include <roost/durable/env.h>
 #include <roost/core/error.h>
 #include <roost/core/thread_annotations.h>
+#include <roost/durable/env.h>
 
 #include <array>
 #include <atomic>
@@ -57,7 +57,7 @@ class Participant {
 };
 
 struct CommitterOptions {
-  std::chrono::milliseconds sync_interval{100};      // batch durability only
+  std::chrono::milliseconds sync_interval{100};  // batch durability only
   std::chrono::milliseconds maintenance_interval{50};
   std::size_t max_group_ops = 8192;  // cap on Ops per transaction (bounds latency)
 };
@@ -65,7 +65,7 @@ struct CommitterOptions {
 // Histogram with fixed power-of-two-ish buckets, safe to read from any thread.
 class Histogram {
  public:
-  static constexpr std::array<double, 14> kBounds = {1,   2,    5,    10,   25,    50,    100,
+  static constexpr std::array<double, 14> kBounds = {1,   2,   5,    10,   25,   50,    100,
                                                      250, 500, 1000, 2500, 5000, 10000, 50000};
   void record(double value);
   struct Snapshot {
@@ -82,8 +82,8 @@ class Histogram {
 };
 
 struct CommitterMetrics {
-  Histogram commit_us;      // commit latency including fsync, microseconds
-  Histogram group_ops;      // Ops per committed group
+  Histogram commit_us;  // commit latency including fsync, microseconds
+  Histogram group_ops;  // Ops per committed group
   std::atomic<std::uint64_t> commits{0};
   std::atomic<std::uint64_t> ops{0};
   std::atomic<std::uint64_t> map_grows{0};

@@ -25,10 +25,10 @@ enum class Durability {
 };
 
 struct EnvOptions {
-  std::filesystem::path dir;                      // created if missing
+  std::filesystem::path dir;  // created if missing
   Durability durability = Durability::kSync;
   std::uint64_t initial_map_bytes = 256ull << 20;  // grows on demand (doubling)
-  std::uint64_t max_map_bytes = 0;                // 0 = grow until the disk is full
+  std::uint64_t max_map_bytes = 0;                 // 0 = grow until the disk is full
   // With max_map_bytes: room beyond the cap that only writes which free or rewrite data may use
   // (acks, deletes, pulls, recovery), so that a full store can always be drained. Writes that add
   // data are refused once the data reaches max_map_bytes. 0 = max(2 MiB, max_map_bytes / 8).
@@ -53,9 +53,7 @@ inline MDB_val to_val(std::span<const std::uint8_t> bytes) {
   return MDB_val{bytes.size(), const_cast<std::uint8_t*>(bytes.data())};
 }
 inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-inline std::string_view as_view(const MDB_val& v) {
-  return {static_cast<const char*>(v.mv_data), v.mv_size};
-}
+inline std::string_view as_view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
 class Txn;
 

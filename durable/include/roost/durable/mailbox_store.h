@@ -15,8 +15,8 @@
 //   osubs    okey + pattern → ""                       (durable subscriptions)
 #pragma once
 
-#include <roost/durable/env.h>
 #include <roost/core/content_type.h>
+#include <roost/durable/env.h>
 
 #include <cstdint>
 #include <functional>
@@ -33,7 +33,7 @@ struct MailRecord {
   MailKind kind = MailKind::kMessage;
   ContentType content_type = ContentType::kJson;
   std::int64_t enqueued_ms = 0;
-  std::string subject;   // channel subject (kChannel) or alarm name (kAlarm)
+  std::string subject;            // channel subject (kChannel) or alarm name (kAlarm)
   std::int64_t scheduled_ms = 0;  // kAlarm: when it was due
   std::uint64_t missed = 0;       // kAlarm: skipped occurrences of a repeating alarm
   std::string data;
@@ -92,10 +92,8 @@ class MailboxStore {
   std::optional<std::string> kv_get(std::string_view okey, std::string_view key) const;
   // Entries with start <= key < end (empty end = every key with `prefix`), in order, at most
   // `limit` (0 = all); keys are returned without the object prefix.
-  std::vector<std::pair<std::string, std::string>> kv_scan(std::string_view okey,
-                                                           std::string_view prefix,
-                                                           std::string_view start,
-                                                           std::string_view end,
+  std::vector<std::pair<std::string, std::string>> kv_scan(std::string_view okey, std::string_view prefix,
+                                                           std::string_view start, std::string_view end,
                                                            std::size_t limit) const;
   // Every message waiting in every mailbox, in (object, seq) order. Used once at start-up. Past
   // `data_budget` bytes of one object's data, data is left on disk (data_on_disk).

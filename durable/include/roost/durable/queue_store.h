@@ -17,10 +17,10 @@
 //  - on open, every lease left by a previous run is released: unacked messages are visible again.
 #pragma once
 
+#include <roost/core/error.h>
+#include <roost/core/queue_types.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
-#include <roost/core/queue_types.h>
-#include <roost/core/error.h>
 
 #include <cstdint>
 #include <expected>
@@ -39,18 +39,17 @@ using roost::Callback;
 using roost::Result;
 
 struct QueueStoreOptions {
-  bool auto_create_queues = true;               // enqueue to an unknown queue creates it
-  std::uint64_t max_message_bytes = 1u << 20;   // largest body accepted
-  std::uint32_t max_batch = 1000;               // most messages per enqueue / pull
-  std::uint32_t sweep_limit = 10'000;           // most expiries handled per maintenance pass
+  bool auto_create_queues = true;              // enqueue to an unknown queue creates it
+  std::uint64_t max_message_bytes = 1u << 20;  // largest body accepted
+  std::uint32_t max_batch = 1000;              // most messages per enqueue / pull
+  std::uint32_t sweep_limit = 10'000;          // most expiries handled per maintenance pass
 };
 
 class QueueStore final : public Participant {
  public:
   // Opens the queue tables and releases leases left by a previous run.
   // REQUIRES: the committer is not started yet; call committer.start() afterwards.
-  QueueStore(Env& env, Committer& committer, QueueStoreOptions options,
-             std::function<std::int64_t()> clock);
+  QueueStore(Env& env, Committer& committer, QueueStoreOptions options, std::function<std::int64_t()> clock);
   ~QueueStore() override;
   QueueStore(const QueueStore&) = delete;
   QueueStore& operator=(const QueueStore&) = delete;
@@ -62,8 +61,7 @@ class QueueStore final : public Participant {
   void put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done);
   void delete_queue(std::string name, Callback<bool> done);
   // Answers the message ids, in order (for duplicates, the id of the first).
-  void enqueue(std::string name, std::vector<NewMessage> messages,
-               Callback<std::vector<std::string>> done);
+  void enqueue(std::string name, std::vector<NewMessage> messages, Callback<std::vector<std::string>> done);
   void pull(std::string name, PullOptions options, Callback<std::vector<LeasedMessage>> done);
   void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
            Callback<AckResult> done);

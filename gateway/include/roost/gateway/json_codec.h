@@ -1,9 +1,9 @@
-// JSON shapes of the HTTP queue API (also printed by the CLI): request bodies in, response bodies out. Every parse failure
-// is an Error with a stable code (malformed = not JSON, invalid_argument = wrong field).
+// JSON shapes of the HTTP queue API (also printed by the CLI): request bodies in, response bodies out. Every
+// parse failure is an Error with a stable code (malformed = not JSON, invalid_argument = wrong field).
 #pragma once
 
-#include <roost/core/queue_types.h>
 #include <roost/core/error.h>
+#include <roost/core/queue_types.h>
 #include <roost/core/utf8.h>
 
 #include <cstdint>
@@ -36,8 +36,8 @@ struct RedriveRequest {
 // What one JSON text from a client may hold. Checked by a streaming pass that builds nothing
 // (memory O(depth)), so a request is refused before its tree is built.
 struct JsonLimits {
-  std::size_t max_depth = 64;             // nesting of arrays and objects
-  std::size_t max_values = 250'000;       // scalars, arrays and objects, all counted
+  std::size_t max_depth = 64;               // nesting of arrays and objects
+  std::size_t max_values = 250'000;         // scalars, arrays and objects, all counted
   std::size_t max_string_bytes = SIZE_MAX;  // one string or key
 };
 inline constexpr JsonLimits kRequestJsonLimits{};

@@ -11,8 +11,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include <cstdint>
 #include <boost/asio/thread_pool.hpp>
+#include <cstdint>
 
 #include <memory>
 #include <string>
@@ -20,19 +20,19 @@
 namespace roost::gateway {
 
 struct ServerOptions {
-  std::string listen = "127.0.0.1:8080";         // HOST:PORT; port 0 picks a free one
-  std::uint64_t max_request_bytes = 16u << 20;   // larger bodies: 413 payload_too_large
-  std::uint64_t max_header_bytes = 16u << 10;    // larger header blocks: 431 header_too_large
-  std::uint64_t idle_timeout_ms = 60'000;        // keep-alive connections idle longer are closed
-  std::uint64_t request_timeout_ms = 30'000;     // a request must arrive whole within this
-  std::uint64_t max_connections = 10'000;        // more are accepted and closed at once
-  std::uint64_t max_connections_per_ip = 256;    // likewise, per remote address
-  std::string static_dir;                        // files served at / when set
-  std::string auth_secret;                       // HS256 JWT secret; empty = loopback only
-  std::string allowed_origins;                   // Origin allow-list for WebSockets and writes ("*" = any)
-  std::string allowed_hosts;                     // extra Host names when no auth_secret (comma list)
+  std::string listen = "127.0.0.1:8080";        // HOST:PORT; port 0 picks a free one
+  std::uint64_t max_request_bytes = 16u << 20;  // larger bodies: 413 payload_too_large
+  std::uint64_t max_header_bytes = 16u << 10;   // larger header blocks: 431 header_too_large
+  std::uint64_t idle_timeout_ms = 60'000;       // keep-alive connections idle longer are closed
+  std::uint64_t request_timeout_ms = 30'000;    // a request must arrive whole within this
+  std::uint64_t max_connections = 10'000;       // more are accepted and closed at once
+  std::uint64_t max_connections_per_ip = 256;   // likewise, per remote address
+  std::string static_dir;                       // files served at / when set
+  std::string auth_secret;                      // HS256 JWT secret; empty = loopback only
+  std::string allowed_origins;                  // Origin allow-list for WebSockets and writes ("*" = any)
+  std::string allowed_hosts;                    // extra Host names when no auth_secret (comma list)
   std::uint64_t max_ws_message_bytes = 64u << 10;
-  std::uint64_t max_subscriptions = 1024;        // per WebSocket; more: too_many_requests
+  std::uint64_t max_subscriptions = 1024;  // per WebSocket; more: too_many_requests
   std::uint64_t ws_idle_timeout_ms = 60'000;
   bool ws_compression = false;
 };

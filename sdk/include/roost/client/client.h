@@ -20,8 +20,8 @@
 // while reconnecting wait for the connection until their timeout.
 #pragma once
 
-#include <roost/core/queue_types.h>
 #include <roost/core/error.h>
+#include <roost/core/queue_types.h>
 
 #include <chrono>
 #include <cstdint>
@@ -119,7 +119,7 @@ struct SubscribeOptions {
   // not block, and blocking methods called from it answer invalid_argument; asynchronous ones
   // (publish, *_async) are fine. While it runs, the client reads nothing else.
   bool on_io_thread = false;
-  std::size_t recent = 0;                             // replay up to this many kept messages first
+  std::size_t recent = 0;                                      // replay up to this many kept messages first
   std::optional<std::pair<std::string, std::uint64_t>> since;  // resume after (epoch, offset)
 };
 
@@ -145,8 +145,8 @@ class Client {
                                           std::chrono::milliseconds wait = {});
   Result<AckResult> ack(const std::string& queue, std::vector<std::string> acks,
                         std::vector<RetryRequest> retries = {});
-  void ack_async(const std::string& queue, std::vector<std::string> acks,
-                 std::vector<RetryRequest> retries, Callback<AckResult> done);
+  void ack_async(const std::string& queue, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+                 Callback<AckResult> done);
   Result<ExtendResult> extend(const std::string& queue, std::vector<std::string> leases,
                               std::chrono::milliseconds visibility = {});
   Result<std::unique_ptr<Stream>> consume(const std::string& queue,
@@ -170,15 +170,14 @@ class Client {
 
   // ---- objects ----
   // A durable message to an object's mailbox; answers its mailbox seq once committed.
-  Result<std::uint64_t> tell(const std::string& object_class, const std::string& name,
-                             std::string data, ContentType type = ContentType::kJson);
+  Result<std::uint64_t> tell(const std::string& object_class, const std::string& name, std::string data,
+                             ContentType type = ContentType::kJson);
   void tell_async(const std::string& object_class, const std::string& name, std::string data,
                   ContentType type, Callback<std::uint64_t> done);
   // Request → reply through the object's on_call. `timeout` 0 = the node's call_timeout_ms;
   // call_timeout when the object does not reply in time, actor_error when its handler threw.
-  Result<ObjectReply> call(const std::string& object_class, const std::string& name,
-                           std::string data, std::chrono::milliseconds timeout = {},
-                           ContentType type = ContentType::kJson);
+  Result<ObjectReply> call(const std::string& object_class, const std::string& name, std::string data,
+                           std::chrono::milliseconds timeout = {}, ContentType type = ContentType::kJson);
 
   // True while a session with the node is established.
   bool connected() const;
@@ -224,8 +223,7 @@ class Producer {
 class Consumer {
  public:
   Consumer(Client& client, std::string queue) : client_(client), queue_(std::move(queue)) {}
-  Result<std::vector<LeasedMessage>> pull(std::uint32_t batch = 10,
-                                          std::chrono::milliseconds wait = {});
+  Result<std::vector<LeasedMessage>> pull(std::uint32_t batch = 10, std::chrono::milliseconds wait = {});
   Result<std::unique_ptr<Stream>> consume(std::function<void(const Delivery&)> handler,
                                           std::uint32_t max_in_flight = 100);
   Result<AckResult> ack(const std::string& lease_id);

@@ -27,8 +27,7 @@ class HttpClient {
 
   // Sends one request, reconnecting once if the kept-alive connection was closed.
   // Throws std::system_error when the server cannot be reached or the exchange fails.
-  HttpResponse request(const std::string& method, const std::string& target,
-                       const std::string& body = {},
+  HttpResponse request(const std::string& method, const std::string& target, const std::string& body = {},
                        const std::string& content_type = "application/json");
   HttpResponse get(const std::string& target) { return request("GET", target); }
   HttpResponse post(const std::string& target, const std::string& body) {

@@ -2,8 +2,8 @@
 // and converting the queue value types to and from their schema structs.
 #pragma once
 
-#include <roost/core/queue_types.h>
 #include <roost/core/error.h>
+#include <roost/core/queue_types.h>
 #include <roost/core/roost.capnp.h>
 
 #include <capnp/message.h>
