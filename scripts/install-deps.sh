@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Roost needs to build and run; with --test also what the test
-# suite and benchmarks need (Chromium, nats-server, Node and sdk/js's npm packages).
+# suite and benchmarks need (Chromium, nats-server, Node and sdk/js's npm packages, clang 16 for the
+# thread-safety analysis and clang-format 16 for the layout check).
 # Idempotent: installs only what is missing. Runs apt-get as root, or through sudo.
 set -euo pipefail
 with_tests=0
@@ -15,7 +16,7 @@ packages=(
   curl procps
 )
 if [ "$with_tests" = 1 ]; then
-  packages+=(wrk chromium nats-server redis-server libhiredis-dev libnats-dev)
+  packages+=(wrk chromium nats-server redis-server libhiredis-dev libnats-dev clang-16 clang-format-16 git)
   # Node.js: the machine image usually has it; Debian's nodejs otherwise.
   if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm); fi
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command that builds and runs every test: the Release build (warnings are errors), then the
+# One command that builds and runs every test: the layout and layering checks, the Release build
+# (warnings are errors) and its suite, clang's thread-safety analysis over the modules, then the
 # same suite built with AddressSanitizer + UndefinedBehaviorSanitizer. .ci/run calls this.
 #   ROOST_SKIP_SANITIZE=1 ./scripts/test.sh   runs only the Release suite (quicker, local loops)
 set -euo pipefail
@@ -7,9 +8,16 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --test
 jobs=$(nproc 2>/dev/null || echo 2)
 
+echo "== layout (.clang-format) and floors (core → durable, channels, sdk → gateway → broker)"
+./scripts/check-format.sh
+./scripts/check-layering.sh
+
 echo "== release build and tests"
 ./scripts/build.sh build Release -DROOST_WERROR=ON
 ctest --test-dir build --output-on-failure -j "$jobs" --timeout 300
+
+echo "== lock rules (clang -Wthread-safety)"
+./scripts/check-thread-safety.sh build
 
 if [ "${ROOST_SKIP_SANITIZE:-0}" != "1" ]; then
   echo "== ASan + UBSan build and tests"

@@ -132,7 +132,7 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
   // Over the cap, Ops that add data are refused from the start; the rest may use the reserve.
   bool storage_full = env_.over_cap();
   bool bumped = false;
-  for (int attempt = 0;; ++attempt) {
+  for (;;) {
     std::int64_t now = clock_();
     try {
       Txn txn = env_.begin_write();
