@@ -31,8 +31,6 @@ namespace roost::broker {
 namespace asio = boost::asio;
 namespace json = boost::json;
 using durable::MailboxStore;
-using durable::MailKind;
-using durable::MailRecord;
 using durable::PendingMail;
 
 namespace {

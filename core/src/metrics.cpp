@@ -52,28 +52,25 @@ void MetricsWriter::labels(std::initializer_list<Label> labels) {
   out_ += '}';
 }
 
-void MetricsWriter::sample(std::string_view name, std::initializer_list<Label> l, double value) {
+template <class Number>
+void MetricsWriter::line(std::string_view name, std::initializer_list<Label> l, Number value) {
   out_ += name;
   labels(l);
   out_ += ' ';
   append_number(out_, value);
   out_ += '\n';
+}
+
+void MetricsWriter::sample(std::string_view name, std::initializer_list<Label> l, double value) {
+  line(name, l, value);
 }
 
 void MetricsWriter::sample(std::string_view name, std::initializer_list<Label> l, std::uint64_t value) {
-  out_ += name;
-  labels(l);
-  out_ += ' ';
-  append_number(out_, value);
-  out_ += '\n';
+  line(name, l, value);
 }
 
 void MetricsWriter::sample(std::string_view name, std::initializer_list<Label> l, std::int64_t value) {
-  out_ += name;
-  labels(l);
-  out_ += ' ';
-  append_number(out_, value);
-  out_ += '\n';
+  line(name, l, value);
 }
 
 void MetricsWriter::counter(std::string_view name, std::string_view help, std::uint64_t value) {

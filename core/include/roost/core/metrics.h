@@ -52,6 +52,8 @@ class MetricsWriter {
 
  private:
   void labels(std::initializer_list<Label> labels);
+  template <class Number>
+  void line(std::string_view name, std::initializer_list<Label> labels, Number value);
   std::string out_;
 };
 
