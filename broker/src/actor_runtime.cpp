@@ -356,22 +356,28 @@ void ActorRuntime::socket_message(std::uint64_t socket, std::string text) {
   push(obj, std::move(item));
 }
 
-void ActorRuntime::socket_closed(std::uint64_t socket, std::uint16_t code) {
+void ActorRuntime::socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) {
   MutexLock lock(mu_);
   auto it = socket_owner_.find(socket);
   if (it == socket_owner_.end()) return;
   auto obj = it->second.lock();
   socket_owner_.erase(it);
   if (!obj) return;
-  {
-    MutexLock olock(obj->mu);
-    obj->sockets.erase(socket);
-  }
-  if (stopping_) return;
   Item item;
   item.kind = Item::Kind::kDisconnect;
   item.socket = socket;
   item.code = code;
+  item.data = std::move(reason);
+  {
+    MutexLock olock(obj->mu);
+    if (auto s = obj->sockets.find(socket); s != obj->sockets.end()) {
+      // Gone from the object's sockets, but its on_disconnect still reads who it was.
+      item.left_tags = std::move(s->second.tags);
+      item.left_attachment = std::move(s->second.attachment);
+      obj->sockets.erase(s);
+    }
+  }
+  if (stopping_) return;
   push(obj, std::move(item));
 }
 

@@ -67,10 +67,12 @@ struct ActorRuntime::Item {
   std::uint64_t seq = 0;      // kMail
   MailRecord mail;            // kMail
   bool data_on_disk = false;  // kMail: mail.data is read from the mailbox when the turn comes
-  std::string data;           // kCall request, kSocketMessage text
+  std::string data;           // kCall request, kSocketMessage text, kDisconnect close reason
   ContentType type = ContentType::kJson;
   std::uint64_t socket = 0;                       // kConnect, kSocketMessage, kDisconnect
   std::uint16_t code = 0;                         // kDisconnect
+  std::vector<std::string> left_tags;             // kDisconnect: the socket's tags and attachment,
+  std::string left_attachment;                    // readable in on_disconnect
   std::shared_ptr<CallWait> reply;                // kCall
   std::shared_ptr<Once<std::uint64_t>> attached;  // kConnect
   std::shared_ptr<ObjectSocket> sink;             // kConnect

@@ -142,7 +142,9 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           break;
         }
         case Item::Kind::kSocketMessage: a.on_socket_message(ctx, Socket{item.socket}, item.data); break;
-        case Item::Kind::kDisconnect: a.on_disconnect(ctx, Socket{item.socket}, item.code); break;
+        case Item::Kind::kDisconnect:
+          a.on_disconnect(ctx, Socket{item.socket}, CloseInfo{item.code, item.data, item.code != 1006});
+          break;
       }
     } catch (const Reject& r) {
       failure = Error{

@@ -289,8 +289,8 @@ void LocalRouter::object_socket_message(std::uint64_t socket, std::string text) 
   if (actors_ != nullptr) actors_->socket_message(socket, std::move(text));
 }
 
-void LocalRouter::object_socket_closed(std::uint64_t socket, std::uint16_t code) {
-  if (actors_ != nullptr) actors_->socket_closed(socket, code);
+void LocalRouter::object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) {
+  if (actors_ != nullptr) actors_->socket_closed(socket, code, std::move(reason));
 }
 
 Result<ObjectInfo> LocalRouter::object_info(const std::string& object_class, const std::string& name) {

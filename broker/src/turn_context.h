@@ -52,12 +52,9 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     fx_.writes.insert_or_assign(std::string(key), std::nullopt);
     return existed;
   }
-  std::vector<std::pair<std::string, std::string>> list(std::string_view prefix, std::size_t limit) override {
-    return scan(prefix, prefix, {}, limit);
-  }
-  std::vector<std::pair<std::string, std::string>> range(std::string_view start, std::string_view end,
-                                                         std::size_t limit) override {
-    return scan({}, start, end, limit);
+  using Storage::list;
+  std::vector<std::pair<std::string, std::string>> list(const ListOptions& o) override {
+    return scan(o.prefix, std::max(o.start, o.prefix), o.end, o.limit, o.reverse);
   }
 
   // --- sockets ---
@@ -74,12 +71,14 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
   std::vector<std::string> tags(Socket s) override {
     if (auto it = fx_.tags.find(s.id); it != fx_.tags.end()) return it->second;
+    if (leaving(s)) return item_.left_tags;
     MutexLock lock(obj_.mu);
     auto it = obj_.sockets.find(s.id);
     return it == obj_.sockets.end() ? std::vector<std::string>{} : it->second.tags;
   }
   std::string attachment(Socket s) override {
     if (auto it = fx_.attachments.find(s.id); it != fx_.attachments.end()) return it->second;
+    if (leaving(s)) return item_.left_attachment;
     MutexLock lock(obj_.mu);
     auto it = obj_.sockets.find(s.id);
     return it == obj_.sockets.end() ? std::string{} : it->second.attachment;
@@ -175,12 +174,15 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
                               std::to_string(rt_.options_.max_message_bytes));
     }
   }
+  // The socket whose on_disconnect this turn runs.
+  bool leaving(Socket s) const { return item_.kind == Item::Kind::kDisconnect && item_.socket == s.id; }
   static void check_alarm_name(std::string_view name) {
     if (name.empty() || name.size() > 256) throw std::invalid_argument("alarm names are 1 to 256 bytes");
   }
   // Committed entries, overlaid by uncommitted turns, overlaid by this turn.
   std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix, std::string_view start,
-                                                        std::string_view end, std::size_t limit) {
+                                                        std::string_view end, std::size_t limit,
+                                                        bool reverse) {
     auto in_range = [&](std::string_view k) {
       return k.starts_with(prefix) && k >= start && (end.empty() || k < end);
     };
@@ -195,7 +197,8 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
       if (in_range(k)) pending[k] = v;
     }
     std::size_t fetch = limit == 0 ? 0 : limit + pending.size();
-    auto base = rt_.store_.kv_scan(obj_.okey, prefix, start, end, fetch);
+    // Enough committed entries that `limit` survive this turn's and earlier turns' deletes.
+    auto base = rt_.store_.kv_scan(obj_.okey, prefix, start, end, fetch, reverse);
     std::map<std::string, std::string, std::less<>> merged(std::make_move_iterator(base.begin()),
                                                            std::make_move_iterator(base.end()));
     for (auto& [k, v] : pending) {
@@ -206,9 +209,15 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
       }
     }
     std::vector<std::pair<std::string, std::string>> out;
-    for (auto& [k, v] : merged) {
-      if (limit != 0 && out.size() >= limit) break;
-      out.emplace_back(k, std::move(v));
+    auto take = [&](auto first, auto last) {
+      for (; first != last && (limit == 0 || out.size() < limit); ++first) {
+        out.emplace_back(first->first, std::move(first->second));
+      }
+    };
+    if (reverse) {
+      take(merged.rbegin(), merged.rend());
+    } else {
+      take(merged.begin(), merged.end());
     }
     return out;
   }

@@ -18,6 +18,13 @@ std::string named_key(std::string_view okey, std::string_view name) {
   return k;
 }
 
+// The least string above every string that starts with `p` ("" when there is none: all 0xff).
+std::string prefix_successor(std::string p) {
+  while (!p.empty() && static_cast<unsigned char>(p.back()) == 0xff) p.pop_back();
+  if (!p.empty()) p.back() = static_cast<char>(static_cast<unsigned char>(p.back()) + 1);
+  return p;
+}
+
 // due (8, biased so negative times still sort) + okey + name
 std::string alarm_key(std::int64_t due_ms, std::string_view okey, std::string_view name) {
   std::string k;
@@ -198,21 +205,41 @@ std::optional<std::string> MailboxStore::kv_get(std::string_view okey, std::stri
   return std::string(*v);
 }
 
-std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(std::string_view okey,
-                                                                       std::string_view prefix,
-                                                                       std::string_view start,
-                                                                       std::string_view end,
-                                                                       std::size_t limit) const {
+std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
+    std::string_view okey, std::string_view prefix, std::string_view start, std::string_view end,
+    std::size_t limit, bool reverse) const {
   std::vector<std::pair<std::string, std::string>> out;
+  const std::string_view from_key = start > prefix ? start : prefix;
+  auto in_range = [&](std::string_view key) {
+    return key.starts_with(okey) && key.substr(okey.size()).starts_with(prefix) &&
+           key.substr(okey.size()) >= from_key && (end.empty() || key.substr(okey.size()) < end);
+  };
   Txn txn = env_.begin_read();
   Cursor c(txn, kv_);
-  std::string from = named_key(okey, start > prefix ? start : prefix);
-  for (auto e = c.seek(from); e; e = c.next()) {
-    if (!e->key.starts_with(okey)) break;
-    auto key = e->key.substr(okey.size());
-    if (!key.starts_with(prefix)) break;
-    if (!end.empty() && key >= end) break;
-    out.emplace_back(std::string(key), std::string(e->value));
+  if (!reverse) {
+    for (auto e = c.seek(named_key(okey, from_key)); e && in_range(e->key); e = c.next()) {
+      out.emplace_back(std::string(e->key.substr(okey.size())), std::string(e->value));
+      if (limit != 0 && out.size() >= limit) break;
+    }
+    return out;
+  }
+  // From the last key below the upper bound: the lower of `end` and the first key past `prefix`
+  // (within this object's keys, which all start with `okey`).
+  std::string upper = prefix_successor(named_key(okey, prefix));
+  if (!end.empty()) upper = std::min(upper.empty() ? named_key(okey, end) : upper, named_key(okey, end));
+  std::optional<Cursor::Entry> e;
+  if (upper.empty()) {
+    e = c.last();
+  } else {
+    e = c.seek(upper);            // the first key at or past the bound…
+    e = e ? c.prev() : c.last();  // …so the one before it (or the very last one)
+  }
+  for (; e; e = c.prev()) {
+    if (!in_range(e->key)) {
+      if (e->key < named_key(okey, from_key)) break;  // below the range: done
+      continue;                                       // above it (end inside the prefix): step down
+    }
+    out.emplace_back(std::string(e->key.substr(okey.size())), std::string(e->value));
     if (limit != 0 && out.size() >= limit) break;
   }
   return out;

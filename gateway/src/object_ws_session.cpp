@@ -131,13 +131,17 @@ void ObjectWsSession::read() {
 void ObjectWsSession::on_read(beast::error_code ec, std::size_t) {
   if (ec) {
     std::uint16_t code = 1006;
-    if (ec == websocket::error::closed) code = ws_.reason().code;
+    std::string reason;
+    if (ec == websocket::error::closed) {
+      code = ws_.reason().code;
+      reason.assign(ws_.reason().reason.data(), ws_.reason().reason.size());  // ≤ 123 bytes
+    }
     if (ec == websocket::error::message_too_big) {
       module_logger("gateway")->debug("object socket message over max_ws_message_bytes");
       code = 1009;
     }
     closed_ = true;
-    detach(code);
+    detach(code, std::move(reason));
     return;
   }
   state_->router.object_socket_message(socket_, beast::buffers_to_string(buffer_.data()));
@@ -180,19 +184,19 @@ void ObjectWsSession::on_write(beast::error_code ec, std::size_t) {
 void ObjectWsSession::close(std::uint16_t code, std::string reason) {
   if (closed_) return;
   closed_ = true;
-  detach(code);
-  if (!accepted_) return;  // the refusal or the handshake path closes the stream
   if (reason.size() > 120) reason.resize(120);
+  detach(code, reason);
+  if (!accepted_) return;  // the refusal or the handshake path closes the stream
   websocket::close_reason cr;
   cr.code = code;
   cr.reason = std::move(reason);
   ws_.async_close(cr, [self = shared_from_this()](beast::error_code) {});
 }
 
-void ObjectWsSession::detach(std::uint16_t code) {
+void ObjectWsSession::detach(std::uint16_t code, std::string reason) {
   if (detached_ || socket_ == 0) return;
   detached_ = true;
-  if (!state_->router_gone.load()) state_->router.object_socket_closed(socket_, code);
+  if (!state_->router_gone.load()) state_->router.object_socket_closed(socket_, code, std::move(reason));
 }
 
 }  // namespace roost::gateway

@@ -50,7 +50,8 @@ class ObjectWsSession : public Closable, public std::enable_shared_from_this<Obj
   void flush();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
   void close(std::uint16_t code, std::string reason);
-  void detach(std::uint16_t code);
+  // Tells the object the socket left, with the close code and reason (none when it dropped).
+  void detach(std::uint16_t code, std::string reason = {});
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   std::shared_ptr<Server::State> state_;

@@ -241,6 +241,60 @@ class Listener : public roost::Actor {
   }
 };
 
+// Storage listing. A tell {"put":[key,value]} or {"del":key} writes; a call {"list":{prefix, start,
+// end, reverse, limit}} first applies the call's own "put"/"del" (this turn's writes, not
+// committed), then answers the listed keys and values, and what the last disconnect left.
+class KvList : public roost::Actor {
+ public:
+  void on_message(roost::Context& ctx, const roost::Message& m) override { apply(ctx, parse(m.data)); }
+  void on_call(roost::Context& ctx, const roost::Message& m) override {
+    auto v = parse(m.data);
+    apply(ctx, v);
+    json::array out;
+    if (v.is_object() && v.as_object().contains("list")) {
+      const auto& l = v.at("list").as_object();
+      auto str = [&](const char* k) {
+        return l.contains(k) ? json::value_to<std::string>(l.at(k)) : std::string();
+      };
+      std::string prefix = str("prefix"), start = str("start"), end = str("end");
+      roost::ListOptions o;
+      o.prefix = prefix;
+      o.start = start;
+      o.end = end;
+      o.reverse = l.contains("reverse") && l.at("reverse").as_bool();
+      o.limit = l.contains("limit") ? l.at("limit").to_number<std::size_t>() : 0;
+      for (auto& [k, val] : ctx.storage().list(o))
+        out.push_back(json::array{json::string(k), json::string(val)});
+    }
+    ctx.reply(
+        json::serialize(json::object{{"entries", out}, {"left", ctx.storage().get("left").value_or("")}}));
+  }
+  void on_connect(roost::Context& ctx, roost::Socket s, const roost::ConnectRequest& req) override {
+    ctx.set_tags(s, {"user:" + std::string(req.query)});
+    ctx.set_attachment(s, "attached:" + std::string(req.query));
+  }
+  // The new on_disconnect: tags, attachment, code and reason of the socket that left.
+  void on_disconnect(roost::Context& ctx, roost::Socket s, const roost::CloseInfo& info) override {
+    auto tags = ctx.tags(s);
+    json::object o{{"tag", tags.empty() ? "" : tags[0]},
+                   {"attachment", ctx.attachment(s)},
+                   {"code", info.code},
+                   {"reason", std::string(info.reason)},
+                   {"clean", info.was_clean}};
+    ctx.storage().put("left", json::serialize(o));
+  }
+
+ private:
+  static void apply(roost::Context& ctx, const json::value& v) {
+    if (!v.is_object()) return;
+    if (v.as_object().contains("put")) {
+      const auto& kv = v.at("put").as_array();
+      ctx.storage().put(json::value_to<std::string>(kv[0]), json::value_to<std::string>(kv[1]));
+    }
+    if (v.as_object().contains("del")) ctx.storage().del(json::value_to<std::string>(v.at("del")));
+  }
+};
+
 }  // namespace
 
 ROOST_ACTOR_PLUGIN(registry) {
@@ -255,4 +309,5 @@ ROOST_ACTOR_PLUGIN(registry) {
   alarm.retry_delay_ms = 20;
   registry.add<Alarm>("alarm", alarm);
   registry.add<Listener>("listener");
+  registry.add<KvList>("kvlist");
 }

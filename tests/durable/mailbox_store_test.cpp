@@ -6,6 +6,8 @@
 #include <roost/durable/env.h>
 #include <roost/durable/mailbox_store.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <future>
 
 #include "../support/temp_dir.h"
@@ -174,4 +176,53 @@ TEST_CASE("mailbox: durable subscriptions and record encoding", "[durable][mailb
   CHECK(back->subject == "news.a");
   CHECK(back->data == m.data);
   CHECK_FALSE(MailRecord::decode("\x09"));
+}
+
+TEST_CASE(
+    "mailbox: storage lists backwards from the end, with prefix, range and limit, and stays in its object",
+    "[durable][mailbox]") {
+  test::TempDir dir("roost-mbox");
+  Fixture f(dir.path());
+  // Three objects whose keys sit next to each other in the table: a scan must not cross into them.
+  auto a = MailboxStore::object_key("kv", "a");
+  auto before = MailboxStore::object_key("kv", "");
+  auto after = MailboxStore::object_key("kv", "b");
+  f.write([&](WriteContext& ctx) {
+    for (int i = 0; i < 50; ++i) {
+      char k[16];
+      std::snprintf(k, sizeof k, "msg/%03d", i);
+      f.store->kv_put_in(ctx.txn, a, k, std::to_string(i));
+      f.store->kv_put_in(ctx.txn, after, k, "other");
+      f.store->kv_put_in(ctx.txn, before, k, "other");
+    }
+    f.store->kv_put_in(ctx.txn, a, "zzz", "last");
+    f.store->kv_put_in(ctx.txn, a, "aaa", "first");
+    f.store->kv_put_in(ctx.txn, a, std::string("msg\xff", 4), "past the prefix");
+  });
+  auto keys = [](const std::vector<std::pair<std::string, std::string>>& v) {
+    std::vector<std::string> out;
+    for (const auto& [k, _] : v) out.push_back(k);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  // The last 3 of a prefix, newest first.
+  CHECK(keys(f.store->kv_scan(a, "msg/", "", "", 3, true)) == V{"msg/049", "msg/048", "msg/047"});
+  // The whole object, backwards: its last key first, its first key last, nothing of the neighbours.
+  auto all = f.store->kv_scan(a, "", "", "", 0, true);
+  REQUIRE(all.size() == 53);
+  CHECK(all.front().first == "zzz");
+  CHECK(all.back().first == "aaa");
+  CHECK(keys(f.store->kv_scan(a, "", "", "", 2, true)) == V{"zzz", std::string("msg\xff", 4)});
+  // A range (end exclusive) backwards, and with a prefix.
+  CHECK(keys(f.store->kv_scan(a, "", "msg/010", "msg/013", 0, true)) == V{"msg/012", "msg/011", "msg/010"});
+  CHECK(keys(f.store->kv_scan(a, "msg/", "msg/047", "", 0, true)) == V{"msg/049", "msg/048", "msg/047"});
+  // Forward and backward agree on the set.
+  auto fwd = f.store->kv_scan(a, "msg/", "", "", 0, false);
+  auto back = f.store->kv_scan(a, "msg/", "", "", 0, true);
+  REQUIRE(fwd.size() == 50);
+  std::reverse(back.begin(), back.end());
+  CHECK(fwd == back);
+  // Nothing in range: empty, in both directions.
+  CHECK(f.store->kv_scan(a, "nope/", "", "", 0, true).empty());
+  CHECK(f.store->kv_scan(a, "", "msg/100", "msg/200", 0, true).empty());
 }

@@ -553,3 +553,66 @@ TEST_CASE("objects: the counter example runs embedded and as a plugin", "[integr
     CHECK(call(h, "counter/clicks").at("value").as_int64() == 6);
   }
 }
+
+TEST_CASE("objects: storage lists backwards with a limit, seeing the turn's own writes",
+          "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  for (int i = 0; i < 30; ++i) {
+    char k[16];
+    std::snprintf(k, sizeof k, "k/%03d", i);
+    tell(h, "kvlist/l", json::serialize(json::object{{"put", json::array{k, std::to_string(i)}}}));
+  }
+  tell(h, "kvlist/l", R"({"put":["z","after the prefix"]})");
+  auto keys = [&](const std::string& body) {
+    std::vector<std::string> out;
+    const auto answer = call(h, "kvlist/l", body);
+    for (const auto& e : answer.at("entries").as_array()) {
+      out.push_back(json::value_to<std::string>(e.as_array()[0]));
+    }
+    return out;
+  };
+  using V = std::vector<std::string>;
+  REQUIRE(eventually([&] { return keys(R"({"list":{}})").size() == 31; }));
+  // The last three of a prefix, newest first.
+  CHECK(keys(R"({"list":{"prefix":"k/","reverse":true,"limit":3}})") == V{"k/029", "k/028", "k/027"});
+  // This turn's own writes and deletes count, before they commit.
+  CHECK(keys(R"({"put":["k/100","new"],"del":"k/029","list":{"prefix":"k/","reverse":true,"limit":3}})") ==
+        V{"k/100", "k/028", "k/027"});
+  // Range (end exclusive), both directions; the whole object backwards starts with its last key.
+  CHECK(keys(R"({"list":{"start":"k/010","end":"k/013"}})") == V{"k/010", "k/011", "k/012"});
+  CHECK(keys(R"({"list":{"start":"k/010","end":"k/013","reverse":true}})") == V{"k/012", "k/011", "k/010"});
+  CHECK(keys(R"({"list":{"reverse":true,"limit":2}})") == V{"z", "k/100"});
+  CHECK(keys(R"({"list":{"prefix":"k/","limit":2}})") == V{"k/000", "k/001"});
+}
+
+TEST_CASE(
+    "objects: on_disconnect still reads the socket's tags and attachment, with the close code and reason",
+    "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  auto left = [&] {
+    auto l = call(h, "kvlist/d").at("left").as_string();
+    return l.empty() ? json::value() : json::parse(l);
+  };
+  {
+    WsClient alice(s.proc().port(), WsOptions{"/v1/objects/kvlist/d/connect?alice"});
+    alice.close(4001, "gone home");
+  }
+  REQUIRE(eventually([&] { return !left().is_null(); }));
+  auto l = left();
+  CHECK(l.at("tag") == "user:alice");
+  CHECK(l.at("attachment") == "attached:alice");
+  CHECK(l.at("code") == 4001);
+  CHECK(l.at("reason") == "gone home");
+  CHECK(l.at("clean") == true);
+  // A connection that drops: 1006, no reason, not clean — and still who it was.
+  WsClient bob(s.proc().port(), WsOptions{"/v1/objects/kvlist/d/connect?bob"});
+  bob.drop();
+  REQUIRE(eventually([&] { return left().at("tag") == "user:bob"; }));
+  l = left();
+  CHECK(l.at("attachment") == "attached:bob");
+  CHECK(l.at("code") == 1006);
+  CHECK(l.at("reason") == "");
+  CHECK(l.at("clean") == false);
+}

@@ -141,6 +141,19 @@ class WsClient {
     boost::beast::error_code ec;
     run([&](auto h) { ws_.async_close(boost::beast::websocket::close_code::normal, h); }, 2000, ec);
   }
+  // A close handshake with this code and reason.
+  void close(std::uint16_t code, const std::string& reason) {
+    boost::beast::error_code ec;
+    boost::beast::websocket::close_reason cr;
+    cr.code = code;
+    cr.reason = reason;
+    run([&](auto h) { ws_.async_close(cr, h); }, 2000, ec);
+  }
+  // Drops the TCP connection without a close handshake (the server sees 1006).
+  void drop() {
+    boost::beast::error_code ec;
+    boost::beast::get_lowest_layer(ws_).socket().close(ec);
+  }
 
  private:
   // Runs one async operation to completion or timeout (then cancels it). True if it completed.

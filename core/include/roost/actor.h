@@ -34,7 +34,7 @@ namespace roost {
 
 // Bumped when the layout of anything below changes; plugins built against another version are
 // refused at load time (see roost/actor_plugin.h).
-inline constexpr std::uint32_t kActorAbiVersion = 1;
+inline constexpr std::uint32_t kActorAbiVersion = 2;
 
 // A WebSocket attached to an object (GET /v1/objects/{class}/{name}/connect). The id is unique in
 // the node's lifetime; a socket belongs to exactly one object.
@@ -59,11 +59,29 @@ struct AlarmInfo {
   std::uint64_t missed = 0;       // repeating alarms: occurrences skipped while the node was down
 };
 
+// How a socket ended, for on_disconnect: the close code and reason the client sent (1006 and no
+// reason when the connection dropped; the node's own when it closed the socket).
+struct CloseInfo {
+  std::uint16_t code = 1006;
+  std::string_view reason;
+  bool was_clean = false;  // a close handshake took place (code != 1006)
+};
+
 // The WebSocket upgrade request, for on_connect.
 struct ConnectRequest {
   std::string_view query;  // the URL's query string, without '?'
   std::string_view origin;
   std::string_view protocol;  // Sec-WebSocket-Protocol, if any
+};
+
+// What Storage::list returns: keys with `prefix`, from `start` (inclusive) to `end` (exclusive;
+// empty = no upper bound), in key order or `reverse`d, at most `limit` (0 = all).
+struct ListOptions {
+  std::string_view prefix;
+  std::string_view start;
+  std::string_view end;
+  bool reverse = false;
+  std::size_t limit = 0;
 };
 
 // The object's transactional key-value storage. Reads see this object's writes of earlier turns
@@ -75,12 +93,18 @@ class Storage {
   virtual void put(std::string_view key, std::string_view value) = 0;
   // Returns whether the key existed.
   virtual bool del(std::string_view key) = 0;
-  // Entries whose key starts with `prefix`, in key order, at most `limit` (0 = all).
-  virtual std::vector<std::pair<std::string, std::string>> list(std::string_view prefix,
-                                                                std::size_t limit = 0) = 0;
-  // Entries with start <= key < end (empty end = no upper bound), in key order.
-  virtual std::vector<std::pair<std::string, std::string>> range(std::string_view start, std::string_view end,
-                                                                 std::size_t limit = 0) = 0;
+  // Entries whose key starts with `prefix`, with start <= key < end (empty = no bound), in key
+  // order — or, with `reverse`, from the last one down — at most `limit` (0 = all). A reverse list
+  // with a limit reads only the entries it returns (Cloudflare's list({reverse, limit})).
+  virtual std::vector<std::pair<std::string, std::string>> list(const ListOptions& options) = 0;
+  // Shorthands for list(): by prefix; by range.
+  std::vector<std::pair<std::string, std::string>> list(std::string_view prefix, std::size_t limit = 0) {
+    return list(ListOptions{.prefix = prefix, .limit = limit});
+  }
+  std::vector<std::pair<std::string, std::string>> range(std::string_view start, std::string_view end,
+                                                         std::size_t limit = 0) {
+    return list(ListOptions{.start = start, .end = end, .limit = limit});
+  }
 };
 
 // Handed to every handler; valid only during that call.
@@ -147,6 +171,12 @@ class Actor {
   // Accept by returning (optionally setting tags and an attachment); refuse by throwing Reject.
   virtual void on_connect(Context&, Socket, const ConnectRequest&) {}
   virtual void on_socket_message(Context&, Socket, std::string_view) {}
+  // The socket has left (it is no longer among ctx.sockets()); its tags and attachment are still
+  // readable through ctx during this turn. Override either form: this one calls the older
+  // (code-only) form by default.
+  virtual void on_disconnect(Context& ctx, Socket s, const CloseInfo& info) {
+    on_disconnect(ctx, s, info.code);
+  }
   virtual void on_disconnect(Context&, Socket, std::uint16_t /*code*/) {}
   virtual void on_alarm(Context&, const AlarmInfo&) {}
 };

@@ -106,7 +106,8 @@ class ActorRuntime final : public durable::Participant {
   void connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
                ObjectConnectRequest request, Callback<std::uint64_t> done);
   void socket_message(std::uint64_t socket, std::string text);
-  void socket_closed(std::uint64_t socket, std::uint16_t code);
+  // The socket is gone; its on_disconnect turn still sees its tags and attachment.
+  void socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason = {});
 
   // Mailbox depth, memory state, sockets and alarms of one object (reads; any thread).
   ObjectInfo info(const std::string& object_class, const std::string& name) const;

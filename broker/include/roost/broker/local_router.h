@@ -74,7 +74,7 @@ class LocalRouter final : public Router {
   void object_connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
                       ObjectConnectRequest request, Callback<std::uint64_t> done) override;
   void object_socket_message(std::uint64_t socket, std::string text) override;
-  void object_socket_closed(std::uint64_t socket, std::uint16_t code) override;
+  void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) override;
   std::optional<Error> object_check(std::string_view object_class, std::string_view name) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
   std::string metrics_text() override;

@@ -107,7 +107,7 @@ class Router {
                               std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
                               Callback<std::uint64_t> done) = 0;
   virtual void object_socket_message(std::uint64_t socket, std::string text) = 0;
-  virtual void object_socket_closed(std::uint64_t socket, std::uint16_t code) = 0;
+  virtual void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) = 0;
   virtual Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) = 0;
   // Checks a class and an object name (class_not_found, invalid_name).
   virtual std::optional<Error> object_check(std::string_view object_class, std::string_view name) = 0;
