@@ -4,6 +4,7 @@
 #include <boost/url/parse.hpp>
 
 #include <roost/core/metrics.h>
+#include <roost/core/object_id.h>
 #include <roost/core/subject.h>
 
 #include <boost/json.hpp>
@@ -14,7 +15,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include <roost/gateway/json_codec.h>
@@ -202,14 +202,6 @@ Result<std::pair<std::string, ContentType>> body_of(const Request& req) {
   return std::pair{boost::json::serialize(data), ContentType::kJson};
 }
 
-std::string random_object_name() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[33];
-  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
-}
-
 // /v1/objects/{class}                    POST → a new unique name
 // /v1/objects/{class}/{name}/messages    POST → tell (202 after commit)
 // /v1/objects/{class}/{name}/call        POST → the reply (?timeout_ms=)
@@ -219,7 +211,7 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
   unsigned v = req.version();
   if (segs.size() == 3) {
     if (req.method() != http::verb::post) return method_not_allowed(reply, v, "POST");
-    auto name = random_object_name();
+    auto name = new_unique_object_id();
     if (auto e = st.router.object_check(segs[2], name)) return fail(reply, *e, v);
     if (!who.may_use_object(segs[2], name)) {
       return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use objects of class " + segs[2]}, v);

@@ -9,6 +9,7 @@
 
 #include <roost/client/client.h>
 #include <roost/core/auth.h>
+#include <roost/core/object_id.h>
 #include "../support/eventually.h"
 #include "../support/ws_client.h"
 #include "http_fixture.h"
@@ -67,7 +68,9 @@ TEST_CASE("objects: tell is durable and acknowledged after commit; call answers"
   r = h.post("/v1/objects/counter", "");
   REQUIRE(r.status == 201);
   auto name = std::string(body_json(r).at("name").as_string());
-  CHECK(std::regex_match(name, std::regex("[0-9a-f]{32}")));
+  CHECK(std::regex_match(name, std::regex("[0-9a-f]{64}")));  // as Cloudflare's newUniqueId()
+  CHECK(roost::is_unique_object_id(name));
+  CHECK(body_json(h.post("/v1/objects/counter", "")).at("name").as_string() != name);
   CHECK(call(h, "counter/" + name).at("n").as_int64() == 0);
   // The state survives a restart.
   s.restart();
