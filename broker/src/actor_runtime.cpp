@@ -283,7 +283,8 @@ void ActorRuntime::tell(std::string cls, std::string name, std::string data, Con
 }
 
 void ActorRuntime::call(std::string cls, std::string name, std::string data, ContentType type,
-                        std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+                        std::uint64_t timeout_ms, Callback<ObjectReply> done,
+                        std::vector<std::string> chain) {
   if (auto e = check(cls, name)) return done(std::unexpected(*e));
   if (data.size() > options_.max_message_bytes) {
     return done(
@@ -297,6 +298,7 @@ void ActorRuntime::call(std::string cls, std::string name, std::string data, Con
   item.data = std::move(data);
   item.type = type;
   item.reply = wait;
+  item.chain = std::move(chain);
   MutexLock lock(mu_);
   if (stopping_) {
     wait->finish(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is shutting down"}));

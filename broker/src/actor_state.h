@@ -74,6 +74,7 @@ struct ActorRuntime::Item {
   std::vector<std::string> left_tags;             // kDisconnect: the socket's tags and attachment,
   std::string left_attachment;                    // readable in on_disconnect
   std::shared_ptr<CallWait> reply;                // kCall
+  std::vector<std::string> chain;                 // kCall: objects (okeys) waiting on it, outermost first
   std::shared_ptr<Once<std::uint64_t>> attached;  // kConnect
   std::shared_ptr<ObjectSocket> sink;             // kConnect
   ObjectConnectRequest request;                   // kConnect

@@ -11,6 +11,8 @@
 #include <roost/durable/queue_store.h>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <stdexcept>
 
 namespace roost::broker {
@@ -135,6 +137,30 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     t.mail.enqueued_ms = now_;
     t.mail.data = std::move(data);
     fx_.tells.push_back(std::move(t));
+  }
+  CallReply call(std::string_view cls, std::string_view name, std::string data, ContentType type,
+                 std::uint64_t timeout_ms) override {
+    if (auto e = rt_.check(cls, name)) throw CallError(std::string(error_code_name(e->code)), e->message);
+    auto target = MailboxStore::object_key(cls, name);
+    std::vector<std::string> chain = item_.chain;
+    chain.push_back(obj_.okey);
+    if (std::find(chain.begin(), chain.end(), target) != chain.end()) {
+      throw CallError("call_cycle", "object " + std::string(cls) + "/" + std::string(name) +
+                                        " is waiting in this chain of calls: calling it would never return");
+    }
+    if (timeout_ms == 0) timeout_ms = rt_.options_.default_call_timeout_ms;
+    auto answer = std::make_shared<std::promise<Result<ObjectReply>>>();
+    auto got = answer->get_future();
+    rt_.call(
+        std::string(cls), std::string(name), std::move(data), type, timeout_ms,
+        [answer](Result<ObjectReply> r) { answer->set_value(std::move(r)); }, std::move(chain));
+    // The runtime answers call_timeout at the deadline; the margin covers a node that stops.
+    if (got.wait_for(std::chrono::milliseconds(timeout_ms + 5'000)) != std::future_status::ready) {
+      throw CallError("call_timeout", "no answer from " + std::string(cls) + "/" + std::string(name));
+    }
+    auto r = got.get();
+    if (!r) throw CallError(std::string(error_code_name(r.error().code)), r.error().message);
+    return CallReply{std::move(r->data), r->content_type};
   }
   void reply(std::string data, ContentType type) override {
     if (item_.kind != Item::Kind::kCall) throw std::logic_error("reply() outside on_call");

@@ -43,6 +43,7 @@ enum ErrorCode {
   callTimeout @22;       # an object call got no reply in time (the turn may still run)
   connectRejected @23;   # the object's on_connect refused the WebSocket
   noReply @24;           # an object call's handler returned without replying
+  callCycle @25;         # an object called, within its turn, an object already waiting in that call chain
 }
 
 enum ContentType {

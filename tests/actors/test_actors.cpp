@@ -295,6 +295,37 @@ class KvList : public roost::Actor {
   }
 };
 
+// Calls another object inside its turn: a call {"call":[class, name, body], "timeout_ms":n} answers
+// {"got": <the reply>} or {"error": <code>}; a tell does the same and stores the answer (so a turn
+// that waits on a call still commits its own writes with it), which {"last":true} reads.
+class Caller : public roost::Actor {
+ public:
+  void on_call(roost::Context& ctx, const roost::Message& m) override {
+    auto v = parse(m.data);
+    if (v.is_object() && v.as_object().contains("last"))
+      return ctx.reply(ctx.storage().get("last").value_or("null"));
+    ctx.reply(run(ctx, v));
+  }
+  void on_message(roost::Context& ctx, const roost::Message& m) override {
+    ctx.storage().put("last", run(ctx, parse(m.data)));
+  }
+
+ private:
+  static std::string run(roost::Context& ctx, const json::value& v) {
+    if (!v.is_object() || !v.as_object().contains("call")) return R"({"idle":true})";
+    const auto& c = v.at("call").as_array();
+    std::uint64_t timeout =
+        v.as_object().contains("timeout_ms") ? v.at("timeout_ms").to_number<std::uint64_t>() : 0;
+    try {
+      auto r = ctx.call(json::value_to<std::string>(c[0]), json::value_to<std::string>(c[1]),
+                        json::serialize(c[2]), roost::ContentType::kJson, timeout);
+      return json::serialize(json::object{{"got", parse(r.data)}});
+    } catch (const roost::CallError& e) {
+      return json::serialize(json::object{{"error", e.code()}});
+    }
+  }
+};
+
 }  // namespace
 
 ROOST_ACTOR_PLUGIN(registry) {
@@ -310,4 +341,5 @@ ROOST_ACTOR_PLUGIN(registry) {
   registry.add<Alarm>("alarm", alarm);
   registry.add<Listener>("listener");
   registry.add<KvList>("kvlist");
+  registry.add<Caller>("caller");
 }

@@ -619,3 +619,37 @@ TEST_CASE(
   CHECK(l.at("reason") == "");
   CHECK(l.at("clean") == false);
 }
+
+TEST_CASE("objects: an object calls another and uses the reply in the same turn; cycles fail at once",
+          "[integration][objects]") {
+  // A long call timeout: a cycle that waited for it instead of failing at once would answer
+  // call_timeout, not call_cycle.
+  Server s(actor_args({"--call-timeout-ms", "30000"}));
+  auto& h = s.http();
+  tell(h, "counter/x");
+  tell(h, "counter/x");
+  REQUIRE(eventually([&] { return call(h, "counter/x").at("n").as_int64() == 2; }));
+  // A → counter: the reply, inside A's turn.
+  auto r = call(h, "caller/a", R"({"call":["counter","x",{}]})");
+  CHECK(r.at("got").at("n") == 2);
+  // A → B → A: B's call back into A fails at once with call_cycle (A is waiting on B).
+  r = call(h, "caller/a", R"({"call":["caller","b",{"call":["caller","a",{}]}]})");
+  CHECK(r.at("got").at("error") == "call_cycle");
+  // A → A.
+  CHECK(call(h, "caller/a", R"({"call":["caller","a",{}]})").at("error") == "call_cycle");
+  // A → B → C → A: the whole chain counts.
+  r = call(h, "caller/a", R"({"call":["caller","b",{"call":["caller","c",{"call":["caller","a",{}]}]}]})");
+  CHECK(r.at("got").at("got").at("error") == "call_cycle");
+  // A chain without a cycle works: A → B → counter.
+  r = call(h, "caller/a", R"({"call":["caller","b",{"call":["counter","x",{}]}]})");
+  CHECK(r.at("got").at("got").at("n") == 2);
+  // The callee's failures reach the caller with their codes.
+  CHECK(call(h, "caller/a", R"({"call":["slow","z",{"sleep_ms":1000}],"timeout_ms":100})").at("error") ==
+        "call_timeout");
+  CHECK(call(h, "caller/a", R"({"call":["nope","z",{}]})").at("error") == "class_not_found");
+  CHECK(call(h, "caller/a", R"({"call":["flaky","z","throw"]})").at("error") == "actor_error");
+  // A tell whose turn calls: the answer commits with the turn's own write.
+  tell(h, "caller/t", R"({"call":["counter","x",{}]})");
+  REQUIRE(eventually([&] { return call(h, "caller/t", R"({"last":true})").is_object(); }));
+  CHECK(call(h, "caller/t", R"({"last":true})").at("got").at("n") == 2);
+}

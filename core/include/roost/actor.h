@@ -107,6 +107,24 @@ class Storage {
   }
 };
 
+// What another object answered to Context::call.
+struct CallReply {
+  std::string data;
+  ContentType content_type = ContentType::kJson;
+};
+
+// Thrown by Context::call when the call failed; code() is the stable error code's name
+// ("call_timeout", "call_cycle", "actor_error", "class_not_found", "invalid_name", …).
+class CallError : public std::runtime_error {
+ public:
+  CallError(std::string code, const std::string& message)
+      : std::runtime_error(message), code_(std::move(code)) {}
+  const std::string& code() const { return code_; }
+
+ private:
+  std::string code_;
+};
+
 // Handed to every handler; valid only during that call.
 class Context {
  public:
@@ -140,6 +158,15 @@ class Context {
   // A durable message to another object's mailbox (or this one's).
   virtual void tell(std::string_view object_class, std::string_view object_name, std::string data,
                     ContentType type = ContentType::kJson) = 0;
+  // Calls another object and waits for its reply within this turn (Cloudflare's
+  // `await stub.fetch()`). Meanwhile this object runs nothing else: its other items wait, one turn
+  // at a time. The reply is what the callee's on_call answered, after the callee's turn committed;
+  // this turn's own effects still commit only when it ends. timeout_ms 0 = the node's
+  // call_timeout_ms. A call to an object already waiting in this chain of calls (A → B → A, or A →
+  // A) throws CallError "call_cycle" at once instead of waiting out its timeout. Throws CallError
+  // on any failure; uncaught, it fails the turn like any exception.
+  virtual CallReply call(std::string_view object_class, std::string_view object_name, std::string data,
+                         ContentType type = ContentType::kJson, std::uint64_t timeout_ms = 0) = 0;
   // The answer to the call being handled (on_call only).
   virtual void reply(std::string data, ContentType type = ContentType::kJson) = 0;
 

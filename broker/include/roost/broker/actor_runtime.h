@@ -100,8 +100,9 @@ class ActorRuntime final : public durable::Participant {
   // Durable send; answers the mailbox seq after the commit.
   void tell(std::string object_class, std::string name, std::string data, ContentType type,
             Callback<std::uint64_t> done);
+  // `chain`: the objects whose turns wait on this call (a call made inside a turn), for cycles.
   void call(std::string object_class, std::string name, std::string data, ContentType type,
-            std::uint64_t timeout_ms, Callback<ObjectReply> done);
+            std::uint64_t timeout_ms, Callback<ObjectReply> done, std::vector<std::string> chain = {});
   // Runs on_connect; on acceptance the socket is attached and `done` gets its id.
   void connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
                ObjectConnectRequest request, Callback<std::uint64_t> done);

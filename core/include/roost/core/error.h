@@ -46,6 +46,7 @@ constexpr std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::CALL_TIMEOUT: return "call_timeout";
     case ErrorCode::CONNECT_REJECTED: return "connect_rejected";
     case ErrorCode::NO_REPLY: return "no_reply";
+    case ErrorCode::CALL_CYCLE: return "call_cycle";
   }
   return "internal";
 }
@@ -78,6 +79,7 @@ constexpr unsigned error_http_status(ErrorCode code) {
     case ErrorCode::CALL_TIMEOUT: return 504;
     case ErrorCode::CONNECT_REJECTED: return 403;
     case ErrorCode::NO_REPLY: return 502;
+    case ErrorCode::CALL_CYCLE: return 508;
   }
   return 500;
 }
