@@ -137,7 +137,8 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           break;
         }
         case Item::Kind::kConnect: {
-          ConnectRequest req{item.request.query, item.request.origin, item.request.protocol};
+          const auto& r = item.request;
+          ConnectRequest req{r.query, r.origin, r.protocol, r.path, r.headers, r.client_address, r.claims};
           a.on_connect(ctx, Socket{item.socket}, req);
           break;
         }

@@ -115,6 +115,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   sopts.auth_secret = d.config.auth_secret;
   sopts.allowed_origins = d.config.allowed_origins;
   sopts.allowed_hosts = d.config.allowed_hosts;
+  sopts.trusted_proxies = d.config.trusted_proxies;
   sopts.max_subscriptions = d.config.max_subscriptions_per_connection;
   sopts.max_ws_message_bytes = d.config.max_ws_message_bytes;
   sopts.ws_idle_timeout_ms = d.config.ws_idle_timeout_ms;

@@ -177,6 +177,7 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     }
   }
   Principal out;
+  out.claims = json::serialize(claims);
   if (auto r = claims.find("roost"); r != claims.end() && r->value().is_object()) {
     const auto& grants = r->value().as_object();
     out.publish = string_list(grants, "publish");

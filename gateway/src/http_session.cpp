@@ -241,8 +241,10 @@ bool HttpSession::upgrade(Request& req) {
     }
     if (auto e = state_->router.object_check(object->object_class, object->name)) return refuse(*e);
     stream_.expires_never();
+    auto client = state_->client_address(req, remote_);
     std::make_shared<ObjectWsSession>(std::move(stream_), state_, std::move(slot_))
-        ->run(std::move(req), std::move(object->object_class), std::move(object->name));
+        ->run(std::move(req), std::move(object->object_class), std::move(object->name), std::move(client),
+              std::move(principal->claims));
     return true;
   }
   if (ws) {

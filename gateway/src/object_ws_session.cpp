@@ -46,12 +46,21 @@ ObjectWsSession::~ObjectWsSession() {
   state_->websockets.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void ObjectWsSession::run(Request req, std::string object_class, std::string name) {
+void ObjectWsSession::run(Request req, std::string object_class, std::string name, std::string client_address,
+                          std::string claims) {
   state_->add_session(this, weak_from_this());
   req_ = std::move(req);
   roost::ObjectConnectRequest cr;
   auto target = std::string_view(req_.target());
-  if (auto q = target.find('?'); q != std::string_view::npos) cr.query = std::string(target.substr(q + 1));
+  auto q = target.find('?');
+  if (q != std::string_view::npos) cr.query = std::string(target.substr(q + 1));
+  cr.path = std::string(target.substr(0, q));
+  for (const auto& f : req_) {
+    if (f.name() == http::field::authorization) continue;
+    cr.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  }
+  cr.client_address = std::move(client_address);
+  cr.claims = std::move(claims);
   cr.origin = std::string(req_[http::field::origin]);
   cr.protocol = std::string(req_[http::field::sec_websocket_protocol]);
   auto sink = std::make_shared<Sink>(weak_from_this());

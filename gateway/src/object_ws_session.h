@@ -33,7 +33,9 @@ class ObjectWsSession : public Closable, public std::enable_shared_from_this<Obj
   ~ObjectWsSession() override;
 
   // Asks the object, then completes the upgrade or answers the refusal.
-  void run(Request req, std::string object_class, std::string name);
+  // Attaches to the object: its on_connect sees the request, `client_address` and the token's claims.
+  void run(Request req, std::string object_class, std::string name, std::string client_address,
+           std::string claims);
   void shutdown() override;
 
   // What the runtime calls (any thread): posted onto the session's strand.

@@ -79,6 +79,11 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         auth(options.auth_secret) {
     origins = comma_list(options.allowed_origins);
     hosts = comma_list(options.allowed_hosts);
+    for (const auto& p : comma_list(options.trusted_proxies)) {
+      boost::system::error_code ec;
+      auto a = boost::asio::ip::make_address(p, ec);
+      if (!ec) trusted_proxies.push_back(a);
+    }
     for (auto& h : hosts) {
       for (auto& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
@@ -91,6 +96,33 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   Authenticator auth;
   std::vector<std::string> origins;
   std::vector<std::string> hosts;  // allowed_hosts, lower case
+  std::vector<boost::asio::ip::address> trusted_proxies;
+
+  // Who a request comes from: the peer, unless the peer is a trusted proxy — then the right-most
+  // X-Forwarded-For entry that is not one (the client as the first proxy we trust saw it).
+  template <class Request>
+  std::string client_address(const Request& req, const boost::asio::ip::address& peer) const {
+    auto trusted = [&](const boost::asio::ip::address& a) {
+      for (const auto& t : trusted_proxies) {
+        if (t == a) return true;
+      }
+      return false;
+    };
+    if (!trusted(peer)) return peer.to_string();
+    std::string_view xff = req["X-Forwarded-For"];
+    while (!xff.empty()) {
+      auto comma = xff.rfind(',');
+      auto item = comma == std::string_view::npos ? xff : xff.substr(comma + 1);
+      xff = comma == std::string_view::npos ? std::string_view() : xff.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      boost::system::error_code ec;
+      auto a = boost::asio::ip::make_address(item, ec);
+      if (ec) break;  // not an address: trust nothing further left
+      if (!trusted(a)) return a.to_string();
+    }
+    return peer.to_string();
+  }
   DeliveryBatcher batcher;
   boost::asio::thread_pool* files = nullptr;  // owned by the Server, which outlives its sessions' work
 

@@ -266,12 +266,21 @@ class KvList : public roost::Actor {
       for (auto& [k, val] : ctx.storage().list(o))
         out.push_back(json::array{json::string(k), json::string(val)});
     }
-    ctx.reply(
-        json::serialize(json::object{{"entries", out}, {"left", ctx.storage().get("left").value_or("")}}));
+    ctx.reply(json::serialize(json::object{{"entries", out},
+                                           {"left", ctx.storage().get("left").value_or("")},
+                                           {"connected", ctx.storage().get("connected").value_or("")}}));
   }
   void on_connect(roost::Context& ctx, roost::Socket s, const roost::ConnectRequest& req) override {
-    ctx.set_tags(s, {"user:" + std::string(req.query)});
-    ctx.set_attachment(s, "attached:" + std::string(req.query));
+    auto query = std::string(req.query.substr(0, req.query.find('&')));
+    ctx.set_tags(s, {"user:" + query});
+    ctx.set_attachment(s, "attached:" + query);
+    // What Cloudflare would show the object of the request.
+    json::object seen{{"path", std::string(req.path)},
+                      {"x_test", std::string(req.header("x-TEST"))},
+                      {"has_authorization", !req.header("authorization").empty()},
+                      {"client", std::string(req.client_address)},
+                      {"claims", std::string(req.claims)}};
+    ctx.storage().put("connected", json::serialize(seen));
   }
   // The new on_disconnect: tags, attachment, code and reason of the socket that left.
   void on_disconnect(roost::Context& ctx, roost::Socket s, const roost::CloseInfo& info) override {

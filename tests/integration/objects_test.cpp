@@ -653,3 +653,45 @@ TEST_CASE("objects: an object calls another and uses the reply in the same turn;
   REQUIRE(eventually([&] { return call(h, "caller/t", R"({"last":true})").is_object(); }));
   CHECK(call(h, "caller/t", R"({"last":true})").at("got").at("n") == 2);
 }
+
+TEST_CASE("objects: on_connect sees the path, the headers, the client address and the token's claims",
+          "[integration][objects]") {
+  const std::string secret = "connect-secret";
+  auto token = roost::sign_jwt(secret, R"({"sub":"user-7","roost":{"objects":["kvlist.>"]}})");
+  auto seen = [&](Server& s) {
+    roost::client::HttpClient h(s.proc().url());
+    h.set_header("Authorization", "Bearer " + token);
+    json::value v;
+    REQUIRE(eventually([&] {
+      auto r = h.post("/v1/objects/kvlist/p/call", "{}");
+      if (r.status != 200) return false;
+      auto c = body_json(r).at("connected").as_string();
+      if (c.empty()) return false;
+      v = json::parse(c);
+      return true;
+    }));
+    return v;
+  };
+  WsOptions o{"/v1/objects/kvlist/p/connect?carol"};
+  o.headers = {{"Authorization", "Bearer " + token},
+               {"X-Test", "hello"},
+               {"X-Forwarded-For", "198.51.100.7, 203.0.113.9"}};
+  {
+    // Behind a proxy the node trusts: the client is the right-most address the proxy did not add.
+    Server s(actor_args({"--auth-secret", secret, "--trusted-proxies", "127.0.0.1"}));
+    WsClient ws(s.proc().port(), o);
+    auto v = seen(s);
+    CHECK(v.at("path") == "/v1/objects/kvlist/p/connect");
+    CHECK(v.at("x_test") == "hello");           // case-insensitive lookup
+    CHECK(v.at("has_authorization") == false);  // the token is verified; its claims are given instead
+    CHECK(v.at("client") == "203.0.113.9");
+    auto claims = json::parse(v.at("claims").as_string());
+    CHECK(claims.at("sub") == "user-7");
+  }
+  {
+    // Without trusted_proxies an X-Forwarded-For header is the client's own word: ignored.
+    Server s(actor_args({"--auth-secret", secret}));
+    WsClient ws(s.proc().port(), o);
+    CHECK(seen(s).at("client") == "127.0.0.1");
+  }
+}

@@ -20,8 +20,9 @@ namespace roost::test {
 struct WsOptions {
   std::string target = "/v1/ws";
   std::string origin;
-  std::string token;         // sent as ?token=
-  bool compression = false;  // offer permessage-deflate
+  std::string token;                                         // sent as ?token=
+  bool compression = false;                                  // offer permessage-deflate
+  std::vector<std::pair<std::string, std::string>> headers;  // more request headers
 };
 
 class WsClient {
@@ -36,9 +37,12 @@ class WsClient {
     tcp.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
     tcp.expires_never();
     std::string origin = options.origin;
-    ws_.set_option(beast::websocket::stream_base::decorator([origin](beast::websocket::request_type& req) {
-      if (!origin.empty()) req.set(beast::http::field::origin, origin);
-    }));
+    auto headers = options.headers;
+    ws_.set_option(
+        beast::websocket::stream_base::decorator([origin, headers](beast::websocket::request_type& req) {
+          if (!origin.empty()) req.set(beast::http::field::origin, origin);
+          for (const auto& [k, v] : headers) req.set(k, v);
+        }));
     if (options.compression) {
       beast::websocket::permessage_deflate pmd;
       pmd.client_enable = true;

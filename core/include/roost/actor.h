@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -72,6 +73,29 @@ struct ConnectRequest {
   std::string_view query;  // the URL's query string, without '?'
   std::string_view origin;
   std::string_view protocol;  // Sec-WebSocket-Protocol, if any
+  std::string_view path;      // the URL's path, without the query
+  // The request's headers as the client sent them, except Authorization (its token was verified
+  // and its claims are below).
+  std::span<const std::pair<std::string, std::string>> headers;
+  // Who connected: the peer's address, or — when the peer is one of trusted_proxies — the address
+  // its X-Forwarded-For names (Cloudflare's CF-Connecting-IP).
+  std::string_view client_address;
+  // The verified token's payload as a JSON object ("" when the request carried no token).
+  std::string_view claims;
+
+  // The first header called `name` (ASCII case-insensitive), or empty.
+  std::string_view header(std::string_view name) const {
+    for (const auto& [k, v] : headers) {
+      if (k.size() != name.size()) continue;
+      bool same = true;
+      for (std::size_t i = 0; i < k.size() && same; ++i) {
+        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+        same = lower(k[i]) == lower(name[i]);
+      }
+      if (same) return v;
+    }
+    return {};
+  }
 };
 
 // What Storage::list returns: keys with `prefix`, from `start` (inclusive) to `end` (exclusive;

@@ -34,7 +34,8 @@ struct Config {
   std::string static_dir;                            // served at / when set (--static)
   std::string auth_secret;                           // HS256 JWT secret; empty = loopback only
   std::string allowed_origins;                       // comma list for WebSockets and writes; "*" = any
-  std::string allowed_hosts;                         // Host names besides addresses and localhost (no secret)
+  std::string trusted_proxies;  // addresses whose X-Forwarded-For names the client (objects see it)
+  std::string allowed_hosts;    // Host names besides addresses and localhost (no secret)
   std::uint64_t max_subscriptions_per_connection = 1024;  // channel subscriptions of one WebSocket or client
   std::uint64_t max_connections_per_ip = 256;             // concurrent connections from one address
   std::uint64_t max_ws_message_bytes = 64u << 10;         // largest WebSocket message from a client

@@ -24,6 +24,7 @@ struct Principal {
   std::vector<std::string> subscribe;
   std::vector<std::string> queues;
   std::vector<std::string> objects;
+  std::string claims;  // the verified token's payload, as JSON ("" without a token)
 
   bool may_publish(std::string_view channel) const;
   bool may_subscribe(std::string_view pattern) const;

@@ -35,6 +35,10 @@ struct ObjectConnectRequest {
   std::string query;
   std::string origin;
   std::string protocol;
+  std::string path;                                          // without the query
+  std::vector<std::pair<std::string, std::string>> headers;  // as sent, but Authorization
+  std::string client_address;  // the peer, or what a trusted proxy says it is (trusted_proxies)
+  std::string claims;          // the verified token's payload as JSON ("" without a token)
 };
 
 struct ObjectReply {
