@@ -2,30 +2,20 @@
 //   producer [--url tcp://127.0.0.1:7400] [--queue jobs] [--count 1000]
 #include <roost/client/client.h>
 
+#include "example_flags.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 
 int main(int argc, char** argv) {
-  std::string url = "tcp://127.0.0.1:7400", queue = "jobs";
-  int count = 1000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i];
-    if (k == "--url")
-      url = argv[i + 1];
-    else if (k == "--queue")
-      queue = argv[i + 1];
-    else if (k == "--count")
-      count = std::atoi(argv[i + 1]);
-  }
-  auto client = roost::Client::connect({.url = url});
-  if (!client) {
-    std::cerr << "cannot connect: " << client.error().message << '\n';
-    return 1;
-  }
+  std::string url = "tcp://127.0.0.1:7400", queue = "jobs", count_flag = "1000";
+  example::read_flags(argc, argv, {{"--url", &url}, {"--queue", &queue}, {"--count", &count_flag}});
+  const int count = std::atoi(count_flag.c_str());
+  auto client = example::connect_or_exit(url);
   // At most 256 sends in flight; each callback runs when the message is committed to disk.
-  roost::Producer producer(**client, queue, 256);
+  roost::Producer producer(*client, queue, 256);
   std::atomic<int> ok{0}, failed{0};
   for (int i = 0; i < count; ++i) {
     roost::NewMessage m;

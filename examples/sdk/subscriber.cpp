@@ -4,6 +4,8 @@
 // Publish with the CLI: roost pub chat.room1 '{"text":"hi"}' --url tcp://127.0.0.1:7400
 #include <roost/client/client.h>
 
+#include "example_flags.h"
+
 #include <condition_variable>
 #include <cstdlib>
 #include <iostream>
@@ -11,28 +13,16 @@
 #include <string>
 
 int main(int argc, char** argv) {
-  std::string url = "tcp://127.0.0.1:7400", pattern = "chat.>";
-  long count = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i];
-    if (k == "--url")
-      url = argv[i + 1];
-    else if (k == "--pattern")
-      pattern = argv[i + 1];
-    else if (k == "--count")
-      count = std::atol(argv[i + 1]);
-  }
-  auto client = roost::Client::connect({.url = url});
-  if (!client) {
-    std::cerr << "cannot connect: " << client.error().message << '\n';
-    return 1;
-  }
+  std::string url = "tcp://127.0.0.1:7400", pattern = "chat.>", count_flag = "0";
+  example::read_flags(argc, argv, {{"--url", &url}, {"--pattern", &pattern}, {"--count", &count_flag}});
+  const long count = std::atol(count_flag.c_str());
+  auto client = example::connect_or_exit(url);
   std::mutex mu;
   std::condition_variable cv;
   long seen = 0;
   roost::SubscribeOptions options;
   options.on_lag = [](std::uint64_t lost) { std::cerr << "(lost " << lost << " messages)\n"; };
-  roost::Subscriber subscriber(**client);
+  roost::Subscriber subscriber(*client);
   auto sub = subscriber.subscribe(
       pattern,
       [&](const roost::ChannelMessage& m) {

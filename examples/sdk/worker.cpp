@@ -3,6 +3,8 @@
 //   worker [--url tcp://127.0.0.1:7400] [--queue jobs] [--window 32] [--count 0]
 #include <roost/client/client.h>
 
+#include "example_flags.h"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -11,29 +13,17 @@
 #include <string>
 
 int main(int argc, char** argv) {
-  std::string url = "tcp://127.0.0.1:7400", queue = "jobs";
-  std::uint32_t window = 32;
-  long count = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i];
-    if (k == "--url")
-      url = argv[i + 1];
-    else if (k == "--queue")
-      queue = argv[i + 1];
-    else if (k == "--window")
-      window = static_cast<std::uint32_t>(std::atoi(argv[i + 1]));
-    else if (k == "--count")
-      count = std::atol(argv[i + 1]);
-  }
-  auto client = roost::Client::connect({.url = url});
-  if (!client) {
-    std::cerr << "cannot connect: " << client.error().message << '\n';
-    return 1;
-  }
+  std::string url = "tcp://127.0.0.1:7400", queue = "jobs", window_flag = "32", count_flag = "0";
+  example::read_flags(
+      argc, argv,
+      {{"--url", &url}, {"--queue", &queue}, {"--window", &window_flag}, {"--count", &count_flag}});
+  const auto window = static_cast<std::uint32_t>(std::atoi(window_flag.c_str()));
+  const long count = std::atol(count_flag.c_str());
+  auto client = example::connect_or_exit(url);
   std::mutex mu;
   std::condition_variable cv;
   long done = 0;
-  roost::Consumer consumer(**client, queue);
+  roost::Consumer consumer(*client, queue);
   // Handlers run one at a time on the client's dispatch thread; they may block.
   auto stream = consumer.consume(
       [&](const roost::Delivery& d) {
