@@ -14,7 +14,8 @@
 namespace example {
 
 // Sets each named flag's string from `--name value` pairs on the command line.
-inline void read_flags(int argc, char** argv, std::initializer_list<std::pair<std::string_view, std::string*>> flags) {
+inline void read_flags(int argc, char** argv,
+                       std::initializer_list<std::pair<std::string_view, std::string*>> flags) {
   for (int i = 1; i + 1 < argc; i += 2) {
     for (const auto& [name, value] : flags) {
       if (argv[i] == name) *value = argv[i + 1];
