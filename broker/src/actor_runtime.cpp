@@ -291,14 +291,33 @@ void ActorRuntime::call(std::string cls, std::string name, std::string data, Con
         std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE, "request of " + std::to_string(data.size()) +
                                                                 " bytes exceeds max_message_bytes"}));
   }
-  if (timeout_ms == 0) timeout_ms = options_.default_call_timeout_ms;
-  auto wait = std::make_shared<CallWait>(std::move(done));
   Item item;
   item.kind = Item::Kind::kCall;
   item.data = std::move(data);
   item.type = type;
-  item.reply = wait;
   item.chain = std::move(chain);
+  submit_call(cls, name, std::move(item), timeout_ms, std::move(done));
+}
+
+void ActorRuntime::fetch(std::string cls, std::string name, ObjectHttpRequest request,
+                         std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  if (auto e = check(cls, name)) return done(std::unexpected(*e));
+  if (request.body.size() > options_.max_message_bytes) {
+    return done(std::unexpected(Error{
+        ErrorCode::MESSAGE_TOO_LARGE,
+        "request body of " + std::to_string(request.body.size()) + " bytes exceeds max_message_bytes"}));
+  }
+  Item item;
+  item.kind = Item::Kind::kCall;
+  item.http = std::move(request);
+  submit_call(cls, name, std::move(item), timeout_ms, std::move(done));
+}
+
+void ActorRuntime::submit_call(const std::string& cls, const std::string& name, Item item,
+                               std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  if (timeout_ms == 0) timeout_ms = options_.default_call_timeout_ms;
+  auto wait = std::make_shared<CallWait>(std::move(done));
+  item.reply = wait;
   MutexLock lock(mu_);
   if (stopping_) {
     wait->finish(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is shutting down"}));

@@ -75,6 +75,7 @@ struct ActorRuntime::Item {
   std::string left_attachment;                    // readable in on_disconnect
   std::shared_ptr<CallWait> reply;                // kCall
   std::vector<std::string> chain;                 // kCall: objects (okeys) waiting on it, outermost first
+  std::optional<ObjectHttpRequest> http;          // kCall: an HTTP request for on_fetch instead
   std::shared_ptr<Once<std::uint64_t>> attached;  // kConnect
   std::shared_ptr<ObjectSocket> sink;             // kConnect
   ObjectConnectRequest request;                   // kConnect

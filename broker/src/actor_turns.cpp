@@ -132,6 +132,14 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           break;
         }
         case Item::Kind::kCall: {
+          if (item.http) {
+            const auto& h = *item.http;
+            HttpRequest req{h.method, h.path, h.query, h.headers, h.body, h.client_address, h.claims};
+            HttpResponse res = a.on_fetch(ctx, req);
+            fx.reply =
+                ObjectReply{std::move(res.body), ContentType::kBytes, res.status, std::move(res.headers)};
+            break;
+          }
           Message msg{item.data, item.type, 0, 1, {}};
           a.on_call(ctx, msg);
           break;

@@ -277,6 +277,12 @@ void LocalRouter::object_call(std::string object_class, std::string name, std::s
   actors_->call(std::move(object_class), std::move(name), std::move(data), type, timeout_ms, std::move(done));
 }
 
+void LocalRouter::object_fetch(std::string object_class, std::string name, ObjectHttpRequest request,
+                               std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  if (actors_ == nullptr) return done(std::unexpected(no_actors(object_class)));
+  actors_->fetch(std::move(object_class), std::move(name), std::move(request), timeout_ms, std::move(done));
+}
+
 void LocalRouter::object_connect(std::string object_class, std::string name,
                                  std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
                                  Callback<std::uint64_t> done) {

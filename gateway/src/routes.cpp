@@ -206,8 +206,11 @@ Result<std::pair<std::string, ContentType>> body_of(const Request& req) {
 // /v1/objects/{class}/{name}/messages    POST → tell (202 after commit)
 // /v1/objects/{class}/{name}/call        POST → the reply (?timeout_ms=)
 // /v1/objects/{class}/{name}             GET  → {waiting, in_memory, active, sockets, alarms}
-void object_routes(const Request& req, Server::State& st, const Principal& who,
-                   const std::vector<std::string>& segs, Reply reply) {
+void object_fetch(const Request& req, const boost::asio::ip::address& remote, Server::State& st,
+                  const Principal& who, const std::vector<std::string>& segs, Reply reply);
+
+void object_routes(const Request& req, const boost::asio::ip::address& remote, Server::State& st,
+                   const Principal& who, const std::vector<std::string>& segs, Reply reply) {
   unsigned v = req.version();
   if (segs.size() == 3) {
     if (req.method() != http::verb::post) return method_not_allowed(reply, v, "POST");
@@ -241,6 +244,8 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
                           {"alarms", alarms}};
     return respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
   }
+  if (segs.size() >= 5 && segs[4] == "fetch")
+    return object_fetch(req, remote, st, who, segs, std::move(reply));
   if (segs.size() != 5 || (segs[4] != "messages" && segs[4] != "call")) {
     return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);
   }
@@ -282,6 +287,71 @@ void object_routes(const Request& req, Server::State& st, const Principal& who,
                             return make(http::status::ok, v, std::move(r->data), type);
                           });
                         });
+}
+
+// ANY /v1/objects/{class}/{name}/fetch[/path…]: the request to the object's on_fetch, its answer
+// back with the object's status and headers (Content-Length and hop-by-hop headers are ours;
+// a status out of 100–599 or a header that is not a token name / a value with CR, LF or NUL is
+// the object's bug: 500 actor_error).
+void object_fetch(const Request& req, const boost::asio::ip::address& remote, Server::State& st,
+                  const Principal& who, const std::vector<std::string>& segs, Reply reply) {
+  unsigned v = req.version();
+  const auto& cls = segs[2];
+  const auto& name = segs[3];
+  if (auto e = st.router.object_check(cls, name)) return fail(reply, *e, v);
+  if (!who.may_use_object(cls, name)) {
+    return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to use object " + cls + "/" + name}, v);
+  }
+  if (req.body().size() > st.router.max_message_bytes()) {
+    return fail(reply, Error{ErrorCode::MESSAGE_TOO_LARGE, "request body exceeds max_message_bytes"}, v);
+  }
+  roost::ObjectHttpRequest h;
+  h.method = std::string(req.method_string());
+  std::string_view target = req.target();
+  auto q = target.find('?');
+  if (q != std::string_view::npos) h.query = std::string(target.substr(q + 1));
+  std::string_view raw = target.substr(0, q);
+  // The path below /v1/objects/{class}/{name}/fetch: from the sixth '/' on.
+  std::size_t at = 0;
+  for (int i = 0; i < 6 && at != std::string_view::npos; ++i) at = raw.find('/', i == 0 ? 0 : at + 1);
+  h.path = at == std::string_view::npos ? "/" : std::string(raw.substr(at));
+  for (const auto& f : req) {
+    if (f.name() == http::field::authorization) continue;
+    h.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  }
+  h.body = req.body();
+  h.client_address = st.client_address(req, remote);
+  h.claims = who.claims;
+  const bool head = req.method() == http::verb::head;
+  st.router.object_fetch(
+      cls, name, std::move(h), 0, [reply = std::move(reply), v, head](Result<roost::ObjectReply> r) mutable {
+        reply([r = std::move(r), v, head]() mutable -> Response {
+          if (!r) return error_response(r.error(), v);
+          auto bad = [&](std::string why) {
+            return error_response(Error{ErrorCode::ACTOR_ERROR, "the object's response: " + why}, v);
+          };
+          if (r->status < 100 || r->status > 599) return bad("status " + std::to_string(r->status));
+          Response res{static_cast<http::status>(r->status), v};
+          for (const auto& [k, val] : r->headers) {
+            bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
+              return std::isalnum(c) ||
+                     std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+            });
+            if (!token) return bad("header name '" + k + "'");
+            if (val.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+              return bad("header " + k);
+            auto field = http::string_to_field(k);
+            if (field == http::field::content_length || field == http::field::transfer_encoding ||
+                field == http::field::connection || field == http::field::keep_alive ||
+                field == http::field::upgrade || field == http::field::te || field == http::field::trailer) {
+              continue;
+            }
+            res.insert(k, val);
+          }
+          if (!head) res.body() = std::move(r->data);
+          return res;
+        });
+      });
 }
 
 const char* mime_type(const std::filesystem::path& p) {
@@ -465,7 +535,7 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
       return queue_routes(req, st, *who, segs, std::move(reply), std::move(gone));
     }
     if (segs.size() >= 3 && segs[1] == "objects") {
-      return object_routes(req, st, *who, segs, std::move(reply));
+      return object_routes(req, remote, st, *who, segs, std::move(reply));
     }
     if (segs.size() >= 2 && segs[1] == "channels") {
       return channel_routes(req, st, *who, url->path(), std::move(reply));

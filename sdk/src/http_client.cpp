@@ -1,5 +1,7 @@
 #include "roost/client/http_client.h"
 
+#include <algorithm>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -103,7 +105,10 @@ HttpResponse HttpClient::request(const std::string& method, const std::string& t
       d.stream->expires_after(d.timeout);
       d.run([&](auto handler) { http::async_read(*d.stream, d.buffer, parser, handler); });
       auto res = parser.release();
-      HttpResponse out{res.result_int(), std::move(res.body()), std::string(res[http::field::content_type])};
+      HttpResponse out{
+          res.result_int(), std::move(res.body()), std::string(res[http::field::content_type]), {}};
+      for (const auto& f : res)
+        out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
       if (!res.keep_alive()) d.stream.reset();
       return out;
     } catch (const std::system_error&) {
@@ -137,6 +142,17 @@ std::string HttpClient::raw_exchange(const std::string& bytes) {
   }
   d.stream.reset();
   return out;
+}
+
+std::string HttpResponse::header(std::string_view name) const {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  for (const auto& [k, v] : headers) {
+    if (k.size() == name.size() &&
+        std::equal(k.begin(), k.end(), name.begin(), [&](char a, char b) { return lower(a) == lower(b); })) {
+      return v;
+    }
+  }
+  return {};
 }
 
 }  // namespace roost::client

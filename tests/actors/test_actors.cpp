@@ -335,6 +335,34 @@ class Caller : public roost::Actor {
   }
 };
 
+// HTTP (on_fetch): counts requests in storage and echoes what it saw; "/teapot" answers 418 with a
+// header; "/bad-header" answers a header value with a newline (the node must refuse it); "/throw"
+// throws.
+class Web : public roost::Actor {
+ public:
+  roost::HttpResponse on_fetch(roost::Context& ctx, const roost::HttpRequest& req) override {
+    if (req.path == "/throw") throw std::runtime_error("fetch failed on purpose");
+    if (req.path == "/bad-header") return {200, {{"X-Bad", "a\r\nInjected: yes"}}, "no"};
+    auto n = get_int(ctx.storage(), "requests") + 1;
+    ctx.storage().put("requests", std::to_string(n));
+    json::object seen{{"method", std::string(req.method)},
+                      {"path", std::string(req.path)},
+                      {"query", std::string(req.query)},
+                      {"body", std::string(req.body)},
+                      {"x_test", std::string(req.header("x-test"))},
+                      {"has_authorization", !req.header("Authorization").empty()},
+                      {"client", std::string(req.client_address)},
+                      {"requests", n}};
+    roost::HttpResponse res;
+    res.status = req.path == "/teapot" ? 418 : 200;
+    res.headers = {{"Content-Type", "application/json"},
+                   {"X-Object", std::string(ctx.object_name())},
+                   {"Content-Length", "999"}};  // the node's to set: dropped
+    res.body = json::serialize(seen);
+    return res;
+  }
+};
+
 }  // namespace
 
 ROOST_ACTOR_PLUGIN(registry) {
@@ -351,4 +379,5 @@ ROOST_ACTOR_PLUGIN(registry) {
   registry.add<Listener>("listener");
   registry.add<KvList>("kvlist");
   registry.add<Caller>("caller");
+  registry.add<Web>("web");
 }

@@ -695,3 +695,40 @@ TEST_CASE("objects: on_connect sees the path, the headers, the client address an
     CHECK(seen(s).at("client") == "127.0.0.1");
   }
 }
+
+TEST_CASE("objects: HTTP requests reach on_fetch; its status, headers and body come back after the commit",
+          "[integration][objects]") {
+  Server s(actor_args());
+  auto& h = s.http();
+  h.set_header("X-Test", "hi");
+  auto r = h.request("PUT", "/v1/objects/web/w1/fetch/items/7?x=1&y=2", "payload", "text/plain");
+  REQUIRE(r.status == 200);
+  auto v = body_json(r);
+  CHECK(v.at("method") == "PUT");
+  CHECK(v.at("path") == "/items/7");
+  CHECK(v.at("query") == "x=1&y=2");
+  CHECK(v.at("body") == "payload");
+  CHECK(v.at("x_test") == "hi");
+  CHECK(v.at("client") == "127.0.0.1");
+  CHECK(v.at("requests") == 1);
+  // The turn's storage write committed: the next request sees it.
+  CHECK(body_json(h.get("/v1/objects/web/w1/fetch")).at("requests") == 2);
+  CHECK(body_json(h.get("/v1/objects/web/w1/fetch")).at("path") == "/");
+  // The object's status and headers; Content-Length stays the node's.
+  auto t = h.get("/v1/objects/web/w1/fetch/teapot");
+  CHECK(t.status == 418);
+  CHECK(body_json(t).at("path") == "/teapot");
+  CHECK(t.header("x-object") == "w1");
+  CHECK(t.header("Content-Length") == std::to_string(t.body.size()));
+  // A throwing handler, a header with CR/LF: 500 actor_error, nothing injected.
+  auto e = h.get("/v1/objects/web/w1/fetch/throw");
+  CHECK(e.status == 500);
+  CHECK(error_code(e) == "actor_error");
+  auto b = h.get("/v1/objects/web/w1/fetch/bad-header");
+  CHECK(b.status == 500);
+  CHECK(error_code(b) == "actor_error");
+  CHECK(b.header("Injected").empty());
+  // A class without on_fetch answers 501; an unknown class 404.
+  CHECK(h.get("/v1/objects/counter/c/fetch").status == 501);
+  CHECK(h.get("/v1/objects/nope/c/fetch").status == 404);
+}

@@ -68,6 +68,40 @@ struct CloseInfo {
   bool was_clean = false;  // a close handshake took place (code != 1006)
 };
 
+// The first of `headers` called `name` (ASCII case-insensitive), or empty.
+inline std::string_view find_header(std::span<const std::pair<std::string, std::string>> headers,
+                                    std::string_view name) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  for (const auto& [k, v] : headers) {
+    if (k.size() != name.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < k.size() && same; ++i) same = lower(k[i]) == lower(name[i]);
+    if (same) return v;
+  }
+  return {};
+}
+
+// An HTTP request to the object, for on_fetch (ANY /v1/objects/{class}/{name}/fetch[/path]).
+struct HttpRequest {
+  std::string_view method;
+  std::string_view path;  // below /fetch, starting with '/'
+  std::string_view query;
+  std::span<const std::pair<std::string, std::string>> headers;  // as sent, but Authorization
+  std::string_view body;
+  std::string_view client_address;  // as for ConnectRequest
+  std::string_view claims;          // the verified token's payload as JSON ("" without a token)
+
+  std::string_view header(std::string_view name) const { return find_header(headers, name); }
+};
+
+// on_fetch's answer: status (100–599), headers (Content-Length and hop-by-hop ones are the node's)
+// and body. It leaves after the turn committed, like a call's reply.
+struct HttpResponse {
+  std::uint16_t status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
 // The WebSocket upgrade request, for on_connect.
 struct ConnectRequest {
   std::string_view query;  // the URL's query string, without '?'
@@ -84,18 +118,7 @@ struct ConnectRequest {
   std::string_view claims;
 
   // The first header called `name` (ASCII case-insensitive), or empty.
-  std::string_view header(std::string_view name) const {
-    for (const auto& [k, v] : headers) {
-      if (k.size() != name.size()) continue;
-      bool same = true;
-      for (std::size_t i = 0; i < k.size() && same; ++i) {
-        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-        same = lower(k[i]) == lower(name[i]);
-      }
-      if (same) return v;
-    }
-    return {};
-  }
+  std::string_view header(std::string_view name) const { return find_header(headers, name); }
 };
 
 // What Storage::list returns: keys with `prefix`, from `start` (inclusive) to `end` (exclusive;
@@ -222,6 +245,11 @@ class Actor {
   // Accept by returning (optionally setting tags and an attachment); refuse by throwing Reject.
   virtual void on_connect(Context&, Socket, const ConnectRequest&) {}
   virtual void on_socket_message(Context&, Socket, std::string_view) {}
+  // An HTTP request (Cloudflare's fetch): answer with a status, headers and body; throwing answers
+  // 500 actor_error. The default answers 501.
+  virtual HttpResponse on_fetch(Context&, const HttpRequest&) {
+    return HttpResponse{501, {{"Content-Type", "text/plain"}}, "this object class has no on_fetch"};
+  }
   // The socket has left (it is no longer among ctx.sockets()); its tags and attachment are still
   // readable through ctx during this turn. Override either form: this one calls the older
   // (code-only) form by default.

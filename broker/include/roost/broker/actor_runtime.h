@@ -103,6 +103,9 @@ class ActorRuntime final : public durable::Participant {
   // `chain`: the objects whose turns wait on this call (a call made inside a turn), for cycles.
   void call(std::string object_class, std::string name, std::string data, ContentType type,
             std::uint64_t timeout_ms, Callback<ObjectReply> done, std::vector<std::string> chain = {});
+  // An HTTP request to the object's on_fetch: a call whose request and answer are HTTP's.
+  void fetch(std::string object_class, std::string name, ObjectHttpRequest request, std::uint64_t timeout_ms,
+             Callback<ObjectReply> done);
   // Runs on_connect; on acceptance the socket is attached and `done` gets its id.
   void connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
                ObjectConnectRequest request, Callback<std::uint64_t> done);
@@ -140,6 +143,9 @@ class ActorRuntime final : public durable::Participant {
   void fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error);
   // Answers a call and drops its timeout entry.
   void answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r);
+  // Queues a call item (a call or a fetch) with its timeout; `done` gets the answer.
+  void submit_call(const std::string& cls, const std::string& name, Item item, std::uint64_t timeout_ms,
+                   Callback<ObjectReply> done);
   void submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation);
 
   std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create)

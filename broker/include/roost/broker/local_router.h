@@ -69,6 +69,8 @@ class LocalRouter final : public Router {
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override;
   void object_tell(std::string object_class, std::string name, std::string data, ContentType type,
                    Callback<std::uint64_t> done) override;
+  void object_fetch(std::string object_class, std::string name, ObjectHttpRequest request,
+                    std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
   void object_call(std::string object_class, std::string name, std::string data, ContentType type,
                    std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
   void object_connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,

@@ -8,6 +8,7 @@
 
 #include <roost/core/channel_types.h>
 #include <roost/core/error.h>
+#include <roost/core/object_types.h>
 #include <roost/core/queue_types.h>
 
 #include <atomic>
@@ -39,11 +40,6 @@ struct ObjectConnectRequest {
   std::vector<std::pair<std::string, std::string>> headers;  // as sent, but Authorization
   std::string client_address;  // the peer, or what a trusted proxy says it is (trusted_proxies)
   std::string claims;          // the verified token's payload as JSON ("" without a token)
-};
-
-struct ObjectReply {
-  std::string data;
-  ContentType content_type = ContentType::kJson;
 };
 
 // What an operator can see of one object.
@@ -105,6 +101,10 @@ class Router {
   // object_socket_message, its end to object_socket_closed.
   virtual void object_tell(std::string object_class, std::string name, std::string data, ContentType type,
                            Callback<std::uint64_t> done) = 0;
+  // An HTTP request to the object's on_fetch; answers its response (ObjectReply's status, headers
+  // and data), after the turn committed. Errors as object_call.
+  virtual void object_fetch(std::string object_class, std::string name, ObjectHttpRequest request,
+                            std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
   virtual void object_call(std::string object_class, std::string name, std::string data, ContentType type,
                            std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
   virtual void object_connect(std::string object_class, std::string name,

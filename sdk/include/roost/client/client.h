@@ -21,6 +21,7 @@
 #pragma once
 
 #include <roost/core/error.h>
+#include <roost/core/object_types.h>
 #include <roost/core/queue_types.h>
 
 #include <chrono>
@@ -100,12 +101,6 @@ class Delivery {
  private:
   friend struct ClientCore;
   std::weak_ptr<struct ClientCore> core_;
-};
-
-// The answer of an object call.
-struct ObjectReply {
-  std::string data;
-  ContentType content_type = ContentType::kJson;
 };
 
 struct SubscribeOptions {

@@ -6,7 +6,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace roost::client {
 
@@ -14,6 +17,10 @@ struct HttpResponse {
   unsigned status = 0;
   std::string body;
   std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;  // every response header, as received
+
+  // The first header called `name` (ASCII case-insensitive), or "".
+  std::string header(std::string_view name) const;
 };
 
 class HttpClient {
