@@ -55,10 +55,7 @@ void ObjectWsSession::run(Request req, std::string object_class, std::string nam
   auto q = target.find('?');
   if (q != std::string_view::npos) cr.query = std::string(target.substr(q + 1));
   cr.path = std::string(target.substr(0, q));
-  for (const auto& f : req_) {
-    if (f.name() == http::field::authorization) continue;
-    cr.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-  }
+  cr.headers = Server::State::object_headers(req_);
   cr.client_address = std::move(client_address);
   cr.claims = std::move(claims);
   cr.origin = std::string(req_[http::field::origin]);

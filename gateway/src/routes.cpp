@@ -315,10 +315,7 @@ void object_fetch(const Request& req, const boost::asio::ip::address& remote, Se
   std::size_t at = 0;
   for (int i = 0; i < 6 && at != std::string_view::npos; ++i) at = raw.find('/', i == 0 ? 0 : at + 1);
   h.path = at == std::string_view::npos ? "/" : std::string(raw.substr(at));
-  for (const auto& f : req) {
-    if (f.name() == http::field::authorization) continue;
-    h.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-  }
+  h.headers = Server::State::object_headers(req);
   h.body = req.body();
   h.client_address = st.client_address(req, remote);
   h.claims = who.claims;

@@ -98,6 +98,18 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::vector<std::string> hosts;  // allowed_hosts, lower case
   std::vector<boost::asio::ip::address> trusted_proxies;
 
+  // A request's headers as an object sees them: every one as sent, but Authorization (its token
+  // was verified; the object gets the claims instead).
+  template <class Request>
+  static std::vector<std::pair<std::string, std::string>> object_headers(const Request& req) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& f : req) {
+      if (f.name() == boost::beast::http::field::authorization) continue;
+      out.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    }
+    return out;
+  }
+
   // Who a request comes from: the peer, unless the peer is a trusted proxy — then the right-most
   // X-Forwarded-For entry that is not one (the client as the first proxy we trust saw it).
   template <class Request>

@@ -1,5 +1,7 @@
 #include "roost/client/http_client.h"
 
+#include <roost/core/http_headers.h>
+
 #include <algorithm>
 
 #include <boost/asio/connect.hpp>
@@ -145,14 +147,7 @@ std::string HttpClient::raw_exchange(const std::string& bytes) {
 }
 
 std::string HttpResponse::header(std::string_view name) const {
-  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-  for (const auto& [k, v] : headers) {
-    if (k.size() == name.size() &&
-        std::equal(k.begin(), k.end(), name.begin(), [&](char a, char b) { return lower(a) == lower(b); })) {
-      return v;
-    }
-  }
-  return {};
+  return std::string(find_header(headers, name));
 }
 
 }  // namespace roost::client

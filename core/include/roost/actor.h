@@ -19,6 +19,7 @@
 #pragma once
 
 #include <roost/core/content_type.h>
+#include <roost/core/http_headers.h>
 
 #include <cstdint>
 #include <functional>
@@ -67,19 +68,6 @@ struct CloseInfo {
   std::string_view reason;
   bool was_clean = false;  // a close handshake took place (code != 1006)
 };
-
-// The first of `headers` called `name` (ASCII case-insensitive), or empty.
-inline std::string_view find_header(std::span<const std::pair<std::string, std::string>> headers,
-                                    std::string_view name) {
-  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-  for (const auto& [k, v] : headers) {
-    if (k.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t i = 0; i < k.size() && same; ++i) same = lower(k[i]) == lower(name[i]);
-    if (same) return v;
-  }
-  return {};
-}
 
 // An HTTP request to the object, for on_fetch (ANY /v1/objects/{class}/{name}/fetch[/path]).
 struct HttpRequest {
