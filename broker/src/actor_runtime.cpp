@@ -86,13 +86,75 @@ std::optional<Error> ActorRuntime::check(std::string_view cls, std::string_view 
 void ActorRuntime::register_class(std::string name, ActorFactory factory, ActorClassOptions options) {
   if (started_) throw std::logic_error("register actor classes before the node starts");
   if (auto e = validate_class(name)) throw std::invalid_argument(e->message);
-  if (classes_.contains(name)) throw std::invalid_argument("actor class '" + name + "' registered twice");
   if (options.dead_letter_queue.empty()) options.dead_letter_queue = "dead." + name;
-  auto k = std::make_unique<Klass>(Klass{name, std::move(factory), std::move(options)});
+  WriterLock lock(classes_mu_);
+  if (classes_.contains(name)) throw std::invalid_argument("actor class '" + name + "' registered twice");
+  auto k = std::make_unique<Klass>(name, std::move(factory), std::move(options));
   classes_.emplace(std::move(name), std::move(k));
 }
 
-bool ActorRuntime::has_class(std::string_view name) const { return classes_.contains(std::string(name)); }
+bool ActorRuntime::add_class(std::string name, ActorFactory factory, ActorClassOptions options) {
+  if (!started_) {
+    if (has_class(name)) return false;
+    register_class(std::move(name), std::move(factory), std::move(options));
+    return true;
+  }
+  if (auto e = validate_class(name)) throw std::invalid_argument(e->message);
+  if (options.dead_letter_queue.empty()) options.dead_letter_queue = "dead." + name;
+  {
+    WriterLock lock(classes_mu_);
+    if (classes_.contains(name)) return false;
+    classes_.emplace(name, std::make_unique<Klass>(name, std::move(factory), std::move(options)));
+  }
+  // What waited for this class: its durable subscriptions, and its mail on disk. A tell that
+  // commits meanwhile may be both in the scan and delivered by its commit: deliver_mail drops the
+  // second by its seq.
+  for (auto& [ref, pattern] : store_.all_subscriptions()) {
+    if (ref.object_class != name) continue;
+    subscribe_object(MailboxStore::object_key(ref.object_class, ref.name), ref.object_class, ref.name,
+                     pattern);
+  }
+  auto pending = store_.all_pending(options_.mail_memory_bytes);
+  std::erase_if(pending, [&](const PendingMail& m) { return m.object.object_class != name; });
+  module_logger("actors")->info("actor class {} added: {} messages waiting in its mailboxes", name,
+                                pending.size());
+  deliver_mail(std::move(pending));
+  return true;
+}
+
+const ActorRuntime::Klass* ActorRuntime::find_class(std::string_view name) const {
+  ReaderLock lock(classes_mu_);
+  auto it = classes_.find(std::string(name));
+  return it == classes_.end() ? nullptr : it->second.get();
+}
+
+bool ActorRuntime::has_class(std::string_view name) const { return find_class(name) != nullptr; }
+
+std::optional<Error> ActorRuntime::refuse_unserved(const std::string& cls) const {
+  const Klass* k = find_class(cls);
+  if (k != nullptr && !k->available.load()) {
+    return Error{ErrorCode::UNAVAILABLE, "no host serves object class '" + cls + "' now"};
+  }
+  return std::nullopt;
+}
+
+void ActorRuntime::set_class_available(const std::string& name, bool available) {
+  Klass* k = nullptr;
+  {
+    ReaderLock lock(classes_mu_);
+    auto it = classes_.find(name);
+    if (it == classes_.end()) return;
+    k = it->second.get();
+  }
+  if (k->available.exchange(available) == available || !available) return;
+  // Its objects' waiting items run now.
+  MutexLock lock(mu_);
+  for (auto& [okey, obj] : objects_) {
+    if (obj->klass != k) continue;
+    MutexLock olock(obj->mu);
+    schedule_locked(obj);
+  }
+}
 
 void ActorRuntime::start() {
   auto log = module_logger("actors");
@@ -115,10 +177,15 @@ void ActorRuntime::start() {
     orphans += gone;
     return gone;
   });
+  std::size_t class_count = 0;
+  {
+    ReaderLock lock(classes_mu_);
+    class_count = classes_.size();
+  }
   log->info(
       "actor runtime: {} classes, {} threads, {} messages waiting in mailboxes, {} durable "
       "subscriptions, idle_ms {}",
-      classes_.size(), options_.threads, pending.size(), subs, options_.idle_ms);
+      class_count, options_.threads, pending.size(), subs, options_.idle_ms);
   if (orphans > 0) {
     log->warn("{} mailbox messages belong to classes not registered on this node; they wait", orphans);
   }
@@ -170,13 +237,13 @@ std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls, 
   auto it = objects_.find(okey);
   if (it != objects_.end()) return it->second;
   if (!create) return nullptr;
-  auto k = classes_.find(cls);
-  if (k == classes_.end()) return nullptr;
+  const Klass* k = find_class(cls);
+  if (k == nullptr) return nullptr;
   auto o = std::make_shared<Obj>();
   o->okey = okey;
   o->cls = cls;
   o->name = name;
-  o->klass = k->second.get();
+  o->klass = k;
   {
     MutexLock olock(o->mu);  // not shared yet; the analysis asks for it all the same
     o->last_active = clock_();
@@ -196,7 +263,10 @@ void ActorRuntime::push(const std::shared_ptr<Obj>& obj, Item item, bool front) 
 }
 
 void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) ROOST_REQUIRES(obj->mu) {
-  if (obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_) return;
+  if (obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_ ||
+      !obj->klass->available.load()) {
+    return;
+  }
   obj->running = true;
   queued_slices_.fetch_add(1, std::memory_order_relaxed);
   asio::post(*workers_, [this, obj] { run_slice(obj); });
@@ -240,6 +310,8 @@ void ActorRuntime::deliver_mail(std::vector<PendingMail> mail) {
     item.mail = std::move(m.record);
     item.data_on_disk = m.data_on_disk;
     MutexLock olock(obj->mu);
+    if (item.seq <= obj->last_seq) continue;  // queued already (a class added while mail committed)
+    obj->last_seq = item.seq;
     if (!item.data_on_disk) {
       if (obj->mail_bytes + item.mail.data.size() > options_.mail_memory_bytes) {
         // A backlog: keep its place in line, not its bytes.
@@ -291,6 +363,7 @@ void ActorRuntime::call(std::string cls, std::string name, std::string data, Con
         std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE, "request of " + std::to_string(data.size()) +
                                                                 " bytes exceeds max_message_bytes"}));
   }
+  if (auto e = refuse_unserved(cls)) return done(std::unexpected(*e));
   Item item;
   item.kind = Item::Kind::kCall;
   item.data = std::move(data);
@@ -300,16 +373,19 @@ void ActorRuntime::call(std::string cls, std::string name, std::string data, Con
 }
 
 void ActorRuntime::fetch(std::string cls, std::string name, ObjectHttpRequest request,
-                         std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+                         std::uint64_t timeout_ms, Callback<ObjectReply> done,
+                         std::vector<std::string> chain) {
   if (auto e = check(cls, name)) return done(std::unexpected(*e));
   if (request.body.size() > options_.max_message_bytes) {
     return done(std::unexpected(Error{
         ErrorCode::MESSAGE_TOO_LARGE,
         "request body of " + std::to_string(request.body.size()) + " bytes exceeds max_message_bytes"}));
   }
+  if (auto e = refuse_unserved(cls)) return done(std::unexpected(*e));
   Item item;
   item.kind = Item::Kind::kCall;
   item.http = std::move(request);
+  item.chain = std::move(chain);
   submit_call(cls, name, std::move(item), timeout_ms, std::move(done));
 }
 
@@ -336,6 +412,7 @@ void ActorRuntime::submit_call(const std::string& cls, const std::string& name, 
 void ActorRuntime::connect(std::string cls, std::string name, std::shared_ptr<ObjectSocket> socket,
                            ObjectConnectRequest request, Callback<std::uint64_t> done) {
   if (auto e = check(cls, name)) return done(std::unexpected(*e));
+  if (auto e = refuse_unserved(cls)) return done(std::unexpected(*e));
   Item item;
   item.kind = Item::Kind::kConnect;
   item.socket = next_socket_.fetch_add(1);
@@ -356,6 +433,10 @@ void ActorRuntime::socket_message(std::uint64_t socket, std::string text) {
   if (it == socket_owner_.end() || stopping_) return;
   auto obj = it->second.lock();
   if (!obj) return;
+  if (!obj->klass->available.load()) {
+    metrics_->frames_dropped.fetch_add(1, std::memory_order_relaxed);
+    return;  // no host serves its class now: a socket frame is at most once, like a failed turn's
+  }
   {
     MutexLock olock(obj->mu);
     if (!obj->auto_request.empty() && text == obj->auto_request) {
@@ -620,6 +701,8 @@ std::string ActorRuntime::metrics_text() const {
         worker_count_.load());
   counter("roost_actor_workers_added_total", "Workers added because every worker was busy with work waiting.",
           m.workers_added.load());
+  counter("roost_actor_socket_frames_dropped_total",
+          "Socket frames dropped because no remote host served the object's class.", m.frames_dropped.load());
   return std::move(w).text();
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -23,12 +24,21 @@ struct ActorRuntime::Klass {
   std::string name;
   ActorFactory factory;
   ActorClassOptions options;
+  // Served by remote hosts: while none is connected, its objects' items wait (calls and connects
+  // are refused at once) instead of running.
+  std::atomic<bool> available{true};
 };
 
 struct ActorRuntime::Metrics {
   std::atomic<std::uint64_t> turns{0}, turns_failed{0}, activations{0}, hibernations{0}, dead_lettered{0},
       rollbacks{0}, calls_timed_out{0}, auto_responses{0}, tells{0}, direct_turns{0}, mail_from_disk{0},
-      workers_added{0};
+      workers_added{0}, frames_dropped{0};
+};
+
+// Thrown by an actor whose class has no host right now (a remote class, RemoteHosts): the item
+// goes back to the front of the object's line, without counting an attempt, and waits for a host.
+struct Unserved : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).
@@ -156,6 +166,7 @@ struct ActorRuntime::Obj {
   };
   std::map<std::uint64_t, SocketEntry> sockets ROOST_GUARDED_BY(mu);
   std::uint64_t mail_bytes ROOST_GUARDED_BY(mu) = 0;  // data of waiting mail held in `queue`
+  std::uint64_t last_seq ROOST_GUARDED_BY(mu) = 0;    // highest mailbox seq queued (dedups reloads)
   std::string auto_request ROOST_GUARDED_BY(mu);
   std::string auto_response ROOST_GUARDED_BY(mu);
 

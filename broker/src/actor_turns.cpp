@@ -76,6 +76,7 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
   for (std::uint32_t n = 0; n < options_.max_turns_per_slice; ++n) {
     Item item;
     std::uint64_t generation = 0;
+    bool rolled_back = false;  // one of the items a failed commit put back
     std::int64_t now = clock_();
     {
       MutexLock lock(obj->mu);
@@ -85,7 +86,8 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
       }
       item = std::move(obj->queue.front());
       obj->queue.pop_front();
-      if (obj->requeued > 0) --obj->requeued;
+      rolled_back = obj->requeued > 0;
+      if (rolled_back) --obj->requeued;
       if (item.kind == Item::Kind::kMail && !item.data_on_disk) {
         obj->mail_bytes -= std::min(obj->mail_bytes, item.mail.data.size());
       }
@@ -155,6 +157,15 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           a.on_disconnect(ctx, Socket{item.socket}, CloseInfo{item.code, item.data, item.code != 1006});
           break;
       }
+    } catch (const Unserved& u) {
+      // No host for its class now: the item waits at the front of the line, its attempt uncounted.
+      MutexLock lock(obj->mu);
+      if (item.kind == Item::Kind::kMail && !item.data_on_disk) obj->mail_bytes += item.mail.data.size();
+      obj->queue.push_front(std::move(item));
+      if (rolled_back) ++obj->requeued;
+      obj->running = false;
+      schedule_locked(obj);
+      return;
     } catch (const Reject& r) {
       failure = Error{
           item.kind == Item::Kind::kConnect ? ErrorCode::CONNECT_REJECTED : ErrorCode::ACTOR_ERROR, r.what()};

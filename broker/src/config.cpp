@@ -107,6 +107,16 @@ const std::vector<Key>& keys() {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
        }},
+      {"remote_classes",
+       "object classes served by remote hosts (docs/hosts.md), comma-separated: their mail is kept "
+       "while no host is connected",
+       [](Config& c, const std::string& v) { c.remote_classes = v; }},
+      {"host_turn_timeout_ms",
+       "a remote host that sends nothing this long during a turn is closed (default 30000)",
+       [](Config& c, const std::string& v) {
+         c.host_turn_timeout_ms = to_u64("host_turn_timeout_ms", v);
+         if (c.host_turn_timeout_ms < 100) throw ConfigError("host_turn_timeout_ms: expected >= 100");
+       }},
       {"actor_mail_memory_bytes",
        "waiting mail data an object keeps in memory; a longer backlog stays on disk (default 1048576)",
        [](Config& c, const std::string& v) {

@@ -1,6 +1,7 @@
 #include "roost/broker/local_router.h"
 
 #include <roost/broker/actor_runtime.h>
+#include <roost/broker/remote_hosts.h>
 
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
@@ -255,6 +256,7 @@ std::string LocalRouter::metrics_text() {
             "Long polls ended without leasing because their client went away.", abandoned_polls_.load());
   w.counter("roost_long_polls_total", "Pulls that waited for messages.", long_polls_.load());
   if (actors_ != nullptr) w.append(actors_->metrics_text());
+  if (hosts_ != nullptr) w.append(hosts_->metrics_text());
   if (extra_metrics_) w.append(extra_metrics_());
   return std::move(w).text();
 }
@@ -309,6 +311,14 @@ std::optional<Error> LocalRouter::object_check(std::string_view object_class, st
   if (auto e = ActorRuntime::validate_class(object_class)) return e;
   if (!actors_->has_class(object_class)) return no_actors(object_class);
   return ActorRuntime::validate_name(name);
+}
+
+std::shared_ptr<HostSession> LocalRouter::host_connect(std::shared_ptr<HostLink> link, HostGrant grant) {
+  if (hosts_ == nullptr) {
+    link->close(1011, "this node takes no remote hosts");
+    return nullptr;
+  }
+  return hosts_->connect(std::move(link), std::move(grant));
 }
 
 }  // namespace roost::broker

@@ -1,5 +1,7 @@
 #include "roost/broker/node.h"
 
+#include <roost/broker/remote_hosts.h>
+
 #include <roost/actor_plugin.h>
 #include <roost/broker/actor_runtime.h>
 #include <roost/broker/endpoint.h>
@@ -57,7 +59,8 @@ struct Node::Impl {
   std::unique_ptr<channels::Hub> hub;
   std::unique_ptr<durable::MailboxStore> mailboxes;
   std::unique_ptr<ActorRuntime> actors;
-  std::vector<void*> plugins;  // dlopen handles, closed after the runtime is gone
+  std::unique_ptr<RemoteHosts> hosts;  // outlives `actors`: remote actors hold it
+  std::vector<void*> plugins;          // dlopen handles, closed after the runtime is gone
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::optional<asio::steady_timer> channel_sweep;  // forgets idle channels
@@ -103,6 +106,10 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.actors =
       std::make_unique<ActorRuntime>(*d.mailboxes, *d.committer, *d.queues, *d.hub, aopts, wall_clock_ms);
   d.router->set_actors(d.actors.get());
+  RemoteHostsOptions hopts;
+  hopts.turn_timeout_ms = d.config.host_turn_timeout_ms;
+  d.hosts = std::make_unique<RemoteHosts>(*d.actors, *d.router, hopts);
+  d.router->set_hosts(d.hosts.get());
   d.router->attach();
   gateway::ServerOptions sopts;
   sopts.listen = d.config.http_listen;
@@ -195,6 +202,14 @@ void Node::start() {
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
+  for (std::size_t start = 0; start < d.config.remote_classes.size();) {
+    auto comma = d.config.remote_classes.find(',', start);
+    auto cls =
+        d.config.remote_classes.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!cls.empty()) d.hosts->declare(cls);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
   d.committer->start();
   d.actors->start();
   d.work.emplace(asio::make_work_guard(d.io));
@@ -253,6 +268,7 @@ void Node::stop() {
               d.server->requests_in_flight());
     d.server->stop();
     if (d.endpoint) d.endpoint->stop();
+    d.hosts->stop();  // turns waiting on a host fail, so the workers can finish
     d.actors->stop();
     d.router->shutdown();
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(d.config.shutdown_grace_ms);
@@ -280,8 +296,10 @@ void Node::stop() {
   d.router->set_extra_metrics(nullptr);
   d.endpoint.reset();
   d.router->set_actors(nullptr);
+  d.router->set_hosts(nullptr);
   d.router.reset();
   d.actors.reset();
+  d.hosts.reset();
   d.mailboxes.reset();
   d.hub.reset();
   d.queues.reset();

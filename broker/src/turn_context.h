@@ -17,6 +17,8 @@
 
 namespace roost::broker {
 
+using durable::MailboxStore;
+
 inline bool has_tag(const std::vector<std::string>& tags, std::string_view tag) {
   return tag.empty() || std::find(tags.begin(), tags.end(), tag) != tags.end();
 }
@@ -140,28 +142,28 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
   CallReply call(std::string_view cls, std::string_view name, std::string data, ContentType type,
                  std::uint64_t timeout_ms) override {
-    if (auto e = rt_.check(cls, name)) throw CallError(std::string(error_code_name(e->code)), e->message);
-    auto target = MailboxStore::object_key(cls, name);
-    std::vector<std::string> chain = item_.chain;
-    chain.push_back(obj_.okey);
-    if (std::find(chain.begin(), chain.end(), target) != chain.end()) {
-      throw CallError("call_cycle", "object " + std::string(cls) + "/" + std::string(name) +
-                                        " is waiting in this chain of calls: calling it would never return");
-    }
-    if (timeout_ms == 0) timeout_ms = rt_.options_.default_call_timeout_ms;
-    auto answer = std::make_shared<std::promise<Result<ObjectReply>>>();
-    auto got = answer->get_future();
-    rt_.call(
-        std::string(cls), std::string(name), std::move(data), type, timeout_ms,
-        [answer](Result<ObjectReply> r) { answer->set_value(std::move(r)); }, std::move(chain));
-    // The runtime answers call_timeout at the deadline; the margin covers a node that stops.
-    if (got.wait_for(std::chrono::milliseconds(timeout_ms + 5'000)) != std::future_status::ready) {
-      throw CallError("call_timeout", "no answer from " + std::string(cls) + "/" + std::string(name));
-    }
-    auto r = got.get();
-    if (!r) throw CallError(std::string(error_code_name(r.error().code)), r.error().message);
-    return CallReply{std::move(r->data), r->content_type};
+    auto r =
+        wait_object(cls, name, timeout_ms,
+                    [&](std::vector<std::string> chain, std::uint64_t timeout, Callback<ObjectReply> done) {
+                      rt_.call(std::string(cls), std::string(name), std::move(data), type, timeout,
+                               std::move(done), std::move(chain));
+                    });
+    return CallReply{std::move(r.data), r.content_type};
   }
+  // An HTTP request to another object's on_fetch, answered within this turn like call() (a remote
+  // host's `await stub.fetch()`).
+  ObjectReply fetch_object(std::string_view cls, std::string_view name, ObjectHttpRequest request,
+                           std::uint64_t timeout_ms) {
+    return wait_object(
+        cls, name, timeout_ms,
+        [&](std::vector<std::string> chain, std::uint64_t timeout, Callback<ObjectReply> done) {
+          rt_.fetch(std::string(cls), std::string(name), std::move(request), timeout, std::move(done),
+                    std::move(chain));
+        });
+  }
+  // The object's alarms as committed (remote hosts get them when an object wakes).
+  std::vector<ObjectInfo::Alarm> committed_alarms() { return rt_.info(obj_.cls, obj_.name).alarms; }
+  const Item& item() const { return item_; }
   void reply(std::string data, ContentType type) override {
     if (item_.kind != Item::Kind::kCall) throw std::logic_error("reply() outside on_call");
     fx_.reply = ObjectReply{std::move(data), type};
@@ -183,6 +185,31 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
 
  private:
+  // Submits a call or fetch made within this turn and waits for its answer; throws CallError.
+  template <class Submit>
+  ObjectReply wait_object(std::string_view cls, std::string_view name, std::uint64_t timeout_ms,
+                          Submit submit) {
+    if (auto e = rt_.check(cls, name)) throw CallError(std::string(error_code_name(e->code)), e->message);
+    auto target = MailboxStore::object_key(cls, name);
+    std::vector<std::string> chain = item_.chain;
+    chain.push_back(obj_.okey);
+    if (std::find(chain.begin(), chain.end(), target) != chain.end()) {
+      throw CallError("call_cycle", "object " + std::string(cls) + "/" + std::string(name) +
+                                        " is waiting in this chain of calls: calling it would never return");
+    }
+    if (timeout_ms == 0) timeout_ms = rt_.options_.default_call_timeout_ms;
+    auto answer = std::make_shared<std::promise<Result<ObjectReply>>>();
+    auto got = answer->get_future();
+    submit(std::move(chain), timeout_ms,
+           [answer](Result<ObjectReply> r) { answer->set_value(std::move(r)); });
+    // The runtime answers call_timeout at the deadline; the margin covers a node that stops.
+    if (got.wait_for(std::chrono::milliseconds(timeout_ms + 5'000)) != std::future_status::ready) {
+      throw CallError("call_timeout", "no answer from " + std::string(cls) + "/" + std::string(name));
+    }
+    auto r = got.get();
+    if (!r) throw CallError(std::string(error_code_name(r.error().code)), r.error().message);
+    return std::move(*r);
+  }
   const std::vector<std::string>& tags_locked(std::uint64_t id, const std::vector<std::string>& committed)
       ROOST_REQUIRES(obj_.mu) {
     auto it = fx_.tags.find(id);

@@ -184,6 +184,7 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     out.subscribe = string_list(grants, "subscribe");
     out.queues = string_list(grants, "queues");
     out.objects = string_list(grants, "objects");
+    out.host = string_list(grants, "host");
   }
   return out;
 }

@@ -13,6 +13,7 @@
 
 #include <boost/beast/websocket.hpp>
 
+#include "host_session.h"
 #include "object_ws_session.h"
 #include "routes.h"
 #include "sse_session.h"
@@ -224,15 +225,27 @@ bool HttpSession::upgrade(Request& req) {
     return true;
   };
   auto object = ws ? object_from_path(path, "/connect") : std::nullopt;
-  if (ws && path != "/v1/ws" && !object) {
-    return refuse(Error{ErrorCode::NOT_FOUND,
-                        "WebSockets are served at /v1/ws and /v1/objects/{class}/{name}/connect"});
+  bool host = ws && path == "/v1/hosts/connect";
+  if (ws && path != "/v1/ws" && !object && !host) {
+    return refuse(
+        Error{ErrorCode::NOT_FOUND,
+              "WebSockets are served at /v1/ws, /v1/objects/{class}/{name}/connect and /v1/hosts/connect"});
   }
   // A WebSocket can write (publish, talk to an object), so its Origin must be allowed even
   // though the handshake is a GET.
   if (auto e = check_host_and_origin(req, *state_, /*state_changing=*/ws)) return refuse(*e);
   auto principal = state_->auth.authenticate(request_token(req, /*allow_query=*/true), remote_);
   if (!principal) return refuse(principal.error());
+  if (host) {
+    if (!principal->unrestricted && principal->host.empty()) {
+      return refuse(Error{ErrorCode::FORBIDDEN, "this token may host no class (roost.host)"});
+    }
+    stream_.expires_never();
+    HostGrant grant{std::move(*principal), remote_.to_string()};
+    std::make_shared<HostWsSession>(std::move(stream_), state_, std::move(slot_))
+        ->run(std::move(req), std::move(grant));
+    return true;
+  }
   if (object) {
     if (!object->ok) return refuse(object->error);
     if (!principal->may_use_object(object->object_class, object->name)) {

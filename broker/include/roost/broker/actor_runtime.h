@@ -87,7 +87,13 @@ class ActorRuntime final : public durable::Participant {
 
   // REQUIRES: before start(). Throws std::invalid_argument for a bad or duplicate class name.
   void register_class(std::string name, ActorFactory factory, ActorClassOptions options = {});
+  // A class added while the node runs (a remote host registered it): its mail waiting on disk and
+  // its durable subscriptions are loaded. Returns false when the class exists already.
+  bool add_class(std::string name, ActorFactory factory, ActorClassOptions options = {});
   bool has_class(std::string_view name) const;
+  // A remote class without a host: its objects' items wait (mail, socket closes) or are refused
+  // (calls, fetches, connects: unavailable; socket frames are dropped) until it is available again.
+  void set_class_available(const std::string& name, bool available);
 
   // Loads the mail left by a previous run and the durable subscriptions, starts the workers and
   // the timer thread. REQUIRES: the committer is started.
@@ -105,7 +111,7 @@ class ActorRuntime final : public durable::Participant {
             std::uint64_t timeout_ms, Callback<ObjectReply> done, std::vector<std::string> chain = {});
   // An HTTP request to the object's on_fetch: a call whose request and answer are HTTP's.
   void fetch(std::string object_class, std::string name, ObjectHttpRequest request, std::uint64_t timeout_ms,
-             Callback<ObjectReply> done);
+             Callback<ObjectReply> done, std::vector<std::string> chain = {});
   // Runs on_connect; on acceptance the socket is attached and `done` gets its id.
   void connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
                ObjectConnectRequest request, Callback<std::uint64_t> done);
@@ -171,7 +177,12 @@ class ActorRuntime final : public durable::Participant {
   channels::Hub& hub_;
   ActorRuntimeOptions options_;
   std::function<std::int64_t()> clock_;
-  std::unordered_map<std::string, std::unique_ptr<Klass>> classes_;  // fixed after start()
+  // Never erased, so a Klass* stays valid; classes are added at start and by remote hosts.
+  mutable SharedMutex classes_mu_;
+  std::unordered_map<std::string, std::unique_ptr<Klass>> classes_ ROOST_GUARDED_BY(classes_mu_);
+  const Klass* find_class(std::string_view name) const;
+  // Refuses a transient item (call, fetch, connect) for a class no host serves.
+  std::optional<Error> refuse_unserved(const std::string& cls) const;
   std::unique_ptr<boost::asio::thread_pool> workers_;
   // Channel publishes of committed turns, in commit order, off the committer thread (a publish
   // fans out to every subscriber).

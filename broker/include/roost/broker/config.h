@@ -57,9 +57,11 @@ struct Config {
   std::uint64_t actor_idle_ms = 10'000;    // hibernate an idle object after this long
   std::uint64_t call_timeout_ms = 10'000;  // default object call timeout
   std::uint64_t actor_mail_memory_bytes = 1u << 20;  // waiting mail data one object keeps in RAM
-  std::string log_level = "info";                    // trace|debug|info|warn|error
-  std::string log_format = "text";                   // text | json
-  std::filesystem::path config_file;                 // where the file layer came from, if any
+  std::string remote_classes;  // classes served by remote hosts only, comma-separated (docs/hosts.md)
+  std::uint64_t host_turn_timeout_ms = 30'000;  // a remote host silent this long in a turn is closed
+  std::string log_level = "info";               // trace|debug|info|warn|error
+  std::string log_format = "text";              // text | json
+  std::filesystem::path config_file;            // where the file layer came from, if any
 
   // Derived from the channel_* keys by load_config().
   channels::HubOptions hub_options() const;

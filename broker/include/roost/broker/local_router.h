@@ -21,6 +21,7 @@
 namespace roost::broker {
 
 class ActorRuntime;
+class RemoteHosts;
 
 class LocalRouter final : public Router {
  public:
@@ -37,6 +38,8 @@ class LocalRouter final : public Router {
   void set_extra_metrics(std::function<std::string()> f) { extra_metrics_ = std::move(f); }
   // Where object requests go; without one they answer class_not_found. REQUIRES: before serving.
   void set_actors(ActorRuntime* actors) { actors_ = actors; }
+  // Where remote actor hosts connect; without it they are refused. REQUIRES: before serving.
+  void set_hosts(RemoteHosts* hosts) { hosts_ = hosts; }
   // Answers every waiting long poll (with no messages). New long polls answer at once.
   void shutdown();
 
@@ -78,6 +81,7 @@ class LocalRouter final : public Router {
   void object_socket_message(std::uint64_t socket, std::string text) override;
   void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) override;
   std::optional<Error> object_check(std::string_view object_class, std::string_view name) override;
+  std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
@@ -103,6 +107,7 @@ class LocalRouter final : public Router {
   std::atomic<std::uint64_t> abandoned_polls_{0};
   std::function<std::string()> extra_metrics_;
   ActorRuntime* actors_ = nullptr;
+  RemoteHosts* hosts_ = nullptr;
 };
 
 }  // namespace roost::broker

@@ -1,7 +1,8 @@
 // Authentication and authorization: HS256 JWT bearer tokens (OpenSSL HMAC), and the
 // permissions they carry. Claims: `exp` (seconds since the epoch; required when present to be in
 // the future), `nbf` (when present, not before that second) and `roost:
-// {"publish":[patterns],"subscribe":[patterns],"queues":[patterns], "objects":[patterns]}`. Patterns use the
+// {"publish":[patterns],"subscribe":[patterns],"queues":[patterns], "objects":[patterns],
+// "host":[classes]}`. Patterns use the
 // channel grammar ('*' one token, '>' the rest), also for queue names. Without a configured secret, only
 // loopback clients are accepted, with every permission.
 #pragma once
@@ -24,7 +25,8 @@ struct Principal {
   std::vector<std::string> subscribe;
   std::vector<std::string> queues;
   std::vector<std::string> objects;
-  std::string claims;  // the verified token's payload, as JSON ("" without a token)
+  std::vector<std::string> host;  // object classes it may serve as a remote host ("*" = any)
+  std::string claims;             // the verified token's payload, as JSON ("" without a token)
 
   bool may_publish(std::string_view channel) const;
   bool may_subscribe(std::string_view pattern) const;

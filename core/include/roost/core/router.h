@@ -8,6 +8,7 @@
 
 #include <roost/core/channel_types.h>
 #include <roost/core/error.h>
+#include <roost/core/host_types.h>
 #include <roost/core/object_types.h>
 #include <roost/core/queue_types.h>
 
@@ -116,6 +117,9 @@ class Router {
   // Checks a class and an object name (class_not_found, invalid_name).
   virtual std::optional<Error> object_check(std::string_view object_class, std::string_view name) = 0;
 
+  // A remote actor host connected (docs/hosts.md): the broker's side of the connection, which the
+  // front end feeds the host's frames. `grant` bounds the classes it may register.
+  virtual std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) = 0;
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;
   // Limits the front ends enforce before calling in.

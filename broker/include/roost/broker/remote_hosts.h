@@ -1,0 +1,96 @@
+// RemoteHosts: object classes served by other processes (docs/hosts.md).
+//
+// A host connects over a WebSocket (the gateway's /v1/hosts/connect) and registers classes. Each
+// becomes an ActorRuntime class whose actor — a RemoteActor, one per object in memory — forwards
+// every turn to a host of its class and applies, on the worker that runs the turn, what the host
+// answers: storage reads are answered from the object's current view (TurnContext), effects are
+// recorded in the turn, and the turn ends with the host's `done`. So every guarantee of
+// docs/objects.md — one turn at a time in FIFO order, effects committed with the item, outputs after
+// the commit, retries and dead letters, hibernation with sockets kept, alarms, durable
+// subscriptions — is the runtime's own, for remote classes as for C++ ones.
+//
+// An object stays on the host that woke it until it hibernates (the host gets `release`); several
+// hosts of a class share its objects (the least loaded takes a new one). A host that disconnects
+// or stalls (no frame for turn_timeout_ms while a turn waits on it; it is then closed) fails the
+// turns it had: nothing of them was applied, and they run again on another host of the class, or
+// when one comes back. While no host serves a class, its mail waits; calls and connects answer
+// `unavailable`.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <roost/actor.h>
+#include <roost/core/host_types.h>
+#include <roost/core/router.h>
+#include <roost/core/thread_annotations.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace roost::broker {
+
+class ActorRuntime;
+
+struct RemoteHostsOptions {
+  // A turn whose host sends nothing for this long fails, and the host is closed (4008).
+  std::uint64_t turn_timeout_ms = 30'000;
+  std::size_t max_classes_per_host = 64;
+  // Requests a host may have outstanding outside turns (tell, call, fetch from its front code).
+  std::size_t max_host_requests = 1024;
+  // Frames one turn may send (ops, effects) before it is failed.
+  std::size_t max_turn_frames = 100'000;
+};
+
+class RemoteHosts {
+ public:
+  RemoteHosts(ActorRuntime& runtime, Router& router, RemoteHostsOptions options);
+  ~RemoteHosts();
+  RemoteHosts(const RemoteHosts&) = delete;
+  RemoteHosts& operator=(const RemoteHosts&) = delete;
+
+  // A class served by hosts only (config remote_classes): known — tells accepted, mail kept — before
+  // any host registers it. REQUIRES: before the runtime starts.
+  void declare(const std::string& object_class);
+  std::shared_ptr<HostSession> connect(std::shared_ptr<HostLink> link, HostGrant grant);
+  // Closes every host (1001); their waiting turns fail.
+  void stop();
+  std::string metrics_text() const;
+
+  class Conn;
+  class RemoteActor;
+  struct TurnWait;
+
+ private:
+  friend class Conn;
+  friend class RemoteActor;
+  // The least loaded live host of the class, or null.
+  std::shared_ptr<Conn> pick(const std::string& object_class);
+  // Registers the classes a host serves; an error names the first it may not.
+  std::optional<Error> add_host(const std::shared_ptr<Conn>& conn, const std::vector<std::string>& classes,
+                                const std::map<std::string, ActorClassOptions>& options);
+  void remove_host(const Conn* conn);
+  void ensure_class(const std::string& object_class, ActorClassOptions options);
+
+  ActorRuntime& rt_;
+  Router& router_;
+  RemoteHostsOptions options_;
+  std::atomic<std::uint64_t> next_turn_{1};
+  std::atomic<std::uint64_t> next_host_{1};
+
+  mutable Mutex mu_;
+  std::map<std::string, std::vector<std::weak_ptr<Conn>>> hosts_ ROOST_GUARDED_BY(mu_);  // class → hosts
+  std::map<const Conn*, std::weak_ptr<Conn>> conns_ ROOST_GUARDED_BY(mu_);
+  bool stopped_ ROOST_GUARDED_BY(mu_) = false;
+
+  struct Metrics {
+    std::atomic<std::uint64_t> connects{0}, turns{0}, turns_failed{0}, timeouts{0}, releases{0}, requests{0};
+  };
+  Metrics metrics_;
+};
+
+}  // namespace roost::broker

@@ -1,0 +1,64 @@
+// A remote actor host's connection: GET /v1/hosts/connect (docs/hosts.md).
+//
+// The gateway only carries the frames: JSON text frames in both directions, the protocol itself is
+// the broker's (RemoteHosts). Frames may be larger than on /v1/ws (a storage value of 1 MiB in
+// base64); outgoing frames wait in a bounded queue (65,536 frames or 64 MiB; past it the host is
+// too slow and is closed with 1008). Ping/pong keep-alive and idle timeout as /v1/ws.
+#pragma once
+
+#include <roost/core/router.h>
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "state.h"
+
+namespace roost::gateway {
+
+class HostWsSession : public Closable, public std::enable_shared_from_this<HostWsSession> {
+ public:
+  using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+  HostWsSession(boost::beast::tcp_stream stream, std::shared_ptr<Server::State> state,
+                std::unique_ptr<ConnectionSlot> slot);
+  ~HostWsSession() override;
+
+  void run(Request req, HostGrant grant);
+  void shutdown() override;
+
+  // The broker's side (any thread). send() refuses once the queue is over its bound.
+  bool post_send(std::string text);
+  void post_close(std::uint16_t code, std::string reason);
+
+ private:
+  void on_accept(boost::beast::error_code ec);
+  void read();
+  void on_read(boost::beast::error_code ec, std::size_t bytes);
+  void flush();
+  void on_write(boost::beast::error_code ec, std::size_t bytes);
+  void close(std::uint16_t code, std::string reason);
+  void ended();
+
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  std::shared_ptr<Server::State> state_;
+  std::unique_ptr<ConnectionSlot> slot_;
+  HostGrant grant_;
+  std::shared_ptr<HostSession> session_;
+  boost::beast::flat_buffer buffer_;
+  std::deque<std::string> out_;
+  std::atomic<std::size_t> queued_frames_{0};
+  std::atomic<std::size_t> queued_bytes_{0};
+  std::atomic<bool> closing_{false};
+  bool accepted_ = false;
+  bool writing_ = false;
+  bool closed_ = false;
+  bool ended_ = false;
+};
+
+}  // namespace roost::gateway
