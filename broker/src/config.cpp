@@ -107,6 +107,21 @@ const std::vector<Key>& keys() {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
        }},
+      {"app_routes",
+       "path prefixes (comma-separated) whose HTTP and WebSocket requests go to a remote host's front "
+       "code, a Worker-style fetch (docs/hosts.md); \"/\" = all but Roost's own routes",
+       [](Config& c, const std::string& v) {
+         for (std::size_t start = 0; start <= v.size();) {
+           auto comma = v.find(',', start);
+           auto p = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+           if (!p.empty() && p.front() != '/')
+             throw ConfigError("app_routes: each prefix starts with '/', got '" + p + "'");
+           if (p.starts_with("/v1/") || p == "/v1") throw ConfigError("app_routes: /v1 is Roost's own");
+           if (comma == std::string::npos) break;
+           start = comma + 1;
+         }
+         c.app_routes = v;
+       }},
       {"remote_classes",
        "object classes served by remote hosts (docs/hosts.md), comma-separated: their mail is kept "
        "while no host is connected",

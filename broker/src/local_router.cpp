@@ -321,4 +321,11 @@ std::shared_ptr<HostSession> LocalRouter::host_connect(std::shared_ptr<HostLink>
   return hosts_->connect(std::move(link), std::move(grant));
 }
 
+void LocalRouter::host_front(ObjectHttpRequest request, Callback<FrontReply> done) {
+  if (hosts_ == nullptr) {
+    return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no remote hosts"}));
+  }
+  hosts_->front(std::move(request), std::move(done));
+}
+
 }  // namespace roost::broker

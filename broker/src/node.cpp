@@ -108,7 +108,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.router->set_actors(d.actors.get());
   RemoteHostsOptions hopts;
   hopts.turn_timeout_ms = d.config.host_turn_timeout_ms;
-  d.hosts = std::make_unique<RemoteHosts>(*d.actors, *d.router, hopts);
+  hopts.front_timeout_ms = d.config.call_timeout_ms;
+  d.hosts = std::make_unique<RemoteHosts>(*d.actors, *d.router, d.io, hopts);
   d.router->set_hosts(d.hosts.get());
   d.router->attach();
   gateway::ServerOptions sopts;
@@ -123,6 +124,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   sopts.allowed_origins = d.config.allowed_origins;
   sopts.allowed_hosts = d.config.allowed_hosts;
   sopts.trusted_proxies = d.config.trusted_proxies;
+  sopts.app_routes = d.config.app_routes;
   sopts.max_subscriptions = d.config.max_subscriptions_per_connection;
   sopts.max_ws_message_bytes = d.config.max_ws_message_bytes;
   sopts.ws_idle_timeout_ms = d.config.ws_idle_timeout_ms;

@@ -10,6 +10,7 @@
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
 #include <chrono>
@@ -164,8 +165,8 @@ struct RemoteHosts::TurnWait {
   Mutex mu;
   std::condition_variable cv;
   std::deque<json::object> frames ROOST_GUARDED_BY(mu);
-  bool closed ROOST_GUARDED_BY(mu) = false;      // the host went away
-  bool overflow ROOST_GUARDED_BY(mu) = false;    // it sent more than a turn may
+  bool closed ROOST_GUARDED_BY(mu) = false;    // the host went away
+  bool overflow ROOST_GUARDED_BY(mu) = false;  // it sent more than a turn may
   std::size_t received ROOST_GUARDED_BY(mu) = 0;
 };
 
@@ -188,6 +189,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       if (!registered_ && t != "register") throw ProtocolError("send \"register\" first");
       if (t == "register") return on_register(o);
       if (t == "tell" || t == "call" || t == "fetch") return on_request(t, o);
+      if (t == "front_done") return on_front_done(o);
       if (t == "ping") {
         send(json::object{{"t", "pong"}});
         return;
@@ -205,9 +207,14 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       module_logger("actors")->info("remote host {} ({}) disconnected", id_, grant_.peer);
     }
     std::vector<std::shared_ptr<TurnWait>> waits;
+    std::map<std::uint64_t, Callback<FrontReply>> fronts;
     {
       MutexLock lock(mu_);
       for (auto& [id, w] : turns_) waits.push_back(w);
+      fronts.swap(fronts_);
+    }
+    for (auto& [id, done] : fronts) {
+      done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the host disconnected before it answered"}));
     }
     for (auto& w : waits) {
       MutexLock lock(w->mu);
@@ -218,6 +225,32 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   }
 
   bool alive() const { return alive_.load(); }
+  bool serves_front() const { return front_.load(); }
+  std::size_t fronts_waiting() {
+    MutexLock lock(mu_);
+    return fronts_.size();
+  }
+  // Sends a front request; `done` is answered once (by the host, its end, or the deadline).
+  void front(std::uint64_t id, const ObjectHttpRequest& request, Callback<FrontReply> done) {
+    {
+      MutexLock lock(mu_);
+      fronts_.emplace(id, std::move(done));
+    }
+    if (!send(json::object{{"t", "front"}, {"id", id}, {"request", request_json(request)}})) {
+      finish_front(id, std::unexpected(Error{ErrorCode::UNAVAILABLE, "the host's connection closed"}));
+    }
+  }
+  void finish_front(std::uint64_t id, Result<FrontReply> r) {
+    Callback<FrontReply> done;
+    {
+      MutexLock lock(mu_);
+      auto it = fronts_.find(id);
+      if (it == fronts_.end()) return;
+      done = std::move(it->second);
+      fronts_.erase(it);
+    }
+    done(std::move(r));
+  }
   std::uint64_t id() const { return id_; }
   const HostGrant& grant() const { return grant_; }
   std::atomic<std::size_t> objects{0};
@@ -248,7 +281,8 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
  private:
   void protocol_error(std::string message) {
     module_logger("actors")->warn("remote host {} ({}): {}", id_, grant_.peer, message);
-    send(json::object{{"t", "error"}, {"error", error_json(Error{ErrorCode::MALFORMED, std::move(message)})}});
+    send(
+        json::object{{"t", "error"}, {"error", error_json(Error{ErrorCode::MALFORMED, std::move(message)})}});
   }
 
   void to_turn(std::uint64_t turn, json::object frame) {
@@ -271,8 +305,10 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   void on_register(const json::object& o) {
     if (registered_) throw ProtocolError("registered already");
     const auto* list = field(o, "classes");
-    if (list == nullptr || !list->is_array() || list->get_array().empty()) {
-      throw ProtocolError("\"classes\" must be a non-empty array");
+    const auto* front = field(o, "front");
+    bool serves_front = front != nullptr && front->is_bool() && front->get_bool();
+    if (list == nullptr || !list->is_array() || (list->get_array().empty() && !serves_front)) {
+      throw ProtocolError("\"classes\" must be a non-empty array (or \"front\": true)");
     }
     if (list->get_array().size() > reg_.options_.max_classes_per_host) {
       throw ProtocolError("at most " + std::to_string(reg_.options_.max_classes_per_host) +
@@ -288,7 +324,8 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       } else if (c.is_object()) {
         const auto& co = c.get_object();
         name = str(co, "name");
-        opts.max_retries = static_cast<std::uint32_t>(std::min<std::uint64_t>(u64(co, "max_retries", 3), 100));
+        opts.max_retries =
+            static_cast<std::uint32_t>(std::min<std::uint64_t>(u64(co, "max_retries", 3), 100));
         opts.retry_delay_ms = std::min<std::uint64_t>(u64(co, "retry_delay_ms", 100), 3'600'000);
         opts.dead_letter_queue = str(co, "dead_letter_queue", false);
       } else {
@@ -303,6 +340,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       return;
     }
     registered_ = true;
+    front_ = serves_front;
     json::array classes;
     for (auto& n : names) classes.push_back(json::string(n));
     send(json::object{{"t", "registered"}, {"host", id_}, {"classes", std::move(classes)}});
@@ -328,16 +366,17 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     }
     if (requests_.fetch_add(1) >= reg_.options_.max_host_requests) {
       requests_.fetch_sub(1);
-      return fail(Error{ErrorCode::TOO_MANY_REQUESTS, "too many requests outstanding on this host connection"});
+      return fail(
+          Error{ErrorCode::TOO_MANY_REQUESTS, "too many requests outstanding on this host connection"});
     }
     reg_.metrics_.requests.fetch_add(1, std::memory_order_relaxed);
     auto& router = reg_.router_;
     if (t == "tell") {
       auto type = content_type(o);
-      router.object_tell(std::move(cls), std::move(name), data_of(o, type), type,
-                         [answer](Result<std::uint64_t> r) {
-                           answer(r ? json::object{{"seq", *r}} : json::object{{"error", error_json(r.error())}});
-                         });
+      router.object_tell(
+          std::move(cls), std::move(name), data_of(o, type), type, [answer](Result<std::uint64_t> r) {
+            answer(r ? json::object{{"seq", *r}} : json::object{{"error", error_json(r.error())}});
+          });
     } else if (t == "call") {
       auto type = content_type(o);
       router.object_call(std::move(cls), std::move(name), data_of(o, type), type, u64(o, "timeout_ms"),
@@ -371,6 +410,35 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   std::atomic<std::size_t> requests_{0};
   Mutex mu_;
   std::map<std::uint64_t, std::shared_ptr<TurnWait>> turns_ ROOST_GUARDED_BY(mu_);
+  std::atomic<bool> front_{false};  // registered front code (app_routes)
+  std::map<std::uint64_t, Callback<FrontReply>> fronts_ ROOST_GUARDED_BY(mu_);
+
+  void on_front_done(const json::object& o) {
+    auto id = u64(o, "id");
+    FrontReply out;
+    if (const auto* up = field(o, "upgrade"); up != nullptr && up->is_object()) {
+      out.upgrade_class = str(up->get_object(), "class");
+      out.upgrade_object = str(up->get_object(), "object");
+      if (!may_reach(out.upgrade_class, out.upgrade_object)) {
+        return finish_front(id, std::unexpected(Error{ErrorCode::FORBIDDEN, "this host may not use object " +
+                                                                                out.upgrade_class + "/" +
+                                                                                out.upgrade_object}));
+      }
+    } else if (const auto* res = field(o, "response"); res != nullptr && res->is_object()) {
+      const auto& r = res->get_object();
+      auto status = u64(r, "status", 200);
+      out.response.status = static_cast<std::uint16_t>(std::min<std::uint64_t>(status, 65535));
+      out.response.headers = headers_of(r);
+      out.response.data = bytes_of(r, "body");
+      out.response.content_type = ContentType::kBytes;
+    } else {
+      auto message = str(o, "error", false);
+      reg_.metrics_.fronts_failed.fetch_add(1, std::memory_order_relaxed);
+      return finish_front(id, std::unexpected(Error{ErrorCode::ACTOR_ERROR,
+                                                    message.empty() ? "the front code failed" : message}));
+    }
+    finish_front(id, std::move(out));
+  }
 };
 
 // One object of a remote class while it is in memory: it sends each turn to its host and applies
@@ -381,7 +449,8 @@ class RemoteHosts::RemoteActor final : public Actor {
   ~RemoteActor() override { unbind(true); }
 
   void on_message(Context& ctx, const Message& m) override {
-    json::object f{{"kind", m.subject.empty() ? "message" : "channel"}, {"seq", m.seq}, {"attempt", m.attempt}};
+    json::object f{
+        {"kind", m.subject.empty() ? "message" : "channel"}, {"seq", m.seq}, {"attempt", m.attempt}};
     put_data(f, m.data, m.content_type);
     if (!m.subject.empty()) f["subject"] = m.subject;
     turn(ctx, std::move(f));
@@ -396,12 +465,9 @@ class RemoteHosts::RemoteActor final : public Actor {
     }
   }
   HttpResponse on_fetch(Context& ctx, const HttpRequest& r) override {
-    ObjectHttpRequest req{std::string(r.method),
-                          std::string(r.path),
-                          std::string(r.query),
-                          {r.headers.begin(), r.headers.end()},
-                          std::string(r.body),
-                          std::string(r.client_address),
+    ObjectHttpRequest req{std::string(r.method), std::string(r.path),
+                          std::string(r.query),  {r.headers.begin(), r.headers.end()},
+                          std::string(r.body),   std::string(r.client_address),
                           std::string(r.claims)};
     auto done = turn(ctx, json::object{{"kind", "fetch"}, {"request", request_json(req)}});
     const auto& res = object_at(done, "response");
@@ -495,8 +561,9 @@ class RemoteHosts::RemoteActor final : public Actor {
           if (wait.cv.wait_until(lock.native(), deadline) == std::cv_status::timeout && wait.frames.empty()) {
             lock.unlock();
             reg_.metrics_.timeouts.fetch_add(1, std::memory_order_relaxed);
-            module_logger("actors")->warn("remote host {} stalled: no answer to a turn of {}/{} in {} ms; closed",
-                                          host.id(), cls_, ctx.object_name(), reg_.options_.turn_timeout_ms);
+            module_logger("actors")->warn(
+                "remote host {} stalled: no answer to a turn of {}/{} in {} ms; closed", host.id(), cls_,
+                ctx.object_name(), reg_.options_.turn_timeout_ms);
             host.close(4008, "turn timeout");
             fail_turn("the host did not answer within turn_timeout_ms");
           }
@@ -553,14 +620,16 @@ class RemoteHosts::RemoteActor final : public Actor {
       ListOptions lo{prefix, start, end, rev != nullptr && rev->is_bool() && rev->get_bool(),
                      static_cast<std::size_t>(u64(f, "limit"))};
       json::array entries;
-      for (auto& [k, v] : st.list(lo)) entries.push_back(json::array{json::string(k), json::string(base64_encode(v))});
+      for (auto& [k, v] : st.list(lo))
+        entries.push_back(json::array{json::string(k), json::string(base64_encode(v))});
       out["entries"] = std::move(entries);
     } else if (op == "send") {
       ctx.send(Socket{u64(f, "socket")}, str(f, "data"));
     } else if (op == "broadcast") {
       ctx.broadcast(str(f, "data"), str(f, "tag", false));
     } else if (op == "close") {
-      ctx.close(Socket{u64(f, "socket")}, static_cast<std::uint16_t>(u64(f, "code", 1000)), str(f, "reason", false));
+      ctx.close(Socket{u64(f, "socket")}, static_cast<std::uint16_t>(u64(f, "code", 1000)),
+                str(f, "reason", false));
     } else if (op == "tags") {
       std::vector<std::string> tags;
       if (const auto* a = field(f, "tags"); a != nullptr && a->is_array()) {
@@ -576,12 +645,14 @@ class RemoteHosts::RemoteActor final : public Actor {
       ctx.set_auto_response(str(f, "request", false), str(f, "response", false));
     } else if (op == "publish") {
       auto subject = str(f, "subject");
-      if (!host.grant().principal.may_publish(subject)) throw std::runtime_error("not allowed to publish to " + subject);
+      if (!host.grant().principal.may_publish(subject))
+        throw std::runtime_error("not allowed to publish to " + subject);
       auto type = content_type(f);
       ctx.publish(subject, data_of(f, type), type);
     } else if (op == "enqueue") {
       auto queue = str(f, "queue");
-      if (!host.grant().principal.may_use_queue(queue)) throw std::runtime_error("not allowed to use queue " + queue);
+      if (!host.grant().principal.may_use_queue(queue))
+        throw std::runtime_error("not allowed to use queue " + queue);
       auto type = content_type(f);
       ctx.enqueue(queue, data_of(f, type), type);
     } else if (op == "tell") {
@@ -612,7 +683,8 @@ class RemoteHosts::RemoteActor final : public Actor {
       ctx.cancel_alarm(str(f, "name"));
     } else if (op == "subscribe") {
       auto pattern = str(f, "pattern");
-      if (!host.grant().principal.may_subscribe(pattern)) throw std::runtime_error("not allowed to subscribe to " + pattern);
+      if (!host.grant().principal.may_subscribe(pattern))
+        throw std::runtime_error("not allowed to subscribe to " + pattern);
       ctx.subscribe(pattern);
     } else if (op == "unsubscribe") {
       ctx.unsubscribe(str(f, "pattern"));
@@ -628,7 +700,8 @@ class RemoteHosts::RemoteActor final : public Actor {
   }
 
   static void check_reach(const Conn& host, const std::string& cls, const std::string& name) {
-    if (!host.may_reach(cls, name)) throw std::runtime_error("this host may not use object " + cls + "/" + name);
+    if (!host.may_reach(cls, name))
+      throw std::runtime_error("this host may not use object " + cls + "/" + name);
   }
 
   // What a host needs to serve an object it did not have: its sockets (the one being connected
@@ -639,7 +712,8 @@ class RemoteHosts::RemoteActor final : public Actor {
       if (s.id == connecting_) continue;
       json::array tags;
       for (auto& t : ctx.tags(s)) tags.push_back(json::string(t));
-      sockets.push_back(json::object{{"id", s.id}, {"tags", std::move(tags)}, {"attachment", ctx.attachment(s)}});
+      sockets.push_back(
+          json::object{{"id", s.id}, {"tags", std::move(tags)}, {"attachment", ctx.attachment(s)}});
     }
     json::array alarms;
     for (const auto& a : ctx.committed_alarms()) {
@@ -677,8 +751,40 @@ class RemoteHosts::RemoteActor final : public Actor {
   std::uint64_t connecting_ = 0;
 };
 
-RemoteHosts::RemoteHosts(ActorRuntime& runtime, Router& router, RemoteHostsOptions options)
-    : rt_(runtime), router_(router), options_(options) {}
+RemoteHosts::RemoteHosts(ActorRuntime& runtime, Router& router, boost::asio::io_context& timers,
+                         RemoteHostsOptions options)
+    : rt_(runtime), router_(router), timers_(timers), options_(options) {}
+
+void RemoteHosts::front(ObjectHttpRequest request, Callback<FrontReply> done) {
+  std::shared_ptr<Conn> best;
+  {
+    MutexLock lock(mu_);
+    for (auto& [p, w] : conns_) {
+      auto c = w.lock();
+      if (!c || !c->alive() || !c->serves_front()) continue;
+      if (!best || c->fronts_waiting() < best->fronts_waiting()) best = std::move(c);
+    }
+  }
+  if (!best)
+    return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "no host serves the app's routes now"}));
+  metrics_.fronts.fetch_add(1, std::memory_order_relaxed);
+  std::uint64_t id = next_turn_.fetch_add(1);
+  auto timer = std::make_shared<boost::asio::steady_timer>(
+      timers_, std::chrono::milliseconds(options_.front_timeout_ms));
+  std::weak_ptr<Conn> weak = best;
+  timer->async_wait([this, weak, id](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto c = weak.lock()) {
+      metrics_.fronts_failed.fetch_add(1, std::memory_order_relaxed);
+      c->finish_front(
+          id, std::unexpected(Error{ErrorCode::TIMEOUT, "the app's front code did not answer in time"}));
+    }
+  });
+  best->front(id, request, [timer, done = std::move(done)](Result<FrontReply> r) mutable {
+    timer->cancel();
+    done(std::move(r));
+  });
+}
 
 RemoteHosts::~RemoteHosts() { stop(); }
 
@@ -793,7 +899,8 @@ std::string RemoteHosts::metrics_text() const {
     hosts = conns_.size();
   }
   w.gauge("roost_remote_hosts", "Remote actor hosts connected.", std::uint64_t{hosts});
-  w.counter("roost_remote_host_connects_total", "Remote host connections accepted.", metrics_.connects.load());
+  w.counter("roost_remote_host_connects_total", "Remote host connections accepted.",
+            metrics_.connects.load());
   w.counter("roost_remote_turns_total", "Turns sent to remote hosts.", metrics_.turns.load());
   w.counter("roost_remote_turns_failed_total", "Remote turns failed (host error, disconnect, timeout).",
             metrics_.turns_failed.load());
@@ -801,7 +908,12 @@ std::string RemoteHosts::metrics_text() const {
             metrics_.timeouts.load());
   w.counter("roost_remote_releases_total", "Objects released by their host (hibernation, failure).",
             metrics_.releases.load());
-  w.counter("roost_remote_host_requests_total", "Requests hosts sent outside turns.", metrics_.requests.load());
+  w.counter("roost_remote_host_requests_total", "Requests hosts sent outside turns.",
+            metrics_.requests.load());
+  w.counter("roost_front_requests_total", "Requests to app_routes handed to a host's front code.",
+            metrics_.fronts.load());
+  w.counter("roost_front_requests_failed_total", "Front requests that failed (error, timeout).",
+            metrics_.fronts_failed.load());
   return std::move(w).text();
 }
 

@@ -129,7 +129,8 @@ void HostWsSession::flush() {
   if (writing_ || out_.empty() || closed_ || !accepted_) return;
   writing_ = true;
   ws_.text(true);
-  ws_.async_write(asio::buffer(out_.front()), beast::bind_front_handler(&HostWsSession::on_write, shared_from_this()));
+  ws_.async_write(asio::buffer(out_.front()),
+                  beast::bind_front_handler(&HostWsSession::on_write, shared_from_this()));
 }
 
 void HostWsSession::on_write(beast::error_code ec, std::size_t) {

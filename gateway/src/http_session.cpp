@@ -224,6 +224,19 @@ bool HttpSession::upgrade(Request& req) {
     send(error_response(e, req.version()));
     return true;
   };
+  if (ws && state_->is_app_route(path)) {
+    // The app judges Origin itself; a token, when present, must be valid (its claims go along).
+    if (auto e = check_host_and_origin(req, *state_, /*state_changing=*/false)) return refuse(*e);
+    std::string claims;
+    auto token = request_token(req, /*allow_query=*/true);
+    if (!token.empty()) {
+      auto who = state_->auth.authenticate(token, remote_);
+      if (!who) return refuse(who.error());
+      claims = std::move(who->claims);
+    }
+    front_upgrade(std::move(req), std::move(claims));
+    return true;
+  }
   auto object = ws ? object_from_path(path, "/connect") : std::nullopt;
   bool host = ws && path == "/v1/hosts/connect";
   if (ws && path != "/v1/ws" && !object && !host) {
@@ -288,6 +301,39 @@ bool HttpSession::upgrade(Request& req) {
   std::make_shared<SseSession>(std::move(stream_), state_, std::move(slot_))
       ->run(*pattern, since, req.version());
   return true;
+}
+
+void HttpSession::front_upgrade(Request req, std::string claims) {
+  busy_ = true;
+  stream_.expires_after(std::chrono::milliseconds(state_->options.request_timeout_ms));
+  std::string_view target = req.target();
+  auto h = object_request(req, std::string(target.substr(0, target.find('?'))), remote_, *state_, claims);
+  state_->router.host_front(std::move(h), [self = shared_from_this(), req = std::move(req),
+                                           claims = std::move(claims)](Result<FrontReply> r) mutable {
+    auto ex = self->stream_.get_executor();
+    asio::post(ex, [self = std::move(self), req = std::move(req), claims = std::move(claims),
+                    r = std::move(r)]() mutable {
+      self->on_front_upgrade(std::move(req), std::move(claims), std::move(r));
+    });
+  });
+}
+
+void HttpSession::on_front_upgrade(Request req, std::string claims, Result<FrontReply> r) {
+  closing_ = true;
+  if (r && !r->upgrade_class.empty()) {
+    if (auto e = state_->router.object_check(r->upgrade_class, r->upgrade_object)) {
+      return send(error_response(*e, req.version()));
+    }
+    stream_.expires_never();
+    auto client = state_->client_address(req, remote_);
+    std::make_shared<ObjectWsSession>(std::move(stream_), state_, std::move(slot_))
+        ->run(std::move(req), std::move(r->upgrade_class), std::move(r->upgrade_object), std::move(client),
+              std::move(claims));
+    return;
+  }
+  // The front code refused the upgrade (401, 404, …): its answer, and the connection closes.
+  send(r ? object_response(std::move(r->response), req.version(), false)
+         : error_response(r.error(), req.version()));
 }
 
 void HttpSession::close() {

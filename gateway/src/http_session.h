@@ -41,6 +41,9 @@ class HttpSession : public Closable, public std::enable_shared_from_this<HttpSes
   void close();
   // Hands the connection to a WebSocket or SSE session when `req` asks for one.
   bool upgrade(Request& req);
+  // A WebSocket upgrade under app_routes: the front code names the object that takes it.
+  void front_upgrade(Request req, std::string claims);
+  void on_front_upgrade(Request req, std::string claims, Result<FrontReply> r);
 
   boost::beast::tcp_stream stream_;
   boost::asio::steady_timer watch_timer_;            // a long poll's periodic check for a closed client

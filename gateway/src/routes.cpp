@@ -305,50 +305,50 @@ void object_fetch(const Request& req, const boost::asio::ip::address& remote, Se
   if (req.body().size() > st.router.max_message_bytes()) {
     return fail(reply, Error{ErrorCode::MESSAGE_TOO_LARGE, "request body exceeds max_message_bytes"}, v);
   }
-  roost::ObjectHttpRequest h;
-  h.method = std::string(req.method_string());
   std::string_view target = req.target();
-  auto q = target.find('?');
-  if (q != std::string_view::npos) h.query = std::string(target.substr(q + 1));
-  std::string_view raw = target.substr(0, q);
+  std::string_view raw = target.substr(0, target.find('?'));
   // The path below /v1/objects/{class}/{name}/fetch: from the sixth '/' on.
   std::size_t at = 0;
   for (int i = 0; i < 6 && at != std::string_view::npos; ++i) at = raw.find('/', i == 0 ? 0 : at + 1);
-  h.path = at == std::string_view::npos ? "/" : std::string(raw.substr(at));
-  h.headers = Server::State::object_headers(req);
-  h.body = req.body();
-  h.client_address = st.client_address(req, remote);
-  h.claims = who.claims;
+  auto h = object_request(req, at == std::string_view::npos ? "/" : std::string(raw.substr(at)), remote, st,
+                          who.claims);
   const bool head = req.method() == http::verb::head;
   st.router.object_fetch(
       cls, name, std::move(h), 0, [reply = std::move(reply), v, head](Result<roost::ObjectReply> r) mutable {
-        reply([r = std::move(r), v, head]() mutable -> Response {
-          if (!r) return error_response(r.error(), v);
-          auto bad = [&](std::string why) {
-            return error_response(Error{ErrorCode::ACTOR_ERROR, "the object's response: " + why}, v);
-          };
-          if (r->status < 100 || r->status > 599) return bad("status " + std::to_string(r->status));
-          Response res{static_cast<http::status>(r->status), v};
-          for (const auto& [k, val] : r->headers) {
-            bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
-              return std::isalnum(c) ||
-                     std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-            });
-            if (!token) return bad("header name '" + k + "'");
-            if (val.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
-              return bad("header " + k);
-            auto field = http::string_to_field(k);
-            if (field == http::field::content_length || field == http::field::transfer_encoding ||
-                field == http::field::connection || field == http::field::keep_alive ||
-                field == http::field::upgrade || field == http::field::te || field == http::field::trailer) {
-              continue;
-            }
-            res.insert(k, val);
-          }
-          if (!head) res.body() = std::move(r->data);
-          return res;
-        });
+        reply([r = std::move(r), v, head]() mutable { return object_response(std::move(r), v, head); });
       });
+}
+
+// A request under app_routes: to a host's front code (a Worker's fetch). A token, when the
+// request has one, must be valid; its claims go along. Without one the app decides (its routes
+// are its own, like a Worker's).
+void app_route(const Request& req, const boost::asio::ip::address& remote, Server::State& st,
+               std::string_view path, Reply reply) {
+  unsigned v = req.version();
+  std::string claims;
+  auto token = request_token(req, /*allow_query=*/false);
+  if (!token.empty()) {
+    auto who = st.auth.authenticate(token, remote);
+    if (!who) return fail(reply, who.error(), v);
+    claims = who->claims;
+  }
+  if (req.body().size() > st.router.max_message_bytes()) {
+    return fail(reply, Error{ErrorCode::MESSAGE_TOO_LARGE, "request body exceeds max_message_bytes"}, v);
+  }
+  const bool head = req.method() == http::verb::head;
+  st.router.host_front(object_request(req, std::string(path), remote, st, std::move(claims)),
+                       [reply = std::move(reply), v, head](Result<roost::FrontReply> r) mutable {
+                         reply([r = std::move(r), v, head]() mutable -> Response {
+                           if (!r) return error_response(r.error(), v);
+                           if (!r->upgrade_class.empty()) {
+                             return error_response(Error{ErrorCode::ACTOR_ERROR,
+                                                         "the front code answered a plain request "
+                                                         "with a WebSocket upgrade"},
+                                                   v);
+                           }
+                           return object_response(std::move(r->response), v, head);
+                         });
+                       });
 }
 
 const char* mime_type(const std::filesystem::path& p) {
@@ -386,6 +386,47 @@ std::optional<Response> static_file(const Server::State& st, std::string_view pa
 }
 
 }  // namespace
+
+Response object_response(Result<ObjectReply> r, unsigned v, bool head) {
+  if (!r) return error_response(r.error(), v);
+  auto bad = [&](std::string why) {
+    return error_response(Error{ErrorCode::ACTOR_ERROR, "the object's response: " + why}, v);
+  };
+  if (r->status < 100 || r->status > 599) return bad("status " + std::to_string(r->status));
+  Response res{static_cast<http::status>(r->status), v};
+  for (const auto& [k, val] : r->headers) {
+    bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
+      return std::isalnum(c) ||
+             std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+    });
+    if (!token) return bad("header name '" + k + "'");
+    if (val.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) return bad("header " + k);
+    auto field = http::string_to_field(k);
+    if (field == http::field::content_length || field == http::field::transfer_encoding ||
+        field == http::field::connection || field == http::field::keep_alive ||
+        field == http::field::upgrade || field == http::field::te || field == http::field::trailer) {
+      continue;
+    }
+    res.insert(k, val);
+  }
+  if (!head) res.body() = std::move(r->data);
+  return res;
+}
+
+ObjectHttpRequest object_request(const Request& req, std::string path, const boost::asio::ip::address& remote,
+                                 const Server::State& st, std::string claims) {
+  ObjectHttpRequest h;
+  h.method = std::string(req.method_string());
+  std::string_view target = req.target();
+  auto q = target.find('?');
+  if (q != std::string_view::npos) h.query = std::string(target.substr(q + 1));
+  h.path = std::move(path);
+  h.headers = Server::State::object_headers(req);
+  h.body = req.body();
+  h.client_address = st.client_address(req, remote);
+  h.claims = std::move(claims);
+  return h;
+}
 
 std::string request_token(const Request& req, bool allow_query) {
   std::string_view auth = req[http::field::authorization];
@@ -505,6 +546,12 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
   for (auto seg : url->segments()) segs.emplace_back(seg);
   if (!segs.empty() && segs.back().empty()) segs.pop_back();  // tolerate a trailing slash
 
+  // The app's own routes: its front code answers, and judges Origin itself (CORS is the app's).
+  std::string_view raw_path = req.target().substr(0, req.target().find('?'));
+  if (st.is_app_route(raw_path)) {
+    if (auto e = check_host_and_origin(req, st, /*state_changing=*/false)) return fail(reply, *e, v);
+    return app_route(req, remote, st, raw_path, std::move(reply));
+  }
   bool safe = req.method() == http::verb::get || req.method() == http::verb::head ||
               req.method() == http::verb::options;
   if (auto e = check_host_and_origin(req, st, /*state_changing=*/!safe)) return fail(reply, *e, v);

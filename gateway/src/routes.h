@@ -52,6 +52,13 @@ std::optional<Error> check_host_and_origin(const Request& req, const Server::Sta
 bool host_allowed(std::string_view host, const Server::State& state);
 
 Response error_response(const Error& e, unsigned version);
+// An object's (or a host's front code's) HTTP answer as our response: its status and headers, but
+// Content-Length and hop-by-hop ones; a status out of 100–599 or a header that is not a token name
+// / a value with CR, LF or NUL is its bug: 500 actor_error.
+Response object_response(Result<ObjectReply> r, unsigned version, bool head);
+// The request as an object or a host's front code sees it (app_routes: the whole path).
+ObjectHttpRequest object_request(const Request& req, std::string path, const boost::asio::ip::address& remote,
+                                 const Server::State& state, std::string claims);
 std::string gateway_metrics(const Server::State& state);
 
 }  // namespace roost::gateway

@@ -78,6 +78,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         acceptor(boost::asio::make_strand(io_context)),
         auth(options.auth_secret) {
     origins = comma_list(options.allowed_origins);
+    app_routes = comma_list(options.app_routes);
     hosts = comma_list(options.allowed_hosts);
     for (const auto& p : comma_list(options.trusted_proxies)) {
       boost::system::error_code ec;
@@ -97,6 +98,21 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::vector<std::string> origins;
   std::vector<std::string> hosts;  // allowed_hosts, lower case
   std::vector<boost::asio::ip::address> trusted_proxies;
+  std::vector<std::string> app_routes;  // path prefixes for the hosts' front code
+
+  // Whether `path` belongs to the app (app_routes): "/api" takes /api and /api/…, "/" takes all
+  // but Roost's own routes (/v1/, /healthz, /metrics, /roost.js).
+  bool is_app_route(std::string_view path) const {
+    for (const auto& p : app_routes) {
+      std::string_view prefix = p;
+      while (prefix.size() > 1 && prefix.back() == '/') prefix.remove_suffix(1);
+      if (prefix == "/") {
+        return !(path.starts_with("/v1/") || path == "/healthz" || path == "/metrics" || path == "/roost.js");
+      }
+      if (path == prefix || (path.starts_with(prefix) && path[prefix.size()] == '/')) return true;
+    }
+    return false;
+  }
 
   // A request's headers as an object sees them: every one as sent, but Authorization (its token
   // was verified; the object gets the claims instead).

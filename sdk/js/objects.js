@@ -471,7 +471,7 @@ class Host {
     this.ws = ws;
     ws.onopen = () => {
       const classes = [...this.bindings.values()].map((b) => ({ name: b.className, ...(b.options.classOptions || {}) }));
-      ws.send(JSON.stringify({ t: "register", classes }));
+      ws.send(JSON.stringify({ t: "register", classes, front: !!(this.worker && this.worker.fetch) }));
     };
     ws.onmessage = (ev) => {
       let f;

@@ -57,6 +57,7 @@ struct Config {
   std::uint64_t actor_idle_ms = 10'000;    // hibernate an idle object after this long
   std::uint64_t call_timeout_ms = 10'000;  // default object call timeout
   std::uint64_t actor_mail_memory_bytes = 1u << 20;  // waiting mail data one object keeps in RAM
+  std::string app_routes;      // path prefixes handed to a host's front code, comma-separated
   std::string remote_classes;  // classes served by remote hosts only, comma-separated (docs/hosts.md)
   std::uint64_t host_turn_timeout_ms = 30'000;  // a remote host silent this long in a turn is closed
   std::string log_level = "info";               // trace|debug|info|warn|error

@@ -82,6 +82,7 @@ class LocalRouter final : public Router {
   void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) override;
   std::optional<Error> object_check(std::string_view object_class, std::string_view name) override;
   std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) override;
+  void host_front(ObjectHttpRequest request, Callback<FrontReply> done) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }

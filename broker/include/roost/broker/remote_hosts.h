@@ -24,6 +24,8 @@
 #include <roost/core/router.h>
 #include <roost/core/thread_annotations.h>
 
+#include <boost/asio/io_context.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -44,11 +46,15 @@ struct RemoteHostsOptions {
   std::size_t max_host_requests = 1024;
   // Frames one turn may send (ops, effects) before it is failed.
   std::size_t max_turn_frames = 100'000;
+  // A front request (app_routes) the host does not answer in this time answers 504 timeout.
+  std::uint64_t front_timeout_ms = 10'000;
 };
 
 class RemoteHosts {
  public:
-  RemoteHosts(ActorRuntime& runtime, Router& router, RemoteHostsOptions options);
+  // `timers` runs the deadlines of front requests.
+  RemoteHosts(ActorRuntime& runtime, Router& router, boost::asio::io_context& timers,
+              RemoteHostsOptions options);
   ~RemoteHosts();
   RemoteHosts(const RemoteHosts&) = delete;
   RemoteHosts& operator=(const RemoteHosts&) = delete;
@@ -57,6 +63,8 @@ class RemoteHosts {
   // any host registers it. REQUIRES: before the runtime starts.
   void declare(const std::string& object_class);
   std::shared_ptr<HostSession> connect(std::shared_ptr<HostLink> link, HostGrant grant);
+  // A request for the app's own routes, to a host that registered front code (least busy first).
+  void front(ObjectHttpRequest request, Callback<FrontReply> done);
   // Closes every host (1001); their waiting turns fail.
   void stop();
   std::string metrics_text() const;
@@ -78,6 +86,7 @@ class RemoteHosts {
 
   ActorRuntime& rt_;
   Router& router_;
+  boost::asio::io_context& timers_;
   RemoteHostsOptions options_;
   std::atomic<std::uint64_t> next_turn_{1};
   std::atomic<std::uint64_t> next_host_{1};
@@ -88,7 +97,8 @@ class RemoteHosts {
   bool stopped_ ROOST_GUARDED_BY(mu_) = false;
 
   struct Metrics {
-    std::atomic<std::uint64_t> connects{0}, turns{0}, turns_failed{0}, timeouts{0}, releases{0}, requests{0};
+    std::atomic<std::uint64_t> connects{0}, turns{0}, turns_failed{0}, timeouts{0}, releases{0}, requests{0},
+        fronts{0}, fronts_failed{0};
   };
   Metrics metrics_;
 };

@@ -31,4 +31,12 @@ struct ObjectHttpRequest {
   std::string claims;
 };
 
+// What a host's front code (app_routes, docs/hosts.md) answered an HTTP request: a response, or —
+// for a WebSocket upgrade — the object that takes the socket.
+struct FrontReply {
+  ObjectReply response;
+  std::string upgrade_class;  // set: attach the WebSocket to this object
+  std::string upgrade_object;
+};
+
 }  // namespace roost

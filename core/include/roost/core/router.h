@@ -120,6 +120,10 @@ class Router {
   // A remote actor host connected (docs/hosts.md): the broker's side of the connection, which the
   // front end feeds the host's frames. `grant` bounds the classes it may register.
   virtual std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) = 0;
+  // A request under one of app_routes, for the front code of a connected host (a Worker's
+  // fetch): its response, or the object a WebSocket upgrade goes to. unavailable without such a
+  // host; timeout after the node's call timeout.
+  virtual void host_front(ObjectHttpRequest request, Callback<FrontReply> done) = 0;
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;
   // Limits the front ends enforce before calling in.
