@@ -479,7 +479,7 @@ class Host {
       this.onFrame(f).catch((e) => this.log("frame failed:", e));
     };
     ws.onclose = (ev) => this.onClose(ev);
-    ws.onerror = () => {};
+    ws.onerror = (ev) => { this.lastError = (ev && (ev.message || (ev.error && ev.error.message))) || "connection failed"; };
   }
 
   onClose(ev) {
@@ -489,8 +489,10 @@ class Host {
     this.objects.clear();
     for (const p of this.pending.values()) p.reject(new Error("the host's connection to the node closed"));
     this.pending.clear();
-    if (this.ready && this.connects === 0 && ev && ev.code === 4403) {
-      this.ready.reject(new Error(`refused: ${ev.reason}`));
+    if (this.ready && this.connects === 0) {
+      // The first connection failed (refused, or no node there): serve() rejects; later ones retry.
+      this.closed = true;
+      this.ready.reject(new Error(`the node refused the host: ${(ev && ev.reason) || this.lastError || ev.code}`));
       this.ready = null;
       return;
     }
