@@ -83,20 +83,23 @@ std::optional<Error> ActorRuntime::check(std::string_view cls, std::string_view 
   return validate_name(name);
 }
 
-void ActorRuntime::register_class(std::string name, ActorFactory factory, ActorClassOptions options) {
+void ActorRuntime::register_class(std::string name, ActorFactory factory, ActorClassOptions options,
+                                  AsyncTurnDriver* driver) {
   if (started_) throw std::logic_error("register actor classes before the node starts");
   if (auto e = validate_class(name)) throw std::invalid_argument(e->message);
   if (options.dead_letter_queue.empty()) options.dead_letter_queue = "dead." + name;
   WriterLock lock(classes_mu_);
   if (classes_.contains(name)) throw std::invalid_argument("actor class '" + name + "' registered twice");
   auto k = std::make_unique<Klass>(name, std::move(factory), std::move(options));
+  k->driver = driver;
   classes_.emplace(std::move(name), std::move(k));
 }
 
-bool ActorRuntime::add_class(std::string name, ActorFactory factory, ActorClassOptions options) {
+bool ActorRuntime::add_class(std::string name, ActorFactory factory, ActorClassOptions options,
+                             AsyncTurnDriver* driver) {
   if (!started_) {
     if (has_class(name)) return false;
-    register_class(std::move(name), std::move(factory), std::move(options));
+    register_class(std::move(name), std::move(factory), std::move(options), driver);
     return true;
   }
   if (auto e = validate_class(name)) throw std::invalid_argument(e->message);
@@ -104,7 +107,9 @@ bool ActorRuntime::add_class(std::string name, ActorFactory factory, ActorClassO
   {
     WriterLock lock(classes_mu_);
     if (classes_.contains(name)) return false;
-    classes_.emplace(name, std::make_unique<Klass>(name, std::move(factory), std::move(options)));
+    auto k = std::make_unique<Klass>(name, std::move(factory), std::move(options));
+    k->driver = driver;
+    classes_.emplace(name, std::move(k));
   }
   // What waited for this class: its durable subscriptions, and its mail on disk. A tell that
   // commits meanwhile may be both in the scan and delivered by its commit: deliver_mail drops the

@@ -27,6 +27,7 @@ struct ActorRuntime::Klass {
   // Served by remote hosts: while none is connected, its objects' items wait (calls and connects
   // are refused at once) instead of running.
   std::atomic<bool> available{true};
+  AsyncTurnDriver* driver = nullptr;  // runs its turns elsewhere (remote classes)
 };
 
 struct ActorRuntime::Metrics {

@@ -109,6 +109,23 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
       item.data_on_disk = false;
       metrics_->mail_from_disk.fetch_add(1, std::memory_order_relaxed);
     }
+    if (obj->klass->driver != nullptr) {
+      // A turn that runs elsewhere (a remote host): the worker is free while it runs; the object
+      // stays `running` until the driver ends the turn.
+      auto turn = std::make_shared<AsyncTurn>(*this, obj, std::move(item), generation, now, rolled_back);
+      try {
+        if (!obj->instance) {
+          obj->instance = obj->klass->factory();
+          metrics_->activations.fetch_add(1, std::memory_order_relaxed);
+        }
+      } catch (const std::exception& e) {
+        turn->end(Error{ErrorCode::ACTOR_ERROR, e.what()});
+        return;
+      }
+      turn->instance = obj->instance.get();
+      obj->klass->driver->begin(std::move(turn));
+      return;
+    }
     Effects fx;
     TurnContext ctx(*this, *obj, fx, item, now);
     std::optional<Error> failure;
@@ -157,15 +174,9 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           a.on_disconnect(ctx, Socket{item.socket}, CloseInfo{item.code, item.data, item.code != 1006});
           break;
       }
-    } catch (const Unserved& u) {
+    } catch (const Unserved&) {
       // No host for its class now: the item waits at the front of the line, its attempt uncounted.
-      MutexLock lock(obj->mu);
-      if (item.kind == Item::Kind::kMail && !item.data_on_disk) obj->mail_bytes += item.mail.data.size();
-      obj->queue.push_front(std::move(item));
-      if (rolled_back) ++obj->requeued;
-      obj->running = false;
-      schedule_locked(obj);
-      return;
+      return requeue_front(obj, std::move(item), rolled_back);
     } catch (const Reject& r) {
       failure = Error{
           item.kind == Item::Kind::kConnect ? ErrorCode::CONNECT_REJECTED : ErrorCode::ACTOR_ERROR, r.what()};
@@ -174,22 +185,55 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
     } catch (...) {
       failure = Error{ErrorCode::ACTOR_ERROR, "the handler threw a non-standard exception"};
     }
-    metrics_->turns.fetch_add(1, std::memory_order_relaxed);
-    if (failure) {
-      obj->instance.reset();  // its memory may be half-updated; the next turn gets a fresh one
-      if (failure->code != ErrorCode::CONNECT_REJECTED) {
-        metrics_->turns_failed.fetch_add(1, std::memory_order_relaxed);
-        log->warn("object {}/{}: turn failed: {}", obj->cls, obj->name, failure->message);
-      }
-      fail_item(obj, std::move(item), *failure);
-      continue;
-    }
-    if (item.kind == Item::Kind::kMail) fx.consume_seq = item.seq;
-    submit_turn(obj, std::move(item), std::move(fx), generation);
+    finish_turn(obj, std::move(item), std::move(fx), generation, std::move(failure));
   }
   MutexLock lock(obj->mu);
   obj->running = false;
   schedule_locked(obj);
+}
+
+void ActorRuntime::finish_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx,
+                               std::uint64_t generation, std::optional<Error> failure) {
+  metrics_->turns.fetch_add(1, std::memory_order_relaxed);
+  if (failure) {
+    obj->instance.reset();  // its memory may be half-updated; the next turn gets a fresh one
+    if (failure->code != ErrorCode::CONNECT_REJECTED) {
+      metrics_->turns_failed.fetch_add(1, std::memory_order_relaxed);
+      module_logger("actors")->warn("object {}/{}: turn failed: {}", obj->cls, obj->name, failure->message);
+    }
+    fail_item(obj, std::move(item), *failure);
+    return;
+  }
+  if (item.kind == Item::Kind::kMail) fx.consume_seq = item.seq;
+  submit_turn(obj, std::move(item), std::move(fx), generation);
+}
+
+void ActorRuntime::requeue_front(const std::shared_ptr<Obj>& obj, Item item, bool rolled_back) {
+  MutexLock lock(obj->mu);
+  if (item.kind == Item::Kind::kMail && !item.data_on_disk) obj->mail_bytes += item.mail.data.size();
+  obj->queue.push_front(std::move(item));
+  if (rolled_back) ++obj->requeued;
+  obj->running = false;
+  schedule_locked(obj);
+}
+
+void ActorRuntime::AsyncTurn::end(std::optional<Error> failure) {
+  if (ended.exchange(true)) return;
+  auto& rt = ctx.runtime();
+  auto o = obj;
+  rt.finish_turn(o, std::move(item), std::move(fx), generation, std::move(failure));
+  MutexLock lock(o->mu);
+  o->running = false;
+  rt.schedule_locked(o);
+}
+
+void ActorRuntime::AsyncTurn::requeue() {
+  if (ended.exchange(true)) return;
+  ctx.runtime().requeue_front(obj, std::move(item), rolled_back);
+}
+
+void ActorRuntime::post(std::move_only_function<void()> work) {
+  if (workers_) asio::post(*workers_, std::move(work));
 }
 
 void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx,

@@ -160,14 +160,33 @@ const json::object& object_at(const json::object& o, std::string_view key) {
 
 }  // namespace
 
-// The frames of one turn, from the host's connection to the worker that runs the turn.
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A turn at a host: the runtime's turn, and the frames the host sent for it until a worker applies
+// them (one worker at a time, in order).
 struct RemoteHosts::TurnWait {
+  std::uint64_t id = 0;
+  std::shared_ptr<ActorRuntime::AsyncTurn> turn;
+  std::weak_ptr<Conn> host;
   Mutex mu;
-  std::condition_variable cv;
   std::deque<json::object> frames ROOST_GUARDED_BY(mu);
   bool closed ROOST_GUARDED_BY(mu) = false;    // the host went away
   bool overflow ROOST_GUARDED_BY(mu) = false;  // it sent more than a turn may
+  bool draining ROOST_GUARDED_BY(mu) = false;  // a worker applies its frames now
+  bool done ROOST_GUARDED_BY(mu) = false;
   std::size_t received ROOST_GUARDED_BY(mu) = 0;
+  std::int64_t last_ms ROOST_GUARDED_BY(mu) = 0;  // steady ms of the host's last frame for it
+
+  // Under mu: whether the caller must post a drain.
+  bool wake() ROOST_REQUIRES(mu) {
+    if (draining || done) return false;
+    draining = true;
+    return true;
+  }
 };
 
 class RemoteHosts::Conn final : public HostSession, public std::enable_shared_from_this<Conn> {
@@ -217,9 +236,13 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the host disconnected before it answered"}));
     }
     for (auto& w : waits) {
-      MutexLock lock(w->mu);
-      w->closed = true;
-      w->cv.notify_all();
+      bool post = false;
+      {
+        MutexLock lock(w->mu);
+        w->closed = true;
+        post = w->wake();
+      }
+      if (post) reg_.post_drain(w);
     }
     reg_.remove_host(this);
   }
@@ -261,11 +284,18 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     link_->close(code, std::move(reason));
   }
 
-  std::shared_ptr<TurnWait> open_turn(std::uint64_t turn) {
-    auto w = std::make_shared<TurnWait>();
+  void open_turn(const std::shared_ptr<TurnWait>& w) {
     MutexLock lock(mu_);
-    turns_.emplace(turn, w);
-    return w;
+    turns_.emplace(w->id, w);
+  }
+  // Turns this host has not answered for `timeout_ms` (none while a worker applies its frames).
+  bool stalled(std::int64_t now, std::int64_t timeout_ms) {
+    MutexLock lock(mu_);
+    for (auto& [id, w] : turns_) {
+      MutexLock wl(w->mu);
+      if (!w->draining && !w->done && now - w->last_ms > timeout_ms) return true;
+    }
+    return false;
   }
   void close_turn(std::uint64_t turn) {
     MutexLock lock(mu_);
@@ -293,13 +323,18 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       if (it == turns_.end()) return;  // a turn that failed or timed out: its late frames are void
       w = it->second;
     }
-    MutexLock lock(w->mu);
-    if (++w->received > reg_.options_.max_turn_frames) {
-      w->overflow = true;
-    } else {
-      w->frames.push_back(std::move(frame));
+    bool post = false;
+    {
+      MutexLock lock(w->mu);
+      if (++w->received > reg_.options_.max_turn_frames) {
+        w->overflow = true;
+      } else {
+        w->frames.push_back(std::move(frame));
+      }
+      w->last_ms = steady_ms();
+      post = w->wake();
     }
-    w->cv.notify_all();
+    if (post) reg_.post_drain(w);
   }
 
   void on_register(const json::object& o) {
@@ -441,319 +476,407 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   }
 };
 
-// One object of a remote class while it is in memory: it sends each turn to its host and applies
-// the host's answer to the turn.
+// One object of a remote class while it is in memory: which host has it, and whether that host got
+// its snapshot. Destroyed at hibernation (or after a failed turn): the host is told to let go.
 class RemoteHosts::RemoteActor final : public Actor {
  public:
   RemoteActor(RemoteHosts& reg, std::string cls) : reg_(reg), cls_(std::move(cls)) {}
   ~RemoteActor() override { unbind(true); }
 
-  void on_message(Context& ctx, const Message& m) override {
-    json::object f{
-        {"kind", m.subject.empty() ? "message" : "channel"}, {"seq", m.seq}, {"attempt", m.attempt}};
-    put_data(f, m.data, m.content_type);
-    if (!m.subject.empty()) f["subject"] = m.subject;
-    turn(ctx, std::move(f));
-  }
-  void on_call(Context& ctx, const Message& m) override {
-    json::object f{{"kind", "call"}};
-    put_data(f, m.data, m.content_type);
-    auto done = turn(ctx, std::move(f));
-    if (const auto* r = field(done, "reply"); r != nullptr && r->is_object()) {
-      auto type = content_type(r->get_object());
-      ctx.reply(data_of(r->get_object(), type), type);
-    }
-  }
-  HttpResponse on_fetch(Context& ctx, const HttpRequest& r) override {
-    ObjectHttpRequest req{std::string(r.method), std::string(r.path),
-                          std::string(r.query),  {r.headers.begin(), r.headers.end()},
-                          std::string(r.body),   std::string(r.client_address),
-                          std::string(r.claims)};
-    auto done = turn(ctx, json::object{{"kind", "fetch"}, {"request", request_json(req)}});
-    const auto& res = object_at(done, "response");
-    HttpResponse out;
-    auto status = u64(res, "status", 200);
-    if (status < 100 || status > 599) throw std::invalid_argument("response status out of 100..599");
-    out.status = static_cast<std::uint16_t>(status);
-    out.headers = headers_of(res);
-    out.body = bytes_of(res, "body");
-    return out;
-  }
-  void on_connect(Context& ctx, Socket s, const ConnectRequest& r) override {
-    json::object req{{"query", r.query},
-                     {"origin", r.origin},
-                     {"protocol", r.protocol},
-                     {"path", r.path},
-                     {"headers", headers_json(r.headers)},
-                     {"client_address", r.client_address},
-                     {"claims", r.claims}};
-    connecting_ = s.id;
-    turn(ctx, json::object{{"kind", "connect"}, {"socket", s.id}, {"request", std::move(req)}});
-  }
-  void on_socket_message(Context& ctx, Socket s, std::string_view text) override {
-    turn(ctx, json::object{{"kind", "socket_message"}, {"socket", s.id}, {"data", text}});
-  }
-  void on_disconnect(Context& ctx, Socket s, const CloseInfo& info) override {
-    json::array tags;
-    for (auto& t : ctx.tags(s)) tags.push_back(json::string(t));
-    turn(ctx, json::object{{"kind", "disconnect"},
-                           {"socket", s.id},
-                           {"code", info.code},
-                           {"reason", info.reason},
-                           {"was_clean", info.was_clean},
-                           {"tags", std::move(tags)},
-                           {"attachment", ctx.attachment(s)}});
-  }
-  void on_alarm(Context& ctx, const AlarmInfo& a) override {
-    turn(ctx, json::object{{"kind", "alarm"},
-                           {"name", a.name},
-                           {"scheduled_ms", a.scheduled_ms},
-                           {"retry_count", a.retry_count},
-                           {"missed", a.missed}});
-  }
-
- private:
-  using TurnContext = ActorRuntime::TurnContext;
-
-  // Sends the turn to the host and serves it until it is done; returns the `done` frame.
-  json::object turn(Context& ctx, json::object frame) {
-    auto& tc = dynamic_cast<TurnContext&>(ctx);
-    if (object_.empty()) object_ = std::string(ctx.object_name());
-    bind();
-    auto host = host_;
-    std::uint64_t id = reg_.next_turn_.fetch_add(1);
-    auto wait = host->open_turn(id);
-    struct Close {
-      Conn& c;
-      std::uint64_t id;
-      ~Close() { c.close_turn(id); }
-    } closer{*host, id};
-    frame["t"] = "turn";
-    frame["turn"] = id;
-    frame["class"] = cls_;
-    frame["object"] = ctx.object_name();
-    frame["now_ms"] = ctx.now_ms();
-    if (!host_knows_) frame["activate"] = snapshot(tc);
-    reg_.metrics_.turns.fetch_add(1, std::memory_order_relaxed);
-    if (!host->send(frame)) fail_turn("the host's connection is closed");
-    host_knows_ = true;
-    try {
-      return serve(tc, *host, *wait, id);
-    } catch (const Reject&) {
-      throw;
-    } catch (const std::exception& e) {
-      reg_.metrics_.turns_failed.fetch_add(1, std::memory_order_relaxed);
-      // The host drops what it did in this turn; the runtime gives the object a fresh actor,
-      // whose first turn brings the host a new snapshot.
-      host->send(json::object{{"t", "abort"}, {"turn", id}, {"error", e.what()}});
-      throw;
-    }
-  }
-
-  json::object serve(TurnContext& ctx, Conn& host, TurnWait& wait, std::uint64_t id) {
-    const auto timeout = std::chrono::milliseconds(reg_.options_.turn_timeout_ms);
-    for (;;) {
-      json::object f;
-      {
-        MutexLock lock(wait.mu);
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (wait.frames.empty() && !wait.closed && !wait.overflow) {
-          if (wait.cv.wait_until(lock.native(), deadline) == std::cv_status::timeout && wait.frames.empty()) {
-            lock.unlock();
-            reg_.metrics_.timeouts.fetch_add(1, std::memory_order_relaxed);
-            module_logger("actors")->warn(
-                "remote host {} stalled: no answer to a turn of {}/{} in {} ms; closed", host.id(), cls_,
-                ctx.object_name(), reg_.options_.turn_timeout_ms);
-            host.close(4008, "turn timeout");
-            fail_turn("the host did not answer within turn_timeout_ms");
-          }
-        }
-        if (wait.overflow) fail_turn("the turn sent more than max_turn_frames frames");
-        if (wait.frames.empty()) fail_turn("the host disconnected during the turn");
-        f = std::move(wait.frames.front());
-        wait.frames.pop_front();
-      }
-      auto t = str(f, "t");
-      if (t == "done") return f;
-      if (t == "fail") {
-        auto message = str(f, "error", false);
-        if (message.empty()) message = "the host failed the turn";
-        if (ctx.item().kind == ActorRuntime::Item::Kind::kConnect && field(f, "reject") != nullptr &&
-            f["reject"].is_bool() && f["reject"].get_bool()) {
-          throw Reject(message);
-        }
-        throw std::runtime_error(message);
-      }
-      apply(ctx, host, id, f);
-    }
-  }
-
-  // One operation of the turn. Those with an "id" are answered with a "result".
-  void apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
-    auto op = str(f, "op");
-    json::object out;
-    auto& st = ctx.storage();
-    if (op == "get") {
-      auto v = st.get(str(f, "key"));
-      out["value"] = v ? json::value(json::string(base64_encode(*v))) : json::value(nullptr);
-    } else if (op == "get_many") {
-      const auto* keys = field(f, "keys");
-      if (keys == nullptr || !keys->is_array()) throw ProtocolError("\"keys\" must be an array");
-      json::array values;
-      for (const auto& k : keys->get_array()) {
-        if (!k.is_string()) throw ProtocolError("keys are strings");
-        auto v = st.get(std::string(k.get_string()));
-        values.push_back(v ? json::value(json::string(base64_encode(*v))) : json::value(nullptr));
-      }
-      out["values"] = std::move(values);
-    } else if (op == "put") {
-      st.put(str(f, "key"), bytes_of(f, "value"));
-    } else if (op == "delete") {
-      out["existed"] = st.del(str(f, "key"));
-    } else if (op == "delete_all") {
-      std::size_t n = 0;
-      for (auto& [k, v] : st.list(ListOptions{})) n += st.del(k);
-      out["deleted"] = n;
-    } else if (op == "list") {
-      auto prefix = str(f, "prefix", false), start = str(f, "start", false), end = str(f, "end", false);
-      const auto* rev = field(f, "reverse");
-      ListOptions lo{prefix, start, end, rev != nullptr && rev->is_bool() && rev->get_bool(),
-                     static_cast<std::size_t>(u64(f, "limit"))};
-      json::array entries;
-      for (auto& [k, v] : st.list(lo))
-        entries.push_back(json::array{json::string(k), json::string(base64_encode(v))});
-      out["entries"] = std::move(entries);
-    } else if (op == "send") {
-      ctx.send(Socket{u64(f, "socket")}, str(f, "data"));
-    } else if (op == "broadcast") {
-      ctx.broadcast(str(f, "data"), str(f, "tag", false));
-    } else if (op == "close") {
-      ctx.close(Socket{u64(f, "socket")}, static_cast<std::uint16_t>(u64(f, "code", 1000)),
-                str(f, "reason", false));
-    } else if (op == "tags") {
-      std::vector<std::string> tags;
-      if (const auto* a = field(f, "tags"); a != nullptr && a->is_array()) {
-        for (const auto& t : a->get_array()) {
-          if (!t.is_string()) throw ProtocolError("tags are strings");
-          tags.emplace_back(t.get_string());
-        }
-      }
-      ctx.set_tags(Socket{u64(f, "socket")}, std::move(tags));
-    } else if (op == "attachment") {
-      ctx.set_attachment(Socket{u64(f, "socket")}, str(f, "data", false));
-    } else if (op == "auto_response") {
-      ctx.set_auto_response(str(f, "request", false), str(f, "response", false));
-    } else if (op == "publish") {
-      auto subject = str(f, "subject");
-      if (!host.grant().principal.may_publish(subject))
-        throw std::runtime_error("not allowed to publish to " + subject);
-      auto type = content_type(f);
-      ctx.publish(subject, data_of(f, type), type);
-    } else if (op == "enqueue") {
-      auto queue = str(f, "queue");
-      if (!host.grant().principal.may_use_queue(queue))
-        throw std::runtime_error("not allowed to use queue " + queue);
-      auto type = content_type(f);
-      ctx.enqueue(queue, data_of(f, type), type);
-    } else if (op == "tell") {
-      auto cls = str(f, "class"), name = str(f, "object");
-      check_reach(host, cls, name);
-      auto type = content_type(f);
-      ctx.tell(cls, name, data_of(f, type), type);
-    } else if (op == "call" || op == "fetch") {
-      auto cls = str(f, "class"), name = str(f, "object");
-      check_reach(host, cls, name);
-      try {
-        if (op == "call") {
-          auto type = content_type(f);
-          auto r = ctx.call(cls, name, data_of(f, type), type, u64(f, "timeout_ms"));
-          put_data(out, r.data, r.content_type);
-        } else {
-          auto req = request_of(object_at(f, "request"));
-          req.client_address = host.grant().peer;
-          req.claims = host.grant().principal.claims;
-          out["response"] = response_json(ctx.fetch_object(cls, name, std::move(req), u64(f, "timeout_ms")));
-        }
-      } catch (const CallError& e) {
-        out["error"] = json::object{{"code", e.code()}, {"message", e.what()}};
-      }
-    } else if (op == "set_alarm") {
-      ctx.set_alarm(str(f, "name"), i64(f, "time_ms"), u64(f, "every_ms"));
-    } else if (op == "cancel_alarm") {
-      ctx.cancel_alarm(str(f, "name"));
-    } else if (op == "subscribe") {
-      auto pattern = str(f, "pattern");
-      if (!host.grant().principal.may_subscribe(pattern))
-        throw std::runtime_error("not allowed to subscribe to " + pattern);
-      ctx.subscribe(pattern);
-    } else if (op == "unsubscribe") {
-      ctx.unsubscribe(str(f, "pattern"));
-    } else {
-      throw ProtocolError("unknown op \"" + op + "\"");
-    }
-    if (const auto* id = field(f, "id"); id != nullptr && !id->is_null()) {
-      out["t"] = "result";
-      out["turn"] = turn;
-      out["id"] = *id;
-      host.send(out);
-    }
-  }
-
-  static void check_reach(const Conn& host, const std::string& cls, const std::string& name) {
-    if (!host.may_reach(cls, name))
-      throw std::runtime_error("this host may not use object " + cls + "/" + name);
-  }
-
-  // What a host needs to serve an object it did not have: its sockets (the one being connected
-  // comes with its turn) and its alarms.
-  json::object snapshot(TurnContext& ctx) {
-    json::array sockets;
-    for (auto s : ctx.sockets({})) {
-      if (s.id == connecting_) continue;
-      json::array tags;
-      for (auto& t : ctx.tags(s)) tags.push_back(json::string(t));
-      sockets.push_back(
-          json::object{{"id", s.id}, {"tags", std::move(tags)}, {"attachment", ctx.attachment(s)}});
-    }
-    json::array alarms;
-    for (const auto& a : ctx.committed_alarms()) {
-      alarms.push_back(json::object{{"name", a.name}, {"due_ms", a.due_ms}, {"every_ms", a.every_ms}});
-    }
-    return json::object{{"sockets", std::move(sockets)}, {"alarms", std::move(alarms)}};
-  }
-
-  // Keeps the host that has this object, or takes the least loaded one of its class.
-  void bind() {
-    if (host_ && host_->alive()) return;
+  // Keeps the host that has this object, or takes the least loaded one of its class (null: none).
+  std::shared_ptr<Conn> bind() {
+    if (host_ && host_->alive()) return host_;
     unbind(false);
     host_ = reg_.pick(cls_);
-    if (!host_) throw Unserved("no host serves class " + cls_);
-    host_->objects.fetch_add(1);
-    host_knows_ = false;
+    if (host_) host_->objects.fetch_add(1);
+    return host_;
   }
+  bool host_knows = false;  // the host got this object's snapshot
+  std::string object;       // its name (set by its first turn)
+
+ private:
   void unbind(bool release) {
     if (!host_) return;
     host_->objects.fetch_sub(1);
-    if (release && host_knows_) {
+    if (release && host_knows) {
       reg_.metrics_.releases.fetch_add(1, std::memory_order_relaxed);
-      host_->send(json::object{{"t", "release"}, {"class", cls_}, {"object", object_}});
+      host_->send(json::object{{"t", "release"}, {"class", cls_}, {"object", object}});
     }
     host_.reset();
-    host_knows_ = false;
+    host_knows = false;
   }
-  [[noreturn]] static void fail_turn(const std::string& why) { throw std::runtime_error(why); }
 
   RemoteHosts& reg_;
   std::string cls_;
-  std::string object_;  // known after the first turn
   std::shared_ptr<Conn> host_;
-  bool host_knows_ = false;  // the host got this object's snapshot
-  std::uint64_t connecting_ = 0;
 };
+
+namespace {
+
+using TurnContext = ActorRuntime::TurnContext;
+using Item = ActorRuntime::Item;
+
+// The turn as the host sees it (docs/hosts.md, "Turns").
+json::object turn_frame(const Item& item) {
+  switch (item.kind) {
+    case Item::Kind::kMail: {
+      const auto& m = item.mail;
+      if (m.kind == MailKind::kAlarm) {
+        return json::object{{"kind", "alarm"},
+                            {"name", m.subject},
+                            {"scheduled_ms", m.scheduled_ms},
+                            {"retry_count", item.attempt - 1},
+                            {"missed", m.missed}};
+      }
+      json::object f{{"kind", m.kind == MailKind::kChannel ? "channel" : "message"},
+                     {"seq", item.seq},
+                     {"attempt", item.attempt}};
+      put_data(f, m.data, m.content_type);
+      if (m.kind == MailKind::kChannel) f["subject"] = m.subject;
+      return f;
+    }
+    case Item::Kind::kCall: {
+      if (item.http) return json::object{{"kind", "fetch"}, {"request", request_json(*item.http)}};
+      json::object f{{"kind", "call"}};
+      put_data(f, item.data, item.type);
+      return f;
+    }
+    case Item::Kind::kConnect: {
+      const auto& r = item.request;
+      return json::object{{"kind", "connect"},
+                          {"socket", item.socket},
+                          {"request", json::object{{"query", r.query},
+                                                   {"origin", r.origin},
+                                                   {"protocol", r.protocol},
+                                                   {"path", r.path},
+                                                   {"headers", headers_json(r.headers)},
+                                                   {"client_address", r.client_address},
+                                                   {"claims", r.claims}}}};
+    }
+    case Item::Kind::kSocketMessage:
+      return json::object{{"kind", "socket_message"}, {"socket", item.socket}, {"data", item.data}};
+    case Item::Kind::kDisconnect: {
+      json::array tags;
+      for (const auto& t : item.left_tags) tags.push_back(json::string(t));
+      return json::object{{"kind", "disconnect"},
+                          {"socket", item.socket},
+                          {"code", item.code},
+                          {"reason", item.data},
+                          {"was_clean", item.code != 1006},
+                          {"tags", std::move(tags)},
+                          {"attachment", item.left_attachment}};
+    }
+  }
+  return {};
+}
+
+// What a host needs to serve an object it did not have: its sockets (the one being connected
+// comes with its turn) and its alarms.
+json::object snapshot(TurnContext& ctx, const Item& item) {
+  json::array sockets;
+  for (auto s : ctx.sockets({})) {
+    if (item.kind == Item::Kind::kConnect && s.id == item.socket) continue;
+    json::array tags;
+    for (auto& t : ctx.tags(s)) tags.push_back(json::string(t));
+    sockets.push_back(
+        json::object{{"id", s.id}, {"tags", std::move(tags)}, {"attachment", ctx.attachment(s)}});
+  }
+  json::array alarms;
+  for (const auto& a : ctx.committed_alarms()) {
+    alarms.push_back(json::object{{"name", a.name}, {"due_ms", a.due_ms}, {"every_ms", a.every_ms}});
+  }
+  return json::object{{"sockets", std::move(sockets)}, {"alarms", std::move(alarms)}};
+}
+
+// Thrown by a host's `fail` of a connect it refuses.
+struct Refused : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace
+
+void RemoteHosts::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) {
+  auto* actor = static_cast<RemoteActor*>(turn->instance);
+  if (actor->object.empty()) actor->object = turn->obj->name;
+  auto host = actor->bind();
+  if (!host) return turn->requeue();  // no host of its class now: it waits for one
+  auto w = std::make_shared<TurnWait>();
+  w->id = next_turn_.fetch_add(1);
+  w->turn = turn;
+  w->host = host;
+  {
+    MutexLock lock(w->mu);
+    w->last_ms = steady_ms();
+  }
+  host->open_turn(w);
+  json::object frame;
+  try {
+    frame = turn_frame(turn->item);
+    frame["t"] = "turn";
+    frame["turn"] = w->id;
+    frame["class"] = turn->obj->cls;
+    frame["object"] = turn->obj->name;
+    frame["now_ms"] = turn->ctx.now_ms();
+    if (!actor->host_knows) frame["activate"] = snapshot(turn->ctx, turn->item);
+  } catch (const std::exception& e) {
+    return finish(*w, Error{ErrorCode::ACTOR_ERROR, e.what()});
+  }
+  metrics_.turns.fetch_add(1, std::memory_order_relaxed);
+  if (!host->send(frame)) return finish(*w, Error{ErrorCode::ACTOR_ERROR, "the host's connection closed"});
+  actor->host_knows = true;
+}
+
+void RemoteHosts::post_drain(const std::shared_ptr<TurnWait>& w) {
+  rt_.post([this, w] { drain(w); });
+}
+
+// On an actor worker: applies the frames the host sent for the turn, in order, until it is done.
+void RemoteHosts::drain(const std::shared_ptr<TurnWait>& w) {
+  auto host = w->host.lock();
+  auto& ctx = w->turn->ctx;
+  for (;;) {
+    json::object f;
+    std::optional<Error> gone;
+    {
+      MutexLock lock(w->mu);
+      if (w->done) {
+        w->draining = false;
+        return;
+      }
+      if (w->overflow) {
+        gone = Error{ErrorCode::ACTOR_ERROR, "the turn sent more than max_turn_frames frames"};
+      } else if (!w->frames.empty()) {
+        f = std::move(w->frames.front());
+        w->frames.pop_front();
+      } else if (w->closed || !host) {
+        gone = Error{ErrorCode::ACTOR_ERROR, "the host disconnected during the turn"};
+      } else {
+        w->draining = false;
+        return;
+      }
+    }
+    if (gone) return finish(*w, *gone);
+    try {
+      auto t = str(f, "t");
+      if (t == "fail") {
+        auto message = str(f, "error", false);
+        if (message.empty()) message = "the host failed the turn";
+        const auto* reject = field(f, "reject");
+        if (w->turn->item.kind == Item::Kind::kConnect && reject != nullptr && reject->is_bool() &&
+            reject->get_bool()) {
+          return finish(*w, Error{ErrorCode::CONNECT_REJECTED, message});
+        }
+        return finish(*w, Error{ErrorCode::ACTOR_ERROR, message});
+      }
+      apply_all(ctx, *host, w->id, f);
+      if (t == "done") {
+        answer(ctx, w->turn->item, f);
+        return finish(*w, std::nullopt);
+      }
+    } catch (const std::exception& e) {
+      // The host drops what it did in this turn; the runtime gives the object a fresh actor,
+      // whose next turn brings the host a new snapshot.
+      host->send(json::object{{"t", "abort"}, {"turn", w->id}, {"error", e.what()}});
+      return finish(*w, Error{ErrorCode::ACTOR_ERROR, e.what()});
+    }
+    MutexLock lock(w->mu);
+    w->last_ms = steady_ms();
+  }
+}
+
+void RemoteHosts::finish(TurnWait& w, std::optional<Error> failure) {
+  {
+    MutexLock lock(w.mu);
+    if (w.done) return;
+    w.done = true;
+    w.draining = false;
+    w.frames.clear();
+  }
+  if (auto host = w.host.lock()) host->close_turn(w.id);
+  if (failure && failure->code != ErrorCode::CONNECT_REJECTED) {
+    metrics_.turns_failed.fetch_add(1, std::memory_order_relaxed);
+  }
+  w.turn->end(std::move(failure));
+}
+
+// A call's reply or a fetch's response, from the host's `done`.
+void RemoteHosts::answer(TurnContext& ctx, const Item& item, const json::object& done) {
+  if (item.kind != Item::Kind::kCall) return;
+  if (item.http) {
+    const auto& res = object_at(done, "response");
+    auto status = u64(res, "status", 200);
+    if (status < 100 || status > 599) throw ProtocolError("response status out of 100..599");
+    ctx.respond(ObjectReply{bytes_of(res, "body"), ContentType::kBytes, static_cast<std::uint16_t>(status),
+                            headers_of(res)});
+    return;
+  }
+  if (const auto* r = field(done, "reply"); r != nullptr && r->is_object()) {
+    auto type = content_type(r->get_object());
+    ctx.respond(ObjectReply{data_of(r->get_object(), type), type});
+  }
+}
+
+// A frame's operations: "ops" (a batch), or the frame itself when it names an "op".
+void RemoteHosts::apply_all(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
+  if (const auto* ops = field(f, "ops"); ops != nullptr) {
+    if (!ops->is_array()) throw ProtocolError("\"ops\" must be an array");
+    for (const auto& op : ops->get_array()) {
+      if (!op.is_object()) throw ProtocolError("an op is an object");
+      apply(ctx, host, turn, op.get_object());
+    }
+  }
+  if (field(f, "op") != nullptr) apply(ctx, host, turn, f);
+}
+
+// One operation of the turn. Those with an "id" are answered with a "result".
+void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
+  auto op = str(f, "op");
+  json::object out;
+  auto& st = ctx.storage();
+  if (op == "get") {
+    auto v = st.get(str(f, "key"));
+    out["value"] = v ? json::value(json::string(base64_encode(*v))) : json::value(nullptr);
+  } else if (op == "get_many") {
+    const auto* keys = field(f, "keys");
+    if (keys == nullptr || !keys->is_array()) throw ProtocolError("\"keys\" must be an array");
+    json::array values;
+    for (const auto& k : keys->get_array()) {
+      if (!k.is_string()) throw ProtocolError("keys are strings");
+      auto v = st.get(std::string(k.get_string()));
+      values.push_back(v ? json::value(json::string(base64_encode(*v))) : json::value(nullptr));
+    }
+    out["values"] = std::move(values);
+  } else if (op == "put") {
+    st.put(str(f, "key"), bytes_of(f, "value"));
+  } else if (op == "delete") {
+    out["existed"] = st.del(str(f, "key"));
+  } else if (op == "delete_all") {
+    std::size_t n = 0;
+    for (auto& [k, v] : st.list(ListOptions{})) n += st.del(k);
+    out["deleted"] = n;
+  } else if (op == "list") {
+    auto prefix = str(f, "prefix", false), start = str(f, "start", false), end = str(f, "end", false);
+    const auto* rev = field(f, "reverse");
+    ListOptions lo{prefix, start, end, rev != nullptr && rev->is_bool() && rev->get_bool(),
+                   static_cast<std::size_t>(u64(f, "limit"))};
+    json::array entries;
+    for (auto& [k, v] : st.list(lo))
+      entries.push_back(json::array{json::string(k), json::string(base64_encode(v))});
+    out["entries"] = std::move(entries);
+  } else if (op == "send") {
+    ctx.send(Socket{u64(f, "socket")}, str(f, "data"));
+  } else if (op == "broadcast") {
+    ctx.broadcast(str(f, "data"), str(f, "tag", false));
+  } else if (op == "close") {
+    ctx.close(Socket{u64(f, "socket")}, static_cast<std::uint16_t>(u64(f, "code", 1000)),
+              str(f, "reason", false));
+  } else if (op == "tags") {
+    std::vector<std::string> tags;
+    if (const auto* a = field(f, "tags"); a != nullptr && a->is_array()) {
+      for (const auto& t : a->get_array()) {
+        if (!t.is_string()) throw ProtocolError("tags are strings");
+        tags.emplace_back(t.get_string());
+      }
+    }
+    ctx.set_tags(Socket{u64(f, "socket")}, std::move(tags));
+  } else if (op == "attachment") {
+    ctx.set_attachment(Socket{u64(f, "socket")}, str(f, "data", false));
+  } else if (op == "auto_response") {
+    ctx.set_auto_response(str(f, "request", false), str(f, "response", false));
+  } else if (op == "publish") {
+    auto subject = str(f, "subject");
+    if (!host.grant().principal.may_publish(subject))
+      throw std::runtime_error("not allowed to publish to " + subject);
+    auto type = content_type(f);
+    ctx.publish(subject, data_of(f, type), type);
+  } else if (op == "enqueue") {
+    auto queue = str(f, "queue");
+    if (!host.grant().principal.may_use_queue(queue))
+      throw std::runtime_error("not allowed to use queue " + queue);
+    auto type = content_type(f);
+    ctx.enqueue(queue, data_of(f, type), type);
+  } else if (op == "tell") {
+    auto cls = str(f, "class"), name = str(f, "object");
+    check_reach(host, cls, name);
+    auto type = content_type(f);
+    ctx.tell(cls, name, data_of(f, type), type);
+  } else if (op == "call" || op == "fetch") {
+    auto cls = str(f, "class"), name = str(f, "object");
+    check_reach(host, cls, name);
+    try {
+      if (op == "call") {
+        auto type = content_type(f);
+        auto r = ctx.call(cls, name, data_of(f, type), type, u64(f, "timeout_ms"));
+        put_data(out, r.data, r.content_type);
+      } else {
+        auto req = request_of(object_at(f, "request"));
+        req.client_address = host.grant().peer;
+        req.claims = host.grant().principal.claims;
+        out["response"] = response_json(ctx.fetch_object(cls, name, std::move(req), u64(f, "timeout_ms")));
+      }
+    } catch (const CallError& e) {
+      out["error"] = json::object{{"code", e.code()}, {"message", e.what()}};
+    }
+  } else if (op == "set_alarm") {
+    ctx.set_alarm(str(f, "name"), i64(f, "time_ms"), u64(f, "every_ms"));
+  } else if (op == "cancel_alarm") {
+    ctx.cancel_alarm(str(f, "name"));
+  } else if (op == "subscribe") {
+    auto pattern = str(f, "pattern");
+    if (!host.grant().principal.may_subscribe(pattern))
+      throw std::runtime_error("not allowed to subscribe to " + pattern);
+    ctx.subscribe(pattern);
+  } else if (op == "unsubscribe") {
+    ctx.unsubscribe(str(f, "pattern"));
+  } else {
+    throw ProtocolError("unknown op \"" + op + "\"");
+  }
+  if (const auto* id = field(f, "id"); id != nullptr && !id->is_null()) {
+    out["t"] = "result";
+    out["turn"] = turn;
+    out["id"] = *id;
+    host.send(out);
+  }
+}
+
+void RemoteHosts::check_reach(const Conn& host, const std::string& cls, const std::string& name) {
+  if (!host.may_reach(cls, name))
+    throw std::runtime_error("this host may not use object " + cls + "/" + name);
+}
 
 RemoteHosts::RemoteHosts(ActorRuntime& runtime, Router& router, boost::asio::io_context& timers,
                          RemoteHostsOptions options)
-    : rt_(runtime), router_(router), timers_(timers), options_(options) {}
+    : rt_(runtime), router_(router), timers_(timers), options_(options) {
+  watchdog_.emplace(timers_);
+  watch();
+}
+
+void RemoteHosts::watch() {
+  watchdog_->expires_after(std::chrono::milliseconds(250));
+  watchdog_->async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    std::vector<std::shared_ptr<Conn>> stalled;
+    auto now = steady_ms();
+    {
+      MutexLock lock(mu_);
+      if (stopped_) return;
+      for (auto& [p, w] : conns_) {
+        auto c = w.lock();
+        if (c && c->alive() && c->stalled(now, static_cast<std::int64_t>(options_.turn_timeout_ms))) {
+          stalled.push_back(std::move(c));
+        }
+      }
+    }
+    for (auto& c : stalled) {
+      metrics_.timeouts.fetch_add(1, std::memory_order_relaxed);
+      module_logger("actors")->warn("remote host {} ({}) stalled: a turn unanswered for {} ms; closed",
+                                    c->id(), c->grant().peer, options_.turn_timeout_ms);
+      c->close(4008, "turn timeout");
+      c->on_closed();  // its turns fail now (and run again elsewhere), not when the socket ends
+    }
+    watch();
+  });
+}
 
 void RemoteHosts::front(ObjectHttpRequest request, Callback<FrontReply> done) {
   std::shared_ptr<Conn> best;
@@ -790,7 +913,7 @@ RemoteHosts::~RemoteHosts() { stop(); }
 
 void RemoteHosts::ensure_class(const std::string& cls, ActorClassOptions options) {
   bool added = rt_.add_class(
-      cls, [this, cls] { return std::make_unique<RemoteActor>(*this, cls); }, std::move(options));
+      cls, [this, cls] { return std::make_unique<RemoteActor>(*this, cls); }, std::move(options), this);
   (void)added;
 }
 
@@ -889,6 +1012,7 @@ void RemoteHosts::stop() {
     c->close(1001, "the node is shutting down");
     c->on_closed();
   }
+  if (watchdog_) watchdog_->cancel();
 }
 
 std::string RemoteHosts::metrics_text() const {

@@ -164,6 +164,12 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   // The object's alarms as committed (remote hosts get them when an object wakes).
   std::vector<ObjectInfo::Alarm> committed_alarms() { return rt_.info(obj_.cls, obj_.name).alarms; }
   const Item& item() const { return item_; }
+  ActorRuntime& runtime() { return rt_; }
+  // The answer of a call or fetch being handled, whole (a remote host's response with its status).
+  void respond(ObjectReply reply) {
+    if (item_.kind != Item::Kind::kCall) throw std::logic_error("a response outside a call or fetch");
+    fx_.reply = std::move(reply);
+  }
   void reply(std::string data, ContentType type) override {
     if (item_.kind != Item::Kind::kCall) throw std::logic_error("reply() outside on_call");
     fx_.reply = ObjectReply{std::move(data), type};
@@ -280,6 +286,35 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   Effects& fx_;
   const Item& item_;
   std::int64_t now_;
+};
+
+// A turn whose handler runs elsewhere (AsyncTurnDriver): the item, its effects and its context
+// live here until the driver ends it.
+struct ActorRuntime::AsyncTurn {
+  AsyncTurn(ActorRuntime& rt, std::shared_ptr<Obj> o, Item i, std::uint64_t gen, std::int64_t now,
+            bool rolled)
+      : obj(std::move(o)),
+        item(std::move(i)),
+        generation(gen),
+        rolled_back(rolled),
+        ctx(rt, *obj, fx, item, now) {}
+  AsyncTurn(const AsyncTurn&) = delete;
+  AsyncTurn& operator=(const AsyncTurn&) = delete;
+
+  std::shared_ptr<Obj> obj;
+  Item item;
+  Effects fx;
+  std::uint64_t generation;
+  bool rolled_back;
+  TurnContext ctx;
+  Actor* instance = nullptr;  // the object's actor (the driver's per-object state)
+  std::atomic<bool> ended{false};
+
+  // The turn is over: its effects commit with the item, or — with `failure` — it has none and
+  // the item is retried (then dead-lettered) or its caller answered. Once; later calls do nothing.
+  void end(std::optional<Error> failure = std::nullopt);
+  // Nobody can run it now: the item goes back to the front of the line, its attempt uncounted.
+  void requeue();
 };
 
 }  // namespace roost::broker

@@ -356,10 +356,13 @@ class ObjectState {
     if (ws.tags.length) this.effect({ op: "tags", socket: ws.id, tags: ws.tags });
   }
 
-  // An effect of the running turn: sent now, in order; applied by the node with the turn.
+  // An effect of the running turn: batched, in order, with the turn's next request or its end;
+  // applied by the node with the turn.
   effect(frame) {
     const turn = this.current();
-    this.host.send({ t: "op", turn: turn.id, ...frame });
+    turn.ops.push(frame);
+    turn.opBytes += (frame.value ? frame.value.length : 0) + (frame.data ? frame.data.length : 0) + 64;
+    if (turn.opBytes > 256 * 1024) this.host.flush(turn);
   }
   // An operation whose answer the turn waits for.
   request(frame) {
@@ -507,12 +510,26 @@ class Host {
     this.ws.send(JSON.stringify(frame));
   }
 
-  // An in-turn operation with an answer.
+  // The effects a turn batched so far, as one frame.
+  flush(turn) {
+    if (!turn.ops.length) return;
+    const ops = turn.ops;
+    turn.ops = [];
+    turn.opBytes = 0;
+    this.send({ t: "op", turn: turn.id, ops });
+  }
+
+  // An in-turn operation with an answer (after the effects batched before it).
   request(turn, frame) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, turn });
-      try { this.send({ t: "op", turn: turn.id, id, ...frame }); } catch (e) { this.pending.delete(id); reject(e); }
+      try {
+        const ops = turn.ops;
+        turn.ops = [];
+        turn.opBytes = 0;
+        this.send({ t: "op", turn: turn.id, ops: [...ops, { id, ...frame }] });
+      } catch (e) { this.pending.delete(id); reject(e); }
     }).then((r) => {
       if (r.error && frame.op !== "call" && frame.op !== "fetch") throw new Error(r.error.message);
       return r;
@@ -583,7 +600,7 @@ class Host {
     const binding = this.bindings.get(f.class);
     if (!binding) return this.send({ t: "fail", turn: f.turn, error: `this host has no class ${f.class}` });
     let obj = this.objects.get(key);
-    const turn = { id: f.turn, kind: f.kind, frame: f, finished: false, accepted: null };
+    const turn = { id: f.turn, kind: f.kind, frame: f, finished: false, accepted: null, ops: [], opBytes: 0 };
     try {
       if (f.activate || !obj) {
         obj = new ObjectState(this, binding, f.object);
@@ -602,7 +619,7 @@ class Host {
       while (obj.blockers.length) await Promise.all(obj.blockers.splice(0));
       if (turn.finished) return;
       turn.finished = true;
-      this.send({ t: "done", turn: f.turn, ...done });
+      this.send({ t: "done", turn: f.turn, ops: turn.ops, ...done });
     } catch (e) {
       if (turn.finished) return;
       turn.finished = true;

@@ -79,6 +79,16 @@ struct ActorRuntimeOptions {
 
 class ActorRuntime final : public durable::Participant {
  public:
+  struct AsyncTurn;
+  // Runs the turns of a class elsewhere (RemoteHosts): begin() starts a turn and returns at once;
+  // the driver ends it later with AsyncTurn::end() (effects recorded through its context), or
+  // gives its item back with AsyncTurn::requeue() (no host now). No worker waits meanwhile.
+  class AsyncTurnDriver {
+   public:
+    virtual ~AsyncTurnDriver() = default;
+    virtual void begin(std::shared_ptr<AsyncTurn> turn) = 0;
+  };
+
   ActorRuntime(durable::MailboxStore& store, durable::Committer& committer, durable::QueueStore& queues,
                channels::Hub& hub, ActorRuntimeOptions options, std::function<std::int64_t()> clock);
   ~ActorRuntime() override;
@@ -86,10 +96,12 @@ class ActorRuntime final : public durable::Participant {
   ActorRuntime& operator=(const ActorRuntime&) = delete;
 
   // REQUIRES: before start(). Throws std::invalid_argument for a bad or duplicate class name.
-  void register_class(std::string name, ActorFactory factory, ActorClassOptions options = {});
+  void register_class(std::string name, ActorFactory factory, ActorClassOptions options = {},
+                      AsyncTurnDriver* driver = nullptr);
   // A class added while the node runs (a remote host registered it): its mail waiting on disk and
   // its durable subscriptions are loaded. Returns false when the class exists already.
-  bool add_class(std::string name, ActorFactory factory, ActorClassOptions options = {});
+  bool add_class(std::string name, ActorFactory factory, ActorClassOptions options = {},
+                 AsyncTurnDriver* driver = nullptr);
   bool has_class(std::string_view name) const;
   // A remote class without a host: its objects' items wait (mail, socket closes) or are refused
   // (calls, fetches, connects: unavailable; socket frames are dropped) until it is available again.
@@ -126,6 +138,8 @@ class ActorRuntime final : public durable::Participant {
   static std::optional<Error> validate_name(std::string_view name);
 
   std::string metrics_text() const;
+  // Runs `work` on an actor worker (drivers of async turns apply their frames there).
+  void post(std::move_only_function<void()> work);
   // Objects in memory (active or holding sockets) and with a live actor.
   std::size_t objects_in_memory() const;
   std::size_t active_actors() const;
@@ -153,6 +167,11 @@ class ActorRuntime final : public durable::Participant {
   void submit_call(const std::string& cls, const std::string& name, Item item, std::uint64_t timeout_ms,
                    Callback<ObjectReply> done);
   void submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation);
+  // After a turn's handler: its effects to the committer, or (failure) the item retried or failed.
+  void finish_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx, std::uint64_t generation,
+                   std::optional<Error> failure);
+  // The item back at the front of its object's line (no host for it now); the object is free.
+  void requeue_front(const std::shared_ptr<Obj>& obj, Item item, bool rolled_back);
 
   std::shared_ptr<Obj> object(const std::string& cls, const std::string& name, bool create)
       ROOST_REQUIRES(mu_);

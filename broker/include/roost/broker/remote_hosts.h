@@ -20,11 +20,14 @@
 #pragma once
 
 #include <roost/actor.h>
+#include <roost/broker/actor_runtime.h>
 #include <roost/core/host_types.h>
 #include <roost/core/router.h>
 #include <roost/core/thread_annotations.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/fwd.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -50,12 +53,12 @@ struct RemoteHostsOptions {
   std::uint64_t front_timeout_ms = 10'000;
 };
 
-class RemoteHosts {
+class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
  public:
   // `timers` runs the deadlines of front requests.
   RemoteHosts(ActorRuntime& runtime, Router& router, boost::asio::io_context& timers,
               RemoteHostsOptions options);
-  ~RemoteHosts();
+  ~RemoteHosts() override;
   RemoteHosts(const RemoteHosts&) = delete;
   RemoteHosts& operator=(const RemoteHosts&) = delete;
 
@@ -68,6 +71,8 @@ class RemoteHosts {
   // Closes every host (1001); their waiting turns fail.
   void stop();
   std::string metrics_text() const;
+  // AsyncTurnDriver: sends the turn to a host of its class (or gives it back: none now).
+  void begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) override;
 
   class Conn;
   class RemoteActor;
@@ -83,6 +88,19 @@ class RemoteHosts {
                                 const std::map<std::string, ActorClassOptions>& options);
   void remove_host(const Conn* conn);
   void ensure_class(const std::string& object_class, ActorClassOptions options);
+  // Turns in flight: the host's frames are applied on actor workers, one drain per turn at a time.
+  void post_drain(const std::shared_ptr<TurnWait>& w);
+  void drain(const std::shared_ptr<TurnWait>& w);
+  void finish(TurnWait& w, std::optional<Error> failure);
+  void apply_all(ActorRuntime::TurnContext& ctx, Conn& host, std::uint64_t turn,
+                 const boost::json::object& f);
+  void apply(ActorRuntime::TurnContext& ctx, Conn& host, std::uint64_t turn, const boost::json::object& f);
+  static void answer(ActorRuntime::TurnContext& ctx, const ActorRuntime::Item& item,
+                     const boost::json::object& done);
+  static void check_reach(const Conn& host, const std::string& cls, const std::string& name);
+  // Closes hosts that stall a turn past turn_timeout_ms (every 250 ms).
+  void watch();
+  std::optional<boost::asio::steady_timer> watchdog_;
 
   ActorRuntime& rt_;
   Router& router_;
