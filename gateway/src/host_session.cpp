@@ -144,11 +144,21 @@ void HostWsSession::on_write(beast::error_code ec, std::size_t) {
     ended();
     return;
   }
+  if (pending_close_ && out_.empty()) {
+    auto [code, reason] = std::move(*pending_close_);
+    pending_close_.reset();
+    return close(code, std::move(reason));
+  }
   flush();
 }
 
 void HostWsSession::close(std::uint16_t code, std::string reason) {
   if (closed_) return;
+  if (writing_ && accepted_) {
+    // What was sent before the close (an error frame saying why) goes out first.
+    pending_close_ = std::make_pair(code, std::move(reason));
+    return;
+  }
   closed_ = true;
   closing_ = true;
   ended();

@@ -15,7 +15,9 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "state.h"
 
@@ -59,6 +61,7 @@ class HostWsSession : public Closable, public std::enable_shared_from_this<HostW
   bool writing_ = false;
   bool closed_ = false;
   bool ended_ = false;
+  std::optional<std::pair<std::uint16_t, std::string>> pending_close_;  // after the queued frames
 };
 
 }  // namespace roost::gateway

@@ -288,3 +288,74 @@ test("a host's token names the classes it may serve and what its objects may rea
     await server.dispose();
   }
 });
+
+test("a host that stalls is closed after host_turn_timeout_ms; its turn runs elsewhere; other classes never wait", async () => {
+  const server = await startRoost(["--host-turn-timeout-ms", "500"]);
+  class Stuck extends DurableObject {
+    async message(body, info) {
+      await this.ctx.storage.put("by", this.env.NAME);
+      await this.ctx.storage.put("attempt", info.attempt);
+      if (this.env.NAME === "stuck") await new Promise(() => {});  // never answers
+    }
+    async state() { return { by: await this.ctx.storage.get("by"), attempt: await this.ctx.storage.get("attempt") }; }
+  }
+  class Quick extends DurableObject {
+    async fetch() { return new Response("quick"); }
+  }
+  const stuck = await serve({ url: server.url, objects: { S: Stuck }, env: { NAME: "stuck" } });
+  const quick = await serve({ url: server.url, objects: { Q: Quick } });
+  let healthy;
+  try {
+    let r = await api(server, "/v1/objects/Stuck/s1/messages", {});
+    assert.equal(r.status, 202);
+    // While the stuck host holds its turn, another class answers at once.
+    for (let i = 0; i < 20; i += 1) {
+      r = await api(server, `/v1/objects/Quick/q${i}/fetch/`);
+      assert.equal(r.text, "quick");
+    }
+    healthy = await serve({ url: server.url, objects: { S: Stuck }, env: { NAME: "healthy" } });
+    await waitFor(async () => (await metric(server, "roost_remote_turn_timeouts_total")) >= 1, 5000, "the stall noticed");
+    const stub = healthy.env.S.get(healthy.env.S.idFromName("s1"));
+    await waitFor(async () => (await stub.state()).by === "healthy", 5000, "the turn on the healthy host");
+    assert.deepEqual(await stub.state(), { by: "healthy", attempt: 2 });
+  } finally {
+    stuck.close();
+    quick.close();
+    if (healthy) healthy.close();
+    await server.dispose();
+  }
+});
+
+test("a host that breaks the protocol is told so and stays connected; frames for unknown turns are void", async () => {
+  const WebSocket = await webSocketImpl();
+  const server = await startRoost([]);
+  try {
+    const ws = new WebSocket(server.url.replace("http", "ws") + "/v1/hosts/connect");
+    const frames = [];
+    ws.onmessage = (e) => frames.push(JSON.parse(String(e.data)));
+    const closed = new Promise((resolve) => { ws.onclose = (e) => resolve(e.code); });
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    ws.send("not json");
+    ws.send(JSON.stringify({ t: "call", id: 1, class: "X", object: "y" }));  // before register
+    ws.send(JSON.stringify({ t: "register", classes: ["Good", "bad name!"] }));
+    await waitFor(() => frames.length >= 3, 3000, "three answers");
+    assert.equal(frames[0].t, "error");
+    assert.equal(frames[1].t, "error");
+    assert.match(frames[1].error.message, /register/);
+    assert.equal(frames[2].t, "error");
+    assert.equal(frames[2].error.code, "invalid_name");
+    assert.equal(await closed, 4400);  // a refused registration ends the connection
+    const ws2 = new WebSocket(server.url.replace("http", "ws") + "/v1/hosts/connect");
+    const frames2 = [];
+    ws2.onmessage = (e) => frames2.push(JSON.parse(String(e.data)));
+    await new Promise((resolve, reject) => { ws2.onopen = resolve; ws2.onerror = reject; });
+    ws2.send(JSON.stringify({ t: "register", classes: ["Good"] }));
+    ws2.send(JSON.stringify({ t: "done", turn: 12345 }));
+    ws2.send(JSON.stringify({ t: "ping" }));
+    await waitFor(() => frames2.length >= 2, 3000, "registered and pong");
+    assert.deepEqual(frames2.map((f) => f.t), ["registered", "pong"]);
+    ws2.close();
+  } finally {
+    await server.dispose();
+  }
+});
