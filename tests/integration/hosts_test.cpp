@@ -1,0 +1,92 @@
+// roost::Host (the C++ SDK's remote host) against the real binary: roost::Actor subclasses served
+// from this process keep the object contract — storage with reads of the turn's own writes, list,
+// socket tags and attachments, calls, fetch, alarms — and a refused token fails start().
+#include <roost/client/host.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include <roost/core/auth.h>
+
+#include "../support/eventually.h"
+#include "http_fixture.h"
+
+namespace roost::test {
+namespace {
+
+// Counts tells in storage; answers calls with the count and the keys it lists; on fetch, echoes
+// the path and a header; sets an alarm that records it fired.
+class Tally : public roost::Actor {
+ public:
+  void on_message(Context& ctx, const Message& m) override {
+    auto v = ctx.storage().get("n");
+    auto n = (v ? std::stoll(*v) : 0) + 1;
+    ctx.storage().put("n", std::to_string(n));
+    ctx.storage().put("item:" + std::to_string(n), std::string(m.data));
+    if (ctx.storage().get("n") != std::to_string(n)) throw std::runtime_error("a read missed this turn's write");
+    if (m.data == "\"alarm\"") ctx.set_alarm("a", ctx.now_ms() + 200);
+  }
+  void on_call(Context& ctx, const Message&) override {
+    auto items = ctx.storage().list(ListOptions{.prefix = "item:", .reverse = true, .limit = 2});
+    json::array keys;
+    for (auto& [k, v] : items) keys.push_back(json::string(k));
+    auto fired = ctx.storage().get("fired");
+    ctx.reply(json::serialize(json::object{{"n", std::stoll(ctx.storage().get("n").value_or("0"))},
+                                           {"last", std::move(keys)},
+                                           {"fired", fired.value_or("")}}));
+  }
+  HttpResponse on_fetch(Context&, const HttpRequest& r) override {
+    return HttpResponse{201, {{"X-Path", std::string(r.path)}}, std::string(r.header("x-who"))};
+  }
+  void on_alarm(Context& ctx, const AlarmInfo& a) override { ctx.storage().put("fired", std::string(a.name)); }
+};
+
+TEST_CASE("hosts: a C++ class served by roost::Host keeps the object contract", "[integration][hosts]") {
+  Server server;
+  roost::Host host({.url = server.proc().url()});
+  host.add<Tally>("tally");
+  host.start();
+  CHECK(host.connections() == 1);
+  auto& http = server.http();
+  for (int i = 0; i < 3; ++i) {
+    auto r = http.post("/v1/objects/tally/t1/messages", i == 2 ? "\"alarm\"" : "{\"i\":" + std::to_string(i) + "}");
+    REQUIRE(r.status == 202);
+  }
+  json::value v;
+  REQUIRE(eventually([&] {
+    auto r = http.post("/v1/objects/tally/t1/call", "{}");
+    if (r.status != 200) return false;
+    v = body_json(r);
+    return v.at("n").as_int64() == 3 && v.at("fired").as_string() == "a";
+  }));
+  CHECK(v.at("last") == json::array{"item:3", "item:2"});
+
+  http.set_header("X-Who", "me");
+  auto f = http.request("POST", "/v1/objects/tally/t1/fetch/some/path?x=1", "body");
+  http.set_header("X-Who", "");
+  CHECK(f.status == 201);
+  CHECK(f.header("X-Path") == "/some/path");
+  CHECK(f.body == "me");
+  host.stop();
+  // Without a host the mail waits; a new host serves it.
+  REQUIRE(http.post("/v1/objects/tally/t1/messages", "{}").status == 202);
+  roost::Host again({.url = server.proc().url()});
+  again.add<Tally>("tally");
+  again.start();
+  REQUIRE(eventually([&] {
+    auto r = http.post("/v1/objects/tally/t1/call", "{}");
+    return r.status == 200 && body_json(r).at("n").as_int64() == 4;
+  }));
+}
+
+TEST_CASE("hosts: a host whose token may not host its class fails to start", "[integration][hosts]") {
+  Server server({"--auth-secret", "s3cret"});
+  roost::Host host({.url = server.proc().url(),
+                    .token = sign_jwt("s3cret", R"({"exp":4102444800,"roost":{"host":["other"]}})")});
+  host.add<Tally>("tally");
+  CHECK_THROWS_WITH(host.start(), Catch::Matchers::Contains("may not host class tally"));
+}
+
+}  // namespace
+}  // namespace roost::test
