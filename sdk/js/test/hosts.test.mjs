@@ -11,7 +11,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHmac } from "node:crypto";
 import { serve, DurableObject } from "../objects.js";
-import worker, { Room, Counter } from "./hosts/app.mjs";
+import worker, { Room, Counter } from "../fixtures/app.mjs";
 import { startRoost, webSocketImpl, waitFor, sleep } from "./roost_server.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -192,7 +192,7 @@ test("a host killed mid-turn: the turn runs again on another host, its effects o
   // Mail for a class no host serves yet is kept.
   let r = await api(server, "/v1/objects/Work/job/messages", { hang: true });
   assert.equal(r.status, 202);
-  const child = spawn(process.execPath, [join(here, "hosts/child_host.mjs"), server.url], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, [join(here, "../fixtures/child_host.mjs"), server.url], { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout.on("data", (d) => { out += d; });
   let second;
