@@ -36,12 +36,6 @@ struct ActorRuntime::Metrics {
       workers_added{0}, frames_dropped{0};
 };
 
-// Thrown by an actor whose class has no host right now (a remote class, RemoteHosts): the item
-// goes back to the front of the object's line, without counting an attempt, and waits for a host.
-struct Unserved : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 // An answer that is given exactly once (calls and connects: a reply, an error or a timeout race).
 template <class T>
 class Once {

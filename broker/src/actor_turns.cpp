@@ -174,9 +174,6 @@ void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
           a.on_disconnect(ctx, Socket{item.socket}, CloseInfo{item.code, item.data, item.code != 1006});
           break;
       }
-    } catch (const Unserved&) {
-      // No host for its class now: the item waits at the front of the line, its attempt uncounted.
-      return requeue_front(obj, std::move(item), rolled_back);
     } catch (const Reject& r) {
       failure = Error{
           item.kind == Item::Kind::kConnect ? ErrorCode::CONNECT_REJECTED : ErrorCode::ACTOR_ERROR, r.what()};
@@ -209,12 +206,20 @@ void ActorRuntime::finish_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
 }
 
 void ActorRuntime::requeue_front(const std::shared_ptr<Obj>& obj, Item item, bool rolled_back) {
-  MutexLock lock(obj->mu);
-  if (item.kind == Item::Kind::kMail && !item.data_on_disk) obj->mail_bytes += item.mail.data.size();
-  obj->queue.push_front(std::move(item));
-  if (rolled_back) ++obj->requeued;
-  obj->running = false;
-  schedule_locked(obj);
+  // The class is usually marked unavailable already (then nothing runs until a host comes); if
+  // its last host is still on its way out, a short pause keeps this from spinning.
+  std::int64_t at = clock_() + 50;
+  {
+    MutexLock lock(obj->mu);
+    if (item.kind == Item::Kind::kMail && !item.data_on_disk) obj->mail_bytes += item.mail.data.size();
+    obj->queue.push_front(std::move(item));
+    if (rolled_back) ++obj->requeued;
+    obj->running = false;
+    obj->blocked_until = at;
+  }
+  wake_at(at);
+  MutexLock lock(mu_);
+  retry_at_.emplace(at, obj);
 }
 
 void ActorRuntime::AsyncTurn::end(std::optional<Error> failure) {

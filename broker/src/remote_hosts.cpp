@@ -179,6 +179,7 @@ struct RemoteHosts::TurnWait {
   bool draining ROOST_GUARDED_BY(mu) = false;  // a worker applies its frames now
   bool done ROOST_GUARDED_BY(mu) = false;
   std::size_t received ROOST_GUARDED_BY(mu) = 0;
+  std::size_t received_bytes ROOST_GUARDED_BY(mu) = 0;
   std::int64_t last_ms ROOST_GUARDED_BY(mu) = 0;  // steady ms of the host's last frame for it
 
   // Under mu: whether the caller must post a drain.
@@ -203,7 +204,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       auto t = str(o, "t");
       if (t == "op" || t == "done" || t == "fail") {
         auto turn = u64(o, "turn");  // before `o` is moved from
-        return to_turn(turn, std::move(o));
+        return to_turn(turn, std::move(o), text.size());
       }
       if (!registered_ && t != "register") throw ProtocolError("send \"register\" first");
       if (t == "register") return on_register(o);
@@ -315,7 +316,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
         json::object{{"t", "error"}, {"error", error_json(Error{ErrorCode::MALFORMED, std::move(message)})}});
   }
 
-  void to_turn(std::uint64_t turn, json::object frame) {
+  void to_turn(std::uint64_t turn, json::object frame, std::size_t bytes) {
     std::shared_ptr<TurnWait> w;
     {
       MutexLock lock(mu_);
@@ -326,7 +327,8 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     bool post = false;
     {
       MutexLock lock(w->mu);
-      if (++w->received > reg_.options_.max_turn_frames) {
+      w->received_bytes += bytes;
+      if (++w->received > reg_.options_.max_turn_frames || w->received_bytes > reg_.options_.max_turn_bytes) {
         w->overflow = true;
       } else {
         w->frames.push_back(std::move(frame));
@@ -599,7 +601,7 @@ void RemoteHosts::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) {
   auto* actor = static_cast<RemoteActor*>(turn->instance);
   if (actor->object.empty()) actor->object = turn->obj->name;
   auto host = actor->bind();
-  if (!host) return turn->requeue();  // no host of its class now: it waits for one
+  if (!host) return turn->requeue();  // no live host of its class now: it waits for one
   auto w = std::make_shared<TurnWait>();
   w->id = next_turn_.fetch_add(1);
   w->turn = turn;
@@ -644,7 +646,8 @@ void RemoteHosts::drain(const std::shared_ptr<TurnWait>& w) {
         return;
       }
       if (w->overflow) {
-        gone = Error{ErrorCode::ACTOR_ERROR, "the turn sent more than max_turn_frames frames"};
+        gone = Error{ErrorCode::ACTOR_ERROR,
+                     "the turn sent more than a turn may (max_turn_frames, max_turn_bytes)"};
       } else if (!w->frames.empty()) {
         f = std::move(w->frames.front());
         w->frames.pop_front();

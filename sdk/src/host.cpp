@@ -70,7 +70,8 @@ std::vector<std::pair<std::string, std::string>> headers_of(const json::object& 
     for (const auto& kv : h->get_array()) {
       if (kv.is_array() && kv.get_array().size() == 2 && kv.get_array()[0].is_string() &&
           kv.get_array()[1].is_string()) {
-        out.emplace_back(std::string(kv.get_array()[0].get_string()), std::string(kv.get_array()[1].get_string()));
+        out.emplace_back(std::string(kv.get_array()[0].get_string()),
+                         std::string(kv.get_array()[1].get_string()));
       }
     }
   }
@@ -148,27 +149,29 @@ struct Host::Impl {
     resolver->async_resolve(host, port, [self, resolver, host, port](beast::error_code ec, auto results) {
       if (ec) return self->lost("cannot resolve " + host + ": " + ec.message());
       beast::get_lowest_layer(*self->ws).expires_after(std::chrono::seconds(10));
-      beast::get_lowest_layer(*self->ws).async_connect(results, [self, host, port](beast::error_code cec, auto) {
-        if (cec) return self->lost("cannot connect: " + cec.message());
-        beast::get_lowest_layer(*self->ws).expires_never();
-        websocket::stream_base::timeout t = websocket::stream_base::timeout::suggested(beast::role_type::client);
-        self->ws->set_option(t);
-        self->ws->read_message_max(64u << 20);
-        std::string target = "/v1/hosts/connect";
-        if (!self->options.token.empty()) target += "?token=" + self->options.token;
-        self->ws->async_handshake(host + ":" + port, target, [self](beast::error_code hec) {
-          if (hec) return self->lost("the node refused the host: " + hec.message());
-          json::array list;
-          for (const auto& [name, k] : self->classes) {
-            list.push_back(json::object{{"name", name},
-                                        {"max_retries", k.options.max_retries},
-                                        {"retry_delay_ms", k.options.retry_delay_ms},
-                                        {"dead_letter_queue", k.options.dead_letter_queue}});
-          }
-          self->write(json::serialize(json::object{{"t", "register"}, {"classes", std::move(list)}}));
-          self->read();
-        });
-      });
+      beast::get_lowest_layer(*self->ws).async_connect(
+          results, [self, host, port](beast::error_code cec, auto) {
+            if (cec) return self->lost("cannot connect: " + cec.message());
+            beast::get_lowest_layer(*self->ws).expires_never();
+            websocket::stream_base::timeout t =
+                websocket::stream_base::timeout::suggested(beast::role_type::client);
+            self->ws->set_option(t);
+            self->ws->read_message_max(64u << 20);
+            std::string target = "/v1/hosts/connect";
+            if (!self->options.token.empty()) target += "?token=" + self->options.token;
+            self->ws->async_handshake(host + ":" + port, target, [self](beast::error_code hec) {
+              if (hec) return self->lost("the node refused the host: " + hec.message());
+              json::array list;
+              for (const auto& [name, k] : self->classes) {
+                list.push_back(json::object{{"name", name},
+                                            {"max_retries", k.options.max_retries},
+                                            {"retry_delay_ms", k.options.retry_delay_ms},
+                                            {"dead_letter_queue", k.options.dead_letter_queue}});
+              }
+              self->write(json::serialize(json::object{{"t", "register"}, {"classes", std::move(list)}}));
+              self->read();
+            });
+          });
     });
   }
 
@@ -208,7 +211,8 @@ struct Host::Impl {
     ws.reset();
     {
       MutexLock lock(mu);
-      for (auto& [id, p] : waiting) p.set_exception(std::make_exception_ptr(TurnGone("connection lost: " + why)));
+      for (auto& [id, p] : waiting)
+        p.set_exception(std::make_exception_ptr(TurnGone("connection lost: " + why)));
       waiting.clear();
       turn_requests.clear();
       objects.clear();
@@ -221,7 +225,8 @@ struct Host::Impl {
       return;
     }
     if (stopping) return;
-    module_logger("host")->warn("disconnected from {} ({}); reconnecting in {} ms", options.url, why, delay.count());
+    module_logger("host")->warn("disconnected from {} ({}); reconnecting in {} ms", options.url, why,
+                                delay.count());
     auto timer = std::make_shared<asio::steady_timer>(io, delay);
     delay = std::min(delay * 2, options.reconnect_max);
     timer->async_wait([this, timer](beast::error_code ec) {
@@ -300,7 +305,12 @@ struct Host::Impl {
 class Host::Impl::Ctx final : public Context, public Storage {
  public:
   Ctx(Impl& host, const json::object& f, Object& obj)
-      : host_(host), f_(f), obj_(obj), turn_(u64(f, "turn")), cls_(str(f, "class")), name_(str(f, "object")),
+      : host_(host),
+        f_(f),
+        obj_(obj),
+        turn_(u64(f, "turn")),
+        cls_(str(f, "class")),
+        name_(str(f, "object")),
         now_(static_cast<std::int64_t>(u64(f, "now_ms"))) {}
 
   std::string_view object_class() const override { return cls_; }
@@ -343,7 +353,8 @@ class Host::Impl::Ctx final : public Context, public Storage {
   std::vector<Socket> sockets(std::string_view tag) override {
     std::vector<Socket> out;
     for (const auto& [id, s] : obj_.sockets) {
-      if (tag.empty() || std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end()) out.push_back(Socket{id});
+      if (tag.empty() || std::find(s.tags.begin(), s.tags.end(), tag) != s.tags.end())
+        out.push_back(Socket{id});
     }
     return out;
   }
@@ -377,7 +388,8 @@ class Host::Impl::Ctx final : public Context, public Storage {
     effect(json::object{{"op", "close"}, {"socket", s.id}, {"code", code}, {"reason", std::move(reason)}});
   }
   void set_auto_response(std::string request, std::string response) override {
-    effect(json::object{{"op", "auto_response"}, {"request", std::move(request)}, {"response", std::move(response)}});
+    effect(json::object{
+        {"op", "auto_response"}, {"request", std::move(request)}, {"response", std::move(response)}});
   }
   void publish(std::string_view subject, std::string data, ContentType type) override {
     json::object o{{"op", "publish"}, {"subject", subject}};
@@ -413,8 +425,12 @@ class Host::Impl::Ctx final : public Context, public Storage {
   void set_alarm(std::string_view name, std::int64_t time_ms, std::uint64_t every_ms) override {
     effect(json::object{{"op", "set_alarm"}, {"name", name}, {"time_ms", time_ms}, {"every_ms", every_ms}});
   }
-  void cancel_alarm(std::string_view name) override { effect(json::object{{"op", "cancel_alarm"}, {"name", name}}); }
-  void subscribe(std::string_view pattern) override { effect(json::object{{"op", "subscribe"}, {"pattern", pattern}}); }
+  void cancel_alarm(std::string_view name) override {
+    effect(json::object{{"op", "cancel_alarm"}, {"name", name}});
+  }
+  void subscribe(std::string_view pattern) override {
+    effect(json::object{{"op", "subscribe"}, {"pattern", pattern}});
+  }
   void unsubscribe(std::string_view pattern) override {
     effect(json::object{{"op", "unsubscribe"}, {"pattern", pattern}});
   }
@@ -426,8 +442,9 @@ class Host::Impl::Ctx final : public Context, public Storage {
     if (response) {
       json::array headers;
       for (auto& [k, v] : response->headers) headers.push_back(json::array{json::string(k), json::string(v)});
-      d["response"] = json::object{
-          {"status", response->status}, {"headers", std::move(headers)}, {"body", base64_encode(response->body)}};
+      d["response"] = json::object{{"status", response->status},
+                                   {"headers", std::move(headers)},
+                                   {"body", base64_encode(response->body)}};
     }
     return d;
   }
@@ -495,8 +512,8 @@ void Host::Impl::run_turn(json::object f) {
     if (kind == "message" || kind == "channel") {
       auto data = data_of(f);
       auto subject = str(f, "subject");
-      a.on_message(ctx, Message{data, type_of(f), u64(f, "seq"), static_cast<std::uint32_t>(u64(f, "attempt")),
-                                subject});
+      a.on_message(ctx, Message{data, type_of(f), u64(f, "seq"),
+                                static_cast<std::uint32_t>(u64(f, "attempt")), subject});
     } else if (kind == "alarm") {
       auto name = str(f, "name");
       a.on_alarm(ctx, AlarmInfo{name, static_cast<std::int64_t>(u64(f, "scheduled_ms")),
@@ -513,7 +530,8 @@ void Host::Impl::run_turn(json::object f) {
     } else if (kind == "connect") {
       const auto& r = f.at("request").as_object();
       auto headers = headers_of(r);
-      auto query = str(r, "query"), origin = str(r, "origin"), protocol = str(r, "protocol"), path = str(r, "path");
+      auto query = str(r, "query"), origin = str(r, "origin"), protocol = str(r, "protocol"),
+           path = str(r, "path");
       auto client = str(r, "client_address"), claims = str(r, "claims");
       Socket s{u64(f, "socket")};
       obj->sockets[s.id] = SocketInfo{};  // among ctx.sockets() during on_connect, as in the node

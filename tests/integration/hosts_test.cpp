@@ -24,7 +24,8 @@ class Tally : public roost::Actor {
     auto n = (v ? std::stoll(*v) : 0) + 1;
     ctx.storage().put("n", std::to_string(n));
     ctx.storage().put("item:" + std::to_string(n), std::string(m.data));
-    if (ctx.storage().get("n") != std::to_string(n)) throw std::runtime_error("a read missed this turn's write");
+    if (ctx.storage().get("n") != std::to_string(n))
+      throw std::runtime_error("a read missed this turn's write");
     if (m.data == "\"alarm\"") ctx.set_alarm("a", ctx.now_ms() + 200);
   }
   void on_call(Context& ctx, const Message&) override {
@@ -39,7 +40,9 @@ class Tally : public roost::Actor {
   HttpResponse on_fetch(Context&, const HttpRequest& r) override {
     return HttpResponse{201, {{"X-Path", std::string(r.path)}}, std::string(r.header("x-who"))};
   }
-  void on_alarm(Context& ctx, const AlarmInfo& a) override { ctx.storage().put("fired", std::string(a.name)); }
+  void on_alarm(Context& ctx, const AlarmInfo& a) override {
+    ctx.storage().put("fired", std::string(a.name));
+  }
 };
 
 TEST_CASE("hosts: a C++ class served by roost::Host keeps the object contract", "[integration][hosts]") {
@@ -50,7 +53,8 @@ TEST_CASE("hosts: a C++ class served by roost::Host keeps the object contract", 
   CHECK(host.connections() == 1);
   auto& http = server.http();
   for (int i = 0; i < 3; ++i) {
-    auto r = http.post("/v1/objects/tally/t1/messages", i == 2 ? "\"alarm\"" : "{\"i\":" + std::to_string(i) + "}");
+    auto r = http.post("/v1/objects/tally/t1/messages",
+                       i == 2 ? "\"alarm\"" : "{\"i\":" + std::to_string(i) + "}");
     REQUIRE(r.status == 202);
   }
   json::value v;
@@ -78,6 +82,41 @@ TEST_CASE("hosts: a C++ class served by roost::Host keeps the object contract", 
     auto r = http.post("/v1/objects/tally/t1/call", "{}");
     return r.status == 200 && body_json(r).at("n").as_int64() == 4;
   }));
+}
+
+// Enqueues its message's text as a queue name: what a turn may reach is the host token's grant.
+class Enqueuer : public roost::Actor {
+ public:
+  void on_message(Context& ctx, const Message& m) override { ctx.enqueue(m.data, "{}", ContentType::kJson); }
+};
+
+TEST_CASE("hosts: a turn's effects reach only what the host's token grants", "[integration][hosts]") {
+  Server server({"--auth-secret", "s3cret"});
+  auto admin = sign_jwt("s3cret", R"({"exp":4102444800,"roost":{"queues":[">"],"objects":[">"]}})");
+  server.http().set_header("Authorization", "Bearer " + admin);
+  roost::Host host(
+      {.url = server.proc().url(),
+       .token = sign_jwt("s3cret", R"({"exp":4102444800,"roost":{"host":["enq"],"queues":["ok.>"]}})")});
+  host.add<Enqueuer>("enq", ActorClassOptions{.max_retries = 0});
+  host.start();
+  auto& http = server.http();
+  REQUIRE(http.request("POST", "/v1/objects/enq/e1/messages", "ok.q", "text/plain").status == 202);
+  REQUIRE(http.request("POST", "/v1/objects/enq/e1/messages", "secret.q", "text/plain").status == 202);
+  // The granted queue gets its message; the other one never does: that turn fails, and with no
+  // retries left its message goes to the class's dead-letter queue.
+  REQUIRE(eventually([&] {
+    auto r = http.post("/v1/queues/ok.q/messages/pull", "{}");
+    return r.status == 200 && body_json(r).at("messages").as_array().size() == 1;
+  }));
+  REQUIRE(eventually([&] {
+    auto r = http.post("/v1/queues/dead.enq/messages/pull", "{}");
+    if (r.status != 200 || body_json(r).at("messages").as_array().empty()) return false;
+    auto body =
+        std::string(body_json(r).at("messages").at(0).at("body").at("error").at("message").as_string());
+    return body.find("not allowed to use queue secret.q") != std::string::npos;
+  }));
+  auto q = http.get("/v1/queues/secret.q");
+  CHECK((q.status == 404 || body_json(q).at("depth").as_int64() == 0));
 }
 
 TEST_CASE("hosts: a host whose token may not host its class fails to start", "[integration][hosts]") {

@@ -49,6 +49,9 @@ struct RemoteHostsOptions {
   std::size_t max_host_requests = 1024;
   // Frames one turn may send (ops, effects) before it is failed.
   std::size_t max_turn_frames = 100'000;
+  // Bytes of frames one turn may send: the effects a turn records are held in memory until it
+  // commits, so a host cannot make the node hold more than this for one turn.
+  std::size_t max_turn_bytes = 64u << 20;
   // A front request (app_routes) the host does not answer in this time answers 504 timeout.
   std::uint64_t front_timeout_ms = 10'000;
 };

@@ -28,8 +28,8 @@ namespace roost {
 
 struct HostOptions {
   std::string url = "http://127.0.0.1:8080";  // the node's HTTP gateway
-  std::string token;                          // a JWT with the roost.host grant (empty: loopback node without auth)
-  unsigned threads = 4;                       // worker threads running turns
+  std::string token;     // a JWT with the roost.host grant (empty: loopback node without auth)
+  unsigned threads = 4;  // worker threads running turns
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
 };
@@ -44,7 +44,8 @@ class Host {
   void add(std::string object_class, ActorFactory factory, ActorClassOptions options = {});
   template <class A>
   void add(std::string object_class, ActorClassOptions options = {}) {
-    add(std::move(object_class), [] { return std::make_unique<A>(); }, std::move(options));
+    add(
+        std::move(object_class), [] { return std::make_unique<A>(); }, std::move(options));
   }
 
   // Connects and registers the classes; returns once the node accepted them. Throws
