@@ -119,6 +119,32 @@ TEST_CASE("hosts: a turn's effects reach only what the host's token grants", "[i
   CHECK((q.status == 404 || body_json(q).at("depth").as_int64() == 0));
 }
 
+// Subscribes durably on its first message; keeps what arrives on the channel.
+class Listener : public roost::Actor {
+ public:
+  void on_message(Context& ctx, const Message& m) override {
+    if (m.subject.empty()) return ctx.subscribe("news.*");
+    ctx.storage().put("last", std::string(m.subject) + " " + std::string(m.data));
+  }
+  void on_call(Context& ctx, const Message&) override {
+    ctx.reply(json::serialize(json::value(ctx.storage().get("last").value_or(""))));
+  }
+};
+
+TEST_CASE("hosts: a remote object's durable subscription delivers into its mailbox", "[integration][hosts]") {
+  Server server;
+  roost::Host host({.url = server.proc().url()});
+  host.add<Listener>("listener");
+  host.start();
+  auto& http = server.http();
+  REQUIRE(http.post("/v1/objects/listener/l1/messages", "{}").status == 202);
+  REQUIRE(eventually([&] {
+    http.post("/v1/channels/news.today/publish", R"({"headline":"x"})");
+    auto r = http.post("/v1/objects/listener/l1/call", "{}");
+    return r.status == 200 && body_json(r).as_string().starts_with("news.today ");
+  }));
+}
+
 TEST_CASE("hosts: a host whose token may not host its class fails to start", "[integration][hosts]") {
   Server server({"--auth-secret", "s3cret"});
   roost::Host host({.url = server.proc().url(),

@@ -107,6 +107,13 @@ test("a Worker front, storage, RPC and object-to-object calls", async () => {
     // The same object straight over Roost's own fetch route.
     r = await api(server, "/v1/objects/Room/r1/fetch/x/topic");
     assert.deepEqual(r.json, { topic: "none" });
+    // Ids: unique ones are 64 hex digits, and idFromString(id.toString()) is the same object.
+    const ns = host.env.ROOMS;
+    const id = ns.newUniqueId();
+    assert.match(id.toString(), /^[0-9a-f]{64}$/);
+    assert.ok(ns.idFromString(id.toString()).equals(id));
+    assert.equal(await ns.get(ns.idFromString(id.toString())).ping(), "pong");
+    assert.equal(ns.idFromName("r1").name, "r1");
     assert.ok((await metric(server, "roost_front_requests_total")) >= 14);
   } finally {
     host.close();
@@ -266,7 +273,7 @@ function jwt(secret, payload) {
 
 test("a host's token names the classes it may serve and what its objects may reach", async () => {
   const secret = "host-test-secret";
-  const server = await startRoost(["--auth-secret", secret]);
+  const server = await startRoost(["--auth-secret", secret, "--app-routes", "/api"]);
   const exp = Math.floor(Date.now() / 1000) + 600;
   class Pub extends DurableObject {
     async send(subject) { this.ctx.storage.put("x", 1); return "ok"; }
@@ -278,8 +285,16 @@ test("a host's token names the classes it may serve and what its objects may rea
     // A grant for another class: the registration is refused.
     await assert.rejects(serve({ url: server.url, token: jwt(secret, { exp, roost: { host: ["Other"] } }), objects: { P: Pub } }),
       /may not host class Pub/);
-    // The right grant: served.
-    const h = await serve({ url: server.url, token: jwt(secret, { exp, roost: { host: ["Pub"] } }), objects: { P: Pub } });
+    // The right grant: served. Its front sees the verified claims of a request's token (none
+    // without one); a bad token never reaches it.
+    const h = await serve({ url: server.url, token: jwt(secret, { exp, roost: { host: ["Pub"] } }), objects: { P: Pub }, worker });
+    const user = jwt(secret, { exp, sub: "user-7" });
+    let r = await fetch(`${server.url}/api/whoami`, { headers: { authorization: `Bearer ${user}` } });
+    assert.equal((await r.json()).claims.sub, "user-7");
+    r = await fetch(`${server.url}/api/whoami`);
+    assert.equal((await r.json()).claims, null);
+    r = await fetch(`${server.url}/api/whoami`, { headers: { authorization: "Bearer not.a.token" } });
+    assert.equal(r.status, 401);
     assert.equal(await h.env.P.get(h.env.P.idFromName("x")).send("a"), "ok");
     // A class it does not serve, outside its grant: refused.
     await assert.rejects(h.objectRequest({ t: "tell", op: "tell", class: "Other", object: "x", data: "{}" }), /may not use object/);
