@@ -193,7 +193,9 @@ void ActorRuntime::finish_turn(const std::shared_ptr<Obj>& obj, Item item, Effec
                                std::uint64_t generation, std::optional<Error> failure) {
   metrics_->turns.fetch_add(1, std::memory_order_relaxed);
   if (failure) {
-    obj->instance.reset();  // its memory may be half-updated; the next turn gets a fresh one
+    // Its memory may be half-updated: the next turn gets a fresh one. A refused connect is an
+    // answer, not a failure: the actor stays.
+    if (failure->code != ErrorCode::CONNECT_REJECTED) obj->instance.reset();
     if (failure->code != ErrorCode::CONNECT_REJECTED) {
       metrics_->turns_failed.fetch_add(1, std::memory_order_relaxed);
       module_logger("actors")->warn("object {}/{}: turn failed: {}", obj->cls, obj->name, failure->message);

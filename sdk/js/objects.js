@@ -623,7 +623,9 @@ class Host {
     } catch (e) {
       if (turn.finished) return;
       turn.finished = true;
-      this.objects.delete(key);  // its memory may be half-updated; the node sends a snapshot next time
+      // Its memory may be half-updated: the node resets the object and sends a snapshot next
+      // time. A refused connect is an answer: the object stays as it is, here and in the node.
+      if (!(e && e.reject)) this.objects.delete(key);
       try {
         this.send({ t: "fail", turn: f.turn, error: String(e && e.message ? e.message : e), reject: !!(e && e.reject) });
       } catch { /* the connection is gone: the node fails the turn itself */ }
@@ -659,6 +661,7 @@ class Host {
           throw e;
         }
         if (!res || res.status !== 101 || !turn.accepted) {
+          if (turn.accepted) obj.sockets.delete(turn.accepted.id);
           const text = res ? await res.text().catch(() => "") : "";
           const e = new Error(`${res ? res.status : "no response"} ${text}`.trim().slice(0, 200));
           e.reject = true;

@@ -481,7 +481,9 @@ void Host::Impl::run_turn(json::object f) {
   auto fail = [&](const std::string& why, bool reject) {
     {
       MutexLock lock(mu);
-      if (auto it = objects.find(key); it != objects.end() && it->second == obj) objects.erase(it);
+      // A failed turn resets the object in the node (its next turn brings a snapshot); a refused
+      // connect does not.
+      if (auto it = objects.find(key); !reject && it != objects.end() && it->second == obj) objects.erase(it);
       aborted.erase(turn);
       turn_requests.erase(turn);
     }

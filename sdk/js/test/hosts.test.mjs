@@ -137,6 +137,8 @@ test("WebSockets through the front: tags, attachments, hibernation with sockets 
     assert.deepEqual(bob.frames[0], { from: "ann", text: "hi" });
     let r = await api(server, "/api/rooms/lobby/sockets?tag=red");
     assert.deepEqual(r.json, ["ann"]);
+    // The refusal was an answer, not a failure: the same instance served the two that came in.
+    assert.equal(env.constructed.filter((c) => c === "Room/lobby").length, 1);
 
     // Hibernation: the object leaves memory, its sockets stay open; the next frame wakes a new
     // instance that still knows who is who.
