@@ -16,7 +16,9 @@ packages=(
   curl procps
 )
 if [ "$with_tests" = 1 ]; then
-  packages+=(wrk chromium nats-server redis-server libhiredis-dev libnats-dev clang-16 clang-format-16 git)
+  # etcd (the mesh's coordination, issue 15): its tests start their own members on loopback.
+  packages+=(wrk chromium nats-server redis-server libhiredis-dev libnats-dev clang-16 clang-format-16 git
+    etcd-server etcd-client)
   # Node.js: the machine image usually has it; Debian's nodejs otherwise.
   if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm); fi
 fi

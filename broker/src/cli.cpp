@@ -277,6 +277,30 @@ int object_cli(const std::vector<std::string>& raw) {
   });
 }
 
+const char* mesh_cli_help() {
+  return R"(usage: roost mesh status [--url http://127.0.0.1:8080] [--token JWT (or env ROOST_TOKEN)]
+
+  status    the mesh as the node at --url sees it: its name, etcd reachability, the shard count,
+            how long its lease is still valid, and every live member with its addresses (JSON)
+)";
+}
+
+int mesh_cli(const std::vector<std::string>& raw) {
+  return run_cli("roost mesh", mesh_cli_help(), raw, [&](Args& a) -> int {
+    std::string verb = need(a, 0, "status");
+    if (verb != "status") throw UsageError("unknown mesh command " + verb);
+    std::string url = url_of(a, "http://127.0.0.1:8080");
+    if (is_native(url)) throw UsageError("roost mesh speaks HTTP: --url http://HOST:PORT");
+    client::HttpClient http(url);
+    auto token = a.opt("token");
+    if (!token) {
+      if (const char* env = std::getenv("ROOST_TOKEN")) token = env;
+    }
+    if (token) http.set_header("Authorization", "Bearer " + *token);
+    return print(http.get("/v1/mesh"));
+  });
+}
+
 const char* channel_cli_help() {
   return R"(usage: roost pub SUBJECT DATA [--content-type json|text|bytes] [--url URL]
        roost sub PATTERN [--count N] [--recent N] [--url URL]

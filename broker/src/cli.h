@@ -16,6 +16,9 @@ int channel_cli(const std::string& verb, const std::vector<std::string>& args);
 const char* channel_cli_help();
 // `roost object tell|call CLASS NAME DATA`.
 int object_cli(const std::vector<std::string>& args);
+// roost mesh status: the mesh as a node sees it (GET /v1/mesh).
+int mesh_cli(const std::vector<std::string>& args);
+const char* mesh_cli_help();
 const char* object_cli_help();
 // `roost keygen`: a CURVE key pair for the endpoint.
 int keygen_cli();

@@ -107,6 +107,35 @@ const std::vector<Key>& keys() {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
        }},
+      {"mesh_etcd", "etcd endpoints (comma-separated http://host:port) of the mesh; unset = a single node",
+       [](Config& c, const std::string& v) { c.mesh_etcd = v; }},
+      {"mesh_cluster", "the mesh's key prefix in etcd (default roost)",
+       [](Config& c, const std::string& v) {
+         if (v.empty() || v.find('/') != std::string::npos)
+           throw ConfigError("mesh_cluster: a name without '/'");
+         c.mesh_cluster = v;
+       }},
+      {"node_name", "this node's name in the mesh, unique (default: the host name)",
+       [](Config& c, const std::string& v) {
+         if (v.empty() || v.size() > 128 || v.find('/') != std::string::npos)
+           throw ConfigError("node_name: 1 to 128 characters without '/'");
+         c.node_name = v;
+       }},
+      {"mesh_listen", "ZeroMQ address of the node's mesh socket (default tcp://127.0.0.1:7500)",
+       [](Config& c, const std::string& v) { c.mesh_listen = v; }},
+      {"mesh_advertise", "the mesh address peers dial (default: mesh_listen)",
+       [](Config& c, const std::string& v) { c.mesh_advertise = v; }},
+      {"mesh_shards", "shards of queues and objects, fixed when the mesh is created (default 256)",
+       [](Config& c, const std::string& v) {
+         c.mesh_shards = to_u64("mesh_shards", v);
+         if (c.mesh_shards < 1 || c.mesh_shards > 65536) throw ConfigError("mesh_shards: expected 1..65536");
+       }},
+      {"mesh_lease_ttl_ms", "membership and ownership lease TTL in etcd (default 3000)",
+       [](Config& c, const std::string& v) {
+         c.mesh_lease_ttl_ms = to_u64("mesh_lease_ttl_ms", v);
+         if (c.mesh_lease_ttl_ms < 1000 || c.mesh_lease_ttl_ms > 60'000)
+           throw ConfigError("mesh_lease_ttl_ms: expected 1000..60000");
+       }},
       {"app_routes",
        "path prefixes (comma-separated) whose HTTP and WebSocket requests go to a remote host's front "
        "code, a Worker-style fetch (docs/hosts.md); \"/\" = all but Roost's own routes",

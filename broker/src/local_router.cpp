@@ -1,6 +1,7 @@
 #include "roost/broker/local_router.h"
 
 #include <roost/broker/actor_runtime.h>
+#include <roost/broker/mesh.h>
 #include <roost/broker/remote_hosts.h>
 
 #include <roost/core/log.h>
@@ -326,6 +327,12 @@ void LocalRouter::host_front(ObjectHttpRequest request, Callback<FrontReply> don
     return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no remote hosts"}));
   }
   hosts_->front(std::move(request), std::move(done));
+}
+
+std::optional<std::string> LocalRouter::mesh_status() {
+  Mesh* mesh = mesh_.load();
+  if (mesh == nullptr) return std::nullopt;
+  return mesh->status_json();
 }
 
 }  // namespace roost::broker

@@ -20,6 +20,7 @@ usage:
   roost pub SUBJECT DATA       publish to a channel (roost pub --help)
   roost sub PATTERN            print a channel's messages, one JSON line each
   roost object tell|call CLASS NAME DATA   message or call an object (roost object --help)
+  roost mesh status            the mesh as a node sees it: members, etcd, shards (roost mesh --help)
   roost keygen                 make a CURVE key pair for an encrypted endpoint
   roost --version
   roost --help
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
   if (cmd == "pub" || cmd == "sub") return roost::broker::channel_cli(cmd, rest);
   if (cmd == "keygen") return roost::broker::keygen_cli();
   if (cmd == "object") return roost::broker::object_cli(rest);
+  if (cmd == "mesh") return roost::broker::mesh_cli(rest);
   if (cmd != "serve") {
     std::cerr << "roost: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;

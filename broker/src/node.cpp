@@ -1,5 +1,6 @@
 #include "roost/broker/node.h"
 
+#include <roost/broker/mesh.h>
 #include <roost/broker/remote_hosts.h>
 
 #include <roost/actor_plugin.h>
@@ -14,6 +15,8 @@
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/queue_store.h>
 #include <roost/gateway/server.h>
+
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -60,6 +63,7 @@ struct Node::Impl {
   std::unique_ptr<durable::MailboxStore> mailboxes;
   std::unique_ptr<ActorRuntime> actors;
   std::unique_ptr<RemoteHosts> hosts;  // outlives `actors`: remote actors hold it
+  std::unique_ptr<Mesh> mesh;          // with mesh_etcd only
   std::vector<void*> plugins;          // dlopen handles, closed after the runtime is gone
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -241,6 +245,25 @@ void Node::start() {
   module_logger("gateway")->info("gateway listening on http://{}:{} ({} io threads)",
                                  ep.address().to_string(), ep.port(), n);
   if (d.endpoint) d.endpoint->start();
+  if (!d.config.mesh_etcd.empty()) {
+    MeshOptions mo;
+    mo.etcd = d.config.mesh_etcd;
+    mo.cluster = d.config.mesh_cluster;
+    mo.node_name = d.config.node_name;
+    if (mo.node_name.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      mo.node_name = host;
+    }
+    mo.mesh_advertise = d.config.mesh_advertise.empty() ? d.config.mesh_listen : d.config.mesh_advertise;
+    mo.http_advertise = "http://" + ep.address().to_string() + ":" + std::to_string(ep.port());
+    mo.native_advertise = d.endpoint ? d.endpoint->bound() : "";
+    mo.shards = static_cast<std::uint32_t>(d.config.mesh_shards);
+    mo.lease_ttl = std::chrono::milliseconds(d.config.mesh_lease_ttl_ms);
+    d.mesh = std::make_unique<Mesh>(std::move(mo));
+    d.router->set_mesh(d.mesh.get());
+    d.mesh->start();
+  }
 }
 
 // Every quarter of channel_idle_ms (at least 100 ms, at most 60 s) while the io threads run.
@@ -270,7 +293,8 @@ void Node::stop() {
               d.server->requests_in_flight());
     d.server->stop();
     if (d.endpoint) d.endpoint->stop();
-    d.hosts->stop();  // turns waiting on a host fail, so the workers can finish
+    if (d.mesh) d.mesh->stop();  // leaves the mesh: the member key goes with the lease
+    d.hosts->stop();             // turns waiting on a host fail, so the workers can finish
     d.actors->stop();
     d.router->shutdown();
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(d.config.shutdown_grace_ms);
@@ -299,6 +323,8 @@ void Node::stop() {
   d.endpoint.reset();
   d.router->set_actors(nullptr);
   d.router->set_hosts(nullptr);
+  d.router->set_mesh(nullptr);
+  d.mesh.reset();
   d.router.reset();
   d.actors.reset();
   d.hosts.reset();

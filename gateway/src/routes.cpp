@@ -558,8 +558,14 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
   if (segs.size() == 1 && segs[0] == "healthz") {
     if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
     bool draining = st.stopping.load();
-    return respond_now(reply, make(draining ? http::status::service_unavailable : http::status::ok, v,
-                                   draining ? R"({"status":"draining"})" : R"({"status":"ok"})"));
+    if (draining)
+      return respond_now(reply, make(http::status::service_unavailable, v, R"({"status":"draining"})"));
+    // In a mesh, etcd out of reach is said here: the node still serves, but cannot keep its shards.
+    auto mesh = st.router.mesh_status();
+    if (mesh && mesh->find(R"("etcd":"unreachable")") != std::string::npos) {
+      return respond_now(reply, make(http::status::ok, v, R"({"status":"degraded","etcd":"unreachable"})"));
+    }
+    return respond_now(reply, make(http::status::ok, v, R"({"status":"ok"})"));
   }
   if (segs.size() == 1 && segs[0] == "metrics") {
     if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
@@ -583,6 +589,17 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
     }
     if (segs.size() >= 2 && segs[1] == "channels") {
       return channel_routes(req, st, *who, url->path(), std::move(reply));
+    }
+    if (segs.size() == 2 && segs[1] == "mesh") {
+      // GET /v1/mesh: members, etcd, shards (roost mesh status). An operator's view: full grants.
+      if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
+      if (!who->unrestricted && !who->may_use_queue(">")) {
+        return fail(reply, Error{ErrorCode::FORBIDDEN, "the mesh status needs an operator token"}, v);
+      }
+      auto mesh = st.router.mesh_status();
+      if (!mesh)
+        return fail(reply, Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"}, v);
+      return respond_now(reply, make(http::status::ok, v, std::move(*mesh)));
     }
   } else if (req.method() == http::verb::get && !st.options.static_dir.empty() && st.files != nullptr) {
     // Read on the file thread, never on an io thread; the session posts the answer back.

@@ -57,6 +57,14 @@ struct Config {
   std::uint64_t actor_idle_ms = 10'000;    // hibernate an idle object after this long
   std::uint64_t call_timeout_ms = 10'000;  // default object call timeout
   std::uint64_t actor_mail_memory_bytes = 1u << 20;  // waiting mail data one object keeps in RAM
+  // The mesh (docs/mesh.md); without mesh_etcd the node is a single node and needs no etcd.
+  std::string mesh_etcd;                             // etcd endpoints, comma-separated http://host:port
+  std::string mesh_cluster = "roost";                // etcd key prefix of this mesh
+  std::string node_name;                             // unique in the mesh (default: the host name)
+  std::string mesh_listen = "tcp://127.0.0.1:7500";  // ZeroMQ address of the node's mesh socket
+  std::string mesh_advertise;                        // what peers dial (default: mesh_listen)
+  std::uint64_t mesh_shards = 256;                   // fixed when the mesh is created
+  std::uint64_t mesh_lease_ttl_ms = 3000;
   std::string app_routes;      // path prefixes handed to a host's front code, comma-separated
   std::string remote_classes;  // classes served by remote hosts only, comma-separated (docs/hosts.md)
   std::uint64_t host_turn_timeout_ms = 30'000;  // a remote host silent this long in a turn is closed

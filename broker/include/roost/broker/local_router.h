@@ -22,6 +22,7 @@ namespace roost::broker {
 
 class ActorRuntime;
 class RemoteHosts;
+class Mesh;
 
 class LocalRouter final : public Router {
  public:
@@ -40,6 +41,9 @@ class LocalRouter final : public Router {
   void set_actors(ActorRuntime* actors) { actors_ = actors; }
   // Where remote actor hosts connect; without it they are refused. REQUIRES: before serving.
   void set_hosts(RemoteHosts* hosts) { hosts_ = hosts; }
+  // The mesh membership, when the node is started with mesh_etcd (set once the gateway's
+  // address is known, so while serving).
+  void set_mesh(Mesh* mesh) { mesh_.store(mesh); }
   // Answers every waiting long poll (with no messages). New long polls answer at once.
   void shutdown();
 
@@ -83,6 +87,7 @@ class LocalRouter final : public Router {
   std::optional<Error> object_check(std::string_view object_class, std::string_view name) override;
   std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) override;
   void host_front(ObjectHttpRequest request, Callback<FrontReply> done) override;
+  std::optional<std::string> mesh_status() override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
@@ -109,6 +114,7 @@ class LocalRouter final : public Router {
   std::function<std::string()> extra_metrics_;
   ActorRuntime* actors_ = nullptr;
   RemoteHosts* hosts_ = nullptr;
+  std::atomic<Mesh*> mesh_{nullptr};
 };
 
 }  // namespace roost::broker

@@ -124,6 +124,8 @@ class Router {
   // fetch): its response, or the object a WebSocket upgrade goes to. unavailable without such a
   // host; timeout after the node's call timeout.
   virtual void host_front(ObjectHttpRequest request, Callback<FrontReply> done) = 0;
+  // The mesh as this node sees it (members, etcd reachability), as JSON; nullopt on a single node.
+  virtual std::optional<std::string> mesh_status() = 0;
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;
   // Limits the front ends enforce before calling in.

@@ -1,0 +1,79 @@
+// Mesh membership (issue 15, first part; docs/mesh.md): a node started with `mesh_etcd` keeps a
+// lease-backed key /{cluster}/members/{node_name} with its addresses in etcd, renews it every
+// TTL/3 on its own thread, and lists the live members. The number of shards is fixed when the
+// cluster is created (/{cluster}/config/shards, first writer wins).
+//
+// Fencing starts here: `lease_valid_until()` is the last renewal *sent* plus the TTL minus a
+// margin (monotonic clock) — etcd restarts the TTL when it receives the renewal, so the lease
+// cannot have expired before that instant. An owner must stop serving its shards by then.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <roost/core/thread_annotations.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace roost::broker {
+
+struct MeshOptions {
+  std::string etcd;  // comma-separated http://host:port
+  std::string cluster = "roost";
+  std::string node_name;
+  std::string mesh_advertise;    // the node's ZeroMQ mesh address
+  std::string http_advertise;    // its HTTP gateway
+  std::string native_advertise;  // its native endpoint
+  std::uint32_t shards = 256;
+  std::chrono::milliseconds lease_ttl{3000};
+};
+
+struct MeshMember {
+  std::string name, mesh, http, native;
+  std::int64_t joined_revision = 0;  // the member key's create revision (a rejoin is a new one)
+};
+
+class Mesh {
+ public:
+  explicit Mesh(MeshOptions options);
+  ~Mesh();
+  Mesh(const Mesh&) = delete;
+  Mesh& operator=(const Mesh&) = delete;
+
+  // Starts the membership thread. It keeps trying while etcd is unreachable (reported by
+  // etcd_ok() and the logs), so a node may start before its etcd.
+  void start();
+  // Leaves the mesh: revokes the lease (the member key goes at once) and stops the thread.
+  void stop();
+
+  std::vector<MeshMember> members() const;  // as last listed
+  bool etcd_ok() const { return etcd_ok_.load(); }
+  bool joined() const { return lease_.load() != 0; }
+  std::uint32_t shards() const { return shards_.load(); }
+  std::chrono::steady_clock::time_point lease_valid_until() const;
+  const MeshOptions& options() const { return options_; }
+  // {"node", "cluster", "etcd": "ok"|"unreachable", "shards", "lease_ttl_ms", "members": [...]}.
+  std::string status_json() const;
+
+ private:
+  void run();
+  bool tick();  // one renewal (or join) and listing; false when etcd did not answer
+
+  MeshOptions options_;
+  std::thread thread_;
+  mutable Mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ ROOST_GUARDED_BY(mu_) = false;
+  std::vector<MeshMember> members_ ROOST_GUARDED_BY(mu_);
+  std::atomic<bool> etcd_ok_{false};
+  std::atomic<std::int64_t> lease_{0};
+  std::atomic<std::uint32_t> shards_{0};
+  std::atomic<std::int64_t> valid_until_ns_{0};  // steady clock
+};
+
+}  // namespace roost::broker
