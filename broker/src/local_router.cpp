@@ -335,4 +335,11 @@ std::optional<std::string> LocalRouter::mesh_status() {
   return mesh->status_json();
 }
 
+Result<std::string> LocalRouter::mesh_placement(const std::string& kind, const std::string& name) {
+  Mesh* mesh = mesh_.load();
+  if (mesh == nullptr)
+    return std::unexpected(Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"});
+  return mesh->placement_json(kind, name);
+}
+
 }  // namespace roost::broker

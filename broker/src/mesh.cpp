@@ -80,7 +80,8 @@ void Mesh::run() {
 
 bool Mesh::tick() {
   auto log = module_logger("mesh");
-  EtcdClient etcd(options_.etcd, options_.lease_ttl / 3);
+  // A renewal may take up to half the TTL (etcd fsyncs its writes): later, the lease is at risk.
+  EtcdClient etcd(options_.etcd, options_.lease_ttl / 2);
   const std::string prefix = "/" + options_.cluster + "/";
   if (shards_.load() == 0) {
     auto c = etcd.create(prefix + "config/shards", std::to_string(options_.shards));
@@ -136,9 +137,162 @@ bool Mesh::tick() {
     }
     members.push_back(std::move(m));
   }
+  {
+    MutexLock lock(mu_);
+    members_ = std::move(members);
+  }
+  return claim(etcd);
+}
+
+namespace {
+std::uint64_t fnv1a(std::string_view a, std::string_view b = {}, std::string_view c = {}) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](std::string_view s) {
+    for (unsigned char ch : s) {
+      h ^= ch;
+      h *= 0x100000001b3ull;
+    }
+  };
+  mix(a);
+  mix(std::string_view("\0", 1));
+  mix(b);
+  mix(std::string_view("\0", 1));
+  mix(c);
+  return h;
+}
+}  // namespace
+
+std::uint32_t Mesh::shard_of_queue(std::string_view queue, std::uint32_t shards) {
+  return static_cast<std::uint32_t>(fnv1a("q", queue) % std::max<std::uint32_t>(1, shards));
+}
+
+std::uint32_t Mesh::shard_of_object(std::string_view cls, std::string_view name, std::uint32_t shards) {
+  return static_cast<std::uint32_t>(fnv1a("o", cls, name) % std::max<std::uint32_t>(1, shards));
+}
+
+std::string Mesh::rendezvous(const std::vector<MeshMember>& members, std::uint32_t shard) {
+  std::string best;
+  std::uint64_t best_weight = 0;
+  for (const auto& m : members) {
+    auto w = fnv1a("home", m.name, std::to_string(shard));
+    if (best.empty() || w > best_weight || (w == best_weight && m.name < best)) {
+      best = m.name;
+      best_weight = w;
+    }
+  }
+  return best;
+}
+
+// Homes are persistent keys /{cluster}/shards/{n}/home; owners lease-backed /{cluster}/shards/{n}/owner.
+bool Mesh::claim(EtcdClient& etcd) {
+  const std::string prefix = "/" + options_.cluster + "/shards/";
+  auto listed = etcd.list(prefix);
+  if (!listed) return false;
+  std::map<std::uint32_t, ShardPlacement> table;
+  for (const auto& kv : *listed) {
+    auto rest = kv.key.substr(prefix.size());
+    auto slash = rest.find('/');
+    if (slash == std::string::npos) continue;
+    auto n = static_cast<std::uint32_t>(std::strtoul(rest.substr(0, slash).c_str(), nullptr, 10));
+    auto& p = table[n];
+    p.shard = n;
+    if (rest.substr(slash + 1) == "home") p.home = kv.value;
+    if (rest.substr(slash + 1) == "owner") {
+      p.owner = kv.value;
+      p.epoch = kv.create_revision;
+    }
+  }
+  auto lease = lease_.load();
+  for (auto& [n, p] : table) {
+    if (p.home != options_.node_name || !p.owner.empty() || lease == 0) continue;
+    auto c = etcd.create(prefix + std::to_string(n) + "/owner", options_.node_name, lease);
+    if (!c) return false;
+    if (c->created) {
+      p.owner = options_.node_name;
+      p.epoch = c->revision;
+      module_logger("mesh")->info("shard {}: owned by {} from epoch {}", n, p.owner, p.epoch);
+    } else if (c->existing) {
+      p.owner = c->existing->value;
+      p.epoch = c->existing->create_revision;
+    }
+  }
   MutexLock lock(mu_);
-  members_ = std::move(members);
+  for (auto& [n, p] : shards_table_) {
+    // Log what changed hands (one line per ownership change seen).
+    auto it = table.find(n);
+    if (!p.owner.empty() && (it == table.end() || it->second.owner.empty())) {
+      module_logger("mesh")->warn("shard {}: owner {} is gone (epoch {}); it waits for its home {}", n,
+                                  p.owner, p.epoch, p.home);
+    }
+  }
+  shards_table_ = std::move(table);
   return true;
+}
+
+Result<ShardPlacement> Mesh::resolve(std::uint32_t shard) {
+  ShardPlacement p;
+  p.shard = shard;
+  {
+    MutexLock lock(mu_);
+    if (auto it = shards_table_.find(shard); it != shards_table_.end() && !it->second.home.empty()) {
+      if (!it->second.owner.empty()) return it->second;
+      p.home = it->second.home;  // known home, no owner as last listed: ask etcd for the owner now
+    }
+  }
+  EtcdClient etcd(options_.etcd, options_.lease_ttl / 2);
+  if (p.home.empty()) {
+    auto members = this->members();
+    if (members.empty())
+      return std::unexpected(Error{ErrorCode::UNAVAILABLE, "no live members to home a shard on"});
+    const std::string key = "/" + options_.cluster + "/shards/" + std::to_string(shard) + "/home";
+    auto winner = rendezvous(members, shard);
+    auto c = etcd.create(key, winner);
+    if (!c) return std::unexpected(c.error());
+    p.home = c->created ? winner : (c->existing ? c->existing->value : std::string());
+    if (c->created) module_logger("mesh")->info("shard {}: homed on {}", shard, p.home);
+  }
+  if (auto owner = etcd.get("/" + options_.cluster + "/shards/" + std::to_string(shard) + "/owner");
+      owner && *owner) {
+    p.owner = (*owner)->value;
+    p.epoch = (*owner)->create_revision;
+  }
+  MutexLock lock(mu_);
+  auto& slot = shards_table_[shard];
+  if (slot.home.empty() || slot.owner.empty()) slot = p;
+  return slot;
+}
+
+Result<std::string> Mesh::placement_json(const std::string& kind, const std::string& name) {
+  auto n = shards();
+  if (n == 0) return std::unexpected(Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"});
+  std::uint32_t shard = 0;
+  if (kind == "queue") {
+    shard = shard_of_queue(name, n);
+  } else if (kind == "object") {
+    auto slash = name.find('/');
+    if (slash == std::string::npos)
+      return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "object is CLASS/NAME"});
+    shard = shard_of_object(name.substr(0, slash), name.substr(slash + 1), n);
+  } else {
+    return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "placement of a queue or an object"});
+  }
+  auto p = resolve(shard);
+  if (!p) return std::unexpected(p.error());
+  return json::serialize(
+      json::object{{"shard", p->shard},
+                   {"home", p->home},
+                   {"owner", p->owner.empty() ? json::value(nullptr) : json::value(p->owner)},
+                   {"epoch", p->epoch}});
+}
+
+std::vector<ShardPlacement> Mesh::owned() const {
+  std::vector<ShardPlacement> out;
+  if (std::chrono::steady_clock::now() >= lease_valid_until()) return out;  // fenced
+  MutexLock lock(mu_);
+  for (const auto& [n, p] : shards_table_) {
+    if (p.owner == options_.node_name) out.push_back(p);
+  }
+  return out;
 }
 
 std::string Mesh::status_json() const {
@@ -150,7 +304,17 @@ std::string Mesh::status_json() const {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(lease_valid_until() -
                                                                     std::chrono::steady_clock::now())
                   .count();
+  json::object per_node;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [n, p] : shards_table_) {
+      if (p.owner.empty()) continue;
+      auto& v = per_node[p.owner];
+      v = v.is_null() ? json::value(1) : json::value(v.to_number<std::int64_t>() + 1);
+    }
+  }
   return json::serialize(json::object{{"node", options_.node_name},
+                                      {"owned_shards", std::move(per_node)},
                                       {"cluster", options_.cluster},
                                       {"etcd", etcd_ok() ? "ok" : "unreachable"},
                                       {"joined", joined()},

@@ -596,6 +596,14 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
       if (!who->unrestricted && !who->may_use_queue(">")) {
         return fail(reply, Error{ErrorCode::FORBIDDEN, "the mesh status needs an operator token"}, v);
       }
+      // ?queue=NAME or ?object=CLASS/NAME: where it lives (its shard is homed if it is new).
+      for (const char* kind : {"queue", "object"}) {
+        if (auto name = query_param(req.target(), kind); !name.empty()) {
+          auto placed = st.router.mesh_placement(kind, name);
+          if (!placed) return fail(reply, placed.error(), v);
+          return respond_now(reply, make(http::status::ok, v, std::move(*placed)));
+        }
+      }
       auto mesh = st.router.mesh_status();
       if (!mesh)
         return fail(reply, Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"}, v);

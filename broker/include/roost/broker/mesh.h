@@ -10,17 +10,22 @@
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <roost/core/error.h>
 #include <roost/core/thread_annotations.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 namespace roost::broker {
+
+class EtcdClient;
 
 struct MeshOptions {
   std::string etcd;  // comma-separated http://host:port
@@ -31,6 +36,15 @@ struct MeshOptions {
   std::string native_advertise;  // its native endpoint
   std::uint32_t shards = 256;
   std::chrono::milliseconds lease_ttl{3000};
+};
+
+// Where a shard lives: its home (the node whose disk holds it; persistent) and its owner claim
+// (lease-backed; its creation revision is the shard's epoch). Empty owner: nobody may serve it now.
+struct ShardPlacement {
+  std::uint32_t shard = 0;
+  std::string home;
+  std::string owner;
+  std::int64_t epoch = 0;
 };
 
 struct MeshMember {
@@ -60,9 +74,26 @@ class Mesh {
   // {"node", "cluster", "etcd": "ok"|"unreachable", "shards", "lease_ttl_ms", "members": [...]}.
   std::string status_json() const;
 
+  // Placement: a queue is in shard hash(name) mod S, an object in hash(class, name) mod S (FNV-1a,
+  // stable across nodes and versions).
+  static std::uint32_t shard_of_queue(std::string_view queue, std::uint32_t shards);
+  static std::uint32_t shard_of_object(std::string_view object_class, std::string_view name,
+                                       std::uint32_t shards);
+  // Of the live members, the one a new shard is homed on (rendezvous hashing).
+  static std::string rendezvous(const std::vector<MeshMember>& members, std::uint32_t shard);
+  // The shard's placement; a shard used for the first time is homed now (create-if-absent in
+  // etcd: the first node to home it wins). Blocks on etcd.
+  Result<ShardPlacement> resolve(std::uint32_t shard);
+  // {"shard", "home", "owner", "epoch"} as JSON; kind is "queue" or "object" ("class/name").
+  Result<std::string> placement_json(const std::string& kind, const std::string& name);
+  // Shards this node owns now (claimed, and its lease still valid by the fencing clock).
+  std::vector<ShardPlacement> owned() const;
+
  private:
   void run();
   bool tick();  // one renewal (or join) and listing; false when etcd did not answer
+  // Claims the owner key of every shard homed here that nobody owns; refreshes the table.
+  bool claim(EtcdClient& etcd);
 
   MeshOptions options_;
   std::thread thread_;
@@ -70,6 +101,7 @@ class Mesh {
   std::condition_variable cv_;
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   std::vector<MeshMember> members_ ROOST_GUARDED_BY(mu_);
+  std::map<std::uint32_t, ShardPlacement> shards_table_ ROOST_GUARDED_BY(mu_);  // as last listed
   std::atomic<bool> etcd_ok_{false};
   std::atomic<std::int64_t> lease_{0};
   std::atomic<std::uint32_t> shards_{0};
