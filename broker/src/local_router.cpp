@@ -335,11 +335,12 @@ std::optional<std::string> LocalRouter::mesh_status() {
   return mesh->status_json();
 }
 
-Result<std::string> LocalRouter::mesh_placement(const std::string& kind, const std::string& name) {
+void LocalRouter::mesh_placement(std::string kind, std::string name, Callback<std::string> done) {
   Mesh* mesh = mesh_.load();
-  if (mesh == nullptr)
-    return std::unexpected(Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"});
-  return mesh->placement_json(kind, name);
+  if (mesh == nullptr) {
+    return done(std::unexpected(Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"}));
+  }
+  mesh->placement(std::move(kind), std::move(name), std::move(done));
 }
 
 }  // namespace roost::broker

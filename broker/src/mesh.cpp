@@ -4,6 +4,7 @@
 #include <roost/core/log.h>
 #include <roost/core/thread_name.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 
 namespace roost::broker {
@@ -20,6 +21,7 @@ Mesh::Mesh(MeshOptions options) : options_(std::move(options)) {}
 Mesh::~Mesh() { stop(); }
 
 void Mesh::start() {
+  requests_ = std::make_unique<boost::asio::thread_pool>(1);
   thread_ = std::thread([this] {
     roost::name_this_thread("roost-mesh");
     run();
@@ -34,6 +36,7 @@ void Mesh::stop() {
     cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
+  if (requests_) requests_->join();
   if (auto lease = lease_.exchange(0); lease != 0) {
     EtcdClient etcd(options_.etcd, std::chrono::milliseconds(1000));
     if (etcd.revoke(lease)) {
@@ -283,6 +286,12 @@ Result<std::string> Mesh::placement_json(const std::string& kind, const std::str
                    {"home", p->home},
                    {"owner", p->owner.empty() ? json::value(nullptr) : json::value(p->owner)},
                    {"epoch", p->epoch}});
+}
+
+void Mesh::placement(std::string kind, std::string name, Callback<std::string> done) {
+  if (!requests_) return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the mesh is not started"}));
+  boost::asio::post(*requests_, [this, kind = std::move(kind), name = std::move(name),
+                                 done = std::move(done)]() mutable { done(placement_json(kind, name)); });
 }
 
 std::vector<ShardPlacement> Mesh::owned() const {

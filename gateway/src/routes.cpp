@@ -599,9 +599,11 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
       // ?queue=NAME or ?object=CLASS/NAME: where it lives (its shard is homed if it is new).
       for (const char* kind : {"queue", "object"}) {
         if (auto name = query_param(req.target(), kind); !name.empty()) {
-          auto placed = st.router.mesh_placement(kind, name);
-          if (!placed) return fail(reply, placed.error(), v);
-          return respond_now(reply, make(http::status::ok, v, std::move(*placed)));
+          return st.router.mesh_placement(kind, std::move(name),
+                                          [reply = std::move(reply), v](Result<std::string> r) mutable {
+                                            if (!r) return fail(reply, r.error(), v);
+                                            respond_now(reply, make(http::status::ok, v, std::move(*r)));
+                                          });
         }
       }
       auto mesh = st.router.mesh_status();

@@ -3,10 +3,8 @@
 // stops it (SIGKILL by default: a crash is what the tests want to survive).
 #pragma once
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,9 +18,8 @@
 
 #include <roost/broker/etcd_client.h>
 
+#include "spawn.h"
 #include "temp_dir.h"
-
-extern char** environ;
 
 namespace roost::test {
 
@@ -68,18 +65,8 @@ class EtcdProcess {
                                      "test=" + peer,
                                      "--log-level",
                                      "warn"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     auto log = (dir_.path() / "etcd.log").string();
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot spawn etcd");
+    pid_ = spawn_logged(std::move(args), log, /*append=*/true);
     broker::EtcdClient probe(url(), std::chrono::milliseconds(500));
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (std::chrono::steady_clock::now() < deadline) {

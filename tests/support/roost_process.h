@@ -2,6 +2,8 @@
 // (SIGTERM, or SIGKILL for crash tests). The data directory outlives restarts.
 #pragma once
 
+#include "spawn.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -75,17 +77,7 @@ class RoostProcess {
       args.push_back(endpoint_.empty() ? "tcp://127.0.0.1:*" : endpoint_);
     }
     args.insert(args.end(), extra_.begin(), extra_.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot spawn " + binary_);
+    pid_ = spawn_logged(std::move(args), log_path_);
     // Wait for the "gateway listening on http://127.0.0.1:PORT" line.
     static const std::regex kListening(R"(gateway listening on http://127\.0\.0\.1:(\d+))");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

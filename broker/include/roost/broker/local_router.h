@@ -88,7 +88,7 @@ class LocalRouter final : public Router {
   std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) override;
   void host_front(ObjectHttpRequest request, Callback<FrontReply> done) override;
   std::optional<std::string> mesh_status() override;
-  Result<std::string> mesh_placement(const std::string& kind, const std::string& name) override;
+  void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }

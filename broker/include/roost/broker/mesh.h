@@ -18,10 +18,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include <boost/asio/thread_pool.hpp>
 
 namespace roost::broker {
 
@@ -86,6 +89,8 @@ class Mesh {
   Result<ShardPlacement> resolve(std::uint32_t shard);
   // {"shard", "home", "owner", "epoch"} as JSON; kind is "queue" or "object" ("class/name").
   Result<std::string> placement_json(const std::string& kind, const std::string& name);
+  // The same on the mesh's request thread (it talks to etcd): `done` is called there.
+  void placement(std::string kind, std::string name, Callback<std::string> done);
   // Shards this node owns now (claimed, and its lease still valid by the fencing clock).
   std::vector<ShardPlacement> owned() const;
 
@@ -97,6 +102,7 @@ class Mesh {
 
   MeshOptions options_;
   std::thread thread_;
+  std::unique_ptr<boost::asio::thread_pool> requests_;  // placement lookups (blocking etcd calls)
   mutable Mutex mu_;
   std::condition_variable cv_;
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;

@@ -127,8 +127,9 @@ class Router {
   // The mesh as this node sees it (members, etcd reachability), as JSON; nullopt on a single node.
   virtual std::optional<std::string> mesh_status() = 0;
   // Where a queue ("queue", NAME) or an object ("object", "CLASS/NAME") lives in the mesh, as JSON
-  // {shard, home, owner, epoch}; homes a shard used for the first time. not_found on a single node.
-  virtual Result<std::string> mesh_placement(const std::string& kind, const std::string& name) = 0;
+  // {shard, home, owner, epoch}; homes a shard used for the first time (etcd round trips, off the
+  // caller's thread). not_found on a single node.
+  virtual void mesh_placement(std::string kind, std::string name, Callback<std::string> done) = 0;
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;
   // Limits the front ends enforce before calling in.
