@@ -401,6 +401,23 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     if (!may_reach(cls, name)) {
       return fail(Error{ErrorCode::FORBIDDEN, "this host may not use object " + cls + "/" + name});
     }
+    // Everything read before a slot is taken: a malformed request costs none.
+    auto type = ContentType::kJson;
+    std::string data;
+    ObjectHttpRequest req;
+    try {
+      if (t == "fetch") {
+        req = request_of(object_at(o, "request"));
+        req.client_address = grant_.peer;
+        req.claims = grant_.principal.claims;
+      } else {
+        type = content_type(o);
+        data = data_of(o, type);
+      }
+    } catch (const ProtocolError& e) {
+      return fail(Error{ErrorCode::MALFORMED, e.what()});
+    }
+    auto timeout_ms = u64(o, "timeout_ms");
     if (requests_.fetch_add(1) >= reg_.options_.max_host_requests) {
       requests_.fetch_sub(1);
       return fail(
@@ -409,14 +426,12 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     reg_.metrics_.requests.fetch_add(1, std::memory_order_relaxed);
     auto& router = reg_.router_;
     if (t == "tell") {
-      auto type = content_type(o);
       router.object_tell(
-          std::move(cls), std::move(name), data_of(o, type), type, [answer](Result<std::uint64_t> r) {
+          std::move(cls), std::move(name), std::move(data), type, [answer](Result<std::uint64_t> r) {
             answer(r ? json::object{{"seq", *r}} : json::object{{"error", error_json(r.error())}});
           });
     } else if (t == "call") {
-      auto type = content_type(o);
-      router.object_call(std::move(cls), std::move(name), data_of(o, type), type, u64(o, "timeout_ms"),
+      router.object_call(std::move(cls), std::move(name), std::move(data), type, timeout_ms,
                          [answer](Result<ObjectReply> r) {
                            json::object out;
                            if (r) {
@@ -427,10 +442,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
                            answer(std::move(out));
                          });
     } else {
-      auto req = request_of(object_at(o, "request"));
-      req.client_address = grant_.peer;
-      req.claims = grant_.principal.claims;
-      router.object_fetch(std::move(cls), std::move(name), std::move(req), u64(o, "timeout_ms"),
+      router.object_fetch(std::move(cls), std::move(name), std::move(req), timeout_ms,
                           [answer](Result<ObjectReply> r) {
                             answer(r ? json::object{{"response", response_json(*r)}}
                                      : json::object{{"error", error_json(r.error())}});

@@ -371,6 +371,14 @@ test("a host that breaks the protocol is told so and stays connected; frames for
     ws2.send(JSON.stringify({ t: "ping" }));
     await waitFor(() => frames2.length >= 2, 3000, "registered and pong");
     assert.deepEqual(frames2.map((f) => f.t), ["registered", "pong"]);
+    // More malformed requests than a host may have outstanding: each is answered, none keeps a slot.
+    for (let i = 1; i <= 1100; i += 1) ws2.send(JSON.stringify({ t: "fetch", id: i, class: "Good", object: "x" }));
+    ws2.send(JSON.stringify({ t: "tell", id: 5000, class: "Good", object: "x", data: "{}" }));
+    await waitFor(() => frames2.some((f) => f.id === 5000), 5000, "the tell's reply");
+    const replies = frames2.filter((f) => f.t === "reply" && f.id <= 1100);
+    assert.equal(replies.length, 1100);
+    assert.ok(replies.every((f) => f.error.code === "malformed"));
+    assert.equal(frames2.find((f) => f.id === 5000).seq, 1);
     ws2.close();
   } finally {
     await server.dispose();
