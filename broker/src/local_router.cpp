@@ -258,6 +258,7 @@ std::string LocalRouter::metrics_text() {
   w.counter("roost_long_polls_total", "Pulls that waited for messages.", long_polls_.load());
   if (actors_ != nullptr) w.append(actors_->metrics_text());
   if (hosts_ != nullptr) w.append(hosts_->metrics_text());
+  if (Mesh* mesh = mesh_.load(); mesh != nullptr) w.append(mesh->metrics_text());
   if (extra_metrics_) w.append(extra_metrics_());
   return std::move(w).text();
 }

@@ -2,6 +2,7 @@
 
 #include <roost/broker/etcd_client.h>
 #include <roost/core/log.h>
+#include <roost/core/metrics.h>
 #include <roost/core/thread_name.h>
 
 #include <boost/asio/post.hpp>
@@ -62,6 +63,7 @@ void Mesh::run() {
   bool was_ok = true;
   for (;;) {
     bool ok = tick();
+    if (!ok) failed_ticks_.fetch_add(1, std::memory_order_relaxed);
     if (ok != was_ok) {
       if (ok) {
         log->info("etcd reachable again");
@@ -213,6 +215,7 @@ bool Mesh::claim(EtcdClient& etcd) {
     if (c->created) {
       p.owner = options_.node_name;
       p.epoch = c->revision;
+      claims_.fetch_add(1, std::memory_order_relaxed);
       module_logger("mesh")->info("shard {}: owned by {} from epoch {}", n, p.owner, p.epoch);
     } else if (c->existing) {
       p.owner = c->existing->value;
@@ -224,6 +227,7 @@ bool Mesh::claim(EtcdClient& etcd) {
     // Log what changed hands (one line per ownership change seen).
     auto it = table.find(n);
     if (!p.owner.empty() && (it == table.end() || it->second.owner.empty())) {
+      owners_lost_.fetch_add(1, std::memory_order_relaxed);
       module_logger("mesh")->warn("shard {}: owner {} is gone (epoch {}); it waits for its home {}", n,
                                   p.owner, p.epoch, p.home);
     }
@@ -331,6 +335,29 @@ std::string Mesh::status_json() const {
                                       {"lease_ttl_ms", options_.lease_ttl.count()},
                                       {"lease_valid_ms", std::max<std::int64_t>(0, left)},
                                       {"members", std::move(members)}});
+}
+
+std::string Mesh::metrics_text() const {
+  MetricsWriter w;
+  std::uint64_t members = 0, owned = 0;
+  {
+    MutexLock lock(mu_);
+    members = members_.size();
+    for (const auto& [n, p] : shards_table_) owned += p.owner == options_.node_name;
+  }
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(lease_valid_until() -
+                                                                    std::chrono::steady_clock::now())
+                  .count();
+  w.gauge("roost_mesh_members", "Live members of the mesh, as last listed.", members);
+  w.gauge("roost_mesh_etcd_up", "1 when etcd answered the last renewal.", std::uint64_t{etcd_ok() ? 1u : 0u});
+  w.gauge("roost_mesh_owned_shards", "Shards this node owns.", owned);
+  w.gauge("roost_mesh_lease_valid_seconds", "Time left before this node must stop serving its shards.",
+          static_cast<double>(std::max<std::int64_t>(0, left)) / 1000.0);
+  w.counter("roost_mesh_renewals_failed_total", "Membership renewals etcd did not answer.",
+            failed_ticks_.load());
+  w.counter("roost_mesh_claims_total", "Shards this node claimed (each a new epoch).", claims_.load());
+  w.counter("roost_mesh_owners_lost_total", "Shard owners this node saw go.", owners_lost_.load());
+  return std::move(w).text();
 }
 
 }  // namespace roost::broker

@@ -139,6 +139,11 @@ TEST_CASE("mesh: shards are homed by rendezvous on first use, owned by their hom
       },
       std::chrono::seconds(8)));
   CHECK(placement(witness, "q0").at("epoch").as_int64() > before);
+  CHECK(eventually(
+      [&] { return witness.http().get("/metrics").body.find("roost_mesh_members 3") != std::string::npos; }));
+  auto metrics = witness.http().get("/metrics").body;
+  CHECK(metrics.find("roost_mesh_etcd_up 1") != std::string::npos);
+  CHECK(metrics.find("roost_mesh_owners_lost_total 0") == std::string::npos);  // it saw q0's owner go
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {

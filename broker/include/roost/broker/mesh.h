@@ -76,6 +76,9 @@ class Mesh {
   const MeshOptions& options() const { return options_; }
   // {"node", "cluster", "etcd": "ok"|"unreachable", "shards", "lease_ttl_ms", "members": [...]}.
   std::string status_json() const;
+  // roost_mesh_* Prometheus lines: members, etcd reachability, owned shards, lease time left,
+  // failed renewals, ownership changes seen.
+  std::string metrics_text() const;
 
   // Placement: a queue is in shard hash(name) mod S, an object in hash(class, name) mod S (FNV-1a,
   // stable across nodes and versions).
@@ -112,6 +115,9 @@ class Mesh {
   std::atomic<std::int64_t> lease_{0};
   std::atomic<std::uint32_t> shards_{0};
   std::atomic<std::int64_t> valid_until_ns_{0};  // steady clock
+  std::atomic<std::uint64_t> failed_ticks_{0};   // renewals (or listings) etcd did not answer
+  std::atomic<std::uint64_t> claims_{0};         // shards this node claimed
+  std::atomic<std::uint64_t> owners_lost_{0};    // owners seen gone
 };
 
 }  // namespace roost::broker
