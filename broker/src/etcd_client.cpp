@@ -109,13 +109,11 @@ struct EtcdClient::Impl {
     for (std::size_t tries = 0; tries < endpoints.size() * 2; ++tries) {
       auto& ep = endpoints[current];
       try {
-        bool fresh = false;
         if (!stream) {
           stream.emplace(io);
           stream->expires_after(timeout);
           asio::ip::tcp::resolver resolver(io);
           stream->connect(resolver.resolve(ep.host, ep.port));
-          fresh = true;
         }
         http::request<http::string_body> req{http::verb::post, path, 11};
         req.set(http::field::host, ep.host + ":" + ep.port);
@@ -129,10 +127,7 @@ struct EtcdClient::Impl {
         http::response<http::string_body> res;
         http::read(*stream, buffer, res);
         if (!res.keep_alive()) stream.reset();
-        if (res.result_int() >= 500 && !fresh) {
-          last_error = "HTTP " + std::to_string(res.result_int());
-        }
-        return std::move(res.body());
+        return std::move(res.body());  // errors are JSON bodies too (parse_object reads them)
       } catch (const std::exception& e) {
         last_error = ep.host + ":" + ep.port + ": " + e.what();
         stream.reset();

@@ -340,7 +340,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   }
 
   void on_register(const json::object& o) {
-    if (registered_) throw ProtocolError("registered already");
+    if (registering_) throw ProtocolError("registered already");
     const auto* list = field(o, "classes");
     const auto* front = field(o, "front");
     bool serves_front = front != nullptr && front->is_bool() && front->get_bool();
@@ -371,17 +371,24 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       names.push_back(name);
       options[name] = std::move(opts);
     }
-    if (auto e = reg_.add_host(shared_from_this(), names, options)) {
-      send(json::object{{"t", "error"}, {"error", error_json(*e)}});
-      close(e->code == ErrorCode::FORBIDDEN ? 4403 : 4400, e->message);
-      return;
-    }
-    registered_ = true;
-    front_ = serves_front;
-    json::array classes;
-    for (auto& n : names) classes.push_back(json::string(n));
-    send(json::object{{"t", "registered"}, {"host", id_}, {"classes", std::move(classes)}});
-    module_logger("actors")->info("remote host {} ({}) serves {} classes", id_, grant_.peer, names.size());
+    registering_ = true;
+    // Adding a class reads its waiting mail from LMDB: on an actor worker, not on the gateway's
+    // io thread that delivered this frame.
+    reg_.rt_.post([self = shared_from_this(), names = std::move(names), options = std::move(options),
+                   serves_front]() mutable {
+      if (auto e = self->reg_.add_host(self, names, options)) {
+        self->send(json::object{{"t", "error"}, {"error", error_json(*e)}});
+        self->close(e->code == ErrorCode::FORBIDDEN ? 4403 : 4400, e->message);
+        return;
+      }
+      self->front_ = serves_front;
+      self->registered_ = true;
+      json::array classes;
+      for (auto& n : names) classes.push_back(json::string(n));
+      self->send(json::object{{"t", "registered"}, {"host", self->id_}, {"classes", std::move(classes)}});
+      module_logger("actors")->info("remote host {} ({}) serves {} classes", self->id_, self->grant_.peer,
+                                    names.size());
+    });
   }
 
   // Requests outside turns: what a host's front code sends (docs/hosts.md, "Requests").
@@ -455,7 +462,8 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   HostGrant grant_;
   std::uint64_t id_;
   std::atomic<bool> alive_{true};
-  bool registered_ = false;  // frames arrive one at a time (the gateway's strand)
+  bool registering_ = false;             // a register frame came (frames arrive one at a time)
+  std::atomic<bool> registered_{false};  // its classes are added (on a worker)
   std::atomic<std::size_t> requests_{0};
   Mutex mu_;
   std::map<std::uint64_t, std::shared_ptr<TurnWait>> turns_ ROOST_GUARDED_BY(mu_);

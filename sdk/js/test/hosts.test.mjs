@@ -367,6 +367,7 @@ test("a host that breaks the protocol is told so and stays connected; frames for
     ws2.onmessage = (e) => frames2.push(JSON.parse(String(e.data)));
     await new Promise((resolve, reject) => { ws2.onopen = resolve; ws2.onerror = reject; });
     ws2.send(JSON.stringify({ t: "register", classes: ["Good"] }));
+    await waitFor(() => frames2.length >= 1, 3000, "registered");  // nothing else before it
     ws2.send(JSON.stringify({ t: "done", turn: 12345 }));
     ws2.send(JSON.stringify({ t: "ping" }));
     await waitFor(() => frames2.length >= 2, 3000, "registered and pong");
