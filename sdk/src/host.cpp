@@ -219,9 +219,9 @@ struct Host::Impl {
     }
     if (first) {  // the first connection: start() throws
       if (first_error.empty()) first_error = why;
+      stopping = true;  // before waking start(), which reads it
       first->set_value();
       first.reset();
-      stopping = true;
       return;
     }
     if (stopping) return;
