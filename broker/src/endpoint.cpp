@@ -3,7 +3,10 @@
 namespace roost::broker {
 
 Endpoint::Impl::Impl(Router& r, EndpointOptions o)
-    : router(r), options(std::move(o)), auth(options.auth_secret), log(module_logger("endpoint")) {
+    : router(r),
+      options(std::move(o)),
+      auth(options.auth_secret),
+      log(module_logger(options.mesh != nullptr ? "mesh" : "endpoint")) {
   outbox = std::make_shared<Outbox>();
   std::random_device rd;
   instance = (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ static_cast<std::uint64_t>(steady_ms());
@@ -311,6 +314,9 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
   }
   s.last_seen = steady_ms();
   std::span<zmq::message_t> payloads(parts.data() + 2, parts.size() - 2);
+  if (options.mesh != nullptr && which != W::HEARTBEAT) {
+    if (auto refused = check_route(env)) return reply_error(identity, id, *refused);
+  }
   switch (which) {
     case W::HEARTBEAT: {
       capnp::MallocMessageBuilder b(32);
@@ -342,13 +348,10 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::GET_QUEUE: {
       std::string name(view(env.getGetQueue().getName()));
       if (!allowed_queue(s, id, name)) return;
-      auto info = router.get_queue(name);
-      if (!info) return reply_error(identity, id, info.error());
-      capnp::MallocMessageBuilder b(512);
-      auto out = b.initRoot<proto::Envelope>();
-      out.setId(id);
-      wire::to_wire(out.initQueue(), *info);
-      return reply(identity, b);
+      return router.get_queue_async(
+          name, answer<QueueInfo>(s, id, [](proto::Envelope::Builder out, const QueueInfo& info) {
+            wire::to_wire(out.initQueue(), info);
+          }));
     }
     case W::LIST_QUEUES: {
       auto all = router.list_queues();
@@ -370,6 +373,44 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
   }
 }
 
+std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
+  using W = proto::Envelope::Which;
+  const auto shards = options.mesh->shards();
+  std::uint32_t shard = 0;
+  auto of_queue = [&](capnp::Text::Reader q) { shard = Mesh::shard_of_queue(view(q), shards); };
+  switch (env.which()) {
+    case W::ENQUEUE: of_queue(env.getEnqueue().getQueue()); break;
+    case W::PULL: of_queue(env.getPull().getQueue()); break;
+    case W::ACK: of_queue(env.getAck().getQueue()); break;
+    case W::EXTEND: of_queue(env.getExtend().getQueue()); break;
+    case W::PUT_QUEUE: of_queue(env.getPutQueue().getName()); break;
+    case W::DELETE_QUEUE: of_queue(env.getDeleteQueue().getName()); break;
+    case W::GET_QUEUE: of_queue(env.getGetQueue().getName()); break;
+    case W::OBJECT_SEND:
+      shard = Mesh::shard_of_object(view(env.getObjectSend().getClass()), view(env.getObjectSend().getName()),
+                                    shards);
+      break;
+    case W::OBJECT_CALL:
+      shard = Mesh::shard_of_object(view(env.getObjectCall().getClass()), view(env.getObjectCall().getName()),
+                                    shards);
+      break;
+    default: return Error{ErrorCode::INVALID_ARGUMENT, "not a request a mesh socket serves"};
+  }
+  if (!env.hasRoute())
+    return Error{ErrorCode::INVALID_ARGUMENT, "a request on a mesh socket carries its route"};
+  auto route = env.getRoute();
+  if (shards == 0 || route.getShard() != shard) {
+    return Error{ErrorCode::OWNER_UNAVAILABLE, "the route names shard " + std::to_string(route.getShard()) +
+                                                   ", the request is in shard " + std::to_string(shard)};
+  }
+  if (!options.mesh->serves(shard, route.getEpoch())) {
+    route_refused.fetch_add(1, std::memory_order_relaxed);
+    return Error{ErrorCode::OWNER_UNAVAILABLE, "this node does not own shard " + std::to_string(shard) +
+                                                   " under epoch " + std::to_string(route.getEpoch())};
+  }
+  return std::nullopt;
+}
+
 void Endpoint::Impl::on_hello(const std::string& identity, zmq::message_t& first, std::uint64_t id,
                               proto::Hello::Reader hello) {
   if (hello.getProtocolVersion() != proto::PROTOCOL_VERSION) {
@@ -389,6 +430,10 @@ void Endpoint::Impl::on_hello(const std::string& identity, zmq::message_t& first
     }
   }
   auto who = auth.authenticate(view(hello.getToken()), remote);
+  if (who && options.mesh != nullptr && !who->mesh) {
+    who = std::unexpected(
+        Error{ErrorCode::FORBIDDEN, "this is a mesh socket: only peer nodes (the mesh grant)"});
+  }
   if (!who) {
     log->info("hello refused from {}: {}", remote.to_string(), who.error().message);
     return reply_error(identity, id, who.error());
@@ -545,14 +590,14 @@ void Endpoint::start() {
     d.monitor.connect(address);
   }
   d.thread = std::thread([&d] {
-    roost::name_this_thread("roost-endpoint");
+    roost::name_this_thread(d.options.mesh != nullptr ? "roost-mesh-sock" : "roost-endpoint");
     try {
       d.run();
     } catch (const std::exception& e) {
       d.log->critical("endpoint thread failed: {}", e.what());
     }
   });
-  d.log->info("endpoint listening on {}{}", d.bound,
+  d.log->info("{} listening on {}{}", d.options.mesh != nullptr ? "mesh socket" : "endpoint", d.bound,
               d.options.curve_secret_key.empty() ? "" : " (CURVE encryption)");
 }
 
@@ -591,6 +636,16 @@ std::size_t Endpoint::sessions() const { return impl_->session_count.load(); }
 std::string Endpoint::metrics_text() const {
   const auto& d = *impl_;
   MetricsWriter w;
+  if (d.options.mesh != nullptr) {
+    w.gauge("roost_mesh_peer_sessions", "Peer nodes with a session on this node's mesh socket.",
+            std::uint64_t{d.session_count.load()});
+    w.counter("roost_mesh_requests_received_total", "Requests peers forwarded to this node.",
+              d.requests.load());
+    w.counter("roost_mesh_route_refused_total",
+              "Forwarded requests refused: this node does not own their shard under their epoch.",
+              d.route_refused.load());
+    return std::move(w).text();
+  }
   w.gauge("roost_endpoint_sessions", "Native protocol clients with a session.",
           std::uint64_t{d.session_count.load()});
   w.counter("roost_endpoint_requests_total", "Native protocol requests received.", d.requests.load());

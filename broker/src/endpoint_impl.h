@@ -5,6 +5,7 @@
 #pragma once
 
 #include <roost/broker/endpoint.h>
+#include <roost/broker/mesh.h>
 
 #include <roost/core/auth.h>
 #include <roost/core/log.h>
@@ -245,6 +246,7 @@ struct Endpoint::Impl {
   std::atomic<std::uint64_t> sessions_disconnected{0};
   std::atomic<std::uint64_t> rebound_refused{0};
   std::atomic<std::uint64_t> handshake_failures{0};
+  std::atomic<std::uint64_t> route_refused{0};  // (mesh socket) requests for a shard not owned here
   std::int64_t last_handshake_log = -10'000;
   zmq::socket_t monitor;  // connection events of `sock`: accepted / disconnected, with the fd
   bool trim_due = false;
@@ -386,6 +388,10 @@ struct Endpoint::Impl {
   void hello_required(const std::string& identity, std::uint64_t id, std::string_view why);
 
   void dispatch(const std::string& identity, std::vector<zmq::message_t>& parts, proto::Envelope::Reader env);
+
+  // (mesh socket) Whether a peer's request may be served here: its route names the shard of what it
+  // asks for, and this node owns that shard under that epoch now.
+  std::optional<Error> check_route(proto::Envelope::Reader env);
 
   void on_hello(const std::string& identity, zmq::message_t& first, std::uint64_t id,
                 proto::Hello::Reader hello);

@@ -53,15 +53,28 @@ void Endpoint::Impl::on_consume(Session& s, std::uint64_t id, proto::Consume::Re
     return reply_error(s.identity, id, ErrorCode::CONFLICT, "stream id already in use");
   }
   if (!stream_room(s, id)) return;
-  auto info = router.get_queue(queue);
-  if (!info) return reply_error(s.identity, id, info.error());
   Consumer c;
   c.queue = queue;
   c.window = req.getMaxInFlight() == 0 ? kDefaultWindow : req.getMaxInFlight();
   c.visibility_ms = req.getVisibilityTimeoutMs();
+  // The queue must exist (in a mesh, its owner says so): the stream is held meanwhile, so the id
+  // stays taken.
+  c.pulling = true;
   s.consumers.emplace(id, std::move(c));
-  reply_ok(s.identity, id);
-  pump(s, id);
+  router.get_queue_async(queue, [this, identity = s.identity, serial = s.serial, id](Result<QueueInfo> info) {
+    later(identity, serial, [this, identity, id, info = std::move(info)](Session* cur) {
+      if (cur == nullptr) return;
+      auto it = cur->consumers.find(id);
+      if (it == cur->consumers.end()) return;  // cancelled meanwhile
+      it->second.pulling = false;
+      if (!info) {
+        cur->consumers.erase(it);
+        return reply_error(identity, id, info.error());
+      }
+      reply_ok(identity, id);
+      pump(*cur, id);
+    });
+  });
 }
 
 void Endpoint::Impl::on_cancel(Session& s, std::uint64_t id, std::uint64_t stream) {

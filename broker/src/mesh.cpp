@@ -122,6 +122,12 @@ bool Mesh::tick() {
   valid_until_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
                         (sent + options_.lease_ttl - kFenceMargin).time_since_epoch())
                         .count();
+  if (!list_members(etcd)) return false;
+  return claim(etcd);
+}
+
+bool Mesh::list_members(EtcdClient& etcd) {
+  const std::string prefix = "/" + options_.cluster + "/";
   auto listed = etcd.list(prefix + "members/");
   if (!listed) return false;
   std::vector<MeshMember> members;
@@ -146,7 +152,7 @@ bool Mesh::tick() {
     MutexLock lock(mu_);
     members_ = std::move(members);
   }
-  return claim(etcd);
+  return true;
 }
 
 namespace {
@@ -203,24 +209,22 @@ bool Mesh::claim(EtcdClient& etcd) {
     p.shard = n;
     if (rest.substr(slash + 1) == "home") p.home = kv.value;
     if (rest.substr(slash + 1) == "owner") {
+      if (kv.value == options_.node_name && kv.lease != lease_.load()) {
+        // A claim of this node's previous life (killed, restarted within the TTL): its lease will
+        // run out, but serving under it would reuse an epoch across two processes. Drop it and
+        // claim anew (a higher epoch), so that peers holding the old one are refused and refresh.
+        if (!etcd.delete_if(kv.key, kv.create_revision)) return false;
+        module_logger("mesh")->info("shard {}: dropped the claim of this node's previous run (epoch {})", n,
+                                    kv.create_revision);
+        continue;
+      }
       p.owner = kv.value;
       p.epoch = kv.create_revision;
     }
   }
-  auto lease = lease_.load();
   for (auto& [n, p] : table) {
-    if (p.home != options_.node_name || !p.owner.empty() || lease == 0) continue;
-    auto c = etcd.create(prefix + std::to_string(n) + "/owner", options_.node_name, lease);
-    if (!c) return false;
-    if (c->created) {
-      p.owner = options_.node_name;
-      p.epoch = c->revision;
-      claims_.fetch_add(1, std::memory_order_relaxed);
-      module_logger("mesh")->info("shard {}: owned by {} from epoch {}", n, p.owner, p.epoch);
-    } else if (c->existing) {
-      p.owner = c->existing->value;
-      p.epoch = c->existing->create_revision;
-    }
+    if (p.home != options_.node_name || !p.owner.empty()) continue;
+    if (!claim_one(etcd, p)) return false;
   }
   MutexLock lock(mu_);
   for (auto& [n, p] : shards_table_) {
@@ -236,17 +240,38 @@ bool Mesh::claim(EtcdClient& etcd) {
   return true;
 }
 
-Result<ShardPlacement> Mesh::resolve(std::uint32_t shard) {
+bool Mesh::claim_one(EtcdClient& etcd, ShardPlacement& p) {
+  auto lease = lease_.load();
+  if (lease == 0) return true;
+  auto c = etcd.create("/" + options_.cluster + "/shards/" + std::to_string(p.shard) + "/owner",
+                       options_.node_name, lease);
+  if (!c) return false;
+  if (c->created) {
+    p.owner = options_.node_name;
+    p.epoch = c->revision;
+    claims_.fetch_add(1, std::memory_order_relaxed);
+    module_logger("mesh")->info("shard {}: owned by {} from epoch {}", p.shard, p.owner, p.epoch);
+  } else if (c->existing) {
+    p.owner = c->existing->value;
+    p.epoch = c->existing->create_revision;
+  }
+  return true;
+}
+
+Result<ShardPlacement> Mesh::resolve(std::uint32_t shard, bool refresh) {
   ShardPlacement p;
   p.shard = shard;
   {
     MutexLock lock(mu_);
     if (auto it = shards_table_.find(shard); it != shards_table_.end() && !it->second.home.empty()) {
-      if (!it->second.owner.empty()) return it->second;
-      p.home = it->second.home;  // known home, no owner as last listed: ask etcd for the owner now
+      if (!it->second.owner.empty() && !refresh) return it->second;
+      p.home = it->second.home;  // known home (it never moves by itself): ask etcd for the owner now
     }
   }
   EtcdClient etcd(options_.etcd, options_.lease_ttl / 2);
+  // A refresh reads the members too: the owner may have come back since the last listing.
+  if (refresh && !list_members(etcd))
+    return std::unexpected(Error{ErrorCode::UNAVAILABLE, "etcd did not answer"});
   if (p.home.empty()) {
     auto members = this->members();
     if (members.empty())
@@ -258,15 +283,41 @@ Result<ShardPlacement> Mesh::resolve(std::uint32_t shard) {
     p.home = c->created ? winner : (c->existing ? c->existing->value : std::string());
     if (c->created) module_logger("mesh")->info("shard {}: homed on {}", shard, p.home);
   }
-  if (auto owner = etcd.get("/" + options_.cluster + "/shards/" + std::to_string(shard) + "/owner");
-      owner && *owner) {
+  if (auto owner = etcd.get("/" + options_.cluster + "/shards/" + std::to_string(shard) + "/owner"); !owner) {
+    return std::unexpected(owner.error());
+  } else if (*owner && ((*owner)->value != options_.node_name || (*owner)->lease == lease_.load())) {
     p.owner = (*owner)->value;
     p.epoch = (*owner)->create_revision;
+  } else if (*owner) {
+    // This node's previous run holds it: the next listing drops that claim and claims anew.
+  } else if (p.home == options_.node_name && !claim_one(etcd, p)) {
+    return std::unexpected(Error{ErrorCode::UNAVAILABLE, "etcd did not answer the claim"});
   }
   MutexLock lock(mu_);
   auto& slot = shards_table_[shard];
-  if (slot.home.empty() || slot.owner.empty()) slot = p;
+  if (refresh || slot.home.empty() || slot.owner.empty()) slot = p;
   return slot;
+}
+
+void Mesh::resolve_async(std::uint32_t shard, bool refresh, Callback<ShardPlacement> done) {
+  if (!requests_) return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the mesh is not started"}));
+  boost::asio::post(*requests_, [this, shard, refresh, done = std::move(done)]() mutable {
+    done(resolve(shard, refresh));
+  });
+}
+
+std::optional<ShardPlacement> Mesh::cached(std::uint32_t shard) const {
+  MutexLock lock(mu_);
+  auto it = shards_table_.find(shard);
+  if (it == shards_table_.end() || it->second.home.empty()) return std::nullopt;
+  return it->second;
+}
+
+bool Mesh::serves(std::uint32_t shard, std::int64_t epoch) const {
+  if (std::chrono::steady_clock::now() >= lease_valid_until()) return false;  // fenced
+  MutexLock lock(mu_);
+  auto it = shards_table_.find(shard);
+  return it != shards_table_.end() && it->second.owner == options_.node_name && it->second.epoch == epoch;
 }
 
 Result<std::string> Mesh::placement_json(const std::string& kind, const std::string& name) {

@@ -1,6 +1,7 @@
 #include "roost/broker/node.h"
 
 #include <roost/broker/mesh.h>
+#include <roost/broker/mesh_router.h>
 #include <roost/broker/remote_hosts.h>
 
 #include <roost/actor_plugin.h>
@@ -69,8 +70,12 @@ struct Node::Impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::optional<asio::steady_timer> channel_sweep;  // forgets idle channels
   std::unique_ptr<LocalRouter> router;
+  std::unique_ptr<MeshRouter> mesh_router;  // with mesh_etcd: what the front ends use
   std::unique_ptr<gateway::Server> server;
   std::unique_ptr<Endpoint> endpoint;
+  std::unique_ptr<Endpoint> mesh_endpoint;  // the mesh socket: requests peers forward here
+  // The Router the front ends (gateway, native endpoint) call.
+  Router& front() { return mesh_router ? static_cast<Router&>(*mesh_router) : *router; }
   std::vector<std::thread> threads;
   bool started = false;
   bool stopped = false;
@@ -116,6 +121,11 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.hosts = std::make_unique<RemoteHosts>(*d.actors, *d.router, d.io, hopts);
   d.router->set_hosts(d.hosts.get());
   d.router->attach();
+  if (!d.config.mesh_etcd.empty()) {
+    MeshRouterOptions mopts;
+    mopts.auth_secret = d.config.auth_secret;
+    d.mesh_router = std::make_unique<MeshRouter>(*d.router, d.io, mopts);
+  }
   gateway::ServerOptions sopts;
   sopts.listen = d.config.http_listen;
   sopts.max_request_bytes = d.config.max_request_bytes;
@@ -137,7 +147,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     module_logger("gateway")->warn(
         "no auth_secret configured: only unauthenticated clients on loopback are accepted");
   }
-  d.server = std::make_unique<gateway::Server>(d.io, *d.router, sopts);
+  d.server = std::make_unique<gateway::Server>(d.io, d.front(), sopts);
   if (d.config.endpoint != "off") {
     EndpointOptions eopts;
     eopts.bind = d.config.endpoint;
@@ -147,9 +157,15 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     eopts.max_message_bytes = d.config.max_message_bytes;
     eopts.max_subscriptions = d.config.max_subscriptions_per_connection;
     eopts.version = ROOST_NODE_VERSION;
-    d.endpoint = std::make_unique<Endpoint>(*d.router, eopts);
-    d.router->set_extra_metrics([ep = d.endpoint.get()] { return ep->metrics_text(); });
+    d.endpoint = std::make_unique<Endpoint>(d.front(), eopts);
   }
+  d.router->set_extra_metrics([&d] {
+    std::string out;
+    if (d.endpoint) out += d.endpoint->metrics_text();
+    if (d.mesh_endpoint) out += d.mesh_endpoint->metrics_text();
+    if (d.mesh_router) out += d.mesh_router->forward_metrics();
+    return out;
+  });
   log->info("data in {} (durability {}, map {} MiB{})", std::filesystem::absolute(d.config.data_dir).string(),
             d.config.durability, d.env->map_bytes() >> 20,
             d.config.max_storage_bytes
@@ -255,13 +271,26 @@ void Node::start() {
       gethostname(host, sizeof host - 1);
       mo.node_name = host;
     }
-    mo.mesh_advertise = d.config.mesh_advertise.empty() ? d.config.mesh_listen : d.config.mesh_advertise;
     mo.http_advertise = "http://" + ep.address().to_string() + ":" + std::to_string(ep.port());
     mo.native_advertise = d.endpoint ? d.endpoint->bound() : "";
     mo.shards = static_cast<std::uint32_t>(d.config.mesh_shards);
     mo.lease_ttl = std::chrono::milliseconds(d.config.mesh_lease_ttl_ms);
     d.mesh = std::make_unique<Mesh>(std::move(mo));
+    // The mesh socket serves what peers forward, straight from this node's stores (a request that
+    // reached its owner never hops again).
+    EndpointOptions meo;
+    meo.bind = d.config.mesh_listen;
+    meo.auth_secret = d.config.auth_secret;
+    meo.heartbeat_ms = static_cast<std::uint32_t>(d.config.heartbeat_ms);
+    meo.max_message_bytes = d.config.max_message_bytes;
+    meo.version = ROOST_NODE_VERSION;
+    meo.mesh = d.mesh.get();
+    d.mesh_endpoint = std::make_unique<Endpoint>(*d.router, meo);
+    d.mesh_endpoint->start();
+    d.mesh->set_mesh_advertise(d.config.mesh_advertise.empty() ? d.mesh_endpoint->bound()
+                                                               : d.config.mesh_advertise);
     d.router->set_mesh(d.mesh.get());
+    d.mesh_router->set_mesh(d.mesh.get());
     d.mesh->start();
   }
 }
@@ -293,8 +322,10 @@ void Node::stop() {
               d.server->requests_in_flight());
     d.server->stop();
     if (d.endpoint) d.endpoint->stop();
-    if (d.mesh) d.mesh->stop();  // leaves the mesh: the member key goes with the lease
-    d.hosts->stop();             // turns waiting on a host fail, so the workers can finish
+    if (d.mesh_endpoint) d.mesh_endpoint->stop();
+    if (d.mesh_router) d.mesh_router->stop();  // what waits on a peer fails now
+    if (d.mesh) d.mesh->stop();                // leaves the mesh: the member key goes with the lease
+    d.hosts->stop();                           // turns waiting on a host fail, so the workers can finish
     d.actors->stop();
     d.router->shutdown();
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(d.config.shutdown_grace_ms);
@@ -321,9 +352,12 @@ void Node::stop() {
   d.server.reset();
   d.router->set_extra_metrics(nullptr);
   d.endpoint.reset();
+  d.mesh_endpoint.reset();
   d.router->set_actors(nullptr);
   d.router->set_hosts(nullptr);
   d.router->set_mesh(nullptr);
+  if (d.mesh_router) d.mesh_router->set_mesh(nullptr);
+  d.mesh_router.reset();
   d.mesh.reset();
   d.router.reset();
   d.actors.reset();

@@ -44,6 +44,7 @@ enum ErrorCode {
   connectRejected @23;   # the object's on_connect refused the WebSocket
   noReply @24;           # an object call's handler returned without replying
   callCycle @25;         # an object called, within its turn, an object already waiting in that call chain
+  ownerUnavailable @26;  # (mesh) the shard's owner is gone, or a forwarded request's epoch is stale
 }
 
 enum ContentType {
@@ -106,6 +107,17 @@ struct Envelope {
     # ---- appended in protocol version 1 ----------------------------------------------------
     publishBatch @36 :PublishBatch; # client → node: many publishes, payloads packed in one frame
   }
+
+  # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
+  # A request forwarded to a shard's owner says which shard (of the queue or object it names) and
+  # which ownership epoch the sender believes in; the owner serves it only while it owns that
+  # shard under that epoch, else answers ownerUnavailable (the sender refreshes and retries once).
+  route @37 :Route;
+}
+
+struct Route {
+  shard @0 :UInt32;
+  epoch @1 :Int64;                 # the owner claim's creation revision in etcd
 }
 
 struct Hello {

@@ -138,6 +138,7 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     }
     Principal p;
     p.unrestricted = true;
+    p.mesh = true;
     return p;
   }
   if (token.empty()) return std::unexpected(unauthorized("a bearer token is required"));
@@ -185,6 +186,11 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     out.queues = string_list(grants, "queues");
     out.objects = string_list(grants, "objects");
     out.host = string_list(grants, "host");
+    // A peer node (it checked its own client's grants before forwarding).
+    if (auto m = grants.find("mesh"); m != grants.end() && m->value() == true) {
+      out.mesh = true;
+      out.unrestricted = true;
+    }
   }
   return out;
 }

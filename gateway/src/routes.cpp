@@ -97,11 +97,10 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
                                 answer<QueueInfo>(std::move(reply), v, http::status::ok,
                                                   [](const QueueInfo& q) { return encode_queue(q); }));
       }
-      case http::verb::get: {
-        auto info = router.get_queue(name);
-        if (!info) return fail(reply, info.error(), v);
-        return respond_now(reply, make(http::status::ok, v, encode_queue(*info)));
-      }
+      case http::verb::get:
+        return router.get_queue_async(name,
+                                      answer<QueueInfo>(std::move(reply), v, http::status::ok,
+                                                        [](const QueueInfo& q) { return encode_queue(q); }));
       case http::verb::delete_:
         return router.delete_queue(name, answer<bool>(std::move(reply), v, http::status::ok, [](bool) {
                                      return std::string(R"({"deleted":true})");

@@ -1,4 +1,4 @@
-#include "client_core.h"
+#include "client_codec.h"
 
 namespace roost {
 
@@ -34,6 +34,22 @@ void Delivery::extend(std::chrono::milliseconds visibility) const {
 
 // ---- Client --------------------------------------------------------------------------------------
 
+void start_core(const std::shared_ptr<ClientCore>& core, const char* io_name) {
+  core->dispatch = std::thread([c = core.get()] {
+    roost::name_this_thread("roost-dispatch");
+    c->dispatch_loop();
+  });
+  core->io = std::thread([c = core.get(), io_name] {
+    roost::name_this_thread(io_name);
+    try {
+      c->run();
+    } catch (const std::exception& e) {
+      // A bad address (zmq refuses it) or a ZeroMQ failure: the client is unusable.
+      c->fail_fatally(e.what());
+    }
+  });
+}
+
 Client::Client(std::shared_ptr<ClientCore> core) : core_(std::move(core)) {}
 Client::~Client() { close(); }
 
@@ -43,19 +59,7 @@ Result<std::shared_ptr<Client>> Client::connect(ClientOptions options) {
   }
   auto core = std::make_shared<ClientCore>(std::move(options));
   auto first = core->connected_once.get_future();
-  core->dispatch = std::thread([c = core.get()] {
-    roost::name_this_thread("roost-dispatch");
-    c->dispatch_loop();
-  });
-  core->io = std::thread([c = core.get()] {
-    roost::name_this_thread("roost-client-io");
-    try {
-      c->run();
-    } catch (const std::exception& e) {
-      // A bad address (zmq refuses it) or a ZeroMQ failure: the client is unusable.
-      c->fail_fatally(e.what());
-    }
-  });
+  start_core(core, "roost-client-io");
   std::shared_ptr<Client> client(new Client(core));
   auto status = first.wait_for(core->options.connect_timeout + std::chrono::milliseconds(500));
   if (status != std::future_status::ready) {
@@ -70,37 +74,7 @@ void Client::close() { core_->close(); }
 bool Client::connected() const { return core_->ready.load(); }
 std::uint64_t Client::reconnects() const { return core_->reconnect_count.load(); }
 
-namespace {
-std::vector<zmq::message_t> payloads_of(const std::vector<NewMessage>& msgs) {
-  std::vector<zmq::message_t> out;
-  out.reserve(msgs.size());
-  for (const auto& m : msgs) out.emplace_back(m.body.data(), m.body.size());
-  return out;
-}
-void build_enqueue(proto::Envelope::Builder env, const std::string& queue,
-                   const std::vector<NewMessage>& msgs) {
-  auto e = env.initEnqueue();
-  e.setQueue(text(queue));
-  auto list = e.initMessages(static_cast<unsigned>(msgs.size()));
-  for (unsigned i = 0; i < msgs.size(); ++i) {
-    list[i].setContentType(wire::to_wire(msgs[i].content_type));
-    list[i].setDelayMs(msgs[i].delay_ms);
-    if (!msgs[i].id.empty()) list[i].setId(text(msgs[i].id));
-    if (!msgs[i].key.empty()) list[i].setKey(text(msgs[i].key));
-  }
-}
-std::vector<std::string> decode_ids(Reply& r) {
-  std::vector<std::string> ids;
-  for (auto id : r.env.getEnqueued().getIds()) ids.emplace_back(view(id));
-  return ids;
-}
-AckResult decode_acked(Reply& r) {
-  auto a = r.env.getAcked();
-  AckResult out{a.getAcked(), a.getRetried(), {}};
-  for (auto u : a.getUnknown()) out.unknown.emplace_back(view(u));
-  return out;
-}
-}  // namespace
+using namespace codec;
 
 Result<std::vector<std::string>> Client::enqueue(const std::string& queue, std::vector<NewMessage> messages) {
   auto payloads = payloads_of(messages);
@@ -121,25 +95,9 @@ Result<std::vector<LeasedMessage>> Client::pull(const std::string& queue, PullOp
                                                 std::chrono::milliseconds wait) {
   return core_->call<std::vector<LeasedMessage>>(
       [&](proto::Envelope::Builder env) {
-        auto p = env.initPull();
-        p.setQueue(text(queue));
-        p.setBatchSize(options.batch_size);
-        if (options.visibility_timeout_ms) p.setVisibilityTimeoutMs(*options.visibility_timeout_ms);
-        p.setWaitMs(static_cast<std::uint64_t>(wait.count()));
+        build_pull(env, queue, options, static_cast<std::uint64_t>(wait.count()));
       },
-      [](Reply& r) {
-        std::vector<LeasedMessage> out;
-        auto list = r.env.getMessages().getMessages();
-        for (unsigned i = 0; i < list.size() && i < r.payloads.size(); ++i) {
-          auto m = list[i];
-          out.push_back(LeasedMessage{std::string(view(m.getId())), std::string(view(m.getLeaseId())),
-                                      std::string(frame_view(r.payloads[i])),
-                                      wire::from_wire(m.getContentType()), m.getAttempts(),
-                                      m.getTimestampMs(), std::string(view(m.getKey()))});
-        }
-        return out;
-      },
-      {}, core_->options.request_timeout + wait);
+      decode_messages, {}, core_->options.request_timeout + wait);
 }
 
 Result<AckResult> Client::ack(const std::string& queue, std::vector<std::string> acks,
@@ -158,17 +116,9 @@ Result<ExtendResult> Client::extend(const std::string& queue, std::vector<std::s
                                     std::chrono::milliseconds visibility) {
   return core_->call<ExtendResult>(
       [&](proto::Envelope::Builder env) {
-        auto e = env.initExtend();
-        e.setQueue(text(queue));
-        wire::set_texts(e.initLeaseIds(static_cast<unsigned>(leases.size())), leases);
-        e.setVisibilityTimeoutMs(static_cast<std::uint64_t>(visibility.count()));
+        build_extend(env, queue, leases, static_cast<std::uint64_t>(visibility.count()));
       },
-      [](Reply& r) {
-        auto e = r.env.getExtended();
-        ExtendResult out{e.getExtended(), {}};
-        for (auto u : e.getUnknown()) out.unknown.emplace_back(view(u));
-        return out;
-      });
+      decode_extended);
 }
 
 Result<std::unique_ptr<Stream>> Client::consume(const std::string& queue,
@@ -182,18 +132,9 @@ Result<std::unique_ptr<Stream>> Client::consume(const std::string& queue,
   return core_->open(std::move(s));
 }
 
-namespace {
-QueueInfo decode_queue(Reply& r) { return wire::from_wire(r.env.getQueue()); }
-}  // namespace
-
 Result<QueueInfo> Client::put_queue(const std::string& name, const QueueConfigPatch& patch) {
-  return core_->call<QueueInfo>(
-      [&](proto::Envelope::Builder env) {
-        auto p = env.initPutQueue();
-        p.setName(text(name));
-        wire::to_wire(p.initConfig(), patch);
-      },
-      decode_queue);
+  return core_->call<QueueInfo>([&](proto::Envelope::Builder env) { build_put_queue(env, name, patch); },
+                                decode_queue);
 }
 
 Result<void> Client::delete_queue(const std::string& name) {
@@ -240,41 +181,18 @@ Result<std::uint64_t> Client::tell(const std::string& object_class, const std::s
 
 void Client::tell_async(const std::string& object_class, const std::string& name, std::string data,
                         ContentType type, Callback<std::uint64_t> done) {
-  std::vector<zmq::message_t> payloads;
-  payloads.emplace_back(data.data(), data.size());
   core_->async<std::uint64_t>(
-      [&](proto::Envelope::Builder env) {
-        auto t = env.initObjectSend();
-        t.setClass(text(object_class));
-        t.setName(text(name));
-        t.setContentType(wire::to_wire(type));
-      },
-      [](Reply& r) { return r.env.getCount(); }, std::move(payloads), std::move(done));
+      [&](proto::Envelope::Builder env) { build_object_send(env, object_class, name, type); }, decode_count,
+      one_payload(data), std::move(done));
 }
 
 Result<ObjectReply> Client::call(const std::string& object_class, const std::string& name, std::string data,
                                  std::chrono::milliseconds timeout, ContentType type) {
-  std::vector<zmq::message_t> payloads;
-  payloads.emplace_back(data.data(), data.size());
-  // The node answers call_timeout itself; the request's own deadline is a little longer.
-  auto wait = (timeout.count() > 0 ? timeout : std::chrono::milliseconds(10'000)) + std::chrono::seconds(2);
   return core_->call<ObjectReply>(
       [&](proto::Envelope::Builder env) {
-        auto c = env.initObjectCall();
-        c.setClass(text(object_class));
-        c.setName(text(name));
-        c.setTimeoutMs(static_cast<std::uint64_t>(timeout.count()));
-        c.setContentType(wire::to_wire(type));
+        build_object_call(env, object_class, name, static_cast<std::uint64_t>(timeout.count()), type);
       },
-      [](Reply& r) {
-        if (!r.env.isObjectReply() || r.payloads.size() != 1) {
-          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                              kj::str("objectReply without its payload"));
-        }
-        return ObjectReply{std::string(static_cast<const char*>(r.payloads[0].data()), r.payloads[0].size()),
-                           wire::from_wire(r.env.getObjectReply().getContentType())};
-      },
-      std::move(payloads), std::max(wait, core_->options.request_timeout));
+      decode_object_reply, one_payload(data), call_deadline(timeout, core_->options.request_timeout));
 }
 
 void Client::publish(std::string_view channel, std::string_view data, ContentType type) {

@@ -338,4 +338,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   void settle(std::string queue, std::vector<std::string> acks, std::vector<RetryRequest> retries);
 };
 
+// Starts a core's I/O and dispatch threads (it connects in the background).
+void start_core(const std::shared_ptr<ClientCore>& core, const char* io_name);
+
 }  // namespace roost

@@ -7,6 +7,12 @@
 #include <set>
 #include <thread>
 
+#include <roost/client/client.h>
+#include <roost/client/peer.h>
+#include <roost/core/auth.h>
+
+#include <future>
+
 #include "../support/etcd_process.h"
 #include "../support/eventually.h"
 #include "http_fixture.h"
@@ -24,9 +30,11 @@ std::vector<std::string> member_names(Server& s) {
 }
 
 std::vector<std::string> mesh_args(const EtcdProcess& etcd, const std::string& name,
-                                   const std::string& shards = "64") {
-  return {"--mesh-etcd",         etcd.url(), "--mesh-cluster", "test", "--node-name", name,
-          "--mesh-lease-ttl-ms", "2000",     "--mesh-shards",  shards};
+                                   const std::string& shards = "64", const std::string& ttl_ms = "2000",
+                                   const std::string& listen = "tcp://127.0.0.1:*") {
+  return {"--mesh-etcd",   etcd.url(),       "--mesh-cluster",      "test", "--node-name",   name,
+          "--mesh-shards", shards,           "--mesh-lease-ttl-ms", ttl_ms, "--mesh-listen", listen,
+          "--actors",      ROOST_TEST_ACTORS};
 }
 
 TEST_CASE("mesh: nodes join through etcd, leave with their lease, and rejoin", "[integration][mesh]") {
@@ -80,18 +88,27 @@ TEST_CASE("mesh: etcd out of reach is reported, and the node rejoins when it is 
   // Fenced once its last renewal's TTL (minus the margin) is over: it may own nothing then.
   CHECK(eventually([&] { return body_json(a.http().get("/v1/mesh")).at("lease_valid_ms") == 0; },
                    std::chrono::seconds(3)));
-  // Queues keep working on the node itself meanwhile.
-  CHECK(a.send("local", R"({"body":1})").status == 201);
+  // Fenced, it serves none of its shards: it cannot know it still owns them.
+  auto refused = a.send("local", R"({"body":1})");
+  CHECK(refused.status == 503);
   etcd.start();
   REQUIRE(eventually([&] { return body_json(a.http().get("/healthz")).at("status") == "ok"; },
                      std::chrono::seconds(10)));
   REQUIRE(eventually([&] { return member_names(a) == std::vector<std::string>{"a"}; }));
+  CHECK(eventually([&] { return a.send("local", R"({"body":2})").status == 201; }));
 }
 
-json::value placement(Server& s, const std::string& queue) {
-  auto r = s.http().get("/v1/mesh?queue=" + queue);
+json::value placement(Server& s, const std::string& queue, const std::string& kind = "queue") {
+  auto r = s.http().get("/v1/mesh?" + kind + "=" + queue);
   REQUIRE(r.status == 200);
   return body_json(r);
+}
+
+std::uint64_t metric(Server& s, const std::string& name) {
+  auto body = s.http().get("/metrics").body;
+  auto at = body.find("\n" + name + " ");
+  if (at == std::string::npos) return 0;
+  return std::stoull(body.substr(at + name.size() + 2));
 }
 
 TEST_CASE("mesh: shards are homed by rendezvous on first use, owned by their home, and fenced by its lease",
@@ -144,6 +161,253 @@ TEST_CASE("mesh: shards are homed by rendezvous on first use, owned by their hom
   auto metrics = witness.http().get("/metrics").body;
   CHECK(metrics.find("roost_mesh_etcd_up 1") != std::string::npos);
   CHECK(metrics.find("roost_mesh_owners_lost_total 0") == std::string::npos);  // it saw q0's owner go
+}
+
+TEST_CASE("mesh: any node serves any queue and object — requests go to the shard's owner",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  std::map<std::string, std::unique_ptr<Server>> nodes;
+  for (const char* n : {"a", "b", "c"}) nodes[n] = std::make_unique<Server>(mesh_args(etcd, n));
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  REQUIRE(eventually([&] { return member_names(a).size() == 3 && member_names(c).size() == 3; }));
+
+  // Twelve queues created through a, fed through b, drained through c, acknowledged through a.
+  constexpr int kQueues = 12, kEach = 5;
+  std::set<std::string> homes;
+  for (int i = 0; i < kQueues; ++i) {
+    auto q = "work" + std::to_string(i);
+    auto r = a.put_queue(q, R"({"visibility_timeout_ms":60000})");
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+    homes.insert(std::string(placement(a, q).at("home").as_string()));
+  }
+  REQUIRE(homes.size() >= 2);  // some requests had to cross the mesh
+  for (int i = 0; i < kQueues; ++i) {
+    for (int k = 0; k < kEach; ++k) {
+      auto r = b.send("work" + std::to_string(i),
+                      json::serialize(json::object{{"body", json::object{{"q", i}, {"k", k}}}}));
+      INFO(r.body);
+      REQUIRE(r.status == 201);
+    }
+  }
+  std::set<std::pair<int, int>> seen;
+  for (int i = 0; i < kQueues; ++i) {
+    auto q = "work" + std::to_string(i);
+    auto got = c.pull_messages(q, R"({"batch_size":100})");
+    CHECK(got.size() == kEach);
+    for (const auto& m : got) {
+      auto inserted = seen.insert({static_cast<int>(m.at("body").at("q").as_int64()),
+                                   static_cast<int>(m.at("body").at("k").as_int64())});
+      CHECK(inserted.second);  // no duplicate
+      CHECK(m.at("body").at("q").as_int64() == i);
+    }
+    a.ack_leases(q, got);
+    // Every node tells the same story about the queue: its owner's.
+    for (auto* n : {&a, &b, &c}) {
+      auto st = n->stats(q);
+      CHECK(st.at("acked") == kEach);
+      CHECK(st.at("messages") == 0);
+    }
+  }
+  CHECK(seen.size() == kQueues * kEach);  // no loss
+  CHECK(metric(b, "roost_mesh_forwarded_total") > 0);
+  CHECK(metric(a, "roost_mesh_requests_received_total") + metric(b, "roost_mesh_requests_received_total") +
+            metric(c, "roost_mesh_requests_received_total") >
+        0);
+
+  // A long poll through a node that does not own the queue answers when a message arrives
+  // through a third node.
+  std::string far;  // a queue c does not own
+  for (int i = 0; far.empty(); ++i) {
+    auto q = "far" + std::to_string(i);
+    if (placement(c, q).at("home").as_string() != "c") far = q;
+  }
+  REQUIRE(a.put_queue(far).status == 200);
+  auto poll = std::async(std::launch::async, [&] {
+    client::HttpClient h(c.proc().url());
+    return h.post("/v1/queues/" + far + "/messages/pull", R"({"wait_ms":8000})");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(b.send(far, R"({"body":"late"})").status == 201);
+  auto answered = poll.get();
+  INFO(answered.body);
+  REQUIRE(answered.status == 200);
+  auto msgs = body_json(answered).at("messages");
+  REQUIRE(msgs.as_array().size() == 1);
+  CHECK(msgs.at(0).at("body") == "late");
+
+  // Objects: tells through every node reach the one object on its owner, in one mailbox.
+  std::string obj;
+  for (int i = 0; obj.empty(); ++i) {
+    auto name = "o" + std::to_string(i);
+    if (placement(a, "counter/" + name, "object").at("home").as_string() != "a") obj = name;
+  }
+  for (auto* n : {&a, &b, &c}) {
+    auto r = n->http().post("/v1/objects/counter/" + obj + "/messages", "{}");
+    INFO(r.body);
+    CHECK(r.status == 202);
+  }
+  auto called = a.http().post("/v1/objects/counter/" + obj + "/call", "{}");
+  INFO(called.body);
+  REQUIRE(called.status == 200);
+  CHECK(body_json(called).at("n") == 3);
+  // The native protocol forwards too.
+  auto client = Client::connect({.url = b.proc().endpoint()});
+  REQUIRE(client);
+  auto seq = (*client)->tell("counter", obj, "{}");
+  REQUIRE(seq);
+  auto reply = (*client)->call("counter", obj, "{}");
+  REQUIRE(reply);
+  CHECK(json::parse(reply->data).at("n") == 4);
+  auto info = (*client)->get_queue(far);
+  REQUIRE(info);
+  CHECK(info->stats.enqueued == 1);
+}
+
+TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shards it owns under their epoch",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  auto args = [&](const char* n) {
+    auto v = mesh_args(etcd, n);
+    v.insert(v.end(), {"--auth-secret", "s3cret"});
+    return v;
+  };
+  Server a(args("a")), b(args("b"));
+  std::string mesh_of_a;
+  // (the mesh view needs the operator grant)
+  a.http().set_header("Authorization",
+                      "Bearer " + sign_jwt("s3cret", R"({"roost":{"queues":[">"],"objects":[">"]}})"));
+  REQUIRE(eventually([&] {
+    auto r = a.http().get("/v1/mesh");
+    if (r.status != 200) return false;
+    auto body = body_json(r);
+    if (body.at("members").as_array().size() != 2) return false;
+    for (const auto& m : body.at("members").as_array())
+      if (m.at("name") == "a") mesh_of_a = std::string(m.at("mesh").as_string());
+    return true;
+  }));
+  // An application's token may not use it.
+  auto user = Client::connect(
+      {.url = mesh_of_a, .token = sign_jwt("s3cret", R"({"roost":{"queues":[">"],"publish":[">"]}})")});
+  REQUIRE_FALSE(user);
+  CHECK(user.error().code == ErrorCode::FORBIDDEN);
+  const auto peer_token = sign_jwt("s3cret", R"({"roost":{"mesh":true}})");
+  // A peer's request without its route is refused, as is anything but queues and objects.
+  auto bare = Client::connect({.url = mesh_of_a, .token = peer_token});
+  REQUIRE(bare);
+  auto unrouted = (*bare)->enqueue("x", {NewMessage{.body = "{}"}});
+  REQUIRE_FALSE(unrouted);
+  CHECK(unrouted.error().code == ErrorCode::INVALID_ARGUMENT);
+  auto published = (*bare)->publish_sync("news", "{}");
+  REQUIRE_FALSE(published);
+  CHECK(published.error().code == ErrorCode::INVALID_ARGUMENT);
+
+  // Find a queue owned by a and one owned by b, with their epochs (through a's HTTP API).
+  auto where = [&](const std::string& q) {
+    json::value p;
+    REQUIRE(eventually([&] {
+      auto r = a.http().get("/v1/mesh?queue=" + q);
+      if (r.status != 200) return false;
+      p = body_json(r);
+      return p.at("owner").is_string();
+    }));
+    return p;
+  };
+  std::string mine, theirs;
+  json::value pm, pt;
+  for (int i = 0; mine.empty() || theirs.empty(); ++i) {
+    auto q = "r" + std::to_string(i);
+    auto p = where(q);
+    if (p.at("owner") == "a" && mine.empty()) mine = q, pm = p;
+    if (p.at("owner") == "b" && theirs.empty()) theirs = q, pt = p;
+  }
+  auto route_of = [](const json::value& p) {
+    return Route{static_cast<std::uint32_t>(p.at("shard").as_int64()), p.at("epoch").as_int64()};
+  };
+  PeerLink link({.url = mesh_of_a, .token = peer_token});
+  auto enqueue = [&](const std::string& q, Route r) {
+    std::promise<Result<std::vector<std::string>>> done;
+    link.enqueue(r, q, {NewMessage{.body = R"({"x":1})"}},
+                 [&](Result<std::vector<std::string>> got) { done.set_value(std::move(got)); });
+    return done.get_future().get();
+  };
+  auto ok = enqueue(mine, route_of(pm));
+  INFO((ok ? std::string() : ok.error().message));
+  CHECK(ok);
+  auto stale = route_of(pm);
+  stale.epoch -= 1;
+  auto r1 = enqueue(mine, stale);
+  REQUIRE_FALSE(r1);
+  CHECK(r1.error().code == ErrorCode::OWNER_UNAVAILABLE);
+  auto wrong_shard = route_of(pm);
+  wrong_shard.shard = (wrong_shard.shard + 1) % 64;
+  auto r2 = enqueue(mine, wrong_shard);
+  REQUIRE_FALSE(r2);
+  CHECK(r2.error().code == ErrorCode::OWNER_UNAVAILABLE);
+  auto r3 = enqueue(theirs, route_of(pt));  // a does not own it: it does not pass it on either
+  REQUIRE_FALSE(r3);
+  CHECK(r3.error().code == ErrorCode::OWNER_UNAVAILABLE);
+  CHECK(metric(a, "roost_mesh_route_refused_total") >= 2);  // (/metrics is loopback-open)
+}
+
+TEST_CASE("mesh: a dead owner's shards answer owner_unavailable; back, it serves its data under a new epoch",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  // a renews rarely (its tables of members and owners go stale for 20 s; it starts after b, so it
+  // knows b), b has a fixed mesh port (a's member list keeps its address across b's restart).
+  Server b(mesh_args(etcd, "b", "64", "2000", "tcp://127.0.0.1:" + std::to_string(free_port())));
+  REQUIRE(eventually([&] { return member_names(b).size() == 1; }));
+  Server a(mesh_args(etcd, "a", "64", "60000"));
+  REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }));
+  std::string q;
+  for (int i = 0; q.empty(); ++i) {
+    auto name = "d" + std::to_string(i);
+    if (placement(a, name).at("home") == "b") q = name;
+  }
+  REQUIRE(eventually([&] { return placement(a, q).at("owner") == "b"; }));
+  REQUIRE(a.send(q, R"({"body":"before"})").status == 201);
+  auto epoch = placement(a, q).at("epoch").as_int64();
+
+  // kill -9 and back at once: the new b drops its predecessor's claim and claims the shard under a
+  // new epoch; a still holds the old one, is refused, reads etcd again and retries.
+  b.proc().stop(SIGKILL);
+  b.proc().start();
+  auto refreshed = metric(a, "roost_mesh_refreshed_total");
+  REQUIRE(eventually(
+      [&] {
+        auto r = a.send(q, R"({"body":"after"})");
+        return r.status == 201;
+      },
+      std::chrono::seconds(10)));
+  CHECK(metric(a, "roost_mesh_refreshed_total") > refreshed);
+  CHECK(placement(b, q).at("epoch").as_int64() > epoch);
+
+  // Killed for good: once its lease is over the shard has no owner and says so.
+  b.proc().stop(SIGKILL);
+  REQUIRE(eventually(
+      [&] {
+        auto r = a.send(q, R"({"body":"never"})");
+        return r.status == 503 && body_json(r).at("error").at("code") == "owner_unavailable";
+      },
+      std::chrono::seconds(15)));
+  // Back: its disk still holds what it acknowledged.
+  b.proc().start();
+  std::set<std::string> bodies;
+  REQUIRE(eventually(
+      [&] {
+        auto r = a.pull(q, R"({"batch_size":10})");
+        UNSCOPED_INFO(r.status << " " << r.body);
+        if (r.status != 200) return false;
+        auto body = body_json(r);
+        for (const auto& m : body.at("messages").as_array())
+          bodies.insert(std::string(m.at("body").as_string()));
+        return bodies.size() >= 2;
+      },
+      std::chrono::seconds(10)));
+  CHECK(bodies == std::set<std::string>{"before", "after"});
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {

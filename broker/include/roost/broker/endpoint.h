@@ -19,6 +19,8 @@
 
 namespace roost::broker {
 
+class Mesh;
+
 struct EndpointOptions {
   std::string bind = "tcp://127.0.0.1:7400";  // tcp://HOST:PORT (PORT * = any free) or ipc://PATH
   std::string curve_secret_key;               // Z85 (40 chars): clients must use CURVE with the public key
@@ -37,6 +39,12 @@ struct EndpointOptions {
   std::uint32_t max_heartbeat_ms = 10'000;      // a client may ask for a heartbeat up to this (its
                                                 // session outlives a silent client 3× that)
   std::string version = "0";
+  // Set: this is the node's mesh socket (mesh_listen) and its clients are peer nodes — a token with
+  // the `mesh` grant, or loopback without auth_secret. Only queue and object requests are served,
+  // each carrying a route (shard, epoch): while `mesh` says this node owns that shard under that
+  // epoch, else owner_unavailable. The router it is given must be the node's local one (a request
+  // that reached its owner never hops again).
+  Mesh* mesh = nullptr;
 };
 
 class Endpoint {

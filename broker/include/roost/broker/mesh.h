@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -62,6 +63,8 @@ class Mesh {
   Mesh(const Mesh&) = delete;
   Mesh& operator=(const Mesh&) = delete;
 
+  // The mesh socket's address, once it is bound. REQUIRES: before start().
+  void set_mesh_advertise(std::string address) { options_.mesh_advertise = std::move(address); }
   // Starts the membership thread. It keeps trying while etcd is unreachable (reported by
   // etcd_ok() and the logs), so a node may start before its etcd.
   void start();
@@ -89,7 +92,16 @@ class Mesh {
   static std::string rendezvous(const std::vector<MeshMember>& members, std::uint32_t shard);
   // The shard's placement; a shard used for the first time is homed now (create-if-absent in
   // etcd: the first node to home it wins). Blocks on etcd.
-  Result<ShardPlacement> resolve(std::uint32_t shard);
+  // `refresh`: ask etcd even when the table knows an owner (a forwarded request was refused). A
+  // shard homed here that nobody owns is claimed at once.
+  Result<ShardPlacement> resolve(std::uint32_t shard, bool refresh = false);
+  // The same on the mesh's request thread: `done` is called there.
+  void resolve_async(std::uint32_t shard, bool refresh, Callback<ShardPlacement> done);
+  // The shard's placement as last listed, without a round trip (nullopt: not known here yet).
+  std::optional<ShardPlacement> cached(std::uint32_t shard) const;
+  // Whether this node owns `shard` under `epoch` now (claimed, and its lease valid by the fencing
+  // clock): what a forwarded request needs to be served.
+  bool serves(std::uint32_t shard, std::int64_t epoch) const;
   // {"shard", "home", "owner", "epoch"} as JSON; kind is "queue" or "object" ("class/name").
   Result<std::string> placement_json(const std::string& kind, const std::string& name);
   // The same on the mesh's request thread (it talks to etcd): `done` is called there.
@@ -102,6 +114,10 @@ class Mesh {
   bool tick();  // one renewal (or join) and listing; false when etcd did not answer
   // Claims the owner key of every shard homed here that nobody owns; refreshes the table.
   bool claim(EtcdClient& etcd);
+  // Reads the live members from etcd into the table.
+  bool list_members(EtcdClient& etcd);
+  // Claims the owner key of one shard homed here (`p` gets the owner and epoch that hold).
+  bool claim_one(EtcdClient& etcd, ShardPlacement& p);
 
   MeshOptions options_;
   std::thread thread_;

@@ -2,7 +2,7 @@
 // permissions they carry. Claims: `exp` (seconds since the epoch; required when present to be in
 // the future), `nbf` (when present, not before that second) and `roost:
 // {"publish":[patterns],"subscribe":[patterns],"queues":[patterns], "objects":[patterns],
-// "host":[classes]}`. Patterns use the
+// "host":[classes], "mesh": true}` (`mesh`: a peer node of the mesh; every permission). Patterns use the
 // channel grammar ('*' one token, '>' the rest), also for queue names. Without a configured secret, only
 // loopback clients are accepted, with every permission.
 #pragma once
@@ -26,6 +26,7 @@ struct Principal {
   std::vector<std::string> queues;
   std::vector<std::string> objects;
   std::vector<std::string> host;  // object classes it may serve as a remote host ("*" = any)
+  bool mesh = false;              // a peer node: may use a node's mesh socket
   std::string claims;             // the verified token's payload, as JSON ("" without a token)
 
   bool may_publish(std::string_view channel) const;

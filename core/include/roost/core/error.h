@@ -47,6 +47,7 @@ constexpr std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::CONNECT_REJECTED: return "connect_rejected";
     case ErrorCode::NO_REPLY: return "no_reply";
     case ErrorCode::CALL_CYCLE: return "call_cycle";
+    case ErrorCode::OWNER_UNAVAILABLE: return "owner_unavailable";
   }
   return "internal";
 }
@@ -80,6 +81,7 @@ constexpr unsigned error_http_status(ErrorCode code) {
     case ErrorCode::CONNECT_REJECTED: return 403;
     case ErrorCode::NO_REPLY: return 502;
     case ErrorCode::CALL_CYCLE: return 508;
+    case ErrorCode::OWNER_UNAVAILABLE: return 503;
   }
   return 500;
 }

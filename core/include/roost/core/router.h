@@ -64,7 +64,10 @@ class Router {
 
   virtual void put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) = 0;
   virtual void delete_queue(std::string name, Callback<bool> done) = 0;
+  // What this node knows of a queue now (in a mesh: only a queue whose shard it owns, or a copy).
   virtual Result<QueueInfo> get_queue(const std::string& name) = 0;
+  // The queue as its owner knows it (in a mesh, a round trip to the owner).
+  virtual void get_queue_async(std::string name, Callback<QueueInfo> done) { done(get_queue(name)); }
   virtual std::vector<QueueInfo> list_queues() = 0;
   virtual void enqueue(std::string name, std::vector<NewMessage> messages,
                        Callback<std::vector<std::string>> done) = 0;

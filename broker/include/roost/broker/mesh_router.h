@@ -1,0 +1,144 @@
+// MeshRouter: the Router of a node in a mesh (docs/mesh.md). A queue or object request goes to the
+// LocalRouter when this node owns the shard of what it names (and is not fenced), else over a
+// PeerLink to the shard's owner with the route (shard, epoch) it believes in. An owner that
+// refuses the route (owner_unavailable: stale epoch, fenced, or gone) makes the router refresh the
+// placement from etcd and try once more. A shard with no owner answers owner_unavailable once its
+// home has had a lease period to claim it. Everything else (channels, hosts, status) is the
+// LocalRouter's.
+//
+// Not forwarded yet (answered on this node as on a single node, see docs/mesh.md): channels,
+// WebSockets and HTTP requests to objects, redrive across nodes, the list of queues.
+//
+// Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread,
+// or wherever the LocalRouter runs them.
+#pragma once
+
+#include <roost/broker/local_router.h>
+#include <roost/broker/mesh.h>
+#include <roost/client/peer.h>
+#include <roost/core/thread_annotations.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace roost::broker {
+
+struct MeshRouterOptions {
+  std::string auth_secret;  // signs this node's mesh token (peers check it); empty: loopback peers
+  std::chrono::milliseconds request_timeout{10'000};
+};
+
+class MeshRouter final : public Router {
+ public:
+  MeshRouter(LocalRouter& local, boost::asio::io_context& timers, MeshRouterOptions options);
+  ~MeshRouter() override;
+  MeshRouter(const MeshRouter&) = delete;
+  MeshRouter& operator=(const MeshRouter&) = delete;
+
+  // Set once the mesh has started; until then sharded requests answer unavailable.
+  void set_mesh(Mesh* mesh) { mesh_.store(mesh); }
+  // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
+  void stop();
+  // roost_mesh_forward* Prometheus lines.
+  std::string forward_metrics() const;
+
+  void put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) override;
+  void delete_queue(std::string name, Callback<bool> done) override;
+  Result<QueueInfo> get_queue(const std::string& name) override;
+  void get_queue_async(std::string name, Callback<QueueInfo> done) override;
+  std::vector<QueueInfo> list_queues() override { return local_.list_queues(); }
+  void enqueue(std::string name, std::vector<NewMessage> messages,
+               Callback<std::vector<std::string>> done) override;
+  using Router::pull;
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+            Callback<std::vector<LeasedMessage>> done,
+            std::shared_ptr<const std::atomic<bool>> gone) override;
+  void ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+           Callback<AckResult> done) override;
+  void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
+              Callback<ExtendResult> done) override;
+  void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) override;
+
+  Result<channels::SubscribeResult> subscribe(const std::string& pattern,
+                                              std::shared_ptr<channels::Subscriber> subscriber,
+                                              const std::optional<channels::Since>& since) override {
+    return local_.subscribe(pattern, std::move(subscriber), since);
+  }
+  void unsubscribe(std::uint64_t subscription) override { local_.unsubscribe(subscription); }
+  Result<channels::PublishResult> publish(const std::string& channel, std::string data,
+                                          ContentType content_type = ContentType::kJson) override {
+    return local_.publish(channel, std::move(data), content_type);
+  }
+  Result<std::size_t> publish_many(const std::string& channel,
+                                   std::vector<channels::Payload>& items) override {
+    return local_.publish_many(channel, items);
+  }
+  channels::Presence presence(const std::string& channel) override { return local_.presence(channel); }
+  const channels::NamespaceConfig& channel_namespace(std::string_view channel) override {
+    return local_.channel_namespace(channel);
+  }
+
+  void object_tell(std::string object_class, std::string name, std::string data, ContentType type,
+                   Callback<std::uint64_t> done) override;
+  void object_call(std::string object_class, std::string name, std::string data, ContentType type,
+                   std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
+  void object_fetch(std::string object_class, std::string name, ObjectHttpRequest request,
+                    std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
+  void object_connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
+                      ObjectConnectRequest request, Callback<std::uint64_t> done) override;
+  void object_socket_message(std::uint64_t socket, std::string text) override {
+    local_.object_socket_message(socket, std::move(text));
+  }
+  void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) override {
+    local_.object_socket_closed(socket, code, std::move(reason));
+  }
+  Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override {
+    return local_.object_info(object_class, name);
+  }
+  std::optional<Error> object_check(std::string_view object_class, std::string_view name) override {
+    return local_.object_check(object_class, name);
+  }
+  std::shared_ptr<HostSession> host_connect(std::shared_ptr<HostLink> link, HostGrant grant) override {
+    return local_.host_connect(std::move(link), std::move(grant));
+  }
+  void host_front(ObjectHttpRequest request, Callback<FrontReply> done) override {
+    local_.host_front(std::move(request), std::move(done));
+  }
+  std::optional<std::string> mesh_status() override { return local_.mesh_status(); }
+  void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override {
+    local_.mesh_placement(std::move(kind), std::move(name), std::move(done));
+  }
+  std::string metrics_text() override { return local_.metrics_text(); }
+  std::uint64_t max_message_bytes() const override { return local_.max_message_bytes(); }
+
+ private:
+  template <class T>
+  struct Forward;
+  template <class T>
+  void route(std::uint32_t shard, std::shared_ptr<Forward<T>> f);
+  template <class T>
+  void go(std::shared_ptr<Forward<T>> f, Result<ShardPlacement> placement);
+  // Answers `done` here when this node owns the shard of (class, name); the error otherwise.
+  std::optional<Error> owned_here(std::uint32_t shard);
+  std::shared_ptr<PeerLink> link_to(const std::string& node);
+  std::uint32_t queue_shard(std::string_view queue) const;
+  std::uint32_t object_shard(std::string_view object_class, std::string_view name) const;
+
+  LocalRouter& local_;
+  boost::asio::io_context& timers_;
+  MeshRouterOptions options_;
+  std::string token_;
+  std::atomic<Mesh*> mesh_{nullptr};
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<PeerLink>> links_ ROOST_GUARDED_BY(mu_);  // by member name
+  bool stopped_ ROOST_GUARDED_BY(mu_) = false;
+  std::atomic<std::uint64_t> forwarded_{0};
+  std::atomic<std::uint64_t> refreshed_{0};
+  std::atomic<std::uint64_t> no_owner_{0};
+};
+
+}  // namespace roost::broker

@@ -1,0 +1,339 @@
+#include "roost/broker/mesh_router.h"
+
+#include <roost/broker/mesh.h>
+#include <roost/core/auth.h>
+#include <roost/core/log.h>
+#include <roost/core/metrics.h>
+
+#include <boost/asio/steady_timer.hpp>
+
+namespace roost::broker {
+
+namespace asio = boost::asio;
+
+namespace {
+constexpr auto kNoOwnerPoll = std::chrono::milliseconds(100);
+
+Error owner_unavailable(std::string why) { return Error{ErrorCode::OWNER_UNAVAILABLE, std::move(why)}; }
+}  // namespace
+
+// One request on its way to its shard's owner: how to serve it here, how to send it there, and
+// whom to answer (once).
+template <class T>
+struct MeshRouter::Forward {
+  std::uint32_t shard = 0;
+  std::function<void(Callback<T>)> local;
+  std::function<void(const std::shared_ptr<PeerLink>&, Route, Callback<T>)> remote;
+  Callback<T> done;
+  bool refreshed = false;                            // the placement was read again from etcd once
+  std::chrono::steady_clock::time_point wait_owner;  // until when a shard without owner is waited for
+};
+
+MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterOptions options)
+    : local_(local), timers_(timers), options_(std::move(options)) {
+  // Peers check this token like any other; the `mesh` grant opens their mesh socket to it. It
+  // stays in this process and the peers' (which share the secret anyway).
+  if (!options_.auth_secret.empty()) token_ = sign_jwt(options_.auth_secret, R"({"roost":{"mesh":true}})");
+}
+
+MeshRouter::~MeshRouter() { stop(); }
+
+void MeshRouter::stop() {
+  std::map<std::string, std::shared_ptr<PeerLink>> links;
+  {
+    MutexLock lock(mu_);
+    stopped_ = true;
+    links.swap(links_);
+  }
+  for (auto& [name, link] : links) link->close();
+}
+
+std::uint32_t MeshRouter::queue_shard(std::string_view queue) const {
+  Mesh* m = mesh_.load();
+  return m == nullptr ? 0 : Mesh::shard_of_queue(queue, m->shards());
+}
+
+std::uint32_t MeshRouter::object_shard(std::string_view object_class, std::string_view name) const {
+  Mesh* m = mesh_.load();
+  return m == nullptr ? 0 : Mesh::shard_of_object(object_class, name, m->shards());
+}
+
+std::shared_ptr<PeerLink> MeshRouter::link_to(const std::string& node) {
+  Mesh* m = mesh_.load();
+  if (m == nullptr) return nullptr;
+  std::string address;
+  for (const auto& member : m->members()) {
+    if (member.name == node) address = member.mesh;
+  }
+  if (address.empty()) return nullptr;
+  MutexLock lock(mu_);
+  if (stopped_) return nullptr;
+  auto& link = links_[node];
+  if (!link || link->url() != address) {  // new, or the node came back elsewhere
+    ClientOptions o;
+    o.url = address;
+    o.token = token_;
+    o.name = "roost-mesh/" + m->options().node_name;
+    o.request_timeout = options_.request_timeout;
+    o.connect_timeout = std::chrono::milliseconds(2000);
+    if (link) link->close();
+    link = std::make_shared<PeerLink>(std::move(o));
+    module_logger("mesh")->info("link to {} at {}", node, address);
+  }
+  return link;
+}
+
+template <class T>
+void MeshRouter::route(std::uint32_t shard, std::shared_ptr<Forward<T>> f) {
+  f->shard = shard;
+  Mesh* m = mesh_.load();
+  if (m == nullptr || m->shards() == 0)
+    return f->done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"}));
+  if (auto p = m->cached(shard); p && !p->owner.empty()) return go(std::move(f), *p);
+  m->resolve_async(shard, false,
+                   [this, f](Result<ShardPlacement> p) mutable { go(std::move(f), std::move(p)); });
+}
+
+template <class T>
+void MeshRouter::go(std::shared_ptr<Forward<T>> f, Result<ShardPlacement> placement) {
+  Mesh* m = mesh_.load();
+  if (m == nullptr)
+    return f->done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the node is leaving the mesh"}));
+  if (!placement) return f->done(std::unexpected(placement.error()));
+  const auto& p = *placement;
+  auto refresh = [this, m, f] {
+    f->refreshed = true;
+    refreshed_.fetch_add(1, std::memory_order_relaxed);
+    m->resolve_async(f->shard, true,
+                     [this, f](Result<ShardPlacement> again) mutable { go(std::move(f), std::move(again)); });
+  };
+  if (p.owner.empty()) {
+    // A shard homed a moment ago (or whose home just came back) is claimed by its home within a
+    // lease period; a home that is not a live member will not claim it.
+    bool home_live = false;
+    for (const auto& member : m->members()) home_live = home_live || member.name == p.home;
+    auto now = std::chrono::steady_clock::now();
+    if (f->wait_owner == std::chrono::steady_clock::time_point{})
+      f->wait_owner = now + m->options().lease_ttl;
+    if (home_live && now < f->wait_owner) {
+      auto timer = std::make_shared<asio::steady_timer>(timers_, kNoOwnerPoll);
+      timer->async_wait([this, m, f, timer](boost::system::error_code) mutable {
+        m->resolve_async(f->shard, true, [this, f](Result<ShardPlacement> again) mutable {
+          go(std::move(f), std::move(again));
+        });
+      });
+      return;
+    }
+    no_owner_.fetch_add(1, std::memory_order_relaxed);
+    return f->done(
+        std::unexpected(owner_unavailable("shard " + std::to_string(p.shard) + " has no owner: its home " +
+                                          p.home + (home_live ? " has not claimed it" : " is down"))));
+  }
+  if (p.owner == m->options().node_name) {
+    if (m->serves(p.shard, p.epoch)) return f->local(std::move(f->done));
+    if (!f->refreshed) return refresh();
+    return f->done(std::unexpected(owner_unavailable("this node owns shard " + std::to_string(p.shard) +
+                                                     " but cannot renew its lease now (fenced)")));
+  }
+  auto link = link_to(p.owner);
+  if (!link) {
+    if (!f->refreshed) return refresh();
+    return f->done(std::unexpected(owner_unavailable("the owner of shard " + std::to_string(p.shard) + ", " +
+                                                     p.owner + ", is not a live member")));
+  }
+  forwarded_.fetch_add(1, std::memory_order_relaxed);
+  f->remote(link, Route{p.shard, p.epoch}, [f, refresh](Result<T> r) mutable {
+    if (!r && r.error().code == ErrorCode::OWNER_UNAVAILABLE && !f->refreshed) return refresh();
+    f->done(std::move(r));
+  });
+}
+
+// ---- queues --------------------------------------------------------------------------------------
+
+void MeshRouter::put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) {
+  auto f = std::make_shared<Forward<QueueInfo>>();
+  f->local = [this, name, patch](Callback<QueueInfo> d) { local_.put_queue(name, patch, std::move(d)); };
+  f->remote = [name, patch](const std::shared_ptr<PeerLink>& l, Route r, Callback<QueueInfo> d) {
+    l->put_queue(r, name, patch, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::delete_queue(std::string name, Callback<bool> done) {
+  auto f = std::make_shared<Forward<bool>>();
+  f->local = [this, name](Callback<bool> d) { local_.delete_queue(name, std::move(d)); };
+  f->remote = [name](const std::shared_ptr<PeerLink>& l, Route r, Callback<bool> d) {
+    l->delete_queue(r, name, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+std::optional<Error> MeshRouter::owned_here(std::uint32_t shard) {
+  Mesh* m = mesh_.load();
+  if (m == nullptr) return Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"};
+  auto p = m->cached(shard);
+  if (p && p->owner == m->options().node_name && m->serves(shard, p->epoch)) return std::nullopt;
+  return owner_unavailable("shard " + std::to_string(shard) + " is served by " +
+                           (p && !p->owner.empty() ? p->owner : std::string("no node now")));
+}
+
+Result<QueueInfo> MeshRouter::get_queue(const std::string& name) {
+  if (auto e = owned_here(queue_shard(name))) return std::unexpected(*e);
+  return local_.get_queue(name);
+}
+
+void MeshRouter::get_queue_async(std::string name, Callback<QueueInfo> done) {
+  auto f = std::make_shared<Forward<QueueInfo>>();
+  f->local = [this, name](Callback<QueueInfo> d) { d(local_.get_queue(name)); };
+  f->remote = [name](const std::shared_ptr<PeerLink>& l, Route r, Callback<QueueInfo> d) {
+    l->get_queue(r, name, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::enqueue(std::string name, std::vector<NewMessage> messages,
+                         Callback<std::vector<std::string>> done) {
+  auto f = std::make_shared<Forward<std::vector<std::string>>>();
+  auto shared = std::make_shared<const std::vector<NewMessage>>(std::move(messages));
+  f->local = [this, name, shared](Callback<std::vector<std::string>> d) {
+    local_.enqueue(name, *shared, std::move(d));
+  };
+  f->remote = [name, shared](const std::shared_ptr<PeerLink>& l, Route r,
+                             Callback<std::vector<std::string>> d) {
+    l->enqueue(r, name, *shared, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+                      Callback<std::vector<LeasedMessage>> done,
+                      std::shared_ptr<const std::atomic<bool>> gone) {
+  auto f = std::make_shared<Forward<std::vector<LeasedMessage>>>();
+  f->local = [this, name, options, wait_ms, gone](Callback<std::vector<LeasedMessage>> d) {
+    local_.pull(name, options, wait_ms, std::move(d), gone);
+  };
+  f->remote = [name, options, wait_ms, gone](const std::shared_ptr<PeerLink>& l, Route r,
+                                             Callback<std::vector<LeasedMessage>> d) {
+    // A long poll the client gave up on may still lease messages on the owner: they go back at once.
+    l->pull(r, name, options, wait_ms,
+            [l, r, name, gone, d = std::move(d)](Result<std::vector<LeasedMessage>> got) mutable {
+              if (got && !got->empty() && gone && gone->load()) {
+                std::vector<RetryRequest> back;
+                for (const auto& m : *got) back.push_back(RetryRequest{m.lease_id, 0});
+                l->ack(r, name, {}, back, [](Result<AckResult>) {});
+                return d(std::vector<LeasedMessage>{});
+              }
+              d(std::move(got));
+            });
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
+                     Callback<AckResult> done) {
+  auto f = std::make_shared<Forward<AckResult>>();
+  f->local = [this, name, acks, retries](Callback<AckResult> d) {
+    local_.ack(name, acks, retries, std::move(d));
+  };
+  f->remote = [name, acks, retries](const std::shared_ptr<PeerLink>& l, Route r, Callback<AckResult> d) {
+    l->ack(r, name, acks, retries, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::extend(std::string name, std::vector<std::string> leases,
+                        std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) {
+  auto f = std::make_shared<Forward<ExtendResult>>();
+  f->local = [this, name, leases, visibility_timeout_ms](Callback<ExtendResult> d) {
+    local_.extend(name, leases, visibility_timeout_ms, std::move(d));
+  };
+  f->remote = [name, leases, visibility_timeout_ms](const std::shared_ptr<PeerLink>& l, Route r,
+                                                    Callback<ExtendResult> d) {
+    l->extend(r, name, leases, visibility_timeout_ms, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {
+  for (const auto& q : {from, to}) {
+    if (auto e = owned_here(queue_shard(q))) {
+      return done(std::unexpected(Error{e->code, "redrive runs on the node that owns both queues (" +
+                                                     e->message + "); across nodes it is not built yet"}));
+    }
+  }
+  local_.redrive(std::move(from), std::move(to), max, std::move(done));
+}
+
+// ---- objects -------------------------------------------------------------------------------------
+
+void MeshRouter::object_tell(std::string object_class, std::string name, std::string data, ContentType type,
+                             Callback<std::uint64_t> done) {
+  auto f = std::make_shared<Forward<std::uint64_t>>();
+  auto body = std::make_shared<const std::string>(std::move(data));
+  f->local = [this, object_class, name, body, type](Callback<std::uint64_t> d) {
+    local_.object_tell(object_class, name, *body, type, std::move(d));
+  };
+  f->remote = [object_class, name, body, type](const std::shared_ptr<PeerLink>& l, Route r,
+                                               Callback<std::uint64_t> d) {
+    l->tell(r, object_class, name, *body, type, std::move(d));
+  };
+  f->done = std::move(done);
+  route(object_shard(object_class, name), std::move(f));
+}
+
+void MeshRouter::object_call(std::string object_class, std::string name, std::string data, ContentType type,
+                             std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  auto f = std::make_shared<Forward<ObjectReply>>();
+  auto body = std::make_shared<const std::string>(std::move(data));
+  f->local = [this, object_class, name, body, type, timeout_ms](Callback<ObjectReply> d) {
+    local_.object_call(object_class, name, *body, type, timeout_ms, std::move(d));
+  };
+  f->remote = [object_class, name, body, type, timeout_ms](const std::shared_ptr<PeerLink>& l, Route r,
+                                                           Callback<ObjectReply> d) {
+    l->call(r, object_class, name, *body, type, timeout_ms, std::move(d));
+  };
+  f->done = std::move(done);
+  route(object_shard(object_class, name), std::move(f));
+}
+
+void MeshRouter::object_fetch(std::string object_class, std::string name, ObjectHttpRequest request,
+                              std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  if (auto e = owned_here(object_shard(object_class, name))) {
+    return done(std::unexpected(Error{e->code, "HTTP requests to an object are served on its owner node (" +
+                                                   e->message + "); forwarding them is not built yet"}));
+  }
+  local_.object_fetch(std::move(object_class), std::move(name), std::move(request), timeout_ms,
+                      std::move(done));
+}
+
+void MeshRouter::object_connect(std::string object_class, std::string name,
+                                std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
+                                Callback<std::uint64_t> done) {
+  if (auto e = owned_here(object_shard(object_class, name))) {
+    return done(std::unexpected(Error{e->code, "WebSockets to an object are served on its owner node (" +
+                                                   e->message + "); forwarding them is not built yet"}));
+  }
+  local_.object_connect(std::move(object_class), std::move(name), std::move(socket), std::move(request),
+                        std::move(done));
+}
+
+std::string MeshRouter::forward_metrics() const {
+  MetricsWriter w;
+  w.counter("roost_mesh_forwarded_total", "Requests this node forwarded to the owner of their shard.",
+            forwarded_.load());
+  w.counter("roost_mesh_refreshed_total",
+            "Forwarded requests whose owner refused the route, sent again after reading etcd.",
+            refreshed_.load());
+  w.counter("roost_mesh_no_owner_total", "Requests answered owner_unavailable: their shard had no owner.",
+            no_owner_.load());
+  return std::move(w).text();
+}
+
+}  // namespace roost::broker

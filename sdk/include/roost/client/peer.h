@@ -1,0 +1,59 @@
+// PeerLink: a node's link to another node of the mesh (docs/mesh.md) — used by the broker, not by
+// applications. It is the C++ client's connection (hello with a mesh token, heartbeats, reconnects
+// with backoff, requests waiting while it is down) with asynchronous requests that carry a Route:
+// the shard of the queue or object they name and the owner epoch the sender believes in. The peer
+// serves them only while it owns that shard under that epoch (owner_unavailable otherwise).
+//
+// Thread-safety: every method may be called from any thread; callbacks run on the link's I/O
+// thread (post anything long elsewhere).
+#pragma once
+
+#include <roost/client/client.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace roost {
+
+struct Route {
+  std::uint32_t shard = 0;
+  std::int64_t epoch = 0;
+};
+
+class PeerLink {
+ public:
+  // Starts connecting in the background; requests made meanwhile wait (up to their timeout).
+  explicit PeerLink(ClientOptions options);
+  ~PeerLink();
+  PeerLink(const PeerLink&) = delete;
+  PeerLink& operator=(const PeerLink&) = delete;
+
+  void enqueue(Route route, const std::string& queue, const std::vector<NewMessage>& messages,
+               Callback<std::vector<std::string>> done);
+  void pull(Route route, const std::string& queue, const PullOptions& options, std::uint64_t wait_ms,
+            Callback<std::vector<LeasedMessage>> done);
+  void ack(Route route, const std::string& queue, const std::vector<std::string>& acks,
+           const std::vector<RetryRequest>& retries, Callback<AckResult> done);
+  void extend(Route route, const std::string& queue, const std::vector<std::string>& leases,
+              std::uint64_t visibility_ms, Callback<ExtendResult> done);
+  void put_queue(Route route, const std::string& name, const QueueConfigPatch& patch,
+                 Callback<QueueInfo> done);
+  void delete_queue(Route route, const std::string& name, Callback<bool> done);
+  void get_queue(Route route, const std::string& name, Callback<QueueInfo> done);
+  void tell(Route route, const std::string& object_class, const std::string& name, std::string_view data,
+            ContentType type, Callback<std::uint64_t> done);
+  void call(Route route, const std::string& object_class, const std::string& name, std::string_view data,
+            ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done);
+
+  bool connected() const;
+  const std::string& url() const;
+  // Fails what waits (unavailable) and joins the link's threads.
+  void close();
+
+ private:
+  std::shared_ptr<struct ClientCore> core_;
+};
+
+}  // namespace roost

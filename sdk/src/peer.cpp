@@ -1,0 +1,118 @@
+#include "roost/client/peer.h"
+
+#include "client_codec.h"
+
+namespace roost {
+
+using namespace codec;
+
+namespace {
+void set_route(proto::Envelope::Builder env, Route r) {
+  auto out = env.initRoute();
+  out.setShard(r.shard);
+  out.setEpoch(r.epoch);
+}
+}  // namespace
+
+PeerLink::PeerLink(ClientOptions options) : core_(std::make_shared<ClientCore>(std::move(options))) {
+  start_core(core_, "roost-peer-io");
+}
+
+PeerLink::~PeerLink() { close(); }
+
+void PeerLink::close() { core_->close(); }
+bool PeerLink::connected() const { return core_->ready.load(); }
+const std::string& PeerLink::url() const { return core_->options.url; }
+
+void PeerLink::enqueue(Route route, const std::string& queue, const std::vector<NewMessage>& messages,
+                       Callback<std::vector<std::string>> done) {
+  core_->async<std::vector<std::string>>(
+      [&](proto::Envelope::Builder env) {
+        build_enqueue(env, queue, messages);
+        set_route(env, route);
+      },
+      decode_ids, payloads_of(messages), std::move(done));
+}
+
+void PeerLink::pull(Route route, const std::string& queue, const PullOptions& options, std::uint64_t wait_ms,
+                    Callback<std::vector<LeasedMessage>> done) {
+  core_->async<std::vector<LeasedMessage>>(
+      [&](proto::Envelope::Builder env) {
+        build_pull(env, queue, options, wait_ms);
+        set_route(env, route);
+      },
+      decode_messages, {}, std::move(done),
+      core_->options.request_timeout + std::chrono::milliseconds(wait_ms));
+}
+
+void PeerLink::ack(Route route, const std::string& queue, const std::vector<std::string>& acks,
+                   const std::vector<RetryRequest>& retries, Callback<AckResult> done) {
+  core_->async<AckResult>(
+      [&](proto::Envelope::Builder env) {
+        build_ack(env, queue, acks, retries);
+        set_route(env, route);
+      },
+      decode_acked, {}, std::move(done));
+}
+
+void PeerLink::extend(Route route, const std::string& queue, const std::vector<std::string>& leases,
+                      std::uint64_t visibility_ms, Callback<ExtendResult> done) {
+  core_->async<ExtendResult>(
+      [&](proto::Envelope::Builder env) {
+        build_extend(env, queue, leases, visibility_ms);
+        set_route(env, route);
+      },
+      decode_extended, {}, std::move(done));
+}
+
+void PeerLink::put_queue(Route route, const std::string& name, const QueueConfigPatch& patch,
+                         Callback<QueueInfo> done) {
+  core_->async<QueueInfo>(
+      [&](proto::Envelope::Builder env) {
+        build_put_queue(env, name, patch);
+        set_route(env, route);
+      },
+      decode_queue, {}, std::move(done));
+}
+
+void PeerLink::delete_queue(Route route, const std::string& name, Callback<bool> done) {
+  core_->async<bool>(
+      [&](proto::Envelope::Builder env) {
+        env.initDeleteQueue().setName(text(name));
+        set_route(env, route);
+      },
+      [](Reply&) { return true; }, {}, std::move(done));
+}
+
+void PeerLink::get_queue(Route route, const std::string& name, Callback<QueueInfo> done) {
+  core_->async<QueueInfo>(
+      [&](proto::Envelope::Builder env) {
+        env.initGetQueue().setName(text(name));
+        set_route(env, route);
+      },
+      decode_queue, {}, std::move(done));
+}
+
+void PeerLink::tell(Route route, const std::string& object_class, const std::string& name,
+                    std::string_view data, ContentType type, Callback<std::uint64_t> done) {
+  core_->async<std::uint64_t>(
+      [&](proto::Envelope::Builder env) {
+        build_object_send(env, object_class, name, type);
+        set_route(env, route);
+      },
+      decode_count, one_payload(data), std::move(done));
+}
+
+void PeerLink::call(Route route, const std::string& object_class, const std::string& name,
+                    std::string_view data, ContentType type, std::uint64_t timeout_ms,
+                    Callback<ObjectReply> done) {
+  core_->async<ObjectReply>(
+      [&](proto::Envelope::Builder env) {
+        build_object_call(env, object_class, name, timeout_ms, type);
+        set_route(env, route);
+      },
+      decode_object_reply, one_payload(data), std::move(done),
+      call_deadline(std::chrono::milliseconds(timeout_ms), core_->options.request_timeout));
+}
+
+}  // namespace roost
