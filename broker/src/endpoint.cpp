@@ -394,6 +394,8 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
       shard = Mesh::shard_of_object(view(env.getObjectCall().getClass()), view(env.getObjectCall().getName()),
                                     shards);
       break;
+    case W::SUBSCRIBE:  // a peer's interest in channels (no shard: channels are everywhere)
+    case W::CANCEL: return std::nullopt;
     default: return Error{ErrorCode::INVALID_ARGUMENT, "not a request a mesh socket serves"};
   }
   if (!env.hasRoute())

@@ -275,6 +275,12 @@ void Endpoint::Impl::on_subscribe(Session& s, std::uint64_t id, proto::Subscribe
   sink->limit = ns.buffer_messages;
   sink->limit_bytes = ns.buffer_bytes;
   sink->policy = ns.policy;
+  if (options.mesh != nullptr) {
+    // A peer node's interest: it never sees relayed copies, is not presence, and a slow peer
+    // loses messages (told as `lagged`) rather than its link.
+    sink->peer = true;
+    sink->policy = channels::SlowPolicy::kDrop;
+  }
   auto r = router.subscribe(pattern, sink, since);
   if (!r) return reply_error(s.identity, id, r.error());
   sink->hub_id = r->id;

@@ -134,9 +134,19 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
   std::atomic<std::size_t> pending_bytes{0};
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<bool> closed{false};
+  bool peer = false;  // a peer node's interest (mesh socket): relayed messages are not for it
 
-  void deliver_many(const std::vector<channels::MessagePtr>& ms) override {
+  bool watcher() const override { return peer; }
+
+  void deliver_many(const std::vector<channels::MessagePtr>& all) override {
     if (closed.load(std::memory_order_relaxed)) return;
+    std::vector<channels::MessagePtr> own;
+    if (peer && std::any_of(all.begin(), all.end(), [](const auto& m) { return m->relayed; })) {
+      for (const auto& m : all)
+        if (!m->relayed) own.push_back(m);
+    }
+    const auto& ms = own.empty() ? all : own;
+    if (ms.empty() || (peer && ms[0]->relayed)) return;
     std::size_t have = pending.load(std::memory_order_relaxed);
     std::size_t room = have >= limit ? 0 : limit - have;
     std::size_t take = std::min(room, ms.size());
@@ -161,7 +171,7 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
   }
 
   void deliver(const channels::MessagePtr& m) override {
-    if (closed.load(std::memory_order_relaxed)) return;
+    if (closed.load(std::memory_order_relaxed) || (peer && m->relayed)) return;
     if (pending.load(std::memory_order_relaxed) >= limit ||
         pending_bytes.load(std::memory_order_relaxed) + m->data.size() > limit_bytes) {
       drop(1);

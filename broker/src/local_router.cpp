@@ -109,6 +109,11 @@ Result<channels::PublishResult> LocalRouter::publish(const std::string& channel,
                                                      ContentType content_type) {
   return hub_.publish(channel, std::move(data), content_type);
 }
+Result<channels::PublishResult> LocalRouter::publish_relayed(const std::string& channel, std::string data,
+                                                             ContentType content_type) {
+  return hub_.publish(channel, std::move(data), content_type, true);
+}
+
 channels::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
   return hub_.namespace_of(channel);

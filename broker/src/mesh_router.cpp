@@ -4,6 +4,9 @@
 #include <roost/core/auth.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/thread_name.h>
+
+#include <algorithm>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -29,16 +32,38 @@ struct MeshRouter::Forward {
   std::chrono::steady_clock::time_point wait_owner;  // until when a shard without owner is waited for
 };
 
+// This node's subscriptions on one peer, and what came through them.
+struct MeshRouter::PeerInterest {
+  std::shared_ptr<PeerLink> link;
+  std::map<std::string, std::unique_ptr<Stream>> streams;  // by pattern
+  std::atomic<bool> broken{false};                         // a stream ended on an error: open again
+  // Overlapping patterns ("news.>" and "news.today") bring a message once per stream: the highest
+  // offset relayed per channel (and the channel's epoch there) lets only the first through.
+  Mutex mu;
+  std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> last ROOST_GUARDED_BY(mu);
+};
+
 MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterOptions options)
     : local_(local), timers_(timers), options_(std::move(options)) {
   // Peers check this token like any other; the `mesh` grant opens their mesh socket to it. It
   // stays in this process and the peers' (which share the secret anyway).
   if (!options_.auth_secret.empty()) token_ = sign_jwt(options_.auth_secret, R"({"roost":{"mesh":true}})");
+  interest_thread_ = std::thread([this] {
+    roost::name_this_thread("roost-interest");
+    interest_loop();
+  });
 }
 
 MeshRouter::~MeshRouter() { stop(); }
 
 void MeshRouter::stop() {
+  {
+    MutexLock lock(interest_mu_);
+    interest_stop_ = true;
+    interest_cv_.notify_all();
+  }
+  if (interest_thread_.joinable()) interest_thread_.join();
+  peers_.clear();  // (the thread is gone: its state is ours)
   std::map<std::string, std::shared_ptr<PeerLink>> links;
   {
     MutexLock lock(mu_);
@@ -46,6 +71,123 @@ void MeshRouter::stop() {
     links.swap(links_);
   }
   for (auto& [name, link] : links) link->close();
+}
+
+// ---- channels ------------------------------------------------------------------------------------
+
+Result<channels::SubscribeResult> MeshRouter::subscribe(const std::string& pattern,
+                                                        std::shared_ptr<channels::Subscriber> subscriber,
+                                                        const std::optional<channels::Since>& since) {
+  auto r = local_.subscribe(pattern, std::move(subscriber), since);
+  if (!r) return r;
+  MutexLock lock(interest_mu_);
+  pattern_of_.emplace(r->id, pattern);
+  if (++interest_[pattern] == 1) {
+    interest_changed_ = true;
+    interest_cv_.notify_all();
+  }
+  return r;
+}
+
+void MeshRouter::unsubscribe(std::uint64_t subscription) {
+  local_.unsubscribe(subscription);
+  MutexLock lock(interest_mu_);
+  auto it = pattern_of_.find(subscription);
+  if (it == pattern_of_.end()) return;
+  auto n = interest_.find(it->second);
+  if (n != interest_.end() && --n->second == 0) {
+    interest_.erase(n);
+    interest_changed_ = true;
+    interest_cv_.notify_all();
+  }
+  pattern_of_.erase(it);
+}
+
+void MeshRouter::interest_loop() {
+  for (;;) {
+    {
+      MutexLock lock(interest_mu_);
+      // Membership changes are seen within this period; a new pattern at once.
+      interest_cv_.wait_for(lock.native(), std::chrono::milliseconds(250),
+                            [this]()
+                                ROOST_REQUIRES(interest_mu_) { return interest_stop_ || interest_changed_; });
+      if (interest_stop_) return;
+      interest_changed_ = false;
+    }
+    try {
+      reconcile_interest();
+    } catch (const std::exception& e) {
+      module_logger("mesh")->error("channel interest: {}", e.what());
+    }
+  }
+}
+
+void MeshRouter::reconcile_interest() {
+  Mesh* m = mesh_.load();
+  if (m == nullptr) return;
+  // The patterns to hold on every peer: those of this node's clients, but none another one covers.
+  std::vector<std::string> wanted;
+  {
+    MutexLock lock(interest_mu_);
+    for (const auto& [p, n] : interest_) {
+      bool covered = false;
+      for (const auto& [other, k] : interest_) covered = covered || (other != p && pattern_covers(other, p));
+      if (!covered) wanted.push_back(p);
+    }
+  }
+  std::map<std::string, bool> live;
+  for (const auto& member : m->members()) {
+    if (member.name != m->options().node_name && !member.mesh.empty()) live[member.name] = true;
+  }
+  std::erase_if(peers_, [&](const auto& kv) { return !live.contains(kv.first); });
+  std::uint64_t entries = 0;
+  for (const auto& [name, yes] : live) {
+    auto link = link_to(name);
+    if (!link) continue;
+    auto& peer = peers_[name];
+    if (!peer || peer->link != link || peer->broken.load()) peer = std::make_shared<PeerInterest>();
+    peer->link = link;
+    std::erase_if(peer->streams, [&](const auto& kv) {
+      return std::find(wanted.begin(), wanted.end(), kv.first) == wanted.end();
+    });
+    for (const auto& p : wanted) {
+      if (peer->streams.contains(p)) continue;
+      SubscribeOptions o;
+      std::weak_ptr<PeerInterest> weak = peer;
+      o.on_lag = [this](std::uint64_t dropped) {
+        relay_lagged_.fetch_add(dropped, std::memory_order_relaxed);
+      };
+      o.on_error = [weak, name = name, p](const Error& e) {
+        module_logger("mesh")->warn("interest in {} on {} ended: {}", p, name, e.message);
+        if (auto s = weak.lock()) s->broken = true;
+      };
+      peer->streams.emplace(p, link->subscribe(
+                                   p,
+                                   [this, weak](const ChannelMessage& msg) {
+                                     if (auto s = weak.lock()) relay(*s, msg);
+                                   },
+                                   std::move(o)));
+    }
+    entries += peer->streams.size();
+  }
+  interest_entries_.store(entries, std::memory_order_relaxed);
+}
+
+void MeshRouter::relay(PeerInterest& peer, const ChannelMessage& m) {
+  if (m.kind != ChannelEventKind::kMessage) return;  // presence is each node's own
+  {
+    MutexLock lock(peer.mu);
+    auto& [epoch, offset] = peer.last[m.channel];
+    if (epoch == m.epoch && m.offset <= offset) {
+      relay_duplicates_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    epoch = m.epoch;
+    offset = m.offset;
+    if (peer.last.size() > 100'000) peer.last.clear();  // bounded (a rare duplicate at worst)
+  }
+  relayed_.fetch_add(1, std::memory_order_relaxed);
+  (void)local_.publish_relayed(m.channel, m.data, m.content_type);
 }
 
 std::uint32_t MeshRouter::queue_shard(std::string_view queue) const {
@@ -333,6 +475,15 @@ std::string MeshRouter::forward_metrics() const {
             refreshed_.load());
   w.counter("roost_mesh_no_owner_total", "Requests answered owner_unavailable: their shard had no owner.",
             no_owner_.load());
+  w.counter("roost_mesh_channel_relayed_total",
+            "Channel messages peers sent here for this node's subscribers.", relayed_.load());
+  w.counter("roost_mesh_channel_duplicates_total",
+            "Channel messages that came twice (overlapping patterns) and were relayed once.",
+            relay_duplicates_.load());
+  w.counter("roost_mesh_channel_lagged_total",
+            "Channel messages a peer dropped for this node (its link lagged).", relay_lagged_.load());
+  w.gauge("roost_mesh_interest_entries", "Channel patterns this node holds on its peers (patterns × peers).",
+          interest_entries_.load());
   return std::move(w).text();
 }
 

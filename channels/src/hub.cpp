@@ -136,7 +136,8 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       WriterLock lock(trie_mu_);
       result.id = next_id_++;
       trie_->insert(pattern, result.id, subscriber);
-      subscriptions_.emplace(result.id, Subscription{pattern});
+      subscriptions_.emplace(result.id, Subscription{pattern, subscriber->watcher()});
+      if (subscriber->watcher() && !wildcard) ++exact_watchers_[pattern];
       generation_.fetch_add(1, std::memory_order_release);
     }
   };
@@ -177,7 +178,9 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       }
     }
   }
-  if (namespace_of(pattern).join_leave) announce(MessageKind::kJoin, ch, pattern, subscriber.get());
+  if (namespace_of(pattern).join_leave && !subscriber->watcher()) {
+    announce(MessageKind::kJoin, ch, pattern, subscriber.get());
+  }
   return result;
 }
 
@@ -185,7 +188,7 @@ void Hub::announce(MessageKind kind, Channel& ch, const std::string& channel, co
   std::size_t direct = 0;
   {
     ReaderLock lock(trie_mu_);
-    direct = trie_->count_exact(channel);
+    direct = direct_locked(channel);
   }
   auto subs = match(ch, channel);
   auto event = make_presence(kind, channel, direct, clock_(), subs->size());
@@ -196,23 +199,31 @@ void Hub::announce(MessageKind kind, Channel& ch, const std::string& channel, co
 
 void Hub::unsubscribe(std::uint64_t id) {
   std::string pattern;
+  bool watcher = false;
   {
     WriterLock lock(trie_mu_);
     auto it = subscriptions_.find(id);
     if (it == subscriptions_.end()) return;
     pattern = std::move(it->second.pattern);
+    watcher = it->second.watcher;
     trie_->remove(pattern, id);
     subscriptions_.erase(it);
+    if (watcher && !is_wildcard(pattern)) {
+      if (auto w = exact_watchers_.find(pattern); w != exact_watchers_.end() && --w->second == 0) {
+        exact_watchers_.erase(w);
+      }
+    }
     generation_.fetch_add(1, std::memory_order_release);
   }
-  if (!is_wildcard(pattern) && namespace_of(pattern).join_leave) {
+  if (!watcher && !is_wildcard(pattern) && namespace_of(pattern).join_leave) {
     auto chp = channel(pattern);
     MutexLock lock(chp->mu, std::adopt_lock);
     announce(MessageKind::kLeave, *chp, pattern, nullptr);
   }
 }
 
-Result<PublishResult> Hub::publish(const std::string& name, std::string data, ContentType content_type) {
+Result<PublishResult> Hub::publish(const std::string& name, std::string data, ContentType content_type,
+                                   bool relayed) {
   if (auto e = validate_subject(name)) return std::unexpected(*e);
   const auto& ns = namespace_of(name);
   PublishResult result;
@@ -222,8 +233,8 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data, Co
     MutexLock lock(ch.mu, std::adopt_lock);
     std::int64_t now = ch.last_used_ms;
     auto subs = match(ch, name);
-    auto msg =
-        make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type, subs->size());
+    auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type,
+                            subs->size(), relayed);
     if (ns.history_size > 0) {
       ch.history.push_back(msg);
       ch.trim_history(ns, now);
@@ -270,7 +281,16 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
 Hub::Presence Hub::presence(const std::string& channel) const {
   if (validate_subject(channel)) return {};
   ReaderLock lock(trie_mu_);
-  return Presence{trie_->match(channel).size(), trie_->count_exact(channel)};
+  auto subs = trie_->match(channel);
+  auto clients = static_cast<std::size_t>(
+      std::count_if(subs.begin(), subs.end(), [](const auto& s) { return !s->watcher(); }));
+  return Presence{clients, direct_locked(channel)};
+}
+
+std::size_t Hub::direct_locked(const std::string& channel) const {
+  auto n = trie_->count_exact(channel);
+  auto w = exact_watchers_.find(channel);
+  return w == exact_watchers_.end() ? n : n - std::min(n, w->second);
 }
 
 std::size_t Hub::subscriptions() const {

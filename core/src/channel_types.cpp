@@ -71,8 +71,10 @@ struct PooledAllocator {
 }  // namespace
 
 MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset, std::string epoch,
-                        std::int64_t timestamp_ms, ContentType content_type, std::size_t audience) {
+                        std::int64_t timestamp_ms, ContentType content_type, std::size_t audience,
+                        bool relayed) {
   auto m = std::allocate_shared<Message>(PooledAllocator<Message>());
+  m->relayed = relayed;
   m->channel = std::move(channel);
   m->data = std::move(data);
   m->content_type = content_type;

@@ -332,6 +332,9 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   void close();
 
   Result<std::unique_ptr<Stream>> open(StreamState state);
+  // Opens a stream without waiting for the node's answer (it is opened when connected, and again
+  // after every reconnect); an error ends it through its on_error.
+  std::unique_ptr<Stream> open_detached(StreamState state);
 
   void cancel(std::uint64_t id);
 

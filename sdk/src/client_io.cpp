@@ -340,6 +340,19 @@ void ClientCore::close() {
     dispatch.detach();
 }
 
+std::unique_ptr<Stream> ClientCore::open_detached(StreamState state) {
+  std::uint64_t id = next_id.fetch_add(1);
+  {
+    MutexLock lock(mu);
+    if (!closing) {
+      streams.emplace(id, std::move(state));
+      to_open.push_back(id);  // opened by the I/O thread: now if connected, else after hello
+    }
+  }
+  wake();
+  return std::make_unique<Stream>(weak_from_this(), id);
+}
+
 Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {
   if (std::this_thread::get_id() == io_id) {
     return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "blocking call from a completion callback"});

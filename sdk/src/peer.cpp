@@ -115,4 +115,14 @@ void PeerLink::call(Route route, const std::string& object_class, const std::str
       call_deadline(std::chrono::milliseconds(timeout_ms), core_->options.request_timeout));
 }
 
+std::unique_ptr<Stream> PeerLink::subscribe(const std::string& pattern,
+                                            std::function<void(const ChannelMessage&)> handler,
+                                            SubscribeOptions options) {
+  ClientCore::StreamState s;
+  s.target = pattern;
+  s.on_message = std::move(handler);
+  s.sub = std::move(options);
+  return core_->open_detached(std::move(s));
+}
+
 }  // namespace roost

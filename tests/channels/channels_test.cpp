@@ -373,3 +373,39 @@ TEST_CASE("messages made on one thread and freed on others keep their contents",
   }
   remade.clear();  // freed on the main thread, after the other exited
 }
+
+TEST_CASE("a peer node's interest (a watcher) is not presence and is never announced; relayed copies say so",
+          "[channels]") {
+  struct Peer : Recorder {
+    bool watcher() const override { return true; }
+  };
+  HubOptions o;
+  NamespaceConfig room;
+  room.prefix = "room.";
+  room.join_leave = true;
+  o.namespaces.push_back(room);
+  Hub hub(o, now);
+  auto a = std::make_shared<Recorder>();
+  auto peer = std::make_shared<Peer>(), peer_wild = std::make_shared<Peer>();
+  REQUIRE(hub.subscribe("room.a", a));
+  auto sp = hub.subscribe("room.a", peer);
+  REQUIRE(sp);
+  REQUIRE(hub.subscribe("room.*", peer_wild));
+  // Only the client counts.
+  CHECK(hub.presence("room.a").direct == 1);
+  CHECK(hub.presence("room.a").subscribers == 1);
+  {
+    std::lock_guard lock(a->mu);
+    CHECK(a->got.empty());  // the peer's arrival was not announced
+  }
+  REQUIRE(hub.publish("room.a", "1"));
+  REQUIRE(hub.publish("room.a", "2", roost::ContentType::kJson, /*relayed=*/true));
+  hub.unsubscribe(sp->id);  // nor its departure
+  CHECK(hub.presence("room.a").direct == 1);
+  std::lock_guard lock(a->mu);
+  REQUIRE(a->got.size() == 2);
+  CHECK_FALSE(a->got[0]->relayed);
+  CHECK(a->got[1]->relayed);
+  std::lock_guard lock_peer(peer->mu);
+  CHECK(peer->got.size() == 2);  // (the hub delivers both; a mesh link drops the relayed one)
+}

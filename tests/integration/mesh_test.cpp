@@ -12,6 +12,7 @@
 #include <roost/core/auth.h>
 
 #include <future>
+#include <mutex>
 
 #include "../support/etcd_process.h"
 #include "../support/eventually.h"
@@ -408,6 +409,79 @@ TEST_CASE("mesh: a dead owner's shards answer owner_unavailable; back, it serves
       },
       std::chrono::seconds(10)));
   CHECK(bodies == std::set<std::string>{"before", "after"});
+}
+
+// What one subscriber received: the "i" of each message (probes left out), in order.
+struct Received {
+  std::mutex mu;
+  std::vector<std::int64_t> seq;
+  std::size_t probes = 0;
+  void add(const ChannelMessage& m) {
+    auto v = json::parse(m.data);
+    std::lock_guard lock(mu);
+    if (v.as_object().contains("probe")) {
+      ++probes;
+    } else {
+      seq.push_back(v.at("i").as_int64());
+    }
+  }
+  std::size_t size() {
+    std::lock_guard lock(mu);
+    return seq.size();
+  }
+};
+
+TEST_CASE("mesh: a publish on any node reaches every node's subscribers once, in the publisher's order",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  Server a(mesh_args(etcd, "a")), b(mesh_args(etcd, "b")), c(mesh_args(etcd, "c"));
+  REQUIRE(eventually([&] {
+    return member_names(a).size() == 3 && member_names(b).size() == 3 && member_names(c).size() == 3;
+  }));
+  auto ca = Client::connect({.url = a.proc().endpoint()});
+  auto cb = Client::connect({.url = b.proc().endpoint()});
+  auto cc = Client::connect({.url = c.proc().endpoint()});
+  REQUIRE((ca && cb && cc));
+  Received on_a, on_c1, on_c2;
+  auto sa = (*ca)->subscribe("news.>", [&](const ChannelMessage& m) { on_a.add(m); });
+  auto sc1 = (*cc)->subscribe("news.today", [&](const ChannelMessage& m) { on_c1.add(m); });
+  auto sc2 = (*cc)->subscribe("news.*", [&](const ChannelMessage& m) { on_c2.add(m); });  // overlaps
+  REQUIRE((sa && sc1 && sc2));
+  // Interest reaches the peers within a moment: probe until every subscriber heard one.
+  REQUIRE(eventually([&] {
+    (*cb)->publish("news.today", R"({"probe":true})");
+    std::lock_guard la(on_a.mu), l1(on_c1.mu), l2(on_c2.mu);
+    return on_a.probes > 0 && on_c1.probes > 0 && on_c2.probes > 0;
+  }));
+  constexpr int kCount = 500;
+  for (int i = 0; i < kCount; ++i) (*cb)->publish("news.today", json::serialize(json::object{{"i", i}}));
+  REQUIRE(
+      eventually([&] { return on_a.size() >= kCount && on_c1.size() >= kCount && on_c2.size() >= kCount; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a duplicate would have come by now
+  std::vector<std::int64_t> expected(kCount);
+  for (int i = 0; i < kCount; ++i) expected[static_cast<std::size_t>(i)] = i;
+  for (auto* r : {&on_a, &on_c1, &on_c2}) {
+    std::lock_guard lock(r->mu);
+    CHECK(r->seq == expected);  // each exactly once, in order
+  }
+  // Published where a subscriber is: it gets it once (no echo from the peers), and so does c.
+  REQUIRE((*ca)->publish_sync("news.local", R"({"i":1000})"));
+  REQUIRE(eventually([&] { return on_a.size() == kCount + 1 && on_c2.size() == kCount + 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(on_a.size() == kCount + 1);
+  CHECK(on_c2.size() == kCount + 1);
+  CHECK(on_c1.size() == kCount);  // news.local is not news.today
+  CHECK(metric(c, "roost_mesh_channel_relayed_total") >= kCount);
+  // Interest leaves with the last subscriber: b stops sending to c.
+  sc1->reset();
+  sc2->reset();
+  REQUIRE(eventually([&] {
+    auto before = metric(c, "roost_mesh_channel_relayed_total");
+    (*cb)->publish_sync("news.today", R"({"probe":true})");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return metric(c, "roost_mesh_channel_relayed_total") == before;
+  }));
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {

@@ -68,6 +68,9 @@ class LocalRouter final : public Router {
   void unsubscribe(std::uint64_t subscription) override;
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                           ContentType content_type = ContentType::kJson) override;
+  // A message published on another node of the mesh, for this node's subscribers only.
+  Result<channels::PublishResult> publish_relayed(const std::string& channel, std::string data,
+                                                  ContentType content_type);
   Result<std::size_t> publish_many(const std::string& channel,
                                    std::vector<channels::Payload>& items) override {
     return hub_.publish_many(channel, items);

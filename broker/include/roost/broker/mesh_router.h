@@ -21,9 +21,12 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <unordered_map>
 
 namespace roost::broker {
 
@@ -63,12 +66,14 @@ class MeshRouter final : public Router {
               Callback<ExtendResult> done) override;
   void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) override;
 
+  // Channels, like NATS routes: a publish is delivered where it is made and to every peer with a
+  // subscriber whose pattern matches (this node subscribes on each peer to the patterns its
+  // clients hold — when the first one comes, until the last one goes, and again whenever a link
+  // comes up); relayed copies are never passed on, so a publish crosses the mesh at most once.
   Result<channels::SubscribeResult> subscribe(const std::string& pattern,
                                               std::shared_ptr<channels::Subscriber> subscriber,
-                                              const std::optional<channels::Since>& since) override {
-    return local_.subscribe(pattern, std::move(subscriber), since);
-  }
-  void unsubscribe(std::uint64_t subscription) override { local_.unsubscribe(subscription); }
+                                              const std::optional<channels::Since>& since) override;
+  void unsubscribe(std::uint64_t subscription) override;
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                           ContentType content_type = ContentType::kJson) override {
     return local_.publish(channel, std::move(data), content_type);
@@ -128,6 +133,11 @@ class MeshRouter final : public Router {
   std::uint32_t queue_shard(std::string_view queue) const;
   std::uint32_t object_shard(std::string_view object_class, std::string_view name) const;
 
+  struct PeerInterest;
+  void interest_loop();
+  void reconcile_interest();
+  void relay(PeerInterest& peer, const ChannelMessage& m);
+
   LocalRouter& local_;
   boost::asio::io_context& timers_;
   MeshRouterOptions options_;
@@ -136,6 +146,20 @@ class MeshRouter final : public Router {
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerLink>> links_ ROOST_GUARDED_BY(mu_);  // by member name
   bool stopped_ ROOST_GUARDED_BY(mu_) = false;
+  // Channel interest: patterns this node's clients hold (with how many), and per peer the
+  // subscriptions this node holds there (interest thread only).
+  Mutex interest_mu_;
+  std::condition_variable interest_cv_;
+  std::map<std::string, std::size_t> interest_ ROOST_GUARDED_BY(interest_mu_);
+  std::unordered_map<std::uint64_t, std::string> pattern_of_ ROOST_GUARDED_BY(interest_mu_);
+  bool interest_changed_ ROOST_GUARDED_BY(interest_mu_) = false;
+  bool interest_stop_ ROOST_GUARDED_BY(interest_mu_) = false;
+  std::map<std::string, std::shared_ptr<PeerInterest>> peers_;  // by node name
+  std::thread interest_thread_;
+  std::atomic<std::uint64_t> relayed_{0};
+  std::atomic<std::uint64_t> relay_duplicates_{0};
+  std::atomic<std::uint64_t> relay_lagged_{0};
+  std::atomic<std::uint64_t> interest_entries_{0};
   std::atomic<std::uint64_t> forwarded_{0};
   std::atomic<std::uint64_t> refreshed_{0};
   std::atomic<std::uint64_t> no_owner_{0};

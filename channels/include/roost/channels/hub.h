@@ -43,8 +43,9 @@ class Hub {
                                     const std::optional<Since>& since = std::nullopt);
   void unsubscribe(std::uint64_t id);
   // `data` is JSON text unless `content_type` says otherwise.
+  // `relayed`: the message was published on another node of the mesh (Message::relayed).
   Result<PublishResult> publish(const std::string& channel, std::string data,
-                                ContentType content_type = ContentType::kJson);
+                                ContentType content_type = ContentType::kJson, bool relayed = false);
   // Publishes a run of messages to one channel, in order, taking its lock and looking up its
   // subscribers once (the native protocol's publishBatch). `items` are moved from.
   using Payload = channels::Payload;
@@ -99,9 +100,14 @@ class Hub {
   std::unordered_map<std::string, std::shared_ptr<Channel>> channels_ ROOST_GUARDED_BY(channels_mu_);
 
   mutable SharedMutex trie_mu_;
+  // Direct subscribers of a concrete channel, watchers left out.
+  std::size_t direct_locked(const std::string& channel) const ROOST_REQUIRES_SHARED(trie_mu_);
   struct Subscription {
     std::string pattern;
+    bool watcher = false;
   };
+  // Watchers (Subscriber::watcher) subscribed to each concrete channel: presence leaves them out.
+  std::unordered_map<std::string, std::size_t> exact_watchers_ ROOST_GUARDED_BY(trie_mu_);
   std::unique_ptr<class SubscriptionTrie> trie_ ROOST_GUARDED_BY(trie_mu_);
   std::unordered_map<std::uint64_t, Subscription> subscriptions_ ROOST_GUARDED_BY(trie_mu_);
   std::uint64_t next_id_ ROOST_GUARDED_BY(trie_mu_) = 1;

@@ -32,6 +32,9 @@ struct Message {
   // How many subscriptions the publish reached (0 = not known). A hint for delivery: front ends
   // hand small fan-outs to their connections at once and gather large ones.
   std::size_t audience = 0;
+  // A copy of a message published on another node of the mesh: mesh links never pass it on (a
+  // publish crosses the mesh at most once).
+  bool relayed = false;
 
   // Encodings of this message built by a front end on first use and shared by every recipient
   // of that front end (the gateway keeps its WebSocket and SSE frames here, so a fan-out to ten
@@ -54,7 +57,7 @@ using MessagePtr = std::shared_ptr<const Message>;
 
 MessagePtr make_message(std::string channel, std::string data, std::uint64_t offset, std::string epoch,
                         std::int64_t timestamp_ms, ContentType content_type = ContentType::kJson,
-                        std::size_t audience = 0);
+                        std::size_t audience = 0, bool relayed = false);
 MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
                          std::int64_t timestamp_ms, std::size_t audience = 0);
 
@@ -68,6 +71,8 @@ class Subscriber {
   virtual void deliver_many(const std::vector<MessagePtr>& messages) {
     for (const auto& m : messages) deliver(m);
   }
+  // A peer node's interest (the mesh), not a client: not counted in presence, not announced.
+  virtual bool watcher() const { return false; }
 };
 
 enum class SlowPolicy {

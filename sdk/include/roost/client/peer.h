@@ -47,6 +47,13 @@ class PeerLink {
   void call(Route route, const std::string& object_class, const std::string& name, std::string_view data,
             ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done);
 
+  // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
+  // subscription is made again after every reconnect. Ends with the Stream, or on an error
+  // (options.on_error).
+  std::unique_ptr<Stream> subscribe(const std::string& pattern,
+                                    std::function<void(const ChannelMessage&)> handler,
+                                    SubscribeOptions options);
+
   bool connected() const;
   const std::string& url() const;
   // Fails what waits (unavailable) and joins the link's threads.
