@@ -5,8 +5,10 @@
 
 #include "actor_state.h"
 
+#include <roost/core/log.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/mailbox_store.h>
+#include <roost/durable/outbox_store.h>
 #include <roost/durable/queue_store.h>
 
 #include <algorithm>
@@ -36,16 +38,44 @@ class ActorRuntime::TurnOp final : public durable::Op {
       poisoned.push_back(obj_.get());
       return;
     }
+    // In a mesh, effects on another node's shard go to the outbox (delivered exactly once).
+    auto* mesh = rt_.mesh_effects_;
+    remote_ = false;
+    if (mesh != nullptr && (!fx_.enqueues.empty() || !fx_.tells.empty()) && !mesh->ready()) {
+      error_ = Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"};
+      poisoned.push_back(obj_.get());
+      return;
+    }
+    std::vector<std::pair<const std::string*, std::uint32_t>> remote_queues;
+    for (auto& [queue, messages] : fx_.enqueues) {
+      if (mesh == nullptr) break;
+      if (auto shard = mesh->remote_queue(queue)) remote_queues.emplace_back(&queue, *shard);
+    }
+    auto is_remote = [&](const std::string& queue) {
+      return std::any_of(remote_queues.begin(), remote_queues.end(),
+                         [&](const auto& r) { return *r.first == queue; });
+    };
     // Enqueues are the only effects that can be refused (queue_full): check them all before
     // anything is written, so the turn commits whole or not at all.
     for (auto& [queue, messages] : fx_.enqueues) {
+      if (is_remote(queue)) continue;
       if (auto e = rt_.queues_.check_enqueue_in(queue, messages)) {
         error_ = *e;
         poisoned.push_back(obj_.get());
         return;
       }
     }
+    for (const auto& [queue, shard] : remote_queues) {
+      for (const auto& m : fx_.enqueues.at(*queue)) {
+        MeshEffect e;
+        e.queue = *queue;
+        e.message = m;
+        rt_.outbox_->append_in(ctx.txn, shard, e);
+        remote_ = true;
+      }
+    }
     for (auto& [queue, messages] : fx_.enqueues) {
+      if (is_remote(queue)) continue;
       if (auto r = rt_.queues_.enqueue_in(queue, messages); !r) {
         // Cannot happen (checked just above, nothing changed since); failing the whole group is
         // the one answer that writes nothing partial.
@@ -62,7 +92,22 @@ class ActorRuntime::TurnOp final : public durable::Op {
         store.kv_del_in(ctx.txn, okey, k);
       }
     }
-    for (auto& t : fx_.tells) t.seq = store.append_in(ctx.txn, t.okey, t.mail);
+    for (auto& t : fx_.tells) {
+      t.remote = false;
+      if (mesh != nullptr) {
+        if (auto shard = mesh->remote_object(t.cls, t.name)) {
+          MeshEffect e;
+          e.object_class = t.cls;
+          e.name = t.name;
+          e.message.body = t.mail.data;
+          e.message.content_type = t.mail.content_type;
+          rt_.outbox_->append_in(ctx.txn, *shard, e);
+          t.remote = remote_ = true;
+          continue;
+        }
+      }
+      t.seq = store.append_in(ctx.txn, t.okey, t.mail);
+    }
     for (const auto& a : fx_.alarms) {
       if (a.set) {
         store.alarm_set_in(ctx.txn, okey, a.name, a.due_ms, a.every_ms);
@@ -77,6 +122,7 @@ class ActorRuntime::TurnOp final : public durable::Op {
 
   void complete(const Error* error) override {
     if (error == nullptr && error_) error = &*error_;
+    if (error == nullptr && remote_) rt_.mesh_effects_->outbox_written();
     rt_.on_turn_done(obj_, turn_, generation_, fx_, error);
   }
 
@@ -87,6 +133,7 @@ class ActorRuntime::TurnOp final : public durable::Op {
   std::uint64_t generation_;
   Effects fx_;
   std::optional<Error> error_;
+  bool remote_ = false;  // something went to the outbox
 };
 
 // Appends mail from outside a turn (tells, messages of durable subscriptions) or fires due alarms.
@@ -127,6 +174,74 @@ class ActorRuntime::MailOp final : public durable::Op {
   Done done_;
   std::vector<PendingMail> fired_;
   bool refused_ = false;
+};
+
+// (target) A peer's outbox effects on a shard of this node, applied once each: those after the last
+// applied from that origin, with the new mark, in one transaction.
+class ActorRuntime::InboxOp final : public durable::Op {
+ public:
+  InboxOp(ActorRuntime& rt, std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
+          Callback<std::uint64_t> done)
+      : rt_(rt),
+        origin_(std::move(origin)),
+        shard_(shard),
+        effects_(std::move(effects)),
+        done_(std::move(done)) {}
+
+  void apply(durable::WriteContext& ctx) override {
+    mail_.clear();
+    refused_ = 0;
+    full_ = false;
+    if (ctx.storage_full) {
+      full_ = true;
+      return;
+    }
+    mark_ = rt_.outbox_->applied_in(ctx.txn, origin_, shard_);
+    for (const auto& e : effects_) {
+      if (e.seq <= mark_) continue;  // applied before (the answer was lost)
+      mark_ = e.seq;
+      if (!e.queue.empty()) {
+        std::vector<NewMessage> one{e.message};
+        if (rt_.queues_.check_enqueue_in(e.queue, one) || !rt_.queues_.enqueue_in(e.queue, one)) ++refused_;
+        continue;
+      }
+      if (rt_.check(e.object_class, e.name)) {
+        ++refused_;
+        continue;
+      }
+      PendingMail m;
+      m.object = durable::ObjectRef{e.object_class, e.name};
+      m.record.content_type = e.message.content_type;
+      m.record.enqueued_ms = ctx.now_ms;
+      m.record.data = e.message.body;
+      m.seq = rt_.store_.append_in(ctx.txn, MailboxStore::object_key(e.object_class, e.name), m.record);
+      mail_.push_back(std::move(m));
+    }
+    rt_.outbox_->set_applied_in(ctx.txn, origin_, shard_, mark_);
+  }
+  void complete(const Error* error) override {
+    if (error != nullptr) return done_(std::unexpected(*error));
+    if (full_) return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
+    if (refused_ > 0) {
+      rt_.mesh_refused_.fetch_add(refused_, std::memory_order_relaxed);
+      module_logger("mesh")->warn(
+          "{} effects from {} on shard {} refused here (no such queue or class, or full)", refused_, origin_,
+          shard_);
+    }
+    rt_.deliver_mail(std::move(mail_));
+    done_(mark_);
+  }
+
+ private:
+  ActorRuntime& rt_;
+  std::string origin_;
+  std::uint32_t shard_;
+  std::vector<MeshEffect> effects_;
+  Callback<std::uint64_t> done_;
+  std::vector<PendingMail> mail_;
+  std::uint64_t mark_ = 0;
+  std::uint64_t refused_ = 0;
+  bool full_ = false;
 };
 
 }  // namespace roost::broker

@@ -1,6 +1,8 @@
 #include "roost/broker/actor_runtime.h"
 
 #include "actor_ops.h"
+
+#include <roost/durable/outbox_store.h>
 #include "actor_state.h"
 #include "turn_context.h"
 
@@ -359,6 +361,15 @@ void ActorRuntime::tell(std::string cls, std::string name, std::string data, Con
                                }));
 }
 
+void ActorRuntime::apply_mesh_effects(std::string origin, std::uint32_t shard,
+                                      std::vector<MeshEffect> effects, Callback<std::uint64_t> done) {
+  if (outbox_ == nullptr) {
+    return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node is not in a mesh"}));
+  }
+  committer_.submit(
+      std::make_unique<InboxOp>(*this, std::move(origin), shard, std::move(effects), std::move(done)));
+}
+
 void ActorRuntime::call(std::string cls, std::string name, std::string data, ContentType type,
                         std::uint64_t timeout_ms, Callback<ObjectReply> done,
                         std::vector<std::string> chain) {
@@ -694,6 +705,13 @@ std::string ActorRuntime::metrics_text() const {
           "Waiting messages whose data was left on disk (an object's backlog past mail_memory_bytes).",
           m.mail_from_disk.load());
   counter("roost_actor_tells_total", "Messages told to objects from outside a turn.", m.tells.load());
+  if (outbox_ != nullptr) {
+    counter("roost_mesh_effects_refused_total",
+            "Tells and enqueues of peers' turns this node could not apply (no such queue or class, full).",
+            mesh_refused_.load());
+    w.gauge("roost_mesh_outbox_entries", "Effects of this node's turns waiting for another node's shard.",
+            outbox_->size());
+  }
   gauge("roost_actor_objects_in_memory", "Objects in memory (working, or holding sockets).",
         objects_in_memory());
   std::size_t waiting_calls = 0;

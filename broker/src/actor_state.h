@@ -106,6 +106,7 @@ struct ActorRuntime::Effects {
     std::string okey, cls, name;
     MailRecord mail;
     std::uint64_t seq = 0;  // set by apply
+    bool remote = false;    // set by apply: another node's shard (written to the outbox)
   };
   std::vector<Tell> tells;
   struct Alarm {

@@ -472,6 +472,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   if (!fx.tells.empty()) {
     std::vector<PendingMail> mail;
     for (auto& t : fx.tells) {
+      if (t.remote) continue;  // in the outbox: the owner's node delivers it
       mail.push_back(
           PendingMail{durable::ObjectRef{std::move(t.cls), std::move(t.name)}, t.seq, std::move(t.mail)});
     }

@@ -366,6 +366,37 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::REDRIVE: return on_redrive(s, id, env.getRedrive());
     case W::OBJECT_SEND: return on_object_send(s, id, env.getObjectSend(), payloads);
     case W::OBJECT_CALL: return on_object_call(s, id, env.getObjectCall(), payloads);
+    case W::MESH_EFFECTS: {
+      if (options.mesh == nullptr) {
+        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
+                           "mesh effects go to a node's mesh socket");
+      }
+      auto req = env.getMeshEffects();
+      auto list = req.getEffects();
+      if (list.size() != payloads.size()) {
+        return reply_error(identity, id, ErrorCode::MALFORMED, "one payload frame per effect");
+      }
+      std::vector<MeshEffect> effects;
+      effects.reserve(list.size());
+      for (unsigned i = 0; i < list.size(); ++i) {
+        auto e = list[i];
+        MeshEffect m;
+        m.seq = e.getSeq();
+        m.queue = view(e.getQueue());
+        m.object_class = view(e.getClass());
+        m.name = view(e.getName());
+        m.message.body = frame_view(payloads[i]);
+        m.message.content_type = wire::from_wire(e.getContentType());
+        m.message.delay_ms = e.getDelayMs();
+        m.message.id = view(e.getId());
+        m.message.key = view(e.getKey());
+        effects.push_back(std::move(m));
+      }
+      return router.mesh_effects(
+          std::string(view(req.getOrigin())), req.getShard(), std::move(effects),
+          answer<std::uint64_t>(s, id,
+                                [](proto::Envelope::Builder out, std::uint64_t seq) { out.setCount(seq); }));
+    }
     default:
       return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
                          "not a request this node understands (variant " +
@@ -394,6 +425,7 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
       shard = Mesh::shard_of_object(view(env.getObjectCall().getClass()), view(env.getObjectCall().getName()),
                                     shards);
       break;
+    case W::MESH_EFFECTS: shard = env.getMeshEffects().getShard(); break;
     case W::SUBSCRIBE:  // a peer's interest in channels (no shard: channels are everywhere)
     case W::CANCEL: return std::nullopt;
     default: return Error{ErrorCode::INVALID_ARGUMENT, "not a request a mesh socket serves"};

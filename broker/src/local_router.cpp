@@ -335,6 +335,12 @@ void LocalRouter::host_front(ObjectHttpRequest request, Callback<FrontReply> don
   hosts_->front(std::move(request), std::move(done));
 }
 
+void LocalRouter::mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
+                               Callback<std::uint64_t> done) {
+  if (actors_ == nullptr) return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "no actor runtime"}));
+  actors_->apply_mesh_effects(std::move(origin), shard, std::move(effects), std::move(done));
+}
+
 std::optional<std::string> LocalRouter::mesh_status() {
   Mesh* mesh = mesh_.load();
   if (mesh == nullptr) return std::nullopt;

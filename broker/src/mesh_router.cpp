@@ -5,6 +5,8 @@
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
 #include <roost/core/thread_name.h>
+#include <roost/durable/committer.h>
+#include <roost/durable/outbox_store.h>
 
 #include <algorithm>
 
@@ -58,6 +60,12 @@ MeshRouter::~MeshRouter() { stop(); }
 
 void MeshRouter::stop() {
   {
+    MutexLock lock(outbox_mu_);
+    outbox_stop_ = true;
+    outbox_cv_.notify_all();
+  }
+  if (outbox_thread_.joinable()) outbox_thread_.join();
+  {
     MutexLock lock(interest_mu_);
     interest_stop_ = true;
     interest_cv_.notify_all();
@@ -71,6 +79,113 @@ void MeshRouter::stop() {
     links.swap(links_);
   }
   for (auto& [name, link] : links) link->close();
+}
+
+// ---- effects of this node's turns on other nodes' shards -------------------------------------------
+
+namespace {
+// Drops what the owner applied from the outbox; then the shard may be sent again.
+class OutboxRemoveOp final : public durable::Op {
+ public:
+  OutboxRemoveOp(durable::OutboxStore& outbox, std::uint32_t shard, std::uint64_t upto,
+                 std::function<void()> done)
+      : outbox_(outbox), shard_(shard), upto_(upto), done_(std::move(done)) {}
+  void apply(durable::WriteContext& ctx) override { outbox_.remove_upto_in(ctx.txn, shard_, upto_); }
+  void complete(const Error*) override { done_(); }
+
+ private:
+  durable::OutboxStore& outbox_;
+  std::uint32_t shard_;
+  std::uint64_t upto_;
+  std::function<void()> done_;
+};
+}  // namespace
+
+void MeshRouter::set_outbox(durable::OutboxStore* outbox, durable::Committer* committer) {
+  outbox_ = outbox;
+  committer_ = committer;
+  outbox_thread_ = std::thread([this] {
+    roost::name_this_thread("roost-outbox");
+    outbox_loop();
+  });
+}
+
+bool MeshRouter::ready() {
+  Mesh* m = mesh_.load();
+  return m != nullptr && m->shards() != 0;
+}
+
+std::optional<std::uint32_t> MeshRouter::remote_queue(std::string_view queue) {
+  auto shard = queue_shard(queue);
+  if (!owned_here(shard)) return std::nullopt;
+  return shard;
+}
+
+std::optional<std::uint32_t> MeshRouter::remote_object(std::string_view object_class, std::string_view name) {
+  auto shard = object_shard(object_class, name);
+  if (!owned_here(shard)) return std::nullopt;
+  return shard;
+}
+
+void MeshRouter::outbox_written() {
+  MutexLock lock(outbox_mu_);
+  outbox_wake_ = true;
+  outbox_cv_.notify_all();
+}
+
+void MeshRouter::outbox_loop() {
+  auto log = module_logger("mesh");
+  for (;;) {
+    {
+      MutexLock lock(outbox_mu_);
+      // Waiting effects are retried at this pace while their shard's owner is away.
+      outbox_cv_.wait_for(lock.native(), std::chrono::milliseconds(500),
+                          [this]() ROOST_REQUIRES(outbox_mu_) { return outbox_stop_ || outbox_wake_; });
+      if (outbox_stop_) return;
+      outbox_wake_ = false;
+    }
+    Mesh* m = mesh_.load();
+    if (m == nullptr || m->shards() == 0) continue;
+    std::map<std::uint32_t, std::vector<MeshEffect>> pending;
+    try {
+      pending = outbox_->pending(1000);
+    } catch (const std::exception& e) {
+      log->error("reading the outbox: {}", e.what());
+      continue;
+    }
+    const std::string origin = m->options().node_name;
+    for (auto& [shard, effects] : pending) {
+      {
+        MutexLock lock(outbox_mu_);
+        if (!outbox_in_flight_.insert(shard).second) continue;  // its last batch is still out
+      }
+      auto release = [this, shard] {
+        MutexLock lock(outbox_mu_);
+        outbox_in_flight_.erase(shard);
+      };
+      auto batch = std::make_shared<const std::vector<MeshEffect>>(std::move(effects));
+      auto f = std::make_shared<Forward<std::uint64_t>>();
+      f->local = [this, origin, shard, batch](Callback<std::uint64_t> d) {
+        local_.mesh_effects(origin, shard, *batch, std::move(d));
+      };
+      f->remote = [origin, batch](const std::shared_ptr<PeerLink>& l, Route r, Callback<std::uint64_t> d) {
+        l->effects(r, origin, *batch, std::move(d));
+      };
+      f->done = [this, shard, release, n = batch->size(), log](Result<std::uint64_t> applied) {
+        if (!applied) {
+          outbox_failures_.fetch_add(1, std::memory_order_relaxed);
+          log->debug("outbox: shard {} not delivered yet: {}", shard, applied.error().message);
+          return release();
+        }
+        outbox_delivered_.fetch_add(n, std::memory_order_relaxed);
+        committer_->submit(std::make_unique<OutboxRemoveOp>(*outbox_, shard, *applied, [this, release] {
+          release();
+          outbox_written();  // more may wait
+        }));
+      };
+      route(shard, std::move(f));
+    }
+  }
 }
 
 // ---- channels ------------------------------------------------------------------------------------
@@ -482,6 +597,11 @@ std::string MeshRouter::forward_metrics() const {
             relay_duplicates_.load());
   w.counter("roost_mesh_channel_lagged_total",
             "Channel messages a peer dropped for this node (its link lagged).", relay_lagged_.load());
+  w.counter("roost_mesh_outbox_delivered_total",
+            "Effects of this node's turns delivered to the owner of their shard (applied once there).",
+            outbox_delivered_.load());
+  w.counter("roost_mesh_outbox_failures_total", "Outbox deliveries that failed (retried).",
+            outbox_failures_.load());
   w.gauge("roost_mesh_interest_entries", "Channel patterns this node holds on its peers (patterns × peers).",
           interest_entries_.load());
   return std::move(w).text();

@@ -3,6 +3,7 @@
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
 #include <roost/broker/remote_hosts.h>
+#include <roost/durable/outbox_store.h>
 
 #include <roost/actor_plugin.h>
 #include <roost/broker/actor_runtime.h>
@@ -62,6 +63,7 @@ struct Node::Impl {
   std::unique_ptr<durable::QueueStore> queues;
   std::unique_ptr<channels::Hub> hub;
   std::unique_ptr<durable::MailboxStore> mailboxes;
+  std::unique_ptr<durable::OutboxStore> outbox;  // with mesh_etcd only
   std::unique_ptr<ActorRuntime> actors;
   std::unique_ptr<RemoteHosts> hosts;  // outlives `actors`: remote actors hold it
   std::unique_ptr<Mesh> mesh;          // with mesh_etcd only
@@ -125,6 +127,9 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     MeshRouterOptions mopts;
     mopts.auth_secret = d.config.auth_secret;
     d.mesh_router = std::make_unique<MeshRouter>(*d.router, d.io, mopts);
+    d.outbox = std::make_unique<durable::OutboxStore>(*d.env);
+    d.mesh_router->set_outbox(d.outbox.get(), d.committer.get());
+    d.actors->set_mesh(d.outbox.get(), d.mesh_router.get());
   }
   gateway::ServerOptions sopts;
   sopts.listen = d.config.http_listen;
@@ -358,6 +363,8 @@ void Node::stop() {
   d.router->set_mesh(nullptr);
   if (d.mesh_router) d.mesh_router->set_mesh(nullptr);
   d.mesh_router.reset();
+  d.actors->set_mesh(nullptr, nullptr);
+  d.outbox.reset();
   d.mesh.reset();
   d.router.reset();
   d.actors.reset();

@@ -145,6 +145,12 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     auto r =
         wait_object(cls, name, timeout_ms,
                     [&](std::vector<std::string> chain, std::uint64_t timeout, Callback<ObjectReply> done) {
+                      // In a mesh, an object owned by another node is called there (a second
+                      // instance here would split its state); the chain does not cross nodes.
+                      if (auto* mesh = rt_.mesh_effects_; mesh != nullptr && mesh->remote_object(cls, name)) {
+                        return mesh->call(std::string(cls), std::string(name), std::move(data), type, timeout,
+                                          std::move(done));
+                      }
                       rt_.call(std::string(cls), std::string(name), std::move(data), type, timeout,
                                std::move(done), std::move(chain));
                     });

@@ -106,6 +106,9 @@ struct Envelope {
 
     # ---- appended in protocol version 1 ----------------------------------------------------
     publishBatch @36 :PublishBatch; # client → node: many publishes, payloads packed in one frame
+
+    # ---- appended for the mesh -----------------------------------------------------------------
+    meshEffects @38 :MeshEffects;   # node → node; payload frames: one per effect → count | error
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -113,6 +116,26 @@ struct Envelope {
   # which ownership epoch the sender believes in; the owner serves it only while it owns that
   # shard under that epoch, else answers ownerUnavailable (the sender refreshes and retries once).
   route @37 :Route;
+}
+
+# node → node (mesh socket): effects of the sender's turns on the receiver's shard, from the
+# sender's outbox, in its order (one payload frame per effect: the message). → count: the last
+# outbox seq applied from this origin for this shard (applied once each, ever).
+struct MeshEffects {
+  origin @0 :Text;                 # the sending node's name
+  shard @1 :UInt32;
+  effects @2 :List(MeshEffect);
+}
+
+struct MeshEffect {
+  seq @0 :UInt64;
+  queue @1 :Text;                  # an enqueue, or (empty) a tell to class/name
+  class @2 :Text;
+  name @3 :Text;
+  contentType @4 :ContentType;
+  delayMs @5 :UInt64;
+  id @6 :Text;
+  key @7 :Text;
 }
 
 struct Route {

@@ -115,6 +115,33 @@ void PeerLink::call(Route route, const std::string& object_class, const std::str
       call_deadline(std::chrono::milliseconds(timeout_ms), core_->options.request_timeout));
 }
 
+void PeerLink::effects(Route route, const std::string& origin, const std::vector<MeshEffect>& effects,
+                       Callback<std::uint64_t> done) {
+  std::vector<zmq::message_t> payloads;
+  payloads.reserve(effects.size());
+  for (const auto& e : effects) payloads.emplace_back(e.message.body.data(), e.message.body.size());
+  core_->async<std::uint64_t>(
+      [&](proto::Envelope::Builder env) {
+        auto m = env.initMeshEffects();
+        m.setOrigin(text(origin));
+        m.setShard(route.shard);
+        auto list = m.initEffects(static_cast<unsigned>(effects.size()));
+        for (unsigned i = 0; i < effects.size(); ++i) {
+          const auto& e = effects[i];
+          list[i].setSeq(e.seq);
+          list[i].setQueue(text(e.queue));
+          list[i].setClass(text(e.object_class));
+          list[i].setName(text(e.name));
+          list[i].setContentType(wire::to_wire(e.message.content_type));
+          list[i].setDelayMs(e.message.delay_ms);
+          list[i].setId(text(e.message.id));
+          list[i].setKey(text(e.message.key));
+        }
+        set_route(env, route);
+      },
+      decode_count, std::move(payloads), std::move(done));
+}
+
 std::unique_ptr<Stream> PeerLink::subscribe(const std::string& pattern,
                                             std::function<void(const ChannelMessage&)> handler,
                                             SubscribeOptions options) {

@@ -24,6 +24,8 @@
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
+#include <roost/core/mesh_types.h>
+
 #include <roost/actor.h>
 #include <roost/core/router.h>
 #include <roost/core/thread_annotations.h>
@@ -47,6 +49,7 @@
 
 namespace roost::durable {
 class MailboxStore;
+class OutboxStore;
 class QueueStore;
 struct PendingMail;
 }  // namespace roost::durable
@@ -89,6 +92,23 @@ class ActorRuntime final : public durable::Participant {
     virtual void begin(std::shared_ptr<AsyncTurn> turn) = 0;
   };
 
+  // A node in a mesh (docs/mesh.md): which of a turn's tells and enqueues belong to a shard this
+  // node does not own — they are written to the outbox in the turn's transaction — and whom to wake
+  // once the outbox has more. Called on the committer thread.
+  class MeshEffects {
+   public:
+    virtual ~MeshEffects() = default;
+    // False until the node has joined (shards unknown): a turn with tells or enqueues waits.
+    virtual bool ready() = 0;
+    virtual std::optional<std::uint32_t> remote_queue(std::string_view queue) = 0;
+    virtual std::optional<std::uint32_t> remote_object(std::string_view object_class,
+                                                       std::string_view name) = 0;
+    virtual void outbox_written() = 0;
+    // A call made within a turn to an object of another node (any thread).
+    virtual void call(std::string object_class, std::string name, std::string data, ContentType type,
+                      std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
+  };
+
   ActorRuntime(durable::MailboxStore& store, durable::Committer& committer, durable::QueueStore& queues,
                channels::Hub& hub, ActorRuntimeOptions options, std::function<std::int64_t()> clock);
   ~ActorRuntime() override;
@@ -106,6 +126,18 @@ class ActorRuntime final : public durable::Participant {
   // A remote class without a host: its objects' items wait (mail, socket closes) or are refused
   // (calls, fetches, connects: unavailable; socket frames are dropped) until it is available again.
   void set_class_available(const std::string& name, bool available);
+
+  // REQUIRES: before start().
+  void set_mesh(durable::OutboxStore* outbox, MeshEffects* mesh) {
+    outbox_ = outbox;
+    mesh_effects_ = mesh;
+  }
+  // (target) Effects a peer's turns had on this node's shard `shard`, in its outbox order: those
+  // after the last one applied from `origin` are applied in one transaction with that mark
+  // (exactly once); answers the mark. An effect the target refuses (no such queue, queue full,
+  // unknown class) is dropped and counted: retrying it would block every later one.
+  void apply_mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
+                          Callback<std::uint64_t> done);
 
   // Loads the mail left by a previous run and the durable subscriptions, starts the workers and
   // the timer thread. REQUIRES: the committer is started.
@@ -153,6 +185,7 @@ class ActorRuntime final : public durable::Participant {
   class TurnContext;
   class TurnOp;
   class MailOp;
+  class InboxOp;
 
  private:
   struct Klass;
@@ -235,6 +268,9 @@ class ActorRuntime final : public durable::Participant {
   // Committer thread only: objects whose turn failed in this group's apply (later turns of the
   // same object in the group must fail too). Reset by begin().
   std::vector<const Obj*> poisoned_;
+  durable::OutboxStore* outbox_ = nullptr;
+  MeshEffects* mesh_effects_ = nullptr;
+  std::atomic<std::uint64_t> mesh_refused_{0};  // peers' effects this node could not apply
 };
 
 }  // namespace roost::broker

@@ -93,6 +93,8 @@ class LocalRouter final : public Router {
   std::optional<std::string> mesh_status() override;
   void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
+  void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
+                    Callback<std::uint64_t> done) override;
   std::string metrics_text() override;
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
 

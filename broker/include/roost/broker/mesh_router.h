@@ -13,6 +13,7 @@
 // or wherever the LocalRouter runs them.
 #pragma once
 
+#include <roost/broker/actor_runtime.h>
 #include <roost/broker/local_router.h>
 #include <roost/broker/mesh.h>
 #include <roost/client/peer.h>
@@ -24,9 +25,15 @@
 #include <condition_variable>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
+
+namespace roost::durable {
+class OutboxStore;
+class Committer;
+}  // namespace roost::durable
 
 namespace roost::broker {
 
@@ -35,7 +42,7 @@ struct MeshRouterOptions {
   std::chrono::milliseconds request_timeout{10'000};
 };
 
-class MeshRouter final : public Router {
+class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
  public:
   MeshRouter(LocalRouter& local, boost::asio::io_context& timers, MeshRouterOptions options);
   ~MeshRouter() override;
@@ -44,6 +51,20 @@ class MeshRouter final : public Router {
 
   // Set once the mesh has started; until then sharded requests answer unavailable.
   void set_mesh(Mesh* mesh) { mesh_.store(mesh); }
+  // Where the actor runtime writes effects on other nodes' shards; this router delivers them (a
+  // thread sends each shard's waiting effects to its owner, in order, and removes what the owner
+  // says it applied). REQUIRES: before the runtime starts.
+  void set_outbox(durable::OutboxStore* outbox, durable::Committer* committer);
+
+  // ActorRuntime::MeshEffects (committer thread).
+  bool ready() override;
+  std::optional<std::uint32_t> remote_queue(std::string_view queue) override;
+  std::optional<std::uint32_t> remote_object(std::string_view object_class, std::string_view name) override;
+  void outbox_written() override;
+  void call(std::string object_class, std::string name, std::string data, ContentType type,
+            std::uint64_t timeout_ms, Callback<ObjectReply> done) override {
+    object_call(std::move(object_class), std::move(name), std::move(data), type, timeout_ms, std::move(done));
+  }
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
   // roost_mesh_forward* Prometheus lines.
@@ -117,6 +138,10 @@ class MeshRouter final : public Router {
   void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override {
     local_.mesh_placement(std::move(kind), std::move(name), std::move(done));
   }
+  void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
+                    Callback<std::uint64_t> done) override {
+    local_.mesh_effects(std::move(origin), shard, std::move(effects), std::move(done));
+  }
   std::string metrics_text() override { return local_.metrics_text(); }
   std::uint64_t max_message_bytes() const override { return local_.max_message_bytes(); }
 
@@ -133,6 +158,7 @@ class MeshRouter final : public Router {
   std::uint32_t queue_shard(std::string_view queue) const;
   std::uint32_t object_shard(std::string_view object_class, std::string_view name) const;
 
+  void outbox_loop();
   struct PeerInterest;
   void interest_loop();
   void reconcile_interest();
@@ -160,6 +186,17 @@ class MeshRouter final : public Router {
   std::atomic<std::uint64_t> relay_duplicates_{0};
   std::atomic<std::uint64_t> relay_lagged_{0};
   std::atomic<std::uint64_t> interest_entries_{0};
+  // The outbox (effects of this node's turns on other nodes' shards).
+  durable::OutboxStore* outbox_ = nullptr;
+  durable::Committer* committer_ = nullptr;
+  Mutex outbox_mu_;
+  std::condition_variable outbox_cv_;
+  bool outbox_wake_ ROOST_GUARDED_BY(outbox_mu_) = false;
+  bool outbox_stop_ ROOST_GUARDED_BY(outbox_mu_) = false;
+  std::set<std::uint32_t> outbox_in_flight_ ROOST_GUARDED_BY(outbox_mu_);  // shards being delivered
+  std::thread outbox_thread_;
+  std::atomic<std::uint64_t> outbox_delivered_{0};
+  std::atomic<std::uint64_t> outbox_failures_{0};
   std::atomic<std::uint64_t> forwarded_{0};
   std::atomic<std::uint64_t> refreshed_{0};
   std::atomic<std::uint64_t> no_owner_{0};

@@ -9,6 +9,7 @@
 #include <roost/core/channel_types.h>
 #include <roost/core/error.h>
 #include <roost/core/host_types.h>
+#include <roost/core/mesh_types.h>
 #include <roost/core/object_types.h>
 #include <roost/core/queue_types.h>
 
@@ -133,6 +134,13 @@ class Router {
   // {shard, home, owner, epoch}; homes a shard used for the first time (etcd round trips, off the
   // caller's thread). not_found on a single node.
   virtual void mesh_placement(std::string kind, std::string name, Callback<std::string> done) = 0;
+  // (mesh) Effects of `origin`'s turns on this node's shard `shard`, from its outbox: applied once
+  // each; answers the last seq applied from that origin for that shard.
+  virtual void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
+                            Callback<std::uint64_t> done) {
+    (void)origin, (void)shard, (void)effects;
+    done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node does not take mesh effects"}));
+  }
   // Prometheus text exposition of the broker's own metrics (queues, storage).
   virtual std::string metrics_text() = 0;
   // Limits the front ends enforce before calling in.

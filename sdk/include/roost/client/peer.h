@@ -9,6 +9,7 @@
 #pragma once
 
 #include <roost/client/client.h>
+#include <roost/core/mesh_types.h>
 
 #include <cstdint>
 #include <memory>
@@ -47,6 +48,10 @@ class PeerLink {
   void call(Route route, const std::string& object_class, const std::string& name, std::string_view data,
             ContentType type, std::uint64_t timeout_ms, Callback<ObjectReply> done);
 
+  // Effects of this node's turns on the peer's shard (route.shard), from this node's outbox, in
+  // order; answers the last outbox seq the peer has applied from `origin` for that shard.
+  void effects(Route route, const std::string& origin, const std::vector<MeshEffect>& effects,
+               Callback<std::uint64_t> done);
   // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
   // subscription is made again after every reconnect. Ends with the Stream, or on an error
   // (options.on_error).

@@ -1,0 +1,51 @@
+// OutboxStore: the mesh's exactly-once path for a turn's effects on another node's shard
+// (docs/mesh.md, "Effects across shards").
+//
+// On the origin, a turn's tell/enqueue to a shard this node does not own is written into the
+// outbox in the turn's own transaction (atomic with the consumption of its mail), numbered from a
+// counter that never goes back; it is deleted once the shard's owner says it applied it. On the
+// target, the highest outbox number applied per (origin node, shard) is kept in the same
+// transaction as the effect, so a delivery repeated after a lost answer is applied once.
+//
+// Tables (keys big-endian):
+//   outbox   shard u32 + seq u64 → effect
+//   meshin   origin + '\0' + shard u32 → last applied seq u64;  "\0" → the outbox's next seq
+#pragma once
+
+#include <roost/core/mesh_types.h>
+#include <roost/durable/env.h>
+
+#include <cstdint>
+#include <map>
+#include <string_view>
+#include <vector>
+
+namespace roost::durable {
+
+class OutboxStore {
+ public:
+  // Opens (creating) the tables. REQUIRES: before concurrent use of `env`.
+  explicit OutboxStore(Env& env);
+  OutboxStore(const OutboxStore&) = delete;
+  OutboxStore& operator=(const OutboxStore&) = delete;
+
+  // --- inside a write transaction (committer thread) ---
+  // Appends an effect for `shard`; returns its seq (also set in `effect`).
+  std::uint64_t append_in(Txn& txn, std::uint32_t shard, MeshEffect& effect);
+  // Removes the shard's entries up to and including `seq`.
+  void remove_upto_in(Txn& txn, std::uint32_t shard, std::uint64_t seq);
+  // (target) The last seq applied from `origin` for `shard` (0: none), and its update.
+  std::uint64_t applied_in(Txn& txn, std::string_view origin, std::uint32_t shard);
+  void set_applied_in(Txn& txn, std::string_view origin, std::uint32_t shard, std::uint64_t seq);
+
+  // --- reads (any thread) ---
+  // Waiting effects by shard, each shard's in seq order; at most `limit` per shard.
+  std::map<std::uint32_t, std::vector<MeshEffect>> pending(std::size_t limit) const;
+  std::uint64_t size() const;
+
+ private:
+  Env& env_;
+  MDB_dbi outbox_, meshin_;
+};
+
+}  // namespace roost::durable
