@@ -280,6 +280,9 @@ void Endpoint::Impl::on_subscribe(Session& s, std::uint64_t id, proto::Subscribe
     // loses messages (told as `lagged`) rather than its link.
     sink->peer = true;
     sink->policy = channels::SlowPolicy::kDrop;
+    // One peer subscription carries a whole node's subscribers: a bigger buffer than a client's.
+    sink->limit = ns.buffer_messages * kPeerBufferFactor;
+    sink->limit_bytes = ns.buffer_bytes * kPeerBufferFactor;
   }
   auto r = router.subscribe(pattern, sink, since);
   if (!r) return reply_error(s.identity, id, r.error());

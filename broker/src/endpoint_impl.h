@@ -64,6 +64,7 @@ constexpr std::size_t kMaxEventBytes =
     64 * 1024;                                  // payload bytes per event (one larger message travels alone)
 constexpr std::int64_t kTrimIntervalMs = 1000;  // at most this often, freed memory goes back to the OS
 constexpr std::uint32_t kDefaultWindow = 100;
+constexpr std::size_t kPeerBufferFactor = 16;  // a peer node's channel buffer, in client buffers
 constexpr int kRound = 256;
 constexpr std::size_t kPackLimit = 4096;  // channel payloads up to this size are packed in one frame  //
                                           // requests handled between two flushes of their results

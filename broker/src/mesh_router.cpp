@@ -333,6 +333,10 @@ std::shared_ptr<PeerLink> MeshRouter::link_to(const std::string& node) {
     o.name = "roost-mesh/" + m->options().node_name;
     o.request_timeout = options_.request_timeout;
     o.connect_timeout = std::chrono::milliseconds(2000);
+    // Silent for three heartbeats = down: half the lease TTL, so a dead owner shows before its
+    // lease could have run out.
+    o.heartbeat = std::max(std::chrono::milliseconds(100),
+                           std::chrono::duration_cast<std::chrono::milliseconds>(m->options().lease_ttl / 6));
     if (link) link->close();
     link = std::make_shared<PeerLink>(std::move(o));
     module_logger("mesh")->info("link to {} at {}", node, address);
@@ -397,6 +401,14 @@ void MeshRouter::go(std::shared_ptr<Forward<T>> f, Result<ShardPlacement> placem
     if (!f->refreshed) return refresh();
     return f->done(std::unexpected(owner_unavailable("the owner of shard " + std::to_string(p.shard) + ", " +
                                                      p.owner + ", is not a live member")));
+  }
+  if (link->down()) {
+    // The owner stopped answering (killed, cut off, paused): fail now rather than after the
+    // request's timeout; its lease runs out within the TTL, and it is back when it answers again.
+    if (!f->refreshed) return refresh();
+    no_owner_.fetch_add(1, std::memory_order_relaxed);
+    return f->done(std::unexpected(owner_unavailable("the owner of shard " + std::to_string(p.shard) + ", " +
+                                                     p.owner + ", is not answering")));
   }
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   f->remote(link, Route{p.shard, p.epoch}, [f, refresh](Result<T> r) mutable {

@@ -126,6 +126,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   if (!d.config.mesh_etcd.empty()) {
     MeshRouterOptions mopts;
     mopts.auth_secret = d.config.auth_secret;
+    // A forwarded request to an owner that died fails once its lease could have run out.
+    mopts.request_timeout = std::chrono::milliseconds(d.config.mesh_lease_ttl_ms + 1000);
     d.mesh_router = std::make_unique<MeshRouter>(*d.router, d.io, mopts);
     d.outbox = std::make_unique<durable::OutboxStore>(*d.env);
     d.mesh_router->set_outbox(d.outbox.get(), d.committer.get());
@@ -290,6 +292,9 @@ void Node::start() {
     meo.max_message_bytes = d.config.max_message_bytes;
     meo.version = ROOST_NODE_VERSION;
     meo.mesh = d.mesh.get();
+    // A peer's link carries what a whole node's subscribers want: more channel events may wait in
+    // ZeroMQ for it than for one client (each at most 64 KiB: 64 MiB at worst per peer).
+    meo.send_hwm = 1024;
     d.mesh_endpoint = std::make_unique<Endpoint>(*d.router, meo);
     d.mesh_endpoint->start();
     d.mesh->set_mesh_advertise(d.config.mesh_advertise.empty() ? d.mesh_endpoint->bound()

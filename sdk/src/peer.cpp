@@ -22,6 +22,7 @@ PeerLink::~PeerLink() { close(); }
 
 void PeerLink::close() { core_->close(); }
 bool PeerLink::connected() const { return core_->ready.load(); }
+bool PeerLink::down() const { return !core_->ready.load() && core_->reconnect_count.load() > 0; }
 const std::string& PeerLink::url() const { return core_->options.url; }
 
 void PeerLink::enqueue(Route route, const std::string& queue, const std::vector<NewMessage>& messages,

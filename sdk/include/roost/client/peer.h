@@ -60,6 +60,8 @@ class PeerLink {
                                     SubscribeOptions options);
 
   bool connected() const;
+  // Was connected, and is not now (the peer went silent or away; the link keeps trying).
+  bool down() const;
   const std::string& url() const;
   // Fails what waits (unavailable) and joins the link's threads.
   void close();

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The mesh next to a single node's path, in one invocation: starts etcd and two nodes ("a", "b";
+# sync durability, the counter example loaded) on loopback with data in a temporary folder, runs
+# bench/mesh_bench.cpp (local = talking to the owner b, forwarded = talking to a), then measures
+# failover: kill -9 of b → first 503 owner_unavailable on a (detection) → b restarted → first
+# success (claim and recovery). Every run is printed, then the medians.
+#   bench/mesh_bench.sh [BUILD_DIR] [SECONDS] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+seconds=${2:-3}
+runs=${3:-3}
+bin="$build/bin"
+command -v etcd >/dev/null || { echo "etcd not installed (scripts/install-deps.sh --test)"; exit 1; }
+[ -x "$bin/mesh_bench" ] || { echo "$bin/mesh_bench not built"; exit 1; }
+work=$(mktemp -d)
+pids=()
+trap 'kill -9 "${pids[@]}" $bpid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+base=$((20000 + RANDOM % 9000))
+eport=$base; epeer=$((base + 1))
+ttl=${TTL_MS:-3000}
+etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$eport" \
+  --advertise-client-urls "http://127.0.0.1:$eport" --listen-peer-urls "http://127.0.0.1:$epeer" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$epeer" --initial-cluster "default=http://127.0.0.1:$epeer" \
+  >"$work/etcd.log" 2>&1 &
+pids+=($!)
+node() {  # name index
+  local n=$1 i=$2
+  "$bin/roost" serve --data-dir "$work/$n" --http-listen "127.0.0.1:$((base + 10 + i))" \
+    --endpoint "tcp://127.0.0.1:$((base + 20 + i))" --mesh-listen "tcp://127.0.0.1:$((base + 30 + i))" \
+    --mesh-etcd "http://127.0.0.1:$eport" --node-name "$n" --mesh-lease-ttl-ms "$ttl" --log-level warn \
+    --actors "$build/examples/counter/libroost_counter.so" >>"$work/$n.log" 2>&1 &
+}
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$eport/health" >/dev/null && break; sleep 0.1; done
+node a 1; pids+=($!)
+node b 2; bpid=$!
+for _ in $(seq 100); do
+  [ "$(curl -sf "http://127.0.0.1:$((base + 11))/v1/mesh" | grep -o '"name"' | wc -l)" = 2 ] && break
+  sleep 0.1
+done
+echo "# roost $("$bin/roost" --version | cut -d' ' -f2), etcd $(etcd --version | head -1 | cut -d' ' -f3); $(nproc) cores; lease TTL ${ttl} ms"
+"$bin/mesh_bench" --a "tcp://127.0.0.1:$((base + 21))" --b "tcp://127.0.0.1:$((base + 22))" \
+  --http-a "http://127.0.0.1:$((base + 11))" --seconds "$seconds" --runs "$runs"
+
+# Failover, through a: a queue owned by b.
+a_http="http://127.0.0.1:$((base + 11))"
+q=$(for i in $(seq 0 999); do
+  curl -sf "$a_http/v1/mesh?queue=fo$i" | grep -q '"home":"b"' && { echo "fo$i"; break; }
+done)
+curl -sf -X PUT "$a_http/v1/queues/$q" -d '{}' >/dev/null
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+status() { curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST "$a_http/v1/queues/$q/messages" -d '{"body":1}'; }
+detect=(); recover=()
+for r in $(seq "$runs"); do
+  until [ "$(status)" = 201 ]; do sleep 0.05; done
+  kill -9 $bpid; wait $bpid 2>/dev/null || true
+  t0=$(now_ms)
+  until [ "$(status)" = 503 ]; do sleep 0.02; done
+  t1=$(now_ms)
+  node b 2; bpid=$!
+  until [ "$(status)" = 201 ]; do sleep 0.02; done
+  t2=$(now_ms)
+  echo "failover_detection_run$r $((t1 - t0)) ms"
+  echo "failover_recovery_after_restart_run$r $((t2 - t1)) ms"
+  detect+=($((t1 - t0))); recover+=($((t2 - t1)))
+done
+med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "failover_detection_median $(med "${detect[@]}") ms"
+echo "failover_recovery_after_restart_median $(med "${recover[@]}") ms"
