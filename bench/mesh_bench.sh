@@ -42,6 +42,13 @@ echo "# roost $("$bin/roost" --version | cut -d' ' -f2), etcd $(etcd --version |
 "$bin/mesh_bench" --a "tcp://127.0.0.1:$((base + 21))" --b "tcp://127.0.0.1:$((base + 22))" \
   --http-a "http://127.0.0.1:$((base + 11))" --seconds "$seconds" --runs "$runs"
 
+# Where channel messages were dropped for lagging, if anywhere (by design: never blocks a publisher).
+for i in 1 2; do
+  curl -sf "http://127.0.0.1:$((base + 10 + i))/metrics" |
+    grep -E '^roost_(endpoint_channel_dropped|mesh_channel_lagged|mesh_channel_relayed|mesh_channel_duplicates)_total' |
+    sed "s/^/# node $i: /"
+done
+
 # Failover, through a: a queue owned by b.
 a_http="http://127.0.0.1:$((base + 11))"
 q=$(for i in $(seq 0 999); do

@@ -43,6 +43,9 @@ struct MeshRouter::PeerInterest {
   // offset relayed per channel (and the channel's epoch there) lets only the first through.
   Mutex mu;
   std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> last ROOST_GUARDED_BY(mu);
+  // One batch's messages, gathered to enter the hub together (runs of a channel published at once:
+  // subscribers here get them as runs too, not one event each).
+  std::vector<std::pair<std::string, channels::Payload>> batch ROOST_GUARDED_BY(mu);
 };
 
 MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterOptions options)
@@ -276,6 +279,10 @@ void MeshRouter::reconcile_interest() {
         module_logger("mesh")->warn("interest in {} on {} ended: {}", p, name, e.message);
         if (auto s = weak.lock()) s->broken = true;
       };
+      o.on_io_thread = true;  // relaying only hands messages to the hub
+      o.on_batch_end = [this, weak] {
+        if (auto s = weak.lock()) flush_relay(*s);
+      };
       peer->streams.emplace(p, link->subscribe(
                                    p,
                                    [this, weak](const ChannelMessage& msg) {
@@ -300,9 +307,25 @@ void MeshRouter::relay(PeerInterest& peer, const ChannelMessage& m) {
     epoch = m.epoch;
     offset = m.offset;
     if (peer.last.size() > 100'000) peer.last.clear();  // bounded (a rare duplicate at worst)
+    peer.batch.emplace_back(m.channel, channels::Payload{m.data, m.content_type});
   }
   relayed_.fetch_add(1, std::memory_order_relaxed);
-  (void)local_.publish_relayed(m.channel, m.data, m.content_type);
+}
+
+void MeshRouter::flush_relay(PeerInterest& peer) {
+  std::vector<std::pair<std::string, channels::Payload>> batch;
+  {
+    MutexLock lock(peer.mu);
+    batch.swap(peer.batch);
+  }
+  std::vector<channels::Payload> run;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    run.push_back(std::move(batch[i].second));
+    if (i + 1 == batch.size() || batch[i + 1].first != batch[i].first) {
+      (void)local_.publish_many_relayed(batch[i].first, run);
+      run.clear();
+    }
+  }
 }
 
 std::uint32_t MeshRouter::queue_shard(std::string_view queue) const {

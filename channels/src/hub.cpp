@@ -249,7 +249,7 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data, Co
   return result;
 }
 
-Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Payload>& items) {
+Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Payload>& items, bool relayed) {
   if (auto e = validate_subject(name)) return std::unexpected(*e);
   if (items.empty()) return 0;
   const auto& ns = namespace_of(name);
@@ -264,7 +264,7 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
     msgs.reserve(items.size());
     for (auto& [data, type] : items) {
       msgs.push_back(
-          make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type, subs->size()));
+          make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, type, subs->size(), relayed));
     }
     if (ns.history_size > 0) {
       for (const auto& m : msgs) ch.history.push_back(m);

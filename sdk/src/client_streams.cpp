@@ -102,7 +102,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
       queued_messages += count;
       queued_bytes += bytes;
       auto frames = std::make_shared<std::vector<zmq::message_t>>(std::move(*r.frames));
-      auto run = [this, handler = s.on_message, frames, count, bytes] {
+      auto run = [this, handler = s.on_message, batch_end = s.sub.on_batch_end, frames, count, bytes] {
         try {
           wire::EnvelopeReader reader((*frames)[0].data(), (*frames)[0].size());
           auto ev = reader.get().getMessage();
@@ -116,6 +116,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
             fill(cm, msgs[i], *data);
             handler(cm);
           }
+          if (batch_end) batch_end();
         } catch (const kj::Exception&) {
           // Read once already on the I/O thread: cannot fail here.
         }

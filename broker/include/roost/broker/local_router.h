@@ -71,6 +71,10 @@ class LocalRouter final : public Router {
   // A message published on another node of the mesh, for this node's subscribers only.
   Result<channels::PublishResult> publish_relayed(const std::string& channel, std::string data,
                                                   ContentType content_type);
+  Result<std::size_t> publish_many_relayed(const std::string& channel,
+                                           std::vector<channels::Payload>& items) {
+    return hub_.publish_many(channel, items, true);
+  }
   Result<std::size_t> publish_many(const std::string& channel,
                                    std::vector<channels::Payload>& items) override {
     return hub_.publish_many(channel, items);

@@ -163,6 +163,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void interest_loop();
   void reconcile_interest();
   void relay(PeerInterest& peer, const ChannelMessage& m);
+  void flush_relay(PeerInterest& peer);
 
   LocalRouter& local_;
   boost::asio::io_context& timers_;

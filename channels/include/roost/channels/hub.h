@@ -49,7 +49,8 @@ class Hub {
   // Publishes a run of messages to one channel, in order, taking its lock and looking up its
   // subscribers once (the native protocol's publishBatch). `items` are moved from.
   using Payload = channels::Payload;
-  Result<std::size_t> publish_many(const std::string& channel, std::vector<Payload>& items);
+  Result<std::size_t> publish_many(const std::string& channel, std::vector<Payload>& items,
+                                   bool relayed = false);
   using Presence = channels::Presence;
   Presence presence(const std::string& channel) const;
   const NamespaceConfig& namespace_of(std::string_view channel) const;

@@ -114,6 +114,9 @@ struct SubscribeOptions {
   // not block, and blocking methods called from it answer invalid_argument; asynchronous ones
   // (publish, *_async) are fine. While it runs, the client reads nothing else.
   bool on_io_thread = false;
+  // Called after the handler has seen every message of one batch the node sent (up to 256): a
+  // handler that gathers may pass them on together here.
+  std::function<void()> on_batch_end;
   std::size_t recent = 0;                                      // replay up to this many kept messages first
   std::optional<std::pair<std::string, std::uint64_t>> since;  // resume after (epoch, offset)
 };
