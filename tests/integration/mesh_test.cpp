@@ -686,6 +686,57 @@ TEST_CASE(
   CHECK(in_queue.size() == acked.size());
 }
 
+TEST_CASE(
+    "mesh: etcd with three members — one lost changes nothing; quorum lost is reported and fences; back, all serves again",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdCluster etcd;
+  std::vector<std::string> args = {
+      "--mesh-etcd", etcd.url(),      "--mesh-cluster",   "test", "--node-name", "a", "--mesh-lease-ttl-ms",
+      "2000",        "--mesh-listen", "tcp://127.0.0.1:*"};
+  Server a(args);
+  REQUIRE(eventually([&] { return member_names(a) == std::vector<std::string>{"a"}; }));
+  std::string q = "quorum";
+  REQUIRE(eventually([&] { return placement(a, q).at("owner") == "a"; }));
+  REQUIRE(a.put_queue(q).status == 200);
+  REQUIRE(a.send(q, R"({"body":"one"})").status == 201);
+
+  // One member down (the first the node talks to): the node goes on as before.
+  etcd.stop(0);
+  for (int i = 0; i < 6; ++i) {  // over three lease periods
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    CHECK(body_json(a.http().get("/healthz")).at("status") == "ok");
+  }
+  CHECK(a.send(q, R"({"body":"two"})").status == 201);
+
+  // Quorum lost: etcd cannot renew the lease, the node says so and serves none of its shards once
+  // its lease could have run out; channels (no owner needed) keep working.
+  etcd.stop(1);
+  REQUIRE(eventually([&] { return body_json(a.http().get("/healthz")).at("status") == "degraded"; },
+                     std::chrono::seconds(15)));
+  REQUIRE(
+      eventually([&] { return a.send(q, R"({"body":"never"})").status == 503; }, std::chrono::seconds(10)));
+  auto client = Client::connect({.url = a.proc().endpoint()});
+  REQUIRE(client);
+  std::atomic<int> heard{0};
+  auto sub = (*client)->subscribe("alerts.>", [&](const ChannelMessage&) { heard++; });
+  REQUIRE(sub);
+  REQUIRE((*client)->publish_sync("alerts.etcd", R"({"quorum":false})"));
+  CHECK(eventually([&] { return heard.load() == 1; }));
+
+  // Back: the node rejoins and serves its shard again, with what it had.
+  etcd.start(0);
+  etcd.start(1);
+  REQUIRE(eventually([&] { return body_json(a.http().get("/healthz")).at("status") == "ok"; },
+                     std::chrono::seconds(30)));
+  REQUIRE(
+      eventually([&] { return a.send(q, R"({"body":"three"})").status == 201; }, std::chrono::seconds(10)));
+  std::set<std::string> bodies;
+  for (const auto& m : a.pull_messages(q, R"({"batch_size":10})"))
+    bodies.insert(std::string(m.at("body").as_string()));
+  CHECK(bodies == std::set<std::string>{"one", "two", "three"});
+}
+
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {
   Server a;
   auto r = a.http().get("/v1/mesh");

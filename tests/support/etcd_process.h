@@ -90,4 +90,83 @@ class EtcdProcess {
   pid_t pid_ = -1;
 };
 
+// A three-member etcd cluster on loopback (members m0..m2): the mesh must ride out the loss of one
+// member and say so when quorum is gone.
+class EtcdCluster {
+ public:
+  static constexpr int kMembers = 3;
+  EtcdCluster() {
+    for (int i = 0; i < kMembers; ++i) {
+      client_[i] = free_port();
+      peer_[i] = free_port();
+    }
+    for (int i = 0; i < kMembers; ++i) spawn(i);
+    wait_ready(url());
+  }
+  ~EtcdCluster() {
+    for (int i = 0; i < kMembers; ++i) stop(i);
+  }
+  EtcdCluster(const EtcdCluster&) = delete;
+  EtcdCluster& operator=(const EtcdCluster&) = delete;
+
+  void stop(int i) {
+    if (pid_[i] <= 0) return;
+    kill(pid_[i], SIGKILL);
+    int status = 0;
+    waitpid(pid_[i], &status, 0);
+    pid_[i] = -1;
+  }
+  void start(int i) { spawn(i); }
+  std::string member_url(int i) const { return "http://127.0.0.1:" + std::to_string(client_[i]); }
+  std::string url() const {  // every member, comma-separated (what mesh_etcd takes)
+    std::string out;
+    for (int i = 0; i < kMembers; ++i) out += (i ? "," : "") + member_url(i);
+    return out;
+  }
+
+ private:
+  void spawn(int i) {
+    std::string cluster;
+    for (int k = 0; k < kMembers; ++k) {
+      cluster += (k ? "," : "") + std::string("m") + std::to_string(k) +
+                 "=http://127.0.0.1:" + std::to_string(peer_[k]);
+    }
+    auto peer = "http://127.0.0.1:" + std::to_string(peer_[i]);
+    std::vector<std::string> args = {"/usr/bin/etcd",
+                                     "--name",
+                                     "m" + std::to_string(i),
+                                     "--data-dir",
+                                     (dir_.path() / ("m" + std::to_string(i))).string(),
+                                     "--listen-client-urls",
+                                     member_url(i),
+                                     "--advertise-client-urls",
+                                     member_url(i),
+                                     "--listen-peer-urls",
+                                     peer,
+                                     "--initial-advertise-peer-urls",
+                                     peer,
+                                     "--initial-cluster",
+                                     cluster,
+                                     "--initial-cluster-state",
+                                     "new",
+                                     "--log-level",
+                                     "warn"};
+    pid_[i] = spawn_logged(std::move(args), (dir_.path() / ("m" + std::to_string(i) + ".log")).string(),
+                           /*append=*/true);
+  }
+  void wait_ready(const std::string& urls) {
+    broker::EtcdClient probe(urls, std::chrono::milliseconds(500));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (probe.put("/probe", "1")) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    throw std::runtime_error("the etcd cluster did not form (logs in " + dir_.path().string() + ")");
+  }
+
+  TempDir dir_;
+  int client_[kMembers] = {}, peer_[kMembers] = {};
+  pid_t pid_[kMembers] = {-1, -1, -1};
+};
+
 }  // namespace roost::test
