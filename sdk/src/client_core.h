@@ -175,11 +175,16 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     // frames and done, or returns false when there is nothing to send after all. Lets a producer
     // put everything that queued up meanwhile into one request.
     std::function<bool(Outgoing&)> build;
+    // Sent again after owner_unavailable: when first sent, and the next wait.
+    Clock::time_point first_sent{};
+    std::chrono::milliseconds retry_delay{0};
   };
   struct Pending {
     ReplyFn done;
     Clock::time_point deadline;
     std::vector<zmq::message_t> frames;  // shared copies, resent if the node had forgotten us
+    Clock::time_point first_sent{};
+    std::chrono::milliseconds retry_delay{0};
   };
   // A subscription or consumer, re-opened after a reconnect.
   struct StreamState {
@@ -229,7 +234,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   // ---- I/O thread state ----
   std::optional<zmq::socket_t> sock;
   std::unordered_map<std::uint64_t, Pending> pending;
-  std::vector<Outgoing> waiting;  // made while not connected
+  std::vector<Outgoing> waiting;                                // made while not connected
+  std::vector<std::pair<Clock::time_point, Outgoing>> retries;  // owner_unavailable: sent again then
   std::uint64_t hello_id = 0;
   Clock::time_point hello_deadline;
   std::uint64_t instance = 0;
@@ -320,6 +326,10 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   void handle(std::vector<zmq::message_t>& parts);
 
   void expire(Clock::time_point now);
+
+  // An owner_unavailable answer: schedules the request again (ClientOptions::owner_retry); false
+  // when its budget or deadline is spent (the answer goes to the caller).
+  bool retry_owner(std::uint64_t id, Pending& p);
 
   void run();
 

@@ -120,7 +120,8 @@ void ClientCore::send_now(Outgoing& o) {
   if (o.done) {
     std::vector<zmq::message_t> copies(o.frames.size());
     for (std::size_t i = 0; i < o.frames.size(); ++i) copies[i].copy(o.frames[i]);
-    pending.emplace(o.id, Pending{std::move(o.done), o.deadline, std::move(copies)});
+    auto first = o.first_sent == Clock::time_point{} ? Clock::now() : o.first_sent;
+    pending.emplace(o.id, Pending{std::move(o.done), o.deadline, std::move(copies), first, o.retry_delay});
   }
   for (std::size_t i = 0; i < o.frames.size(); ++i) {
     auto flags = i + 1 < o.frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
@@ -205,6 +206,18 @@ void ClientCore::run() {
     }
     cancel_batch.clear();
     now = Clock::now();
+    for (auto it = retries.begin(); it != retries.end();) {
+      if (it->first > now) {
+        ++it;
+        continue;
+      }
+      if (sock && ready) {
+        send_now(it->second);
+      } else {
+        waiting.push_back(std::move(it->second));
+      }
+      it = retries.erase(it);
+    }
     expire(now);
     if (sock) {
       if (hello_id != 0 && now > hello_deadline) {
@@ -246,6 +259,8 @@ void ClientCore::run() {
     left.swap(outbox);
   }
   for (auto& o : waiting) left.push_back(std::move(o));
+  for (auto& [at, o] : retries) left.push_back(std::move(o));
+  retries.clear();
   for (auto& o : left) {
     bool fire_and_forget = o.run || (!o.done && !o.build);
     if (sock && ready && fire_and_forget) {
@@ -321,6 +336,8 @@ void ClientCore::fail_fatally(const std::string& why) {
   }
   for (auto& o : waiting) left.push_back(std::move(o));
   waiting.clear();
+  for (auto& [at, o] : retries) left.push_back(std::move(o));
+  retries.clear();
   for (auto& o : left) fail_outgoing(o, unavailable("the client failed: " + why));
 }
 

@@ -98,6 +98,10 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
     }
     auto it = pending.find(id);
     if (it == pending.end()) return;  // timed out already, or fire-and-forget
+    if (r.env.isError() && r.env.getError().getCode() == ErrorCode::OWNER_UNAVAILABLE &&
+        retry_owner(id, it->second)) {
+      return;
+    }
     auto done = std::move(it->second.done);
     pending.erase(it);
     done(r);
@@ -110,6 +114,21 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
       done(bad);
     }
   }
+}
+
+bool ClientCore::retry_owner(std::uint64_t id, Pending& p) {
+  if (options.owner_retry.count() <= 0) return false;
+  auto now = Clock::now();
+  auto delay = p.retry_delay.count() == 0 ? std::chrono::milliseconds(100)
+                                          : std::min(p.retry_delay * 2, std::chrono::milliseconds(1000));
+  // Only while the retry budget and the request's own deadline leave room for another answer.
+  if (now + delay >= p.first_sent + options.owner_retry || now + delay >= p.deadline) return false;
+  Outgoing o{id, std::move(p.frames), std::move(p.done), p.deadline};
+  o.first_sent = p.first_sent;
+  o.retry_delay = delay;
+  pending.erase(id);
+  retries.emplace_back(now + delay, std::move(o));
+  return true;
 }
 
 void ClientCore::expire(Clock::time_point now) {

@@ -395,8 +395,23 @@ TEST_CASE("mesh: a dead owner's shards answer owner_unavailable; back, it serves
         return r.status == 503 && body_json(r).at("error").at("code") == "owner_unavailable";
       },
       std::chrono::seconds(15)));
-  // Back: its disk still holds what it acknowledged.
-  b.proc().start();
+  // The SDK sends a request answered owner_unavailable again with backoff (owner_retry): made
+  // while the owner is down, it succeeds once the owner is back; without retries it fails at once.
+  auto impatient = Client::connect({.url = a.proc().endpoint(), .owner_retry = std::chrono::milliseconds(0)});
+  auto patient = Client::connect({.url = a.proc().endpoint(), .owner_retry = std::chrono::seconds(10)});
+  REQUIRE((impatient && patient));
+  auto refused = (*impatient)->enqueue(q, {NewMessage{.body = R"("impatient")"}});
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == ErrorCode::OWNER_UNAVAILABLE);
+  // Back (its disk still holds what it acknowledged) while the patient request waits.
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    b.proc().start();
+  });
+  auto waited = (*patient)->enqueue(q, {NewMessage{.body = R"("patient")"}});
+  restart.join();
+  INFO((waited ? std::string() : waited.error().message));
+  CHECK(waited);
   std::set<std::string> bodies;
   REQUIRE(eventually(
       [&] {
@@ -406,10 +421,10 @@ TEST_CASE("mesh: a dead owner's shards answer owner_unavailable; back, it serves
         auto body = body_json(r);
         for (const auto& m : body.at("messages").as_array())
           bodies.insert(std::string(m.at("body").as_string()));
-        return bodies.size() >= 2;
+        return bodies.size() >= 3;
       },
       std::chrono::seconds(10)));
-  CHECK(bodies == std::set<std::string>{"before", "after"});
+  CHECK(bodies == std::set<std::string>{"before", "after", "patient"});
 }
 
 // What one subscriber received: the "i" of each message (probes left out), in order.

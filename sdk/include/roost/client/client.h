@@ -49,6 +49,10 @@ struct ClientOptions {
   // are dropped and reported to on_lag, as the node does for a slow connection.
   std::size_t max_queued_messages = 65'536;
   std::size_t max_queued_bytes = 64u << 20;
+  // A request answered owner_unavailable (a mesh: the owner of its queue's or object's shard is
+  // down, fenced or was just replaced; nothing was applied) is sent again with backoff — 100 ms,
+  // doubling up to 1 s — for up to this long, within its own timeout. 0: answer it at once.
+  std::chrono::milliseconds owner_retry{5'000};
 };
 
 // kMessage for published data; kJoin / kLeave for presence events (namespaces with join_leave),
