@@ -221,7 +221,7 @@ void ActorRuntime::stop() {
   {
     MutexLock lock(mu_);
     for (auto& [k, o] : objects_) objs.push_back(o);
-    for (auto& [k, id] : durable_subs_) hub_.unsubscribe(id);
+    for (auto& [k, id] : durable_subs_) unsubscribe_channel(id);
     durable_subs_.clear();
   }
   Error e{ErrorCode::UNAVAILABLE, "the node is shutting down"};
@@ -536,21 +536,27 @@ void ActorRuntime::subscribe_object(const std::string& okey, const std::string& 
           if (r) deliver_mail(std::move(*r));
         }));
   });
-  auto r = hub_.subscribe(pattern, sub, std::nullopt);
+  auto r = mesh_effects_ != nullptr ? mesh_effects_->subscribe(pattern, sub)
+                                    : hub_.subscribe(pattern, sub, std::nullopt);
   if (!r) {
     module_logger("actors")->warn("durable subscription of {}/{} to {} failed: {}", cls, name, pattern,
                                   r.error().message);
     return;
   }
   MutexLock lock(mu_);
-  if (!durable_subs_.emplace(key, r->id).second) hub_.unsubscribe(r->id);
+  if (!durable_subs_.emplace(key, r->id).second) unsubscribe_channel(r->id);
+}
+
+void ActorRuntime::unsubscribe_channel(std::uint64_t id) {
+  if (mesh_effects_ != nullptr) return mesh_effects_->unsubscribe(id);
+  hub_.unsubscribe(id);
 }
 
 void ActorRuntime::unsubscribe_object(const std::string& okey, const std::string& pattern) {
   MutexLock lock(mu_);
   auto it = durable_subs_.find(okey + '\0' + pattern);
   if (it == durable_subs_.end()) return;
-  hub_.unsubscribe(it->second);
+  unsubscribe_channel(it->second);
   durable_subs_.erase(it);
 }
 

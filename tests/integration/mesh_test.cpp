@@ -489,6 +489,19 @@ TEST_CASE("mesh: a publish on any node reaches every node's subscribers once, in
   CHECK(on_c2.size() == kCount + 1);
   CHECK(on_c1.size() == kCount);  // news.local is not news.today
   CHECK(metric(c, "roost_mesh_channel_relayed_total") >= kCount);
+  // An object's durable subscription (its node is b) hears what is published on c.
+  std::string l;
+  for (int i = 0; l.empty(); ++i) {
+    auto n = "l" + std::to_string(i);
+    if (placement(a, "listener/" + n, "object").at("home").as_string() == "b") l = n;
+  }
+  REQUIRE(a.http().post("/v1/objects/listener/" + l + "/messages", R"({"subscribe":"alerts.>"})").status ==
+          202);
+  REQUIRE(eventually([&] {
+    (*cc)->publish("alerts.fire", R"({"x":1})");
+    auto r = a.http().post("/v1/objects/listener/" + l + "/call", "{}");
+    return r.status == 200 && !body_json(r).as_array().empty();
+  }));
   // Interest leaves with the last subscriber: b stops sending to c.
   sc1->reset();
   sc2->reset();

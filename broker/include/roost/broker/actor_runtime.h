@@ -24,6 +24,7 @@
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
+#include <roost/core/channel_types.h>
 #include <roost/core/mesh_types.h>
 
 #include <roost/actor.h>
@@ -107,6 +108,11 @@ class ActorRuntime final : public durable::Participant {
     // A call made within a turn to an object of another node (any thread).
     virtual void call(std::string object_class, std::string name, std::string data, ContentType type,
                       std::uint64_t timeout_ms, Callback<ObjectReply> done) = 0;
+    // Objects' durable subscriptions: through the mesh's channel interest, so that publishes on
+    // other nodes reach them too.
+    virtual Result<channels::SubscribeResult> subscribe(const std::string& pattern,
+                                                        std::shared_ptr<channels::Subscriber> subscriber) = 0;
+    virtual void unsubscribe(std::uint64_t subscription) = 0;
   };
 
   ActorRuntime(durable::MailboxStore& store, durable::Committer& committer, durable::QueueStore& queues,
@@ -193,6 +199,7 @@ class ActorRuntime final : public durable::Participant {
   struct CallWait;
 
   std::optional<Error> check(std::string_view cls, std::string_view name) const;
+  void unsubscribe_channel(std::uint64_t id);  // a durable subscription's (hub or mesh)
   void fail_item(const std::shared_ptr<Obj>& obj, Item item, const Error& error);
   // Answers a call and drops its timeout entry.
   void answer_call(const std::shared_ptr<CallWait>& wait, Result<ObjectReply> r);

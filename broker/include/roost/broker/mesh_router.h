@@ -65,6 +65,10 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
             std::uint64_t timeout_ms, Callback<ObjectReply> done) override {
     object_call(std::move(object_class), std::move(name), std::move(data), type, timeout_ms, std::move(done));
   }
+  Result<channels::SubscribeResult> subscribe(const std::string& pattern,
+                                              std::shared_ptr<channels::Subscriber> subscriber) override {
+    return subscribe(pattern, std::move(subscriber), std::nullopt);
+  }
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
   // roost_mesh_forward* Prometheus lines.
