@@ -5,6 +5,7 @@ export interface ConnectOptions {
   minDelayMs?: number;          // backoff start, default 250
   maxDelayMs?: number;          // backoff cap, default 10000
   requestTimeoutMs?: number;    // default 10000
+  ownerRetryMs?: number;        // default 5000: owner_unavailable (a mesh) is retried with backoff this long; 0 = never
   WebSocket?: typeof WebSocket; // an implementation outside browsers
 }
 export interface MessageMeta { channel: string; offset: number; epoch: string; }

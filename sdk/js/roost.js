@@ -12,7 +12,7 @@
 //   const reply = await doc.call({ op: "get" });          // on_call's reply
 //   const sock = doc.connect({ onMessage: (text) => … }); // a WebSocket attached to the object
 
-const DEFAULTS = { reconnect: true, minDelayMs: 250, maxDelayMs: 10000, requestTimeoutMs: 10000 };
+const DEFAULTS = { reconnect: true, minDelayMs: 250, maxDelayMs: 10000, requestTimeoutMs: 10000, ownerRetryMs: 5000 };
 
 export class RoostError extends Error {
   constructor(code, message) {
@@ -134,7 +134,24 @@ export class Client {
     }
   }
 
+  // A request answered owner_unavailable (a mesh: its shard's owner is down or was just
+  // replaced; nothing was applied) is sent again with backoff, 100 ms doubling to 1 s, for up to
+  // options.ownerRetryMs (0 = never).
   async _http(method, path, body, raw = false) {
+    const started = Date.now();
+    for (let delay = 100; ; delay = Math.min(delay * 2, 1000)) {
+      try {
+        return await this._httpOnce(method, path, body, raw);
+      } catch (e) {
+        const budget = this.options.ownerRetryMs;
+        if (!(e instanceof RoostError) || e.code !== "owner_unavailable" || !budget ||
+            Date.now() + delay - started >= budget || this._closed) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  async _httpOnce(method, path, body, raw) {
     const headers = { "Content-Type": "application/json" };
     if (this.options.token) headers.Authorization = `Bearer ${this.options.token}`;
     const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });

@@ -158,3 +158,45 @@ test("onPresence hears direct subscribers join and leave", async () => {
   assert.deepEqual(events, [["join", 2], ["leave", 1]]);
   a.close(); b.close();
 });
+
+test("a request answered owner_unavailable is sent again with backoff, within ownerRetryMs", async () => {
+  // A stand-in node: the owner is away for its first two answers, then back.
+  const http = await import("node:http");
+  let calls = 0;
+  const stub = http.createServer((req, res) => {
+    if (req.method !== "POST") { // (the client's WebSocket handshake)
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    calls++;
+    req.resume();
+    req.on("end", () => {
+      if (calls <= 2) {
+        res.writeHead(503, { "Content-Type": "application/json" });
+        res.end(JSON.stringify({ error: { code: "owner_unavailable", message: "no owner" } }));
+      } else {
+        res.writeHead(201, { "Content-Type": "application/json" });
+        res.end(JSON.stringify({ id: "0000000000000001" }));
+      }
+    });
+  });
+  await new Promise((r) => stub.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${stub.address().port}`;
+  try {
+    const patient = connect(url, { WebSocket, reconnect: false });
+    const t0 = Date.now();
+    const r = await patient.enqueue("q", { n: 1 });
+    assert.equal(r.id, "0000000000000001");
+    assert.equal(calls, 3);
+    assert.ok(Date.now() - t0 >= 300, "waited 100 + 200 ms between the tries");
+    patient.close();
+    calls = 0;
+    const impatient = connect(url, { WebSocket, reconnect: false, ownerRetryMs: 0 });
+    await assert.rejects(impatient.enqueue("q", { n: 2 }), (e) => e.code === "owner_unavailable");
+    assert.equal(calls, 1);
+    impatient.close();
+  } finally {
+    stub.close();
+  }
+});
