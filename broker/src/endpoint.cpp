@@ -354,14 +354,20 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
           }));
     }
     case W::LIST_QUEUES: {
-      auto all = router.list_queues();
-      std::erase_if(all, [&](const QueueInfo& q) { return !s.who.may_use_queue(q.name); });
-      capnp::MallocMessageBuilder b(512);
-      auto out = b.initRoot<proto::Envelope>();
-      out.setId(id);
-      auto list = out.initQueues(static_cast<unsigned>(all.size()));
-      for (unsigned i = 0; i < all.size(); ++i) wire::to_wire(list[i], all[i]);
-      return reply(identity, b);
+      // A peer asks for this node's own queues; a client for the whole mesh's.
+      auto encode = [who = s.who](proto::Envelope::Builder out, std::vector<QueueInfo> all) {
+        std::erase_if(all, [&](const QueueInfo& q) { return !who.may_use_queue(q.name); });
+        auto list = out.initQueues(static_cast<unsigned>(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i) wire::to_wire(list[i], all[i]);
+      };
+      if (options.mesh != nullptr) {
+        capnp::MallocMessageBuilder b(512);
+        auto out = b.initRoot<proto::Envelope>();
+        out.setId(id);
+        encode(out, router.list_queues());
+        return reply(identity, b);
+      }
+      return router.list_queues_async(answer<std::vector<QueueInfo>>(s, id, encode));
     }
     case W::REDRIVE: return on_redrive(s, id, env.getRedrive());
     case W::OBJECT_SEND: return on_object_send(s, id, env.getObjectSend(), payloads);
@@ -426,7 +432,8 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
                                     shards);
       break;
     case W::MESH_EFFECTS: shard = env.getMeshEffects().getShard(); break;
-    case W::SUBSCRIBE:  // a peer's interest in channels (no shard: channels are everywhere)
+    case W::LIST_QUEUES:  // this node's own queues (a peer gathers the mesh's)
+    case W::SUBSCRIBE:    // a peer's interest in channels (no shard: channels are everywhere)
     case W::CANCEL: return std::nullopt;
     default: return Error{ErrorCode::INVALID_ARGUMENT, "not a request a mesh socket serves"};
   }

@@ -553,6 +553,45 @@ void MeshRouter::extend(std::string name, std::vector<std::string> leases,
   route(queue_shard(name), std::move(f));
 }
 
+void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
+  struct Gather {
+    Mutex mu;
+    std::map<std::string, QueueInfo> by_name ROOST_GUARDED_BY(mu);
+    std::size_t waiting ROOST_GUARDED_BY(mu) = 0;
+    Callback<std::vector<QueueInfo>> done;
+    void add(std::vector<QueueInfo> queues) {
+      std::vector<QueueInfo> all;
+      {
+        MutexLock lock(mu);
+        for (auto& q : queues) by_name.try_emplace(q.name, std::move(q));
+        if (--waiting != 0) return;
+        for (auto& [name, q] : by_name) all.push_back(std::move(q));
+      }
+      done(std::move(all));
+    }
+  };
+  auto g = std::make_shared<Gather>();
+  g->done = std::move(done);
+  std::vector<std::shared_ptr<PeerLink>> links;
+  if (Mesh* m = mesh_.load()) {
+    for (const auto& member : m->members()) {
+      if (member.name == m->options().node_name) continue;
+      if (auto link = link_to(member.name); link && !link->down()) links.push_back(std::move(link));
+    }
+  }
+  {
+    MutexLock lock(g->mu);
+    g->waiting = links.size() + 1;
+  }
+  for (auto& link : links) {
+    link->list_queues([g, url = link->url()](Result<std::vector<QueueInfo>> r) {
+      if (!r) module_logger("mesh")->warn("queue list: {} did not answer: {}", url, r.error().message);
+      g->add(r ? std::move(*r) : std::vector<QueueInfo>{});
+    });
+  }
+  g->add(local_.list_queues());
+}
+
 void MeshRouter::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {
   for (const auto& q : {from, to}) {
     if (auto e = owned_here(queue_shard(q))) {

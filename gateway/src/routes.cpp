@@ -72,9 +72,11 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
   auto method = req.method();
   if (segs.size() == 2) {
     if (method != http::verb::get) return method_not_allowed(reply, v, "GET");
-    auto queues = router.list_queues();
-    std::erase_if(queues, [&](const QueueInfo& q) { return !who.may_use_queue(q.name); });
-    return respond_now(reply, make(http::status::ok, v, encode_queues(queues)));
+    return router.list_queues_async(answer<std::vector<QueueInfo>>(
+        std::move(reply), v, http::status::ok, [who](std::vector<QueueInfo> queues) {
+          std::erase_if(queues, [&](const QueueInfo& q) { return !who.may_use_queue(q.name); });
+          return encode_queues(queues);
+        }));
   }
   const std::string& name = segs[2];
   if (!who.may_use_queue(name)) {

@@ -143,6 +143,16 @@ void PeerLink::effects(Route route, const std::string& origin, const std::vector
       decode_count, std::move(payloads), std::move(done));
 }
 
+void PeerLink::list_queues(Callback<std::vector<QueueInfo>> done) {
+  core_->async<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
+                                       [](Reply& r) {
+                                         std::vector<QueueInfo> out;
+                                         for (auto q : r.env.getQueues()) out.push_back(wire::from_wire(q));
+                                         return out;
+                                       },
+                                       {}, std::move(done));
+}
+
 std::unique_ptr<Stream> PeerLink::subscribe(const std::string& pattern,
                                             std::function<void(const ChannelMessage&)> handler,
                                             SubscribeOptions options) {

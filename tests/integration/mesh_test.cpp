@@ -265,6 +265,17 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   auto info = (*client)->get_queue(far);
   REQUIRE(info);
   CHECK(info->stats.enqueued == 1);
+  // Every node lists the mesh's queues, wherever they live (HTTP and native).
+  for (auto* n : {&a, &b, &c}) {
+    auto listed = body_json(n->http().get("/v1/queues"));
+    std::set<std::string> names;
+    for (const auto& q : listed.at("queues").as_array()) names.insert(std::string(q.at("name").as_string()));
+    for (int i = 0; i < kQueues; ++i) CHECK(names.contains("work" + std::to_string(i)));
+    CHECK(names.contains(far));
+  }
+  auto natively = (*client)->list_queues();
+  REQUIRE(natively);
+  CHECK(natively->size() == kQueues + 1);
 }
 
 TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shards it owns under their epoch",

@@ -6,8 +6,8 @@
 // home has had a lease period to claim it. Everything else (channels, hosts, status) is the
 // LocalRouter's.
 //
-// Not forwarded yet (answered on this node as on a single node, see docs/mesh.md): channels,
-// WebSockets and HTTP requests to objects, redrive across nodes, the list of queues.
+// Channels travel like NATS routes (below); the queue list is gathered from every live peer. Not
+// forwarded yet (docs/mesh.md): WebSockets and HTTP requests to objects, redrive across nodes.
 //
 // Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread,
 // or wherever the LocalRouter runs them.
@@ -79,6 +79,8 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   Result<QueueInfo> get_queue(const std::string& name) override;
   void get_queue_async(std::string name, Callback<QueueInfo> done) override;
   std::vector<QueueInfo> list_queues() override { return local_.list_queues(); }
+  // This node's queues and every live peer's (a peer that does not answer is left out, logged).
+  void list_queues_async(Callback<std::vector<QueueInfo>> done) override;
   void enqueue(std::string name, std::vector<NewMessage> messages,
                Callback<std::vector<std::string>> done) override;
   using Router::pull;

@@ -70,6 +70,8 @@ class Router {
   // The queue as its owner knows it (in a mesh, a round trip to the owner).
   virtual void get_queue_async(std::string name, Callback<QueueInfo> done) { done(get_queue(name)); }
   virtual std::vector<QueueInfo> list_queues() = 0;
+  // Every queue (in a mesh: this node's and every live peer's, gathered).
+  virtual void list_queues_async(Callback<std::vector<QueueInfo>> done) { done(list_queues()); }
   virtual void enqueue(std::string name, std::vector<NewMessage> messages,
                        Callback<std::vector<std::string>> done) = 0;
   // wait_ms > 0 long-polls: answers as soon as a message is leased or the wait is over

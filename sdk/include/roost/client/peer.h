@@ -52,6 +52,8 @@ class PeerLink {
   // order; answers the last outbox seq the peer has applied from `origin` for that shard.
   void effects(Route route, const std::string& origin, const std::vector<MeshEffect>& effects,
                Callback<std::uint64_t> done);
+  // The peer's own queues (no route: every node answers for its disk).
+  void list_queues(Callback<std::vector<QueueInfo>> done);
   // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
   // subscription is made again after every reconnect. Ends with the Stream, or on an error
   // (options.on_error).
