@@ -369,9 +369,15 @@ std::string Mesh::status_json() const {
                                                                     std::chrono::steady_clock::now())
                   .count();
   json::object per_node;
+  json::array placements;  // every shard in use: where it lives, under which epoch
   {
     MutexLock lock(mu_);
     for (const auto& [n, p] : shards_table_) {
+      placements.push_back(
+          json::object{{"shard", p.shard},
+                       {"home", p.home},
+                       {"owner", p.owner.empty() ? json::value(nullptr) : json::value(p.owner)},
+                       {"epoch", p.epoch}});
       if (p.owner.empty()) continue;
       auto& v = per_node[p.owner];
       v = v.is_null() ? json::value(1) : json::value(v.to_number<std::int64_t>() + 1);
@@ -385,7 +391,8 @@ std::string Mesh::status_json() const {
                                       {"shards", shards()},
                                       {"lease_ttl_ms", options_.lease_ttl.count()},
                                       {"lease_valid_ms", std::max<std::int64_t>(0, left)},
-                                      {"members", std::move(members)}});
+                                      {"members", std::move(members)},
+                                      {"placements", std::move(placements)}});
 }
 
 std::string Mesh::metrics_text() const {

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json.hpp>
 
 namespace roost::broker {
 
@@ -653,6 +654,27 @@ void MeshRouter::object_connect(std::string object_class, std::string name,
   }
   local_.object_connect(std::move(object_class), std::move(name), std::move(socket), std::move(request),
                         std::move(done));
+}
+
+std::optional<std::string> MeshRouter::mesh_status() {
+  auto base = local_.mesh_status();
+  if (!base) return base;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(*base, ec);
+  if (ec || !v.is_object()) return base;
+  boost::json::array links;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [node, link] : links_) {
+      links.push_back(boost::json::object{
+          {"node", node}, {"url", link->url()}, {"connected", link->connected()}, {"down", link->down()}});
+    }
+  }
+  auto& o = v.as_object();
+  o["links"] = std::move(links);
+  o["interest_entries"] = interest_entries_.load();
+  o["outbox_entries"] = outbox_ != nullptr ? outbox_->size() : 0;
+  return boost::json::serialize(v);
 }
 
 std::string MeshRouter::forward_metrics() const {

@@ -214,6 +214,16 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   }
   CHECK(seen.size() == kQueues * kEach);  // no loss
   CHECK(metric(b, "roost_mesh_forwarded_total") > 0);
+  {
+    // The status shows b's links to its peers and where every shard in use lives.
+    auto st = body_json(b.http().get("/v1/mesh"));
+    std::set<std::string> linked;
+    for (const auto& l : st.at("links").as_array())
+      if (l.at("connected").as_bool()) linked.insert(std::string(l.at("node").as_string()));
+    CHECK(linked.size() >= 1);
+    CHECK_FALSE(linked.contains("b"));
+    CHECK(st.at("placements").as_array().size() >= static_cast<std::size_t>(homes.size()));
+  }
   CHECK(metric(a, "roost_mesh_requests_received_total") + metric(b, "roost_mesh_requests_received_total") +
             metric(c, "roost_mesh_requests_received_total") >
         0);

@@ -140,7 +140,8 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void host_front(ObjectHttpRequest request, Callback<FrontReply> done) override {
     local_.host_front(std::move(request), std::move(done));
   }
-  std::optional<std::string> mesh_status() override { return local_.mesh_status(); }
+  // The mesh's status, with this node's links to its peers (connected or not) and what waits.
+  std::optional<std::string> mesh_status() override;
   void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override {
     local_.mesh_placement(std::move(kind), std::move(name), std::move(done));
   }
