@@ -637,12 +637,17 @@ void MeshRouter::object_call(std::string object_class, std::string name, std::st
 
 void MeshRouter::object_fetch(std::string object_class, std::string name, ObjectHttpRequest request,
                               std::uint64_t timeout_ms, Callback<ObjectReply> done) {
-  if (auto e = owned_here(object_shard(object_class, name))) {
-    return done(std::unexpected(Error{e->code, "HTTP requests to an object are served on its owner node (" +
-                                                   e->message + "); forwarding them is not built yet"}));
-  }
-  local_.object_fetch(std::move(object_class), std::move(name), std::move(request), timeout_ms,
-                      std::move(done));
+  auto f = std::make_shared<Forward<ObjectReply>>();
+  auto req = std::make_shared<const ObjectHttpRequest>(std::move(request));
+  f->local = [this, object_class, name, req, timeout_ms](Callback<ObjectReply> d) {
+    local_.object_fetch(object_class, name, *req, timeout_ms, std::move(d));
+  };
+  f->remote = [object_class, name, req, timeout_ms](const std::shared_ptr<PeerLink>& l, Route r,
+                                                    Callback<ObjectReply> d) {
+    l->fetch(r, object_class, name, *req, timeout_ms, std::move(d));
+  };
+  f->done = std::move(done);
+  route(object_shard(object_class, name), std::move(f));
 }
 
 void MeshRouter::object_connect(std::string object_class, std::string name,

@@ -109,6 +109,7 @@ struct Envelope {
 
     # ---- appended for the mesh -----------------------------------------------------------------
     meshEffects @38 :MeshEffects;   # node → node; payload frames: one per effect → count | error
+    objectFetch @39 :ObjectFetch;   # node → node; payload frame: the body → objectReply | error
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -385,4 +386,26 @@ struct ObjectCall {
 
 struct ObjectReply {
   contentType @0 :ContentType;     # payload frame: the reply
+  # (objectFetch) the object's HTTP response: status and headers.
+  status @1 :UInt16;
+  headers @2 :List(Header);
+}
+
+struct Header {
+  name @0 :Text;
+  value @1 :Text;
+}
+
+# node → node (mesh socket): an HTTP request to an object's on_fetch, forwarded to its owner.
+# Payload frame: the body. → objectReply (status, headers; payload frame: the body) | error.
+struct ObjectFetch {
+  class @0 :Text;
+  name @1 :Text;
+  timeoutMs @2 :UInt64;
+  method @3 :Text;
+  path @4 :Text;
+  query @5 :Text;
+  headers @6 :List(Header);
+  clientAddress @7 :Text;
+  claims @8 :Text;
 }

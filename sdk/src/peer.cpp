@@ -143,6 +143,37 @@ void PeerLink::effects(Route route, const std::string& origin, const std::vector
       decode_count, std::move(payloads), std::move(done));
 }
 
+void PeerLink::fetch(Route route, const std::string& object_class, const std::string& name,
+                     const ObjectHttpRequest& request, std::uint64_t timeout_ms, Callback<ObjectReply> done) {
+  core_->async<ObjectReply>(
+      [&](proto::Envelope::Builder env) {
+        auto f = env.initObjectFetch();
+        f.setClass(text(object_class));
+        f.setName(text(name));
+        f.setTimeoutMs(timeout_ms);
+        f.setMethod(text(request.method));
+        f.setPath(text(request.path));
+        f.setQuery(text(request.query));
+        auto hs = f.initHeaders(static_cast<unsigned>(request.headers.size()));
+        for (unsigned i = 0; i < request.headers.size(); ++i) {
+          hs[i].setName(text(request.headers[i].first));
+          hs[i].setValue(text(request.headers[i].second));
+        }
+        f.setClientAddress(text(request.client_address));
+        f.setClaims(text(request.claims));
+        set_route(env, route);
+      },
+      [](Reply& r) {
+        auto out = decode_object_reply(r);
+        auto rep = r.env.getObjectReply();
+        out.status = rep.getStatus() == 0 ? 200 : rep.getStatus();
+        for (auto h : rep.getHeaders()) out.headers.emplace_back(view(h.getName()), view(h.getValue()));
+        return out;
+      },
+      one_payload(request.body), std::move(done),
+      call_deadline(std::chrono::milliseconds(timeout_ms), core_->options.request_timeout));
+}
+
 void PeerLink::list_queues(Callback<std::vector<QueueInfo>> done) {
   core_->async<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
                                        [](Reply& r) {

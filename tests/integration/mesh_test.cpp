@@ -275,6 +275,29 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   auto info = (*client)->get_queue(far);
   REQUIRE(info);
   CHECK(info->stats.enqueued == 1);
+  // HTTP to an object's on_fetch through a node that does not own it: method, path, query, body
+  // and headers go there; its status and headers come back.
+  std::string w;
+  for (int i = 0; w.empty(); ++i) {
+    auto name = "w" + std::to_string(i);
+    if (placement(a, "web/" + name, "object").at("home").as_string() != "a") w = name;
+  }
+  a.http().set_header("X-Test", "through");
+  auto fetched =
+      a.http().request("PUT", "/v1/objects/web/" + w + "/fetch/items/7?x=1", "payload", "text/plain");
+  a.http().set_header("X-Test", "");
+  INFO(fetched.body);
+  REQUIRE(fetched.status == 200);
+  auto echo = body_json(fetched);
+  CHECK(echo.at("method") == "PUT");
+  CHECK(echo.at("path") == "/items/7");
+  CHECK(echo.at("query") == "x=1");
+  CHECK(echo.at("body") == "payload");
+  CHECK(echo.at("x_test") == "through");
+  CHECK(fetched.header("x-object") == w);
+  auto teapot = c.http().get("/v1/objects/web/" + w + "/fetch/teapot");
+  CHECK(teapot.status == 418);
+  CHECK(body_json(teapot).at("requests") == 2);  // one object, wherever it is reached from
   // Every node lists the mesh's queues, wherever they live (HTTP and native).
   for (auto* n : {&a, &b, &c}) {
     auto listed = body_json(n->http().get("/v1/queues"));

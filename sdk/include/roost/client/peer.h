@@ -10,6 +10,7 @@
 
 #include <roost/client/client.h>
 #include <roost/core/mesh_types.h>
+#include <roost/core/object_types.h>
 
 #include <cstdint>
 #include <memory>
@@ -52,6 +53,9 @@ class PeerLink {
   // order; answers the last outbox seq the peer has applied from `origin` for that shard.
   void effects(Route route, const std::string& origin, const std::vector<MeshEffect>& effects,
                Callback<std::uint64_t> done);
+  // An HTTP request to the object's on_fetch on its owner: its response (status, headers, body).
+  void fetch(Route route, const std::string& object_class, const std::string& name,
+             const ObjectHttpRequest& request, std::uint64_t timeout_ms, Callback<ObjectReply> done);
   // The peer's own queues (no route: every node answers for its disk).
   void list_queues(Callback<std::vector<QueueInfo>> done);
   // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
