@@ -298,6 +298,35 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   auto teapot = c.http().get("/v1/objects/web/" + w + "/fetch/teapot");
   CHECK(teapot.status == 418);
   CHECK(body_json(teapot).at("requests") == 2);  // one object, wherever it is reached from
+  // A push consumer on a node that does not own the queue: deliveries come through the mesh, acks
+  // go back to the owner.
+  {
+    std::string pq;
+    for (int i = 0; pq.empty(); ++i) {
+      auto name = "push" + std::to_string(i);
+      if (placement(a, name).at("home").as_string() == "b") pq = name;
+    }
+    REQUIRE(b.put_queue(pq).status == 200);
+    auto consumer = Client::connect({.url = a.proc().endpoint()});
+    REQUIRE(consumer);
+    std::mutex mu;
+    std::set<std::string> delivered;
+    auto stream = (*consumer)->consume(pq, [&](const Delivery& d) {
+      {
+        std::lock_guard lock(mu);
+        delivered.insert(d.message.body);
+      }
+      d.ack();
+    });
+    REQUIRE(stream);
+    for (int i = 0; i < 10; ++i) REQUIRE(b.send(pq, R"({"body":)" + std::to_string(i) + "}").status == 201);
+    REQUIRE(eventually([&] {
+      std::lock_guard lock(mu);
+      return delivered.size() == 10;
+    }));
+    REQUIRE(eventually([&] { return b.stats(pq).at("acked") == 10; }));
+    CHECK(b.stats(pq).at("messages") == 0);
+  }
   // Every node lists the mesh's queues, wherever they live (HTTP and native).
   for (auto* n : {&a, &b, &c}) {
     auto listed = body_json(n->http().get("/v1/queues"));
@@ -308,7 +337,7 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   }
   auto natively = (*client)->list_queues();
   REQUIRE(natively);
-  CHECK(natively->size() == kQueues + 1);
+  CHECK(natively->size() == kQueues + 2);  // the work queues, far, and the push queue
 }
 
 TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shards it owns under their epoch",
