@@ -17,6 +17,7 @@
 
 #include "../support/etcd_process.h"
 #include "../support/eventually.h"
+#include "../support/tcp_proxy.h"
 #include "http_fixture.h"
 
 namespace roost::test {
@@ -836,6 +837,60 @@ TEST_CASE(
   for (const auto& m : a.pull_messages(q, R"({"batch_size":10})"))
     bodies.insert(std::string(m.at("body").as_string()));
   CHECK(bodies == std::set<std::string>{"one", "two", "three"});
+}
+
+TEST_CASE(
+    "mesh: a cut link between two live nodes: the far side's shards answer owner_unavailable there, are served at home, and come back",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  const int b_port = free_port();
+  TcpProxy proxy(b_port);  // what a dials to reach b's mesh socket
+  auto b_args = mesh_args(etcd, "b", "64", "2000", "tcp://127.0.0.1:" + std::to_string(b_port));
+  b_args.insert(b_args.end(), {"--mesh-advertise", "tcp://127.0.0.1:" + std::to_string(proxy.port())});
+  Server b(b_args);
+  Server a(mesh_args(etcd, "a"));
+  REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }));
+  std::string q;
+  for (int i = 0; q.empty(); ++i) {
+    auto name = "cut" + std::to_string(i);
+    if (placement(a, name).at("home").as_string() == "b") q = name;
+  }
+  REQUIRE(eventually([&] { return placement(a, q).at("owner") == "b"; }));
+  REQUIRE(a.put_queue(q).status == 200);
+  std::set<std::string> acked;
+  auto send = [&](Server& via, const std::string& body) {
+    auto r = via.send(q, json::serialize(json::object{{"body", body}}));
+    if (r.status == 201) acked.insert(body);
+    return r;
+  };
+  REQUIRE(send(a, "through-1").status == 201);
+
+  proxy.cut();
+  // a cannot reach b: once its link says so, b's shards answer owner_unavailable on a…
+  REQUIRE(eventually(
+      [&] {
+        auto r = send(a, "cut-" + std::to_string(acked.size()));
+        return r.status == 503 && body_json(r).at("error").at("code") == "owner_unavailable";
+      },
+      std::chrono::seconds(10)));
+  // …while b, alive and owning them, serves them to its own clients.
+  REQUIRE(send(b, "at-home").status == 201);
+
+  proxy.restore();
+  REQUIRE(eventually([&] { return send(a, "through-2").status == 201; }, std::chrono::seconds(10)));
+  std::multiset<std::string> in_queue;
+  REQUIRE(eventually([&] {
+    auto r = b.pull(q, R"({"batch_size":100})");
+    if (r.status != 200) return false;
+    auto body = body_json(r);
+    auto& msgs = body.at("messages").as_array();
+    for (const auto& m : msgs) in_queue.insert(std::string(m.at("body").as_string()));
+    return msgs.empty();
+  }));
+  for (const auto& body : acked) CHECK(in_queue.count(body) == 1);  // nothing acknowledged lost or doubled
+  CHECK(in_queue.count("through-2") == 1);
+  CHECK(in_queue.count("at-home") == 1);
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {
