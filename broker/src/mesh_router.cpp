@@ -594,13 +594,64 @@ void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
 }
 
 void MeshRouter::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {
-  for (const auto& q : {from, to}) {
-    if (auto e = owned_here(queue_shard(q))) {
-      return done(std::unexpected(Error{e->code, "redrive runs on the node that owns both queues (" +
-                                                     e->message + "); across nodes it is not built yet"}));
-    }
+  if (from == to)
+    return done(std::unexpected(Error{ErrorCode::CONFLICT, "cannot redrive a queue into itself"}));
+  if (!owned_here(queue_shard(from)) && !owned_here(queue_shard(to))) {
+    return local_.redrive(std::move(from), std::move(to), max, std::move(done));  // one node: atomic
   }
-  local_.redrive(std::move(from), std::move(to), max, std::move(done));
+  // Across nodes: batches leased from `from`, enqueued into `to`, then acknowledged — at least
+  // once (a batch whose ack is lost is moved again), and the messages get new ids there.
+  struct Move : std::enable_shared_from_this<Move> {
+    MeshRouter* router;
+    std::string from, to;
+    std::uint64_t max = 0, moved = 0;
+    Callback<std::uint64_t> done;
+    void step() {
+      PullOptions po;
+      po.batch_size = static_cast<std::uint32_t>(max == 0 ? 100 : std::min<std::uint64_t>(100, max - moved));
+      po.visibility_timeout_ms = 60'000;
+      router->pull(from, po, 0, [self = shared_from_this()](Result<std::vector<LeasedMessage>> got) {
+        if (!got) return self->finish(std::unexpected(got.error()));
+        if (got->empty()) return self->finish(self->moved);
+        std::vector<NewMessage> copies;
+        std::vector<std::string> leases;
+        for (auto& m : *got) {
+          copies.push_back(NewMessage{std::move(m.body), m.content_type, 0, {}, m.key});
+          leases.push_back(m.lease_id);
+        }
+        self->router->enqueue(
+            self->to, std::move(copies), [self, leases](Result<std::vector<std::string>> put) mutable {
+              if (!put) {
+                std::vector<RetryRequest> back;
+                for (const auto& l : leases) back.push_back(RetryRequest{l, 0});
+                self->router->ack(self->from, {}, std::move(back), [](Result<AckResult>) {});
+                return self->finish(std::unexpected(put.error()));
+              }
+              auto n = leases.size();
+              self->router->ack(self->from, std::move(leases), {}, [self, n](Result<AckResult> acked) {
+                if (!acked) return self->finish(std::unexpected(acked.error()));
+                self->moved += n;
+                if (self->max != 0 && self->moved >= self->max) return self->finish(self->moved);
+                self->step();
+              });
+            });
+      });
+    }
+    void finish(Result<std::uint64_t> r) {
+      // Part moved before an error still moved: say how much.
+      if (!r && moved > 0)
+        r = std::unexpected(
+            Error{r.error().code, r.error().message + " (after " + std::to_string(moved) + " moved)"});
+      done(std::move(r));
+    }
+  };
+  auto m = std::make_shared<Move>();
+  m->router = this;
+  m->from = std::move(from);
+  m->to = std::move(to);
+  m->max = max;
+  m->done = std::move(done);
+  m->step();
 }
 
 // ---- objects -------------------------------------------------------------------------------------

@@ -328,6 +328,25 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
     REQUIRE(eventually([&] { return b.stats(pq).at("acked") == 10; }));
     CHECK(b.stats(pq).at("messages") == 0);
   }
+  // Redrive between queues of two nodes (through a third): every message moves, once.
+  std::string src, dst;
+  for (int i = 0; src.empty() || dst.empty(); ++i) {
+    auto name = "rd" + std::to_string(i);
+    auto home = std::string(placement(a, name).at("home").as_string());
+    if (home == "b" && src.empty()) src = name;
+    if (home != "b" && dst.empty()) dst = name;
+  }
+  REQUIRE(a.put_queue(src).status == 200);
+  REQUIRE(a.put_queue(dst).status == 200);
+  for (int i = 0; i < 5; ++i) REQUIRE(a.send(src, R"({"body":)" + std::to_string(i) + "}").status == 201);
+  auto moved = c.http().post("/v1/queues/" + src + "/redrive", json::serialize(json::object{{"to", dst}}));
+  INFO(moved.body);
+  REQUIRE(moved.status == 200);
+  CHECK(body_json(moved).at("moved") == 5);
+  std::set<std::int64_t> redriven;
+  for (const auto& m : a.pull_messages(dst, R"({"batch_size":10})")) redriven.insert(m.at("body").as_int64());
+  CHECK(redriven == std::set<std::int64_t>{0, 1, 2, 3, 4});
+  CHECK(a.stats(src).at("messages") == 0);
   // Every node lists the mesh's queues, wherever they live (HTTP and native).
   for (auto* n : {&a, &b, &c}) {
     auto listed = body_json(n->http().get("/v1/queues"));
@@ -338,7 +357,7 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   }
   auto natively = (*client)->list_queues();
   REQUIRE(natively);
-  CHECK(natively->size() == kQueues + 2);  // the work queues, far, and the push queue
+  CHECK(natively->size() == kQueues + 4);  // the work queues, far, the push queue, src and dst
 }
 
 TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shards it owns under their epoch",

@@ -7,7 +7,7 @@
 // LocalRouter's.
 //
 // Channels travel like NATS routes (below); the queue list is gathered from every live peer. Not
-// forwarded yet (docs/mesh.md): WebSockets to objects, redrive across nodes.
+// forwarded yet (docs/mesh.md): WebSockets to objects.
 //
 // Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread,
 // or wherever the LocalRouter runs them.
