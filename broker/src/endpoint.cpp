@@ -372,43 +372,7 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::REDRIVE: return on_redrive(s, id, env.getRedrive());
     case W::OBJECT_SEND: return on_object_send(s, id, env.getObjectSend(), payloads);
     case W::OBJECT_CALL: return on_object_call(s, id, env.getObjectCall(), payloads);
-    case W::OBJECT_FETCH: {
-      if (options.mesh == nullptr || payloads.size() != 1) {
-        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
-                           "objectFetch goes to a node's mesh socket, with its body");
-      }
-      auto f = env.getObjectFetch();
-      ObjectHttpRequest req;
-      req.method = view(f.getMethod());
-      req.path = view(f.getPath());
-      req.query = view(f.getQuery());
-      for (auto h : f.getHeaders()) req.headers.emplace_back(view(h.getName()), view(h.getValue()));
-      req.body = frame_view(payloads[0]);
-      req.client_address = view(f.getClientAddress());
-      req.claims = view(f.getClaims());
-      return router.object_fetch(
-          std::string(view(f.getClass())), std::string(view(f.getName())), std::move(req), f.getTimeoutMs(),
-          [this, identity = s.identity, serial = s.serial, id](Result<ObjectReply> r) mutable {
-            later(identity, serial, [this, identity, id, r = std::move(r)](Session* cur) mutable {
-              if (cur == nullptr || id == 0) return;
-              if (!r) return reply_error(identity, id, r.error());
-              capnp::MallocMessageBuilder b(256);
-              auto out = b.initRoot<proto::Envelope>();
-              out.setId(id);
-              auto rep = out.initObjectReply();
-              rep.setContentType(wire::to_wire(r->content_type));
-              rep.setStatus(r->status);
-              auto hs = rep.initHeaders(static_cast<unsigned>(r->headers.size()));
-              for (unsigned i = 0; i < r->headers.size(); ++i) {
-                hs[i].setName(text(r->headers[i].first));
-                hs[i].setValue(text(r->headers[i].second));
-              }
-              std::vector<zmq::message_t> payload;
-              payload.emplace_back(r->data.data(), r->data.size());
-              reply(identity, b, std::move(payload));
-            });
-          });
-    }
+    case W::OBJECT_FETCH: return on_object_fetch(s, id, env.getObjectFetch(), payloads);
     case W::MESH_EFFECTS: {
       if (options.mesh == nullptr) {
         return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,

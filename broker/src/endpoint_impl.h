@@ -473,6 +473,14 @@ struct Endpoint::Impl {
   void on_object_call(Session& s, std::uint64_t id, proto::ObjectCall::Reader req,
                       std::span<zmq::message_t> payloads);
 
+  // (mesh socket) An HTTP request a peer forwards to an object of this node.
+  void on_object_fetch(Session& s, std::uint64_t id, proto::ObjectFetch::Reader req,
+                       std::span<zmq::message_t> payloads);
+
+  // Answers request `id` with an object's reply (content type, status, headers; the data in its
+  // own frame) or the error, on the endpoint thread.
+  Callback<ObjectReply> object_answer(const Session& s, std::uint64_t id);
+
   // ---- the loop --------------------------------------------------------------------------------
 
   void run();

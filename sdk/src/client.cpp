@@ -151,12 +151,7 @@ Result<QueueInfo> Client::get_queue(const std::string& name) {
 
 Result<std::vector<QueueInfo>> Client::list_queues() {
   return core_->call<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
-                                             [](Reply& r) {
-                                               std::vector<QueueInfo> out;
-                                               for (auto q : r.env.getQueues())
-                                                 out.push_back(wire::from_wire(q));
-                                               return out;
-                                             });
+                                             decode_queue_list);
 }
 
 Result<std::uint64_t> Client::redrive(const std::string& from, const std::string& to, std::uint64_t max) {
@@ -218,11 +213,7 @@ Result<PublishAck> Client::publish_sync(const std::string& channel, std::string 
 Result<std::unique_ptr<Stream>> Client::subscribe(const std::string& pattern,
                                                   std::function<void(const ChannelMessage&)> handler,
                                                   SubscribeOptions options) {
-  ClientCore::StreamState s;
-  s.target = pattern;
-  s.on_message = std::move(handler);
-  s.sub = std::move(options);
-  return core_->open(std::move(s));
+  return core_->open(subscription(pattern, std::move(handler), std::move(options)));
 }
 
 // ---- Producer, Consumer --------------------------------------------------------------------------

@@ -108,6 +108,22 @@ inline ExtendResult decode_extended(Reply& r) {
 
 inline QueueInfo decode_queue(Reply& r) { return wire::from_wire(r.env.getQueue()); }
 
+inline std::vector<QueueInfo> decode_queue_list(Reply& r) {
+  std::vector<QueueInfo> out;
+  for (auto q : r.env.getQueues()) out.push_back(wire::from_wire(q));
+  return out;
+}
+
+inline ClientCore::StreamState subscription(const std::string& pattern,
+                                            std::function<void(const ChannelMessage&)> handler,
+                                            SubscribeOptions options) {
+  ClientCore::StreamState s;
+  s.target = pattern;
+  s.on_message = std::move(handler);
+  s.sub = std::move(options);
+  return s;
+}
+
 inline std::uint64_t decode_count(Reply& r) { return r.env.getCount(); }
 
 inline ObjectReply decode_object_reply(Reply& r) {

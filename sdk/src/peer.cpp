@@ -176,22 +176,13 @@ void PeerLink::fetch(Route route, const std::string& object_class, const std::st
 
 void PeerLink::list_queues(Callback<std::vector<QueueInfo>> done) {
   core_->async<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
-                                       [](Reply& r) {
-                                         std::vector<QueueInfo> out;
-                                         for (auto q : r.env.getQueues()) out.push_back(wire::from_wire(q));
-                                         return out;
-                                       },
-                                       {}, std::move(done));
+                                       decode_queue_list, {}, std::move(done));
 }
 
 std::unique_ptr<Stream> PeerLink::subscribe(const std::string& pattern,
                                             std::function<void(const ChannelMessage&)> handler,
                                             SubscribeOptions options) {
-  ClientCore::StreamState s;
-  s.target = pattern;
-  s.on_message = std::move(handler);
-  s.sub = std::move(options);
-  return core_->open_detached(std::move(s));
+  return core_->open_detached(subscription(pattern, std::move(handler), std::move(options)));
 }
 
 }  // namespace roost
