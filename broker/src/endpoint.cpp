@@ -142,6 +142,7 @@ void Endpoint::Impl::end_session(const std::string& identity) {
     router.unsubscribe(sink->hub_id);
   }
   release_leases(s.leases);
+  close_sockets(s);
   s.gone->store(true);
   sessions.erase(it);
   session_count.store(sessions.size());
@@ -373,6 +374,9 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::OBJECT_SEND: return on_object_send(s, id, env.getObjectSend(), payloads);
     case W::OBJECT_CALL: return on_object_call(s, id, env.getObjectCall(), payloads);
     case W::OBJECT_FETCH: return on_object_fetch(s, id, env.getObjectFetch(), payloads);
+    case W::OBJECT_CONNECT: return on_object_connect(s, id, env.getObjectConnect());
+    case W::SOCKET_FRAME: return on_socket_frame(s, env.getSocketFrame(), payloads);
+    case W::SOCKET_CLOSE: return on_socket_close(s, env.getSocketClose());
     case W::MESH_EFFECTS: {
       if (options.mesh == nullptr) {
         return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
@@ -437,6 +441,12 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
       shard = Mesh::shard_of_object(view(env.getObjectFetch().getClass()),
                                     view(env.getObjectFetch().getName()), shards);
       break;
+    case W::OBJECT_CONNECT:
+      shard = Mesh::shard_of_object(view(env.getObjectConnect().getClass()),
+                                    view(env.getObjectConnect().getName()), shards);
+      break;
+    case W::SOCKET_FRAME:  // of a socket attached under a route checked then
+    case W::SOCKET_CLOSE:
     case W::LIST_QUEUES:  // this node's own queues (a peer gathers the mesh's)
     case W::SUBSCRIBE:    // a peer's interest in channels (no shard: channels are everywhere)
     case W::CANCEL: return std::nullopt;
@@ -690,6 +700,9 @@ std::string Endpoint::metrics_text() const {
     w.counter("roost_mesh_route_refused_total",
               "Forwarded requests refused: this node does not own their shard under their epoch.",
               d.route_refused.load());
+    w.gauge("roost_mesh_peer_object_sockets",
+            "WebSockets peers attached to objects of this node (the browser is on the peer).",
+            d.peer_sockets.load());
     return std::move(w).text();
   }
   w.gauge("roost_endpoint_sessions", "Native protocol clients with a session.",

@@ -203,6 +203,35 @@ struct Sink final : channels::Subscriber, std::enable_shared_from_this<Sink> {
   }
 };
 
+// (mesh socket) A WebSocket a peer node attached to an object of this node: the runtime's frames
+// and close go back to that peer as events of its objectConnect stream, through the endpoint
+// thread. Bounded: a socket whose frames the endpoint thread has not sent yet exceed
+// kPeerSocketBytes is closed (1008), as the gateway closes a slow browser.
+struct PeerSocket final : ObjectSocket, std::enable_shared_from_this<PeerSocket> {
+  static constexpr std::size_t kPeerSocketBytes = 8u << 20;
+  std::shared_ptr<Outbox> outbox;
+  std::string identity;
+  std::uint64_t serial = 0;  // the session's
+  std::uint64_t stream = 0;  // the objectConnect request's id
+  std::uint64_t local = 0;   // the runtime's socket id, once attached (endpoint thread)
+  std::atomic<std::size_t> pending_bytes{0};
+  std::atomic<bool> closing{false};  // the object closed it (or it was too slow): no more frames
+  std::function<void(PeerSocket&, std::string)> on_send;  // set by the endpoint
+  std::function<void(PeerSocket&, std::uint16_t, std::string)> on_close;
+
+  void send(std::string text) override {
+    if (closing.load()) return;
+    if (pending_bytes.fetch_add(text.size()) + text.size() > kPeerSocketBytes) {
+      return close(1008, "slow consumer");
+    }
+    on_send(*this, std::move(text));
+  }
+  void close(std::uint16_t code, std::string reason) override {
+    if (closing.exchange(true)) return;
+    on_close(*this, code, std::move(reason));
+  }
+};
+
 struct Endpoint::Impl {
   struct Consumer {
     std::string queue;
@@ -226,6 +255,7 @@ struct Endpoint::Impl {
     std::unordered_map<std::uint64_t, std::shared_ptr<Sink>> subscriptions;  // by stream id
     std::unordered_map<std::uint64_t, Consumer> consumers;                   // by stream id
     std::unordered_map<std::string, Lease> leases;                           // pushed, unsettled; by lease id
+    std::unordered_map<std::uint64_t, std::shared_ptr<PeerSocket>> sockets;  // (mesh) by objectConnect id
     std::deque<std::vector<zmq::message_t>> backlog;                         // answers ZeroMQ refused (HWM)
     std::size_t backlog_bytes = 0;
     int fd = -1;       // the connection that said hello (ZeroMQ's source fd); only it may use the session
@@ -476,6 +506,14 @@ struct Endpoint::Impl {
   // (mesh socket) An HTTP request a peer forwards to an object of this node.
   void on_object_fetch(Session& s, std::uint64_t id, proto::ObjectFetch::Reader req,
                        std::span<zmq::message_t> payloads);
+
+  // (mesh socket) A WebSocket a peer attaches to an object of this node, its frames, its end.
+  void on_object_connect(Session& s, std::uint64_t id, proto::ObjectConnect::Reader req);
+  void on_socket_frame(Session& s, proto::SocketFrame::Reader req, std::span<zmq::message_t> payloads);
+  void on_socket_close(Session& s, proto::SocketClose::Reader req);
+  // The session's attached sockets are over (it ended): the objects hear a 1006 close.
+  void close_sockets(Session& s);
+  std::atomic<std::uint64_t> peer_sockets{0};  // attached now
 
   // Answers request `id` with an object's reply (content type, status, headers; the data in its
   // own frame) or the error, on the endpoint thread.

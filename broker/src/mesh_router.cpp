@@ -704,12 +704,62 @@ void MeshRouter::object_fetch(std::string object_class, std::string name, Object
 void MeshRouter::object_connect(std::string object_class, std::string name,
                                 std::shared_ptr<ObjectSocket> socket, ObjectConnectRequest request,
                                 Callback<std::uint64_t> done) {
-  if (auto e = owned_here(object_shard(object_class, name))) {
-    return done(std::unexpected(Error{e->code, "WebSockets to an object are served on its owner node (" +
-                                                   e->message + "); forwarding them is not built yet"}));
+  auto f = std::make_shared<Forward<std::uint64_t>>();
+  auto req = std::make_shared<const ObjectConnectRequest>(std::move(request));
+  f->local = [this, object_class, name, socket, req](Callback<std::uint64_t> d) {
+    local_.object_connect(object_class, name, socket, *req, std::move(d));
+  };
+  f->remote = [this, object_class, name, socket, req](const std::shared_ptr<PeerLink>& l, Route r,
+                                                      Callback<std::uint64_t> d) {
+    // The object's frames and close, on the link's I/O thread: the gateway's socket queues them.
+    PeerLink::SocketHandlers h;
+    h.on_frame = [socket](std::string_view text) { socket->send(std::string(text)); };
+    h.on_close = [this, socket](std::uint16_t code, std::string reason) {
+      if (code == 1012) socket_link_losses_.fetch_add(1, std::memory_order_relaxed);
+      socket->close(code, std::move(reason));
+    };
+    // (0: the owner's call timeout bounds its on_connect.)
+    l->connect_socket(r, object_class, name, *req, std::move(h), 0,
+                      [this, l, d = std::move(d)](Result<std::uint64_t> stream) mutable {
+                        if (!stream) return d(std::unexpected(stream.error()));
+                        const std::uint64_t mine = kForwardedSocket | next_socket_.fetch_add(1);
+                        {
+                          MutexLock lock(sockets_mu_);
+                          sockets_[mine] = ForwardedSocket{l, *stream};
+                        }
+                        sockets_forwarded_.fetch_add(1, std::memory_order_relaxed);
+                        d(mine);
+                      });
+  };
+  f->done = std::move(done);
+  route(object_shard(object_class, name), std::move(f));
+}
+
+void MeshRouter::object_socket_message(std::uint64_t socket, std::string text) {
+  if ((socket & kForwardedSocket) == 0) return local_.object_socket_message(socket, std::move(text));
+  std::shared_ptr<PeerLink> link;
+  std::uint64_t stream = 0;
+  {
+    MutexLock lock(sockets_mu_);
+    auto it = sockets_.find(socket);
+    if (it == sockets_.end()) return;
+    link = it->second.link;
+    stream = it->second.stream;
   }
-  local_.object_connect(std::move(object_class), std::move(name), std::move(socket), std::move(request),
-                        std::move(done));
+  link->socket_send(stream, text);
+}
+
+void MeshRouter::object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) {
+  if ((socket & kForwardedSocket) == 0) return local_.object_socket_closed(socket, code, std::move(reason));
+  ForwardedSocket f;
+  {
+    MutexLock lock(sockets_mu_);
+    auto it = sockets_.find(socket);
+    if (it == sockets_.end()) return;
+    f = std::move(it->second);
+    sockets_.erase(it);
+  }
+  f.link->socket_close(f.stream, code, reason);
 }
 
 std::optional<std::string> MeshRouter::mesh_status() {
@@ -749,6 +799,11 @@ std::string MeshRouter::forward_metrics() const {
             relay_duplicates_.load());
   w.counter("roost_mesh_channel_lagged_total",
             "Channel messages a peer dropped for this node (its link lagged).", relay_lagged_.load());
+  w.counter("roost_mesh_sockets_forwarded_total",
+            "WebSockets this node attached to objects owned by other nodes.", sockets_forwarded_.load());
+  w.counter("roost_mesh_socket_link_losses_total",
+            "Forwarded WebSockets closed (1012) because the link to the object's owner was lost.",
+            socket_link_losses_.load());
   w.counter("roost_mesh_outbox_delivered_total",
             "Effects of this node's turns delivered to the owner of their shard (applied once there).",
             outbox_delivered_.load());

@@ -110,6 +110,11 @@ struct Envelope {
     # ---- appended for the mesh -----------------------------------------------------------------
     meshEffects @38 :MeshEffects;   # node → node; payload frames: one per effect → count | error
     objectFetch @39 :ObjectFetch;   # node → node; payload frame: the body → objectReply | error
+    # node → owner: a WebSocket a node's gateway attaches to an object the receiver owns → count
+    # (the socket is attached), then socketFrame / socketClose events with this request's id | error
+    objectConnect @40 :ObjectConnect;
+    socketFrame @41 :SocketFrame;   # both ways; payload frame: the text (see SocketFrame)
+    socketClose @42 :SocketClose;   # both ways (see SocketFrame)
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -408,4 +413,35 @@ struct ObjectFetch {
   headers @6 :List(Header);
   clientAddress @7 :Text;
   claims @8 :Text;
+}
+
+# node → owner (mesh socket): a WebSocket that reached the sender's gateway, for an object the
+# receiver owns. The object's on_connect runs on the owner; the socket stays where the browser is.
+struct ObjectConnect {
+  class @0 :Text;
+  name @1 :Text;
+  path @2 :Text;
+  query @3 :Text;
+  origin @4 :Text;
+  protocol @5 :Text;
+  headers @6 :List(Header);
+  clientAddress @7 :Text;
+  claims @8 :Text;
+}
+
+# A text frame of a socket attached by objectConnect (`stream` = that request's id). From the
+# browser's node to the owner: a request with id 0 (no answer). From the owner: an event with the
+# envelope id = `stream`. Frames of one socket arrive in the order they were sent.
+struct SocketFrame {
+  stream @0 :UInt64;
+}
+
+# The end of such a socket: from the browser's node, the browser closed it (the object's
+# on_close runs); from the owner, the object closed it (the node closes the browser's socket with
+# this code and then answers with its own socketClose). A node that loses its link to the owner
+# closes the browser's sockets with 1012; an owner that loses a node closes them as 1006.
+struct SocketClose {
+  stream @0 :UInt64;
+  code @1 :UInt16;
+  reason @2 :Text;
 }

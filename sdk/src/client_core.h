@@ -223,6 +223,15 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   std::vector<std::uint64_t> cancels ROOST_GUARDED_BY(mu);  // streams to cancel
   std::vector<std::uint64_t> to_open ROOST_GUARDED_BY(mu);  // streams to open
   std::map<std::uint64_t, StreamState> streams ROOST_GUARDED_BY(mu);
+  // (PeerLink) WebSockets attached to objects of the node at the other end, by the objectConnect
+  // id: the node's socketFrame / socketClose events for them. A socket lives as long as the
+  // session it was attached in; handlers run on the I/O thread.
+  struct SocketState {
+    std::function<void(std::string_view)> on_frame;
+    std::function<void(std::uint16_t, std::string)> on_close;  // once
+    bool attached = false;
+  };
+  std::unordered_map<std::uint64_t, SocketState> sockets ROOST_GUARDED_BY(mu);
   std::promise<Result<void>> connected_once;
   bool connected_once_set = false;  // io thread
 
@@ -320,6 +329,12 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   void open_stream(std::uint64_t id, StreamState& s) ROOST_REQUIRES(mu);
 
   void on_stream_event(std::uint64_t id, Reply& r);
+
+  // A socketFrame / socketClose event of an attached socket.
+  void on_socket_event(std::uint64_t id, Reply& r);
+  // The session the sockets were attached in is over (connection lost, the node restarted, a new
+  // hello, closing): each attached socket hears on_close(1012, why).
+  void end_sockets(const std::string& why);
 
   void stream_event_locked(std::uint64_t id, Reply& r, std::function<void()>& now) ROOST_REQUIRES(mu);
 

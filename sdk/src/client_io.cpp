@@ -66,6 +66,7 @@ void ClientCore::open_socket() {
 }
 
 void ClientCore::send_hello() {
+  end_sockets("the link to the owner node was re-established; the socket's session is over");
   capnp::MallocMessageBuilder b(128);
   auto env = b.initRoot<proto::Envelope>();
   hello_id = next_id.fetch_add(1);
@@ -96,6 +97,7 @@ void ClientCore::lose_connection(const std::string& why) {
   sock.reset();
   hello_id = 0;
   instance = 0;
+  end_sockets("the link to the owner node was lost (" + why + ")");
   if (was_ready) reconnect_count.fetch_add(1);
   backoff = backoff.count() == 0 ? options.reconnect_min : std::min(backoff * 2, options.reconnect_max);
   auto jitter = std::uniform_int_distribution<long>(0, backoff.count() / 2)(rng);
@@ -281,6 +283,7 @@ void ClientCore::run() {
       s.first = nullptr;
     }
   }
+  end_sockets("the link to the owner node is closed");
   sock.reset();
 }
 
@@ -315,6 +318,7 @@ void ClientCore::await_clearance() {
 
 void ClientCore::fail_fatally(const std::string& why) {
   ready = false;
+  end_sockets("the link to the owner node failed: " + why);
   if (!connected_once_set) {
     connected_once_set = true;
     connected_once.set_value(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "cannot connect: " + why}));

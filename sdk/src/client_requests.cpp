@@ -81,6 +81,7 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
       }
       return;
     }
+    if (r.env.isSocketFrame() || r.env.isSocketClose()) return on_socket_event(id, r);
     {
       MutexLock lock(mu);
       if (streams.contains(id)) {

@@ -182,6 +182,51 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
   }
 }
 
+void ClientCore::on_socket_event(std::uint64_t id, Reply& r) {
+  std::function<void(std::string_view)> on_frame;
+  std::function<void(std::uint16_t, std::string)> on_close;
+  {
+    MutexLock lock(mu);
+    auto it = sockets.find(id);
+    if (it == sockets.end()) return;
+    if (!it->second.on_close) return;  // closed by the owner already: waits for socket_close
+    if (r.env.isSocketFrame()) {
+      on_frame = it->second.on_frame;
+    } else {
+      // Kept (without handlers) until socket_close sends the browser's side of the close.
+      on_close = std::move(it->second.on_close);
+      it->second.on_close = nullptr;
+      it->second.on_frame = nullptr;
+    }
+  }
+  if (on_frame) {
+    if (r.payloads.size() == 1) on_frame(frame_view(r.payloads[0]));
+    return;
+  }
+  if (on_close) {
+    auto c = r.env.getSocketClose();
+    on_close(c.getCode(), std::string(view(c.getReason())));
+  }
+}
+
+void ClientCore::end_sockets(const std::string& why) {
+  std::vector<std::function<void(std::uint16_t, std::string)>> ended;
+  {
+    MutexLock lock(mu);
+    for (auto it = sockets.begin(); it != sockets.end();) {
+      if (!it->second.attached) {  // its objectConnect is answered (or failed) on its own
+        ++it;
+        continue;
+      }
+      ended.push_back(std::move(it->second.on_close));
+      it = sockets.erase(it);
+    }
+  }
+  for (auto& f : ended) {
+    if (f) f(1012, why);
+  }
+}
+
 void ClientCore::cancel(std::uint64_t id) {
   {
     MutexLock lock(mu);

@@ -174,6 +174,103 @@ void PeerLink::fetch(Route route, const std::string& object_class, const std::st
       call_deadline(std::chrono::milliseconds(timeout_ms), core_->options.request_timeout));
 }
 
+void PeerLink::connect_socket(Route route, const std::string& object_class, const std::string& name,
+                              const ObjectConnectRequest& request, SocketHandlers handlers,
+                              std::uint64_t timeout_ms, Callback<std::uint64_t> attached) {
+  auto& core = *core_;
+  const std::uint64_t id = core.next_id.fetch_add(1);
+  {
+    MutexLock lock(core.mu);
+    core.sockets[id] =
+        ClientCore::SocketState{std::move(handlers.on_frame), std::move(handlers.on_close), false};
+  }
+  capnp::MallocMessageBuilder b(512);
+  auto env = b.initRoot<proto::Envelope>();
+  env.setId(id);
+  auto c = env.initObjectConnect();
+  c.setClass(text(object_class));
+  c.setName(text(name));
+  c.setPath(text(request.path));
+  c.setQuery(text(request.query));
+  c.setOrigin(text(request.origin));
+  c.setProtocol(text(request.protocol));
+  auto hs = c.initHeaders(static_cast<unsigned>(request.headers.size()));
+  for (unsigned i = 0; i < request.headers.size(); ++i) {
+    hs[i].setName(text(request.headers[i].first));
+    hs[i].setValue(text(request.headers[i].second));
+  }
+  c.setClientAddress(text(request.client_address));
+  c.setClaims(text(request.claims));
+  set_route(env, route);
+  std::weak_ptr<ClientCore> weak = core_;
+  core.submit(
+      b, id, {},
+      [weak, id, attached = std::move(attached)](Reply& r) mutable {
+        auto link = weak.lock();
+        auto e = r.error();
+        if (!e && !r.env.isCount()) e = Error{ErrorCode::MALFORMED, "unexpected answer to objectConnect"};
+        bool open = false;
+        if (link) {
+          MutexLock lock(link->mu);
+          auto it = link->sockets.find(id);
+          if (it != link->sockets.end()) {
+            if (e) {
+              link->sockets.erase(it);
+            } else {
+              it->second.attached = true;
+              open = true;
+            }
+          }
+        }
+        if (e) {
+          // The owner may have attached it after all (the answer came too late): end it there.
+          if (link && r.failure && r.failure->code == ErrorCode::TIMEOUT) {
+            capnp::MallocMessageBuilder cb(64);
+            auto ce = cb.initRoot<proto::Envelope>();
+            ce.setId(0);
+            auto sc = ce.initSocketClose();
+            sc.setStream(id);
+            sc.setCode(1006);
+            link->submit(cb, 0, {}, nullptr, link->options.request_timeout);
+          }
+          return attached(std::unexpected(*e));
+        }
+        if (!open) return attached(std::unexpected(unavailable("the link's session ended while attaching")));
+        attached(id);
+      },
+      call_deadline(std::chrono::milliseconds(timeout_ms), core.options.request_timeout));
+}
+
+void PeerLink::socket_send(std::uint64_t stream, std::string_view data) {
+  auto& core = *core_;
+  {
+    MutexLock lock(core.mu);
+    auto it = core.sockets.find(stream);
+    if (it == core.sockets.end() || !it->second.attached || !it->second.on_close) return;
+  }
+  capnp::MallocMessageBuilder b(64);
+  auto env = b.initRoot<proto::Envelope>();
+  env.setId(0);
+  env.initSocketFrame().setStream(stream);
+  core.submit(b, 0, one_payload(data), nullptr, core.options.request_timeout);
+}
+
+void PeerLink::socket_close(std::uint64_t stream, std::uint16_t code, std::string_view reason) {
+  auto& core = *core_;
+  {
+    MutexLock lock(core.mu);
+    if (core.sockets.erase(stream) == 0) return;  // its session ended: the owner closed it already
+  }
+  capnp::MallocMessageBuilder b(64);
+  auto env = b.initRoot<proto::Envelope>();
+  env.setId(0);
+  auto sc = env.initSocketClose();
+  sc.setStream(stream);
+  sc.setCode(code);
+  sc.setReason(text(reason));
+  core.submit(b, 0, {}, nullptr, core.options.request_timeout);
+}
+
 void PeerLink::list_queues(Callback<std::vector<QueueInfo>> done) {
   core_->async<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
                                        decode_queue_list, {}, std::move(done));

@@ -18,6 +18,7 @@
 #include "../support/etcd_process.h"
 #include "../support/eventually.h"
 #include "../support/tcp_proxy.h"
+#include "../support/ws_client.h"
 #include "http_fixture.h"
 
 namespace roost::test {
@@ -910,6 +911,140 @@ TEST_CASE(
   for (const auto& body : acked) CHECK(in_queue.count(body) == 1);  // nothing acknowledged lost or doubled
   CHECK(in_queue.count("through-2") == 1);
   CHECK(in_queue.count("at-home") == 1);
+}
+
+// The name of an object of `cls` whose shard `owner` owns (placed through `via`).
+std::string object_owned_by(Server& via, const std::string& cls, const std::string& owner,
+                            const std::string& prefix) {
+  for (int i = 0; i < 500; ++i) {
+    auto name = prefix + std::to_string(i);
+    if (placement(via, cls + "/" + name, "object").at("home").as_string() != owner) continue;
+    REQUIRE(
+        eventually([&] { return placement(via, cls + "/" + name, "object").at("owner") == owner.c_str(); }));
+    return name;
+  }
+  FAIL("no object of " << cls << " homed on " << owner);
+  return {};
+}
+
+json::value object_call(Server& s, const std::string& path, const std::string& body = "{}") {
+  auto r = s.http().post("/v1/objects/" + path + "/call", body);
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  return body_json(r);
+}
+
+TEST_CASE(
+    "mesh: a WebSocket on any node attaches to an object on its owner — frames both ways, close codes, hibernation, and a lost link or node",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  std::map<std::string, std::unique_ptr<Server>> nodes;
+  for (const char* n : {"a", "b", "c"}) {
+    auto args = mesh_args(etcd, n);
+    args.insert(args.end(), {"--actor-idle-ms", "150"});
+    nodes[n] = std::make_unique<Server>(args);
+  }
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  REQUIRE(eventually([&] { return member_names(a).size() == 3 && member_names(b).size() == 3; }));
+  const std::string obj = object_owned_by(a, "counter", "c", "ws");
+  const std::string path = "/v1/objects/counter/" + obj + "/connect";
+
+  // Browsers on a and b (not the owner) and on c (the owner): on_connect runs on c for each.
+  WsClient red(a.proc().port(), WsOptions{path + "?tag=red"});
+  CHECK(red.recv()->at("hello").as_int64() == 0);
+  WsClient blue(b.proc().port(), WsOptions{path + "?tag=blue"});
+  CHECK(blue.recv()->at("hello").as_int64() == 0);
+  WsClient green(c.proc().port(), WsOptions{path + "?tag=green"});
+  CHECK(green.recv()->at("hello").as_int64() == 0);
+  CHECK(object_call(c, "counter/" + obj, R"({"sockets":""})").as_array().size() == 3);
+  CHECK(metric(c, "roost_mesh_peer_object_sockets") == 2);
+  CHECK(metric(a, "roost_mesh_sockets_forwarded_total") == 1);
+
+  // The object's outputs reach every socket, wherever the browser is; a browser's frame on a
+  // runs a turn on c.
+  REQUIRE(b.http().post("/v1/objects/counter/" + obj + "/messages", "{}").status == 202);
+  for (auto* ws : {&red, &blue, &green}) CHECK(ws->recv()->at("n").as_int64() == 1);
+  for (int i = 2; i <= 20; ++i) {
+    red.send("inc");
+    for (auto* ws : {&red, &blue, &green}) CHECK(ws->recv()->at("n").as_int64() == i);  // in order
+  }
+  blue.send("whoami");
+  CHECK(blue.recv()->at("attachment") == "tag=blue");
+  auto tagged = object_call(a, "counter/" + obj, R"({"sockets":"red"})");
+  REQUIRE(tagged.as_array().size() == 1);
+  CHECK(tagged.at(0) == "tag=red");
+
+  // Hibernation on the owner keeps the sockets where they are; a frame wakes the object.
+  REQUIRE(eventually([&] { return metric(c, "roost_actor_hibernations_total") >= 1; }));
+  CHECK_FALSE(body_json(c.http().get("/v1/objects/counter/" + obj)).at("active").as_bool());
+  red.send("inc");
+  for (auto* ws : {&red, &blue, &green}) CHECK(ws->recv()->at("n").as_int64() == 21);
+
+  // The object closes b's browser with its own code; the others hear it (the code went c → b →
+  // browser, and the close came back to c's on_close).
+  blue.send("bye");
+  CHECK(blue.wait_closed() == 4000);
+  CHECK(red.recv()->at("left").as_int64() == 4000);
+  CHECK(green.recv()->at("left").as_int64() == 4000);
+  REQUIRE(eventually([&] { return metric(c, "roost_mesh_peer_object_sockets") == 1; }));
+
+  // A browser's close code and reason reach on_disconnect on the owner; a dropped connection is 1006.
+  const std::string kv = object_owned_by(a, "kvlist", "c", "kv");
+  auto left = [&] {
+    auto l = object_call(c, "kvlist/" + kv).at("left").as_string();
+    return l.empty() ? json::value() : json::parse(l);
+  };
+  auto kv_sockets = [&] {
+    return body_json(c.http().get("/v1/objects/kvlist/" + kv)).at("sockets").as_int64();
+  };
+  {
+    WsClient alice(a.proc().port(), WsOptions{"/v1/objects/kvlist/" + kv + "/connect?alice"});
+    REQUIRE(eventually([&] { return kv_sockets() == 1; }));
+    // What on_connect saw on c came from the browser's request on a.
+    auto seen = json::parse(object_call(c, "kvlist/" + kv).at("connected").as_string());
+    CHECK(seen.at("path").as_string() == "/v1/objects/kvlist/" + kv + "/connect");
+    CHECK(seen.at("client").as_string().starts_with("127.0.0.1"));
+    alice.close(4001, "gone home");
+  }
+  REQUIRE(eventually([&] { return !left().is_null(); }));
+  CHECK(left().at("tag") == "user:alice");
+  CHECK(left().at("code") == 4001);
+  CHECK(left().at("reason") == "gone home");
+  CHECK(left().at("clean") == true);
+
+  // On_connect's refusal on the owner is the browser's answer on a.
+  {
+    WsOptions o{path + "?deny=1"};
+    CHECK_THROWS(WsClient(a.proc().port(), o));
+  }
+
+  // The node a browser is on dies: the owner's object hears 1006 for that socket.
+  {
+    WsClient bob(b.proc().port(), WsOptions{"/v1/objects/kvlist/" + kv + "/connect?bob"});
+    REQUIRE(eventually([&] { return kv_sockets() == 1; }));
+    b.proc().stop(SIGKILL);
+    REQUIRE(eventually([&] { return left().at("tag") == "user:bob"; }, std::chrono::seconds(10)));
+    CHECK(left().at("code") == 1006);
+    bob.drop();
+  }
+
+  // The owner dies: browsers on other nodes are closed with 1012 (service restart: reconnect),
+  // once the link says it is gone; after the owner is back, a new socket attaches again.
+  c.proc().stop(SIGKILL);
+  CHECK(red.wait_closed(10'000) == 1012);
+  CHECK(metric(a, "roost_mesh_socket_link_losses_total") == 1);
+  c.proc().start();
+  REQUIRE(eventually(
+      [&] {
+        try {
+          WsClient again(a.proc().port(), WsOptions{path + "?tag=again"});
+          return again.recv()->at("hello").as_int64() == 21;
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      std::chrono::seconds(15)));
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {

@@ -6,8 +6,8 @@
 // home has had a lease period to claim it. Everything else (channels, hosts, status) is the
 // LocalRouter's.
 //
-// Channels travel like NATS routes (below); the queue list is gathered from every live peer. Not
-// forwarded yet (docs/mesh.md): WebSockets to objects.
+// Channels travel like NATS routes (below); the queue list is gathered from every live peer. A
+// WebSocket to an object owned elsewhere stays on this node and is attached on the owner.
 //
 // Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread,
 // or wherever the LocalRouter runs them.
@@ -122,12 +122,12 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
                     std::uint64_t timeout_ms, Callback<ObjectReply> done) override;
   void object_connect(std::string object_class, std::string name, std::shared_ptr<ObjectSocket> socket,
                       ObjectConnectRequest request, Callback<std::uint64_t> done) override;
-  void object_socket_message(std::uint64_t socket, std::string text) override {
-    local_.object_socket_message(socket, std::move(text));
-  }
-  void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) override {
-    local_.object_socket_closed(socket, code, std::move(reason));
-  }
+  // A WebSocket to an object another node owns stays here (the browser's connection) and is
+  // attached there over the link (PeerLink::connect_socket): the object's frames come back through
+  // it, the browser's go to it. Such sockets get ids with kForwardedSocket set.
+  void object_socket_message(std::uint64_t socket, std::string text) override;
+  void object_socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason) override;
+  static constexpr std::uint64_t kForwardedSocket = std::uint64_t{1} << 63;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override {
     return local_.object_info(object_class, name);
   }
@@ -205,6 +205,16 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   std::thread outbox_thread_;
   std::atomic<std::uint64_t> outbox_delivered_{0};
   std::atomic<std::uint64_t> outbox_failures_{0};
+  // Sockets attached to objects on other nodes: by this node's id for them, the link and stream.
+  struct ForwardedSocket {
+    std::shared_ptr<PeerLink> link;
+    std::uint64_t stream = 0;
+  };
+  Mutex sockets_mu_;
+  std::unordered_map<std::uint64_t, ForwardedSocket> sockets_ ROOST_GUARDED_BY(sockets_mu_);
+  std::atomic<std::uint64_t> next_socket_{1};
+  std::atomic<std::uint64_t> sockets_forwarded_{0};
+  std::atomic<std::uint64_t> socket_link_losses_{0};
   std::atomic<std::uint64_t> forwarded_{0};
   std::atomic<std::uint64_t> refreshed_{0};
   std::atomic<std::uint64_t> no_owner_{0};

@@ -11,6 +11,7 @@
 #include <roost/client/client.h>
 #include <roost/core/mesh_types.h>
 #include <roost/core/object_types.h>
+#include <roost/core/router.h>
 
 #include <cstdint>
 #include <memory>
@@ -56,6 +57,22 @@ class PeerLink {
   // An HTTP request to the object's on_fetch on its owner: its response (status, headers, body).
   void fetch(Route route, const std::string& object_class, const std::string& name,
              const ObjectHttpRequest& request, std::uint64_t timeout_ms, Callback<ObjectReply> done);
+  // A WebSocket that reached this node, attached to an object the peer owns (its on_connect runs
+  // there): `attached` answers the socket's stream once the object accepted it. The object's
+  // frames and its close come to the handlers on the link's I/O thread (keep them short), in
+  // order, until on_close — which also comes (1012) when the link's session ends (connection lost,
+  // the peer restarted). The browser's frames go with socket_send, its end with socket_close.
+  struct SocketHandlers {
+    std::function<void(std::string_view)> on_frame;
+    std::function<void(std::uint16_t code, std::string reason)> on_close;
+  };
+  void connect_socket(Route route, const std::string& object_class, const std::string& name,
+                      const ObjectConnectRequest& request, SocketHandlers handlers, std::uint64_t timeout_ms,
+                      Callback<std::uint64_t> attached);
+  // Frames of an attached socket, in order; nothing once it ended.
+  void socket_send(std::uint64_t stream, std::string_view text);
+  // The browser closed the socket (or it failed): the object's on_close runs with code/reason.
+  void socket_close(std::uint64_t stream, std::uint16_t code, std::string_view reason);
   // The peer's own queues (no route: every node answers for its disk).
   void list_queues(Callback<std::vector<QueueInfo>> done);
   // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
