@@ -246,18 +246,26 @@ int main(int argc, char** argv) {
       record(std::string("object_call_") + label + "_p50", percentile(cs, 0.5), "us");
       record(std::string("object_call_") + label + "_p99", percentile(cs, 0.99), "us");
     }
-    auto one = fanout(a.a, a.a, 10, 100'000, "bench.fan" + std::to_string(run));
+    // Channels are sequenced by their home node: one homed on a (the publisher's node) for the
+    // one-node baseline and for subscribers on b (one hop: a relays to b); one homed on b for the
+    // publisher on a whose publishes go to the home first (a → b, delivered there).
+    const auto tag = "r" + std::to_string(run) + "_";
+    auto one = fanout(a.a, a.a, 10, 100'000, homed_on(http, "channel", "bench.fan" + tag, "a"));
     record("fanout_10subs_one_node", one.rate, "msgs/s");
     record("fanout_10subs_one_node_lost_dup_or_reordered", static_cast<double>(one.bad), "msgs");
-    auto cross = fanout(a.a, a.b, 10, 100'000, "bench.cross" + std::to_string(run));
+    auto cross = fanout(a.a, a.b, 10, 100'000, homed_on(http, "channel", "bench.cross" + tag, "a"));
     record("fanout_10subs_cross_node", cross.rate, "msgs/s");
     record("fanout_10subs_cross_node_lost_dup_or_reordered", static_cast<double>(cross.bad), "msgs");
-    if (cross.bad != 0 || one.bad != 0) {
-      std::printf(
-          "# (one node: lost %llu, extra %llu, out of sequence %llu; cross: lost %llu, extra %llu, out of sequence %llu)\n",
-          static_cast<unsigned long long>(one.lost), static_cast<unsigned long long>(one.extra),
-          static_cast<unsigned long long>(one.gaps), static_cast<unsigned long long>(cross.lost),
-          static_cast<unsigned long long>(cross.extra), static_cast<unsigned long long>(cross.gaps));
+    auto via = fanout(a.a, a.b, 10, 100'000, homed_on(http, "channel", "bench.via" + tag, "b"));
+    record("fanout_10subs_publish_via_home", via.rate, "msgs/s");
+    record("fanout_10subs_publish_via_home_lost_dup_or_reordered", static_cast<double>(via.bad), "msgs");
+    if (cross.bad != 0 || one.bad != 0 || via.bad != 0) {
+      for (const auto& [label, f] :
+           {std::pair{"one node", &one}, std::pair{"cross", &cross}, std::pair{"via home", &via}}) {
+        std::printf("# (%s: lost %llu, extra %llu, out of sequence %llu)\n", label,
+                    static_cast<unsigned long long>(f->lost), static_cast<unsigned long long>(f->extra),
+                    static_cast<unsigned long long>(f->gaps));
+      }
     }
   }
   std::printf("# medians of %d runs\n", a.runs);
@@ -270,5 +278,7 @@ int main(int argc, char** argv) {
   ratio("ratio_enqueue_w1_p50_forwarded_vs_local", "enqueue_w1_forwarded_p50", "enqueue_w1_local_p50");
   ratio("ratio_object_call_p50_forwarded_vs_local", "object_call_forwarded_p50", "object_call_local_p50");
   ratio("ratio_fanout_cross_node_vs_one_node", "fanout_10subs_cross_node", "fanout_10subs_one_node");
+  ratio("ratio_fanout_publish_via_home_vs_one_node", "fanout_10subs_publish_via_home",
+        "fanout_10subs_one_node");
   return 0;
 }

@@ -443,6 +443,10 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   if (!fx.publishes.empty()) {
     asio::post(*publisher_, [this, obj, publishes = std::move(fx.publishes)]() mutable {
       for (auto& p : publishes) {
+        if (mesh_effects_ != nullptr) {
+          mesh_effects_->turn_publish(p.subject, std::move(p.data), p.type);
+          continue;
+        }
         auto r = hub_.publish(p.subject, std::move(p.data), p.type);
         if (!r) {
           module_logger("actors")->warn("object {}/{}: publish to {} failed: {}", obj->cls, obj->name,

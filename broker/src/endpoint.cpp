@@ -375,6 +375,20 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::OBJECT_CALL: return on_object_call(s, id, env.getObjectCall(), payloads);
     case W::OBJECT_FETCH: return on_object_fetch(s, id, env.getObjectFetch(), payloads);
     case W::OBJECT_CONNECT: return on_object_connect(s, id, env.getObjectConnect());
+    case W::PRESENCE: {
+      std::string channel(view(env.getPresence()));
+      if (!s.who.may_subscribe(channel)) {
+        return reply_error(identity, id, ErrorCode::FORBIDDEN, "not allowed to see " + channel);
+      }
+      if (auto e = channels::validate_subject(channel)) return reply_error(identity, id, *e);
+      return router.presence_async(
+          std::move(channel),
+          answer<channels::Presence>(s, id, [](proto::Envelope::Builder out, const channels::Presence& p) {
+            auto c = out.initPresenceCount();
+            c.setSubscribers(p.subscribers);
+            c.setDirect(p.direct);
+          }));
+    }
     case W::SOCKET_FRAME: return on_socket_frame(s, env.getSocketFrame(), payloads);
     case W::SOCKET_CLOSE: return on_socket_close(s, env.getSocketClose());
     case W::MESH_EFFECTS: {
@@ -448,7 +462,10 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
     case W::SOCKET_FRAME:  // of a socket attached under a route checked then
     case W::SOCKET_CLOSE:
     case W::LIST_QUEUES:  // this node's own queues (a peer gathers the mesh's)
-    case W::SUBSCRIBE:    // a peer's interest in channels (no shard: channels are everywhere)
+    case W::PRESENCE:     // this node's own subscribers
+    case W::PUBLISH:      // to a channel homed here: sequenced here, never passed on
+    case W::PUBLISH_BATCH:
+    case W::SUBSCRIBE:  // a peer's interest in channels (no shard: channels are everywhere)
     case W::CANCEL: return std::nullopt;
     default: return Error{ErrorCode::INVALID_ARGUMENT, "not a request a mesh socket serves"};
   }

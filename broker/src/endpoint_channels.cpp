@@ -163,24 +163,23 @@ void Endpoint::Impl::close_slow(Session& s, Sink& sink) {
              "subscriber too slow: its buffer filled up (policy disconnect)");
 }
 
-Result<channels::PublishResult> Endpoint::Impl::publish_one(Session& s, const std::string& channel,
-                                                            ContentType type, std::string_view data) {
+std::optional<Error> Endpoint::Impl::publish_check(Session& s, const std::string& channel, ContentType type,
+                                                   std::string_view data) {
   if (!s.who.may_publish(channel)) {
-    return std::unexpected(Error{ErrorCode::FORBIDDEN, "the token does not grant publishing to " + channel});
+    return Error{ErrorCode::FORBIDDEN, "the token does not grant publishing to " + channel};
   }
   if (data.size() > options.max_message_bytes) {
-    return std::unexpected(Error{ErrorCode::MESSAGE_TOO_LARGE,
-                                 "the message has " + std::to_string(data.size()) + " bytes; the limit is " +
-                                     std::to_string(options.max_message_bytes)});
+    return Error{ErrorCode::MESSAGE_TOO_LARGE, "the message has " + std::to_string(data.size()) +
+                                                   " bytes; the limit is " +
+                                                   std::to_string(options.max_message_bytes)};
   }
   if (type == ContentType::kJson && !valid_json(data)) {
-    return std::unexpected(Error{ErrorCode::MALFORMED, "the message is not valid JSON (content type json)"});
+    return Error{ErrorCode::MALFORMED, "the message is not valid JSON (content type json)"};
   }
   if (type == ContentType::kText && !valid_utf8(data)) {
-    return std::unexpected(Error{ErrorCode::MALFORMED, "the message is not valid UTF-8 (content type text)"});
+    return Error{ErrorCode::MALFORMED, "the message is not valid UTF-8 (content type text)"};
   }
-  ++round_messages;
-  return router.publish(channel, std::string(data), type);
+  return std::nullopt;
 }
 
 void Endpoint::Impl::on_publish(Session& s, std::uint64_t id, proto::Publish::Reader req,
@@ -188,18 +187,24 @@ void Endpoint::Impl::on_publish(Session& s, std::uint64_t id, proto::Publish::Re
   if (payloads.size() != 1) {
     return reply_error(s.identity, id, ErrorCode::MALFORMED, "publish carries exactly one payload frame");
   }
-  auto r = publish_one(s, std::string(view(req.getChannel())), wire::from_wire(req.getContentType()),
-                       frame_view(payloads[0]));
-  if (id == 0) return;
-  if (!r) return reply_error(s.identity, id, r.error());
-  capnp::MallocMessageBuilder b(64);
-  auto out = b.initRoot<proto::Envelope>();
-  out.setId(id);
-  auto p = out.initPublished();
-  p.setOffset(r->offset);
-  p.setEpoch(text(r->epoch));
-  p.setSubscribers(r->subscribers);
-  reply(s.identity, b);
+  std::string channel(view(req.getChannel()));
+  const auto type = wire::from_wire(req.getContentType());
+  const auto data = frame_view(payloads[0]);
+  if (auto e = publish_check(s, channel, type, data)) return reply_error(s.identity, id, *e);
+  ++round_messages;
+  if (id == 0) {
+    (void)router.publish(channel, std::string(data), type);
+    return;
+  }
+  // Answered with its place in the channel (in a mesh, once the channel's home assigned it).
+  router.publish_async(std::move(channel), std::string(data), type,
+                       answer<channels::PublishResult>(
+                           s, id, [](proto::Envelope::Builder out, const channels::PublishResult& r) {
+                             auto p = out.initPublished();
+                             p.setOffset(r.offset);
+                             p.setEpoch(text(r.epoch));
+                             p.setSubscribers(r.subscribers);
+                           }));
 }
 
 void Endpoint::Impl::on_publish_batch(Session& s, std::uint64_t id, proto::PublishBatch::Reader req,

@@ -472,9 +472,9 @@ struct Endpoint::Impl {
 
   void on_cancel(Session& s, std::uint64_t id, std::uint64_t stream);
 
-  // Checks and publishes one message; the error a client would be told.
-  Result<channels::PublishResult> publish_one(Session& s, const std::string& channel, ContentType type,
-                                              std::string_view data);
+  // Whether a client may publish this message; the error it would be told.
+  std::optional<Error> publish_check(Session& s, const std::string& channel, ContentType type,
+                                     std::string_view data);
 
   void on_publish(Session& s, std::uint64_t id, proto::Publish::Reader req,
                   std::span<zmq::message_t> payloads);

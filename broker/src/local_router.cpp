@@ -109,10 +109,6 @@ Result<channels::PublishResult> LocalRouter::publish(const std::string& channel,
                                                      ContentType content_type) {
   return hub_.publish(channel, std::move(data), content_type);
 }
-Result<channels::PublishResult> LocalRouter::publish_relayed(const std::string& channel, std::string data,
-                                                             ContentType content_type) {
-  return hub_.publish(channel, std::move(data), content_type, true);
-}
 
 channels::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
@@ -251,6 +247,9 @@ std::string LocalRouter::metrics_text() {
   w.counter("roost_commits_total", "Group commits.", m.commits.load());
   w.counter("roost_storage_full_total", "Writes refused because storage was full.",
             m.storage_full_errors.load());
+  w.counter("roost_commits_fenced_total",
+            "Write groups abandoned because this node's mesh lease may have run out (mesh).",
+            m.fenced_groups.load());
   w.gauge("roost_storage_used_bytes", "Bytes of the data file in use.", std::uint64_t{env_.used_bytes()});
   w.gauge("roost_storage_map_bytes", "Current LMDB map size.", std::uint64_t{env_.map_bytes()});
   w.counter("roost_channel_published_total", "Channel messages published.", hub_.published());

@@ -138,6 +138,7 @@ bool Mesh::tick() {
   valid_until_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
                         (sent + options_.lease_ttl - kFenceMargin).time_since_epoch())
                         .count();
+  ever_valid_ = true;
   if (!list_members(etcd)) return false;
   return claim(etcd);
 }
@@ -207,6 +208,19 @@ std::uint32_t Mesh::shard_of_queue(std::string_view queue, std::uint32_t shards)
 
 std::uint32_t Mesh::shard_of_object(std::string_view cls, std::string_view name, std::uint32_t shards) {
   return static_cast<std::uint32_t>(fnv1a("o", cls, name) % std::max<std::uint32_t>(1, shards));
+}
+
+std::string Mesh::channel_home(const std::vector<std::string>& names, std::string_view channel) {
+  std::string_view best;
+  std::uint64_t best_weight = 0;
+  for (const auto& n : names) {
+    auto w = fmix64(fnv1a("channel", n, channel));
+    if (best.empty() || w > best_weight || (w == best_weight && n < best)) {
+      best = n;
+      best_weight = w;
+    }
+  }
+  return std::string(best);
 }
 
 std::string Mesh::rendezvous(const std::vector<MeshMember>& members, std::uint32_t shard) {

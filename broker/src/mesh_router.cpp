@@ -4,6 +4,7 @@
 #include <roost/core/auth.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/subject.h>
 #include <roost/core/thread_name.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/outbox_store.h>
@@ -46,7 +47,7 @@ struct MeshRouter::PeerInterest {
   std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> last ROOST_GUARDED_BY(mu);
   // One batch's messages, gathered to enter the hub together (runs of a channel published at once:
   // subscribers here get them as runs too, not one event each).
-  std::vector<std::pair<std::string, channels::Payload>> batch ROOST_GUARDED_BY(mu);
+  std::vector<std::pair<std::string, channels::Hub::Sequenced>> batch ROOST_GUARDED_BY(mu);
 };
 
 MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterOptions options)
@@ -54,6 +55,7 @@ MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterO
   // Peers check this token like any other; the `mesh` grant opens their mesh socket to it. It
   // stays in this process and the peers' (which share the secret anyway).
   if (!options_.auth_secret.empty()) token_ = sign_jwt(options_.auth_secret, R"({"roost":{"mesh":true}})");
+  for (auto& p : local_.history_patterns()) history_interest_[p] = 1;
   interest_thread_ = std::thread([this] {
     roost::name_this_thread("roost-interest");
     interest_loop();
@@ -245,23 +247,33 @@ void MeshRouter::reconcile_interest() {
   Mesh* m = mesh_.load();
   if (m == nullptr) return;
   // The patterns to hold on every peer: those of this node's clients, but none another one covers.
-  std::vector<std::string> wanted;
+  // Channels whose namespace keeps history are wanted whether or not a client listens here: every
+  // node keeps their history under the home's numbers, so a client resumes on any node.
+  std::map<std::string, std::size_t> held = history_interest_;
   {
     MutexLock lock(interest_mu_);
-    for (const auto& [p, n] : interest_) {
-      bool covered = false;
-      for (const auto& [other, k] : interest_) covered = covered || (other != p && pattern_covers(other, p));
-      if (!covered) wanted.push_back(p);
-    }
+    for (const auto& [p, n] : interest_) held[p] += n;
+  }
+  std::vector<std::string> wanted;
+  for (const auto& [p, n] : held) {
+    bool covered = false;
+    for (const auto& [other, k] : held) covered = covered || (other != p && pattern_covers(other, p));
+    if (!covered) wanted.push_back(p);
   }
   std::map<std::string, bool> live;
+  auto names = std::make_shared<std::vector<std::string>>();
   for (const auto& member : m->members()) {
+    if (!member.mesh.empty() || member.name == m->options().node_name) names->push_back(member.name);
     if (member.name != m->options().node_name && !member.mesh.empty()) live[member.name] = true;
+  }
+  {
+    MutexLock lock(members_mu_);
+    member_names_ = std::move(names);
   }
   std::erase_if(peers_, [&](const auto& kv) { return !live.contains(kv.first); });
   std::uint64_t entries = 0;
   for (const auto& [name, yes] : live) {
-    auto link = link_to(name);
+    auto link = refresh_link(name);
     if (!link) continue;
     auto& peer = peers_[name];
     if (!peer || peer->link != link || peer->broken.load()) peer = std::make_shared<PeerInterest>();
@@ -308,25 +320,92 @@ void MeshRouter::relay(PeerInterest& peer, const ChannelMessage& m) {
     epoch = m.epoch;
     offset = m.offset;
     if (peer.last.size() > 100'000) peer.last.clear();  // bounded (a rare duplicate at worst)
-    peer.batch.emplace_back(m.channel, channels::Payload{m.data, m.content_type});
+    peer.batch.emplace_back(
+        m.channel, channels::Hub::Sequenced{m.data, m.content_type, m.epoch, m.offset, m.timestamp_ms});
   }
   relayed_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void MeshRouter::flush_relay(PeerInterest& peer) {
-  std::vector<std::pair<std::string, channels::Payload>> batch;
+  std::vector<std::pair<std::string, channels::Hub::Sequenced>> batch;
   {
     MutexLock lock(peer.mu);
     batch.swap(peer.batch);
   }
-  std::vector<channels::Payload> run;
+  std::vector<channels::Hub::Sequenced> run;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     run.push_back(std::move(batch[i].second));
     if (i + 1 == batch.size() || batch[i + 1].first != batch[i].first) {
-      (void)local_.publish_many_relayed(batch[i].first, run);
+      (void)local_.publish_sequenced(batch[i].first, run);
       run.clear();
     }
   }
+}
+
+std::string MeshRouter::channel_home(std::string_view channel) const {
+  std::shared_ptr<const std::vector<std::string>> names;
+  {
+    MutexLock lock(members_mu_);
+    names = member_names_;
+  }
+  if (!names || names->empty()) return {};
+  return Mesh::channel_home(*names, channel);
+}
+
+Result<std::shared_ptr<PeerLink>> MeshRouter::publish_route(std::string_view channel) {
+  Mesh* m = mesh_.load();
+  auto home = m == nullptr ? std::string() : channel_home(channel);
+  if (home.empty() || home == m->options().node_name) return nullptr;  // sequenced here
+  auto link = link_to(home);
+  if (!link || link->down()) {
+    // At most once, as channels are: dropped (counted) rather than queued for a home that may be
+    // gone — the member list drops it within a lease period and a new home takes over.
+    publishes_unroutable_.fetch_add(1, std::memory_order_relaxed);
+    return std::unexpected(owner_unavailable("the home of channel " + std::string(channel) + ", " + home +
+                                             ", is not answering"));
+  }
+  return link;
+}
+
+Result<channels::PublishResult> MeshRouter::publish(const std::string& channel, std::string data,
+                                                    ContentType content_type) {
+  if (auto e = channels::validate_subject(channel)) return std::unexpected(*e);
+  auto link = publish_route(channel);
+  if (!link) return std::unexpected(link.error());
+  if (!*link) return local_.publish(channel, std::move(data), content_type);
+  publishes_forwarded_.fetch_add(1, std::memory_order_relaxed);
+  (*link)->publish(channel, data, content_type);
+  return channels::PublishResult{};  // the home assigns offset and epoch
+}
+
+Result<std::size_t> MeshRouter::publish_many(const std::string& channel,
+                                             std::vector<channels::Payload>& items) {
+  if (auto e = channels::validate_subject(channel)) return std::unexpected(*e);
+  auto link = publish_route(channel);
+  if (!link) return std::unexpected(link.error());
+  if (!*link) return local_.publish_many(channel, items);
+  publishes_forwarded_.fetch_add(items.size(), std::memory_order_relaxed);
+  for (const auto& [data, type] : items) (*link)->publish(channel, data, type);
+  return items.size();
+}
+
+void MeshRouter::turn_publish(const std::string& channel, std::string data, ContentType type) {
+  if (auto r = publish(channel, std::move(data), type); !r) {
+    module_logger("actors")->warn("an object's publish to {} failed: {}", channel, r.error().message);
+  }
+}
+
+void MeshRouter::publish_async(std::string channel, std::string data, ContentType content_type,
+                               Callback<channels::PublishResult> done) {
+  if (auto e = channels::validate_subject(channel)) return done(std::unexpected(*e));
+  auto link = publish_route(channel);
+  if (!link) return done(std::unexpected(link.error()));
+  if (!*link) return done(local_.publish(channel, std::move(data), content_type));
+  publishes_forwarded_.fetch_add(1, std::memory_order_relaxed);
+  (*link)->publish_async(channel, data, content_type, [done = std::move(done)](Result<PublishAck> r) mutable {
+    if (!r) return done(std::unexpected(r.error()));
+    done(channels::PublishResult{r->offset, std::move(r->epoch), r->subscribers});
+  });
 }
 
 std::uint32_t MeshRouter::queue_shard(std::string_view queue) const {
@@ -340,6 +419,17 @@ std::uint32_t MeshRouter::object_shard(std::string_view object_class, std::strin
 }
 
 std::shared_ptr<PeerLink> MeshRouter::link_to(const std::string& node) {
+  {
+    // The fast path of every forwarded request: the link made already. A member's new address is
+    // picked up by the interest thread (refresh_link for every live member, every 250 ms).
+    MutexLock lock(mu_);
+    if (stopped_) return nullptr;
+    if (auto it = links_.find(node); it != links_.end() && it->second) return it->second;
+  }
+  return refresh_link(node);
+}
+
+std::shared_ptr<PeerLink> MeshRouter::refresh_link(const std::string& node) {
   Mesh* m = mesh_.load();
   if (m == nullptr) return nullptr;
   std::string address;
@@ -554,6 +644,51 @@ void MeshRouter::extend(std::string name, std::vector<std::string> leases,
   route(queue_shard(name), std::move(f));
 }
 
+std::vector<std::shared_ptr<PeerLink>> MeshRouter::live_links() {
+  std::vector<std::shared_ptr<PeerLink>> links;
+  if (Mesh* m = mesh_.load()) {
+    for (const auto& member : m->members()) {
+      if (member.name == m->options().node_name || member.mesh.empty()) continue;
+      if (auto link = link_to(member.name); link && !link->down()) links.push_back(std::move(link));
+    }
+  }
+  return links;
+}
+
+void MeshRouter::presence_async(std::string channel, Callback<channels::Presence> done) {
+  struct Gather {
+    Mutex mu;
+    channels::Presence sum ROOST_GUARDED_BY(mu);
+    std::size_t waiting ROOST_GUARDED_BY(mu) = 0;
+    Callback<channels::Presence> done;
+    void add(const channels::Presence& p) {
+      channels::Presence all;
+      {
+        MutexLock lock(mu);
+        sum.subscribers += p.subscribers;
+        sum.direct += p.direct;
+        if (--waiting != 0) return;
+        all = sum;
+      }
+      done(all);
+    }
+  };
+  auto g = std::make_shared<Gather>();
+  g->done = std::move(done);
+  auto links = live_links();
+  {
+    MutexLock lock(g->mu);
+    g->waiting = links.size() + 1;
+  }
+  for (auto& link : links) {
+    link->presence(channel, [g, url = link->url()](Result<channels::Presence> r) {
+      if (!r) module_logger("mesh")->warn("presence: {} did not answer: {}", url, r.error().message);
+      g->add(r ? *r : channels::Presence{});
+    });
+  }
+  g->add(local_.presence(channel));
+}
+
 void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
   struct Gather {
     Mutex mu;
@@ -573,13 +708,7 @@ void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
   };
   auto g = std::make_shared<Gather>();
   g->done = std::move(done);
-  std::vector<std::shared_ptr<PeerLink>> links;
-  if (Mesh* m = mesh_.load()) {
-    for (const auto& member : m->members()) {
-      if (member.name == m->options().node_name) continue;
-      if (auto link = link_to(member.name); link && !link->down()) links.push_back(std::move(link));
-    }
-  }
+  auto links = live_links();
   {
     MutexLock lock(g->mu);
     g->waiting = links.size() + 1;
@@ -762,6 +891,14 @@ void MeshRouter::object_socket_closed(std::uint64_t socket, std::uint16_t code, 
   f.link->socket_close(f.stream, code, reason);
 }
 
+void MeshRouter::mesh_placement(std::string kind, std::string name, Callback<std::string> done) {
+  if (kind != "channel") return local_.mesh_placement(std::move(kind), std::move(name), std::move(done));
+  if (auto e = channels::validate_subject(name)) return done(std::unexpected(*e));
+  auto home = channel_home(name);
+  if (home.empty()) return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"}));
+  done(boost::json::serialize(boost::json::object{{"channel", name}, {"home", home}}));
+}
+
 std::optional<std::string> MeshRouter::mesh_status() {
   auto base = local_.mesh_status();
   if (!base) return base;
@@ -792,6 +929,12 @@ std::string MeshRouter::forward_metrics() const {
             refreshed_.load());
   w.counter("roost_mesh_no_owner_total", "Requests answered owner_unavailable: their shard had no owner.",
             no_owner_.load());
+  w.counter("roost_mesh_publishes_forwarded_total",
+            "Publishes this node sent to their channel's home (it sequences them).",
+            publishes_forwarded_.load());
+  w.counter("roost_mesh_publishes_unroutable_total",
+            "Publishes dropped: their channel's home was not answering (at most once).",
+            publishes_unroutable_.load());
   w.counter("roost_mesh_channel_relayed_total",
             "Channel messages peers sent here for this node's subscribers.", relayed_.load());
   w.counter("roost_mesh_channel_duplicates_total",

@@ -60,6 +60,7 @@ struct Node::Impl {
   Config config;
   std::unique_ptr<durable::Env> env;
   std::unique_ptr<durable::Committer> committer;
+  std::atomic<Mesh*> fence_mesh{nullptr};  // the committer's fence asks it (mesh only)
   std::unique_ptr<durable::QueueStore> queues;
   std::unique_ptr<channels::Hub> hub;
   std::unique_ptr<durable::MailboxStore> mailboxes;
@@ -98,6 +99,11 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   durable::CommitterOptions copts;
   copts.sync_interval = std::chrono::milliseconds(d.config.sync_interval_ms);
   d.committer = std::make_unique<durable::Committer>(*d.env, copts, wall_clock_ms);
+  // In a mesh, nothing commits once the node's lease may have run out (docs/mesh.md, fencing).
+  d.committer->set_fence([&d] {
+    Mesh* m = d.fence_mesh.load();
+    return m == nullptr || m->may_commit();
+  });
   durable::QueueStoreOptions qopts;
   qopts.auto_create_queues = d.config.auto_create_queues;
   qopts.max_message_bytes = d.config.max_message_bytes;
@@ -301,6 +307,7 @@ void Node::start() {
                                                                : d.config.mesh_advertise);
     d.router->set_mesh(d.mesh.get());
     d.mesh_router->set_mesh(d.mesh.get());
+    d.fence_mesh = d.mesh.get();
     d.mesh->start();
   }
 }
@@ -370,6 +377,7 @@ void Node::stop() {
   d.mesh_router.reset();
   d.actors->set_mesh(nullptr, nullptr);
   d.outbox.reset();
+  d.fence_mesh = nullptr;
   d.mesh.reset();
   d.router.reset();
   d.actors.reset();

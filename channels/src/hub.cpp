@@ -29,6 +29,13 @@ std::int64_t history_cutoff(const NamespaceConfig& ns, std::int64_t now) {
 
 Hub::Channel::Channel() : epoch(new_epoch()) {}
 
+void Hub::Channel::own_epoch() {
+  if (!adopted) return;
+  adopted = false;
+  epoch = new_epoch();
+  history.clear();
+}
+
 void Hub::Channel::trim_history(const NamespaceConfig& ns, std::int64_t now) {
   while (history.size() > ns.history_size) history.pop_front();
   const std::int64_t cutoff = history_cutoff(ns, now);
@@ -50,6 +57,20 @@ const NamespaceConfig& Hub::namespace_of(std::string_view channel) const {
     }
   }
   return *best;
+}
+
+std::vector<std::string> Hub::history_patterns() const {
+  std::vector<std::string> out;
+  if (options_.defaults.history_size > 0) return {">"};
+  for (const auto& ns : options_.namespaces) {
+    if (ns.history_size == 0) continue;
+    if (!ns.prefix.empty() && ns.prefix.back() == '.' && !validate_pattern(ns.prefix + ">")) {
+      out.push_back(ns.prefix + ">");
+    } else {
+      return {">"};
+    }
+  }
+  return out;
 }
 
 // Returns with the channel's lock held: the analysis does not follow a lock across a return, so
@@ -232,6 +253,7 @@ Result<PublishResult> Hub::publish(const std::string& name, std::string data, Co
     Channel& ch = *chp;
     MutexLock lock(ch.mu, std::adopt_lock);
     std::int64_t now = ch.last_used_ms;
+    if (!relayed) ch.own_epoch();
     auto subs = match(ch, name);
     auto msg = make_message(name, std::move(data), ++ch.last_offset, ch.epoch, now, content_type,
                             subs->size(), relayed);
@@ -259,6 +281,7 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
     Channel& ch = *chp;
     MutexLock lock(ch.mu, std::adopt_lock);
     std::int64_t now = ch.last_used_ms;
+    if (!relayed) ch.own_epoch();
     auto subs = match(ch, name);
     std::vector<MessagePtr> msgs;
     msgs.reserve(items.size());
@@ -276,6 +299,46 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
   published_.fetch_add(items.size(), std::memory_order_relaxed);
   delivered_.fetch_add(subscribers * items.size(), std::memory_order_relaxed);
   return items.size();
+}
+
+std::size_t Hub::publish_sequenced(const std::string& name, std::vector<Sequenced>& items) {
+  if (validate_subject(name) || items.empty()) return 0;
+  const auto& ns = namespace_of(name);
+  std::size_t subscribers = 0, fresh = 0;
+  {
+    auto chp = channel(name);
+    Channel& ch = *chp;
+    MutexLock lock(ch.mu, std::adopt_lock);
+    std::int64_t now = ch.last_used_ms;
+    auto subs = match(ch, name);
+    std::vector<MessagePtr> msgs;
+    msgs.reserve(items.size());
+    for (auto& it : items) {
+      if (it.epoch != ch.epoch) {
+        ch.epoch = it.epoch;
+        ch.history.clear();
+        ch.last_offset = it.offset - 1;
+      }
+      ch.adopted = true;
+      if (it.offset <= ch.last_offset) continue;                // had it already
+      if (it.offset != ch.last_offset + 1) ch.history.clear();  // a gap: resume across it = reset
+      ch.last_offset = it.offset;
+      msgs.push_back(make_message(name, std::move(it.data), it.offset, ch.epoch, it.timestamp_ms,
+                                  it.content_type, subs->size(), true));
+    }
+    if (ns.history_size > 0) {
+      for (const auto& m : msgs) ch.history.push_back(m);
+      ch.trim_history(ns, now);
+    }
+    if (!msgs.empty()) {
+      for (const auto& s : *subs) s->deliver_many(msgs);
+    }
+    subscribers = subs->size();
+    fresh = msgs.size();
+  }
+  published_.fetch_add(fresh, std::memory_order_relaxed);
+  delivered_.fetch_add(subscribers * fresh, std::memory_order_relaxed);
+  return fresh;
 }
 
 Hub::Presence Hub::presence(const std::string& channel) const {

@@ -115,6 +115,8 @@ struct Envelope {
     objectConnect @40 :ObjectConnect;
     socketFrame @41 :SocketFrame;   # both ways; payload frame: the text (see SocketFrame)
     socketClose @42 :SocketClose;   # both ways (see SocketFrame)
+    presence @43 :Text;             # a channel → presenceCount: the receiving node's own subscribers
+    presenceCount @44 :PresenceCount;
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -444,4 +446,9 @@ struct SocketClose {
   stream @0 :UInt64;
   code @1 :UInt16;
   reason @2 :Text;
+}
+
+struct PresenceCount {
+  subscribers @0 :UInt64;          # subscriptions whose pattern matches the channel
+  direct @1 :UInt64;               # subscriptions to exactly the channel
 }

@@ -149,6 +149,16 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
         return;
       }
       for (auto* p : participants_) p->prepare(ctx);
+      if (fence_ && !fence_()) {
+        txn.abort();
+        for (auto* p : participants_) p->aborted();
+        metrics_.fenced_groups.fetch_add(1, std::memory_order_relaxed);
+        log->debug("a write group of {} ops abandoned: this node may not commit now (its mesh lease ran out)",
+                   group.size());
+        Error err{ErrorCode::OWNER_UNAVAILABLE, "this node lost its ownership lease before the commit"};
+        for (auto& op : group) op->complete(&err);
+        return;
+      }
       auto t0 = std::chrono::steady_clock::now();
       txn.commit();
       auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);

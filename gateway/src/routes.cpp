@@ -170,19 +170,27 @@ void channel_routes(const Request& req, Server::State& st, const Principal& who,
     boost::system::error_code ec;
     auto data = boost::json::parse(req.body(), ec);
     if (ec) return fail(reply, Error{ErrorCode::MALFORMED, "body must be a JSON value: " + ec.message()}, v);
-    auto r = st.router.publish(*channel, boost::json::serialize(data));
-    if (!r) return fail(reply, r.error(), v);
-    boost::json::object o{{"offset", r->offset}, {"epoch", r->epoch}, {"subscribers", r->subscribers}};
-    return respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
+    // Answered once the channel's sequencer (in a mesh, its home node) assigned the offset.
+    return st.router.publish_async(
+        *channel, boost::json::serialize(data), ContentType::kJson,
+        answer<channels::PublishResult>(
+            std::move(reply), v, http::status::ok, [](const channels::PublishResult& r) {
+              return boost::json::serialize(boost::json::object{
+                  {"offset", r.offset}, {"epoch", r.epoch}, {"subscribers", r.subscribers}});
+            }));
   }
   if (req.method() != http::verb::get) return method_not_allowed(reply, v, "GET");
   if (!who.may_subscribe(*channel)) {
     return fail(reply, Error{ErrorCode::FORBIDDEN, "not allowed to see " + *channel}, v);
   }
   if (auto e = channels::validate_subject(*channel)) return fail(reply, *e, v);
-  auto seen = st.router.presence(*channel);
-  boost::json::object o{{"channel", *channel}, {"subscribers", seen.subscribers}, {"direct", seen.direct}};
-  respond_now(reply, make(http::status::ok, v, boost::json::serialize(o)));
+  // Every node's subscribers (in a mesh, gathered from the peers).
+  st.router.presence_async(
+      *channel, answer<channels::Presence>(
+                    std::move(reply), v, http::status::ok, [name = *channel](const channels::Presence& seen) {
+                      return boost::json::serialize(boost::json::object{
+                          {"channel", name}, {"subscribers", seen.subscribers}, {"direct", seen.direct}});
+                    }));
 }
 
 // What a request body holds, by its Content-Type: JSON (the default; validated), text (valid
@@ -597,8 +605,9 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
       if (!who->unrestricted && !who->may_use_queue(">")) {
         return fail(reply, Error{ErrorCode::FORBIDDEN, "the mesh status needs an operator token"}, v);
       }
-      // ?queue=NAME or ?object=CLASS/NAME: where it lives (its shard is homed if it is new).
-      for (const char* kind : {"queue", "object"}) {
+      // ?queue=NAME or ?object=CLASS/NAME: where it lives (its shard is homed if it is new);
+      // ?channel=NAME: the node that sequences it now.
+      for (const char* kind : {"queue", "object", "channel"}) {
         if (auto name = query_param(req.target(), kind); !name.empty()) {
           return st.router.mesh_placement(kind, std::move(name),
                                           [reply = std::move(reply), v](Result<std::string> r) mutable {

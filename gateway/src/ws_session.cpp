@@ -200,14 +200,30 @@ void WsSession::handle(std::string_view text) {
       return fail(ErrorCode::FORBIDDEN, "not allowed to publish to " + channel);
     auto d = o.find("data");
     if (d == o.end()) return fail(ErrorCode::INVALID_ARGUMENT, "data is required");
-    auto r = state_->router.publish(channel, json::serialize(d->value()));
-    if (!r) return fail(r.error().code, r.error().message);
-    if (id.is_null()) return;  // no id: nobody waits for the answer (errors are still sent)
-    send_control(json::serialize(json::object{{"op", "ok"},
-                                              {"id", id},
-                                              {"offset", r->offset},
-                                              {"epoch", r->epoch},
-                                              {"subscribers", r->subscribers}}));
+    if (id.is_null()) {  // no id: nobody waits for the answer (errors are still sent)
+      auto r = state_->router.publish(channel, json::serialize(d->value()));
+      if (!r) return fail(r.error().code, r.error().message);
+      return;
+    }
+    // Answered with its place in the channel, once its sequencer (in a mesh, the channel's home)
+    // assigned it. Bounded: a client cannot make the node hold more than this many answers.
+    if (publishes_waiting_ >= kMaxPublishesWaiting)
+      return fail(ErrorCode::TOO_MANY_REQUESTS, "too many publishes waiting for their answer");
+    ++publishes_waiting_;
+    state_->router.publish_async(
+        channel, json::serialize(d->value()), ContentType::kJson,
+        [self = shared_from_this(), id](Result<channels::PublishResult> r) mutable {
+          auto ex = self->ws_.get_executor();
+          asio::post(ex, [self = std::move(self), id = std::move(id), r = std::move(r)] {
+            --self->publishes_waiting_;
+            if (!r) return self->send_control(error_frame(id, r.error()));
+            self->send_control(json::serialize(json::object{{"op", "ok"},
+                                                            {"id", id},
+                                                            {"offset", r->offset},
+                                                            {"epoch", r->epoch},
+                                                            {"subscribers", r->subscribers}}));
+          });
+        });
     return;
   }
 }

@@ -76,6 +76,8 @@ class WsSession : public Closable, public std::enable_shared_from_this<WsSession
   std::size_t batch_frames_ = 0;  // frames of out_ in the write in flight
   std::string batch_;             // the joined message when a batch holds several
   bool closed_ = false;
+  static constexpr std::size_t kMaxPublishesWaiting = 1024;
+  std::size_t publishes_waiting_ = 0;  // publishes with an id whose answer has not come yet
   bool cleaned_ = false;
 };
 

@@ -271,6 +271,35 @@ void PeerLink::socket_close(std::uint64_t stream, std::uint16_t code, std::strin
   core.submit(b, 0, {}, nullptr, core.options.request_timeout);
 }
 
+void PeerLink::publish(std::string_view channel, std::string_view data, ContentType type) {
+  core_->enqueue_publish(channel, data, type);
+}
+
+void PeerLink::publish_async(const std::string& channel, std::string_view data, ContentType type,
+                             Callback<PublishAck> done) {
+  core_->async<PublishAck>(
+      [&](proto::Envelope::Builder env) {
+        auto p = env.initPublish();
+        p.setChannel(text(channel));
+        p.setContentType(wire::to_wire(type));
+      },
+      [](Reply& r) {
+        auto p = r.env.getPublished();
+        return PublishAck{p.getOffset(), std::string(view(p.getEpoch())), p.getSubscribers()};
+      },
+      one_payload(data), std::move(done));
+}
+
+void PeerLink::presence(const std::string& channel, Callback<channels::Presence> done) {
+  core_->async<channels::Presence>([&](proto::Envelope::Builder env) { env.setPresence(text(channel)); },
+                                   [](Reply& r) {
+                                     auto p = r.env.getPresenceCount();
+                                     return channels::Presence{static_cast<std::size_t>(p.getSubscribers()),
+                                                               static_cast<std::size_t>(p.getDirect())};
+                                   },
+                                   {}, std::move(done));
+}
+
 void PeerLink::list_queues(Callback<std::vector<QueueInfo>> done) {
   core_->async<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
                                        decode_queue_list, {}, std::move(done));

@@ -226,3 +226,41 @@ TEST_CASE(
   CHECK(f.store->kv_scan(a, "nope/", "", "", 0, true).empty());
   CHECK(f.store->kv_scan(a, "", "msg/100", "msg/200", 0, true).empty());
 }
+
+TEST_CASE("committer: a fence that says no abandons the group — nothing written, owner_unavailable",
+          "[durable]") {
+  test::TempDir dir("roost-fence");
+  EnvOptions eo;
+  eo.dir = dir.path();
+  Env env(eo);
+  MailboxStore store(env);
+  Committer committer(env, CommitterOptions{}, [] { return std::int64_t{0}; });
+  std::atomic<bool> may{true};
+  committer.set_fence([&] { return may.load(); });
+  committer.start();
+  auto key = MailboxStore::object_key("doc", "f");
+  auto write = [&](std::string data) {
+    std::promise<void> p;
+    committer.submit(std::make_unique<FnOp>(
+        [&, data](WriteContext& ctx) { store.append_in(ctx.txn, key, mail(data)); }, p));
+    try {
+      p.get_future().get();
+      return std::string();
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+  };
+  CHECK(write("1").empty());
+  may = false;
+  CHECK(write("2") == "this node lost its ownership lease before the commit");
+  CHECK(committer.metrics().fenced_groups.load() >= 1);
+  may = true;
+  CHECK(write("3").empty());
+  committer.stop();
+  // Only 1 and 3 were written: the fenced group left nothing behind.
+  auto pending = store.all_pending();
+  REQUIRE(pending.size() == 2);
+  CHECK(pending[0].record.data == "1");
+  CHECK(pending[1].record.data == "3");
+  CHECK(pending[1].seq == 2);  // its seq was not used up either
+}

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include <roost/client/client.h>
 #include <roost/client/peer.h>
@@ -396,9 +397,13 @@ TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shar
   auto unrouted = (*bare)->enqueue("x", {NewMessage{.body = "{}"}});
   REQUIRE_FALSE(unrouted);
   CHECK(unrouted.error().code == ErrorCode::INVALID_ARGUMENT);
+  auto redriven = (*bare)->redrive("x", "y");
+  REQUIRE_FALSE(redriven);
+  CHECK(redriven.error().code == ErrorCode::INVALID_ARGUMENT);
+  // A publish is a peer's to send (the channel's home sequences it): served, never passed on.
   auto published = (*bare)->publish_sync("news", "{}");
-  REQUIRE_FALSE(published);
-  CHECK(published.error().code == ErrorCode::INVALID_ARGUMENT);
+  REQUIRE(published);
+  CHECK(published->offset >= 1);
 
   // Find a queue owned by a and one owned by b, with their epochs (through a's HTTP API).
   auto where = [&](const std::string& q) {
@@ -911,6 +916,169 @@ TEST_CASE(
   for (const auto& body : acked) CHECK(in_queue.count(body) == 1);  // nothing acknowledged lost or doubled
   CHECK(in_queue.count("through-2") == 1);
   CHECK(in_queue.count("at-home") == 1);
+}
+
+// What one subscriber saw of a channel: (epoch, offset, data) in arrival order.
+struct Sequence {
+  std::mutex mu;
+  std::vector<std::tuple<std::string, std::uint64_t, std::string>> got;
+  void add(const ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    got.emplace_back(m.epoch, m.offset, m.data);
+  }
+  std::size_t size() {
+    std::lock_guard lock(mu);
+    return got.size();
+  }
+};
+
+TEST_CASE(
+    "mesh: publishers on three nodes, one order per channel — the same epoch, offsets and order at every subscriber; resume on another node",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  std::map<std::string, std::unique_ptr<Server>> nodes;
+  for (const char* n : {"a", "b", "c"}) {
+    auto args = mesh_args(etcd, n);
+    args.insert(args.end(), {"--channel-history", "1000"});
+    nodes[n] = std::make_unique<Server>(args);
+  }
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  REQUIRE(eventually([&] {
+    return member_names(a).size() == 3 && member_names(b).size() == 3 && member_names(c).size() == 3;
+  }));
+  std::map<std::string, std::shared_ptr<Client>> clients;
+  for (auto* n : {&a, &b, &c}) {
+    auto cl = Client::connect({.url = n->proc().endpoint()});
+    REQUIRE(cl);
+    clients[n == &a ? "a" : n == &b ? "b" : "c"] = std::move(*cl);
+  }
+  Sequence on_a, on_b, on_c;
+  auto sa = clients["a"]->subscribe("chat.>", [&](const ChannelMessage& m) { on_a.add(m); });
+  auto sb = clients["b"]->subscribe("chat.room", [&](const ChannelMessage& m) { on_b.add(m); });
+  auto sc = clients["c"]->subscribe("chat.room", [&](const ChannelMessage& m) { on_c.add(m); });
+  REQUIRE((sa && sb && sc));
+  // Interest reaches every node (probes from each publisher's node).
+  REQUIRE(eventually([&] {
+    for (auto& [n, cl] : clients) cl->publish("chat.room", R"({"probe":true})");
+    return on_a.size() >= 3 && on_b.size() >= 3 && on_c.size() >= 3;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::size_t probes_a = on_a.size(), probes_b = on_b.size(), probes_c = on_c.size();
+
+  // Three publishers at once, one per node, to one channel.
+  constexpr int kEach = 400;
+  {
+    std::vector<std::thread> pubs;
+    for (auto& [n, cl] : clients) {
+      pubs.emplace_back([&, name = n, client = cl.get()] {
+        for (int i = 0; i < kEach; ++i)
+          client->publish("chat.room", json::serialize(json::object{{"from", name}, {"i", i}}));
+      });
+    }
+    for (auto& t : pubs) t.join();
+  }
+  REQUIRE(eventually([&] {
+    return on_a.size() >= probes_a + 3 * kEach && on_b.size() >= probes_b + 3 * kEach &&
+           on_c.size() >= probes_c + 3 * kEach;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a duplicate would have come by now
+  auto tail = [](Sequence& s, std::size_t from) {
+    std::lock_guard lock(s.mu);
+    return std::vector(s.got.begin() + static_cast<std::ptrdiff_t>(from), s.got.end());
+  };
+  auto seq_a = tail(on_a, probes_a), seq_b = tail(on_b, probes_b), seq_c = tail(on_c, probes_c);
+  REQUIRE(seq_a.size() == 3 * kEach);
+  CHECK(seq_b == seq_a);  // the same messages, numbers and order everywhere
+  CHECK(seq_c == seq_a);
+  std::map<std::string, int> next;
+  for (std::size_t k = 0; k < seq_a.size(); ++k) {
+    const auto& [epoch, offset, data] = seq_a[k];
+    CHECK(epoch == std::get<0>(seq_a[0]));
+    if (k > 0) CHECK(offset == std::get<1>(seq_a[k - 1]) + 1);  // no gap, no duplicate
+    auto v = json::parse(data);
+    auto from = std::string(v.at("from").as_string());
+    CHECK(v.at("i").as_int64() == next[from]++);  // each publisher's order kept
+  }
+  CHECK(metric(a, "roost_mesh_publishes_forwarded_total") +
+            metric(b, "roost_mesh_publishes_forwarded_total") +
+            metric(c, "roost_mesh_publishes_forwarded_total") >=
+        2 * kEach);  // two of the three publishers were not on the home
+
+  // An answered publish (HTTP) on each node: its offset is the one the subscribers see.
+  for (auto* n : {&a, &b, &c}) {
+    auto r = n->http().post("/v1/channels/chat.room/publish", R"({"answered":true})");
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+    auto ans = body_json(r);
+    REQUIRE(eventually([&] {
+      std::lock_guard lock(on_c.mu);
+      return !on_c.got.empty() &&
+             std::get<1>(on_c.got.back()) == static_cast<std::uint64_t>(ans.at("offset").as_int64());
+    }));
+    std::lock_guard lock(on_c.mu);
+    CHECK(std::get<0>(on_c.got.back()) == ans.at("epoch").as_string().c_str());
+  }
+
+  // Resume on another node: a client that saw up to some offset on c continues on a (which kept
+  // the channel's history under the home's numbers) and gets exactly what it missed.
+  auto [epoch, offset, data] = seq_c[seq_c.size() - 11];
+  Sequence resumed;
+  SubscribeOptions o;
+  o.since = std::pair{epoch, offset};
+  auto sr = clients["a"]->subscribe(
+      "chat.room", [&](const ChannelMessage& m) { resumed.add(m); }, o);
+  REQUIRE(sr);
+  REQUIRE(eventually([&] { return resumed.size() >= 10 + 3; }));  // 10 of the run + 3 answered
+  {
+    std::lock_guard lock(resumed.mu);
+    for (std::size_t k = 0; k < 10; ++k) CHECK(resumed.got[k] == seq_c[seq_c.size() - 10 + k]);
+  }
+
+  // Presence counts the whole mesh, the same on every node: chat.> on a, chat.room on b and c, and
+  // the resumed chat.room on a (peers' interest is not counted).
+  for (auto* n : {&a, &b, &c}) {
+    auto p = body_json(n->http().get("/v1/channels/chat.room/presence"));
+    CHECK(p.at("subscribers") == 4);
+    CHECK(p.at("direct") == 3);
+  }
+
+  // A channel nobody listens to: its namespace keeps history, so every node keeps it (the home
+  // sends it to all), and a client resumes on each node — whichever node published.
+  std::vector<json::value> answers;
+  for (int i = 0; i < 5; ++i) {
+    auto* via = i % 2 == 0 ? &a : &b;
+    auto r = via->http().post("/v1/channels/quiet.room/publish", json::serialize(json::object{{"q", i}}));
+    REQUIRE(r.status == 200);
+    answers.push_back(body_json(r));
+  }
+  CHECK(answers[4].at("offset").as_int64() == answers[0].at("offset").as_int64() + 4);
+  for (auto& [name, cl] : clients) {
+    Sequence got;
+    SubscribeOptions so;
+    so.since = std::pair{std::string(answers[1].at("epoch").as_string()),
+                         static_cast<std::uint64_t>(answers[1].at("offset").as_int64())};
+    INFO("resume on " << name);
+    REQUIRE(eventually([&] {
+      auto s = cl->subscribe(
+          "quiet.room", [&](const ChannelMessage& m) { got.add(m); }, so);
+      if (!s) return false;
+      bool ok = eventually([&] { return got.size() >= 3; }, std::chrono::milliseconds(500));
+      (*s)->cancel();
+      if (!ok) {
+        std::lock_guard lock(got.mu);
+        got.got.clear();
+      }
+      return ok;
+    }));
+    std::lock_guard lock(got.mu);
+    REQUIRE(got.got.size() == 3);
+    for (int k = 0; k < 3; ++k) {
+      CHECK(std::get<1>(got.got[static_cast<std::size_t>(k)]) ==
+            static_cast<std::uint64_t>(answers[static_cast<std::size_t>(k + 2)].at("offset").as_int64()));
+      CHECK(json::parse(std::get<2>(got.got[static_cast<std::size_t>(k)])).at("q") == k + 2);
+    }
+  }
 }
 
 // The name of an object of `cls` whose shard `owner` owns (placed through `via`).

@@ -113,6 +113,8 @@ class ActorRuntime final : public durable::Participant {
     virtual Result<channels::SubscribeResult> subscribe(const std::string& pattern,
                                                         std::shared_ptr<channels::Subscriber> subscriber) = 0;
     virtual void unsubscribe(std::uint64_t subscription) = 0;
+    // A turn's publish, after its commit: to the channel's home (sequenced there).
+    virtual void turn_publish(const std::string& channel, std::string data, ContentType type) = 0;
   };
 
   ActorRuntime(durable::MailboxStore& store, durable::Committer& committer, durable::QueueStore& queues,

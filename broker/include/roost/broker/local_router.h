@@ -68,12 +68,11 @@ class LocalRouter final : public Router {
   void unsubscribe(std::uint64_t subscription) override;
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                           ContentType content_type = ContentType::kJson) override;
-  // A message published on another node of the mesh, for this node's subscribers only.
-  Result<channels::PublishResult> publish_relayed(const std::string& channel, std::string data,
-                                                  ContentType content_type);
-  Result<std::size_t> publish_many_relayed(const std::string& channel,
-                                           std::vector<channels::Payload>& items) {
-    return hub_.publish_many(channel, items, true);
+  // Messages the channel's home (another node of the mesh) sequenced, for this node's
+  // subscribers only, under the home's epoch and offsets (Hub::publish_sequenced).
+  std::vector<std::string> history_patterns() const { return hub_.history_patterns(); }
+  std::size_t publish_sequenced(const std::string& channel, std::vector<channels::Hub::Sequenced>& items) {
+    return hub_.publish_sequenced(channel, items);
   }
   Result<std::size_t> publish_many(const std::string& channel,
                                    std::vector<channels::Payload>& items) override {

@@ -76,6 +76,11 @@ class Mesh {
   bool joined() const { return lease_.load() != 0; }
   std::uint32_t shards() const { return shards_.load(); }
   std::chrono::steady_clock::time_point lease_valid_until() const;
+  // Whether this node may commit writes now (Committer::set_fence): before it ever joined (it owns
+  // nothing then, and serves no shard request), or while its lease is valid.
+  bool may_commit() const {
+    return !ever_valid_.load() || std::chrono::steady_clock::now() < lease_valid_until();
+  }
   const MeshOptions& options() const { return options_; }
   // {"node", "cluster", "etcd": "ok"|"unreachable", "shards", "lease_ttl_ms", "members": [...]}.
   std::string status_json() const;
@@ -90,6 +95,8 @@ class Mesh {
                                        std::uint32_t shards);
   // Of the live members, the one a new shard is homed on (rendezvous hashing).
   static std::string rendezvous(const std::vector<MeshMember>& members, std::uint32_t shard);
+  // Of the live members' names, the home of a channel (rendezvous on the channel's name).
+  static std::string channel_home(const std::vector<std::string>& names, std::string_view channel);
   // The shard's placement; a shard used for the first time is homed now (create-if-absent in
   // etcd: the first node to home it wins). Blocks on etcd.
   // `refresh`: ask etcd even when the table knows an owner (a forwarded request was refused). A
@@ -127,6 +134,7 @@ class Mesh {
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   std::vector<MeshMember> members_ ROOST_GUARDED_BY(mu_);
   std::map<std::uint32_t, ShardPlacement> shards_table_ ROOST_GUARDED_BY(mu_);  // as last listed
+  std::atomic<bool> ever_valid_{false};
   std::atomic<bool> etcd_ok_{false};
   std::atomic<std::int64_t> lease_{0};
   std::atomic<std::uint32_t> shards_{0};

@@ -69,6 +69,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
                                               std::shared_ptr<channels::Subscriber> subscriber) override {
     return subscribe(pattern, std::move(subscriber), std::nullopt);
   }
+  void turn_publish(const std::string& channel, std::string data, ContentType type) override;
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
   // roost_mesh_forward* Prometheus lines.
@@ -101,15 +102,24 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
                                               std::shared_ptr<channels::Subscriber> subscriber,
                                               const std::optional<channels::Since>& since) override;
   void unsubscribe(std::uint64_t subscription) override;
+  //
+  // Each channel has a home: the live member that wins rendezvous for its name. Every publish is
+  // sequenced there (epoch, offset, history) — made on another node, it is forwarded to the home
+  // first — and reaches the other nodes' subscribers as the home's relayed copy, so every
+  // subscriber in the mesh sees one order per channel, and a resume works on any node that kept
+  // the channel's history. publish() and publish_many() hand a message for a home elsewhere to the
+  // link and answer at once, without offset and epoch (0 and ""); publish_async answers the home's.
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
-                                          ContentType content_type = ContentType::kJson) override {
-    return local_.publish(channel, std::move(data), content_type);
-  }
+                                          ContentType content_type = ContentType::kJson) override;
   Result<std::size_t> publish_many(const std::string& channel,
-                                   std::vector<channels::Payload>& items) override {
-    return local_.publish_many(channel, items);
-  }
+                                   std::vector<channels::Payload>& items) override;
+  void publish_async(std::string channel, std::string data, ContentType content_type,
+                     Callback<channels::PublishResult> done) override;
+  // The node that sequences `channel` now ("" before the mesh has members).
+  std::string channel_home(std::string_view channel) const;
   channels::Presence presence(const std::string& channel) override { return local_.presence(channel); }
+  // This node's subscribers and every live peer's (a peer that does not answer is left out, logged).
+  void presence_async(std::string channel, Callback<channels::Presence> done) override;
   const channels::NamespaceConfig& channel_namespace(std::string_view channel) override {
     return local_.channel_namespace(channel);
   }
@@ -142,9 +152,8 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   }
   // The mesh's status, with this node's links to its peers (connected or not) and what waits.
   std::optional<std::string> mesh_status() override;
-  void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override {
-    local_.mesh_placement(std::move(kind), std::move(name), std::move(done));
-  }
+  // ("channel", NAME): {"channel", "home"} — the node that sequences it now.
+  void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override;
   void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
                     Callback<std::uint64_t> done) override {
     local_.mesh_effects(std::move(origin), shard, std::move(effects), std::move(done));
@@ -161,7 +170,14 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void go(std::shared_ptr<Forward<T>> f, Result<ShardPlacement> placement);
   // Answers `done` here when this node owns the shard of (class, name); the error otherwise.
   std::optional<Error> owned_here(std::uint32_t shard);
+  // The link to a member (made on first use); refresh_link also replaces a link whose member came
+  // back at another address (the interest thread calls it for every live member).
   std::shared_ptr<PeerLink> link_to(const std::string& node);
+  std::shared_ptr<PeerLink> refresh_link(const std::string& node);
+  // Links to every live peer that answers now.
+  std::vector<std::shared_ptr<PeerLink>> live_links();
+  // The link to the home of `channel`; nullptr when this node is its home (or knows no members).
+  Result<std::shared_ptr<PeerLink>> publish_route(std::string_view channel);
   std::uint32_t queue_shard(std::string_view queue) const;
   std::uint32_t object_shard(std::string_view object_class, std::string_view name) const;
 
@@ -189,7 +205,13 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   bool interest_changed_ ROOST_GUARDED_BY(interest_mu_) = false;
   bool interest_stop_ ROOST_GUARDED_BY(interest_mu_) = false;
   std::map<std::string, std::shared_ptr<PeerInterest>> peers_;  // by node name
+  std::map<std::string, std::size_t> history_interest_;         // patterns of history namespaces (constant)
   std::thread interest_thread_;
+  // The live members' names (channel homes), as the interest thread last saw them.
+  mutable Mutex members_mu_;
+  std::shared_ptr<const std::vector<std::string>> member_names_ ROOST_GUARDED_BY(members_mu_);
+  std::atomic<std::uint64_t> publishes_forwarded_{0};
+  std::atomic<std::uint64_t> publishes_unroutable_{0};
   std::atomic<std::uint64_t> relayed_{0};
   std::atomic<std::uint64_t> relay_duplicates_{0};
   std::atomic<std::uint64_t> relay_lagged_{0};

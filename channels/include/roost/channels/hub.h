@@ -51,9 +51,27 @@ class Hub {
   using Payload = channels::Payload;
   Result<std::size_t> publish_many(const std::string& channel, std::vector<Payload>& items,
                                    bool relayed = false);
+  // Messages another node sequenced (the mesh: the channel's home assigned their epoch, offset
+  // and timestamp), delivered here as relayed copies and kept in history under the home's numbers,
+  // so a subscriber resumes on this node where it left off on another. In order, one channel:
+  // an offset at or below the last one of the same epoch is a duplicate (skipped); a new epoch
+  // replaces the channel's (history starts over); a gap empties history, so that a resume from
+  // inside it answers reset instead of skipping what this node never got. Returns how many were
+  // new.
+  struct Sequenced {
+    std::string data;
+    ContentType content_type = ContentType::kJson;
+    std::string epoch;
+    std::uint64_t offset = 0;
+    std::int64_t timestamp_ms = 0;
+  };
+  std::size_t publish_sequenced(const std::string& channel, std::vector<Sequenced>& items);
   using Presence = channels::Presence;
   Presence presence(const std::string& channel) const;
   const NamespaceConfig& namespace_of(std::string_view channel) const;
+  // Patterns that cover every channel whose namespace keeps history (">" when the defaults do;
+  // "chat.>" for a namespace "chat."; ">" for a prefix that is not a whole token).
+  std::vector<std::string> history_patterns() const;
 
   // Forgets channels unused (no publish, no subscription) for `idle_ms` that keep no history and
   // have no direct subscriber, so that publishing to ever new names does not grow memory without
@@ -72,7 +90,12 @@ class Hub {
   struct Channel {
     Channel();
     Mutex mu;
-    const std::string epoch;
+    std::string epoch ROOST_GUARDED_BY(mu);
+    // The epoch is another node's (publish_sequenced): a publish made here starts a new one, as
+    // this node cannot know it has every message of that sequence.
+    bool adopted ROOST_GUARDED_BY(mu) = false;
+    // A local publish on an adopted channel: this node's own epoch from now on.
+    void own_epoch() ROOST_REQUIRES(mu);
     std::uint64_t last_offset ROOST_GUARDED_BY(mu) = 0;
     std::deque<MessagePtr> history ROOST_GUARDED_BY(mu);
     // The subscriptions matching this channel, as of subscription generation `subs_generation`.

@@ -99,7 +99,18 @@ class Router {
                                                   ContentType content_type = ContentType::kJson) = 0;
   virtual Result<std::size_t> publish_many(const std::string& channel,
                                            std::vector<channels::Payload>& items) = 0;
+  // A publish whose caller wants its place in the channel: the (offset, epoch) its sequencer
+  // assigned. In a mesh the sequencer is the channel's home node, and publish() answers before
+  // the home has (offset 0, epoch ""); this answers after it.
+  virtual void publish_async(std::string channel, std::string data, ContentType content_type,
+                             Callback<channels::PublishResult> done) {
+    done(publish(channel, std::move(data), content_type));
+  }
   virtual channels::Presence presence(const std::string& channel) = 0;
+  // The channel's subscribers everywhere (in a mesh: this node's and every live peer's, gathered).
+  virtual void presence_async(std::string channel, Callback<channels::Presence> done) {
+    done(presence(channel));
+  }
   virtual const channels::NamespaceConfig& channel_namespace(std::string_view channel) = 0;
 
   // Object mailboxes. `tell` answers the mailbox seq once the message is durable; `call` answers

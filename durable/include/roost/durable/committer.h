@@ -88,6 +88,7 @@ struct CommitterMetrics {
   std::atomic<std::uint64_t> ops{0};
   std::atomic<std::uint64_t> map_grows{0};
   std::atomic<std::uint64_t> storage_full_errors{0};
+  std::atomic<std::uint64_t> fenced_groups{0};  // groups abandoned: the node may not commit (mesh)
 };
 
 // Thread-safe: submit() from any thread. Participants are registered before start().
@@ -107,6 +108,11 @@ class Committer {
   void stop();
 
   void submit(std::unique_ptr<Op> op);
+  // (mesh) Asked just before every commit: false = this node may not commit now (its ownership
+  // lease may have run out), and the group is abandoned — its Ops fail with owner_unavailable,
+  // nothing is written. A request checked against the lease when it arrived is checked again here,
+  // where it would take effect. REQUIRES: before start().
+  void set_fence(std::function<bool()> may_commit) { fence_ = std::move(may_commit); }
   // Asks for a maintenance pass at the next opportunity (e.g. after a clock change in tests).
   void poke();
 
@@ -120,6 +126,7 @@ class Committer {
   CommitterOptions options_;
   Clock clock_;
   std::vector<Participant*> participants_;
+  std::function<bool()> fence_;
   CommitterMetrics metrics_;
 
   Mutex mu_;

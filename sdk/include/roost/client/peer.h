@@ -73,6 +73,14 @@ class PeerLink {
   void socket_send(std::uint64_t stream, std::string_view text);
   // The browser closed the socket (or it failed): the object's on_close runs with code/reason.
   void socket_close(std::uint64_t stream, std::uint16_t code, std::string_view reason);
+  // A publish to a channel whose home is the peer (no route: the home sequences it, never passes
+  // it on). Fire and forget (batched with the publishes around it), or answered with the home's
+  // offset and epoch.
+  void publish(std::string_view channel, std::string_view data, ContentType type);
+  void publish_async(const std::string& channel, std::string_view data, ContentType type,
+                     Callback<PublishAck> done);
+  // The peer's own subscribers of a channel (peers' interest not counted).
+  void presence(const std::string& channel, Callback<channels::Presence> done);
   // The peer's own queues (no route: every node answers for its disk).
   void list_queues(Callback<std::vector<QueueInfo>> done);
   // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
