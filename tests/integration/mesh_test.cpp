@@ -940,7 +940,9 @@ TEST_CASE(
   std::map<std::string, std::unique_ptr<Server>> nodes;
   for (const char* n : {"a", "b", "c"}) {
     auto args = mesh_args(etcd, n);
-    args.insert(args.end(), {"--channel-history", "1000"});
+    // Room for the whole run in a subscriber's buffer: relayed copies arrive in bursts, and a
+    // subscriber that falls behind loses messages by design (at most once, counted as lag).
+    args.insert(args.end(), {"--channel-history", "1000", "--channel-buffer-messages", "8192"});
     nodes[n] = std::make_unique<Server>(args);
   }
   auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
@@ -954,9 +956,15 @@ TEST_CASE(
     clients[n == &a ? "a" : n == &b ? "b" : "c"] = std::move(*cl);
   }
   Sequence on_a, on_b, on_c;
-  auto sa = clients["a"]->subscribe("chat.>", [&](const ChannelMessage& m) { on_a.add(m); });
-  auto sb = clients["b"]->subscribe("chat.room", [&](const ChannelMessage& m) { on_b.add(m); });
-  auto sc = clients["c"]->subscribe("chat.room", [&](const ChannelMessage& m) { on_c.add(m); });
+  std::atomic<std::uint64_t> lagged{0};
+  SubscribeOptions lag;
+  lag.on_lag = [&](std::uint64_t n) { lagged += n; };
+  auto sa = clients["a"]->subscribe(
+      "chat.>", [&](const ChannelMessage& m) { on_a.add(m); }, lag);
+  auto sb = clients["b"]->subscribe(
+      "chat.room", [&](const ChannelMessage& m) { on_b.add(m); }, lag);
+  auto sc = clients["c"]->subscribe(
+      "chat.room", [&](const ChannelMessage& m) { on_c.add(m); }, lag);
   REQUIRE((sa && sb && sc));
   // Interest reaches every node (probes from each publisher's node).
   REQUIRE(eventually([&] {
@@ -978,10 +986,20 @@ TEST_CASE(
     }
     for (auto& t : pubs) t.join();
   }
-  REQUIRE(eventually([&] {
+  auto all_there = eventually([&] {
     return on_a.size() >= probes_a + 3 * kEach && on_b.size() >= probes_b + 3 * kEach &&
            on_c.size() >= probes_c + 3 * kEach;
-  }));
+  });
+  INFO("received a " << on_a.size() - probes_a << ", b " << on_b.size() - probes_b << ", c "
+                     << on_c.size() - probes_c << "; lagged " << lagged.load() << "; peer links lagged "
+                     << metric(a, "roost_mesh_channel_lagged_total") +
+                            metric(b, "roost_mesh_channel_lagged_total") +
+                            metric(c, "roost_mesh_channel_lagged_total")
+                     << "; unroutable "
+                     << metric(a, "roost_mesh_publishes_unroutable_total") +
+                            metric(b, "roost_mesh_publishes_unroutable_total") +
+                            metric(c, "roost_mesh_publishes_unroutable_total"));
+  REQUIRE(all_there);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a duplicate would have come by now
   auto tail = [](Sequence& s, std::size_t from) {
     std::lock_guard lock(s.mu);
