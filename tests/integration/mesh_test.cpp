@@ -3,6 +3,7 @@
 // rejoins; etcd out of reach shows in /healthz; the shard count is fixed by the first node.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <thread>
@@ -1097,6 +1098,148 @@ TEST_CASE(
       CHECK(json::parse(std::get<2>(got.got[static_cast<std::size_t>(k)])).at("q") == k + 2);
     }
   }
+}
+
+TEST_CASE(
+    "mesh: a fourth node joins under producers and consumers — nothing acknowledged lost, existing shards stay, new ones reach it",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  std::map<std::string, std::unique_ptr<Server>> nodes;
+  for (const char* n : {"a", "b", "c"}) nodes[n] = std::make_unique<Server>(mesh_args(etcd, n));
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  REQUIRE(eventually([&] { return member_names(a).size() == 3 && member_names(c).size() == 3; }));
+  constexpr int kQueues = 8;
+  std::map<std::string, json::value> before;  // placement of each queue before the join
+  for (int i = 0; i < kQueues; ++i) {
+    auto q = "j" + std::to_string(i);
+    REQUIRE(a.put_queue(q, R"({"visibility_timeout_ms":30000})").status == 200);
+    before[q] = placement(a, q);
+  }
+
+  // Two producers (through a and b) and a consumer (through c) run while d joins. Bounded: at
+  // most 4,000 sends each, and they stop when told.
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::set<std::string> acked, consumed;
+  std::atomic<int> send_errors{0};
+  auto producer = [&](std::string url, std::string tag) {
+    client::HttpClient h(url);
+    for (int i = 0; i < 4000 && !stop; ++i) {
+      auto q = "j" + std::to_string(i % kQueues);
+      auto body = tag + std::to_string(i);
+      auto r = h.post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"body", body}}));
+      if (r.status == 201) {
+        std::lock_guard lock(mu);
+        acked.insert(body);
+      } else {
+        send_errors += 1;
+      }
+    }
+  };
+  auto drain_once = [&](client::HttpClient& h) {
+    std::size_t got = 0;
+    for (int i = 0; i < kQueues; ++i) {
+      auto q = "j" + std::to_string(i);
+      auto r = h.post("/v1/queues/" + q + "/messages/pull", R"({"batch_size":100})");
+      if (r.status != 200) continue;
+      auto body = json::parse(r.body);
+      json::array acks;
+      for (const auto& m : body.at("messages").as_array()) {
+        std::lock_guard lock(mu);
+        consumed.insert(std::string(m.at("body").as_string()));
+        acks.push_back(json::object{{"lease_id", m.at("lease_id")}});
+        ++got;
+      }
+      if (!acks.empty())
+        h.post("/v1/queues/" + q + "/messages/ack", json::serialize(json::object{{"acks", acks}}));
+    }
+    return got;
+  };
+  // A subscriber on c (held across the join) for channels whose home may become the newcomer.
+  auto sub_c = Client::connect({.url = c.proc().endpoint()});
+  REQUIRE(sub_c);
+  Sequence feed;
+  auto feed_sub = (*sub_c)->subscribe("feed.>", [&](const ChannelMessage& m) { feed.add(m); });
+  REQUIRE(feed_sub);
+  std::vector<std::thread> load;
+  load.emplace_back(producer, a.proc().url(), "a-");
+  load.emplace_back(producer, b.proc().url(), "b-");
+  load.emplace_back([&] {
+    client::HttpClient h(c.proc().url());
+    for (int round = 0; round < 10'000 && !stop; ++round) {
+      if (drain_once(h) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  Server d(mesh_args(etcd, "d"));
+  REQUIRE(eventually([&] {
+    return member_names(a).size() == 4 && member_names(b).size() == 4 && member_names(c).size() == 4 &&
+           member_names(d).size() == 4;
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // load goes on with four members
+  stop = true;
+  for (auto& t : load) t.join();
+  CHECK(send_errors == 0);  // the join interrupted nothing
+
+  // Existing shards did not move: same home, owner and epoch, seen from the newcomer too.
+  for (const auto& [q, p] : before) {
+    auto now = placement(d, q);
+    CHECK(now.at("home") == p.at("home"));
+    CHECK(now.at("owner") == p.at("owner"));
+    CHECK(now.at("epoch") == p.at("epoch"));
+  }
+  // Every acknowledged message is there to consume (drained through the newcomer).
+  {
+    client::HttpClient h(d.proc().url());
+    REQUIRE(eventually([&] {
+      drain_once(h);
+      std::lock_guard lock(mu);
+      return std::includes(consumed.begin(), consumed.end(), acked.begin(), acked.end());
+    }));
+  }
+  INFO("acknowledged " << acked.size() << ", consumed " << consumed.size());
+  CHECK(acked.size() > 100);
+  // New shards are homed on the newcomer too, and it serves them to any node.
+  std::string on_d;
+  for (int i = 0; on_d.empty() && i < 500; ++i) {
+    auto q = "new" + std::to_string(i);
+    if (placement(a, q).at("home").as_string() == "d") on_d = q;
+  }
+  REQUIRE_FALSE(on_d.empty());
+  REQUIRE(eventually([&] { return placement(b, on_d).at("owner") == "d"; }));
+  REQUIRE(b.send(on_d, R"({"body":"to-d"})").status == 201);
+  auto got = c.pull_messages(on_d);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].at("body") == "to-d");
+
+  // Channels whose home is now the newcomer: published on a, sequenced on d, heard on c (whose
+  // interest reached d when it joined) in order, once.
+  std::string feed_ch;
+  for (int i = 0; feed_ch.empty() && i < 200; ++i) {
+    auto ch = "feed.c" + std::to_string(i);
+    auto r = a.http().get("/v1/mesh?channel=" + ch);
+    REQUIRE(r.status == 200);
+    if (body_json(r).at("home") == "d") feed_ch = ch;
+  }
+  REQUIRE_FALSE(feed_ch.empty());
+  auto pub = Client::connect({.url = a.proc().endpoint()});
+  REQUIRE(pub);
+  std::vector<std::uint64_t> offsets;
+  for (int i = 0; i < 20; ++i) {
+    auto r = (*pub)->publish_sync(feed_ch, json::serialize(json::object{{"i", i}}));
+    REQUIRE(r);
+    offsets.push_back(r->offset);
+  }
+  REQUIRE(eventually([&] { return feed.size() >= 20; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::lock_guard lock(feed.mu);
+  REQUIRE(feed.got.size() == 20);
+  for (std::size_t i = 0; i < 20; ++i) {
+    CHECK(std::get<1>(feed.got[i]) == offsets[i]);  // d's numbers
+    CHECK(json::parse(std::get<2>(feed.got[i])).at("i") == static_cast<std::int64_t>(i));
+  }
+  CHECK(metric(d, "roost_mesh_channel_relayed_total") == 0);  // d sequenced them: nothing came to it
 }
 
 // The name of an object of `cls` whose shard `owner` owns (placed through `via`).
