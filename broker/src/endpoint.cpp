@@ -375,6 +375,16 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::OBJECT_CALL: return on_object_call(s, id, env.getObjectCall(), payloads);
     case W::OBJECT_FETCH: return on_object_fetch(s, id, env.getObjectFetch(), payloads);
     case W::OBJECT_CONNECT: return on_object_connect(s, id, env.getObjectConnect());
+    case W::PRESENCE_EVENT: {
+      if (options.mesh == nullptr) {
+        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "presence events go to a mesh socket");
+      }
+      auto e = env.getPresenceEvent();
+      auto kind = e.getKind() == proto::MessageKind::LEAVE ? channels::MessageKind::kLeave
+                                                           : channels::MessageKind::kJoin;
+      return router.presence_event(kind, std::string(view(e.getChannel())), std::string(view(e.getOrigin())),
+                                   e.getDirect(), e.getSubscription());
+    }
     case W::PRESENCE: {
       std::string channel(view(env.getPresence()));
       if (!s.who.may_subscribe(channel)) {
@@ -461,9 +471,10 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
       break;
     case W::SOCKET_FRAME:  // of a socket attached under a route checked then
     case W::SOCKET_CLOSE:
-    case W::LIST_QUEUES:  // this node's own queues (a peer gathers the mesh's)
-    case W::PRESENCE:     // this node's own subscribers
-    case W::PUBLISH:      // to a channel homed here: sequenced here, never passed on
+    case W::LIST_QUEUES:     // this node's own queues (a peer gathers the mesh's)
+    case W::PRESENCE_EVENT:  // a join/leave for a channel homed here
+    case W::PRESENCE:        // this node's own subscribers
+    case W::PUBLISH:         // to a channel homed here: sequenced here, never passed on
     case W::PUBLISH_BATCH:
     case W::SUBSCRIBE:  // a peer's interest in channels (no shard: channels are everywhere)
     case W::CANCEL: return std::nullopt;

@@ -122,6 +122,10 @@ bool Endpoint::Impl::send_channel_messages(Session& s, const Sink& sink,
     if (m.kind != channels::MessageKind::kData) {
       l.setKind(static_cast<proto::MessageKind>(m.kind));
       l.setSubscribers(m.subscribers);
+      if (!m.origin.empty()) {
+        l.setOrigin(text(m.origin));
+        l.setOriginSubscription(m.origin_subscription);
+      }
     }
     if (pack) {
       std::memcpy(out, m.data.data(), m.data.size());

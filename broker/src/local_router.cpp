@@ -111,6 +111,21 @@ Result<channels::PublishResult> LocalRouter::publish(const std::string& channel,
 }
 
 channels::Presence LocalRouter::presence(const std::string& channel) { return hub_.presence(channel); }
+
+void LocalRouter::presence_event(channels::MessageKind kind, std::string channel, std::string origin,
+                                 std::size_t direct, std::uint64_t subscription) {
+  Mesh* m = mesh_.load();
+  if (m == nullptr) return;
+  hub_.presence_from(kind, channel, origin, direct, subscription, m->options().node_name);
+}
+
+void LocalRouter::presence_relayed(channels::MessageKind kind, const std::string& channel,
+                                   std::uint64_t subscribers, const std::string& origin,
+                                   std::uint64_t subscription) {
+  Mesh* m = mesh_.load();
+  if (m == nullptr) return;
+  hub_.presence_relayed(kind, channel, subscribers, origin, subscription, m->options().node_name);
+}
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
   return hub_.namespace_of(channel);
 }

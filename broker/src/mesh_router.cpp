@@ -51,11 +51,34 @@ struct MeshRouter::PeerInterest {
 };
 
 MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterOptions options)
-    : local_(local), timers_(timers), options_(std::move(options)) {
+    : local_(local),
+      timers_(timers),
+      presence_strand_(asio::make_strand(timers)),
+      options_(std::move(options)) {
   // Peers check this token like any other; the `mesh` grant opens their mesh socket to it. It
   // stays in this process and the peers' (which share the secret anyway).
   if (!options_.auth_secret.empty()) token_ = sign_jwt(options_.auth_secret, R"({"roost":{"mesh":true}})");
   for (auto& p : local_.history_patterns()) history_interest_[p] = 1;
+  // Join/leave events of direct subscriptions go to the channel's home, which announces them with
+  // the whole mesh's count (in order, through one strand: a join and its leave arrive in order).
+  local_.set_presence_hook([this](channels::MessageKind kind, const std::string& channel, std::size_t direct,
+                                  std::uint64_t subscription) {
+    Mesh* m = mesh_.load();
+    if (m == nullptr) return false;
+    auto home = channel_home(channel);
+    if (home.empty()) return false;
+    asio::post(
+        presence_strand_, [this, kind, channel, direct, subscription, home, self = m->options().node_name] {
+          if (home == self) return local_.presence_event(kind, channel, self, direct, subscription);
+          auto link = link_to(home);
+          if (!link || link->down()) {
+            presence_unroutable_.fetch_add(1, std::memory_order_relaxed);
+            return;  // at most once, as channel messages
+          }
+          link->presence_event(channel, kind == channels::MessageKind::kJoin, self, direct, subscription);
+        });
+    return true;
+  });
   interest_thread_ = std::thread([this] {
     roost::name_this_thread("roost-interest");
     interest_loop();
@@ -65,6 +88,7 @@ MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterO
 MeshRouter::~MeshRouter() { stop(); }
 
 void MeshRouter::stop() {
+  local_.set_presence_hook(nullptr);  // joins and leaves from now on are this node's own
   {
     MutexLock lock(outbox_mu_);
     outbox_stop_ = true;
@@ -267,6 +291,14 @@ void MeshRouter::reconcile_interest() {
     if (member.name != m->options().node_name && !member.mesh.empty()) live[member.name] = true;
   }
   {
+    // A member that left: its direct subscriptions no longer count on the homes (this one's).
+    std::set<std::string> now(names->begin(), names->end());
+    for (const auto& gone : presence_members_) {
+      if (!now.contains(gone)) local_.forget_presence_of(gone);
+    }
+    presence_members_ = std::move(now);
+  }
+  {
     MutexLock lock(members_mu_);
     member_names_ = std::move(names);
   }
@@ -293,6 +325,10 @@ void MeshRouter::reconcile_interest() {
         if (auto s = weak.lock()) s->broken = true;
       };
       o.on_io_thread = true;  // relaying only hands messages to the hub
+      // Join/leave events the channel's home announced, in order with the data around them.
+      o.on_presence = [this, weak](const ChannelMessage& msg) {
+        if (auto s = weak.lock()) relay(*s, msg);
+      };
       o.on_batch_end = [this, weak] {
         if (auto s = weak.lock()) flush_relay(*s);
       };
@@ -309,7 +345,16 @@ void MeshRouter::reconcile_interest() {
 }
 
 void MeshRouter::relay(PeerInterest& peer, const ChannelMessage& m) {
-  if (m.kind != ChannelEventKind::kMessage) return;  // presence is each node's own
+  if (m.kind != ChannelEventKind::kMessage) {
+    // A join/leave the channel's home announced (a node's own events never travel: they go to the
+    // home first). After the data relayed before it, in order.
+    if (m.origin.empty()) return;
+    flush_relay(peer);
+    local_.presence_relayed(
+        m.kind == ChannelEventKind::kJoin ? channels::MessageKind::kJoin : channels::MessageKind::kLeave,
+        m.channel, m.subscribers, m.origin, m.origin_subscription);
+    return;
+  }
   {
     MutexLock lock(peer.mu);
     auto& [epoch, offset] = peer.last[m.channel];
@@ -935,6 +980,9 @@ std::string MeshRouter::forward_metrics() const {
   w.counter("roost_mesh_publishes_unroutable_total",
             "Publishes dropped: their channel's home was not answering (at most once).",
             publishes_unroutable_.load());
+  w.counter("roost_mesh_presence_unroutable_total",
+            "Join/leave events dropped: their channel's home was not answering.",
+            presence_unroutable_.load());
   w.counter("roost_mesh_channel_relayed_total",
             "Channel messages peers sent here for this node's subscribers.", relayed_.load());
   w.counter("roost_mesh_channel_duplicates_total",

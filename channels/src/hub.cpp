@@ -107,7 +107,7 @@ std::size_t Hub::forget_idle(std::uint64_t idle_ms) {
     bool forget = false;
     if (now - ch.last_used_ms >= static_cast<std::int64_t>(idle_ms)) {
       ch.trim_history(namespace_of(it->first), now);
-      if (ch.history.empty()) {
+      if (ch.history.empty() && ch.node_direct.empty()) {
         ReaderLock tl(trie_mu_);
         forget = trie_->count_exact(it->first) == 0;
       }
@@ -157,7 +157,7 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
       WriterLock lock(trie_mu_);
       result.id = next_id_++;
       trie_->insert(pattern, result.id, subscriber);
-      subscriptions_.emplace(result.id, Subscription{pattern, subscriber->watcher()});
+      subscriptions_.emplace(result.id, Subscription{pattern, subscriber->watcher(), subscriber.get()});
       if (subscriber->watcher() && !wildcard) ++exact_watchers_[pattern];
       generation_.fetch_add(1, std::memory_order_release);
     }
@@ -200,7 +200,14 @@ Result<SubscribeResult> Hub::subscribe(const std::string& pattern, std::shared_p
     }
   }
   if (namespace_of(pattern).join_leave && !subscriber->watcher()) {
-    announce(MessageKind::kJoin, ch, pattern, subscriber.get());
+    std::size_t direct = 0;
+    {
+      ReaderLock tl(trie_mu_);
+      direct = direct_locked(pattern);
+    }
+    if (!hand_presence(MessageKind::kJoin, pattern, direct, result.id)) {
+      announce(MessageKind::kJoin, ch, pattern, subscriber.get());
+    }
   }
   return result;
 }
@@ -239,7 +246,13 @@ void Hub::unsubscribe(std::uint64_t id) {
   if (!watcher && !is_wildcard(pattern) && namespace_of(pattern).join_leave) {
     auto chp = channel(pattern);
     MutexLock lock(chp->mu, std::adopt_lock);
-    announce(MessageKind::kLeave, *chp, pattern, nullptr);
+    std::size_t direct = 0;
+    {
+      ReaderLock rl(trie_mu_);
+      direct = direct_locked(pattern);
+    }
+    if (!hand_presence(MessageKind::kLeave, pattern, direct, id))
+      announce(MessageKind::kLeave, *chp, pattern, nullptr);
   }
 }
 
@@ -299,6 +312,64 @@ Result<std::size_t> Hub::publish_many(const std::string& name, std::vector<Paylo
   published_.fetch_add(items.size(), std::memory_order_relaxed);
   delivered_.fetch_add(subscribers * items.size(), std::memory_order_relaxed);
   return items.size();
+}
+
+bool Hub::hand_presence(MessageKind kind, const std::string& channel, std::size_t direct,
+                        std::uint64_t subscription) {
+  MutexLock lock(hook_mu_);
+  return presence_hook_ && presence_hook_(kind, channel, direct, subscription);
+}
+
+void Hub::deliver_presence(Channel& ch, const std::string& channel, const MessagePtr& event,
+                           std::uint64_t except) {
+  const Subscriber* skip = nullptr;
+  if (except != 0) {
+    ReaderLock lock(trie_mu_);
+    if (auto it = subscriptions_.find(except); it != subscriptions_.end()) skip = it->second.subscriber;
+  }
+  auto subs = match(ch, channel);
+  for (const auto& s : *subs) {
+    if (s.get() != skip) s->deliver(event);
+  }
+}
+
+void Hub::presence_from(MessageKind kind, const std::string& name, const std::string& origin,
+                        std::size_t direct, std::uint64_t subscription, const std::string& self) {
+  if (validate_subject(name)) return;
+  auto chp = channel(name);
+  Channel& ch = *chp;
+  MutexLock lock(ch.mu, std::adopt_lock);
+  if (direct == 0) {
+    ch.node_direct.erase(origin);
+  } else {
+    ch.node_direct[origin] = direct;
+  }
+  std::uint64_t total = 0;
+  for (const auto& [node, n] : ch.node_direct) total += n;
+  auto event = make_presence(kind, name, total, clock_(), 0, origin, subscription);
+  deliver_presence(ch, name, event, origin == self ? subscription : 0);
+}
+
+void Hub::presence_relayed(MessageKind kind, const std::string& name, std::uint64_t subscribers,
+                           const std::string& origin, std::uint64_t subscription, const std::string& self) {
+  if (validate_subject(name)) return;
+  auto chp = channel(name);
+  Channel& ch = *chp;
+  MutexLock lock(ch.mu, std::adopt_lock);
+  auto event = make_presence(kind, name, subscribers, clock_(), 0, origin, subscription, true);
+  deliver_presence(ch, name, event, origin == self ? subscription : 0);
+}
+
+void Hub::forget_presence_of(const std::string& node) {
+  std::vector<std::shared_ptr<Channel>> all;
+  {
+    MutexLock lock(channels_mu_);
+    for (const auto& [name, ch] : channels_) all.push_back(ch);
+  }
+  for (auto& ch : all) {
+    MutexLock lock(ch->mu);
+    ch->node_direct.erase(node);
+  }
 }
 
 std::size_t Hub::publish_sequenced(const std::string& name, std::vector<Sequenced>& items) {

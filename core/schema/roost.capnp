@@ -117,6 +117,7 @@ struct Envelope {
     socketClose @42 :SocketClose;   # both ways (see SocketFrame)
     presence @43 :Text;             # a channel → presenceCount: the receiving node's own subscribers
     presenceCount @44 :PresenceCount;
+    presenceEvent @45 :PresenceEvent; # node → the channel's home (no answer)
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -297,6 +298,10 @@ struct ChannelMessage {
   # an empty payload, and `subscribers` = the channel's direct subscribers after the change.
   kind @5 :MessageKind;
   subscribers @6 :UInt64;
+  # (mesh) A presence event the channel's home announced for a subscription made on node `origin`
+  # (its id there): that node does not tell the subscriber about itself.
+  origin @7 :Text;
+  originSubscription @8 :UInt64;
 }
 
 enum MessageKind {
@@ -451,4 +456,15 @@ struct SocketClose {
 struct PresenceCount {
   subscribers @0 :UInt64;          # subscriptions whose pattern matches the channel
   direct @1 :UInt64;               # subscriptions to exactly the channel
+}
+
+# node → the home of a channel (mesh socket, id 0): a direct subscription of the sender joined or
+# left the channel; `direct` = the sender's direct subscriptions of it after the change. The home
+# announces the event with the whole mesh's count to every node's subscribers.
+struct PresenceEvent {
+  channel @0 :Text;
+  kind @1 :MessageKind;
+  origin @2 :Text;
+  direct @3 :UInt64;
+  subscription @4 :UInt64;
 }

@@ -86,9 +86,13 @@ MessagePtr make_message(std::string channel, std::string data, std::uint64_t off
 }
 
 MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
-                         std::int64_t timestamp_ms, std::size_t audience) {
+                         std::int64_t timestamp_ms, std::size_t audience, std::string origin,
+                         std::uint64_t origin_subscription, bool relayed) {
   auto m = std::allocate_shared<Message>(PooledAllocator<Message>());
   m->kind = kind;
+  m->origin = std::move(origin);
+  m->origin_subscription = origin_subscription;
+  m->relayed = relayed;
   m->subscribers = subscribers;
   m->channel = std::move(channel);
   m->timestamp_ms = timestamp_ms;

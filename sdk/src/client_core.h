@@ -89,6 +89,10 @@ inline void fill(ChannelMessage& cm, proto::ChannelMessage::Reader m, std::strin
     default: cm.kind = ChannelEventKind::kMessage; break;
   }
   cm.subscribers = cm.kind == ChannelEventKind::kMessage ? 0 : m.getSubscribers();
+  if (cm.kind != ChannelEventKind::kMessage) {
+    cm.origin.assign(view(m.getOrigin()));
+    cm.origin_subscription = m.getOriginSubscription();
+  }
 }
 
 inline Error unavailable(std::string msg) { return Error{ErrorCode::UNAVAILABLE, std::move(msg)}; }

@@ -70,6 +70,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
       // that a message costs no allocation once the batch's first has sized its strings.
       std::size_t count = 0;
       std::size_t bytes = 0;
+      bool inline_presence = false;  // presence events for a handler on this thread: in order with data
       std::optional<proto::ChannelMessage::Reader> last;
       PayloadCursor cursor(event, r.payloads);
       for (unsigned i = 0; i < list.size(); ++i) {
@@ -77,7 +78,8 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         auto data = cursor.next(i);
         if (!data) break;
         if (m.getKind() != proto::MessageKind::DATA) {
-          if (s.sub.on_presence) {
+          inline_presence = inline_presence || (s.sub.on_presence && s.sub.on_io_thread);
+          if (s.sub.on_presence && !s.sub.on_io_thread) {
             ChannelMessage cm;
             fill(cm, m, *data);
             to_dispatch([f = s.sub.on_presence, cm = std::move(cm)] { f(cm); });
@@ -92,7 +94,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         s.epoch.assign(view(last->getEpoch()));
         s.offset = last->getOffset();
       }
-      if (count == 0 || r.frames == nullptr) return;
+      if ((count == 0 && !inline_presence) || r.frames == nullptr) return;
       if (queued_messages.load() + count > options.max_queued_messages ||
           queued_bytes.load() + bytes > options.max_queued_bytes) {
         // The handler is behind: drop, and say so once it catches up.
@@ -102,7 +104,9 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
       queued_messages += count;
       queued_bytes += bytes;
       auto frames = std::make_shared<std::vector<zmq::message_t>>(std::move(*r.frames));
-      auto run = [this, handler = s.on_message, batch_end = s.sub.on_batch_end, frames, count, bytes] {
+      auto presence = s.sub.on_io_thread ? s.sub.on_presence : nullptr;
+      auto run = [this, handler = s.on_message, batch_end = s.sub.on_batch_end, presence, frames, count,
+                  bytes] {
         try {
           wire::EnvelopeReader reader((*frames)[0].data(), (*frames)[0].size());
           auto ev = reader.get().getMessage();
@@ -112,7 +116,14 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
           for (unsigned i = 0; i < msgs.size(); ++i) {
             auto data = payloads.next(i);
             if (!data) break;
-            if (msgs[i].getKind() != proto::MessageKind::DATA) continue;
+            if (msgs[i].getKind() != proto::MessageKind::DATA) {
+              if (presence) {
+                ChannelMessage pm;
+                fill(pm, msgs[i], *data);
+                presence(pm);
+              }
+              continue;
+            }
             fill(cm, msgs[i], *data);
             handler(cm);
           }

@@ -290,6 +290,20 @@ void PeerLink::publish_async(const std::string& channel, std::string_view data, 
       one_payload(data), std::move(done));
 }
 
+void PeerLink::presence_event(const std::string& channel, bool join, const std::string& origin,
+                              std::uint64_t direct, std::uint64_t subscription) {
+  capnp::MallocMessageBuilder b(128);
+  auto env = b.initRoot<proto::Envelope>();
+  env.setId(0);
+  auto e = env.initPresenceEvent();
+  e.setChannel(text(channel));
+  e.setKind(join ? proto::MessageKind::JOIN : proto::MessageKind::LEAVE);
+  e.setOrigin(text(origin));
+  e.setDirect(direct);
+  e.setSubscription(subscription);
+  core_->submit(b, 0, {}, nullptr, core_->options.request_timeout);
+}
+
 void PeerLink::presence(const std::string& channel, Callback<channels::Presence> done) {
   core_->async<channels::Presence>([&](proto::Envelope::Builder env) { env.setPresence(text(channel)); },
                                    [](Reply& r) {

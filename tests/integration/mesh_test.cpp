@@ -1242,6 +1242,83 @@ TEST_CASE(
   CHECK(metric(d, "roost_mesh_channel_relayed_total") == 0);  // d sequenced them: nothing came to it
 }
 
+TEST_CASE("mesh: join and leave events reach every node's subscribers with the whole mesh's count",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  std::map<std::string, std::unique_ptr<Server>> nodes;
+  for (const char* n : {"a", "b", "c"}) {
+    auto args = mesh_args(etcd, n);
+    args.insert(args.end(), {"--channel-namespaces", "room.:join_leave=true"});
+    nodes[n] = std::make_unique<Server>(args);
+  }
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  REQUIRE(eventually([&] {
+    return member_names(a).size() == 3 && member_names(b).size() == 3 && member_names(c).size() == 3;
+  }));
+  struct Events {
+    std::mutex mu;
+    std::vector<std::pair<std::string, std::uint64_t>> got;  // ("join"/"leave", subscribers)
+    std::size_t messages = 0;
+    std::vector<std::pair<std::string, std::uint64_t>> seen() {
+      std::lock_guard lock(mu);
+      return got;
+    }
+  };
+  auto watch = [](Client& cl, const std::string& pattern, Events& ev) {
+    SubscribeOptions o;
+    o.on_presence = [&ev](const ChannelMessage& m) {
+      std::lock_guard lock(ev.mu);
+      ev.got.emplace_back(m.kind == ChannelEventKind::kJoin ? "join" : "leave", m.subscribers);
+    };
+    return cl.subscribe(
+        pattern,
+        [&ev](const ChannelMessage&) {
+          std::lock_guard lock(ev.mu);
+          ++ev.messages;
+        },
+        o);
+  };
+  auto ca = Client::connect({.url = a.proc().endpoint()});
+  auto cb = Client::connect({.url = b.proc().endpoint()});
+  auto cc = Client::connect({.url = c.proc().endpoint()});
+  REQUIRE((ca && cb && cc));
+  Events on_a, on_b, on_c, on_w;
+  auto sa = watch(**ca, "room.x", on_a);
+  REQUIRE(sa);
+  auto sw = watch(**cc, "room.>", on_w);  // a wildcard watcher on c: hears events, is no member
+  REQUIRE(sw);
+  // Interest in room.x from a and c reached every node: a publish from b is heard on both.
+  REQUIRE(eventually([&] {
+    (*cb)->publish("room.x", "{}");
+    std::lock_guard la(on_a.mu), lw(on_w.mu);
+    return on_a.messages > 0 && on_w.messages > 0;
+  }));
+  using E = std::vector<std::pair<std::string, std::uint64_t>>;
+  // b joins: a (another node) hears it, with the mesh's count; so does the watcher on c.
+  auto sb = watch(**cb, "room.x", on_b);
+  REQUIRE(sb);
+  REQUIRE(eventually([&] { return on_a.seen().size() >= 1 && on_w.seen().size() >= 1; }));
+  CHECK(on_a.seen() == E{{"join", 2}});
+  // c joins: a and b hear it (3 in the room over three nodes); c does not hear its own join.
+  auto sc = watch(**cc, "room.x", on_c);
+  REQUIRE(sc);
+  REQUIRE(eventually([&] { return on_a.seen().size() >= 2 && on_b.seen().size() >= 1; }));
+  CHECK(on_a.seen() == E{{"join", 2}, {"join", 3}});
+  CHECK(on_b.seen() == E{{"join", 3}});
+  // b leaves: a and c hear it with 2 left.
+  (*sb)->cancel();
+  REQUIRE(eventually([&] { return on_a.seen().size() >= 3 && on_c.seen().size() >= 1; }));
+  CHECK(on_a.seen() == E{{"join", 2}, {"join", 3}, {"leave", 2}});
+  CHECK(on_c.seen() == E{{"leave", 2}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // nothing twice
+  CHECK(on_a.seen().size() == 3);
+  CHECK(on_w.seen() == E{{"join", 2}, {"join", 3}, {"leave", 2}});
+  // The count query agrees.
+  for (auto* n : {&a, &b, &c})
+    CHECK(body_json(n->http().get("/v1/channels/room.x/presence")).at("direct") == 2);
+}
+
 // The name of an object of `cls` whose shard `owner` owns (placed through `via`).
 std::string object_owned_by(Server& via, const std::string& cls, const std::string& owner,
                             const std::string& prefix) {

@@ -71,6 +71,14 @@ class LocalRouter final : public Router {
   // Messages the channel's home (another node of the mesh) sequenced, for this node's
   // subscribers only, under the home's epoch and offsets (Hub::publish_sequenced).
   std::vector<std::string> history_patterns() const { return hub_.history_patterns(); }
+  // (mesh) Join/leave events sequenced by channels' homes (channels::Hub's presence_* methods).
+  void set_presence_hook(channels::Hub::PresenceHook hook) { hub_.set_presence_hook(std::move(hook)); }
+  // On the home: a node's join/leave (from the mesh socket, or this node's own).
+  void presence_event(channels::MessageKind kind, std::string channel, std::string origin, std::size_t direct,
+                      std::uint64_t subscription) override;
+  void presence_relayed(channels::MessageKind kind, const std::string& channel, std::uint64_t subscribers,
+                        const std::string& origin, std::uint64_t subscription);
+  void forget_presence_of(const std::string& node) { hub_.forget_presence_of(node); }
   std::size_t publish_sequenced(const std::string& channel, std::vector<channels::Hub::Sequenced>& items) {
     return hub_.publish_sequenced(channel, items);
   }

@@ -20,6 +20,7 @@
 #include <roost/core/thread_annotations.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -190,6 +191,9 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
 
   LocalRouter& local_;
   boost::asio::io_context& timers_;
+  boost::asio::strand<boost::asio::io_context::executor_type> presence_strand_;
+  std::atomic<std::uint64_t> presence_unroutable_{0};
+  std::set<std::string> presence_members_;  // (interest thread) members last seen, to forget leavers
   MeshRouterOptions options_;
   std::string token_;
   std::atomic<Mesh*> mesh_{nullptr};

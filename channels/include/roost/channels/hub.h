@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,6 +69,29 @@ class Hub {
   std::size_t publish_sequenced(const std::string& channel, std::vector<Sequenced>& items);
   using Presence = channels::Presence;
   Presence presence(const std::string& channel) const;
+
+  // (mesh) Join/leave events are announced by the channel's home for the whole mesh. With a hook
+  // set, a direct subscription that joins or leaves here is handed to it — the channel, the kind,
+  // this node's direct count after the change, the subscription's id — and announced only if it
+  // answers false (no mesh yet). It runs under the channel's lock: it must not call the hub.
+  // Set (or cleared: nullptr) at any time; clearing waits for a call in progress.
+  using PresenceHook = std::function<bool(MessageKind, const std::string& channel, std::size_t direct,
+                                          std::uint64_t subscription)>;
+  void set_presence_hook(PresenceHook hook) {
+    MutexLock lock(hook_mu_);
+    presence_hook_ = std::move(hook);
+  }
+  // (mesh, on the home) Node `origin` says a direct subscription of it joined or left, leaving it
+  // `direct` of them: the channel's count over every node is announced to this node's subscribers
+  // (peers' interest included, so every node hears it) — but not to the subscription itself.
+  void presence_from(MessageKind kind, const std::string& channel, const std::string& origin,
+                     std::size_t direct, std::uint64_t subscription, const std::string& self);
+  // (mesh, elsewhere) The home's event: to this node's subscribers, but not to the subscription it
+  // is about (when it was made here, on node `self`).
+  void presence_relayed(MessageKind kind, const std::string& channel, std::uint64_t subscribers,
+                        const std::string& origin, std::uint64_t subscription, const std::string& self);
+  // (mesh, on the home) A node left: its direct counts no longer count.
+  void forget_presence_of(const std::string& node);
   const NamespaceConfig& namespace_of(std::string_view channel) const;
   // Patterns that cover every channel whose namespace keeps history (">" when the defaults do;
   // "chat.>" for a namespace "chat."; ">" for a prefix that is not a whole token).
@@ -94,6 +118,8 @@ class Hub {
     // The epoch is another node's (publish_sequenced): a publish made here starts a new one, as
     // this node cannot know it has every message of that sequence.
     bool adopted ROOST_GUARDED_BY(mu) = false;
+    // (mesh, on the home) Each node's direct subscriptions, as it last reported them.
+    std::map<std::string, std::size_t> node_direct ROOST_GUARDED_BY(mu);
     // A local publish on an adopted channel: this node's own epoch from now on.
     void own_epoch() ROOST_REQUIRES(mu);
     std::uint64_t last_offset ROOST_GUARDED_BY(mu) = 0;
@@ -129,7 +155,16 @@ class Hub {
   struct Subscription {
     std::string pattern;
     bool watcher = false;
+    const Subscriber* subscriber = nullptr;  // (valid while subscribed)
   };
+  // Delivers `event` to the channel's subscribers but the one subscription `except` (0: none).
+  void deliver_presence(Channel& ch, const std::string& channel, const MessagePtr& event,
+                        std::uint64_t except) ROOST_REQUIRES(ch.mu);
+  // Hands a join/leave to the hook; false without one (or when it declines).
+  bool hand_presence(MessageKind kind, const std::string& channel, std::size_t direct,
+                     std::uint64_t subscription);
+  Mutex hook_mu_;  // after a channel's lock
+  PresenceHook presence_hook_ ROOST_GUARDED_BY(hook_mu_);
   // Watchers (Subscriber::watcher) subscribed to each concrete channel: presence leaves them out.
   std::unordered_map<std::string, std::size_t> exact_watchers_ ROOST_GUARDED_BY(trie_mu_);
   std::unique_ptr<class SubscriptionTrie> trie_ ROOST_GUARDED_BY(trie_mu_);

@@ -35,6 +35,10 @@ struct Message {
   // A copy of a message published on another node of the mesh: mesh links never pass it on (a
   // publish crosses the mesh at most once).
   bool relayed = false;
+  // (mesh) A presence event the channel's home announced for a subscription made on node `origin`
+  // (id `origin_subscription` there): that node does not tell the subscriber about itself.
+  std::string origin;
+  std::uint64_t origin_subscription = 0;
 
   // Encodings of this message built by a front end on first use and shared by every recipient
   // of that front end (the gateway keeps its WebSocket and SSE frames here, so a fan-out to ten
@@ -59,7 +63,8 @@ MessagePtr make_message(std::string channel, std::string data, std::uint64_t off
                         std::int64_t timestamp_ms, ContentType content_type = ContentType::kJson,
                         std::size_t audience = 0, bool relayed = false);
 MessagePtr make_presence(MessageKind kind, std::string channel, std::uint64_t subscribers,
-                         std::int64_t timestamp_ms, std::size_t audience = 0);
+                         std::int64_t timestamp_ms, std::size_t audience = 0, std::string origin = {},
+                         std::uint64_t origin_subscription = 0, bool relayed = false);
 
 // Receives messages. deliver() is called on the publisher's thread, possibly concurrently from
 // several; it must be thread-safe and must not block (hand the message to your own strand).

@@ -107,6 +107,10 @@ class Router {
     done(publish(channel, std::move(data), content_type));
   }
   virtual channels::Presence presence(const std::string& channel) = 0;
+  // (mesh, the home of `channel`) Node `origin` says a direct subscription of it (`subscription`)
+  // joined or left, leaving it `direct` of them: announced to every node with the mesh's count.
+  virtual void presence_event(channels::MessageKind, std::string /*channel*/, std::string /*origin*/,
+                              std::size_t /*direct*/, std::uint64_t /*subscription*/) {}
   // The channel's subscribers everywhere (in a mesh: this node's and every live peer's, gathered).
   virtual void presence_async(std::string channel, Callback<channels::Presence> done) {
     done(presence(channel));

@@ -68,6 +68,10 @@ struct ChannelMessage {
   std::int64_t timestamp_ms = 0;
   ChannelEventKind kind = ChannelEventKind::kMessage;
   std::uint64_t subscribers = 0;
+  // (mesh-internal) A join/leave announced by the channel's home: the node and the subscription
+  // it is about.
+  std::string origin;
+  std::uint64_t origin_subscription = 0;
 };
 
 struct PublishAck {
@@ -116,7 +120,8 @@ struct SubscribeOptions {
   // Run the message handler on the client's I/O thread instead of the dispatch thread: one thread
   // hand-off less per batch (measurably faster for a single fast subscriber). The handler must
   // not block, and blocking methods called from it answer invalid_argument; asynchronous ones
-  // (publish, *_async) are fine. While it runs, the client reads nothing else.
+  // (publish, *_async) are fine. While it runs, the client reads nothing else. on_presence runs
+  // there too, in order with the messages.
   bool on_io_thread = false;
   // Called after the handler has seen every message of one batch the node sent (up to 256): a
   // handler that gathers may pass them on together here.

@@ -79,6 +79,10 @@ class PeerLink {
   void publish(std::string_view channel, std::string_view data, ContentType type);
   void publish_async(const std::string& channel, std::string_view data, ContentType type,
                      Callback<PublishAck> done);
+  // To the home of a channel: a direct subscription on this node (`origin`) joined or left it,
+  // leaving `direct` of them here. Fire and forget.
+  void presence_event(const std::string& channel, bool join, const std::string& origin, std::uint64_t direct,
+                      std::uint64_t subscription);
   // The peer's own subscribers of a channel (peers' interest not counted).
   void presence(const std::string& channel, Callback<channels::Presence> done);
   // The peer's own queues (no route: every node answers for its disk).
