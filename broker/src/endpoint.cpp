@@ -380,8 +380,9 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
         return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "presence events go to a mesh socket");
       }
       auto e = env.getPresenceEvent();
-      auto kind = e.getKind() == proto::MessageKind::LEAVE ? channels::MessageKind::kLeave
-                                                           : channels::MessageKind::kJoin;
+      auto kind = e.getKind() == proto::MessageKind::LEAVE  ? channels::MessageKind::kLeave
+                  : e.getKind() == proto::MessageKind::JOIN ? channels::MessageKind::kJoin
+                                                            : channels::MessageKind::kData;  // a report
       return router.presence_event(kind, std::string(view(e.getChannel())), std::string(view(e.getOrigin())),
                                    e.getDirect(), e.getSubscription());
     }

@@ -67,16 +67,16 @@ MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterO
     if (m == nullptr) return false;
     auto home = channel_home(channel);
     if (home.empty()) return false;
-    asio::post(
-        presence_strand_, [this, kind, channel, direct, subscription, home, self = m->options().node_name] {
-          if (home == self) return local_.presence_event(kind, channel, self, direct, subscription);
-          auto link = link_to(home);
-          if (!link || link->down()) {
-            presence_unroutable_.fetch_add(1, std::memory_order_relaxed);
-            return;  // at most once, as channel messages
-          }
-          link->presence_event(channel, kind == channels::MessageKind::kJoin, self, direct, subscription);
-        });
+    asio::post(presence_strand_,
+               [this, kind, channel, direct, subscription, home, self = m->options().node_name] {
+                 if (home == self) return local_.presence_event(kind, channel, self, direct, subscription);
+                 auto link = link_to(home);
+                 if (!link || link->down()) {
+                   presence_unroutable_.fetch_add(1, std::memory_order_relaxed);
+                   return;  // at most once, as channel messages
+                 }
+                 link->presence_event(channel, kind, self, direct, subscription);
+               });
     return true;
   });
   interest_thread_ = std::thread([this] {
@@ -295,6 +295,20 @@ void MeshRouter::reconcile_interest() {
     std::set<std::string> now(names->begin(), names->end());
     for (const auto& gone : presence_members_) {
       if (!now.contains(gone)) local_.forget_presence_of(gone);
+    }
+    if (now != presence_members_ && !now.empty()) {
+      // Members changed, so homes may have moved: report this node's counts to each channel's
+      // home (a report announces nothing; the new home's next event counts this node).
+      const auto& self = m->options().node_name;
+      for (auto& [channel, direct] : local_.join_leave_counts()) {
+        auto home = Mesh::channel_home(*names, channel);
+        asio::post(presence_strand_, [this, channel, direct, home, self] {
+          if (home == self)
+            return local_.presence_event(channels::MessageKind::kData, channel, self, direct, 0);
+          if (auto link = link_to(home); link && !link->down())
+            link->presence_event(channel, channels::MessageKind::kData, self, direct, 0);
+        });
+      }
     }
     presence_members_ = std::move(now);
   }
@@ -700,71 +714,72 @@ std::vector<std::shared_ptr<PeerLink>> MeshRouter::live_links() {
   return links;
 }
 
-void MeshRouter::presence_async(std::string channel, Callback<channels::Presence> done) {
-  struct Gather {
+namespace {
+// Asks every link (`ask`) and merges each answer into `acc` as it comes, with this node's own
+// (`mine`); answers `done(acc)` once all have. A peer that does not answer adds nothing (logged).
+template <class T, class Acc>
+void gather(const char* what, const std::vector<std::shared_ptr<PeerLink>>& links,
+            std::function<void(PeerLink&, Callback<T>)> ask, T mine, std::function<void(Acc&, T)> merge,
+            Callback<Acc> done) {
+  struct State {
     Mutex mu;
-    channels::Presence sum ROOST_GUARDED_BY(mu);
+    Acc acc ROOST_GUARDED_BY(mu);
     std::size_t waiting ROOST_GUARDED_BY(mu) = 0;
-    Callback<channels::Presence> done;
-    void add(const channels::Presence& p) {
-      channels::Presence all;
+    std::function<void(Acc&, T)> merge;
+    Callback<Acc> done;
+    void add(T part) {
+      Acc all;
       {
         MutexLock lock(mu);
-        sum.subscribers += p.subscribers;
-        sum.direct += p.direct;
+        merge(acc, std::move(part));
         if (--waiting != 0) return;
-        all = sum;
-      }
-      done(all);
-    }
-  };
-  auto g = std::make_shared<Gather>();
-  g->done = std::move(done);
-  auto links = live_links();
-  {
-    MutexLock lock(g->mu);
-    g->waiting = links.size() + 1;
-  }
-  for (auto& link : links) {
-    link->presence(channel, [g, url = link->url()](Result<channels::Presence> r) {
-      if (!r) module_logger("mesh")->warn("presence: {} did not answer: {}", url, r.error().message);
-      g->add(r ? *r : channels::Presence{});
-    });
-  }
-  g->add(local_.presence(channel));
-}
-
-void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
-  struct Gather {
-    Mutex mu;
-    std::map<std::string, QueueInfo> by_name ROOST_GUARDED_BY(mu);
-    std::size_t waiting ROOST_GUARDED_BY(mu) = 0;
-    Callback<std::vector<QueueInfo>> done;
-    void add(std::vector<QueueInfo> queues) {
-      std::vector<QueueInfo> all;
-      {
-        MutexLock lock(mu);
-        for (auto& q : queues) by_name.try_emplace(q.name, std::move(q));
-        if (--waiting != 0) return;
-        for (auto& [name, q] : by_name) all.push_back(std::move(q));
+        all = std::move(acc);
       }
       done(std::move(all));
     }
   };
-  auto g = std::make_shared<Gather>();
-  g->done = std::move(done);
-  auto links = live_links();
+  auto st = std::make_shared<State>();
+  st->merge = std::move(merge);
+  st->done = std::move(done);
   {
-    MutexLock lock(g->mu);
-    g->waiting = links.size() + 1;
+    MutexLock lock(st->mu);
+    st->waiting = links.size() + 1;
   }
-  for (auto& link : links) {
-    link->list_queues([g, url = link->url()](Result<std::vector<QueueInfo>> r) {
-      if (!r) module_logger("mesh")->warn("queue list: {} did not answer: {}", url, r.error().message);
-      g->add(r ? std::move(*r) : std::vector<QueueInfo>{});
+  for (const auto& link : links) {
+    ask(*link, [st, what, url = link->url()](Result<T> r) {
+      if (!r) module_logger("mesh")->warn("{}: {} did not answer: {}", what, url, r.error().message);
+      st->add(r ? std::move(*r) : T{});
     });
   }
-  g->add(local_.list_queues());
+  st->add(std::move(mine));
+}
+}  // namespace
+
+void MeshRouter::presence_async(std::string channel, Callback<channels::Presence> done) {
+  gather<channels::Presence, channels::Presence>(
+      "presence", live_links(),
+      [channel](PeerLink& l, Callback<channels::Presence> d) { l.presence(channel, std::move(d)); },
+      local_.presence(channel),
+      [](channels::Presence& sum, channels::Presence p) {
+        sum.subscribers += p.subscribers;
+        sum.direct += p.direct;
+      },
+      std::move(done));
+}
+
+void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
+  using Queues = std::vector<QueueInfo>;
+  gather<Queues, std::map<std::string, QueueInfo>>(
+      "queue list", live_links(), [](PeerLink& l, Callback<Queues> d) { l.list_queues(std::move(d)); },
+      local_.list_queues(),
+      [](std::map<std::string, QueueInfo>& by_name, Queues queues) {
+        for (auto& q : queues) by_name.try_emplace(q.name, std::move(q));
+      },
+      [done = std::move(done)](Result<std::map<std::string, QueueInfo>> by_name) mutable {
+        Queues all;
+        for (auto& [name, q] : *by_name) all.push_back(std::move(q));
+        done(std::move(all));
+      });
 }
 
 void MeshRouter::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {

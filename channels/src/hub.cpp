@@ -344,6 +344,7 @@ void Hub::presence_from(MessageKind kind, const std::string& name, const std::st
   } else {
     ch.node_direct[origin] = direct;
   }
+  if (kind == MessageKind::kData) return;  // a report
   std::uint64_t total = 0;
   for (const auto& [node, n] : ch.node_direct) total += n;
   auto event = make_presence(kind, name, total, clock_(), 0, origin, subscription);
@@ -358,6 +359,18 @@ void Hub::presence_relayed(MessageKind kind, const std::string& name, std::uint6
   MutexLock lock(ch.mu, std::adopt_lock);
   auto event = make_presence(kind, name, subscribers, clock_(), 0, origin, subscription, true);
   deliver_presence(ch, name, event, origin == self ? subscription : 0);
+}
+
+std::vector<std::pair<std::string, std::size_t>> Hub::join_leave_counts() const {
+  std::map<std::string, std::size_t> counts;
+  {
+    ReaderLock lock(trie_mu_);
+    for (const auto& [id, sub] : subscriptions_) {
+      if (sub.watcher || is_wildcard(sub.pattern) || !namespace_of(sub.pattern).join_leave) continue;
+      counts[sub.pattern] += 1;
+    }
+  }
+  return {counts.begin(), counts.end()};
 }
 
 void Hub::forget_presence_of(const std::string& node) {

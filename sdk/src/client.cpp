@@ -195,19 +195,8 @@ void Client::publish(std::string_view channel, std::string_view data, ContentTyp
 }
 
 Result<PublishAck> Client::publish_sync(const std::string& channel, std::string data, ContentType type) {
-  std::vector<zmq::message_t> payloads;
-  payloads.emplace_back(data.data(), data.size());
-  return core_->call<PublishAck>(
-      [&](proto::Envelope::Builder env) {
-        auto p = env.initPublish();
-        p.setChannel(text(channel));
-        p.setContentType(wire::to_wire(type));
-      },
-      [](Reply& r) {
-        auto p = r.env.getPublished();
-        return PublishAck{p.getOffset(), std::string(view(p.getEpoch())), p.getSubscribers()};
-      },
-      std::move(payloads));
+  return core_->call<PublishAck>([&](proto::Envelope::Builder env) { build_publish(env, channel, type); },
+                                 decode_published, one_payload(data));
 }
 
 Result<std::unique_ptr<Stream>> Client::subscribe(const std::string& pattern,

@@ -126,6 +126,17 @@ inline ClientCore::StreamState subscription(const std::string& pattern,
 
 inline std::uint64_t decode_count(Reply& r) { return r.env.getCount(); }
 
+inline void build_publish(proto::Envelope::Builder env, const std::string& channel, ContentType type) {
+  auto p = env.initPublish();
+  p.setChannel(text(channel));
+  p.setContentType(wire::to_wire(type));
+}
+
+inline PublishAck decode_published(Reply& r) {
+  auto p = r.env.getPublished();
+  return PublishAck{p.getOffset(), std::string(view(p.getEpoch())), p.getSubscribers()};
+}
+
 inline ObjectReply decode_object_reply(Reply& r) {
   if (!r.env.isObjectReply() || r.payloads.size() != 1) {
     throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,

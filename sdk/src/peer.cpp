@@ -277,27 +277,18 @@ void PeerLink::publish(std::string_view channel, std::string_view data, ContentT
 
 void PeerLink::publish_async(const std::string& channel, std::string_view data, ContentType type,
                              Callback<PublishAck> done) {
-  core_->async<PublishAck>(
-      [&](proto::Envelope::Builder env) {
-        auto p = env.initPublish();
-        p.setChannel(text(channel));
-        p.setContentType(wire::to_wire(type));
-      },
-      [](Reply& r) {
-        auto p = r.env.getPublished();
-        return PublishAck{p.getOffset(), std::string(view(p.getEpoch())), p.getSubscribers()};
-      },
-      one_payload(data), std::move(done));
+  core_->async<PublishAck>([&](proto::Envelope::Builder env) { build_publish(env, channel, type); },
+                           decode_published, one_payload(data), std::move(done));
 }
 
-void PeerLink::presence_event(const std::string& channel, bool join, const std::string& origin,
-                              std::uint64_t direct, std::uint64_t subscription) {
+void PeerLink::presence_event(const std::string& channel, channels::MessageKind kind,
+                              const std::string& origin, std::uint64_t direct, std::uint64_t subscription) {
   capnp::MallocMessageBuilder b(128);
   auto env = b.initRoot<proto::Envelope>();
   env.setId(0);
   auto e = env.initPresenceEvent();
   e.setChannel(text(channel));
-  e.setKind(join ? proto::MessageKind::JOIN : proto::MessageKind::LEAVE);
+  e.setKind(static_cast<proto::MessageKind>(kind));
   e.setOrigin(text(origin));
   e.setDirect(direct);
   e.setSubscription(subscription);

@@ -9,6 +9,7 @@
 #include <thread>
 #include <tuple>
 
+#include <roost/broker/mesh.h>
 #include <roost/client/client.h>
 #include <roost/client/peer.h>
 #include <roost/core/auth.h>
@@ -41,6 +42,25 @@ std::vector<std::string> mesh_args(const EtcdProcess& etcd, const std::string& n
   return {"--mesh-etcd",   etcd.url(),       "--mesh-cluster",      "test", "--node-name",   name,
           "--mesh-shards", shards,           "--mesh-lease-ttl-ms", ttl_ms, "--mesh-listen", listen,
           "--actors",      ROOST_TEST_ACTORS};
+}
+
+// Nodes named `names` of one mesh (each with `extra` arguments), once every one lists them all.
+std::map<std::string, std::unique_ptr<Server>> start_mesh(const EtcdProcess& etcd,
+                                                          std::vector<std::string> names,
+                                                          std::vector<std::string> extra = {}) {
+  std::map<std::string, std::unique_ptr<Server>> nodes;
+  for (const auto& n : names) {
+    auto args = mesh_args(etcd, n);
+    args.insert(args.end(), extra.begin(), extra.end());
+    nodes[n] = std::make_unique<Server>(args);
+  }
+  REQUIRE(eventually([&] {
+    for (auto& [n, s] : nodes) {
+      if (member_names(*s).size() != names.size()) return false;
+    }
+    return true;
+  }));
+  return nodes;
 }
 
 TEST_CASE("mesh: nodes join through etcd, leave with their lease, and rejoin", "[integration][mesh]") {
@@ -938,18 +958,11 @@ TEST_CASE(
     "[integration][mesh]") {
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
-  std::map<std::string, std::unique_ptr<Server>> nodes;
-  for (const char* n : {"a", "b", "c"}) {
-    auto args = mesh_args(etcd, n);
-    // Room for the whole run in a subscriber's buffer: relayed copies arrive in bursts, and a
-    // subscriber that falls behind loses messages by design (at most once, counted as lag).
-    args.insert(args.end(), {"--channel-history", "1000", "--channel-buffer-messages", "8192"});
-    nodes[n] = std::make_unique<Server>(args);
-  }
+  // Room for the whole run in a subscriber's buffer: relayed copies arrive in bursts, and a
+  // subscriber that falls behind loses messages by design (at most once, counted as lag).
+  auto nodes =
+      start_mesh(etcd, {"a", "b", "c"}, {"--channel-history", "1000", "--channel-buffer-messages", "8192"});
   auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
-  REQUIRE(eventually([&] {
-    return member_names(a).size() == 3 && member_names(b).size() == 3 && member_names(c).size() == 3;
-  }));
   std::map<std::string, std::shared_ptr<Client>> clients;
   for (auto* n : {&a, &b, &c}) {
     auto cl = Client::connect({.url = n->proc().endpoint()});
@@ -1105,10 +1118,8 @@ TEST_CASE(
     "[integration][mesh]") {
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
-  std::map<std::string, std::unique_ptr<Server>> nodes;
-  for (const char* n : {"a", "b", "c"}) nodes[n] = std::make_unique<Server>(mesh_args(etcd, n));
+  auto nodes = start_mesh(etcd, {"a", "b", "c"});
   auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
-  REQUIRE(eventually([&] { return member_names(a).size() == 3 && member_names(c).size() == 3; }));
   constexpr int kQueues = 8;
   std::map<std::string, json::value> before;  // placement of each queue before the join
   for (int i = 0; i < kQueues; ++i) {
@@ -1246,16 +1257,8 @@ TEST_CASE("mesh: join and leave events reach every node's subscribers with the w
           "[integration][mesh]") {
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
-  std::map<std::string, std::unique_ptr<Server>> nodes;
-  for (const char* n : {"a", "b", "c"}) {
-    auto args = mesh_args(etcd, n);
-    args.insert(args.end(), {"--channel-namespaces", "room.:join_leave=true"});
-    nodes[n] = std::make_unique<Server>(args);
-  }
+  auto nodes = start_mesh(etcd, {"a", "b", "c"}, {"--channel-namespaces", "room.:join_leave=true"});
   auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
-  REQUIRE(eventually([&] {
-    return member_names(a).size() == 3 && member_names(b).size() == 3 && member_names(c).size() == 3;
-  }));
   struct Events {
     std::mutex mu;
     std::vector<std::pair<std::string, std::uint64_t>> got;  // ("join"/"leave", subscribers)
@@ -1317,6 +1320,41 @@ TEST_CASE("mesh: join and leave events reach every node's subscribers with the w
   // The count query agrees.
   for (auto* n : {&a, &b, &c})
     CHECK(body_json(n->http().get("/v1/channels/room.x/presence")).at("direct") == 2);
+
+  // A fourth node joins and becomes the home of a busy channel: the nodes report their counts to
+  // it, so its first event already counts the whole mesh.
+  std::string moved;
+  for (int i = 0; moved.empty() && i < 1000; ++i) {
+    auto ch = "room.m" + std::to_string(i);
+    if (broker::Mesh::channel_home({"a", "b", "c", "d"}, ch) == "d") moved = ch;
+  }
+  REQUIRE_FALSE(moved.empty());
+  Events m_a, m_b, m_c;
+  auto ma = watch(**ca, moved, m_a);
+  REQUIRE(ma);
+  REQUIRE(eventually([&] {  // a's interest in it reached every node
+    (*cb)->publish(moved, "{}");
+    std::lock_guard lock(m_a.mu);
+    return m_a.messages > 0;
+  }));
+  auto mb = watch(**cb, moved, m_b);
+  REQUIRE(mb);
+  REQUIRE(eventually([&] { return m_a.seen().size() >= 1; }));  // b's join, before the move
+  CHECK(m_a.seen() == E{{"join", 2}});
+  auto dargs = mesh_args(etcd, "d");
+  dargs.insert(dargs.end(), {"--channel-namespaces", "room.:join_leave=true"});
+  Server d(dargs);
+  REQUIRE(eventually([&] {
+    return member_names(a).size() == 4 && member_names(b).size() == 4 && member_names(c).size() == 4 &&
+           member_names(d).size() == 4;
+  }));
+  REQUIRE(eventually([&] { return body_json(c.http().get("/v1/mesh?channel=" + moved)).at("home") == "d"; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // reports and interest reach d
+  auto mc = watch(**cc, moved, m_c);
+  REQUIRE(mc);
+  REQUIRE(eventually([&] { return m_a.seen().size() >= 2 && m_b.seen().size() >= 1; }));
+  CHECK(m_a.seen() == E{{"join", 2}, {"join", 3}});  // d counted a and b, which joined before it
+  CHECK(m_b.seen() == E{{"join", 3}});
 }
 
 // The name of an object of `cls` whose shard `owner` owns (placed through `via`).
@@ -1345,14 +1383,8 @@ TEST_CASE(
     "[integration][mesh]") {
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
-  std::map<std::string, std::unique_ptr<Server>> nodes;
-  for (const char* n : {"a", "b", "c"}) {
-    auto args = mesh_args(etcd, n);
-    args.insert(args.end(), {"--actor-idle-ms", "150"});
-    nodes[n] = std::make_unique<Server>(args);
-  }
+  auto nodes = start_mesh(etcd, {"a", "b", "c"}, {"--actor-idle-ms", "150"});
   auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
-  REQUIRE(eventually([&] { return member_names(a).size() == 3 && member_names(b).size() == 3; }));
   const std::string obj = object_owned_by(a, "counter", "c", "ws");
   const std::string path = "/v1/objects/counter/" + obj + "/connect";
 

@@ -79,6 +79,9 @@ class LocalRouter final : public Router {
   void presence_relayed(channels::MessageKind kind, const std::string& channel, std::uint64_t subscribers,
                         const std::string& origin, std::uint64_t subscription);
   void forget_presence_of(const std::string& node) { hub_.forget_presence_of(node); }
+  std::vector<std::pair<std::string, std::size_t>> join_leave_counts() const {
+    return hub_.join_leave_counts();
+  }
   std::size_t publish_sequenced(const std::string& channel, std::vector<channels::Hub::Sequenced>& items) {
     return hub_.publish_sequenced(channel, items);
   }

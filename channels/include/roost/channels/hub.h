@@ -84,12 +84,16 @@ class Hub {
   // (mesh, on the home) Node `origin` says a direct subscription of it joined or left, leaving it
   // `direct` of them: the channel's count over every node is announced to this node's subscribers
   // (peers' interest included, so every node hears it) — but not to the subscription itself.
+  // MessageKind::kData: only a report of the count (a home that moved learns it), no event.
   void presence_from(MessageKind kind, const std::string& channel, const std::string& origin,
                      std::size_t direct, std::uint64_t subscription, const std::string& self);
   // (mesh, elsewhere) The home's event: to this node's subscribers, but not to the subscription it
   // is about (when it was made here, on node `self`).
   void presence_relayed(MessageKind kind, const std::string& channel, std::uint64_t subscribers,
                         const std::string& origin, std::uint64_t subscription, const std::string& self);
+  // (mesh) This node's direct subscriptions per channel of a join_leave namespace: what it reports
+  // to channels' homes again when homes may have moved.
+  std::vector<std::pair<std::string, std::size_t>> join_leave_counts() const;
   // (mesh, on the home) A node left: its direct counts no longer count.
   void forget_presence_of(const std::string& node);
   const NamespaceConfig& namespace_of(std::string_view channel) const;

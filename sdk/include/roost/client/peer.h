@@ -81,8 +81,9 @@ class PeerLink {
                      Callback<PublishAck> done);
   // To the home of a channel: a direct subscription on this node (`origin`) joined or left it,
   // leaving `direct` of them here. Fire and forget.
-  void presence_event(const std::string& channel, bool join, const std::string& origin, std::uint64_t direct,
-                      std::uint64_t subscription);
+  // (`kind`: join, leave, or data = only a report of the count, for a home that moved.)
+  void presence_event(const std::string& channel, channels::MessageKind kind, const std::string& origin,
+                      std::uint64_t direct, std::uint64_t subscription);
   // The peer's own subscribers of a channel (peers' interest not counted).
   void presence(const std::string& channel, Callback<channels::Presence> done);
   // The peer's own queues (no route: every node answers for its disk).
