@@ -199,6 +199,14 @@ Result<PublishAck> Client::publish_sync(const std::string& channel, std::string 
                                  decode_published, one_payload(data));
 }
 
+Result<Client::Presence> Client::presence(const std::string& channel) {
+  return core_->call<Presence>([&](proto::Envelope::Builder env) { env.setPresence(text(channel)); },
+                               [](Reply& r) {
+                                 auto p = r.env.getPresenceCount();
+                                 return Presence{p.getSubscribers(), p.getDirect()};
+                               });
+}
+
 Result<std::unique_ptr<Stream>> Client::subscribe(const std::string& pattern,
                                                   std::function<void(const ChannelMessage&)> handler,
                                                   SubscribeOptions options) {

@@ -1317,9 +1317,15 @@ TEST_CASE("mesh: join and leave events reach every node's subscribers with the w
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // nothing twice
   CHECK(on_a.seen().size() == 3);
   CHECK(on_w.seen() == E{{"join", 2}, {"join", 3}, {"leave", 2}});
-  // The count query agrees.
+  // The count query agrees (HTTP and the native request, on every node).
   for (auto* n : {&a, &b, &c})
     CHECK(body_json(n->http().get("/v1/channels/room.x/presence")).at("direct") == 2);
+  for (auto* cl : {&*ca, &*cb, &*cc}) {
+    auto p = (*cl)->presence("room.x");
+    REQUIRE(p);
+    CHECK(p->direct == 2);
+    CHECK(p->subscribers == 3);  // and c's wildcard watcher
+  }
 
   // A fourth node joins and becomes the home of a busy channel: the nodes report their counts to
   // it, so its first event already counts the whole mesh.

@@ -1050,10 +1050,31 @@ TEST_CASE("SDK: presence events reach on_presence, not the message handler", "[i
     std::lock_guard l(mu);
     return presence.size() == 2;
   }));
-  std::lock_guard lock(mu);
-  using K = roost::ChannelEventKind;
-  CHECK(presence == std::vector<std::pair<K, std::uint64_t>>{{K::kJoin, 2}, {K::kLeave, 1}});
-  CHECK(data == std::vector<std::string>{"7"});
+  {
+    std::lock_guard lock(mu);
+    using K = roost::ChannelEventKind;
+    CHECK(presence == std::vector<std::pair<K, std::uint64_t>>{{K::kJoin, 2}, {K::kLeave, 1}});
+    CHECK(data == std::vector<std::string>{"7"});
+  }
+  // The count, asked: a's exact subscription and a wildcard one of b.
+  auto wild = b->subscribe("room.>", [](const roost::ChannelMessage&) {});
+  REQUIRE(wild);
+  auto seen = a->presence("room.1");
+  REQUIRE(seen);
+  CHECK(seen->subscribers == 2);
+  CHECK(seen->direct == 1);
+  auto bad = a->presence("room.*");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ErrorCode::INVALID_ARGUMENT);
+  // A token without the subscribe grant for the channel is refused.
+  Server secured({"--auth-secret", "k", "--channel-namespaces", "room.:join_leave=true"});
+  auto limited =
+      roost::Client::connect({.url = secured.proc().endpoint(),
+                              .token = roost::sign_jwt("k", R"({"roost":{"subscribe":["other.>"]}})")});
+  REQUIRE(limited);
+  auto refused = (*limited)->presence("room.1");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == ErrorCode::FORBIDDEN);
 }
 
 TEST_CASE("SDK: storage_full when the node's storage cap is reached; acks still work",

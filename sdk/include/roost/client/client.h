@@ -174,6 +174,13 @@ class Client {
   Result<std::unique_ptr<Stream>> subscribe(const std::string& pattern,
                                             std::function<void(const ChannelMessage&)> handler,
                                             SubscribeOptions options = {});
+  // Who is subscribed to a channel (in a mesh: on every node): subscriptions whose pattern
+  // matches it, and those to exactly it. Needs the token's subscribe grant for the channel.
+  struct Presence {
+    std::uint64_t subscribers = 0;
+    std::uint64_t direct = 0;
+  };
+  Result<Presence> presence(const std::string& channel);
 
   // ---- objects ----
   // A durable message to an object's mailbox; answers its mailbox seq once committed.
