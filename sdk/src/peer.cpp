@@ -22,7 +22,11 @@ PeerLink::~PeerLink() { close(); }
 
 void PeerLink::close() { core_->close(); }
 bool PeerLink::connected() const { return core_->ready.load(); }
-bool PeerLink::down() const { return !core_->ready.load() && core_->reconnect_count.load() > 0; }
+bool PeerLink::down() const {
+  if (core_->ready.load()) return false;
+  return core_->reconnect_count.load() > 0 ||
+         std::chrono::steady_clock::now() - created_ > core_->options.connect_timeout;
+}
 const std::string& PeerLink::url() const { return core_->options.url; }
 
 void PeerLink::enqueue(Route route, const std::string& queue, const std::vector<NewMessage>& messages,

@@ -885,6 +885,45 @@ TEST_CASE(
   CHECK(bodies == std::set<std::string>{"one", "two", "three"});
 }
 
+TEST_CASE("mesh: a peer that was never reachable is down for forwarding, and is used once it is reachable",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  const int b_port = free_port();
+  TcpProxy proxy(b_port);  // what a dials to reach b's mesh socket: cut before a ever does
+  proxy.cut();
+  auto b_args = mesh_args(etcd, "b", "64", "2000", "tcp://127.0.0.1:" + std::to_string(b_port));
+  b_args.insert(b_args.end(), {"--mesh-advertise", "tcp://127.0.0.1:" + std::to_string(proxy.port())});
+  Server b(b_args);
+  Server a(mesh_args(etcd, "a"));
+  REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }));
+  std::string q;
+  for (int i = 0; q.empty(); ++i) {
+    auto name = "far" + std::to_string(i);
+    if (placement(a, name).at("home").as_string() == "b") q = name;
+  }
+  REQUIRE(eventually([&] { return placement(a, q).at("owner") == "b"; }));
+  REQUIRE(b.put_queue(q).status == 200);
+  // a's link to b has tried for longer than its connect timeout (2 s): the shard's requests answer
+  // owner_unavailable (what a client retries), not a timeout of the request waiting for the link.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto r = a.send(q, R"({"body":"never"})");
+  CHECK(r.status == 503);
+  CHECK(error_code(r) == "owner_unavailable");
+  {
+    auto st = body_json(a.http().get("/v1/mesh"));
+    bool down = false;
+    for (const auto& l : st.at("links").as_array())
+      down = down || (l.at("node") == "b" && l.at("down").as_bool());
+    CHECK(down);
+  }
+  proxy.restore();
+  REQUIRE(eventually([&] { return a.send(q, R"({"body":"now"})").status == 201; }, std::chrono::seconds(10)));
+  auto got = b.pull_messages(q, R"({"batch_size":10})");
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].at("body") == "now");
+}
+
 TEST_CASE(
     "mesh: a cut link between two live nodes: the far side's shards answer owner_unavailable there, are served at home, and come back",
     "[integration][mesh]") {

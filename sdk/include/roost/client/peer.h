@@ -96,7 +96,9 @@ class PeerLink {
                                     SubscribeOptions options);
 
   bool connected() const;
-  // Was connected, and is not now (the peer went silent or away; the link keeps trying).
+  // Not connected now, and either it was before (the peer went silent or away) or it has been
+  // trying for longer than the connect timeout (the peer was never reachable). The link keeps
+  // trying either way.
   bool down() const;
   const std::string& url() const;
   // Fails what waits (unavailable) and joins the link's threads.
@@ -104,6 +106,7 @@ class PeerLink {
 
  private:
   std::shared_ptr<struct ClientCore> core_;
+  std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace roost
