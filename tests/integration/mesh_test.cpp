@@ -885,6 +885,24 @@ TEST_CASE(
   CHECK(bodies == std::set<std::string>{"one", "two", "three"});
 }
 
+// Node b's arguments with its mesh socket reached only through `proxy` (a cuttable link).
+std::vector<std::string> behind_proxy(const EtcdProcess& etcd, int b_port, const TcpProxy& proxy) {
+  auto args = mesh_args(etcd, "b", "64", "2000", "tcp://127.0.0.1:" + std::to_string(b_port));
+  args.insert(args.end(), {"--mesh-advertise", "tcp://127.0.0.1:" + std::to_string(proxy.port())});
+  return args;
+}
+
+// A queue whose shard `node` owns (placed through `via`).
+std::string queue_owned_by(Server& via, const std::string& node, const std::string& prefix) {
+  std::string q;
+  for (int i = 0; q.empty(); ++i) {
+    auto name = prefix + std::to_string(i);
+    if (placement(via, name).at("home").as_string() == node) q = name;
+  }
+  REQUIRE(eventually([&] { return placement(via, q).at("owner") == node.c_str(); }));
+  return q;
+}
+
 TEST_CASE("mesh: a peer that was never reachable is down for forwarding, and is used once it is reachable",
           "[integration][mesh]") {
   REQUIRE(etcd_installed());
@@ -892,17 +910,10 @@ TEST_CASE("mesh: a peer that was never reachable is down for forwarding, and is 
   const int b_port = free_port();
   TcpProxy proxy(b_port);  // what a dials to reach b's mesh socket: cut before a ever does
   proxy.cut();
-  auto b_args = mesh_args(etcd, "b", "64", "2000", "tcp://127.0.0.1:" + std::to_string(b_port));
-  b_args.insert(b_args.end(), {"--mesh-advertise", "tcp://127.0.0.1:" + std::to_string(proxy.port())});
-  Server b(b_args);
+  Server b(behind_proxy(etcd, b_port, proxy));
   Server a(mesh_args(etcd, "a"));
   REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }));
-  std::string q;
-  for (int i = 0; q.empty(); ++i) {
-    auto name = "far" + std::to_string(i);
-    if (placement(a, name).at("home").as_string() == "b") q = name;
-  }
-  REQUIRE(eventually([&] { return placement(a, q).at("owner") == "b"; }));
+  const auto q = queue_owned_by(a, "b", "far");
   REQUIRE(b.put_queue(q).status == 200);
   // a's link to b has tried for longer than its connect timeout (2 s): the shard's requests answer
   // owner_unavailable (what a client retries), not a timeout of the request waiting for the link.
@@ -931,17 +942,10 @@ TEST_CASE(
   EtcdProcess etcd;
   const int b_port = free_port();
   TcpProxy proxy(b_port);  // what a dials to reach b's mesh socket
-  auto b_args = mesh_args(etcd, "b", "64", "2000", "tcp://127.0.0.1:" + std::to_string(b_port));
-  b_args.insert(b_args.end(), {"--mesh-advertise", "tcp://127.0.0.1:" + std::to_string(proxy.port())});
-  Server b(b_args);
+  Server b(behind_proxy(etcd, b_port, proxy));
   Server a(mesh_args(etcd, "a"));
   REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }));
-  std::string q;
-  for (int i = 0; q.empty(); ++i) {
-    auto name = "cut" + std::to_string(i);
-    if (placement(a, name).at("home").as_string() == "b") q = name;
-  }
-  REQUIRE(eventually([&] { return placement(a, q).at("owner") == "b"; }));
+  const auto q = queue_owned_by(a, "b", "cut");
   REQUIRE(a.put_queue(q).status == 200);
   std::set<std::string> acked;
   auto send = [&](Server& via, const std::string& body) {
