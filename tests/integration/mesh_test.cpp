@@ -1094,6 +1094,21 @@ TEST_CASE(
     std::lock_guard lock(on_c.mu);
     CHECK(std::get<0>(on_c.got.back()) == ans.at("epoch").as_string().c_str());
   }
+  // The same over a browser's WebSocket: a publish with an id is answered with the home's offset.
+  for (auto* n : {&a, &b, &c}) {
+    WsClient ws(n->proc().port());
+    ws.send(json::object{{"op", "publish"}, {"id", 9}, {"channel", "chat.room"}, {"data", "ws"}});
+    auto ok = ws.expect("ok");
+    CHECK(ok.at("id") == 9);
+    const auto off = static_cast<std::uint64_t>(ok.at("offset").as_int64());
+    REQUIRE(eventually([&] {
+      std::lock_guard lock(on_c.mu);
+      return !on_c.got.empty() && std::get<1>(on_c.got.back()) == off;
+    }));
+    std::lock_guard lock(on_c.mu);
+    CHECK(std::get<0>(on_c.got.back()) == ok.at("epoch").as_string().c_str());
+    CHECK(std::get<2>(on_c.got.back()) == "\"ws\"");
+  }
 
   // Resume on another node: a client that saw up to some offset on c continues on a (which kept
   // the channel's history under the home's numbers) and gets exactly what it missed.
