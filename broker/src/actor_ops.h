@@ -154,6 +154,15 @@ class ActorRuntime::MailOp final : public durable::Op {
       refused_ = true;
       return;
     }
+    closed_ = false;
+    if (auto* mesh = rt_.mesh_effects_) {
+      for (const auto& m : mail_) {
+        if (mesh->object_closed(m.object.object_class, m.object.name)) {
+          closed_ = true;  // its shard is moving away: the sender retries where it lives next
+          return;
+        }
+      }
+    }
     for (auto& m : mail_) {
       m.seq = rt_.store_.append_in(ctx.txn, MailboxStore::object_key(m.object.object_class, m.object.name),
                                    m.record);
@@ -163,6 +172,9 @@ class ActorRuntime::MailOp final : public durable::Op {
     if (error != nullptr) return done_(std::unexpected(*error));
     if (refused_) {
       return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
+    }
+    if (closed_) {
+      return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE, "the object's shard is moving to another node"}));
     }
     done_(fire_alarms_ ? std::move(fired_) : std::move(mail_));
   }
@@ -174,6 +186,7 @@ class ActorRuntime::MailOp final : public durable::Op {
   Done done_;
   std::vector<PendingMail> fired_;
   bool refused_ = false;
+  bool closed_ = false;
 };
 
 // (target) A peer's outbox effects on a shard of this node, applied once each: those after the last
@@ -196,6 +209,8 @@ class ActorRuntime::InboxOp final : public durable::Op {
       full_ = true;
       return;
     }
+    closed_ = rt_.mesh_effects_ != nullptr && rt_.mesh_effects_->shard_closed(shard_);
+    if (closed_) return;  // moving away: the origin delivers them where the shard lives next
     mark_ = rt_.outbox_->applied_in(ctx.txn, origin_, shard_);
     for (const auto& e : effects_) {
       if (e.seq <= mark_) continue;  // applied before (the answer was lost)
@@ -222,6 +237,10 @@ class ActorRuntime::InboxOp final : public durable::Op {
   void complete(const Error* error) override {
     if (error != nullptr) return done_(std::unexpected(*error));
     if (full_) return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
+    if (closed_) {
+      return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE, "shard " + std::to_string(shard_) +
+                                                                            " is moving to another node"}));
+    }
     if (refused_ > 0) {
       rt_.mesh_refused_.fetch_add(refused_, std::memory_order_relaxed);
       module_logger("mesh")->warn(
@@ -242,6 +261,7 @@ class ActorRuntime::InboxOp final : public durable::Op {
   std::uint64_t mark_ = 0;
   std::uint64_t refused_ = 0;
   bool full_ = false;
+  bool closed_ = false;
 };
 
 }  // namespace roost::broker

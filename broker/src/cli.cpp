@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include <roost/broker/mesh.h>
+
 #include <roost/client/client.h>
 #include <roost/client/http_client.h>
 #include <roost/core/base64.h>
@@ -15,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <thread>
 
 namespace roost::broker {
 
@@ -34,7 +37,11 @@ struct Args {
     if (it == options.end() || it->second.empty()) return std::nullopt;
     return it->second.back();
   }
+  bool flag(const std::string& name) const { return options.contains(name); }
 };
+
+// Flags that take no value.
+bool is_switch(std::string_view name) { return name == "dry-run"; }
 
 class UsageError : public std::runtime_error {
  public:
@@ -49,6 +56,8 @@ Args parse(const std::vector<std::string>& in) {
       auto eq = s.find('=');
       if (eq != std::string::npos) {
         a.options[s.substr(2, eq - 2)].push_back(s.substr(eq + 1));
+      } else if (is_switch(s.substr(2))) {
+        a.options[s.substr(2)].push_back("true");
       } else {
         if (i + 1 >= in.size()) throw UsageError(s + " needs a value");
         a.options[s.substr(2)].push_back(in[++i]);
@@ -279,16 +288,84 @@ int object_cli(const std::vector<std::string>& raw) {
 
 const char* mesh_cli_help() {
   return R"(usage: roost mesh status [--url http://127.0.0.1:8080] [--token JWT (or env ROOST_TOKEN)]
+       roost mesh move SHARD --to NODE [--url URL]
+       roost mesh rebalance [--dry-run] [--url URL]
 
-  status    the mesh as the node at --url sees it: its name, etcd reachability, the shard count,
-            how long its lease is still valid, and every live member with its addresses (JSON)
+  status     the mesh as the node at --url sees it: its name, etcd reachability, the shard count,
+             how long its lease is still valid, every live member with its addresses, and where
+             each shard in use lives (JSON)
+  move       moves SHARD to the live member NODE: its owner copies the data while serving, closes
+             the shard for the last part, and NODE takes it over under a new epoch; waits for the
+             end and prints the move (JSON). Exit 1 when it failed (the shard stays where it was).
+  rebalance  moves every shard in use whose home is not the one rendezvous hashing picks among
+             the live members now (after a node joined: about 1/N of the shards go to it, none
+             between the others), one at a time; --dry-run prints the plan only. Shards holding
+             objects are left where they are (reported). Prints a summary (JSON).
 )";
 }
 
+namespace {
+
+struct MeshView {
+  json::object status;
+  std::map<std::string, std::string> http_of;  // member → its HTTP address
+};
+
+MeshView mesh_view(client::HttpClient& http) {
+  auto r = http.get("/v1/mesh");
+  if (r.status != 200) throw std::runtime_error("GET /v1/mesh: HTTP " + std::to_string(r.status) + " " + r.body);
+  MeshView v;
+  v.status = json::parse(r.body).as_object();
+  for (const auto& m : v.status.at("members").as_array()) {
+    const auto& o = m.as_object();
+    v.http_of[std::string(o.at("name").as_string())] = std::string(o.at("http").as_string());
+  }
+  return v;
+}
+
+// Starts a move on the shard's owner and waits for its end: the move's final status.
+json::object run_move(const MeshView& view, const std::optional<std::string>& token, std::uint32_t shard,
+                      const std::string& to) {
+  std::string owner;
+  for (const auto& p : view.status.at("placements").as_array()) {
+    const auto& o = p.as_object();
+    if (o.at("shard").to_number<std::uint32_t>() == shard && o.at("owner").is_string()) {
+      owner = std::string(o.at("owner").as_string());
+    }
+  }
+  if (owner.empty()) throw std::runtime_error("shard " + std::to_string(shard) + " has no owner now");
+  auto it = view.http_of.find(owner);
+  if (it == view.http_of.end()) throw std::runtime_error("the owner " + owner + " is not a live member");
+  client::HttpClient http(it->second);
+  if (token) http.set_header("Authorization", "Bearer " + *token);
+  auto r = http.post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", to}}));
+  if (r.status != 202) throw std::runtime_error("HTTP " + std::to_string(r.status) + " " + r.body);
+  auto id = std::string(json::parse(r.body).as_object().at("id").as_string());
+  auto last_report = std::chrono::steady_clock::now();
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto s = http.get("/v1/mesh/moves");
+    if (s.status != 200) throw std::runtime_error("HTTP " + std::to_string(s.status) + " " + s.body);
+    auto moves = json::parse(s.body);  // (a temporary in the for's range would die before the loop)
+    for (const auto& m : moves.as_object().at("moves").as_array()) {
+      const auto& o = m.as_object();
+      if (o.at("id").as_string() != id) continue;
+      auto state = std::string(o.at("state").as_string());
+      if (state == "done" || state == "failed") return o;
+      if (std::chrono::steady_clock::now() - last_report > std::chrono::seconds(2)) {
+        last_report = std::chrono::steady_clock::now();
+        std::cerr << "shard " << shard << " → " << to << ": " << state << ", " << o.at("bytes").as_int64()
+                  << " bytes copied\n";
+      }
+    }
+  }
+}
+
+}  // namespace
+
 int mesh_cli(const std::vector<std::string>& raw) {
   return run_cli("roost mesh", mesh_cli_help(), raw, [&](Args& a) -> int {
-    std::string verb = need(a, 0, "status");
-    if (verb != "status") throw UsageError("unknown mesh command " + verb);
+    std::string verb = need(a, 0, "status, move or rebalance");
     std::string url = url_of(a, "http://127.0.0.1:8080");
     if (is_native(url)) throw UsageError("roost mesh speaks HTTP: --url http://HOST:PORT");
     client::HttpClient http(url);
@@ -297,7 +374,66 @@ int mesh_cli(const std::vector<std::string>& raw) {
       if (const char* env = std::getenv("ROOST_TOKEN")) token = env;
     }
     if (token) http.set_header("Authorization", "Bearer " + *token);
-    return print(http.get("/v1/mesh"));
+    if (verb == "status") return print(http.get("/v1/mesh"));
+    if (verb == "move") {
+      auto shard = static_cast<std::uint32_t>(std::stoul(need(a, 1, "SHARD")));
+      auto to = a.opt("to");
+      if (!to) throw UsageError("missing --to NODE");
+      auto view = mesh_view(http);
+      auto result = run_move(view, token, shard, *to);
+      std::cout << json::serialize(result) << '\n';
+      return result.at("state").as_string() == "done" ? 0 : 1;
+    }
+    if (verb != "rebalance") throw UsageError("unknown mesh command " + verb);
+    bool dry = a.flag("dry-run");
+    auto view = mesh_view(http);
+    std::vector<MeshMember> members;
+    for (const auto& [name, address] : view.http_of) members.push_back(MeshMember{name, {}, address, {}, 0});
+    json::array plan, moved, failed, skipped;
+    std::size_t kept = 0;
+    for (const auto& p : view.status.at("placements").as_array()) {
+      const auto& o = p.as_object();
+      auto shard = o.at("shard").to_number<std::uint32_t>();
+      auto home = std::string(o.at("home").as_string());
+      auto want = Mesh::rendezvous(members, shard);
+      if (want == home) {
+        ++kept;
+        continue;
+      }
+      plan.push_back(json::object{{"shard", shard}, {"from", home}, {"to", want}});
+    }
+    std::cerr << plan.size() << " of " << plan.size() + kept << " shards in use to move\n";
+    if (dry) {
+      std::cout << json::serialize(json::object{{"plan", plan}, {"kept", kept}}) << '\n';
+      return 0;
+    }
+    std::size_t i = 0;
+    for (const auto& step : plan) {
+      const auto& o = step.as_object();
+      auto shard = o.at("shard").to_number<std::uint32_t>();
+      auto to = std::string(o.at("to").as_string());
+      ++i;
+      try {
+        view = mesh_view(http);  // owners may have changed
+        auto r = run_move(view, token, shard, to);
+        std::cerr << "[" << i << "/" << plan.size() << "] shard " << shard << " → " << to << ": "
+                  << r.at("state").as_string() << " (" << r.at("duration_ms").as_int64() << " ms)\n";
+        if (r.at("state").as_string() == "done") {
+          moved.push_back(std::move(r));
+        } else if (r.contains("error") && r.at("error").as_string().find("holds object") != json::string::npos) {
+          skipped.push_back(std::move(r));
+        } else {
+          failed.push_back(std::move(r));
+        }
+      } catch (const std::exception& e) {
+        std::cerr << "[" << i << "/" << plan.size() << "] shard " << shard << " → " << to << ": " << e.what() << '\n';
+        failed.push_back(json::object{{"shard", shard}, {"to", to}, {"error", e.what()}});
+      }
+    }
+    std::cout << json::serialize(json::object{
+                     {"moved", moved}, {"failed", failed}, {"skipped", skipped}, {"kept", kept}})
+              << '\n';
+    return failed.empty() ? 0 : 1;
   });
 }
 

@@ -402,6 +402,22 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     }
     case W::SOCKET_FRAME: return on_socket_frame(s, env.getSocketFrame(), payloads);
     case W::SOCKET_CLOSE: return on_socket_close(s, env.getSocketClose());
+    case W::SHARD_COPY: {
+      if (options.mesh == nullptr) {
+        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "shard moves go to a node's mesh socket");
+      }
+      if (payloads.size() != 1) return reply_error(identity, id, ErrorCode::MALFORMED, "one payload frame");
+      auto c = env.getShardCopy();
+      auto phase = static_cast<unsigned>(c.getPhase());
+      if (phase > static_cast<unsigned>(ShardCopyPhase::kAbort)) {
+        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "unknown shard copy phase");
+      }
+      ShardCopy step{c.getMove(), c.getShard(), static_cast<ShardCopyPhase>(phase), std::string(view(c.getOrigin())),
+                     c.getEpoch()};
+      return router.shard_copy(
+          std::move(step), std::string(frame_view(payloads[0])),
+          answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) { out.setCount(n); }));
+    }
     case W::MESH_EFFECTS: {
       if (options.mesh == nullptr) {
         return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
@@ -478,7 +494,9 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
     case W::PUBLISH:         // to a channel homed here: sequenced here, never passed on
     case W::PUBLISH_BATCH:
     case W::SUBSCRIBE:  // a peer's interest in channels (no shard: channels are everywhere)
-    case W::CANCEL: return std::nullopt;
+    case W::CANCEL:
+    case W::SHARD_COPY:  // a shard moving here (the target checks the source's claim in etcd)
+      return std::nullopt;
     default: return Error{ErrorCode::INVALID_ARGUMENT, "not a request a mesh socket serves"};
   }
   if (!env.hasRoute())

@@ -229,6 +229,23 @@ Result<bool> EtcdClient::delete_if(const std::string& key, std::int64_t create_r
   return ok != nullptr && ok->is_bool() && ok->get_bool();
 }
 
+Result<bool> EtcdClient::switch_home(const std::string& owner_key, std::int64_t create_revision,
+                                     const std::string& owner, const std::string& home_key,
+                                     const std::string& home) {
+  json::object req{
+      {"compare",
+       json::array{json::object{{"key", b64(owner_key)},
+                                {"target", "CREATE"},
+                                {"create_revision", std::to_string(create_revision)}},
+                   json::object{{"key", b64(owner_key)}, {"target", "VALUE"}, {"value", b64(owner)}}}},
+      {"success", json::array{json::object{{"request_put", json::object{{"key", b64(home_key)}, {"value", b64(home)}}}},
+                              json::object{{"request_delete_range", json::object{{"key", b64(owner_key)}}}}}}};
+  auto r = impl_->call("/v3/kv/txn", req);
+  if (!r) return std::unexpected(r.error());
+  auto* ok = r->if_contains("succeeded");
+  return ok != nullptr && ok->is_bool() && ok->get_bool();
+}
+
 Result<std::optional<EtcdKv>> EtcdClient::get(const std::string& key) {
   auto r = impl_->call("/v3/kv/range", json::object{{"key", b64(key)}});
   if (!r) return std::unexpected(r.error());

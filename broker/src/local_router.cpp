@@ -1,5 +1,7 @@
 #include "roost/broker/local_router.h"
 
+#include <roost/broker/shard_mover.h>
+
 #include <roost/broker/actor_runtime.h>
 #include <roost/broker/mesh.h>
 #include <roost/broker/remote_hosts.h>
@@ -347,6 +349,12 @@ void LocalRouter::host_front(ObjectHttpRequest request, Callback<FrontReply> don
     return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no remote hosts"}));
   }
   hosts_->front(std::move(request), std::move(done));
+}
+
+void LocalRouter::shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) {
+  auto* mover = mover_.load();
+  if (mover == nullptr) return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no shard moves"}));
+  mover->on_copy(std::move(step), std::move(payload), std::move(done));
 }
 
 void LocalRouter::mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,

@@ -358,6 +358,7 @@ std::optional<ShardPlacement> Mesh::cached(std::uint32_t shard) const {
 bool Mesh::serves(std::uint32_t shard, std::int64_t epoch) const {
   if (std::chrono::steady_clock::now() >= lease_valid_until()) return false;  // fenced
   MutexLock lock(mu_);
+  if (closed_.contains(shard)) return false;
   auto it = shards_table_.find(shard);
   return it != shards_table_.end() && it->second.owner == options_.node_name && it->second.epoch == epoch;
 }
@@ -399,6 +400,92 @@ std::vector<ShardPlacement> Mesh::owned() const {
     if (p.owner == options_.node_name) out.push_back(p);
   }
   return out;
+}
+
+void Mesh::close_shard(std::uint32_t shard) {
+  MutexLock lock(mu_);
+  if (closed_.insert(shard).second) closed_count_.fetch_add(1);
+}
+
+void Mesh::reopen_shard(std::uint32_t shard) {
+  MutexLock lock(mu_);
+  if (closed_.erase(shard) > 0) closed_count_.fetch_sub(1);
+}
+
+bool Mesh::holds(std::uint32_t shard, std::int64_t epoch) const {
+  if (std::chrono::steady_clock::now() >= lease_valid_until()) return false;
+  MutexLock lock(mu_);
+  auto it = shards_table_.find(shard);
+  return it != shards_table_.end() && it->second.owner == options_.node_name && it->second.epoch == epoch;
+}
+
+bool Mesh::shard_closed(std::uint32_t shard) const {
+  if (closed_count_.load() == 0) return false;
+  MutexLock lock(mu_);
+  return closed_.contains(shard);
+}
+
+bool Mesh::queue_closed(std::string_view queue) const {
+  if (closed_count_.load() == 0) return false;
+  auto n = shards();
+  return n != 0 && shard_closed(shard_of_queue(queue, n));
+}
+
+Result<std::int64_t> Mesh::take_over(std::uint32_t shard, const std::string& from, std::int64_t epoch) {
+  EtcdClient etcd(options_.etcd, options_.lease_ttl / 2);
+  const std::string prefix = "/" + options_.cluster + "/shards/" + std::to_string(shard) + "/";
+  auto switched = etcd.switch_home(prefix + "owner", epoch, from, prefix + "home", options_.node_name);
+  if (!switched) return std::unexpected(switched.error());
+  if (!*switched) {
+    return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is no longer owned by " +
+                                                          from + " under epoch " + std::to_string(epoch)});
+  }
+  reopen_shard(shard);  // it may have moved away from here before
+  ShardPlacement p;
+  p.shard = shard;
+  p.home = options_.node_name;
+  if (!claim_one(etcd, p) || p.owner != options_.node_name) {
+    // The home is switched: the claim loop claims it within a renewal period.
+    module_logger("mesh")->warn("shard {}: homed here now, claim deferred to the next renewal", shard);
+    MutexLock lock(mu_);
+    shards_table_[shard] = ShardPlacement{shard, options_.node_name, {}, 0};
+    return std::int64_t{0};
+  }
+  module_logger("mesh")->info("shard {}: moved here from {} (epoch {} -> {})", shard, from, epoch, p.epoch);
+  MutexLock lock(mu_);
+  shards_table_[shard] = p;
+  return p.epoch;
+}
+
+Result<std::int64_t> Mesh::reclaim(std::uint32_t shard, std::int64_t epoch) {
+  EtcdClient etcd(options_.etcd, options_.lease_ttl / 2);
+  const std::string key = "/" + options_.cluster + "/shards/" + std::to_string(shard) + "/owner";
+  auto deleted = etcd.delete_if(key, epoch);
+  if (!deleted) return std::unexpected(deleted.error());
+  ShardPlacement p;
+  p.shard = shard;
+  p.home = options_.node_name;
+  if (!claim_one(etcd, p)) return std::unexpected(Error{ErrorCode::UNAVAILABLE, "etcd did not answer the claim"});
+  if (p.owner != options_.node_name) {
+    return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is owned by " + p.owner});
+  }
+  module_logger("mesh")->info("shard {}: claimed anew after a failed move (epoch {} -> {})", shard, epoch, p.epoch);
+  MutexLock lock(mu_);
+  auto& slot = shards_table_[shard];
+  slot.shard = shard;
+  slot.owner = p.owner;
+  slot.epoch = p.epoch;
+  return p.epoch;
+}
+
+void Mesh::moved_away(std::uint32_t shard, const std::string& to, std::int64_t epoch) {
+  module_logger("mesh")->info("shard {}: moved to {} (epoch {})", shard, to, epoch);
+  MutexLock lock(mu_);
+  auto& slot = shards_table_[shard];
+  slot.shard = shard;
+  slot.home = to;
+  slot.owner = epoch != 0 ? to : std::string();
+  slot.epoch = epoch;
 }
 
 std::string Mesh::status_json() const {
@@ -457,6 +544,7 @@ std::string Mesh::metrics_text() const {
             failed_ticks_.load());
   w.counter("roost_mesh_claims_total", "Shards this node claimed (each a new epoch).", claims_.load());
   w.counter("roost_mesh_owners_lost_total", "Shard owners this node saw go.", owners_lost_.load());
+
   return std::move(w).text();
 }
 

@@ -1,5 +1,7 @@
 #include "roost/broker/mesh_router.h"
 
+#include <roost/broker/shard_mover.h>
+
 #include <roost/broker/mesh.h>
 #include <roost/core/auth.h>
 #include <roost/core/log.h>
@@ -588,6 +590,16 @@ void MeshRouter::go(std::shared_ptr<Forward<T>> f, Result<ShardPlacement> placem
     if (!r && r.error().code == ErrorCode::OWNER_UNAVAILABLE && !f->refreshed) return refresh();
     f->done(std::move(r));
   });
+}
+
+Result<std::string> MeshRouter::mesh_move(std::uint32_t shard, std::string to) {
+  if (mover_ == nullptr) return std::unexpected(Error{ErrorCode::UNAVAILABLE, "shard moves are not set up"});
+  return mover_->start(shard, std::move(to));
+}
+
+std::optional<std::string> MeshRouter::mesh_moves() {
+  if (mover_ == nullptr) return std::nullopt;
+  return mover_->moves_json();
 }
 
 // ---- queues --------------------------------------------------------------------------------------

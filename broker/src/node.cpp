@@ -2,6 +2,7 @@
 
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
+#include <roost/broker/shard_mover.h>
 #include <roost/broker/remote_hosts.h>
 #include <roost/durable/outbox_store.h>
 
@@ -73,7 +74,8 @@ struct Node::Impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::optional<asio::steady_timer> channel_sweep;  // forgets idle channels
   std::unique_ptr<LocalRouter> router;
-  std::unique_ptr<MeshRouter> mesh_router;  // with mesh_etcd: what the front ends use
+  std::unique_ptr<MeshRouter> mesh_router;
+  std::unique_ptr<ShardMover> mover;  // with mesh_etcd: shard moves, both ways  // with mesh_etcd: what the front ends use
   std::unique_ptr<gateway::Server> server;
   std::unique_ptr<Endpoint> endpoint;
   std::unique_ptr<Endpoint> mesh_endpoint;  // the mesh socket: requests peers forward here
@@ -108,6 +110,11 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   qopts.auto_create_queues = d.config.auto_create_queues;
   qopts.max_message_bytes = d.config.max_message_bytes;
   d.queues = std::make_unique<durable::QueueStore>(*d.env, *d.committer, qopts, wall_clock_ms);
+  // In a mesh, a shard moving away (or moved) takes no more writes here (docs/mesh.md).
+  d.queues->set_gate([&d](std::string_view queue) {
+    Mesh* m = d.fence_mesh.load();
+    return m != nullptr && m->queue_closed(queue);
+  });
   d.hub = std::make_unique<channels::Hub>(d.config.hub_options(), wall_clock_ms);
   d.router = std::make_unique<LocalRouter>(*d.queues, *d.committer, *d.env, *d.hub, d.io,
                                            d.config.max_message_bytes);
@@ -138,6 +145,9 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     d.outbox = std::make_unique<durable::OutboxStore>(*d.env);
     d.mesh_router->set_outbox(d.outbox.get(), d.committer.get());
     d.actors->set_mesh(d.outbox.get(), d.mesh_router.get());
+    d.mover = std::make_unique<ShardMover>(*d.queues, *d.mailboxes, *d.outbox, *d.committer, *d.mesh_router);
+    d.mesh_router->set_mover(d.mover.get());
+    d.router->set_mover(d.mover.get());
   }
   gateway::ServerOptions sopts;
   sopts.listen = d.config.http_listen;
@@ -177,6 +187,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     if (d.endpoint) out += d.endpoint->metrics_text();
     if (d.mesh_endpoint) out += d.mesh_endpoint->metrics_text();
     if (d.mesh_router) out += d.mesh_router->forward_metrics();
+    if (d.mover) out += d.mover->metrics_text();
     return out;
   });
   log->info("data in {} (durability {}, map {} MiB{})", std::filesystem::absolute(d.config.data_dir).string(),
@@ -307,6 +318,7 @@ void Node::start() {
                                                                : d.config.mesh_advertise);
     d.router->set_mesh(d.mesh.get());
     d.mesh_router->set_mesh(d.mesh.get());
+    d.mover->set_mesh(d.mesh.get());
     d.fence_mesh = d.mesh.get();
     d.mesh->start();
   }
@@ -341,6 +353,7 @@ void Node::stop() {
     if (d.endpoint) d.endpoint->stop();
     if (d.mesh_endpoint) d.mesh_endpoint->stop();
     if (d.mesh_router) d.mesh_router->stop();  // what waits on a peer fails now
+    if (d.mover) d.mover->stop();              // a move in progress is undone
     if (d.mesh) d.mesh->stop();                // leaves the mesh: the member key goes with the lease
     d.hosts->stop();                           // turns waiting on a host fail, so the workers can finish
     d.actors->stop();
@@ -374,6 +387,9 @@ void Node::stop() {
   d.router->set_hosts(nullptr);
   d.router->set_mesh(nullptr);
   if (d.mesh_router) d.mesh_router->set_mesh(nullptr);
+  d.router->set_mover(nullptr);
+  if (d.mover) d.mover->stop();
+  d.mover.reset();
   d.mesh_router.reset();
   d.actors->set_mesh(nullptr, nullptr);
   d.outbox.reset();

@@ -118,6 +118,7 @@ struct Envelope {
     presence @43 :Text;             # a channel → presenceCount: the receiving node's own subscribers
     presenceCount @44 :PresenceCount;
     presenceEvent @45 :PresenceEvent; # node → the channel's home (no answer)
+    shardCopy @46 :ShardCopy;       # node → node (a shard move); payload frame: the step's data → count | error
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -145,6 +146,23 @@ struct MeshEffect {
   delayMs @5 :UInt64;
   id @6 :Text;
   key @7 :Text;
+}
+
+# node → node: one step of moving a shard to the receiver (docs/mesh.md, "Moving shards").
+struct ShardCopy {
+  move @0 :UInt64;                 # the move's id, chosen by the source
+  shard @1 :UInt32;
+  phase @2 :ShardCopyPhase;
+  origin @3 :Text;                 # the source node
+  epoch @4 :Int64;                 # (finish) the source's claim: the target switches the shard from it
+}
+
+enum ShardCopyPhase {
+  bodies @0;                       # message bodies, while the source still serves the shard → count stored
+  queues @1;                       # exported queues, once the source closed the shard → count
+  marks @2;                        # the shard's outbox marks → count
+  finish @3;                       # build the queues and take the shard over → count: the new epoch
+  abort @4;                        # forget the move
 }
 
 struct Route {

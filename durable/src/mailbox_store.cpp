@@ -348,4 +348,24 @@ std::uint64_t MailboxStore::object_count() const {
   return st.ms_entries;
 }
 
+std::optional<ObjectRef> MailboxStore::find_object(const std::function<bool(const ObjectRef&)>& in) const {
+  Txn txn = env_.begin_read();
+  for (MDB_dbi dbi : {objects_, kv_, alarmx_, osubs_}) {
+    Cursor c(txn, dbi);
+    for (auto e = c.first(); e;) {
+      std::size_t len = okey_length(e->key);
+      if (len == 0) {
+        e = c.next();
+        continue;
+      }
+      std::string okey(e->key.substr(0, len));
+      if (auto ref = parse_object_key(okey); ref && in(*ref)) return ref;
+      auto after = prefix_successor(okey);
+      if (after.empty()) break;
+      e = c.seek(after);
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace roost::durable

@@ -112,4 +112,17 @@ std::uint64_t OutboxStore::size() const {
   return st.ms_entries;
 }
 
+std::vector<std::pair<std::string, std::uint64_t>> OutboxStore::marks(std::uint32_t shard) const {
+  std::vector<std::pair<std::string, std::uint64_t>> out;
+  auto txn = env_.begin_read();
+  Cursor c(txn, meshin_);
+  for (auto e = c.first(); e; e = c.next()) {
+    // origin + NUL + shard(4) → seq(8); the outbox's own counter is the key "\0".
+    if (e->key.size() < 6 || e->value.size() != 8 || e->key[e->key.size() - 5] != '\0') continue;
+    if (codec::get_be(e->key, e->key.size() - 4, 4) != shard) continue;
+    out.emplace_back(std::string(e->key.substr(0, e->key.size() - 5)), codec::get_be(e->value, 0, 8));
+  }
+  return out;
+}
+
 }  // namespace roost::durable

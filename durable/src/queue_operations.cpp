@@ -23,6 +23,7 @@ std::uint64_t QueueStore::Work::next_nonce() {
 
 Result<QueueInfo> QueueStore::Work::put_queue(const std::string& name, const QueueConfigPatch& patch) {
   if (auto e = validate_name(name)) return std::unexpected(*e);
+  if (auto e = closed(name)) return std::unexpected(*e);
   Queue* q = find(name);
   QueueConfig config = q != nullptr ? q->config() : QueueConfig{};
   patch.apply_to(config);
@@ -38,6 +39,7 @@ Result<QueueInfo> QueueStore::Work::put_queue(const std::string& name, const Que
 }
 
 Result<bool> QueueStore::Work::delete_queue(const std::string& name) {
+  if (auto e = closed(name)) return std::unexpected(*e);
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   std::string prefix = keys::qid(q->rec.qid);
@@ -66,6 +68,7 @@ Result<bool> QueueStore::Work::delete_queue(const std::string& name) {
 std::optional<Error> QueueStore::Work::check_enqueue(const std::string& name,
                                                      const std::vector<NewMessage>& messages) {
   const auto& opt = s_.options_;
+  if (auto e = closed(name)) return e;
   if (messages.empty()) return err(ErrorCode::INVALID_ARGUMENT, "no messages to enqueue");
   if (messages.size() > opt.max_batch) {
     return err(ErrorCode::INVALID_ARGUMENT, "at most " + std::to_string(opt.max_batch) + " messages a batch");
@@ -149,6 +152,7 @@ Result<std::vector<std::string>> QueueStore::Work::enqueue(const std::string& na
 }
 
 Result<std::vector<LeasedMessage>> QueueStore::Work::pull(const std::string& name, const PullOptions& opts) {
+  if (auto e = closed(name)) return std::unexpected(*e);
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   if (opts.batch_size == 0 || opts.batch_size > s_.options_.max_batch) {
@@ -204,6 +208,7 @@ Result<std::vector<LeasedMessage>> QueueStore::Work::pull(const std::string& nam
 
 Result<AckResult> QueueStore::Work::ack(const std::string& name, const std::vector<std::string>& acks,
                                         const std::vector<RetryRequest>& retries) {
+  if (auto e = closed(name)) return std::unexpected(*e);
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   AckResult r;
@@ -246,6 +251,7 @@ Result<AckResult> QueueStore::Work::ack(const std::string& name, const std::vect
 
 Result<ExtendResult> QueueStore::Work::extend(const std::string& name, const std::vector<std::string>& leases,
                                               std::uint64_t vis_ms) {
+  if (auto e = closed(name)) return std::unexpected(*e);
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   std::uint64_t vis = vis_ms != 0 ? vis_ms : q->config().visibility_timeout_ms;
@@ -272,6 +278,8 @@ Result<ExtendResult> QueueStore::Work::extend(const std::string& name, const std
 Result<std::uint64_t> QueueStore::Work::redrive(const std::string& from, const std::string& to,
                                                 std::uint64_t max) {
   if (auto e = validate_name(to)) return std::unexpected(*e);
+  if (auto e = closed(from)) return std::unexpected(*e);
+  if (auto e = closed(to)) return std::unexpected(*e);
   if (from == to) {
     return std::unexpected(err(ErrorCode::CONFLICT, "cannot redrive a queue into itself"));
   }

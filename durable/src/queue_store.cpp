@@ -22,6 +22,7 @@ QueueStore::QueueStore(Env& env, Committer& committer, QueueStoreOptions options
   t.keyq = env_.open_db("keyq");
   t.dedup = env_.open_db("dedup");
   t.dedupx = env_.open_db("dedupx");
+  t.mvmap = env_.open_db("mvmap");
   {
     Txn txn = env_.begin_read();
     if (auto v = txn.get(t.meta, "next_qid"); v && v->size() == 4) {
@@ -37,6 +38,7 @@ QueueStore::QueueStore(Env& env, Committer& committer, QueueStoreOptions options
     }
   }
   recover();
+  forget_moves();
   committer_.add_participant(this);
 }
 
@@ -130,30 +132,6 @@ void QueueStore::set_ready_listener(std::function<void(const std::string&)> list
   ready_listener_ = std::move(listener);
 }
 
-template <class T, class F>
-void QueueStore::submit(Callback<T> done, F fn) {
-  class FnOp final : public Op {
-   public:
-    FnOp(QueueStore* store, Callback<T> done, F fn)
-        : store_(store), done_(std::move(done)), fn_(std::move(fn)) {}
-    void apply(WriteContext&) override { result_ = fn_(*store_->work_); }
-    void complete(const Error* error) override {
-      if (error != nullptr) {
-        done_(std::unexpected(*error));
-      } else {
-        done_(std::move(result_));
-      }
-    }
-
-   private:
-    QueueStore* store_;
-    Callback<T> done_;
-    F fn_;
-    Result<T> result_ = std::unexpected(Error{ErrorCode::INTERNAL, "not applied"});
-  };
-  committer_.submit(std::make_unique<FnOp>(this, std::move(done), std::move(fn)));
-}
-
 void QueueStore::put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) {
   submit<QueueInfo>(std::move(done), [name = std::move(name), patch = std::move(patch)](Work& w) {
     return w.put_queue(name, patch);
@@ -244,15 +222,19 @@ bool QueueStore::maintain(WriteContext& ctx) {
       ++qid;
     }
   };
+  // A queue closed by the gate is left as it is: its shard is moving, and the copy is the truth.
   walk(tables_->due, [&](std::uint32_t qid) -> std::uint32_t {
     Queue* q = w.find_by_qid(qid);
-    return q == nullptr ? 0 : w.promote_due(*q, budget);
+    return q == nullptr || w.closed(q->name) ? 0 : w.promote_due(*q, budget);
   });
   walk(tables_->state, [&](std::uint32_t qid) -> std::uint32_t {
     Queue* q = w.find_by_qid(qid);
-    return q == nullptr ? 0 : w.sweep_expired(*q, budget);
+    return q == nullptr || w.closed(q->name) ? 0 : w.sweep_expired(*q, budget);
   });
-  walk(tables_->dedupx, [&](std::uint32_t qid) -> std::uint32_t { return w.sweep_dedup(qid, budget); });
+  walk(tables_->dedupx, [&](std::uint32_t qid) -> std::uint32_t {
+    Queue* q = w.find_by_qid(qid);
+    return q != nullptr && w.closed(q->name) ? 0 : w.sweep_dedup(qid, budget);
+  });
   return done > 0;
 }
 

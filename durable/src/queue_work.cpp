@@ -181,6 +181,17 @@ void QueueStore::Work::dead_letter(Queue& q, std::uint64_t seq, const MsgState& 
     q.counters().dropped += 1;
     return;
   }
+  if (closed(dlq_name)) {
+    // The dead-letter queue's shard is moving away: its copy must not change now. The message
+    // waits a second and is dead-lettered where the queue then lives.
+    q.counters().dead_lettered -= 1;
+    detach(q, seq, st);
+    MsgState later = st;
+    later.lease_nonce = 0;
+    later.visible_at = now_ + 1000;
+    activate(q, seq, later);
+    return;
+  }
   Queue& dlq = find_or_create(dlq_name);
   move(q, seq, st, dlq);
 }

@@ -29,7 +29,7 @@ inline bool starts_with(std::string_view s, std::string_view prefix) {
 }
 
 struct QueueStore::Tables {
-  MDB_dbi queues, meta, body, state, ready, due, keyq, dedup, dedupx;
+  MDB_dbi queues, meta, body, state, ready, due, keyq, dedup, dedupx, mvmap;
 };
 
 struct QueueStore::Queue {
@@ -127,6 +127,14 @@ class QueueStore::Work {
 
   Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max);
 
+  // ---- shard moves (queue_move.cpp) ---------------------------------------------------------
+
+  // owner_unavailable when the gate closes `name` (its shard is moving away).
+  std::optional<Error> closed(std::string_view name) const;
+  Result<std::uint64_t> import_bodies(std::uint64_t move, const std::vector<std::pair<std::uint64_t, std::string>>& bodies);
+  Result<std::uint64_t> import_queues(std::uint64_t move, const std::vector<std::string>& exported);
+  Result<std::uint64_t> import_abort(std::uint64_t move);
+
   // ---- transaction end ----------------------------------------------------------------------
 
   void flush();
@@ -151,5 +159,31 @@ class QueueStore::Work {
   std::vector<std::pair<std::uint32_t, std::string>> created_;
   std::vector<std::uint32_t> deleted_;
 };
+
+// Runs fn(Work&) as one Op of the next group; `done` gets its result after the commit.
+template <class T, class F>
+void QueueStore::submit(Callback<T> done, F fn) {
+  class FnOp final : public Op {
+   public:
+    FnOp(QueueStore* store, Callback<T> done, F fn)
+        : store_(store), done_(std::move(done)), fn_(std::move(fn)) {}
+    void apply(WriteContext&) override { result_ = fn_(*store_->work_); }
+    void complete(const Error* error) override {
+      if (error != nullptr) {
+        done_(std::unexpected(*error));
+      } else {
+        done_(std::move(result_));
+      }
+    }
+
+   private:
+    QueueStore* store_;
+    Callback<T> done_;
+    F fn_;
+    Result<T> result_ = std::unexpected(Error{ErrorCode::INTERNAL, "not applied"});
+  };
+  committer_.submit(std::make_unique<FnOp>(this, std::move(done), std::move(fn)));
+}
+
 
 }  // namespace roost::durable

@@ -22,6 +22,7 @@
 namespace roost::gateway {
 
 namespace http = boost::beast::http;
+namespace json = boost::json;
 
 extern const char kRoostJs[];
 
@@ -598,6 +599,41 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
     }
     if (segs.size() >= 2 && segs[1] == "channels") {
       return channel_routes(req, st, *who, url->path(), std::move(reply));
+    }
+    if (segs.size() == 3 && segs[1] == "mesh" && segs[2] == "moves") {
+      // POST /v1/mesh/moves {"shard": N, "to": NODE}: move a shard this node owns (roost mesh
+      // move / rebalance) → 202 with the move's status; GET: the moves this node made.
+      if (!who->unrestricted && !who->may_use_queue(">")) {
+        return fail(reply, Error{ErrorCode::FORBIDDEN, "moving shards needs an operator token"}, v);
+      }
+      if (req.method() == http::verb::get) {
+        auto moves = st.router.mesh_moves();
+        if (!moves)
+          return fail(reply, Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"}, v);
+        return respond_now(reply, make(http::status::ok, v, std::move(*moves)));
+      }
+      if (req.method() != http::verb::post) return method_not_allowed(reply, v, "GET, POST");
+      boost::system::error_code ec;
+      auto body = json::parse(req.body(), ec);
+      if (ec || !body.is_object()) {
+        return fail(reply, Error{ErrorCode::MALFORMED, "the body is {\"shard\": N, \"to\": \"NODE\"}"}, v);
+      }
+      const auto& o = body.as_object();
+      for (const auto& [k, val] : o) {
+        if (k != "shard" && k != "to") {
+          return fail(reply, Error{ErrorCode::INVALID_ARGUMENT, "unknown field " + std::string(k)}, v);
+        }
+      }
+      auto* shard = o.if_contains("shard");
+      auto* to = o.if_contains("to");
+      if (shard == nullptr || !shard->is_int64() || shard->as_int64() < 0 || shard->as_int64() > 0xffffffffll ||
+          to == nullptr || !to->is_string() || to->as_string().empty()) {
+        return fail(reply, Error{ErrorCode::INVALID_ARGUMENT, "shard (a number) and to (a node name) are required"},
+                    v);
+      }
+      auto started = st.router.mesh_move(static_cast<std::uint32_t>(shard->as_int64()), std::string(to->as_string()));
+      if (!started) return fail(reply, started.error(), v);
+      return respond_now(reply, make(http::status::accepted, v, std::move(*started)));
     }
     if (segs.size() == 2 && segs[1] == "mesh") {
       // GET /v1/mesh: members, etcd, shards (roost mesh status). An operator's view: full grants.

@@ -309,6 +309,21 @@ void PeerLink::presence(const std::string& channel, Callback<channels::Presence>
                                    {}, std::move(done));
 }
 
+void PeerLink::shard_copy(const ShardCopy& step, std::string payload, Callback<std::uint64_t> done) {
+  std::vector<zmq::message_t> payloads;
+  payloads.emplace_back(payload.data(), payload.size());
+  core_->async<std::uint64_t>(
+      [&](proto::Envelope::Builder env) {
+        auto c = env.initShardCopy();
+        c.setMove(step.move);
+        c.setShard(step.shard);
+        c.setPhase(static_cast<proto::ShardCopyPhase>(step.phase));
+        c.setOrigin(text(step.origin));
+        c.setEpoch(step.epoch);
+      },
+      decode_count, std::move(payloads), std::move(done));
+}
+
 void PeerLink::list_queues(Callback<std::vector<QueueInfo>> done) {
   core_->async<std::vector<QueueInfo>>([](proto::Envelope::Builder env) { env.setListQueues(); },
                                        decode_queue_list, {}, std::move(done));

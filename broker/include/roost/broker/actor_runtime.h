@@ -115,6 +115,10 @@ class ActorRuntime final : public durable::Participant {
     virtual void unsubscribe(std::uint64_t subscription) = 0;
     // A turn's publish, after its commit: to the channel's home (sequenced there).
     virtual void turn_publish(const std::string& channel, std::string data, ContentType type) = 0;
+    // Whether a shard is closed here (moving away): mail and effects for it are refused, to be
+    // retried where it lives next. Asked on the committer thread, where they would take effect.
+    virtual bool shard_closed(std::uint32_t shard) = 0;
+    virtual bool object_closed(std::string_view object_class, std::string_view name) = 0;
   };
 
   ActorRuntime(durable::MailboxStore& store, durable::Committer& committer, durable::QueueStore& queues,

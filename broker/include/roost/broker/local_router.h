@@ -107,6 +107,9 @@ class LocalRouter final : public Router {
   std::optional<std::string> mesh_status() override;
   void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
+  // (mesh) Shard moves to this node arrive on its mesh socket; `mover` takes them.
+  void set_mover(class ShardMover* mover) { mover_.store(mover); }
+  void shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) override;
   void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
                     Callback<std::uint64_t> done) override;
   std::string metrics_text() override;
@@ -135,6 +138,7 @@ class LocalRouter final : public Router {
   ActorRuntime* actors_ = nullptr;
   RemoteHosts* hosts_ = nullptr;
   std::atomic<Mesh*> mesh_{nullptr};
+  std::atomic<class ShardMover*> mover_{nullptr};
 };
 
 }  // namespace roost::broker

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -116,6 +117,27 @@ class Mesh {
   // Shards this node owns now (claimed, and its lease still valid by the fencing clock).
   std::vector<ShardPlacement> owned() const;
 
+  // ---- shard moves (docs/mesh.md, "Moving shards") ------------------------------------------
+  // Closes a shard on this node: serves() answers false for it, and the stores refuse writes to
+  // its queues (queue_closed, asked where a write takes effect) until reopen_shard() — or for good
+  // once the shard has moved away.
+  void close_shard(std::uint32_t shard);
+  void reopen_shard(std::uint32_t shard);
+  bool shard_closed(std::uint32_t shard) const;
+  bool queue_closed(std::string_view queue) const;
+  // (target) Takes a shard over from `from`, which owned it under `epoch`: one etcd transaction
+  // makes this node its home and deletes that claim (refused if the claim changed), then this node
+  // claims it. Answers the new epoch. Blocks on etcd.
+  Result<std::int64_t> take_over(std::uint32_t shard, const std::string& from, std::int64_t epoch);
+  // (source) A move failed: this node deletes its claim made at `epoch` and claims the shard anew
+  // (a new epoch), so that the target's switch, if it still comes, finds the claim changed.
+  // Answers the new epoch. Blocks on etcd.
+  Result<std::int64_t> reclaim(std::uint32_t shard, std::int64_t epoch);
+  // (source) The shard now lives on `to` under `epoch` (it stays closed here).
+  void moved_away(std::uint32_t shard, const std::string& to, std::int64_t epoch);
+  // Whether this node holds the shard's claim made at `epoch`, its lease valid (closed or not).
+  bool holds(std::uint32_t shard, std::int64_t epoch) const;
+
  private:
   void run();
   bool tick();  // one renewal (or join) and listing; false when etcd did not answer
@@ -134,6 +156,9 @@ class Mesh {
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   std::vector<MeshMember> members_ ROOST_GUARDED_BY(mu_);
   std::map<std::uint32_t, ShardPlacement> shards_table_ ROOST_GUARDED_BY(mu_);  // as last listed
+  std::set<std::uint32_t> closed_ ROOST_GUARDED_BY(mu_);                        // shards moving away
+  std::atomic<std::size_t> closed_count_{0};
+
   std::atomic<bool> ever_valid_{false};
   std::atomic<bool> etcd_ok_{false};
   std::atomic<std::int64_t> lease_{0};

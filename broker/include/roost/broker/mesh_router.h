@@ -71,8 +71,22 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
     return subscribe(pattern, std::move(subscriber), std::nullopt);
   }
   void turn_publish(const std::string& channel, std::string data, ContentType type) override;
+  bool shard_closed(std::uint32_t shard) override {
+    Mesh* m = mesh_.load();
+    return m != nullptr && m->shard_closed(shard);
+  }
+  bool object_closed(std::string_view object_class, std::string_view name) override {
+    Mesh* m = mesh_.load();
+    return m != nullptr && m->shards() != 0 && m->shard_closed(object_shard(object_class, name));
+  }
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
+  // The link to a live member (nullptr: not a live member, or this node).
+  std::shared_ptr<PeerLink> peer(const std::string& node) { return link_to(node); }
+  // Shard moves: made by `mover` (POST /v1/mesh/moves). REQUIRES: before the gateway starts.
+  void set_mover(class ShardMover* mover) { mover_ = mover; }
+  Result<std::string> mesh_move(std::uint32_t shard, std::string to) override;
+  std::optional<std::string> mesh_moves() override;
   // roost_mesh_forward* Prometheus lines.
   std::string forward_metrics() const;
 
@@ -190,6 +204,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void flush_relay(PeerInterest& peer);
 
   LocalRouter& local_;
+  class ShardMover* mover_ = nullptr;
   boost::asio::io_context& timers_;
   boost::asio::strand<boost::asio::io_context::executor_type> presence_strand_;
   std::atomic<std::uint64_t> presence_unroutable_{0};

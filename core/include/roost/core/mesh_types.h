@@ -16,4 +16,22 @@ struct MeshEffect {
   NewMessage message;              // a tell uses body and content type
 };
 
+// One step of a shard move (docs/mesh.md, "Moving shards"), source → target over the mesh. The
+// payload is the step's data, encoded by the broker's shard mover.
+enum class ShardCopyPhase : std::uint8_t {
+  kBodies = 0,  // message bodies, copied while the source still serves the shard
+  kQueues = 1,  // exported queues (records, message states, dedup), once the source closed it
+  kMarks = 2,   // the outbox marks (origin → last effect applied) of the shard
+  kFinish = 3,  // build the queues, take the shard over in etcd → the new epoch
+  kAbort = 4,   // forget the move
+};
+
+struct ShardCopy {
+  std::uint64_t move = 0;  // the move's id (the source's choice)
+  std::uint32_t shard = 0;
+  ShardCopyPhase phase = ShardCopyPhase::kBodies;
+  std::string origin;      // the source node
+  std::int64_t epoch = 0;  // (finish) the source's claim on the shard
+};
+
 }  // namespace roost

@@ -151,6 +151,20 @@ class Router {
   // {shard, home, owner, epoch}; homes a shard used for the first time (etcd round trips, off the
   // caller's thread). not_found on a single node.
   virtual void mesh_placement(std::string kind, std::string name, Callback<std::string> done) = 0;
+  // (mesh) A step of a shard move another node makes to this one (its mesh socket): the count
+  // the step answers (bodies or queues stored; the new epoch for kFinish).
+  virtual void shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) {
+    (void)step, (void)payload;
+    done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no shard moves"}));
+  }
+  // (mesh) Moves `shard`, which this node owns, to node `to`: the move runs in the background;
+  // answers its status as JSON. not_found on a single node.
+  virtual Result<std::string> mesh_move(std::uint32_t shard, std::string to) {
+    (void)shard, (void)to;
+    return std::unexpected(Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"});
+  }
+  // (mesh) The shard moves this node made (or makes now), as JSON; nullopt on a single node.
+  virtual std::optional<std::string> mesh_moves() { return std::nullopt; }
   // (mesh) Effects of `origin`'s turns on this node's shard `shard`, from its outbox: applied once
   // each; answers the last seq applied from that origin for that shard.
   virtual void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,

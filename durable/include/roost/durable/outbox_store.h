@@ -42,6 +42,8 @@ class OutboxStore {
   // Waiting effects by shard, each shard's in seq order; at most `limit` per shard.
   std::map<std::uint32_t, std::vector<MeshEffect>> pending(std::size_t limit) const;
   std::uint64_t size() const;
+  // (source of a shard move) The marks of `shard`: each origin's last applied seq.
+  std::vector<std::pair<std::string, std::uint64_t>> marks(std::uint32_t shard) const;
 
  private:
   Env& env_;

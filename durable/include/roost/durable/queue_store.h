@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -81,6 +82,39 @@ class QueueStore final : public Participant {
   // group of enqueues to several queues is all or nothing.
   std::optional<Error> check_enqueue_in(const std::string& name, const std::vector<NewMessage>& messages);
 
+  // ---- moving a shard's queues to another node (docs/mesh.md, "Moving shards") ----------------
+  // Writes to a queue for which `closed` answers true are refused with owner_unavailable, and
+  // maintenance leaves it alone: the queue's shard is being moved away (or was). Asked on the
+  // committer thread, where a write takes effect. REQUIRES: before the committer starts.
+  void set_gate(std::function<bool(std::string_view queue)> closed) { gate_ = std::move(closed); }
+  // (source) The seqs of every message of `queue` (any state), in order.
+  std::vector<std::uint64_t> message_seqs(std::string_view queue) const;
+  // (source) The stored body records of seqs[from..] (raw bytes), up to about `max_bytes` (at
+  // least one); a seq no longer stored is skipped. `*next` is the index after the last one read.
+  std::vector<std::pair<std::uint64_t, std::string>> read_bodies(std::span<const std::uint64_t> seqs,
+                                                                 std::size_t from, std::size_t max_bytes,
+                                                                 std::size_t* next) const;
+  // (source) The queue's record, every message's state and its dedup entries, encoded for
+  // import_queues (nullopt: no such queue). Consistent only while the queue is closed by the gate.
+  std::optional<std::string> export_queue(std::string_view queue) const;
+  // The queue name and message count of an export_queue() result.
+  static std::string exported_name(std::string_view exported);
+  static std::uint64_t exported_messages(std::string_view exported);
+  // (target) Stores body records (source seq, raw record) copied for move `move`: each gets a
+  // seq of this node, mapped from the source's (table mvmap) until the move ends.
+  void import_bodies(std::uint64_t move, std::vector<std::pair<std::uint64_t, std::string>> bodies,
+                     Callback<std::uint64_t> done);
+  // (target) In one transaction: replaces each exported queue (a queue of that name here is stale:
+  // this node did not own its shard) and places its messages on the bodies imported for `move`,
+  // in their order, with their attempts, delays and keys; leases are void, so a leased message is
+  // visible again. Ends the move (its mapping and the bodies no message used are removed).
+  // Answers the number of messages placed; data_loss when a body is missing (nothing written).
+  void import_queues(std::uint64_t move, std::vector<std::string> exported, Callback<std::uint64_t> done);
+  // (target) Forgets move `move`: the bodies it imported and their mapping.
+  void import_abort(std::uint64_t move, Callback<std::uint64_t> done);
+  // (source, once the target owns the shard) Deletes the queues and their messages, past the gate.
+  void drop_queues(std::vector<std::string> names, Callback<std::uint64_t> done);
+
   Result<QueueInfo> get_queue(std::string_view name) const;
   std::vector<QueueInfo> list_queues() const;
 
@@ -102,12 +136,15 @@ class QueueStore final : public Participant {
   template <class T, class F>
   void submit(Callback<T> done, F fn);
   void recover();
+  // Removes what moves left when the node stopped during one (their mapping and bodies).
+  void forget_moves();
 
   Env& env_;
   Committer& committer_;
   QueueStoreOptions options_;
   std::function<std::int64_t()> clock_;
   std::function<void(const std::string&)> ready_listener_;
+  std::function<bool(std::string_view)> gate_;
   std::unique_ptr<Tables> tables_;
 
   // Committer-thread state. Committed values and this transaction's changes.

@@ -86,6 +86,8 @@ class PeerLink {
                       std::uint64_t direct, std::uint64_t subscription);
   // The peer's own subscribers of a channel (peers' interest not counted).
   void presence(const std::string& channel, Callback<channels::Presence> done);
+  // One step of a shard move to the peer (its payload: the step's data) → the count it answers.
+  void shard_copy(const ShardCopy& step, std::string payload, Callback<std::uint64_t> done);
   // The peer's own queues (no route: every node answers for its disk).
   void list_queues(Callback<std::vector<QueueInfo>> done);
   // Subscribes to `pattern` on the peer (live messages only) without waiting for its answer; the
