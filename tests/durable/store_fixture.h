@@ -9,6 +9,8 @@
 #include <atomic>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <set>
 
 #include "../support/temp_dir.h"
 
@@ -38,6 +40,10 @@ class StoreFixture {
     auto clock = [this] { return now_.load(); };
     committer_ = std::make_unique<durable::Committer>(*env_, copts, clock);
     store_ = std::make_unique<durable::QueueStore>(*env_, *committer_, store_options_, clock);
+    store_->set_gate([this](std::string_view q) {
+      std::lock_guard lock(gate_mu_);
+      return closed_.contains(std::string(q));
+    });
     committer_->start();
   }
   void close() {
@@ -57,6 +63,15 @@ class StoreFixture {
     (void)wait_for<QueueInfo>([&](auto cb) { store_->put_queue("__sync", {}, std::move(cb)); });
   }
   void advance(std::int64_t ms) { now_ += ms; }
+  // Closes a queue as a shard move does (the store's gate), or opens it again.
+  void set_closed(const std::string& q, bool closed) {
+    std::lock_guard lock(gate_mu_);
+    if (closed) {
+      closed_.insert(q);
+    } else {
+      closed_.erase(q);
+    }
+  }
 
   durable::Result<QueueInfo> put(const std::string& q, QueueConfigPatch patch = {}) {
     return wait_for<QueueInfo>([&](auto cb) { store_->put_queue(q, patch, std::move(cb)); });
@@ -106,6 +121,8 @@ class StoreFixture {
   durable::EnvOptions env_options_;
   durable::QueueStoreOptions store_options_;
   std::atomic<std::int64_t> now_{1'700'000'000'000};
+  std::mutex gate_mu_;
+  std::set<std::string> closed_;
   std::unique_ptr<durable::Env> env_;
   std::unique_ptr<durable::Committer> committer_;
   std::unique_ptr<durable::QueueStore> store_;
