@@ -3,7 +3,9 @@
 # sync durability, the counter example loaded) on loopback with data in a temporary folder, runs
 # bench/mesh_bench.cpp (local = talking to the owner b, forwarded = talking to a), then measures
 # failover: kill -9 of b → first 503 owner_unavailable on a (detection) → b restarted → first
-# success (claim and recovery). Every run is printed, then the medians.
+# success (claim and recovery); and a shard move: a queue of 100 MB (100,000 bodies of ~1 KiB)
+# moved from a to b and back with `roost mesh move` (total time, and how long the shard was closed),
+# its message count checked after each move. Every run is printed, then the medians.
 #   bench/mesh_bench.sh [BUILD_DIR] [SECONDS] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,3 +76,30 @@ done
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "failover_detection_median $(med "${detect[@]}") ms"
 echo "failover_recovery_after_restart_median $(med "${recover[@]}") ms"
+
+# Shard moves: 100 MB in one queue, homed on a, moved a → b → a … (each move a run).
+mq=$(for i in $(seq 0 999); do
+  curl -sf "$a_http/v1/mesh?queue=mv$i" | grep -q '"home":"a"' && { echo "mv$i"; break; }
+done)
+until [ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$a_http/v1/queues/$mq" -d '{}')" = 200 ]; do sleep 0.1; done
+python3 -c 'import json; print(json.dumps({"messages": [{"body": "x" * 1000} for _ in range(1000)]}))' >"$work/batch.json"
+for _ in $(seq 100); do
+  curl -sf -o /dev/null -X POST "$a_http/v1/queues/$mq/messages" -H 'content-type: application/json' \
+    --data-binary @"$work/batch.json" || { echo "filling $mq failed"; exit 1; }
+done
+shard=$(curl -sf "$a_http/v1/mesh?queue=$mq" | grep -o '"shard":[0-9]*' | cut -d: -f2)
+bytes=$(du -sm "$work/a" | cut -f1)
+echo "# shard $shard: queue $mq with 100000 messages of 1000 bytes (node a's data: ${bytes} MiB)"
+total=(); closed=()
+to=b
+for r in $(seq "$runs"); do
+  out=$("$bin/roost" mesh move "$shard" --to "$to" --url "$a_http" 2>/dev/null) || { echo "move failed: $out"; exit 1; }
+  d=$(echo "$out" | grep -o '"duration_ms":[0-9]*' | cut -d: -f2)
+  c=$(echo "$out" | grep -o '"closed_ms":[0-9]*' | cut -d: -f2)
+  n=$(curl -sf "$a_http/v1/queues/$mq" | grep -o '"messages":[0-9]*' | head -1 | cut -d: -f2)
+  [ "$n" = 100000 ] || { echo "after the move to $to the queue holds $n messages, not 100000"; exit 1; }
+  echo "shard_move_100MB_run$r to $to: ${d} ms total, ${c} ms closed ($n messages)"
+  total+=("$d"); closed+=("$c")
+  if [ "$to" = b ]; then to=a; else to=b; fi
+done
+echo "shard_move_100MB_median $(med "${total[@]}") ms total, $(med "${closed[@]}") ms closed"
