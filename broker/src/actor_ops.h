@@ -174,7 +174,8 @@ class ActorRuntime::MailOp final : public durable::Op {
       return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
     }
     if (closed_) {
-      return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE, "the object's shard is moving to another node"}));
+      return done_(std::unexpected(
+          Error{ErrorCode::OWNER_UNAVAILABLE, "the object's shard is moving to another node"}));
     }
     done_(fire_alarms_ ? std::move(fired_) : std::move(mail_));
   }
@@ -238,8 +239,8 @@ class ActorRuntime::InboxOp final : public durable::Op {
     if (error != nullptr) return done_(std::unexpected(*error));
     if (full_) return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
     if (closed_) {
-      return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE, "shard " + std::to_string(shard_) +
-                                                                            " is moving to another node"}));
+      return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE,
+                                         "shard " + std::to_string(shard_) + " is moving to another node"}));
     }
     if (refused_ > 0) {
       rt_.mesh_refused_.fetch_add(refused_, std::memory_order_relaxed);

@@ -313,7 +313,8 @@ struct MeshView {
 
 MeshView mesh_view(client::HttpClient& http) {
   auto r = http.get("/v1/mesh");
-  if (r.status != 200) throw std::runtime_error("GET /v1/mesh: HTTP " + std::to_string(r.status) + " " + r.body);
+  if (r.status != 200)
+    throw std::runtime_error("GET /v1/mesh: HTTP " + std::to_string(r.status) + " " + r.body);
   MeshView v;
   v.status = json::parse(r.body).as_object();
   for (const auto& m : v.status.at("members").as_array()) {
@@ -420,18 +421,20 @@ int mesh_cli(const std::vector<std::string>& raw) {
                   << r.at("state").as_string() << " (" << r.at("duration_ms").as_int64() << " ms)\n";
         if (r.at("state").as_string() == "done") {
           moved.push_back(std::move(r));
-        } else if (r.contains("error") && r.at("error").as_string().find("holds object") != json::string::npos) {
+        } else if (r.contains("error") &&
+                   r.at("error").as_string().find("holds object") != json::string::npos) {
           skipped.push_back(std::move(r));
         } else {
           failed.push_back(std::move(r));
         }
       } catch (const std::exception& e) {
-        std::cerr << "[" << i << "/" << plan.size() << "] shard " << shard << " → " << to << ": " << e.what() << '\n';
+        std::cerr << "[" << i << "/" << plan.size() << "] shard " << shard << " → " << to << ": " << e.what()
+                  << '\n';
         failed.push_back(json::object{{"shard", shard}, {"to", to}, {"error", e.what()}});
       }
     }
-    std::cout << json::serialize(json::object{
-                     {"moved", moved}, {"failed", failed}, {"skipped", skipped}, {"kept", kept}})
+    std::cout << json::serialize(
+                     json::object{{"moved", moved}, {"failed", failed}, {"skipped", skipped}, {"kept", kept}})
               << '\n';
     return failed.empty() ? 0 : 1;
   });

@@ -404,7 +404,8 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
     case W::SOCKET_CLOSE: return on_socket_close(s, env.getSocketClose());
     case W::SHARD_COPY: {
       if (options.mesh == nullptr) {
-        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "shard moves go to a node's mesh socket");
+        return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT,
+                           "shard moves go to a node's mesh socket");
       }
       if (payloads.size() != 1) return reply_error(identity, id, ErrorCode::MALFORMED, "one payload frame");
       auto c = env.getShardCopy();
@@ -412,11 +413,12 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
       if (phase > static_cast<unsigned>(ShardCopyPhase::kAbort)) {
         return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "unknown shard copy phase");
       }
-      ShardCopy step{c.getMove(), c.getShard(), static_cast<ShardCopyPhase>(phase), std::string(view(c.getOrigin())),
-                     c.getEpoch()};
+      ShardCopy step{c.getMove(), c.getShard(), static_cast<ShardCopyPhase>(phase),
+                     std::string(view(c.getOrigin())), c.getEpoch()};
       return router.shard_copy(
           std::move(step), std::string(frame_view(payloads[0])),
-          answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) { out.setCount(n); }));
+          answer<std::uint64_t>(s, id,
+                                [](proto::Envelope::Builder out, std::uint64_t n) { out.setCount(n); }));
     }
     case W::MESH_EFFECTS: {
       if (options.mesh == nullptr) {

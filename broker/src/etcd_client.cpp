@@ -238,8 +238,9 @@ Result<bool> EtcdClient::switch_home(const std::string& owner_key, std::int64_t 
                                 {"target", "CREATE"},
                                 {"create_revision", std::to_string(create_revision)}},
                    json::object{{"key", b64(owner_key)}, {"target", "VALUE"}, {"value", b64(owner)}}}},
-      {"success", json::array{json::object{{"request_put", json::object{{"key", b64(home_key)}, {"value", b64(home)}}}},
-                              json::object{{"request_delete_range", json::object{{"key", b64(owner_key)}}}}}}};
+      {"success",
+       json::array{json::object{{"request_put", json::object{{"key", b64(home_key)}, {"value", b64(home)}}}},
+                   json::object{{"request_delete_range", json::object{{"key", b64(owner_key)}}}}}}};
   auto r = impl_->call("/v3/kv/txn", req);
   if (!r) return std::unexpected(r.error());
   auto* ok = r->if_contains("succeeded");

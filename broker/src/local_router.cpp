@@ -353,7 +353,8 @@ void LocalRouter::host_front(ObjectHttpRequest request, Callback<FrontReply> don
 
 void LocalRouter::shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) {
   auto* mover = mover_.load();
-  if (mover == nullptr) return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no shard moves"}));
+  if (mover == nullptr)
+    return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "this node takes no shard moves"}));
   mover->on_copy(std::move(step), std::move(payload), std::move(done));
 }
 

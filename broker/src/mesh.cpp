@@ -437,8 +437,9 @@ Result<std::int64_t> Mesh::take_over(std::uint32_t shard, const std::string& fro
   auto switched = etcd.switch_home(prefix + "owner", epoch, from, prefix + "home", options_.node_name);
   if (!switched) return std::unexpected(switched.error());
   if (!*switched) {
-    return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is no longer owned by " +
-                                                          from + " under epoch " + std::to_string(epoch)});
+    return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) +
+                                                          " is no longer owned by " + from + " under epoch " +
+                                                          std::to_string(epoch)});
   }
   reopen_shard(shard);  // it may have moved away from here before
   ShardPlacement p;
@@ -465,11 +466,14 @@ Result<std::int64_t> Mesh::reclaim(std::uint32_t shard, std::int64_t epoch) {
   ShardPlacement p;
   p.shard = shard;
   p.home = options_.node_name;
-  if (!claim_one(etcd, p)) return std::unexpected(Error{ErrorCode::UNAVAILABLE, "etcd did not answer the claim"});
+  if (!claim_one(etcd, p))
+    return std::unexpected(Error{ErrorCode::UNAVAILABLE, "etcd did not answer the claim"});
   if (p.owner != options_.node_name) {
-    return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is owned by " + p.owner});
+    return std::unexpected(
+        Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is owned by " + p.owner});
   }
-  module_logger("mesh")->info("shard {}: claimed anew after a failed move (epoch {} -> {})", shard, epoch, p.epoch);
+  module_logger("mesh")->info("shard {}: claimed anew after a failed move (epoch {} -> {})", shard, epoch,
+                              p.epoch);
   MutexLock lock(mu_);
   auto& slot = shards_table_[shard];
   slot.shard = shard;

@@ -2,8 +2,8 @@
 
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
-#include <roost/broker/shard_mover.h>
 #include <roost/broker/remote_hosts.h>
+#include <roost/broker/shard_mover.h>
 #include <roost/durable/outbox_store.h>
 
 #include <roost/actor_plugin.h>
@@ -75,7 +75,8 @@ struct Node::Impl {
   std::optional<asio::steady_timer> channel_sweep;  // forgets idle channels
   std::unique_ptr<LocalRouter> router;
   std::unique_ptr<MeshRouter> mesh_router;
-  std::unique_ptr<ShardMover> mover;  // with mesh_etcd: shard moves, both ways  // with mesh_etcd: what the front ends use
+  std::unique_ptr<ShardMover>
+      mover;  // with mesh_etcd: shard moves, both ways  // with mesh_etcd: what the front ends use
   std::unique_ptr<gateway::Server> server;
   std::unique_ptr<Endpoint> endpoint;
   std::unique_ptr<Endpoint> mesh_endpoint;  // the mesh socket: requests peers forward here
@@ -146,6 +147,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     d.mesh_router->set_outbox(d.outbox.get(), d.committer.get());
     d.actors->set_mesh(d.outbox.get(), d.mesh_router.get());
     d.mover = std::make_unique<ShardMover>(*d.queues, *d.mailboxes, *d.outbox, *d.committer, *d.mesh_router);
+    d.mover->set_wake([&d](const std::string& queue) { d.router->wake_polls(queue); });
     d.mesh_router->set_mover(d.mover.get());
     d.router->set_mover(d.mover.get());
   }

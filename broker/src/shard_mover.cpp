@@ -31,7 +31,8 @@ constexpr std::size_t kMaxSessionBytes = std::size_t{1} << 30;  // exported queu
 constexpr auto kSessionIdle = std::chrono::minutes(5);
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -73,10 +74,12 @@ struct Cursor {
 };
 
 // Sends one step and waits for its answer (at most `timeout`).
-Result<std::uint64_t> step(PeerLink& link, const ShardCopy& s, std::string payload, std::chrono::milliseconds timeout) {
+Result<std::uint64_t> step(PeerLink& link, const ShardCopy& s, std::string payload,
+                           std::chrono::milliseconds timeout) {
   auto promise = std::make_shared<std::promise<Result<std::uint64_t>>>();
   auto future = promise->get_future();
-  link.shard_copy(s, std::move(payload), [promise](Result<std::uint64_t> r) { promise->set_value(std::move(r)); });
+  link.shard_copy(s, std::move(payload),
+                  [promise](Result<std::uint64_t> r) { promise->set_value(std::move(r)); });
   if (future.wait_for(timeout) != std::future_status::ready) {
     return std::unexpected(Error{ErrorCode::TIMEOUT, "the target did not answer in time"});
   }
@@ -97,12 +100,13 @@ class Barrier final : public durable::Op {
 // (target) The outbox marks of a moved shard: each origin's last applied effect, never lowered.
 class MarksOp final : public durable::Op {
  public:
-  MarksOp(durable::OutboxStore& outbox, std::uint32_t shard, std::vector<std::pair<std::string, std::uint64_t>> marks,
-          Callback<std::uint64_t> done)
+  MarksOp(durable::OutboxStore& outbox, std::uint32_t shard,
+          std::vector<std::pair<std::string, std::uint64_t>> marks, Callback<std::uint64_t> done)
       : outbox_(outbox), shard_(shard), marks_(std::move(marks)), done_(std::move(done)) {}
   void apply(durable::WriteContext& ctx) override {
     for (const auto& [origin, seq] : marks_) {
-      if (outbox_.applied_in(ctx.txn, origin, shard_) < seq) outbox_.set_applied_in(ctx.txn, origin, shard_, seq);
+      if (outbox_.applied_in(ctx.txn, origin, shard_) < seq)
+        outbox_.set_applied_in(ctx.txn, origin, shard_, seq);
     }
   }
   void complete(const Error* error) override {
@@ -146,8 +150,9 @@ struct ShardMover::Session {
   bool finishing = false;
 };
 
-ShardMover::ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailboxes, durable::OutboxStore& outbox,
-                       durable::Committer& committer, MeshRouter& router, ShardMoverOptions options)
+ShardMover::ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailboxes,
+                       durable::OutboxStore& outbox, durable::Committer& committer, MeshRouter& router,
+                       ShardMoverOptions options)
     : queues_(queues),
       mailboxes_(mailboxes),
       outbox_(outbox),
@@ -175,10 +180,11 @@ Result<std::string> ShardMover::start(std::uint32_t shard, std::string to) {
   }
   const auto& me = mesh->options().node_name;
   if (shard >= mesh->shards()) {
-    return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "the mesh has shards 0.." +
-                                                                  std::to_string(mesh->shards() - 1)});
+    return std::unexpected(
+        Error{ErrorCode::INVALID_ARGUMENT, "the mesh has shards 0.." + std::to_string(mesh->shards() - 1)});
   }
-  if (to == me) return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is on " + me});
+  if (to == me)
+    return std::unexpected(Error{ErrorCode::CONFLICT, "shard " + std::to_string(shard) + " is on " + me});
   bool live = false;
   for (const auto& m : mesh->members()) live = live || m.name == to;
   if (!live) return std::unexpected(Error{ErrorCode::NOT_FOUND, to + " is not a live member of the mesh"});
@@ -219,9 +225,9 @@ void ShardMover::run(std::shared_ptr<Move> move) {
     move->epoch = *r;
     move->state = Move::kDone;
     moved_out_.fetch_add(1, std::memory_order_relaxed);
-    log->info("shard {}: moved to {} under epoch {} in {} ms ({} messages, {} bytes, closed {} ms)", move->shard,
-              move->to, *r, move->ended_ms - move->started_ms, move->messages.load(), move->bytes.load(),
-              move->closed_ms.load() == 0 ? 0 : move->ended_ms - move->closed_ms);
+    log->info("shard {}: moved to {} under epoch {} in {} ms ({} messages, {} bytes, closed {} ms)",
+              move->shard, move->to, *r, move->ended_ms - move->started_ms, move->messages.load(),
+              move->bytes.load(), move->closed_ms.load() == 0 ? 0 : move->ended_ms - move->closed_ms);
   } else {
     {
       MutexLock lock(move->mu);
@@ -263,8 +269,9 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
       return Mesh::shard_of_object(r.object_class, r.name, shards) == move.shard;
     });
     if (!o) return std::nullopt;
-    return Error{ErrorCode::CONFLICT, "shard " + std::to_string(move.shard) + " holds object " + o->object_class +
-                                          "/" + o->name + ": moving objects is not supported yet"};
+    return Error{ErrorCode::CONFLICT, "shard " + std::to_string(move.shard) + " holds object " +
+                                          o->object_class + "/" + o->name +
+                                          ": moving objects is not supported yet"};
   };
   std::unordered_set<std::uint64_t> sent;
   // One round: the bodies not sent yet of every queue of the shard.
@@ -302,9 +309,10 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
       // its compare fail. Until that claim is made the shard stays closed.
       auto again = mesh->reclaim(move.shard, move.from_epoch);
       if (!again) {
-        log->warn("shard {}: could not claim it anew after the failed move ({}); it stays closed until this node's "
-                  "next claim",
-                  move.shard, again.error().message);
+        log->warn(
+            "shard {}: could not claim it anew after the failed move ({}); it stays closed until this node's "
+            "next claim",
+            move.shard, again.error().message);
         return std::unexpected(e);
       }
       mesh->reopen_shard(move.shard);
@@ -331,11 +339,18 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     done.wait();
   }
   if (!mesh->holds(move.shard, move.from_epoch)) {
-    return undo(Error{ErrorCode::OWNER_UNAVAILABLE, "this node lost the shard's claim during the move"}, true);
+    return undo(Error{ErrorCode::OWNER_UNAVAILABLE, "this node lost the shard's claim during the move"},
+                true);
   }
   if (auto e = objects()) return undo(*e, true);
   // 3. The rest: new bodies, then every queue as it is now, and the outbox marks.
   auto names = shard_queues();
+  // Long polls parked on these queues (relayed push consumers among them) answer
+  // owner_unavailable now, so that their clients go where the shard will be, instead of waiting
+  // out their wait here.
+  if (wake_) {
+    for (const auto& q : names) wake_(q);
+  }
   if (auto r = copy_round(names); !r) return undo(r.error(), true);
   for (const auto& q : names) {
     auto blob = queues_.export_queue(q);
@@ -376,7 +391,8 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
   auto dropped_f = dropped->get_future();
   queues_.drop_queues(names, [dropped](Result<std::uint64_t> r) { dropped->set_value(std::move(r)); });
   if (auto r = dropped_f.get(); !r) {
-    log->warn("shard {}: moved, but deleting this node's stale copy failed: {}", move.shard, r.error().message);
+    log->warn("shard {}: moved, but deleting this node's stale copy failed: {}", move.shard,
+              r.error().message);
   }
   return epoch;
 }
@@ -386,7 +402,8 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
   if (mesh == nullptr || mesh->shards() == 0) {
     return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"}));
   }
-  if (s.shard >= mesh->shards()) return done(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "no such shard"}));
+  if (s.shard >= mesh->shards())
+    return done(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "no such shard"}));
   std::shared_ptr<Session> session;
   {
     MutexLock lock(mu_);
@@ -394,8 +411,8 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
     auto now = std::chrono::steady_clock::now();
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if (it->first != s.move && !it->second->finishing && now - it->second->last > kSessionIdle) {
-        module_logger("mesh")->warn("shard {}: the move from {} went silent; forgetting it", it->second->shard,
-                                    it->second->origin);
+        module_logger("mesh")->warn("shard {}: the move from {} went silent; forgetting it",
+                                    it->second->shard, it->second->origin);
         queues_.import_abort(it->first, [](Result<std::uint64_t>) {});
         it = sessions_.erase(it);
       } else {
@@ -420,8 +437,7 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
     }
   }
   switch (s.phase) {
-    case ShardCopyPhase::kAbort:
-      return queues_.import_abort(s.move, std::move(done));
+    case ShardCopyPhase::kAbort: return queues_.import_abort(s.move, std::move(done));
     case ShardCopyPhase::kBodies: {
       std::vector<std::pair<std::uint64_t, std::string>> bodies;
       Cursor c{payload};
@@ -439,7 +455,8 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
       MutexLock lock(mu_);
       session->bytes += payload.size();
       if (session->bytes > kMaxSessionBytes) {
-        return done(std::unexpected(Error{ErrorCode::PAYLOAD_TOO_LARGE, "the shard's queues exceed 1 GiB of records"}));
+        return done(std::unexpected(
+            Error{ErrorCode::PAYLOAD_TOO_LARGE, "the shard's queues exceed 1 GiB of records"}));
       }
       bool more = payload[0] != '\0';
       session->partial.append(payload, 1);
@@ -497,18 +514,19 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
               boost::asio::post(etcd_pool_, [this, s, names, placed = *placed, shared_done]() mutable {
                 Mesh* m = mesh_.load();
                 auto epoch = m != nullptr ? m->take_over(s.shard, s.origin, s.epoch)
-                                             : Result<std::int64_t>(std::unexpected(
-                                                   Error{ErrorCode::UNAVAILABLE, "left the mesh"}));
+                                          : Result<std::int64_t>(std::unexpected(
+                                                Error{ErrorCode::UNAVAILABLE, "left the mesh"}));
                 if (!epoch) {
                   // Not switched: what was built here is not this node's.
-                  module_logger("mesh")->warn("shard {}: taking it over from {} failed: {}", s.shard, s.origin,
-                                              epoch.error().message);
+                  module_logger("mesh")->warn("shard {}: taking it over from {} failed: {}", s.shard,
+                                              s.origin, epoch.error().message);
                   queues_.drop_queues(names, [](Result<std::uint64_t>) {});
                   return (*shared_done)(std::unexpected(epoch.error()));
                 }
                 moved_in_.fetch_add(1, std::memory_order_relaxed);
-                module_logger("mesh")->info("shard {}: took it over from {} ({} queues, {} messages), epoch {}",
-                                            s.shard, s.origin, names.size(), placed, *epoch);
+                module_logger("mesh")->info(
+                    "shard {}: took it over from {} ({} queues, {} messages), epoch {}", s.shard, s.origin,
+                    names.size(), placed, *epoch);
                 (*shared_done)(static_cast<std::uint64_t>(*epoch));
               });
             });
@@ -525,20 +543,21 @@ std::string ShardMover::moves_json() const {
       error = m->error;
     }
     auto end = m->ended_ms.load();
-    json::object o{{"id", json::string(fmt::format("{:016x}", m->id))},
-                   {"shard", m->shard},
-                   {"from", m->from},
-                   {"to", m->to},
-                   {"state", Move::kStates[m->state.load()]},
-                   {"from_epoch", m->from_epoch},
-                   {"epoch", m->epoch.load()},
-                   {"queues", m->queues.load()},
-                   {"messages", m->messages.load()},
-                   {"bytes", m->bytes.load()},
-                   {"rounds", m->rounds.load()},
-                   {"started_ms", m->started_ms},
-                   {"duration_ms", (end != 0 ? end : now_ms()) - m->started_ms},
-                   {"closed_ms", m->closed_ms.load() == 0 ? 0 : (end != 0 ? end : now_ms()) - m->closed_ms.load()}};
+    json::object o{
+        {"id", json::string(fmt::format("{:016x}", m->id))},
+        {"shard", m->shard},
+        {"from", m->from},
+        {"to", m->to},
+        {"state", Move::kStates[m->state.load()]},
+        {"from_epoch", m->from_epoch},
+        {"epoch", m->epoch.load()},
+        {"queues", m->queues.load()},
+        {"messages", m->messages.load()},
+        {"bytes", m->bytes.load()},
+        {"rounds", m->rounds.load()},
+        {"started_ms", m->started_ms},
+        {"duration_ms", (end != 0 ? end : now_ms()) - m->started_ms},
+        {"closed_ms", m->closed_ms.load() == 0 ? 0 : (end != 0 ? end : now_ms()) - m->closed_ms.load()}};
     if (!error.empty()) o["error"] = error;
     out.push_back(std::move(o));
   }
@@ -549,7 +568,8 @@ std::string ShardMover::metrics_text() const {
   MetricsWriter w;
   w.counter("roost_mesh_moves_out_total", "Shard moves this node finished as the source.", moved_out_.load());
   w.counter("roost_mesh_moves_in_total", "Shard moves this node finished as the target.", moved_in_.load());
-  w.counter("roost_mesh_moves_failed_total", "Shard moves this node started that failed (undone).", failed_.load());
+  w.counter("roost_mesh_moves_failed_total", "Shard moves this node started that failed (undone).",
+            failed_.load());
   w.counter("roost_mesh_move_bytes_in_total", "Bytes of shard data this node received.", bytes_in_.load());
   return std::move(w).text();
 }

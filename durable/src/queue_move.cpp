@@ -98,9 +98,8 @@ std::vector<std::uint64_t> QueueStore::message_seqs(std::string_view queue) cons
   return out;
 }
 
-std::vector<std::pair<std::uint64_t, std::string>> QueueStore::read_bodies(std::span<const std::uint64_t> seqs,
-                                                                           std::size_t from, std::size_t max_bytes,
-                                                                           std::size_t* next) const {
+std::vector<std::pair<std::uint64_t, std::string>> QueueStore::read_bodies(
+    std::span<const std::uint64_t> seqs, std::size_t from, std::size_t max_bytes, std::size_t* next) const {
   std::vector<std::pair<std::uint64_t, std::string>> out;
   std::size_t bytes = 0;
   std::size_t i = from;
@@ -170,12 +169,12 @@ void QueueStore::drop_queues(std::vector<std::string> names, Callback<std::uint6
 
 void QueueStore::import_bodies(std::uint64_t move, std::vector<std::pair<std::uint64_t, std::string>> bodies,
                                Callback<std::uint64_t> done) {
-  submit<std::uint64_t>(std::move(done), [move, bodies = std::move(bodies)](Work& w) {
-    return w.import_bodies(move, bodies);
-  });
+  submit<std::uint64_t>(
+      std::move(done), [move, bodies = std::move(bodies)](Work& w) { return w.import_bodies(move, bodies); });
 }
 
-void QueueStore::import_queues(std::uint64_t move, std::vector<std::string> exported, Callback<std::uint64_t> done) {
+void QueueStore::import_queues(std::uint64_t move, std::vector<std::string> exported,
+                               Callback<std::uint64_t> done) {
   submit<std::uint64_t>(std::move(done), [move, exported = std::move(exported)](Work& w) {
     return w.import_queues(move, exported);
   });
@@ -203,8 +202,8 @@ void QueueStore::forget_moves() {
     work.flush();
     txn.commit();
     work.publish();
-    roost::module_logger("durable")->info("dropped {} bodies of shard move {:x}, left by the last run", n ? *n : 0,
-                                          m);
+    roost::module_logger("durable")->info("dropped {} bodies of shard move {:x}, left by the last run",
+                                          n ? *n : 0, m);
   }
 }
 
@@ -215,14 +214,15 @@ std::optional<Error> QueueStore::Work::closed(std::string_view name) const {
   return std::nullopt;
 }
 
-Result<std::uint64_t> QueueStore::Work::import_bodies(std::uint64_t move,
-                                                      const std::vector<std::pair<std::uint64_t, std::string>>& bodies) {
+Result<std::uint64_t> QueueStore::Work::import_bodies(
+    std::uint64_t move, const std::vector<std::pair<std::uint64_t, std::string>>& bodies) {
   if (ctx_.storage_full) return std::unexpected(err(ErrorCode::STORAGE_FULL, "storage is full"));
   std::uint64_t n = 0;
   for (const auto& [source, raw] : bodies) {
     std::string mk = move_key(move, source);
     if (txn_.get(t_.mvmap, mk)) continue;  // sent twice (a retried chunk)
-    if (!BodyRecord::decode(raw)) return std::unexpected(err(ErrorCode::MALFORMED, "a body record is malformed"));
+    if (!BodyRecord::decode(raw))
+      return std::unexpected(err(ErrorCode::MALFORMED, "a body record is malformed"));
     std::uint64_t seq = next_seq_++;
     txn_.put(t_.body, keys::seq(seq), raw, MDB_APPEND);
     txn_.put(t_.mvmap, mk, keys::seq(seq));
@@ -231,7 +231,8 @@ Result<std::uint64_t> QueueStore::Work::import_bodies(std::uint64_t move,
   return n;
 }
 
-Result<std::uint64_t> QueueStore::Work::import_queues(std::uint64_t move, const std::vector<std::string>& exported) {
+Result<std::uint64_t> QueueStore::Work::import_queues(std::uint64_t move,
+                                                      const std::vector<std::string>& exported) {
   if (ctx_.storage_full) return std::unexpected(err(ErrorCode::STORAGE_FULL, "storage is full"));
   std::vector<ExportedQueue> queues;
   for (const auto& blob : exported) {
@@ -249,8 +250,9 @@ Result<std::uint64_t> QueueStore::Work::import_queues(std::uint64_t move, const 
   for (const auto& q : queues) {
     for (const auto& [source, st] : q.states) {
       if (!mapped(source)) {
-        return std::unexpected(err(ErrorCode::INTERNAL, "queue " + std::string(q.name) + ": the body of message " +
-                                                            message_id(source) + " was not copied"));
+        return std::unexpected(err(ErrorCode::INTERNAL, "queue " + std::string(q.name) +
+                                                            ": the body of message " + message_id(source) +
+                                                            " was not copied"));
       }
     }
   }
@@ -258,8 +260,8 @@ Result<std::uint64_t> QueueStore::Work::import_queues(std::uint64_t move, const 
   std::uint64_t placed = 0;
   for (const auto& x : queues) {
     if (find(x.name) != nullptr) {
-      roost::module_logger("durable")->warn("queue {}: the copy here was stale (its shard was elsewhere); replaced",
-                                            x.name);
+      roost::module_logger("durable")->warn(
+          "queue {}: the copy here was stale (its shard was elsewhere); replaced", x.name);
       auto gate = std::exchange(s_.gate_, nullptr);
       auto r = delete_queue(std::string(x.name));
       s_.gate_ = std::move(gate);

@@ -131,7 +131,8 @@ class QueueStore::Work {
 
   // owner_unavailable when the gate closes `name` (its shard is moving away).
   std::optional<Error> closed(std::string_view name) const;
-  Result<std::uint64_t> import_bodies(std::uint64_t move, const std::vector<std::pair<std::uint64_t, std::string>>& bodies);
+  Result<std::uint64_t> import_bodies(std::uint64_t move,
+                                      const std::vector<std::pair<std::uint64_t, std::string>>& bodies);
   Result<std::uint64_t> import_queues(std::uint64_t move, const std::vector<std::string>& exported);
   Result<std::uint64_t> import_abort(std::uint64_t move);
 
@@ -184,6 +185,5 @@ void QueueStore::submit(Callback<T> done, F fn) {
   };
   committer_.submit(std::make_unique<FnOp>(this, std::move(done), std::move(fn)));
 }
-
 
 }  // namespace roost::durable

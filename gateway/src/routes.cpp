@@ -626,12 +626,14 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
       }
       auto* shard = o.if_contains("shard");
       auto* to = o.if_contains("to");
-      if (shard == nullptr || !shard->is_int64() || shard->as_int64() < 0 || shard->as_int64() > 0xffffffffll ||
-          to == nullptr || !to->is_string() || to->as_string().empty()) {
-        return fail(reply, Error{ErrorCode::INVALID_ARGUMENT, "shard (a number) and to (a node name) are required"},
+      if (shard == nullptr || !shard->is_int64() || shard->as_int64() < 0 ||
+          shard->as_int64() > 0xffffffffll || to == nullptr || !to->is_string() || to->as_string().empty()) {
+        return fail(reply,
+                    Error{ErrorCode::INVALID_ARGUMENT, "shard (a number) and to (a node name) are required"},
                     v);
       }
-      auto started = st.router.mesh_move(static_cast<std::uint32_t>(shard->as_int64()), std::string(to->as_string()));
+      auto started =
+          st.router.mesh_move(static_cast<std::uint32_t>(shard->as_int64()), std::string(to->as_string()));
       if (!started) return fail(reply, started.error(), v);
       return respond_now(reply, make(http::status::accepted, v, std::move(*started)));
     }

@@ -201,6 +201,10 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     std::string epoch;  // last seen (concrete channels resume from it)
     std::uint64_t offset = 0;
     std::promise<Result<void>>* first = nullptr;  // the opener waits on this
+    // (consumer) Ended by owner_unavailable (a mesh: its queue's shard moved, or its owner went):
+    // opened again after this delay (doubling to 1 s), within the owner_retry budget from `since`.
+    std::chrono::milliseconds reopen_delay{0};
+    Clock::time_point reopen_since{};
   };
 
   explicit ClientCore(ClientOptions o);
@@ -226,6 +230,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   bool wake_pending ROOST_GUARDED_BY(mu) = false;           // the eventfd was written since the last swap
   std::vector<std::uint64_t> cancels ROOST_GUARDED_BY(mu);  // streams to cancel
   std::vector<std::uint64_t> to_open ROOST_GUARDED_BY(mu);  // streams to open
+  std::vector<std::pair<Clock::time_point, std::uint64_t>> reopen ROOST_GUARDED_BY(mu);  // consumers, when
   std::map<std::uint64_t, StreamState> streams ROOST_GUARDED_BY(mu);
   // (PeerLink) WebSockets attached to objects of the node at the other end, by the objectConnect
   // id: the node's socketFrame / socketClose events for them. A socket lives as long as the

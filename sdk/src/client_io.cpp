@@ -184,6 +184,14 @@ void ClientCore::run() {
       batch.swap(outbox);
       cancel_batch.swap(cancels);
       wake_pending = false;
+      for (auto it = reopen.begin(); it != reopen.end();) {
+        if (it->first > now) {
+          ++it;
+          continue;
+        }
+        to_open.push_back(it->second);
+        it = reopen.erase(it);
+      }
       if (sock && ready) {
         for (auto id : to_open) {
           if (auto it = streams.find(id); it != streams.end()) open_stream(id, it->second);

@@ -60,6 +60,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         s.first->set_value({});
         s.first = nullptr;
       }
+      s.reopen_delay = std::chrono::milliseconds(0);  // (re)opened: a later loss gets the whole budget
       return;
     }
     case W::MESSAGE: {
@@ -183,6 +184,19 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         s.first = nullptr;
         streams.erase(it);
         return;
+      }
+      if (e.code == ErrorCode::OWNER_UNAVAILABLE && s.consumer && options.owner_retry.count() > 0) {
+        // The queue's shard is closed for a move, or its owner is gone: consume again (routed
+        // afresh) after a backoff, as a request answered owner_unavailable is sent again.
+        auto t = Clock::now();
+        if (s.reopen_delay.count() == 0) s.reopen_since = t;
+        s.reopen_delay = s.reopen_delay.count() == 0
+                             ? std::chrono::milliseconds(100)
+                             : std::min(s.reopen_delay * 2, std::chrono::milliseconds(1000));
+        if (t + s.reopen_delay < s.reopen_since + options.owner_retry) {
+          reopen.emplace_back(t + s.reopen_delay, id);
+          return;
+        }
       }
       auto on_error = s.consumer ? s.cons.on_error : s.sub.on_error;
       streams.erase(it);

@@ -23,7 +23,8 @@ std::uint64_t copy_bodies(StoreFixture& src, StoreFixture& dst, const std::strin
     auto bodies = src.store().read_bodies(seqs, at, chunk, &next);
     REQUIRE(next > at);
     at = next;
-    auto n = wait_for<std::uint64_t>([&](auto cb) { dst.store().import_bodies(kMove, bodies, std::move(cb)); });
+    auto n =
+        wait_for<std::uint64_t>([&](auto cb) { dst.store().import_bodies(kMove, bodies, std::move(cb)); });
     REQUIRE(n);
     stored += *n;
   }
@@ -65,8 +66,9 @@ TEST_CASE("a closed queue refuses every write where it takes effect, and mainten
   CHECK(f.pull("q")->size() == 2);
 }
 
-TEST_CASE("a queue moves from one store to another with its order, attempts, delays, keys and dedup; leases are void",
-          "[durable][move]") {
+TEST_CASE(
+    "a queue moves from one store to another with its order, attempts, delays, keys and dedup; leases are void",
+    "[durable][move]") {
   StoreFixture src, dst;
   QueueConfigPatch cfg;
   cfg.dedup_window_ms = 600'000;

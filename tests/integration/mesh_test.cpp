@@ -1602,7 +1602,9 @@ TEST_CASE(
   auto first = b.send(q, R"({"body":"once","id":"producer-1"})");
   REQUIRE(first.status == 201);
   for (int i = 0; i < 3; ++i) {
-    REQUIRE(b.send(q, json::serialize(json::object{{"body", "k" + std::to_string(i)}, {"key", "k"}})).status == 201);
+    REQUIRE(
+        b.send(q, json::serialize(json::object{{"body", "k" + std::to_string(i)}, {"key", "k"}})).status ==
+        201);
   }
   // Five leased (not acked) when the move starts: their leases are void after it.
   auto leased = c.pull_messages(q, R"({"batch_size":5})");
@@ -1611,10 +1613,48 @@ TEST_CASE(
   const auto shard = before.at("shard").to_number<std::uint32_t>();
 
   SECTION("moved") {
+    // An SDK push consumer (through c) of another queue of the shard keeps consuming across the
+    // move: its stream, ended with owner_unavailable when the shard closes, is opened again.
+    std::string qc;
+    for (int i = 0; qc.empty(); ++i) {
+      auto n = "mvc" + std::to_string(i);
+      if (broker::Mesh::shard_of_queue(n, 64) == shard) qc = n;
+    }
+    REQUIRE(a.put_queue(qc).status == 200);
+    auto consumer = Client::connect({.url = c.proc().endpoint()});
+    REQUIRE(consumer);
+    std::mutex cmu;
+    std::vector<std::string> consumed;
+    std::atomic<int> consumer_errors{0};
+    ConsumeOptions copts;
+    copts.on_error = [&](const Error&) { consumer_errors += 1; };
+    auto stream = (*consumer)->consume(
+        qc,
+        [&](const Delivery& d) {
+          d.ack();
+          std::lock_guard lock(cmu);
+          consumed.push_back(d.message.body);
+        },
+        copts);
+    REQUIRE(stream);
+    REQUIRE(b.send(qc, R"({"body":"before"})").status == 201);
+    REQUIRE(eventually([&] {
+      std::lock_guard lock(cmu);
+      return consumed.size() == 1;
+    }));
+
     auto m = move_shard(a, shard, "b");
     INFO(json::serialize(m));
     REQUIRE(m.at("state") == "done");
-    CHECK(m.at("queues") == 1);
+    CHECK(m.at("queues") == 2);
+    REQUIRE(eventually([&] { return placement(c, qc).at("owner") == "b"; }));
+    REQUIRE(a.send(qc, R"({"body":"after"})").status == 201);
+    REQUIRE(eventually([&] {
+      std::lock_guard lock(cmu);
+      return consumed.size() == 2;
+    }));
+    CHECK(consumed.back() == R"("after")");  // the body as JSON text
+    CHECK(consumer_errors == 0);
     CHECK(m.at("messages") == 205);
     CHECK(m.at("bytes").to_number<std::int64_t>() > 0);
     // Home and owner b, under a new epoch, seen from every node.
@@ -1662,7 +1702,8 @@ TEST_CASE(
     CHECK(after.at("stats").at("messages") == 1);  // the delayed one
     CHECK(after.at("stats").at("deduplicated").to_number<std::int64_t>() >= 1);
     // a no longer owns it: moving it from a is refused; the metrics count the move.
-    auto again = a.http().post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "c"}}));
+    auto again =
+        a.http().post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "c"}}));
     CHECK(again.status == 409);
     CHECK(metric(a, "roost_mesh_moves_out_total") == 1);
     CHECK(metric(b, "roost_mesh_moves_in_total") == 1);
@@ -1680,11 +1721,13 @@ TEST_CASE(
   }
   SECTION("refused") {
     CHECK(a.http().post("/v1/mesh/moves", R"({"shard":1,"to":"nobody"})").status == 404);
-    CHECK(a.http().post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "a"}})).status ==
-          409);
+    CHECK(a.http()
+              .post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "a"}}))
+              .status == 409);
     CHECK(a.http().post("/v1/mesh/moves", R"({"shard":1,"to":"b","extra":1})").status == 400);
-    CHECK(b.http().post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "c"}})).status ==
-          409);  // b does not own it
+    CHECK(b.http()
+              .post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "c"}}))
+              .status == 409);  // b does not own it
     // A shard holding objects stays where it is, serving. (An object without data — only read
     // by calls — would move: there is nothing of it to copy.)
     const std::string obj = object_owned_by(a, "counter", "a", "mvobj");
@@ -1744,8 +1787,9 @@ TEST_CASE(
         msgs.push_back(json::object{{"body", body}});
         acked.insert(body);
       }
-      REQUIRE(a.http().post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"messages", msgs}})).status ==
-              201);
+      REQUIRE(a.http()
+                  .post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"messages", msgs}}))
+                  .status == 201);
     }
   }
   auto producer = [&](std::string url, std::string tag) {
@@ -1812,7 +1856,8 @@ TEST_CASE(
   // Every shard in use is where rendezvous over the four members puts it.
   auto mesh = body_json(a.http().get("/v1/mesh"));
   for (const auto& p : mesh.at("placements").as_array()) {
-    CHECK(p.at("home").as_string() == broker::Mesh::rendezvous(four, p.at("shard").to_number<std::uint32_t>()));
+    CHECK(p.at("home").as_string() ==
+          broker::Mesh::rendezvous(four, p.at("shard").to_number<std::uint32_t>()));
   }
   // A plan now is empty.
   auto plan = json::parse(run_roost("mesh rebalance --dry-run --url " + a.proc().url(), &status));
@@ -1824,7 +1869,8 @@ TEST_CASE(
     REQUIRE(eventually([&] {
       drain_once(h);
       std::lock_guard lock(mu);
-      return std::all_of(acked.begin(), acked.end(), [&](const std::string& x) { return consumed.contains(x); });
+      return std::all_of(acked.begin(), acked.end(),
+                         [&](const std::string& x) { return consumed.contains(x); });
     }));
   }
   std::size_t redelivered = consumed.size() - std::set<std::string>(consumed.begin(), consumed.end()).size();

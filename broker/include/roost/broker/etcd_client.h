@@ -54,8 +54,8 @@ class EtcdClient {
   // In one transaction, while `owner_key` is the claim created at `create_revision` with value
   // `owner`: sets `home_key` to `home` and deletes the claim (a shard move's switch). False when the
   // claim is no longer that one.
-  Result<bool> switch_home(const std::string& owner_key, std::int64_t create_revision, const std::string& owner,
-                           const std::string& home_key, const std::string& home);
+  Result<bool> switch_home(const std::string& owner_key, std::int64_t create_revision,
+                           const std::string& owner, const std::string& home_key, const std::string& home);
   Result<std::optional<EtcdKv>> get(const std::string& key);
   // Every key starting with `prefix`, in key order.
   Result<std::vector<EtcdKv>> list(const std::string& prefix);

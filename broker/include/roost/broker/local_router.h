@@ -107,6 +107,9 @@ class LocalRouter final : public Router {
   std::optional<std::string> mesh_status() override;
   void mesh_placement(std::string kind, std::string name, Callback<std::string> done) override;
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
+  // Wakes the long polls waiting on `queue` now: they pull again (and answer what the pull says:
+  // owner_unavailable once the queue's shard is closed for a move).
+  void wake_polls(const std::string& queue) { on_ready(queue); }
   // (mesh) Shard moves to this node arrive on its mesh socket; `mover` takes them.
   void set_mover(class ShardMover* mover) { mover_.store(mover); }
   void shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) override;

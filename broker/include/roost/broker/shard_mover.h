@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -51,7 +52,7 @@ class Mesh;
 class MeshRouter;
 
 struct ShardMoverOptions {
-  std::size_t chunk_bytes = 512u << 10;           // data per copy step (at least one body)
+  std::size_t chunk_bytes = 512u << 10;            // data per copy step (at least one body)
   std::chrono::milliseconds step_timeout{30'000};  // one step's answer (finish: the import and etcd)
 };
 
@@ -64,6 +65,9 @@ class ShardMover {
   ShardMover& operator=(const ShardMover&) = delete;
 
   void set_mesh(Mesh* mesh) { mesh_.store(mesh); }
+  // Wakes the long polls parked on a queue (so that they answer owner_unavailable once it closes).
+  // REQUIRES: before the first move.
+  void set_wake(std::function<void(const std::string& queue)> wake) { wake_ = std::move(wake); }
   // Waits for a move in progress to end (it stops at its next step and is undone).
   void stop();
 
@@ -90,6 +94,7 @@ class ShardMover {
   durable::Committer& committer_;
   MeshRouter& router_;
   ShardMoverOptions options_;
+  std::function<void(const std::string&)> wake_;
   std::atomic<Mesh*> mesh_{nullptr};
   std::atomic<bool> stopping_{false};
 
