@@ -404,6 +404,12 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
   }
   if (s.shard >= mesh->shards())
     return done(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "no such shard"}));
+  if (auto p = mesh->cached(s.shard);
+      p && p->owner == mesh->options().node_name && s.phase != ShardCopyPhase::kAbort) {
+    // This node serves the shard: what it holds of it is live, not a stale copy to replace.
+    return done(
+        std::unexpected(Error{ErrorCode::CONFLICT, "this node owns shard " + std::to_string(s.shard)}));
+  }
   std::shared_ptr<Session> session;
   {
     MutexLock lock(mu_);
