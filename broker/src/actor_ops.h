@@ -27,6 +27,12 @@ class ActorRuntime::TurnOp final : public durable::Op {
 
   void apply(durable::WriteContext& ctx) override {
     error_.reset();
+    if (rt_.mesh_effects_ != nullptr && rt_.mesh_effects_->object_closed(obj_->cls, obj_->name)) {
+      // The object's shard is moving away: its state was copied as it is. The turn runs again
+      // where the object lives next (its mail is still in the mailbox).
+      error_ = Error{ErrorCode::OWNER_UNAVAILABLE, "the object's shard is moving to another node"};
+      return;
+    }
     auto& poisoned = rt_.poisoned_;
     if (generation_ != obj_->generation.load() ||
         std::find(poisoned.begin(), poisoned.end(), obj_.get()) != poisoned.end()) {
@@ -147,7 +153,13 @@ class ActorRuntime::MailOp final : public durable::Op {
     fired_.clear();
     refused_ = false;
     if (fire_alarms_) {
-      fired_ = rt_.store_.fire_due_in(ctx.txn, ctx.now_ms, 1000);
+      auto* mesh = rt_.mesh_effects_;
+      auto skip = [mesh](std::string_view okey) {  // an object whose shard is moving: its alarms wait
+        auto ref = MailboxStore::parse_object_key(okey);
+        return ref && mesh->object_closed(ref->object_class, ref->name);
+      };
+      fired_ = rt_.store_.fire_due_in(
+          ctx.txn, ctx.now_ms, 1000, mesh != nullptr ? std::function<bool(std::string_view)>(skip) : nullptr);
       return;
     }
     if (ctx.storage_full) {

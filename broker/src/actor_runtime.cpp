@@ -261,6 +261,14 @@ std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls, 
 
 void ActorRuntime::push(const std::shared_ptr<Obj>& obj, Item item, bool front) {
   MutexLock lock(obj->mu);
+  if (obj->evicted) {
+    lock.unlock();
+    if (item.kind != Item::Kind::kMail) {
+      fail_item(obj, std::move(item),
+                Error{ErrorCode::OWNER_UNAVAILABLE, "the object moved to another node"});
+    }
+    return;
+  }
   if (front) {
     obj->queue.push_front(std::move(item));
   } else {
@@ -270,7 +278,7 @@ void ActorRuntime::push(const std::shared_ptr<Obj>& obj, Item item, bool front) 
 }
 
 void ActorRuntime::schedule_locked(const std::shared_ptr<Obj>& obj) ROOST_REQUIRES(obj->mu) {
-  if (obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_ ||
+  if (obj->evicted || obj->running || obj->queue.empty() || obj->blocked_until > clock_() || !workers_ ||
       !obj->klass->available.load()) {
     return;
   }
@@ -632,6 +640,66 @@ void ActorRuntime::timer_loop() {
     }
     lock.lock();
   }
+}
+
+void ActorRuntime::evict(const std::vector<std::string>& okeys) {
+  std::vector<std::shared_ptr<Obj>> gone;
+  {
+    MutexLock lock(mu_);
+    for (const auto& okey : okeys) {
+      if (auto it = objects_.find(okey); it != objects_.end()) {
+        gone.push_back(it->second);
+        objects_.erase(it);
+      }
+      // Durable subscriptions: okey + '\0' + pattern.
+      auto prefix = okey + '\0';
+      for (auto it = durable_subs_.lower_bound(prefix);
+           it != durable_subs_.end() && it->first.starts_with(prefix);) {
+        unsubscribe_channel(it->second);
+        it = durable_subs_.erase(it);
+      }
+    }
+  }
+  const Error moved{ErrorCode::OWNER_UNAVAILABLE, "the object moved to another node"};
+  for (auto& obj : gone) {
+    std::deque<Item> items;
+    std::map<std::uint64_t, Obj::SocketEntry> sockets;
+    std::unique_ptr<Actor> instance;
+    {
+      MutexLock olock(obj->mu);
+      obj->evicted = true;
+      items.swap(obj->queue);
+      sockets.swap(obj->sockets);
+      if (!obj->running) instance = std::move(obj->instance);
+    }
+    {
+      MutexLock lock(mu_);
+      for (const auto& [id, entry] : sockets) socket_owner_.erase(id);
+    }
+    for (auto& item : items) {
+      if (item.kind != Item::Kind::kMail) fail_item(obj, std::move(item), moved);
+    }
+    for (auto& [id, entry] : sockets) {
+      if (entry.sink) entry.sink->close(1012, "the object moved to another node");
+    }
+  }
+  if (!gone.empty())
+    module_logger("actors")->info("{} objects left memory: their shard moved away", gone.size());
+}
+
+void ActorRuntime::adopt(const std::vector<std::string>& okeys) {
+  std::vector<PendingMail> mail;
+  for (const auto& okey : okeys) {
+    auto ref = MailboxStore::parse_object_key(okey);
+    if (!ref || !has_class(ref->object_class)) continue;
+    for (const auto& pattern : store_.subscriptions_of(okey)) {
+      subscribe_object(okey, ref->object_class, ref->name, pattern);
+    }
+    auto pending = store_.pending_of(okey);
+    mail.insert(mail.end(), std::make_move_iterator(pending.begin()), std::make_move_iterator(pending.end()));
+  }
+  deliver_mail(std::move(mail));
+  wake_at(clock_());  // their alarms: the timer looks again now
 }
 
 void ActorRuntime::sweep(std::int64_t now) {

@@ -163,6 +163,7 @@ struct ActorRuntime::Obj {
   std::map<std::uint64_t, SocketEntry> sockets ROOST_GUARDED_BY(mu);
   std::uint64_t mail_bytes ROOST_GUARDED_BY(mu) = 0;  // data of waiting mail held in `queue`
   std::uint64_t last_seq ROOST_GUARDED_BY(mu) = 0;    // highest mailbox seq queued (dedups reloads)
+  bool evicted ROOST_GUARDED_BY(mu) = false;          // its shard moved away: it never runs here again
   std::string auto_request ROOST_GUARDED_BY(mu);
   std::string auto_response ROOST_GUARDED_BY(mu);
 

@@ -299,8 +299,8 @@ const char* mesh_cli_help() {
              end and prints the move (JSON). Exit 1 when it failed (the shard stays where it was).
   rebalance  moves every shard in use whose home is not the one rendezvous hashing picks among
              the live members now (after a node joined: about 1/N of the shards go to it, none
-             between the others), one at a time; --dry-run prints the plan only. Shards holding
-             objects are left where they are (reported). Prints a summary (JSON).
+             between the others), one at a time; --dry-run prints the plan only. Prints a
+             summary (JSON): moved, failed (each left where it was), kept.
 )";
 }
 
@@ -390,7 +390,7 @@ int mesh_cli(const std::vector<std::string>& raw) {
     auto view = mesh_view(http);
     std::vector<MeshMember> members;
     for (const auto& [name, address] : view.http_of) members.push_back(MeshMember{name, {}, address, {}, 0});
-    json::array plan, moved, failed, skipped;
+    json::array plan, moved, failed;
     std::size_t kept = 0;
     for (const auto& p : view.status.at("placements").as_array()) {
       const auto& o = p.as_object();
@@ -421,9 +421,6 @@ int mesh_cli(const std::vector<std::string>& raw) {
                   << r.at("state").as_string() << " (" << r.at("duration_ms").as_int64() << " ms)\n";
         if (r.at("state").as_string() == "done") {
           moved.push_back(std::move(r));
-        } else if (r.contains("error") &&
-                   r.at("error").as_string().find("holds object") != json::string::npos) {
-          skipped.push_back(std::move(r));
         } else {
           failed.push_back(std::move(r));
         }
@@ -433,9 +430,7 @@ int mesh_cli(const std::vector<std::string>& raw) {
         failed.push_back(json::object{{"shard", shard}, {"to", to}, {"error", e.what()}});
       }
     }
-    std::cout << json::serialize(
-                     json::object{{"moved", moved}, {"failed", failed}, {"skipped", skipped}, {"kept", kept}})
-              << '\n';
+    std::cout << json::serialize(json::object{{"moved", moved}, {"failed", failed}, {"kept", kept}}) << '\n';
     return failed.empty() ? 0 : 1;
   });
 }

@@ -410,7 +410,7 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
       if (payloads.size() != 1) return reply_error(identity, id, ErrorCode::MALFORMED, "one payload frame");
       auto c = env.getShardCopy();
       auto phase = static_cast<unsigned>(c.getPhase());
-      if (phase > static_cast<unsigned>(ShardCopyPhase::kAbort)) {
+      if (phase > static_cast<unsigned>(ShardCopyPhase::kObjects)) {
         return reply_error(identity, id, ErrorCode::INVALID_ARGUMENT, "unknown shard copy phase");
       }
       ShardCopy step{c.getMove(), c.getShard(), static_cast<ShardCopyPhase>(phase),

@@ -146,7 +146,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     d.outbox = std::make_unique<durable::OutboxStore>(*d.env);
     d.mesh_router->set_outbox(d.outbox.get(), d.committer.get());
     d.actors->set_mesh(d.outbox.get(), d.mesh_router.get());
-    d.mover = std::make_unique<ShardMover>(*d.queues, *d.mailboxes, *d.outbox, *d.committer, *d.mesh_router);
+    d.mover = std::make_unique<ShardMover>(*d.queues, *d.mailboxes, *d.outbox, *d.committer, *d.actors,
+                                           *d.mesh_router);
     d.mover->set_wake([&d](const std::string& queue) { d.router->wake_polls(queue); });
     d.mesh_router->set_mover(d.mover.get());
     d.router->set_mover(d.mover.get());

@@ -1,5 +1,6 @@
 #include "roost/broker/shard_mover.h"
 
+#include <roost/broker/actor_runtime.h>
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
 #include <roost/client/peer.h>
@@ -121,6 +122,38 @@ class MarksOp final : public durable::Op {
   Callback<std::uint64_t> done_;
 };
 
+// (target) Rows of a moved shard's objects, written; or (either side) those objects' rows deleted.
+class ObjectsOp final : public durable::Op {
+ public:
+  ObjectsOp(durable::MailboxStore& store, std::vector<std::string> chunks, std::vector<std::string> drop,
+            Callback<std::set<std::string>> done)
+      : store_(store), chunks_(std::move(chunks)), drop_(std::move(drop)), done_(std::move(done)) {}
+  void apply(durable::WriteContext& ctx) override {
+    okeys_.clear();
+    bad_ = false;
+    for (const auto& c : chunks_) {  // all checked before anything is written
+      if (!durable::MailboxStore::chunk_objects(c)) {
+        bad_ = true;
+        return;
+      }
+    }
+    for (const auto& c : chunks_) store_.import_in(ctx.txn, c, &okeys_);
+    if (!drop_.empty()) store_.drop_in(ctx.txn, drop_);
+  }
+  void complete(const Error* error) override {
+    if (error != nullptr) return done_(std::unexpected(*error));
+    if (bad_) return done_(std::unexpected(Error{ErrorCode::MALFORMED, "an objects step is malformed"}));
+    done_(std::move(okeys_));
+  }
+
+ private:
+  durable::MailboxStore& store_;
+  std::vector<std::string> chunks_, drop_;
+  Callback<std::set<std::string>> done_;
+  std::set<std::string> okeys_;
+  bool bad_ = false;
+};
+
 }  // namespace
 
 struct ShardMover::Move {
@@ -130,7 +163,7 @@ struct ShardMover::Move {
   std::int64_t from_epoch = 0;
   std::atomic<std::int64_t> epoch{0};  // the new one, once moved
   std::atomic<int> state{0};           // index into kStates
-  std::atomic<std::uint64_t> bytes{0}, messages{0}, queues{0}, rounds{0};
+  std::atomic<std::uint64_t> bytes{0}, messages{0}, queues{0}, objects{0}, rounds{0};
   std::int64_t started_ms = 0;
   std::atomic<std::int64_t> closed_ms{0}, ended_ms{0};
   Mutex mu;
@@ -145,18 +178,20 @@ struct ShardMover::Session {
   std::vector<std::string> exported;  // complete exported queues
   std::string partial;                // the one being received
   std::vector<std::pair<std::string, std::uint64_t>> marks;
+  std::vector<std::string> objects;  // chunks of object rows
   std::size_t bytes = 0;
   std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
   bool finishing = false;
 };
 
 ShardMover::ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailboxes,
-                       durable::OutboxStore& outbox, durable::Committer& committer, MeshRouter& router,
-                       ShardMoverOptions options)
+                       durable::OutboxStore& outbox, durable::Committer& committer, ActorRuntime& actors,
+                       MeshRouter& router, ShardMoverOptions options)
     : queues_(queues),
       mailboxes_(mailboxes),
       outbox_(outbox),
       committer_(committer),
+      actors_(actors),
       router_(router),
       options_(options) {}
 
@@ -264,14 +299,10 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     }
     return out;
   };
-  auto objects = [&]() -> std::optional<Error> {
-    auto o = mailboxes_.find_object([&](const durable::ObjectRef& r) {
+  auto shard_objects = [&] {
+    return mailboxes_.object_keys([&](const durable::ObjectRef& r) {
       return Mesh::shard_of_object(r.object_class, r.name, shards) == move.shard;
     });
-    if (!o) return std::nullopt;
-    return Error{ErrorCode::CONFLICT, "shard " + std::to_string(move.shard) + " holds object " +
-                                          o->object_class + "/" + o->name +
-                                          ": moving objects is not supported yet"};
   };
   std::unordered_set<std::uint64_t> sent;
   // One round: the bodies not sent yet of every queue of the shard.
@@ -320,7 +351,6 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     return std::unexpected(e);
   };
 
-  if (auto e = objects()) return std::unexpected(*e);
   // 1. Copy while serving; repeat while a round still had much to copy.
   for (int round = 0; round < kMaxRounds; ++round) {
     auto r = copy_round(shard_queues());
@@ -342,9 +372,10 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     return undo(Error{ErrorCode::OWNER_UNAVAILABLE, "this node lost the shard's claim during the move"},
                 true);
   }
-  if (auto e = objects()) return undo(*e, true);
-  // 3. The rest: new bodies, then every queue as it is now, and the outbox marks.
+  // 3. The rest: new bodies, then every queue as it is now, the objects, and the outbox marks.
+  // (The objects' turns cannot commit here any more: their rows are what they are.)
   auto names = shard_queues();
+  auto okeys = shard_objects();
   // Long polls parked on these queues (relayed push consumers among them) answer
   // owner_unavailable now, so that their clients go where the shard will be, instead of waiting
   // out their wait here.
@@ -367,6 +398,12 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
       if (at >= blob->size()) break;
     }
   }
+  for (auto& chunk : mailboxes_.export_objects(okeys, options_.chunk_bytes)) {
+    auto n = chunk.size();
+    if (auto r = send(ShardCopyPhase::kObjects, std::move(chunk)); !r) return undo(r.error(), true);
+    move.bytes += n;
+  }
+  move.objects = okeys.size();
   std::string marks;
   for (const auto& [origin, seq] : outbox_.marks(move.shard)) {
     put_str(marks, origin);
@@ -386,7 +423,21 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
   }
   auto epoch = static_cast<std::int64_t>(*finished);
   mesh->moved_away(move.shard, move.to, epoch);
-  // The copy here is stale now: delete it (the shard stays closed here).
+  // The copy here is stale now: the objects leave memory (their sockets close with 1012: the
+  // browsers reconnect to where they live now), then their rows and the queues go (the shard
+  // stays closed here).
+  actors_.evict(okeys);
+  if (!okeys.empty()) {
+    auto gone = std::make_shared<std::promise<Result<std::set<std::string>>>>();
+    auto gone_f = gone->get_future();
+    committer_.submit(std::make_unique<ObjectsOp>(
+        mailboxes_, std::vector<std::string>{}, okeys,
+        [gone](Result<std::set<std::string>> r) { gone->set_value(std::move(r)); }));
+    if (auto r = gone_f.get(); !r) {
+      log->warn("shard {}: moved, but deleting this node's stale objects failed: {}", move.shard,
+                r.error().message);
+    }
+  }
   auto dropped = std::make_shared<std::promise<Result<std::uint64_t>>>();
   auto dropped_f = dropped->get_future();
   queues_.drop_queues(names, [dropped](Result<std::uint64_t> r) { dropped->set_value(std::move(r)); });
@@ -470,6 +521,17 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
       bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
       return done(session->exported.size());
     }
+    case ShardCopyPhase::kObjects: {
+      if (payload.empty()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "an empty objects step"}));
+      MutexLock lock(mu_);
+      session->bytes += payload.size();
+      if (session->bytes > kMaxSessionBytes) {
+        return done(std::unexpected(Error{ErrorCode::PAYLOAD_TOO_LARGE, "the shard's records exceed 1 GiB"}));
+      }
+      bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
+      session->objects.push_back(std::move(payload));
+      return done(session->objects.size());
+    }
     case ShardCopyPhase::kMarks: {
       Cursor c{payload};
       std::vector<std::pair<std::string, std::uint64_t>> marks;
@@ -498,44 +560,71 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
     sessions_.erase(id);
   };
   auto shared_done = std::make_shared<Callback<std::uint64_t>>(std::move(done));
+  // Until the switch, the shard's objects written here stay inert: closed, their alarms do not
+  // fire and no turn of theirs commits (take_over opens it).
+  mesh->close_shard(s.shard);
+  auto drop_objects = [this](std::set<std::string> okeys) {
+    if (okeys.empty()) return;
+    committer_.submit(std::make_unique<ObjectsOp>(mailboxes_, std::vector<std::string>{},
+                                                  std::vector<std::string>(okeys.begin(), okeys.end()),
+                                                  [](Result<std::set<std::string>>) {}));
+  };
   committer_.submit(std::make_unique<MarksOp>(
       outbox_, s.shard, session->marks,
-      [this, s, session, shared_done, forget](Result<std::uint64_t> marked) mutable {
+      [this, s, session, shared_done, forget, drop_objects](Result<std::uint64_t> marked) mutable {
         if (!marked) {
           forget();
           queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
           return (*shared_done)(std::unexpected(marked.error()));
         }
-        std::vector<std::string> names;
-        for (const auto& blob : session->exported) names.push_back(durable::QueueStore::exported_name(blob));
-        queues_.import_queues(
-            s.move, session->exported,
-            [this, s, names, shared_done, forget](Result<std::uint64_t> placed) mutable {
-              forget();
-              if (!placed) {
+        committer_.submit(std::make_unique<ObjectsOp>(
+            mailboxes_, session->objects, std::vector<std::string>{},
+            [this, s, session, shared_done, forget,
+             drop_objects](Result<std::set<std::string>> written) mutable {
+              if (!written) {  // nothing of them was written
+                forget();
                 queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
-                return (*shared_done)(std::unexpected(placed.error()));
+                return (*shared_done)(std::unexpected(written.error()));
               }
-              // The switch blocks on etcd: off the committer thread.
-              boost::asio::post(etcd_pool_, [this, s, names, placed = *placed, shared_done]() mutable {
-                Mesh* m = mesh_.load();
-                auto epoch = m != nullptr ? m->take_over(s.shard, s.origin, s.epoch)
-                                          : Result<std::int64_t>(std::unexpected(
-                                                Error{ErrorCode::UNAVAILABLE, "left the mesh"}));
-                if (!epoch) {
-                  // Not switched: what was built here is not this node's.
-                  module_logger("mesh")->warn("shard {}: taking it over from {} failed: {}", s.shard,
-                                              s.origin, epoch.error().message);
-                  queues_.drop_queues(names, [](Result<std::uint64_t>) {});
-                  return (*shared_done)(std::unexpected(epoch.error()));
-                }
-                moved_in_.fetch_add(1, std::memory_order_relaxed);
-                module_logger("mesh")->info(
-                    "shard {}: took it over from {} ({} queues, {} messages), epoch {}", s.shard, s.origin,
-                    names.size(), placed, *epoch);
-                (*shared_done)(static_cast<std::uint64_t>(*epoch));
-              });
-            });
+              std::vector<std::string> names;
+              for (const auto& blob : session->exported) {
+                names.push_back(durable::QueueStore::exported_name(blob));
+              }
+              queues_.import_queues(
+                  s.move, session->exported,
+                  [this, s, names, okeys = std::move(*written), shared_done, forget,
+                   drop_objects](Result<std::uint64_t> placed) mutable {
+                    forget();
+                    if (!placed) {
+                      queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
+                      drop_objects(std::move(okeys));
+                      return (*shared_done)(std::unexpected(placed.error()));
+                    }
+                    // The switch blocks on etcd: off the committer thread.
+                    boost::asio::post(etcd_pool_, [this, s, names, okeys = std::move(okeys), placed = *placed,
+                                                   shared_done, drop_objects]() mutable {
+                      Mesh* m = mesh_.load();
+                      auto epoch = m != nullptr ? m->take_over(s.shard, s.origin, s.epoch)
+                                                : Result<std::int64_t>(std::unexpected(
+                                                      Error{ErrorCode::UNAVAILABLE, "left the mesh"}));
+                      if (!epoch) {
+                        // Not switched: what was built here is not this node's.
+                        module_logger("mesh")->warn("shard {}: taking it over from {} failed: {}", s.shard,
+                                                    s.origin, epoch.error().message);
+                        queues_.drop_queues(names, [](Result<std::uint64_t>) {});
+                        drop_objects(std::move(okeys));
+                        return (*shared_done)(std::unexpected(epoch.error()));
+                      }
+                      // Open here now (take_over did): the objects' mail and subscriptions load.
+                      actors_.adopt(std::vector<std::string>(okeys.begin(), okeys.end()));
+                      moved_in_.fetch_add(1, std::memory_order_relaxed);
+                      module_logger("mesh")->info(
+                          "shard {}: took it over from {} ({} queues, {} messages, {} objects), epoch {}",
+                          s.shard, s.origin, names.size(), placed, okeys.size(), *epoch);
+                      (*shared_done)(static_cast<std::uint64_t>(*epoch));
+                    });
+                  });
+            }));
       }));
 }
 
@@ -559,6 +648,7 @@ std::string ShardMover::moves_json() const {
         {"epoch", m->epoch.load()},
         {"queues", m->queues.load()},
         {"messages", m->messages.load()},
+        {"objects", m->objects.load()},
         {"bytes", m->bytes.load()},
         {"rounds", m->rounds.load()},
         {"started_ms", m->started_ms},

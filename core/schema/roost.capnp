@@ -163,6 +163,7 @@ enum ShardCopyPhase {
   marks @2;                        # the shard's outbox marks → count
   finish @3;                       # build the queues and take the shard over → count: the new epoch
   abort @4;                        # forget the move
+  objects @5;                      # rows of the shard's objects, once the source closed it → count
 }
 
 struct Route {

@@ -2,6 +2,9 @@
 
 #include "codec.h"
 
+#include <set>
+#include <tuple>
+
 namespace roost::durable {
 
 namespace {
@@ -144,7 +147,8 @@ void MailboxStore::alarm_cancel_in(Txn& txn, std::string_view okey, std::string_
   txn.del(alarmx_, ix);
 }
 
-std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms, std::size_t limit) {
+std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms, std::size_t limit,
+                                                   const std::function<bool(std::string_view)>& skip) {
   struct Hit {
     std::string key;
     std::uint64_t every;
@@ -154,6 +158,10 @@ std::vector<PendingMail> MailboxStore::fire_due_in(Txn& txn, std::int64_t now_ms
     Cursor c(txn, alarms_);
     for (auto e = c.first(); e && hits.size() < limit; e = c.next()) {
       if (e->key.size() < 8 || alarm_key_due(e->key) > now_ms) break;
+      if (skip) {
+        auto rest = e->key.substr(8);
+        if (auto olen = okey_length(rest); olen != 0 && skip(rest.substr(0, olen))) continue;
+      }
       codec::Reader r(e->value);
       hits.push_back({std::string(e->key), r.num<std::uint64_t>()});
     }
@@ -366,6 +374,152 @@ std::optional<ObjectRef> MailboxStore::find_object(const std::function<bool(cons
     }
   }
   return std::nullopt;
+}
+
+// ---- shard moves -------------------------------------------------------------------------------
+//
+// An exported chunk: rows of (u8 table, u32 key length, key, u32 value length, value); tables
+// 0 objects, 1 mbox, 2 kv, 3 alarms, 4 alarmx, 5 osubs.
+
+std::vector<std::string> MailboxStore::object_keys(const std::function<bool(const ObjectRef&)>& in) const {
+  std::set<std::string> keys;
+  Txn txn = env_.begin_read();
+  for (MDB_dbi dbi : {objects_, kv_, alarmx_, osubs_}) {
+    Cursor c(txn, dbi);
+    for (auto e = c.first(); e;) {
+      std::size_t len = okey_length(e->key);
+      if (len == 0) {
+        e = c.next();
+        continue;
+      }
+      std::string okey(e->key.substr(0, len));
+      if (auto ref = parse_object_key(okey); ref && in(*ref)) keys.insert(okey);
+      auto after = prefix_successor(okey);
+      if (after.empty()) break;
+      e = c.seek(after);
+    }
+  }
+  return {keys.begin(), keys.end()};
+}
+
+std::vector<std::string> MailboxStore::export_objects(const std::vector<std::string>& okeys,
+                                                      std::size_t chunk_bytes) const {
+  std::vector<std::string> chunks(1);
+  auto row = [&](std::uint8_t table, std::string_view key, std::string_view value) {
+    if (!chunks.back().empty() && chunks.back().size() + key.size() + value.size() + 9 > chunk_bytes) {
+      chunks.emplace_back();
+    }
+    codec::Writer w(chunks.back());
+    w.num(table).num(static_cast<std::uint32_t>(key.size())).bytes(key);
+    w.num(static_cast<std::uint32_t>(value.size())).bytes(value);
+  };
+  Txn txn = env_.begin_read();
+  for (const auto& okey : okeys) {
+    if (auto v = txn.get(objects_, okey)) row(0, okey, *v);
+    std::pair<MDB_dbi, std::uint8_t> by_prefix[] = {{mbox_, 1}, {kv_, 2}, {alarmx_, 4}, {osubs_, 5}};
+    for (auto [dbi, table] : by_prefix) {
+      Cursor c(txn, dbi);
+      for (auto e = c.seek(okey); e && e->key.starts_with(okey) && okey_length(e->key) == okey.size();
+           e = c.next()) {
+        row(table, e->key, e->value);
+        if (table == 4 && e->value.size() == 8) {  // the alarm itself, found by its due time
+          auto due = static_cast<std::int64_t>(codec::get_be(e->value, 0, 8));
+          auto ak = alarm_key(due, okey, e->key.substr(okey.size()));
+          if (auto a = txn.get(alarms_, ak)) row(3, ak, *a);
+        }
+      }
+    }
+  }
+  if (chunks.back().empty()) chunks.pop_back();
+  return chunks;
+}
+
+std::optional<std::set<std::string>> MailboxStore::chunk_objects(std::string_view chunk) {
+  std::set<std::string> okeys;
+  codec::Reader p(chunk);
+  std::size_t at = 0;
+  while (at < chunk.size()) {
+    auto table = p.num<std::uint8_t>();
+    auto key = p.bytes(p.num<std::uint32_t>());
+    auto value = p.bytes(p.num<std::uint32_t>());
+    if (!p.ok() || table > 5 || key.empty()) return std::nullopt;
+    auto owner = table == 3 ? key.substr(std::min<std::size_t>(8, key.size())) : key;
+    auto olen = okey_length(owner);
+    if (olen == 0) return std::nullopt;
+    okeys.insert(std::string(owner.substr(0, olen)));
+    at += 9 + key.size() + value.size();
+  }
+  return okeys;
+}
+
+bool MailboxStore::import_in(Txn& txn, std::string_view chunk, std::set<std::string>* okeys) {
+  const MDB_dbi tables[] = {objects_, mbox_, kv_, alarms_, alarmx_, osubs_};
+  std::vector<std::tuple<std::uint8_t, std::string_view, std::string_view>> rows;
+  codec::Reader p(chunk);
+  std::size_t at = 0;
+  while (at < chunk.size()) {
+    auto table = p.num<std::uint8_t>();
+    auto key = p.bytes(p.num<std::uint32_t>());
+    auto value = p.bytes(p.num<std::uint32_t>());
+    if (!p.ok() || table >= std::size(tables) || key.empty()) return false;
+    // The object a row belongs to: its key starts with the okey (an alarm's after its due time).
+    auto owner = table == 3 ? key.substr(std::min<std::size_t>(8, key.size())) : key;
+    auto olen = okey_length(owner);
+    if (olen == 0) return false;
+    if (okeys != nullptr) okeys->insert(std::string(owner.substr(0, olen)));
+    rows.emplace_back(table, key, value);
+    at += 9 + key.size() + value.size();
+  }
+  for (auto& [table, key, value] : rows) txn.put(tables[table], key, value);
+  return true;
+}
+
+void MailboxStore::drop_in(Txn& txn, const std::vector<std::string>& okeys) {
+  for (const auto& okey : okeys) {
+    txn.del(objects_, okey);
+    for (MDB_dbi dbi : {mbox_, kv_, alarmx_, osubs_}) {
+      std::vector<std::pair<std::string, std::string>> rows;
+      {
+        Cursor c(txn, dbi);
+        for (auto e = c.seek(okey); e && e->key.starts_with(okey) && okey_length(e->key) == okey.size();
+             e = c.next()) {
+          rows.emplace_back(std::string(e->key), std::string(e->value));
+        }
+      }
+      for (const auto& [k, v] : rows) {
+        if (dbi == alarmx_ && v.size() == 8) {
+          auto due = static_cast<std::int64_t>(codec::get_be(v, 0, 8));
+          txn.del(alarms_, alarm_key(due, okey, std::string_view(k).substr(okey.size())));
+        }
+        txn.del(dbi, k);
+      }
+    }
+  }
+}
+
+std::vector<PendingMail> MailboxStore::pending_of(std::string_view okey) const {
+  std::vector<PendingMail> out;
+  auto ref = parse_object_key(okey);
+  if (!ref) return out;
+  Txn txn = env_.begin_read();
+  Cursor c(txn, mbox_);
+  for (auto e = c.seek(okey); e && e->key.size() == okey.size() + 8 && e->key.starts_with(okey);
+       e = c.next()) {
+    auto rec = MailRecord::decode(e->value);
+    if (rec) out.push_back(PendingMail{*ref, codec::get_be(e->key, okey.size(), 8), std::move(*rec)});
+  }
+  return out;
+}
+
+std::vector<std::string> MailboxStore::subscriptions_of(std::string_view okey) const {
+  std::vector<std::string> out;
+  Txn txn = env_.begin_read();
+  Cursor c(txn, osubs_);
+  for (auto e = c.seek(okey); e && e->key.starts_with(okey) && okey_length(e->key) == okey.size();
+       e = c.next()) {
+    out.emplace_back(e->key.substr(okey.size()));
+  }
+  return out;
 }
 
 }  // namespace roost::durable

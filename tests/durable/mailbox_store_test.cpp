@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <future>
+#include <set>
 
 #include "../support/temp_dir.h"
 
@@ -263,4 +264,73 @@ TEST_CASE("committer: a fence that says no abandons the group — nothing writte
   CHECK(pending[0].record.data == "1");
   CHECK(pending[1].record.data == "3");
   CHECK(pending[1].seq == 2);  // its seq was not used up either
+}
+
+TEST_CASE(
+    "mailbox: a shard's objects are exported, imported elsewhere whole, and dropped; moving alarms wait",
+    "[durable][mailbox][move]") {
+  test::TempDir dir_a("roost-mbox"), dir_b("roost-mbox");
+  Fixture a(dir_a.path()), b(dir_b.path());
+  auto moving = MailboxStore::object_key("counter", "moving");
+  auto staying = MailboxStore::object_key("counter", "staying");
+  auto other = MailboxStore::object_key("counter", "other");  // b's own, untouched
+  a.write([&](WriteContext& ctx) {
+    for (const auto& o : {moving, staying}) {
+      a.store->append_in(ctx.txn, o, mail("m1"));
+      a.store->append_in(ctx.txn, o, mail("m2"));
+      a.store->kv_put_in(ctx.txn, o, "count", "2");
+      a.store->kv_put_in(ctx.txn, o, std::string(300, 'k'), std::string(2000, 'v'));  // a big row
+      a.store->alarm_set_in(ctx.txn, o, "tick", 100, 50);
+      a.store->subscription_set_in(ctx.txn, o, "news.>", true);
+    }
+    a.store->consume_in(ctx.txn, moving, 1);  // m1 consumed: the next seq is still 3
+  });
+  b.write([&](WriteContext& ctx) { b.store->kv_put_in(ctx.txn, other, "mine", "1"); });
+
+  auto keys = a.store->object_keys([](const ObjectRef& r) { return r.name == "moving"; });
+  REQUIRE(keys == std::vector<std::string>{moving});
+  auto chunks = a.store->export_objects(keys, 1024);  // small chunks: the rows span several
+  REQUIRE(chunks.size() >= 2);
+  std::set<std::string> okeys;
+  for (const auto& c : chunks) {
+    auto in = MailboxStore::chunk_objects(c);
+    REQUIRE(in);
+    okeys.insert(in->begin(), in->end());
+  }
+  CHECK(okeys == std::set<std::string>{moving});
+  CHECK_FALSE(MailboxStore::chunk_objects(chunks[0].substr(0, chunks[0].size() - 1)));  // cut short
+  b.write([&](WriteContext& ctx) {
+    for (const auto& c : chunks) CHECK(b.store->import_in(ctx.txn, c));
+  });
+  // Everything of it, nothing of the other object.
+  auto pending = b.store->pending_of(moving);
+  REQUIRE(pending.size() == 1);
+  CHECK(pending[0].seq == 2);
+  CHECK(pending[0].record.data == "m2");
+  CHECK(b.store->kv_get(moving, "count") == "2");
+  CHECK(b.store->kv_get(moving, std::string(300, 'k')) == std::string(2000, 'v'));
+  CHECK(b.store->alarm(moving, "tick")->every_ms == 50);
+  CHECK(b.store->subscriptions_of(moving) == std::vector<std::string>{"news.>"});
+  CHECK(b.store->pending_of(staying).empty());
+  CHECK(b.store->kv_get(other, "mine") == "1");
+  b.write([&](WriteContext& ctx) { CHECK(b.store->append_in(ctx.txn, moving, mail("m3")) == 3); });
+
+  // An alarm of an object whose shard is moving waits; the others fire.
+  std::vector<PendingMail> fired;
+  a.write([&](WriteContext& ctx) {
+    fired = a.store->fire_due_in(ctx.txn, 120, 100, [&](std::string_view okey) { return okey == moving; });
+  });
+  REQUIRE(fired.size() == 1);
+  CHECK(fired[0].object.name == "staying");
+  CHECK(a.store->alarm(moving, "tick")->due_ms == 100);
+
+  // The source drops it: no row of it is left, the other object is whole.
+  a.write([&](WriteContext& ctx) { a.store->drop_in(ctx.txn, keys); });
+  CHECK(a.store->pending_of(moving).empty());
+  CHECK_FALSE(a.store->kv_get(moving, "count"));
+  CHECK_FALSE(a.store->alarm(moving, "tick"));
+  CHECK(a.store->subscriptions_of(moving).empty());
+  CHECK(a.store->object_keys([](const ObjectRef& r) { return r.name == "moving"; }).empty());
+  CHECK(a.store->kv_get(staying, "count") == "2");
+  CHECK(a.store->next_alarm_ms() == 150);  // staying's next tick only
 }

@@ -1728,19 +1728,43 @@ TEST_CASE(
     CHECK(b.http()
               .post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "c"}}))
               .status == 409);  // b does not own it
-    // A shard holding objects stays where it is, serving. (An object without data — only read
-    // by calls — would move: there is nothing of it to copy.)
+    CHECK(metric(a, "roost_mesh_moves_failed_total") == 0);
+  }
+  SECTION("objects move with their shard") {
+    // An object with storage (two tells), a WebSocket to it from c (forwarded to a), mail
+    // waiting: all of it moves; the socket closes with 1012 and reconnects to the new owner.
     const std::string obj = object_owned_by(a, "counter", "a", "mvobj");
-    REQUIRE(b.http().post("/v1/objects/counter/" + obj + "/messages", "{}").status == 202);
-    REQUIRE(eventually([&] { return object_call(c, "counter/" + obj).at("n") == 1; }));
+    const std::string path = "/v1/objects/counter/" + obj + "/connect";
+    for (int i = 0; i < 2; ++i) {
+      REQUIRE(b.http().post("/v1/objects/counter/" + obj + "/messages", "{}").status == 202);
+    }
+    REQUIRE(eventually([&] { return object_call(c, "counter/" + obj).at("n") == 2; }));
+    WsClient browser(c.proc().port(), WsOptions{path});
+    CHECK(browser.recv()->at("hello").as_int64() == 2);
     auto oshard = placement(a, "counter/" + obj, "object").at("shard").to_number<std::uint32_t>();
-    auto m = move_shard(a, oshard, "c");
-    CHECK(m.at("state") == "failed");
-    CHECK(m.at("error").as_string().find("holds object") != std::string::npos);
-    CHECK(placement(c, "counter/" + obj, "object").at("owner") == "a");
+    const auto oepoch = placement(a, "counter/" + obj, "object").at("epoch").to_number<std::int64_t>();
+    auto m = move_shard(a, oshard, "b");
+    INFO(json::serialize(m));
+    REQUIRE(m.at("state") == "done");
+    CHECK(m.at("objects").to_number<std::int64_t>() >= 1);
+    CHECK(browser.wait_closed() == 1012);  // service restart: the browser reconnects
+    for (Server* s : {&a, &b, &c}) {
+      REQUIRE(eventually([&] {
+        auto p = placement(*s, "counter/" + obj, "object");
+        return p.at("owner") == "b" && p.at("epoch").to_number<std::int64_t>() > oepoch;
+      }));
+    }
+    // Its storage came along; it runs on b now, reached from every node.
+    CHECK(object_call(a, "counter/" + obj).at("n") == 2);
     REQUIRE(c.http().post("/v1/objects/counter/" + obj + "/messages", "{}").status == 202);
-    REQUIRE(eventually([&] { return object_call(b, "counter/" + obj).at("n") == 2; }));
-    CHECK(metric(a, "roost_mesh_moves_failed_total") == 1);
+    REQUIRE(eventually([&] { return object_call(c, "counter/" + obj).at("n") == 3; }));
+    CHECK(body_json(b.http().get("/v1/objects/counter/" + obj)).at("in_memory").as_bool());
+    WsClient again(c.proc().port(), WsOptions{path});
+    CHECK(again.recv()->at("hello").as_int64() == 3);
+    // a keeps nothing of it in memory (GET object info answers what the node itself holds).
+    CHECK_FALSE(body_json(a.http().get("/v1/objects/counter/" + obj)).at("in_memory").as_bool());
+    CHECK(metric(a, "roost_mesh_moves_out_total") == 1);
+    CHECK(metric(b, "roost_mesh_moves_in_total") == 1);
   }
 }
 

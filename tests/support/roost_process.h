@@ -99,7 +99,9 @@ class RoostProcess {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
-        throw std::runtime_error("roost exited at start-up:\n" + text);
+        // Read the log again: what it wrote between the read above and its exit (the reason it
+        // stopped, typically) is there now. (A CI run caught the race: the reason was missing.)
+        throw std::runtime_error("roost exited at start-up:\n" + log());
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }

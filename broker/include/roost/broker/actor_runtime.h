@@ -175,6 +175,14 @@ class ActorRuntime final : public durable::Participant {
   // The socket is gone; its on_disconnect turn still sees its tags and attachment.
   void socket_closed(std::uint64_t socket, std::uint16_t code, std::string reason = {});
 
+  // --- shard moves (docs/mesh.md, "Moving shards") ---
+  // (source, the shard moved away) The objects leave memory for good: waiting calls and connects
+  // answer owner_unavailable (their senders retry where the objects live now), their WebSockets
+  // close with 1012 (the browsers reconnect), their durable subscriptions end here.
+  void evict(const std::vector<std::string>& okeys);
+  // (target, the shard moved here) Loads their mail and durable subscriptions, as start() does.
+  void adopt(const std::vector<std::string>& okeys);
+
   // Mailbox depth, memory state, sockets and alarms of one object (reads; any thread).
   ObjectInfo info(const std::string& object_class, const std::string& name) const;
 

@@ -16,8 +16,10 @@
 // A failure before the switch reopens the shard here, under a new claim of its own (a late switch
 // by the target can then no longer succeed), and the target forgets what it received.
 //
-// What does not move yet: objects. A shard holding object data (mailboxes, storage, alarms,
-// durable subscriptions) is refused with failed_precondition-like `conflict`.
+// Objects move with their shard: their rows (mailboxes, storage, alarms, durable subscriptions)
+// are copied once the shard is closed (their turns cannot commit on the source any more); the
+// source evicts them from memory (calls answered owner_unavailable, WebSockets closed with 1012),
+// the target loads their mail and subscriptions.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
@@ -48,6 +50,7 @@ class Committer;
 
 namespace roost::broker {
 
+class ActorRuntime;
 class Mesh;
 class MeshRouter;
 
@@ -59,7 +62,8 @@ struct ShardMoverOptions {
 class ShardMover {
  public:
   ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailboxes, durable::OutboxStore& outbox,
-             durable::Committer& committer, MeshRouter& router, ShardMoverOptions options = {});
+             durable::Committer& committer, ActorRuntime& actors, MeshRouter& router,
+             ShardMoverOptions options = {});
   ~ShardMover();
   ShardMover(const ShardMover&) = delete;
   ShardMover& operator=(const ShardMover&) = delete;
@@ -92,6 +96,7 @@ class ShardMover {
   durable::MailboxStore& mailboxes_;
   durable::OutboxStore& outbox_;
   durable::Committer& committer_;
+  ActorRuntime& actors_;
   MeshRouter& router_;
   ShardMoverOptions options_;
   std::function<void(const std::string&)> wake_;

@@ -19,11 +19,12 @@ struct MeshEffect {
 // One step of a shard move (docs/mesh.md, "Moving shards"), source → target over the mesh. The
 // payload is the step's data, encoded by the broker's shard mover.
 enum class ShardCopyPhase : std::uint8_t {
-  kBodies = 0,  // message bodies, copied while the source still serves the shard
-  kQueues = 1,  // exported queues (records, message states, dedup), once the source closed it
-  kMarks = 2,   // the outbox marks (origin → last effect applied) of the shard
-  kFinish = 3,  // build the queues, take the shard over in etcd → the new epoch
-  kAbort = 4,   // forget the move
+  kBodies = 0,   // message bodies, copied while the source still serves the shard
+  kQueues = 1,   // exported queues (records, message states, dedup), once the source closed it
+  kMarks = 2,    // the outbox marks (origin → last effect applied) of the shard
+  kFinish = 3,   // build the queues, take the shard over in etcd → the new epoch
+  kAbort = 4,    // forget the move
+  kObjects = 5,  // rows of the shard's objects (mailboxes, storage, alarms, subscriptions)
 };
 
 struct ShardCopy {

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -85,8 +86,17 @@ class MailboxStore {
   // Turns due alarms (due_ms <= now) into mailbox records, at most `limit`: a one-shot alarm is
   // removed, a repeating one moves to its next occurrence after `now` and reports how many it
   // skipped. Returns the appended mail.
-  std::vector<PendingMail> fire_due_in(Txn& txn, std::int64_t now_ms, std::size_t limit);
+  // `skip`: objects whose alarms wait (their shard is moving away).
+  std::vector<PendingMail> fire_due_in(Txn& txn, std::int64_t now_ms, std::size_t limit,
+                                       const std::function<bool(std::string_view okey)>& skip = nullptr);
   void subscription_set_in(Txn& txn, std::string_view okey, std::string_view pattern, bool on);
+  // (shard moves, target) Writes rows exported by export_objects (one chunk). False: malformed.
+  // `okeys` gets the objects the rows belong to.
+  bool import_in(Txn& txn, std::string_view chunk, std::set<std::string>* okeys = nullptr);
+  // The objects an exported chunk holds rows of; nullopt when it is malformed.
+  static std::optional<std::set<std::string>> chunk_objects(std::string_view chunk);
+  // (shard moves) Deletes every row of these objects (mailbox, storage, alarms, subscriptions).
+  void drop_in(Txn& txn, const std::vector<std::string>& okeys);
 
   // --- reads (any thread) ---
   std::optional<std::string> kv_get(std::string_view okey, std::string_view key) const;
@@ -114,6 +124,15 @@ class MailboxStore {
   // The first object for which `in` answers true that has data here (a mailbox — or ever had
   // one —, storage, alarms or durable subscriptions); one seek per object.
   std::optional<ObjectRef> find_object(const std::function<bool(const ObjectRef&)>& in) const;
+  // (shard moves, source) Every object key for which `in` answers true that has data here.
+  std::vector<std::string> object_keys(const std::function<bool(const ObjectRef&)>& in) const;
+  // (source) Every row of these objects, in chunks of about `chunk_bytes` (at least one row).
+  std::vector<std::string> export_objects(const std::vector<std::string>& okeys,
+                                          std::size_t chunk_bytes) const;
+  // The messages waiting in one object's mailbox, in order (as all_pending).
+  std::vector<PendingMail> pending_of(std::string_view okey) const;
+  // The object's durable subscriptions (patterns).
+  std::vector<std::string> subscriptions_of(std::string_view okey) const;
 
  private:
   Env& env_;
