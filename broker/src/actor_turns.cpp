@@ -361,6 +361,7 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
   if (error != nullptr) {
     std::int64_t at = 0;
     std::uint32_t failures = 0;
+    std::deque<Item> evicted_items;
     {
       MutexLock lock(obj->mu);
       if (generation != obj->generation.load()) return;  // rolled back already
@@ -377,12 +378,23 @@ void ActorRuntime::on_turn_done(const std::shared_ptr<Obj>& obj, std::uint64_t t
       // A cause that lasts (storage full) must not turn into a busy loop: the wait doubles per
       // failure in a row, up to 10 s.
       failures = ++obj->failed_commits;
+      if (obj->evicted) {
+        // Its shard moved away meanwhile: what was put back is answered, not run here again.
+        evicted_items.swap(obj->queue);
+      }
       auto base = std::max<std::uint64_t>(obj->klass->options.retry_delay_ms, 100);
       at = now + static_cast<std::int64_t>(
                      std::min<std::uint64_t>(base << std::min<std::uint32_t>(failures - 1, 7), 10'000));
       obj->blocked_until = at;
     }
     metrics_->rollbacks.fetch_add(1, std::memory_order_relaxed);
+    if (!evicted_items.empty()) {
+      const Error moved{ErrorCode::OWNER_UNAVAILABLE, "the object moved to another node"};
+      for (auto& item : evicted_items) {
+        if (item.kind != Item::Kind::kMail) fail_item(obj, std::move(item), moved);
+      }
+      return;
+    }
     if (failures <= 3 || failures % 16 == 0) {
       module_logger("actors")->warn(
           "object {}/{}: turn {} not committed ({}); its turns run again ({} in a row)", obj->cls, obj->name,

@@ -124,6 +124,7 @@ class Mesh {
   void close_shard(std::uint32_t shard);
   void reopen_shard(std::uint32_t shard);
   bool shard_closed(std::uint32_t shard) const;
+  bool any_closed() const { return closed_count_.load() != 0; }
   bool queue_closed(std::string_view queue) const;
   // (target) Takes a shard over from `from`, which owned it under `epoch`: one etcd transaction
   // makes this node its home and deletes that claim (refused if the claim changed), then this node

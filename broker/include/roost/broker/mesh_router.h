@@ -77,7 +77,8 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   }
   bool object_closed(std::string_view object_class, std::string_view name) override {
     Mesh* m = mesh_.load();
-    return m != nullptr && m->shards() != 0 && m->shard_closed(object_shard(object_class, name));
+    return m != nullptr && m->any_closed() && m->shards() != 0 &&
+           m->shard_closed(object_shard(object_class, name));
   }
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
