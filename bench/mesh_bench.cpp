@@ -5,7 +5,7 @@
 // durability (sync). Only what the node acknowledged (or the subscriber received) counts; channel
 // subscribers check every sequence for loss, duplicates and order.
 //
-//   mesh_bench --a tcp://… --b tcp://… --http-a http://… [--seconds 3] [--runs 3]
+//   mesh_bench --a tcp://… --b tcp://… --http-a http://… [--seconds 3] [--runs 3] [--only enqueue]
 //
 // Prints every run's `name value unit` line, then each figure's median (`…_median`) and the
 // forwarded/local ratios of the medians.
@@ -37,6 +37,7 @@ struct Args {
   std::string a, b, http_a;
   double seconds = 3;
   int runs = 3;
+  bool enqueue_only = false;  // --only enqueue: the 64-in-flight enqueue figures alone
 };
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -216,6 +217,7 @@ int main(int argc, char** argv) {
     if (k == "--http-a") a.http_a = v;
     if (k == "--seconds") a.seconds = std::stod(v);
     if (k == "--runs") a.runs = std::stoi(v);
+    if (k == "--only") a.enqueue_only = v == "enqueue";
   }
   if (a.a.empty() || a.b.empty() || a.http_a.empty()) {
     std::fprintf(stderr, "usage: mesh_bench --a URL --b URL --http-a URL [--seconds S] [--runs N]\n");
@@ -238,6 +240,7 @@ int main(int argc, char** argv) {
     std::printf("# run %d\n", run + 1);
     record("enqueue_w64_local", enqueue_rate(a.b, queue, 64, a.seconds), "msgs/s");
     record("enqueue_w64_forwarded", enqueue_rate(a.a, queue, 64, a.seconds), "msgs/s");
+    if (a.enqueue_only) continue;
     for (const auto& [label, url] : {std::pair{"local", a.b}, std::pair{"forwarded", a.a}}) {
       auto us = enqueue_latency(url, lat_queue, 1000);
       record(std::string("enqueue_w1_") + label + "_p50", percentile(us, 0.5), "us");
