@@ -3,7 +3,6 @@
 #include "codec.h"
 
 #include <set>
-#include <tuple>
 
 namespace roost::durable {
 
@@ -356,26 +355,6 @@ std::uint64_t MailboxStore::object_count() const {
   return st.ms_entries;
 }
 
-std::optional<ObjectRef> MailboxStore::find_object(const std::function<bool(const ObjectRef&)>& in) const {
-  Txn txn = env_.begin_read();
-  for (MDB_dbi dbi : {objects_, kv_, alarmx_, osubs_}) {
-    Cursor c(txn, dbi);
-    for (auto e = c.first(); e;) {
-      std::size_t len = okey_length(e->key);
-      if (len == 0) {
-        e = c.next();
-        continue;
-      }
-      std::string okey(e->key.substr(0, len));
-      if (auto ref = parse_object_key(okey); ref && in(*ref)) return ref;
-      auto after = prefix_successor(okey);
-      if (after.empty()) break;
-      e = c.seek(after);
-    }
-  }
-  return std::nullopt;
-}
-
 // ---- shard moves -------------------------------------------------------------------------------
 //
 // An exported chunk: rows of (u8 table, u32 key length, key, u32 value length, value); tables
@@ -434,43 +413,45 @@ std::vector<std::string> MailboxStore::export_objects(const std::vector<std::str
   return chunks;
 }
 
-std::optional<std::set<std::string>> MailboxStore::chunk_objects(std::string_view chunk) {
-  std::set<std::string> okeys;
+namespace {
+struct Row {
+  std::uint8_t table;
+  std::string_view key, value;
+};
+// The rows of an exported chunk, each with the object it belongs to; nullopt when malformed.
+std::optional<std::vector<Row>> parse_chunk(std::string_view chunk, std::set<std::string>* okeys) {
+  std::vector<Row> rows;
   codec::Reader p(chunk);
   std::size_t at = 0;
   while (at < chunk.size()) {
-    auto table = p.num<std::uint8_t>();
-    auto key = p.bytes(p.num<std::uint32_t>());
-    auto value = p.bytes(p.num<std::uint32_t>());
-    if (!p.ok() || table > 5 || key.empty()) return std::nullopt;
-    auto owner = table == 3 ? key.substr(std::min<std::size_t>(8, key.size())) : key;
+    Row r;
+    r.table = p.num<std::uint8_t>();
+    r.key = p.bytes(p.num<std::uint32_t>());
+    r.value = p.bytes(p.num<std::uint32_t>());
+    if (!p.ok() || r.table > 5 || r.key.empty()) return std::nullopt;
+    // The object a row belongs to: its key starts with the okey (an alarm's after its due time).
+    auto owner = r.table == 3 ? r.key.substr(std::min<std::size_t>(8, r.key.size())) : r.key;
     auto olen = okey_length(owner);
     if (olen == 0) return std::nullopt;
-    okeys.insert(std::string(owner.substr(0, olen)));
-    at += 9 + key.size() + value.size();
+    if (okeys != nullptr) okeys->insert(std::string(owner.substr(0, olen)));
+    rows.push_back(r);
+    at += 9 + r.key.size() + r.value.size();
   }
+  return rows;
+}
+}  // namespace
+
+std::optional<std::set<std::string>> MailboxStore::chunk_objects(std::string_view chunk) {
+  std::set<std::string> okeys;
+  if (!parse_chunk(chunk, &okeys)) return std::nullopt;
   return okeys;
 }
 
 bool MailboxStore::import_in(Txn& txn, std::string_view chunk, std::set<std::string>* okeys) {
   const MDB_dbi tables[] = {objects_, mbox_, kv_, alarms_, alarmx_, osubs_};
-  std::vector<std::tuple<std::uint8_t, std::string_view, std::string_view>> rows;
-  codec::Reader p(chunk);
-  std::size_t at = 0;
-  while (at < chunk.size()) {
-    auto table = p.num<std::uint8_t>();
-    auto key = p.bytes(p.num<std::uint32_t>());
-    auto value = p.bytes(p.num<std::uint32_t>());
-    if (!p.ok() || table >= std::size(tables) || key.empty()) return false;
-    // The object a row belongs to: its key starts with the okey (an alarm's after its due time).
-    auto owner = table == 3 ? key.substr(std::min<std::size_t>(8, key.size())) : key;
-    auto olen = okey_length(owner);
-    if (olen == 0) return false;
-    if (okeys != nullptr) okeys->insert(std::string(owner.substr(0, olen)));
-    rows.emplace_back(table, key, value);
-    at += 9 + key.size() + value.size();
-  }
-  for (auto& [table, key, value] : rows) txn.put(tables[table], key, value);
+  auto rows = parse_chunk(chunk, okeys);
+  if (!rows) return false;
+  for (const auto& r : *rows) txn.put(tables[r.table], r.key, r.value);
   return true;
 }
 

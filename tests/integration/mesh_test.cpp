@@ -1171,45 +1171,49 @@ TEST_CASE(
   }
 }
 
-TEST_CASE(
-    "mesh: a fourth node joins under producers and consumers — nothing acknowledged lost, existing shards stay, new ones reach it",
-    "[integration][mesh]") {
-  REQUIRE(etcd_installed());
-  EtcdProcess etcd;
-  auto nodes = start_mesh(etcd, {"a", "b", "c"});
-  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
-  constexpr int kQueues = 8;
-  std::map<std::string, json::value> before;  // placement of each queue before the join
-  for (int i = 0; i < kQueues; ++i) {
-    auto q = "j" + std::to_string(i);
-    REQUIRE(a.put_queue(q, R"({"visibility_timeout_ms":30000})").status == 200);
-    before[q] = placement(a, q);
-  }
-
-  // Two producers (through a and b) and a consumer (through c) run while d joins. Bounded: at
-  // most 4,000 sends each, and they stop when told.
+// Producers and a consumer over HTTP on a set of queues, for the tests that change the mesh under
+// load: what the nodes acknowledged, and every copy the consumer got. Bounded: at most `max_sends`
+// per producer, and everything stops at finish().
+struct QueueLoad {
+  std::vector<std::string> queues;
+  int max_sends = 4000;
+  int send_attempts = 1;  // more: a refused send (owner_unavailable) goes again after 20 ms, as the SDK's
   std::atomic<bool> stop{false};
   std::mutex mu;
-  std::set<std::string> acked, consumed;
-  std::atomic<int> send_errors{0};
-  auto producer = [&](std::string url, std::string tag) {
-    client::HttpClient h(url);
-    for (int i = 0; i < 4000 && !stop; ++i) {
-      auto q = "j" + std::to_string(i % kQueues);
-      auto body = tag + std::to_string(i);
-      auto r = h.post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"body", body}}));
-      if (r.status == 201) {
+  std::set<std::string> acked;
+  std::multiset<std::string> consumed;
+  std::atomic<int> refused{0}, lost_sends{0};
+  std::vector<std::thread> threads;
+
+  ~QueueLoad() { finish(); }
+  void produce(std::string url, std::string tag) {
+    threads.emplace_back([this, url, tag] {
+      client::HttpClient h(url);
+      for (int i = 0; i < max_sends && !stop; ++i) {
+        const auto& q = queues[static_cast<std::size_t>(i) % queues.size()];
+        auto body = tag + std::to_string(i);
+        bool ok = false;
+        for (int attempt = 0; attempt < send_attempts && !ok; ++attempt) {
+          auto r = h.post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"body", body}}));
+          ok = r.status == 201;
+          if (!ok) {
+            refused += 1;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          }
+        }
+        if (!ok) {
+          lost_sends += 1;
+          continue;
+        }
         std::lock_guard lock(mu);
         acked.insert(body);
-      } else {
-        send_errors += 1;
       }
-    }
-  };
-  auto drain_once = [&](client::HttpClient& h) {
+    });
+  }
+  // One pull (and ack) of up to 100 from each queue: how many came.
+  std::size_t drain_once(client::HttpClient& h) {
     std::size_t got = 0;
-    for (int i = 0; i < kQueues; ++i) {
-      auto q = "j" + std::to_string(i);
+    for (const auto& q : queues) {
       auto r = h.post("/v1/queues/" + q + "/messages/pull", R"({"batch_size":100})");
       if (r.status != 200) continue;
       auto body = json::parse(r.body);
@@ -1224,22 +1228,53 @@ TEST_CASE(
         h.post("/v1/queues/" + q + "/messages/ack", json::serialize(json::object{{"acks", acks}}));
     }
     return got;
-  };
+  }
+  void consume(std::string url) {
+    threads.emplace_back([this, url] {
+      client::HttpClient h(url);
+      for (int round = 0; round < 100'000 && !stop; ++round) {
+        if (drain_once(h) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  }
+  void finish() {
+    stop = true;
+    for (auto& t : threads) t.join();
+    threads.clear();
+  }
+  // Every acknowledged message was consumed (at least once).
+  bool all_consumed() {
+    std::lock_guard lock(mu);
+    return std::all_of(acked.begin(), acked.end(),
+                       [&](const std::string& x) { return consumed.contains(x); });
+  }
+};
+
+TEST_CASE(
+    "mesh: a fourth node joins under producers and consumers — nothing acknowledged lost, existing shards stay, new ones reach it",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  auto nodes = start_mesh(etcd, {"a", "b", "c"});
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  QueueLoad load;
+  std::map<std::string, json::value> before;  // placement of each queue before the join
+  for (int i = 0; i < 8; ++i) {
+    auto q = "j" + std::to_string(i);
+    REQUIRE(a.put_queue(q, R"({"visibility_timeout_ms":30000})").status == 200);
+    before[q] = placement(a, q);
+    load.queues.push_back(q);
+  }
+  // Two producers (through a and b) and a consumer (through c) run while d joins.
   // A subscriber on c (held across the join) for channels whose home may become the newcomer.
   auto sub_c = Client::connect({.url = c.proc().endpoint()});
   REQUIRE(sub_c);
   Sequence feed;
   auto feed_sub = (*sub_c)->subscribe("feed.>", [&](const ChannelMessage& m) { feed.add(m); });
   REQUIRE(feed_sub);
-  std::vector<std::thread> load;
-  load.emplace_back(producer, a.proc().url(), "a-");
-  load.emplace_back(producer, b.proc().url(), "b-");
-  load.emplace_back([&] {
-    client::HttpClient h(c.proc().url());
-    for (int round = 0; round < 10'000 && !stop; ++round) {
-      if (drain_once(h) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  });
+  load.produce(a.proc().url(), "a-");
+  load.produce(b.proc().url(), "b-");
+  load.consume(c.proc().url());
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   Server d(mesh_args(etcd, "d"));
   REQUIRE(eventually([&] {
@@ -1247,9 +1282,8 @@ TEST_CASE(
            member_names(d).size() == 4;
   }));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // load goes on with four members
-  stop = true;
-  for (auto& t : load) t.join();
-  CHECK(send_errors == 0);  // the join interrupted nothing
+  load.finish();
+  CHECK(load.refused == 0);  // the join interrupted nothing
 
   // Existing shards did not move: same home, owner and epoch, seen from the newcomer too.
   for (const auto& [q, p] : before) {
@@ -1262,13 +1296,12 @@ TEST_CASE(
   {
     client::HttpClient h(d.proc().url());
     REQUIRE(eventually([&] {
-      drain_once(h);
-      std::lock_guard lock(mu);
-      return std::includes(consumed.begin(), consumed.end(), acked.begin(), acked.end());
+      load.drain_once(h);
+      return load.all_consumed();
     }));
   }
-  INFO("acknowledged " << acked.size() << ", consumed " << consumed.size());
-  CHECK(acked.size() > 100);
+  INFO("acknowledged " << load.acked.size() << ", consumed " << load.consumed.size());
+  CHECK(load.acked.size() > 100);
   // New shards are homed on the newcomer too, and it serves them to any node.
   std::string on_d;
   for (int i = 0; on_d.empty() && i < 500; ++i) {
@@ -1797,11 +1830,10 @@ TEST_CASE(
   }));
   // Producers through a and b retry a refused send (owner_unavailable while a shard is closed for
   // its move), as the SDK does; a consumer through c acks what it pulls. Bounded in count.
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::set<std::string> acked;
-  std::multiset<std::string> consumed;
-  std::atomic<int> refused{0}, lost_sends{0};
+  QueueLoad load;
+  load.queues = names;
+  load.max_sends = 20'000;
+  load.send_attempts = 200;
   // A backlog first (300 per queue), so that the moves copy while the producers go on.
   for (const auto& q : names) {
     for (int batch = 0; batch < 3; ++batch) {
@@ -1809,68 +1841,21 @@ TEST_CASE(
       for (int i = 0; i < 100; ++i) {
         auto body = "pre-" + q + "-" + std::to_string(batch * 100 + i);
         msgs.push_back(json::object{{"body", body}});
-        acked.insert(body);
+        load.acked.insert(body);
       }
       REQUIRE(a.http()
                   .post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"messages", msgs}}))
                   .status == 201);
     }
   }
-  auto producer = [&](std::string url, std::string tag) {
-    client::HttpClient h(url);
-    for (int i = 0; i < 20'000 && !stop; ++i) {
-      const auto& q = names[static_cast<std::size_t>(i % kQueues)];
-      auto body = tag + std::to_string(i);
-      bool ok = false;
-      for (int attempt = 0; attempt < 200 && !ok; ++attempt) {
-        auto r = h.post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"body", body}}));
-        ok = r.status == 201;
-        if (!ok) {
-          refused += 1;
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-      }
-      if (!ok) {
-        lost_sends += 1;
-        continue;
-      }
-      std::lock_guard lock(mu);
-      acked.insert(body);
-    }
-  };
-  auto drain_once = [&](client::HttpClient& h) {
-    std::size_t got = 0;
-    for (const auto& q : names) {
-      auto r = h.post("/v1/queues/" + q + "/messages/pull", R"({"batch_size":100})");
-      if (r.status != 200) continue;
-      auto body = json::parse(r.body);
-      json::array acks;
-      for (const auto& m : body.at("messages").as_array()) {
-        std::lock_guard lock(mu);
-        consumed.insert(std::string(m.at("body").as_string()));
-        acks.push_back(json::object{{"lease_id", m.at("lease_id")}});
-        ++got;
-      }
-      if (!acks.empty())
-        h.post("/v1/queues/" + q + "/messages/ack", json::serialize(json::object{{"acks", acks}}));
-    }
-    return got;
-  };
-  std::vector<std::thread> load;
-  load.emplace_back(producer, a.proc().url(), "a-");
-  load.emplace_back(producer, b.proc().url(), "b-");
-  load.emplace_back([&] {
-    client::HttpClient h(c.proc().url());
-    for (int round = 0; round < 100'000 && !stop; ++round) {
-      if (drain_once(h) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  });
+  load.produce(a.proc().url(), "a-");
+  load.produce(b.proc().url(), "b-");
+  load.consume(c.proc().url());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   int status = 0;
   auto out = run_roost("mesh rebalance --url " + c.proc().url(), &status);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // load goes on after it
-  stop = true;
-  for (auto& t : load) t.join();
+  load.finish();
   INFO(out);
   REQUIRE(status == 0);
   auto summary = json::parse(out);
@@ -1891,17 +1876,16 @@ TEST_CASE(
   {
     client::HttpClient h(d.proc().url());
     REQUIRE(eventually([&] {
-      drain_once(h);
-      std::lock_guard lock(mu);
-      return std::all_of(acked.begin(), acked.end(),
-                         [&](const std::string& x) { return consumed.contains(x); });
+      load.drain_once(h);
+      return load.all_consumed();
     }));
   }
-  std::size_t redelivered = consumed.size() - std::set<std::string>(consumed.begin(), consumed.end()).size();
-  INFO("acknowledged " << acked.size() << ", consumed " << consumed.size() << ", redelivered " << redelivered
-                       << ", sends refused and retried " << refused.load());
-  CHECK(acked.size() > 200);
-  CHECK(lost_sends == 0);
+  std::size_t redelivered =
+      load.consumed.size() - std::set<std::string>(load.consumed.begin(), load.consumed.end()).size();
+  INFO("acknowledged " << load.acked.size() << ", consumed " << load.consumed.size() << ", redelivered "
+                       << redelivered << ", sends refused and retried " << load.refused.load());
+  CHECK(load.acked.size() > 200);
+  CHECK(load.lost_sends == 0);
   // At least once: only leases in flight at a move come again (bounded by the consumer's batches).
   CHECK(redelivered <= 100 * summary.at("moved").as_array().size());
 }

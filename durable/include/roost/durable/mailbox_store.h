@@ -121,9 +121,6 @@ class MailboxStore {
   // How many messages wait in the object's mailbox (counting stops at `limit`).
   std::uint64_t waiting(std::string_view okey, std::uint64_t limit = 1'000'000) const;
   std::uint64_t object_count() const;
-  // The first object for which `in` answers true that has data here (a mailbox — or ever had
-  // one —, storage, alarms or durable subscriptions); one seek per object.
-  std::optional<ObjectRef> find_object(const std::function<bool(const ObjectRef&)>& in) const;
   // (shard moves, source) Every object key for which `in` answers true that has data here.
   std::vector<std::string> object_keys(const std::function<bool(const ObjectRef&)>& in) const;
   // (source) Every row of these objects, in chunks of about `chunk_bytes` (at least one row).
