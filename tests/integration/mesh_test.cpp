@@ -472,6 +472,34 @@ TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shar
   REQUIRE_FALSE(r3);
   CHECK(r3.error().code == ErrorCode::OWNER_UNAVAILABLE);
   CHECK(metric(a, "roost_mesh_route_refused_total") >= 2);  // (/metrics is loopback-open)
+
+  // Shard copies (a move's steps): malformed data, an unknown step, a shard a owns, a finish
+  // whose source does not hold the shard's claim — each refused, nothing built.
+  auto copy = [&](ShardCopy step, std::string payload) {
+    std::promise<Result<std::uint64_t>> done;
+    link.shard_copy(step, std::move(payload), [&](Result<std::uint64_t> r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  };
+  const auto theirs_shard = route_of(pt).shard;
+  auto bad = copy({7, theirs_shard, ShardCopyPhase::kBodies, "b", 0}, std::string(5, 'x'));
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ErrorCode::MALFORMED);
+  auto bad_objects = copy({7, theirs_shard, ShardCopyPhase::kObjects, "b", 0}, std::string(12, '\x07'));
+  REQUIRE(bad_objects);  // kept for the finish, which checks the rows
+  auto unknown = copy({7, theirs_shard, static_cast<ShardCopyPhase>(9), "b", 0}, "");
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().code == ErrorCode::INVALID_ARGUMENT);
+  auto owned = copy({8, route_of(pm).shard, ShardCopyPhase::kBodies, "b", 0}, "");
+  REQUIRE_FALSE(owned);
+  CHECK(owned.error().code == ErrorCode::CONFLICT);
+  auto finish = copy({7, theirs_shard, ShardCopyPhase::kFinish, "b", route_of(pt).epoch}, "");
+  REQUIRE_FALSE(finish);
+  CHECK(finish.error().code == ErrorCode::MALFORMED);  // the object rows sent were not rows
+  auto forged = copy({9, theirs_shard, ShardCopyPhase::kFinish, "nobody", route_of(pt).epoch}, "");
+  REQUIRE_FALSE(forged);
+  CHECK(forged.error().code == ErrorCode::CONFLICT);  // "nobody" does not hold the claim in etcd
+  CHECK(where(theirs).at("owner") == "b");            // the shard did not move
+  CHECK(where(theirs).at("epoch") == pt.at("epoch"));
 }
 
 TEST_CASE("mesh: a dead owner's shards answer owner_unavailable; back, it serves its data under a new epoch",
