@@ -357,8 +357,8 @@ std::optional<ShardPlacement> Mesh::cached(std::uint32_t shard) const {
 
 bool Mesh::serves(std::uint32_t shard, std::int64_t epoch) const {
   if (std::chrono::steady_clock::now() >= lease_valid_until()) return false;  // fenced
+  if (shard_closed(shard)) return false;                                      // moving away
   MutexLock lock(mu_);
-  if (closed_.contains(shard)) return false;
   auto it = shards_table_.find(shard);
   return it != shards_table_.end() && it->second.owner == options_.node_name && it->second.epoch == epoch;
 }
@@ -403,13 +403,15 @@ std::vector<ShardPlacement> Mesh::owned() const {
 }
 
 void Mesh::close_shard(std::uint32_t shard) {
-  MutexLock lock(mu_);
-  if (closed_.insert(shard).second) closed_count_.fetch_add(1);
+  if (shard >= closed_bits_.size() * 64) return;  // not a shard (mesh_shards ≤ 65,536)
+  const auto bit = std::uint64_t{1} << (shard % 64);
+  if ((closed_bits_[shard / 64].fetch_or(bit) & bit) == 0) closed_count_.fetch_add(1);
 }
 
 void Mesh::reopen_shard(std::uint32_t shard) {
-  MutexLock lock(mu_);
-  if (closed_.erase(shard) > 0) closed_count_.fetch_sub(1);
+  if (shard >= closed_bits_.size() * 64) return;
+  const auto bit = std::uint64_t{1} << (shard % 64);
+  if ((closed_bits_[shard / 64].fetch_and(~bit) & bit) != 0) closed_count_.fetch_sub(1);
 }
 
 bool Mesh::holds(std::uint32_t shard, std::int64_t epoch) const {
@@ -420,9 +422,8 @@ bool Mesh::holds(std::uint32_t shard, std::int64_t epoch) const {
 }
 
 bool Mesh::shard_closed(std::uint32_t shard) const {
-  if (closed_count_.load() == 0) return false;
-  MutexLock lock(mu_);
-  return closed_.contains(shard);
+  if (closed_count_.load() == 0 || shard >= closed_bits_.size() * 64) return false;
+  return (closed_bits_[shard / 64].load() >> (shard % 64)) & 1;
 }
 
 bool Mesh::queue_closed(std::string_view queue) const {

@@ -13,6 +13,7 @@
 #include <roost/core/error.h>
 #include <roost/core/thread_annotations.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -20,7 +21,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -157,7 +157,9 @@ class Mesh {
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   std::vector<MeshMember> members_ ROOST_GUARDED_BY(mu_);
   std::map<std::uint32_t, ShardPlacement> shards_table_ ROOST_GUARDED_BY(mu_);  // as last listed
-  std::set<std::uint32_t> closed_ ROOST_GUARDED_BY(mu_);                        // shards moving away
+  // Shards closed here (moving away, or moved): one bit each (mesh_shards ≤ 65,536), read without a
+  // lock on every write's commit.
+  std::array<std::atomic<std::uint64_t>, 1024> closed_bits_{};
   std::atomic<std::size_t> closed_count_{0};
 
   std::atomic<bool> ever_valid_{false};
