@@ -9,30 +9,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 seconds=${2:-3}
 runs=${3:-3}
-bin="$build/bin"
-command -v etcd >/dev/null || { echo "etcd not installed (scripts/install-deps.sh --test)"; exit 1; }
-work=$(mktemp -d)
-pids=()
-trap 'kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-base=$((20000 + RANDOM % 9000))
-eport=$base; epeer=$((base + 1))
-etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$eport" \
-  --advertise-client-urls "http://127.0.0.1:$eport" --listen-peer-urls "http://127.0.0.1:$epeer" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$epeer" --initial-cluster "default=http://127.0.0.1:$epeer" \
-  >"$work/etcd.log" 2>&1 &
-pids+=($!)
-node() {  # name index
-  "$bin/roost" serve --data-dir "$work/$1" --http-listen "127.0.0.1:$((base + 10 + $2))" \
-    --endpoint "tcp://127.0.0.1:$((base + 20 + $2))" --mesh-listen "tcp://127.0.0.1:$((base + 30 + $2))" \
-    --mesh-etcd "http://127.0.0.1:$eport" --node-name "$1" --log-level warn >>"$work/$1.log" 2>&1 &
-}
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$eport/health" >/dev/null && break; sleep 0.1; done
-node a 1; apid=$!; pids+=($apid)
-node b 2; bpid=$!; pids+=($bpid)
-for _ in $(seq 100); do
-  [ "$(curl -sf "http://127.0.0.1:$((base + 11))/v1/mesh" | grep -o '"name"' | wc -l)" = 2 ] && break
-  sleep 0.1
-done
+source bench/mesh_env.sh
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # user + system, in clock ticks
 hz=$(getconf CLK_TCK)
 for r in $(seq "$runs"); do

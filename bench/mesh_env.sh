@@ -1,0 +1,34 @@
+# Sourced by the mesh benchmarks: etcd and two mesh nodes "a" and "b" on loopback (sync durability,
+# the counter example loaded), with data in a temporary folder that goes on exit.
+#   build=BUILD_DIR; source bench/mesh_env.sh
+# Sets: bin, work, base (ports: HTTP base+11/12, native base+21/22, mesh base+31/32), eport, pids
+# (killed on exit), apid, bpid, ttl; defines node NAME INDEX (starts that node again); needs
+# `set -euo pipefail` in the caller.
+bin="$build/bin"
+command -v etcd >/dev/null || { echo "etcd not installed (scripts/install-deps.sh --test)"; exit 1; }
+[ -x "$bin/mesh_bench" ] || { echo "$bin/mesh_bench not built"; exit 1; }
+work=$(mktemp -d)
+pids=()
+trap 'kill -9 "${pids[@]}" ${bpid:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+base=$((20000 + RANDOM % 9000))
+eport=$base; epeer=$((base + 1))
+ttl=${TTL_MS:-3000}
+etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$eport" \
+  --advertise-client-urls "http://127.0.0.1:$eport" --listen-peer-urls "http://127.0.0.1:$epeer" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$epeer" --initial-cluster "default=http://127.0.0.1:$epeer" \
+  >"$work/etcd.log" 2>&1 &
+pids+=($!)
+node() {  # name index
+  local n=$1 i=$2
+  "$bin/roost" serve --data-dir "$work/$n" --http-listen "127.0.0.1:$((base + 10 + i))" \
+    --endpoint "tcp://127.0.0.1:$((base + 20 + i))" --mesh-listen "tcp://127.0.0.1:$((base + 30 + i))" \
+    --mesh-etcd "http://127.0.0.1:$eport" --node-name "$n" --mesh-lease-ttl-ms "$ttl" --log-level warn \
+    --actors "$build/examples/counter/libroost_counter.so" >>"$work/$n.log" 2>&1 &
+}
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$eport/health" >/dev/null && break; sleep 0.1; done
+node a 1; apid=$!; pids+=($apid)
+node b 2; bpid=$!
+for _ in $(seq 100); do
+  [ "$(curl -sf "http://127.0.0.1:$((base + 11))/v1/mesh" | grep -o '"name"' | wc -l)" = 2 ] && break
+  sleep 0.1
+done
