@@ -9,7 +9,7 @@ command -v etcd >/dev/null || { echo "etcd not installed (scripts/install-deps.s
 [ -x "$bin/mesh_bench" ] || { echo "$bin/mesh_bench not built"; exit 1; }
 work=$(mktemp -d)
 pids=()
-trap 'kill -9 "${pids[@]}" ${bpid:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'exec 2>/dev/null; kill -9 "${pids[@]}" ${bpid:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 base=$((20000 + RANDOM % 9000))
 eport=$base; epeer=$((base + 1))
 ttl=${TTL_MS:-3000}
