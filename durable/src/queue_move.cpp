@@ -153,14 +153,12 @@ std::optional<std::string> QueueStore::export_queue(std::string_view queue) cons
 }
 
 void QueueStore::drop_queues(std::vector<std::string> names, Callback<std::uint64_t> done) {
-  submit<std::uint64_t>(std::move(done), [this, names = std::move(names)](Work& w) -> Result<std::uint64_t> {
+  submit<std::uint64_t>(std::move(done), [names = std::move(names)](Work& w) -> Result<std::uint64_t> {
     // Past the gate: the gate closes these queues for good on this node.
-    auto gate = std::exchange(gate_, nullptr);
     std::uint64_t dropped = 0;
     for (const auto& n : names) {
-      if (w.find(n) != nullptr && w.delete_queue(n)) ++dropped;
+      if (w.find(n) != nullptr && w.remove_queue(n)) ++dropped;
     }
-    gate_ = std::move(gate);
     return dropped;
   });
 }
@@ -262,10 +260,7 @@ Result<std::uint64_t> QueueStore::Work::import_queues(std::uint64_t move,
     if (find(x.name) != nullptr) {
       roost::module_logger("durable")->warn(
           "queue {}: the copy here was stale (its shard was elsewhere); replaced", x.name);
-      auto gate = std::exchange(s_.gate_, nullptr);
-      auto r = delete_queue(std::string(x.name));
-      s_.gate_ = std::move(gate);
-      if (!r) return std::unexpected(r.error());
+      if (auto r = remove_queue(std::string(x.name)); !r) return std::unexpected(r.error());
     }
     Queue& q = create(x.name, x.rec.config);
     q.rec.created_at = x.rec.created_at;

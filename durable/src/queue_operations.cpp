@@ -40,6 +40,10 @@ Result<QueueInfo> QueueStore::Work::put_queue(const std::string& name, const Que
 
 Result<bool> QueueStore::Work::delete_queue(const std::string& name) {
   if (auto e = closed(name)) return std::unexpected(*e);
+  return remove_queue(name);
+}
+
+Result<bool> QueueStore::Work::remove_queue(const std::string& name) {
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   std::string prefix = keys::qid(q->rec.qid);

@@ -111,6 +111,8 @@ class QueueStore::Work {
   Result<QueueInfo> put_queue(const std::string& name, const QueueConfigPatch& patch);
 
   Result<bool> delete_queue(const std::string& name);
+  // delete_queue without the gate: a moved queue's stale copy (queue_move.cpp).
+  Result<bool> remove_queue(const std::string& name);
 
   // Every reason enqueue() could refuse, checked without writing.
   std::optional<Error> check_enqueue(const std::string& name, const std::vector<NewMessage>& messages);
