@@ -578,7 +578,7 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
           return (*shared_done)(std::unexpected(marked.error()));
         }
         committer_.submit(std::make_unique<ObjectsOp>(
-            mailboxes_, session->objects, std::vector<std::string>{},
+            mailboxes_, std::move(session->objects), std::vector<std::string>{},
             [this, s, session, shared_done, forget,
              drop_objects](Result<std::set<std::string>> written) mutable {
               if (!written) {  // nothing of them was written
@@ -591,7 +591,7 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
                 names.push_back(durable::QueueStore::exported_name(blob));
               }
               queues_.import_queues(
-                  s.move, session->exported,
+                  s.move, std::move(session->exported),
                   [this, s, names, okeys = std::move(*written), shared_done, forget,
                    drop_objects](Result<std::uint64_t> placed) mutable {
                     forget();
