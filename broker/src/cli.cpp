@@ -348,9 +348,11 @@ json::object run_move(const MeshView& view, const std::optional<std::string>& to
     auto s = http.get("/v1/mesh/moves");
     if (s.status != 200) throw std::runtime_error("HTTP " + std::to_string(s.status) + " " + s.body);
     auto moves = json::parse(s.body);  // (a temporary in the for's range would die before the loop)
+    bool known = false;
     for (const auto& m : moves.as_object().at("moves").as_array()) {
       const auto& o = m.as_object();
       if (o.at("id").as_string() != id) continue;
+      known = true;
       auto state = std::string(o.at("state").as_string());
       if (state == "done" || state == "failed") return o;
       if (std::chrono::steady_clock::now() - last_report > std::chrono::seconds(2)) {
@@ -358,6 +360,12 @@ json::object run_move(const MeshView& view, const std::optional<std::string>& to
         std::cerr << "shard " << shard << " → " << to << ": " << state << ", " << o.at("bytes").as_int64()
                   << " bytes copied\n";
       }
+    }
+    // The owner restarted meanwhile (its moves list starts empty): `roost mesh status` says where
+    // the shard is now.
+    if (!known) {
+      throw std::runtime_error("the owner " + owner + " no longer knows move " + id +
+                               " (restarted?); see roost mesh status");
     }
   }
 }
