@@ -473,6 +473,17 @@ TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shar
   CHECK(r3.error().code == ErrorCode::OWNER_UNAVAILABLE);
   CHECK(metric(a, "roost_mesh_route_refused_total") >= 2);  // (/metrics is loopback-open)
 
+  // Moving shards is an operator's: an application's token is refused, before anything starts.
+  {
+    client::HttpClient app(a.proc().url());
+    app.set_header("Authorization", "Bearer " + sign_jwt("s3cret", R"({"roost":{"queues":["r*"]}})"));
+    auto r =
+        app.post("/v1/mesh/moves", json::serialize(json::object{{"shard", route_of(pm).shard}, {"to", "b"}}));
+    CHECK(r.status == 403);
+    CHECK(app.get("/v1/mesh/moves").status == 403);
+    CHECK(body_json(a.http().get("/v1/mesh/moves")).at("moves").as_array().empty());
+  }
+
   // Shard copies (a move's steps): malformed data, an unknown step, a shard a owns, a finish
   // whose source does not hold the shard's claim — each refused, nothing built.
   auto copy = [&](ShardCopy step, std::string payload) {
