@@ -586,18 +586,62 @@ bool Endpoint::Impl::stream_room(Session& s, std::uint64_t id) {
   return false;
 }
 
+// Every link this thread drives does a round of its work (answers in, requests out); the ones
+// that ended are dropped. `items` from `first` hold their poll results in links order (each link's
+// wake fd last), or nothing when `polled` is false.
+void Endpoint::Impl::turn_links(const std::vector<zmq::pollitem_t>& items, std::size_t first,
+                                const std::vector<std::size_t>& counts, bool polled) {
+  std::size_t at = first;
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    bool woke = false;
+    if (polled && i < counts.size() && counts[i] > 0) {
+      woke = (items[at + counts[i] - 1].revents & ZMQ_POLLIN) != 0;
+      at += counts[i];
+    }
+    if (!links[i]->turn(woke)) links[i] = nullptr;
+  }
+  std::erase(links, nullptr);
+}
+
+void Endpoint::Impl::end_links() {
+  {
+    MutexLock lock(links_mu);
+    loop_id.reset();
+    for (auto& l : adopted) links.push_back(std::move(l));
+    adopted.clear();
+  }
+  for (auto& l : links) l->end();
+  links.clear();
+}
+
 void Endpoint::Impl::run() {
-  zmq::pollitem_t items[3] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
-                              {nullptr, outbox->wake_fd, ZMQ_POLLIN, 0},
-                              {monitor.handle(), 0, ZMQ_POLLIN, 0}};
+  std::vector<zmq::pollitem_t> items;
+  std::vector<std::size_t> link_items;  // poll items of each link, in links order
   std::vector<std::move_only_function<void()>> tasks;
   Outbox::Deliveries deliveries;
   std::vector<zmq::message_t> parts;
   while (!stopping.load()) {
+    {
+      MutexLock lock(links_mu);
+      for (auto& l : adopted) links.push_back(std::move(l));
+      adopted.clear();
+    }
+    items.assign({{sock.handle(), 0, ZMQ_POLLIN, 0},
+                  {nullptr, outbox->wake_fd, ZMQ_POLLIN, 0},
+                  {monitor.handle(), 0, ZMQ_POLLIN, 0}});
+    link_items.clear();
+    for (auto& l : links) {
+      zmq::pollitem_t mine[2];
+      auto n = l->poll_items(mine);
+      link_items.push_back(n);
+      items.insert(items.end(), mine, mine + n);
+    }
     std::int64_t now = steady_ms();
-    long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, recheck_fds.empty() ? 100 : 10);
+    // Links keep their heartbeats and request deadlines at this pace.
+    long most = !recheck_fds.empty() ? 10 : !links.empty() ? 20 : 100;
+    long timeout = std::clamp<long>(static_cast<long>(next_sweep - now), 0, most);
     try {
-      zmq::poll(items, 3, std::chrono::milliseconds(timeout));
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       throw;
@@ -606,6 +650,8 @@ void Endpoint::Impl::run() {
       std::uint64_t n;
       [[maybe_unused]] auto r = ::read(outbox->wake_fd, &n, sizeof n);
     }
+    // Answers from peers first: their completions go out with this round's.
+    turn_links(items, 3, link_items, true);
     drain_monitor();
     // Requests in rounds of kRound, each followed by what they produced, so that a burst of
     // publishes does not fill subscriber buffers before they are flushed.
@@ -629,6 +675,8 @@ void Endpoint::Impl::run() {
       flush_deliveries(deliveries);
       if (n < kRound && round_messages < kRound) break;
     }
+    // What these requests forwarded to peers leaves now.
+    if (!links.empty()) turn_links(items, 3, link_items, false);
     flush_backlogs();
     end_doomed();
     now = steady_ms();
@@ -694,6 +742,7 @@ void Endpoint::start() {
     d.monitor.set(zmq::sockopt::linger, 0);
     d.monitor.connect(address);
   }
+  MutexLock links_lock(d.links_mu);  // adopt() waits for loop_id
   d.thread = std::thread([&d] {
     roost::name_this_thread(d.options.mesh != nullptr ? "roost-mesh-sock" : "roost-endpoint");
     try {
@@ -701,12 +750,35 @@ void Endpoint::start() {
     } catch (const std::exception& e) {
       d.log->critical("endpoint thread failed: {}", e.what());
     }
+    // The links it drove end here: what waits on them fails, and their closers return.
+    d.end_links();
   });
+  d.loop_id = d.thread.get_id();
+  links_lock.unlock();
   d.log->info("{} listening on {}{}", d.options.mesh != nullptr ? "mesh socket" : "endpoint", d.bound,
               d.options.curve_secret_key.empty() ? "" : " (CURVE encryption)");
 }
 
 std::string Endpoint::bound() const { return impl_->bound; }
+
+std::optional<std::thread::id> Endpoint::loop_thread() {
+  MutexLock lock(impl_->links_mu);
+  return impl_->loop_id;
+}
+
+zmq::context_t* Endpoint::zmq_context() { return &impl_->ctx; }
+
+bool Endpoint::adopt(std::shared_ptr<PeerLink> link) {
+  auto& d = *impl_;
+  {
+    MutexLock lock(d.links_mu);
+    if (!d.loop_id) return false;
+    d.adopted.push_back(std::move(link));
+  }
+  MutexLock lock(d.outbox->mu);
+  d.outbox->wake_locked();
+  return true;
+}
 
 void Endpoint::stop() {
   auto& d = *impl_;

@@ -294,7 +294,13 @@ struct Endpoint::Impl {
   std::int64_t last_trim = 0;
   std::vector<std::pair<int, std::int64_t>> recheck_fds;  // fds reported closed, and when to look again
 
+  // Peer links this thread drives (LinkLoop): adopted from any thread, taken in by the loop.
+  Mutex links_mu;
+  std::optional<std::thread::id> loop_id ROOST_GUARDED_BY(links_mu);  // set while the thread runs
+  std::vector<std::shared_ptr<PeerLink>> adopted ROOST_GUARDED_BY(links_mu);
+
   // Endpoint thread only.
+  std::vector<std::shared_ptr<PeerLink>> links;
   std::unordered_map<std::string, Session> sessions;
   std::uint64_t next_serial = 1;
   std::int64_t next_sweep = 0;
@@ -521,6 +527,9 @@ struct Endpoint::Impl {
 
   // ---- the loop --------------------------------------------------------------------------------
 
+  void turn_links(const std::vector<zmq::pollitem_t>& items, std::size_t first,
+                  const std::vector<std::size_t>& counts, bool polled);
+  void end_links();
   void run();
 };
 

@@ -498,6 +498,7 @@ std::shared_ptr<PeerLink> MeshRouter::refresh_link(const std::string& node) {
     if (member.name == node) address = member.mesh;
   }
   if (address.empty()) return nullptr;
+  std::shared_ptr<PeerLink> old;  // closed once mu_ is released (a driven link waits for its loop)
   MutexLock lock(mu_);
   if (stopped_) return nullptr;
   auto& link = links_[node];
@@ -512,11 +513,16 @@ std::shared_ptr<PeerLink> MeshRouter::refresh_link(const std::string& node) {
     // lease could have run out.
     o.heartbeat = std::max(std::chrono::milliseconds(100),
                            std::chrono::duration_cast<std::chrono::milliseconds>(m->options().lease_ttl / 6));
-    if (link) link->close();
-    link = std::make_shared<PeerLink>(std::move(o));
+    old = std::move(link);
+    // Driven by the client endpoint's thread when there is one: a request forwarded from there
+    // crosses no other thread of this node.
+    link = PeerLink::open(std::move(o), link_loop_.load());
     module_logger("mesh")->info("link to {} at {}", node, address);
   }
-  return link;
+  auto result = link;
+  lock.unlock();
+  if (old) old->close();
+  return result;
 }
 
 template <class T>

@@ -320,6 +320,7 @@ void Node::start() {
     d.mesh->set_mesh_advertise(d.config.mesh_advertise.empty() ? d.mesh_endpoint->bound()
                                                                : d.config.mesh_advertise);
     d.router->set_mesh(d.mesh.get());
+    d.mesh_router->set_link_loop(d.endpoint.get());
     d.mesh_router->set_mesh(d.mesh.get());
     d.mover->set_mesh(d.mesh.get());
     d.fence_mesh = d.mesh.get();
@@ -384,6 +385,7 @@ void Node::stop() {
   }
   d.server.reset();
   d.router->set_extra_metrics(nullptr);
+  if (d.mesh_router) d.mesh_router->set_link_loop(nullptr);
   d.endpoint.reset();
   d.mesh_endpoint.reset();
   d.router->set_actors(nullptr);

@@ -39,6 +39,7 @@ void start_core(const std::shared_ptr<ClientCore>& core, const char* io_name) {
     roost::name_this_thread("roost-dispatch");
     c->dispatch_loop();
   });
+  if (io_name == nullptr) return;
   core->io = std::thread([c = core.get(), io_name] {
     roost::name_this_thread(io_name);
     try {

@@ -249,8 +249,19 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   std::deque<std::function<void()>> dqueue ROOST_GUARDED_BY(dmu);
   bool dstop ROOST_GUARDED_BY(dmu) = false;
 
+  // Driven (PeerLink::open with a LinkLoop): no I/O thread of its own; the loop that adopted it
+  // calls poll_items() and turn() on its thread (io_id), and end_io() when it stops.
+  bool driven = false;
+  zmq::context_t* loop_ctx = nullptr;  // (driven) the loop's ZeroMQ context: one I/O thread for both
+  std::mutex end_mu;
+  std::condition_variable end_cv;
+  bool ended = false;  // end_io ran (guarded by end_mu)
+
   // ---- I/O thread state ----
   std::optional<zmq::socket_t> sock;
+  std::vector<zmq::message_t> io_parts;
+  std::vector<Outgoing> io_batch;
+  std::vector<std::uint64_t> io_cancels;
   std::unordered_map<std::uint64_t, Pending> pending;
   std::vector<Outgoing> waiting;                                // made while not connected
   std::vector<std::pair<Clock::time_point, Outgoing>> retries;  // owner_unavailable: sent again then
@@ -356,6 +367,12 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   bool retry_owner(std::uint64_t id, Pending& p);
 
   void run();
+  // One round of the I/O loop after a poll (`woke`: the wake fd was readable) / what to poll next
+  // (its socket when open, the wake fd; up to 2) / the end (what waits fails) — on the I/O thread.
+  void turn(bool woke);
+  std::size_t poll_items(zmq::pollitem_t* items);
+  void end_io();
+  void set_ended();
 
   // Sends a heartbeat and reads until the node answers it or kCloseClearance passes.
   void await_clearance();
@@ -375,7 +392,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   void settle(std::string queue, std::vector<std::string> acks, std::vector<RetryRequest> retries);
 };
 
-// Starts a core's I/O and dispatch threads (it connects in the background).
+// Starts a core's I/O and dispatch threads (it connects in the background); io_name null: the
+// dispatch thread only (a driven core).
 void start_core(const std::shared_ptr<ClientCore>& core, const char* io_name);
 
 }  // namespace roost

@@ -39,7 +39,7 @@ void ClientCore::dispatch_loop() {
 }
 
 void ClientCore::open_socket() {
-  sock.emplace(ctx, zmq::socket_type::dealer);
+  sock.emplace(loop_ctx != nullptr ? *loop_ctx : ctx, zmq::socket_type::dealer);
   sock->set(zmq::sockopt::linger, 0);
   sock->set(zmq::sockopt::sndhwm, 100'000);
   sock->set(zmq::sockopt::rcvhwm, 100'000);
@@ -152,12 +152,8 @@ void ClientCore::on_ready(proto::HelloOk::Reader ok) {
 void ClientCore::run() {
   io_id = std::this_thread::get_id();
   open_socket();
-  std::vector<zmq::message_t> parts;
-  std::vector<Outgoing> batch;
-  std::vector<std::uint64_t> cancel_batch;
   while (!closing.load()) {
-    auto now = Clock::now();
-    if (!sock && now >= reconnect_at) open_socket();
+    if (!sock && Clock::now() >= reconnect_at) open_socket();
     zmq::pollitem_t items[2] = {{sock ? sock->handle() : nullptr, 0, ZMQ_POLLIN, 0},
                                 {nullptr, wake_fd, ZMQ_POLLIN, 0}};
     int n = sock ? 2 : 1;
@@ -167,92 +163,113 @@ void ClientCore::run() {
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
     }
-    if (items[1].revents & ZMQ_POLLIN || !sock) {
-      std::uint64_t v;
-      [[maybe_unused]] auto rr = ::read(wake_fd, &v, sizeof v);
+    turn((items[1].revents & ZMQ_POLLIN) != 0 || !sock);
+  }
+  end_io();
+}
+
+std::size_t ClientCore::poll_items(zmq::pollitem_t* items) {
+  if (!sock && Clock::now() >= reconnect_at) open_socket();
+  std::size_t n = 0;
+  if (sock) items[n++] = {sock->handle(), 0, ZMQ_POLLIN, 0};
+  items[n++] = {nullptr, wake_fd, ZMQ_POLLIN, 0};
+  return n;
+}
+
+void ClientCore::turn(bool woke) {
+  auto now = Clock::now();
+  auto& parts = io_parts;
+  auto& batch = io_batch;
+  auto& cancel_batch = io_cancels;
+  if (woke) {
+    std::uint64_t v;
+    [[maybe_unused]] auto rr = ::read(wake_fd, &v, sizeof v);
+  }
+  if (sock) {
+    for (int i = 0; i < 4096; ++i) {
+      parts.clear();
+      if (!zmq::recv_multipart(*sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+      handle(parts);
+      if (!sock) break;
     }
-    if (sock) {
-      for (int i = 0; i < 4096; ++i) {
-        parts.clear();
-        if (!zmq::recv_multipart(*sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
-        handle(parts);
-        if (!sock) break;
-      }
-    }
-    {
-      MutexLock lock(mu);
-      batch.swap(outbox);
-      cancel_batch.swap(cancels);
-      wake_pending = false;
-      for (auto it = reopen.begin(); it != reopen.end();) {
-        if (it->first > now) {
-          ++it;
-          continue;
-        }
-        to_open.push_back(it->second);
-        it = reopen.erase(it);
-      }
-      if (sock && ready) {
-        for (auto id : to_open) {
-          if (auto it = streams.find(id); it != streams.end()) open_stream(id, it->second);
-        }
-        to_open.clear();
-      }
-    }
-    if (sock && ready) {
-      send_all(batch);
-    } else {
-      for (auto& o : batch) waiting.push_back(std::move(o));
-    }
-    batch.clear();
-    for (auto id : cancel_batch) {
-      if (!sock || !ready) continue;
-      capnp::MallocMessageBuilder b(32);
-      auto env = b.initRoot<proto::Envelope>();
-      env.setId(0);
-      env.initCancel().setStream(id);
-      auto f = to_frame(b);
-      (void)sock->send(f, zmq::send_flags::none);
-    }
-    cancel_batch.clear();
-    now = Clock::now();
-    for (auto it = retries.begin(); it != retries.end();) {
+  }
+  if (ended) return;  // (driven) a callback closed the link
+  {
+    MutexLock lock(mu);
+    batch.swap(outbox);
+    cancel_batch.swap(cancels);
+    wake_pending = false;
+    for (auto it = reopen.begin(); it != reopen.end();) {
       if (it->first > now) {
         ++it;
         continue;
       }
-      if (sock && ready) {
-        send_now(it->second);
-      } else {
-        waiting.push_back(std::move(it->second));
-      }
-      it = retries.erase(it);
+      to_open.push_back(it->second);
+      it = reopen.erase(it);
     }
-    expire(now);
-    if (sock) {
-      if (hello_id != 0 && now > hello_deadline) {
-        if (!connected_once_set) {
-          connected_once_set = true;
-          connected_once.set_value(std::unexpected(unavailable(
-              "no answer from " + options.url +
-              (options.curve_server_key.empty()
-                   ? " (if the endpoint requires CURVE encryption, give its public key: --server-key / curve_server_key)"
-                   : " (is --server-key the endpoint's public key?)"))));
-        }
-        lose_connection("no answer to hello");
-      } else if (ready && now - last_heard > 3 * options.heartbeat) {
-        lose_connection("no heartbeat");
-      } else if (ready && now >= next_heartbeat) {
-        capnp::MallocMessageBuilder b(32);
-        auto env = b.initRoot<proto::Envelope>();
-        env.setId(0);
-        env.initHeartbeat();
-        auto f = to_frame(b);
-        (void)sock->send(f, zmq::send_flags::dontwait);
-        next_heartbeat = now + options.heartbeat;
+    if (sock && ready) {
+      for (auto id : to_open) {
+        if (auto it = streams.find(id); it != streams.end()) open_stream(id, it->second);
       }
+      to_open.clear();
     }
   }
+  if (sock && ready) {
+    send_all(batch);
+  } else {
+    for (auto& o : batch) waiting.push_back(std::move(o));
+  }
+  batch.clear();
+  for (auto id : cancel_batch) {
+    if (!sock || !ready) continue;
+    capnp::MallocMessageBuilder b(32);
+    auto env = b.initRoot<proto::Envelope>();
+    env.setId(0);
+    env.initCancel().setStream(id);
+    auto f = to_frame(b);
+    (void)sock->send(f, zmq::send_flags::none);
+  }
+  cancel_batch.clear();
+  now = Clock::now();
+  for (auto it = retries.begin(); it != retries.end();) {
+    if (it->first > now) {
+      ++it;
+      continue;
+    }
+    if (sock && ready) {
+      send_now(it->second);
+    } else {
+      waiting.push_back(std::move(it->second));
+    }
+    it = retries.erase(it);
+  }
+  expire(now);
+  if (sock) {
+    if (hello_id != 0 && now > hello_deadline) {
+      if (!connected_once_set) {
+        connected_once_set = true;
+        connected_once.set_value(std::unexpected(unavailable(
+            "no answer from " + options.url +
+            (options.curve_server_key.empty()
+                 ? " (if the endpoint requires CURVE encryption, give its public key: --server-key / curve_server_key)"
+                 : " (is --server-key the endpoint's public key?)"))));
+      }
+      lose_connection("no answer to hello");
+    } else if (ready && now - last_heard > 3 * options.heartbeat) {
+      lose_connection("no heartbeat");
+    } else if (ready && now >= next_heartbeat) {
+      capnp::MallocMessageBuilder b(32);
+      auto env = b.initRoot<proto::Envelope>();
+      env.setId(0);
+      env.initHeartbeat();
+      auto f = to_frame(b);
+      (void)sock->send(f, zmq::send_flags::dontwait);
+      next_heartbeat = now + options.heartbeat;
+    }
+  }
+}
+
+void ClientCore::end_io() {
   // Closing: requests that wait for an answer fail. What the application made fire and forget
   // before close() — publishes, acks, retries — still leaves when connected (in order), and a
   // heartbeat behind it is waited for (up to kCloseClearance): the node answers it once it
@@ -282,8 +299,9 @@ void ClientCore::run() {
       fail_outgoing(o, unavailable("the client is closed"));
     }
   }
-  // What the loop above sent may still sit in ZeroMQ's queue too.
-  if (sock && ready) await_clearance();
+  // What the loop above sent may still sit in ZeroMQ's queue too. (Not on a loop that drives
+  // other work too: a driven link's fire-and-forget leaves as far as ZeroMQ takes it.)
+  if (sock && ready && !driven) await_clearance();
   {
     MutexLock lock(mu);
     for (auto& [id, s] : streams) {
@@ -293,6 +311,15 @@ void ClientCore::run() {
   }
   end_sockets("the link to the owner node is closed");
   sock.reset();
+  set_ended();
+}
+
+void ClientCore::set_ended() {
+  {
+    std::lock_guard lock(end_mu);
+    ended = true;
+  }
+  end_cv.notify_all();
 }
 
 void ClientCore::await_clearance() {
@@ -358,6 +385,12 @@ void ClientCore::close() {
   closing = true;
   wake();
   if (io.joinable()) io.join();
+  if (driven && std::this_thread::get_id() != io_id) {
+    // The loop that drives it ends it at its next turn, or when the loop stops. (Closed on the
+    // loop's own thread — from one of its callbacks — it ends at that next turn too.)
+    std::unique_lock lock(end_mu);
+    end_cv.wait(lock, [this] { return ended; });
+  }
   {
     MutexLock lock(dmu);
     dstop = true;

@@ -18,6 +18,67 @@ PeerLink::PeerLink(ClientOptions options) : core_(std::make_shared<ClientCore>(s
   start_core(core_, "roost-peer-io");
 }
 
+PeerLink::PeerLink(ClientOptions options, Driven) : core_(std::make_shared<ClientCore>(std::move(options))) {}
+
+std::shared_ptr<PeerLink> PeerLink::open(ClientOptions options, LinkLoop* loop) {
+  if (loop == nullptr) return std::make_shared<PeerLink>(std::move(options));
+  auto link = std::shared_ptr<PeerLink>(new PeerLink(std::move(options), Driven{}));
+  if (auto thread = loop->loop_thread()) {
+    link->core_->driven = true;
+    link->core_->io_id = *thread;
+    link->core_->loop_ctx = loop->zmq_context();
+    if (loop->adopt(link)) {
+      start_core(link->core_, nullptr);
+      return link;
+    }
+    link->core_->driven = false;  // the loop stopped meanwhile
+  }
+  start_core(link->core_, "roost-peer-io");
+  return link;
+}
+
+std::size_t PeerLink::poll_items(zmq_pollitem_t* items) {
+  auto& c = *core_;
+  if (c.ended) return 0;
+  try {
+    return c.poll_items(items);
+  } catch (const std::exception& e) {
+    c.fail_fatally(e.what());
+    c.set_ended();
+    return 0;
+  }
+}
+
+bool PeerLink::turn(bool woke) {
+  auto& c = *core_;
+  if (c.ended) return false;
+  try {
+    if (c.closing.load()) {
+      c.end_io();
+      return false;
+    }
+    c.turn(woke);
+  } catch (const std::exception& e) {
+    // A ZeroMQ failure: the link is unusable (as when its own thread ends on one).
+    c.fail_fatally(e.what());
+    c.set_ended();
+    return false;
+  }
+  return !c.ended;
+}
+
+void PeerLink::end() {
+  auto& c = *core_;
+  if (c.ended) return;
+  c.closing = true;
+  try {
+    c.end_io();
+  } catch (const std::exception& e) {
+    c.fail_fatally(e.what());
+    c.set_ended();
+  }
+}
+
 PeerLink::~PeerLink() { close(); }
 
 void PeerLink::close() { core_->close(); }

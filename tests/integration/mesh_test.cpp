@@ -15,6 +15,8 @@
 #include <roost/core/auth.h>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 
@@ -298,6 +300,20 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
   CHECK(json::parse(reply->data).at("n") == 4);
   auto info = (*client)->get_queue(far);
   REQUIRE(info);
+  // b's links to its peers are driven by its client endpoint's thread (a forwarded request crosses
+  // no other thread of b): no link has an I/O thread of its own.
+  {
+    std::multiset<std::string> threads;
+    for (const auto& t :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(b.proc().pid()) + "/task")) {
+      std::ifstream comm(t.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      threads.insert(name);
+    }
+    CHECK(threads.count("roost-endpoint") == 1);
+    CHECK(threads.count("roost-peer-io") == 0);
+  }
   CHECK(info->stats.enqueued == 1);
   // HTTP to an object's on_fetch through a node that does not own it: method, path, query, body
   // and headers go there; its status and headers come back.

@@ -11,6 +11,7 @@
 // Thread-safety: start/stop from one thread; everything else runs on the endpoint thread.
 #pragma once
 
+#include <roost/client/peer.h>
 #include <roost/core/router.h>
 
 #include <cstdint>
@@ -47,7 +48,9 @@ struct EndpointOptions {
   Mesh* mesh = nullptr;
 };
 
-class Endpoint {
+// An endpoint is also a LinkLoop: the node's mesh router gives it the links to its peers, so that a
+// request a client sends here for another node's shard is forwarded, and answered, on this thread.
+class Endpoint final : public LinkLoop {
  public:
   Endpoint(Router& router, EndpointOptions options);
   ~Endpoint();
@@ -64,6 +67,11 @@ class Endpoint {
   std::size_t sessions() const;
   // Prometheus lines for /metrics.
   std::string metrics_text() const;
+
+  // LinkLoop: links adopted while the endpoint thread runs are driven by it; stop() ends them.
+  std::optional<std::thread::id> loop_thread() override;
+  bool adopt(std::shared_ptr<PeerLink> link) override;
+  zmq::context_t* zmq_context() override;
 
  private:
   struct Impl;

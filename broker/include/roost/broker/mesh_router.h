@@ -9,8 +9,8 @@
 // Channels travel like NATS routes (below); the queue list is gathered from every live peer. A
 // WebSocket to an object owned elsewhere stays on this node and is attached on the owner.
 //
-// Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread,
-// or wherever the LocalRouter runs them.
+// Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread
+// (the client endpoint's thread, which drives the links), or wherever the LocalRouter runs them.
 #pragma once
 
 #include <roost/broker/actor_runtime.h>
@@ -82,6 +82,9 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   }
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
+  // The loop that drives the links made from now on (the client endpoint's; null: each link has
+  // its own thread).
+  void set_link_loop(LinkLoop* loop) { link_loop_.store(loop); }
   // The link to a live member (nullptr: not a live member, or this node).
   std::shared_ptr<PeerLink> peer(const std::string& node) { return link_to(node); }
   // Shard moves: made by `mover` (POST /v1/mesh/moves). REQUIRES: before the gateway starts.
@@ -213,6 +216,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   MeshRouterOptions options_;
   std::string token_;
   std::atomic<Mesh*> mesh_{nullptr};
+  std::atomic<LinkLoop*> link_loop_{nullptr};
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerLink>> links_ ROOST_GUARDED_BY(mu_);  // by member name
   bool stopped_ ROOST_GUARDED_BY(mu_) = false;

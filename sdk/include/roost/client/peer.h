@@ -5,7 +5,7 @@
 // serves them only while it owns that shard under that epoch (owner_unavailable otherwise).
 //
 // Thread-safety: every method may be called from any thread; callbacks run on the link's I/O
-// thread (post anything long elsewhere).
+// thread — its own, or the thread of the LinkLoop that drives it (post anything long elsewhere).
 #pragma once
 
 #include <roost/client/client.h>
@@ -13,9 +13,13 @@
 #include <roost/core/object_types.h>
 #include <roost/core/router.h>
 
+#include <zmq.hpp>
+
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace roost {
@@ -25,10 +29,34 @@ struct Route {
   std::int64_t epoch = 0;
 };
 
+class PeerLink;
+
+// A thread's poll loop that can drive links (the node's client endpoint): a request forwarded from
+// that thread then leaves and its answer comes back on it, crossing no other thread.
+class LinkLoop {
+ public:
+  // The loop's thread while it runs (nullopt: not running).
+  virtual std::optional<std::thread::id> loop_thread() = 0;
+  // Takes `link` into the loop: from now on it polls link->poll_items() and calls link->turn()
+  // after each poll, until turn() answers false, and link->end() when it stops. False: the loop
+  // has stopped (the link then runs on its own thread).
+  virtual bool adopt(std::shared_ptr<PeerLink> link) = 0;
+  // The ZeroMQ context of the loop's own sockets: a link's socket joins it (null: its own), so one
+  // ZeroMQ I/O thread carries both sides of a forwarded request.
+  virtual zmq::context_t* zmq_context() { return nullptr; }
+
+ protected:
+  ~LinkLoop() = default;
+};
+
 class PeerLink {
  public:
-  // Starts connecting in the background; requests made meanwhile wait (up to their timeout).
+  // Starts connecting in the background on its own I/O thread; requests made meanwhile wait (up
+  // to their timeout).
   explicit PeerLink(ClientOptions options);
+  // The same, driven by `loop` when it runs (callbacks then run on the loop's thread), else on its
+  // own thread.
+  static std::shared_ptr<PeerLink> open(ClientOptions options, LinkLoop* loop);
   ~PeerLink();
   PeerLink(const PeerLink&) = delete;
   PeerLink& operator=(const PeerLink&) = delete;
@@ -103,10 +131,20 @@ class PeerLink {
   // trying either way.
   bool down() const;
   const std::string& url() const;
-  // Fails what waits (unavailable) and joins the link's threads.
+  // Fails what waits (unavailable) and joins the link's threads (a driven link: waits until its
+  // loop has ended it, or ends it now on the loop's thread).
   void close();
 
+  // For the LinkLoop that adopted the link, on its thread only: what to poll (its socket when
+  // open, its wake fd; up to 2 items, 0 once ended), one round of its work after a poll (`woke`:
+  // its wake fd was readable; false: it has ended, drop it), and its end when the loop stops.
+  std::size_t poll_items(zmq_pollitem_t* items);
+  bool turn(bool woke);
+  void end();
+
  private:
+  struct Driven {};
+  PeerLink(ClientOptions options, Driven);
   std::shared_ptr<struct ClientCore> core_;
   std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
 };
