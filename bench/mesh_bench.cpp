@@ -5,7 +5,7 @@
 // durability (sync). Only what the node acknowledged (or the subscriber received) counts; channel
 // subscribers check every sequence for loss, duplicates and order.
 //
-//   mesh_bench --a tcp://… --b tcp://… --http-a http://… [--seconds 3] [--runs 3] [--only enqueue]
+//   mesh_bench --a tcp://… --b tcp://… --http-a http://… [--seconds 3] [--runs 3] [--only enqueue|fanout]
 //
 // Prints every run's `name value unit` line, then each figure's median (`…_median`) and the
 // forwarded/local ratios of the medians.
@@ -37,7 +37,7 @@ struct Args {
   std::string a, b, http_a;
   double seconds = 3;
   int runs = 3;
-  bool enqueue_only = false;  // --only enqueue: the 64-in-flight enqueue figures alone
+  std::string only;  // --only enqueue | fanout: those figures alone
 };
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
     if (k == "--http-a") a.http_a = v;
     if (k == "--seconds") a.seconds = std::stod(v);
     if (k == "--runs") a.runs = std::stoi(v);
-    if (k == "--only") a.enqueue_only = v == "enqueue";
+    if (k == "--only") a.only = v;
   }
   if (a.a.empty() || a.b.empty() || a.http_a.empty()) {
     std::fprintf(stderr, "usage: mesh_bench --a URL --b URL --http-a URL [--seconds S] [--runs N]\n");
@@ -240,14 +240,15 @@ int main(int argc, char** argv) {
     std::printf("# run %d\n", run + 1);
     // Which one goes first alternates between runs: the queue grows with each, and the machine's
     // state drifts; neither side always gets the fresher one.
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < 2 && a.only != "fanout"; ++k) {
       if ((k + run) % 2 == 0)
         record("enqueue_w64_local", enqueue_rate(a.b, queue, 64, a.seconds), "msgs/s");
       else
         record("enqueue_w64_forwarded", enqueue_rate(a.a, queue, 64, a.seconds), "msgs/s");
     }
-    if (a.enqueue_only) continue;
+    if (a.only == "enqueue") continue;
     for (const auto& [label, url] : {std::pair{"local", a.b}, std::pair{"forwarded", a.a}}) {
+      if (a.only == "fanout") break;
       auto us = enqueue_latency(url, lat_queue, 1000);
       record(std::string("enqueue_w1_") + label + "_p50", percentile(us, 0.5), "us");
       record(std::string("enqueue_w1_") + label + "_p99", percentile(us, 0.99), "us");
@@ -259,12 +260,19 @@ int main(int argc, char** argv) {
     // one-node baseline and for subscribers on b (one hop: a relays to b); one homed on b for the
     // publisher on a whose publishes go to the home first (a → b, delivered there).
     const auto tag = "r" + std::to_string(run) + "_";
-    auto one = fanout(a.a, a.a, 10, 100'000, homed_on(http, "channel", "bench.fan" + tag, "a"));
-    record("fanout_10subs_one_node", one.rate, "msgs/s");
-    record("fanout_10subs_one_node_lost_dup_or_reordered", static_cast<double>(one.bad), "msgs");
-    auto cross = fanout(a.a, a.b, 10, 100'000, homed_on(http, "channel", "bench.cross" + tag, "a"));
-    record("fanout_10subs_cross_node", cross.rate, "msgs/s");
-    record("fanout_10subs_cross_node_lost_dup_or_reordered", static_cast<double>(cross.bad), "msgs");
+    // (One node and cross node take turns going first, as above.)
+    Fanout one, cross;
+    for (int k = 0; k < 2; ++k) {
+      if ((k + run) % 2 == 0) {
+        one = fanout(a.a, a.a, 10, 100'000, homed_on(http, "channel", "bench.fan" + tag, "a"));
+        record("fanout_10subs_one_node", one.rate, "msgs/s");
+        record("fanout_10subs_one_node_lost_dup_or_reordered", static_cast<double>(one.bad), "msgs");
+      } else {
+        cross = fanout(a.a, a.b, 10, 100'000, homed_on(http, "channel", "bench.cross" + tag, "a"));
+        record("fanout_10subs_cross_node", cross.rate, "msgs/s");
+        record("fanout_10subs_cross_node_lost_dup_or_reordered", static_cast<double>(cross.bad), "msgs");
+      }
+    }
     auto via = fanout(a.a, a.b, 10, 100'000, homed_on(http, "channel", "bench.via" + tag, "b"));
     record("fanout_10subs_publish_via_home", via.rate, "msgs/s");
     record("fanout_10subs_publish_via_home_lost_dup_or_reordered", static_cast<double>(via.bad), "msgs");
