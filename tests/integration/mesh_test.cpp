@@ -1945,6 +1945,105 @@ TEST_CASE(
   CHECK(redelivered <= 100 * summary.at("moved").as_array().size());
 }
 
+TEST_CASE(
+    "mesh: a move whose target fails is undone — the source serves all of the shard again (under a new epoch "
+    "once it had closed it); the target keeps nothing",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  auto nodes = start_mesh(etcd, {"a", "b", "c"});
+  auto &a = *nodes["a"], &b = *nodes["b"], &c = *nodes["c"];
+  const std::string q = queue_owned_by(a, "a", "undo");
+  REQUIRE(c.put_queue(q).status == 200);
+  // 40 MB (40,000 × 1 KB): a copy, and a closed phase, that take a while.
+  constexpr int kCount = 40'000;
+  const std::string pad(1000, 'x');
+  for (int batch = 0; batch < kCount / 100; ++batch) {
+    json::array msgs;
+    for (int i = 0; i < 100; ++i)
+      msgs.push_back(json::object{{"body", std::to_string(batch * 100 + i) + pad}});
+    REQUIRE(a.http()
+                .post("/v1/queues/" + q + "/messages", json::serialize(json::object{{"messages", msgs}}))
+                .status == 201);
+  }
+  const auto before = placement(c, q);
+  const auto shard = before.at("shard").to_number<std::uint32_t>();
+  auto r = a.http().post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "b"}}));
+  INFO(r.body);
+  REQUIRE(r.status == 202);
+  const auto id = std::string(body_json(r).at("id").as_string());
+  auto state = [&] {
+    auto moves = body_json(a.http().get("/v1/mesh/moves"));  // (kept: the loop reads into it)
+    for (const auto& m : moves.at("moves").as_array()) {
+      if (m.at("id") == id.c_str()) return m;
+    }
+    return json::value();
+  };
+  bool closed = false;
+  SECTION("the target dies while the bodies are copied: the source never stopped serving") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    b.proc().stop(SIGKILL);
+  }
+  SECTION("the target stops answering once the shard is closed: the source claims it again") {
+    // Paused as soon as the move has closed the shard (before the target could switch it).
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!closed && std::chrono::steady_clock::now() < until) {
+      auto m = state();
+      REQUIRE(m.is_object());
+      REQUIRE(m.at("state") != "done");
+      closed = m.at("state") == "closing" || m.at("state") == "finishing";
+    }
+    REQUIRE(closed);
+    ::kill(b.proc().pid(), SIGSTOP);
+  }
+  json::value last;
+  REQUIRE(eventually(
+      [&] {
+        last = state();
+        return last.at("state") == "done" || last.at("state") == "failed";
+      },
+      std::chrono::seconds(60)));
+  INFO(json::serialize(last));
+  REQUIRE(last.at("state") == "failed");
+  CHECK(metric(a, "roost_mesh_moves_failed_total") == 1);
+  if (closed) {
+    // The claim was made again: a new epoch, seen from the other node (a finish the target still
+    // completed now would fail its compare in etcd).
+    REQUIRE(eventually([&] {
+      auto p = placement(c, q);
+      return p.at("owner") == "a" && p.at("home") == "a" &&
+             p.at("epoch").as_int64() > before.at("epoch").as_int64();
+    }));
+    ::kill(b.proc().pid(), SIGCONT);
+  } else {
+    auto p = placement(c, q);
+    CHECK(p.at("owner") == "a");
+    CHECK(p.at("epoch") == before.at("epoch"));
+  }
+  // The source serves the whole queue, in order, and takes new messages.
+  REQUIRE(eventually([&] { return c.stats(q).at("messages") == kCount; }));
+  auto head = c.pull_messages(q, R"({"batch_size":10})");
+  REQUIRE(head.size() == 10);
+  for (int i = 0; i < 10; ++i) CHECK(head[i].at("body").as_string() == std::to_string(i) + pad);
+  a.ack_leases(q, head);
+  REQUIRE(c.send(q, R"({"body":"after"})").status == 201);
+  CHECK(c.stats(q).at("messages") == kCount - 10 + 1);
+  // The target (restarted, or resumed) holds no copy: the mesh's queue list has the queue once,
+  // with a's count.
+  if (!closed) b.proc().start();
+  REQUIRE(eventually([&] { return member_names(c).size() == 3; }));
+  REQUIRE(eventually([&] {
+    auto list = body_json(c.http().get("/v1/queues"));
+    int copies = 0;
+    for (const auto& one : list.at("queues").as_array()) {
+      if (one.at("name") != q.c_str()) continue;
+      ++copies;
+      if (one.at("stats").at("messages") != kCount - 10 + 1) return false;
+    }
+    return copies == 1;
+  }));
+}
+
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {
   Server a;
   auto r = a.http().get("/v1/mesh");

@@ -1,6 +1,6 @@
 // A PeerLink driven by another thread's poll loop (the LinkLoop contract the node's client endpoint
-// implements, docs/mesh.md "Any node serves any queue and object"), against a real `roost` binary: answers come back on the
-// loop's thread, a link whose loop has stopped fails what waits, close() from another thread
+// implements, docs/mesh.md "Any node serves any queue and object"), against a real `roost` binary: answers
+// come back on the loop's thread, a link whose loop has stopped fails what waits, close() from another thread
 // returns once the loop ended it, and a link made while no loop runs gets its own thread.
 #include <catch2/catch.hpp>
 
