@@ -170,9 +170,18 @@ void ActorRuntime::start() {
   worker_count_ = static_cast<int>(std::max(1u, options_.threads));
   if (options_.max_threads == 0) options_.max_threads = std::max(16u, 4 * options_.threads);
   publisher_.emplace(asio::make_strand(workers_->get_executor()));
-  std::size_t subs = 0;
+  // Objects of a shard closed here from the start (a move left it unsettled: MeshRouter::hold)
+  // wait: adopt() loads them if the shard is this node's after all.
+  auto closed = [this](const std::string& cls, const std::string& name) {
+    return mesh_effects_ != nullptr && mesh_effects_->object_closed(cls, name);
+  };
+  std::size_t subs = 0, held = 0;
   for (auto& [ref, pattern] : store_.all_subscriptions()) {
     if (!has_class(ref.object_class)) continue;
+    if (closed(ref.object_class, ref.name)) {
+      ++held;
+      continue;
+    }
     subscribe_object(MailboxStore::object_key(ref.object_class, ref.name), ref.object_class, ref.name,
                      pattern);
     ++subs;
@@ -182,6 +191,10 @@ void ActorRuntime::start() {
   std::erase_if(pending, [&](const PendingMail& m) {
     bool gone = !has_class(m.object.object_class);
     orphans += gone;
+    if (!gone && closed(m.object.object_class, m.object.name)) {
+      ++held;
+      return true;
+    }
     return gone;
   });
   std::size_t class_count = 0;
@@ -196,6 +209,7 @@ void ActorRuntime::start() {
   if (orphans > 0) {
     log->warn("{} mailbox messages belong to classes not registered on this node; they wait", orphans);
   }
+  if (held > 0) log->info("{} mailbox messages and subscriptions wait for their shard to be settled", held);
   deliver_mail(std::move(pending));
   timer_ = std::thread([this] {
     roost::name_this_thread("roost-alarms");

@@ -147,6 +147,37 @@ bool MeshRouter::ready() {
   return m != nullptr && m->shards() != 0;
 }
 
+void MeshRouter::hold(const std::vector<std::pair<std::uint32_t, std::uint32_t>>& shards) {
+  MutexLock lock(held_mu_);
+  held_.insert(held_.end(), shards.begin(), shards.end());
+  any_held_ = !held_.empty();
+}
+
+void MeshRouter::release(std::uint32_t shard) {
+  MutexLock lock(held_mu_);
+  std::erase_if(held_, [shard](const auto& h) { return h.first == shard; });
+  any_held_ = !held_.empty();
+}
+
+bool MeshRouter::held(std::uint32_t shard) const {
+  MutexLock lock(held_mu_);
+  return std::any_of(held_.begin(), held_.end(), [shard](const auto& h) { return h.first == shard; });
+}
+
+bool MeshRouter::held_queue(std::string_view queue) const {
+  if (!any_held_.load()) return false;
+  MutexLock lock(held_mu_);
+  return std::any_of(held_.begin(), held_.end(),
+                     [&](const auto& h) { return Mesh::shard_of_queue(queue, h.second) == h.first; });
+}
+
+bool MeshRouter::held_object(std::string_view object_class, std::string_view name) const {
+  MutexLock lock(held_mu_);
+  return std::any_of(held_.begin(), held_.end(), [&](const auto& h) {
+    return Mesh::shard_of_object(object_class, name, h.second) == h.first;
+  });
+}
+
 std::optional<std::uint32_t> MeshRouter::remote_queue(std::string_view queue) {
   auto shard = queue_shard(queue);
   if (!owned_here(shard)) return std::nullopt;

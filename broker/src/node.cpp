@@ -114,7 +114,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   // In a mesh, a shard moving away (or moved) takes no more writes here (docs/mesh.md).
   d.queues->set_gate([&d](std::string_view queue) {
     Mesh* m = d.fence_mesh.load();
-    return m != nullptr && m->queue_closed(queue);
+    return (m != nullptr && m->queue_closed(queue)) || (d.mesh_router && d.mesh_router->held_queue(queue));
   });
   d.hub = std::make_unique<channels::Hub>(d.config.hub_options(), wall_clock_ms);
   d.router = std::make_unique<LocalRouter>(*d.queues, *d.committer, *d.env, *d.hub, d.io,
@@ -260,6 +260,21 @@ void Node::start() {
     start = comma + 1;
   }
   d.committer->start();
+  // Shards a move left unsettled when this node stopped stay closed (their objects do not run)
+  // until the mesh says whose they are (ShardMover::settle, once joined).
+  std::vector<durable::OutboxStore::MoveMark> unsettled;
+  if (d.outbox) {
+    unsettled = d.outbox->move_marks();
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> held;
+    for (const auto& mk : unsettled) held.emplace_back(mk.shard, mk.shards);
+    if (!held.empty()) {
+      d.mesh_router->hold(held);
+      module_logger("mesh")->warn(
+          "{} shard moves were unsettled when the node stopped: those shards stay closed "
+          "until etcd says whose they are",
+          held.size());
+    }
+  }
   d.actors->start();
   d.work.emplace(asio::make_work_guard(d.io));
   unsigned n = d.config.io_threads != 0 ? static_cast<unsigned>(d.config.io_threads)
@@ -325,6 +340,7 @@ void Node::start() {
     d.mover->set_mesh(d.mesh.get());
     d.fence_mesh = d.mesh.get();
     d.mesh->start();
+    if (!unsettled.empty()) d.mover->settle(std::move(unsettled));
   }
 }
 

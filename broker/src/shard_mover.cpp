@@ -6,6 +6,7 @@
 #include <roost/client/peer.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
+#include <roost/core/thread_name.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/mailbox_store.h>
 #include <roost/durable/outbox_store.h>
@@ -16,6 +17,7 @@
 
 #include <cstring>
 #include <future>
+#include <optional>
 #include <random>
 #include <unordered_set>
 
@@ -102,13 +104,20 @@ class Barrier final : public durable::Op {
 class MarksOp final : public durable::Op {
  public:
   MarksOp(durable::OutboxStore& outbox, std::uint32_t shard,
-          std::vector<std::pair<std::string, std::uint64_t>> marks, Callback<std::uint64_t> done)
-      : outbox_(outbox), shard_(shard), marks_(std::move(marks)), done_(std::move(done)) {}
+          std::vector<std::pair<std::string, std::uint64_t>> marks, durable::OutboxStore::MoveMark move,
+          Callback<std::uint64_t> done)
+      : outbox_(outbox),
+        shard_(shard),
+        marks_(std::move(marks)),
+        move_(std::move(move)),
+        done_(std::move(done)) {}
   void apply(durable::WriteContext& ctx) override {
     for (const auto& [origin, seq] : marks_) {
       if (outbox_.applied_in(ctx.txn, origin, shard_) < seq)
         outbox_.set_applied_in(ctx.txn, origin, shard_, seq);
     }
+    // From here until the switch is settled, a restart keeps the shard closed (see settle()).
+    outbox_.set_move_mark_in(ctx.txn, move_);
   }
   void complete(const Error* error) override {
     if (error != nullptr) return done_(std::unexpected(*error));
@@ -119,8 +128,40 @@ class MarksOp final : public durable::Op {
   durable::OutboxStore& outbox_;
   std::uint32_t shard_;
   std::vector<std::pair<std::string, std::uint64_t>> marks_;
+  durable::OutboxStore::MoveMark move_;
   Callback<std::uint64_t> done_;
 };
+
+// A shard move's mark (OutboxStore::MoveMark) written, or (nullopt) removed.
+class MoveMarkOp final : public durable::Op {
+ public:
+  MoveMarkOp(durable::OutboxStore& outbox, std::uint32_t shard,
+             std::optional<durable::OutboxStore::MoveMark> mark, Callback<std::uint64_t> done)
+      : outbox_(outbox), shard_(shard), mark_(std::move(mark)), done_(std::move(done)) {}
+  void apply(durable::WriteContext& ctx) override {
+    if (mark_)
+      outbox_.set_move_mark_in(ctx.txn, *mark_);
+    else
+      outbox_.clear_move_mark_in(ctx.txn, shard_);
+  }
+  void complete(const Error* error) override {
+    if (error != nullptr) return done_(std::unexpected(*error));
+    done_(1);
+  }
+
+ private:
+  durable::OutboxStore& outbox_;
+  std::uint32_t shard_;
+  std::optional<durable::OutboxStore::MoveMark> mark_;
+  Callback<std::uint64_t> done_;
+};
+
+// Test-only crash points: with ROOST_FAILPOINT=NAME the process exits at NAME at once, as a kill -9
+// there would (tests/integration/mesh_test.cpp).
+bool failpoint(std::string_view name) {
+  static const char* const chosen = std::getenv("ROOST_FAILPOINT");
+  return chosen != nullptr && name == chosen;
+}
 
 // (target) Rows of a moved shard's objects, written; or (either side) those objects' rows deleted.
 class ObjectsOp final : public durable::Op {
@@ -199,12 +240,14 @@ ShardMover::~ShardMover() { stop(); }
 
 void ShardMover::stop() {
   stopping_ = true;
-  std::thread t;
+  std::thread t, settling;
   {
     MutexLock lock(mu_);
     t = std::move(thread_);
+    settling = std::move(settle_thread_);
   }
   if (t.joinable()) t.join();
+  if (settling.joinable()) settling.join();
   etcd_pool_.join();
 }
 
@@ -348,6 +391,7 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
       }
       mesh->reopen_shard(move.shard);
     }
+    (void)mark(move.shard, std::nullopt);  // (set only once the finish was about to go)
     return std::unexpected(e);
   };
 
@@ -410,7 +454,11 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     put_u64(marks, seq);
   }
   if (auto r = send(ShardCopyPhase::kMarks, std::move(marks)); !r) return undo(r.error(), true);
-  // 4. The target builds the queues and switches the shard in etcd.
+  // 4. The target builds the queues and switches the shard in etcd. From the moment the finish
+  // leaves, the shard may be the target's: should this node stop before its copy is gone, the
+  // mark keeps the shard closed at the next start until etcd says whose it is.
+  if (auto marked = mark(move.shard, durable::OutboxStore::MoveMark{move.shard, shards, move.to}); !marked)
+    return undo(marked.error(), true);
   move.state = Move::kFinishing;
   auto finished = send(ShardCopyPhase::kFinish, {});
   if (!finished) {
@@ -422,6 +470,7 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     finished = static_cast<std::uint64_t>(p->owner == move.to ? p->epoch : 0);
   }
   auto epoch = static_cast<std::int64_t>(*finished);
+  if (failpoint("move.after_switch")) std::_Exit(86);
   mesh->moved_away(move.shard, move.to, epoch);
   // The copy here is stale now: the objects leave memory (their sockets close with 1012: the
   // browsers reconnect to where they live now), then their rows and the queues go (the shard
@@ -444,8 +493,94 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
   if (auto r = dropped_f.get(); !r) {
     log->warn("shard {}: moved, but deleting this node's stale copy failed: {}", move.shard,
               r.error().message);
+  } else {
+    (void)mark(move.shard, std::nullopt);
   }
   return epoch;
+}
+
+void ShardMover::unmark(std::uint32_t shard) {
+  committer_.submit(std::make_unique<MoveMarkOp>(outbox_, shard, std::nullopt, [](Result<std::uint64_t>) {}));
+}
+
+Result<std::uint64_t> ShardMover::mark(std::uint32_t shard, std::optional<durable::OutboxStore::MoveMark> m) {
+  auto p = std::make_shared<std::promise<Result<std::uint64_t>>>();
+  auto f = p->get_future();
+  committer_.submit(std::make_unique<MoveMarkOp>(outbox_, shard, std::move(m),
+                                                 [p](Result<std::uint64_t> r) { p->set_value(r); }));
+  return f.get();
+}
+
+void ShardMover::settle(std::vector<durable::OutboxStore::MoveMark> marks) {
+  MutexLock lock(mu_);
+  settle_thread_ = std::thread([this, marks = std::move(marks)] {
+    roost::name_this_thread("roost-settle");
+    for (const auto& mk : marks) settle_one(mk);
+  });
+}
+
+void ShardMover::settle_one(const durable::OutboxStore::MoveMark& mk) {
+  auto log = module_logger("mesh");
+  Mesh* mesh = nullptr;
+  Result<ShardPlacement> p = std::unexpected(Error{ErrorCode::UNAVAILABLE, "not asked yet"});
+  while (!stopping_) {
+    mesh = mesh_.load();
+    if (mesh != nullptr && mesh->shards() != 0) {
+      p = mesh->resolve(mk.shard, true);
+      if (p) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  if (!p || mesh == nullptr) return;  // stopping: the mark stays for the next start
+  const auto& me = mesh->options().node_name;
+  auto in_shard_object = [&](const durable::ObjectRef& r) {
+    return Mesh::shard_of_object(r.object_class, r.name, mk.shards) == mk.shard;
+  };
+  auto okeys = mailboxes_.object_keys(in_shard_object);
+  if (p->home == me || p->home.empty() || mk.shards != mesh->shards()) {
+    if (mk.shards != mesh->shards()) {
+      log->warn("shard {}: a move to/from {} was unsettled, but the mesh has {} shards now (then {}): kept",
+                mk.shard, mk.peer, mesh->shards(), mk.shards);
+    }
+    // The switch did not happen (or this node was the target and it did): the data here is the
+    // shard's. Its objects load now.
+    router_.release(mk.shard);
+    actors_.adopt(okeys);
+    log->info("shard {}: a move with {} was left unsettled; etcd says the shard is this node's: kept",
+              mk.shard, mk.peer);
+  } else {
+    // Another node's: what is here is a stale copy (the source stopped before it removed it, or
+    // the target before its switch, which then never happened).
+    mesh->close_shard(mk.shard);
+    router_.release(mk.shard);
+    std::vector<std::string> names;
+    for (auto& q : queues_.list_queues()) {
+      if (Mesh::shard_of_queue(q.name, mk.shards) == mk.shard) names.push_back(std::move(q.name));
+    }
+    if (!okeys.empty()) {
+      auto gone = std::make_shared<std::promise<Result<std::set<std::string>>>>();
+      auto gone_f = gone->get_future();
+      committer_.submit(std::make_unique<ObjectsOp>(
+          mailboxes_, std::vector<std::string>{}, okeys,
+          [gone](Result<std::set<std::string>> r) { gone->set_value(std::move(r)); }));
+      if (auto r = gone_f.get(); !r) {
+        log->warn("shard {}: removing this node's stale objects failed: {}", mk.shard, r.error().message);
+        return;
+      }
+    }
+    auto dropped = std::make_shared<std::promise<Result<std::uint64_t>>>();
+    auto dropped_f = dropped->get_future();
+    queues_.drop_queues(names, [dropped](Result<std::uint64_t> r) { dropped->set_value(std::move(r)); });
+    if (auto r = dropped_f.get(); !r) {
+      log->warn("shard {}: removing this node's stale queues failed: {}", mk.shard, r.error().message);
+      return;
+    }
+    log->info(
+        "shard {}: a move with {} was left unsettled; the shard is {}'s (epoch {}): removed this node's "
+        "stale copy ({} queues, {} objects)",
+        mk.shard, mk.peer, p->home, p->epoch, names.size(), okeys.size());
+  }
+  (void)mark(mk.shard, std::nullopt);
 }
 
 void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_t> done) {
@@ -570,7 +705,7 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
                                                   [](Result<std::set<std::string>>) {}));
   };
   committer_.submit(std::make_unique<MarksOp>(
-      outbox_, s.shard, session->marks,
+      outbox_, s.shard, session->marks, durable::OutboxStore::MoveMark{s.shard, mesh->shards(), s.origin},
       [this, s, session, shared_done, forget, drop_objects](Result<std::uint64_t> marked) mutable {
         if (!marked) {
           forget();
@@ -584,6 +719,7 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
               if (!written) {  // nothing of them was written
                 forget();
                 queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
+                unmark(s.shard);
                 return (*shared_done)(std::unexpected(written.error()));
               }
               std::vector<std::string> names;
@@ -598,6 +734,7 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
                     if (!placed) {
                       queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
                       drop_objects(std::move(okeys));
+                      unmark(s.shard);
                       return (*shared_done)(std::unexpected(placed.error()));
                     }
                     // The switch blocks on etcd: off the committer thread.
@@ -613,10 +750,12 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
                                                     s.origin, epoch.error().message);
                         queues_.drop_queues(names, [](Result<std::uint64_t>) {});
                         drop_objects(std::move(okeys));
+                        unmark(s.shard);
                         return (*shared_done)(std::unexpected(epoch.error()));
                       }
                       // Open here now (take_over did): the objects' mail and subscriptions load.
                       actors_.adopt(std::vector<std::string>(okeys.begin(), okeys.end()));
+                      unmark(s.shard);
                       moved_in_.fetch_add(1, std::memory_order_relaxed);
                       module_logger("mesh")->info(
                           "shard {}: took it over from {} ({} queues, {} messages, {} objects), epoch {}",

@@ -51,6 +51,34 @@ std::optional<MeshEffect> decode(std::string_view in, std::uint64_t seq) {
 OutboxStore::OutboxStore(Env& env) : env_(env) {
   outbox_ = env_.open_db("outbox");
   meshin_ = env_.open_db("meshin");
+  movemark_ = env_.open_db("movemark");
+}
+
+void OutboxStore::set_move_mark_in(Txn& txn, const MoveMark& mark) {
+  std::string k, v;
+  codec::put_be(k, mark.shard, 4);
+  codec::put_be(v, mark.shards, 4);
+  v += mark.peer;
+  txn.put(movemark_, k, v);
+}
+
+void OutboxStore::clear_move_mark_in(Txn& txn, std::uint32_t shard) {
+  std::string k;
+  codec::put_be(k, shard, 4);
+  txn.del(movemark_, k);
+}
+
+std::vector<OutboxStore::MoveMark> OutboxStore::move_marks() const {
+  std::vector<MoveMark> out;
+  auto txn = env_.begin_read();
+  Cursor c(txn, movemark_);
+  for (auto e = c.first(); e; e = c.next()) {
+    if (e->key.size() != 4 || e->value.size() < 4) continue;
+    out.push_back(MoveMark{static_cast<std::uint32_t>(codec::get_be(e->key, 0, 4)),
+                           static_cast<std::uint32_t>(codec::get_be(e->value, 0, 4)),
+                           std::string(e->value.substr(4))});
+  }
+  return out;
 }
 
 std::uint64_t OutboxStore::append_in(Txn& txn, std::uint32_t shard, MeshEffect& effect) {

@@ -13,6 +13,11 @@
 #include <roost/client/client.h>
 #include <roost/client/peer.h>
 #include <roost/core/auth.h>
+#include <roost/durable/committer.h>
+#include <roost/durable/env.h>
+#include <roost/durable/mailbox_store.h>
+#include <roost/durable/outbox_store.h>
+#include <roost/durable/queue_store.h>
 
 #include <csignal>
 #include <filesystem>
@@ -2042,6 +2047,101 @@ TEST_CASE(
     }
     return copies == 1;
   }));
+}
+
+TEST_CASE(
+    "mesh: a source that stops between the switch and removing its copy removes the stale copy when it starts "
+    "again — it never serves it",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  // a exits (as a kill -9 there would) right after the target switched a shard it moved away,
+  // before it removed its own copy.
+  ::setenv("ROOST_FAILPOINT", "move.after_switch", 1);
+  Server a(mesh_args(etcd, "a"));
+  ::unsetenv("ROOST_FAILPOINT");
+  Server b(mesh_args(etcd, "b"));
+  Server c(mesh_args(etcd, "c"));
+  REQUIRE(eventually([&] {
+    for (Server* s : {&a, &b, &c}) {
+      if (member_names(*s).size() != 3) return false;
+    }
+    return true;
+  }));
+  const std::string q = queue_owned_by(c, "a", "stale");
+  REQUIRE(c.put_queue(q).status == 200);
+  constexpr int kCount = 50;
+  for (int i = 0; i < kCount; ++i) {
+    REQUIRE(c.send(q, json::serialize(json::object{{"body", "m" + std::to_string(i)}})).status == 201);
+  }
+  const auto shard = placement(c, q).at("shard").to_number<std::uint32_t>();
+  std::string obj;  // an object of the same shard, with state
+  for (int i = 0; obj.empty(); ++i) {
+    auto name = "st" + std::to_string(i);
+    if (broker::Mesh::shard_of_object("counter", name, 64) == shard) obj = name;
+  }
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(c.http().post("/v1/objects/counter/" + obj + "/messages", "{}").status == 202);
+  REQUIRE(eventually([&] {
+    auto r = c.http().post("/v1/objects/counter/" + obj + "/call", "{}");
+    return r.status == 200 && body_json(r).at("n") == 3;
+  }));
+  auto r = a.http().post("/v1/mesh/moves", json::serialize(json::object{{"shard", shard}, {"to", "b"}}));
+  INFO(r.body);
+  REQUIRE(r.status == 202);
+  REQUIRE(eventually(
+      [&] {
+        auto p = placement(c, q);
+        return p.at("home") == "b" && p.at("owner") == "b";
+      },
+      std::chrono::seconds(20)));
+  // b serves the shard: five messages consumed there (a's stale copy still has them).
+  auto first = c.pull_messages(q, R"({"batch_size":5})");
+  REQUIRE(first.size() == 5);
+  for (int i = 0; i < 5; ++i) CHECK(first[i].at("body") == ("m" + std::to_string(i)).c_str());
+  c.ack_leases(q, first);
+  a.restart(SIGKILL);  // (it has exited at the failpoint already)
+  REQUIRE(a.proc().log().find("unsettled") != std::string::npos);
+  // a keeps the shard closed until etcd says it is b's, then removes its stale copy: the mesh's
+  // queue list, asked through a (which lists its own queues first), has the queue once — b's.
+  REQUIRE(eventually(
+      [&] {
+        auto list = body_json(a.http().get("/v1/queues"));
+        int copies = 0;
+        for (const auto& one : list.at("queues").as_array()) {
+          if (one.at("name") != q.c_str()) continue;
+          ++copies;
+          if (one.at("stats").at("messages") != kCount - 5) return false;
+        }
+        return copies == 1 && member_names(a).size() == 3;
+      },
+      std::chrono::seconds(20)));
+  CHECK(eventually([&] {
+    return a.proc().log().find("removed this node's stale copy (1 queues, 1 objects)") != std::string::npos;
+  }));
+  // Everything is b's and served from any node: the messages in order, the object's state.
+  auto head = a.pull_messages(q, R"({"batch_size":5})");
+  REQUIRE(head.size() == 5);
+  for (int i = 0; i < 5; ++i) CHECK(head[i].at("body") == ("m" + std::to_string(5 + i)).c_str());
+  auto called = a.http().post("/v1/objects/counter/" + obj + "/call", "{}");
+  INFO(called.body);
+  REQUIRE(called.status == 200);
+  CHECK(body_json(called).at("n") == 3);
+  // Restarted once more, a has nothing left to settle.
+  a.restart();
+  REQUIRE(eventually([&] { return member_names(a).size() == 3; }));
+  CHECK(a.proc().log().find("unsettled") == std::string::npos);
+  // a's disk holds nothing of the shard: no queue, no object rows, no mark.
+  a.proc().stop();
+  durable::EnvOptions eo;
+  eo.dir = a.dir().path() / "data";
+  durable::Env env(eo);
+  durable::Committer committer(env, {}, [] { return std::int64_t{0}; });
+  durable::QueueStore queues(env, committer, {}, [] { return std::int64_t{0}; });
+  for (const auto& one : queues.list_queues()) CHECK(one.name != q);
+  durable::MailboxStore mailboxes(env);
+  CHECK(mailboxes.object_keys([&](const durable::ObjectRef& ref) { return ref.name == obj; }).empty());
+  CHECK(durable::OutboxStore(env).move_marks().empty());
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {

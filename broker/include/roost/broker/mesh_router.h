@@ -73,13 +73,20 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void turn_publish(const std::string& channel, std::string data, ContentType type) override;
   bool shard_closed(std::uint32_t shard) override {
     Mesh* m = mesh_.load();
-    return m != nullptr && m->shard_closed(shard);
+    return (m != nullptr && m->shard_closed(shard)) || (any_held_.load() && held(shard));
   }
   bool object_closed(std::string_view object_class, std::string_view name) override {
     Mesh* m = mesh_.load();
-    return m != nullptr && m->any_closed() && m->shards() != 0 &&
-           m->shard_closed(object_shard(object_class, name));
+    return (m != nullptr && m->any_closed() && m->shards() != 0 &&
+            m->shard_closed(object_shard(object_class, name))) ||
+           (any_held_.load() && held_object(object_class, name));
   }
+  // Shards a move left unsettled when the node stopped (durable::OutboxStore::MoveMark, with the
+  // mesh's shard count then): closed here — queues, objects, alarms, effects — from before the
+  // actor runtime starts until the shard mover has asked etcd whose they are and released them.
+  void hold(const std::vector<std::pair<std::uint32_t, std::uint32_t>>& shards);
+  void release(std::uint32_t shard);
+  bool held_queue(std::string_view queue) const;
   // Closes the peer links (what waits on them fails). Requests after it answer unavailable.
   void stop();
   // The loop that drives the links made from now on (the client endpoint's; null: each link has
@@ -217,6 +224,11 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   std::string token_;
   std::atomic<Mesh*> mesh_{nullptr};
   std::atomic<LinkLoop*> link_loop_{nullptr};
+  mutable Mutex held_mu_;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> held_ ROOST_GUARDED_BY(held_mu_);  // (shard, count)
+  std::atomic<bool> any_held_{false};
+  bool held(std::uint32_t shard) const;
+  bool held_object(std::string_view object_class, std::string_view name) const;
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<PeerLink>> links_ ROOST_GUARDED_BY(mu_);  // by member name
   bool stopped_ ROOST_GUARDED_BY(mu_) = false;

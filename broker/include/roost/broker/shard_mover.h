@@ -27,6 +27,7 @@
 #include <roost/core/error.h>
 #include <roost/core/mesh_types.h>
 #include <roost/core/thread_annotations.h>
+#include <roost/durable/outbox_store.h>
 
 #include <atomic>
 #include <chrono>
@@ -35,6 +36,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,7 +46,6 @@
 namespace roost::durable {
 class QueueStore;
 class MailboxStore;
-class OutboxStore;
 class Committer;
 }  // namespace roost::durable
 
@@ -85,12 +86,21 @@ class ShardMover {
   void on_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done);
   // roost_mesh_move* Prometheus lines.
   std::string metrics_text() const;
+  // At start, the shards a move left unsettled when the node stopped (OutboxStore::move_marks;
+  // held closed by the router since before the actor runtime started): once the mesh answers,
+  // each is settled on its own thread — home here: kept, its objects loaded; another node's: this
+  // node's stale copy is removed and the shard stays closed here. Then the mark goes.
+  void settle(std::vector<durable::OutboxStore::MoveMark> marks);
 
  private:
   struct Move;
   struct Session;
   void run(std::shared_ptr<Move> move);
   Result<std::int64_t> transfer(Move& move);
+  // Writes (or, nullopt, removes) a shard's move mark; waits for the commit.
+  Result<std::uint64_t> mark(std::uint32_t shard, std::optional<durable::OutboxStore::MoveMark> m);
+  void unmark(std::uint32_t shard);  // without waiting
+  void settle_one(const durable::OutboxStore::MoveMark& mark);
 
   durable::QueueStore& queues_;
   durable::MailboxStore& mailboxes_;
@@ -107,6 +117,7 @@ class ShardMover {
   std::deque<std::shared_ptr<Move>> moves_ ROOST_GUARDED_BY(mu_);  // the last first
   bool running_ ROOST_GUARDED_BY(mu_) = false;
   std::thread thread_ ROOST_GUARDED_BY(mu_);
+  std::thread settle_thread_ ROOST_GUARDED_BY(mu_);
   std::map<std::uint64_t, std::shared_ptr<Session>> sessions_ ROOST_GUARDED_BY(mu_);  // target side
   boost::asio::thread_pool etcd_pool_{1};  // (target) the switch in etcd, off the endpoint thread
 

@@ -10,6 +10,11 @@
 // Tables (keys big-endian):
 //   outbox   shard u32 + seq u64 → effect
 //   meshin   origin + '\0' + shard u32 → last applied seq u64;  "\0" → the outbox's next seq
+//   movemark shard u32 → shard count u32 + peer: a shard move this node was in when it could have
+//            stopped between its data being written and the switch in etcd being settled (the
+//            source from sending the finish until its copy is gone; the target from writing the
+//            copy until the switch). At the next start such a shard stays closed until etcd says
+//            whose it is: home here → kept; elsewhere → this node's copy is stale and removed.
 #pragma once
 
 #include <roost/core/mesh_types.h>
@@ -45,9 +50,19 @@ class OutboxStore {
   // (source of a shard move) The marks of `shard`: each origin's last applied seq.
   std::vector<std::pair<std::string, std::uint64_t>> marks(std::uint32_t shard) const;
 
+  // Shard moves in an unsettled state (table movemark above).
+  struct MoveMark {
+    std::uint32_t shard = 0;
+    std::uint32_t shards = 0;  // the mesh's shard count then
+    std::string peer;          // the other side of the move
+  };
+  void set_move_mark_in(Txn& txn, const MoveMark& mark);
+  void clear_move_mark_in(Txn& txn, std::uint32_t shard);
+  std::vector<MoveMark> move_marks() const;
+
  private:
   Env& env_;
-  MDB_dbi outbox_, meshin_;
+  MDB_dbi outbox_, meshin_, movemark_;
 };
 
 }  // namespace roost::durable
