@@ -476,27 +476,29 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
   // browsers reconnect to where they live now), then their rows and the queues go (the shard
   // stays closed here).
   actors_.evict(okeys);
+  if (auto e = remove_copy(okeys, names)) {
+    log->warn("shard {}: moved, but deleting this node's stale copy failed: {}", move.shard, e->message);
+  } else {
+    (void)mark(move.shard, std::nullopt);
+  }
+  return epoch;
+}
+
+std::optional<Error> ShardMover::remove_copy(const std::vector<std::string>& okeys,
+                                             const std::vector<std::string>& names) {
   if (!okeys.empty()) {
     auto gone = std::make_shared<std::promise<Result<std::set<std::string>>>>();
     auto gone_f = gone->get_future();
     committer_.submit(std::make_unique<ObjectsOp>(
         mailboxes_, std::vector<std::string>{}, okeys,
         [gone](Result<std::set<std::string>> r) { gone->set_value(std::move(r)); }));
-    if (auto r = gone_f.get(); !r) {
-      log->warn("shard {}: moved, but deleting this node's stale objects failed: {}", move.shard,
-                r.error().message);
-    }
+    if (auto r = gone_f.get(); !r) return r.error();
   }
   auto dropped = std::make_shared<std::promise<Result<std::uint64_t>>>();
   auto dropped_f = dropped->get_future();
   queues_.drop_queues(names, [dropped](Result<std::uint64_t> r) { dropped->set_value(std::move(r)); });
-  if (auto r = dropped_f.get(); !r) {
-    log->warn("shard {}: moved, but deleting this node's stale copy failed: {}", move.shard,
-              r.error().message);
-  } else {
-    (void)mark(move.shard, std::nullopt);
-  }
-  return epoch;
+  if (auto r = dropped_f.get(); !r) return r.error();
+  return std::nullopt;
 }
 
 void ShardMover::unmark(std::uint32_t shard) {
@@ -557,23 +559,9 @@ void ShardMover::settle_one(const durable::OutboxStore::MoveMark& mk) {
     for (auto& q : queues_.list_queues()) {
       if (Mesh::shard_of_queue(q.name, mk.shards) == mk.shard) names.push_back(std::move(q.name));
     }
-    if (!okeys.empty()) {
-      auto gone = std::make_shared<std::promise<Result<std::set<std::string>>>>();
-      auto gone_f = gone->get_future();
-      committer_.submit(std::make_unique<ObjectsOp>(
-          mailboxes_, std::vector<std::string>{}, okeys,
-          [gone](Result<std::set<std::string>> r) { gone->set_value(std::move(r)); }));
-      if (auto r = gone_f.get(); !r) {
-        log->warn("shard {}: removing this node's stale objects failed: {}", mk.shard, r.error().message);
-        return;
-      }
-    }
-    auto dropped = std::make_shared<std::promise<Result<std::uint64_t>>>();
-    auto dropped_f = dropped->get_future();
-    queues_.drop_queues(names, [dropped](Result<std::uint64_t> r) { dropped->set_value(std::move(r)); });
-    if (auto r = dropped_f.get(); !r) {
-      log->warn("shard {}: removing this node's stale queues failed: {}", mk.shard, r.error().message);
-      return;
+    if (auto e = remove_copy(okeys, names)) {
+      log->warn("shard {}: removing this node's stale copy failed: {}", mk.shard, e->message);
+      return;  // the mark stays: the next start tries again
     }
     log->info(
         "shard {}: a move with {} was left unsettled; the shard is {}'s (epoch {}): removed this node's "

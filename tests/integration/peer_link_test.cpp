@@ -105,6 +105,17 @@ Result<std::vector<std::string>> enqueue_one(PeerLink& link, const std::string& 
   return done.get_future().get();
 }
 
+// The link works; then the node stops answering (SIGSTOP) and an enqueue waits on the link: its
+// answer, to come.
+std::future<Result<std::vector<std::string>>> stalled_enqueue(Server& node, PeerLink& link) {
+  REQUIRE(enqueue_one(link, "jobs"));
+  ::kill(node.proc().pid(), SIGSTOP);
+  auto waiting = std::make_shared<std::promise<Result<std::vector<std::string>>>>();
+  link.enqueue(Route{}, "jobs", {NewMessage{.body = "{}"}},
+               [waiting](Result<std::vector<std::string>> r) { waiting->set_value(std::move(r)); });
+  return waiting->get_future();
+}
+
 }  // namespace
 
 TEST_CASE("a peer link driven by a loop answers on the loop's thread and ends with the loop", "[link]") {
@@ -138,13 +149,7 @@ TEST_CASE("a peer link driven by a loop answers on the loop's thread and ends wi
   }
 
   SECTION("a loop that stops fails what waits on its links, and their close() returns") {
-    REQUIRE(enqueue_one(*link, "jobs"));
-    // The node stops answering; a request waits on the link.
-    ::kill(node.proc().pid(), SIGSTOP);
-    std::promise<Result<std::vector<std::string>>> waiting;
-    link->enqueue(Route{}, "jobs", {NewMessage{.body = "{}"}},
-                  [&](Result<std::vector<std::string>> r) { waiting.set_value(std::move(r)); });
-    auto answer = waiting.get_future();
+    auto answer = stalled_enqueue(node, *link);
     CHECK(answer.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
     loop.stop();
     REQUIRE(answer.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
@@ -162,12 +167,7 @@ TEST_CASE("a peer link driven by a loop answers on the loop's thread and ends wi
   }
 
   SECTION("close() from another thread returns once the loop has ended the link") {
-    REQUIRE(enqueue_one(*link, "jobs"));
-    ::kill(node.proc().pid(), SIGSTOP);
-    std::promise<Result<std::vector<std::string>>> waiting;
-    link->enqueue(Route{}, "jobs", {NewMessage{.body = "{}"}},
-                  [&](Result<std::vector<std::string>> r) { waiting.set_value(std::move(r)); });
-    auto answer = waiting.get_future();
+    auto answer = stalled_enqueue(node, *link);
     link->close();
     // close() returned: the loop ran the link's end, which failed the request.
     REQUIRE(answer.wait_for(std::chrono::milliseconds(0)) == std::future_status::ready);

@@ -100,6 +100,9 @@ class ShardMover {
   // Writes (or, nullopt, removes) a shard's move mark; waits for the commit.
   Result<std::uint64_t> mark(std::uint32_t shard, std::optional<durable::OutboxStore::MoveMark> m);
   void unmark(std::uint32_t shard);  // without waiting
+  // Deletes this node's rows of those objects, then those queues; waits. The first failure.
+  std::optional<Error> remove_copy(const std::vector<std::string>& okeys,
+                                   const std::vector<std::string>& names);
   void settle_one(const durable::OutboxStore::MoveMark& mark);
 
   durable::QueueStore& queues_;
