@@ -31,7 +31,8 @@ std::shared_ptr<PeerLink> PeerLink::open(ClientOptions options, LinkLoop* loop) 
       start_core(link->core_, nullptr);
       return link;
     }
-    link->core_->driven = false;  // the loop stopped meanwhile
+    link->core_->driven = false;  // the loop stopped meanwhile: its own thread and context
+    link->core_->loop_ctx = nullptr;
   }
   start_core(link->core_, "roost-peer-io");
   return link;

@@ -105,6 +105,16 @@ Result<std::vector<std::string>> enqueue_one(PeerLink& link, const std::string& 
   return done.get_future().get();
 }
 
+// A loop that is stopping: it answers its thread, then refuses the link (the race PeerLink::open
+// must survive). Its ZeroMQ context must not be the link's: it goes away first.
+class RefusingLoop final : public LinkLoop {
+ public:
+  std::optional<std::thread::id> loop_thread() override { return std::this_thread::get_id(); }
+  bool adopt(std::shared_ptr<PeerLink>) override { return false; }
+  zmq::context_t* zmq_context() override { return ctx.get(); }
+  std::unique_ptr<zmq::context_t> ctx = std::make_unique<zmq::context_t>(1);
+};
+
 // The link works; then the node stops answering (SIGSTOP) and an enqueue waits on the link: its
 // answer, to come.
 std::future<Result<std::vector<std::string>>> stalled_enqueue(Server& node, PeerLink& link) {
@@ -164,6 +174,20 @@ TEST_CASE("a peer link driven by a loop answers on the loop's thread and ends wi
     REQUIRE(enqueue_one(*own, "jobs", &answered_on));
     CHECK(answered_on != std::thread::id{});
     CHECK(answered_on != std::this_thread::get_id());
+  }
+
+  SECTION("a link its loop refuses runs on its own thread, in its own ZeroMQ context") {
+    RefusingLoop refusing;
+    auto own = PeerLink::open({.url = node.proc().endpoint()}, &refusing);
+    std::thread::id answered_on;
+    REQUIRE(enqueue_one(*own, "jobs", &answered_on));
+    CHECK(answered_on != std::this_thread::get_id());
+    // The loop's context ends while the link lives (it would wait for the link's socket forever).
+    auto ended = std::async(std::launch::async, [&] { refusing.ctx.reset(); });
+    bool prompt = ended.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+    if (!prompt) own->close();  // (so that the context can end, and the test with it)
+    REQUIRE(prompt);
+    REQUIRE(enqueue_one(*own, "jobs"));
   }
 
   SECTION("close() from another thread returns once the loop has ended the link") {
