@@ -11,6 +11,7 @@
 
 #include <roost/broker/mesh.h>
 #include <roost/client/client.h>
+#include <roost/client/host.h>
 #include <roost/client/peer.h>
 #include <roost/core/auth.h>
 #include <roost/durable/committer.h>
@@ -2142,6 +2143,83 @@ TEST_CASE(
   durable::MailboxStore mailboxes(env);
   CHECK(mailboxes.object_keys([&](const durable::ObjectRef& ref) { return ref.name == obj; }).empty());
   CHECK(durable::OutboxStore(env).move_marks().empty());
+}
+
+// Counts its tells in storage; a call answers the count and which host ran it.
+class HostedTally : public roost::Actor {
+ public:
+  explicit HostedTally(std::string host) : host_(std::move(host)) {}
+  void on_message(Context& ctx, const Message&) override {
+    auto v = ctx.storage().get("n");
+    ctx.storage().put("n", std::to_string((v ? std::stoll(*v) : 0) + 1));
+  }
+  void on_call(Context& ctx, const Message&) override {
+    ctx.reply(json::serialize(
+        json::object{{"n", std::stoll(ctx.storage().get("n").value_or("0"))}, {"host", host_}}));
+  }
+
+ private:
+  std::string host_;
+};
+
+TEST_CASE(
+    "mesh: objects of a class only remote hosts serve run on their shard's owner, through the host connected "
+    "to that node; without one their mail waits there",
+    "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  auto nodes = start_mesh(etcd, {"a", "b"}, {"--remote-classes", "tally"});
+  auto &a = *nodes["a"], &b = *nodes["b"];
+  std::vector<std::string> of_a, of_b;  // three objects owned by each node
+  for (int i = 0; of_a.size() < 3 || of_b.size() < 3; ++i) {
+    auto name = "h" + std::to_string(i);
+    auto home = placement(a, "tally/" + name, "object").at("home");  // (new shards: where they will be)
+    auto& list = home == "a" ? of_a : of_b;
+    if (list.size() < 3) list.push_back(name);
+  }
+  auto host_for = [](Server& node, const std::string& label) {
+    auto h = std::make_unique<roost::Host>(roost::HostOptions{.url = node.proc().url()});
+    h->add("tally", [label] { return std::make_unique<HostedTally>(label); });
+    h->start();
+    return h;
+  };
+  // Only a has a host. Tells through b to all six objects are accepted; a's run there.
+  auto on_a = host_for(a, "a");
+  for (const auto& name : of_a) {
+    for (int i = 0; i < 2; ++i)
+      REQUIRE(b.http().post("/v1/objects/tally/" + name + "/messages", "{}").status == 202);
+  }
+  for (const auto& name : of_b) {
+    for (int i = 0; i < 2; ++i)
+      REQUIRE(b.http().post("/v1/objects/tally/" + name + "/messages", "{}").status == 202);
+  }
+  for (const auto& name : of_a) {
+    REQUIRE(eventually([&] {
+      auto r = b.http().post("/v1/objects/tally/" + name + "/call", "{}");
+      return r.status == 200 && body_json(r).at("n") == 2 && body_json(r).at("host") == "a";
+    }));
+  }
+  // b's objects wait on b (its owner), their mail kept: b has no host for the class.
+  for (const auto& name : of_b) {
+    auto info = body_json(b.http().get("/v1/objects/tally/" + name));
+    CHECK(info.at("waiting") == 2);
+  }
+  // A host connects to b: it serves b's objects, their waiting mail first.
+  auto on_b = host_for(b, "b");
+  for (const auto& name : of_b) {
+    REQUIRE(eventually([&] {
+      auto r = a.http().post("/v1/objects/tally/" + name + "/call", "{}");
+      return r.status == 200 && body_json(r).at("n") == 2 && body_json(r).at("host") == "b";
+    }));
+  }
+  // a's objects still run on a's host, whichever node is asked.
+  for (const auto& name : of_a) {
+    REQUIRE(a.http().post("/v1/objects/tally/" + name + "/messages", "{}").status == 202);
+    REQUIRE(eventually([&] {
+      auto r = b.http().post("/v1/objects/tally/" + name + "/call", "{}");
+      return r.status == 200 && body_json(r).at("n") == 3 && body_json(r).at("host") == "a";
+    }));
+  }
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {
