@@ -115,6 +115,43 @@ std::vector<double> call_latency(const std::string& url, const std::string& obje
   return us;
 }
 
+// Delivery latency of a channel message, publish on `pub_url` → a subscriber on `sub_url`: `n`
+// messages one at a time (each published once the one before arrived), microseconds each.
+std::vector<double> delivery_latency(const std::string& pub_url, const std::string& sub_url,
+                                     const std::string& channel, int n) {
+  auto sc = connect(sub_url);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t got = -1;
+  auto s = sc->subscribe(channel, [&](const roost::ChannelMessage& m) {
+    std::lock_guard lock(mu);
+    got = std::stoll(m.data);
+    cv.notify_all();
+  });
+  if (!s) {
+    std::fprintf(stderr, "subscribe: %s\n", s.error().message.c_str());
+    std::exit(1);
+  }
+  auto pc = connect(pub_url);
+  auto arrived = [&](std::int64_t i, std::chrono::milliseconds within) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, within, [&] { return got == i; });
+  };
+  // Interest crosses the mesh within a moment: 0 until it arrives.
+  for (int i = 0; i < 400; ++i) {
+    pc->publish(channel, "0", roost::ContentType::kText);
+    if (arrived(0, std::chrono::milliseconds(10))) break;
+  }
+  std::vector<double> us;
+  for (int i = 1; i <= n; ++i) {
+    auto t = Clock::now();
+    pc->publish(channel, std::to_string(i), roost::ContentType::kText);
+    if (!arrived(i, std::chrono::seconds(2))) break;
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  return us;
+}
+
 // Fan-out: `subs` subscribers on `sub_url`, one publisher on `pub_url`, `count` messages numbered
 // in their payload. Messages received per second (from the first publish to the last delivery);
 // `bad` counts what was lost, duplicated or out of order over all subscribers (paced: none may be
@@ -260,6 +297,14 @@ int main(int argc, char** argv) {
     // one-node baseline and for subscribers on b (one hop: a relays to b); one homed on b for the
     // publisher on a whose publishes go to the home first (a → b, delivered there).
     const auto tag = "r" + std::to_string(run) + "_";
+    {
+      const auto ch = homed_on(http, "channel", "bench.lat" + tag, "a");
+      for (const auto& [label, url] : {std::pair{"one_node", a.a}, std::pair{"cross_node", a.b}}) {
+        auto us = delivery_latency(a.a, url, ch, 1000);
+        record(std::string("channel_delivery_") + label + "_p50", percentile(us, 0.5), "us");
+        record(std::string("channel_delivery_") + label + "_p99", percentile(us, 0.99), "us");
+      }
+    }
     // (One node and cross node take turns going first, as above.)
     Fanout one, cross;
     for (int k = 0; k < 2; ++k) {

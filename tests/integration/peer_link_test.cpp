@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -120,6 +122,18 @@ class RefusingLoop final : public LinkLoop {
 std::future<Result<std::vector<std::string>>> stalled_enqueue(Server& node, PeerLink& link) {
   REQUIRE(enqueue_one(link, "jobs"));
   ::kill(node.proc().pid(), SIGSTOP);
+  // (Stopped once every thread of it is: kill() returns before that.)
+  REQUIRE(eventually([&] {
+    for (const auto& t :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(node.proc().pid()) + "/task")) {
+      std::ifstream stat(t.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      auto state = line.find(") ");
+      if (state == std::string::npos || line[state + 2] != 'T') return false;
+    }
+    return true;
+  }));
   auto waiting = std::make_shared<std::promise<Result<std::vector<std::string>>>>();
   link.enqueue(Route{}, "jobs", {NewMessage{.body = "{}"}},
                [waiting](Result<std::vector<std::string>> r) { waiting->set_value(std::move(r)); });
