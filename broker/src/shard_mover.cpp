@@ -4,6 +4,7 @@
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
 #include <roost/client/peer.h>
+#include <roost/core/byte_codec.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
 #include <roost/core/thread_name.h>
@@ -39,42 +40,7 @@ std::int64_t now_ms() {
       .count();
 }
 
-// Little-endian framing of the steps' payloads.
-void put_u64(std::string& out, std::uint64_t v) {
-  char b[8];
-  std::memcpy(b, &v, 8);
-  out.append(b, 8);
-}
-void put_str(std::string& out, std::string_view s) {
-  put_u64(out, s.size());
-  out.append(s);
-}
-struct Cursor {
-  std::string_view in;
-  std::size_t at = 0;
-  bool ok = true;
-  std::uint64_t u64() {
-    if (at + 8 > in.size()) {
-      ok = false;
-      return 0;
-    }
-    std::uint64_t v;
-    std::memcpy(&v, in.data() + at, 8);
-    at += 8;
-    return v;
-  }
-  std::string_view str() {
-    auto n = u64();
-    if (!ok || n > in.size() - at) {
-      ok = false;
-      return {};
-    }
-    auto s = in.substr(at, n);
-    at += n;
-    return s;
-  }
-  bool done() const { return at == in.size(); }
-};
+// The steps' payloads: little-endian u64 numbers and u64-length-prefixed strings (roost::bytes).
 
 // Sends one step and waits for its answer (at most `timeout`).
 Result<std::uint64_t> step(PeerLink& link, const ShardCopy& s, std::string payload,
@@ -363,8 +329,7 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
         if (bodies.empty()) continue;
         std::string payload;
         for (const auto& [seq, raw] : bodies) {
-          put_u64(payload, seq);
-          put_str(payload, raw);
+          bytes::Writer(payload).num(seq).str64(raw);
         }
         auto n = payload.size();
         if (auto r = send(ShardCopyPhase::kBodies, std::move(payload)); !r) return std::unexpected(r.error());
@@ -450,8 +415,7 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
   move.objects = okeys.size();
   std::string marks;
   for (const auto& [origin, seq] : outbox_.marks(move.shard)) {
-    put_str(marks, origin);
-    put_u64(marks, seq);
+    bytes::Writer(marks).str64(origin).num(seq);
   }
   if (auto r = send(ShardCopyPhase::kMarks, std::move(marks)); !r) return undo(r.error(), true);
   // 4. The target builds the queues and switches the shard in etcd. From the moment the finish
@@ -620,13 +584,13 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
     case ShardCopyPhase::kAbort: return queues_.import_abort(s.move, std::move(done));
     case ShardCopyPhase::kBodies: {
       std::vector<std::pair<std::uint64_t, std::string>> bodies;
-      Cursor c{payload};
-      while (c.ok && !c.done()) {
-        auto seq = c.u64();
-        auto raw = c.str();
-        if (c.ok) bodies.emplace_back(seq, std::string(raw));
+      bytes::Reader c(payload);
+      while (c.ok() && !c.done()) {
+        auto seq = c.num<std::uint64_t>();
+        auto raw = c.str64();
+        if (c.ok()) bodies.emplace_back(seq, std::string(raw));
       }
-      if (!c.ok) return done(std::unexpected(Error{ErrorCode::MALFORMED, "a bodies step is malformed"}));
+      if (!c.ok()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "a bodies step is malformed"}));
       bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
       return queues_.import_bodies(s.move, std::move(bodies), std::move(done));
     }
@@ -656,14 +620,14 @@ void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_
       return done(session->objects.size());
     }
     case ShardCopyPhase::kMarks: {
-      Cursor c{payload};
+      bytes::Reader c(payload);
       std::vector<std::pair<std::string, std::uint64_t>> marks;
-      while (c.ok && !c.done()) {
-        auto origin = c.str();
-        auto seq = c.u64();
-        if (c.ok) marks.emplace_back(std::string(origin), seq);
+      while (c.ok() && !c.done()) {
+        auto origin = c.str64();
+        auto seq = c.num<std::uint64_t>();
+        if (c.ok()) marks.emplace_back(std::string(origin), seq);
       }
-      if (!c.ok) return done(std::unexpected(Error{ErrorCode::MALFORMED, "a marks step is malformed"}));
+      if (!c.ok()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "a marks step is malformed"}));
       MutexLock lock(mu_);
       session->marks = std::move(marks);
       return done(session->marks.size());
