@@ -12,7 +12,6 @@
 
 namespace roost::bytes {
 
-
 inline void put_be(std::string& out, std::uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
