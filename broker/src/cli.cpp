@@ -199,8 +199,20 @@ int queue_native(const Args& a, const std::string& url) {
     o.batch_size = static_cast<std::uint32_t>(opt_number(a, "batch-size").value_or(10));
     o.visibility_timeout_ms = opt_number(a, "visibility-timeout-ms");
     auto wait = std::chrono::milliseconds(opt_number(a, "wait-ms").value_or(0));
-    return print_native<std::vector<LeasedMessage>>(client->pull(need(a, 1, "QUEUE"), o, wait),
-                                                    gateway::encode_messages);
+    return print_native<std::vector<LeasedMessage>>(
+        client->pull(need(a, 1, "QUEUE"), o, wait),
+        [](const std::vector<LeasedMessage>& ms) { return gateway::encode_messages(ms); });
+  }
+  if (cmd == "peek") {
+    auto max = static_cast<std::uint32_t>(opt_number(a, "batch-size").value_or(10));
+    return print_native<std::vector<LeasedMessage>>(
+        client->peek(need(a, 1, "QUEUE"), max),
+        [](const std::vector<LeasedMessage>& ms) { return gateway::encode_messages(ms); });
+  }
+  if (cmd == "purge") {
+    return print_native<std::uint64_t>(client->purge_queue(need(a, 1, "QUEUE")), [](const std::uint64_t& n) {
+      return R"({"purged":)" + std::to_string(n) + "}";
+    });
   }
   if (cmd == "ack") {
     std::string q = need(a, 1, "QUEUE");
@@ -561,6 +573,8 @@ const char* queue_cli_help() {
                                                 enqueue one message (BODY is JSON unless
                                                 --content-type text|bytes)
   pull QUEUE [--batch-size N] [--visibility-timeout-ms N] [--wait-ms N]
+  peek QUEUE [--batch-size N]                   the next messages a pull would get; leases none
+  purge QUEUE                                   delete every message; the queue stays
   ack QUEUE [LEASE_ID...] [--retry LEASE_ID]... [--delay-ms N]
   redrive DLQ --to QUEUE [--max N]
 )";
@@ -608,6 +622,12 @@ int queue_cli(const std::vector<std::string>& raw) {
       numeric_fields(a, o, {"batch_size", "visibility_timeout_ms", "wait_ms"});
       return print(http.post(path(need(a, 1, "QUEUE")) + "/messages/pull", json::serialize(o)));
     }
+    if (cmd == "peek") {
+      json::object o;
+      numeric_fields(a, o, {"batch_size"});
+      return print(http.post(path(need(a, 1, "QUEUE")) + "/messages/peek", json::serialize(o)));
+    }
+    if (cmd == "purge") return print(http.post(path(need(a, 1, "QUEUE")) + "/purge", ""));
     if (cmd == "ack") {
       std::string q = need(a, 1, "QUEUE");
       json::array acks;

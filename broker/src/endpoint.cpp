@@ -371,6 +371,8 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
       return router.list_queues_async(answer<std::vector<QueueInfo>>(s, id, encode));
     }
     case W::REDRIVE: return on_redrive(s, id, env.getRedrive());
+    case W::PURGE_QUEUE: return on_purge(s, id, env.getPurgeQueue());
+    case W::PEEK: return on_peek(s, id, env.getPeek());
     case W::OBJECT_SEND: return on_object_send(s, id, env.getObjectSend(), payloads);
     case W::OBJECT_CALL: return on_object_call(s, id, env.getObjectCall(), payloads);
     case W::OBJECT_FETCH: return on_object_fetch(s, id, env.getObjectFetch(), payloads);
@@ -471,6 +473,8 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
     case W::PUT_QUEUE: of_queue(env.getPutQueue().getName()); break;
     case W::DELETE_QUEUE: of_queue(env.getDeleteQueue().getName()); break;
     case W::GET_QUEUE: of_queue(env.getGetQueue().getName()); break;
+    case W::PURGE_QUEUE: of_queue(env.getPurgeQueue().getName()); break;
+    case W::PEEK: of_queue(env.getPeek().getQueue()); break;
     case W::OBJECT_SEND:
       shard = Mesh::shard_of_object(view(env.getObjectSend().getClass()), view(env.getObjectSend().getName()),
                                     shards);

@@ -498,6 +498,8 @@ struct Endpoint::Impl {
   void on_delete_queue(Session& s, std::uint64_t id, proto::QueueName::Reader req);
 
   void on_redrive(Session& s, std::uint64_t id, proto::Redrive::Reader req);
+  void on_purge(Session& s, std::uint64_t id, proto::QueueName::Reader req);
+  void on_peek(Session& s, std::uint64_t id, proto::Pull::Reader req);
 
   // Checks an object request; answers the error and returns false when it cannot go on.
   bool allowed_object(Session& s, std::uint64_t id, const std::string& cls, const std::string& name,

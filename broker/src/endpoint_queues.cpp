@@ -205,4 +205,26 @@ void Endpoint::Impl::on_redrive(Session& s, std::uint64_t id, proto::Redrive::Re
       answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) { out.setCount(n); }));
 }
 
+void Endpoint::Impl::on_purge(Session& s, std::uint64_t id, proto::QueueName::Reader req) {
+  std::string name(view(req.getName()));
+  if (!allowed_queue(s, id, name)) return;
+  router.purge_queue(name, answer<std::uint64_t>(s, id, [](proto::Envelope::Builder out, std::uint64_t n) {
+                       out.setCount(n);
+                     }));
+}
+
+void Endpoint::Impl::on_peek(Session& s, std::uint64_t id, proto::Pull::Reader req) {
+  std::string queue(view(req.getQueue()));
+  if (!allowed_queue(s, id, queue)) return;
+  router.peek(
+      queue, req.getBatchSize() == 0 ? 10 : req.getBatchSize(),
+      [this, identity = s.identity, serial = s.serial, id, queue](Result<std::vector<LeasedMessage>> r) {
+        later(identity, serial, [this, identity, id, queue, r = std::move(r)](Session* cur) {
+          if (cur == nullptr) return;
+          if (!r) return reply_error(identity, id, r.error());
+          send_messages(*cur, id, queue, *r, false);
+        });
+      });
+}
+
 }  // namespace roost::broker

@@ -101,6 +101,14 @@ void LocalRouter::redrive(std::string from, std::string to, std::uint64_t max, C
   queues_.redrive(std::move(from), std::move(to), max, std::move(done));
 }
 
+void LocalRouter::purge_queue(std::string name, Callback<std::uint64_t> done) {
+  queues_.purge(std::move(name), std::move(done));
+}
+
+void LocalRouter::peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) {
+  queues_.peek(std::move(name), max, std::move(done));
+}
+
 Result<channels::SubscribeResult> LocalRouter::subscribe(const std::string& pattern,
                                                          std::shared_ptr<channels::Subscriber> subscriber,
                                                          const std::optional<channels::Since>& since) {

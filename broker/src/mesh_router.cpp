@@ -661,6 +661,27 @@ void MeshRouter::delete_queue(std::string name, Callback<bool> done) {
   route(queue_shard(name), std::move(f));
 }
 
+void MeshRouter::purge_queue(std::string name, Callback<std::uint64_t> done) {
+  auto f = std::make_shared<Forward<std::uint64_t>>();
+  f->local = [this, name](Callback<std::uint64_t> d) { local_.purge_queue(name, std::move(d)); };
+  f->remote = [name](const std::shared_ptr<PeerLink>& l, Route r, Callback<std::uint64_t> d) {
+    l->purge_queue(r, name, std::move(d));
+  };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
+void MeshRouter::peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) {
+  auto f = std::make_shared<Forward<std::vector<LeasedMessage>>>();
+  f->local = [this, name, max](Callback<std::vector<LeasedMessage>> d) {
+    local_.peek(name, max, std::move(d));
+  };
+  f->remote = [name, max](const std::shared_ptr<PeerLink>& l, Route r,
+                          Callback<std::vector<LeasedMessage>> d) { l->peek(r, name, max, std::move(d)); };
+  f->done = std::move(done);
+  route(queue_shard(name), std::move(f));
+}
+
 std::optional<Error> MeshRouter::owned_here(std::uint32_t shard) {
   Mesh* m = mesh_.load();
   if (m == nullptr) return Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"};

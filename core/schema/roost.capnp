@@ -45,6 +45,7 @@ enum ErrorCode {
   noReply @24;           # an object call's handler returned without replying
   callCycle @25;         # an object called, within its turn, an object already waiting in that call chain
   ownerUnavailable @26;  # (mesh) the shard's owner is gone, or a forwarded request's epoch is stale
+  unknownField @27;      # (HTTP, WebSocket) a request body has a field the API does not know
 }
 
 enum ContentType {
@@ -119,6 +120,10 @@ struct Envelope {
     presenceCount @44 :PresenceCount;
     presenceEvent @45 :PresenceEvent; # node → the channel's home (no answer)
     shardCopy @46 :ShardCopy;       # node → node (a shard move); payload frame: the step's data → count | error
+
+    # ---- appended for the queue API's purge and peek -----------------------------------------
+    purgeQueue @47 :QueueName;      # → count (messages deleted) | error
+    peek @48 :Pull;                 # batchSize only → messages (no lease ids; nothing leased) | error
   }
 
   # ---- appended for the mesh (node ↔ node, on a node's mesh socket) ---------------------------
@@ -391,6 +396,7 @@ struct QueueStats {
   dropped @12 :UInt64;
   expired @13 :UInt64;
   redriven @14 :UInt64;
+  purged @15 :UInt64;
 }
 
 struct QueueInfo {

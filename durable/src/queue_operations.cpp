@@ -323,4 +323,63 @@ Result<std::uint64_t> QueueStore::Work::redrive(const std::string& from, const s
   return moved;
 }
 
+Result<std::uint64_t> QueueStore::Work::purge(const std::string& name) {
+  if (auto e = closed(name)) return std::unexpected(*e);
+  Queue* q = find(name);
+  if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
+  std::string prefix = keys::qid(q->rec.qid);
+  std::uint64_t purged = 0;
+  for (;;) {
+    std::vector<std::string> batch;
+    {
+      Cursor c(txn_, t_.state);
+      for (auto e = c.seek(prefix); e && batch.size() < 4096; e = c.next()) {
+        if (!starts_with(e->key, prefix)) break;
+        batch.emplace_back(e->key);
+      }
+    }
+    if (batch.empty()) break;
+    for (const auto& k : batch) {
+      txn_.del(t_.body, keys::seq(keys::tail_seq(k)));
+      txn_.del(t_.state, k);
+    }
+    purged += batch.size();
+  }
+  // The indexes of those messages; dedup entries stay (a producer's retry is still a duplicate).
+  for (MDB_dbi dbi : {t_.ready, t_.due, t_.keyq}) del_prefix(dbi, prefix);
+  auto& c = q->counters();
+  c.ready = c.delayed = c.in_flight = c.blocked = c.messages = c.bytes = 0;
+  c.purged += purged;
+  q->dirty = true;
+  roost::module_logger("durable")->info("queue {} purged ({} messages)", name, purged);
+  return purged;
+}
+
+Result<std::vector<LeasedMessage>> QueueStore::Work::peek(const std::string& name, std::uint32_t max) {
+  if (auto e = closed(name)) return std::unexpected(*e);
+  Queue* q = find(name);
+  if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
+  if (max == 0 || max > s_.options_.max_batch) {
+    return std::unexpected(
+        err(ErrorCode::INVALID_ARGUMENT, "batch_size must be 1.." + std::to_string(s_.options_.max_batch)));
+  }
+  promote_due(*q, s_.options_.sweep_limit);
+  std::vector<LeasedMessage> out;
+  std::string prefix = keys::qid(q->rec.qid);
+  Cursor c(txn_, t_.ready);
+  for (auto e = c.seek(prefix); e && out.size() < max; e = c.next()) {
+    if (!starts_with(e->key, prefix)) break;
+    std::uint64_t seq = keys::tail_seq(e->key);
+    auto st = get_state(*q, seq);
+    if (!st || st->kind != MsgStateKind::kReady) continue;
+    if (st->expires_at != 0 && st->expires_at <= now_) continue;  // a pull would remove it
+    auto raw = txn_.get(t_.body, keys::seq(seq));
+    auto body = raw ? BodyRecord::decode(*raw) : std::nullopt;
+    if (!body) throw MdbError(MDB_CORRUPTED, "message body " + message_id(seq));
+    out.push_back(LeasedMessage{message_id(seq), "", std::string(body->body), body->content_type,
+                                st->attempts, body->enqueued_at, std::string(body->key)});
+  }
+  return out;
+}
+
 }  // namespace roost::durable

@@ -95,6 +95,8 @@ std::string QueueRecord::encode() const {
         s.retried, s.dead_lettered, s.dropped, s.expired, s.redriven}) {
     w.num(v);
   }
+  // Appended fields: a record without them (written before they existed) reads them as 0.
+  w.num(s.purged);
   return out;
 }
 
@@ -119,6 +121,7 @@ std::optional<QueueRecord> QueueRecord::decode(std::string_view in) {
         &s.acked, &s.retried, &s.dead_lettered, &s.dropped, &s.expired, &s.redriven}) {
     *v = r.num<std::uint64_t>();
   }
+  if (!r.done()) s.purged = r.num<std::uint64_t>();
   if (!r.ok()) return std::nullopt;
   return q;
 }

@@ -185,6 +185,15 @@ void QueueStore::redrive(std::string from, std::string to, std::uint64_t max, Ca
   });
 }
 
+void QueueStore::purge(std::string name, Callback<std::uint64_t> done) {
+  submit<std::uint64_t>(std::move(done), [name = std::move(name)](Work& w) { return w.purge(name); });
+}
+
+void QueueStore::peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) {
+  submit<std::vector<LeasedMessage>>(std::move(done),
+                                     [name = std::move(name), max](Work& w) { return w.peek(name, max); });
+}
+
 void QueueStore::begin(WriteContext& ctx) { work_ = std::make_unique<Work>(*this, ctx); }
 void QueueStore::prepare(WriteContext&) { work_->flush(); }
 

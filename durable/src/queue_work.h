@@ -129,6 +129,10 @@ class QueueStore::Work {
 
   Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max);
 
+  Result<std::uint64_t> purge(const std::string& name);
+
+  Result<std::vector<LeasedMessage>> peek(const std::string& name, std::uint32_t max);
+
   // ---- shard moves (queue_move.cpp) ---------------------------------------------------------
 
   // owner_unavailable when the gate closes `name` (its shard is moving away).

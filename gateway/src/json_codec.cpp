@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include <roost/core/base64.h>
@@ -113,6 +114,25 @@ Parsed<json::object> parse_object(std::string_view body, const JsonLimits& limit
   return std::move(v.as_object());
 }
 
+}  // namespace
+
+std::optional<Error> unknown_field(const json::object& o, std::initializer_list<std::string_view> known,
+                                   std::string_view what) {
+  for (const auto& [k, v] : o) {
+    std::string_view key(k.data(), k.size());
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string list;
+    for (auto n : known) list += (list.empty() ? "" : ", ") + std::string(n);
+    std::string shown = json::serialize(json::string_view(key.substr(0, 64)));
+    return Error{ErrorCode::UNKNOWN_FIELD,
+                 "unknown field " + shown + " in " + std::string(what) +
+                     (list.empty() ? " (it takes none)" : " (known: " + list + ")")};
+  }
+  return std::nullopt;
+}
+
+namespace {
+
 // A non-negative integer field; absent or null gives nullopt.
 Parsed<std::optional<std::uint64_t>> get_u64(const json::object& o, std::string_view key,
                                              std::uint64_t max = UINT64_MAX) {
@@ -148,6 +168,8 @@ bool present(const json::object& o, std::string_view key) { return o.find(key) !
 Parsed<NewMessage> parse_message(const json::value& v, std::uint64_t max_message_bytes) {
   if (!v.is_object()) return std::unexpected(invalid("each message must be a JSON object"));
   const auto& o = v.as_object();
+  if (auto e = unknown_field(o, {"body", "content_type", "delay_ms", "id", "key"}, "a message"))
+    return std::unexpected(std::move(*e));
   auto body_it = o.find("body");
   if (body_it == o.end()) return std::unexpected(invalid("message has no body"));
   NewMessage m;
@@ -230,6 +252,7 @@ json::object queue_object(const QueueInfo& q) {
   stats["dropped"] = s.dropped;
   stats["expired"] = s.expired;
   stats["redriven"] = s.redriven;
+  stats["purged"] = s.purged;
   json::object o;
   o["name"] = q.name;
   o["created_at_ms"] = q.created_at_ms;
@@ -270,6 +293,11 @@ std::optional<Error> check_json(std::string_view text, const JsonLimits& limits)
 Parsed<QueueConfigPatch> parse_queue_config(std::string_view body) {
   auto o = parse_object(body);
   if (!o) return std::unexpected(o.error());
+  if (auto e = unknown_field(*o,
+                             {"visibility_timeout_ms", "max_retries", "retry_delay_ms", "dead_letter_queue",
+                              "max_messages", "max_bytes", "message_ttl_ms", "dedup_window_ms"},
+                             "a queue's configuration"))
+    return std::unexpected(std::move(*e));
   QueueConfigPatch p;
   auto vis = get_u64(*o, "visibility_timeout_ms");
   auto retries = get_u64(*o, "max_retries", UINT32_MAX);
@@ -303,6 +331,8 @@ Parsed<std::vector<NewMessage>> parse_enqueue(std::string_view body, std::uint64
   if (!o) return std::unexpected(o.error());
   std::vector<NewMessage> out;
   if (auto it = o->find("messages"); it != o->end()) {
+    if (auto e = unknown_field(*o, {"messages"}, "a batch (its messages go in \"messages\")"))
+      return std::unexpected(std::move(*e));
     if (!it->value().is_array()) return std::unexpected(invalid("messages must be an array"));
     const auto& arr = it->value().as_array();
     if (arr.empty()) return std::unexpected(invalid("messages must not be empty"));
@@ -324,6 +354,8 @@ Parsed<std::vector<NewMessage>> parse_enqueue(std::string_view body, std::uint64
 Parsed<PullRequest> parse_pull(std::string_view body) {
   auto o = parse_object(body);
   if (!o) return std::unexpected(o.error());
+  if (auto e = unknown_field(*o, {"batch_size", "visibility_timeout_ms", "wait_ms"}))
+    return std::unexpected(std::move(*e));
   PullRequest r;
   auto batch = get_u64(*o, "batch_size", 1000);
   if (!batch) return std::unexpected(batch.error());
@@ -340,9 +372,13 @@ Parsed<PullRequest> parse_pull(std::string_view body) {
 Parsed<AckRequest> parse_ack(std::string_view body) {
   auto o = parse_object(body);
   if (!o) return std::unexpected(o.error());
+  if (auto e = unknown_field(*o, {"acks", "retries"})) return std::unexpected(std::move(*e));
   AckRequest r;
-  auto lease_of = [](const json::value& v) -> Parsed<std::string> {
+  auto lease_of = [](const json::value& v, bool retry) -> Parsed<std::string> {
     if (!v.is_object()) return std::unexpected(invalid("each ack or retry must be an object"));
+    auto e = retry ? unknown_field(v.as_object(), {"lease_id", "delay_ms"}, "a retry")
+                   : unknown_field(v.as_object(), {"lease_id"}, "an ack");
+    if (e) return std::unexpected(std::move(*e));
     auto id = get_string(v.as_object(), "lease_id");
     if (!id) return std::unexpected(id.error());
     if (!*id) return std::unexpected(invalid("lease_id is required"));
@@ -351,7 +387,7 @@ Parsed<AckRequest> parse_ack(std::string_view body) {
   if (auto it = o->find("acks"); it != o->end() && !it->value().is_null()) {
     if (!it->value().is_array()) return std::unexpected(invalid("acks must be an array"));
     for (const auto& v : it->value().as_array()) {
-      auto id = lease_of(v);
+      auto id = lease_of(v, false);
       if (!id) return std::unexpected(id.error());
       r.acks.push_back(std::move(*id));
     }
@@ -359,7 +395,7 @@ Parsed<AckRequest> parse_ack(std::string_view body) {
   if (auto it = o->find("retries"); it != o->end() && !it->value().is_null()) {
     if (!it->value().is_array()) return std::unexpected(invalid("retries must be an array"));
     for (const auto& v : it->value().as_array()) {
-      auto id = lease_of(v);
+      auto id = lease_of(v, true);
       if (!id) return std::unexpected(id.error());
       auto delay = get_u64(v.as_object(), "delay_ms", 43'200'000);
       if (!delay) return std::unexpected(delay.error());
@@ -375,12 +411,30 @@ Parsed<AckRequest> parse_ack(std::string_view body) {
 Parsed<RedriveRequest> parse_redrive(std::string_view body) {
   auto o = parse_object(body);
   if (!o) return std::unexpected(o.error());
+  if (auto e = unknown_field(*o, {"to", "max"})) return std::unexpected(std::move(*e));
   auto to = get_string(*o, "to");
   if (!to) return std::unexpected(to.error());
   if (!*to) return std::unexpected(invalid("to is required"));
   auto max = get_u64(*o, "max");
   if (!max) return std::unexpected(max.error());
   return RedriveRequest{**to, max->value_or(0)};
+}
+
+Parsed<bool> parse_empty(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) return std::unexpected(o.error());
+  if (auto e = unknown_field(*o, {})) return std::unexpected(std::move(*e));
+  return true;
+}
+
+Parsed<std::uint32_t> parse_peek(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) return std::unexpected(o.error());
+  if (auto e = unknown_field(*o, {"batch_size"})) return std::unexpected(std::move(*e));
+  auto batch = get_u64(*o, "batch_size", 1000);
+  if (!batch) return std::unexpected(batch.error());
+  if (*batch && **batch == 0) return std::unexpected(invalid("batch_size must be 1..1000"));
+  return static_cast<std::uint32_t>(batch->value_or(10));
 }
 
 std::string encode_queue(const QueueInfo& q) { return json::serialize(queue_object(q)); }
@@ -406,12 +460,14 @@ std::string encode_ids(const std::vector<std::string>& ids) {
 }
 
 // Written by hand so that stored JSON bodies are copied, not parsed and re-serialized.
-std::string encode_messages(const std::vector<LeasedMessage>& ms) {
+std::string encode_messages(const std::vector<LeasedMessage>& ms, std::optional<std::uint64_t> backlog) {
   std::string out = R"({"messages":[)";
   for (std::size_t i = 0; i < ms.size(); ++i) {
     const auto& m = ms[i];
     if (i) out.push_back(',');
-    out += R"({"id":")" + m.id + R"(","lease_id":")" + m.lease_id + R"(","body":)";
+    out += R"({"id":")" + m.id;
+    if (!m.lease_id.empty()) out += R"(","lease_id":")" + m.lease_id;  // none when peeked
+    out += R"(","body":)";
     switch (m.content_type) {
       case ContentType::kJson: out += m.body; break;  // validated JSON text, stored as such
       case ContentType::kText: append_string(out, m.body); break;
@@ -428,7 +484,9 @@ std::string encode_messages(const std::vector<LeasedMessage>& ms) {
     }
     out.push_back('}');
   }
-  out += "]}";
+  out += "]";
+  if (backlog) out += R"(,"backlog":)" + std::to_string(*backlog);
+  out += "}";
   return out;
 }
 

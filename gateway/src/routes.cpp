@@ -113,10 +113,26 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
   }
   std::string tail = segs[3];
   for (std::size_t i = 4; i < segs.size(); ++i) tail += "/" + segs[i];
-  if (tail != "messages" && tail != "messages/pull" && tail != "messages/ack" && tail != "redrive") {
+  if (tail != "messages" && tail != "messages/pull" && tail != "messages/ack" && tail != "messages/peek" &&
+      tail != "redrive" && tail != "purge") {
     return fail(reply, Error{ErrorCode::NOT_FOUND, "no route " + std::string(req.target())}, v);
   }
   if (method != http::verb::post) return method_not_allowed(reply, v, "POST");
+  if (tail == "purge") {
+    if (auto o = parse_empty(req.body()); !o) return fail(reply, o.error(), v);
+    return router.purge_queue(
+        name, answer<std::uint64_t>(std::move(reply), v, http::status::ok, [](std::uint64_t n) {
+          return R"({"purged":)" + std::to_string(n) + "}";
+        }));
+  }
+  if (tail == "messages/peek") {
+    auto max = parse_peek(req.body());
+    if (!max) return fail(reply, max.error(), v);
+    return router.peek(
+        name, *max,
+        answer<std::vector<LeasedMessage>>(std::move(reply), v, http::status::ok,
+                                           [](const auto& ms) { return encode_messages(ms); }));
+  }
   if (tail == "messages") {
     auto msgs = parse_enqueue(req.body(), router.max_message_bytes());
     if (!msgs) return fail(reply, msgs.error(), v);
@@ -127,10 +143,22 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
   if (tail == "messages/pull") {
     auto pull = parse_pull(req.body());
     if (!pull) return fail(reply, pull.error(), v);
-    return router.pull(name, pull->options, pull->wait_ms,
-                       answer<std::vector<LeasedMessage>>(std::move(reply), v, http::status::ok,
-                                                          [](const auto& ms) { return encode_messages(ms); }),
-                       std::move(gone));
+    // With the backlog after this pull (the queue's unacknowledged messages), read once the
+    // pull committed; leased messages are answered even if that read fails.
+    return router.pull(
+        name, pull->options, pull->wait_ms,
+        [&router, name, reply = std::move(reply), v](Result<std::vector<LeasedMessage>> r) mutable {
+          if (!r) return fail(reply, r.error(), v);
+          router.get_queue_async(
+              name, [reply = std::move(reply), v, ms = std::move(*r)](Result<QueueInfo> q) mutable {
+                std::optional<std::uint64_t> backlog;
+                if (q) backlog = q->stats.messages;
+                reply([ms = std::move(ms), backlog, v] {
+                  return make(http::status::ok, v, encode_messages(ms, backlog));
+                });
+              });
+        },
+        std::move(gone));
   }
   if (tail == "messages/ack") {
     auto ack = parse_ack(req.body());
@@ -619,11 +647,7 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
         return fail(reply, Error{ErrorCode::MALFORMED, "the body is {\"shard\": N, \"to\": \"NODE\"}"}, v);
       }
       const auto& o = body.as_object();
-      for (const auto& [k, val] : o) {
-        if (k != "shard" && k != "to") {
-          return fail(reply, Error{ErrorCode::INVALID_ARGUMENT, "unknown field " + std::string(k)}, v);
-        }
-      }
+      if (auto e = unknown_field(o, {"shard", "to"})) return fail(reply, std::move(*e), v);
       auto* shard = o.if_contains("shard");
       auto* to = o.if_contains("to");
       if (shard == nullptr || !shard->is_int64() || shard->as_int64() < 0 ||

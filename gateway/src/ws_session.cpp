@@ -131,6 +131,7 @@ void WsSession::handle(std::string_view text) {
     return fail(ErrorCode::INVALID_ARGUMENT, "op is required");
   std::string op(op_it->value().as_string());
   if (op == "ping") {
+    if (auto e = unknown_field(o, {"op", "id"}, "a ping")) return fail(e->code, e->message);
     send_control(json::serialize(json::object{{"op", "pong"}, {"id", id}}));
     return;
   }
@@ -140,6 +141,11 @@ void WsSession::handle(std::string_view text) {
   std::string channel(ch_it->value().as_string());
   if (op != "subscribe" && op != "unsubscribe" && op != "publish")
     return fail(ErrorCode::INVALID_ARGUMENT, "unknown op " + quote(op));
+  auto unknown = op == "subscribe"
+                     ? unknown_field(o, {"op", "id", "channel", "recent", "since"}, "a subscribe")
+                 : op == "unsubscribe" ? unknown_field(o, {"op", "id", "channel"}, "an unsubscribe")
+                                       : unknown_field(o, {"op", "id", "channel", "data"}, "a publish");
+  if (unknown) return fail(unknown->code, unknown->message);
   if (channel.size() > kMaxChannelBytes) {
     return fail(ErrorCode::INVALID_NAME,
                 "channel is longer than " + std::to_string(kMaxChannelBytes) + " bytes");

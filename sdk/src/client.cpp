@@ -166,6 +166,21 @@ Result<std::uint64_t> Client::redrive(const std::string& from, const std::string
       [](Reply& r) { return r.env.getCount(); });
 }
 
+Result<std::uint64_t> Client::purge_queue(const std::string& name) {
+  return core_->call<std::uint64_t>(
+      [&](proto::Envelope::Builder env) { env.initPurgeQueue().setName(text(name)); }, decode_count);
+}
+
+Result<std::vector<LeasedMessage>> Client::peek(const std::string& queue, std::uint32_t max) {
+  return core_->call<std::vector<LeasedMessage>>(
+      [&](proto::Envelope::Builder env) {
+        auto p = env.initPeek();
+        p.setQueue(text(queue));
+        p.setBatchSize(max);
+      },
+      decode_messages);
+}
+
 Result<std::uint64_t> Client::tell(const std::string& object_class, const std::string& name, std::string data,
                                    ContentType type) {
   std::promise<Result<std::uint64_t>> p;

@@ -122,6 +122,7 @@ void to_wire(proto::QueueInfo::Builder out, const QueueInfo& info) {
   s.setDropped(st.dropped);
   s.setExpired(st.expired);
   s.setRedriven(st.redriven);
+  s.setPurged(st.purged);
   out.setCreatedAtMs(info.created_at_ms);
 }
 
@@ -146,6 +147,7 @@ QueueInfo from_wire(proto::QueueInfo::Reader in) {
   st.dropped = s.getDropped();
   st.expired = s.getExpired();
   st.redriven = s.getRedriven();
+  st.purged = s.getPurged();
   info.created_at_ms = in.getCreatedAtMs();
   return info;
 }

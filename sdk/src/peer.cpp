@@ -151,6 +151,27 @@ void PeerLink::delete_queue(Route route, const std::string& name, Callback<bool>
       [](Reply&) { return true; }, {}, std::move(done));
 }
 
+void PeerLink::purge_queue(Route route, const std::string& name, Callback<std::uint64_t> done) {
+  core_->async<std::uint64_t>(
+      [&](proto::Envelope::Builder env) {
+        env.initPurgeQueue().setName(text(name));
+        set_route(env, route);
+      },
+      decode_count, {}, std::move(done));
+}
+
+void PeerLink::peek(Route route, const std::string& queue, std::uint32_t max,
+                    Callback<std::vector<LeasedMessage>> done) {
+  core_->async<std::vector<LeasedMessage>>(
+      [&](proto::Envelope::Builder env) {
+        auto p = env.initPeek();
+        p.setQueue(text(queue));
+        p.setBatchSize(max);
+        set_route(env, route);
+      },
+      decode_messages, {}, std::move(done));
+}
+
 void PeerLink::get_queue(Route route, const std::string& name, Callback<QueueInfo> done) {
   core_->async<QueueInfo>(
       [&](proto::Envelope::Builder env) {

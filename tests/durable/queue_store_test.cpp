@@ -415,6 +415,86 @@ TEST_CASE("delete removes a queue and all its messages", "[durable]") {
   CHECK(f.store().list_queues().size() == 1);
 }
 
+TEST_CASE("purge deletes every message and keeps the queue, its config and its dedup ids", "[durable]") {
+  StoreFixture f;
+  QueueConfigPatch p = vis(1000);
+  p.max_retries = 7;
+  f.put("q", p);
+  for (int i = 0; i < 50; ++i)
+    f.enqueue1("q", "m" + std::to_string(i), i % 5 == 0 ? "k" : "", "id" + std::to_string(i));
+  f.enqueue1("q", "later", {}, {}, 60'000);  // delayed
+  auto leased = f.pull("q", 3);
+  REQUIRE(leased->size() == 3);
+  auto before = f.stats("q");
+  CHECK(before.blocked > 0);
+  CHECK(before.delayed == 1);
+  CHECK(before.in_flight == 3);
+
+  auto purged = f.purge("q");
+  REQUIRE(purged);
+  CHECK(*purged == 51);
+  auto s = f.stats("q");
+  CHECK(s.messages == 0);
+  CHECK(s.ready + s.delayed + s.in_flight + s.blocked + s.bytes == 0);
+  CHECK(s.purged == 51);
+  CHECK(s.enqueued == before.enqueued);  // lifetime counters stay
+  CHECK(f.store().get_queue("q")->config.max_retries == 7);
+  // Dedup ids stay: a producer's retry of a purged message is still a duplicate.
+  f.enqueue1("q", "again", {}, "id1");
+  CHECK(f.stats("q").messages == 0);
+  // A purged message's lease no longer holds; nothing comes back, not even when leases expire.
+  CHECK(f.ack("q", {leased->front().lease_id})->unknown.size() == 1);
+  f.advance(120'000);
+  f.maintain();
+  CHECK(f.pull("q", 100)->empty());
+  // A key that had messages waiting is free again; new messages flow.
+  f.enqueue1("q", "k1", "k");
+  f.enqueue1("q", "k2", "k");
+  auto got = f.pull("q", 10);
+  REQUIRE(got->size() == 1);
+  CHECK(got->front().body == "k1");
+  // The count survives a restart (stored with the queue's record).
+  f.restart();
+  CHECK(f.stats("q").purged == 51);
+  CHECK(f.stats("q").messages == 2);
+  CHECK(f.purge("nope").error().code == ErrorCode::QUEUE_NOT_FOUND);
+  f.set_closed("q", true);
+  CHECK(f.purge("q").error().code == ErrorCode::OWNER_UNAVAILABLE);
+}
+
+TEST_CASE("peek shows what a pull would lease, in its order, and leases nothing", "[durable]") {
+  StoreFixture f;
+  f.put("q", vis(1000));
+  f.enqueue1("q", "a1", "A");
+  f.enqueue1("q", "a2", "A");  // blocked behind a1: not next
+  f.enqueue1("q", "b");
+  f.enqueue1("q", "soon", {}, {}, 500);
+  auto seen = f.peek("q", 10);
+  REQUIRE(seen);
+  std::vector<std::string> bodies;
+  for (const auto& m : *seen) {
+    bodies.push_back(m.body);
+    CHECK(m.lease_id.empty());
+    CHECK(m.attempts == 0);
+  }
+  CHECK(bodies == std::vector<std::string>{"a1", "b"});
+  CHECK(f.stats("q").in_flight == 0);
+  CHECK(f.peek("q", 1)->size() == 1);
+  // The delayed one is peeked once it is due, as a pull would lease it.
+  f.advance(500);
+  CHECK(f.peek("q", 10)->size() == 3);
+  auto pulled = f.pull("q", 10);
+  REQUIRE(pulled->size() == 3);
+  CHECK(pulled->front().id == seen->front().id);
+  // A retried message shows its deliveries so far.
+  f.ack("q", {}, {RetryRequest{pulled->front().lease_id, 0}});
+  auto again = f.peek("q", 10);
+  REQUIRE(again->size() == 1);
+  CHECK(again->front().attempts == 1);
+  CHECK(f.peek("q", 0).error().code == ErrorCode::INVALID_ARGUMENT);
+  CHECK(f.peek("nope").error().code == ErrorCode::QUEUE_NOT_FOUND);
+}
+
 TEST_CASE("list and stats report depth and oldest age", "[durable]") {
   StoreFixture f;
   f.enqueue1("a", "1");

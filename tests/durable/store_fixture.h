@@ -109,6 +109,12 @@ class StoreFixture {
   durable::Result<bool> del(const std::string& q) {
     return wait_for<bool>([&](auto cb) { store_->delete_queue(q, std::move(cb)); });
   }
+  durable::Result<std::uint64_t> purge(const std::string& q) {
+    return wait_for<std::uint64_t>([&](auto cb) { store_->purge(q, std::move(cb)); });
+  }
+  durable::Result<std::vector<LeasedMessage>> peek(const std::string& q, std::uint32_t n = 10) {
+    return wait_for<std::vector<LeasedMessage>>([&](auto cb) { store_->peek(q, n, std::move(cb)); });
+  }
   QueueStats stats(const std::string& q) { return store_->get_queue(q).value().stats; }
 
   durable::QueueStore& store() { return *store_; }

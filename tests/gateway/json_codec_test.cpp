@@ -67,3 +67,28 @@ TEST_CASE("pull responses keep stored JSON bodies verbatim", "[gateway]") {
   CHECK(encode_error({ErrorCode::QUEUE_FULL, "full"}) ==
         R"({"error":{"code":"queue_full","message":"full"}})");
 }
+
+TEST_CASE("every request body refuses fields it does not know, naming the first", "[gateway]") {
+  auto named = [](const roost::Error& e, const std::string& field) {
+    INFO(e.message);
+    CHECK(e.code == ErrorCode::UNKNOWN_FIELD);
+    CHECK(e.message.find("\"" + field + "\"") != std::string::npos);
+  };
+  named(parse_enqueue(R"({"body":1,"delay_seconds":3})", 1024).error(), "delay_seconds");
+  named(parse_enqueue(R"({"messages":[{"body":1,"metadata":{}}]})", 1024).error(), "metadata");
+  named(parse_enqueue(R"({"messages":[{"body":1}],"id":"x"})", 1024).error(), "id");
+  named(parse_queue_config(R"({"visibility_timeout":5})").error(), "visibility_timeout");
+  named(parse_pull(R"({"batch_size":1,"wait":5})").error(), "wait");
+  named(parse_ack(R"({"acks":[],"retry":[]})").error(), "retry");
+  named(parse_ack(R"({"acks":[{"lease_id":"a","delay_ms":1}]})").error(), "delay_ms");  // acks have no delay
+  named(parse_ack(R"({"retries":[{"lease_id":"a","delay":1}]})").error(), "delay");
+  named(parse_redrive(R"({"to":"q","count":1})").error(), "count");
+  named(parse_peek(R"({"visibility_timeout_ms":1})").error(), "visibility_timeout_ms");
+  // Known fields still parse; a key longer than 64 bytes is cut in the message.
+  CHECK(parse_ack(R"({"acks":[{"lease_id":"a"}],"retries":[{"lease_id":"b","delay_ms":1}]})"));
+  CHECK(*parse_peek(R"({"batch_size":7})") == 7u);
+  CHECK(*parse_peek("") == 10u);
+  auto long_key = parse_pull("{\"" + std::string(1000, 'k') + "\":1}").error();
+  CHECK(long_key.code == ErrorCode::UNKNOWN_FIELD);
+  CHECK(long_key.message.size() < 300);
+}

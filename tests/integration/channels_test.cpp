@@ -256,6 +256,19 @@ TEST_CASE("channel errors have stable codes", "[integration][channels]") {
   CHECK(a.expect("error").at("code") == "conflict");
   a.send(json::object{{"op", "unsubscribe"}, {"id", 1}, {"channel", "never.x"}});
   CHECK(a.expect("error").at("code") == "not_found");
+  // A field an op does not know is refused (not ignored), named, and the op does not happen.
+  a.send(json::object{{"op", "subscribe"}, {"id", 7}, {"channel", "typo.x"}, {"resent", 5}});
+  e = a.expect("error");
+  CHECK(e.at("code") == "unknown_field");
+  CHECK(e.at("id") == 7);
+  CHECK(e.at("message").as_string().find("\"resent\"") != json::string::npos);
+  a.send(json::object{
+      {"op", "publish"}, {"id", 8}, {"channel", "typo.x"}, {"data", 1}, {"content_type", "text"}});
+  CHECK(a.expect("error").at("code") == "unknown_field");
+  a.send(json::object{{"op", "ping"}, {"id", 9}, {"channel", "x"}});
+  CHECK(a.expect("error").at("code") == "unknown_field");
+  a.send(json::object{{"op", "unsubscribe"}, {"id", 10}, {"channel", "typo.x"}});
+  CHECK(a.expect("error").at("code") == "not_found");  // the subscribe above did not happen
   a.send_binary("\x01\x02");
   CHECK(a.expect("error").at("code") == "invalid_argument");
   a.send(pub("ok.x", json::string(std::string(2000, 'x'))));  // over max_ws_message_bytes

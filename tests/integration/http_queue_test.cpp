@@ -88,6 +88,64 @@ TEST_CASE("enqueue is acknowledged with ids; pull leases; ack removes", "[integr
   CHECK(st.at("enqueued") == 4);
 }
 
+TEST_CASE("pull answers carry the backlog; peek leases nothing; purge empties the queue", "[integration]") {
+  Server s;
+  auto& h = s.http();
+  s.put_queue("bk", R"({"visibility_timeout_ms":60000})");
+  for (int i = 0; i < 5; ++i) REQUIRE(s.send("bk", json::serialize(json::object{{"body", i}})).status == 201);
+  // backlog: the queue's unacknowledged messages after this pull (leased ones included).
+  auto r = s.pull("bk", R"({"batch_size":2})");
+  REQUIRE(r.status == 200);
+  auto pulled = body_json(r);
+  CHECK(pulled.at("messages").as_array().size() == 2);
+  CHECK(pulled.at("backlog") == 5);
+  s.ack_leases("bk", pulled.at("messages").as_array());
+  r = s.pull("bk", R"({"batch_size":1})");
+  CHECK(body_json(r).at("backlog") == 3);
+  // An empty pull tells the backlog too (all 3 leased or waiting: none free here but 2).
+  r = s.pull("bk", R"({"batch_size":10})");
+  CHECK(body_json(r).at("messages").as_array().size() == 2);
+  CHECK(body_json(r).at("backlog") == 3);
+  r = s.pull("bk", R"({"batch_size":10})");
+  CHECK(body_json(r).at("messages").as_array().empty());
+  CHECK(body_json(r).at("backlog") == 3);
+
+  // Peek: the next messages a pull would lease, no lease ids, nothing leased.
+  s.put_queue("pk");
+  for (int i = 0; i < 4; ++i) s.send("pk", json::serialize(json::object{{"body", i}}));
+  r = h.post("/v1/queues/pk/messages/peek", R"({"batch_size":3})");
+  REQUIRE(r.status == 200);
+  auto peeked = body_json(r).at("messages").as_array();
+  REQUIRE(peeked.size() == 3);
+  CHECK(peeked[0].at("body") == 0);
+  CHECK(peeked[2].at("body") == 2);
+  CHECK_FALSE(peeked[0].as_object().contains("lease_id"));
+  CHECK(peeked[0].at("attempts") == 0);
+  CHECK(s.stats("pk").at("in_flight") == 0);
+  CHECK(body_json(h.post("/v1/queues/pk/messages/peek", "")).at("messages").as_array().size() == 4);
+  auto first = s.pull_messages("pk", R"({"batch_size":1})");
+  CHECK(first[0].at("id") == peeked[0].at("id"));
+  CHECK(error_code(h.post("/v1/queues/none/messages/peek", "{}")) == "queue_not_found");
+  CHECK(h.get("/v1/queues/pk/messages/peek").status == 405);
+
+  // Purge: every message goes (the leased one too: its ack no longer holds); the queue stays.
+  r = h.post("/v1/queues/pk/purge", "");
+  REQUIRE(r.status == 200);
+  CHECK(body_json(r).at("purged") == 4);
+  auto st = s.stats("pk");
+  CHECK(st.at("messages") == 0);
+  CHECK(st.at("in_flight") == 0);
+  CHECK(st.at("purged") == 4);
+  r = s.ack("pk", json::serialize(json::object{
+                      {"acks", json::array{json::object{{"lease_id", first[0].at("lease_id")}}}}}));
+  CHECK(body_json(r).at("unknown").as_array().size() == 1);
+  CHECK(s.pull_messages("pk", R"({"batch_size":10})").empty());
+  CHECK(s.send("pk", R"({"body":"after"})").status == 201);  // still a queue
+  CHECK(s.pull_messages("pk").size() == 1);
+  CHECK(error_code(h.post("/v1/queues/pk/purge", R"({"all":true})")) == "unknown_field");
+  CHECK(error_code(h.post("/v1/queues/none/purge", "")) == "queue_not_found");
+}
+
 TEST_CASE("visibility timeout expiry redelivers with attempts counted", "[integration]") {
   Server s;
   s.put_queue("v", R"({"visibility_timeout_ms":300})");
@@ -274,7 +332,7 @@ TEST_CASE("every error code over HTTP", "[integration]") {
   }
   SECTION("wrong field types are 400 invalid_argument") {
     for (const char* body :
-         {R"({"body":1,"delay_ms":-5})", R"({"body":1,"content_type":"xml"})", R"({"nobody":1})",
+         {R"({"body":1,"delay_ms":-5})", R"({"body":1,"content_type":"xml"})", R"({"id":"x"})",
           R"({"messages":[]})", R"({"messages":"x"})", R"({"body":1,"delay_ms":99999999999})", R"([1,2])",
           R"({"body":"%%%","content_type":"bytes"})", R"({"body":5,"content_type":"text"})"}) {
       auto r = s.send("e", body);
@@ -286,12 +344,43 @@ TEST_CASE("every error code over HTTP", "[integration]") {
     CHECK(error_code(r) == "invalid_argument");
     r = s.pull("e", R"({"wait_ms":20001})");
     CHECK(error_code(r) == "invalid_argument");
-    r = s.ack("e", R"({"acks":[{"nolease":1}]})");
+    r = s.ack("e", R"({"acks":[{}]})");
     CHECK(error_code(r) == "invalid_argument");
     r = s.put_queue("e", R"({"visibility_timeout_ms":0})");
     CHECK(error_code(r) == "invalid_argument");
     r = h.post("/v1/queues/e/redrive", "{}");
     CHECK(error_code(r) == "invalid_argument");
+  }
+  SECTION("a field the route does not know is 400 unknown_field naming it, and nothing happens") {
+    // Each of these was silently ignored before: a typo (or another API's field name) changed
+    // nothing and the request "worked".
+    struct Case {
+      std::string method, target, body, field;
+    };
+    for (const auto& c : std::vector<Case>{
+             {"POST", "/v1/queues/e/messages", R"({"body":1,"delay_seconds":30})", "delay_seconds"},
+             {"POST", "/v1/queues/e/messages", R"({"messages":[{"body":1,"dealy_ms":5}]})", "dealy_ms"},
+             {"POST", "/v1/queues/e/messages", R"({"messages":[{"body":1}],"body":2})", "body"},
+             {"POST", "/v1/queues/e/messages/pull", R"({"batch_size":1,"visibility_timeout":10})",
+              "visibility_timeout"},
+             {"POST", "/v1/queues/e/messages/ack", R"({"acks":[],"nacks":[]})", "nacks"},
+             {"POST", "/v1/queues/e/messages/ack", R"({"acks":[{"lease_id":"x","extra":1}]})", "extra"},
+             {"POST", "/v1/queues/e/messages/ack", R"({"retries":[{"lease_id":"x","delay_seconds":5}]})",
+              "delay_seconds"},
+             {"PUT", "/v1/queues/e", R"({"max_retires":9})", "max_retires"},
+             {"POST", "/v1/queues/e/redrive", R"({"to":"x","limit":1})", "limit"},
+             {"POST", "/v1/queues/e/messages/peek", R"({"batch_size":1,"wait_ms":5})", "wait_ms"},
+             {"POST", "/v1/mesh/moves", R"({"shard":1,"to":"b","force":true})", "force"},
+         }) {
+      auto r = c.method == "PUT" ? h.put(c.target, c.body) : h.post(c.target, c.body);
+      INFO(c.target << " " << c.body << " → " << r.body);
+      CHECK(r.status == 400);
+      CHECK(error_code(r) == "unknown_field");
+      CHECK(r.body.find("\\\"" + c.field + "\\\"") != std::string::npos);
+    }
+    // Nothing was enqueued or changed by the refused requests.
+    CHECK(s.stats("e").at("messages").as_int64() == 0);
+    CHECK(body_json(h.get("/v1/queues/e")).at("config").at("max_retries").as_int64() == 3);
   }
   SECTION("bad queue names are 400 invalid_name") {
     auto r = s.put_queue("bad%20name");

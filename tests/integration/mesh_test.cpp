@@ -237,6 +237,15 @@ TEST_CASE("mesh: any node serves any queue and object — requests go to the sha
       CHECK(m.at("body").at("q").as_int64() == i);
     }
     a.ack_leases(q, got);
+    // Peek and purge through a node that may not own the queue reach its owner.
+    if (i == 0) {
+      for (int k = 0; k < 3; ++k) REQUIRE(b.send(q, R"({"body":"p"})").status == 201);
+      auto peeked = body_json(c.http().post("/v1/queues/" + q + "/messages/peek", "{}"));
+      CHECK(peeked.at("messages").as_array().size() == 3);
+      auto purged = body_json(a.http().post("/v1/queues/" + q + "/purge", ""));
+      CHECK(purged.at("purged") == 3);
+      CHECK(body_json(b.pull(q)).at("backlog") == 0);
+    }
     // Every node tells the same story about the queue: its owner's.
     for (auto* n : {&a, &b, &c}) {
       auto st = n->stats(q);

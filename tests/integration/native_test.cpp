@@ -213,6 +213,19 @@ TEST_CASE("SDK: enqueue, pull, ack, retry, extend and queue admin over the nativ
   auto moved = c->redrive("jobs-dlq", "failing");
   REQUIRE(moved);
   CHECK(*moved == 1);
+  // Peek leases nothing; purge deletes every message and keeps the queue.
+  REQUIRE(c->enqueue("failing", {msg("2"), msg("3")}));
+  auto peeked = c->peek("failing", 2);
+  REQUIRE(peeked);
+  REQUIRE(peeked->size() == 2);
+  CHECK(peeked->front().lease_id.empty());
+  CHECK(c->get_queue("failing")->stats.in_flight == 0);
+  auto purged = c->purge_queue("failing");
+  REQUIRE(purged);
+  CHECK(*purged == 3);
+  CHECK(c->get_queue("failing")->stats.messages == 0);
+  CHECK(c->get_queue("failing")->stats.purged == 3);
+  CHECK(c->purge_queue("never-made").error().code == ErrorCode::QUEUE_NOT_FOUND);
   REQUIRE(c->delete_queue("failing"));
   CHECK(c->get_queue("failing").error().code == ErrorCode::QUEUE_NOT_FOUND);
 }

@@ -62,6 +62,8 @@ class LocalRouter final : public Router {
   void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
               Callback<ExtendResult> done) override;
   void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) override;
+  void purge_queue(std::string name, Callback<std::uint64_t> done) override;
+  void peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) override;
   Result<channels::SubscribeResult> subscribe(const std::string& pattern,
                                               std::shared_ptr<channels::Subscriber> subscriber,
                                               const std::optional<channels::Since>& since) override;

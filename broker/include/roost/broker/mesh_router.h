@@ -119,6 +119,8 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
               Callback<ExtendResult> done) override;
   void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) override;
+  void purge_queue(std::string name, Callback<std::uint64_t> done) override;
+  void peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) override;
 
   // Channels, like NATS routes: a publish is delivered where it is made and to every peer with a
   // subscriber whose pattern matches (this node subscribes on each peer to the patterns its

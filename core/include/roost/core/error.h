@@ -48,6 +48,7 @@ constexpr std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::NO_REPLY: return "no_reply";
     case ErrorCode::CALL_CYCLE: return "call_cycle";
     case ErrorCode::OWNER_UNAVAILABLE: return "owner_unavailable";
+    case ErrorCode::UNKNOWN_FIELD: return "unknown_field";
   }
   return "internal";
 }
@@ -58,7 +59,8 @@ constexpr unsigned error_http_status(ErrorCode code) {
     case ErrorCode::OK: return 200;
     case ErrorCode::MALFORMED:
     case ErrorCode::INVALID_ARGUMENT:
-    case ErrorCode::INVALID_NAME: return 400;
+    case ErrorCode::INVALID_NAME:
+    case ErrorCode::UNKNOWN_FIELD: return 400;
     case ErrorCode::UNAUTHORIZED: return 401;
     case ErrorCode::FORBIDDEN: return 403;
     case ErrorCode::NOT_FOUND:

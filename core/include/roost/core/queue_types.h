@@ -65,6 +65,7 @@ struct QueueStats {
   std::uint64_t dropped = 0;   // dead-lettered with no DLQ configured
   std::uint64_t expired = 0;   // removed by message_ttl_ms
   std::uint64_t redriven = 0;  // moved out of this queue by redrive
+  std::uint64_t purged = 0;    // deleted by purge
 };
 
 struct QueueInfo {

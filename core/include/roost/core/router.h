@@ -89,6 +89,10 @@ class Router {
   virtual void extend(std::string name, std::vector<std::string> leases, std::uint64_t visibility_timeout_ms,
                       Callback<ExtendResult> done) = 0;
   virtual void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) = 0;
+  // Deletes every message of the queue (waiting, delayed, leased); the queue stays. → how many.
+  virtual void purge_queue(std::string name, Callback<std::uint64_t> done) = 0;
+  // The next `max` messages a pull would lease, leasing nothing (lease_id empty).
+  virtual void peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) = 0;
 
   // Broadcast channels. Synchronous: the hub does no I/O.
   virtual Result<channels::SubscribeResult> subscribe(const std::string& pattern,

@@ -73,6 +73,12 @@ class QueueStore final : public Participant {
   // Moves up to `max` (0 = all) waiting (not leased) messages of `from` to `to`, attempts reset.
   // Moved messages keep their id and so their place by age: they come before newer messages.
   void redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done);
+  // Deletes every message of the queue — waiting, delayed and leased (their lease ids no longer
+  // hold) — and keeps the queue, its configuration, counters and dedup entries. Answers how many.
+  void purge(std::string name, Callback<std::uint64_t> done);
+  // The next `max` messages a pull would lease, in that order, leasing nothing (lease_id empty,
+  // attempts = deliveries so far). Due delayed messages are made ready first, as a pull does.
+  void peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done);
 
   // Enqueue from another Op of the same group (an actor turn's effects): same rules as enqueue(),
   // writing into the group transaction. REQUIRES: on the committer thread, inside Op::apply.

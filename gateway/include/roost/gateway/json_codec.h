@@ -6,8 +6,11 @@
 #include <roost/core/queue_types.h>
 #include <roost/core/utf8.h>
 
+#include <boost/json/object.hpp>
+
 #include <cstdint>
 #include <expected>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,17 +52,30 @@ inline constexpr JsonLimits kRequestJsonLimits{};
 // payload_too_large (too many values), message_too_large (a string over max_string_bytes).
 std::optional<Error> check_json(std::string_view text, const JsonLimits& limits = kRequestJsonLimits);
 
+// Nothing a client sends is silently ignored: unknown_field naming the first key of `o` that
+// `known` does not list (`what` says whose field it is: "a message", "an ack"…).
+std::optional<Error> unknown_field(const boost::json::object& o,
+                                   std::initializer_list<std::string_view> known,
+                                   std::string_view what = "the request body");
+
 Parsed<QueueConfigPatch> parse_queue_config(std::string_view body);
 // Each parse first runs check_json on the body (strings bounded by the request's own limits).
 Parsed<std::vector<NewMessage>> parse_enqueue(std::string_view body, std::uint64_t max_message_bytes);
 Parsed<PullRequest> parse_pull(std::string_view body);
 Parsed<AckRequest> parse_ack(std::string_view body);
 Parsed<RedriveRequest> parse_redrive(std::string_view body);
+// A body that takes no fields (empty, or {}).
+Parsed<bool> parse_empty(std::string_view body);
+// POST /v1/queues/{q}/messages/peek: {"batch_size": 1..1000 (10)}.
+Parsed<std::uint32_t> parse_peek(std::string_view body);
 
 std::string encode_queue(const QueueInfo& q);
 std::string encode_queues(const std::vector<QueueInfo>& qs);
 std::string encode_ids(const std::vector<std::string>& ids);
-std::string encode_messages(const std::vector<LeasedMessage>& ms);
+// {"messages":[…]} (a message without a lease id — peeked — has no "lease_id"), with
+// "backlog" (the queue's unacknowledged messages) when given.
+std::string encode_messages(const std::vector<LeasedMessage>& ms,
+                            std::optional<std::uint64_t> backlog = std::nullopt);
 std::string encode_ack(const AckResult& r);
 std::string encode_error(const Error& e);
 

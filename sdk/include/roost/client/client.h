@@ -164,6 +164,10 @@ class Client {
   Result<QueueInfo> get_queue(const std::string& name);
   Result<std::vector<QueueInfo>> list_queues();
   Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max = 0);
+  // Deletes every message of the queue (waiting, delayed, leased); answers how many.
+  Result<std::uint64_t> purge_queue(const std::string& name);
+  // The next `max` messages a pull would get, leasing nothing (lease_id empty).
+  Result<std::vector<LeasedMessage>> peek(const std::string& queue, std::uint32_t max = 10);
 
   // ---- channels ----
   // Fire and forget (as NATS core): errors are not reported. The data is copied before this

@@ -73,6 +73,9 @@ class PeerLink {
                  Callback<QueueInfo> done);
   void delete_queue(Route route, const std::string& name, Callback<bool> done);
   void get_queue(Route route, const std::string& name, Callback<QueueInfo> done);
+  void purge_queue(Route route, const std::string& name, Callback<std::uint64_t> done);
+  void peek(Route route, const std::string& queue, std::uint32_t max,
+            Callback<std::vector<LeasedMessage>> done);
   void tell(Route route, const std::string& object_class, const std::string& name, std::string_view data,
             ContentType type, Callback<std::uint64_t> done);
   void call(Route route, const std::string& object_class, const std::string& name, std::string_view data,
