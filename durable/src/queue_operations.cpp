@@ -3,14 +3,16 @@
 namespace roost::durable {
 
 std::optional<std::pair<std::uint64_t, MsgState>> QueueStore::Work::check_lease(Queue& q,
-                                                                                std::string_view lease) {
+                                                                                std::string_view lease,
+                                                                                bool late) {
   auto parsed = parse_lease_id(lease);
-  if (!parsed) return std::nullopt;
+  if (!parsed || parsed->second == 0) return std::nullopt;
   auto st = get_state(q, parsed->first);
-  if (!st || st->kind != MsgStateKind::kLeased || st->lease_nonce != parsed->second ||
-      st->visible_at <= now_) {
-    return std::nullopt;
-  }
+  if (!st || st->lease_nonce != parsed->second) return std::nullopt;  // gone, or delivered again
+  if (st->kind == MsgStateKind::kLeased && st->visible_at > now_) return std::pair{parsed->first, *st};
+  // The lease ran out (its message may be waiting again: it keeps the nonce until a pull gives it
+  // a new one). An ack or retry of it still counts; an extend does not.
+  if (!late) return std::nullopt;
   return std::pair{parsed->first, *st};
 }
 
@@ -217,7 +219,7 @@ Result<AckResult> QueueStore::Work::ack(const std::string& name, const std::vect
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
   AckResult r;
   for (const auto& lease : acks) {
-    auto held = check_lease(*q, lease);
+    auto held = check_lease(*q, lease, true);
     if (!held) {
       r.unknown.push_back(lease);
       continue;
@@ -233,7 +235,7 @@ Result<AckResult> QueueStore::Work::ack(const std::string& name, const std::vect
     }
   }
   for (const auto& retry : retries) {
-    auto held = check_lease(*q, retry.lease_id);
+    auto held = check_lease(*q, retry.lease_id, true);
     if (!held) {
       r.unknown.push_back(retry.lease_id);
       continue;

@@ -86,8 +86,7 @@ void QueueStore::recover() {
           auto st = work.get_state(*q, seq);
           if (!st || st->kind != MsgStateKind::kLeased) continue;
           work.detach(*q, seq, *st);
-          st->lease_nonce = 0;
-          st->visible_at = ctx.now_ms;
+          st->visible_at = ctx.now_ms;  // nonce kept: a late ack still counts until a redelivery
           work.activate(*q, seq, *st);
           ++n;
         }

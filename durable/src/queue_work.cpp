@@ -202,8 +202,7 @@ void QueueStore::Work::expire_lease(Queue& q, std::uint64_t seq, MsgState st) {
     return;
   }
   detach(q, seq, st);
-  st.lease_nonce = 0;
-  st.visible_at = now_;
+  st.visible_at = now_;  // the nonce stays: a late ack of this lease still counts (check_lease)
   activate(q, seq, st);
 }
 

@@ -102,7 +102,10 @@ class QueueStore::Work {
 
   void del_prefix(MDB_dbi dbi, std::string_view prefix);
 
-  std::optional<std::pair<std::uint64_t, MsgState>> check_lease(Queue& q, std::string_view lease);
+  // The message `lease` names while that lease holds; with `late`, also once it ran out while the
+  // message has not been delivered again (Cloudflare's and SQS's late acks).
+  std::optional<std::pair<std::uint64_t, MsgState>> check_lease(Queue& q, std::string_view lease,
+                                                                bool late = false);
 
   std::uint64_t next_nonce();
 
