@@ -1,5 +1,7 @@
 #include "roost/broker/config.h"
 
+#include <roost/gateway/cf_api.h>
+
 #include <toml.hpp>
 
 #include <charconv>
@@ -182,6 +184,13 @@ const std::vector<Key>& keys() {
       {"trusted_proxies",
        "proxy addresses whose X-Forwarded-For names the client objects see, comma-separated (default none)",
        [](Config& c, const std::string& v) { c.trusted_proxies = v; }},
+      {"cf_tokens",
+       "Cloudflare API tokens the Cloudflare Queues routes accept and the queues each grants: "
+       "\"TOKEN:queue,queue;TOKEN2:>\" (docs/cloudflare.md)",
+       [](Config& c, const std::string& v) {
+         if (auto t = gateway::parse_cf_tokens(v); !t) throw ConfigError(t.error().message);
+         c.cf_tokens = v;
+       }},
       {"allowed_hosts",
        "Host names this node answers to without an auth_secret, besides addresses and localhost (comma-separated)",
        [](Config& c, const std::string& v) { c.allowed_hosts = v; }},

@@ -163,6 +163,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   sopts.auth_secret = d.config.auth_secret;
   sopts.allowed_origins = d.config.allowed_origins;
   sopts.allowed_hosts = d.config.allowed_hosts;
+  sopts.cf_tokens = d.config.cf_tokens;
   sopts.trusted_proxies = d.config.trusted_proxies;
   sopts.app_routes = d.config.app_routes;
   sopts.max_subscriptions = d.config.max_subscriptions_per_connection;

@@ -1,5 +1,7 @@
 #include "routes.h"
 
+#include "cf_routes.h"
+
 #include <boost/asio/post.hpp>
 #include <boost/url/parse.hpp>
 
@@ -615,6 +617,9 @@ void route(const Request& req, const boost::asio::ip::address& remote, Server::S
     auto res = make(http::status::ok, v, std::string(kRoostJs), "text/javascript; charset=utf-8");
     res.set(http::field::cache_control, "no-cache");
     return respond_now(reply, std::move(res));
+  }
+  if (segs.size() >= 3 && segs[0] == "client" && segs[1] == "v4" && segs[2] == "accounts") {
+    return cf_routes(req, remote, st, segs, std::move(reply), std::move(gone));
   }
   if (!segs.empty() && segs[0] == "v1") {
     auto who = st.auth.authenticate(request_token(req, /*allow_query=*/false), remote);

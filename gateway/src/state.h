@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <roost/core/auth.h>
+#include <roost/gateway/cf_api.h>
 
 #include <boost/asio/thread_pool.hpp>
 #include "delivery_batcher.h"
@@ -88,6 +89,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     for (auto& h : hosts) {
       for (auto& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
+    auto tokens = parse_cf_tokens(options.cf_tokens);
+    if (!tokens) throw std::invalid_argument(tokens.error().message);
+    cf_tokens = std::move(*tokens);
   }
 
   boost::asio::io_context& io;
@@ -99,6 +103,21 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::vector<std::string> hosts;  // allowed_hosts, lower case
   std::vector<boost::asio::ip::address> trusted_proxies;
   std::vector<std::string> app_routes;  // path prefixes for the hosts' front code
+  std::vector<CfToken> cf_tokens;       // Cloudflare API tokens and their queue grants
+
+  // When each queue was last purged through Cloudflare's API (its purge status route), bounded.
+  void note_purge(const std::string& queue, std::int64_t at_ms) {
+    std::lock_guard lock(purges_mu);
+    if (purges.size() >= 10'000) purges.clear();
+    purges[queue] = at_ms;
+  }
+  std::int64_t last_purge(const std::string& queue) const {
+    std::lock_guard lock(purges_mu);
+    auto it = purges.find(queue);
+    return it == purges.end() ? 0 : it->second;
+  }
+  mutable std::mutex purges_mu;
+  std::unordered_map<std::string, std::int64_t> purges;
 
   // Whether `path` belongs to the app (app_routes): "/api" takes /api and /api/…, "/" takes all
   // but Roost's own routes (/v1/, /healthz, /metrics, /roost.js).

@@ -36,6 +36,7 @@ struct Config {
   std::string allowed_origins;                       // comma list for WebSockets and writes; "*" = any
   std::string trusted_proxies;  // addresses whose X-Forwarded-For names the client (objects see it)
   std::string allowed_hosts;    // Host names besides addresses and localhost (no secret)
+  std::string cf_tokens;        // Cloudflare API tokens and their queues (docs/cloudflare.md)
   std::uint64_t max_subscriptions_per_connection = 1024;  // channel subscriptions of one WebSocket or client
   std::uint64_t max_connections_per_ip = 256;             // concurrent connections from one address
   std::uint64_t max_ws_message_bytes = 64u << 10;         // largest WebSocket message from a client

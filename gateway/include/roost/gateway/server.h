@@ -33,6 +33,7 @@ struct ServerOptions {
   std::string allowed_hosts;                    // extra Host names when no auth_secret (comma list)
   std::string trusted_proxies;                  // peers whose X-Forwarded-For names the client (comma list)
   std::string app_routes;  // path prefixes handed to a host's front code (comma list; docs/hosts.md)
+  std::string cf_tokens;   // Cloudflare API tokens: "TOKEN:queue,queue;TOKEN2:>" (docs/cloudflare.md)
   std::uint64_t max_ws_message_bytes = 64u << 10;
   std::uint64_t max_subscriptions = 1024;  // per WebSocket; more: too_many_requests
   std::uint64_t ws_idle_timeout_ms = 60'000;
