@@ -17,8 +17,9 @@ packages=(
 )
 if [ "$with_tests" = 1 ]; then
   # etcd (the mesh's coordination, issue 15): its tests start their own members on loopback.
+  # python3: the sidecar's Python worker example (docs/sidecar.md) runs in the tests.
   packages+=(wrk chromium nats-server redis-server libhiredis-dev libnats-dev clang-16 clang-format-16 git
-    etcd-server etcd-client)
+    etcd-server etcd-client python3)
   # Node.js: the machine image usually has it; Debian's nodejs otherwise.
   if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm); fi
 fi
