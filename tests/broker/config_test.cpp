@@ -62,6 +62,12 @@ TEST_CASE("configuration errors name the key", "[broker]") {
   CHECK_THROWS_WITH(load_config({"--durability", "sometimes"}), Catch::Contains("durability"));
   CHECK_THROWS_WITH(load_config({"--max-message-bytes", "lots"}), Catch::Contains("max_message_bytes"));
   CHECK_THROWS_WITH(load_config({"--bogus", "1"}), Catch::Contains("--bogus"));
+  // cf_tokens: TOKEN:queue,…; entries separated by ';'.
+  CHECK_THROWS_WITH(load_config({"--cf-tokens", "just-a-token"}), Catch::Contains("cf_tokens"));
+  CHECK_THROWS_WITH(load_config({"--cf-tokens", "tok:"}), Catch::Contains("grants no queue"));
+  CHECK_THROWS_WITH(load_config({"--cf-tokens", "a b:q"}), Catch::Contains("character"));
+  CHECK_THROWS_WITH(load_config({"--cf-tokens", "t1:q;t1:r"}), Catch::Contains("twice"));
+  CHECK(load_config({"--cf-tokens", " t1:jobs, mail.> ; t2:>;"}).cf_tokens.size() > 0);
   CHECK_THROWS_WITH(load_config({"--data-dir"}), Catch::Contains("needs a value"));
   CHECK_THROWS_AS(load_config({"--config", (dir.path() / "missing.toml").string()}), ConfigError);
   auto broken = dir.path() / "broken.toml";

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <roost/core/base64.h>
+#include <roost/gateway/cf_api.h>
 #include <roost/gateway/json_codec.h>
 
 using namespace roost::gateway;
@@ -91,4 +92,16 @@ TEST_CASE("every request body refuses fields it does not know, naming the first"
   auto long_key = parse_pull("{\"" + std::string(1000, 'k') + "\":1}").error();
   CHECK(long_key.code == ErrorCode::UNKNOWN_FIELD);
   CHECK(long_key.message.size() < 300);
+}
+
+TEST_CASE("cf_tokens: tokens and the queues each grants", "[gateway]") {
+  auto t = roost::gateway::parse_cf_tokens(" t1:jobs, mail.> ; t2:>;");
+  REQUIRE(t);
+  REQUIRE(t->size() == 2);
+  CHECK((*t)[0].token == "t1");
+  CHECK((*t)[0].queues == std::vector<std::string>{"jobs", "mail.>"});
+  CHECK((*t)[1].queues == std::vector<std::string>{">"});
+  CHECK(roost::gateway::parse_cf_tokens("")->empty());
+  CHECK_FALSE(roost::gateway::parse_cf_tokens(":q"));
+  CHECK_FALSE(roost::gateway::parse_cf_tokens("t\n:q"));
 }
