@@ -180,6 +180,15 @@ int queue_native(const Args& a, const std::string& url) {
     p.max_bytes = opt_number(a, "max-bytes");
     p.message_ttl_ms = opt_number(a, "message-ttl-ms");
     p.dedup_window_ms = opt_number(a, "dedup-window-ms");
+    if (auto push_url = a.opt("push-url")) {
+      PushTarget t;
+      t.url = *push_url;
+      if (auto v = opt_number(a, "push-concurrency")) t.concurrency = static_cast<std::uint32_t>(*v);
+      if (auto v = opt_number(a, "push-timeout-ms")) t.timeout_ms = *v;
+      if (auto v = opt_number(a, "push-batch-size")) t.batch_size = static_cast<std::uint32_t>(*v);
+      p.push = std::move(t);
+    }
+    if (a.opt("no-push")) p.push = PushTarget{};
     return print_native<QueueInfo>(client->put_queue(need(a, 1, "QUEUE"), p), encode_queue);
   }
   if (cmd == "push") {
@@ -566,6 +575,8 @@ const char* queue_cli_help() {
   create QUEUE [--visibility-timeout-ms N] [--max-retries N] [--retry-delay-ms N]
                [--dead-letter-queue NAME] [--max-messages N] [--max-bytes N]
                [--message-ttl-ms N] [--dedup-window-ms N]   create or reconfigure
+               [--push-url URL [--push-concurrency N] [--push-timeout-ms N] [--push-batch-size N]]
+               [--no-push]                      push to an HTTP service (docs/sidecar.md), or stop
   list                                          all queues with their stats
   stats QUEUE                                   one queue's config and stats
   delete QUEUE                                  delete a queue and its messages
@@ -596,6 +607,16 @@ int queue_cli(const std::vector<std::string>& raw) {
                      {"visibility_timeout_ms", "max_retries", "retry_delay_ms", "max_messages", "max_bytes",
                       "message_ttl_ms", "dedup_window_ms"});
       if (auto dlq = a.opt("dead-letter-queue")) o["dead_letter_queue"] = *dlq;
+      if (auto push_url = a.opt("push-url")) {
+        json::object push{{"url", *push_url}};
+        for (const char* f : {"concurrency", "timeout_ms", "batch_size"}) {
+          std::string flag = "push-" + std::string(f);
+          for (auto& ch : flag) ch = ch == '_' ? '-' : ch;
+          if (auto v = a.opt(flag)) push[f] = number(flag, *v);
+        }
+        o["push"] = std::move(push);
+      }
+      if (a.opt("no-push")) o["push"] = nullptr;
       return print(http.put(path(need(a, 1, "QUEUE")), json::serialize(o)));
     }
     if (cmd == "push") {

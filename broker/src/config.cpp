@@ -1,5 +1,6 @@
 #include "roost/broker/config.h"
 
+#include <roost/broker/push_delivery.h>
 #include <roost/gateway/cf_api.h>
 
 #include <toml.hpp>
@@ -191,6 +192,21 @@ const std::vector<Key>& keys() {
          if (auto t = gateway::parse_cf_tokens(v); !t) throw ConfigError(t.error().message);
          c.cf_tokens = v;
        }},
+      {"push_allowed_hosts",
+       "hosts that push targets and channel webhooks may name, comma-separated, * = any (default "
+       "127.0.0.1,::1,localhost; docs/sidecar.md)",
+       [](Config& c, const std::string& v) { c.push_allowed_hosts = v; }},
+      {"queue_push",
+       "queues pushed to HTTP services, set at start: \"QUEUE=URL[,concurrency=N][,timeout_ms=N][,batch_size=N];…\"",
+       [](Config& c, const std::string& v) {
+         if (auto p = parse_queue_push(v); !p) throw ConfigError(p.error().message);
+         c.queue_push = v;
+       }},
+      {"channel_webhooks", "channel patterns forwarded to HTTP URLs, at most once: \"PATTERN=URL;…\"",
+       [](Config& c, const std::string& v) {
+         if (auto p = parse_channel_webhooks(v); !p) throw ConfigError(p.error().message);
+         c.channel_webhooks = v;
+       }},
       {"allowed_hosts",
        "Host names this node answers to without an auth_secret, besides addresses and localhost (comma-separated)",
        [](Config& c, const std::string& v) { c.allowed_hosts = v; }},
@@ -348,6 +364,16 @@ Config load_config(const std::vector<std::string>& args) {
   for (const auto& [k, v] : flags) k->set(c, v);
   if (c.max_request_bytes < c.max_message_bytes) {
     throw ConfigError("max_request_bytes must be at least max_message_bytes");
+  }
+  // Every configured push and webhook target must be one the operator allows.
+  auto allowed = push_hosts(c.push_allowed_hosts);
+  auto pushed = parse_queue_push(c.queue_push);
+  for (const auto& [queue, target] : *pushed) {
+    if (auto e = check_push_url(target.url, allowed)) throw ConfigError("queue_push: " + e->message);
+  }
+  auto hooks = parse_channel_webhooks(c.channel_webhooks);
+  for (const auto& [pattern, url] : *hooks) {
+    if (auto e = check_push_url(url, allowed)) throw ConfigError("channel_webhooks: " + e->message);
   }
   return c;
 }

@@ -4,6 +4,7 @@
 
 #include <roost/broker/actor_runtime.h>
 #include <roost/broker/mesh.h>
+#include <roost/broker/push_delivery.h>
 #include <roost/broker/remote_hosts.h>
 
 #include <roost/core/log.h>
@@ -77,6 +78,16 @@ void LocalRouter::shutdown() {
 }
 
 void LocalRouter::put_queue(std::string name, QueueConfigPatch patch, Callback<QueueInfo> done) {
+  PushDelivery* push = push_.load();
+  if (patch.push && push != nullptr) {
+    // A push target is checked against push_allowed_hosts where it would be used: here.
+    if (auto e = push->check_target(*patch.push)) return done(std::unexpected(*e));
+    return queues_.put_queue(std::move(name), std::move(patch),
+                             [push, done = std::move(done)](Result<QueueInfo> r) mutable {
+                               if (r) push->kick();
+                               done(std::move(r));
+                             });
+  }
   queues_.put_queue(std::move(name), std::move(patch), std::move(done));
 }
 void LocalRouter::delete_queue(std::string name, Callback<bool> done) {

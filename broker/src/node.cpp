@@ -2,6 +2,7 @@
 
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
+#include <roost/broker/push_delivery.h>
 #include <roost/broker/remote_hosts.h>
 #include <roost/broker/shard_mover.h>
 #include <roost/durable/outbox_store.h>
@@ -80,6 +81,7 @@ struct Node::Impl {
   std::unique_ptr<gateway::Server> server;
   std::unique_ptr<Endpoint> endpoint;
   std::unique_ptr<Endpoint> mesh_endpoint;  // the mesh socket: requests peers forward here
+  std::unique_ptr<PushDelivery> push;       // push targets and channel webhooks (docs/sidecar.md)
   // The Router the front ends (gateway, native endpoint) call.
   Router& front() { return mesh_router ? static_cast<Router&>(*mesh_router) : *router; }
   std::vector<std::thread> threads;
@@ -175,6 +177,11 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
         "no auth_secret configured: only unauthenticated clients on loopback are accepted");
   }
   d.server = std::make_unique<gateway::Server>(d.io, d.front(), sopts);
+  PushOptions popts;
+  popts.allowed_hosts = push_hosts(d.config.push_allowed_hosts);
+  popts.channel_webhooks = d.config.channel_webhooks;
+  d.push = std::make_unique<PushDelivery>(d.front(), popts);
+  d.router->set_push(d.push.get());
   if (d.config.endpoint != "off") {
     EndpointOptions eopts;
     eopts.bind = d.config.endpoint;
@@ -192,6 +199,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     if (d.mesh_endpoint) out += d.mesh_endpoint->metrics_text();
     if (d.mesh_router) out += d.mesh_router->forward_metrics();
     if (d.mover) out += d.mover->metrics_text();
+    if (d.push) out += d.push->metrics_text();
     return out;
   });
   log->info("data in {} (durability {}, map {} MiB{})", std::filesystem::absolute(d.config.data_dir).string(),
@@ -343,6 +351,34 @@ void Node::start() {
     d.mesh->start();
     if (!unsettled.empty()) d.mover->settle(std::move(unsettled));
   }
+  d.push->start();
+  apply_queue_push();
+}
+
+// queue_push: each queue gets its push target (created if new). In a mesh the owner stores it;
+// an owner not reachable yet is logged, and the setting is applied at the next start.
+void Node::apply_queue_push() {
+  auto& d = *impl_;
+  auto pushed = parse_queue_push(d.config.queue_push);
+  for (auto& [queue, target] : *pushed) {
+    QueueConfigPatch patch;
+    patch.push = target;
+    std::promise<Result<QueueInfo>> done;
+    auto f = done.get_future();
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      done = {};
+      f = done.get_future();
+      d.front().put_queue(queue, patch, [&done](Result<QueueInfo> r) { done.set_value(std::move(r)); });
+      auto r = f.get();
+      if (r) break;
+      if (r.error().code != ErrorCode::OWNER_UNAVAILABLE && r.error().code != ErrorCode::UNAVAILABLE) {
+        module_logger("push")->error("queue_push: queue {}: {}", queue, r.error().message);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the mesh is joining
+      if (attempt == 49) module_logger("push")->error("queue_push: queue {}: {}", queue, r.error().message);
+    }
+  }
 }
 
 // Every quarter of channel_idle_ms (at least 100 ms, at most 60 s) while the io threads run.
@@ -379,6 +415,7 @@ void Node::stop() {
     d.hosts->stop();                           // turns waiting on a host fail, so the workers can finish
     d.actors->stop();
     d.router->shutdown();
+    d.push->stop();  // its long polls were just answered; requests in flight finish (acked or retried)
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(d.config.shutdown_grace_ms);
     while (d.server->requests_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -405,6 +442,8 @@ void Node::stop() {
   if (d.mesh_router) d.mesh_router->set_link_loop(nullptr);
   d.endpoint.reset();
   d.mesh_endpoint.reset();
+  d.router->set_push(nullptr);
+  d.push.reset();
   d.router->set_actors(nullptr);
   d.router->set_hosts(nullptr);
   d.router->set_mesh(nullptr);

@@ -363,6 +363,14 @@ struct QueueConfig {
   maxBytes @5 :Number;
   messageTtlMs @6 :Number;
   dedupWindowMs @7 :Number;
+  push @8 :PushTarget;             # null = unchanged; a url of "" = pulled again
+}
+
+struct PushTarget {
+  url @0 :Text;
+  concurrency @1 :UInt32;
+  timeoutMs @2 :UInt64;
+  batchSize @3 :UInt32;
 }
 
 struct PutQueue {

@@ -165,6 +165,11 @@ Result<std::vector<LeasedMessage>> QueueStore::Work::pull(const std::string& nam
     return std::unexpected(
         err(ErrorCode::INVALID_ARGUMENT, "batch_size must be 1.." + std::to_string(s_.options_.max_batch)));
   }
+  if (!q->config().push.url.empty() && !opts.for_push) {
+    return std::unexpected(
+        err(ErrorCode::CONFLICT, "queue " + name + " is delivered by push to " + q->config().push.url +
+                                     ": pulls are refused (remove its push target to pull)"));
+  }
   std::uint64_t vis = opts.visibility_timeout_ms.value_or(q->config().visibility_timeout_ms);
   if (vis == 0 || vis > kMaxDelayMs) {
     return std::unexpected(err(ErrorCode::INVALID_ARGUMENT, "visibility_timeout_ms must be 1..43200000"));

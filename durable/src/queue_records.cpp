@@ -97,6 +97,7 @@ std::string QueueRecord::encode() const {
   }
   // Appended fields: a record without them (written before they existed) reads them as 0.
   w.num(s.purged);
+  w.str16(c.push.url).num(c.push.concurrency).num(c.push.timeout_ms).num(c.push.batch_size);
   return out;
 }
 
@@ -122,6 +123,12 @@ std::optional<QueueRecord> QueueRecord::decode(std::string_view in) {
     *v = r.num<std::uint64_t>();
   }
   if (!r.done()) s.purged = r.num<std::uint64_t>();
+  if (!r.done()) {
+    c.push.url = std::string(r.str16());
+    c.push.concurrency = r.num<std::uint32_t>();
+    c.push.timeout_ms = r.num<std::uint64_t>();
+    c.push.batch_size = r.num<std::uint32_t>();
+  }
   if (!r.ok()) return std::nullopt;
   return q;
 }

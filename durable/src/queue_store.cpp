@@ -317,6 +317,13 @@ std::optional<Error> QueueStore::validate_config(std::string_view name, const Qu
   if (c.max_retries > 1000) return bad("max_retries must be 0..1000");
   if (c.retry_delay_ms > kMaxDelayMs) return bad("retry_delay_ms must be 0..43200000");
   if (c.dedup_window_ms > 7ull * 24 * 3600 * 1000) return bad("dedup_window_ms must be <= 7 days");
+  if (const auto& p = c.push; !p.url.empty()) {
+    if (!p.url.starts_with("http://") || p.url.size() > 2048)
+      return bad("push.url must be an http:// URL of at most 2048 characters");
+    if (p.concurrency < 1 || p.concurrency > 256) return bad("push.concurrency must be 1..256");
+    if (p.timeout_ms < 100 || p.timeout_ms > 3'600'000) return bad("push.timeout_ms must be 100..3600000");
+    if (p.batch_size < 1 || p.batch_size > 100) return bad("push.batch_size must be 1..100");
+  }
   if (!c.dead_letter_queue.empty()) {
     if (auto e = validate_name(c.dead_letter_queue)) return e;
     if (c.dead_letter_queue == name) {

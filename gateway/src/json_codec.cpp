@@ -235,6 +235,14 @@ json::object queue_object(const QueueInfo& q) {
   put_nullable(config, "max_bytes", c.max_bytes);
   put_nullable(config, "message_ttl_ms", c.message_ttl_ms);
   config["dedup_window_ms"] = c.dedup_window_ms;
+  if (c.push.url.empty()) {
+    config["push"] = nullptr;
+  } else {
+    config["push"] = json::object{{"url", c.push.url},
+                                  {"concurrency", c.push.concurrency},
+                                  {"timeout_ms", c.push.timeout_ms},
+                                  {"batch_size", c.push.batch_size}};
+  }
   json::object stats;
   const auto& s = q.stats;
   stats["ready"] = s.ready;
@@ -295,7 +303,7 @@ Parsed<QueueConfigPatch> parse_queue_config(std::string_view body) {
   if (!o) return std::unexpected(o.error());
   if (auto e = unknown_field(*o,
                              {"visibility_timeout_ms", "max_retries", "retry_delay_ms", "dead_letter_queue",
-                              "max_messages", "max_bytes", "message_ttl_ms", "dedup_window_ms"},
+                              "max_messages", "max_bytes", "message_ttl_ms", "dedup_window_ms", "push"},
                              "a queue's configuration"))
     return std::unexpected(std::move(*e));
   QueueConfigPatch p;
@@ -320,6 +328,34 @@ Parsed<QueueConfigPatch> parse_queue_config(std::string_view body) {
   if (present(*o, "max_messages")) p.max_messages = max_messages->value_or(0);
   if (present(*o, "max_bytes")) p.max_bytes = max_bytes->value_or(0);
   if (present(*o, "message_ttl_ms")) p.message_ttl_ms = ttl->value_or(0);
+  // "push": {"url", "concurrency", "timeout_ms", "batch_size"} sets the push target (absent fields
+  // take their defaults); null stops pushing.
+  if (auto it = o->find("push"); it != o->end()) {
+    if (it->value().is_null()) {
+      p.push = PushTarget{};
+    } else {
+      if (!it->value().is_object()) return std::unexpected(invalid("push must be an object or null"));
+      const auto& po = it->value().as_object();
+      if (auto e = unknown_field(po, {"url", "concurrency", "timeout_ms", "batch_size"}, "push"))
+        return std::unexpected(std::move(*e));
+      auto url = get_string(po, "url");
+      if (!url) return std::unexpected(url.error());
+      if (!*url || (*url)->empty())
+        return std::unexpected(invalid("push.url is required (null push stops pushing)"));
+      PushTarget t;
+      t.url = **url;
+      auto conc = get_u64(po, "concurrency", 256);
+      auto timeout = get_u64(po, "timeout_ms", 3'600'000);
+      auto batch = get_u64(po, "batch_size", 100);
+      for (const auto* r : {&conc, &timeout, &batch}) {
+        if (!*r) return std::unexpected(r->error());
+      }
+      if (*conc) t.concurrency = static_cast<std::uint32_t>(**conc);
+      if (*timeout) t.timeout_ms = **timeout;
+      if (*batch) t.batch_size = static_cast<std::uint32_t>(**batch);
+      p.push = std::move(t);
+    }
+  }
   return p;
 }
 

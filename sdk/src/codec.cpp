@@ -71,6 +71,13 @@ void to_wire(proto::QueueConfig::Builder out, const QueueConfigPatch& p) {
   number([&] { return out.initMaxBytes(); }, p.max_bytes);
   number([&] { return out.initMessageTtlMs(); }, p.message_ttl_ms);
   number([&] { return out.initDedupWindowMs(); }, p.dedup_window_ms);
+  if (p.push) {
+    auto t = out.initPush();
+    t.setUrl(text(p.push->url));
+    t.setConcurrency(p.push->concurrency);
+    t.setTimeoutMs(p.push->timeout_ms);
+    t.setBatchSize(p.push->batch_size);
+  }
 }
 
 void to_wire(proto::QueueConfig::Builder out, const QueueConfig& c) {
@@ -83,6 +90,7 @@ void to_wire(proto::QueueConfig::Builder out, const QueueConfig& c) {
   p.max_bytes = c.max_bytes;
   p.message_ttl_ms = c.message_ttl_ms;
   p.dedup_window_ms = c.dedup_window_ms;
+  p.push = c.push;
   to_wire(out, p);
 }
 
@@ -98,6 +106,11 @@ QueueConfigPatch from_wire(proto::QueueConfig::Reader in) {
   p.max_messages = number(in.hasMaxMessages(), in.getMaxMessages());
   p.max_bytes = number(in.hasMaxBytes(), in.getMaxBytes());
   p.message_ttl_ms = number(in.hasMessageTtlMs(), in.getMessageTtlMs());
+  if (in.hasPush()) {
+    auto t = in.getPush();
+    p.push =
+        PushTarget{std::string(view(t.getUrl())), t.getConcurrency(), t.getTimeoutMs(), t.getBatchSize()};
+  }
   p.dedup_window_ms = number(in.hasDedupWindowMs(), in.getDedupWindowMs());
   return p;
 }

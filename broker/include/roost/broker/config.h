@@ -37,6 +37,10 @@ struct Config {
   std::string trusted_proxies;  // addresses whose X-Forwarded-For names the client (objects see it)
   std::string allowed_hosts;    // Host names besides addresses and localhost (no secret)
   std::string cf_tokens;        // Cloudflare API tokens and their queues (docs/cloudflare.md)
+  // Push delivery and webhooks (docs/sidecar.md).
+  std::string push_allowed_hosts = "127.0.0.1,::1,localhost";  // hosts push/webhook URLs may name; "*" = any
+  std::string queue_push;        // "QUEUE=URL[,concurrency=N][,timeout_ms=N][,batch_size=N];…" set at start
+  std::string channel_webhooks;  // "PATTERN=URL;…"
   std::uint64_t max_subscriptions_per_connection = 1024;  // channel subscriptions of one WebSocket or client
   std::uint64_t max_connections_per_ip = 256;             // concurrent connections from one address
   std::uint64_t max_ws_message_bytes = 64u << 10;         // largest WebSocket message from a client

@@ -20,6 +20,8 @@
 
 namespace roost::broker {
 
+class PushDelivery;
+
 class ActorRuntime;
 class RemoteHosts;
 class Mesh;
@@ -44,6 +46,8 @@ class LocalRouter final : public Router {
   // The mesh membership, when the node is started with mesh_etcd (set once the gateway's
   // address is known, so while serving).
   void set_mesh(Mesh* mesh) { mesh_.store(mesh); }
+  // Push delivery: checks a push target before it is stored, and hears of every change.
+  void set_push(PushDelivery* push) { push_.store(push); }
   // Answers every waiting long poll (with no messages). New long polls answer at once.
   void shutdown();
 
@@ -143,6 +147,7 @@ class LocalRouter final : public Router {
   ActorRuntime* actors_ = nullptr;
   RemoteHosts* hosts_ = nullptr;
   std::atomic<Mesh*> mesh_{nullptr};
+  std::atomic<PushDelivery*> push_{nullptr};
   std::atomic<class ShardMover*> mover_{nullptr};
 };
 

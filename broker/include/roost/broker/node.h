@@ -44,6 +44,7 @@ class Node {
   int run();
 
  private:
+  void apply_queue_push();
   void sweep_channels();
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -14,6 +14,16 @@ namespace roost {
 // The longest a pull may wait for messages (HTTP `wait_ms`, native `waitMs`), in milliseconds.
 inline constexpr std::uint64_t kMaxWaitMs = 20'000;
 
+// Push delivery (docs/sidecar.md): the node POSTs the queue's messages to an HTTP service
+// instead of waiting for pulls. An empty url = none (the queue is pulled).
+struct PushTarget {
+  std::string url;                    // http://HOST[:PORT]/path; HOST must be in push_allowed_hosts
+  std::uint32_t concurrency = 8;      // requests in flight to it (1..256)
+  std::uint64_t timeout_ms = 30'000;  // one request, connect to last byte (100..3600000)
+  std::uint32_t batch_size = 1;       // > 1: a JSON array of up to this many messages per request (1..100)
+  bool operator==(const PushTarget&) const = default;
+};
+
 // A queue's configuration. Every field's default is the value shown.
 struct QueueConfig {
   std::uint64_t visibility_timeout_ms = 30'000;  // lease length when a pull does not say
@@ -24,6 +34,7 @@ struct QueueConfig {
   std::uint64_t max_bytes = 0;                   // 0 = unlimited; sum of body sizes
   std::uint64_t message_ttl_ms = 345'600'000;    // 4 days; 0 = never expire
   std::uint64_t dedup_window_ms = 120'000;       // how long a producer id suppresses duplicates
+  PushTarget push;                               // url empty = pulled, not pushed
 };
 
 // A partial update: absent fields keep their current (or default) value.
@@ -36,6 +47,7 @@ struct QueueConfigPatch {
   std::optional<std::uint64_t> max_bytes;
   std::optional<std::uint64_t> message_ttl_ms;
   std::optional<std::uint64_t> dedup_window_ms;
+  std::optional<PushTarget> push;  // a url of "" stops pushing
   void apply_to(QueueConfig& c) const {
     if (visibility_timeout_ms) c.visibility_timeout_ms = *visibility_timeout_ms;
     if (max_retries) c.max_retries = *max_retries;
@@ -45,6 +57,7 @@ struct QueueConfigPatch {
     if (max_bytes) c.max_bytes = *max_bytes;
     if (message_ttl_ms) c.message_ttl_ms = *message_ttl_ms;
     if (dedup_window_ms) c.dedup_window_ms = *dedup_window_ms;
+    if (push) c.push = push->url.empty() ? PushTarget{} : *push;
   }
 };
 
@@ -96,6 +109,9 @@ struct LeasedMessage {
 struct PullOptions {
   std::uint32_t batch_size = 10;
   std::optional<std::uint64_t> visibility_timeout_ms;  // default: the queue's
+  // The node's own push delivery: the only puller a queue with a push target serves (others are
+  // refused with conflict). Never set from a client's request.
+  bool for_push = false;
 };
 
 struct RetryRequest {

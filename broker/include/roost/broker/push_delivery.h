@@ -1,0 +1,83 @@
+// Push delivery to HTTP services (docs/sidecar.md): the sidecar role. A queue with a push target
+// is leased by the node itself and each message POSTed to the target; a 2xx answer acks it,
+// anything else (429, 5xx, other statuses, a redirect, a timeout, a refused connection) retries it
+// with the queue's retry delay — or the answer's Retry-After — so attempts, dead letters,
+// per-key order and leases hold as for pull consumers. Channel webhooks forward a subject
+// pattern's messages to a URL, at most once, through a bounded queue.
+//
+// Everything runs on one thread of its own ("roost-push") with asynchronous I/O: a slow or dead
+// target only uses its own queue's `concurrency` requests, never another queue's.
+//
+// Thread-safety: start() / stop() from the controlling thread; kick(), metrics_text() and
+// check_target() from any thread.
+#pragma once
+
+#include <roost/core/error.h>
+#include <roost/core/queue_types.h>
+#include <roost/core/router.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace roost::broker {
+
+struct PushOptions {
+  // Hosts a push or webhook URL may name (push_allowed_hosts): names (compared case-insensitively,
+  // as written in the URL) and addresses, or "*" for any. Default: loopback only.
+  std::vector<std::string> allowed_hosts{"127.0.0.1", "::1", "localhost"};
+  std::size_t max_response_bytes = 64 * 1024;  // more of an answer's body is not read
+  std::uint64_t reconcile_ms = 500;            // how often queues are checked for push targets
+  std::uint64_t poll_wait_ms = 2000;           // a slot's long poll on an idle queue
+  // Channel webhooks: "PATTERN=URL;…" (channel_webhooks).
+  std::string channel_webhooks;
+  std::size_t webhook_queue = 1024;  // messages waiting per webhook; more are dropped (counted)
+};
+
+// The parts of an http:// URL a request needs.
+struct HttpUrl {
+  std::string host;  // as written (an IPv6 address without brackets)
+  std::string port = "80";
+  std::string target = "/";  // path and query
+};
+
+// Parses an http:// URL (no user info, no fragment). invalid_argument says what is wrong.
+Result<HttpUrl> parse_http_url(std::string_view url);
+
+// Whether `url` may be a push or webhook target under `allowed` (push_allowed_hosts).
+std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed);
+
+// queue_push: "QUEUE=URL[,concurrency=N][,timeout_ms=N][,batch_size=N];…" → (queue, target).
+Result<std::vector<std::pair<std::string, PushTarget>>> parse_queue_push(std::string_view spec);
+
+// A comma list (push_allowed_hosts) as its items, spaces trimmed.
+std::vector<std::string> push_hosts(std::string_view list);
+
+// "PATTERN=URL;…" → pairs; invalid_argument on a bad entry.
+Result<std::vector<std::pair<std::string, std::string>>> parse_channel_webhooks(std::string_view spec);
+
+class PushDelivery {
+ public:
+  PushDelivery(Router& router, PushOptions options);
+  ~PushDelivery();
+  PushDelivery(const PushDelivery&) = delete;
+  PushDelivery& operator=(const PushDelivery&) = delete;
+
+  // Starts the thread: queues with a push target that this node owns are delivered, webhooks
+  // subscribed.
+  void start();
+  // Stops taking new messages; requests in flight finish (their messages are acked or retried)
+  // within their timeout; the thread ends.
+  void stop();
+  // Looks at the queues now (a push target was set or removed).
+  void kick();
+
+  std::optional<Error> check_target(const PushTarget& target) const;
+  std::string metrics_text() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace roost::broker

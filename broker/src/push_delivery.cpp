@@ -1,0 +1,740 @@
+#include <roost/broker/push_delivery.h>
+
+#include <roost/core/base64.h>
+#include <roost/core/log.h>
+#include <roost/core/metrics.h>
+#include <roost/core/subject.h>
+#include <roost/core/thread_name.h>
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace roost::broker {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+using asio::use_awaitable;
+using tcp = asio::ip::tcp;
+
+Result<HttpUrl> parse_http_url(std::string_view url) {
+  auto bad = [&](const std::string& why) {
+    return std::unexpected(
+        Error{ErrorCode::INVALID_ARGUMENT, "push URL " + std::string(url.substr(0, 200)) + ": " + why});
+  };
+  if (!url.starts_with("http://")) return bad("only http:// URLs (the target is a local service)");
+  std::string_view rest = url.substr(7);
+  auto slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  HttpUrl out;
+  if (slash != std::string_view::npos) {
+    out.target = std::string(rest.substr(slash));
+    if (out.target.front() == '?') out.target = "/" + out.target;
+  }
+  if (out.target.find('#') != std::string::npos) return bad("no fragment");
+  for (char c : out.target) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      return bad("the path has a space or a control character");
+  }
+  if (authority.empty()) return bad("no host");
+  if (authority.find('@') != std::string_view::npos) return bad("no user info");
+  if (authority.front() == '[') {
+    auto close = authority.find(']');
+    if (close == std::string_view::npos) return bad("unclosed [");
+    out.host = std::string(authority.substr(1, close - 1));
+    authority.remove_prefix(close + 1);
+    if (!authority.empty()) {
+      if (authority.front() != ':') return bad("junk after the address");
+      out.port = std::string(authority.substr(1));
+    }
+  } else {
+    auto colon = authority.rfind(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) out.port = std::string(authority.substr(colon + 1));
+  }
+  if (out.host.empty()) return bad("no host");
+  if (out.port.empty() || out.port.size() > 5 ||
+      !std::all_of(out.port.begin(), out.port.end(),
+                   [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }) ||
+      std::stoi(out.port) < 1 || std::stoi(out.port) > 65535) {
+    return bad("the port must be 1..65535");
+  }
+  for (auto& c : out.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed) {
+  auto u = parse_http_url(url);
+  if (!u) return u.error();
+  for (const auto& a : allowed) {
+    if (a == "*") return std::nullopt;
+    std::string lower = a;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower.starts_with('[') && lower.ends_with(']')) lower = lower.substr(1, lower.size() - 2);
+    if (lower == u->host) return std::nullopt;
+  }
+  return Error{ErrorCode::FORBIDDEN, "push target host " + u->host +
+                                         " is not in push_allowed_hosts (the node pushes only to hosts "
+                                         "its operator allowed; default: loopback)"};
+}
+
+std::vector<std::string> push_hosts(std::string_view list) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0; start <= list.size();) {
+    auto comma = std::min(list.find(',', start), list.size());
+    auto item = list.substr(start, comma - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) out.emplace_back(item);
+    start = comma + 1;
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, PushTarget>>> parse_queue_push(std::string_view spec) {
+  auto bad = [](std::string m) {
+    return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "queue_push: " + m});
+  };
+  std::vector<std::pair<std::string, PushTarget>> out;
+  for (std::size_t start = 0; start < spec.size();) {
+    auto end = std::min(spec.find(';', start), spec.size());
+    auto entry = spec.substr(start, end - start);
+    start = end + 1;
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (entry.empty()) continue;
+    auto eq = entry.find('=');
+    if (eq == std::string_view::npos || eq == 0) return bad("each entry is QUEUE=URL[,concurrency=N,…]");
+    PushTarget t;
+    auto rest = entry.substr(eq + 1);
+    auto comma = rest.find(',');
+    t.url = std::string(rest.substr(0, comma));
+    if (auto u = parse_http_url(t.url); !u) return bad(u.error().message);
+    while (comma != std::string_view::npos) {
+      rest = rest.substr(comma + 1);
+      comma = rest.find(',');
+      auto kv = rest.substr(0, comma);
+      auto e = kv.find('=');
+      if (e == std::string_view::npos) return bad("expected name=value, got " + std::string(kv));
+      auto name = kv.substr(0, e);
+      std::uint64_t v = 0;
+      auto num = kv.substr(e + 1);
+      auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (ec != std::errc() || p != num.data() + num.size())
+        return bad(std::string(name) + " must be a number");
+      if (name == "concurrency") {
+        t.concurrency = static_cast<std::uint32_t>(std::min<std::uint64_t>(v, 1'000'000));
+      } else if (name == "timeout_ms") {
+        t.timeout_ms = v;
+      } else if (name == "batch_size") {
+        t.batch_size = static_cast<std::uint32_t>(std::min<std::uint64_t>(v, 1'000'000));
+      } else {
+        return bad("unknown setting " + std::string(name) + " (concurrency, timeout_ms, batch_size)");
+      }
+    }
+    out.emplace_back(std::string(entry.substr(0, eq)), std::move(t));
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> parse_channel_webhooks(std::string_view spec) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::size_t start = 0; start < spec.size();) {
+    auto end = std::min(spec.find(';', start), spec.size());
+    auto entry = spec.substr(start, end - start);
+    start = end + 1;
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (entry.empty()) continue;
+    auto eq = entry.find('=');
+    if (eq == std::string_view::npos || eq == 0 || eq + 1 == entry.size()) {
+      return std::unexpected(
+          Error{ErrorCode::INVALID_ARGUMENT, "channel_webhooks: each entry is PATTERN=URL"});
+    }
+    std::string pattern(entry.substr(0, eq));
+    if (auto e = channels::validate_pattern(pattern)) {
+      return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "channel_webhooks: " + e->message});
+    }
+    auto url = parse_http_url(entry.substr(eq + 1));
+    if (!url) return std::unexpected(url.error());
+    out.emplace_back(std::move(pattern), std::string(entry.substr(eq + 1)));
+  }
+  return out;
+}
+
+namespace {
+
+constexpr std::array<double, 12> kLatencyBounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
+
+// What one target did (Prometheus families roost_push_*), read by /metrics from any thread.
+struct TargetStats {
+  std::string queue;
+  std::string url;
+  std::atomic<std::uint64_t> delivered{0};  // messages acked after a 2xx
+  std::atomic<std::uint64_t> retried{0};    // messages given back after a failure
+  std::atomic<std::uint64_t> failed_status{0}, failed_timeout{0}, failed_connect{0}, failed_other{0};
+  std::atomic<std::uint64_t> in_flight{0};  // requests
+  std::array<std::atomic<std::uint64_t>, kLatencyBounds.size() + 1> buckets{};
+  std::atomic<std::uint64_t> latency_us{0}, requests{0};
+
+  void observe(std::chrono::steady_clock::duration d) {
+    double s = std::chrono::duration<double>(d).count();
+    std::size_t i = 0;
+    while (i < kLatencyBounds.size() && s > kLatencyBounds[i]) ++i;
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    latency_us.fetch_add(static_cast<std::uint64_t>(s * 1e6), std::memory_order_relaxed);
+    requests.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+struct Pusher {
+  std::string queue;
+  PushTarget target;
+  HttpUrl url;
+  std::shared_ptr<std::atomic<bool>> stopped = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<TargetStats> stats;
+};
+
+struct Outcome {
+  bool ok = false;
+  unsigned status = 0;
+  std::optional<std::uint64_t> retry_after_ms;
+  std::string reason;  // "status", "timeout", "connect", "error"
+};
+
+// One keep-alive connection to a target (a slot's own).
+struct Connection {
+  explicit Connection(asio::any_io_executor ex) : stream(ex), resolver(ex) {}
+  beast::tcp_stream stream;
+  tcp::resolver resolver;
+  bool open = false;
+};
+
+std::optional<std::uint64_t> retry_after(std::string_view v) {
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  std::uint64_t secs = 0;
+  if (v.empty() || v.size() > 9) return std::nullopt;
+  for (char c : v) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;  // an HTTP-date: not honoured
+    secs = secs * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return std::min<std::uint64_t>(secs, 43'200) * 1000;
+}
+
+const char* mime(ContentType t) {
+  switch (t) {
+    case ContentType::kJson: return "application/json";
+    case ContentType::kText: return "text/plain; charset=utf-8";
+    case ContentType::kBytes: return "application/octet-stream";
+  }
+  return "application/octet-stream";
+}
+
+const char* type_name(ContentType t) {
+  switch (t) {
+    case ContentType::kJson: return "json";
+    case ContentType::kText: return "text";
+    case ContentType::kBytes: return "bytes";
+  }
+  return "bytes";
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
+}
+
+// A batch as a JSON array: [{"id","body","content_type","attempts","timestamp_ms","key"}…], json
+// bodies inline, text as strings, bytes as base64.
+std::string batch_body(const std::vector<LeasedMessage>& ms) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < ms.size(); ++i) {
+    const auto& m = ms[i];
+    if (i) out += ',';
+    out += R"({"id":")" + m.id + R"(","body":)";
+    switch (m.content_type) {
+      case ContentType::kJson: out += m.body; break;
+      case ContentType::kText: append_json_string(out, m.body); break;
+      case ContentType::kBytes: out += '"' + base64_encode(m.body) + '"'; break;
+    }
+    out += R"(,"content_type":")";
+    out += type_name(m.content_type);
+    out += R"(","attempts":)" + std::to_string(m.attempts) + R"(,"timestamp_ms":)" +
+           std::to_string(m.timestamp_ms) + R"(,"key":)";
+    if (m.key.empty()) {
+      out += "null";
+    } else {
+      append_json_string(out, m.key);
+    }
+    out += '}';
+  }
+  return out + "]";
+}
+
+std::string host_header(const HttpUrl& u) {
+  std::string h = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
+  return u.port == "80" ? h : h + ":" + u.port;
+}
+
+// POSTs `req` on `c` (connecting first if needed, and once more on a fresh connection when a
+// kept-alive one turns out closed) within `timeout`. The answer's body is read up to `max_body`.
+awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<http::string_body>& req,
+                            std::chrono::milliseconds timeout, std::size_t max_body) {
+  Outcome out;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool reused = c.open;
+    beast::error_code ec;
+    c.stream.expires_after(timeout);
+    if (!c.open) {
+      auto results =
+          co_await c.resolver.async_resolve(url.host, url.port, asio::redirect_error(use_awaitable, ec));
+      if (!ec) co_await c.stream.async_connect(results, asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        c.stream.close();
+        out.reason = ec == beast::error::timeout ? "timeout" : "connect";
+        co_return out;
+      }
+      c.open = true;
+    }
+    co_await http::async_write(c.stream, req, asio::redirect_error(use_awaitable, ec));
+    beast::flat_buffer buf;
+    http::response_parser<http::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(max_body);
+    if (!ec) co_await http::async_read_header(c.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      c.stream.close();
+      c.open = false;
+      // A kept-alive connection the service had closed: send once more on a new one.
+      if (reused && attempt == 0 && ec != beast::error::timeout) continue;
+      out.reason = ec == beast::error::timeout ? "timeout" : "error";
+      co_return out;
+    }
+    out.status = parser.get().result_int();
+    if (auto ra = parser.get()[http::field::retry_after]; !ra.empty()) out.retry_after_ms = retry_after(ra);
+    // The rest of the answer: read (for keep-alive) up to max_body; a larger one closes the connection.
+    co_await http::async_read(c.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
+    if (ec || !parser.get().keep_alive()) {
+      c.stream.close();
+      c.open = false;
+    }
+    out.ok = out.status >= 200 && out.status < 300;  // redirects are not followed: a failure
+    if (!out.ok) out.reason = "status";
+    co_return out;
+  }
+  co_return out;
+}
+
+// Runs a Router call whose callback may come on any thread; resumes on this coroutine's executor.
+template <class T, class Start>
+awaitable<Result<T>> routed(Start start) {
+  auto ex = co_await asio::this_coro::executor;
+  co_return co_await asio::async_initiate<decltype(use_awaitable), void(Result<T>)>(
+      [ex, start = std::move(start)](auto handler) mutable {
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        start([ex, h](Result<T> r) mutable {
+          asio::post(ex, [h, r = std::move(r)]() mutable { std::move (*h)(std::move(r)); });
+        });
+      },
+      use_awaitable);
+}
+
+awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  beast::error_code ec;
+  co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+}
+
+// A channel pattern forwarded to a URL (channel_webhooks): at most once, through a bounded queue.
+struct Webhook : channels::Subscriber, std::enable_shared_from_this<Webhook> {
+  std::string pattern, url_text;
+  HttpUrl url;
+  asio::any_io_executor ex;
+  std::size_t limit = 1024;
+  std::mutex mu;
+  std::deque<channels::MessagePtr> waiting;
+  std::atomic<std::uint64_t> delivered{0}, failed{0}, dropped{0};
+  unsigned senders = 0;  // under mu
+  static constexpr unsigned kSenders = 4;
+  std::atomic<bool> stopped{false};
+
+  void deliver(const channels::MessagePtr& m) override {
+    if (m->kind != channels::MessageKind::kData || stopped.load()) return;
+    bool spawn = false;
+    {
+      std::lock_guard lock(mu);
+      if (waiting.size() >= limit) {
+        dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      waiting.push_back(m);
+      if (senders < kSenders) {
+        ++senders;
+        spawn = true;
+      }
+    }
+    if (spawn) asio::co_spawn(ex, send_all(shared_from_this()), asio::detached);
+  }
+
+  static awaitable<void> send_all(std::shared_ptr<Webhook> self) {
+    Connection c(co_await asio::this_coro::executor);
+    for (;;) {
+      channels::MessagePtr m;
+      {
+        std::lock_guard lock(self->mu);
+        if (self->waiting.empty() || self->stopped.load()) {
+          --self->senders;
+          break;
+        }
+        m = self->waiting.front();
+        self->waiting.pop_front();
+      }
+      std::string body = R"({"channel":)";
+      append_json_string(body, m->channel);
+      body += R"(,"data":)";
+      switch (m->content_type) {
+        case ContentType::kJson: body += m->data; break;
+        case ContentType::kText: append_json_string(body, m->data); break;
+        case ContentType::kBytes: body += '"' + base64_encode(m->data) + '"'; break;
+      }
+      body += R"(,"content_type":")" + std::string(type_name(m->content_type)) + R"(","offset":)" +
+              std::to_string(m->offset) + R"(,"epoch":)";
+      append_json_string(body, m->epoch);
+      body += R"(,"timestamp_ms":)" + std::to_string(m->timestamp_ms) + "}";
+      http::request<http::string_body> req{http::verb::post, self->url.target, 11};
+      req.set(http::field::host, host_header(self->url));
+      req.set(http::field::user_agent, "roost-webhook");
+      req.set(http::field::content_type, "application/json");
+      req.set("Roost-Channel", m->channel);
+      req.keep_alive(true);
+      req.body() = std::move(body);
+      req.prepare_payload();
+      auto out = co_await exchange(c, self->url, req, std::chrono::seconds(10), 64 * 1024);
+      (out.ok ? self->delivered : self->failed).fetch_add(1, std::memory_order_relaxed);
+    }
+    if (c.open) c.stream.close();
+  }
+};
+
+}  // namespace
+
+struct PushDelivery::Impl : std::enable_shared_from_this<PushDelivery::Impl> {
+  Impl(Router& r, PushOptions o) : router(r), options(std::move(o)), timer(io) {}
+
+  Router& router;
+  PushOptions options;
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::thread thread;
+  asio::steady_timer timer;
+  std::atomic<bool> stopping{false};
+  std::map<std::string, std::shared_ptr<Pusher>> pushers;  // io thread only
+  std::map<std::string, std::string> refused;              // queue → url logged as not allowed (io thread)
+  mutable std::mutex stats_mu;
+  std::map<std::string, std::shared_ptr<TargetStats>> stats;  // by queue
+  std::vector<std::shared_ptr<Webhook>> webhooks;
+  std::vector<std::uint64_t> webhook_subscriptions;
+  std::shared_ptr<spdlog::logger> log = module_logger("push");
+
+  void schedule() {
+    timer.expires_after(std::chrono::milliseconds(options.reconcile_ms));
+    timer.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->stopping.load()) return;
+      self->reconcile();
+      self->schedule();
+    });
+  }
+
+  // Which queues this node should push now: those it owns with a push target. Pushers of queues
+  // gone, moved away or retargeted stop; new ones start.
+  void reconcile() {
+    std::map<std::string, PushTarget> want;
+    for (const auto& q : router.list_queues()) {
+      if (q.config.push.url.empty()) continue;
+      if (!router.get_queue(q.name)) continue;  // (mesh) not this node's to serve now
+      if (auto e = check_push_url(q.config.push.url, options.allowed_hosts)) {
+        if (refused[q.name] != q.config.push.url) log->warn("queue {}: not pushing: {}", q.name, e->message);
+        refused[q.name] = q.config.push.url;
+        continue;
+      }
+      want[q.name] = q.config.push;
+    }
+    for (auto it = pushers.begin(); it != pushers.end();) {
+      auto w = want.find(it->first);
+      if (w == want.end() || !(w->second == it->second->target)) {
+        log->info("queue {}: push to {} stopped", it->first, it->second->target.url);
+        it->second->stopped->store(true);
+        it = pushers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& [name, target] : want) {
+      if (pushers.contains(name)) continue;
+      auto p = std::make_shared<Pusher>();
+      p->queue = name;
+      p->target = target;
+      p->url = *parse_http_url(target.url);
+      {
+        std::lock_guard lock(stats_mu);
+        auto& s = stats[name];
+        if (!s || s->url != target.url) {
+          s = std::make_shared<TargetStats>();
+          s->queue = name;
+          s->url = target.url;
+        }
+        p->stats = s;
+      }
+      pushers[name] = p;
+      refused.erase(name);
+      log->info("queue {}: pushing to {} (concurrency {}, timeout {} ms, batch {})", name, target.url,
+                target.concurrency, target.timeout_ms, target.batch_size);
+      for (std::uint32_t i = 0; i < target.concurrency; ++i) {
+        asio::co_spawn(io, slot(shared_from_this(), p), [name](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            module_logger("push")->error("queue {}: a push slot failed (bug): {}", name, ex.what());
+          }
+        });
+      }
+    }
+  }
+
+  // One of a queue's `concurrency` request slots: lease, POST, ack or retry, again.
+  static awaitable<void> slot(std::shared_ptr<Impl> self, std::shared_ptr<Pusher> p) {
+    Connection conn(co_await asio::this_coro::executor);
+    unsigned failures = 0;
+    const auto timeout = std::chrono::milliseconds(p->target.timeout_ms);
+    while (!p->stopped->load() && !self->stopping.load()) {
+      PullOptions o;
+      o.batch_size = p->target.batch_size;
+      o.visibility_timeout_ms = p->target.timeout_ms + 10'000;  // outlives the request
+      o.for_push = true;
+      auto got = co_await routed<std::vector<LeasedMessage>>([&](Callback<std::vector<LeasedMessage>> cb) {
+        self->router.pull(p->queue, o, self->options.poll_wait_ms, std::move(cb), p->stopped);
+      });
+      if (!got) {
+        co_await sleep_for(std::chrono::milliseconds(200));  // deleted, moving, or stopping
+        continue;
+      }
+      if (got->empty()) continue;
+      std::vector<std::string> leases;
+      for (const auto& m : *got) leases.push_back(m.lease_id);
+      if (p->stopped->load() || self->stopping.load()) {
+        // Leased after the target changed or the node began to stop: back to the queue at once.
+        std::vector<RetryRequest> back;
+        for (auto& l : leases) back.push_back(RetryRequest{l, 0});
+        co_await routed<AckResult>(
+            [&](Callback<AckResult> cb) { self->router.ack(p->queue, {}, back, std::move(cb)); });
+        break;
+      }
+      http::request<http::string_body> req{http::verb::post, p->url.target, 11};
+      req.set(http::field::host, host_header(p->url));
+      req.set(http::field::user_agent, "roost-push");
+      req.set("Roost-Queue", p->queue);
+      req.keep_alive(true);
+      if (p->target.batch_size == 1 && got->size() == 1) {
+        const auto& m = got->front();
+        req.set(http::field::content_type, mime(m.content_type));
+        req.set("Roost-Message-Id", m.id);
+        req.set("Roost-Attempts", std::to_string(m.attempts));
+        req.set("Roost-Timestamp-Ms", std::to_string(m.timestamp_ms));
+        if (!m.key.empty()) req.set("Roost-Key", m.key);
+        req.body() = m.body;
+      } else {
+        req.set(http::field::content_type, "application/json");
+        req.set("Roost-Batch-Size", std::to_string(got->size()));
+        req.body() = batch_body(*got);
+      }
+      req.prepare_payload();
+      auto& st = *p->stats;
+      st.in_flight.fetch_add(1, std::memory_order_relaxed);
+      auto t0 = std::chrono::steady_clock::now();
+      auto out = co_await exchange(conn, p->url, req, timeout, self->options.max_response_bytes);
+      st.in_flight.fetch_sub(1, std::memory_order_relaxed);
+      if (out.status != 0) st.observe(std::chrono::steady_clock::now() - t0);
+      if (out.ok) {
+        failures = 0;
+        auto r = co_await routed<AckResult>(
+            [&](Callback<AckResult> cb) { self->router.ack(p->queue, leases, {}, std::move(cb)); });
+        if (r) st.delivered.fetch_add(r->acked, std::memory_order_relaxed);
+        if (r && !r->unknown.empty()) {
+          self->log->warn(
+              "queue {}: {} pushed messages were no longer leased when acked (the request "
+              "outlived its lease): they may come again",
+              p->queue, r->unknown.size());
+        }
+        continue;
+      }
+      (out.reason == "status"    ? st.failed_status
+       : out.reason == "timeout" ? st.failed_timeout
+       : out.reason == "connect" ? st.failed_connect
+                                 : st.failed_other)
+          .fetch_add(1, std::memory_order_relaxed);
+      std::vector<RetryRequest> retries;
+      for (auto& l : leases) retries.push_back(RetryRequest{l, out.retry_after_ms});  // nullopt = the queue's
+      auto r = co_await routed<AckResult>(
+          [&](Callback<AckResult> cb) { self->router.ack(p->queue, {}, retries, std::move(cb)); });
+      if (r) st.retried.fetch_add(r->retried, std::memory_order_relaxed);
+      // A failing target is not hammered: this slot waits before it leases again (100 ms doubling
+      // to 5 s; the next success resets it). Other queues' slots are not affected.
+      ++failures;
+      co_await sleep_for(
+          std::chrono::milliseconds(std::min<std::uint64_t>(5000, 100ull << std::min(failures - 1, 6u))));
+    }
+    if (conn.open) conn.stream.close();
+  }
+};
+
+PushDelivery::PushDelivery(Router& router, PushOptions options)
+    : impl_(std::make_shared<Impl>(router, std::move(options))) {}
+
+PushDelivery::~PushDelivery() { stop(); }
+
+void PushDelivery::start() {
+  auto& d = *impl_;
+  auto hooks = parse_channel_webhooks(d.options.channel_webhooks);
+  if (!hooks) throw std::invalid_argument(hooks.error().message);
+  for (auto& [pattern, url] : *hooks) {
+    if (auto e = check_push_url(url, d.options.allowed_hosts)) throw std::invalid_argument(e->message);
+    auto w = std::make_shared<Webhook>();
+    w->pattern = pattern;
+    w->url_text = url;
+    w->url = *parse_http_url(url);
+    w->ex = d.io.get_executor();
+    w->limit = d.options.webhook_queue;
+    auto sub = d.router.subscribe(pattern, w, std::nullopt);
+    if (!sub) throw std::invalid_argument("channel_webhooks: " + sub.error().message);
+    d.webhook_subscriptions.push_back(sub->id);
+    d.webhooks.push_back(std::move(w));
+    d.log->info("channel webhook: {} → {}", pattern, url);
+  }
+  d.work.emplace(asio::make_work_guard(d.io));
+  d.thread = std::thread([impl = impl_] {
+    roost::name_this_thread("roost-push");
+    for (;;) {
+      try {
+        impl->io.run();
+        return;
+      } catch (const std::exception& e) {
+        impl->log->error("a push handler threw (bug): {}", e.what());
+      }
+    }
+  });
+  asio::post(d.io, [impl = impl_] {
+    impl->reconcile();
+    impl->schedule();
+  });
+}
+
+void PushDelivery::stop() {
+  auto& d = *impl_;
+  if (!d.thread.joinable()) return;
+  d.stopping.store(true);
+  for (auto id : d.webhook_subscriptions) d.router.unsubscribe(id);
+  d.webhook_subscriptions.clear();
+  for (auto& w : d.webhooks) w->stopped.store(true);
+  asio::post(d.io, [impl = impl_] {
+    impl->timer.cancel();
+    for (auto& [name, p] : impl->pushers) p->stopped->store(true);
+    impl->pushers.clear();
+  });
+  d.work.reset();
+  // Slots end after their request (within its timeout) or their long poll (poll_wait_ms).
+  d.thread.join();
+}
+
+void PushDelivery::kick() {
+  auto& d = *impl_;
+  if (d.stopping.load() || !d.thread.joinable()) return;
+  asio::post(d.io, [impl = impl_] {
+    if (!impl->stopping.load()) impl->reconcile();
+  });
+}
+
+std::optional<Error> PushDelivery::check_target(const PushTarget& target) const {
+  if (target.url.empty()) return std::nullopt;
+  return check_push_url(target.url, impl_->options.allowed_hosts);
+}
+
+std::string PushDelivery::metrics_text() const {
+  auto& d = *impl_;
+  std::vector<std::shared_ptr<TargetStats>> all;
+  {
+    std::lock_guard lock(d.stats_mu);
+    for (auto& [q, s] : d.stats) all.push_back(s);
+  }
+  MetricsWriter w;
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    w.family(name, type, help);
+    for (const auto& s : all) w.sample(name, {{"queue", s->queue}, {"target", s->url}}, value(*s));
+  };
+  family("roost_push_delivered_total", "counter", "Messages a push target acknowledged (2xx).",
+         [](TargetStats& s) { return s.delivered.load(); });
+  family("roost_push_retried_total", "counter", "Messages given back to their queue after a failed push.",
+         [](TargetStats& s) { return s.retried.load(); });
+  family("roost_push_in_flight", "gauge", "Push requests waiting for their answer.",
+         [](TargetStats& s) { return s.in_flight.load(); });
+  w.family("roost_push_failures_total", "counter", "Failed push requests by reason.");
+  for (const auto& s : all) {
+    for (auto [reason, n] :
+         {std::pair{"status", &s->failed_status}, std::pair{"timeout", &s->failed_timeout},
+          std::pair{"connect", &s->failed_connect}, std::pair{"error", &s->failed_other}}) {
+      w.sample("roost_push_failures_total", {{"queue", s->queue}, {"target", s->url}, {"reason", reason}},
+               n->load());
+    }
+  }
+  w.family("roost_push_request_seconds", "histogram", "Push request latency, sent to answered.");
+  for (const auto& s : all) {
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= kLatencyBounds.size(); ++i) {
+      cumulative += s->buckets[i].load();
+      std::string le = i < kLatencyBounds.size() ? fmt::format("{}", kLatencyBounds[i]) : "+Inf";
+      w.sample("roost_push_request_seconds_bucket", {{"queue", s->queue}, {"target", s->url}, {"le", le}},
+               cumulative);
+    }
+    w.sample("roost_push_request_seconds_sum", {{"queue", s->queue}, {"target", s->url}},
+             static_cast<double>(s->latency_us.load()) / 1e6);
+    w.sample("roost_push_request_seconds_count", {{"queue", s->queue}, {"target", s->url}},
+             s->requests.load());
+  }
+  w.family("roost_webhook_delivered_total", "counter", "Channel messages a webhook target acknowledged.");
+  for (const auto& h : d.webhooks)
+    w.sample("roost_webhook_delivered_total", {{"pattern", h->pattern}, {"target", h->url_text}},
+             h->delivered.load());
+  w.family("roost_webhook_failed_total", "counter",
+           "Channel messages a webhook target refused or missed (not retried).");
+  for (const auto& h : d.webhooks)
+    w.sample("roost_webhook_failed_total", {{"pattern", h->pattern}, {"target", h->url_text}},
+             h->failed.load());
+  w.family("roost_webhook_dropped_total", "counter",
+           "Channel messages dropped: the webhook's queue was full.");
+  for (const auto& h : d.webhooks)
+    w.sample("roost_webhook_dropped_total", {{"pattern", h->pattern}, {"target", h->url_text}},
+             h->dropped.load());
+  return std::move(w).text();
+}
+
+}  // namespace roost::broker
