@@ -322,6 +322,16 @@ awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<htt
     parser.header_limit(16 * 1024);
     parser.body_limit(max_body);
     if (!ec) co_await http::async_read_header(c.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
+    if (ec == http::error::body_limit && parser.is_header_done()) {
+      // An answer longer than max_body (its Content-Length says so): its status is all we need.
+      out.status = parser.get().result_int();
+      if (auto ra = parser.get()[http::field::retry_after]; !ra.empty()) out.retry_after_ms = retry_after(ra);
+      c.stream.close();
+      c.open = false;
+      out.ok = out.status >= 200 && out.status < 300;
+      if (!out.ok) out.reason = "status";
+      co_return out;
+    }
     if (ec) {
       c.stream.close();
       c.open = false;
