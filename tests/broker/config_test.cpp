@@ -1,4 +1,5 @@
 #include <roost/broker/config.h>
+#include <roost/broker/push_delivery.h>
 
 #include <catch2/catch.hpp>
 
@@ -73,4 +74,46 @@ TEST_CASE("configuration errors name the key", "[broker]") {
   auto broken = dir.path() / "broken.toml";
   std::ofstream(broken) << "data_dir = \n";
   CHECK_THROWS_AS(load_config({"--config", broken.string()}), ConfigError);
+}
+
+TEST_CASE("push targets: URLs, push_allowed_hosts, queue_push and channel_webhooks", "[broker]") {
+  using namespace roost::broker;
+  auto u = parse_http_url("http://LocalHost:3000/jobs?x=1");
+  REQUIRE(u);
+  CHECK(u->host == "localhost");
+  CHECK(u->port == "3000");
+  CHECK(u->target == "/jobs?x=1");
+  CHECK(parse_http_url("http://[::1]/a")->host == "::1");
+  CHECK(parse_http_url("http://127.0.0.1")->target == "/");
+  for (const char* bad :
+       {"https://127.0.0.1/", "http://", "http://u:p@127.0.0.1/", "http://127.0.0.1:0/",
+        "http://127.0.0.1:99999/", "http://127.0.0.1/a b", "http://127.0.0.1/#f", "ftp://x/"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_http_url(bad));
+  }
+  auto loopback = push_hosts("127.0.0.1, ::1 ,localhost");
+  CHECK(loopback.size() == 3);
+  CHECK_FALSE(check_push_url("http://127.0.0.1:3000/jobs", loopback));
+  CHECK_FALSE(check_push_url("http://[::1]:3000/jobs", loopback));
+  CHECK_FALSE(check_push_url("http://LOCALHOST/jobs", loopback));
+  CHECK(check_push_url("http://10.0.0.1/jobs", loopback)->code == roost::ErrorCode::FORBIDDEN);
+  CHECK(check_push_url("http://127.0.0.1.evil.com/jobs", loopback)->code == roost::ErrorCode::FORBIDDEN);
+  CHECK_FALSE(check_push_url("http://10.0.0.1/jobs", {"*"}));
+  auto qp =
+      parse_queue_push("jobs=http://127.0.0.1:3000/j,concurrency=4,batch_size=10; mail=http://localhost/m");
+  REQUIRE(qp);
+  REQUIRE(qp->size() == 2);
+  CHECK((*qp)[0].second.concurrency == 4);
+  CHECK((*qp)[0].second.batch_size == 10);
+  CHECK((*qp)[1].first == "mail");
+  CHECK_FALSE(parse_queue_push("jobs=http://127.0.0.1/j,retries=3"));
+  CHECK_FALSE(parse_queue_push("jobs"));
+  CHECK(parse_channel_webhooks("news.>=http://127.0.0.1/h;a.*=http://localhost/x")->size() == 2);
+  CHECK_FALSE(parse_channel_webhooks("bad..subject=http://127.0.0.1/h"));
+  CHECK_THROWS_WITH(load_config({"--queue-push", "jobs=http://10.1.1.1/x"}),
+                    Catch::Contains("push_allowed_hosts"));
+  CHECK(load_config({"--queue-push", "jobs=http://10.1.1.1/x", "--push-allowed-hosts", "10.1.1.1"})
+            .queue_push.size() > 0);
+  CHECK_THROWS_WITH(load_config({"--channel-webhooks", "a.b=http://10.1.1.1/x"}),
+                    Catch::Contains("push_allowed_hosts"));
 }
