@@ -389,21 +389,22 @@ struct Webhook : channels::Subscriber, std::enable_shared_from_this<Webhook> {
   std::atomic<bool> stopped{false};
 
   void deliver(const channels::MessagePtr& m) override {
-    if (m->kind != channels::MessageKind::kData || stopped.load()) return;
-    bool spawn = false;
-    {
-      std::lock_guard lock(mu);
-      if (waiting.size() >= limit) {
-        dropped.fetch_add(1, std::memory_order_relaxed);
-        return;
-      }
-      waiting.push_back(m);
-      if (senders < kSenders) {
-        ++senders;
-        spawn = true;
-      }
+    if (m->kind != channels::MessageKind::kData) return;
+    std::lock_guard lock(mu);
+    if (stopped.load()) return;  // (set under mu: nothing is spawned once stop() went by)
+    if (waiting.size() >= limit) {
+      dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
     }
-    if (spawn) asio::co_spawn(ex, send_all(shared_from_this()), asio::detached);
+    waiting.push_back(m);
+    if (senders < kSenders) {
+      ++senders;
+      asio::co_spawn(ex, send_all(shared_from_this()), asio::detached);
+    }
+  }
+  void stop() {
+    std::lock_guard lock(mu);
+    stopped.store(true);
   }
 
   static awaitable<void> send_all(std::shared_ptr<Webhook> self) {
@@ -448,7 +449,7 @@ struct Webhook : channels::Subscriber, std::enable_shared_from_this<Webhook> {
 
 }  // namespace
 
-struct PushDelivery::Impl : std::enable_shared_from_this<PushDelivery::Impl> {
+struct PushDelivery::Impl {
   Impl(Router& r, PushOptions o) : router(r), options(std::move(o)), timer(io) {}
 
   Router& router;
@@ -458,6 +459,7 @@ struct PushDelivery::Impl : std::enable_shared_from_this<PushDelivery::Impl> {
   std::thread thread;
   asio::steady_timer timer;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> finished{false};                       // the thread's io.run() returned
   std::map<std::string, std::shared_ptr<Pusher>> pushers;  // io thread only
   std::map<std::string, std::string> refused;              // queue → url logged as not allowed (io thread)
   mutable std::mutex stats_mu;
@@ -468,7 +470,9 @@ struct PushDelivery::Impl : std::enable_shared_from_this<PushDelivery::Impl> {
 
   void schedule() {
     timer.expires_after(std::chrono::milliseconds(options.reconcile_ms));
-    timer.async_wait([self = shared_from_this()](beast::error_code ec) {
+    // Raw pointers in handlers and coroutines: they never outlive the io_context, a member of
+    // this Impl (its destructor destroys what is still pending), and hold no cycle through it.
+    timer.async_wait([self = this](beast::error_code ec) {
       if (ec || self->stopping.load()) return;
       self->reconcile();
       self->schedule();
@@ -520,7 +524,7 @@ struct PushDelivery::Impl : std::enable_shared_from_this<PushDelivery::Impl> {
       log->info("queue {}: pushing to {} (concurrency {}, timeout {} ms, batch {})", name, target.url,
                 target.concurrency, target.timeout_ms, target.batch_size);
       for (std::uint32_t i = 0; i < target.concurrency; ++i) {
-        asio::co_spawn(io, slot(shared_from_this(), p), [name](std::exception_ptr e) {
+        asio::co_spawn(io, slot(this, p), [name](std::exception_ptr e) {
           if (!e) return;
           try {
             std::rethrow_exception(e);
@@ -533,7 +537,7 @@ struct PushDelivery::Impl : std::enable_shared_from_this<PushDelivery::Impl> {
   }
 
   // One of a queue's `concurrency` request slots: lease, POST, ack or retry, again.
-  static awaitable<void> slot(std::shared_ptr<Impl> self, std::shared_ptr<Pusher> p) {
+  static awaitable<void> slot(Impl* self, std::shared_ptr<Pusher> p) {
     Connection conn(co_await asio::this_coro::executor);
     unsigned failures = 0;
     const auto timeout = std::chrono::milliseconds(p->target.timeout_ms);
@@ -647,11 +651,12 @@ void PushDelivery::start() {
     for (;;) {
       try {
         impl->io.run();
-        return;
+        break;
       } catch (const std::exception& e) {
         impl->log->error("a push handler threw (bug): {}", e.what());
       }
     }
+    impl->finished.store(true);
   });
   asio::post(d.io, [impl = impl_] {
     impl->reconcile();
@@ -665,14 +670,25 @@ void PushDelivery::stop() {
   d.stopping.store(true);
   for (auto id : d.webhook_subscriptions) d.router.unsubscribe(id);
   d.webhook_subscriptions.clear();
-  for (auto& w : d.webhooks) w->stopped.store(true);
+  for (auto& w : d.webhooks) w->stop();
   asio::post(d.io, [impl = impl_] {
     impl->timer.cancel();
     for (auto& [name, p] : impl->pushers) p->stopped->store(true);
     impl->pushers.clear();
   });
   d.work.reset();
-  // Slots end after their request (within its timeout) or their long poll (poll_wait_ms).
+  // Slots end after their request or their long poll. A request still waiting for a slow target
+  // after stop_grace_ms is abandoned: its messages come back when their leases run out.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(d.options.stop_grace_ms);
+  while (!d.finished.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!d.finished.load()) {
+    d.log->warn(
+        "push requests still waiting for their targets at stop: abandoned (their messages come "
+        "back when their leases run out)");
+    d.io.stop();
+  }
   d.thread.join();
 }
 

@@ -28,6 +28,7 @@
 
 #include "../support/etcd_process.h"
 #include "../support/eventually.h"
+#include "../support/http_sink.h"
 #include "../support/tcp_proxy.h"
 #include "../support/ws_client.h"
 #include "http_fixture.h"
@@ -2229,6 +2230,40 @@ TEST_CASE(
       return r.status == 200 && body_json(r).at("n") == 3 && body_json(r).at("host") == "a";
     }));
   }
+}
+
+TEST_CASE("mesh: a pushed queue is pushed by its owner, configured and fed through other nodes",
+          "[integration][mesh][push]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  HttpSink sink;
+  auto nodes = start_mesh(etcd, {"a", "b"});
+  auto &a = *nodes["a"], &b = *nodes["b"];
+  REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }));
+  // A queue homed on b, set up through a: the target is checked, and stored, by the owner.
+  std::string q;
+  for (int i = 0; i < 200 && q.empty(); ++i) {
+    auto name = "pq" + std::to_string(i);
+    if (placement(a, name).at("home") == "b") q = name;
+  }
+  REQUIRE_FALSE(q.empty());
+  CHECK(a.put_queue(q, R"({"push":{"url":"http://192.0.2.1/x"}})").status == 403);
+  auto r = a.put_queue(q, R"({"push":{"url":")" + sink.url("/in") + R"(","concurrency":4}})");
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  for (int i = 0; i < 30; ++i) REQUIRE(a.send(q, json::serialize(json::object{{"body", i}})).status == 201);
+  REQUIRE(sink.wait_for(30));
+  REQUIRE(eventually([&] { return a.stats(q).at("messages") == 0; }));
+  std::set<std::string> bodies;
+  for (const auto& req : sink.requests()) bodies.insert(req.body);
+  CHECK(bodies.size() == 30);
+  CHECK(sink.count() == 30);
+  // b (the owner) pushed; a did not; a pull through a is refused like one on b.
+  auto text_b = b.http().get("/metrics").body;
+  auto text_a = a.http().get("/metrics").body;
+  CHECK(text_b.find("roost_push_delivered_total{queue=\"" + q + "\"") != std::string::npos);
+  CHECK(text_a.find("roost_push_delivered_total{queue=\"" + q + "\"") == std::string::npos);
+  CHECK(a.pull(q).status == 409);
 }
 
 TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {

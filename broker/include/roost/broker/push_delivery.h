@@ -31,7 +31,8 @@ struct PushOptions {
   std::uint64_t poll_wait_ms = 2000;           // a slot's long poll on an idle queue
   // Channel webhooks: "PATTERN=URL;…" (channel_webhooks).
   std::string channel_webhooks;
-  std::size_t webhook_queue = 1024;  // messages waiting per webhook; more are dropped (counted)
+  std::size_t webhook_queue = 1024;    // messages waiting per webhook; more are dropped (counted)
+  std::uint64_t stop_grace_ms = 2000;  // how long stop() lets requests in flight finish
 };
 
 // The parts of an http:// URL a request needs.
@@ -67,7 +68,7 @@ class PushDelivery {
   // subscribed.
   void start();
   // Stops taking new messages; requests in flight finish (their messages are acked or retried)
-  // within their timeout; the thread ends.
+  // within stop_grace_ms, later ones are abandoned (their leases run out); the thread ends.
   void stop();
   // Looks at the queues now (a push target was set or removed).
   void kick();
