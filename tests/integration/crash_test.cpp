@@ -13,11 +13,14 @@
 using namespace roost::test;
 using namespace std::chrono_literals;
 
-TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]") {
+namespace {
+
+// `producers` enqueue and `consumers` pull and ack while the node is killed (-9) `rounds` times.
+void crash_loop(int rounds, int producers, int consumers) {
   TempDir dir("roost-crash");
   RoostProcess proc(dir.path() / "data");
-  constexpr int kRounds = 6;
-  constexpr int kProducers = 4;
+  const int kRounds = rounds;
+  const int kProducers = producers;
   std::mutex mu;
   std::set<std::string> enqueued;       // 201 received
   std::set<std::string> ack_sent;       // an ack was attempted for the token
@@ -48,37 +51,38 @@ TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]
         }
       });
     }
-    threads.emplace_back([&] {
-      try {
-        roost::client::HttpClient h(proc.url(), 3s);
-        for (int n = 0; n < 100'000 && !stop; ++n) {
-          auto r = h.post("/v1/queues/crash/messages/pull", R"({"batch_size":20})");
-          if (r.status != 200) break;
-          auto pulled = json::parse(r.body);
-          auto msgs = pulled.at("messages").as_array();
-          if (msgs.empty()) continue;
-          json::array acks;
-          std::map<std::string, std::string> lease_to_token;
-          for (auto& m : msgs) {
-            acks.push_back(json::object{{"lease_id", m.at("lease_id")}});
-            lease_to_token[lease_of(m)] = std::string(m.at("body").as_string());
-          }
-          {
+    for (int c = 0; c < consumers; ++c)
+      threads.emplace_back([&] {
+        try {
+          roost::client::HttpClient h(proc.url(), 3s);
+          for (int n = 0; n < 100'000 && !stop; ++n) {
+            auto r = h.post("/v1/queues/crash/messages/pull", R"({"batch_size":20})");
+            if (r.status != 200) break;
+            auto pulled = json::parse(r.body);
+            auto msgs = pulled.at("messages").as_array();
+            if (msgs.empty()) continue;
+            json::array acks;
+            std::map<std::string, std::string> lease_to_token;
+            for (auto& m : msgs) {
+              acks.push_back(json::object{{"lease_id", m.at("lease_id")}});
+              lease_to_token[lease_of(m)] = std::string(m.at("body").as_string());
+            }
+            {
+              std::lock_guard lock(mu);
+              for (auto& [lease, token] : lease_to_token) ack_sent.insert(token);
+            }
+            auto a = h.post("/v1/queues/crash/messages/ack", json::serialize(json::object{{"acks", acks}}));
+            if (a.status != 200) break;
+            auto answer = json::parse(a.body);
+            for (auto& u : answer.at("unknown").as_array()) {
+              lease_to_token.erase(std::string(u.as_string()));
+            }
             std::lock_guard lock(mu);
-            for (auto& [lease, token] : lease_to_token) ack_sent.insert(token);
+            for (auto& [lease, token] : lease_to_token) ack_confirmed.insert(token);
           }
-          auto a = h.post("/v1/queues/crash/messages/ack", json::serialize(json::object{{"acks", acks}}));
-          if (a.status != 200) break;
-          auto answer = json::parse(a.body);
-          for (auto& u : answer.at("unknown").as_array()) {
-            lease_to_token.erase(std::string(u.as_string()));
-          }
-          std::lock_guard lock(mu);
-          for (auto& [lease, token] : lease_to_token) ack_confirmed.insert(token);
+        } catch (const std::exception&) {
         }
-      } catch (const std::exception&) {
-      }
-    });
+      });
     std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 300));
     proc.stop(SIGKILL);
     stop = true;
@@ -112,4 +116,15 @@ TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]
   CHECK(lost == 0);
   CHECK(duplicated == 0);
   CHECK(resurrected == 0);
+}
+
+}  // namespace
+
+TEST_CASE("kill -9 under load loses nothing acknowledged", "[integration][crash]") { crash_loop(6, 4, 1); }
+
+// Many writers at once: enqueues and acks of 16 connections each share group commits when the
+// kill comes.
+TEST_CASE("kill -9 with 16 producers and 16 consumers acking loses nothing acknowledged",
+          "[integration][crash]") {
+  crash_loop(6, 16, 16);
 }
