@@ -3,6 +3,7 @@
 # against a real node: only its base URL and token differ from what it would use at Cloudflare.
 #   tests/cloudflare_consumer_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
+source "$(dirname "$0")/../scripts/lib/roost_port.sh"
 build=$1
 src=$2
 tmp=$(mktemp -d)
@@ -11,12 +12,7 @@ trap 'kill $pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EX
 "$build/bin/roost" serve --data-dir "$tmp/data" --http-listen 127.0.0.1:0 --endpoint off \
   --cf-tokens "cf-test-token-123:jobs" >"$tmp/roost.log" 2>&1 &
 pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/roost.log" | grep -o '[0-9]*$' || true)
-  [ -n "$port" ] && break
-  sleep 0.05
-done
+port=$(roost_port "$tmp/roost.log")
 [ -n "$port" ] || { cat "$tmp/roost.log"; exit 1; }
 out=$(CF_API="http://127.0.0.1:$port/client/v4" QUEUES_API_TOKEN=cf-test-token-123 \
   CF_ACCOUNT_ID=023e105f4ecef8ad9ca31a8372d0c353 QUEUE_ID=jobs timeout 90 node "$src/examples/cloudflare/pull-consumer.mjs" 300)

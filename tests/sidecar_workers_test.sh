@@ -4,6 +4,7 @@
 # tell an object back over HTTP; a flaky job is retried once. docs/sidecar.md shows these files.
 #   tests/sidecar_workers_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
+source "$(dirname "$0")/../scripts/lib/roost_port.sh"
 build=$1
 src=$2
 tmp=$(mktemp -d)
@@ -13,12 +14,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 "$build/bin/roost" serve --data-dir "$tmp/data" --http-listen 127.0.0.1:0 --endpoint off \
   --actors "$build/examples/counter/libroost_counter.so" >"$tmp/roost.log" 2>&1 &
 pids+=($!)
-port=
-for _ in $(seq 100); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/roost.log" | grep -o '[0-9]*$' || true)
-  [ -n "$port" ] && break
-  sleep 0.05
-done
+port=$(roost_port "$tmp/roost.log")
 [ -n "$port" ] || { cat "$tmp/roost.log"; exit 1; }
 roost="http://127.0.0.1:$port"
 py_port=$(free_port)

@@ -5,6 +5,7 @@
 #include <roost/core/metrics.h>
 #include <roost/core/subject.h>
 #include <roost/core/thread_name.h>
+#include <roost/gateway/json_codec.h>
 
 #include <spdlog/spdlog.h>
 
@@ -98,16 +99,27 @@ std::optional<Error> check_push_url(std::string_view url, const std::vector<std:
                                          "its operator allowed; default: loopback)"};
 }
 
-std::vector<std::string> push_hosts(std::string_view list) {
-  std::vector<std::string> out;
-  for (std::size_t start = 0; start <= list.size();) {
-    auto comma = std::min(list.find(',', start), list.size());
-    auto item = list.substr(start, comma - start);
+namespace {
+
+// The non-empty items of `spec` separated by `sep`, spaces around them trimmed.
+std::vector<std::string_view> items(std::string_view spec, char sep) {
+  std::vector<std::string_view> out;
+  for (std::size_t start = 0; start <= spec.size();) {
+    auto end = std::min(spec.find(sep, start), spec.size());
+    auto item = spec.substr(start, end - start);
     while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
     while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!item.empty()) out.emplace_back(item);
-    start = comma + 1;
+    if (!item.empty()) out.push_back(item);
+    start = end + 1;
   }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> push_hosts(std::string_view list) {
+  std::vector<std::string> out;
+  for (auto item : items(list, ',')) out.emplace_back(item);
   return out;
 }
 
@@ -116,13 +128,7 @@ Result<std::vector<std::pair<std::string, PushTarget>>> parse_queue_push(std::st
     return std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "queue_push: " + m});
   };
   std::vector<std::pair<std::string, PushTarget>> out;
-  for (std::size_t start = 0; start < spec.size();) {
-    auto end = std::min(spec.find(';', start), spec.size());
-    auto entry = spec.substr(start, end - start);
-    start = end + 1;
-    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
-    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
-    if (entry.empty()) continue;
+  for (auto entry : items(spec, ';')) {
     auto eq = entry.find('=');
     if (eq == std::string_view::npos || eq == 0) return bad("each entry is QUEUE=URL[,concurrency=N,…]");
     PushTarget t;
@@ -159,13 +165,7 @@ Result<std::vector<std::pair<std::string, PushTarget>>> parse_queue_push(std::st
 
 Result<std::vector<std::pair<std::string, std::string>>> parse_channel_webhooks(std::string_view spec) {
   std::vector<std::pair<std::string, std::string>> out;
-  for (std::size_t start = 0; start < spec.size();) {
-    auto end = std::min(spec.find(';', start), spec.size());
-    auto entry = spec.substr(start, end - start);
-    start = end + 1;
-    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
-    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
-    if (entry.empty()) continue;
+  for (auto entry : items(spec, ';')) {
     auto eq = entry.find('=');
     if (eq == std::string_view::npos || eq == 0 || eq + 1 == entry.size()) {
       return std::unexpected(
@@ -242,53 +242,8 @@ std::optional<std::uint64_t> retry_after(std::string_view v) {
   return std::min<std::uint64_t>(secs, 43'200) * 1000;
 }
 
-const char* mime(ContentType t) {
-  switch (t) {
-    case ContentType::kJson: return "application/json";
-    case ContentType::kText: return "text/plain; charset=utf-8";
-    case ContentType::kBytes: return "application/octet-stream";
-  }
-  return "application/octet-stream";
-}
-
-const char* type_name(ContentType t) {
-  switch (t) {
-    case ContentType::kJson: return "json";
-    case ContentType::kText: return "text";
-    case ContentType::kBytes: return "bytes";
-  }
-  return "bytes";
-}
-
 void append_json_string(std::string& out, std::string_view s) {
   out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
-}
-
-// A batch as a JSON array: [{"id","body","content_type","attempts","timestamp_ms","key"}…], json
-// bodies inline, text as strings, bytes as base64.
-std::string batch_body(const std::vector<LeasedMessage>& ms) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < ms.size(); ++i) {
-    const auto& m = ms[i];
-    if (i) out += ',';
-    out += R"({"id":")" + m.id + R"(","body":)";
-    switch (m.content_type) {
-      case ContentType::kJson: out += m.body; break;
-      case ContentType::kText: append_json_string(out, m.body); break;
-      case ContentType::kBytes: out += '"' + base64_encode(m.body) + '"'; break;
-    }
-    out += R"(,"content_type":")";
-    out += type_name(m.content_type);
-    out += R"(","attempts":)" + std::to_string(m.attempts) + R"(,"timestamp_ms":)" +
-           std::to_string(m.timestamp_ms) + R"(,"key":)";
-    if (m.key.empty()) {
-      out += "null";
-    } else {
-      append_json_string(out, m.key);
-    }
-    out += '}';
-  }
-  return out + "]";
 }
 
 std::string host_header(const HttpUrl& u) {
@@ -428,7 +383,7 @@ struct Webhook : channels::Subscriber, std::enable_shared_from_this<Webhook> {
         case ContentType::kText: append_json_string(body, m->data); break;
         case ContentType::kBytes: body += '"' + base64_encode(m->data) + '"'; break;
       }
-      body += R"(,"content_type":")" + std::string(type_name(m->content_type)) + R"(","offset":)" +
+      body += R"(,"content_type":")" + std::string(content_type_name(m->content_type)) + R"(","offset":)" +
               std::to_string(m->offset) + R"(,"epoch":)";
       append_json_string(body, m->epoch);
       body += R"(,"timestamp_ms":)" + std::to_string(m->timestamp_ms) + "}";
@@ -571,7 +526,7 @@ struct PushDelivery::Impl {
       req.keep_alive(true);
       if (p->target.batch_size == 1 && got->size() == 1) {
         const auto& m = got->front();
-        req.set(http::field::content_type, mime(m.content_type));
+        req.set(http::field::content_type, content_type_mime(m.content_type));
         req.set("Roost-Message-Id", m.id);
         req.set("Roost-Attempts", std::to_string(m.attempts));
         req.set("Roost-Timestamp-Ms", std::to_string(m.timestamp_ms));
@@ -580,7 +535,7 @@ struct PushDelivery::Impl {
       } else {
         req.set(http::field::content_type, "application/json");
         req.set("Roost-Batch-Size", std::to_string(got->size()));
-        req.body() = batch_body(*got);
+        req.body() = gateway::encode_message_array(*got, /*with_leases=*/false);
       }
       req.prepare_payload();
       auto& st = *p->stats;

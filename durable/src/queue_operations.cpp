@@ -45,10 +45,9 @@ Result<bool> QueueStore::Work::delete_queue(const std::string& name) {
   return remove_queue(name);
 }
 
-Result<bool> QueueStore::Work::remove_queue(const std::string& name) {
-  Queue* q = find(name);
-  if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
-  std::string prefix = keys::qid(q->rec.qid);
+std::uint64_t QueueStore::Work::delete_messages(const Queue& q) {
+  std::string prefix = keys::qid(q.rec.qid);
+  std::uint64_t deleted = 0;
   for (;;) {
     std::vector<std::string> batch;
     {
@@ -63,8 +62,18 @@ Result<bool> QueueStore::Work::remove_queue(const std::string& name) {
       txn_.del(t_.body, keys::seq(keys::tail_seq(k)));
       txn_.del(t_.state, k);
     }
+    deleted += batch.size();
   }
-  for (MDB_dbi dbi : {t_.ready, t_.due, t_.keyq, t_.dedup, t_.dedupx}) del_prefix(dbi, prefix);
+  for (MDB_dbi dbi : {t_.ready, t_.due, t_.keyq}) del_prefix(dbi, prefix);
+  return deleted;
+}
+
+Result<bool> QueueStore::Work::remove_queue(const std::string& name) {
+  Queue* q = find(name);
+  if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
+  std::string prefix = keys::qid(q->rec.qid);
+  delete_messages(*q);
+  for (MDB_dbi dbi : {t_.dedup, t_.dedupx}) del_prefix(dbi, prefix);
   q->deleted = true;
   deleted_.push_back(q->rec.qid);
   roost::module_logger("durable")->info("queue {} deleted ({} messages)", name, q->counters().messages);
@@ -334,26 +343,8 @@ Result<std::uint64_t> QueueStore::Work::purge(const std::string& name) {
   if (auto e = closed(name)) return std::unexpected(*e);
   Queue* q = find(name);
   if (q == nullptr) return std::unexpected(err(ErrorCode::QUEUE_NOT_FOUND, "no queue " + name));
-  std::string prefix = keys::qid(q->rec.qid);
-  std::uint64_t purged = 0;
-  for (;;) {
-    std::vector<std::string> batch;
-    {
-      Cursor c(txn_, t_.state);
-      for (auto e = c.seek(prefix); e && batch.size() < 4096; e = c.next()) {
-        if (!starts_with(e->key, prefix)) break;
-        batch.emplace_back(e->key);
-      }
-    }
-    if (batch.empty()) break;
-    for (const auto& k : batch) {
-      txn_.del(t_.body, keys::seq(keys::tail_seq(k)));
-      txn_.del(t_.state, k);
-    }
-    purged += batch.size();
-  }
-  // The indexes of those messages; dedup entries stay (a producer's retry is still a duplicate).
-  for (MDB_dbi dbi : {t_.ready, t_.due, t_.keyq}) del_prefix(dbi, prefix);
+  // Dedup entries stay: a producer's retry of a purged message is still a duplicate.
+  std::uint64_t purged = delete_messages(*q);
   auto& c = q->counters();
   c.ready = c.delayed = c.in_flight = c.blocked = c.messages = c.bytes = 0;
   c.purged += purged;

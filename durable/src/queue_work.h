@@ -132,6 +132,9 @@ class QueueStore::Work {
 
   Result<std::uint64_t> redrive(const std::string& from, const std::string& to, std::uint64_t max);
 
+  // Every message row of q (state, body) and their indexes (ready, due, keyq); not its dedup
+  // entries or record. Returns how many messages.
+  std::uint64_t delete_messages(const Queue& q);
   Result<std::uint64_t> purge(const std::string& name);
 
   Result<std::vector<LeasedMessage>> peek(const std::string& name, std::uint32_t max);

@@ -154,15 +154,6 @@ Result<std::optional<std::uint64_t>> whole(const json::object& o, std::string_vi
   return std::optional<std::uint64_t>{static_cast<std::uint64_t>(d)};
 }
 
-const char* type_name(ContentType t) {
-  switch (t) {
-    case ContentType::kJson: return "json";
-    case ContentType::kText: return "text";
-    case ContentType::kBytes: return "bytes";
-  }
-  return "bytes";
-}
-
 // One message of a publish: body, content_type (json by default; text; bytes as base64; v8 is
 // the Workers runtime's and cannot come over HTTP), delay_seconds (else the batch's).
 std::expected<NewMessage, CfError> new_message(const json::object& m,
@@ -229,7 +220,7 @@ json::object message_out(const LeasedMessage& m, bool peeked) {
   o["timestamp_ms"] = m.timestamp_ms;
   o["attempts"] = m.attempts;
   o["metadata"] =
-      json::object{{"CF-sourceMessageSource", "api"}, {"CF-Content-Type", type_name(m.content_type)}};
+      json::object{{"CF-sourceMessageSource", "api"}, {"CF-Content-Type", content_type_name(m.content_type)}};
   if (peeked) {
     o["ref"] = m.id;
   } else {

@@ -269,15 +269,6 @@ json::object queue_object(const QueueInfo& q) {
   return o;
 }
 
-const char* content_type_name(ContentType t) {
-  switch (t) {
-    case ContentType::kJson: return "json";
-    case ContentType::kText: return "text";
-    case ContentType::kBytes: return "bytes";
-  }
-  return "bytes";
-}
-
 void append_string(std::string& out, std::string_view s) { out += json::serialize(json::string_view(s)); }
 
 }  // namespace
@@ -496,13 +487,13 @@ std::string encode_ids(const std::vector<std::string>& ids) {
 }
 
 // Written by hand so that stored JSON bodies are copied, not parsed and re-serialized.
-std::string encode_messages(const std::vector<LeasedMessage>& ms, std::optional<std::uint64_t> backlog) {
-  std::string out = R"({"messages":[)";
+std::string encode_message_array(const std::vector<LeasedMessage>& ms, bool with_leases) {
+  std::string out = "[";
   for (std::size_t i = 0; i < ms.size(); ++i) {
     const auto& m = ms[i];
     if (i) out.push_back(',');
     out += R"({"id":")" + m.id;
-    if (!m.lease_id.empty()) out += R"(","lease_id":")" + m.lease_id;  // none when peeked
+    if (with_leases && !m.lease_id.empty()) out += R"(","lease_id":")" + m.lease_id;  // none when peeked
     out += R"(","body":)";
     switch (m.content_type) {
       case ContentType::kJson: out += m.body; break;  // validated JSON text, stored as such
@@ -520,7 +511,12 @@ std::string encode_messages(const std::vector<LeasedMessage>& ms, std::optional<
     }
     out.push_back('}');
   }
-  out += "]";
+  out.push_back(']');
+  return out;
+}
+
+std::string encode_messages(const std::vector<LeasedMessage>& ms, std::optional<std::uint64_t> backlog) {
+  std::string out = R"({"messages":)" + encode_message_array(ms, true);
   if (backlog) out += R"(,"backlog":)" + std::to_string(*backlog);
   out += "}";
   return out;

@@ -320,11 +320,8 @@ void object_routes(const Request& req, const boost::asio::ip::address& remote, S
                         [reply = std::move(reply), v](Result<roost::ObjectReply> r) mutable {
                           reply([r = std::move(r), v]() mutable -> Response {
                             if (!r) return error_response(r.error(), v);
-                            const char* type = r->content_type == ContentType::kJson ? "application/json"
-                                               : r->content_type == ContentType::kText
-                                                   ? "text/plain; charset=utf-8"
-                                                   : "application/octet-stream";
-                            return make(http::status::ok, v, std::move(r->data), type);
+                            return make(http::status::ok, v, std::move(r->data),
+                                        content_type_mime(r->content_type));
                           });
                         });
 }

@@ -125,13 +125,10 @@ void powerloss_marker(const char* text) {
 
 int open(const char* path, int flags, ...) {
   static auto o = real<int (*)(const char*, int, ...)>("open");
-  mode_t mode = 0;
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  va_list ap;
+  va_start(ap, flags);
+  mode_t mode = (flags & O_CREAT) ? va_arg(ap, mode_t) : 0;
+  va_end(ap);
   int fd = o(path, flags, mode);
   opened(fd, path, flags);
   return fd;
@@ -139,13 +136,10 @@ int open(const char* path, int flags, ...) {
 
 int open64(const char* path, int flags, ...) {
   static auto o = real<int (*)(const char*, int, ...)>("open64");
-  mode_t mode = 0;
-  if (flags & O_CREAT) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  va_list ap;
+  va_start(ap, flags);
+  mode_t mode = (flags & O_CREAT) ? va_arg(ap, mode_t) : 0;
+  va_end(ap);
   int fd = o(path, flags, mode);
   opened(fd, path, flags);
   return fd;

@@ -72,6 +72,9 @@ Parsed<std::uint32_t> parse_peek(std::string_view body);
 std::string encode_queue(const QueueInfo& q);
 std::string encode_queues(const std::vector<QueueInfo>& qs);
 std::string encode_ids(const std::vector<std::string>& ids);
+// [{"id","lease_id","body","content_type","attempts","timestamp_ms","key"}…]: bodies as stored
+// (json inline, text as a string, bytes base64); "lease_id" only `with_leases` and when it has one.
+std::string encode_message_array(const std::vector<LeasedMessage>& ms, bool with_leases);
 // {"messages":[…]} (a message without a lease id — peeked — has no "lease_id"), with
 // "backlog" (the queue's unacknowledged messages) when given.
 std::string encode_messages(const std::vector<LeasedMessage>& ms,
