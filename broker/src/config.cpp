@@ -76,6 +76,9 @@ const std::vector<Key>& keys() {
          one_of("durability", v, {"sync", "batch", "none"});
          c.durability = v;
        }},
+      {"wal",
+       "sync durability through the write-ahead log, one flush per commit (default true; false: LMDB's own fsync'd commit)",
+       [](Config& c, const std::string& v) { c.wal = to_bool("wal", v); }},
       {"sync_interval_ms", "fsync period in batch durability (default 100)",
        [](Config& c, const std::string& v) { c.sync_interval_ms = to_u64("sync_interval_ms", v); }},
       {"max_storage_bytes", "cap on stored bytes; 0 = until the disk is full (default 0)",

@@ -95,6 +95,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   durable::EnvOptions env;
   env.dir = d.config.data_dir;
   env.durability = parse_durability(d.config.durability);
+  env.wal = d.config.wal;
   env.max_map_bytes = d.config.max_storage_bytes;
   env.initial_map_bytes = d.config.initial_storage_bytes;
   if (env.max_map_bytes != 0 && env.initial_map_bytes > env.max_map_bytes) {
@@ -202,11 +203,11 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     if (d.push) out += d.push->metrics_text();
     return out;
   });
-  log->info("data in {} (durability {}, map {} MiB{})", std::filesystem::absolute(d.config.data_dir).string(),
-            d.config.durability, d.env->map_bytes() >> 20,
-            d.config.max_storage_bytes
-                ? ", capped at " + std::to_string(d.config.max_storage_bytes >> 20) + " MiB"
-                : "");
+  log->info(
+      "data in {} (durability {}{}, map {} MiB{})", std::filesystem::absolute(d.config.data_dir).string(),
+      d.config.durability, d.env->uses_wal() ? " through the write-ahead log" : "", d.env->map_bytes() >> 20,
+      d.config.max_storage_bytes ? ", capped at " + std::to_string(d.config.max_storage_bytes >> 20) + " MiB"
+                                 : "");
 }
 
 Node::~Node() { stop(); }

@@ -112,6 +112,19 @@ void Committer::run() {
       commit_group(group, maintenance);
       if (!group.empty()) unsynced = true;
       group.clear();
+      // Records answered before their flush (leases, acks) are flushed as soon as nothing waits.
+      bool idle = false;
+      {
+        MutexLock lock(mu_);
+        idle = pending_.empty();
+      }
+      if (idle) {
+        try {
+          env_.flush_log();
+        } catch (const MdbError& e) {
+          log->error("flushing the write-ahead log failed: {}", e.what());
+        }
+      }
     }
     if (env_.options().durability == Durability::kBatch && unsynced &&
         (SteadyClock::now() >= next_sync || stopping)) {
@@ -159,8 +172,10 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
         for (auto& op : group) op->complete(&err);
         return;
       }
+      bool flush = false;
+      for (const auto& op : group) flush = flush || op->needs_flush();
       auto t0 = std::chrono::steady_clock::now();
-      txn.commit();
+      txn.commit(flush);
       auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);
       metrics_.commit_us.record(us.count());
       metrics_.group_ops.record(static_cast<double>(group.size()));

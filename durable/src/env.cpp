@@ -1,5 +1,7 @@
 #include "roost/durable/env.h"
 
+#include "wal.h"
+
 #include <roost/core/log.h>
 
 #include <sys/stat.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <system_error>
 
 namespace roost::durable {
@@ -33,20 +36,34 @@ Env::Env(EnvOptions options) : options_(std::move(options)) {
     map_bytes_ = options_.max_map_bytes;
   }
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
-  if (options_.durability != Durability::kSync) flags |= MDB_NOSYNC;
+  const bool wal = options_.durability == Durability::kSync && options_.wal;
+  // Through the log, LMDB's commits need no flush of their own: the checkpoints flush it.
+  if (options_.durability != Durability::kSync || wal) flags |= MDB_NOSYNC;
   try {
+    if (wal) {
+      Wal::Options wo;
+      wo.dir = options_.dir;
+      wo.segment_bytes = options_.wal_segment_bytes;
+      wo.checkpoint_bytes = options_.wal_segment_bytes / 2;
+      wo.checkpoint_interval = std::chrono::milliseconds(options_.wal_checkpoint_ms);
+      wal_ = std::make_unique<Wal>(wo);  // puts the last checkpoint's meta page back first
+    }
     check(mdb_env_set_maxdbs(env_, options_.max_dbs), "mdb_env_set_maxdbs");
     check(mdb_env_set_maxreaders(env_, options_.max_readers), "mdb_env_set_maxreaders");
     check(mdb_env_set_mapsize(env_, map_bytes_), "mdb_env_set_mapsize");
     check(mdb_env_open(env_, options_.dir.c_str(), flags, 0644), "mdb_env_open");
+    // An existing environment may be larger than the configured initial size.
+    MDB_envinfo info;
+    mdb_env_info(env_, &info);
+    map_bytes_ = info.me_mapsize;
+    tables_.resize(2);
+    tables_[1] = Table{"", 0};  // MAIN_DBI
+    if (wal_) wal_->recover(env_, [this](std::string_view m) { apply_record(m); });
   } catch (...) {
+    wal_.reset();
     mdb_env_close(env_);
     throw;
   }
-  // An existing environment may be larger than the configured initial size.
-  MDB_envinfo info;
-  mdb_env_info(env_, &info);
-  map_bytes_ = info.me_mapsize;
   // Whatever lies beyond the used pages (zeros written by an earlier run, or pages of a commit
   // that never completed) is allocated already.
   mdb_filehandle_t fd;
@@ -59,16 +76,22 @@ Env::Env(EnvOptions options) : options_(std::move(options)) {
 
 Env::~Env() {
   if (env_ != nullptr) {
+    if (wal_) wal_->close();  // a last checkpoint: nothing to replay at the next start
     if (options_.durability == Durability::kBatch) mdb_env_sync(env_, 1);
     mdb_env_close(env_);
   }
+  wal_.reset();
 }
 
 MDB_dbi Env::open_db(const char* name, unsigned flags) {
   Txn txn = begin_write();
   MDB_dbi dbi;
   check(mdb_dbi_open(txn.raw(), name, flags | MDB_CREATE, &dbi), "mdb_dbi_open");
+  unsigned persistent = 0;
+  check(mdb_dbi_flags(txn.raw(), dbi, &persistent), "mdb_dbi_flags");
   txn.commit();
+  if (tables_.size() <= dbi) tables_.resize(dbi + 1);
+  tables_[dbi] = Table{name == nullptr ? "" : name, persistent};
   return dbi;
 }
 
@@ -80,6 +103,7 @@ Txn Env::begin_read() const {
 }
 
 Txn Env::begin_write() {
+  if (wal_ && wal_->failed()) throw MdbError(EIO, "the write-ahead log failed; restart the node");
   std::shared_lock lock(resize_mu_);
   MDB_txn* txn = nullptr;
   int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
@@ -94,7 +118,8 @@ Txn Env::begin_write() {
     rc = mdb_txn_begin(env_, nullptr, 0, &txn);
   }
   check(rc, "mdb_txn_begin(write)");
-  return Txn(txn, std::move(lock));
+  if (wal_) wal_->begin_record();
+  return Txn(txn, std::move(lock), this, wal_.get());
 }
 
 std::uint64_t Env::hard_cap() const {
@@ -148,6 +173,8 @@ bool Env::grow_map() {
 
 bool Env::bump() {
   try {
+    // Through the log, the pages the checkpoint pins are what a full map is waiting for.
+    if (wal_) wal_->checkpoint_now();
     Txn txn = begin_write();
     MDB_dbi main;
     check(mdb_dbi_open(txn.raw(), nullptr, 0, &main), "mdb_dbi_open(main)");
@@ -174,9 +201,13 @@ bool Env::disk_low() const {
 
 void Env::sync() { check(mdb_env_sync(env_, 1), "mdb_env_sync"); }
 
+void Env::flush_log() {
+  if (wal_) wal_->flush();
+}
+
 void Env::zero_ahead() {
   const std::uint64_t ahead = options_.zero_ahead_bytes;
-  if (ahead == 0 || options_.durability != Durability::kSync) return;
+  if (ahead == 0 || options_.durability != Durability::kSync || wal_) return;
   const std::uint64_t used = used_bytes();
   // Zeros cost a second write of every byte the database grows by; they save one journal commit
   // per growing commit. That pays for small commits only: past ~64 KiB of growth per commit
@@ -211,6 +242,90 @@ void Env::zero_ahead() {
   zeroed_to_ = to;
 }
 
+const Env::Table& Env::table(MDB_dbi dbi) const {
+  if (dbi >= tables_.size() || (dbi != 1 && tables_[dbi].name.empty())) {
+    throw MdbError(MDB_BAD_DBI, "a write to a table not opened through Env::open_db");
+  }
+  return tables_[dbi];
+}
+
+Env::WalStats Env::wal_stats() const {
+  if (!wal_) return {};
+  auto s = wal_->stats();
+  return WalStats{s.records, s.bytes, s.checkpoints, s.replayed};
+}
+
+bool Env::grow_for_recovery() {
+  // What was committed fitted in the map; replay may need more while the base is pinned, so
+  // recovery is not bound by the cap.
+  std::unique_lock lock(resize_mu_);
+  std::uint64_t next = map_bytes_ * 2;
+  if (mdb_env_set_mapsize(env_, next) != MDB_SUCCESS) return false;
+  map_bytes_ = next;
+  return true;
+}
+
+// A record's mutations: op u8 (1 put, 2 delete), table name (u8 length), table flags u32, key
+// (u32 length), and for a put the value (u32 length).
+void Env::apply_record(std::string_view m) {
+  for (;;) {
+    MDB_txn* txn = nullptr;
+    check(mdb_txn_begin(env_, nullptr, 0, &txn), "mdb_txn_begin(replay)");
+    std::map<std::string, MDB_dbi, std::less<>> dbis;
+    int rc = MDB_SUCCESS;
+    std::size_t at = 0;
+    auto take = [&](std::size_t n) {
+      if (m.size() - at < n) throw MdbError(MDB_CORRUPTED, "a write-ahead log record is malformed");
+      auto out = m.substr(at, n);
+      at += n;
+      return out;
+    };
+    auto take_u32 = [&] {
+      std::uint32_t v;
+      std::memcpy(&v, take(4).data(), 4);
+      return v;
+    };
+    try {
+      while (rc == MDB_SUCCESS && at < m.size()) {
+        auto op = static_cast<std::uint8_t>(take(1)[0]);
+        auto name = take(static_cast<std::uint8_t>(take(1)[0]));
+        unsigned flags = take_u32();
+        auto key = take(take_u32());
+        auto it = dbis.find(name);
+        if (it == dbis.end()) {
+          MDB_dbi dbi;
+          std::string n(name);
+          rc = n.empty() ? mdb_dbi_open(txn, nullptr, 0, &dbi)
+                         : mdb_dbi_open(txn, n.c_str(), flags | MDB_CREATE, &dbi);
+          if (rc != MDB_SUCCESS) break;
+          it = dbis.emplace(std::move(n), dbi).first;
+        }
+        MDB_val k = to_val(key);
+        if (op == 1) {
+          MDB_val v = to_val(take(take_u32()));
+          rc = mdb_put(txn, it->second, &k, &v, 0);
+        } else if (op == 2) {
+          rc = mdb_del(txn, it->second, &k, nullptr);
+          if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+        } else {
+          throw MdbError(MDB_CORRUPTED, "a write-ahead log record has an unknown operation");
+        }
+      }
+    } catch (...) {
+      mdb_txn_abort(txn);
+      throw;
+    }
+    if (rc == MDB_SUCCESS) {
+      rc = mdb_txn_commit(txn);
+    } else {
+      mdb_txn_abort(txn);
+    }
+    if (rc == MDB_MAP_FULL && grow_for_recovery()) continue;
+    check(rc, "replaying the write-ahead log");
+    return;
+  }
+}
+
 std::uint64_t Env::used_bytes() const {
   MDB_envinfo info;
   MDB_stat stat;
@@ -219,9 +334,14 @@ std::uint64_t Env::used_bytes() const {
   return (info.me_last_pgno + 1) * static_cast<std::uint64_t>(stat.ms_psize);
 }
 
-Txn::Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock) : txn_(txn), lock_(std::move(lock)) {}
+Txn::Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock, const Env* env, Wal* wal)
+    : txn_(txn), lock_(std::move(lock)), env_(env), wal_(wal) {}
 
-Txn::Txn(Txn&& other) noexcept : txn_(other.txn_), lock_(std::move(other.lock_)) { other.txn_ = nullptr; }
+Txn::Txn(Txn&& other) noexcept
+    : txn_(other.txn_), lock_(std::move(other.lock_)), env_(other.env_), wal_(other.wal_) {
+  other.txn_ = nullptr;
+  other.wal_ = nullptr;
+}
 
 Txn::~Txn() { abort(); }
 
@@ -235,32 +355,52 @@ std::optional<std::string_view> Txn::get(MDB_dbi dbi, std::string_view key) cons
 }
 
 void Txn::put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags) {
+  if (wal_) wal_->seal();  // a reserved value is filled before the next update (LMDB's rule)
   MDB_val k = to_val(key);
   MDB_val v = to_val(value);
   check(mdb_put(txn_, dbi, &k, &v, flags), "mdb_put");
+  if (wal_) {
+    const auto& t = env_->table(dbi);
+    wal_->log_put(t.name, t.flags, key, value);
+  }
 }
 
 char* Txn::reserve(MDB_dbi dbi, std::string_view key, std::size_t size, unsigned flags) {
+  if (wal_) wal_->seal();
   MDB_val k = to_val(key);
   MDB_val v{size, nullptr};
   check(mdb_put(txn_, dbi, &k, &v, flags | MDB_RESERVE), "mdb_put(reserve)");
+  if (wal_) {
+    const auto& t = env_->table(dbi);
+    wal_->log_reserve(t.name, t.flags, key, static_cast<const char*>(v.mv_data), size);
+  }
   return static_cast<char*>(v.mv_data);
 }
 
 bool Txn::del(MDB_dbi dbi, std::string_view key) {
+  if (wal_) wal_->seal();
   MDB_val k = to_val(key);
   int rc = mdb_del(txn_, dbi, &k, nullptr);
   if (rc == MDB_NOTFOUND) return false;
   check(rc, "mdb_del");
+  if (wal_) {
+    const auto& t = env_->table(dbi);
+    wal_->log_del(t.name, t.flags, key);
+  }
   return true;
 }
 
-void Txn::commit() {
+void Txn::commit(bool flush) {
   MDB_txn* txn = txn_;
   txn_ = nullptr;
+  Wal* wal = wal_;
+  wal_ = nullptr;
+  if (wal) wal->seal();  // reserved values live until the commit
   int rc = mdb_txn_commit(txn);
   if (lock_.owns_lock()) lock_.unlock();
   check(rc, "mdb_txn_commit");
+  // In the page cache now; durable (and answerable) once the log record is flushed.
+  if (wal) wal->write_committed(flush);
 }
 
 void Txn::abort() {

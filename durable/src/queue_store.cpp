@@ -158,24 +158,29 @@ std::optional<Error> QueueStore::check_enqueue_in(const std::string& name,
 }
 
 void QueueStore::pull(std::string name, PullOptions options, Callback<std::vector<LeasedMessage>> done) {
+  // A lease lost to a power cut only means an earlier redelivery: answered before the flush.
   submit<std::vector<LeasedMessage>>(
-      std::move(done), [name = std::move(name), options](Work& w) { return w.pull(name, options); });
+      std::move(done), [name = std::move(name), options](Work& w) { return w.pull(name, options); }, false);
 }
 
 void QueueStore::ack(std::string name, std::vector<std::string> acks, std::vector<RetryRequest> retries,
                      Callback<AckResult> done) {
-  submit<AckResult>(std::move(done),
-                    [name = std::move(name), acks = std::move(acks), retries = std::move(retries)](Work& w) {
-                      return w.ack(name, acks, retries);
-                    });
+  submit<AckResult>(
+      std::move(done),
+      [name = std::move(name), acks = std::move(acks), retries = std::move(retries)](Work& w) {
+        return w.ack(name, acks, retries);
+      },
+      false);  // an ack lost to a power cut: the message comes back (at-least-once)
 }
 
 void QueueStore::extend(std::string name, std::vector<std::string> leases,
                         std::uint64_t visibility_timeout_ms, Callback<ExtendResult> done) {
-  submit<ExtendResult>(std::move(done),
-                       [name = std::move(name), leases = std::move(leases), visibility_timeout_ms](Work& w) {
-                         return w.extend(name, leases, visibility_timeout_ms);
-                       });
+  submit<ExtendResult>(
+      std::move(done),
+      [name = std::move(name), leases = std::move(leases), visibility_timeout_ms](Work& w) {
+        return w.extend(name, leases, visibility_timeout_ms);
+      },
+      false);
 }
 
 void QueueStore::redrive(std::string from, std::string to, std::uint64_t max, Callback<std::uint64_t> done) {

@@ -175,12 +175,13 @@ class QueueStore::Work {
 
 // Runs fn(Work&) as one Op of the next group; `done` gets its result after the commit.
 template <class T, class F>
-void QueueStore::submit(Callback<T> done, F fn) {
+void QueueStore::submit(Callback<T> done, F fn, bool flush) {
   class FnOp final : public Op {
    public:
-    FnOp(QueueStore* store, Callback<T> done, F fn)
-        : store_(store), done_(std::move(done)), fn_(std::move(fn)) {}
+    FnOp(QueueStore* store, Callback<T> done, F fn, bool flush)
+        : store_(store), done_(std::move(done)), fn_(std::move(fn)), flush_(flush) {}
     void apply(WriteContext&) override { result_ = fn_(*store_->work_); }
+    bool needs_flush() const override { return flush_; }
     void complete(const Error* error) override {
       if (error != nullptr) {
         done_(std::unexpected(*error));
@@ -193,9 +194,10 @@ void QueueStore::submit(Callback<T> done, F fn) {
     QueueStore* store_;
     Callback<T> done_;
     F fn_;
+    bool flush_;
     Result<T> result_ = std::unexpected(Error{ErrorCode::INTERNAL, "not applied"});
   };
-  committer_.submit(std::make_unique<FnOp>(this, std::move(done), std::move(fn)));
+  committer_.submit(std::make_unique<FnOp>(this, std::move(done), std::move(fn), flush));
 }
 
 }  // namespace roost::durable

@@ -41,6 +41,12 @@ class Op {
   // Runs on the committer thread after the group committed (or failed: `error` set). Must be
   // cheap: hand real work to another thread.
   virtual void complete(const Error* error) = 0;
+  // Whether the Op may be answered only once its commit is flushed to disk. Ops whose loss to a
+  // power cut is harmless (a lease, an ack: the message is delivered again, at-least-once) say
+  // false: through the write-ahead log, a group of only such Ops is answered once its record is
+  // in the page cache (a kill -9 keeps it) and flushed with the next group or when the
+  // committer idles. LMDB's own sync commits (wal = false) flush every group.
+  virtual bool needs_flush() const { return true; }
 };
 
 // Something that keeps per-transaction state (caches, counters) across the Ops of a group.

@@ -9,12 +9,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <shared_mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace roost::durable {
 
@@ -38,6 +40,13 @@ struct EnvOptions {
   // In sync durability, the data file is kept zero-filled this far beyond its last used page
   // (see Env::zero_ahead). 0 turns it off.
   std::uint64_t zero_ahead_bytes = 4ull << 20;
+  // Sync durability through the write-ahead log (durable/src/wal.h, docs/storage.md): one
+  // sequential flush per commit. false: LMDB's own fsync'd commit (two scattered flushes).
+  bool wal = true;
+  std::uint64_t wal_segment_bytes = 16ull << 20;  // each of the two segment files
+  // A checkpoint (data file flushed, base moved) at least this often while commits come, and
+  // whenever half a segment was written since the last.
+  std::uint64_t wal_checkpoint_ms = 1000;
 };
 
 class MdbError : public std::runtime_error {
@@ -56,6 +65,7 @@ inline MDB_val to_val(std::string_view s) { return MDB_val{s.size(), const_cast<
 inline std::string_view as_view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
 class Txn;
+class Wal;
 
 // The LMDB environment. Thread-safe. Readers and the map-resize path are coordinated by a
 // shared_mutex: a Txn holds it shared for its life; grow_map() takes it exclusively.
@@ -86,6 +96,8 @@ class Env {
   bool disk_low() const;
   // Flushes committed data to disk (batch durability).
   void sync();
+  // Flushes log records committed without a flush (Txn::commit(false)). Committer thread only.
+  void flush_log();
   // Keeps zero_ahead_bytes of zero-filled, flushed file beyond the last used page, extending it
   // by writing zeros when less than half is left. A commit that grows the database then
   // overwrites blocks the file system has already allocated, and its fdatasync flushes only
@@ -108,8 +120,23 @@ class Env {
   bool over_cap() const;
   // The map's hard limit: max_map_bytes plus the reserve (0 = none).
   std::uint64_t hard_cap() const;
+  // True when sync commits go through the write-ahead log.
+  bool uses_wal() const { return wal_ != nullptr; }
+  struct WalStats {
+    std::uint64_t records = 0, bytes = 0, checkpoints = 0, replayed = 0;
+  };
+  WalStats wal_stats() const;
 
  private:
+  struct Table {
+    std::string name;  // "" = LMDB's main database
+    unsigned flags = 0;
+  };
+  const Table& table(MDB_dbi dbi) const;
+  // Runs one log record's mutations (recovery); grows the map as needed.
+  void apply_record(std::string_view mutations);
+  bool grow_for_recovery();
+
   EnvOptions options_;
   MDB_env* env_ = nullptr;
   std::uint64_t map_bytes_ = 0;
@@ -118,6 +145,8 @@ class Env {
   double growth_avg_ = 0;        // bytes the recent commits grew the database by, on average
   static constexpr double kZeroAheadMaxGrowth = 64 << 10;
   mutable std::shared_mutex resize_mu_;
+  std::vector<Table> tables_;  // by dbi; written only at start-up (open_db)
+  std::unique_ptr<Wal> wal_;
   friend class Txn;
 };
 
@@ -136,16 +165,20 @@ class Txn {
   char* reserve(MDB_dbi dbi, std::string_view key, std::size_t size, unsigned flags = 0);
   // Returns false when the key was absent ("not found" is a value, not an error).
   bool del(MDB_dbi dbi, std::string_view key);
-  void commit();
+  // flush = false (write-ahead log only): returns once the log record is written, before it is
+  // flushed; a later flushed commit, or Env::flush_log(), makes it durable.
+  void commit(bool flush = true);
   void abort();
 
   MDB_txn* raw() const { return txn_; }
 
  private:
   friend class Env;
-  Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock);
+  Txn(MDB_txn* txn, std::shared_lock<std::shared_mutex> lock, const Env* env = nullptr, Wal* wal = nullptr);
   MDB_txn* txn_;
   std::shared_lock<std::shared_mutex> lock_;
+  const Env* env_;  // write transactions logged to the write-ahead log only
+  Wal* wal_;
 };
 
 // A cursor over one database, closed on destruction. Positions return the key/value or nullopt.

@@ -139,8 +139,9 @@ class QueueStore final : public Participant {
   struct Queue;  // a QueueRecord cached for one transaction
   class Work;    // the per-transaction algorithms
 
+  // flush = false: the Op's result may be answered before its commit is flushed (Op::needs_flush).
   template <class T, class F>
-  void submit(Callback<T> done, F fn);
+  void submit(Callback<T> done, F fn, bool flush = true);
   void recover();
   // Removes what moves left when the node stopped during one (their mapping and bodies).
   void forget_moves();
