@@ -45,7 +45,23 @@ struct Args {
   std::vector<int> fanouts = {1, 10};             // pub/sub subscribers per run
   std::uint64_t pubsub_messages = 0;              // 0 = 500,000 at 1 subscriber, 200,000 above
   std::vector<std::size_t> windows = {64, 1000};  // enqueues in flight per run
+  // Many connections, a few in flight each (CxW): Redis groups its fsync per event-loop pass over
+  // every connection, so one connection alone flatters a server that groups per connection.
+  std::vector<std::pair<int, std::size_t>> shapes = {{16, 4}};
 };
+
+// `conns` copies of `run` at once, each on a thread (and a connection) of its own; the sum of
+// their rates (each counts only what its server acknowledged, over its own time).
+template <class F>
+double concurrently(int conns, F run) {
+  std::vector<double> rates(static_cast<std::size_t>(conns), 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < conns; ++i) threads.emplace_back([&, i] { rates[static_cast<std::size_t>(i)] = run(i); });
+  for (auto& t : threads) t.join();
+  double sum = 0;
+  for (double r : rates) sum += r;
+  return sum;
+}
 
 const std::string kBody(100, 'x');
 std::map<std::string, double> g_results;
@@ -325,13 +341,13 @@ bool redis_reply(redisContext* c) {
   return ok;
 }
 
-double redis_enqueue(const Args& a, std::size_t window) {
+double redis_enqueue(const Args& a, std::size_t window, const std::string& tag = "") {
   redisContext* c = redis_connect(a);
   auto t0 = Clock::now();
   auto end = t0 + std::chrono::duration<double>(a.seconds);
   std::uint64_t done = 0;
   std::size_t outstanding = 0;
-  std::string key = "q" + std::to_string(window);
+  std::string key = "q" + (tag.empty() ? std::to_string(window) : tag);
   while (Clock::now() < end) {
     while (outstanding < window) {
       redisAppendCommand(c, "XADD %s * b %b", key.c_str(), kBody.data(), kBody.size());
@@ -529,12 +545,14 @@ void nats_stream(jsCtx* js, const char* name, const char* subject) {
   jsStreamInfo_Destroy(si);
 }
 
-double nats_enqueue(const Args& a, std::size_t window) {
+// create = false: the stream exists already (the connections of one shape share it).
+double nats_enqueue(const Args& a, std::size_t window, const std::string& tag = "", bool create = true) {
   natsConnection* nc = nats_connect(a);
   std::atomic<std::uint64_t> acked{0};
   jsCtx* js = nats_js(nc, static_cast<std::int64_t>(window), &acked);
-  std::string name = "ENQ" + std::to_string(window), subject = "enq." + std::to_string(window);
-  nats_stream(js, name.c_str(), subject.c_str());
+  std::string id = tag.empty() ? std::to_string(window) : tag;
+  std::string name = "ENQ" + id, subject = "enq." + id;
+  if (create) nats_stream(js, name.c_str(), subject.c_str());
   auto t0 = Clock::now();
   auto end = t0 + std::chrono::duration<double>(a.seconds);
   std::uint64_t sent = 0;
@@ -709,6 +727,17 @@ int main(int argc, char** argv) {
       a.pubsub_messages = std::stoull(v);
     else if (k == "--windows")
       a.windows = numbers<std::size_t>(v);
+    else if (k == "--shapes") {  // e.g. 16x4,4x16; "none" for none
+      a.shapes.clear();
+      for (std::size_t at = 0; at < v.size();) {
+        auto comma = v.find(',', at);
+        std::string item = v.substr(at, comma - at);
+        auto x = item.find('x');
+        if (x != std::string::npos)
+          a.shapes.emplace_back(std::stoi(item.substr(0, x)), std::stoul(item.substr(x + 1)));
+        at = comma == std::string::npos ? v.size() : comma + 1;
+      }
+    }
   }
   auto want = [&](const char* s) { return a.only.empty() || a.only == s; };
   auto on = [&](const char* t) { return a.targets.find(t) != std::string::npos; };
@@ -726,6 +755,29 @@ int main(int argc, char** argv) {
             "redis_stream_enqueue_w" + sw);
       ratio("ratio_enqueue_w" + sw + "_roost_vs_nats_js_nofsync", "roost_enqueue_w" + sw,
             "nats_js_nofsync_enqueue_w" + sw);
+    }
+    for (auto [conns, w] : a.shapes) {
+      std::string tag = "c" + std::to_string(conns) + "w" + std::to_string(w);
+      if (on("roost"))
+        report("roost_enqueue_" + tag, concurrently(conns, [&](int) { return roost_enqueue(a, w, "enq" + tag); }),
+               "msgs/s");
+      if (on("redis"))
+        report("redis_stream_enqueue_" + tag, concurrently(conns, [&](int) { return redis_enqueue(a, w, tag); }),
+               "msgs/s");
+      if (on("nats")) {
+        {  // one stream for every connection, made before they start
+          natsConnection* nc = nats_connect(a);
+          jsCtx* js = nats_js(nc, 1);
+          nats_stream(js, ("ENQ" + tag).c_str(), ("enq." + tag).c_str());
+          jsCtx_Destroy(js);
+          natsConnection_Destroy(nc);
+        }
+        report("nats_js_nofsync_enqueue_" + tag,
+               concurrently(conns, [&](int) { return nats_enqueue(a, w, tag, false); }), "msgs/s");
+      }
+      ratio("ratio_enqueue_" + tag + "_roost_vs_redis", "roost_enqueue_" + tag, "redis_stream_enqueue_" + tag);
+      ratio("ratio_enqueue_" + tag + "_roost_vs_nats_js_nofsync", "roost_enqueue_" + tag,
+            "nats_js_nofsync_enqueue_" + tag);
     }
   }
   if (want("latency")) {

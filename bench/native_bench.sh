@@ -111,9 +111,9 @@ ratio() {  # name ours theirs [lower]
   if [ "${4:-}" = lower ]; then awk -v o="$o" -v t="$t" -v n="$1" 'BEGIN { if (o > 0) printf "%s %.2f x\n", n, t / o }'
   else awk -v o="$o" -v t="$t" -v n="$1" 'BEGIN { if (t > 0) printf "%s %.2f x\n", n, o / t }'; fi
 }
-for w in $(echo "$medians" | grep -o '^roost_enqueue_w[0-9]*' | sed 's/roost_enqueue_w//' | sort -n); do
-  ratio "ratio_enqueue_w${w}_roost_vs_redis" "roost_enqueue_w$w" "redis_stream_enqueue_w$w"
-  ratio "ratio_enqueue_w${w}_roost_vs_nats_js_nofsync" "roost_enqueue_w$w" "nats_js_nofsync_enqueue_w$w"
+for w in $(echo "$medians" | grep -o '^roost_enqueue_c*[0-9]*w[0-9]*' | sed 's/roost_enqueue_//' | sort -n); do
+  ratio "ratio_enqueue_${w}_roost_vs_redis" "roost_enqueue_$w" "redis_stream_enqueue_$w"
+  ratio "ratio_enqueue_${w}_roost_vs_nats_js_nofsync" "roost_enqueue_$w" "nats_js_nofsync_enqueue_$w"
 done
 ratio ratio_enqueue_p50_roost_vs_redis roost_enqueue_p50 redis_stream_enqueue_p50 lower
 ratio ratio_enqueue_p99_roost_vs_redis roost_enqueue_p99 redis_stream_enqueue_p99 lower

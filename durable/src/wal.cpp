@@ -22,7 +22,8 @@ constexpr std::size_t kRecordHead = 4 + 4 + 8 + 8 + 4;  // len, crc, gen, seq, c
 constexpr std::uint8_t kPut = 1;
 constexpr std::uint8_t kDel = 2;
 
-// CRC-32C (Castagnoli), table driven.
+// CRC-32C (Castagnoli): with SSE 4.2's crc32 instruction where the CPU has it (8 bytes a step),
+// else table driven. Both give the same value.
 const std::array<std::uint32_t, 256>& crc_table() {
   static const auto table = [] {
     std::array<std::uint32_t, 256> t{};
@@ -36,12 +37,39 @@ const std::array<std::uint32_t, 256>& crc_table() {
   return table;
 }
 
-std::uint32_t crc32c(const char* data, std::size_t n) {
+std::uint32_t crc32c_table(std::uint32_t c, const char* data, std::size_t n) {
   const auto& t = crc_table();
-  std::uint32_t c = 0xffffffffu;
   for (std::size_t i = 0; i < n; ++i) c = t[(c ^ static_cast<std::uint8_t>(data[i])) & 0xff] ^ (c >> 8);
-  return c ^ 0xffffffffu;
+  return c;
 }
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(std::uint32_t c, const char* data, std::size_t n) {
+  std::uint64_t c64 = c;
+  for (; n >= 8; n -= 8, data += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, data, 8);
+    c64 = __builtin_ia32_crc32di(c64, v);
+  }
+  c = static_cast<std::uint32_t>(c64);
+  for (; n > 0; --n, ++data) c = __builtin_ia32_crc32qi(c, static_cast<unsigned char>(*data));
+  return c;
+}
+#endif
+
+}  // namespace
+
+std::uint32_t crc32c(const char* data, std::size_t n) {
+#if defined(__x86_64__)
+  static const bool hw = __builtin_cpu_supports("sse4.2");
+  if (hw) return crc32c_sse42(0xffffffffu, data, n) ^ 0xffffffffu;
+#endif
+  return crc32c_table(0xffffffffu, data, n) ^ 0xffffffffu;
+}
+
+std::uint32_t crc32c_portable(const char* data, std::size_t n) { return crc32c_table(0xffffffffu, data, n) ^ 0xffffffffu; }
+
+namespace {
 
 template <class T>
 void put_le(std::string& out, T v) {

@@ -36,6 +36,11 @@
 
 namespace roost::durable {
 
+// CRC-32C of the log's records and headers (the CPU's crc32 instruction where it has one), and
+// the table-driven one it must agree with.
+std::uint32_t crc32c(const char* data, std::size_t n);
+std::uint32_t crc32c_portable(const char* data, std::size_t n);
+
 class Wal {
  public:
   struct Options {

@@ -13,6 +13,7 @@
 #include <map>
 #include <string>
 
+#include "../../durable/src/wal.h"
 #include "../support/temp_dir.h"
 
 using namespace roost;
@@ -172,4 +173,15 @@ TEST_CASE("wal: an Env without the log (wal = false) is LMDB's own sync commit",
   durable::Env env(o);
   CHECK_FALSE(env.uses_wal());
   CHECK_FALSE(std::filesystem::exists(dir.path() / "data" / "wal.0"));
+}
+
+TEST_CASE("wal: CRC-32C of records, by the CPU's instruction and by the table", "[durable][wal]") {
+  const std::string check = "123456789";  // the standard check value of CRC-32C
+  CHECK(durable::crc32c(check.data(), check.size()) == 0xe3069283u);
+  CHECK(durable::crc32c_portable(check.data(), check.size()) == 0xe3069283u);
+  std::string bytes;
+  for (int i = 0; i < 1000; ++i) bytes.push_back(static_cast<char>(i * 131 + 7));
+  for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 1000u}) {
+    CHECK(durable::crc32c(bytes.data(), n) == durable::crc32c_portable(bytes.data(), n));
+  }
 }
