@@ -56,7 +56,8 @@ template <class F>
 double concurrently(int conns, F run) {
   std::vector<double> rates(static_cast<std::size_t>(conns), 0);
   std::vector<std::thread> threads;
-  for (int i = 0; i < conns; ++i) threads.emplace_back([&, i] { rates[static_cast<std::size_t>(i)] = run(i); });
+  for (int i = 0; i < conns; ++i)
+    threads.emplace_back([&, i] { rates[static_cast<std::size_t>(i)] = run(i); });
   for (auto& t : threads) t.join();
   double sum = 0;
   for (double r : rates) sum += r;
@@ -759,11 +760,11 @@ int main(int argc, char** argv) {
     for (auto [conns, w] : a.shapes) {
       std::string tag = "c" + std::to_string(conns) + "w" + std::to_string(w);
       if (on("roost"))
-        report("roost_enqueue_" + tag, concurrently(conns, [&](int) { return roost_enqueue(a, w, "enq" + tag); }),
-               "msgs/s");
+        report("roost_enqueue_" + tag,
+               concurrently(conns, [&](int) { return roost_enqueue(a, w, "enq" + tag); }), "msgs/s");
       if (on("redis"))
-        report("redis_stream_enqueue_" + tag, concurrently(conns, [&](int) { return redis_enqueue(a, w, tag); }),
-               "msgs/s");
+        report("redis_stream_enqueue_" + tag,
+               concurrently(conns, [&](int) { return redis_enqueue(a, w, tag); }), "msgs/s");
       if (on("nats")) {
         {  // one stream for every connection, made before they start
           natsConnection* nc = nats_connect(a);
@@ -775,7 +776,8 @@ int main(int argc, char** argv) {
         report("nats_js_nofsync_enqueue_" + tag,
                concurrently(conns, [&](int) { return nats_enqueue(a, w, tag, false); }), "msgs/s");
       }
-      ratio("ratio_enqueue_" + tag + "_roost_vs_redis", "roost_enqueue_" + tag, "redis_stream_enqueue_" + tag);
+      ratio("ratio_enqueue_" + tag + "_roost_vs_redis", "roost_enqueue_" + tag,
+            "redis_stream_enqueue_" + tag);
       ratio("ratio_enqueue_" + tag + "_roost_vs_nats_js_nofsync", "roost_enqueue_" + tag,
             "nats_js_nofsync_enqueue_" + tag);
     }

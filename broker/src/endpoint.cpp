@@ -1,5 +1,7 @@
 #include "endpoint_impl.h"
 
+#include <roost/core/lead_scope.h>
+
 namespace roost::broker {
 
 Endpoint::Impl::Impl(Router& r, EndpointOptions o)
@@ -663,10 +665,15 @@ void Endpoint::Impl::run() {
       int n = 0;
       round_messages = 0;
       if (round > 0) drain_monitor();  // connection events before the requests that follow them
-      for (; n < kRound && round_messages < kRound; ++n) {
-        parts.clear();
-        if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
-        handle(parts);
+      {
+        // The round's writes commit on this thread when the committer is idle (leader/follower:
+        // no hand-off there and back), as one group; their answers go out just below.
+        LeadScope lead;
+        for (; n < kRound && round_messages < kRound; ++n) {
+          parts.clear();
+          if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;
+          handle(parts);
+        }
       }
       {
         MutexLock lock(outbox->mu);

@@ -286,6 +286,13 @@ std::string LocalRouter::metrics_text() {
   w.counter("roost_commits_fenced_total",
             "Write groups abandoned because this node's mesh lease may have run out (mesh).",
             m.fenced_groups.load());
+  w.counter(
+      "roost_commits_led_total",
+      "Write groups committed by the thread that took their requests (the native endpoint), not the committer's.",
+      m.led_groups.load());
+  w.counter("roost_wal_records_total", "Write-ahead log records written.", env_.wal_stats().records);
+  w.counter("roost_wal_checkpoints_total", "Write-ahead log checkpoints (data file flushed, base moved).",
+            env_.wal_stats().checkpoints);
   w.gauge("roost_storage_used_bytes", "Bytes of the data file in use.", std::uint64_t{env_.used_bytes()});
   w.gauge("roost_storage_map_bytes", "Current LMDB map size.", std::uint64_t{env_.map_bytes()});
   w.counter("roost_channel_published_total", "Channel messages published.", hub_.published());

@@ -3,6 +3,7 @@
 #include <roost/core/log.h>
 #include <roost/core/thread_name.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace roost::durable {
@@ -47,8 +48,50 @@ void Committer::stop() {
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
   }
-  cv_.notify_one();
+  cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  MutexLock lock(mu_);
+  while (busy_) cv_.wait(lock.native());  // a leader's group
+}
+
+void Committer::take_group(std::vector<std::unique_ptr<Op>>& group) {
+  if (pending_.size() <= options_.max_group_ops) {
+    group.swap(pending_);
+  } else {
+    // Take the oldest max_group_ops; leave the rest for the next group.
+    auto split = pending_.begin() + static_cast<std::ptrdiff_t>(options_.max_group_ops);
+    group.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(split));
+    pending_.erase(pending_.begin(), split);
+  }
+}
+
+void Committer::lead() {
+  std::vector<std::unique_ptr<Op>> group;
+  {
+    MutexLock lock(mu_);
+    if (pending_.empty()) return;
+    if (busy_ || stopping_ || !thread_.joinable()) {
+      lock.unlock();
+      cv_.notify_all();  // the committer thread takes them after its group
+      return;
+    }
+    busy_ = true;
+    take_group(group);
+  }
+  metrics_.led_groups.fetch_add(1, std::memory_order_relaxed);
+  commit_group(group, false);
+  group.clear();
+  // Records answered before their flush are flushed by the committer thread, not here: this
+  // thread's answers go out first.
+  const bool unflushed = env_.log_unflushed();
+  bool wake = false;
+  {
+    MutexLock lock(mu_);
+    busy_ = false;
+    flush_wanted_ = flush_wanted_ || unflushed;
+    wake = unflushed || !pending_.empty() || stopping_;
+  }
+  if (wake) cv_.notify_all();
 }
 
 void Committer::submit(std::unique_ptr<Op> op) {
@@ -61,8 +104,9 @@ void Committer::submit(std::unique_ptr<Op> op) {
   }
   pending_.push_back(std::move(op));
   bool first = pending_.size() == 1;
+  if (roost::LeadScope::defer_to(this)) return;  // the scope's end leads (or wakes the committer thread)
   lock.unlock();
-  if (first) cv_.notify_one();
+  if (first) cv_.notify_all();
 }
 
 void Committer::poke() {
@@ -70,7 +114,7 @@ void Committer::poke() {
     MutexLock lock(mu_);
     poked_ = true;
   }
-  cv_.notify_one();
+  cv_.notify_all();
 }
 
 void Committer::run() {
@@ -80,7 +124,6 @@ void Committer::run() {
   auto next_sync = SteadyClock::now() + options_.sync_interval;
   bool unsynced = false;
   std::vector<std::unique_ptr<Op>> group;
-  std::vector<std::unique_ptr<Op>> rest;
   for (;;) {
     bool stopping = false;
     bool maintenance = false;
@@ -90,42 +133,42 @@ void Committer::run() {
       if (env_.options().durability == Durability::kBatch && unsynced && next_sync < deadline) {
         deadline = next_sync;
       }
-      while (pending_.empty() && !stopping_ && !poked_) {
+      // Pending Ops wait while a leader (a LeadScope's thread) commits a group.
+      while ((pending_.empty() || busy_) && !(stopping_ && !busy_) && !poked_ && !flush_wanted_) {
         if (cv_.wait_until(lock.native(), deadline) == std::cv_status::timeout) break;
       }
-      if (pending_.size() <= options_.max_group_ops) {
-        group.swap(pending_);
-      } else {
-        // Take the oldest max_group_ops; leave the rest for the next group.
-        auto split = pending_.begin() + static_cast<std::ptrdiff_t>(options_.max_group_ops);
-        group.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(split));
-        rest.assign(std::make_move_iterator(split), std::make_move_iterator(pending_.end()));
-        pending_.swap(rest);
-        rest.clear();
-      }
+      while (busy_) cv_.wait(lock.native());
+      take_group(group);
       stopping = stopping_ && pending_.empty();
       maintenance = poked_ || SteadyClock::now() >= next_maintenance;
       poked_ = false;
+      flush_wanted_ = false;
+      busy_ = true;
     }
     if (maintenance) next_maintenance = SteadyClock::now() + options_.maintenance_interval;
     if (!group.empty() || maintenance) {
       commit_group(group, maintenance);
       if (!group.empty()) unsynced = true;
       group.clear();
-      // Records answered before their flush (leases, acks) are flushed as soon as nothing waits.
-      bool idle = false;
-      {
-        MutexLock lock(mu_);
-        idle = pending_.empty();
-      }
-      if (idle) {
-        try {
-          env_.flush_log();
-        } catch (const MdbError& e) {
-          log->error("flushing the write-ahead log failed: {}", e.what());
-        }
+    }
+    // Records answered before their flush (leases, acks) are flushed as soon as nothing waits.
+    bool idle = false;
+    {
+      MutexLock lock(mu_);
+      idle = pending_.empty();
+    }
+    if (idle) {
+      try {
+        env_.flush_log();
+      } catch (const MdbError& e) {
+        log->error("flushing the write-ahead log failed: {}", e.what());
       }
     }
+    {
+      MutexLock lock(mu_);
+      busy_ = false;
+    }
+    cv_.notify_all();
     if (env_.options().durability == Durability::kBatch && unsynced &&
         (SteadyClock::now() >= next_sync || stopping)) {
       try {

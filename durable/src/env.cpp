@@ -205,6 +205,8 @@ void Env::flush_log() {
   if (wal_) wal_->flush();
 }
 
+bool Env::log_unflushed() const { return wal_ && wal_->unflushed(); }
+
 void Env::zero_ahead() {
   const std::uint64_t ahead = options_.zero_ahead_bytes;
   if (ahead == 0 || options_.durability != Durability::kSync || wal_) return;

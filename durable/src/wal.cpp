@@ -44,7 +44,8 @@ std::uint32_t crc32c_table(std::uint32_t c, const char* data, std::size_t n) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(std::uint32_t c, const char* data, std::size_t n) {
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(std::uint32_t c, const char* data,
+                                                             std::size_t n) {
   std::uint64_t c64 = c;
   for (; n >= 8; n -= 8, data += 8) {
     std::uint64_t v;
@@ -67,7 +68,9 @@ std::uint32_t crc32c(const char* data, std::size_t n) {
   return crc32c_table(0xffffffffu, data, n) ^ 0xffffffffu;
 }
 
-std::uint32_t crc32c_portable(const char* data, std::size_t n) { return crc32c_table(0xffffffffu, data, n) ^ 0xffffffffu; }
+std::uint32_t crc32c_portable(const char* data, std::size_t n) {
+  return crc32c_table(0xffffffffu, data, n) ^ 0xffffffffu;
+}
 
 namespace {
 

@@ -83,6 +83,7 @@ class Wal {
   // makes it durable (the log is read in order: a flushed record implies every one before it).
   void write_committed(bool flush);
   void flush();
+  bool unflushed() const { return unflushed_; }
   bool failed() const { return failed_; }
 
   // Runs a checkpoint now and waits for it (map full: pages pinned by the base become reusable).

@@ -1,5 +1,6 @@
 #include "http_session.h"
 
+#include <roost/core/lead_scope.h>
 #include <roost/core/log.h>
 
 #include <boost/asio/dispatch.hpp>
@@ -139,6 +140,9 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
   std::string_view path = req.target();
   path = path.substr(0, path.find('?'));
   if (req.method() == http::verb::post && path.ends_with("/messages/pull")) watch_for_close(gone);
+  // A write the request makes commits on this thread when the committer is idle (no hand-off
+  // there and back); its answer is posted to this session's executor.
+  LeadScope lead;
   route(
       req, remote_, *state_,
       [self = shared_from_this()](MakeResponse make) mutable {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <roost/core/error.h>
+#include <roost/core/lead_scope.h>
 #include <roost/core/thread_annotations.h>
 #include <roost/durable/env.h>
 
@@ -95,15 +96,16 @@ struct CommitterMetrics {
   std::atomic<std::uint64_t> map_grows{0};
   std::atomic<std::uint64_t> storage_full_errors{0};
   std::atomic<std::uint64_t> fenced_groups{0};  // groups abandoned: the node may not commit (mesh)
+  std::atomic<std::uint64_t> led_groups{0};     // groups committed by a LeadScope's thread
 };
 
 // Thread-safe: submit() from any thread. Participants are registered before start().
-class Committer {
+class Committer final : public roost::Leader {
  public:
   using Clock = std::function<std::int64_t()>;
 
   Committer(Env& env, CommitterOptions options, Clock clock);
-  ~Committer();  // stops after draining everything submitted
+  ~Committer() override;  // stops after draining everything submitted
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
 
@@ -114,6 +116,14 @@ class Committer {
   void stop();
 
   void submit(std::unique_ptr<Op> op);
+
+  // Leader/follower group commit (roost/core/lead_scope.h): what a thread submits inside a
+  // LeadScope waits without waking the committer thread; when the scope ends, that thread commits
+  // everything pending itself if no group is being committed (else the committer thread takes it
+  // next). Its Ops then complete on the thread that took their requests. Groups stay one at a
+  // time; maintenance stays on the committer thread.
+  void lead() override;
+
   // (mesh) Asked just before every commit: false = this node may not commit now (its ownership
   // lease may have run out), and the group is abandoned — its Ops fail with owner_unavailable,
   // nothing is written. A request checked against the lease when it arrived is checked again here,
@@ -127,6 +137,8 @@ class Committer {
  private:
   void run();
   void commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance);
+  // Takes the oldest max_group_ops pending Ops into `group`.
+  void take_group(std::vector<std::unique_ptr<Op>>& group) ROOST_REQUIRES(mu_);
 
   Env& env_;
   CommitterOptions options_;
@@ -140,6 +152,8 @@ class Committer {
   std::vector<std::unique_ptr<Op>> pending_ ROOST_GUARDED_BY(mu_);
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   bool poked_ ROOST_GUARDED_BY(mu_) = false;
+  bool busy_ ROOST_GUARDED_BY(mu_) = false;          // a group is being committed (by any thread)
+  bool flush_wanted_ ROOST_GUARDED_BY(mu_) = false;  // a leader left log records unflushed
   std::thread thread_;
 };
 

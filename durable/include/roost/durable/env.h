@@ -98,6 +98,8 @@ class Env {
   void sync();
   // Flushes log records committed without a flush (Txn::commit(false)). Committer thread only.
   void flush_log();
+  // True when the log holds records written without a flush. Committer thread only.
+  bool log_unflushed() const;
   // Keeps zero_ahead_bytes of zero-filled, flushed file beyond the last used page, extending it
   // by writing zeros when less than half is left. A commit that grows the database then
   // overwrites blocks the file system has already allocated, and its fdatasync flushes only
