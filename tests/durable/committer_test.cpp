@@ -1,0 +1,115 @@
+// Leader/follower group commit (Committer::lead, roost/core/lead_scope.h): what a thread submits
+// inside a LeadScope commits on that thread when the committer is idle, and goes to the committer
+// thread when a group is in progress.
+#include <roost/core/lead_scope.h>
+#include <roost/durable/committer.h>
+#include <roost/durable/env.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "../support/temp_dir.h"
+
+using namespace roost;
+
+namespace {
+
+// Puts one key; reports the thread it completed on. `gate` (optional) holds apply() until set.
+class PutOp final : public durable::Op {
+ public:
+  PutOp(MDB_dbi table, std::string key, std::promise<std::thread::id>* done,
+        std::shared_future<void> gate = {})
+      : table_(table), key_(std::move(key)), done_(done), gate_(std::move(gate)) {}
+  void apply(durable::WriteContext& ctx) override {
+    if (gate_.valid()) gate_.wait();
+    ctx.txn.put(table_, key_, "v");
+  }
+  void complete(const Error* error) override {
+    // No Catch2 assertion here (not thread-safe): a failed commit reports no thread.
+    done_->set_value(error == nullptr ? std::this_thread::get_id() : std::thread::id{});
+  }
+
+ private:
+  MDB_dbi table_;
+  std::string key_;
+  std::promise<std::thread::id>* done_;
+  std::shared_future<void> gate_;
+};
+
+struct Fixture {
+  test::TempDir dir;
+  durable::Env env{[this] {
+    durable::EnvOptions o;
+    o.dir = dir.path() / "data";
+    return o;
+  }()};
+  MDB_dbi table = env.open_db("t");
+  // No maintenance pass during a test (it would take deferred Ops along with it).
+  durable::Committer committer{env, durable::CommitterOptions{.maintenance_interval = std::chrono::hours(1)},
+                               [] { return std::int64_t{0}; }};
+  Fixture() {
+    committer.start();
+    // Past the committer's first pass (maintenance at start): it waits for work now.
+    std::promise<std::thread::id> first;
+    committer.submit(std::make_unique<PutOp>(table, "first", &first));
+    first.get_future().wait();
+  }
+  ~Fixture() { committer.stop(); }
+};
+
+}  // namespace
+
+TEST_CASE("committer: a LeadScope's thread commits its writes itself when the committer is idle",
+          "[durable][lead]") {
+  Fixture f;
+  std::promise<std::thread::id> a, b;
+  auto fa = a.get_future(), fb = b.get_future();
+  {
+    LeadScope outer;
+    {
+      LeadScope inner;  // nested: only the outermost scope's end leads
+      f.committer.submit(std::make_unique<PutOp>(f.table, "a", &a));
+    }
+    f.committer.submit(std::make_unique<PutOp>(f.table, "b", &b));
+    // Deferred: the committer thread was not woken for them.
+    CHECK(fa.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
+  }
+  // Both committed, as one group, on this thread.
+  REQUIRE(fa.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+  CHECK(fa.get() == std::this_thread::get_id());
+  CHECK(fb.get() == std::this_thread::get_id());
+  CHECK(f.committer.metrics().led_groups.load() == 1);
+  durable::Txn txn = f.env.begin_read();
+  CHECK(txn.get(f.table, "a").has_value());
+  CHECK(txn.get(f.table, "b").has_value());
+}
+
+TEST_CASE("committer: without a scope, or while a group is in progress, the committer thread commits",
+          "[durable][lead]") {
+  Fixture f;
+  std::promise<std::thread::id> plain;
+  f.committer.submit(std::make_unique<PutOp>(f.table, "plain", &plain));
+  auto plain_thread = plain.get_future().get();
+  CHECK(plain_thread != std::thread::id{});
+  CHECK(plain_thread != std::this_thread::get_id());
+
+  // A group held in apply() keeps the committer busy; a scope's write then waits for it and
+  // goes to the committer thread.
+  std::promise<void> open;
+  std::promise<std::thread::id> held, led;
+  auto fheld = held.get_future(), fled = led.get_future();
+  f.committer.submit(std::make_unique<PutOp>(f.table, "held", &held, open.get_future().share()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the committer thread is in apply()
+  {
+    LeadScope scope;
+    f.committer.submit(std::make_unique<PutOp>(f.table, "led", &led));
+  }
+  CHECK(fled.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
+  open.set_value();
+  CHECK(fheld.get() == plain_thread);
+  CHECK(fled.get() == plain_thread);
+  CHECK(f.committer.metrics().led_groups.load() == 0);
+}
