@@ -151,12 +151,15 @@ void Committer::run() {
       if (!group.empty()) unsynced = true;
       group.clear();
     }
-    // Records answered before their flush (leases, acks) are flushed as soon as nothing waits.
     bool idle = false;
     {
       MutexLock lock(mu_);
+      busy_ = false;
       idle = pending_.empty();
     }
+    cv_.notify_all();
+    // Records answered before their flush (leases, acks) are flushed as soon as nothing waits —
+    // outside the group role, so that a leader's next group need not wait for this flush.
     if (idle) {
       try {
         env_.flush_log();
@@ -164,11 +167,6 @@ void Committer::run() {
         log->error("flushing the write-ahead log failed: {}", e.what());
       }
     }
-    {
-      MutexLock lock(mu_);
-      busy_ = false;
-    }
-    cv_.notify_all();
     if (env_.options().durability == Durability::kBatch && unsynced &&
         (SteadyClock::now() >= next_sync || stopping)) {
       try {

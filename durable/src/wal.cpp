@@ -332,6 +332,11 @@ void Wal::recover(MDB_env* env, const ApplyRecord& apply) {
 
   // A new chain on the state now on disk.
   segment_ = have_base_ ? 1 - base_segment_ : 0;
+  {
+    MutexLock lock(flush_mu_);
+    writing_segment_ = segment_;
+    written_seq_ = flushed_seq_ = last_seq;
+  }
   // Above every generation a record on disk may carry (the base's, and the next one's in the
   // segment whose header did not make it), so no stale record continues the new chain.
   gen_ = max_gen_ + 2;
@@ -440,11 +445,14 @@ void Wal::write_committed(bool flush) {
     store_le(head + 24, count_);
     store_le(head + 4, crc32c(record_.data() + 8, record_.size() - 8));
     write_all(fd_[segment_], record_.data(), record_.size(), offset_);
+    {
+      MutexLock lock(flush_mu_);
+      written_seq_ = next_seq_;
+    }
     if (flush) {
       if (fdatasync(fd_[segment_]) != 0) io_error("flushing the write-ahead log", errno);
-      unflushed_ = false;
-    } else {
-      unflushed_ = true;
+      MutexLock lock(flush_mu_);
+      flushed_seq_ = std::max(flushed_seq_, next_seq_);
     }
   } catch (const MdbError& e) {
     failed_ = true;
@@ -469,15 +477,28 @@ void Wal::write_committed(bool flush) {
 }
 
 void Wal::flush() {
-  if (!unflushed_ || failed_) return;
-  if (fdatasync(fd_[segment_]) != 0) {
+  std::uint64_t target = 0;
+  int fd = -1;
+  {
+    MutexLock lock(flush_mu_);
+    if (flushed_seq_ >= written_seq_ || failed_) return;
+    target = written_seq_;
+    fd = fd_[writing_segment_];  // earlier segments were flushed when the writer left them
+  }
+  if (fdatasync(fd) != 0) {
     failed_ = true;
     roost::module_logger("durable")->critical(
         "write-ahead log: flushing failed ({}): this node takes no more writes until it restarts",
         std::strerror(errno));
     throw MdbError(EIO, "flushing the write-ahead log");
   }
-  unflushed_ = false;
+  MutexLock lock(flush_mu_);
+  flushed_seq_ = std::max(flushed_seq_, target);
+}
+
+bool Wal::unflushed() const {
+  MutexLock lock(flush_mu_);
+  return flushed_seq_ < written_seq_;
 }
 
 void Wal::start_checkpoint() {
@@ -497,6 +518,10 @@ void Wal::start_checkpoint() {
     throw MdbError(MDB_BAD_TXN, "write-ahead log: a commit ran during the checkpoint's capture");
   }
   segment_ = 1 - segment_;
+  {
+    MutexLock lock(flush_mu_);
+    writing_segment_ = segment_;
+  }
   ++gen_;
   offset_ = kHeaderBytes;
   since_checkpoint_ = 0;

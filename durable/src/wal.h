@@ -24,6 +24,7 @@
 
 #include <lmdb.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -82,9 +83,10 @@ class Wal {
   // flush = false: written, not flushed (Op::needs_flush); flush() or the next flushed record
   // makes it durable (the log is read in order: a flushed record implies every one before it).
   void write_committed(bool flush);
+  // Flushes what was written without a flush. Any thread, also while a commit writes.
   void flush();
-  bool unflushed() const { return unflushed_; }
-  bool failed() const { return failed_; }
+  bool unflushed() const;
+  bool failed() const { return failed_.load(); }
 
   // Runs a checkpoint now and waits for it (map full: pages pinned by the base become reusable).
   // Committer thread only, no write transaction open.
@@ -151,8 +153,14 @@ class Wal {
   std::uint64_t next_seq_ = 1;
   std::uint64_t since_checkpoint_ = 0;
   std::chrono::steady_clock::time_point last_checkpoint_;
-  bool failed_ = false;
-  bool unflushed_ = false;  // the current segment holds records written without a flush
+  std::atomic<bool> failed_{false};
+
+  // Which records are on disk: the writer sets written_seq_ and switches segments under it;
+  // flush() from any thread flushes the segment being written.
+  mutable roost::Mutex flush_mu_;
+  std::uint64_t written_seq_ ROOST_GUARDED_BY(flush_mu_) = 0;
+  std::uint64_t flushed_seq_ ROOST_GUARDED_BY(flush_mu_) = 0;
+  int writing_segment_ ROOST_GUARDED_BY(flush_mu_) = 0;
 
   // Shared with the checkpoint thread.
   mutable roost::Mutex mu_;

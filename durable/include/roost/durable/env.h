@@ -96,9 +96,9 @@ class Env {
   bool disk_low() const;
   // Flushes committed data to disk (batch durability).
   void sync();
-  // Flushes log records committed without a flush (Txn::commit(false)). Committer thread only.
+  // Flushes log records committed without a flush (Txn::commit(false)). Any thread.
   void flush_log();
-  // True when the log holds records written without a flush. Committer thread only.
+  // True when the log holds records written without a flush.
   bool log_unflushed() const;
   // Keeps zero_ahead_bytes of zero-filled, flushed file beyond the last used page, extending it
   // by writing zeros when less than half is left. A commit that grows the database then
