@@ -2,6 +2,7 @@
 # HTTP enqueue throughput and latency with wrk (Debian's wrk, keep-alive connections), against a
 # real `roost serve` in sync durability. Prints `name value unit` lines.
 #   bench/http_bench.sh [BUILD_DIR] [SECONDS]
+#   ROOST_ARGS="--wal false" bench/http_bench.sh …   (extra flags for roost serve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -10,12 +11,12 @@ bin="$build/bin/roost"
 command -v wrk >/dev/null || { echo "wrk not installed (scripts/install-deps.sh installs it)"; exit 1; }
 data=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
-"$bin" serve --data-dir "$data/data" --http-listen "127.0.0.1:$port" --log-level warn &
+"$bin" serve --data-dir "$data/data" --http-listen "127.0.0.1:$port" --log-level warn ${ROOST_ARGS:-} &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 url="http://127.0.0.1:$port"
-echo "# http_bench: durability=sync, 100-byte bodies, wrk -t2, ${seconds}s per point"
+echo "# http_bench: durability=sync ${ROOST_ARGS:-}, 100-byte bodies, wrk -t2, ${seconds}s per point"
 for c in 1 16 64 256; do
   curl -sf -XPUT "$url/v1/queues/bench$c" -d '{}' >/dev/null
   threads=$(( c < 2 ? 1 : 2 ))

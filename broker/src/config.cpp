@@ -79,6 +79,13 @@ const std::vector<Key>& keys() {
       {"wal",
        "sync durability through the write-ahead log, one flush per commit (default true; false: LMDB's own fsync'd commit)",
        [](Config& c, const std::string& v) { c.wal = to_bool("wal", v); }},
+      {"inline_commits",
+       "which write groups the thread that read their requests commits itself when the committer is idle: "
+       "no_flush (leases and acks; default), all (also flushed ones: fewer hand-offs, blocks that I/O thread), off",
+       [](Config& c, const std::string& v) {
+         one_of("inline_commits", v, {"no_flush", "all", "off"});
+         c.inline_commits = v;
+       }},
       {"sync_interval_ms", "fsync period in batch durability (default 100)",
        [](Config& c, const std::string& v) { c.sync_interval_ms = to_u64("sync_interval_ms", v); }},
       {"max_storage_bytes", "cap on stored bytes; 0 = until the disk is full (default 0)",

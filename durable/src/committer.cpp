@@ -65,21 +65,31 @@ void Committer::take_group(std::vector<std::unique_ptr<Op>>& group) {
   }
 }
 
+bool Committer::group_flushes(const std::vector<std::unique_ptr<Op>>& ops, std::size_t n) const {
+  if (env_.options().durability != Durability::kSync) return false;
+  if (!env_.uses_wal()) return true;
+  for (std::size_t i = 0; i < n && i < ops.size(); ++i)
+    if (ops[i]->needs_flush()) return true;
+  return false;
+}
+
 void Committer::lead() {
   std::vector<std::unique_ptr<Op>> group;
   {
     MutexLock lock(mu_);
     if (pending_.empty()) return;
-    if (busy_ || stopping_ || !thread_.joinable()) {
+    bool mine = !busy_ && !stopping_ && thread_.joinable() && options_.lead != LeadMode::kOff &&
+                (options_.lead == LeadMode::kAll || !group_flushes(pending_, options_.max_group_ops));
+    if (!mine) {
       lock.unlock();
-      cv_.notify_all();  // the committer thread takes them after its group
+      cv_.notify_all();  // the committer thread takes them (after its group)
       return;
     }
     busy_ = true;
     take_group(group);
   }
   metrics_.led_groups.fetch_add(1, std::memory_order_relaxed);
-  commit_group(group, false);
+  commit_group(group, false, options_.lead != LeadMode::kAll);
   group.clear();
   // Records answered before their flush are flushed by the committer thread, not here: this
   // thread's answers go out first.
@@ -151,6 +161,11 @@ void Committer::run() {
       if (!group.empty()) unsynced = true;
       group.clear();
     }
+    try {
+      env_.checkpoint_if_due();  // what leaders' groups left due: they start no checkpoint
+    } catch (const MdbError& e) {
+      log->error("write-ahead log checkpoint failed: {}", e.what());
+    }
     bool idle = false;
     {
       MutexLock lock(mu_);
@@ -181,7 +196,7 @@ void Committer::run() {
   }
 }
 
-void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance) {
+void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance, bool leading) {
   auto log = roost::module_logger("durable");
   // Over the cap, Ops that add data are refused from the start; the rest may use the reserve.
   bool storage_full = env_.over_cap();
@@ -216,7 +231,7 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
       bool flush = false;
       for (const auto& op : group) flush = flush || op->needs_flush();
       auto t0 = std::chrono::steady_clock::now();
-      txn.commit(flush);
+      txn.commit(flush, !leading);
       auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);
       metrics_.commit_us.record(us.count());
       metrics_.group_ops.record(static_cast<double>(group.size()));

@@ -207,6 +207,10 @@ void Env::flush_log() {
 
 bool Env::log_unflushed() const { return wal_ && wal_->unflushed(); }
 
+void Env::checkpoint_if_due() {
+  if (wal_) wal_->checkpoint_if_due();
+}
+
 void Env::zero_ahead() {
   const std::uint64_t ahead = options_.zero_ahead_bytes;
   if (ahead == 0 || options_.durability != Durability::kSync || wal_) return;
@@ -392,7 +396,7 @@ bool Txn::del(MDB_dbi dbi, std::string_view key) {
   return true;
 }
 
-void Txn::commit(bool flush) {
+void Txn::commit(bool flush, bool may_block) {
   MDB_txn* txn = txn_;
   txn_ = nullptr;
   Wal* wal = wal_;
@@ -402,7 +406,7 @@ void Txn::commit(bool flush) {
   if (lock_.owns_lock()) lock_.unlock();
   check(rc, "mdb_txn_commit");
   // In the page cache now; durable (and answerable) once the log record is flushed.
-  if (wal) wal->write_committed(flush);
+  if (wal) wal->write_committed(flush, may_block);
 }
 
 void Txn::abort() {

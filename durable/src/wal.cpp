@@ -21,6 +21,7 @@ constexpr std::size_t kMetaBytes = 256;                 // LMDB's page header + 
 constexpr std::size_t kRecordHead = 4 + 4 + 8 + 8 + 4;  // len, crc, gen, seq, count
 constexpr std::uint8_t kPut = 1;
 constexpr std::uint8_t kDel = 2;
+constexpr std::chrono::milliseconds kWritebackEvery{10};
 
 // CRC-32C (Castagnoli): with SSE 4.2's crc32 instruction where the CPU has it (8 bytes a step),
 // else table driven. Both give the same value.
@@ -430,10 +431,10 @@ void Wal::seal() {
   reserved_.clear();
 }
 
-void Wal::write_committed(bool flush) {
+void Wal::write_committed(bool flush, bool may_block) {
   if (failed_) throw MdbError(EIO, "the write-ahead log failed earlier");
   try {
-    if (offset_ + record_.size() > options_.segment_bytes && offset_ > kHeaderBytes) {
+    if (may_block && offset_ + record_.size() > options_.segment_bytes && offset_ > kHeaderBytes) {
       // The segment is full: the other one takes the records once its base is handed over.
       wait_checkpoint();
       start_checkpoint();
@@ -463,15 +464,22 @@ void Wal::write_committed(bool flush) {
   offset_ += record_.size();
   since_checkpoint_ += record_.size();
   ++next_seq_;
-  bool idle;
   {
     MutexLock lock(mu_);
     ++stats_.records;
     stats_.bytes += record_.size();
-    idle = !job_;
   }
-  if (idle && (since_checkpoint_ >= options_.checkpoint_bytes ||
-               std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval)) {
+  if (may_block) checkpoint_if_due();
+}
+
+void Wal::checkpoint_if_due() {
+  if (failed_ || since_checkpoint_ == 0) return;
+  {
+    MutexLock lock(mu_);
+    if (job_) return;
+  }
+  if (offset_ > options_.segment_bytes || since_checkpoint_ >= options_.checkpoint_bytes ||
+      std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval) {
     start_checkpoint();
   }
 }
@@ -549,11 +557,21 @@ void Wal::wait_checkpoint() {
 
 void Wal::checkpoint_loop() {
   auto log = roost::module_logger("durable");
+  mdb_filehandle_t data_fd = -1;
+  mdb_env_get_fd(env_, &data_fd);
   for (;;) {
     Checkpoint cp;
     {
       MutexLock lock(mu_);
-      while (!job_ && !stop_) cv_.wait(lock.native());
+      while (!job_ && !stop_) {
+        if (cv_.wait_for(lock.native(), kWritebackEvery) == std::cv_status::timeout && !job_ && !stop_) {
+          // Between checkpoints, the data file's dirty pages go to the disk as a trickle, not as
+          // one burst at the checkpoint that the log's flushes would wait behind.
+          lock.unlock();
+          if (data_fd >= 0) sync_file_range(data_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+          lock.lock();
+        }
+      }
       if (!job_) return;
       cp = pending_;
     }

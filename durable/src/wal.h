@@ -82,7 +82,11 @@ class Wal {
   // holds a commit the log does not), see failed().
   // flush = false: written, not flushed (Op::needs_flush); flush() or the next flushed record
   // makes it durable (the log is read in order: a flushed record implies every one before it).
-  void write_committed(bool flush);
+  // may_block = false: no segment switch, no checkpoint start (they may flush or wait): a full
+  // segment grows past its size until checkpoint_if_due() switches.
+  void write_committed(bool flush, bool may_block = true);
+  // Starts a checkpoint if one is due and none runs (committer thread, no write txn open).
+  void checkpoint_if_due();
   // Flushes what was written without a flush. Any thread, also while a commit writes.
   void flush();
   bool unflushed() const;

@@ -21,8 +21,9 @@ namespace {
 class PutOp final : public durable::Op {
  public:
   PutOp(MDB_dbi table, std::string key, std::promise<std::thread::id>* done,
-        std::shared_future<void> gate = {})
-      : table_(table), key_(std::move(key)), done_(done), gate_(std::move(gate)) {}
+        std::shared_future<void> gate = {}, bool flush = true)
+      : table_(table), key_(std::move(key)), done_(done), gate_(std::move(gate)), flush_(flush) {}
+  bool needs_flush() const override { return flush_; }
   void apply(durable::WriteContext& ctx) override {
     if (gate_.valid()) gate_.wait();
     ctx.txn.put(table_, key_, "v");
@@ -37,9 +38,20 @@ class PutOp final : public durable::Op {
   std::string key_;
   std::promise<std::thread::id>* done_;
   std::shared_future<void> gate_;
+  bool flush_;
 };
 
 struct Fixture {
+  explicit Fixture(durable::LeadMode mode = durable::LeadMode::kAll) : committer(env, options(mode), clock) {
+    start();
+  }
+  static durable::CommitterOptions options(durable::LeadMode mode) {
+    durable::CommitterOptions o;
+    o.maintenance_interval = std::chrono::hours(1);  // no pass during a test: it would take deferred Ops
+    o.lead = mode;
+    return o;
+  }
+  static std::int64_t clock() { return 0; }
   test::TempDir dir;
   durable::Env env{[this] {
     durable::EnvOptions o;
@@ -47,10 +59,8 @@ struct Fixture {
     return o;
   }()};
   MDB_dbi table = env.open_db("t");
-  // No maintenance pass during a test (it would take deferred Ops along with it).
-  durable::Committer committer{env, durable::CommitterOptions{.maintenance_interval = std::chrono::hours(1)},
-                               [] { return std::int64_t{0}; }};
-  Fixture() {
+  durable::Committer committer;
+  void start() {
     committer.start();
     // Past the committer's first pass (maintenance at start): it waits for work now.
     std::promise<std::thread::id> first;
@@ -112,4 +122,23 @@ TEST_CASE("committer: without a scope, or while a group is in progress, the comm
   CHECK(fheld.get() == plain_thread);
   CHECK(fled.get() == plain_thread);
   CHECK(f.committer.metrics().led_groups.load() == 0);
+}
+
+TEST_CASE("committer: by default a scope's thread commits only groups that need no flush",
+          "[durable][lead]") {
+  Fixture f(durable::LeadMode::kNoFlush);
+  std::promise<std::thread::id> lazy, durable_write;
+  {
+    LeadScope scope;  // an ack-like write: answered before its flush, no blocking call here
+    f.committer.submit(std::make_unique<PutOp>(f.table, "lazy", &lazy, std::shared_future<void>{}, false));
+  }
+  CHECK(lazy.get_future().get() == std::this_thread::get_id());
+  {
+    LeadScope scope;  // an enqueue-like write flushes: the committer thread's, not this thread's
+    f.committer.submit(std::make_unique<PutOp>(f.table, "durable", &durable_write));
+  }
+  auto t = durable_write.get_future().get();
+  CHECK(t != std::thread::id{});
+  CHECK(t != std::this_thread::get_id());
+  CHECK(f.committer.metrics().led_groups.load() == 1);
 }

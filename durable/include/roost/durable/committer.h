@@ -63,10 +63,19 @@ class Participant {
   virtual bool maintain(WriteContext&) { return false; }
 };
 
+// Which groups a LeadScope's thread may commit itself (Committer::lead).
+enum class LeadMode {
+  kOff,      // none: the committer thread commits everything
+  kNoFlush,  // groups whose commit needs no flush (leases, acks through the log; batch/none
+             // durability): no blocking call on the leading thread — it is an I/O thread
+  kAll,      // any group, flushing on the leading thread (fewest hand-offs; blocks that thread)
+};
+
 struct CommitterOptions {
   std::chrono::milliseconds sync_interval{100};  // batch durability only
   std::chrono::milliseconds maintenance_interval{50};
   std::size_t max_group_ops = 8192;  // cap on Ops per transaction (bounds latency)
+  LeadMode lead = LeadMode::kNoFlush;
 };
 
 // Histogram with fixed power-of-two-ish buckets, safe to read from any thread.
@@ -136,7 +145,11 @@ class Committer final : public roost::Leader {
 
  private:
   void run();
-  void commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance);
+  // leading: on a LeadScope's thread (no segment switch or checkpoint start: those may block).
+  void commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance, bool leading = false);
+  // Whether committing these Ops flushes (sync durability: LMDB's commit, or a log record that
+  // needs its flush).
+  bool group_flushes(const std::vector<std::unique_ptr<Op>>& ops, std::size_t n) const;
   // Takes the oldest max_group_ops pending Ops into `group`.
   void take_group(std::vector<std::unique_ptr<Op>>& group) ROOST_REQUIRES(mu_);
 

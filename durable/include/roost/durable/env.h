@@ -100,6 +100,8 @@ class Env {
   void flush_log();
   // True when the log holds records written without a flush.
   bool log_unflushed() const;
+  // Starts a log checkpoint (and segment switch) if one is due. Committer thread, no write txn.
+  void checkpoint_if_due();
   // Keeps zero_ahead_bytes of zero-filled, flushed file beyond the last used page, extending it
   // by writing zeros when less than half is left. A commit that grows the database then
   // overwrites blocks the file system has already allocated, and its fdatasync flushes only
@@ -168,8 +170,10 @@ class Txn {
   // Returns false when the key was absent ("not found" is a value, not an error).
   bool del(MDB_dbi dbi, std::string_view key);
   // flush = false (write-ahead log only): returns once the log record is written, before it is
-  // flushed; a later flushed commit, or Env::flush_log(), makes it durable.
-  void commit(bool flush = true);
+  // flushed; a later flushed commit, or Env::flush_log(), makes it durable. may_block = false:
+  // no log segment switch and no checkpoint start here (a leading I/O thread): the record goes
+  // at the end of the current segment, and Env::checkpoint_if_due() does the rest later.
+  void commit(bool flush = true, bool may_block = true);
   void abort();
 
   MDB_txn* raw() const { return txn_; }
