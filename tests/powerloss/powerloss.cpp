@@ -17,6 +17,7 @@
 //                            whose acks are answered before their flush: nothing whose ack was
 //                            acknowledged before a later flush of the log); nothing is there twice.
 // Exit 0 when every cut passed; the first failing cut is printed with its seed.
+#include <roost/core/lead_scope.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
 #include <roost/durable/queue_store.h>
@@ -127,11 +128,20 @@ int run(const fs::path& dir, durable::Durability durability, bool wal) {
     });
   }
   threads.emplace_back([&] {
-    while (producing.load() > 0) {
+    // While the producers run, then alone until the queue is empty (its groups are then its own:
+    // led on this thread).
+    for (int idle = 0; producing.load() > 0 || idle < 3;) {
       PullOptions po;
       po.batch_size = 7;
-      auto got = wait<std::vector<LeasedMessage>>([&](auto cb) { s.queues->pull("q", po, std::move(cb)); });
+      // The consumer leads its own pulls and acks (a LeadScope, as the endpoint does): they
+      // commit on this thread, and their log records go past a full segment's end (no switch
+      // there) until the committer thread checkpoints.
+      auto got = wait<std::vector<LeasedMessage>>([&](auto cb) {
+        LeadScope lead;
+        s.queues->pull("q", po, std::move(cb));
+      });
       if (!got || got->empty()) {
+        if (producing.load() == 0) ++idle;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         continue;
       }
@@ -142,7 +152,10 @@ int run(const fs::path& dir, durable::Durability durability, bool wal) {
         body_of[m.lease_id] = m.body;
       }
       for (const auto& [lease, body] : body_of) mark("a " + body);  // sent: it may be gone from here on
-      auto a = wait<AckResult>([&](auto cb) { s.queues->ack("q", leases, {}, std::move(cb)); });
+      auto a = wait<AckResult>([&](auto cb) {
+        LeadScope lead;
+        s.queues->ack("q", leases, {}, std::move(cb));
+      });
       if (!a) continue;
       for (const auto& u : a->unknown) body_of.erase(u);
       // Acknowledged: it must not come back — through the log, once the log was next flushed (an
@@ -153,8 +166,9 @@ int run(const fs::path& dir, durable::Durability durability, bool wal) {
   for (auto& t : threads) t.join();
   auto w = s.env->wal_stats();
   if (s.env->uses_wal())
-    std::printf("run: %llu log records, %llu checkpoints\n", static_cast<unsigned long long>(w.records),
-                static_cast<unsigned long long>(w.checkpoints));
+    std::printf("run: %llu log records, %llu checkpoints, %llu groups led by the consumer\n",
+                static_cast<unsigned long long>(w.records), static_cast<unsigned long long>(w.checkpoints),
+                static_cast<unsigned long long>(s.committer->metrics().led_groups.load()));
   return 0;
 }
 
