@@ -25,8 +25,13 @@ TEST_CASE("embedded defaults", "[broker]") {
   CHECK(c.data_dir == "./roost-data");
   CHECK(c.http_listen == "127.0.0.1:8080");
   CHECK(c.durability == "sync");
+  CHECK(c.wal);
+  CHECK(c.inline_commits == "no_flush");
   CHECK(c.max_message_bytes == 1u << 20);
   CHECK(c.auto_create_queues);
+  auto lmdb = load_config({"--wal", "false", "--inline-commits", "all"});
+  CHECK_FALSE(lmdb.wal);
+  CHECK(lmdb.inline_commits == "all");
 }
 
 TEST_CASE("file < environment < flags", "[broker]") {
@@ -61,6 +66,8 @@ TEST_CASE("configuration errors name the key", "[broker]") {
   std::ofstream(bad) << "no_such_key = 1\n";
   CHECK_THROWS_WITH(load_config({"--config", bad.string()}), Catch::Contains("no_such_key"));
   CHECK_THROWS_WITH(load_config({"--durability", "sometimes"}), Catch::Contains("durability"));
+  CHECK_THROWS_WITH(load_config({"--inline-commits", "always"}), Catch::Contains("inline_commits"));
+  CHECK_THROWS_WITH(load_config({"--wal", "maybe"}), Catch::Contains("wal"));
   CHECK_THROWS_WITH(load_config({"--max-message-bytes", "lots"}), Catch::Contains("max_message_bytes"));
   CHECK_THROWS_WITH(load_config({"--bogus", "1"}), Catch::Contains("--bogus"));
   // cf_tokens: TOKEN:queue,…; entries separated by ';'.
