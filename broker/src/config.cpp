@@ -79,6 +79,13 @@ const std::vector<Key>& keys() {
       {"wal",
        "sync durability through the write-ahead log, one flush per commit (default true; false: LMDB's own fsync'd commit)",
        [](Config& c, const std::string& v) { c.wal = to_bool("wal", v); }},
+      {"wal_writeback_ms",
+       "between write-ahead log checkpoints, start the data file's writeback this often (default 2; 1..1000)",
+       [](Config& c, const std::string& v) {
+         c.wal_writeback_ms = to_u64("wal_writeback_ms", v);
+         if (c.wal_writeback_ms < 1 || c.wal_writeback_ms > 1000)
+           throw ConfigError("wal_writeback_ms: expected 1..1000");
+       }},
       {"inline_commits",
        "which write groups the thread that read their requests commits itself when the committer is idle: "
        "no_flush (leases and acks; default), all (also flushed ones: fewer hand-offs, blocks that I/O thread), off",

@@ -96,6 +96,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   env.dir = d.config.data_dir;
   env.durability = parse_durability(d.config.durability);
   env.wal = d.config.wal;
+  env.wal_writeback_ms = d.config.wal_writeback_ms;
   env.max_map_bytes = d.config.max_storage_bytes;
   env.initial_map_bytes = d.config.initial_storage_bytes;
   if (env.max_map_bytes != 0 && env.initial_map_bytes > env.max_map_bytes) {

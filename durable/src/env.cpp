@@ -46,6 +46,8 @@ Env::Env(EnvOptions options) : options_(std::move(options)) {
       wo.segment_bytes = options_.wal_segment_bytes;
       wo.checkpoint_bytes = options_.wal_segment_bytes / 2;
       wo.checkpoint_interval = std::chrono::milliseconds(options_.wal_checkpoint_ms);
+      wo.writeback_interval =
+          std::chrono::milliseconds(std::max<std::uint64_t>(1, options_.wal_writeback_ms));
       wal_ = std::make_unique<Wal>(wo);  // puts the last checkpoint's meta page back first
     }
     check(mdb_env_set_maxdbs(env_, options_.max_dbs), "mdb_env_set_maxdbs");

@@ -21,7 +21,6 @@ constexpr std::size_t kMetaBytes = 256;                 // LMDB's page header + 
 constexpr std::size_t kRecordHead = 4 + 4 + 8 + 8 + 4;  // len, crc, gen, seq, count
 constexpr std::uint8_t kPut = 1;
 constexpr std::uint8_t kDel = 2;
-constexpr std::chrono::milliseconds kWritebackEvery{10};
 
 // CRC-32C (Castagnoli): with SSE 4.2's crc32 instruction where the CPU has it (8 bytes a step),
 // else table driven. Both give the same value.
@@ -564,7 +563,8 @@ void Wal::checkpoint_loop() {
     {
       MutexLock lock(mu_);
       while (!job_ && !stop_) {
-        if (cv_.wait_for(lock.native(), kWritebackEvery) == std::cv_status::timeout && !job_ && !stop_) {
+        if (cv_.wait_for(lock.native(), options_.writeback_interval) == std::cv_status::timeout && !job_ &&
+            !stop_) {
           // Between checkpoints, the data file's dirty pages go to the disk as a trickle, not as
           // one burst at the checkpoint that the log's flushes would wait behind.
           lock.unlock();

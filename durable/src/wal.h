@@ -50,6 +50,8 @@ class Wal {
     // A checkpoint starts when this much log was written since the last one, or this long passed.
     std::uint64_t checkpoint_bytes = 8ull << 20;
     std::chrono::milliseconds checkpoint_interval{1000};
+    // Between checkpoints the data file's writeback starts this often (sync_file_range).
+    std::chrono::milliseconds writeback_interval{2};
   };
 
   // Before LMDB opens the data file: reads the segment headers and, if there is a base, writes

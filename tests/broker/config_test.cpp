@@ -27,6 +27,7 @@ TEST_CASE("embedded defaults", "[broker]") {
   CHECK(c.durability == "sync");
   CHECK(c.wal);
   CHECK(c.inline_commits == "no_flush");
+  CHECK(c.wal_writeback_ms == 2);
   CHECK(c.max_message_bytes == 1u << 20);
   CHECK(c.auto_create_queues);
   auto lmdb = load_config({"--wal", "false", "--inline-commits", "all"});
@@ -68,6 +69,7 @@ TEST_CASE("configuration errors name the key", "[broker]") {
   CHECK_THROWS_WITH(load_config({"--durability", "sometimes"}), Catch::Contains("durability"));
   CHECK_THROWS_WITH(load_config({"--inline-commits", "always"}), Catch::Contains("inline_commits"));
   CHECK_THROWS_WITH(load_config({"--wal", "maybe"}), Catch::Contains("wal"));
+  CHECK_THROWS_WITH(load_config({"--wal-writeback-ms", "0"}), Catch::Contains("wal_writeback_ms"));
   CHECK_THROWS_WITH(load_config({"--max-message-bytes", "lots"}), Catch::Contains("max_message_bytes"));
   CHECK_THROWS_WITH(load_config({"--bogus", "1"}), Catch::Contains("--bogus"));
   // cf_tokens: TOKEN:queue,…; entries separated by ';'.

@@ -47,6 +47,9 @@ struct EnvOptions {
   // A checkpoint (data file flushed, base moved) at least this often while commits come, and
   // whenever half a segment was written since the last.
   std::uint64_t wal_checkpoint_ms = 1000;
+  // Between checkpoints, the data file's dirty pages are sent to the disk this often, so that a
+  // checkpoint's flush is no burst the log's flushes wait behind.
+  std::uint64_t wal_writeback_ms = 2;
 };
 
 class MdbError : public std::runtime_error {
