@@ -92,7 +92,7 @@ void ActorRuntime::register_class(std::string name, ActorFactory factory, ActorC
   if (options.dead_letter_queue.empty()) options.dead_letter_queue = "dead." + name;
   WriterLock lock(classes_mu_);
   if (classes_.contains(name)) throw std::invalid_argument("actor class '" + name + "' registered twice");
-  auto k = std::make_unique<Klass>(name, std::move(factory), std::move(options));
+  auto k = std::make_shared<Klass>(name, std::move(factory), std::move(options));
   k->driver = driver;
   classes_.emplace(std::move(name), std::move(k));
 }
@@ -109,7 +109,7 @@ bool ActorRuntime::add_class(std::string name, ActorFactory factory, ActorClassO
   {
     WriterLock lock(classes_mu_);
     if (classes_.contains(name)) return false;
-    auto k = std::make_unique<Klass>(name, std::move(factory), std::move(options));
+    auto k = std::make_shared<Klass>(name, std::move(factory), std::move(options));
     k->driver = driver;
     classes_.emplace(name, std::move(k));
   }
@@ -129,16 +129,33 @@ bool ActorRuntime::add_class(std::string name, ActorFactory factory, ActorClassO
   return true;
 }
 
-const ActorRuntime::Klass* ActorRuntime::find_class(std::string_view name) const {
+std::shared_ptr<ActorRuntime::Klass> ActorRuntime::find_class(std::string_view name) const {
   ReaderLock lock(classes_mu_);
   auto it = classes_.find(std::string(name));
-  return it == classes_.end() ? nullptr : it->second.get();
+  return it == classes_.end() ? nullptr : it->second;
+}
+
+bool ActorRuntime::forget_class(const std::string& name) {
+  MutexLock lock(mu_);  // objects are made under mu_: none of the class appears meanwhile
+  {
+    ReaderLock classes(classes_mu_);
+    auto it = classes_.find(name);
+    if (it == classes_.end() || it->second->driver == nullptr || it->second->available.load()) return false;
+  }
+  for (const auto& [okey, obj] : objects_) {
+    if (obj->cls == name) return false;
+  }
+  if (store_.class_has_work(name)) return false;
+  WriterLock classes(classes_mu_);
+  classes_.erase(name);
+  module_logger("actors")->info("actor class {} forgotten: no host serves it and nothing waits for it", name);
+  return true;
 }
 
 bool ActorRuntime::has_class(std::string_view name) const { return find_class(name) != nullptr; }
 
 std::optional<Error> ActorRuntime::refuse_unserved(const std::string& cls) const {
-  const Klass* k = find_class(cls);
+  auto k = find_class(cls);
   if (k != nullptr && !k->available.load()) {
     return Error{ErrorCode::UNAVAILABLE, "no host serves object class '" + cls + "' now"};
   }
@@ -146,13 +163,8 @@ std::optional<Error> ActorRuntime::refuse_unserved(const std::string& cls) const
 }
 
 void ActorRuntime::set_class_available(const std::string& name, bool available) {
-  Klass* k = nullptr;
-  {
-    ReaderLock lock(classes_mu_);
-    auto it = classes_.find(name);
-    if (it == classes_.end()) return;
-    k = it->second.get();
-  }
+  auto k = find_class(name);
+  if (k == nullptr) return;
   if (k->available.exchange(available) == available || !available) return;
   // Its objects' waiting items run now.
   MutexLock lock(mu_);
@@ -258,7 +270,7 @@ std::shared_ptr<ActorRuntime::Obj> ActorRuntime::object(const std::string& cls, 
   auto it = objects_.find(okey);
   if (it != objects_.end()) return it->second;
   if (!create) return nullptr;
-  const Klass* k = find_class(cls);
+  auto k = find_class(cls);
   if (k == nullptr) return nullptr;
   auto o = std::make_shared<Obj>();
   o->okey = okey;

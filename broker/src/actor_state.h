@@ -137,7 +137,7 @@ struct ActorRuntime::Effects {
 
 struct ActorRuntime::Obj {
   std::string okey, cls, name;
-  const Klass* klass = nullptr;
+  std::shared_ptr<const Klass> klass;  // kept while the object lives, also if the class is forgotten
 
   Mutex mu;
   std::deque<Item> queue ROOST_GUARDED_BY(mu);

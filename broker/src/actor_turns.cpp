@@ -240,7 +240,20 @@ void ActorRuntime::AsyncTurn::requeue() {
 }
 
 void ActorRuntime::post(std::move_only_function<void()> work) {
-  if (workers_) asio::post(*workers_, std::move(work));
+  if (!workers_) return;
+  // Counted like a slice: work posted here (a host's frames being applied) can block in a call as a
+  // turn can, and the stall detector must see it to add a worker.
+  queued_slices_.fetch_add(1, std::memory_order_relaxed);
+  asio::post(*workers_, [this, work = std::move(work)]() mutable {
+    queued_slices_.fetch_sub(1, std::memory_order_relaxed);
+    busy_workers_.fetch_add(1, std::memory_order_relaxed);
+    last_slice_start_ = steady_now_ms();
+    struct Busy {
+      std::atomic<int>& n;
+      ~Busy() { n.fetch_sub(1, std::memory_order_relaxed); }
+    } busy{busy_workers_};
+    work();
+  });
 }
 
 void ActorRuntime::submit_turn(const std::shared_ptr<Obj>& obj, Item item, Effects fx,

@@ -180,11 +180,7 @@ void Endpoint::Impl::on_put_queue(Session& s, std::uint64_t id, proto::PutQueue:
   std::string name(view(req.getName()));
   if (!allowed_queue(s, id, name)) return;
   auto patch = wire::from_wire(req.getConfig());
-  // Every queue a request names must be granted: a dead-letter queue receives messages.
-  if (patch.dead_letter_queue && !patch.dead_letter_queue->empty() &&
-      !allowed_queue(s, id, *patch.dead_letter_queue)) {
-    return;
-  }
+  if (auto refused = s.who.may_configure_queue(patch)) return reply_error(s.identity, id, *refused);
   router.put_queue(name, patch,
                    answer<QueueInfo>(s, id, [](proto::Envelope::Builder out, const QueueInfo& q) {
                      wire::to_wire(out.initQueue(), q);

@@ -89,6 +89,31 @@ struct Node::Impl {
   bool stopped = false;
 };
 
+namespace {
+// What push targets may never name (issue 26): this node's listeners — configured, and bound once
+// they are — and its etcd endpoints.
+std::vector<std::string> own_endpoints(const Config& config, const gateway::Server* server,
+                                       const Endpoint* endpoint, const Endpoint* mesh_endpoint) {
+  std::vector<std::string> out;
+  auto add = [&](std::string_view address) {
+    if (auto e = endpoint_of(address)) out.push_back(std::move(*e));
+  };
+  add(config.http_listen);
+  add(config.endpoint);
+  if (!config.mesh_etcd.empty()) add(config.mesh_listen);
+  for (const auto& item : push_hosts(config.mesh_etcd)) add(item);
+  if (server != nullptr) {
+    auto ep = server->local_endpoint();
+    add(ep.address().to_string().find(':') != std::string::npos
+            ? "[" + ep.address().to_string() + "]:" + std::to_string(ep.port())
+            : ep.address().to_string() + ":" + std::to_string(ep.port()));
+  }
+  if (endpoint != nullptr) add(endpoint->bound());
+  if (mesh_endpoint != nullptr) add(mesh_endpoint->bound());
+  return out;
+}
+}  // namespace
+
 Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   auto& d = *impl_;
   auto log = module_logger("broker");
@@ -141,6 +166,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   RemoteHostsOptions hopts;
   hopts.turn_timeout_ms = d.config.host_turn_timeout_ms;
   hopts.front_timeout_ms = d.config.call_timeout_ms;
+  hopts.call_timeout_ms = d.config.call_timeout_ms;
   d.hosts = std::make_unique<RemoteHosts>(*d.actors, *d.router, d.io, hopts);
   d.router->set_hosts(d.hosts.get());
   d.router->attach();
@@ -186,6 +212,7 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   popts.allowed_hosts = push_hosts(d.config.push_allowed_hosts);
   popts.channel_webhooks = d.config.channel_webhooks;
   d.push = std::make_unique<PushDelivery>(d.front(), popts);
+  d.push->forbid(own_endpoints(d.config, nullptr, nullptr, nullptr));  // as configured; start() adds the bound ports
   d.router->set_push(d.push.get());
   if (d.config.endpoint != "off") {
     EndpointOptions eopts;
@@ -356,6 +383,7 @@ void Node::start() {
     d.mesh->start();
     if (!unsettled.empty()) d.mover->settle(std::move(unsettled));
   }
+  d.push->forbid(own_endpoints(d.config, d.server.get(), d.endpoint.get(), d.mesh_endpoint.get()));
   d.push->start();
   apply_queue_push();
 }

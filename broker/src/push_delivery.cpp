@@ -84,19 +84,71 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
   return out;
 }
 
-std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed) {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address → (host, port or "").
+std::pair<std::string, std::string> split_host_port(std::string_view item) {
+  if (item.starts_with('[')) {
+    auto close = item.find(']');
+    if (close == std::string_view::npos) return {lower(item), ""};
+    auto rest = item.substr(close + 1);
+    return {lower(item.substr(1, close - 1)), rest.starts_with(':') ? std::string(rest.substr(1)) : ""};
+  }
+  auto colon = item.find(':');
+  if (colon == std::string_view::npos || item.find(':', colon + 1) != std::string_view::npos) {
+    return {lower(item), ""};  // a name, or a bare IPv6 address
+  }
+  return {lower(item.substr(0, colon)), std::string(item.substr(colon + 1))};
+}
+
+bool loopback_host(std::string_view h) {
+  return h == "localhost" || h.ends_with(".localhost") || h.starts_with("127.") || h == "::1" ||
+         h.starts_with("::ffff:127.");
+}
+bool wildcard_host(std::string_view h) { return h.empty() || h == "0.0.0.0" || h == "::" || h == "*"; }
+
+}  // namespace
+
+bool forbidden_endpoint(std::string_view address, std::string_view port, const std::vector<std::string>& forbidden) {
+  auto host = lower(address);
+  for (const auto& f : forbidden) {
+    auto [fh, fp] = split_host_port(f);
+    if (fp != port) continue;
+    if (wildcard_host(fh) || fh == host || (loopback_host(fh) && loopback_host(host))) return true;
+  }
+  return false;
+}
+
+std::optional<std::string> endpoint_of(std::string_view address) {
+  if (auto scheme = address.find("://"); scheme != std::string_view::npos) address.remove_prefix(scheme + 3);
+  address = address.substr(0, address.find('/'));
+  auto [host, port] = split_host_port(address);
+  if (port.empty()) return std::nullopt;
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+}
+
+std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed,
+                                    const std::vector<std::string>& forbidden) {
   auto u = parse_http_url(url);
   if (!u) return u.error();
+  if (forbidden_endpoint(u->host, u->port, forbidden)) {
+    return Error{ErrorCode::FORBIDDEN, "push target " + u->host + ":" + u->port +
+                                           " is this node's own listener or its etcd: never a push target"};
+  }
   for (const auto& a : allowed) {
     if (a == "*") return std::nullopt;
-    std::string lower = a;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (lower.starts_with('[') && lower.ends_with(']')) lower = lower.substr(1, lower.size() - 2);
-    if (lower == u->host) return std::nullopt;
+    auto [host, port] = split_host_port(a);
+    if (host == u->host && (port.empty() || port == u->port)) return std::nullopt;
   }
-  return Error{ErrorCode::FORBIDDEN, "push target host " + u->host +
+  return Error{ErrorCode::FORBIDDEN, "push target " + u->host + ":" + u->port +
                                          " is not in push_allowed_hosts (the node pushes only to hosts "
-                                         "its operator allowed; default: loopback)"};
+                                         "and ports its operator allowed; default: loopback)"};
 }
 
 namespace {
@@ -251,10 +303,17 @@ std::string host_header(const HttpUrl& u) {
   return u.port == "80" ? h : h + ":" + u.port;
 }
 
+// What one exchange may read of an answer besides its body: the header block, and what the body's
+// framing adds (chunk lines, trailers). The read buffer never holds more than this.
+constexpr std::size_t kMaxAnswerFraming = 16 * 1024;
+
 // POSTs `req` on `c` (connecting first if needed, and once more on a fresh connection when a
-// kept-alive one turns out closed) within `timeout`. The answer's body is read up to `max_body`.
-awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<http::string_body>& req,
-                            std::chrono::milliseconds timeout, std::size_t max_body) {
+// kept-alive one turns out closed) within `timeout`. The answer's body is read up to `max_body`;
+// every other byte of it (headers, chunk lines, trailers) is bounded by kMaxAnswerFraming. An
+// address in `forbidden` (the node's own listeners, etcd) is never connected to.
+awaitable<Outcome> exchange_once(Connection& c, const HttpUrl& url, http::request<http::string_body>& req,
+                                 std::chrono::milliseconds timeout, std::size_t max_body,
+                                 const std::vector<std::string>& forbidden) {
   Outcome out;
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool reused = c.open;
@@ -263,6 +322,14 @@ awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<htt
     if (!c.open) {
       auto results =
           co_await c.resolver.async_resolve(url.host, url.port, asio::redirect_error(use_awaitable, ec));
+      if (!ec) {
+        for (const auto& r : results) {
+          if (forbidden_endpoint(r.endpoint().address().to_string(), std::to_string(r.endpoint().port()),
+                                 forbidden)) {
+            ec = asio::error::access_denied;  // a name that resolves to the node itself or etcd
+          }
+        }
+      }
       if (!ec) co_await c.stream.async_connect(results, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         c.stream.close();
@@ -272,9 +339,9 @@ awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<htt
       c.open = true;
     }
     co_await http::async_write(c.stream, req, asio::redirect_error(use_awaitable, ec));
-    beast::flat_buffer buf;
+    beast::flat_buffer buf(kMaxAnswerFraming);
     http::response_parser<http::string_body> parser;
-    parser.header_limit(16 * 1024);
+    parser.header_limit(kMaxAnswerFraming);
     parser.body_limit(max_body);
     if (!ec) co_await http::async_read_header(c.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
     if (ec == http::error::body_limit && parser.is_header_done()) {
@@ -297,16 +364,41 @@ awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<htt
     }
     out.status = parser.get().result_int();
     if (auto ra = parser.get()[http::field::retry_after]; !ra.empty()) out.retry_after_ms = retry_after(ra);
-    // The rest of the answer: read (for keep-alive) up to max_body; a larger one closes the connection.
+    // The rest of the answer: read (for keep-alive) up to max_body; a larger one closes the
+    // connection and is judged by its status. One that does not end in time (a body still
+    // dripping at the timeout) or breaks its framing is a failure, whatever its status said.
     co_await http::async_read(c.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
     if (ec || !parser.get().keep_alive()) {
       c.stream.close();
       c.open = false;
     }
+    if (ec && ec != http::error::body_limit) {
+      out.ok = false;
+      out.reason = ec == beast::error::timeout ? "timeout" : "error";
+      co_return out;
+    }
     out.ok = out.status >= 200 && out.status < 300;  // redirects are not followed: a failure
     if (!out.ok) out.reason = "status";
     co_return out;
   }
+  co_return out;
+}
+
+// exchange_once, where anything the answer makes the parser throw (a field over Beast's own
+// limits) is a failed request on a closed connection, never an exception out of the slot.
+awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<http::string_body>& req,
+                            std::chrono::milliseconds timeout, std::size_t max_body,
+                            const std::vector<std::string>& forbidden) {
+  try {
+    co_return co_await exchange_once(c, url, req, timeout, max_body, forbidden);
+  } catch (const std::exception& e) {
+    module_logger("push")->warn("push to {}:{}: the answer could not be read: {}", url.host, url.port, e.what());
+  }
+  beast::error_code ignored;
+  c.stream.socket().close(ignored);
+  c.open = false;
+  Outcome out;
+  out.reason = "error";
   co_return out;
 }
 
@@ -334,6 +426,7 @@ awaitable<void> sleep_for(std::chrono::milliseconds d) {
 struct Webhook : channels::Subscriber, std::enable_shared_from_this<Webhook> {
   std::string pattern, url_text;
   HttpUrl url;
+  std::vector<std::string> forbidden;  // (set before the first delivery)
   asio::any_io_executor ex;
   std::size_t limit = 1024;
   std::mutex mu;
@@ -395,7 +488,7 @@ struct Webhook : channels::Subscriber, std::enable_shared_from_this<Webhook> {
       req.keep_alive(true);
       req.body() = std::move(body);
       req.prepare_payload();
-      auto out = co_await exchange(c, self->url, req, std::chrono::seconds(10), 64 * 1024);
+      auto out = co_await exchange(c, self->url, req, std::chrono::seconds(10), 64 * 1024, self->forbidden);
       (out.ok ? self->delivered : self->failed).fetch_add(1, std::memory_order_relaxed);
     }
     if (c.open) c.stream.close();
@@ -417,6 +510,12 @@ struct PushDelivery::Impl {
   std::atomic<bool> finished{false};                       // the thread's io.run() returned
   std::map<std::string, std::shared_ptr<Pusher>> pushers;  // io thread only
   std::map<std::string, std::string> refused;              // queue → url logged as not allowed (io thread)
+  mutable std::mutex forbid_mu;
+  std::vector<std::string> forbidden;  // under forbid_mu: the node's listeners, etcd (forbid())
+  std::vector<std::string> forbidden_now() const {
+    std::lock_guard lock(forbid_mu);
+    return forbidden;
+  }
   mutable std::mutex stats_mu;
   std::map<std::string, std::shared_ptr<TargetStats>> stats;  // by queue
   std::vector<std::shared_ptr<Webhook>> webhooks;
@@ -441,7 +540,7 @@ struct PushDelivery::Impl {
     for (const auto& q : router.list_queues()) {
       if (q.config.push.url.empty()) continue;
       if (!router.get_queue(q.name)) continue;  // (mesh) not this node's to serve now
-      if (auto e = check_push_url(q.config.push.url, options.allowed_hosts)) {
+      if (auto e = check_push_url(q.config.push.url, options.allowed_hosts, forbidden_now())) {
         if (refused[q.name] != q.config.push.url) log->warn("queue {}: not pushing: {}", q.name, e->message);
         refused[q.name] = q.config.push.url;
         continue;
@@ -479,16 +578,23 @@ struct PushDelivery::Impl {
       log->info("queue {}: pushing to {} (concurrency {}, timeout {} ms, batch {})", name, target.url,
                 target.concurrency, target.timeout_ms, target.batch_size);
       for (std::uint32_t i = 0; i < target.concurrency; ++i) {
-        asio::co_spawn(io, slot(this, p), [name](std::exception_ptr e) {
-          if (!e) return;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            module_logger("push")->error("queue {}: a push slot failed (bug): {}", name, ex.what());
-          }
-        });
+        spawn_slot(p);
       }
     }
+  }
+
+  // Starts one request slot of `p`. A slot that ends on an exception (a bug: requests catch their
+  // own) is logged and started again while its queue is pushed, so a queue never loses a slot.
+  void spawn_slot(const std::shared_ptr<Pusher>& p) {
+    asio::co_spawn(io, slot(this, p), [self = this, p](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        module_logger("push")->error("queue {}: a push slot failed (bug): {}", p->queue, ex.what());
+      }
+      if (!p->stopped->load() && !self->stopping.load()) self->spawn_slot(p);
+    });
   }
 
   // One of a queue's `concurrency` request slots: lease, POST, ack or retry, again.
@@ -541,7 +647,8 @@ struct PushDelivery::Impl {
       auto& st = *p->stats;
       st.in_flight.fetch_add(1, std::memory_order_relaxed);
       auto t0 = std::chrono::steady_clock::now();
-      auto out = co_await exchange(conn, p->url, req, timeout, self->options.max_response_bytes);
+      auto out =
+          co_await exchange(conn, p->url, req, timeout, self->options.max_response_bytes, self->forbidden_now());
       st.in_flight.fetch_sub(1, std::memory_order_relaxed);
       if (out.status != 0) st.observe(std::chrono::steady_clock::now() - t0);
       if (out.ok) {
@@ -587,8 +694,11 @@ void PushDelivery::start() {
   auto hooks = parse_channel_webhooks(d.options.channel_webhooks);
   if (!hooks) throw std::invalid_argument(hooks.error().message);
   for (auto& [pattern, url] : *hooks) {
-    if (auto e = check_push_url(url, d.options.allowed_hosts)) throw std::invalid_argument(e->message);
+    if (auto e = check_push_url(url, d.options.allowed_hosts, d.forbidden_now())) {
+      throw std::invalid_argument(e->message);
+    }
     auto w = std::make_shared<Webhook>();
+    w->forbidden = d.forbidden_now();
     w->pattern = pattern;
     w->url_text = url;
     w->url = *parse_http_url(url);
@@ -655,9 +765,14 @@ void PushDelivery::kick() {
   });
 }
 
+void PushDelivery::forbid(std::vector<std::string> endpoints) {
+  std::lock_guard lock(impl_->forbid_mu);
+  impl_->forbidden = std::move(endpoints);
+}
+
 std::optional<Error> PushDelivery::check_target(const PushTarget& target) const {
   if (target.url.empty()) return std::nullopt;
-  return check_push_url(target.url, impl_->options.allowed_hosts);
+  return check_push_url(target.url, impl_->options.allowed_hosts, impl_->forbidden_now());
 }
 
 std::string PushDelivery::metrics_text() const {

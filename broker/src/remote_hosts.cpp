@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -196,6 +197,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       : reg_(reg), link_(std::move(link)), grant_(std::move(grant)), id_(id) {}
 
   void on_frame(std::string text) override {
+    if (!alive_.load()) return;  // closed (stalled, too slow, refused): what it sends now is void
     boost::system::error_code ec;
     auto v = json::parse(text, ec);
     if (ec || !v.is_object()) return protocol_error("a frame is a JSON object");
@@ -279,6 +281,8 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   const HostGrant& grant() const { return grant_; }
   std::atomic<std::size_t> objects{0};
 
+  // False when the host is closed or its queue is over the bound (the link then ends it, and
+  // on_closed follows at once).
   bool send(const json::object& frame) { return alive_.load() && link_->send(json::serialize(frame)); }
   void close(std::uint16_t code, std::string reason) {
     alive_ = false;
@@ -424,7 +428,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     } catch (const ProtocolError& e) {
       return fail(Error{ErrorCode::MALFORMED, e.what()});
     }
-    auto timeout_ms = u64(o, "timeout_ms");
+    auto timeout_ms = reg_.call_timeout(o);
     if (requests_.fetch_add(1) >= reg_.options_.max_host_requests) {
       requests_.fetch_sub(1);
       return fail(
@@ -762,13 +766,34 @@ void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const 
   } else if (op == "get_many") {
     const auto* keys = field(f, "keys");
     if (keys == nullptr || !keys->is_array()) throw ProtocolError("\"keys\" must be an array");
-    json::array values;
-    for (const auto& k : keys->get_array()) {
+    const auto& list = keys->get_array();
+    for (const auto& k : list) {
       if (!k.is_string()) throw ProtocolError("keys are strings");
-      auto v = st.get(std::string(k.get_string()));
-      values.push_back(v ? json::value(json::string(base64_encode(*v))) : json::value(nullptr));
     }
-    out["values"] = std::move(values);
+    if (list.size() > options_.max_get_keys) {
+      out["error"] = error_json(Error{ErrorCode::PAYLOAD_TOO_LARGE,
+                                      "get_many asks " + std::to_string(list.size()) + " keys; at most " +
+                                          std::to_string(options_.max_get_keys)});
+    } else {
+      // Every value read before one is encoded: past the bound nothing more is read or built.
+      std::vector<std::optional<std::string>> read;
+      read.reserve(list.size());
+      std::size_t bytes = 0;
+      for (const auto& k : list) {
+        read.push_back(st.get(std::string(k.get_string())));
+        bytes += k.get_string().size() + (read.back() ? read.back()->size() : 0);
+        if (bytes > options_.max_answer_bytes) break;
+      }
+      if (bytes > options_.max_answer_bytes) {
+        out["error"] = error_json(too_large_answer("get_many"));
+      } else {
+        json::array values;
+        for (auto& v : read) {
+          values.push_back(v ? json::value(json::string(base64_encode(*v))) : json::value(nullptr));
+        }
+        out["values"] = std::move(values);
+      }
+    }
   } else if (op == "put") {
     st.put(str(f, "key"), bytes_of(f, "value"));
   } else if (op == "delete") {
@@ -782,17 +807,25 @@ void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const 
     const auto* rev = field(f, "reverse");
     ListOptions lo{prefix, start, end, rev != nullptr && rev->is_bool() && rev->get_bool(),
                    static_cast<std::size_t>(u64(f, "limit"))};
-    json::array entries;
-    for (auto& [k, v] : st.list(lo))
-      entries.push_back(json::array{json::string(k), json::string(base64_encode(v))});
-    out["entries"] = std::move(entries);
+    if (auto listed = ctx.list_within(lo, options_.max_answer_bytes)) {
+      json::array entries;
+      for (auto& [k, v] : *listed)
+        entries.push_back(json::array{json::string(k), json::string(base64_encode(v))});
+      out["entries"] = std::move(entries);
+    } else {
+      out["error"] = error_json(too_large_answer("list"));
+    }
   } else if (op == "send") {
     ctx.send(Socket{u64(f, "socket")}, str(f, "data"));
   } else if (op == "broadcast") {
     ctx.broadcast(str(f, "data"), str(f, "tag", false));
   } else if (op == "close") {
-    ctx.close(Socket{u64(f, "socket")}, static_cast<std::uint16_t>(u64(f, "code", 1000)),
-              str(f, "reason", false));
+    auto code = u64(f, "code", 1000);
+    if (!sendable_close_code(code)) {
+      throw ProtocolError("close code " + std::to_string(code) +
+                          " may not be sent (1000-1003, 1007-1014, 3000-4999)");
+    }
+    ctx.close(Socket{u64(f, "socket")}, static_cast<std::uint16_t>(code), str(f, "reason", false));
   } else if (op == "tags") {
     std::vector<std::string> tags;
     if (const auto* a = field(f, "tags"); a != nullptr && a->is_array()) {
@@ -829,13 +862,13 @@ void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const 
     try {
       if (op == "call") {
         auto type = content_type(f);
-        auto r = ctx.call(cls, name, data_of(f, type), type, u64(f, "timeout_ms"));
+        auto r = ctx.call(cls, name, data_of(f, type), type, call_timeout(f));
         put_data(out, r.data, r.content_type);
       } else {
         auto req = request_of(object_at(f, "request"));
         req.client_address = host.grant().peer;
         req.claims = host.grant().principal.claims;
-        out["response"] = response_json(ctx.fetch_object(cls, name, std::move(req), u64(f, "timeout_ms")));
+        out["response"] = response_json(ctx.fetch_object(cls, name, std::move(req), call_timeout(f)));
       }
     } catch (const CallError& e) {
       out["error"] = json::object{{"code", e.code()}, {"message", e.what()}};
@@ -860,6 +893,17 @@ void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const 
     out["id"] = *id;
     host.send(out);
   }
+}
+
+std::uint64_t RemoteHosts::call_timeout(const json::object& f) const {
+  auto asked = u64(f, "timeout_ms");
+  return asked == 0 ? options_.call_timeout_ms : std::min(asked, options_.call_timeout_ms);
+}
+
+Error RemoteHosts::too_large_answer(std::string_view op) const {
+  return Error{ErrorCode::PAYLOAD_TOO_LARGE, std::string(op) + ": the answer would pass " +
+                                                 std::to_string(options_.max_answer_bytes) +
+                                                 " bytes of keys and values; ask for fewer"};
 }
 
 void RemoteHosts::check_reach(const Conn& host, const std::string& cls, const std::string& name) {
@@ -890,6 +934,7 @@ void RemoteHosts::watch() {
         }
       }
     }
+    forget_unserved(now);
     for (auto& c : stalled) {
       metrics_.timeouts.fetch_add(1, std::memory_order_relaxed);
       module_logger("actors")->warn("remote host {} ({}) stalled: a turn unanswered for {} ms; closed",
@@ -899,6 +944,35 @@ void RemoteHosts::watch() {
     }
     watch();
   });
+}
+
+void RemoteHosts::forget_unserved(std::int64_t now) {
+  constexpr std::size_t kPerSweep = 64;  // each costs a short read of the mailbox tables
+  MutexLock changing(change_mu_);
+  std::vector<std::string> due;
+  {
+    MutexLock lock(mu_);
+    for (auto& [cls, since] : unserved_since_) {
+      if (now - since < static_cast<std::int64_t>(options_.class_linger_ms)) continue;
+      due.push_back(cls);
+      since = now;  // when work still waits for it, look again a linger later
+      if (due.size() == kPerSweep) break;
+    }
+  }
+  for (const auto& cls : due) {
+    bool served = false;
+    {
+      MutexLock lock(mu_);
+      auto it = hosts_.find(cls);
+      served = it != hosts_.end() && std::any_of(it->second.begin(), it->second.end(),
+                                                 [](const std::weak_ptr<Conn>& w) { return !w.expired(); });
+    }
+    if (served || !rt_.forget_class(cls)) continue;
+    metrics_.classes_forgotten.fetch_add(1, std::memory_order_relaxed);
+    MutexLock lock(mu_);
+    hosts_.erase(cls);
+    unserved_since_.erase(cls);
+  }
 }
 
 void RemoteHosts::front(ObjectHttpRequest request, Callback<FrontReply> done) {
@@ -945,6 +1019,7 @@ void RemoteHosts::declare(const std::string& cls) {
   rt_.set_class_available(cls, false);
   MutexLock lock(mu_);
   hosts_[cls];
+  declared_.insert(cls);
 }
 
 std::shared_ptr<HostSession> RemoteHosts::connect(std::shared_ptr<HostLink> link, HostGrant grant) {
@@ -962,10 +1037,21 @@ std::shared_ptr<HostSession> RemoteHosts::connect(std::shared_ptr<HostLink> link
 std::optional<Error> RemoteHosts::add_host(const std::shared_ptr<Conn>& conn,
                                            const std::vector<std::string>& classes,
                                            const std::map<std::string, ActorClassOptions>& options) {
+  MutexLock changing(change_mu_);
+  std::size_t added = 0;
   for (const auto& cls : classes) {
     if (auto e = ActorRuntime::validate_class(cls)) return e;
     if (!conn->grant().may_host(cls)) {
       return Error{ErrorCode::FORBIDDEN, "this token may not host class " + cls + " (roost.host)"};
+    }
+    // A class's options are effects like any other: its dead letters go where the token may write.
+    // (The default, "dead.<class>", belongs to the class the token may host.)
+    if (const auto& dlq = options.at(cls).dead_letter_queue; !dlq.empty()) {
+      if (auto e = durable::QueueStore::validate_name(dlq)) return e;
+      if (dlq != "dead." + cls && !conn->grant().principal.may_use_queue(dlq)) {
+        return Error{ErrorCode::FORBIDDEN, "class " + cls + ": this token may not use queue " + dlq +
+                                               " (its dead_letter_queue needs the queues grant)"};
+      }
     }
     bool remote = false;
     {
@@ -974,6 +1060,14 @@ std::optional<Error> RemoteHosts::add_host(const std::shared_ptr<Conn>& conn,
     }
     if (!remote && rt_.has_class(cls)) {
       return Error{ErrorCode::CONFLICT, "class " + cls + " is served in the node itself"};
+    }
+    if (!remote) ++added;
+  }
+  {
+    MutexLock lock(mu_);
+    if (added > 0 && hosts_.size() + added > options_.max_remote_classes) {
+      return Error{ErrorCode::TOO_MANY_REQUESTS, "the node serves " + std::to_string(hosts_.size()) +
+                                                     " remote classes already (max_remote_classes)"};
     }
   }
   for (const auto& cls : classes) {
@@ -984,6 +1078,7 @@ std::optional<Error> RemoteHosts::add_host(const std::shared_ptr<Conn>& conn,
       auto& list = hosts_[cls];
       known = !list.empty() || rt_.has_class(cls);
       list.push_back(conn);
+      unserved_since_.erase(cls);
     }
     if (!known) ensure_class(cls, options.at(cls));
     rt_.set_class_available(cls, true);
@@ -1002,7 +1097,10 @@ void RemoteHosts::remove_host(const Conn* conn) {
         auto c = w.lock();
         return !c || c.get() == conn;
       });
-      if (before != 0 && list.empty()) unserved.push_back(cls);
+      if (before != 0 && list.empty()) {
+        unserved.push_back(cls);
+        if (!declared_.contains(cls)) unserved_since_[cls] = steady_ms();
+      }
     }
   }
   for (auto& cls : unserved) rt_.set_class_available(cls, false);
@@ -1057,6 +1155,14 @@ std::string RemoteHosts::metrics_text() const {
             metrics_.releases.load());
   w.counter("roost_remote_host_requests_total", "Requests hosts sent outside turns.",
             metrics_.requests.load());
+  w.counter("roost_remote_classes_forgotten_total",
+            "Remote classes dropped after class_linger_ms without a host and with nothing waiting.",
+            metrics_.classes_forgotten.load());
+  {
+    MutexLock lock(mu_);
+    w.gauge("roost_remote_classes", "Object classes served by remote hosts (known to the node).",
+            std::uint64_t{hosts_.size()});
+  }
   w.counter("roost_front_requests_total", "Requests to app_routes handed to a host's front code.",
             metrics_.fronts.load());
   w.counter("roost_front_requests_failed_total", "Front requests that failed (error, timeout).",

@@ -60,6 +60,17 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   std::vector<std::pair<std::string, std::string>> list(const ListOptions& o) override {
     return scan(o.prefix, std::max(o.start, o.prefix), o.end, o.limit, o.reverse);
   }
+  // list() for an answer that must stay within `max_bytes` of keys and values: nullopt past it,
+  // having read no more than the bound from disk (a remote host's `list`).
+  std::optional<std::vector<std::pair<std::string, std::string>>> list_within(const ListOptions& o,
+                                                                            std::size_t max_bytes) {
+    bool over = false;
+    auto out = scan(o.prefix, std::max(o.start, o.prefix), o.end, o.limit, o.reverse, max_bytes, &over);
+    std::size_t bytes = 0;
+    for (const auto& [k, v] : out) bytes += k.size() + v.size();
+    if (over || bytes > max_bytes) return std::nullopt;
+    return out;
+  }
 
   // --- sockets ---
   std::vector<Socket> sockets(std::string_view tag) override {
@@ -108,6 +119,14 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     }
   }
   void close(Socket s, std::uint16_t code, std::string reason) override {
+    // What a WebSocket endpoint may send (RFC 6455 §7.4): 1004-1006 and 1015 are reserved for
+    // reporting, 1016-2999 for the protocol, 5000 and up do not exist. The reason fits a control
+    // frame (125 bytes with the code).
+    if (!sendable_close_code(code)) {
+      throw std::invalid_argument("close code " + std::to_string(code) +
+                                  " may not be sent (1000-1003, 1007-1014, 3000-4999)");
+    }
+    if (reason.size() > 123) throw std::length_error("a close reason is at most 123 bytes");
     fx_.closes.push_back({s.id, code, std::move(reason)});
   }
   void set_auto_response(std::string request, std::string response) override {
@@ -214,9 +233,14 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     auto got = answer->get_future();
     submit(std::move(chain), timeout_ms,
            [answer](Result<ObjectReply> r) { answer->set_value(std::move(r)); });
-    // The runtime answers call_timeout at the deadline; the margin covers a node that stops.
-    if (got.wait_for(std::chrono::milliseconds(timeout_ms + 5'000)) != std::future_status::ready) {
-      throw CallError("call_timeout", "no answer from " + std::string(cls) + "/" + std::string(name));
+    // The runtime answers call_timeout at the deadline; the margin covers a node that stops. A
+    // stopping runtime ends the wait at once: its workers must finish.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms + 5'000);
+    while (got.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+      if (rt_.halt_.load()) throw CallError("unavailable", "the node is shutting down");
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw CallError("call_timeout", "no answer from " + std::string(cls) + "/" + std::string(name));
+      }
     }
     auto r = got.get();
     if (!r) throw CallError(std::string(error_code_name(r.error().code)), r.error().message);
@@ -247,7 +271,8 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   // Committed entries, overlaid by uncommitted turns, overlaid by this turn.
   std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix, std::string_view start,
                                                         std::string_view end, std::size_t limit,
-                                                        bool reverse) {
+                                                        bool reverse, std::size_t max_bytes = 0,
+                                                        bool* over = nullptr) {
     auto in_range = [&](std::string_view k) {
       return k.starts_with(prefix) && k >= start && (end.empty() || k < end);
     };
@@ -263,7 +288,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
     }
     std::size_t fetch = limit == 0 ? 0 : limit + pending.size();
     // Enough committed entries that `limit` survive this turn's and earlier turns' deletes.
-    auto base = rt_.store_.kv_scan(obj_.okey, prefix, start, end, fetch, reverse);
+    auto base = rt_.store_.kv_scan(obj_.okey, prefix, start, end, fetch, reverse, max_bytes, over);
     std::map<std::string, std::string, std::less<>> merged(std::make_move_iterator(base.begin()),
                                                            std::make_move_iterator(base.end()));
     for (auto& [k, v] : pending) {

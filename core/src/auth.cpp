@@ -118,6 +118,19 @@ bool Principal::may_use_object(std::string_view object_class, std::string_view n
   return false;
 }
 
+std::optional<Error> Principal::may_configure_queue(const QueueConfigPatch& patch) const {
+  if (unrestricted) return std::nullopt;
+  if (patch.dead_letter_queue && !patch.dead_letter_queue->empty() && !may_use_queue(*patch.dead_letter_queue)) {
+    return Error{ErrorCode::FORBIDDEN,
+                 "not allowed to use queue " + *patch.dead_letter_queue + " (named as dead_letter_queue)"};
+  }
+  if (patch.push && !push) {
+    return Error{ErrorCode::FORBIDDEN,
+                 "setting a queue's push target needs the push grant (roost.push) or an admin token"};
+  }
+  return std::nullopt;
+}
+
 Authenticator::Authenticator(std::string secret, std::function<std::int64_t()> now_seconds)
     : secret_(std::move(secret)), now_seconds_(std::move(now_seconds)) {
   if (!now_seconds_) {
@@ -186,6 +199,7 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     out.queues = string_list(grants, "queues");
     out.objects = string_list(grants, "objects");
     out.host = string_list(grants, "host");
+    if (auto pu = grants.find("push"); pu != grants.end() && pu->value() == true) out.push = true;
     // A peer node (it checked its own client's grants before forwarding).
     if (auto m = grants.find("mesh"); m != grants.end() && m->value() == true) {
       out.mesh = true;

@@ -212,10 +212,30 @@ std::optional<std::string> MailboxStore::kv_get(std::string_view okey, std::stri
   return std::string(*v);
 }
 
+bool MailboxStore::class_has_work(std::string_view object_class) const {
+  std::string prefix;
+  prefix.push_back(static_cast<char>(object_class.size()));
+  prefix.append(object_class);
+  Txn txn = env_.begin_read();
+  for (MDB_dbi table : {mbox_, alarmx_, osubs_}) {
+    Cursor c(txn, table);
+    if (auto e = c.seek(prefix); e && e->key.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
 std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
     std::string_view okey, std::string_view prefix, std::string_view start, std::string_view end,
-    std::size_t limit, bool reverse) const {
+    std::size_t limit, bool reverse, std::size_t max_bytes, bool* over) const {
   std::vector<std::pair<std::string, std::string>> out;
+  std::size_t bytes = 0;
+  // False once what was read passes max_bytes (then *over is set and the scan stops).
+  auto room = [&](const Cursor::Entry& e) {
+    bytes += e.key.size() - okey.size() + e.value.size();
+    if (max_bytes == 0 || bytes <= max_bytes) return true;
+    if (over != nullptr) *over = true;
+    return false;
+  };
   const std::string_view from_key = start > prefix ? start : prefix;
   auto in_range = [&](std::string_view key) {
     return key.starts_with(okey) && key.substr(okey.size()).starts_with(prefix) &&
@@ -225,6 +245,7 @@ std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
   Cursor c(txn, kv_);
   if (!reverse) {
     for (auto e = c.seek(named_key(okey, from_key)); e && in_range(e->key); e = c.next()) {
+      if (!room(*e)) break;
       out.emplace_back(std::string(e->key.substr(okey.size())), std::string(e->value));
       if (limit != 0 && out.size() >= limit) break;
     }
@@ -246,6 +267,7 @@ std::vector<std::pair<std::string, std::string>> MailboxStore::kv_scan(
       if (e->key < named_key(okey, from_key)) break;  // below the range: done
       continue;                                       // above it (end inside the prefix): step down
     }
+    if (!room(*e)) break;
     out.emplace_back(std::string(e->key.substr(okey.size())), std::string(e->value));
     if (limit != 0 && out.size() >= limit) break;
   }

@@ -14,6 +14,7 @@ namespace websocket = beast::websocket;
 namespace {
 constexpr std::size_t kMaxQueuedFrames = 65'536;
 constexpr std::size_t kMaxQueuedBytes = 64u << 20;
+constexpr auto kCloseGrace = std::chrono::seconds(2);
 
 // The broker's handle on the session; outlives it harmlessly.
 class Link final : public HostLink {
@@ -34,7 +35,7 @@ class Link final : public HostLink {
 
 HostWsSession::HostWsSession(beast::tcp_stream stream, std::shared_ptr<Server::State> state,
                              std::unique_ptr<ConnectionSlot> slot)
-    : ws_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)) {
+    : ws_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)), close_timer_(ws_.get_executor()) {
   state_->websockets.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -79,8 +80,11 @@ bool HostWsSession::post_send(std::string text) {
   if (frames > kMaxQueuedFrames || bytes > kMaxQueuedBytes) {
     queued_frames_.fetch_sub(1);
     queued_bytes_.fetch_sub(text.size());
-    module_logger("gateway")->warn("remote host {} does not read its frames: closed", grant_.peer);
-    post_close(1008, "host too slow");
+    if (!closing_.exchange(true)) {
+      module_logger("gateway")->warn("remote host {} does not read its frames: closed", grant_.peer);
+      // It does not read: a close frame would wait behind what it does not read. Dead now.
+      asio::post(ws_.get_executor(), [self = shared_from_this()] { self->teardown(); });
+    }
     return false;
   }
   asio::post(ws_.get_executor(), [self = shared_from_this(), text = std::move(text)]() mutable {
@@ -120,7 +124,7 @@ void HostWsSession::on_read(beast::error_code ec, std::size_t) {
     buffer_.consume(buffer_.size());
     return close(1003, "host frames are JSON text");
   }
-  session_->on_frame(beast::buffers_to_string(buffer_.data()));
+  if (!closing_.load()) session_->on_frame(beast::buffers_to_string(buffer_.data()));  // none after a close
   buffer_.consume(buffer_.size());
   if (!closed_) read();
 }
@@ -155,10 +159,18 @@ void HostWsSession::on_write(beast::error_code ec, std::size_t) {
 void HostWsSession::close(std::uint16_t code, std::string reason) {
   if (closed_) return;
   if (writing_ && accepted_) {
-    // What was sent before the close (an error frame saying why) goes out first.
+    // What was sent before the close (an error frame saying why) goes out first; the broker is
+    // done with the host now, and a write that does not finish in time is cut.
     pending_close_ = std::make_pair(code, std::move(reason));
+    closing_ = true;
+    ended();
+    close_timer_.expires_after(kCloseGrace);
+    close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec && !self->closed_) self->teardown();
+    });
     return;
   }
+  close_timer_.cancel();
   closed_ = true;
   closing_ = true;
   ended();
@@ -168,6 +180,23 @@ void HostWsSession::close(std::uint16_t code, std::string reason) {
   cr.code = code;
   cr.reason = std::move(reason);
   ws_.async_close(cr, [self = shared_from_this()](beast::error_code) {});
+}
+
+void HostWsSession::teardown() {
+  closed_ = true;
+  closing_ = true;
+  ended();
+  close_timer_.cancel();
+  // The frame being written stays: its handler takes it off.
+  while (out_.size() > (writing_ ? 1u : 0u)) {
+    queued_frames_.fetch_sub(1);
+    queued_bytes_.fetch_sub(out_.back().size());
+    out_.pop_back();
+  }
+  pending_close_.reset();
+  beast::error_code ec;
+  beast::get_lowest_layer(ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  beast::get_lowest_layer(ws_).close();
 }
 
 void HostWsSession::ended() {

@@ -3,11 +3,14 @@
 // The gateway only carries the frames: JSON text frames in both directions, the protocol itself is
 // the broker's (RemoteHosts). Frames may be larger than on /v1/ws (a storage value of 1 MiB in
 // base64); outgoing frames wait in a bounded queue (65,536 frames or 64 MiB; past it the host is
-// too slow and is closed with 1008). Ping/pong keep-alive and idle timeout as /v1/ws.
+// too slow: the broker is told at once and the socket is torn down, no close handshake behind a
+// write that does not move). A close that waits behind a write is torn down after kCloseGrace.
+// Ping/pong keep-alive and idle timeout as /v1/ws.
 #pragma once
 
 #include <roost/core/router.h>
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
@@ -45,6 +48,8 @@ class HostWsSession : public Closable, public std::enable_shared_from_this<HostW
   void flush();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
   void close(std::uint16_t code, std::string reason);
+  // Ends the connection now: the broker is told, waiting frames are dropped, the TCP socket closed.
+  void teardown();
   void ended();
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
@@ -62,6 +67,7 @@ class HostWsSession : public Closable, public std::enable_shared_from_this<HostW
   bool closed_ = false;
   bool ended_ = false;
   std::optional<std::pair<std::uint16_t, std::string>> pending_close_;  // after the queued frames
+  boost::asio::steady_timer close_timer_;  // a close waiting behind a stuck write
 };
 
 }  // namespace roost::gateway

@@ -90,14 +90,7 @@ void queue_routes(const Request& req, Server::State& st, const Principal& who,
       case http::verb::put: {
         auto patch = parse_queue_config(req.body());
         if (!patch) return fail(reply, patch.error(), v);
-        // Every queue a request names must be granted: a dead-letter queue receives messages.
-        if (patch->dead_letter_queue && !patch->dead_letter_queue->empty() &&
-            !who.may_use_queue(*patch->dead_letter_queue)) {
-          return fail(reply,
-                      Error{ErrorCode::FORBIDDEN, "not allowed to use queue " + *patch->dead_letter_queue +
-                                                      " (named as dead_letter_queue)"},
-                      v);
-        }
+        if (auto refused = who.may_configure_queue(*patch)) return fail(reply, *refused, v);
         return router.put_queue(name, std::move(*patch),
                                 answer<QueueInfo>(std::move(reply), v, http::status::ok,
                                                   [](const QueueInfo& q) { return encode_queue(q); }));

@@ -85,6 +85,12 @@ class HostWebSocket {
     this.#op({ op: "send", socket: this.id, data: message });
   }
   close(code = 1000, reason = "") {
+    // Codes a WebSocket endpoint may send (RFC 6455 §7.4); the node refuses the others too.
+    if (!Number.isInteger(code) || !((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+        (code >= 3000 && code <= 4999))) {
+      throw new TypeError(`close code ${code} may not be sent (1000-1003, 1007-1014, 3000-4999)`);
+    }
+    if (new TextEncoder().encode(String(reason)).length > 123) throw new TypeError("a close reason is at most 123 bytes");
     this.readyState = 3;
     this.#op({ op: "close", socket: this.id, code, reason: String(reason) });
   }

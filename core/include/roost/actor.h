@@ -45,6 +45,12 @@ struct Socket {
   friend bool operator==(Socket, Socket) = default;
 };
 
+// Close codes an endpoint may send (RFC 6455 §7.4): 1000-1003, 1007-1014 and 3000-4999. Context::
+// close() refuses the others (1004-1006 and 1015 only report, 1016-2999 are the protocol's).
+constexpr bool sendable_close_code(std::uint64_t code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
 // What arrived: a tell, a call's request, a channel message of a durable subscription.
 struct Message {
   std::string_view data;
@@ -182,7 +188,8 @@ class Context {
   // A text frame to one socket / to every socket (with `tag`). Sent after the turn commits.
   virtual void send(Socket s, std::string data) = 0;
   virtual void broadcast(std::string data, std::string_view tag = {}) = 0;
-  // Closes a socket after the turn commits.
+  // Closes a socket after the turn commits. Throws std::invalid_argument for a code sendable_close_code()
+  // refuses, std::length_error for a reason over 123 bytes.
   virtual void close(Socket s, std::uint16_t code = 1000, std::string reason = {}) = 0;
   // A socket text frame equal to `request` is answered with `response` by the gateway, without
   // waking the object. Empty request clears it.

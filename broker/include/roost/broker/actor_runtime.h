@@ -138,6 +138,10 @@ class ActorRuntime final : public durable::Participant {
   // A remote class without a host: its objects' items wait (mail, socket closes) or are refused
   // (calls, fetches, connects: unavailable; socket frames are dropped) until it is available again.
   void set_class_available(const std::string& name, bool available);
+  // Drops a remote class that no host serves, with no object in memory and nothing on disk that
+  // needs it (mail, alarms, durable subscriptions); its storage stays for a host that registers it
+  // again. False (and nothing done) otherwise.
+  bool forget_class(const std::string& name);
 
   // REQUIRES: before start().
   void set_mesh(durable::OutboxStore* outbox, MeshEffects* mesh) {
@@ -252,8 +256,8 @@ class ActorRuntime final : public durable::Participant {
   std::function<std::int64_t()> clock_;
   // Never erased, so a Klass* stays valid; classes are added at start and by remote hosts.
   mutable SharedMutex classes_mu_;
-  std::unordered_map<std::string, std::unique_ptr<Klass>> classes_ ROOST_GUARDED_BY(classes_mu_);
-  const Klass* find_class(std::string_view name) const;
+  std::unordered_map<std::string, std::shared_ptr<Klass>> classes_ ROOST_GUARDED_BY(classes_mu_);
+  std::shared_ptr<Klass> find_class(std::string_view name) const;
   // Refuses a transient item (call, fetch, connect) for a class no host serves.
   std::optional<Error> refuse_unserved(const std::string& cls) const;
   std::unique_ptr<boost::asio::thread_pool> workers_;

@@ -45,8 +45,18 @@ struct HttpUrl {
 // Parses an http:// URL (no user info, no fragment). invalid_argument says what is wrong.
 Result<HttpUrl> parse_http_url(std::string_view url);
 
-// Whether `url` may be a push or webhook target under `allowed` (push_allowed_hosts).
-std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed);
+// Whether `url` may be a push or webhook target under `allowed` (push_allowed_hosts: "host" = any
+// port, "host:port", "[v6]:port", "*"), never one of `forbidden` ("host:port" the node listens on
+// or depends on: its own listeners, etcd). A forbidden address on a wildcard host (0.0.0.0, ::)
+// forbids its port on every host; on a loopback one, on every loopback name and address.
+std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed,
+                                    const std::vector<std::string>& forbidden = {});
+
+// Whether a resolved address (what a push connects to) is one of `forbidden`.
+bool forbidden_endpoint(std::string_view address, std::string_view port, const std::vector<std::string>& forbidden);
+
+// "scheme://host:port/…" or "host:port" → "host:port" (nullopt: no port, e.g. ipc://).
+std::optional<std::string> endpoint_of(std::string_view address);
 
 // queue_push: "QUEUE=URL[,concurrency=N][,timeout_ms=N][,batch_size=N];…" → (queue, target).
 Result<std::vector<std::pair<std::string, PushTarget>>> parse_queue_push(std::string_view spec);
@@ -73,6 +83,9 @@ class PushDelivery {
   // Looks at the queues now (a push target was set or removed).
   void kick();
 
+  // The node's own listeners and etcd's endpoints ("host:port"): never a target, whatever
+  // push_allowed_hosts says (checked where a target is set and again at each connect).
+  void forbid(std::vector<std::string> endpoints);
   std::optional<Error> check_target(const PushTarget& target) const;
   std::string metrics_text() const;
 

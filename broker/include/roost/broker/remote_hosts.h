@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,20 @@ struct RemoteHostsOptions {
   std::size_t max_turn_bytes = 64u << 20;
   // A front request (app_routes) the host does not answer in this time answers 504 timeout.
   std::uint64_t front_timeout_ms = 10'000;
+  // The longest a host's call or fetch may wait for another object (a turn's op or a request
+  // outside turns): a larger timeout_ms is cut to it (call_timeout_ms).
+  std::uint64_t call_timeout_ms = 10'000;
+  // One answer to a host's read (get_many, list): at most this many keys asked by get_many, and
+  // this many bytes of keys and values, counted before the answer is built; past either the op
+  // answers payload_too_large (Cloudflare's get() takes 128 keys).
+  std::size_t max_get_keys = 128;
+  std::size_t max_answer_bytes = 8u << 20;
+  // Classes hosts registered, node-wide (remote_classes from the config aside): past it a host's
+  // new class is refused (too_many_requests).
+  std::size_t max_remote_classes = 4096;
+  // A class no host has served for this long, with nothing waiting for it (no object in memory,
+  // no mail, alarm or durable subscription), is forgotten (its storage stays).
+  std::uint64_t class_linger_ms = 60'000;
 };
 
 class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
@@ -101,6 +116,9 @@ class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
   static void answer(ActorRuntime::TurnContext& ctx, const ActorRuntime::Item& item,
                      const boost::json::object& done);
   static void check_reach(const Conn& host, const std::string& cls, const std::string& name);
+  // A frame's timeout_ms, 0 meaning the default, cut to call_timeout_ms.
+  std::uint64_t call_timeout(const boost::json::object& f) const;
+  Error too_large_answer(std::string_view op) const;
   // Closes hosts that stall a turn past turn_timeout_ms (every 250 ms).
   void watch();
   std::optional<boost::asio::steady_timer> watchdog_;
@@ -112,14 +130,22 @@ class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
   std::atomic<std::uint64_t> next_turn_{1};
   std::atomic<std::uint64_t> next_host_{1};
 
+  // Forgets classes that lingered unserved past class_linger_ms (from watch()).
+  void forget_unserved(std::int64_t now);
+
+  // Held while classes are added for a host or forgotten (before mu_): a class is never forgotten
+  // while a host registers it.
+  Mutex change_mu_;
   mutable Mutex mu_;
   std::map<std::string, std::vector<std::weak_ptr<Conn>>> hosts_ ROOST_GUARDED_BY(mu_);  // class → hosts
+  std::set<std::string> declared_ ROOST_GUARDED_BY(mu_);                     // remote_classes: kept
+  std::map<std::string, std::int64_t> unserved_since_ ROOST_GUARDED_BY(mu_);  // class → steady ms
   std::map<const Conn*, std::weak_ptr<Conn>> conns_ ROOST_GUARDED_BY(mu_);
   bool stopped_ ROOST_GUARDED_BY(mu_) = false;
 
   struct Metrics {
     std::atomic<std::uint64_t> connects{0}, turns{0}, turns_failed{0}, timeouts{0}, releases{0}, requests{0},
-        fronts{0}, fronts_failed{0};
+        fronts{0}, fronts_failed{0}, classes_forgotten{0};
   };
   Metrics metrics_;
 };

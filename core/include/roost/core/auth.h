@@ -2,12 +2,14 @@
 // permissions they carry. Claims: `exp` (seconds since the epoch; required when present to be in
 // the future), `nbf` (when present, not before that second) and `roost:
 // {"publish":[patterns],"subscribe":[patterns],"queues":[patterns], "objects":[patterns],
-// "host":[classes], "mesh": true}` (`mesh`: a peer node of the mesh; every permission). Patterns use the
+// "host":[classes], "push": true, "mesh": true}` (`push`: may set queues' push targets; `mesh`: a
+// peer node of the mesh, every permission — honoured only on a node's mesh socket, see Audience). Patterns use the
 // channel grammar ('*' one token, '>' the rest), also for queue names. Without a configured secret, only
 // loopback clients are accepted, with every permission.
 #pragma once
 
 #include <roost/core/error.h>
+#include <roost/core/queue_types.h>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -26,6 +28,7 @@ struct Principal {
   std::vector<std::string> queues;
   std::vector<std::string> objects;
   std::vector<std::string> host;  // object classes it may serve as a remote host ("*" = any)
+  bool push = false;              // may set or remove a queue's push target (roost.push: true)
   bool mesh = false;              // a peer node: may use a node's mesh socket
   std::string claims;             // the verified token's payload, as JSON ("" without a token)
 
@@ -35,6 +38,10 @@ struct Principal {
   // `objects` patterns are "class.name": "doc.welcome", "doc.*" / "doc.>" (every doc), "*.*" or
   // ">" (every object). The name part is compared whole, so names may contain dots.
   bool may_use_object(std::string_view object_class, std::string_view name) const;
+  // Whether a queue's configuration may change as `patch` says, for a caller granted the queue
+  // itself: every other queue it names (a dead-letter queue) is granted too, and a push target —
+  // which makes the node send requests — needs the push grant. Nullopt = allowed; else forbidden.
+  std::optional<Error> may_configure_queue(const QueueConfigPatch& patch) const;
 };
 
 // 127.0.0.0/8 and ::1, also as an IPv4-mapped IPv6 address (::ffff:127.0.0.1, what a dual-stack

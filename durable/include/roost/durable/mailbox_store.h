@@ -100,12 +100,18 @@ class MailboxStore {
 
   // --- reads (any thread) ---
   std::optional<std::string> kv_get(std::string_view okey, std::string_view key) const;
+  // Whether any object of `object_class` has mail waiting, an alarm set or a durable subscription
+  // (what would need the class again).
+  bool class_has_work(std::string_view object_class) const;
   // Entries with `prefix` and start <= key < end (empty end = no upper bound), in key order (or
   // from the last one down with `reverse`), at most `limit` (0 = all); keys are returned without
-  // the object prefix. Reads only the entries it returns (plus one).
+  // the object prefix. Reads only the entries it returns (plus one). With `max_bytes` (keys and
+  // values, 0 = no bound) it stops before the entry that would pass it and sets `*over`.
   std::vector<std::pair<std::string, std::string>> kv_scan(std::string_view okey, std::string_view prefix,
                                                            std::string_view start, std::string_view end,
-                                                           std::size_t limit, bool reverse = false) const;
+                                                           std::size_t limit, bool reverse = false,
+                                                           std::size_t max_bytes = 0,
+                                                           bool* over = nullptr) const;
   // Every message waiting in every mailbox, in (object, seq) order. Used once at start-up. Past
   // `data_budget` bytes of one object's data, data is left on disk (data_on_disk).
   std::vector<PendingMail> all_pending(std::uint64_t data_budget = ~0ull) const;
