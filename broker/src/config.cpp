@@ -122,7 +122,7 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.actor_max_threads = to_u64("actor_max_threads", v); }},
       {"actor_idle_ms", "an object idle this long hibernates: its actor is freed (default 10000)",
        [](Config& c, const std::string& v) { c.actor_idle_ms = to_u64("actor_idle_ms", v); }},
-      {"call_timeout_ms", "default timeout of an object call (default 10000)",
+      {"call_timeout_ms", "default timeout of an object call, and the longest a remote host's call may wait (default 10000)",
        [](Config& c, const std::string& v) {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");
@@ -175,6 +175,14 @@ const std::vector<Key>& keys() {
        "object classes served by remote hosts (docs/hosts.md), comma-separated: their mail is kept "
        "while no host is connected",
        [](Config& c, const std::string& v) { c.remote_classes = v; }},
+      {"host_class_linger_ms",
+       "a class no remote host has served this long, with nothing waiting for it, is forgotten (default 60000)",
+       [](Config& c, const std::string& v) { c.host_class_linger_ms = to_u64("host_class_linger_ms", v); }},
+      {"max_remote_classes", "classes remote hosts may register, node-wide (default 4096)",
+       [](Config& c, const std::string& v) {
+         c.max_remote_classes = to_u64("max_remote_classes", v);
+         if (c.max_remote_classes == 0) throw ConfigError("max_remote_classes: expected > 0");
+       }},
       {"host_turn_timeout_ms",
        "a remote host that sends nothing this long during a turn is closed (default 30000)",
        [](Config& c, const std::string& v) {

@@ -165,6 +165,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.router->set_actors(d.actors.get());
   RemoteHostsOptions hopts;
   hopts.turn_timeout_ms = d.config.host_turn_timeout_ms;
+  hopts.class_linger_ms = d.config.host_class_linger_ms;
+  hopts.max_remote_classes = d.config.max_remote_classes;
   hopts.front_timeout_ms = d.config.call_timeout_ms;
   hopts.call_timeout_ms = d.config.call_timeout_ms;
   d.hosts = std::make_unique<RemoteHosts>(*d.actors, *d.router, d.io, hopts);

@@ -25,6 +25,10 @@ namespace json = boost::json;
 
 namespace {
 
+// Bytes queued to a host past which its next turns wait to be sent (Conn::send_turn): a quarter of
+// the gateway's bound (64 MiB), so a host that reads is never closed for a backlog of turns.
+constexpr std::size_t kPaceBytes = 16u << 20;
+
 std::string_view type_name(ContentType t) {
   switch (t) {
     case ContentType::kText: return "text";
@@ -176,6 +180,7 @@ struct RemoteHosts::TurnWait {
   Mutex mu;
   std::deque<json::object> frames ROOST_GUARDED_BY(mu);
   bool closed ROOST_GUARDED_BY(mu) = false;    // the host went away
+  bool deferred ROOST_GUARDED_BY(mu) = false;  // waits to be sent: the host's queue is full enough
   bool overflow ROOST_GUARDED_BY(mu) = false;  // it sent more than a turn may
   bool draining ROOST_GUARDED_BY(mu) = false;  // a worker applies its frames now
   bool done ROOST_GUARDED_BY(mu) = false;
@@ -234,6 +239,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       MutexLock lock(mu_);
       for (auto& [id, w] : turns_) waits.push_back(w);
       fronts.swap(fronts_);
+      deferred_.clear();
     }
     for (auto& [id, done] : fronts) {
       done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "the host disconnected before it answered"}));
@@ -293,12 +299,52 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
     MutexLock lock(mu_);
     turns_.emplace(w->id, w);
   }
-  // Turns this host has not answered for `timeout_ms` (none while a worker applies its frames).
+  // Sends a turn's frame, or keeps it while kPaceBytes are queued to the host already (or turns
+  // wait before it): a host that reads is never sent a backlog faster than it reads — a burst of
+  // waiting turns (a host connecting to many waiting objects) would otherwise pass its queue's
+  // bound and close it as too slow. send_deferred() sends what waits. False: the link is closed.
+  bool send_turn(const std::shared_ptr<TurnWait>& w, json::object frame) {
+    {
+      MutexLock lock(mu_);
+      if (!deferred_.empty() || link_->queued_bytes() > kPaceBytes) {
+        {
+          MutexLock wl(w->mu);
+          w->deferred = true;
+        }
+        deferred_.emplace_back(w, json::serialize(frame));
+        return alive_.load();
+      }
+    }
+    return send(frame);
+  }
+  // Sends deferred turns while the host's queue is below kPaceBytes (watchdog).
+  void send_deferred() {
+    for (;;) {
+      std::shared_ptr<TurnWait> w;
+      std::string frame;
+      {
+        MutexLock lock(mu_);
+        if (deferred_.empty() || link_->queued_bytes() > kPaceBytes) return;
+        w = std::move(deferred_.front().first);
+        frame = std::move(deferred_.front().second);
+        deferred_.pop_front();
+      }
+      {
+        MutexLock wl(w->mu);
+        if (w->done) continue;
+        w->deferred = false;
+        w->last_ms = steady_ms();
+      }
+      if (!alive_.load() || !link_->send(std::move(frame))) return;
+    }
+  }
+  // Turns this host has not answered for `timeout_ms` (none while a worker applies its frames, nor
+  // while a turn waits to be sent).
   bool stalled(std::int64_t now, std::int64_t timeout_ms) {
     MutexLock lock(mu_);
     for (auto& [id, w] : turns_) {
       MutexLock wl(w->mu);
-      if (!w->draining && !w->done && now - w->last_ms > timeout_ms) return true;
+      if (!w->draining && !w->done && !w->deferred && now - w->last_ms > timeout_ms) return true;
     }
     return false;
   }
@@ -471,6 +517,7 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   std::atomic<std::size_t> requests_{0};
   Mutex mu_;
   std::map<std::uint64_t, std::shared_ptr<TurnWait>> turns_ ROOST_GUARDED_BY(mu_);
+  std::deque<std::pair<std::shared_ptr<TurnWait>, std::string>> deferred_ ROOST_GUARDED_BY(mu_);
   std::atomic<bool> front_{false};  // registered front code (app_routes)
   std::map<std::uint64_t, Callback<FrontReply>> fronts_ ROOST_GUARDED_BY(mu_);
 
@@ -648,7 +695,9 @@ void RemoteHosts::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) {
     return finish(*w, Error{ErrorCode::ACTOR_ERROR, e.what()});
   }
   metrics_.turns.fetch_add(1, std::memory_order_relaxed);
-  if (!host->send(frame)) return finish(*w, Error{ErrorCode::ACTOR_ERROR, "the host's connection closed"});
+  if (!host->send_turn(w, std::move(frame))) {
+    return finish(*w, Error{ErrorCode::ACTOR_ERROR, "the host's connection closed"});
+  }
   actor->host_knows = true;
 }
 
@@ -922,7 +971,7 @@ void RemoteHosts::watch() {
   watchdog_->expires_after(std::chrono::milliseconds(250));
   watchdog_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
-    std::vector<std::shared_ptr<Conn>> stalled;
+    std::vector<std::shared_ptr<Conn>> stalled, paced;
     auto now = steady_ms();
     {
       MutexLock lock(mu_);
@@ -931,9 +980,12 @@ void RemoteHosts::watch() {
         auto c = w.lock();
         if (c && c->alive() && c->stalled(now, static_cast<std::int64_t>(options_.turn_timeout_ms))) {
           stalled.push_back(std::move(c));
+        } else if (c && c->alive()) {
+          paced.push_back(std::move(c));
         }
       }
     }
+    for (auto& c : paced) c->send_deferred();
     forget_unserved(now);
     for (auto& c : stalled) {
       metrics_.timeouts.fetch_add(1, std::memory_order_relaxed);

@@ -27,6 +27,10 @@ class Link final : public HostLink {
   void close(std::uint16_t code, std::string reason) override {
     if (auto s = s_.lock()) s->post_close(code, std::move(reason));
   }
+  std::size_t queued_bytes() const override {
+    auto s = s_.lock();
+    return s ? s->queued_bytes() : 0;
+  }
 
  private:
   std::weak_ptr<HostWsSession> s_;

@@ -40,6 +40,7 @@ class HostWsSession : public Closable, public std::enable_shared_from_this<HostW
   // The broker's side (any thread). send() refuses once the queue is over its bound.
   bool post_send(std::string text);
   void post_close(std::uint16_t code, std::string reason);
+  std::size_t queued_bytes() const { return queued_bytes_.load(); }
 
  private:
   void on_accept(boost::beast::error_code ec);

@@ -422,15 +422,30 @@ Response object_response(Result<ObjectReply> r, unsigned v, bool head) {
   auto bad = [&](std::string why) {
     return error_response(Error{ErrorCode::ACTOR_ERROR, "the object's response: " + why}, v);
   };
-  if (r->status < 100 || r->status > 599) return bad("status " + std::to_string(r->status));
+  // 1xx would be read as interim and the body after it as the next responses on the connection:
+  // an object or front switches protocols only through an upgrade.
+  if (r->status < 200 || r->status > 599) return bad("status " + std::to_string(r->status));
+  // Statuses whose responses have no body (RFC 9110 §15.3.5, §15.4.5): a body would be read as the
+  // next response.
+  if ((r->status == 204 || r->status == 304) && !r->data.empty()) {
+    return bad("status " + std::to_string(r->status) + " with a body");
+  }
   Response res{static_cast<http::status>(r->status), v};
+  std::size_t header_bytes = 0;
   for (const auto& [k, val] : r->headers) {
     bool token = !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
       return std::isalnum(c) ||
              std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
     });
-    if (!token) return bad("header name '" + k + "'");
-    if (val.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) return bad("header " + k);
+    if (!token) return bad("header name '" + k.substr(0, 64) + "'");
+    // Field values are visible characters, spaces and tabs (RFC 9110 §5.5): no control character.
+    if (std::any_of(val.begin(), val.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; })) {
+      return bad("header " + k.substr(0, 64) + " has a control character");
+    }
+    header_bytes += k.size() + val.size() + 4;
+    if (header_bytes > kMaxObjectHeaderBytes) {
+      return bad("headers over " + std::to_string(kMaxObjectHeaderBytes) + " bytes");
+    }
     auto field = http::string_to_field(k);
     if (field == http::field::content_length || field == http::field::transfer_encoding ||
         field == http::field::connection || field == http::field::keep_alive ||

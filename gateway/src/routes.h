@@ -53,8 +53,10 @@ bool host_allowed(std::string_view host, const Server::State& state);
 
 Response error_response(const Error& e, unsigned version);
 // An object's (or a host's front code's) HTTP answer as our response: its status and headers, but
-// Content-Length and hop-by-hop ones; a status out of 100–599 or a header that is not a token name
-// / a value with CR, LF or NUL is its bug: 500 actor_error.
+// Content-Length and hop-by-hop ones. Its bug, answered 500 actor_error: a status out of 200–599
+// (1xx is interim: the body would be read as the next responses), a body with 204 or 304, a header
+// name that is not a token, a value with a control character, headers over kMaxObjectHeaderBytes.
+constexpr std::size_t kMaxObjectHeaderBytes = 64 * 1024;
 Response object_response(Result<ObjectReply> r, unsigned version, bool head);
 // The request as an object or a host's front code sees it (app_routes: the whole path).
 ObjectHttpRequest object_request(const Request& req, std::string path, const boost::asio::ip::address& remote,

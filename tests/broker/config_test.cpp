@@ -108,6 +108,32 @@ TEST_CASE("push targets: URLs, push_allowed_hosts, queue_push and channel_webhoo
   CHECK(check_push_url("http://10.0.0.1/jobs", loopback)->code == roost::ErrorCode::FORBIDDEN);
   CHECK(check_push_url("http://127.0.0.1.evil.com/jobs", loopback)->code == roost::ErrorCode::FORBIDDEN);
   CHECK_FALSE(check_push_url("http://10.0.0.1/jobs", {"*"}));
+  // Issue 26 §1: entries with a port allow that port only; the node's own listeners and etcd are
+  // never a target, whatever the list says (a loopback listener forbids its port on every loopback
+  // name, a wildcard one on every host).
+  auto ported = push_hosts("127.0.0.1:3000,[::1]:3001,svc");
+  CHECK_FALSE(check_push_url("http://127.0.0.1:3000/jobs", ported));
+  CHECK(check_push_url("http://127.0.0.1:3002/jobs", ported)->code == roost::ErrorCode::FORBIDDEN);
+  CHECK_FALSE(check_push_url("http://[::1]:3001/jobs", ported));
+  CHECK(check_push_url("http://[::1]:3000/jobs", ported));
+  CHECK_FALSE(check_push_url("http://svc:1234/jobs", ported));
+  std::vector<std::string> own{"127.0.0.1:2379", "0.0.0.0:8080", "[::1]:7400"};
+  for (const char* url : {"http://127.0.0.1:2379/v3/kv/put", "http://localhost:2379/v3/kv/put",
+                          "http://127.0.0.5:2379/", "http://[::1]:2379/", "http://10.1.2.3:8080/",
+                          "http://localhost:7400/"}) {
+    INFO(url);
+    auto e = check_push_url(url, {"*"}, own);
+    REQUIRE(e);
+    CHECK(e->code == roost::ErrorCode::FORBIDDEN);
+  }
+  CHECK_FALSE(check_push_url("http://127.0.0.1:2380/", {"*"}, own));
+  CHECK_FALSE(check_push_url("http://10.1.2.3:2379/", {"*"}, own));  // etcd on loopback only
+  CHECK(forbidden_endpoint("127.0.0.1", "2379", own));
+  CHECK_FALSE(forbidden_endpoint("127.0.0.1", "2378", own));
+  CHECK(endpoint_of("tcp://127.0.0.1:7400") == "127.0.0.1:7400");
+  CHECK(endpoint_of("http://[::1]:2379/x") == "[::1]:2379");
+  CHECK(endpoint_of("127.0.0.1:8080") == "127.0.0.1:8080");
+  CHECK_FALSE(endpoint_of("ipc:///tmp/roost.sock"));
   auto qp =
       parse_queue_push("jobs=http://127.0.0.1:3000/j,concurrency=4,batch_size=10; mail=http://localhost/m");
   REQUIRE(qp);

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "../support/eventually.h"
+#include "../support/node_stats.h"
 #include "../support/raw_native_client.h"
 #include "../support/ws_client.h"
 #include "http_fixture.h"
@@ -25,45 +26,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-
-// A field of /proc/PID/status in MiB (VmRSS, VmHWM).
-std::uint64_t proc_mib(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with(field + ":"))
-      return std::strtoull(line.c_str() + field.size() + 1, nullptr, 10) / 1024;
-  }
-  return 0;
-}
-
-// Under AddressSanitizer freed memory waits in a quarantine: keep it small in the nodes these
-// tests start, and allow for what the sanitizer itself holds.
-void small_quarantine() {
-  if (!kSanitized) return;
-  std::string opts = std::getenv("ASAN_OPTIONS") != nullptr ? std::getenv("ASAN_OPTIONS") : "";
-  if (opts.find("quarantine_size_mb") == std::string::npos) {
-    setenv("ASAN_OPTIONS", (opts + (opts.empty() ? "" : ":") + "quarantine_size_mb=16").c_str(), 1);
-  }
-}
-constexpr std::uint64_t kSlackMib = kSanitized ? 160 : 0;
-
-bool alive(pid_t pid) {
-  int status = 0;
-  return waitpid(pid, &status, WNOHANG) == 0;
-}
-
-std::uint64_t metric(Server& s, const std::string& name) {
-  auto text = s.http().get("/metrics").body;
-  auto at = text.find("\n" + name + " ");
-  if (at == std::string::npos) return ~std::uint64_t{0};
-  return std::strtoull(text.c_str() + at + name.size() + 2, nullptr, 10);
-}
+std::uint64_t metric(Server& s, const std::string& name) { return metric_value(s.http().get("/metrics").body, name); }
 
 std::string status_line(const std::string& raw) { return raw.substr(0, raw.find("\r\n")); }
 

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
@@ -118,6 +119,27 @@ class RoostProcess {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return -1;
+  }
+
+  // Sends `sig` and waits at most `limit` for the process to exit: its exit status, or nullopt
+  // when it did not (it is then killed with SIGKILL and reaped, so nothing is left running).
+  std::optional<int> stop_within(std::chrono::milliseconds limit, int sig = SIGTERM) {
+    if (pid_ <= 0) return std::nullopt;
+    kill(pid_, sig);
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        if (WIFEXITED(status)) return WEXITSTATUS(status);
+        return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return std::nullopt;
   }
 
   void restart(int sig = SIGTERM) {

@@ -76,6 +76,8 @@ struct Config {
   std::string app_routes;      // path prefixes handed to a host's front code, comma-separated
   std::string remote_classes;  // classes served by remote hosts only, comma-separated (docs/hosts.md)
   std::uint64_t host_turn_timeout_ms = 30'000;  // a remote host silent this long in a turn is closed
+  std::uint64_t host_class_linger_ms = 60'000;  // an unserved remote class with nothing waiting is forgotten
+  std::uint64_t max_remote_classes = 4096;      // classes remote hosts may register, node-wide
   std::string log_level = "info";               // trace|debug|info|warn|error
   std::string log_format = "text";              // text | json
   std::filesystem::path config_file;            // where the file layer came from, if any

@@ -66,7 +66,7 @@ constexpr unsigned error_http_status(ErrorCode code) {
     case ErrorCode::NOT_FOUND:
     case ErrorCode::QUEUE_NOT_FOUND: return 404;
     case ErrorCode::METHOD_NOT_ALLOWED: return 405;
-    case ErrorCode::TIMEOUT: return 408;
+    case ErrorCode::TIMEOUT: return 504;  // what the node waited on (a front, a peer) did not answer
     case ErrorCode::CONFLICT: return 409;
     case ErrorCode::MESSAGE_TOO_LARGE:
     case ErrorCode::PAYLOAD_TOO_LARGE: return 413;

@@ -21,6 +21,8 @@ class HostLink {
   // its bound (the link is then closed): the frame will never arrive.
   virtual bool send(std::string frame) = 0;
   virtual void close(std::uint16_t code, std::string reason) = 0;
+  // Bytes queued to the host and not yet written to its socket (the broker paces turns by it).
+  virtual std::size_t queued_bytes() const { return 0; }
 };
 
 // The broker's side of one host connection: the gateway hands it every frame the host sent, in
