@@ -218,6 +218,7 @@ class ActorRuntime::InboxOp final : public durable::Op {
     mail_.clear();
     refused_ = 0;
     full_ = false;
+    jumped_ = 0;
     if (ctx.storage_full) {
       full_ = true;
       return;
@@ -225,6 +226,20 @@ class ActorRuntime::InboxOp final : public durable::Op {
     closed_ = rt_.mesh_effects_ != nullptr && rt_.mesh_effects_->shard_closed(shard_);
     if (closed_) return;  // moving away: the origin delivers them where the shard lives next
     mark_ = rt_.outbox_->applied_in(ctx.txn, origin_, shard_);
+    // An origin numbers a shard's effects without gaps: the first one this node sees from it may
+    // start anywhere, every later one is the mark + 1. A seq that jumps is refused whole, and
+    // nothing is recorded (it would make the origin's next real effects look applied).
+    {
+      std::uint64_t expect = mark_;
+      for (const auto& e : effects_) {
+        if (e.seq <= expect) continue;
+        if (expect != 0 && e.seq != expect + 1) {
+          jumped_ = e.seq;
+          return;
+        }
+        expect = e.seq;
+      }
+    }
     for (const auto& e : effects_) {
       if (e.seq <= mark_) continue;  // applied before (the answer was lost)
       mark_ = e.seq;
@@ -250,6 +265,13 @@ class ActorRuntime::InboxOp final : public durable::Op {
   void complete(const Error* error) override {
     if (error != nullptr) return done_(std::unexpected(*error));
     if (full_) return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
+    if (jumped_ != 0) {
+      module_logger("mesh")->warn("effects from {} on shard {}: seq {} jumps past the mark {}: refused", origin_,
+                                  shard_, jumped_, mark_);
+      return done_(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT,
+                                         "effect seq " + std::to_string(jumped_) + " jumps past " +
+                                             std::to_string(mark_) + " + 1: refused"}));
+    }
     if (closed_) {
       return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE,
                                          "shard " + std::to_string(shard_) + " is moving to another node"}));
@@ -273,6 +295,7 @@ class ActorRuntime::InboxOp final : public durable::Op {
   std::vector<PendingMail> mail_;
   std::uint64_t mark_ = 0;
   std::uint64_t refused_ = 0;
+  std::uint64_t jumped_ = 0;  // a seq past mark + 1: the batch is refused
   bool full_ = false;
   bool closed_ = false;
 };

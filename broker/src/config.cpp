@@ -129,6 +129,9 @@ const std::vector<Key>& keys() {
        }},
       {"mesh_etcd", "etcd endpoints (comma-separated http://host:port) of the mesh; unset = a single node",
        [](Config& c, const std::string& v) { c.mesh_etcd = v; }},
+      {"mesh_insecure",
+       "run a mesh without auth_secret: peers are neither authenticated nor encrypted (loopback tests only; default false)",
+       [](Config& c, const std::string& v) { c.mesh_insecure = to_bool("mesh_insecure", v); }},
       {"mesh_cluster", "the mesh's key prefix in etcd (default roost)",
        [](Config& c, const std::string& v) {
          if (v.empty() || v.find('/') != std::string::npos)
@@ -389,6 +392,11 @@ Config load_config(const std::vector<std::string>& args) {
   for (const auto& [k, v] : flags) k->set(c, v);
   if (c.max_request_bytes < c.max_message_bytes) {
     throw ConfigError("max_request_bytes must be at least max_message_bytes");
+  }
+  if (!c.mesh_etcd.empty() && c.auth_secret.empty() && !c.mesh_insecure) {
+    throw ConfigError(
+        "a mesh (mesh_etcd) needs auth_secret: it proves peers to each other and encrypts their links "
+        "(mesh_insecure = true runs one without, for loopback tests only)");
   }
   // Every configured push and webhook target must be one the operator allows.
   auto allowed = push_hosts(c.push_allowed_hosts);

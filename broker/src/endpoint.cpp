@@ -450,8 +450,16 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
         m.message.key = view(e.getKey());
         effects.push_back(std::move(m));
       }
+      // Effects are the authenticated peer's: a frame naming another origin is refused (it could
+      // move that node's applied mark and make its next effects look applied). Without a secret
+      // (mesh_insecure) the frame is all there is.
+      std::string origin(view(req.getOrigin()));
+      if (auth.enabled() && origin != s.who.node) {
+        return reply_error(identity, id, ErrorCode::FORBIDDEN,
+                           "effects are the sending node's own: this link is " + s.who.node);
+      }
       return router.mesh_effects(
-          std::string(view(req.getOrigin())), req.getShard(), std::move(effects),
+          std::move(origin), req.getShard(), std::move(effects),
           answer<std::uint64_t>(s, id,
                                 [](proto::Envelope::Builder out, std::uint64_t seq) { out.setCount(seq); }));
     }
@@ -540,7 +548,8 @@ void Endpoint::Impl::on_hello(const std::string& identity, zmq::message_t& first
       if (!ec) remote = a;
     }
   }
-  auto who = auth.authenticate(view(hello.getToken()), remote);
+  auto who = auth.authenticate(view(hello.getToken()), remote,
+                               options.mesh != nullptr ? Audience::kMesh : Audience::kClient);
   if (who && options.mesh != nullptr && !who->mesh) {
     who = std::unexpected(
         Error{ErrorCode::FORBIDDEN, "this is a mesh socket: only peer nodes (the mesh grant)"});

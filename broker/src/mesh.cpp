@@ -1,6 +1,7 @@
 #include "roost/broker/mesh.h"
 
 #include <roost/broker/etcd_client.h>
+#include <roost/core/auth.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
 #include <roost/core/thread_name.h>
@@ -131,6 +132,10 @@ bool Mesh::tick() {
     json::object me{{"mesh", options_.mesh_advertise},
                     {"http", options_.http_advertise},
                     {"native", options_.native_advertise}};
+    if (!options_.secret.empty()) {
+      me["proof"] = member_proof(options_.secret, options_.node_name, options_.mesh_advertise,
+                                 options_.http_advertise, options_.native_advertise);
+    }
     if (!etcd.put(prefix + "members/" + options_.node_name, json::serialize(me), *granted)) return false;
     lease_ = *granted;
     log->info("joined mesh {} as {} (lease {:x})", options_.cluster, options_.node_name, *granted);
@@ -143,11 +148,24 @@ bool Mesh::tick() {
   return claim(etcd);
 }
 
+std::string member_proof(std::string_view secret, const std::string& name, const std::string& mesh,
+                         const std::string& http, const std::string& native) {
+  auto mac = hmac_sha256(secret, "roost member v1\n" + name + "\n" + mesh + "\n" + http + "\n" + native);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : mac) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
 bool Mesh::list_members(EtcdClient& etcd) {
   const std::string prefix = "/" + options_.cluster + "/";
   auto listed = etcd.list(prefix + "members/");
   if (!listed) return false;
   std::vector<MeshMember> members;
+  std::vector<std::string> unproven;  // entries written by someone without the cluster secret
   for (const auto& kv : *listed) {
     MeshMember m;
     m.name = kv.key.substr(prefix.size() + 8);
@@ -162,12 +180,26 @@ bool Mesh::list_members(EtcdClient& etcd) {
       m.mesh = s("mesh");
       m.http = s("http");
       m.native = s("native");
+      if (!options_.secret.empty() &&
+          s("proof") != member_proof(options_.secret, m.name, m.mesh, m.http, m.native)) {
+        unproven.push_back(kv.key + "=" + kv.value);
+        continue;
+      }
+    } else if (!options_.secret.empty()) {
+      unproven.push_back(kv.key + "=" + kv.value);
+      continue;
     }
     members.push_back(std::move(m));
   }
   {
     MutexLock lock(mu_);
     members_ = std::move(members);
+    for (auto& u : unproven) {
+      if (unproven_.insert(u).second) {
+        module_logger("mesh")->warn("member entry {} does not prove the cluster secret: not a member",
+                                    u.substr(0, 200));
+      }
+    }
   }
   return true;
 }

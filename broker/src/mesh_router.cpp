@@ -22,6 +22,7 @@ namespace asio = boost::asio;
 
 namespace {
 constexpr auto kNoOwnerPoll = std::chrono::milliseconds(100);
+constexpr std::int64_t kMeshTokenSeconds = 300;  // a link's credentials, renewed at each hello
 
 Error owner_unavailable(std::string why) { return Error{ErrorCode::OWNER_UNAVAILABLE, std::move(why)}; }
 }  // namespace
@@ -57,9 +58,10 @@ MeshRouter::MeshRouter(LocalRouter& local, asio::io_context& timers, MeshRouterO
       timers_(timers),
       presence_strand_(asio::make_strand(timers)),
       options_(std::move(options)) {
-  // Peers check this token like any other; the `mesh` grant opens their mesh socket to it. It
-  // stays in this process and the peers' (which share the secret anyway).
-  if (!options_.auth_secret.empty()) token_ = sign_jwt(options_.auth_secret, R"({"roost":{"mesh":true}})");
+  // A link dials a peer's mesh socket over CURVE with the key pair the cluster secret derives: a
+  // member that cannot prove the secret never completes the handshake, and so never sees the
+  // credentials (issue 26 §1).
+  if (!options_.auth_secret.empty()) curve_server_key_ = mesh_curve_keys(options_.auth_secret).public_key;
   for (auto& p : local_.history_patterns()) history_interest_[p] = 1;
   // Join/leave events of direct subscriptions go to the channel's home, which announces them with
   // the whole mesh's count (in order, through one strand: a join and its leave arrive in order).
@@ -536,7 +538,17 @@ std::shared_ptr<PeerLink> MeshRouter::refresh_link(const std::string& node) {
   if (!link || link->url() != address) {  // new, or the node came back elsewhere
     ClientOptions o;
     o.url = address;
-    o.token = token_;
+    if (!options_.auth_secret.empty()) {
+      // Short-lived mesh credentials (audience roost-mesh, this node's name), signed anew for each
+      // hello: accepted on mesh sockets only, and worth little if ever seen.
+      o.token_source = [secret = options_.auth_secret, self = m->options().node_name] {
+        auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+        return sign_mesh_token(secret, self, now, kMeshTokenSeconds);
+      };
+      o.curve_server_key = curve_server_key_;
+    }
     o.name = "roost-mesh/" + m->options().node_name;
     o.request_timeout = options_.request_timeout;
     o.connect_timeout = std::chrono::milliseconds(2000);

@@ -5,6 +5,7 @@
 #include <roost/broker/push_delivery.h>
 #include <roost/broker/remote_hosts.h>
 #include <roost/broker/shard_mover.h>
+#include <roost/client/peer.h>
 #include <roost/durable/outbox_store.h>
 
 #include <roost/actor_plugin.h>
@@ -347,6 +348,11 @@ void Node::start() {
                                  ep.address().to_string(), ep.port(), n);
   if (d.endpoint) d.endpoint->start();
   if (!d.config.mesh_etcd.empty()) {
+    if (d.config.auth_secret.empty()) {
+      module_logger("mesh")->warn(
+          "mesh_insecure: this mesh has no auth_secret — any local process may speak to its mesh socket "
+          "as a peer, and links are not encrypted; for loopback tests only");
+    }
     MeshOptions mo;
     mo.etcd = d.config.mesh_etcd;
     mo.cluster = d.config.mesh_cluster;
@@ -360,12 +366,15 @@ void Node::start() {
     mo.native_advertise = d.endpoint ? d.endpoint->bound() : "";
     mo.shards = static_cast<std::uint32_t>(d.config.mesh_shards);
     mo.lease_ttl = std::chrono::milliseconds(d.config.mesh_lease_ttl_ms);
+    mo.secret = d.config.auth_secret;
     d.mesh = std::make_unique<Mesh>(std::move(mo));
     // The mesh socket serves what peers forward, straight from this node's stores (a request that
     // reached its owner never hops again).
     EndpointOptions meo;
     meo.bind = d.config.mesh_listen;
     meo.auth_secret = d.config.auth_secret;
+    // Peers dial it over CURVE with keys the cluster secret derives (no secret: mesh_insecure).
+    if (!d.config.auth_secret.empty()) meo.curve_secret_key = mesh_curve_keys(d.config.auth_secret).secret_key;
     meo.heartbeat_ms = static_cast<std::uint32_t>(d.config.heartbeat_ms);
     meo.max_message_bytes = d.config.max_message_bytes;
     meo.version = ROOST_NODE_VERSION;

@@ -18,14 +18,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-  return std::string(reinterpret_cast<const char*>(out), len);
-}
-
 std::string b64url_encode(std::string_view in) {
   std::string s = base64_encode(in);
   while (!s.empty() && s.back() == '=') s.pop_back();
@@ -74,6 +66,14 @@ std::vector<std::string> string_list(const json::object& o, std::string_view key
 }
 
 }  // namespace
+
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
 
 bool is_loopback(const boost::asio::ip::address& a) {
   if (a.is_v6() && a.to_v6().is_v4_mapped()) {
@@ -142,8 +142,8 @@ Authenticator::Authenticator(std::string secret, std::function<std::int64_t()> n
   }
 }
 
-Result<Principal> Authenticator::authenticate(std::string_view token,
-                                              const boost::asio::ip::address& remote) const {
+Result<Principal> Authenticator::authenticate(std::string_view token, const boost::asio::ip::address& remote,
+                                              Audience audience) const {
   if (secret_.empty()) {
     if (!is_loopback(remote)) {
       return std::unexpected(
@@ -151,7 +151,7 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     }
     Principal p;
     p.unrestricted = true;
-    p.mesh = true;
+    p.mesh = audience == Audience::kMesh;  // (a mesh without a secret: mesh_insecure)
     return p;
   }
   if (token.empty()) return std::unexpected(unauthorized("a bearer token is required"));
@@ -190,6 +190,12 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
       return std::unexpected(unauthorized("token is not valid yet (nbf)"));
     }
   }
+  const auto* aud = claims.if_contains("aud");
+  const bool for_mesh = aud != nullptr && aud->is_string() && aud->get_string() == kMeshAudience;
+  if (for_mesh != (audience == Audience::kMesh)) {
+    return std::unexpected(unauthorized(for_mesh ? "a node's mesh credentials are for mesh sockets only"
+                                                 : "a mesh socket takes a node's mesh credentials only"));
+  }
   Principal out;
   out.claims = json::serialize(claims);
   if (auto r = claims.find("roost"); r != claims.end() && r->value().is_object()) {
@@ -200,13 +206,26 @@ Result<Principal> Authenticator::authenticate(std::string_view token,
     out.objects = string_list(grants, "objects");
     out.host = string_list(grants, "host");
     if (auto pu = grants.find("push"); pu != grants.end() && pu->value() == true) out.push = true;
-    // A peer node (it checked its own client's grants before forwarding).
-    if (auto m = grants.find("mesh"); m != grants.end() && m->value() == true) {
+    // A peer node (it checked its own client's grants before forwarding): only with the mesh
+    // audience, on a mesh socket.
+    if (auto m = grants.find("mesh"); for_mesh && m != grants.end() && m->value() == true) {
       out.mesh = true;
       out.unrestricted = true;
+      if (auto n = grants.find("node"); n != grants.end() && n->value().is_string()) {
+        out.node = std::string(n->value().get_string());
+      }
     }
   }
   return out;
+}
+
+std::string sign_mesh_token(std::string_view secret, std::string_view node, std::int64_t now_seconds,
+                            std::int64_t ttl_seconds) {
+  json::object claims{{"aud", kMeshAudience},
+                      {"iat", now_seconds},
+                      {"exp", now_seconds + ttl_seconds},
+                      {"roost", json::object{{"mesh", true}, {"node", node}}}};
+  return sign_jwt(secret, json::serialize(claims));
 }
 
 std::string sign_jwt(std::string_view secret, std::string_view payload_json) {

@@ -82,11 +82,19 @@ std::vector<OutboxStore::MoveMark> OutboxStore::move_marks() const {
 }
 
 std::uint64_t OutboxStore::append_in(Txn& txn, std::uint32_t shard, MeshEffect& effect) {
+  // Each shard's effects are numbered 1, 2, 3, … with no gap, so the target can refuse a seq that
+  // jumps. (A store from before per-shard numbering continues from its node-wide counter.)
+  std::string key(kNextSeq);
+  codec::put_be(key, shard, 4);
   std::uint64_t seq = 1;
-  if (auto v = txn.get(meshin_, kNextSeq); v && v->size() == 8) seq = codec::get_be(*v, 0, 8);
+  if (auto v = txn.get(meshin_, key); v && v->size() == 8) {
+    seq = codec::get_be(*v, 0, 8);
+  } else if (auto g = txn.get(meshin_, kNextSeq); g && g->size() == 8) {
+    seq = codec::get_be(*g, 0, 8);
+  }
   std::string next;
   codec::put_be(next, seq + 1, 8);
-  txn.put(meshin_, kNextSeq, next);
+  txn.put(meshin_, key, next);
   effect.seq = seq;
   txn.put(outbox_, entry_key(shard, seq), encode(effect));
   return seq;
@@ -145,7 +153,7 @@ std::vector<std::pair<std::string, std::uint64_t>> OutboxStore::marks(std::uint3
   auto txn = env_.begin_read();
   Cursor c(txn, meshin_);
   for (auto e = c.first(); e; e = c.next()) {
-    // origin + NUL + shard(4) → seq(8); the outbox's own counter is the key "\0".
+    // origin + NUL + shard(4) → seq(8); the outbox's own counters are "\0" and "\0" + shard(4).
     if (e->key.size() < 6 || e->value.size() != 8 || e->key[e->key.size() - 5] != '\0') continue;
     if (codec::get_be(e->key, e->key.size() - 4, 4) != shard) continue;
     out.emplace_back(std::string(e->key.substr(0, e->key.size() - 5)), codec::get_be(e->value, 0, 8));

@@ -73,7 +73,7 @@ void ClientCore::send_hello() {
   env.setId(hello_id);
   auto h = env.initHello();
   h.setProtocolVersion(proto::PROTOCOL_VERSION);
-  h.setToken(text(options.token));
+  h.setToken(text(options.token_source ? options.token_source() : options.token));
   h.setClient(text(options.name));
   h.setHeartbeatMs(static_cast<std::uint32_t>(options.heartbeat.count()));
   auto f = to_frame(b);

@@ -2,9 +2,24 @@
 
 #include "client_codec.h"
 
+#include <roost/core/auth.h>
+
+#include <zmq.h>
+
 namespace roost {
 
 using namespace codec;
+
+CurveKeyPair mesh_curve_keys(std::string_view cluster_secret) {
+  // 32 bytes no one without the secret can know: a Curve25519 secret key (any 32 bytes are one).
+  auto seed = hmac_sha256(cluster_secret, "roost mesh curve key v1");
+  char secret[41] = {}, pub[41] = {};
+  if (zmq_z85_encode(secret, reinterpret_cast<const std::uint8_t*>(seed.data()), 32) == nullptr ||
+      zmq_curve_public(pub, secret) != 0) {
+    throw std::runtime_error("no CURVE support in libzmq (a mesh with auth_secret needs it)");
+  }
+  return CurveKeyPair{std::string(pub, 40), std::string(secret, 40)};
+}
 
 namespace {
 void set_route(proto::Envelope::Builder env, Route r) {

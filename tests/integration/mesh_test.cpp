@@ -13,6 +13,7 @@
 #include <roost/client/client.h>
 #include <roost/client/host.h>
 #include <roost/client/peer.h>
+#include <roost/broker/etcd_client.h>
 #include <roost/core/auth.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
@@ -27,6 +28,7 @@
 #include <mutex>
 
 #include "../support/etcd_process.h"
+#include "../support/temp_dir.h"
 #include "../support/eventually.h"
 #include "../support/http_sink.h"
 #include "../support/tcp_proxy.h"
@@ -35,6 +37,8 @@
 
 namespace roost::test {
 namespace {
+
+using namespace std::chrono_literals;
 
 std::vector<std::string> member_names(Server& s) {
   auto r = s.http().get("/v1/mesh");
@@ -50,7 +54,7 @@ std::vector<std::string> mesh_args(const EtcdProcess& etcd, const std::string& n
                                    const std::string& listen = "tcp://127.0.0.1:*") {
   return {"--mesh-etcd",   etcd.url(),       "--mesh-cluster",      "test", "--node-name",   name,
           "--mesh-shards", shards,           "--mesh-lease-ttl-ms", ttl_ms, "--mesh-listen", listen,
-          "--actors",      ROOST_TEST_ACTORS};
+          "--actors",      ROOST_TEST_ACTORS, "--mesh-insecure",     "true"};
 }
 
 // Nodes named `names` of one mesh (each with `extra` arguments), once every one lists them all.
@@ -438,14 +442,21 @@ TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shar
       if (m.at("name") == "a") mesh_of_a = std::string(m.at("mesh").as_string());
     return true;
   }));
-  // An application's token may not use it.
-  auto user = Client::connect(
-      {.url = mesh_of_a, .token = sign_jwt("s3cret", R"({"roost":{"queues":[">"],"publish":[">"]}})")});
+  // The mesh socket speaks CURVE with the key the cluster secret derives. An application's token
+  // may not use it, nor a token that only claims the mesh grant (no mesh audience).
+  const auto server_key = mesh_curve_keys("s3cret").public_key;
+  auto user = Client::connect({.url = mesh_of_a,
+                               .token = sign_jwt("s3cret", R"({"roost":{"queues":[">"],"publish":[">"]}})"),
+                               .curve_server_key = server_key});
   REQUIRE_FALSE(user);
-  CHECK(user.error().code == ErrorCode::FORBIDDEN);
-  const auto peer_token = sign_jwt("s3cret", R"({"roost":{"mesh":true}})");
+  CHECK(user.error().code == ErrorCode::UNAUTHORIZED);
+  auto claimed = Client::connect(
+      {.url = mesh_of_a, .token = sign_jwt("s3cret", R"({"roost":{"mesh":true}})"), .curve_server_key = server_key});
+  REQUIRE_FALSE(claimed);
+  CHECK(claimed.error().code == ErrorCode::UNAUTHORIZED);
+  const auto peer_token = sign_mesh_token("s3cret", "b", std::time(nullptr), 300);
   // A peer's request without its route is refused, as is anything but queues and objects.
-  auto bare = Client::connect({.url = mesh_of_a, .token = peer_token});
+  auto bare = Client::connect({.url = mesh_of_a, .token = peer_token, .curve_server_key = server_key});
   REQUIRE(bare);
   auto unrouted = (*bare)->enqueue("x", {NewMessage{.body = "{}"}});
   REQUIRE_FALSE(unrouted);
@@ -480,7 +491,7 @@ TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shar
   auto route_of = [](const json::value& p) {
     return Route{static_cast<std::uint32_t>(p.at("shard").as_int64()), p.at("epoch").as_int64()};
   };
-  PeerLink link({.url = mesh_of_a, .token = peer_token});
+  PeerLink link({.url = mesh_of_a, .token = peer_token, .curve_server_key = server_key});
   auto enqueue = [&](const std::string& q, Route r) {
     std::promise<Result<std::vector<std::string>>> done;
     link.enqueue(r, q, {NewMessage{.body = R"({"x":1})"}},
@@ -912,7 +923,7 @@ TEST_CASE(
   EtcdCluster etcd;
   std::vector<std::string> args = {
       "--mesh-etcd", etcd.url(),      "--mesh-cluster",   "test", "--node-name", "a", "--mesh-lease-ttl-ms",
-      "2000",        "--mesh-listen", "tcp://127.0.0.1:*"};
+      "2000",        "--mesh-listen", "tcp://127.0.0.1:*", "--mesh-insecure", "true"};
   Server a(args);
   REQUIRE(eventually([&] { return member_names(a) == std::vector<std::string>{"a"}; }));
   std::string q = "quorum";
@@ -2271,6 +2282,155 @@ TEST_CASE("mesh: a single node has no mesh status", "[integration][mesh]") {
   auto r = a.http().get("/v1/mesh");
   CHECK(r.status == 404);
   CHECK(body_json(a.http().get("/healthz")).at("status") == "ok");
+}
+
+// ---- issue 26 §1 and §3: the mesh socket trusts only what the cluster secret proves ----
+
+std::vector<std::string> secure_mesh_args(const EtcdProcess& etcd, const std::string& name) {
+  auto v = mesh_args(etcd, name);
+  v.pop_back();  // not insecure: a cluster secret
+  v.pop_back();
+  v.insert(v.end(), {"--auth-secret", "s3cret"});
+  return v;
+}
+const std::string kAdmin = sign_jwt("s3cret", R"({"roost":{"queues":[">"],"objects":[">"],"publish":[">"]}})");
+
+TEST_CASE("hardening 26.1: a member entry that cannot prove the cluster secret is not dialled nor homed shards",
+          "[integration][mesh][hardening]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  // What dials a fake member would reach: a listener that counts connections.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor fake(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  fake.non_blocking(true);
+  auto fake_port = fake.local_endpoint().port();
+  std::atomic<int> dialled{0};
+  std::atomic<bool> stop{false};
+  std::thread watch([&] {
+    while (!stop) {
+      boost::system::error_code ec;
+      boost::asio::ip::tcp::socket sock(io);
+      fake.accept(sock, ec);
+      if (!ec) ++dialled;
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  // Written straight into etcd, as a push into etcd's API once could (issue 26 §1).
+  broker::EtcdClient etcd_client(etcd.url());
+  auto mesh = "tcp://127.0.0.1:" + std::to_string(fake_port);
+  REQUIRE(etcd_client.put("/test/members/evil", json::serialize(json::object{
+                                                     {"mesh", mesh}, {"http", "http://127.0.0.1:1"}, {"native", ""}})));
+  Server a(secure_mesh_args(etcd, "a")), b(secure_mesh_args(etcd, "b"));
+  a.http().set_header("Authorization", "Bearer " + kAdmin);
+  b.http().set_header("Authorization", "Bearer " + kAdmin);
+  REQUIRE(eventually([&] { return member_names(a).size() == 2 && member_names(b).size() == 2; }, 10s));
+  CHECK(member_names(a) == std::vector<std::string>{"a", "b"});
+  // New shards are homed on members that proved the secret only; links between them work.
+  for (int i = 0; i < 24; ++i) {
+    auto q = "h" + std::to_string(i);
+    REQUIRE(b.put_queue(q).status == 200);
+    REQUIRE(b.send(q, R"({"body":1})").status == 201);
+    auto home = placement(a, q).at("home");
+    CHECK((home == "a" || home == "b"));
+  }
+  CHECK(a.stats("h0").at("messages") == 1);
+  stop = true;
+  watch.join();
+  CHECK(dialled == 0);
+  CHECK(a.proc().log().find("does not prove the cluster secret") != std::string::npos);
+}
+
+TEST_CASE("hardening 26.1: mesh credentials are for mesh sockets only, and expire",
+          "[integration][mesh][hardening]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  Server a(secure_mesh_args(etcd, "a"));
+  a.http().set_header("Authorization", "Bearer " + kAdmin);
+  std::string mesh_of_a;
+  REQUIRE(eventually([&] {
+    auto r = a.http().get("/v1/mesh");
+    if (r.status != 200 || body_json(r).at("members").as_array().size() != 1) return false;
+    mesh_of_a = std::string(body_json(r).at("members").at(0).at("mesh").as_string());
+    return true;
+  }));
+  auto now = static_cast<std::int64_t>(std::time(nullptr));
+  auto node_token = sign_mesh_token("s3cret", "b", now, 300);
+  // Not a bearer on the REST API, WebSockets or the native endpoint.
+  client::HttpClient rest(a.proc().url());
+  rest.set_header("Authorization", "Bearer " + node_token);
+  auto r = rest.get("/v1/queues");
+  CHECK(r.status == 401);
+  CHECK(error_code(r) == "unauthorized");
+  auto native = Client::connect({.url = a.proc().endpoint(), .token = node_token});
+  REQUIRE_FALSE(native);
+  CHECK(native.error().code == ErrorCode::UNAUTHORIZED);
+  // On the mesh socket: with the cluster's CURVE key, and while it lasts.
+  const auto key = mesh_curve_keys("s3cret").public_key;
+  CHECK(Client::connect({.url = mesh_of_a, .token = node_token, .curve_server_key = key}));
+  auto expired = Client::connect(
+      {.url = mesh_of_a, .token = sign_mesh_token("s3cret", "b", now - 600, 300), .curve_server_key = key});
+  REQUIRE_FALSE(expired);
+  CHECK(expired.error().code == ErrorCode::UNAUTHORIZED);
+  // Without the key (a plain connection) nothing is answered at all.
+  auto plain = Client::connect({.url = mesh_of_a, .token = node_token, .connect_timeout = 500ms});
+  CHECK_FALSE(plain);
+}
+
+TEST_CASE("hardening 26.3: mesh effects are the authenticated peer's; a seq that jumps is refused",
+          "[integration][mesh][hardening]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  Server a(secure_mesh_args(etcd, "a"));
+  a.http().set_header("Authorization", "Bearer " + kAdmin);
+  REQUIRE(eventually([&] { return member_names(a).size() == 1; }));
+  REQUIRE(a.put_queue("inbox").status == 200);
+  auto p = placement(a, "inbox");
+  REQUIRE(p.at("owner") == "a");
+  Route route{static_cast<std::uint32_t>(p.at("shard").as_int64()), p.at("epoch").as_int64()};
+  std::string mesh_of_a(body_json(a.http().get("/v1/mesh")).at("members").at(0).at("mesh").as_string());
+  PeerLink link({.url = mesh_of_a,
+                 .token = sign_mesh_token("s3cret", "b", std::time(nullptr), 300),
+                 .curve_server_key = mesh_curve_keys("s3cret").public_key});
+  auto send = [&](const std::string& origin, std::uint64_t seq) {
+    MeshEffect e;
+    e.seq = seq;
+    e.queue = "inbox";
+    e.message.body = R"({"seq":)" + std::to_string(seq) + "}";
+    std::promise<Result<std::uint64_t>> done;
+    link.effects(route, origin, {e}, [&](Result<std::uint64_t> r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  };
+  auto forged = send("n2", 1);  // this link is b's: n2's effects are not its to send
+  REQUIRE_FALSE(forged);
+  CHECK(forged.error().code == ErrorCode::FORBIDDEN);
+  auto first = send("b", 1);
+  REQUIRE(first);
+  CHECK(*first == 1);
+  auto jump = send("b", 1'000'000);
+  REQUIRE_FALSE(jump);
+  CHECK(jump.error().code == ErrorCode::INVALID_ARGUMENT);
+  auto next = send("b", 2);  // the jump recorded nothing: b's next effect is applied
+  REQUIRE(next);
+  CHECK(*next == 2);
+  CHECK(a.stats("inbox").at("messages") == 2);
+}
+
+TEST_CASE("hardening 26.3: a mesh without auth_secret needs mesh_insecure, and says so",
+          "[integration][mesh][hardening]") {
+  TempDir dir("roost-mesh-cfg");
+  auto roost = std::string(ROOST_BINARY);
+  auto refused = std::system((roost + " serve --data-dir " + (dir.path() / "d").string() +
+                              " --http-listen 127.0.0.1:0 --endpoint off --mesh-etcd http://127.0.0.1:1 > " +
+                              (dir.path() / "log").string() + " 2>&1")
+                                 .c_str());
+  CHECK(refused != 0);
+  std::ifstream in(dir.path() / "log");
+  std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(log.find("needs auth_secret") != std::string::npos);
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  Server a(mesh_args(etcd, "a"));
+  CHECK(a.proc().log().find("mesh_insecure") != std::string::npos);
 }
 
 }  // namespace

@@ -67,6 +67,7 @@ struct Config {
   std::uint64_t actor_mail_memory_bytes = 1u << 20;  // waiting mail data one object keeps in RAM
   // The mesh (docs/mesh.md); without mesh_etcd the node is a single node and needs no etcd.
   std::string mesh_etcd;                             // etcd endpoints, comma-separated http://host:port
+  bool mesh_insecure = false;                        // a mesh without auth_secret (warned at start)
   std::string mesh_cluster = "roost";                // etcd key prefix of this mesh
   std::string node_name;                             // unique in the mesh (default: the host name)
   std::string mesh_listen = "tcp://127.0.0.1:7500";  // ZeroMQ address of the node's mesh socket

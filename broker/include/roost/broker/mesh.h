@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -41,7 +42,14 @@ struct MeshOptions {
   std::string native_advertise;  // its native endpoint
   std::uint32_t shards = 256;
   std::chrono::milliseconds lease_ttl{3000};
+  // The cluster's auth_secret: this node's member entry carries a proof made with it, and entries
+  // without a valid one are not members (never dialled, never homed a shard). Empty: mesh_insecure.
+  std::string secret;
 };
+
+// The proof a member entry carries: HMAC of its name and addresses under the cluster secret (hex).
+std::string member_proof(std::string_view secret, const std::string& name, const std::string& mesh,
+                         const std::string& http, const std::string& native);
 
 // Where a shard lives: its home (the node whose disk holds it; persistent) and its owner claim
 // (lease-backed; its creation revision is the shard's epoch). Empty owner: nobody may serve it now.
@@ -156,6 +164,7 @@ class Mesh {
   std::condition_variable cv_;
   bool stopping_ ROOST_GUARDED_BY(mu_) = false;
   std::vector<MeshMember> members_ ROOST_GUARDED_BY(mu_);
+  std::set<std::string> unproven_ ROOST_GUARDED_BY(mu_);  // entries logged as not proving the secret
   std::map<std::uint32_t, ShardPlacement> shards_table_ ROOST_GUARDED_BY(mu_);  // as last listed
   // Shards closed here (moving away, or moved): one bit each (mesh_shards ≤ 65,536), read without a
   // lock on every write's commit.

@@ -223,7 +223,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   std::atomic<std::uint64_t> presence_unroutable_{0};
   std::set<std::string> presence_members_;  // (interest thread) members last seen, to forget leavers
   MeshRouterOptions options_;
-  std::string token_;
+  std::string curve_server_key_;  // peers' mesh sockets (from auth_secret; none without it)
   std::atomic<Mesh*> mesh_{nullptr};
   std::atomic<LinkLoop*> link_loop_{nullptr};
   mutable Mutex held_mu_;

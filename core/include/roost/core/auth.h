@@ -30,6 +30,7 @@ struct Principal {
   std::vector<std::string> host;  // object classes it may serve as a remote host ("*" = any)
   bool push = false;              // may set or remove a queue's push target (roost.push: true)
   bool mesh = false;              // a peer node: may use a node's mesh socket
+  std::string node;               // (mesh) the peer node the credentials name
   std::string claims;             // the verified token's payload, as JSON ("" without a token)
 
   bool may_publish(std::string_view channel) const;
@@ -51,11 +52,18 @@ bool is_loopback(const boost::asio::ip::address& a);
 // True when every subject `requested` can match is matched by `allowed`.
 bool pattern_covers(std::string_view allowed, std::string_view requested);
 
+// Where credentials are presented. A node's mesh credentials (audience "roost-mesh", the `mesh`
+// grant) are accepted on mesh sockets only: anywhere else they are refused (401), and a `mesh`
+// grant in a client token gives nothing. A mesh socket accepts nothing else.
+enum class Audience { kClient, kMesh };
+inline constexpr std::string_view kMeshAudience = "roost-mesh";
+
 class Authenticator {
  public:
   explicit Authenticator(std::string secret, std::function<std::int64_t()> now_seconds = nullptr);
   // `token` is empty when the request carried none.
-  Result<Principal> authenticate(std::string_view token, const boost::asio::ip::address& remote) const;
+  Result<Principal> authenticate(std::string_view token, const boost::asio::ip::address& remote,
+                                 Audience audience = Audience::kClient) const;
   bool enabled() const { return !secret_.empty(); }
 
  private:
@@ -65,5 +73,12 @@ class Authenticator {
 
 // Signs `payload_json` as an HS256 JWT (tests, tools).
 std::string sign_jwt(std::string_view secret, std::string_view payload_json);
+
+// A node's mesh credentials: node `node`, audience roost-mesh, valid `ttl_seconds` from `now`.
+std::string sign_mesh_token(std::string_view secret, std::string_view node, std::int64_t now_seconds,
+                            std::int64_t ttl_seconds);
+
+// HMAC-SHA256 of `data` under `key`, raw bytes (32).
+std::string hmac_sha256(std::string_view key, std::string_view data);
 
 }  // namespace roost

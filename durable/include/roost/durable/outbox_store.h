@@ -9,7 +9,8 @@
 //
 // Tables (keys big-endian):
 //   outbox   shard u32 + seq u64 → effect
-//   meshin   origin + '\0' + shard u32 → last applied seq u64;  "\0" → the outbox's next seq
+//   meshin   origin + '\0' + shard u32 → last applied seq u64;  "\0" + shard u32 → the outbox's next
+//            seq for that shard (each shard's seqs run 1, 2, 3, … without a gap)
 //   movemark shard u32 → shard count u32 + peer: a shard move this node was in when it could have
 //            stopped between its data being written and the switch in etcd being settled (the
 //            source from sending the finish until its copy is gone; the target from writing the

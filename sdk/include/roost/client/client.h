@@ -38,6 +38,9 @@ namespace roost {
 struct ClientOptions {
   std::string url = "tcp://127.0.0.1:7400";  // tcp://HOST:PORT or ipc://PATH
   std::string token;                         // HS256 JWT when the node has an auth secret
+  // When set, called for the token of each hello (and reconnect) instead of `token`: short-lived
+  // credentials renewed as they go (a node's mesh links).
+  std::function<std::string()> token_source;
   std::string curve_server_key;              // the node's Z85 public key: encrypt with CURVE
   std::string name = "roost-cpp";            // shown in the node's logs
   std::chrono::milliseconds request_timeout{10'000};

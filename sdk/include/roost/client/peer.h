@@ -29,6 +29,16 @@ struct Route {
   std::int64_t epoch = 0;
 };
 
+// The CURVE key pair of a mesh's sockets (Z85, 40 characters each), derived from the cluster's
+// auth_secret: a node's mesh socket serves with the secret key, and a link dials it with the
+// public key as the server key — so a link's credentials only ever reach a peer that holds the
+// cluster secret (a member entry written by anyone else cannot complete the handshake).
+struct CurveKeyPair {
+  std::string public_key;
+  std::string secret_key;
+};
+CurveKeyPair mesh_curve_keys(std::string_view cluster_secret);
+
 class PeerLink;
 
 // A thread's poll loop that can drive links (the node's client endpoint): a request forwarded from
