@@ -266,11 +266,11 @@ class ActorRuntime::InboxOp final : public durable::Op {
     if (error != nullptr) return done_(std::unexpected(*error));
     if (full_) return done_(std::unexpected(Error{ErrorCode::STORAGE_FULL, "storage is full"}));
     if (jumped_ != 0) {
-      module_logger("mesh")->warn("effects from {} on shard {}: seq {} jumps past the mark {}: refused", origin_,
-                                  shard_, jumped_, mark_);
-      return done_(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT,
-                                         "effect seq " + std::to_string(jumped_) + " jumps past " +
-                                             std::to_string(mark_) + " + 1: refused"}));
+      module_logger("mesh")->warn("effects from {} on shard {}: seq {} jumps past the mark {}: refused",
+                                  origin_, shard_, jumped_, mark_);
+      return done_(std::unexpected(
+          Error{ErrorCode::INVALID_ARGUMENT, "effect seq " + std::to_string(jumped_) + " jumps past " +
+                                                 std::to_string(mark_) + " + 1: refused"}));
     }
     if (closed_) {
       return done_(std::unexpected(Error{ErrorCode::OWNER_UNAVAILABLE,

@@ -122,7 +122,8 @@ const std::vector<Key>& keys() {
        [](Config& c, const std::string& v) { c.actor_max_threads = to_u64("actor_max_threads", v); }},
       {"actor_idle_ms", "an object idle this long hibernates: its actor is freed (default 10000)",
        [](Config& c, const std::string& v) { c.actor_idle_ms = to_u64("actor_idle_ms", v); }},
-      {"call_timeout_ms", "default timeout of an object call, and the longest a remote host's call may wait (default 10000)",
+      {"call_timeout_ms",
+       "default timeout of an object call, and the longest a remote host's call may wait (default 10000)",
        [](Config& c, const std::string& v) {
          c.call_timeout_ms = to_u64("call_timeout_ms", v);
          if (c.call_timeout_ms == 0) throw ConfigError("call_timeout_ms: expected > 0");

@@ -215,7 +215,8 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   popts.allowed_hosts = push_hosts(d.config.push_allowed_hosts);
   popts.channel_webhooks = d.config.channel_webhooks;
   d.push = std::make_unique<PushDelivery>(d.front(), popts);
-  d.push->forbid(own_endpoints(d.config, nullptr, nullptr, nullptr));  // as configured; start() adds the bound ports
+  d.push->forbid(
+      own_endpoints(d.config, nullptr, nullptr, nullptr));  // as configured; start() adds the bound ports
   d.router->set_push(d.push.get());
   if (d.config.endpoint != "off") {
     EndpointOptions eopts;
@@ -374,7 +375,8 @@ void Node::start() {
     meo.bind = d.config.mesh_listen;
     meo.auth_secret = d.config.auth_secret;
     // Peers dial it over CURVE with keys the cluster secret derives (no secret: mesh_insecure).
-    if (!d.config.auth_secret.empty()) meo.curve_secret_key = mesh_curve_keys(d.config.auth_secret).secret_key;
+    if (!d.config.auth_secret.empty())
+      meo.curve_secret_key = mesh_curve_keys(d.config.auth_secret).secret_key;
     meo.heartbeat_ms = static_cast<std::uint32_t>(d.config.heartbeat_ms);
     meo.max_message_bytes = d.config.max_message_bytes;
     meo.version = ROOST_NODE_VERSION;

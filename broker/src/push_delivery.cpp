@@ -115,7 +115,8 @@ bool wildcard_host(std::string_view h) { return h.empty() || h == "0.0.0.0" || h
 
 }  // namespace
 
-bool forbidden_endpoint(std::string_view address, std::string_view port, const std::vector<std::string>& forbidden) {
+bool forbidden_endpoint(std::string_view address, std::string_view port,
+                        const std::vector<std::string>& forbidden) {
   auto host = lower(address);
   for (const auto& f : forbidden) {
     auto [fh, fp] = split_host_port(f);
@@ -392,7 +393,8 @@ awaitable<Outcome> exchange(Connection& c, const HttpUrl& url, http::request<htt
   try {
     co_return co_await exchange_once(c, url, req, timeout, max_body, forbidden);
   } catch (const std::exception& e) {
-    module_logger("push")->warn("push to {}:{}: the answer could not be read: {}", url.host, url.port, e.what());
+    module_logger("push")->warn("push to {}:{}: the answer could not be read: {}", url.host, url.port,
+                                e.what());
   }
   beast::error_code ignored;
   c.stream.socket().close(ignored);
@@ -647,8 +649,8 @@ struct PushDelivery::Impl {
       auto& st = *p->stats;
       st.in_flight.fetch_add(1, std::memory_order_relaxed);
       auto t0 = std::chrono::steady_clock::now();
-      auto out =
-          co_await exchange(conn, p->url, req, timeout, self->options.max_response_bytes, self->forbidden_now());
+      auto out = co_await exchange(conn, p->url, req, timeout, self->options.max_response_bytes,
+                                   self->forbidden_now());
       st.in_flight.fetch_sub(1, std::memory_order_relaxed);
       if (out.status != 0) st.observe(std::chrono::steady_clock::now() - t0);
       if (out.ok) {

@@ -820,9 +820,9 @@ void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const 
       if (!k.is_string()) throw ProtocolError("keys are strings");
     }
     if (list.size() > options_.max_get_keys) {
-      out["error"] = error_json(Error{ErrorCode::PAYLOAD_TOO_LARGE,
-                                      "get_many asks " + std::to_string(list.size()) + " keys; at most " +
-                                          std::to_string(options_.max_get_keys)});
+      out["error"] = error_json(
+          Error{ErrorCode::PAYLOAD_TOO_LARGE, "get_many asks " + std::to_string(list.size()) +
+                                                  " keys; at most " + std::to_string(options_.max_get_keys)});
     } else {
       // Every value read before one is encoded: past the bound nothing more is read or built.
       std::vector<std::optional<std::string>> read;

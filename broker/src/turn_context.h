@@ -63,7 +63,7 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   // list() for an answer that must stay within `max_bytes` of keys and values: nullopt past it,
   // having read no more than the bound from disk (a remote host's `list`).
   std::optional<std::vector<std::pair<std::string, std::string>>> list_within(const ListOptions& o,
-                                                                            std::size_t max_bytes) {
+                                                                              std::size_t max_bytes) {
     bool over = false;
     auto out = scan(o.prefix, std::max(o.start, o.prefix), o.end, o.limit, o.reverse, max_bytes, &over);
     std::size_t bytes = 0;
@@ -270,9 +270,8 @@ class ActorRuntime::TurnContext final : public Context, public Storage {
   }
   // Committed entries, overlaid by uncommitted turns, overlaid by this turn.
   std::vector<std::pair<std::string, std::string>> scan(std::string_view prefix, std::string_view start,
-                                                        std::string_view end, std::size_t limit,
-                                                        bool reverse, std::size_t max_bytes = 0,
-                                                        bool* over = nullptr) {
+                                                        std::string_view end, std::size_t limit, bool reverse,
+                                                        std::size_t max_bytes = 0, bool* over = nullptr) {
     auto in_range = [&](std::string_view k) {
       return k.starts_with(prefix) && k >= start && (end.empty() || k < end);
     };

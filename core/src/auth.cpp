@@ -120,7 +120,8 @@ bool Principal::may_use_object(std::string_view object_class, std::string_view n
 
 std::optional<Error> Principal::may_configure_queue(const QueueConfigPatch& patch) const {
   if (unrestricted) return std::nullopt;
-  if (patch.dead_letter_queue && !patch.dead_letter_queue->empty() && !may_use_queue(*patch.dead_letter_queue)) {
+  if (patch.dead_letter_queue && !patch.dead_letter_queue->empty() &&
+      !may_use_queue(*patch.dead_letter_queue)) {
     return Error{ErrorCode::FORBIDDEN,
                  "not allowed to use queue " + *patch.dead_letter_queue + " (named as dead_letter_queue)"};
   }

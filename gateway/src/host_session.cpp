@@ -39,7 +39,10 @@ class Link final : public HostLink {
 
 HostWsSession::HostWsSession(beast::tcp_stream stream, std::shared_ptr<Server::State> state,
                              std::unique_ptr<ConnectionSlot> slot)
-    : ws_(std::move(stream)), state_(std::move(state)), slot_(std::move(slot)), close_timer_(ws_.get_executor()) {
+    : ws_(std::move(stream)),
+      state_(std::move(state)),
+      slot_(std::move(slot)),
+      close_timer_(ws_.get_executor()) {
   state_->websockets.fetch_add(1, std::memory_order_relaxed);
 }
 

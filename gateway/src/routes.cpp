@@ -439,7 +439,8 @@ Response object_response(Result<ObjectReply> r, unsigned v, bool head) {
     });
     if (!token) return bad("header name '" + k.substr(0, 64) + "'");
     // Field values are visible characters, spaces and tabs (RFC 9110 §5.5): no control character.
-    if (std::any_of(val.begin(), val.end(), [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; })) {
+    if (std::any_of(val.begin(), val.end(),
+                    [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; })) {
       return bad("header " + k.substr(0, 64) + " has a control character");
     }
     header_bytes += k.size() + val.size() + 4;

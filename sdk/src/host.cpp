@@ -340,6 +340,10 @@ class Host::Impl::Ctx final : public Context, public Storage {
                               {"end", o.end},
                               {"reverse", o.reverse},
                               {"limit", o.limit}});
+    if (auto* e = r.if_contains("error"); e != nullptr && e->is_object()) {
+      // (payload_too_large: the answer would pass the node's bound; ask for fewer)
+      throw std::length_error(str(e->get_object(), "code") + ": " + str(e->get_object(), "message"));
+    }
     std::vector<std::pair<std::string, std::string>> out;
     if (auto* e = r.if_contains("entries"); e != nullptr && e->is_array()) {
       for (const auto& kv : e->get_array()) {

@@ -118,9 +118,9 @@ TEST_CASE("push targets: URLs, push_allowed_hosts, queue_push and channel_webhoo
   CHECK(check_push_url("http://[::1]:3000/jobs", ported));
   CHECK_FALSE(check_push_url("http://svc:1234/jobs", ported));
   std::vector<std::string> own{"127.0.0.1:2379", "0.0.0.0:8080", "[::1]:7400"};
-  for (const char* url : {"http://127.0.0.1:2379/v3/kv/put", "http://localhost:2379/v3/kv/put",
-                          "http://127.0.0.5:2379/", "http://[::1]:2379/", "http://10.1.2.3:8080/",
-                          "http://localhost:7400/"}) {
+  for (const char* url :
+       {"http://127.0.0.1:2379/v3/kv/put", "http://localhost:2379/v3/kv/put", "http://127.0.0.5:2379/",
+        "http://[::1]:2379/", "http://10.1.2.3:8080/", "http://localhost:7400/"}) {
     INFO(url);
     auto e = check_push_url(url, {"*"}, own);
     REQUIRE(e);

@@ -29,7 +29,9 @@ std::string token(const std::string& grants) {
   return roost::sign_jwt(kSecret, R"({"exp":4102444800,"roost":)" + grants + "}");
 }
 
-std::uint64_t metric(Server& s, const std::string& name) { return metric_value(s.http().get("/metrics").body, name); }
+std::uint64_t metric(Server& s, const std::string& name) {
+  return metric_value(s.http().get("/metrics").body, name);
+}
 
 // A remote host speaking docs/hosts.md by hand: the test writes every frame it sends.
 class RawHost {
@@ -98,7 +100,8 @@ class EchoHost {
         json::object d = done(turn);
         if (turn.at("kind") == "call") d["reply"] = json::object{{"type", "json"}, {"data", "\"ok\""}};
         if (turn.at("kind") == "fetch") {
-          d["response"] = json::object{{"status", 200}, {"body", roost::base64_encode(std::string(fetch_bytes, 'f'))}};
+          d["response"] =
+              json::object{{"status", 200}, {"body", roost::base64_encode(std::string(fetch_bytes, 'f'))}};
         }
         try {
           host_.send(d);
@@ -140,11 +143,10 @@ TEST_CASE("hardening 26.1: push targets need the push grant and never name the n
   CHECK(r.status == 403);
   CHECK(error_code(r) == "forbidden");
   CHECK(s.put_queue("q.a", R"({"push":null})").status == 403);  // removing one is a change too
-  CHECK(s.put_queue("q.a", "{}").status == 200);                  // the rest of the config is the queue's
+  CHECK(s.put_queue("q.a", "{}").status == 200);                // the rest of the config is the queue's
   // Over the native protocol alike.
   {
-    auto c = roost::Client::connect(
-        {.url = s.proc().endpoint(), .token = token(R"({"queues":["q.>"]})")});
+    auto c = roost::Client::connect({.url = s.proc().endpoint(), .token = token(R"({"queues":["q.>"]})")});
     REQUIRE(c);
     roost::QueueConfigPatch patch;
     patch.push = roost::PushTarget{.url = sink.url("/jobs")};
@@ -180,7 +182,8 @@ TEST_CASE("hardening 26.1: push_allowed_hosts entries with a port allow that por
 }
 
 // §2: the register frame's class options are effects of the token like any other.
-TEST_CASE("hardening 26.2: a host token's dead-letter queue must be granted", "[integration][hardening][hosts]") {
+TEST_CASE("hardening 26.2: a host token's dead-letter queue must be granted",
+          "[integration][hardening][hosts]") {
   Server s({"--auth-secret", kSecret});
   {
     RawHost h(s, token(R"({"host":["X"]})"));
@@ -204,7 +207,7 @@ TEST_CASE("hardening 26.2: a host token's dead-letter queue must be granted", "[
 
 // §4: a host's call with a huge timeout no longer holds a worker past call_timeout_ms, work posted
 // for hosts counts as busy (a worker is added), and other classes keep answering.
-TEST_CASE("hardening 26.4: host calls are capped at call_timeout_ms; other classes answer meanwhile",
+TEST_CASE("hardening 26.4: host calls are capped at call_timeout_ms, other classes answer meanwhile",
           "[integration][hardening][hosts]") {
   Server s({"--call-timeout-ms", "1500", "--actor-threads", "2", "--host-turn-timeout-ms", "120000"});
   RawHost stuck(s);  // takes turns, never answers
@@ -213,7 +216,8 @@ TEST_CASE("hardening 26.4: host calls are capped at call_timeout_ms; other class
   REQUIRE(caller.register_classes(json::array{"caller"}).at("t") == "registered");
   EchoHost ok(s, json::array{"ok"});
   auto& http = s.http();
-  for (const char* o : {"c1", "c2"}) REQUIRE(http.post(std::string("/v1/objects/caller/") + o + "/messages", "{}").status == 202);
+  for (const char* o : {"c1", "c2"})
+    REQUIRE(http.post(std::string("/v1/objects/caller/") + o + "/messages", "{}").status == 202);
   // Both turns call a never-answering object with a timeout of 9e12 ms: two workers wait.
   for (int i = 0; i < 2; ++i) {
     auto turn = caller.next("turn");
@@ -281,7 +285,8 @@ TEST_CASE("hardening 26.5: get_many and list answers are bounded before they are
   for (int i = 0; i < 10; ++i) {
     h.send(json::object{{"t", "op"},
                         {"turn", turn.at("turn")},
-                        {"ops", json::array{json::object{{"op", "put"}, {"key", "big" + std::to_string(i)}, {"value", value}}}}});
+                        {"ops", json::array{json::object{
+                                    {"op", "put"}, {"key", "big" + std::to_string(i)}, {"value", value}}}}});
   }
   h.send(done(turn));
   auto base = proc_mib(s.proc().pid(), "VmRSS");
@@ -291,14 +296,15 @@ TEST_CASE("hardening 26.5: get_many and list answers are bounded before they are
   for (int i = 0; i < 400; ++i) keys.push_back("big0");
   json::array small_keys;
   for (int i = 0; i < 129; ++i) small_keys.push_back(json::string("k" + std::to_string(i)));
-  h.send(json::object{{"t", "op"},
-                      {"turn", turn.at("turn")},
-                      {"ops", json::array{json::object{{"id", 1}, {"op", "get_many"}, {"keys", keys}},
-                                          json::object{{"id", 2}, {"op", "list"}},
-                                          json::object{{"id", 3}, {"op", "get_many"}, {"keys", small_keys}},
-                                          json::object{{"id", 4}, {"op", "list"}, {"limit", 2}},
-                                          json::object{{"id", 5}, {"op", "get_many"},
-                                                       {"keys", json::array{"big1", "none"}}}}}});
+  h.send(json::object{
+      {"t", "op"},
+      {"turn", turn.at("turn")},
+      {"ops",
+       json::array{json::object{{"id", 1}, {"op", "get_many"}, {"keys", keys}},
+                   json::object{{"id", 2}, {"op", "list"}},
+                   json::object{{"id", 3}, {"op", "get_many"}, {"keys", small_keys}},
+                   json::object{{"id", 4}, {"op", "list"}, {"limit", 2}},
+                   json::object{{"id", 5}, {"op", "get_many"}, {"keys", json::array{"big1", "none"}}}}}});
   std::map<std::int64_t, json::object> results;
   while (results.size() < 5) {
     auto r = h.next("result");
@@ -319,7 +325,7 @@ TEST_CASE("hardening 26.5: get_many and list answers are bounded before they are
 // §6: a host closed for not reading is dead at once: torn down, never picked again, its memory
 // freed. (Before: closed with 1008 but kept "alive" and least loaded, it took the honest tells of
 // its class, which went to the dead-letter queue although a healthy host served the class.)
-TEST_CASE("hardening 26.6: a host that stops reading is dead at once; its class is served elsewhere",
+TEST_CASE("hardening 26.6: a host that stops reading is dead at once and its class is served elsewhere",
           "[integration][hardening][hosts]") {
   small_quarantine();
   Server s({"--host-turn-timeout-ms", "120000"});
@@ -352,14 +358,15 @@ TEST_CASE("hardening 26.6: a host that stops reading is dead at once; its class 
 
 // A host that does not read its turns is closed as stalled after host_turn_timeout_ms, its socket
 // torn down although a write to it never finishes.
-TEST_CASE("hardening 26.6: turns are paced to a host's reading; a stalled host is torn down",
+TEST_CASE("hardening 26.6: turns are paced to a host's reading, a stalled host is torn down",
           "[integration][hardening][hosts]") {
   Server s({"--host-turn-timeout-ms", "1000", "--actor-mail-memory-bytes", "1024"});
   RawHost never_reads(s);
   REQUIRE(never_reads.register_classes(json::array{"big"}).at("t") == "registered");
   std::string big(900'000, 'x');
   for (int i = 0; i < 60; ++i) {
-    auto r = s.http().request("POST", "/v1/objects/big/b" + std::to_string(i) + "/messages", big, "text/plain");
+    auto r =
+        s.http().request("POST", "/v1/objects/big/b" + std::to_string(i) + "/messages", big, "text/plain");
     REQUIRE(r.status == 202);
   }
   REQUIRE(eventually([&] { return metric(s, "roost_remote_hosts") == 0; }, 20s));
@@ -401,7 +408,7 @@ TEST_CASE("hardening 26.7: classes of short-lived hosts are forgotten and bounde
 }
 
 // §8: what a push target answers is bounded and can never end a queue's push slot.
-TEST_CASE("hardening 26.8: a target's oversized trailer fails one request; the queue goes on",
+TEST_CASE("hardening 26.8: a target's oversized trailer fails one request and the queue goes on",
           "[integration][hardening][push]") {
   RawHttpServer target([](RawHttpServer::tcp::socket& sock, int n, const std::string&) {
     std::string answer = n == 1 ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Big: " +
@@ -411,8 +418,9 @@ TEST_CASE("hardening 26.8: a target's oversized trailer fails one request; the q
     return n != 1;
   });
   Server s;
-  REQUIRE(s.put_queue("jobs", R"({"push":{"url":")" + target.url("/jobs") + R"(","concurrency":1}})")
-              .status == 200);
+  REQUIRE(
+      s.put_queue("jobs", R"({"push":{"url":")" + target.url("/jobs") + R"(","concurrency":1}})").status ==
+      200);
   for (int i = 0; i < 3; ++i) REQUIRE(s.send("jobs", R"({"body":1})").status == 201);
   CHECK(eventually([&] { return s.stats("jobs").at("messages") == 0; }, 20s));
   CHECK(target.requests() == 4);  // the first answer failed its message once
@@ -425,7 +433,8 @@ TEST_CASE("hardening 26.8: an endless chunk line is cut, not buffered", "[integr
       boost::asio::write(sock, boost::asio::buffer(std::string("HTTP/1.1 204 No Content\r\n\r\n")));
       return true;
     }
-    boost::asio::write(sock, boost::asio::buffer(std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;")));
+    boost::asio::write(
+        sock, boost::asio::buffer(std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;")));
     std::string endless(64 * 1024, 'a');
     auto until = std::chrono::steady_clock::now() + 15s;
     for (int i = 0; i < 4000 && std::chrono::steady_clock::now() < until; ++i) {  // ≤ 250 MiB
@@ -435,8 +444,9 @@ TEST_CASE("hardening 26.8: an endless chunk line is cut, not buffered", "[integr
   });
   Server s;
   auto base = proc_mib(s.proc().pid(), "VmRSS");
-  REQUIRE(s.put_queue("jobs", R"({"push":{"url":")" + target.url("/jobs") + R"(","concurrency":1}})")
-              .status == 200);
+  REQUIRE(
+      s.put_queue("jobs", R"({"push":{"url":")" + target.url("/jobs") + R"(","concurrency":1}})").status ==
+      200);
   REQUIRE(s.send("jobs", R"({"body":1})").status == 201);
   CHECK(eventually([&] { return s.stats("jobs").at("messages") == 0; }, 30s));
   CHECK(target.requests() == 2);
@@ -450,7 +460,8 @@ TEST_CASE("hardening 26.8: a 2xx whose body still drips at the timeout is a fail
       boost::asio::write(sock, boost::asio::buffer(std::string("HTTP/1.1 204 No Content\r\n\r\n")));
       return true;
     }
-    boost::asio::write(sock, boost::asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")));
+    boost::asio::write(sock,
+                       boost::asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")));
     for (int i = 0; i < 30; ++i) {  // 3 s of a byte per 100 ms: past the 500 ms timeout
       boost::asio::write(sock, boost::asio::buffer(std::string("x")));
       std::this_thread::sleep_for(100ms);
@@ -458,15 +469,17 @@ TEST_CASE("hardening 26.8: a 2xx whose body still drips at the timeout is a fail
     return false;
   });
   Server s;
-  REQUIRE(s.put_queue("jobs", R"({"push":{"url":")" + target.url("/jobs") + R"(","timeout_ms":500}})").status ==
-          200);
+  REQUIRE(
+      s.put_queue("jobs", R"({"push":{"url":")" + target.url("/jobs") + R"(","timeout_ms":500}})").status ==
+      200);
   REQUIRE(s.send("jobs", R"({"body":1})").status == 201);
   CHECK(eventually([&] { return s.stats("jobs").at("messages") == 0; }, 20s));
   CHECK(target.requests() == 2);  // (before: the dripping 200 acked it)
 }
 
 // §9: what the front code answers is checked before a byte is written.
-TEST_CASE("hardening 26.9: the front cannot splice answers into other requests", "[integration][hardening][hosts]") {
+TEST_CASE("hardening 26.9: the front cannot splice answers into other requests",
+          "[integration][hardening][hosts]") {
   Server s({"--app-routes", "/app", "--call-timeout-ms", "1000"});
   RawHost front(s);
   REQUIRE(front.register_classes(json::array{}, /*front=*/true).at("t") == "registered");
@@ -490,7 +503,10 @@ TEST_CASE("hardening 26.9: the front cannot splice answers into other requests",
       if (path == "/app/huge") {
         res["headers"] = json::array{json::array{"X-Big", std::string(70'000, 'h')}};
       }
-      if (path == "/app/ctl") res["headers"] = json::array{json::array{"X-Ctl", "a\x01" "b"}};
+      if (path == "/app/ctl")
+        res["headers"] = json::array{json::array{"X-Ctl",
+                                                 "a\x01"
+                                                 "b"}};
       if (path == "/app/silent") continue;  // never answers
       front.send(json::object{{"t", "front_done"}, {"id", f->at("id")}, {"response", res}});
     }
@@ -516,7 +532,8 @@ TEST_CASE("hardening 26.9: the front cannot splice answers into other requests",
 }
 
 // §10: an object closes its sockets only with codes a WebSocket may send.
-TEST_CASE("hardening 26.10: object sockets close only with sendable codes", "[integration][hardening][hosts]") {
+TEST_CASE("hardening 26.10: object sockets close only with sendable codes",
+          "[integration][hardening][hosts]") {
   Server s;
   RawHost h(s);
   REQUIRE(h.register_classes(json::array{json::object{{"name", "room"}, {"max_retries", 0}}}).at("t") ==
@@ -530,7 +547,8 @@ TEST_CASE("hardening 26.10: object sockets close only with sendable codes", "[in
   auto socket = connect.at("socket");
   h.send(done(connect));
   auto browser = opening.get();
-  for (std::uint64_t code : {999ull, 1004ull, 1005ull, 1006ull, 1015ull, 2000ull, 5000ull, 65535ull, 66536ull}) {
+  for (std::uint64_t code :
+       {999ull, 1004ull, 1005ull, 1006ull, 1015ull, 2000ull, 5000ull, 65535ull, 66536ull}) {
     INFO(code);
     REQUIRE(s.http().post("/v1/objects/room/r1/messages", "{}").status == 202);
     auto turn = h.next("turn");
@@ -540,6 +558,7 @@ TEST_CASE("hardening 26.10: object sockets close only with sendable codes", "[in
   }
   REQUIRE(s.http().post("/v1/objects/room/r1/messages", "{}").status == 202);
   auto turn = h.next("turn");
-  h.send(done(turn, json::array{json::object{{"op", "close"}, {"socket", socket}, {"code", 4001}, {"reason", "bye"}}}));
+  h.send(done(turn, json::array{json::object{
+                        {"op", "close"}, {"socket", socket}, {"code", 4001}, {"reason", "bye"}}}));
   CHECK(browser->wait_closed() == 4001);
 }

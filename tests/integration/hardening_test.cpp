@@ -26,7 +26,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint64_t metric(Server& s, const std::string& name) { return metric_value(s.http().get("/metrics").body, name); }
+std::uint64_t metric(Server& s, const std::string& name) {
+  return metric_value(s.http().get("/metrics").body, name);
+}
 
 std::string status_line(const std::string& raw) { return raw.substr(0, raw.find("\r\n")); }
 

@@ -9,11 +9,11 @@
 #include <thread>
 #include <tuple>
 
+#include <roost/broker/etcd_client.h>
 #include <roost/broker/mesh.h>
 #include <roost/client/client.h>
 #include <roost/client/host.h>
 #include <roost/client/peer.h>
-#include <roost/broker/etcd_client.h>
 #include <roost/core/auth.h>
 #include <roost/durable/committer.h>
 #include <roost/durable/env.h>
@@ -28,10 +28,10 @@
 #include <mutex>
 
 #include "../support/etcd_process.h"
-#include "../support/temp_dir.h"
 #include "../support/eventually.h"
 #include "../support/http_sink.h"
 #include "../support/tcp_proxy.h"
+#include "../support/temp_dir.h"
 #include "../support/ws_client.h"
 #include "http_fixture.h"
 
@@ -52,9 +52,22 @@ std::vector<std::string> member_names(Server& s) {
 std::vector<std::string> mesh_args(const EtcdProcess& etcd, const std::string& name,
                                    const std::string& shards = "64", const std::string& ttl_ms = "2000",
                                    const std::string& listen = "tcp://127.0.0.1:*") {
-  return {"--mesh-etcd",   etcd.url(),       "--mesh-cluster",      "test", "--node-name",   name,
-          "--mesh-shards", shards,           "--mesh-lease-ttl-ms", ttl_ms, "--mesh-listen", listen,
-          "--actors",      ROOST_TEST_ACTORS, "--mesh-insecure",     "true"};
+  return {"--mesh-etcd",
+          etcd.url(),
+          "--mesh-cluster",
+          "test",
+          "--node-name",
+          name,
+          "--mesh-shards",
+          shards,
+          "--mesh-lease-ttl-ms",
+          ttl_ms,
+          "--mesh-listen",
+          listen,
+          "--actors",
+          ROOST_TEST_ACTORS,
+          "--mesh-insecure",
+          "true"};
 }
 
 // Nodes named `names` of one mesh (each with `extra` arguments), once every one lists them all.
@@ -450,8 +463,9 @@ TEST_CASE("mesh: a mesh socket serves peers only, routed requests only, for shar
                                .curve_server_key = server_key});
   REQUIRE_FALSE(user);
   CHECK(user.error().code == ErrorCode::UNAUTHORIZED);
-  auto claimed = Client::connect(
-      {.url = mesh_of_a, .token = sign_jwt("s3cret", R"({"roost":{"mesh":true}})"), .curve_server_key = server_key});
+  auto claimed = Client::connect({.url = mesh_of_a,
+                                  .token = sign_jwt("s3cret", R"({"roost":{"mesh":true}})"),
+                                  .curve_server_key = server_key});
   REQUIRE_FALSE(claimed);
   CHECK(claimed.error().code == ErrorCode::UNAUTHORIZED);
   const auto peer_token = sign_mesh_token("s3cret", "b", std::time(nullptr), 300);
@@ -921,9 +935,12 @@ TEST_CASE(
     "[integration][mesh]") {
   REQUIRE(etcd_installed());
   EtcdCluster etcd;
-  std::vector<std::string> args = {
-      "--mesh-etcd", etcd.url(),      "--mesh-cluster",   "test", "--node-name", "a", "--mesh-lease-ttl-ms",
-      "2000",        "--mesh-listen", "tcp://127.0.0.1:*", "--mesh-insecure", "true"};
+  std::vector<std::string> args = {"--mesh-etcd",         etcd.url(),
+                                   "--mesh-cluster",      "test",
+                                   "--node-name",         "a",
+                                   "--mesh-lease-ttl-ms", "2000",
+                                   "--mesh-listen",       "tcp://127.0.0.1:*",
+                                   "--mesh-insecure",     "true"};
   Server a(args);
   REQUIRE(eventually([&] { return member_names(a) == std::vector<std::string>{"a"}; }));
   std::string q = "quorum";
@@ -2293,10 +2310,12 @@ std::vector<std::string> secure_mesh_args(const EtcdProcess& etcd, const std::st
   v.insert(v.end(), {"--auth-secret", "s3cret"});
   return v;
 }
-const std::string kAdmin = sign_jwt("s3cret", R"({"roost":{"queues":[">"],"objects":[">"],"publish":[">"]}})");
+const std::string kAdmin =
+    sign_jwt("s3cret", R"({"roost":{"queues":[">"],"objects":[">"],"publish":[">"]}})");
 
-TEST_CASE("hardening 26.1: a member entry that cannot prove the cluster secret is not dialled nor homed shards",
-          "[integration][mesh][hardening]") {
+TEST_CASE(
+    "hardening 26.1: a member entry that cannot prove the cluster secret is not dialled nor homed shards",
+    "[integration][mesh][hardening]") {
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
   // What dials a fake member would reach: a listener that counts connections.
@@ -2318,8 +2337,9 @@ TEST_CASE("hardening 26.1: a member entry that cannot prove the cluster secret i
   // Written straight into etcd, as a push into etcd's API once could (issue 26 §1).
   broker::EtcdClient etcd_client(etcd.url());
   auto mesh = "tcp://127.0.0.1:" + std::to_string(fake_port);
-  REQUIRE(etcd_client.put("/test/members/evil", json::serialize(json::object{
-                                                     {"mesh", mesh}, {"http", "http://127.0.0.1:1"}, {"native", ""}})));
+  REQUIRE(etcd_client.put(
+      "/test/members/evil",
+      json::serialize(json::object{{"mesh", mesh}, {"http", "http://127.0.0.1:1"}, {"native", ""}})));
   Server a(secure_mesh_args(etcd, "a")), b(secure_mesh_args(etcd, "b"));
   a.http().set_header("Authorization", "Bearer " + kAdmin);
   b.http().set_header("Authorization", "Bearer " + kAdmin);
@@ -2376,7 +2396,7 @@ TEST_CASE("hardening 26.1: mesh credentials are for mesh sockets only, and expir
   CHECK_FALSE(plain);
 }
 
-TEST_CASE("hardening 26.3: mesh effects are the authenticated peer's; a seq that jumps is refused",
+TEST_CASE("hardening 26.3: mesh effects are the authenticated peer's, a seq that jumps is refused",
           "[integration][mesh][hardening]") {
   REQUIRE(etcd_installed());
   EtcdProcess etcd;

@@ -53,7 +53,8 @@ std::optional<Error> check_push_url(std::string_view url, const std::vector<std:
                                     const std::vector<std::string>& forbidden = {});
 
 // Whether a resolved address (what a push connects to) is one of `forbidden`.
-bool forbidden_endpoint(std::string_view address, std::string_view port, const std::vector<std::string>& forbidden);
+bool forbidden_endpoint(std::string_view address, std::string_view port,
+                        const std::vector<std::string>& forbidden);
 
 // "scheme://host:port/…" or "host:port" → "host:port" (nullopt: no port, e.g. ipc://).
 std::optional<std::string> endpoint_of(std::string_view address);

@@ -138,7 +138,7 @@ class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
   Mutex change_mu_;
   mutable Mutex mu_;
   std::map<std::string, std::vector<std::weak_ptr<Conn>>> hosts_ ROOST_GUARDED_BY(mu_);  // class → hosts
-  std::set<std::string> declared_ ROOST_GUARDED_BY(mu_);                     // remote_classes: kept
+  std::set<std::string> declared_ ROOST_GUARDED_BY(mu_);                      // remote_classes: kept
   std::map<std::string, std::int64_t> unserved_since_ ROOST_GUARDED_BY(mu_);  // class → steady ms
   std::map<const Conn*, std::weak_ptr<Conn>> conns_ ROOST_GUARDED_BY(mu_);
   bool stopped_ ROOST_GUARDED_BY(mu_) = false;

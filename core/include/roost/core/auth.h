@@ -3,9 +3,9 @@
 // the future), `nbf` (when present, not before that second) and `roost:
 // {"publish":[patterns],"subscribe":[patterns],"queues":[patterns], "objects":[patterns],
 // "host":[classes], "push": true, "mesh": true}` (`push`: may set queues' push targets; `mesh`: a
-// peer node of the mesh, every permission — honoured only on a node's mesh socket, see Audience). Patterns use the
-// channel grammar ('*' one token, '>' the rest), also for queue names. Without a configured secret, only
-// loopback clients are accepted, with every permission.
+// peer node of the mesh, every permission — honoured only on a node's mesh socket, see Audience). Patterns
+// use the channel grammar ('*' one token, '>' the rest), also for queue names. Without a configured secret,
+// only loopback clients are accepted, with every permission.
 #pragma once
 
 #include <roost/core/error.h>

@@ -41,8 +41,8 @@ struct ClientOptions {
   // When set, called for the token of each hello (and reconnect) instead of `token`: short-lived
   // credentials renewed as they go (a node's mesh links).
   std::function<std::string()> token_source;
-  std::string curve_server_key;              // the node's Z85 public key: encrypt with CURVE
-  std::string name = "roost-cpp";            // shown in the node's logs
+  std::string curve_server_key;    // the node's Z85 public key: encrypt with CURVE
+  std::string name = "roost-cpp";  // shown in the node's logs
   std::chrono::milliseconds request_timeout{10'000};
   std::chrono::milliseconds connect_timeout{5'000};  // for connect() and each hello
   std::chrono::milliseconds heartbeat{1'000};
