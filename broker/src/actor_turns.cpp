@@ -64,15 +64,26 @@ std::string dead_letter_json(const ActorRuntime::Obj& obj, const ActorRuntime::I
 
 }  // namespace
 
+// A worker's piece of work from its start to the end of the scope: it left the queue, counts as
+// busy, and marks when the last one started (what the stall detector reads).
+class ActorRuntime::WorkScope {
+ public:
+  explicit WorkScope(ActorRuntime& rt) : rt_(rt) {
+    rt_.queued_slices_.fetch_sub(1, std::memory_order_relaxed);
+    rt_.busy_workers_.fetch_add(1, std::memory_order_relaxed);
+    rt_.last_slice_start_ = steady_now_ms();
+  }
+  ~WorkScope() { rt_.busy_workers_.fetch_sub(1, std::memory_order_relaxed); }
+  WorkScope(const WorkScope&) = delete;
+  WorkScope& operator=(const WorkScope&) = delete;
+
+ private:
+  ActorRuntime& rt_;
+};
+
 void ActorRuntime::run_slice(std::shared_ptr<Obj> obj) {
   auto log = module_logger("actors");
-  queued_slices_.fetch_sub(1, std::memory_order_relaxed);
-  busy_workers_.fetch_add(1, std::memory_order_relaxed);
-  last_slice_start_ = steady_now_ms();
-  struct Busy {
-    std::atomic<int>& n;
-    ~Busy() { n.fetch_sub(1, std::memory_order_relaxed); }
-  } busy{busy_workers_};
+  WorkScope busy(*this);
   for (std::uint32_t n = 0; n < options_.max_turns_per_slice; ++n) {
     Item item;
     std::uint64_t generation = 0;
@@ -245,13 +256,7 @@ void ActorRuntime::post(std::move_only_function<void()> work) {
   // turn can, and the stall detector must see it to add a worker.
   queued_slices_.fetch_add(1, std::memory_order_relaxed);
   asio::post(*workers_, [this, work = std::move(work)]() mutable {
-    queued_slices_.fetch_sub(1, std::memory_order_relaxed);
-    busy_workers_.fetch_add(1, std::memory_order_relaxed);
-    last_slice_start_ = steady_now_ms();
-    struct Busy {
-      std::atomic<int>& n;
-      ~Busy() { n.fetch_sub(1, std::memory_order_relaxed); }
-    } busy{busy_workers_};
+    WorkScope busy(*this);
     work();
   });
 }

@@ -72,6 +72,30 @@ class RawHost {
   WsClient ws_;
 };
 
+// Two workers of `s` blocked: hosts of "stuck" (takes turns, never answers) and "caller", whose
+// two turns each call a stuck object with a timeout of 9e12 ms.
+struct TwoBlockedWorkers {
+  explicit TwoBlockedWorkers(Server& s) : stuck(s), caller(s) {
+    REQUIRE(stuck.register_classes(json::array{"stuck"}).at("t") == "registered");
+    REQUIRE(caller.register_classes(json::array{"caller"}).at("t") == "registered");
+    for (const char* o : {"c1", "c2"}) {
+      REQUIRE(s.http().post(std::string("/v1/objects/caller/") + o + "/messages", "{}").status == 202);
+    }
+    for (int i = 0; i < 2; ++i) {
+      auto turn = caller.next("turn");
+      caller.send(json::object{{"t", "op"},
+                               {"turn", turn.at("turn")},
+                               {"ops", json::array{json::object{{"id", 1},
+                                                                {"op", "call"},
+                                                                {"class", "stuck"},
+                                                                {"object", "s" + std::to_string(i)},
+                                                                {"data", "{}"},
+                                                                {"timeout_ms", 9e12}}}}});
+    }
+  }
+  RawHost stuck, caller;
+};
+
 json::object done(const json::object& turn, json::array ops = {}) {
   return json::object{{"t", "done"}, {"turn", turn.at("turn")}, {"ops", std::move(ops)}};
 }
@@ -210,26 +234,9 @@ TEST_CASE("hardening 26.2: a host token's dead-letter queue must be granted",
 TEST_CASE("hardening 26.4: host calls are capped at call_timeout_ms, other classes answer meanwhile",
           "[integration][hardening][hosts]") {
   Server s({"--call-timeout-ms", "1500", "--actor-threads", "2", "--host-turn-timeout-ms", "120000"});
-  RawHost stuck(s);  // takes turns, never answers
-  REQUIRE(stuck.register_classes(json::array{"stuck"}).at("t") == "registered");
-  RawHost caller(s);
-  REQUIRE(caller.register_classes(json::array{"caller"}).at("t") == "registered");
   EchoHost ok(s, json::array{"ok"});
+  TwoBlockedWorkers blocked(s);
   auto& http = s.http();
-  for (const char* o : {"c1", "c2"})
-    REQUIRE(http.post(std::string("/v1/objects/caller/") + o + "/messages", "{}").status == 202);
-  // Both turns call a never-answering object with a timeout of 9e12 ms: two workers wait.
-  for (int i = 0; i < 2; ++i) {
-    auto turn = caller.next("turn");
-    caller.send(json::object{{"t", "op"},
-                             {"turn", turn.at("turn")},
-                             {"ops", json::array{json::object{{"id", 1},
-                                                              {"op", "call"},
-                                                              {"class", "stuck"},
-                                                              {"object", "s" + std::to_string(i)},
-                                                              {"data", "{}"},
-                                                              {"timeout_ms", 9e12}}}}});
-  }
   std::this_thread::sleep_for(300ms);
   auto t0 = std::chrono::steady_clock::now();
   auto r = http.post("/v1/objects/ok/o1/call", "{}");
@@ -237,7 +244,7 @@ TEST_CASE("hardening 26.4: host calls are capped at call_timeout_ms, other class
   CHECK(r.status == 200);
   // The calls end at call_timeout_ms, not in 285 years.
   for (int i = 0; i < 2; ++i) {
-    auto result = caller.next("result", 10'000);
+    auto result = blocked.caller.next("result", 10'000);
     CHECK(result.at("error").at("code") == "call_timeout");
   }
   CHECK(std::chrono::steady_clock::now() - t0 < 10s);
@@ -247,24 +254,7 @@ TEST_CASE("hardening 26.4: host calls are capped at call_timeout_ms, other class
 TEST_CASE("hardening 26.4: SIGTERM ends a node whose workers wait in host calls",
           "[integration][hardening][hosts]") {
   Server s({"--call-timeout-ms", "600000", "--actor-threads", "2", "--host-turn-timeout-ms", "600000"});
-  RawHost stuck(s);
-  REQUIRE(stuck.register_classes(json::array{"stuck"}).at("t") == "registered");
-  RawHost caller(s);
-  REQUIRE(caller.register_classes(json::array{"caller"}).at("t") == "registered");
-  for (const char* o : {"c1", "c2"}) {
-    REQUIRE(s.http().post(std::string("/v1/objects/caller/") + o + "/messages", "{}").status == 202);
-  }
-  for (int i = 0; i < 2; ++i) {
-    auto turn = caller.next("turn");
-    caller.send(json::object{{"t", "op"},
-                             {"turn", turn.at("turn")},
-                             {"ops", json::array{json::object{{"id", 1},
-                                                              {"op", "call"},
-                                                              {"class", "stuck"},
-                                                              {"object", "s" + std::to_string(i)},
-                                                              {"data", "{}"},
-                                                              {"timeout_ms", 9e12}}}}});
-  }
+  TwoBlockedWorkers blocked(s);
   std::this_thread::sleep_for(500ms);
   auto exit = s.proc().stop_within(20s);
   REQUIRE(exit.has_value());  // (before: it never exited)

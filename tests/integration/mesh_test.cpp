@@ -2313,6 +2313,20 @@ std::vector<std::string> secure_mesh_args(const EtcdProcess& etcd, const std::st
 const std::string kAdmin =
     sign_jwt("s3cret", R"({"roost":{"queues":[">"],"objects":[">"],"publish":[">"]}})");
 
+// A secured node alone in its mesh, once it lists itself: its mesh address (its HTTP client gets
+// the admin token).
+std::string lone_member(Server& a) {
+  a.http().set_header("Authorization", "Bearer " + kAdmin);
+  std::string mesh;
+  REQUIRE(eventually([&] {
+    auto r = a.http().get("/v1/mesh");
+    if (r.status != 200 || body_json(r).at("members").as_array().size() != 1) return false;
+    mesh = std::string(body_json(r).at("members").at(0).at("mesh").as_string());
+    return true;
+  }));
+  return mesh;
+}
+
 TEST_CASE(
     "hardening 26.1: a member entry that cannot prove the cluster secret is not dialled nor homed shards",
     "[integration][mesh][hardening]") {
@@ -2365,14 +2379,7 @@ TEST_CASE("hardening 26.1: mesh credentials are for mesh sockets only, and expir
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
   Server a(secure_mesh_args(etcd, "a"));
-  a.http().set_header("Authorization", "Bearer " + kAdmin);
-  std::string mesh_of_a;
-  REQUIRE(eventually([&] {
-    auto r = a.http().get("/v1/mesh");
-    if (r.status != 200 || body_json(r).at("members").as_array().size() != 1) return false;
-    mesh_of_a = std::string(body_json(r).at("members").at(0).at("mesh").as_string());
-    return true;
-  }));
+  auto mesh_of_a = lone_member(a);
   auto now = static_cast<std::int64_t>(std::time(nullptr));
   auto node_token = sign_mesh_token("s3cret", "b", now, 300);
   // Not a bearer on the REST API, WebSockets or the native endpoint.
@@ -2401,13 +2408,11 @@ TEST_CASE("hardening 26.3: mesh effects are the authenticated peer's, a seq that
   REQUIRE(etcd_installed());
   EtcdProcess etcd;
   Server a(secure_mesh_args(etcd, "a"));
-  a.http().set_header("Authorization", "Bearer " + kAdmin);
-  REQUIRE(eventually([&] { return member_names(a).size() == 1; }));
+  auto mesh_of_a = lone_member(a);
   REQUIRE(a.put_queue("inbox").status == 200);
   auto p = placement(a, "inbox");
   REQUIRE(p.at("owner") == "a");
   Route route{static_cast<std::uint32_t>(p.at("shard").as_int64()), p.at("epoch").as_int64()};
-  std::string mesh_of_a(body_json(a.http().get("/v1/mesh")).at("members").at(0).at("mesh").as_string());
   PeerLink link({.url = mesh_of_a,
                  .token = sign_mesh_token("s3cret", "b", std::time(nullptr), 300),
                  .curve_server_key = mesh_curve_keys("s3cret").public_key});

@@ -205,6 +205,7 @@ class ActorRuntime final : public durable::Participant {
 
   struct Obj;
   struct Item;
+  class WorkScope;
   struct Effects;
   class TurnContext;
   class TurnOp;
