@@ -4,11 +4,14 @@ namespace roost {
 
 // ---- Stream, Delivery ----------------------------------------------------------------------------
 
-Stream::Stream(std::weak_ptr<ClientCore> core, std::uint64_t id) : core_(std::move(core)), id_(id) {}
+Stream::Stream(std::weak_ptr<ClientCore> core, std::uint64_t id, std::shared_ptr<StreamGate> gate)
+    : core_(std::move(core)), id_(id), gate_(std::move(gate)) {}
 Stream::~Stream() { cancel(); }
 void Stream::cancel() {
   if (auto c = core_.lock()) c->cancel(id_);
   core_.reset();
+  if (gate_) gate_->close();  // (issue 27 §3: a handler ran after its owner was gone)
+  gate_.reset();
 }
 
 void Delivery::ack() const {

@@ -131,6 +131,41 @@ struct Reply {
 };
 using ReplyFn = std::move_only_function<void(Reply&)>;
 
+// Between a stream's handlers and whoever owns its Stream: once Stream::cancel() (or its
+// destructor) returns, none of the stream's handlers runs again and none is still running — so a
+// handler may use what its owner destroys right after (captured by reference) — unless the
+// cancel comes from inside one of the stream's own handlers. Every handler call goes through
+// run(), on whichever thread it runs (dispatch, or the I/O thread for on_io_thread handlers).
+struct StreamGate {
+  std::mutex m;
+  std::atomic<bool> live{true};
+
+  // Calls `f` unless the stream was cancelled; false when it was.
+  template <class F>
+  bool run(F&& f) {
+    std::lock_guard lock(m);
+    if (!live.load()) return false;
+    const StreamGate* outer = running();
+    running() = this;
+    struct Restore {
+      const StreamGate* outer;
+      ~Restore() { running() = outer; }
+    } restore{outer};
+    f();
+    return true;
+  }
+  // No handler runs after this returns; one running now (on another thread) is waited for.
+  void close() {
+    live = false;
+    if (running() == this) return;  // from within its own handler: it is this thread
+    std::lock_guard lock(m);
+  }
+  static const StreamGate*& running() {
+    thread_local const StreamGate* gate = nullptr;
+    return gate;
+  }
+};
+
 struct ClientCore : std::enable_shared_from_this<ClientCore> {
   // Fire-and-forget publishes in a row, packed as they come: their payloads one after another
   // in one buffer, their channel names in another (NUL-terminated; a name repeated from the item
@@ -192,6 +227,8 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
   };
   // A subscription or consumer, re-opened after a reconnect.
   struct StreamState {
+    // Shared with its Stream and with every handler call queued for it (StreamGate).
+    std::shared_ptr<StreamGate> gate = std::make_shared<StreamGate>();
     bool consumer = false;
     std::string target;  // pattern or queue
     std::function<void(const ChannelMessage&)> on_message;

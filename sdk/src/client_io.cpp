@@ -404,6 +404,7 @@ void ClientCore::close() {
 
 std::unique_ptr<Stream> ClientCore::open_detached(StreamState state) {
   std::uint64_t id = next_id.fetch_add(1);
+  auto gate = state.gate;
   {
     MutexLock lock(mu);
     if (!closing) {
@@ -412,7 +413,7 @@ std::unique_ptr<Stream> ClientCore::open_detached(StreamState state) {
     }
   }
   wake();
-  return std::make_unique<Stream>(weak_from_this(), id);
+  return std::make_unique<Stream>(weak_from_this(), id, std::move(gate));
 }
 
 Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {
@@ -423,6 +424,7 @@ Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {
   std::promise<Result<void>> first;
   auto f = first.get_future();
   state.first = &first;
+  auto gate = state.gate;
   {
     MutexLock lock(mu);
     if (closing) return std::unexpected(unavailable("the client is closed"));
@@ -450,7 +452,7 @@ Result<std::unique_ptr<Stream>> ClientCore::open(StreamState state) {
   }
   auto r = f.get();
   if (!r) return std::unexpected(r.error());
-  return std::make_unique<Stream>(weak_from_this(), id);
+  return std::make_unique<Stream>(weak_from_this(), id, std::move(gate));
 }
 
 }  // namespace roost

@@ -83,7 +83,7 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
           if (s.sub.on_presence && !s.sub.on_io_thread) {
             ChannelMessage cm;
             fill(cm, m, *data);
-            to_dispatch([f = s.sub.on_presence, cm = std::move(cm)] { f(cm); });
+            to_dispatch([g = s.gate, f = s.sub.on_presence, cm = std::move(cm)] { g->run([&] { f(cm); }); });
           }
           continue;
         }
@@ -99,39 +99,41 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
       if (queued_messages.load() + count > options.max_queued_messages ||
           queued_bytes.load() + bytes > options.max_queued_bytes) {
         // The handler is behind: drop, and say so once it catches up.
-        if (s.sub.on_lag) to_dispatch([f = s.sub.on_lag, count] { f(count); });
+        if (s.sub.on_lag) to_dispatch([g = s.gate, f = s.sub.on_lag, count] { g->run([&] { f(count); }); });
         return;
       }
       queued_messages += count;
       queued_bytes += bytes;
       auto frames = std::make_shared<std::vector<zmq::message_t>>(std::move(*r.frames));
       auto presence = s.sub.on_io_thread ? s.sub.on_presence : nullptr;
-      auto run = [this, handler = s.on_message, batch_end = s.sub.on_batch_end, presence, frames, count,
-                  bytes] {
-        try {
-          wire::EnvelopeReader reader((*frames)[0].data(), (*frames)[0].size());
-          auto ev = reader.get().getMessage();
-          auto msgs = ev.getMessages();
-          PayloadCursor payloads(ev, std::span<zmq::message_t>(frames->data() + 1, frames->size() - 1));
-          ChannelMessage cm;
-          for (unsigned i = 0; i < msgs.size(); ++i) {
-            auto data = payloads.next(i);
-            if (!data) break;
-            if (msgs[i].getKind() != proto::MessageKind::DATA) {
-              if (presence) {
-                ChannelMessage pm;
-                fill(pm, msgs[i], *data);
-                presence(pm);
+      auto run = [this, gate = s.gate, handler = s.on_message, batch_end = s.sub.on_batch_end, presence,
+                  frames, count, bytes] {
+        gate->run([&] {
+          try {
+            wire::EnvelopeReader reader((*frames)[0].data(), (*frames)[0].size());
+            auto ev = reader.get().getMessage();
+            auto msgs = ev.getMessages();
+            PayloadCursor payloads(ev, std::span<zmq::message_t>(frames->data() + 1, frames->size() - 1));
+            ChannelMessage cm;
+            for (unsigned i = 0; i < msgs.size(); ++i) {
+              auto data = payloads.next(i);
+              if (!data) break;
+              if (msgs[i].getKind() != proto::MessageKind::DATA) {
+                if (presence) {
+                  ChannelMessage pm;
+                  fill(pm, msgs[i], *data);
+                  presence(pm);
+                }
+                continue;
               }
-              continue;
+              fill(cm, msgs[i], *data);
+              handler(cm);
             }
-            fill(cm, msgs[i], *data);
-            handler(cm);
+            if (batch_end) batch_end();
+          } catch (const kj::Exception&) {
+            // Read once already on the I/O thread: cannot fail here.
           }
-          if (batch_end) batch_end();
-        } catch (const kj::Exception&) {
-          // Read once already on the I/O thread: cannot fail here.
-        }
+        });
         queued_messages -= count;
         queued_bytes -= bytes;
       };
@@ -143,7 +145,10 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
       return;
     }
     case W::LAGGED: {
-      if (s.sub.on_lag) to_dispatch([f = s.sub.on_lag, n = env.getLagged().getDropped()] { f(n); });
+      if (s.sub.on_lag) {
+        to_dispatch(
+            [g = s.gate, f = s.sub.on_lag, n = env.getLagged().getDropped()] { g->run([&] { f(n); }); });
+      }
       return;
     }
     case W::RESET:
@@ -171,8 +176,10 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         batch->push_back(std::move(d));
       }
       auto handler = s.on_delivery;
-      to_dispatch([handler, batch] {
-        for (const auto& d : *batch) handler(d);
+      to_dispatch([g = s.gate, handler, batch] {
+        g->run([&] {
+          for (const auto& d : *batch) handler(d);
+        });
       });
       return;
     }
@@ -199,8 +206,9 @@ void ClientCore::stream_event_locked(std::uint64_t id, Reply& r, std::function<v
         }
       }
       auto on_error = s.consumer ? s.cons.on_error : s.sub.on_error;
+      auto gate = s.gate;
       streams.erase(it);
-      if (on_error) to_dispatch([on_error, e] { on_error(e); });
+      if (on_error) to_dispatch([gate, on_error, e] { gate->run([&] { on_error(e); }); });
       return;
     }
     default: return;

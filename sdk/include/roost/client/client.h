@@ -84,9 +84,13 @@ struct PublishAck {
 };
 
 // A handle on a subscription or push consumer: cancel() (or destruction) ends it.
+// A subscription or push consumer while it is open. cancel() (or the destructor) ends it: when it
+// returns, none of its handlers runs again and none is still running (unless called from inside
+// one of them), so what the handlers captured may be destroyed right after.
 class Stream {
  public:
-  Stream(std::weak_ptr<struct ClientCore> core, std::uint64_t id);
+  Stream(std::weak_ptr<struct ClientCore> core, std::uint64_t id,
+         std::shared_ptr<struct StreamGate> gate = nullptr);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -96,6 +100,7 @@ class Stream {
  private:
   std::weak_ptr<struct ClientCore> core_;
   std::uint64_t id_;
+  std::shared_ptr<struct StreamGate> gate_;
 };
 
 // A message handed to a push consumer's handler. Settle it with ack() or retry(); unsettled
