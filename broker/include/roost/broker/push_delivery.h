@@ -12,6 +12,7 @@
 // check_target() from any thread.
 #pragma once
 
+#include <roost/broker/push_targets.h>
 #include <roost/core/error.h>
 #include <roost/core/queue_types.h>
 #include <roost/core/router.h>
@@ -34,39 +35,6 @@ struct PushOptions {
   std::size_t webhook_queue = 1024;    // messages waiting per webhook; more are dropped (counted)
   std::uint64_t stop_grace_ms = 2000;  // how long stop() lets requests in flight finish
 };
-
-// The parts of an http:// URL a request needs.
-struct HttpUrl {
-  std::string host;  // as written (an IPv6 address without brackets)
-  std::string port = "80";
-  std::string target = "/";  // path and query
-};
-
-// Parses an http:// URL (no user info, no fragment). invalid_argument says what is wrong.
-Result<HttpUrl> parse_http_url(std::string_view url);
-
-// Whether `url` may be a push or webhook target under `allowed` (push_allowed_hosts: "host" = any
-// port, "host:port", "[v6]:port", "*"), never one of `forbidden` ("host:port" the node listens on
-// or depends on: its own listeners, etcd). A forbidden address on a wildcard host (0.0.0.0, ::)
-// forbids its port on every host; on a loopback one, on every loopback name and address.
-std::optional<Error> check_push_url(std::string_view url, const std::vector<std::string>& allowed,
-                                    const std::vector<std::string>& forbidden = {});
-
-// Whether a resolved address (what a push connects to) is one of `forbidden`.
-bool forbidden_endpoint(std::string_view address, std::string_view port,
-                        const std::vector<std::string>& forbidden);
-
-// "scheme://host:port/…" or "host:port" → "host:port" (nullopt: no port, e.g. ipc://).
-std::optional<std::string> endpoint_of(std::string_view address);
-
-// queue_push: "QUEUE=URL[,concurrency=N][,timeout_ms=N][,batch_size=N];…" → (queue, target).
-Result<std::vector<std::pair<std::string, PushTarget>>> parse_queue_push(std::string_view spec);
-
-// A comma list (push_allowed_hosts) as its items, spaces trimmed.
-std::vector<std::string> push_hosts(std::string_view list);
-
-// "PATTERN=URL;…" → pairs; invalid_argument on a bad entry.
-Result<std::vector<std::pair<std::string, std::string>>> parse_channel_webhooks(std::string_view spec);
 
 class PushDelivery {
  public:
