@@ -438,7 +438,13 @@ struct Endpoint::Impl {
 
   // (mesh socket) Whether a peer's request may be served here: its route names the shard of what it
   // asks for, and this node owns that shard under that epoch now.
+  // Mesh requests (endpoint_mesh.cpp).
   std::optional<Error> check_route(proto::Envelope::Reader env);
+  void on_presence_event(Session& s, std::uint64_t id, proto::PresenceEvent::Reader e);
+  void on_shard_copy(Session& s, std::uint64_t id, proto::ShardCopy::Reader c,
+                     std::span<zmq::message_t> payloads);
+  void on_mesh_effects(Session& s, std::uint64_t id, proto::MeshEffects::Reader req,
+                       std::span<zmq::message_t> payloads);
 
   void on_hello(const std::string& identity, zmq::message_t& first, std::uint64_t id,
                 proto::Hello::Reader hello);
