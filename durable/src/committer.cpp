@@ -73,6 +73,11 @@ bool Committer::group_flushes(const std::vector<std::unique_ptr<Op>>& ops, std::
   return false;
 }
 
+bool Committer::idle() {
+  MutexLock lock(mu_);
+  return !busy_ && pending_.empty();
+}
+
 void Committer::lead() {
   std::vector<std::unique_ptr<Op>> group;
   {

@@ -142,6 +142,8 @@ class Committer final : public roost::Leader {
   void poke();
 
   const CommitterMetrics& metrics() const { return metrics_; }
+  // Nothing pending and no group being committed (by any thread) at this instant. Any thread.
+  bool idle();
 
  private:
   void run();
