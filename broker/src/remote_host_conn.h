@@ -10,6 +10,7 @@
 #include <roost/broker/remote_hosts.h>
 #include <roost/core/log.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -186,13 +187,17 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
       if (!alive_.load() || !link_->send(std::move(frame))) return;
     }
   }
-  // Turns this host has not answered for `timeout_ms` (none while a worker applies its frames, nor
-  // while a turn waits to be sent).
+  // Whether the host has sent nothing for any turn for `timeout_ms` while a turn it was sent waits on
+  // it (none counts while a worker applies its frames, nor while a turn waits to be sent). A host
+  // busy with a backlog of turns sends frames for the earlier ones: it is not stalled.
   bool stalled(std::int64_t now, std::int64_t timeout_ms) {
+    const std::int64_t heard = last_heard_.load(std::memory_order_relaxed);
     MutexLock lock(mu_);
     for (auto& [id, w] : turns_) {
       MutexLock wl(w->mu);
-      if (!w->draining && !w->done && !w->deferred && now - w->last_ms > timeout_ms) return true;
+      if (!w->draining && !w->done && !w->deferred && now - std::max(w->last_ms, heard) > timeout_ms) {
+        return true;
+      }
     }
     return false;
   }
@@ -215,6 +220,8 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   }
 
   void to_turn(std::uint64_t turn, json::object frame, std::size_t bytes) {
+    // Work on any of its turns shows the host alive (pings do not: they hold no turn).
+    last_heard_.store(steady_ms(), std::memory_order_relaxed);
     std::shared_ptr<TurnWait> w;
     {
       MutexLock lock(mu_);
@@ -360,8 +367,9 @@ class RemoteHosts::Conn final : public HostSession, public std::enable_shared_fr
   HostGrant grant_;
   std::uint64_t id_;
   std::atomic<bool> alive_{true};
-  bool registering_ = false;             // a register frame came (frames arrive one at a time)
-  std::atomic<bool> registered_{false};  // its classes are added (on a worker)
+  std::atomic<std::int64_t> last_heard_{0};  // steady ms of the host's last frame for a turn
+  bool registering_ = false;                 // a register frame came (frames arrive one at a time)
+  std::atomic<bool> registered_{false};      // its classes are added (on a worker)
   std::atomic<std::size_t> requests_{0};
   Mutex mu_;
   std::map<std::uint64_t, std::shared_ptr<TurnWait>> turns_ ROOST_GUARDED_BY(mu_);
