@@ -62,8 +62,14 @@ void RemoteHosts::watch() {
 }
 
 void RemoteHosts::forget_unserved(std::int64_t now) {
+  // On the timers' io thread: never wait behind a registration (it loads waiting mail), try later.
+  if (!change_mu_.try_lock()) return;
+  forget_unserved_locked(now);
+  change_mu_.unlock();
+}
+
+void RemoteHosts::forget_unserved_locked(std::int64_t now) {
   constexpr std::size_t kPerSweep = 64;  // each costs a short read of the mailbox tables
-  MutexLock changing(change_mu_);
   std::vector<std::string> due;
   {
     MutexLock lock(mu_);

@@ -130,8 +130,10 @@ class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
   std::atomic<std::uint64_t> next_turn_{1};
   std::atomic<std::uint64_t> next_host_{1};
 
-  // Forgets classes that lingered unserved past class_linger_ms (from watch()).
+  // Forgets classes that lingered unserved past class_linger_ms (from watch(); skipped while a
+  // registration holds change_mu_).
   void forget_unserved(std::int64_t now);
+  void forget_unserved_locked(std::int64_t now) ROOST_REQUIRES(change_mu_);
 
   // Held while classes are added for a host or forgotten (before mu_): a class is never forgotten
   // while a host registers it.
