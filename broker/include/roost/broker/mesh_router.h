@@ -39,7 +39,9 @@ class Committer;
 namespace roost::broker {
 
 struct MeshRouterOptions {
-  std::string auth_secret;  // signs this node's mesh token (peers check it); empty: loopback peers
+  // The cluster secret: signs this node's short-lived mesh credentials and derives the CURVE key of
+  // peers' mesh sockets; empty (mesh_insecure): plain links, loopback peers.
+  std::string auth_secret;
   std::chrono::milliseconds request_timeout{10'000};
 };
 
