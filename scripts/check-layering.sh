@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The floors of docs/architecture.md, checked on every #include: a folder may include headers of
-# the folders below it only (core → durable, channels, sdk → gateway → broker).
+# the folders below it only (core → durable, channels, sdk → gateway → broker), and within broker/
+# a room may include the rooms below it only (push, objects → router → mesh; endpoint; → node).
 #   scripts/check-layering.sh [ROOT]     exit 1 and one line per offending include when it fails
 set -euo pipefail
 root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 
+below_broker="core durable channels sdk gateway"
 # What each folder may include, itself included.
 declare -A allowed=(
   [core]="core"
@@ -12,10 +14,17 @@ declare -A allowed=(
   [channels]="core channels"
   [sdk]="core sdk"
   [gateway]="core channels gateway"
-  [broker]="core durable channels sdk gateway broker"
+  [broker/push]="$below_broker broker/push"
+  [broker/objects]="$below_broker broker/objects"
+  [broker/router]="$below_broker broker/objects broker/push broker/router"
+  [broker/mesh]="$below_broker broker/objects broker/push broker/router broker/mesh"
+  [broker/endpoint]="$below_broker broker/endpoint"
+  [broker/node]="$below_broker broker/objects broker/push broker/router broker/mesh broker/endpoint broker/node"
 )
+rooms="push objects router mesh endpoint node"
 
-# The folder that owns a header, from its include path.
+# The folder that owns a header, from its include path (a broker header: the room whose include/
+# holds it).
 owner_of() {
   case "$1" in
     roost/core/* | roost/actor.h | roost/actor_plugin.h) echo core ;;
@@ -23,13 +32,27 @@ owner_of() {
     roost/channels/*) echo channels ;;
     roost/wire/* | roost/client/*) echo sdk ;;
     roost/gateway/*) echo gateway ;;
-    roost/broker/* | roost/node.h) echo broker ;;
+    roost/broker/* | roost/node.h)
+      for room in $rooms; do
+        [ -f "$root/broker/$room/include/$1" ] && { echo "broker/$room"; return; }
+      done
+      echo broker ;;
     *) echo unknown ;;
   esac
 }
 
 bad=0
 checked=0
+if [ -d "$root/broker" ]; then
+  for f in "$root"/broker/*; do
+    [ -d "$f" ] || continue
+    room=${f#"$root"/}
+    if [ -z "${allowed[$room]+x}" ]; then
+      echo "$room: a room scripts/check-layering.sh does not know (give it a floor)"
+      bad=1
+    fi
+  done
+fi
 for folder in "${!allowed[@]}"; do
   [ -d "$root/$folder" ] || continue
   while IFS= read -r -d '' file; do

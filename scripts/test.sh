@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --test
 jobs=$(nproc 2>/dev/null || echo 2)
 
-echo "== layout (.clang-format), floors (core → durable, channels, sdk → gateway → broker), file sizes (≤ 800 lines)"
+echo "== layout (.clang-format), floors (core → durable, channels, sdk → gateway → broker's rooms), include circles, file sizes (≤ 800 lines)"
 ./scripts/check-format.sh
 ./scripts/check-layering.sh
+./scripts/check-circles.sh
 ./scripts/check-size.sh
 
 echo "== release build and tests"

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+using roost::shard_of_object;
+using roost::shard_of_queue;
 using roost::broker::Mesh;
 using roost::broker::MeshMember;
 
@@ -60,12 +62,12 @@ TEST_CASE("mesh placement: a member that joins takes shards only from the others
 TEST_CASE("mesh placement: queues and objects spread over the shards", "[mesh]") {
   std::map<std::uint32_t, int> q, o;
   for (int i = 0; i < 6400; ++i) {
-    q[Mesh::shard_of_queue("work" + std::to_string(i), 64)] += 1;
-    o[Mesh::shard_of_object("counter", "o" + std::to_string(i), 64)] += 1;
+    q[shard_of_queue("work" + std::to_string(i), 64)] += 1;
+    o[shard_of_object("counter", "o" + std::to_string(i), 64)] += 1;
   }
   REQUIRE(q.size() == 64);
   REQUIRE(o.size() == 64);
   for (auto& [s, n] : q) CHECK((n > 60 && n < 140));
   for (auto& [s, n] : o) CHECK((n > 60 && n < 140));
-  CHECK(Mesh::shard_of_queue("x", 1) == 0);
+  CHECK(shard_of_queue("x", 1) == 0);
 }

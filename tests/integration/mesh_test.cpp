@@ -1750,7 +1750,7 @@ TEST_CASE(
     std::string qc;
     for (int i = 0; qc.empty(); ++i) {
       auto n = "mvc" + std::to_string(i);
-      if (broker::Mesh::shard_of_queue(n, 64) == shard) qc = n;
+      if (shard_of_queue(n, 64) == shard) qc = n;
     }
     REQUIRE(a.put_queue(qc).status == 200);
     auto consumer = Client::connect({.url = c.proc().endpoint()});
@@ -1916,7 +1916,7 @@ TEST_CASE(
   std::vector<std::string> names;
   for (int i = 0; names.size() < 4; ++i) {
     auto n = "rbd" + std::to_string(i);
-    if (broker::Mesh::rendezvous(four, broker::Mesh::shard_of_queue(n, 64)) == "d") names.push_back(n);
+    if (broker::Mesh::rendezvous(four, shard_of_queue(n, 64)) == "d") names.push_back(n);
   }
   for (int i = 0; names.size() < kQueues; ++i) names.push_back("rb" + std::to_string(i));
   for (const auto& n : names) REQUIRE(a.put_queue(n, R"({"visibility_timeout_ms":30000})").status == 200);
@@ -2117,7 +2117,7 @@ TEST_CASE(
   std::string obj;  // an object of the same shard, with state
   for (int i = 0; obj.empty(); ++i) {
     auto name = "st" + std::to_string(i);
-    if (broker::Mesh::shard_of_object("counter", name, 64) == shard) obj = name;
+    if (shard_of_object("counter", name, 64) == shard) obj = name;
   }
   for (int i = 0; i < 3; ++i)
     REQUIRE(c.http().post("/v1/objects/counter/" + obj + "/messages", "{}").status == 202);

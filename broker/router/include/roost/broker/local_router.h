@@ -3,6 +3,7 @@
 #pragma once
 
 #include <roost/channels/hub.h>
+#include <roost/core/mesh_view.h>
 #include <roost/core/router.h>
 #include <roost/core/thread_annotations.h>
 #include <roost/durable/committer.h>
@@ -24,7 +25,6 @@ class PushDelivery;
 
 class ActorRuntime;
 class RemoteHosts;
-class Mesh;
 
 class LocalRouter final : public Router {
  public:
@@ -45,7 +45,7 @@ class LocalRouter final : public Router {
   void set_hosts(RemoteHosts* hosts) { hosts_ = hosts; }
   // The mesh membership, when the node is started with mesh_etcd (set once the gateway's
   // address is known, so while serving).
-  void set_mesh(Mesh* mesh) { mesh_.store(mesh); }
+  void set_mesh(MeshView* mesh) { mesh_.store(mesh); }
   // Push delivery: checks a push target before it is stored, and hears of every change.
   void set_push(PushDelivery* push) { push_.store(push); }
   // Answers every waiting long poll (with no messages). New long polls answer at once.
@@ -117,7 +117,7 @@ class LocalRouter final : public Router {
   // owner_unavailable once the queue's shard is closed for a move).
   void wake_polls(const std::string& queue) { on_ready(queue); }
   // (mesh) Shard moves to this node arrive on its mesh socket; `mover` takes them.
-  void set_mover(class ShardMover* mover) { mover_.store(mover); }
+  void set_mover(ShardCopySink* mover) { mover_.store(mover); }
   void shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) override;
   void mesh_effects(std::string origin, std::uint32_t shard, std::vector<MeshEffect> effects,
                     Callback<std::uint64_t> done) override;
@@ -146,9 +146,9 @@ class LocalRouter final : public Router {
   std::function<std::string()> extra_metrics_;
   ActorRuntime* actors_ = nullptr;
   RemoteHosts* hosts_ = nullptr;
-  std::atomic<Mesh*> mesh_{nullptr};
+  std::atomic<MeshView*> mesh_{nullptr};
   std::atomic<PushDelivery*> push_{nullptr};
-  std::atomic<class ShardMover*> mover_{nullptr};
+  std::atomic<ShardCopySink*> mover_{nullptr};
 };
 
 }  // namespace roost::broker

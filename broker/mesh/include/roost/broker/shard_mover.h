@@ -24,8 +24,10 @@
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
+#include <roost/broker/mesh_router.h>
 #include <roost/core/error.h>
 #include <roost/core/mesh_types.h>
+#include <roost/core/mesh_view.h>
 #include <roost/core/thread_annotations.h>
 #include <roost/durable/outbox_store.h>
 
@@ -53,14 +55,13 @@ namespace roost::broker {
 
 class ActorRuntime;
 class Mesh;
-class MeshRouter;
 
 struct ShardMoverOptions {
   std::size_t chunk_bytes = 512u << 10;            // data per copy step (at least one body)
   std::chrono::milliseconds step_timeout{30'000};  // one step's answer (finish: the import and etcd)
 };
 
-class ShardMover {
+class ShardMover final : public ShardMoves, public ShardCopySink {
  public:
   ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailboxes, durable::OutboxStore& outbox,
              durable::Committer& committer, ActorRuntime& actors, MeshRouter& router,
@@ -79,11 +80,11 @@ class ShardMover {
   // (source) Starts moving `shard`, which this node owns, to the live member `to`. Answers the
   // move's status as JSON; conflict while another move runs here, or when this node does not own
   // the shard; not_found for an unknown member.
-  Result<std::string> start(std::uint32_t shard, std::string to);
+  Result<std::string> start(std::uint32_t shard, std::string to) override;
   // {"moves": [...]} — the moves this node made since it started, the last first (at most 64).
-  std::string moves_json() const;
+  std::string moves_json() const override;
   // (target) One step of a move another node makes to this one.
-  void on_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done);
+  void on_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) override;
   // roost_mesh_move* Prometheus lines.
   std::string metrics_text() const;
   // At start, the shards a move left unsettled when the node stopped (OutboxStore::move_marks;

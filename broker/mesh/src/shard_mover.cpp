@@ -300,7 +300,7 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
     if (phase == ShardCopyPhase::kFinish) s.epoch = move.from_epoch;
     return step(*link, s, std::move(payload), options_.step_timeout);
   };
-  auto in_shard = [&](std::string_view queue) { return Mesh::shard_of_queue(queue, shards) == move.shard; };
+  auto in_shard = [&](std::string_view queue) { return shard_of_queue(queue, shards) == move.shard; };
   auto shard_queues = [&] {
     std::vector<std::string> out;
     for (auto& q : queues_.list_queues()) {
@@ -310,7 +310,7 @@ Result<std::int64_t> ShardMover::transfer(Move& move) {
   };
   auto shard_objects = [&] {
     return mailboxes_.object_keys([&](const durable::ObjectRef& r) {
-      return Mesh::shard_of_object(r.object_class, r.name, shards) == move.shard;
+      return shard_of_object(r.object_class, r.name, shards) == move.shard;
     });
   };
   std::unordered_set<std::uint64_t> sent;
@@ -500,7 +500,7 @@ void ShardMover::settle_one(const durable::OutboxStore::MoveMark& mk) {
   if (!p || mesh == nullptr) return;  // stopping: the mark stays for the next start
   const auto& me = mesh->options().node_name;
   auto in_shard_object = [&](const durable::ObjectRef& r) {
-    return Mesh::shard_of_object(r.object_class, r.name, mk.shards) == mk.shard;
+    return shard_of_object(r.object_class, r.name, mk.shards) == mk.shard;
   };
   auto okeys = mailboxes_.object_keys(in_shard_object);
   if (p->home == me || p->home.empty() || mk.shards != mesh->shards()) {
@@ -521,7 +521,7 @@ void ShardMover::settle_one(const durable::OutboxStore::MoveMark& mk) {
     router_.release(mk.shard);
     std::vector<std::string> names;
     for (auto& q : queues_.list_queues()) {
-      if (Mesh::shard_of_queue(q.name, mk.shards) == mk.shard) names.push_back(std::move(q.name));
+      if (shard_of_queue(q.name, mk.shards) == mk.shard) names.push_back(std::move(q.name));
     }
     if (auto e = remove_copy(okeys, names)) {
       log->warn("shard {}: removing this node's stale copy failed: {}", mk.shard, e->message);

@@ -2,8 +2,6 @@
 
 #include "mesh_interest.h"
 
-#include <roost/broker/shard_mover.h>
-
 #include <roost/broker/mesh.h>
 #include <roost/core/auth.h>
 #include <roost/core/log.h>
@@ -158,14 +156,13 @@ bool MeshRouter::held_queue(std::string_view queue) const {
   if (!any_held_.load()) return false;
   MutexLock lock(held_mu_);
   return std::any_of(held_.begin(), held_.end(),
-                     [&](const auto& h) { return Mesh::shard_of_queue(queue, h.second) == h.first; });
+                     [&](const auto& h) { return shard_of_queue(queue, h.second) == h.first; });
 }
 
 bool MeshRouter::held_object(std::string_view object_class, std::string_view name) const {
   MutexLock lock(held_mu_);
-  return std::any_of(held_.begin(), held_.end(), [&](const auto& h) {
-    return Mesh::shard_of_object(object_class, name, h.second) == h.first;
-  });
+  return std::any_of(held_.begin(), held_.end(),
+                     [&](const auto& h) { return shard_of_object(object_class, name, h.second) == h.first; });
 }
 
 std::optional<std::uint32_t> MeshRouter::remote_queue(std::string_view queue) {
@@ -243,12 +240,12 @@ void MeshRouter::outbox_loop() {
 
 std::uint32_t MeshRouter::queue_shard(std::string_view queue) const {
   Mesh* m = mesh_.load();
-  return m == nullptr ? 0 : Mesh::shard_of_queue(queue, m->shards());
+  return m == nullptr ? 0 : shard_of_queue(queue, m->shards());
 }
 
 std::uint32_t MeshRouter::object_shard(std::string_view object_class, std::string_view name) const {
   Mesh* m = mesh_.load();
-  return m == nullptr ? 0 : Mesh::shard_of_object(object_class, name, m->shards());
+  return m == nullptr ? 0 : shard_of_object(object_class, name, m->shards());
 }
 
 std::shared_ptr<PeerLink> MeshRouter::link_to(const std::string& node) {

@@ -45,6 +45,16 @@ struct MeshRouterOptions {
   std::chrono::milliseconds request_timeout{10'000};
 };
 
+// Shard moves as the router starts and lists them (POST /v1/mesh/moves): the ShardMover's.
+class ShardMoves {
+ public:
+  virtual Result<std::string> start(std::uint32_t shard, std::string to) = 0;
+  virtual std::string moves_json() const = 0;
+
+ protected:
+  ~ShardMoves() = default;
+};
+
 class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
  public:
   MeshRouter(LocalRouter& local, boost::asio::io_context& timers, MeshRouterOptions options);
@@ -97,7 +107,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   // The link to a live member (nullptr: not a live member, or this node).
   std::shared_ptr<PeerLink> peer(const std::string& node) { return link_to(node); }
   // Shard moves: made by `mover` (POST /v1/mesh/moves). REQUIRES: before the gateway starts.
-  void set_mover(class ShardMover* mover) { mover_ = mover; }
+  void set_mover(ShardMoves* mover) { mover_ = mover; }
   Result<std::string> mesh_move(std::uint32_t shard, std::string to) override;
   std::optional<std::string> mesh_moves() override;
   // roost_mesh_forward* Prometheus lines.
@@ -219,7 +229,7 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void flush_relay(PeerInterest& peer);
 
   LocalRouter& local_;
-  class ShardMover* mover_ = nullptr;
+  ShardMoves* mover_ = nullptr;
   boost::asio::io_context& timers_;
   boost::asio::strand<boost::asio::io_context::executor_type> presence_strand_;
   std::atomic<std::uint64_t> presence_unroutable_{0};

@@ -205,22 +205,6 @@ bool Mesh::list_members(EtcdClient& etcd) {
 }
 
 namespace {
-std::uint64_t fnv1a(std::string_view a, std::string_view b = {}, std::string_view c = {}) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&](std::string_view s) {
-    for (unsigned char ch : s) {
-      h ^= ch;
-      h *= 0x100000001b3ull;
-    }
-  };
-  mix(a);
-  mix(std::string_view("\0", 1));
-  mix(b);
-  mix(std::string_view("\0", 1));
-  mix(c);
-  return h;
-}
-
 // A finalizer (MurmurHash3's fmix64): every input bit reaches every output bit. FNV-1a alone
 // leaves the high bits of names that differ in one byte nearly alike, and rendezvous compares
 // whole weights: with members a, b, c node c homed none of 64 shards, and of node-1…3 node-1 all.
@@ -234,19 +218,11 @@ std::uint64_t fmix64(std::uint64_t k) {
 }
 }  // namespace
 
-std::uint32_t Mesh::shard_of_queue(std::string_view queue, std::uint32_t shards) {
-  return static_cast<std::uint32_t>(fnv1a("q", queue) % std::max<std::uint32_t>(1, shards));
-}
-
-std::uint32_t Mesh::shard_of_object(std::string_view cls, std::string_view name, std::uint32_t shards) {
-  return static_cast<std::uint32_t>(fnv1a("o", cls, name) % std::max<std::uint32_t>(1, shards));
-}
-
 std::string Mesh::channel_home(const std::vector<std::string>& names, std::string_view channel) {
   std::string_view best;
   std::uint64_t best_weight = 0;
   for (const auto& n : names) {
-    auto w = fmix64(fnv1a("channel", n, channel));
+    auto w = fmix64(placement_hash("channel", n, channel));
     if (best.empty() || w > best_weight || (w == best_weight && n < best)) {
       best = n;
       best_weight = w;
@@ -259,7 +235,7 @@ std::string Mesh::rendezvous(const std::vector<MeshMember>& members, std::uint32
   std::string best;
   std::uint64_t best_weight = 0;
   for (const auto& m : members) {
-    auto w = fmix64(fnv1a("home", m.name, std::to_string(shard)));
+    auto w = fmix64(placement_hash("home", m.name, std::to_string(shard)));
     if (best.empty() || w > best_weight || (w == best_weight && m.name < best)) {
       best = m.name;
       best_weight = w;

@@ -9,7 +9,7 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
   using W = proto::Envelope::Which;
   const auto shards = options.mesh->shards();
   std::uint32_t shard = 0;
-  auto of_queue = [&](capnp::Text::Reader q) { shard = Mesh::shard_of_queue(view(q), shards); };
+  auto of_queue = [&](capnp::Text::Reader q) { shard = shard_of_queue(view(q), shards); };
   switch (env.which()) {
     case W::ENQUEUE: of_queue(env.getEnqueue().getQueue()); break;
     case W::PULL: of_queue(env.getPull().getQueue()); break;
@@ -21,21 +21,21 @@ std::optional<Error> Endpoint::Impl::check_route(proto::Envelope::Reader env) {
     case W::PURGE_QUEUE: of_queue(env.getPurgeQueue().getName()); break;
     case W::PEEK: of_queue(env.getPeek().getQueue()); break;
     case W::OBJECT_SEND:
-      shard = Mesh::shard_of_object(view(env.getObjectSend().getClass()), view(env.getObjectSend().getName()),
-                                    shards);
+      shard =
+          shard_of_object(view(env.getObjectSend().getClass()), view(env.getObjectSend().getName()), shards);
       break;
     case W::OBJECT_CALL:
-      shard = Mesh::shard_of_object(view(env.getObjectCall().getClass()), view(env.getObjectCall().getName()),
-                                    shards);
+      shard =
+          shard_of_object(view(env.getObjectCall().getClass()), view(env.getObjectCall().getName()), shards);
       break;
     case W::MESH_EFFECTS: shard = env.getMeshEffects().getShard(); break;
     case W::OBJECT_FETCH:
-      shard = Mesh::shard_of_object(view(env.getObjectFetch().getClass()),
-                                    view(env.getObjectFetch().getName()), shards);
+      shard = shard_of_object(view(env.getObjectFetch().getClass()), view(env.getObjectFetch().getName()),
+                              shards);
       break;
     case W::OBJECT_CONNECT:
-      shard = Mesh::shard_of_object(view(env.getObjectConnect().getClass()),
-                                    view(env.getObjectConnect().getName()), shards);
+      shard = shard_of_object(view(env.getObjectConnect().getClass()), view(env.getObjectConnect().getName()),
+                              shards);
       break;
     case W::SOCKET_FRAME:  // of a socket attached under a route checked then
     case W::SOCKET_CLOSE:

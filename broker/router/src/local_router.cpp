@@ -1,9 +1,6 @@
 #include "roost/broker/local_router.h"
 
-#include <roost/broker/shard_mover.h>
-
 #include <roost/broker/actor_runtime.h>
-#include <roost/broker/mesh.h>
 #include <roost/broker/push_delivery.h>
 #include <roost/broker/remote_hosts.h>
 
@@ -135,17 +132,17 @@ channels::Presence LocalRouter::presence(const std::string& channel) { return hu
 
 void LocalRouter::presence_event(channels::MessageKind kind, std::string channel, std::string origin,
                                  std::size_t direct, std::uint64_t subscription) {
-  Mesh* m = mesh_.load();
+  MeshView* m = mesh_.load();
   if (m == nullptr) return;
-  hub_.presence_from(kind, channel, origin, direct, subscription, m->options().node_name);
+  hub_.presence_from(kind, channel, origin, direct, subscription, m->node_name());
 }
 
 void LocalRouter::presence_relayed(channels::MessageKind kind, const std::string& channel,
                                    std::uint64_t subscribers, const std::string& origin,
                                    std::uint64_t subscription) {
-  Mesh* m = mesh_.load();
+  MeshView* m = mesh_.load();
   if (m == nullptr) return;
-  hub_.presence_relayed(kind, channel, subscribers, origin, subscription, m->options().node_name);
+  hub_.presence_relayed(kind, channel, subscribers, origin, subscription, m->node_name());
 }
 const channels::NamespaceConfig& LocalRouter::channel_namespace(std::string_view channel) {
   return hub_.namespace_of(channel);
@@ -305,7 +302,7 @@ std::string LocalRouter::metrics_text() {
   w.counter("roost_long_polls_total", "Pulls that waited for messages.", long_polls_.load());
   if (actors_ != nullptr) w.append(actors_->metrics_text());
   if (hosts_ != nullptr) w.append(hosts_->metrics_text());
-  if (Mesh* mesh = mesh_.load(); mesh != nullptr) w.append(mesh->metrics_text());
+  if (MeshView* mesh = mesh_.load(); mesh != nullptr) w.append(mesh->metrics_text());
   if (extra_metrics_) w.append(extra_metrics_());
   return std::move(w).text();
 }
@@ -391,13 +388,13 @@ void LocalRouter::mesh_effects(std::string origin, std::uint32_t shard, std::vec
 }
 
 std::optional<std::string> LocalRouter::mesh_status() {
-  Mesh* mesh = mesh_.load();
+  MeshView* mesh = mesh_.load();
   if (mesh == nullptr) return std::nullopt;
   return mesh->status_json();
 }
 
 void LocalRouter::mesh_placement(std::string kind, std::string name, Callback<std::string> done) {
-  Mesh* mesh = mesh_.load();
+  MeshView* mesh = mesh_.load();
   if (mesh == nullptr) {
     return done(std::unexpected(Error{ErrorCode::NOT_FOUND, "this node is a single node (no mesh_etcd)"}));
   }

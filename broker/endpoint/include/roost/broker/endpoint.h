@@ -12,6 +12,7 @@
 #pragma once
 
 #include <roost/client/peer.h>
+#include <roost/core/mesh_view.h>
 #include <roost/core/router.h>
 
 #include <cstdint>
@@ -19,8 +20,6 @@
 #include <string>
 
 namespace roost::broker {
-
-class Mesh;
 
 struct EndpointOptions {
   std::string bind = "tcp://127.0.0.1:7400";  // tcp://HOST:PORT (PORT * = any free) or ipc://PATH
@@ -45,7 +44,7 @@ struct EndpointOptions {
   // each carrying a route (shard, epoch): while `mesh` says this node owns that shard under that
   // epoch, else owner_unavailable. The router it is given must be the node's local one (a request
   // that reached its owner never hops again).
-  Mesh* mesh = nullptr;
+  MeshView* mesh = nullptr;
 };
 
 // An endpoint is also a LinkLoop: the node's mesh router gives it the links to its peers, so that a

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <roost/core/error.h>
+#include <roost/core/mesh_view.h>
 #include <roost/core/thread_annotations.h>
 
 #include <array>
@@ -65,7 +66,7 @@ struct MeshMember {
   std::int64_t joined_revision = 0;  // the member key's create revision (a rejoin is a new one)
 };
 
-class Mesh {
+class Mesh final : public MeshView {
  public:
   explicit Mesh(MeshOptions options);
   ~Mesh();
@@ -83,7 +84,8 @@ class Mesh {
   std::vector<MeshMember> members() const;  // as last listed
   bool etcd_ok() const { return etcd_ok_.load(); }
   bool joined() const { return lease_.load() != 0; }
-  std::uint32_t shards() const { return shards_.load(); }
+  const std::string& node_name() const override { return options_.node_name; }
+  std::uint32_t shards() const override { return shards_.load(); }
   std::chrono::steady_clock::time_point lease_valid_until() const;
   // Whether this node may commit writes now (Committer::set_fence): before it ever joined (it owns
   // nothing then, and serves no shard request), or while its lease is valid.
@@ -92,16 +94,12 @@ class Mesh {
   }
   const MeshOptions& options() const { return options_; }
   // {"node", "cluster", "etcd": "ok"|"unreachable", "shards", "lease_ttl_ms", "members": [...]}.
-  std::string status_json() const;
+  std::string status_json() const override;
   // roost_mesh_* Prometheus lines: members, etcd reachability, owned shards, lease time left,
   // failed renewals, ownership changes seen.
-  std::string metrics_text() const;
+  std::string metrics_text() const override;
 
-  // Placement: a queue is in shard hash(name) mod S, an object in hash(class, name) mod S (FNV-1a,
-  // stable across nodes and versions).
-  static std::uint32_t shard_of_queue(std::string_view queue, std::uint32_t shards);
-  static std::uint32_t shard_of_object(std::string_view object_class, std::string_view name,
-                                       std::uint32_t shards);
+  // Placement: roost::shard_of_queue and roost::shard_of_object (core/mesh_view.h).
   // Of the live members, the one a new shard is homed on (rendezvous hashing).
   static std::string rendezvous(const std::vector<MeshMember>& members, std::uint32_t shard);
   // Of the live members' names, the home of a channel (rendezvous on the channel's name).
@@ -117,11 +115,11 @@ class Mesh {
   std::optional<ShardPlacement> cached(std::uint32_t shard) const;
   // Whether this node owns `shard` under `epoch` now (claimed, and its lease valid by the fencing
   // clock): what a forwarded request needs to be served.
-  bool serves(std::uint32_t shard, std::int64_t epoch) const;
+  bool serves(std::uint32_t shard, std::int64_t epoch) const override;
   // {"shard", "home", "owner", "epoch"} as JSON; kind is "queue" or "object" ("class/name").
   Result<std::string> placement_json(const std::string& kind, const std::string& name);
   // The same on the mesh's request thread (it talks to etcd): `done` is called there.
-  void placement(std::string kind, std::string name, Callback<std::string> done);
+  void placement(std::string kind, std::string name, Callback<std::string> done) override;
   // Shards this node owns now (claimed, and its lease still valid by the fencing clock).
   std::vector<ShardPlacement> owned() const;
 

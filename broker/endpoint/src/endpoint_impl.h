@@ -5,7 +5,7 @@
 #pragma once
 
 #include <roost/broker/endpoint.h>
-#include <roost/broker/mesh.h>
+#include <roost/core/mesh_view.h>
 
 #include <roost/core/auth.h>
 #include <roost/core/log.h>

@@ -1,0 +1,2 @@
+// A fixture: the mesh room stands above the router room.
+#pragma once

@@ -1,0 +1,2 @@
+// A fixture for scripts/check-layering.sh: a room includes a header of a room above it.
+#include <roost/broker/mesh.h>
