@@ -5,7 +5,9 @@
 //
 //   native_bench --roost tcp://127.0.0.1:7400 --redis 127.0.0.1:6379 --nats nats://127.0.0.1:4222
 //                [--seconds 3] [--only enqueue|latency|consume|pubsub|objects]
-//                [--fanouts 1,10] [--pubsub-messages N] [--windows 64,1000]
+//                [--fanouts 1,10] [--pubsub-messages N] [--windows 64,1000] [--hops on]
+// --hops on: the latency part also sends traced enqueues (Client::trace_enqueue) one at a time and
+// prints where one spends its time, hand-off by hand-off (p50 and p90 of each, microseconds).
 // bench/native_bench.sh starts all three servers and runs this.
 #include "native_bench_common.h"
 
@@ -129,6 +131,66 @@ std::vector<double> roost_latency(const Args& a, int n) {
   return us;
 }
 
+// One traced enqueue at a time: each hand-off's share (core/hop_trace.h), p50 and p90 of `n`.
+void roost_hops(const Args& a, int n) {
+  auto c = roost_connect(a);
+  // The stamps Client::trace_enqueue answers: called, sent, the node's seven, received, returned.
+  enum {
+    kCalled,
+    kSent,
+    kRead,
+    kAdmitted,
+    kBegan,
+    kCommitting,
+    kLogging,
+    kCommitted,
+    kCompleted,
+    kAnswered,
+    kReceived,
+    kReturned,
+    kStamps
+  };
+  struct Hop {
+    const char* name;
+    std::function<std::int64_t(const std::vector<std::int64_t>&)> span;
+    std::vector<double> us;
+  };
+  // Leader/follower commits run the group on the endpoint's own thread, before admitted is stamped.
+  auto admitted = [](const std::vector<std::int64_t>& t) { return std::min(t[kAdmitted], t[kBegan]); };
+  std::vector<Hop> hops = {
+      {"client_call_to_io_thread_sent", [](const auto& t) { return t[kSent] - t[kCalled]; }, {}},
+      {"wire_in_sent_to_endpoint_read", [](const auto& t) { return t[kRead] - t[kSent]; }, {}},
+      {"endpoint_read_to_admitted", [&](const auto& t) { return admitted(t) - t[kRead]; }, {}},
+      {"admitted_to_group_began", [&](const auto& t) { return t[kBegan] - admitted(t); }, {}},
+      {"group_apply", [](const auto& t) { return t[kCommitting] - t[kBegan]; }, {}},
+      {"group_lmdb_commit", [](const auto& t) { return t[kLogging] - t[kCommitting]; }, {}},
+      {"group_log_write_and_flush", [](const auto& t) { return t[kCommitted] - t[kLogging]; }, {}},
+      {"committed_to_completion", [](const auto& t) { return t[kCompleted] - t[kCommitted]; }, {}},
+      {"completion_to_endpoint_answered", [](const auto& t) { return t[kAnswered] - t[kCompleted]; }, {}},
+      {"wire_out_answered_to_io_thread_received",
+       [](const auto& t) { return t[kReceived] - t[kAnswered]; },
+       {}},
+      {"client_received_to_returned", [](const auto& t) { return t[kReturned] - t[kReceived]; }, {}},
+      {"total", [](const auto& t) { return t[kReturned] - t[kCalled]; }, {}},
+  };
+  int traced = 0;
+  for (int i = 0; i < n; ++i) {
+    auto t = c->trace_enqueue("hops", body_msg());
+    if (!t) {
+      std::fprintf(stderr, "roost: traced enqueue: %s\n", t.error().message.c_str());
+      break;
+    }
+    if (t->size() != kStamps || (*t)[kBegan] == 0) continue;  // not committed in a group (cannot be)
+    ++traced;
+    for (auto& h : hops) h.us.push_back(static_cast<double>(h.span(*t)) / 1000.0);
+  }
+  report("roost_hops_traced", traced, "enqueues");
+  for (auto& h : hops) {
+    report(std::string("roost_hop_") + h.name + "_p50", pct(h.us, 0.50), "us");
+    report(std::string("roost_hop_") + h.name + "_p90", pct(h.us, 0.90), "us");
+  }
+}
+
 double roost_consume(const Args& a, std::size_t prefill) {
   auto c = roost_connect(a);
   {
@@ -246,6 +308,8 @@ int main(int argc, char** argv) {
       a.pubsub_messages = std::stoull(v);
     else if (k == "--windows")
       a.windows = numbers<std::size_t>(v);
+    else if (k == "--hops")
+      a.hops = v == "on";
     else if (k == "--shapes") {  // e.g. 16x4,4x16; "none" for none
       a.shapes.clear();
       for (std::size_t at = 0; at < v.size();) {
@@ -308,6 +372,7 @@ int main(int argc, char** argv) {
       report(name + "_enqueue_p99", pct(*v, 0.99), "us");
     }
     ratio_lower("ratio_enqueue_p50_roost_vs_redis", "roost_enqueue_p50", "redis_stream_enqueue_p50");
+    if (a.hops && on("roost")) roost_hops(a, n);
     ratio_lower("ratio_enqueue_p50_roost_vs_nats_js_nofsync", "roost_enqueue_p50",
                 "nats_js_nofsync_enqueue_p50");
   }

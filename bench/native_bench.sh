@@ -8,6 +8,8 @@
 #   bench/native_bench.sh [BUILD_DIR] [SECONDS] [--runs N] [--only enqueue|latency|consume|pubsub|objects]
 #                         [other native_bench flags, e.g. --windows 64 --fanouts 1,10]
 #   ROOST_ARGS="--commit-gather-us 0" bench/native_bench.sh …   (extra flags for roost serve)
+#   ROOST_OLD=/tmp/old/roost bench/native_bench.sh …   (another roost binary as a fourth target,
+#       "roost_old", in the same rotation: an old/new comparison; its figures are named roost_old_…)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -36,9 +38,11 @@ rport=$base; dport=$((base + 1)); nport=$((base + 2)); hport=$((base + 3))
 
 start() {  # target: a fresh server with empty data
   rm -rf "$work/data"; mkdir -p "$work/data"
+  local exe="$bin/roost"
+  [ "$1" = roost_old ] && exe=$ROOST_OLD
   case "$1" in
-    roost)
-      "$bin/roost" serve --data-dir "$work/data" --http-listen "127.0.0.1:$hport" \
+    roost | roost_old)
+      "$exe" serve --data-dir "$work/data" --http-listen "127.0.0.1:$hport" \
         --endpoint "tcp://127.0.0.1:$rport" --log-level warn \
         --actors "$build/examples/counter/libroost_counter.so" ${ROOST_ARGS:-} >"$work/server.log" 2>&1 &
       spid=$!
@@ -64,6 +68,8 @@ stop() {
 echo "# $(date -u +%F), $(nproc) cores; roost $("$bin/roost" --version | cut -d' ' -f2), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2), nats-server $(nats-server --version | cut -d' ' -f2)"
 echo "# bench/native_bench.sh $build $seconds --runs $runs ${extra[*]:-} (scenarios: ${scenarios[*]})"
 targets=(roost redis nats)
+[ -n "${ROOST_OLD:-}" ] && targets+=(roost_old)
+n=${#targets[@]}
 raw="$work/raw"
 : >"$raw"
 failed=0
@@ -71,12 +77,13 @@ for r in $(seq "$runs"); do
   echo "# run $r"
   for s in "${scenarios[@]}"; do
     # Rotate the order: run 1 roost redis nats, run 2 redis nats roost, …
-    for k in 0 1 2; do
-      t=${targets[$(( (k + r - 1) % 3 ))]}
-      [ "$s" = objects ] && [ "$t" != roost ] && continue  # no peer has object mailboxes
+    for k in $(seq 0 $((n - 1))); do
+      t=${targets[$(( (k + r - 1) % n ))]}
+      [ "$s" = objects ] && [[ $t != roost* ]] && continue  # no peer has object mailboxes
       start "$t"
       out=$("$bin/native_bench" --roost "tcp://127.0.0.1:$rport" --redis "127.0.0.1:$dport" \
-        --nats "nats://127.0.0.1:$nport" --seconds "$seconds" --only "$s" --targets "$t" "${extra[@]}" 2>&1) || failed=1
+        --nats "nats://127.0.0.1:$nport" --seconds "$seconds" --only "$s" --targets "${t%_old}" "${extra[@]}" 2>&1) || failed=1
+      [ "$t" = roost_old ] && out=$(echo "$out" | sed 's/^roost_/roost_old_/')
       stop
       echo "$out" | grep -v '^#' | grep -v '^ratio_'
       echo "$out" | grep -v '^#' | grep -v '^ratio_' | grep -v '^FAILED' >>"$raw" || true
@@ -115,6 +122,12 @@ for w in $(echo "$medians" | grep -o '^roost_enqueue_c*[0-9]*w[0-9]*' | sed 's/r
   ratio "ratio_enqueue_${w}_roost_vs_redis" "roost_enqueue_$w" "redis_stream_enqueue_$w"
   ratio "ratio_enqueue_${w}_roost_vs_nats_js_nofsync" "roost_enqueue_$w" "nats_js_nofsync_enqueue_$w"
 done
+if [ -n "${ROOST_OLD:-}" ]; then  # new / old, for every roost figure both have (> 1 = new ahead)
+  for k in $(echo "$medians" | awk '$1 ~ /^roost_old_/ { sub(/^roost_old_/, "", $1); print $1 }'); do
+    case "$k" in *_p50 | *_p90 | *_p99) ratio "ratio_${k}_new_vs_old" "roost_$k" "roost_old_$k" lower ;;
+      *) ratio "ratio_${k}_new_vs_old" "roost_$k" "roost_old_$k" ;; esac
+  done
+fi
 ratio ratio_enqueue_p50_roost_vs_redis roost_enqueue_p50 redis_stream_enqueue_p50 lower
 ratio ratio_enqueue_p99_roost_vs_redis roost_enqueue_p99 redis_stream_enqueue_p99 lower
 ratio ratio_consume_roost_vs_redis roost_consume_ack_b100 redis_stream_consume_ack_b100

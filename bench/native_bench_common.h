@@ -38,6 +38,7 @@ struct Args {
   // Many connections, a few in flight each (CxW): Redis groups its fsync per event-loop pass over
   // every connection, so one connection alone flatters a server that groups per connection.
   std::vector<std::pair<int, std::size_t>> shapes = {{16, 4}};
+  bool hops = false;  // --hops on: the latency part also traces Roost's enqueues hand-off by hand-off
 };
 
 // `conns` copies of `run` at once, each on a thread (and a connection) of its own; the sum of

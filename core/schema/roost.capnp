@@ -131,6 +131,15 @@ struct Envelope {
   # which ownership epoch the sender believes in; the owner serves it only while it owns that
   # shard under that epoch, else answers ownerUnavailable (the sender refreshes and retries once).
   route @37 :Route;
+
+  # ---- appended for the hop breakdown (issue 27; `native_bench --hops`) -----------------------
+  # (diagnostics) An enqueue that carries a trace asks the node where its time went: the client
+  # puts its own instants in (at most 8), the answer carries them followed by the node's — read by
+  # the endpoint, admitted (handed to the committer), its group began, the group's commit began,
+  # its log record's write and flush began, the commit ended, the completion ran, the endpoint
+  # answered. Instants are
+  # CLOCK_MONOTONIC nanoseconds, comparable between processes of one machine; 0: not seen.
+  trace @49 :List(Int64);
 }
 
 # node → node (mesh socket): effects of the sender's turns on the receiver's shard, from the

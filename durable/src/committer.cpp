@@ -1,5 +1,6 @@
 #include "roost/durable/committer.h"
 
+#include <roost/core/hop_trace.h>
 #include <roost/core/log.h>
 #include <roost/core/thread_name.h>
 
@@ -7,6 +8,12 @@
 #include <cerrno>
 
 namespace roost::durable {
+
+namespace {
+std::int64_t ns(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+}  // namespace
 
 void Histogram::record(double value) {
   std::size_t i = 0;
@@ -78,13 +85,14 @@ bool Committer::idle() {
   return !busy_ && pending_.empty();
 }
 
-void Committer::lead() {
+void Committer::lead(bool may_block) {
   std::vector<std::unique_ptr<Op>> group;
   {
     MutexLock lock(mu_);
     if (pending_.empty()) return;
     bool mine = !busy_ && !stopping_ && thread_.joinable() && options_.lead != LeadMode::kOff &&
-                (options_.lead == LeadMode::kAll || !group_flushes(pending_, options_.max_group_ops));
+                (options_.lead == LeadMode::kAll || (options_.lead == LeadMode::kMayBlock && may_block) ||
+                 !group_flushes(pending_, options_.max_group_ops));
     if (!mine) {
       lock.unlock();
       cv_.notify_all();  // the committer thread takes them (after its group)
@@ -203,6 +211,7 @@ void Committer::run() {
 
 void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maintenance, bool leading) {
   auto log = roost::module_logger("durable");
+  const auto began = hop_trace::now_ns();
   // Over the cap, Ops that add data are refused from the start; the rest may use the reserve.
   bool storage_full = env_.over_cap();
   bool bumped = false;
@@ -237,13 +246,17 @@ void Committer::commit_group(std::vector<std::unique_ptr<Op>>& group, bool maint
       for (const auto& op : group) flush = flush || op->needs_flush();
       auto t0 = std::chrono::steady_clock::now();
       txn.commit(flush, !leading);
-      auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0);
+      const auto t1 = std::chrono::steady_clock::now();
+      auto us = std::chrono::duration<double, std::micro>(t1 - t0);
       metrics_.commit_us.record(us.count());
       metrics_.group_ops.record(static_cast<double>(group.size()));
       metrics_.commits.fetch_add(1, std::memory_order_relaxed);
       metrics_.ops.fetch_add(group.size(), std::memory_order_relaxed);
       for (auto* p : participants_) p->committed();
+      auto& completing = hop_trace::completing_group();
+      completing = {began, ns(t0), hop_trace::log_write_began(), ns(t1)};
       for (auto& op : group) op->complete(nullptr);
+      completing = {};
       env_.zero_ahead();
       return;
     } catch (const MdbError& e) {

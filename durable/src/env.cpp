@@ -2,6 +2,7 @@
 
 #include "wal.h"
 
+#include <roost/core/hop_trace.h>
 #include <roost/core/log.h>
 
 #include <sys/stat.h>
@@ -408,6 +409,7 @@ void Txn::commit(bool flush, bool may_block) {
   if (lock_.owns_lock()) lock_.unlock();
   check(rc, "mdb_txn_commit");
   // In the page cache now; durable (and answerable) once the log record is flushed.
+  hop_trace::log_write_began() = hop_trace::now_ns();
   if (wal) wal->write_committed(flush, may_block);
 }
 

@@ -1,5 +1,7 @@
 #include "client_codec.h"
 
+#include <roost/core/hop_trace.h>
+
 namespace roost {
 
 // ---- Stream, Delivery ----------------------------------------------------------------------------
@@ -93,6 +95,36 @@ void Client::enqueue_async(const std::string& queue, std::vector<NewMessage> mes
   core_->async<std::vector<std::string>>(
       [&](proto::Envelope::Builder env) { build_enqueue(env, queue, messages); }, decode_ids,
       std::move(payloads), std::move(done));
+}
+
+Result<std::vector<std::int64_t>> Client::trace_enqueue(const std::string& queue, NewMessage message) {
+  const auto called = hop_trace::now_ns();
+  std::vector<NewMessage> messages{std::move(message)};
+  auto payloads = payloads_of(messages);
+  auto ns = [](Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  };
+  auto r = core_->call<std::vector<std::int64_t>>(
+      [&](proto::Envelope::Builder env) {
+        build_enqueue(env, queue, messages);
+        env.initTrace(1).set(0, called);
+      },
+      [ns](Reply& reply) {
+        std::vector<std::int64_t> stamps;
+        auto trace = reply.env.getTrace();
+        if (trace.size() != 1 + hop_trace::kNodeStamps) {
+          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                              kj::str("no trace in the answer"));
+        }
+        stamps.push_back(trace[0]);
+        stamps.push_back(ns(reply.sent));
+        for (unsigned i = 1; i < trace.size(); ++i) stamps.push_back(trace[i]);
+        stamps.push_back(ns(reply.received));
+        return stamps;
+      },
+      std::move(payloads));
+  if (r) r->push_back(hop_trace::now_ns());
+  return r;
 }
 
 Result<std::vector<LeasedMessage>> Client::pull(const std::string& queue, PullOptions options,

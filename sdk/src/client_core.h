@@ -118,6 +118,8 @@ struct Reply {
   // The received frames (envelope first), for a handler that keeps them past the call by moving
   // them out (the frames stay where they are, so `env` stays valid until the call returns).
   std::vector<zmq::message_t>* frames = nullptr;
+  // When the I/O thread first sent the request, and received this answer.
+  Clock::time_point sent{}, received{};
 
   // The node's error, or the local failure.
   std::optional<Error> error() const {

@@ -46,6 +46,7 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
   }
   Reply r{std::nullopt, reader->get(), std::span<zmq::message_t>(parts.data() + 1, parts.size() - 1), &parts};
   last_heard = Clock::now();
+  r.received = last_heard;
   std::uint64_t id = r.env.getId();
   try {
     if (id != 0 && id == hello_id) {
@@ -104,6 +105,7 @@ void ClientCore::handle(std::vector<zmq::message_t>& parts) {
       return;
     }
     auto done = std::move(it->second.done);
+    r.sent = it->second.first_sent;
     pending.erase(it);
     done(r);
   } catch (const kj::Exception&) {

@@ -26,7 +26,7 @@ TEST_CASE("embedded defaults", "[broker]") {
   CHECK(c.http_listen == "127.0.0.1:8080");
   CHECK(c.durability == "sync");
   CHECK(c.wal);
-  CHECK(c.inline_commits == "no_flush");
+  CHECK(c.inline_commits == "endpoint");
   CHECK(c.wal_writeback_ms == 2);
   CHECK(c.max_message_bytes == 1u << 20);
   CHECK(c.auto_create_queues);

@@ -146,3 +146,37 @@ TEST_CASE("committer: by default a scope's thread commits only groups that need 
   CHECK(t != std::this_thread::get_id());
   CHECK(f.committer.metrics().led_groups.load() == 1);
 }
+
+TEST_CASE(
+    "committer: in may-block mode a scope that may block leads flushed groups, any other only unflushed ones",
+    "[durable][lead]") {
+  Fixture f(durable::LeadMode::kMayBlock);
+  std::promise<std::thread::id> on_endpoint, on_io, lazy;
+  {
+    LeadScope scope(LeadScope::kMayBlock);  // the native endpoint's round: an enqueue flushes here
+    f.committer.submit(std::make_unique<PutOp>(f.table, "endpoint", &on_endpoint));
+  }
+  CHECK(on_endpoint.get_future().get() == std::this_thread::get_id());
+  CHECK(f.committer.metrics().led_groups.load() == 1);
+  for (int i = 0; i < 5000 && !f.committer.idle(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  {
+    LeadScope outer;  // an HTTP I/O thread's: a nested scope that may block does not change that
+    LeadScope inner(LeadScope::kMayBlock);
+    f.committer.submit(std::make_unique<PutOp>(f.table, "io", &on_io));
+  }
+  auto t = on_io.get_future().get();
+  CHECK(t != std::thread::id{});
+  CHECK(t != std::this_thread::get_id());
+  for (int i = 0; i < 5000 && !f.committer.idle(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  {
+    LeadScope scope;  // an ack-like write needs no flush: any scope leads it
+    f.committer.submit(std::make_unique<PutOp>(f.table, "lazy", &lazy, std::shared_future<void>{}, false));
+  }
+  CHECK(lazy.get_future().get() == std::this_thread::get_id());
+  CHECK(f.committer.metrics().led_groups.load() == 2);
+  durable::Txn txn = f.env.begin_read();
+  CHECK(txn.get(f.table, "endpoint").has_value());
+  CHECK(txn.get(f.table, "io").has_value());
+}

@@ -328,7 +328,7 @@ void Endpoint::Impl::dispatch(const std::string& identity, std::vector<zmq::mess
       out.initHeartbeat().setInstance(instance);
       return reply(identity, b);
     }
-    case W::ENQUEUE: return on_enqueue(s, id, env.getEnqueue(), payloads);
+    case W::ENQUEUE: return on_enqueue(s, id, env.getEnqueue(), payloads, start_trace(env));
     case W::PULL: return on_pull(s, id, env.getPull());
     case W::ACK: return on_ack(s, id, env.getAck());
     case W::EXTEND: return on_extend(s, id, env.getExtend());
@@ -551,8 +551,10 @@ void Endpoint::Impl::run() {
       if (round > 0) drain_monitor();  // connection events before the requests that follow them
       {
         // The round's writes commit on this thread when the committer is idle (leader/follower:
-        // no hand-off there and back), as one group; their answers go out just below.
-        LeadScope lead;
+        // no hand-off there and back), as one group; their answers go out just below. This
+        // thread may wait for the group's flush (inline_commits = endpoint): what arrives
+        // meanwhile queues in ZeroMQ and makes the next group.
+        LeadScope lead(LeadScope::kMayBlock);
         for (; n < kRound && round_messages < kRound; ++n) {
           parts.clear();
           if (!zmq::recv_multipart(sock, std::back_inserter(parts), zmq::recv_flags::dontwait)) break;

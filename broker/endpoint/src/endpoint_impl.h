@@ -8,6 +8,7 @@
 #include <roost/core/mesh_view.h>
 
 #include <roost/core/auth.h>
+#include <roost/core/hop_trace.h>
 #include <roost/core/log.h>
 #include <roost/core/metrics.h>
 #include <roost/core/subject.h>
@@ -451,8 +452,18 @@ struct Endpoint::Impl {
 
   bool allowed_queue(Session& s, std::uint64_t id, std::string_view queue);
 
+  // (diagnostics) A traced request's instants (core/hop_trace.h): the client's, then this node's.
+  struct Trace {
+    std::vector<std::int64_t> client;
+    hop_trace::NodeStamps node;
+  };
+  // The trace a request asks for (nullptr: none, or more client stamps than a trace may carry).
+  static std::shared_ptr<Trace> start_trace(proto::Envelope::Reader env);
+  // Stamps the answer's instant and writes the whole trace into the answer.
+  static void finish_trace(Trace& t, proto::Envelope::Builder out);
+
   void on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Reader req,
-                  std::span<zmq::message_t> payloads);
+                  std::span<zmq::message_t> payloads, std::shared_ptr<Trace> trace = nullptr);
 
   static bool valid_json(std::string_view s);
 

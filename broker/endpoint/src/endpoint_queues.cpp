@@ -55,8 +55,28 @@ bool Endpoint::Impl::allowed_queue(Session& s, std::uint64_t id, std::string_vie
   return false;
 }
 
+std::shared_ptr<Endpoint::Impl::Trace> Endpoint::Impl::start_trace(proto::Envelope::Reader env) {
+  if (!env.hasTrace() || env.getTrace().size() > hop_trace::kMaxClientStamps) return nullptr;
+  auto t = std::make_shared<Trace>();
+  t->node.read = hop_trace::now_ns();
+  for (auto stamp : env.getTrace()) t->client.push_back(stamp);
+  return t;
+}
+
+void Endpoint::Impl::finish_trace(Trace& t, proto::Envelope::Builder out) {
+  t.node.answered = hop_trace::now_ns();
+  const auto& n = t.node;
+  const std::int64_t node[] = {n.read,    n.admitted,  n.began,     n.committing,
+                               n.logging, n.committed, n.completed, n.answered};
+  static_assert(std::size(node) == hop_trace::kNodeStamps);
+  auto list = out.initTrace(static_cast<unsigned>(t.client.size() + std::size(node)));
+  unsigned i = 0;
+  for (auto stamp : t.client) list.set(i++, stamp);
+  for (auto stamp : node) list.set(i++, stamp);
+}
+
 void Endpoint::Impl::on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Reader req,
-                                std::span<zmq::message_t> payloads) {
+                                std::span<zmq::message_t> payloads, std::shared_ptr<Trace> trace) {
   std::string queue(view(req.getQueue()));
   if (!allowed_queue(s, id, queue)) return;
   auto metas = req.getMessages();
@@ -94,10 +114,23 @@ void Endpoint::Impl::on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Re
     nm.key = std::string(view(m.getKey()));
     msgs.push_back(std::move(nm));
   }
-  router.enqueue(std::move(queue), std::move(msgs),
-                 answer<std::vector<std::string>>(s, id, [](proto::Envelope::Builder out, const auto& ids) {
-                   wire::set_texts(out.initEnqueued().initIds(static_cast<unsigned>(ids.size())), ids);
-                 }));
+  auto done = answer<std::vector<std::string>>(s, id, [trace](proto::Envelope::Builder out, const auto& ids) {
+    wire::set_texts(out.initEnqueued().initIds(static_cast<unsigned>(ids.size())), ids);
+    if (trace) finish_trace(*trace, out);
+  });
+  if (trace) {
+    done = [trace, done = std::move(done)](Result<std::vector<std::string>> r) mutable {
+      const auto& group = hop_trace::completing_group();
+      trace->node.began = group.began;
+      trace->node.committing = group.committing;
+      trace->node.logging = group.logging;
+      trace->node.committed = group.committed;
+      trace->node.completed = hop_trace::now_ns();
+      done(std::move(r));
+    };
+  }
+  router.enqueue(std::move(queue), std::move(msgs), std::move(done));
+  if (trace && trace->node.admitted == 0) trace->node.admitted = hop_trace::now_ns();
 }
 
 void Endpoint::Impl::on_pull(Session& s, std::uint64_t id, proto::Pull::Reader req) {

@@ -88,9 +88,10 @@ const std::vector<Key>& keys() {
        }},
       {"inline_commits",
        "which write groups the thread that read their requests commits itself when the committer is idle: "
-       "no_flush (leases and acks; default), all (also flushed ones: fewer hand-offs, blocks that I/O thread), off",
+       "endpoint (default: the native endpoint's thread any group, waiting for its flush; HTTP I/O threads "
+       "only leases and acks), no_flush (leases and acks only), all (also flushed ones on HTTP I/O threads), off",
        [](Config& c, const std::string& v) {
-         one_of("inline_commits", v, {"no_flush", "all", "off"});
+         one_of("inline_commits", v, {"endpoint", "no_flush", "all", "off"});
          c.inline_commits = v;
        }},
       {"sync_interval_ms", "fsync period in batch durability (default 100)",

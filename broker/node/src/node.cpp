@@ -131,9 +131,10 @@ Node::Node(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
   d.env = std::make_unique<durable::Env>(env);
   durable::CommitterOptions copts;
   copts.sync_interval = std::chrono::milliseconds(d.config.sync_interval_ms);
-  copts.lead = d.config.inline_commits == "all"   ? durable::LeadMode::kAll
-               : d.config.inline_commits == "off" ? durable::LeadMode::kOff
-                                                  : durable::LeadMode::kNoFlush;
+  copts.lead = d.config.inline_commits == "all"        ? durable::LeadMode::kAll
+               : d.config.inline_commits == "off"      ? durable::LeadMode::kOff
+               : d.config.inline_commits == "no_flush" ? durable::LeadMode::kNoFlush
+                                                       : durable::LeadMode::kMayBlock;
   d.committer = std::make_unique<durable::Committer>(*d.env, copts, wall_clock_ms);
   // In a mesh, nothing commits once the node's lease may have run out (docs/mesh.md, fencing).
   d.committer->set_fence([&d] {

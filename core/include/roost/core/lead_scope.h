@@ -3,7 +3,9 @@
 // own thread for what this thread submitted (the durable Committer) registers itself instead;
 // when the outermost scope closes, each registered worker runs on this thread — it commits the
 // round's writes here when it is idle, and otherwise hands them to its own thread. A small
-// request then costs no hand-off there and back.
+// request then costs no hand-off there and back. A scope says whether its thread may block on the
+// disk while it leads (the native endpoint's thread may; an I/O thread serving many sessions may
+// not): the worker decides what it runs there by that.
 #pragma once
 
 #include <algorithm>
@@ -14,20 +16,24 @@ namespace roost {
 class Leader {
  public:
   virtual ~Leader() = default;
-  // Runs, on the scope's thread, what was deferred to it; must not block on the scope's thread.
-  virtual void lead() = 0;
+  // Runs, on the scope's thread, what was deferred to it; blocks on the disk only if `may_block`.
+  virtual void lead(bool may_block) = 0;
 };
 
 class LeadScope {
  public:
-  LeadScope() { ++state().depth; }
+  enum Blocking { kMayNotBlock, kMayBlock };
+  explicit LeadScope(Blocking blocking = kMayNotBlock) {
+    auto& s = state();
+    if (s.depth++ == 0) s.may_block = blocking == kMayBlock;  // the outermost scope's say
+  }
   ~LeadScope() {
     auto& s = state();
     if (--s.depth > 0) return;
     // lead() may complete work whose callbacks submit more: that goes to the workers' threads.
     auto leaders = std::move(s.leaders);
     s.leaders.clear();
-    for (Leader* l : leaders) l->lead();
+    for (Leader* l : leaders) l->lead(s.may_block);
   }
   LeadScope(const LeadScope&) = delete;
   LeadScope& operator=(const LeadScope&) = delete;
@@ -43,6 +49,7 @@ class LeadScope {
  private:
   struct State {
     int depth = 0;
+    bool may_block = false;
     std::vector<Leader*> leaders;
   };
   static State& state() {

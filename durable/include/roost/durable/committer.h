@@ -65,10 +65,12 @@ class Participant {
 
 // Which groups a LeadScope's thread may commit itself (Committer::lead).
 enum class LeadMode {
-  kOff,      // none: the committer thread commits everything
-  kNoFlush,  // groups whose commit needs no flush (leases, acks through the log; batch/none
-             // durability): no blocking call on the leading thread — it is an I/O thread
-  kAll,      // any group, flushing on the leading thread (fewest hand-offs; blocks that thread)
+  kOff,       // none: the committer thread commits everything
+  kNoFlush,   // groups whose commit needs no flush (leases, acks through the log; batch/none
+              // durability): no blocking call on the leading thread — it is an I/O thread
+  kMayBlock,  // any group on a scope that may block (the native endpoint's thread: its enqueues'
+              // answers go out with no hand-off); groups that need no flush on any other scope
+  kAll,       // any group, flushing on the leading thread (fewest hand-offs; blocks that thread)
 };
 
 struct CommitterOptions {
@@ -131,7 +133,7 @@ class Committer final : public roost::Leader {
   // everything pending itself if no group is being committed (else the committer thread takes it
   // next). Its Ops then complete on the thread that took their requests. Groups stay one at a
   // time; maintenance stays on the committer thread.
-  void lead() override;
+  void lead(bool may_block) override;
 
   // (mesh) Asked just before every commit: false = this node may not commit now (its ownership
   // lease may have run out), and the group is abandoned — its Ops fail with owner_unavailable,

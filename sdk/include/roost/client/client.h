@@ -155,6 +155,12 @@ class Client {
   Result<std::vector<std::string>> enqueue(const std::string& queue, std::vector<NewMessage> messages);
   void enqueue_async(const std::string& queue, std::vector<NewMessage> messages,
                      Callback<std::vector<std::string>> done);
+  // (diagnostics: where the time of one enqueue goes; `native_bench --hops`) Enqueues one message
+  // and answers the instants it crossed each hand-off, CLOCK_MONOTONIC nanoseconds: called here,
+  // sent by the client's I/O thread, the node's eight (core/hop_trace.h: read by the endpoint,
+  // admitted, its write group began, the group's commit began, its log write began, the commit
+  // ended, the completion ran, the endpoint answered), received by the I/O thread, returned here.
+  Result<std::vector<std::int64_t>> trace_enqueue(const std::string& queue, NewMessage message);
   // wait > 0 long-polls (up to 20 s).
   Result<std::vector<LeasedMessage>> pull(const std::string& queue, PullOptions options = {},
                                           std::chrono::milliseconds wait = {});

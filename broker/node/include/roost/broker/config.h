@@ -23,7 +23,7 @@ struct Config {
   std::uint64_t sync_interval_ms = 100;              // batch durability fsync period
   bool wal = true;                                   // sync durability through the write-ahead log
   std::uint64_t wal_writeback_ms = 2;                // data file writeback pace between checkpoints
-  std::string inline_commits = "no_flush";           // no_flush | all | off (Committer LeadMode)
+  std::string inline_commits = "endpoint";           // endpoint | no_flush | all | off (Committer LeadMode)
   std::uint64_t max_storage_bytes = 0;               // cap on the LMDB map; 0 = until disk full
   std::uint64_t initial_storage_bytes = 256u << 20;  // the LMDB map's first size; it doubles as needed
   bool auto_create_queues = true;                    // enqueue creates unknown queues
