@@ -2,6 +2,8 @@
 // every live peer and merged with this node's own as the answers come.
 #include "roost/broker/mesh_router.h"
 
+#include "mesh_links.h"
+
 #include <roost/broker/mesh.h>
 #include <roost/core/log.h>
 #include <roost/core/thread_annotations.h>
@@ -11,17 +13,6 @@
 #include <memory>
 
 namespace roost::broker {
-
-std::vector<std::shared_ptr<PeerLink>> MeshRouter::live_links() {
-  std::vector<std::shared_ptr<PeerLink>> links;
-  if (Mesh* m = mesh_.load()) {
-    for (const auto& member : m->members()) {
-      if (member.name == m->options().node_name || member.mesh.empty()) continue;
-      if (auto link = link_to(member.name); link && !link->down()) links.push_back(std::move(link));
-    }
-  }
-  return links;
-}
 
 namespace {
 // Asks every link (`ask`) and merges each answer into `acc` as it comes, with this node's own
@@ -66,7 +57,7 @@ void gather(const char* what, const std::vector<std::shared_ptr<PeerLink>>& link
 
 void MeshRouter::presence_async(std::string channel, Callback<channels::Presence> done) {
   gather<channels::Presence, channels::Presence>(
-      "presence", live_links(),
+      "presence", links_->live(),
       [channel](PeerLink& l, Callback<channels::Presence> d) { l.presence(channel, std::move(d)); },
       local_.presence(channel),
       [](channels::Presence& sum, channels::Presence p) {
@@ -79,7 +70,7 @@ void MeshRouter::presence_async(std::string channel, Callback<channels::Presence
 void MeshRouter::list_queues_async(Callback<std::vector<QueueInfo>> done) {
   using Queues = std::vector<QueueInfo>;
   gather<Queues, std::map<std::string, QueueInfo>>(
-      "queue list", live_links(), [](PeerLink& l, Callback<Queues> d) { l.list_queues(std::move(d)); },
+      "queue list", links_->live(), [](PeerLink& l, Callback<Queues> d) { l.list_queues(std::move(d)); },
       local_.list_queues(),
       [](std::map<std::string, QueueInfo>& by_name, Queues queues) {
         for (auto& q : queues) by_name.try_emplace(q.name, std::move(q));

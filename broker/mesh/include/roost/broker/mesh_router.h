@@ -1,13 +1,10 @@
-// MeshRouter: the Router of a node in a mesh (docs/mesh.md). A queue or object request goes to the
-// LocalRouter when this node owns the shard of what it names (and is not fenced), else over a
-// PeerLink to the shard's owner with the route (shard, epoch) it believes in. An owner that
-// refuses the route (owner_unavailable: stale epoch, fenced, or gone) makes the router refresh the
-// placement from etcd and try once more. A shard with no owner answers owner_unavailable once its
-// home has had a lease period to claim it. Everything else (channels, hosts, status) is the
-// LocalRouter's.
-//
-// Channels travel like NATS routes (below); the queue list is gathered from every live peer. A
-// WebSocket to an object owned elsewhere stays on this node and is attached on the owner.
+// MeshRouter: the Router of a node in a mesh (docs/mesh.md). It puts together the mesh room's
+// parts, each in broker/mesh/src: the links to the peers (MeshLinks), where a queue or object
+// request is served — here, or forwarded to its shard's owner (ShardRoutes) —, channels across
+// nodes (ChannelRoutes: interest like NATS routes, channel homes), the outbox of effects on other
+// nodes' shards (EffectsOutbox), and what the whole mesh answers (mesh_gather.cpp). Everything
+// else (hosts, status, metrics) is the LocalRouter's. A WebSocket to an object owned elsewhere
+// stays on this node and is attached on the owner.
 //
 // Thread-safety: as Router. Callbacks run on the mesh's request thread, a peer link's I/O thread
 // (the client endpoint's thread, which drives the links), or wherever the LocalRouter runs them.
@@ -20,15 +17,10 @@
 #include <roost/core/thread_annotations.h>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/strand.hpp>
 
 #include <atomic>
-#include <condition_variable>
-#include <map>
 #include <memory>
-#include <set>
 #include <string>
-#include <thread>
 #include <unordered_map>
 
 namespace roost::durable {
@@ -37,6 +29,11 @@ class Committer;
 }  // namespace roost::durable
 
 namespace roost::broker {
+
+class MeshLinks;
+class ShardRoutes;
+class ChannelRoutes;
+class EffectsOutbox;
 
 struct MeshRouterOptions {
   // The cluster secret: signs this node's short-lived mesh credentials and derives the CURVE key of
@@ -83,16 +80,8 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
     return subscribe(pattern, std::move(subscriber), std::nullopt);
   }
   void turn_publish(const std::string& channel, std::string data, ContentType type) override;
-  bool shard_closed(std::uint32_t shard) override {
-    Mesh* m = mesh_.load();
-    return (m != nullptr && m->shard_closed(shard)) || (any_held_.load() && held(shard));
-  }
-  bool object_closed(std::string_view object_class, std::string_view name) override {
-    Mesh* m = mesh_.load();
-    return (m != nullptr && m->any_closed() && m->shards() != 0 &&
-            m->shard_closed(object_shard(object_class, name))) ||
-           (any_held_.load() && held_object(object_class, name));
-  }
+  bool shard_closed(std::uint32_t shard) override;
+  bool object_closed(std::string_view object_class, std::string_view name) override;
   // Shards a move left unsettled when the node stopped (durable::OutboxStore::MoveMark, with the
   // mesh's shard count then): closed here — queues, objects, alarms, effects — from before the
   // actor runtime starts until the shard mover has asked etcd whose they are and released them.
@@ -103,9 +92,9 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void stop();
   // The loop that drives the links made from now on (the client endpoint's; null: each link has
   // its own thread).
-  void set_link_loop(LinkLoop* loop) { link_loop_.store(loop); }
+  void set_link_loop(LinkLoop* loop);
   // The link to a live member (nullptr: not a live member, or this node).
-  std::shared_ptr<PeerLink> peer(const std::string& node) { return link_to(node); }
+  std::shared_ptr<PeerLink> peer(const std::string& node);
   // Shard moves: made by `mover` (POST /v1/mesh/moves). REQUIRES: before the gateway starts.
   void set_mover(ShardMoves* mover) { mover_ = mover; }
   Result<std::string> mesh_move(std::uint32_t shard, std::string to) override;
@@ -134,21 +123,11 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   void purge_queue(std::string name, Callback<std::uint64_t> done) override;
   void peek(std::string name, std::uint32_t max, Callback<std::vector<LeasedMessage>> done) override;
 
-  // Channels, like NATS routes: a publish is delivered where it is made and to every peer with a
-  // subscriber whose pattern matches (this node subscribes on each peer to the patterns its
-  // clients hold — when the first one comes, until the last one goes, and again whenever a link
-  // comes up); relayed copies are never passed on, so a publish crosses the mesh at most once.
+  // Channels across nodes: ChannelRoutes (channel_routes.h).
   Result<channels::SubscribeResult> subscribe(const std::string& pattern,
                                               std::shared_ptr<channels::Subscriber> subscriber,
                                               const std::optional<channels::Since>& since) override;
   void unsubscribe(std::uint64_t subscription) override;
-  //
-  // Each channel has a home: the live member that wins rendezvous for its name. Every publish is
-  // sequenced there (epoch, offset, history) — made on another node, it is forwarded to the home
-  // first — and reaches the other nodes' subscribers as the home's relayed copy, so every
-  // subscriber in the mesh sees one order per channel, and a resume works on any node that kept
-  // the channel's history. publish() and publish_many() hand a message for a home elsewhere to the
-  // link and answer at once, without offset and epoch (0 and ""); publish_async answers the home's.
   Result<channels::PublishResult> publish(const std::string& channel, std::string data,
                                           ContentType content_type = ContentType::kJson) override;
   Result<std::size_t> publish_many(const std::string& channel,
@@ -202,81 +181,14 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   std::uint64_t max_message_bytes() const override { return local_.max_message_bytes(); }
 
  private:
-  template <class T>
-  struct Forward;
-  template <class T>
-  void route(std::uint32_t shard, std::shared_ptr<Forward<T>> f);
-  template <class T>
-  void go(std::shared_ptr<Forward<T>> f, Result<ShardPlacement> placement);
-  // Answers `done` here when this node owns the shard of (class, name); the error otherwise.
-  std::optional<Error> owned_here(std::uint32_t shard);
-  // The link to a member (made on first use); refresh_link also replaces a link whose member came
-  // back at another address (the interest thread calls it for every live member).
-  std::shared_ptr<PeerLink> link_to(const std::string& node);
-  std::shared_ptr<PeerLink> refresh_link(const std::string& node);
-  // Links to every live peer that answers now.
-  std::vector<std::shared_ptr<PeerLink>> live_links();
-  // The link to the home of `channel`; nullptr when this node is its home (or knows no members).
-  Result<std::shared_ptr<PeerLink>> publish_route(std::string_view channel);
-  std::uint32_t queue_shard(std::string_view queue) const;
-  std::uint32_t object_shard(std::string_view object_class, std::string_view name) const;
-
-  void outbox_loop();
-  struct PeerInterest;
-  void interest_loop();
-  void reconcile_interest();
-  void relay(PeerInterest& peer, const ChannelMessage& m);
-  void flush_relay(PeerInterest& peer);
-
   LocalRouter& local_;
   ShardMoves* mover_ = nullptr;
-  boost::asio::io_context& timers_;
-  boost::asio::strand<boost::asio::io_context::executor_type> presence_strand_;
-  std::atomic<std::uint64_t> presence_unroutable_{0};
-  std::set<std::string> presence_members_;  // (interest thread) members last seen, to forget leavers
   MeshRouterOptions options_;
-  std::string curve_server_key_;  // peers' mesh sockets (from auth_secret; none without it)
   std::atomic<Mesh*> mesh_{nullptr};
-  std::atomic<LinkLoop*> link_loop_{nullptr};
-  mutable Mutex held_mu_;
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> held_ ROOST_GUARDED_BY(held_mu_);  // (shard, count)
-  std::atomic<bool> any_held_{false};
-  bool held(std::uint32_t shard) const;
-  bool held_object(std::string_view object_class, std::string_view name) const;
-  mutable Mutex mu_;
-  std::map<std::string, std::shared_ptr<PeerLink>> links_ ROOST_GUARDED_BY(mu_);  // by member name
-  bool stopped_ ROOST_GUARDED_BY(mu_) = false;
-  // Channel interest: patterns this node's clients hold (with how many), and per peer the
-  // subscriptions this node holds there (interest thread only).
-  Mutex interest_mu_;
-  std::condition_variable interest_cv_;
-  std::map<std::string, std::size_t> interest_ ROOST_GUARDED_BY(interest_mu_);
-  std::unordered_map<std::uint64_t, std::string> pattern_of_ ROOST_GUARDED_BY(interest_mu_);
-  bool interest_changed_ ROOST_GUARDED_BY(interest_mu_) = false;
-  bool interest_stop_ ROOST_GUARDED_BY(interest_mu_) = false;
-  std::map<std::string, std::shared_ptr<PeerInterest>> peers_;  // by node name
-  std::map<std::string, std::size_t> history_interest_;         // patterns of history namespaces (constant)
-  std::thread interest_thread_;
-  // The live members' names (channel homes), as the interest thread last saw them.
-  mutable Mutex members_mu_;
-  std::shared_ptr<const std::vector<std::string>> member_names_ ROOST_GUARDED_BY(members_mu_);
-  std::atomic<std::uint64_t> publishes_forwarded_{0};
-  std::atomic<std::uint64_t> publishes_unroutable_{0};
-  std::atomic<std::uint64_t> relayed_{0};
-  std::atomic<std::uint64_t> relay_duplicates_{0};
-  std::atomic<std::uint64_t> relay_lagged_{0};
-  std::atomic<std::uint64_t> interest_entries_{0};
-  // The outbox (effects of this node's turns on other nodes' shards).
-  durable::OutboxStore* outbox_ = nullptr;
-  durable::Committer* committer_ = nullptr;
-  Mutex outbox_mu_;
-  std::condition_variable outbox_cv_;
-  bool outbox_wake_ ROOST_GUARDED_BY(outbox_mu_) = false;
-  bool outbox_stop_ ROOST_GUARDED_BY(outbox_mu_) = false;
-  std::set<std::uint32_t> outbox_in_flight_ ROOST_GUARDED_BY(outbox_mu_);  // shards being delivered
-  std::thread outbox_thread_;
-  std::atomic<std::uint64_t> outbox_delivered_{0};
-  std::atomic<std::uint64_t> outbox_failures_{0};
+  std::unique_ptr<MeshLinks> links_;
+  std::unique_ptr<ShardRoutes> routes_;
+  std::unique_ptr<ChannelRoutes> channels_;
+  std::unique_ptr<EffectsOutbox> effects_;  // once set_outbox()
   // Sockets attached to objects on other nodes: by this node's id for them, the link and stream.
   struct ForwardedSocket {
     std::shared_ptr<PeerLink> link;
@@ -287,9 +199,6 @@ class MeshRouter final : public Router, public ActorRuntime::MeshEffects {
   std::atomic<std::uint64_t> next_socket_{1};
   std::atomic<std::uint64_t> sockets_forwarded_{0};
   std::atomic<std::uint64_t> socket_link_losses_{0};
-  std::atomic<std::uint64_t> forwarded_{0};
-  std::atomic<std::uint64_t> refreshed_{0};
-  std::atomic<std::uint64_t> no_owner_{0};
 };
 
 }  // namespace roost::broker

@@ -1,13 +1,10 @@
-// MeshRouter, channels across nodes (docs/mesh.md, "Channels across nodes"): this node's interest
-// on each peer (like NATS routes: one stream per pattern, re-opened when members change), what
-// comes through relayed into the local hub once, and publishes sent to a channel's home.
-#include "roost/broker/mesh_router.h"
+#include "channel_routes.h"
 
-#include "mesh_interest.h"
+#include "shard_routes.h"
 
-#include <roost/broker/mesh.h>
 #include <roost/core/log.h>
 #include <roost/core/subject.h>
+#include <roost/core/thread_name.h>
 
 #include <algorithm>
 
@@ -17,15 +14,85 @@ namespace roost::broker {
 
 namespace asio = boost::asio;
 
-namespace {
-Error owner_unavailable(std::string why) { return Error{ErrorCode::OWNER_UNAVAILABLE, std::move(why)}; }
-}  // namespace
+// This node's subscriptions on one peer, and what came through them.
+struct ChannelRoutes::PeerInterest {
+  std::shared_ptr<PeerLink> link;
+  std::map<std::string, std::unique_ptr<Stream>> streams;  // by pattern
+  std::atomic<bool> broken{false};                         // a stream ended on an error: open again
+  // Overlapping patterns ("news.>" and "news.today") bring a message once per stream: the highest
+  // offset relayed per channel (and the channel's epoch there) lets only the first through.
+  Mutex mu;
+  std::unordered_map<std::string, std::pair<std::string, std::uint64_t>> last ROOST_GUARDED_BY(mu);
+  // One batch's messages, gathered to enter the hub together (runs of a channel published at once:
+  // subscribers here get them as runs too, not one event each).
+  std::vector<std::pair<std::string, channels::Hub::Sequenced>> batch ROOST_GUARDED_BY(mu);
+};
+
+ChannelRoutes::ChannelRoutes(const std::atomic<Mesh*>& mesh, MeshLinks& links, LocalRouter& local,
+                             asio::io_context& timers)
+    : mesh_(mesh), links_(links), local_(local), presence_strand_(asio::make_strand(timers)) {
+  for (auto& p : local_.history_patterns()) history_interest_[p] = 1;
+  // Join/leave events of direct subscriptions go to the channel's home, which announces them with
+  // the whole mesh's count (in order, through one strand: a join and its leave arrive in order).
+  local_.set_presence_hook([this](channels::MessageKind kind, const std::string& channel, std::size_t direct,
+                                  std::uint64_t subscription) {
+    Mesh* m = mesh_.load();
+    if (m == nullptr) return false;
+    auto home = this->home(channel);
+    if (home.empty()) return false;
+    asio::post(presence_strand_,
+               [this, kind, channel, direct, subscription, home, self = m->options().node_name] {
+                 if (home == self) return local_.presence_event(kind, channel, self, direct, subscription);
+                 auto link = links_.to(home);
+                 if (!link || link->down()) {
+                   presence_unroutable_.fetch_add(1, std::memory_order_relaxed);
+                   return;  // at most once, as channel messages
+                 }
+                 link->presence_event(channel, kind, self, direct, subscription);
+               });
+    return true;
+  });
+  interest_thread_ = std::thread([this] {
+    roost::name_this_thread("roost-interest");
+    interest_loop();
+  });
+}
+
+void ChannelRoutes::stop() {
+  local_.set_presence_hook(nullptr);  // joins and leaves from now on are this node's own
+  {
+    MutexLock lock(interest_mu_);
+    interest_stop_ = true;
+    interest_cv_.notify_all();
+  }
+  if (interest_thread_.joinable()) interest_thread_.join();
+  peers_.clear();  // (the thread is gone: its state is ours)
+}
+
+void ChannelRoutes::write_counters(MetricsWriter& w) const {
+  w.counter("roost_mesh_publishes_forwarded_total",
+            "Publishes this node sent to their channel's home (it sequences them).",
+            publishes_forwarded_.load());
+  w.counter("roost_mesh_publishes_unroutable_total",
+            "Publishes dropped: their channel's home was not answering (at most once).",
+            publishes_unroutable_.load());
+  w.counter("roost_mesh_presence_unroutable_total",
+            "Join/leave events dropped: their channel's home was not answering.",
+            presence_unroutable_.load());
+  w.counter("roost_mesh_channel_relayed_total",
+            "Channel messages peers sent here for this node's subscribers.", relayed_.load());
+  w.counter("roost_mesh_channel_duplicates_total",
+            "Channel messages that came twice (overlapping patterns) and were relayed once.",
+            relay_duplicates_.load());
+  w.counter("roost_mesh_channel_lagged_total",
+            "Channel messages a peer dropped for this node (its link lagged).", relay_lagged_.load());
+}
 
 // ---- channels ------------------------------------------------------------------------------------
 
-Result<channels::SubscribeResult> MeshRouter::subscribe(const std::string& pattern,
-                                                        std::shared_ptr<channels::Subscriber> subscriber,
-                                                        const std::optional<channels::Since>& since) {
+Result<channels::SubscribeResult> ChannelRoutes::subscribe(const std::string& pattern,
+                                                           std::shared_ptr<channels::Subscriber> subscriber,
+                                                           const std::optional<channels::Since>& since) {
   auto r = local_.subscribe(pattern, std::move(subscriber), since);
   if (!r) return r;
   MutexLock lock(interest_mu_);
@@ -37,7 +104,7 @@ Result<channels::SubscribeResult> MeshRouter::subscribe(const std::string& patte
   return r;
 }
 
-void MeshRouter::unsubscribe(std::uint64_t subscription) {
+void ChannelRoutes::unsubscribe(std::uint64_t subscription) {
   local_.unsubscribe(subscription);
   MutexLock lock(interest_mu_);
   auto it = pattern_of_.find(subscription);
@@ -51,7 +118,7 @@ void MeshRouter::unsubscribe(std::uint64_t subscription) {
   pattern_of_.erase(it);
 }
 
-void MeshRouter::interest_loop() {
+void ChannelRoutes::interest_loop() {
   for (;;) {
     {
       MutexLock lock(interest_mu_);
@@ -70,7 +137,7 @@ void MeshRouter::interest_loop() {
   }
 }
 
-void MeshRouter::reconcile_interest() {
+void ChannelRoutes::reconcile_interest() {
   Mesh* m = mesh_.load();
   if (m == nullptr) return;
   // The patterns to hold on every peer: those of this node's clients, but none another one covers.
@@ -108,7 +175,7 @@ void MeshRouter::reconcile_interest() {
         asio::post(presence_strand_, [this, channel, direct, home, self] {
           if (home == self)
             return local_.presence_event(channels::MessageKind::kData, channel, self, direct, 0);
-          if (auto link = link_to(home); link && !link->down())
+          if (auto link = links_.to(home); link && !link->down())
             link->presence_event(channel, channels::MessageKind::kData, self, direct, 0);
         });
       }
@@ -122,7 +189,7 @@ void MeshRouter::reconcile_interest() {
   std::erase_if(peers_, [&](const auto& kv) { return !live.contains(kv.first); });
   std::uint64_t entries = 0;
   for (const auto& [name, yes] : live) {
-    auto link = refresh_link(name);
+    auto link = links_.refresh(name);
     if (!link) continue;
     auto& peer = peers_[name];
     if (!peer || peer->link != link || peer->broken.load()) peer = std::make_shared<PeerInterest>();
@@ -161,7 +228,7 @@ void MeshRouter::reconcile_interest() {
   interest_entries_.store(entries, std::memory_order_relaxed);
 }
 
-void MeshRouter::relay(PeerInterest& peer, const ChannelMessage& m) {
+void ChannelRoutes::relay(PeerInterest& peer, const ChannelMessage& m) {
   if (m.kind != ChannelEventKind::kMessage) {
     // A join/leave the channel's home announced (a node's own events never travel: they go to the
     // home first). After the data relayed before it, in order.
@@ -188,7 +255,7 @@ void MeshRouter::relay(PeerInterest& peer, const ChannelMessage& m) {
   relayed_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void MeshRouter::flush_relay(PeerInterest& peer) {
+void ChannelRoutes::flush_relay(PeerInterest& peer) {
   std::vector<std::pair<std::string, channels::Hub::Sequenced>> batch;
   {
     MutexLock lock(peer.mu);
@@ -204,7 +271,7 @@ void MeshRouter::flush_relay(PeerInterest& peer) {
   }
 }
 
-std::string MeshRouter::channel_home(std::string_view channel) const {
+std::string ChannelRoutes::home(std::string_view channel) const {
   std::shared_ptr<const std::vector<std::string>> names;
   {
     MutexLock lock(members_mu_);
@@ -214,11 +281,11 @@ std::string MeshRouter::channel_home(std::string_view channel) const {
   return Mesh::channel_home(*names, channel);
 }
 
-Result<std::shared_ptr<PeerLink>> MeshRouter::publish_route(std::string_view channel) {
+Result<std::shared_ptr<PeerLink>> ChannelRoutes::publish_route(std::string_view channel) {
   Mesh* m = mesh_.load();
-  auto home = m == nullptr ? std::string() : channel_home(channel);
+  auto home = m == nullptr ? std::string() : this->home(channel);
   if (home.empty() || home == m->options().node_name) return nullptr;  // sequenced here
-  auto link = link_to(home);
+  auto link = links_.to(home);
   if (!link || link->down()) {
     // At most once, as channels are: dropped (counted) rather than queued for a home that may be
     // gone — the member list drops it within a lease period and a new home takes over.
@@ -229,8 +296,8 @@ Result<std::shared_ptr<PeerLink>> MeshRouter::publish_route(std::string_view cha
   return link;
 }
 
-Result<channels::PublishResult> MeshRouter::publish(const std::string& channel, std::string data,
-                                                    ContentType content_type) {
+Result<channels::PublishResult> ChannelRoutes::publish(const std::string& channel, std::string data,
+                                                       ContentType content_type) {
   if (auto e = channels::validate_subject(channel)) return std::unexpected(*e);
   auto link = publish_route(channel);
   if (!link) return std::unexpected(link.error());
@@ -240,8 +307,8 @@ Result<channels::PublishResult> MeshRouter::publish(const std::string& channel, 
   return channels::PublishResult{};  // the home assigns offset and epoch
 }
 
-Result<std::size_t> MeshRouter::publish_many(const std::string& channel,
-                                             std::vector<channels::Payload>& items) {
+Result<std::size_t> ChannelRoutes::publish_many(const std::string& channel,
+                                                std::vector<channels::Payload>& items) {
   if (auto e = channels::validate_subject(channel)) return std::unexpected(*e);
   auto link = publish_route(channel);
   if (!link) return std::unexpected(link.error());
@@ -251,14 +318,8 @@ Result<std::size_t> MeshRouter::publish_many(const std::string& channel,
   return items.size();
 }
 
-void MeshRouter::turn_publish(const std::string& channel, std::string data, ContentType type) {
-  if (auto r = publish(channel, std::move(data), type); !r) {
-    module_logger("actors")->warn("an object's publish to {} failed: {}", channel, r.error().message);
-  }
-}
-
-void MeshRouter::publish_async(std::string channel, std::string data, ContentType content_type,
-                               Callback<channels::PublishResult> done) {
+void ChannelRoutes::publish_async(std::string channel, std::string data, ContentType content_type,
+                                  Callback<channels::PublishResult> done) {
   if (auto e = channels::validate_subject(channel)) return done(std::unexpected(*e));
   auto link = publish_route(channel);
   if (!link) return done(std::unexpected(link.error()));
