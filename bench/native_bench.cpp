@@ -7,7 +7,9 @@
 //                [--seconds 3] [--only enqueue|latency|consume|pubsub|objects]
 //                [--fanouts 1,10] [--pubsub-messages N] [--windows 64,1000] [--hops on]
 // --hops on: the latency part also sends traced enqueues (Client::trace_enqueue) one at a time and
-// prints where one spends its time, hand-off by hand-off (p50 and p90 of each, microseconds).
+// prints where one spends its time, hand-off by hand-off (p50 and p90 of each, microseconds); to
+// a mesh node with --hops-queue NAME (a queue another node owns), the forwarded request's hops
+// (bench/mesh_hops.sh).
 // bench/native_bench.sh starts all three servers and runs this.
 #include "native_bench_common.h"
 
@@ -134,7 +136,8 @@ std::vector<double> roost_latency(const Args& a, int n) {
 // One traced enqueue at a time: each hand-off's share (core/hop_trace.h), p50 and p90 of `n`.
 void roost_hops(const Args& a, int n) {
   auto c = roost_connect(a);
-  // The stamps Client::trace_enqueue answers: called, sent, the node's seven, received, returned.
+  // The stamps Client::trace_enqueue answers: called, sent, the node's eight, received, returned;
+  // forwarded, then the link's sent, the owner's eight and the link's received.
   enum {
     kCalled,
     kSent,
@@ -148,7 +151,18 @@ void roost_hops(const Args& a, int n) {
     kAnswered,
     kReceived,
     kReturned,
-    kStamps
+    kStamps,
+    kLinkSent = kStamps,
+    kOwnerRead,
+    kOwnerAdmitted,
+    kOwnerBegan,
+    kOwnerCommitting,
+    kOwnerLogging,
+    kOwnerCommitted,
+    kOwnerCompleted,
+    kOwnerAnswered,
+    kLinkReceived,
+    kForwardedStamps
   };
   struct Hop {
     const char* name;
@@ -173,18 +187,58 @@ void roost_hops(const Args& a, int n) {
       {"client_received_to_returned", [](const auto& t) { return t[kReturned] - t[kReceived]; }, {}},
       {"total", [](const auto& t) { return t[kReturned] - t[kCalled]; }, {}},
   };
+  // Forwarded by the entry node to the shard's owner: the entry's hops around the owner's.
+  std::vector<Hop> forwarded = {
+      {"client_call_to_io_thread_sent", [](const auto& t) { return t[kSent] - t[kCalled]; }, {}},
+      {"wire_in_sent_to_entry_read", [](const auto& t) { return t[kRead] - t[kSent]; }, {}},
+      {"entry_read_to_link_sent", [](const auto& t) { return t[kLinkSent] - t[kRead]; }, {}},
+      {"mesh_wire_in_link_sent_to_owner_read",
+       [](const auto& t) { return t[kOwnerRead] - t[kLinkSent]; },
+       {}},
+      {"owner_read_to_group_began", [](const auto& t) { return t[kOwnerBegan] - t[kOwnerRead]; }, {}},
+      {"owner_group_apply", [](const auto& t) { return t[kOwnerCommitting] - t[kOwnerBegan]; }, {}},
+      {"owner_lmdb_commit", [](const auto& t) { return t[kOwnerLogging] - t[kOwnerCommitting]; }, {}},
+      {"owner_log_write_and_flush", [](const auto& t) { return t[kOwnerCommitted] - t[kOwnerLogging]; }, {}},
+      {"owner_committed_to_answered",
+       [](const auto& t) { return t[kOwnerAnswered] - t[kOwnerCommitted]; },
+       {}},
+      {"mesh_wire_out_owner_answered_to_link_received",
+       [](const auto& t) { return t[kLinkReceived] - t[kOwnerAnswered]; },
+       {}},
+      {"entry_link_received_to_completion",
+       [](const auto& t) { return t[kCompleted] - t[kLinkReceived]; },
+       {}},
+      {"entry_completion_to_answered", [](const auto& t) { return t[kAnswered] - t[kCompleted]; }, {}},
+      {"wire_out_entry_answered_to_io_thread_received",
+       [](const auto& t) { return t[kReceived] - t[kAnswered]; },
+       {}},
+      {"client_received_to_returned", [](const auto& t) { return t[kReturned] - t[kReceived]; }, {}},
+      {"total", [](const auto& t) { return t[kReturned] - t[kCalled]; }, {}},
+  };
   int traced = 0;
   for (int i = 0; i < n; ++i) {
-    auto t = c->trace_enqueue("hops", body_msg());
+    auto t = c->trace_enqueue(a.hops_queue, body_msg());
     if (!t) {
       std::fprintf(stderr, "roost: traced enqueue: %s\n", t.error().message.c_str());
       break;
+    }
+    if (t->size() == kForwardedStamps && (*t)[kOwnerBegan] != 0) {
+      ++traced;
+      for (auto& h : forwarded) h.us.push_back(static_cast<double>(h.span(*t)) / 1000.0);
+      continue;
     }
     if (t->size() != kStamps || (*t)[kBegan] == 0) continue;  // not committed in a group (cannot be)
     ++traced;
     for (auto& h : hops) h.us.push_back(static_cast<double>(h.span(*t)) / 1000.0);
   }
   report("roost_hops_traced", traced, "enqueues");
+  if (!forwarded.front().us.empty()) {
+    for (auto& h : forwarded) {
+      report(std::string("roost_fwd_hop_") + h.name + "_p50", pct(h.us, 0.50), "us");
+      report(std::string("roost_fwd_hop_") + h.name + "_p90", pct(h.us, 0.90), "us");
+    }
+    return;
+  }
   for (auto& h : hops) {
     report(std::string("roost_hop_") + h.name + "_p50", pct(h.us, 0.50), "us");
     report(std::string("roost_hop_") + h.name + "_p90", pct(h.us, 0.90), "us");
@@ -310,6 +364,8 @@ int main(int argc, char** argv) {
       a.windows = numbers<std::size_t>(v);
     else if (k == "--hops")
       a.hops = v == "on";
+    else if (k == "--hops-queue")
+      a.hops_queue = v;
     else if (k == "--shapes") {  // e.g. 16x4,4x16; "none" for none
       a.shapes.clear();
       for (std::size_t at = 0; at < v.size();) {

@@ -39,6 +39,7 @@ struct Args {
   // every connection, so one connection alone flatters a server that groups per connection.
   std::vector<std::pair<int, std::size_t>> shapes = {{16, 4}};
   bool hops = false;  // --hops on: the latency part also traces Roost's enqueues hand-off by hand-off
+  std::string hops_queue = "hops";  // --hops-queue: the queue they go to
 };
 
 // `conns` copies of `run` at once, each on a thread (and a connection) of its own; the sum of

@@ -112,18 +112,20 @@ Result<std::vector<std::int64_t>> Client::trace_enqueue(const std::string& queue
       [ns](Reply& reply) {
         std::vector<std::int64_t> stamps;
         auto trace = reply.env.getTrace();
-        if (trace.size() != 1 + hop_trace::kNodeStamps) {
+        const unsigned node = 1 + hop_trace::kNodeStamps;
+        if (trace.size() != node && trace.size() != node + hop_trace::kForwardStamps) {
           throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                               kj::str("no trace in the answer"));
         }
         stamps.push_back(trace[0]);
         stamps.push_back(ns(reply.sent));
-        for (unsigned i = 1; i < trace.size(); ++i) stamps.push_back(trace[i]);
+        for (unsigned i = 1; i < node; ++i) stamps.push_back(trace[i]);
         stamps.push_back(ns(reply.received));
+        for (unsigned i = node; i < trace.size(); ++i) stamps.push_back(trace[i]);  // (forwarded)
         return stamps;
       },
       std::move(payloads));
-  if (r) r->push_back(hop_trace::now_ns());
+  if (r) r->insert(r->begin() + 2 + hop_trace::kNodeStamps + 1, hop_trace::now_ns());
   return r;
 }
 

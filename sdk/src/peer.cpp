@@ -3,6 +3,7 @@
 #include "client_codec.h"
 
 #include <roost/core/auth.h>
+#include <roost/core/hop_trace.h>
 
 #include <zmq.h>
 
@@ -108,12 +109,27 @@ const std::string& PeerLink::url() const { return core_->options.url; }
 
 void PeerLink::enqueue(Route route, const std::string& queue, const std::vector<NewMessage>& messages,
                        Callback<std::vector<std::string>> done) {
+  // A traced request forwarded from this thread (hop_trace.h): the owner's stamps come back in
+  // the answer.
+  auto forward = hop_trace::forwarding();
   core_->async<std::vector<std::string>>(
       [&](proto::Envelope::Builder env) {
         build_enqueue(env, queue, messages);
         set_route(env, route);
+        if (forward) env.initTrace(1).set(0, forward->sent = hop_trace::now_ns());
       },
-      decode_ids, payloads_of(messages), std::move(done));
+      [forward](Reply& r) {
+        if (forward) {
+          auto trace = r.env.getTrace();
+          if (trace.size() == 1 + hop_trace::kNodeStamps) {
+            for (unsigned i = 1; i < trace.size(); ++i) forward->owner.push_back(trace[i]);
+            forward->received =
+                std::chrono::duration_cast<std::chrono::nanoseconds>(r.received.time_since_epoch()).count();
+          }
+        }
+        return decode_ids(r);
+      },
+      payloads_of(messages), std::move(done));
 }
 
 void PeerLink::pull(Route route, const std::string& queue, const PullOptions& options, std::uint64_t wait_ms,

@@ -2458,5 +2458,50 @@ TEST_CASE("hardening 26.3: a mesh without auth_secret needs mesh_insecure, and s
   CHECK(a.proc().log().find("mesh_insecure") != std::string::npos);
 }
 
+TEST_CASE("mesh: a traced enqueue forwarded to its shard's owner carries the owner's instants (mesh_hops.sh)",
+          "[integration][mesh]") {
+  REQUIRE(etcd_installed());
+  EtcdProcess etcd;
+  auto nodes = start_mesh(etcd, {"a", "b"});
+  auto& a = *nodes.at("a");
+  // A queue b owns, enqueued through a.
+  std::string q;
+  for (int i = 0; q.empty() && i < 100; ++i) {
+    auto name = "traced" + std::to_string(i);
+    std::string owner;
+    REQUIRE(eventually([&] {  // homed on first use, then claimed by its home
+      auto r = a.http().get("/v1/mesh?queue=" + name);
+      if (r.status != 200) return false;
+      auto p = body_json(r);
+      if (!p.at("owner").is_string() || p.at("owner").as_string().empty()) return false;
+      owner = p.at("owner").as_string();
+      return true;
+    }));
+    if (owner == "b") q = name;
+  }
+  REQUIRE(!q.empty());
+  auto c = Client::connect({.url = a.proc().endpoint()});
+  REQUIRE(c);
+  for (int i = 0; i < 10; ++i) {
+    auto t = (*c)->trace_enqueue(q, NewMessage{.body = std::to_string(i)});
+    INFO("trace: " << (t ? "" : t.error().message));
+    REQUIRE(t);
+    // The entry's twelve (it commits nothing: no group of its own), then the link's sent, the
+    // owner's eight (read … answered), the link's received.
+    REQUIRE(t->size() == 22);
+    const auto& v = *t;
+    CHECK(v[4] == 0);       // a's write group: none
+    CHECK(v[12] >= v[2]);   // a's link took it after a's endpoint read it
+    CHECK(v[13] >= v[12]);  // b read it after a's link sent it
+    for (std::size_t k = 15; k <= 20; ++k) CHECK(v[k] >= v[k == 15 ? 13 : k - 1]);  // b's group, answer
+    CHECK(v[21] >= v[20]);  // a's link had b's answer after b sent it
+    CHECK(v[8] >= v[21]);   // a's completion after that
+    CHECK(v[11] >= v[10]);  // and the client's return last
+  }
+  auto got = (*c)->pull(q, roost::PullOptions{.batch_size = 100});
+  REQUIRE(got);
+  CHECK(got->size() == 10);
+}
+
 }  // namespace
 }  // namespace roost::test

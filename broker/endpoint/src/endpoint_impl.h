@@ -456,6 +456,7 @@ struct Endpoint::Impl {
   struct Trace {
     std::vector<std::int64_t> client;
     hop_trace::NodeStamps node;
+    std::shared_ptr<hop_trace::Forward> forward;  // (mesh) filled when the request was forwarded
   };
   // The trace a request asks for (nullptr: none, or more client stamps than a trace may carry).
   static std::shared_ptr<Trace> start_trace(proto::Envelope::Reader env);

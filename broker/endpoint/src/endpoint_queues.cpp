@@ -69,10 +69,18 @@ void Endpoint::Impl::finish_trace(Trace& t, proto::Envelope::Builder out) {
   const std::int64_t node[] = {n.read,    n.admitted,  n.began,     n.committing,
                                n.logging, n.committed, n.completed, n.answered};
   static_assert(std::size(node) == hop_trace::kNodeStamps);
-  auto list = out.initTrace(static_cast<unsigned>(t.client.size() + std::size(node)));
+  // Forwarded to the shard's owner: the link's two instants around the owner's eight.
+  const auto* f = t.forward.get();
+  const bool forwarded = f != nullptr && f->sent != 0 && f->owner.size() == hop_trace::kNodeStamps;
+  auto list = out.initTrace(
+      static_cast<unsigned>(t.client.size() + std::size(node) + (forwarded ? hop_trace::kForwardStamps : 0)));
   unsigned i = 0;
   for (auto stamp : t.client) list.set(i++, stamp);
   for (auto stamp : node) list.set(i++, stamp);
+  if (!forwarded) return;
+  list.set(i++, f->sent);
+  for (auto stamp : f->owner) list.set(i++, stamp);
+  list.set(i++, f->received);
 }
 
 void Endpoint::Impl::on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Reader req,
@@ -129,7 +137,9 @@ void Endpoint::Impl::on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Re
       done(std::move(r));
     };
   }
+  if (trace) hop_trace::forwarding() = trace->forward = std::make_shared<hop_trace::Forward>();
   router.enqueue(std::move(queue), std::move(msgs), std::move(done));
+  hop_trace::forwarding() = nullptr;
   if (trace && trace->node.admitted == 0) trace->node.admitted = hop_trace::now_ns();
 }
 

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 namespace roost::hop_trace {
 
@@ -43,6 +45,22 @@ struct NodeStamps {
   std::int64_t answered = 0;    // the endpoint thread sent the answer
 };
 inline constexpr unsigned kNodeStamps = 8;
+
+// A traced request this node forwards to its shard's owner (the mesh): when the link took it, the
+// owner's NodeStamps, when the link had the answer. Written by the link's thread before the
+// request's callback runs.
+struct Forward {
+  std::int64_t sent = 0;
+  std::vector<std::int64_t> owner;
+  std::int64_t received = 0;
+};
+inline constexpr unsigned kForwardStamps = 2 + kNodeStamps;
+// The Forward a traced request being handled on this thread fills if it is forwarded: the endpoint
+// sets it around its router call, a link that sends a request from this thread takes it.
+inline std::shared_ptr<Forward>& forwarding() {
+  thread_local std::shared_ptr<Forward> forward;
+  return forward;
+}
 inline constexpr unsigned kMaxClientStamps = 8;
 
 }  // namespace roost::hop_trace

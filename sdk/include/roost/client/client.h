@@ -159,7 +159,9 @@ class Client {
   // and answers the instants it crossed each hand-off, CLOCK_MONOTONIC nanoseconds: called here,
   // sent by the client's I/O thread, the node's eight (core/hop_trace.h: read by the endpoint,
   // admitted, its write group began, the group's commit began, its log write began, the commit
-  // ended, the completion ran, the endpoint answered), received by the I/O thread, returned here.
+  // ended, the completion ran, the endpoint answered), received by the I/O thread, returned here;
+  // then, when the node forwarded it to the shard's owner (a mesh), ten more: the link took it,
+  // the owner's eight, the link had the answer.
   Result<std::vector<std::int64_t>> trace_enqueue(const std::string& queue, NewMessage message);
   // wait > 0 long-polls (up to 20 s).
   Result<std::vector<LeasedMessage>> pull(const std::string& queue, PullOptions options = {},
