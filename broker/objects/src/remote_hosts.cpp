@@ -3,6 +3,7 @@
 #include "roost/broker/remote_hosts.h"
 
 #include "actor_state.h"
+#include "host_turns.h"
 #include "remote_host_conn.h"
 #include "turn_context.h"
 
@@ -26,8 +27,17 @@ namespace json = boost::json;
 RemoteHosts::RemoteHosts(ActorRuntime& runtime, Router& router, boost::asio::io_context& timers,
                          RemoteHostsOptions options)
     : rt_(runtime), router_(router), timers_(timers), options_(options) {
+  turns_ = std::make_unique<HostTurns>(rt_, options_, next_turn_, metrics_.turns, metrics_.turns_failed);
   watchdog_.emplace(timers_);
   watch();
+}
+
+void RemoteHosts::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) { turns_->begin(std::move(turn)); }
+
+void RemoteHosts::post_drain(const std::shared_ptr<TurnWait>& w) { turns_->post_drain(w); }
+
+std::uint64_t RemoteHosts::call_timeout(const boost::json::object& f) const {
+  return turns_->call_timeout(f);
 }
 
 void RemoteHosts::watch() {

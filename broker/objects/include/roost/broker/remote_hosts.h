@@ -41,6 +41,7 @@
 namespace roost::broker {
 
 class ActorRuntime;
+class HostTurns;
 
 struct RemoteHostsOptions {
   // A turn whose host sends nothing for this long fails, and the host is closed (4008).
@@ -106,19 +107,11 @@ class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
                                 const std::map<std::string, ActorClassOptions>& options);
   void remove_host(const Conn* conn);
   void ensure_class(const std::string& object_class, ActorClassOptions options);
-  // Turns in flight: the host's frames are applied on actor workers, one drain per turn at a time.
+  // Turns in flight: HostTurns (host_turns.h). The host's frames for a turn are applied on an
+  // actor worker; a frame's timeout_ms, 0 meaning the default, is cut to call_timeout_ms.
   void post_drain(const std::shared_ptr<TurnWait>& w);
-  void drain(const std::shared_ptr<TurnWait>& w);
-  void finish(TurnWait& w, std::optional<Error> failure);
-  void apply_all(ActorRuntime::TurnContext& ctx, Conn& host, std::uint64_t turn,
-                 const boost::json::object& f);
-  void apply(ActorRuntime::TurnContext& ctx, Conn& host, std::uint64_t turn, const boost::json::object& f);
-  static void answer(ActorRuntime::TurnContext& ctx, const ActorRuntime::Item& item,
-                     const boost::json::object& done);
-  static void check_reach(const Conn& host, const std::string& cls, const std::string& name);
-  // A frame's timeout_ms, 0 meaning the default, cut to call_timeout_ms.
   std::uint64_t call_timeout(const boost::json::object& f) const;
-  Error too_large_answer(std::string_view op) const;
+  std::unique_ptr<HostTurns> turns_;
   // Closes hosts that stall a turn past turn_timeout_ms (every 250 ms).
   void watch();
   std::optional<boost::asio::steady_timer> watchdog_;
@@ -127,7 +120,7 @@ class RemoteHosts final : public ActorRuntime::AsyncTurnDriver {
   Router& router_;
   boost::asio::io_context& timers_;
   RemoteHostsOptions options_;
-  std::atomic<std::uint64_t> next_turn_{1};
+  std::atomic<std::uint64_t> next_turn_{1};  // turns' and front requests' ids (one space per host)
   std::atomic<std::uint64_t> next_host_{1};
 
   // Forgets classes that lingered unserved past class_linger_ms (from watch(); skipped while a

@@ -1,6 +1,4 @@
-// RemoteHosts, turn driving: a remote turn sent to its host, the host's ops applied on an actor
-// worker in order (docs/hosts.md, "Turns"), the turn ended with its effects or its failure.
-#include "roost/broker/remote_hosts.h"
+#include "host_turns.h"
 
 #include "actor_state.h"
 #include "remote_host_conn.h"
@@ -107,7 +105,7 @@ struct Refused : std::runtime_error {
 
 }  // namespace
 
-void RemoteHosts::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) {
+void HostTurns::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) {
   auto* actor = static_cast<RemoteActor*>(turn->instance);
   if (actor->object.empty()) actor->object = turn->obj->name;
   auto host = actor->bind();
@@ -133,19 +131,19 @@ void RemoteHosts::begin(std::shared_ptr<ActorRuntime::AsyncTurn> turn) {
   } catch (const std::exception& e) {
     return finish(*w, Error{ErrorCode::ACTOR_ERROR, e.what()});
   }
-  metrics_.turns.fetch_add(1, std::memory_order_relaxed);
+  turns_.fetch_add(1, std::memory_order_relaxed);
   if (!host->send_turn(w, std::move(frame))) {
     return finish(*w, Error{ErrorCode::ACTOR_ERROR, "the host's connection closed"});
   }
   actor->host_knows = true;
 }
 
-void RemoteHosts::post_drain(const std::shared_ptr<TurnWait>& w) {
+void HostTurns::post_drain(const std::shared_ptr<TurnWait>& w) {
   rt_.post([this, w] { drain(w); });
 }
 
 // On an actor worker: applies the frames the host sent for the turn, in order, until it is done.
-void RemoteHosts::drain(const std::shared_ptr<TurnWait>& w) {
+void HostTurns::drain(const std::shared_ptr<TurnWait>& w) {
   auto host = w->host.lock();
   auto& ctx = w->turn->ctx;
   for (;;) {
@@ -199,7 +197,7 @@ void RemoteHosts::drain(const std::shared_ptr<TurnWait>& w) {
   }
 }
 
-void RemoteHosts::finish(TurnWait& w, std::optional<Error> failure) {
+void HostTurns::finish(TurnWait& w, std::optional<Error> failure) {
   {
     MutexLock lock(w.mu);
     if (w.done) return;
@@ -209,13 +207,13 @@ void RemoteHosts::finish(TurnWait& w, std::optional<Error> failure) {
   }
   if (auto host = w.host.lock()) host->close_turn(w.id);
   if (failure && failure->code != ErrorCode::CONNECT_REJECTED) {
-    metrics_.turns_failed.fetch_add(1, std::memory_order_relaxed);
+    turns_failed_.fetch_add(1, std::memory_order_relaxed);
   }
   w.turn->end(std::move(failure));
 }
 
 // A call's reply or a fetch's response, from the host's `done`.
-void RemoteHosts::answer(TurnContext& ctx, const Item& item, const json::object& done) {
+void HostTurns::answer(TurnContext& ctx, const Item& item, const json::object& done) {
   if (item.kind != Item::Kind::kCall) return;
   if (item.http) {
     const auto& res = object_at(done, "response");
@@ -232,7 +230,7 @@ void RemoteHosts::answer(TurnContext& ctx, const Item& item, const json::object&
 }
 
 // A frame's operations: "ops" (a batch), or the frame itself when it names an "op".
-void RemoteHosts::apply_all(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
+void HostTurns::apply_all(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
   if (const auto* ops = field(f, "ops"); ops != nullptr) {
     if (!ops->is_array()) throw ProtocolError("\"ops\" must be an array");
     for (const auto& op : ops->get_array()) {
@@ -244,7 +242,7 @@ void RemoteHosts::apply_all(TurnContext& ctx, Conn& host, std::uint64_t turn, co
 }
 
 // One operation of the turn. Those with an "id" are answered with a "result".
-void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
+void HostTurns::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const json::object& f) {
   auto op = str(f, "op");
   json::object out;
   auto& st = ctx.storage();
@@ -383,18 +381,18 @@ void RemoteHosts::apply(TurnContext& ctx, Conn& host, std::uint64_t turn, const 
   }
 }
 
-std::uint64_t RemoteHosts::call_timeout(const json::object& f) const {
+std::uint64_t HostTurns::call_timeout(const json::object& f) const {
   auto asked = u64(f, "timeout_ms");
   return asked == 0 ? options_.call_timeout_ms : std::min(asked, options_.call_timeout_ms);
 }
 
-Error RemoteHosts::too_large_answer(std::string_view op) const {
+Error HostTurns::too_large_answer(std::string_view op) const {
   return Error{ErrorCode::PAYLOAD_TOO_LARGE, std::string(op) + ": the answer would pass " +
                                                  std::to_string(options_.max_answer_bytes) +
                                                  " bytes of keys and values; ask for fewer"};
 }
 
-void RemoteHosts::check_reach(const Conn& host, const std::string& cls, const std::string& name) {
+void HostTurns::check_reach(const Conn& host, const std::string& cls, const std::string& name) {
   if (!host.may_reach(cls, name))
     throw std::runtime_error("this host may not use object " + cls + "/" + name);
 }
