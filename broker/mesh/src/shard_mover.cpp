@@ -1,5 +1,8 @@
 #include "roost/broker/shard_mover.h"
 
+#include "shard_move_ops.h"
+#include "shard_receiver.h"
+
 #include <roost/broker/actor_runtime.h>
 #include <roost/broker/mesh.h>
 #include <roost/broker/mesh_router.h>
@@ -25,14 +28,13 @@
 namespace roost::broker {
 
 namespace json = boost::json;
+using namespace shard_moves;
 
 namespace {
 
 constexpr std::size_t kMaxHistory = 64;
 constexpr std::size_t kCatchUpBytes = 1u << 20;  // close once a copy round had less than this to copy
 constexpr int kMaxRounds = 5;
-constexpr std::size_t kMaxSessionBytes = std::size_t{1} << 30;  // exported queues kept for a finish
-constexpr auto kSessionIdle = std::chrono::minutes(5);
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -66,101 +68,6 @@ class Barrier final : public durable::Op {
   std::shared_ptr<std::promise<void>> done_;
 };
 
-// (target) The outbox marks of a moved shard: each origin's last applied effect, never lowered.
-class MarksOp final : public durable::Op {
- public:
-  MarksOp(durable::OutboxStore& outbox, std::uint32_t shard,
-          std::vector<std::pair<std::string, std::uint64_t>> marks, durable::OutboxStore::MoveMark move,
-          Callback<std::uint64_t> done)
-      : outbox_(outbox),
-        shard_(shard),
-        marks_(std::move(marks)),
-        move_(std::move(move)),
-        done_(std::move(done)) {}
-  void apply(durable::WriteContext& ctx) override {
-    for (const auto& [origin, seq] : marks_) {
-      if (outbox_.applied_in(ctx.txn, origin, shard_) < seq)
-        outbox_.set_applied_in(ctx.txn, origin, shard_, seq);
-    }
-    // From here until the switch is settled, a restart keeps the shard closed (see settle()).
-    outbox_.set_move_mark_in(ctx.txn, move_);
-  }
-  void complete(const Error* error) override {
-    if (error != nullptr) return done_(std::unexpected(*error));
-    done_(marks_.size());
-  }
-
- private:
-  durable::OutboxStore& outbox_;
-  std::uint32_t shard_;
-  std::vector<std::pair<std::string, std::uint64_t>> marks_;
-  durable::OutboxStore::MoveMark move_;
-  Callback<std::uint64_t> done_;
-};
-
-// A shard move's mark (OutboxStore::MoveMark) written, or (nullopt) removed.
-class MoveMarkOp final : public durable::Op {
- public:
-  MoveMarkOp(durable::OutboxStore& outbox, std::uint32_t shard,
-             std::optional<durable::OutboxStore::MoveMark> mark, Callback<std::uint64_t> done)
-      : outbox_(outbox), shard_(shard), mark_(std::move(mark)), done_(std::move(done)) {}
-  void apply(durable::WriteContext& ctx) override {
-    if (mark_)
-      outbox_.set_move_mark_in(ctx.txn, *mark_);
-    else
-      outbox_.clear_move_mark_in(ctx.txn, shard_);
-  }
-  void complete(const Error* error) override {
-    if (error != nullptr) return done_(std::unexpected(*error));
-    done_(1);
-  }
-
- private:
-  durable::OutboxStore& outbox_;
-  std::uint32_t shard_;
-  std::optional<durable::OutboxStore::MoveMark> mark_;
-  Callback<std::uint64_t> done_;
-};
-
-// Test-only crash points: with ROOST_FAILPOINT=NAME the process exits at NAME at once, as a kill -9
-// there would (tests/integration/mesh_test.cpp).
-bool failpoint(std::string_view name) {
-  static const char* const chosen = std::getenv("ROOST_FAILPOINT");
-  return chosen != nullptr && name == chosen;
-}
-
-// (target) Rows of a moved shard's objects, written; or (either side) those objects' rows deleted.
-class ObjectsOp final : public durable::Op {
- public:
-  ObjectsOp(durable::MailboxStore& store, std::vector<std::string> chunks, std::vector<std::string> drop,
-            Callback<std::set<std::string>> done)
-      : store_(store), chunks_(std::move(chunks)), drop_(std::move(drop)), done_(std::move(done)) {}
-  void apply(durable::WriteContext& ctx) override {
-    okeys_.clear();
-    bad_ = false;
-    for (const auto& c : chunks_) {  // all checked before anything is written
-      if (!durable::MailboxStore::chunk_objects(c)) {
-        bad_ = true;
-        return;
-      }
-    }
-    for (const auto& c : chunks_) store_.import_in(ctx.txn, c, &okeys_);
-    if (!drop_.empty()) store_.drop_in(ctx.txn, drop_);
-  }
-  void complete(const Error* error) override {
-    if (error != nullptr) return done_(std::unexpected(*error));
-    if (bad_) return done_(std::unexpected(Error{ErrorCode::MALFORMED, "an objects step is malformed"}));
-    done_(std::move(okeys_));
-  }
-
- private:
-  durable::MailboxStore& store_;
-  std::vector<std::string> chunks_, drop_;
-  Callback<std::set<std::string>> done_;
-  std::set<std::string> okeys_;
-  bool bad_ = false;
-};
-
 }  // namespace
 
 struct ShardMover::Move {
@@ -179,18 +86,6 @@ struct ShardMover::Move {
   enum { kCopying, kClosing, kFinishing, kDone, kFailed };
 };
 
-struct ShardMover::Session {
-  std::string origin;
-  std::uint32_t shard = 0;
-  std::vector<std::string> exported;  // complete exported queues
-  std::string partial;                // the one being received
-  std::vector<std::pair<std::string, std::uint64_t>> marks;
-  std::vector<std::string> objects;  // chunks of object rows
-  std::size_t bytes = 0;
-  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
-  bool finishing = false;
-};
-
 ShardMover::ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailboxes,
                        durable::OutboxStore& outbox, durable::Committer& committer, ActorRuntime& actors,
                        MeshRouter& router, ShardMoverOptions options)
@@ -200,7 +95,8 @@ ShardMover::ShardMover(durable::QueueStore& queues, durable::MailboxStore& mailb
       committer_(committer),
       actors_(actors),
       router_(router),
-      options_(options) {}
+      options_(options),
+      receiver_(std::make_unique<ShardReceiver>(queues, mailboxes, outbox, committer, actors, mesh_)) {}
 
 ShardMover::~ShardMover() { stop(); }
 
@@ -214,7 +110,7 @@ void ShardMover::stop() {
   }
   if (t.joinable()) t.join();
   if (settling.joinable()) settling.join();
-  etcd_pool_.join();
+  receiver_->stop();
 }
 
 Result<std::string> ShardMover::start(std::uint32_t shard, std::string to) {
@@ -535,188 +431,8 @@ void ShardMover::settle_one(const durable::OutboxStore::MoveMark& mk) {
   (void)mark(mk.shard, std::nullopt);
 }
 
-void ShardMover::on_copy(ShardCopy s, std::string payload, Callback<std::uint64_t> done) {
-  Mesh* mesh = mesh_.load();
-  if (mesh == nullptr || mesh->shards() == 0) {
-    return done(std::unexpected(Error{ErrorCode::UNAVAILABLE, "not joined to the mesh yet"}));
-  }
-  if (s.shard >= mesh->shards())
-    return done(std::unexpected(Error{ErrorCode::INVALID_ARGUMENT, "no such shard"}));
-  if (auto p = mesh->cached(s.shard);
-      p && p->owner == mesh->options().node_name && s.phase != ShardCopyPhase::kAbort) {
-    // This node serves the shard: what it holds of it is live, not a stale copy to replace.
-    return done(
-        std::unexpected(Error{ErrorCode::CONFLICT, "this node owns shard " + std::to_string(s.shard)}));
-  }
-  std::shared_ptr<Session> session;
-  {
-    MutexLock lock(mu_);
-    // Sessions whose source went silent are forgotten (their bodies with them).
-    auto now = std::chrono::steady_clock::now();
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      if (it->first != s.move && !it->second->finishing && now - it->second->last > kSessionIdle) {
-        module_logger("mesh")->warn("shard {}: the move from {} went silent; forgetting it",
-                                    it->second->shard, it->second->origin);
-        queues_.import_abort(it->first, [](Result<std::uint64_t>) {});
-        it = sessions_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (s.phase == ShardCopyPhase::kAbort) {
-      sessions_.erase(s.move);
-    } else {
-      auto& slot = sessions_[s.move];
-      if (!slot) {
-        slot = std::make_shared<Session>();
-        slot->origin = s.origin;
-        slot->shard = s.shard;
-      }
-      if (slot->origin != s.origin || slot->shard != s.shard) {
-        return done(std::unexpected(Error{ErrorCode::CONFLICT, "move id reused"}));
-      }
-      if (slot->finishing) return done(std::unexpected(Error{ErrorCode::CONFLICT, "the move is finishing"}));
-      slot->last = now;
-      session = slot;
-    }
-  }
-  switch (s.phase) {
-    case ShardCopyPhase::kAbort: return queues_.import_abort(s.move, std::move(done));
-    case ShardCopyPhase::kBodies: {
-      std::vector<std::pair<std::uint64_t, std::string>> bodies;
-      bytes::Reader c(payload);
-      while (c.ok() && !c.done()) {
-        auto seq = c.num<std::uint64_t>();
-        auto raw = c.str64();
-        if (c.ok()) bodies.emplace_back(seq, std::string(raw));
-      }
-      if (!c.ok()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "a bodies step is malformed"}));
-      bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
-      return queues_.import_bodies(s.move, std::move(bodies), std::move(done));
-    }
-    case ShardCopyPhase::kQueues: {
-      if (payload.empty()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "an empty queues step"}));
-      MutexLock lock(mu_);
-      session->bytes += payload.size();
-      if (session->bytes > kMaxSessionBytes) {
-        return done(std::unexpected(
-            Error{ErrorCode::PAYLOAD_TOO_LARGE, "the shard's queues exceed 1 GiB of records"}));
-      }
-      bool more = payload[0] != '\0';
-      session->partial.append(payload, 1);
-      if (!more) session->exported.push_back(std::exchange(session->partial, {}));
-      bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
-      return done(session->exported.size());
-    }
-    case ShardCopyPhase::kObjects: {
-      if (payload.empty()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "an empty objects step"}));
-      MutexLock lock(mu_);
-      session->bytes += payload.size();
-      if (session->bytes > kMaxSessionBytes) {
-        return done(std::unexpected(Error{ErrorCode::PAYLOAD_TOO_LARGE, "the shard's records exceed 1 GiB"}));
-      }
-      bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
-      session->objects.push_back(std::move(payload));
-      return done(session->objects.size());
-    }
-    case ShardCopyPhase::kMarks: {
-      bytes::Reader c(payload);
-      std::vector<std::pair<std::string, std::uint64_t>> marks;
-      while (c.ok() && !c.done()) {
-        auto origin = c.str64();
-        auto seq = c.num<std::uint64_t>();
-        if (c.ok()) marks.emplace_back(std::string(origin), seq);
-      }
-      if (!c.ok()) return done(std::unexpected(Error{ErrorCode::MALFORMED, "a marks step is malformed"}));
-      MutexLock lock(mu_);
-      session->marks = std::move(marks);
-      return done(session->marks.size());
-    }
-    case ShardCopyPhase::kFinish: break;
-  }
-  // Finish: the marks, then the queues (one transaction each), then the switch in etcd.
-  {
-    MutexLock lock(mu_);
-    if (!session->partial.empty()) {
-      return done(std::unexpected(Error{ErrorCode::MALFORMED, "an exported queue was not complete"}));
-    }
-    session->finishing = true;
-  }
-  auto forget = [this, id = s.move] {
-    MutexLock lock(mu_);
-    sessions_.erase(id);
-  };
-  auto shared_done = std::make_shared<Callback<std::uint64_t>>(std::move(done));
-  // Until the switch, the shard's objects written here stay inert: closed, their alarms do not
-  // fire and no turn of theirs commits (take_over opens it).
-  mesh->close_shard(s.shard);
-  auto drop_objects = [this](std::set<std::string> okeys) {
-    if (okeys.empty()) return;
-    committer_.submit(std::make_unique<ObjectsOp>(mailboxes_, std::vector<std::string>{},
-                                                  std::vector<std::string>(okeys.begin(), okeys.end()),
-                                                  [](Result<std::set<std::string>>) {}));
-  };
-  committer_.submit(std::make_unique<MarksOp>(
-      outbox_, s.shard, session->marks, durable::OutboxStore::MoveMark{s.shard, mesh->shards(), s.origin},
-      [this, s, session, shared_done, forget, drop_objects](Result<std::uint64_t> marked) mutable {
-        if (!marked) {
-          forget();
-          queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
-          return (*shared_done)(std::unexpected(marked.error()));
-        }
-        committer_.submit(std::make_unique<ObjectsOp>(
-            mailboxes_, std::move(session->objects), std::vector<std::string>{},
-            [this, s, session, shared_done, forget,
-             drop_objects](Result<std::set<std::string>> written) mutable {
-              if (!written) {  // nothing of them was written
-                forget();
-                queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
-                unmark(s.shard);
-                return (*shared_done)(std::unexpected(written.error()));
-              }
-              std::vector<std::string> names;
-              for (const auto& blob : session->exported) {
-                names.push_back(durable::QueueStore::exported_name(blob));
-              }
-              queues_.import_queues(
-                  s.move, std::move(session->exported),
-                  [this, s, names, okeys = std::move(*written), shared_done, forget,
-                   drop_objects](Result<std::uint64_t> placed) mutable {
-                    forget();
-                    if (!placed) {
-                      queues_.import_abort(s.move, [](Result<std::uint64_t>) {});
-                      drop_objects(std::move(okeys));
-                      unmark(s.shard);
-                      return (*shared_done)(std::unexpected(placed.error()));
-                    }
-                    // The switch blocks on etcd: off the committer thread.
-                    boost::asio::post(etcd_pool_, [this, s, names, okeys = std::move(okeys), placed = *placed,
-                                                   shared_done, drop_objects]() mutable {
-                      Mesh* m = mesh_.load();
-                      auto epoch = m != nullptr ? m->take_over(s.shard, s.origin, s.epoch)
-                                                : Result<std::int64_t>(std::unexpected(
-                                                      Error{ErrorCode::UNAVAILABLE, "left the mesh"}));
-                      if (!epoch) {
-                        // Not switched: what was built here is not this node's.
-                        module_logger("mesh")->warn("shard {}: taking it over from {} failed: {}", s.shard,
-                                                    s.origin, epoch.error().message);
-                        queues_.drop_queues(names, [](Result<std::uint64_t>) {});
-                        drop_objects(std::move(okeys));
-                        unmark(s.shard);
-                        return (*shared_done)(std::unexpected(epoch.error()));
-                      }
-                      // Open here now (take_over did): the objects' mail and subscriptions load.
-                      actors_.adopt(std::vector<std::string>(okeys.begin(), okeys.end()));
-                      unmark(s.shard);
-                      moved_in_.fetch_add(1, std::memory_order_relaxed);
-                      module_logger("mesh")->info(
-                          "shard {}: took it over from {} ({} queues, {} messages, {} objects), epoch {}",
-                          s.shard, s.origin, names.size(), placed, okeys.size(), *epoch);
-                      (*shared_done)(static_cast<std::uint64_t>(*epoch));
-                    });
-                  });
-            }));
-      }));
+void ShardMover::on_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) {
+  receiver_->on_copy(std::move(step), std::move(payload), std::move(done));
 }
 
 std::string ShardMover::moves_json() const {
@@ -754,10 +470,12 @@ std::string ShardMover::moves_json() const {
 std::string ShardMover::metrics_text() const {
   MetricsWriter w;
   w.counter("roost_mesh_moves_out_total", "Shard moves this node finished as the source.", moved_out_.load());
-  w.counter("roost_mesh_moves_in_total", "Shard moves this node finished as the target.", moved_in_.load());
+  w.counter("roost_mesh_moves_in_total", "Shard moves this node finished as the target.",
+            receiver_->moved_in());
   w.counter("roost_mesh_moves_failed_total", "Shard moves this node started that failed (undone).",
             failed_.load());
-  w.counter("roost_mesh_move_bytes_in_total", "Bytes of shard data this node received.", bytes_in_.load());
+  w.counter("roost_mesh_move_bytes_in_total", "Bytes of shard data this node received.",
+            receiver_->bytes_in());
   return std::move(w).text();
 }
 

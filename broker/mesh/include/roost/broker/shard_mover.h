@@ -55,6 +55,7 @@ namespace roost::broker {
 
 class ActorRuntime;
 class Mesh;
+class ShardReceiver;
 
 struct ShardMoverOptions {
   std::size_t chunk_bytes = 512u << 10;            // data per copy step (at least one body)
@@ -95,7 +96,6 @@ class ShardMover final : public ShardMoves, public ShardCopySink {
 
  private:
   struct Move;
-  struct Session;
   void run(std::shared_ptr<Move> move);
   Result<std::int64_t> transfer(Move& move);
   // Writes (or, nullopt, removes) a shard's move mark; waits for the commit.
@@ -122,10 +122,9 @@ class ShardMover final : public ShardMoves, public ShardCopySink {
   bool running_ ROOST_GUARDED_BY(mu_) = false;
   std::thread thread_ ROOST_GUARDED_BY(mu_);
   std::thread settle_thread_ ROOST_GUARDED_BY(mu_);
-  std::map<std::uint64_t, std::shared_ptr<Session>> sessions_ ROOST_GUARDED_BY(mu_);  // target side
-  boost::asio::thread_pool etcd_pool_{1};  // (target) the switch in etcd, off the endpoint thread
 
-  std::atomic<std::uint64_t> moved_out_{0}, moved_in_{0}, failed_{0}, bytes_in_{0};
+  std::atomic<std::uint64_t> moved_out_{0}, failed_{0};
+  std::unique_ptr<ShardReceiver> receiver_;  // the target side (src/shard_receiver.h)
 };
 
 }  // namespace roost::broker
