@@ -113,5 +113,4 @@ class ObjectsOp final : public durable::Op {
   bool bad_ = false;
 };
 
-
 }  // namespace roost::broker::shard_moves

@@ -222,7 +222,6 @@ void ShardReceiver::on_copy(ShardCopy s, std::string payload, Callback<std::uint
       }));
 }
 
-
 void ShardReceiver::unmark(std::uint32_t shard) {
   committer_.submit(std::make_unique<MoveMarkOp>(outbox_, shard, std::nullopt, [](Result<std::uint64_t>) {}));
 }

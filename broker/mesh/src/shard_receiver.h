@@ -36,7 +36,12 @@ class ShardReceiver {
  public:
   ShardReceiver(durable::QueueStore& queues, durable::MailboxStore& mailboxes, durable::OutboxStore& outbox,
                 durable::Committer& committer, ActorRuntime& actors, const std::atomic<Mesh*>& mesh)
-      : queues_(queues), mailboxes_(mailboxes), outbox_(outbox), committer_(committer), actors_(actors), mesh_(mesh) {}
+      : queues_(queues),
+        mailboxes_(mailboxes),
+        outbox_(outbox),
+        committer_(committer),
+        actors_(actors),
+        mesh_(mesh) {}
   ShardReceiver(const ShardReceiver&) = delete;
   ShardReceiver& operator=(const ShardReceiver&) = delete;
 

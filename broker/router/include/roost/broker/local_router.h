@@ -1,7 +1,9 @@
-// LocalRouter: the Router of a single node. Queues live in this node's QueueStore; long-poll
-// pulls wait on readiness notifications from the store, with a timer for their deadline.
+// LocalRouter: the Router of this node's shards (of the whole node, without a mesh). Queues live in
+// this node's QueueStore (long polls: LongPolls), channels in its Hub, objects in its ActorRuntime
+// and remote hosts; push targets are checked by PushDelivery.
 #pragma once
 
+#include <roost/broker/long_polls.h>
 #include <roost/channels/hub.h>
 #include <roost/core/mesh_view.h>
 #include <roost/core/router.h>
@@ -115,7 +117,7 @@ class LocalRouter final : public Router {
   Result<ObjectInfo> object_info(const std::string& object_class, const std::string& name) override;
   // Wakes the long polls waiting on `queue` now: they pull again (and answer what the pull says:
   // owner_unavailable once the queue's shard is closed for a move).
-  void wake_polls(const std::string& queue) { on_ready(queue); }
+  void wake_polls(const std::string& queue) { polls_.on_ready(queue); }
   // (mesh) Shard moves to this node arrive on its mesh socket; `mover` takes them.
   void set_mover(ShardCopySink* mover) { mover_.store(mover); }
   void shard_copy(ShardCopy step, std::string payload, Callback<std::uint64_t> done) override;
@@ -125,24 +127,12 @@ class LocalRouter final : public Router {
   std::uint64_t max_message_bytes() const override { return max_message_bytes_; }
 
  private:
-  struct Waiter;
-  void attempt(std::shared_ptr<Waiter> w);
-  void on_ready(const std::string& queue);
-  std::uint64_t ready_epoch(const std::string& queue);
-
   durable::QueueStore& queues_;
   durable::Committer& committer_;
   durable::Env& env_;
   channels::Hub& hub_;
-  boost::asio::io_context& timers_;
   std::uint64_t max_message_bytes_;
-
-  Mutex mu_;
-  std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters_ ROOST_GUARDED_BY(mu_);
-  std::unordered_map<std::string, std::uint64_t> epochs_ ROOST_GUARDED_BY(mu_);
-  bool shut_down_ ROOST_GUARDED_BY(mu_) = false;
-  std::atomic<std::uint64_t> long_polls_{0};
-  std::atomic<std::uint64_t> abandoned_polls_{0};
+  LongPolls polls_;
   std::function<std::string()> extra_metrics_;
   ActorRuntime* actors_ = nullptr;
   RemoteHosts* hosts_ = nullptr;
