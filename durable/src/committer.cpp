@@ -87,12 +87,16 @@ bool Committer::idle() {
 
 void Committer::lead(bool may_block) {
   std::vector<std::unique_ptr<Op>> group;
+  bool blocking = false;
   {
     MutexLock lock(mu_);
     if (pending_.empty()) return;
+    // A thread that may block commits any group, as the committer thread would: flushing, and
+    // switching the log's segment or starting a checkpoint when one is due. Any other leads only
+    // groups that need no flush, and leaves segment switches and checkpoints to the committer.
+    blocking = options_.lead == LeadMode::kAll || (options_.lead == LeadMode::kMayBlock && may_block);
     bool mine = !busy_ && !stopping_ && thread_.joinable() && options_.lead != LeadMode::kOff &&
-                (options_.lead == LeadMode::kAll || (options_.lead == LeadMode::kMayBlock && may_block) ||
-                 !group_flushes(pending_, options_.max_group_ops));
+                (blocking || !group_flushes(pending_, options_.max_group_ops));
     if (!mine) {
       lock.unlock();
       cv_.notify_all();  // the committer thread takes them (after its group)
@@ -102,7 +106,7 @@ void Committer::lead(bool may_block) {
     take_group(group);
   }
   metrics_.led_groups.fetch_add(1, std::memory_order_relaxed);
-  commit_group(group, false, options_.lead != LeadMode::kAll);
+  commit_group(group, false, !blocking);
   group.clear();
   // Records answered before their flush are flushed by the committer thread, not here: this
   // thread's answers go out first.

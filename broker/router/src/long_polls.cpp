@@ -57,8 +57,8 @@ std::uint64_t LongPolls::ready_epoch(const std::string& queue) {
 }
 
 void LongPolls::pull(std::string name, PullOptions options, std::uint64_t wait_ms,
-                       Callback<std::vector<LeasedMessage>> done,
-                       std::shared_ptr<const std::atomic<bool>> gone) {
+                     Callback<std::vector<LeasedMessage>> done,
+                     std::shared_ptr<const std::atomic<bool>> gone) {
   if (gone && gone->load()) {
     done(std::vector<LeasedMessage>{});
     return;

@@ -24,14 +24,15 @@ namespace roost::broker {
 
 class LongPolls {
  public:
-  LongPolls(durable::QueueStore& queues, boost::asio::io_context& timers) : queues_(queues), timers_(timers) {}
+  LongPolls(durable::QueueStore& queues, boost::asio::io_context& timers)
+      : queues_(queues), timers_(timers) {}
   ~LongPolls();
   LongPolls(const LongPolls&) = delete;
   LongPolls& operator=(const LongPolls&) = delete;
 
   // A pull: at once (wait_ms 0), or waiting up to wait_ms for messages.
-  void pull(std::string name, PullOptions options, std::uint64_t wait_ms, Callback<std::vector<LeasedMessage>> done,
-            std::shared_ptr<const std::atomic<bool>> gone);
+  void pull(std::string name, PullOptions options, std::uint64_t wait_ms,
+            Callback<std::vector<LeasedMessage>> done, std::shared_ptr<const std::atomic<bool>> gone);
   // `queue` has ready messages: its parked polls pull again.
   void on_ready(const std::string& queue);
   // Answers every waiting poll (with no messages); new ones answer at once.
