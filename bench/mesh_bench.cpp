@@ -11,6 +11,7 @@
 // forwarded/local ratios of the medians.
 #include <roost/client/client.h>
 #include <roost/client/http_client.h>
+#include <roost/core/auth.h>
 
 #include <boost/json.hpp>
 
@@ -42,8 +43,22 @@ struct Args {
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// With --secret (the nodes' auth_secret: a secured mesh), an operator's token for every driver.
+std::string g_token;
+
+std::string operator_token(const std::string& secret) {
+  auto exp =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count() +
+      3600;
+  return roost::sign_jwt(secret,
+                         R"({"roost":{"publish":[">"],"subscribe":[">"],"queues":[">"],"objects":[">"]},)"
+                         R"("exp":)" +
+                             std::to_string(exp) + "}");
+}
+
 std::shared_ptr<roost::Client> connect(const std::string& url) {
-  auto c = roost::Client::connect({.url = url, .name = "mesh_bench"});
+  auto c = roost::Client::connect({.url = url, .token = g_token, .name = "mesh_bench"});
   if (!c) {
     std::fprintf(stderr, "%s: %s\n", url.c_str(), c.error().message.c_str());
     std::exit(1);
@@ -255,12 +270,18 @@ int main(int argc, char** argv) {
     if (k == "--seconds") a.seconds = std::stod(v);
     if (k == "--runs") a.runs = std::stoi(v);
     if (k == "--only") a.only = v;
+    if (k == "--secret") g_token = operator_token(v);
+    if (k == "--print-token") {  // for the scripts' curl and CLI calls
+      std::printf("%s\n", g_token.c_str());
+      return 0;
+    }
   }
   if (a.a.empty() || a.b.empty() || a.http_a.empty()) {
     std::fprintf(stderr, "usage: mesh_bench --a URL --b URL --http-a URL [--seconds S] [--runs N]\n");
     return 2;
   }
   roost::client::HttpClient http(a.http_a);
+  if (!g_token.empty()) http.set_header("Authorization", "Bearer " + g_token);
   const auto queue = homed_on(http, "queue", "mq", "b");
   const auto lat_queue = homed_on(http, "queue", "ml", "b");
   const auto object = homed_on(http, "object", "mo", "b", "counter");
