@@ -4,6 +4,7 @@
 # (Client::trace_enqueue; native_bench --hops on), next to the same to b itself (local). Every run
 # printed, then the medians.
 #   bench/mesh_hops.sh [BUILD_DIR] [RUNS]
+#   MESH_SECRET=… bench/mesh_hops.sh …   (a secured mesh: CURVE links; bench/mesh_env.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -12,7 +13,7 @@ source bench/mesh_env.sh
 a_http="http://127.0.0.1:$((base + 11))"
 q=
 for i in $(seq 0 999); do
-  if curl -sf "$a_http/v1/mesh?queue=hops$i" | grep -q '"owner":"b"'; then q="hops$i"; break; fi
+  if acurl -sf "$a_http/v1/mesh?queue=hops$i" | grep -q '"owner":"b"'; then q="hops$i"; break; fi
 done
 [ -n "$q" ] || { echo "no queue owned by b found"; exit 1; }
 echo "# queue $q, owned by b; forwarded = to a, local = to b"
@@ -23,7 +24,7 @@ for r in $(seq "$runs"); do
   for side in forwarded local; do
     port=$((base + 21)); [ "$side" = local ] && port=$((base + 22))
     "$bin/native_bench" --roost "tcp://127.0.0.1:$port" --only latency --targets roost --hops on \
-      --hops-queue "$q" 2>&1 | grep '^roost_' | sed "s/^roost_/${side}_/" | tee -a "$raw"
+      --hops-queue "$q" ${TOKEN:+--roost-token "$TOKEN"} 2>&1 | grep '^roost_' | sed "s/^roost_/${side}_/" | tee -a "$raw"
   done
 done
 echo "# medians of $runs runs"

@@ -42,6 +42,7 @@ std::shared_ptr<roost::Client> roost_connect(const Args& a) {
   roost::ClientOptions o;
   o.url = a.roost;
   o.name = "native_bench";
+  o.token = a.roost_token;
   auto c = roost::Client::connect(o);
   if (!c) {
     std::fprintf(stderr, "roost: %s\n", c.error().message.c_str());
@@ -366,6 +367,8 @@ int main(int argc, char** argv) {
       a.hops = v == "on";
     else if (k == "--hops-queue")
       a.hops_queue = v;
+    else if (k == "--roost-token")
+      a.roost_token = v;
     else if (k == "--shapes") {  // e.g. 16x4,4x16; "none" for none
       a.shapes.clear();
       for (std::size_t at = 0; at < v.size();) {

@@ -40,6 +40,7 @@ struct Args {
   std::vector<std::pair<int, std::size_t>> shapes = {{16, 4}};
   bool hops = false;  // --hops on: the latency part also traces Roost's enqueues hand-off by hand-off
   std::string hops_queue = "hops";  // --hops-queue: the queue they go to
+  std::string roost_token;          // --roost-token: for a node with an auth secret
 };
 
 // `conns` copies of `run` at once, each on a thread (and a connection) of its own; the sum of
