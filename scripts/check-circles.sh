@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # No include circle (issue 27) between components: a public header (under an include/ folder) and
 # the sources whose first #include names it in quotes, or named after it (x.h with x.cpp, or
-# mesh_router.h with mesh_channels.cpp). A private header (under src/) is part of whoever includes it: an include of
-# one stands for the public headers it reaches. A component that needs one that needs it back takes
+# mesh_router.h with mesh_gather.cpp). A private header (under src/) is part of whoever includes
+# it: an include of one stands for the public headers it reaches. A component that needs one that needs it back takes
 # an interface instead (as the LocalRouter takes core's MeshView, not the mesh's Mesh).
 #   scripts/check-circles.sh [ROOT]    exit 1 and the components of each circle when it fails
 set -euo pipefail

@@ -1,7 +1,7 @@
 // RemoteHosts' insides shared by its two files: a host's connection (Conn: registration, requests
 // outside turns, front requests, the turns it was sent) and the RemoteActor an object of a remote
 // class is while in memory. remote_hosts.cpp keeps the registry of hosts and classes,
-// remote_turns.cpp drives turns (sends them, applies the host's ops).
+// host_turns.cpp (HostTurns) drives turns (sends them, applies the host's ops).
 #pragma once
 
 #include "host_frames.h"
