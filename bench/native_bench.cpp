@@ -165,56 +165,47 @@ void roost_hops(const Args& a, int n) {
     kLinkReceived,
     kForwardedStamps
   };
+  // A hand-off: from one stamp to another. Leader/follower commits run the group on the endpoint's
+  // own thread, before `admitted` is stamped: admitted is taken as the earlier of the two.
   struct Hop {
     const char* name;
-    std::function<std::int64_t(const std::vector<std::int64_t>&)> span;
+    int from, to;
     std::vector<double> us;
   };
-  // Leader/follower commits run the group on the endpoint's own thread, before admitted is stamped.
-  auto admitted = [](const std::vector<std::int64_t>& t) { return std::min(t[kAdmitted], t[kBegan]); };
   std::vector<Hop> hops = {
-      {"client_call_to_io_thread_sent", [](const auto& t) { return t[kSent] - t[kCalled]; }, {}},
-      {"wire_in_sent_to_endpoint_read", [](const auto& t) { return t[kRead] - t[kSent]; }, {}},
-      {"endpoint_read_to_admitted", [&](const auto& t) { return admitted(t) - t[kRead]; }, {}},
-      {"admitted_to_group_began", [&](const auto& t) { return t[kBegan] - admitted(t); }, {}},
-      {"group_apply", [](const auto& t) { return t[kCommitting] - t[kBegan]; }, {}},
-      {"group_lmdb_commit", [](const auto& t) { return t[kLogging] - t[kCommitting]; }, {}},
-      {"group_log_write_and_flush", [](const auto& t) { return t[kCommitted] - t[kLogging]; }, {}},
-      {"committed_to_completion", [](const auto& t) { return t[kCompleted] - t[kCommitted]; }, {}},
-      {"completion_to_endpoint_answered", [](const auto& t) { return t[kAnswered] - t[kCompleted]; }, {}},
-      {"wire_out_answered_to_io_thread_received",
-       [](const auto& t) { return t[kReceived] - t[kAnswered]; },
-       {}},
-      {"client_received_to_returned", [](const auto& t) { return t[kReturned] - t[kReceived]; }, {}},
-      {"total", [](const auto& t) { return t[kReturned] - t[kCalled]; }, {}},
+      {"client_call_to_io_thread_sent", kCalled, kSent, {}},
+      {"wire_in_sent_to_endpoint_read", kSent, kRead, {}},
+      {"endpoint_read_to_admitted", kRead, kAdmitted, {}},
+      {"admitted_to_group_began", kAdmitted, kBegan, {}},
+      {"group_apply", kBegan, kCommitting, {}},
+      {"group_lmdb_commit", kCommitting, kLogging, {}},
+      {"group_log_write_and_flush", kLogging, kCommitted, {}},
+      {"committed_to_completion", kCommitted, kCompleted, {}},
+      {"completion_to_endpoint_answered", kCompleted, kAnswered, {}},
+      {"wire_out_answered_to_io_thread_received", kAnswered, kReceived, {}},
+      {"client_received_to_returned", kReceived, kReturned, {}},
+      {"total", kCalled, kReturned, {}},
   };
   // Forwarded by the entry node to the shard's owner: the entry's hops around the owner's.
   std::vector<Hop> forwarded = {
-      {"client_call_to_io_thread_sent", [](const auto& t) { return t[kSent] - t[kCalled]; }, {}},
-      {"wire_in_sent_to_entry_read", [](const auto& t) { return t[kRead] - t[kSent]; }, {}},
-      {"entry_read_to_link_sent", [](const auto& t) { return t[kLinkSent] - t[kRead]; }, {}},
-      {"mesh_wire_in_link_sent_to_owner_read",
-       [](const auto& t) { return t[kOwnerRead] - t[kLinkSent]; },
-       {}},
-      {"owner_read_to_group_began", [](const auto& t) { return t[kOwnerBegan] - t[kOwnerRead]; }, {}},
-      {"owner_group_apply", [](const auto& t) { return t[kOwnerCommitting] - t[kOwnerBegan]; }, {}},
-      {"owner_lmdb_commit", [](const auto& t) { return t[kOwnerLogging] - t[kOwnerCommitting]; }, {}},
-      {"owner_log_write_and_flush", [](const auto& t) { return t[kOwnerCommitted] - t[kOwnerLogging]; }, {}},
-      {"owner_committed_to_answered",
-       [](const auto& t) { return t[kOwnerAnswered] - t[kOwnerCommitted]; },
-       {}},
-      {"mesh_wire_out_owner_answered_to_link_received",
-       [](const auto& t) { return t[kLinkReceived] - t[kOwnerAnswered]; },
-       {}},
-      {"entry_link_received_to_completion",
-       [](const auto& t) { return t[kCompleted] - t[kLinkReceived]; },
-       {}},
-      {"entry_completion_to_answered", [](const auto& t) { return t[kAnswered] - t[kCompleted]; }, {}},
-      {"wire_out_entry_answered_to_io_thread_received",
-       [](const auto& t) { return t[kReceived] - t[kAnswered]; },
-       {}},
-      {"client_received_to_returned", [](const auto& t) { return t[kReturned] - t[kReceived]; }, {}},
-      {"total", [](const auto& t) { return t[kReturned] - t[kCalled]; }, {}},
+      {"client_call_to_io_thread_sent", kCalled, kSent, {}},
+      {"wire_in_sent_to_entry_read", kSent, kRead, {}},
+      {"entry_read_to_link_sent", kRead, kLinkSent, {}},
+      {"mesh_wire_in_link_sent_to_owner_read", kLinkSent, kOwnerRead, {}},
+      {"owner_read_to_group_began", kOwnerRead, kOwnerBegan, {}},
+      {"owner_group_apply", kOwnerBegan, kOwnerCommitting, {}},
+      {"owner_lmdb_commit", kOwnerCommitting, kOwnerLogging, {}},
+      {"owner_log_write_and_flush", kOwnerLogging, kOwnerCommitted, {}},
+      {"owner_committed_to_answered", kOwnerCommitted, kOwnerAnswered, {}},
+      {"mesh_wire_out_owner_answered_to_link_received", kOwnerAnswered, kLinkReceived, {}},
+      {"entry_link_received_to_completion", kLinkReceived, kCompleted, {}},
+      {"entry_completion_to_answered", kCompleted, kAnswered, {}},
+      {"wire_out_entry_answered_to_io_thread_received", kAnswered, kReceived, {}},
+      {"client_received_to_returned", kReceived, kReturned, {}},
+      {"total", kCalled, kReturned, {}},
+  };
+  auto add = [](std::vector<Hop>& list, const std::vector<std::int64_t>& t) {
+    for (auto& h : list) h.us.push_back(static_cast<double>(t[h.to] - t[h.from]) / 1000.0);
   };
   int traced = 0;
   for (int i = 0; i < n; ++i) {
@@ -225,12 +216,13 @@ void roost_hops(const Args& a, int n) {
     }
     if (t->size() == kForwardedStamps && (*t)[kOwnerBegan] != 0) {
       ++traced;
-      for (auto& h : forwarded) h.us.push_back(static_cast<double>(h.span(*t)) / 1000.0);
+      add(forwarded, *t);
       continue;
     }
     if (t->size() != kStamps || (*t)[kBegan] == 0) continue;  // not committed in a group (cannot be)
     ++traced;
-    for (auto& h : hops) h.us.push_back(static_cast<double>(h.span(*t)) / 1000.0);
+    (*t)[kAdmitted] = std::min((*t)[kAdmitted], (*t)[kBegan]);
+    add(hops, *t);
   }
   report("roost_hops_traced", traced, "enqueues");
   if (!forwarded.front().us.empty()) {

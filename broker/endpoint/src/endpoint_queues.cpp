@@ -137,9 +137,11 @@ void Endpoint::Impl::on_enqueue(Session& s, std::uint64_t id, proto::Enqueue::Re
       done(std::move(r));
     };
   }
-  if (trace) hop_trace::forwarding() = trace->forward = std::make_shared<hop_trace::Forward>();
-  router.enqueue(std::move(queue), std::move(msgs), std::move(done));
-  hop_trace::forwarding() = nullptr;
+  {
+    if (trace) trace->forward = std::make_shared<hop_trace::Forward>();
+    hop_trace::ForwardingScope forwarding(trace ? trace->forward : nullptr);
+    router.enqueue(std::move(queue), std::move(msgs), std::move(done));
+  }
   if (trace && trace->node.admitted == 0) trace->node.admitted = hop_trace::now_ns();
 }
 

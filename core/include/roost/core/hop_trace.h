@@ -61,6 +61,15 @@ inline std::shared_ptr<Forward>& forwarding() {
   thread_local std::shared_ptr<Forward> forward;
   return forward;
 }
+// Sets forwarding() for the scope's life: even a call that throws leaves no trace behind for the
+// next request this thread forwards.
+class ForwardingScope {
+ public:
+  explicit ForwardingScope(std::shared_ptr<Forward> forward) { forwarding() = std::move(forward); }
+  ~ForwardingScope() { forwarding() = nullptr; }
+  ForwardingScope(const ForwardingScope&) = delete;
+  ForwardingScope& operator=(const ForwardingScope&) = delete;
+};
 inline constexpr unsigned kMaxClientStamps = 8;
 
 }  // namespace roost::hop_trace
